@@ -1,0 +1,66 @@
+//! The broker side: connecting to RabbitMQ under a name ops can read, declaring the topology,
+//! and publishing with publisher confirms.
+//!
+//! Owns every AMQP detail below the worker's decisions: names, queue arguments, confirm mode,
+//! returned (unroutable) messages and header encoding. It must not decide what happens to a
+//! task (that is the worker's job) nor parse task bodies (the protocol's).
+
+pub mod headers;
+mod publisher;
+mod topology;
+
+pub use publisher::{Published, Publisher};
+pub use topology::Topology;
+
+use lapin::{Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
+
+/// A failure talking to RabbitMQ.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The connection could not be opened. The URL is redacted.
+    #[error("cannot connect to RabbitMQ at {url}: {source}")]
+    Connect {
+        /// The broker URL without its password.
+        url: String,
+        /// What lapin reported.
+        source: lapin::Error,
+    },
+    /// A queue or exchange exists with arguments that differ from the configuration.
+    #[error(
+        "{kind} `{name}` already exists with other arguments than warren's configuration \
+         ({source}); delete it or make the configuration match"
+    )]
+    TopologyMismatch {
+        /// "queue" or "exchange".
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// What the broker said.
+        source: lapin::Error,
+    },
+    /// The broker refused to take a published message (nack): e.g. a full queue with
+    /// `x-overflow = reject-publish`.
+    #[error("the broker refused the message published to `{0}` (nack)")]
+    Nacked(String),
+    /// Any other AMQP failure.
+    #[error("AMQP error: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// The name of this process for the management UI: `<base>@<host>:<pid>`.
+pub fn process_name(base: &str) -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    format!("{base}@{host}:{}", std::process::id())
+}
+
+/// Opens a connection whose `connection_name` client property is `name`.
+pub async fn connect(url: &SecretString, name: &str) -> Result<Connection, BrokerError> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(url.expose_secret(), properties)
+        .await
+        .map_err(|source| BrokerError::Connect {
+            url: crate::config::redact_url(url.expose_secret()),
+            source,
+        })
+}

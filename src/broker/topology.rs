@@ -1,0 +1,171 @@
+//! The queues and exchanges warren relies on, declared idempotently at start.
+//!
+//! - requests queue (default `warren.requests`): durable, quorum or classic, dead-letters to
+//!   the dead-letter exchange; quorum gets a delivery limit; optional backlog bound and
+//!   (classic only) priorities.
+//! - dead-letter exchange (`warren.dlx`, fanout, durable) bound to the dead-letter queue
+//!   (`warren.dead`, durable classic: requeueing after a peek keeps its order).
+//! - results queue (`warren.results`, durable classic) for replies without a `reply_to`.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+
+use super::headers::{int, table, text};
+use super::BrokerError;
+use crate::config::{QueueType, TopologySettings};
+
+/// The configured topology.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    settings: TopologySettings,
+}
+
+impl Topology {
+    /// The topology described by `[topology]`.
+    pub fn new(settings: &TopologySettings) -> Self {
+        Topology {
+            settings: settings.clone(),
+        }
+    }
+
+    /// Name of the requests queue.
+    pub fn requests_queue(&self) -> &str {
+        &self.settings.requests_queue
+    }
+
+    /// Name of the dead-letter exchange.
+    pub fn dead_letter_exchange(&self) -> &str {
+        &self.settings.dead_letter_exchange
+    }
+
+    /// Name of the dead-letter queue.
+    pub fn dead_letter_queue(&self) -> &str {
+        &self.settings.dead_letter_queue
+    }
+
+    /// Name of the results queue.
+    pub fn results_queue(&self) -> &str {
+        &self.settings.results_queue
+    }
+
+    /// Arguments of the requests queue, as declared.
+    pub fn requests_arguments(&self) -> Vec<(&'static str, AMQPValue)> {
+        let s = &self.settings;
+        let mut args = vec![
+            ("x-queue-type", text(s.queue_type.as_str())),
+            (
+                "x-dead-letter-exchange",
+                text(s.dead_letter_exchange.clone()),
+            ),
+        ];
+        if s.queue_type == QueueType::Quorum {
+            args.push(("x-delivery-limit", int(i64::from(s.delivery_limit))));
+        }
+        if s.max_length > 0 {
+            args.push(("x-max-length", int(i64::from(s.max_length))));
+            args.push(("x-overflow", text("reject-publish")));
+        }
+        if s.queue_type == QueueType::Classic && s.max_priority > 0 {
+            args.push(("x-max-priority", int(i64::from(s.max_priority))));
+        }
+        args
+    }
+
+    fn parking_arguments() -> FieldTable {
+        table([("x-queue-type", text("classic"))])
+    }
+
+    /// Declares everything. Safe to run any number of times with the same configuration; a
+    /// queue that exists with other arguments is reported as [`BrokerError::TopologyMismatch`]
+    /// (the broker closes the channel in that case, so pass a channel you can lose).
+    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let s = &self.settings;
+        channel
+            .exchange_declare(
+                s.dead_letter_exchange.as_str().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| mismatch("exchange", &s.dead_letter_exchange, source))?;
+        declare_queue(channel, &s.dead_letter_queue, Self::parking_arguments()).await?;
+        channel
+            .queue_bind(
+                s.dead_letter_queue.as_str().into(),
+                s.dead_letter_exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        declare_queue(channel, &s.results_queue, Self::parking_arguments()).await?;
+        declare_queue(channel, &s.requests_queue, table(self.requests_arguments())).await?;
+        Ok(())
+    }
+
+    /// A human-readable description of the topology, for `warren topology`.
+    pub fn describe(&self) -> String {
+        let s = &self.settings;
+        let args = self
+            .requests_arguments()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", show(&v)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "queue    {requests}  durable, {args}\n\
+             exchange {dlx}  fanout, durable\n\
+             queue    {dead}  durable, x-queue-type=classic, bound to {dlx}\n\
+             queue    {results}  durable, x-queue-type=classic\n\
+             publish tasks to the default exchange (\"\") with routing key {requests}\n",
+            requests = s.requests_queue,
+            dlx = s.dead_letter_exchange,
+            dead = s.dead_letter_queue,
+            results = s.results_queue,
+        )
+    }
+}
+
+async fn declare_queue(
+    channel: &Channel,
+    name: &str,
+    arguments: FieldTable,
+) -> Result<(), BrokerError> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| mismatch("queue", name, source))
+}
+
+fn mismatch(kind: &'static str, name: &str, source: lapin::Error) -> BrokerError {
+    if source.to_string().contains("PRECONDITION_FAILED") {
+        BrokerError::TopologyMismatch {
+            kind,
+            name: name.to_owned(),
+            source,
+        }
+    } else {
+        BrokerError::Amqp(source)
+    }
+}
+
+fn show(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::LongLongInt(v) => v.to_string(),
+        other => format!("{other:?}"),
+    }
+}

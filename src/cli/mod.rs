@@ -1,0 +1,98 @@
+//! The `warren` command line: global options, the subcommands, and exit codes.
+//!
+//! Exit codes: 0 success; 1 failure (or an error reply for `submit`); 2 bad command line
+//! (clap); 64 bad configuration (the message names the key); 75 no reply in time (`submit`).
+
+mod submit;
+mod topology;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+
+/// Exit code for an unusable configuration (EX_USAGE in sysexits.h).
+pub const EXIT_CONFIG: u8 = 64;
+/// Exit code when `submit` got no reply in time (EX_TEMPFAIL).
+pub const EXIT_NO_REPLY: u8 = 75;
+
+/// warren: serve LLM inference from RabbitMQ with llama.cpp.
+#[derive(Debug, Parser)]
+#[command(name = "warren", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file layered over the built-in defaults (also: WARREN_CONFIG).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume tasks from the requests queue and serve them with the model (the main job).
+    Worker(worker::Args),
+    /// Publish one task, wait for its reply and print it.
+    Submit(submit::Args),
+    /// Declare the queues and exchanges, then print them.
+    Topology(topology::Args),
+}
+
+/// An error that decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad configuration: exit 64.
+    #[error("{0}")]
+    Config(String),
+    /// `submit` got an error reply: exit 1, reply already printed.
+    #[error("the task failed: {0}")]
+    TaskFailed(String),
+    /// `submit` got no reply in time: exit 75.
+    #[error("no reply within {0} s")]
+    NoReply(u64),
+}
+
+/// Parses the command line, runs the subcommand and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("warren: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    crate::telemetry::init_logging(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("warren: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Worker(args) => worker::run(settings, args).await,
+            Command::Submit(args) => submit::run(settings, args).await,
+            Command::Topology(args) => topology::run(settings, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warren: {e:#}");
+            match e.downcast_ref::<CliError>() {
+                Some(CliError::Config(_)) => ExitCode::from(EXIT_CONFIG),
+                Some(CliError::NoReply(_)) => ExitCode::from(EXIT_NO_REPLY),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! `warren topology`: declare the queues and exchanges (idempotent) and print them.
+
+use crate::broker::{self, Topology};
+use crate::config::Settings;
+
+/// Options of `warren topology`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the topology without connecting to the broker.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Declares and prints the topology.
+pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+    let topology = Topology::new(&settings.topology);
+    if !args.dry_run {
+        let name = broker::process_name("warren-topology");
+        let connection = broker::connect(&settings.broker.url, &name).await?;
+        let channel = connection.create_channel().await?;
+        topology.declare(&channel).await?;
+        let _ = connection.close(200, "done".into()).await;
+        println!("declared on {}:", settings.redacted_broker_url());
+    }
+    print!("{}", topology.describe());
+    Ok(())
+}

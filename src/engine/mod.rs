@@ -1,0 +1,146 @@
+//! The inference engine: one GGUF model and one llama.cpp context, owned by a dedicated OS
+//! thread, serving generation jobs sent from async code through a channel.
+//!
+//! Owns everything llama.cpp: loading, tokenizing, chat templates, sampling, decoding. The
+//! llama objects never leave the engine thread, so no llama.cpp call can block the tokio
+//! runtime and no thread-safety question about contexts arises. It knows nothing of AMQP:
+//! it takes a [`GenerationRequest`] and answers a [`Generation`] or a [`TaskError`].
+//!
+//! Layout: [`runner`] is the step loop on the thread (admit jobs into free slots, decode one
+//! batch, sample each sequence); [`sequence`] is one task's state while it holds a slot;
+//! [`sampling`] builds a task's sampler chain.
+
+mod runner;
+mod sampling;
+mod sequence;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::EngineSettings;
+use crate::protocol::{ErrorCode, FinishReason, Input, Sampling, TaskError};
+
+/// What the engine needs to generate one completion.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    /// Prompt or chat messages.
+    pub input: Input,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Sampling parameters.
+    pub sampling: Sampling,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Bound on this generation, counted from when it gets a slot.
+    pub timeout: Duration,
+}
+
+/// A finished completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The generated text (stop sequence excluded).
+    pub text: String,
+    /// Why generation ended.
+    pub finish_reason: FinishReason,
+    /// Tokens in the rendered prompt.
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+    /// Time spent waiting for a free slot.
+    pub slot_wait: Duration,
+    /// Time spent reading the prompt.
+    pub prompt_time: Duration,
+    /// Time spent generating.
+    pub generation_time: Duration,
+}
+
+/// What is known about the loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Name reported in replies.
+    pub name: String,
+    /// Context size available to one task, in tokens.
+    pub context_per_slot: u32,
+    /// Tasks decoded at once.
+    pub slots: u32,
+    /// Layers offloaded to a GPU.
+    pub gpu_layers: u32,
+    /// Where the chat template comes from: `gguf` or `builtin:<name>`.
+    pub chat_template_source: String,
+}
+
+/// The engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineStartError {
+    /// The model file does not exist.
+    #[error("model file {0} not found (run `make model` to fetch the default model)")]
+    ModelMissing(PathBuf),
+    /// llama.cpp failed while loading the model or creating the context.
+    #[error("llama.cpp could not start: {0}")]
+    Llama(String),
+    /// The engine thread ended before it reported.
+    #[error("the engine thread ended during start-up")]
+    ThreadDied,
+}
+
+/// A job handed to the engine thread.
+pub(crate) struct Job {
+    request: GenerationRequest,
+    submitted: Instant,
+    reply: oneshot::Sender<Result<Generation, TaskError>>,
+}
+
+/// Handle to the engine thread. Cheap to share behind an `Arc`; dropping the last handle
+/// lets the thread finish its jobs and exit.
+pub struct Engine {
+    jobs: mpsc::UnboundedSender<Job>,
+    info: ModelInfo,
+}
+
+impl Engine {
+    /// Loads the model on a new engine thread and waits until it is ready to serve.
+    /// Blocking: call it from `spawn_blocking` or before the runtime is busy.
+    pub fn start(settings: &EngineSettings) -> Result<Engine, EngineStartError> {
+        if !settings.model_path.is_file() {
+            return Err(EngineStartError::ModelMissing(settings.model_path.clone()));
+        }
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let settings = settings.clone();
+        std::thread::Builder::new()
+            .name("warren-engine".into())
+            .spawn(move || runner::run(settings, jobs_rx, ready_tx))
+            .map_err(|e| EngineStartError::Llama(format!("cannot spawn engine thread: {e}")))?;
+        let info = ready_rx
+            .recv()
+            .map_err(|_| EngineStartError::ThreadDied)??;
+        Ok(Engine {
+            jobs: jobs_tx,
+            info,
+        })
+    }
+
+    /// What the engine loaded.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Generates a completion. Dropping the returned future cancels the job: the engine frees
+    /// its slot at the next step.
+    pub async fn generate(&self, request: GenerationRequest) -> Result<Generation, TaskError> {
+        let (reply, result) = oneshot::channel();
+        let job = Job {
+            request,
+            submitted: Instant::now(),
+            reply,
+        };
+        self.jobs.send(job).map_err(|_| engine_gone())?;
+        result.await.map_err(|_| engine_gone())?
+    }
+}
+
+fn engine_gone() -> TaskError {
+    TaskError::new(ErrorCode::Internal, "the inference engine has stopped")
+}

@@ -1,0 +1,403 @@
+//! The engine thread's loop: load the model, then repeat { admit waiting jobs into free
+//! slots, drop sequences that timed out or were abandoned, decode one token for every active
+//! sequence in a single batch, sample each }. A sequence finishes on its own schedule and
+//! frees its slot at once; nothing waits for a whole batch.
+
+use std::num::NonZeroU32;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc::{self, error::TryRecvError};
+
+use super::sampling::sampler_for;
+use super::sequence::{Sequence, SequenceStart, Step};
+use super::{EngineStartError, Job, ModelInfo};
+use crate::config::EngineSettings;
+use crate::protocol::{ErrorCode, Input, TaskError};
+
+/// llama.cpp's backend may be initialised only once per process.
+fn backend() -> Result<&'static LlamaBackend, EngineStartError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineStartError::Llama(e.clone()))
+}
+
+/// Entry point of the engine thread. Reports start-up on `ready`, then serves `jobs` until
+/// every [`super::Engine`] handle is gone and no sequence is active.
+pub(super) fn run(
+    settings: EngineSettings,
+    jobs: mpsc::UnboundedReceiver<Job>,
+    ready: std::sync::mpsc::Sender<Result<ModelInfo, EngineStartError>>,
+) {
+    let started = match load(&settings) {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let (model, backend) = started;
+    let mut runner = match Runner::new(&settings, &model, backend) {
+        Ok(runner) => runner,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    if ready.send(Ok(runner.info(&settings))).is_err() {
+        return;
+    }
+    runner.serve(jobs);
+}
+
+fn load(
+    settings: &EngineSettings,
+) -> Result<(LlamaModel, &'static LlamaBackend), EngineStartError> {
+    let backend = backend()?;
+    let params = LlamaModelParams::default().with_n_gpu_layers(settings.n_gpu_layers);
+    let model =
+        LlamaModel::load_from_file(backend, &settings.model_path, &params).map_err(|e| {
+            EngineStartError::Llama(format!("loading {}: {e}", settings.model_path.display()))
+        })?;
+    Ok((model, backend))
+}
+
+struct Runner<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    batch_capacity: usize,
+    template: LlamaChatTemplate,
+    template_source: String,
+    context_per_slot: u32,
+    slots: Vec<Option<Sequence>>,
+}
+
+impl<'m> Runner<'m> {
+    fn new(
+        settings: &EngineSettings,
+        model: &'m LlamaModel,
+        backend: &LlamaBackend,
+    ) -> Result<Self, EngineStartError> {
+        let slots = settings.slots;
+        let threads = settings.effective_threads();
+        let batch_capacity = settings.batch_size.max(slots);
+        // Without a unified KV cache llama.cpp splits n_ctx evenly across sequences, so each
+        // slot gets exactly `context_size` tokens.
+        let n_ctx = settings.context_size.saturating_mul(slots);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(batch_capacity)
+            .with_n_ubatch(batch_capacity)
+            .with_n_seq_max(slots)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let ctx = model
+            .new_context(backend, params)
+            .map_err(|e| EngineStartError::Llama(format!("creating the context: {e}")))?;
+        let (template, template_source) = match model.chat_template(None) {
+            Ok(template) => (template, "gguf".to_owned()),
+            Err(_) => (
+                LlamaChatTemplate::new(&settings.chat_template).map_err(|e| {
+                    EngineStartError::Llama(format!("engine.chat_template is not usable: {e}"))
+                })?,
+                format!("builtin:{}", settings.chat_template),
+            ),
+        };
+        Ok(Runner {
+            model,
+            ctx,
+            batch: LlamaBatch::new(batch_capacity as usize, 1),
+            batch_capacity: batch_capacity as usize,
+            template,
+            template_source,
+            context_per_slot: settings.context_size,
+            slots: (0..slots).map(|_| None).collect(),
+        })
+    }
+
+    fn info(&self, settings: &EngineSettings) -> ModelInfo {
+        let name = if !settings.model_name.is_empty() {
+            settings.model_name.clone()
+        } else {
+            self.model
+                .meta_val_str("general.name")
+                .ok()
+                .filter(|n| !n.trim().is_empty())
+                .or_else(|| {
+                    settings
+                        .model_path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "unknown".to_owned())
+        };
+        ModelInfo {
+            name,
+            context_per_slot: self.context_per_slot,
+            slots: self.slots.len() as u32,
+            gpu_layers: settings.n_gpu_layers,
+            chat_template_source: self.template_source.clone(),
+        }
+    }
+
+    fn serve(&mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        let mut open = true;
+        loop {
+            if self.active() == 0 {
+                if !open {
+                    return;
+                }
+                match jobs.blocking_recv() {
+                    Some(job) => self.admit(job),
+                    None => return,
+                }
+            }
+            while open && self.free_slot().is_some() {
+                match jobs.try_recv() {
+                    Ok(job) => self.admit(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => open = false,
+                }
+            }
+            self.reap();
+            if self.active() > 0 {
+                self.step();
+            }
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    fn free_slot(&self) -> Option<usize> {
+        self.slots.iter().position(Option::is_none)
+    }
+
+    /// Reads a job's prompt into a free slot and samples its first token.
+    fn admit(&mut self, job: Job) {
+        if job.reply.is_closed() {
+            return;
+        }
+        let Some(slot) = self.free_slot() else {
+            // serve() only admits when a slot is free.
+            let _ = job.reply.send(Err(internal("no free slot")));
+            return;
+        };
+        let seq_id = slot as i32;
+        let slot_wait = job.submitted.elapsed();
+        let started = Instant::now();
+        let deadline = started + job.request.timeout;
+        let tokens = match self.tokenize(&job.request.input) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+                return;
+            }
+        };
+        if tokens.len() >= self.context_per_slot as usize {
+            let _ = job.reply.send(Err(TaskError::new(
+                ErrorCode::PromptTooLong,
+                format!(
+                    "the prompt is {} tokens; the context holds {} tokens including the completion",
+                    tokens.len(),
+                    self.context_per_slot
+                ),
+            )));
+            return;
+        }
+        self.clear_slot(seq_id);
+        let mut last_index = 0;
+        for (chunk_no, chunk) in tokens.chunks(self.batch_capacity).enumerate() {
+            if Instant::now() >= deadline {
+                self.clear_slot(seq_id);
+                let error = timeout_error(&job);
+                let _ = job.reply.send(Err(error));
+                return;
+            }
+            if job.reply.is_closed() {
+                self.clear_slot(seq_id);
+                return;
+            }
+            self.batch.clear();
+            let base = chunk_no * self.batch_capacity;
+            for (i, token) in chunk.iter().enumerate() {
+                let pos = (base + i) as i32;
+                let is_last = base + i + 1 == tokens.len();
+                if let Err(e) = self.batch.add(*token, pos, &[seq_id], is_last) {
+                    self.clear_slot(seq_id);
+                    let _ = job.reply.send(Err(internal(format!("batch: {e}"))));
+                    return;
+                }
+            }
+            if let Err(e) = self.ctx.decode(&mut self.batch) {
+                self.clear_slot(seq_id);
+                let _ = job.reply.send(Err(TaskError::new(
+                    ErrorCode::InferenceFailed,
+                    format!("llama.cpp could not read the prompt: {e}"),
+                )));
+                return;
+            }
+            last_index = self.batch.n_tokens() - 1;
+        }
+        let mut sampler = sampler_for(&job.request.sampling);
+        let first = sampler.sample(&self.ctx, last_index);
+        let mut sequence = Sequence::new(SequenceStart {
+            seq_id,
+            reply: job.reply,
+            sampler,
+            stops: job.request.stop,
+            max_tokens: job.request.max_tokens,
+            context_limit: self.context_per_slot as i32,
+            prompt_tokens: tokens.len() as u32,
+            deadline,
+            slot_wait,
+            prompt_time: started.elapsed(),
+        });
+        match self.push(&mut sequence, first) {
+            Step::Continue => self.slots[slot] = Some(sequence),
+            Step::Finished(reason) => {
+                self.clear_slot(seq_id);
+                sequence.finish(reason);
+            }
+        }
+    }
+
+    fn tokenize(&self, input: &Input) -> Result<Vec<LlamaToken>, TaskError> {
+        let vocab = self.model.vocab();
+        let tokens = match input {
+            Input::Prompt(prompt) => vocab.tokenize(prompt.as_bytes(), true, false),
+            Input::Messages(messages) => {
+                let chat = messages
+                    .iter()
+                    .map(|m| LlamaChatMessage::new(m.role.as_str().to_owned(), m.content.clone()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        TaskError::new(ErrorCode::InvalidRequest, format!("messages: {e}"))
+                    })?;
+                let rendered = self
+                    .model
+                    .apply_chat_template(&self.template, &chat, true)
+                    .map_err(|e| {
+                        internal(format!("the chat template could not be applied: {e}"))
+                    })?;
+                vocab.tokenize(rendered.as_bytes(), true, true)
+            }
+        };
+        if tokens.is_empty() {
+            return Err(TaskError::new(
+                ErrorCode::InvalidRequest,
+                "the prompt has no tokens",
+            ));
+        }
+        Ok(tokens)
+    }
+
+    /// Appends a sampled token to its sequence.
+    fn push(&self, sequence: &mut Sequence, token: LlamaToken) -> Step {
+        let vocab = self.model.vocab();
+        if vocab.is_eog(token) {
+            return sequence.push(token, &[], true);
+        }
+        let piece = vocab.token_to_piece(token, false, None);
+        sequence.push(token, &piece, false)
+    }
+
+    /// Ends sequences whose time is up or whose caller left.
+    fn reap(&mut self) {
+        let now = Instant::now();
+        for slot in 0..self.slots.len() {
+            let expired = match &self.slots[slot] {
+                Some(seq) if seq.is_abandoned() => Some(None),
+                Some(seq) if seq.is_past_deadline(now) => Some(Some(())),
+                _ => None,
+            };
+            if let Some(report) = expired {
+                if let Some(sequence) = self.slots[slot].take() {
+                    self.clear_slot(slot as i32);
+                    if report.is_some() {
+                        sequence.fail(TaskError::new(
+                            ErrorCode::Timeout,
+                            "inference took longer than the task's timeout_ms",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes the pending token of every active sequence in one batch, then samples each.
+    fn step(&mut self) {
+        self.batch.clear();
+        for sequence in self.slots.iter_mut().flatten() {
+            sequence.batch_index = self.batch.n_tokens();
+            let added = self
+                .batch
+                .add(sequence.pending, sequence.n_past, &[sequence.seq_id], true);
+            if added.is_err() {
+                // The batch holds at least `slots` tokens, so this cannot happen.
+                tracing::error!("engine batch overflow");
+            }
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            tracing::error!(error = %e, "llama.cpp decode failed; failing the active tasks");
+            for slot in 0..self.slots.len() {
+                if let Some(sequence) = self.slots[slot].take() {
+                    self.clear_slot(slot as i32);
+                    sequence.fail(TaskError::new(
+                        ErrorCode::InferenceFailed,
+                        format!("llama.cpp decode failed: {e}"),
+                    ));
+                }
+            }
+            return;
+        }
+        for slot in 0..self.slots.len() {
+            let Some(mut sequence) = self.slots[slot].take() else {
+                continue;
+            };
+            sequence.n_past += 1;
+            let token = sequence.sampler.sample(&self.ctx, sequence.batch_index);
+            match self.push(&mut sequence, token) {
+                Step::Continue => self.slots[slot] = Some(sequence),
+                Step::Finished(reason) => {
+                    self.clear_slot(slot as i32);
+                    sequence.finish(reason);
+                }
+            }
+        }
+    }
+
+    fn clear_slot(&mut self, seq_id: i32) {
+        if let Err(e) = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None) {
+            tracing::warn!(seq_id, error = %e, "could not clear a sequence's KV cache");
+        }
+    }
+}
+
+fn internal(message: impl Into<String>) -> TaskError {
+    TaskError::new(ErrorCode::Internal, message)
+}
+
+fn timeout_error(job: &Job) -> TaskError {
+    TaskError::new(
+        ErrorCode::Timeout,
+        format!(
+            "inference took longer than the task's timeout_ms ({} ms)",
+            job.request.timeout.as_millis()
+        ),
+    )
+}
