@@ -1,0 +1,51 @@
+# warren's entry points. `make run` and `make test` install whatever is missing first.
+CARGO        ?= cargo
+MODEL        ?= models/gemma3-270m-q4_k_m.gguf
+WARREN       := target/release/warren
+PROMPT       ?= The capital of France is
+MAX_TOKENS   ?= 32
+
+.PHONY: help setup model build broker-up broker-down run submit test lint fmt clean
+
+help:
+	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
+	@echo "make test     - the whole test suite (unit + integration against a real broker and model)"
+	@echo "make submit PROMPT='...' - send one task to the running worker and print the reply"
+	@echo "make setup | model | build | broker-up | broker-down | lint | fmt | clean"
+
+setup:
+	@scripts/setup.sh
+
+model:
+	@scripts/fetch-model.sh $(MODEL)
+
+build: setup
+	$(CARGO) build --release --locked
+
+broker-up:
+	@scripts/broker.sh up
+
+broker-down:
+	@scripts/broker.sh down
+
+run: setup model broker-up build
+	WARREN__ENGINE__MODEL_PATH=$(MODEL) $(WARREN) worker
+
+submit: build
+	$(WARREN) submit --max-tokens $(MAX_TOKENS) "$(PROMPT)"
+
+# One cargo profile (release) for the binary and the tests: llama.cpp is built once.
+# Model-using tests start worker processes; two at a time keeps 2 cores from thrashing.
+test: setup model broker-up
+	$(CARGO) build --release --locked
+	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(CARGO) test --release --locked -- --test-threads=2
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean

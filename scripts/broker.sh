@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Starts or stops a local RabbitMQ with the management plugin (ports 5672 and 15672):
+# the machine's rabbitmq-server when it has one, else docker compose (deploy/docker-compose.yml).
+#
+# Usage: scripts/broker.sh up|down|status
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ping_amqp() { rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
+mgmt_up() { curl -fsS -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1; }
+
+wait_for() {
+  local what=$1 check=$2 seconds=$3
+  for _ in $(seq 1 "$seconds"); do
+    if $check; then return 0; fi
+    sleep 1
+  done
+  echo "broker: $what did not come up within ${seconds}s" >&2
+  return 1
+}
+
+up_local() {
+  if ! ping_amqp; then
+    echo "broker: starting rabbitmq-server"
+    rabbitmq-server -detached
+    wait_for "RabbitMQ" ping_amqp 90
+    rabbitmqctl await_startup >/dev/null 2>&1 || true
+  fi
+  if ! mgmt_up; then
+    echo "broker: enabling the management plugin"
+    rabbitmq-plugins enable rabbitmq_management >/dev/null
+    wait_for "the management API" mgmt_up 60
+  fi
+  echo "broker: RabbitMQ is up (amqp://127.0.0.1:5672, management http://127.0.0.1:15672)"
+}
+
+case "${1:-}" in
+  up)
+    if command -v rabbitmq-server >/dev/null 2>&1; then
+      up_local
+    elif docker info >/dev/null 2>&1; then
+      docker compose -f deploy/docker-compose.yml up -d rabbitmq
+      wait_for "the management API" mgmt_up 90
+    else
+      echo "broker: neither rabbitmq-server nor a Docker engine is available (run make setup)" >&2
+      exit 1
+    fi
+    ;;
+  down)
+    if command -v rabbitmqctl >/dev/null 2>&1 && ping_amqp; then
+      rabbitmqctl stop >/dev/null && echo "broker: stopped"
+    elif docker info >/dev/null 2>&1; then
+      docker compose -f deploy/docker-compose.yml down
+    else
+      echo "broker: not running"
+    fi
+    ;;
+  status)
+    if ping_amqp || mgmt_up; then echo "broker: up"; else echo "broker: down"; exit 1; fi
+    ;;
+  *)
+    echo "usage: $0 up|down|status" >&2
+    exit 2
+    ;;
+esac

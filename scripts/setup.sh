@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building and running warren needs, when it is missing (Debian/Ubuntu):
+# cmake and libclang-dev (to build llama.cpp through llama-cpp-2), pip (to fetch the model),
+# and RabbitMQ when neither rabbitmq-server nor a Docker engine is available.
+set -euo pipefail
+
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || missing+=(python3-pip)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if ! command -v rabbitmq-server >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
+  missing+=(rabbitmq-server)
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is missing: install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: everything is installed"
+  exit 0
+fi
+echo "setup: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+echo "setup: done"

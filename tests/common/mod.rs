@@ -1,0 +1,536 @@
+//! Test harness shared by the integration tests: worker processes started from the real
+//! `warren` binary on queues named for one test, an upstream client speaking AMQP with lapin
+//! as any service would, and the RabbitMQ management API to look at what the broker holds.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
+use serde_json::Value;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
+const GUEST_AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
+
+/// How long a test waits for something the broker or a worker should do soon.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// The real model the end-to-end tests run.
+pub fn model_path() -> PathBuf {
+    let path = std::env::var_os("WARREN_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/gemma3-270m-q4_k_m.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "model {} is missing: run `make model` (or `make test`)",
+        path.display()
+    );
+    path
+}
+
+/// Queue and exchange names that belong to one test, deleted when dropped.
+pub struct Names {
+    pub requests: String,
+    pub dlx: String,
+    pub dead: String,
+    pub results: String,
+}
+
+impl Names {
+    pub fn new(test: &str) -> Names {
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let base = format!("test.{test}.{id}");
+        Names {
+            requests: format!("{base}.requests"),
+            dlx: format!("{base}.dlx"),
+            dead: format!("{base}.dead"),
+            results: format!("{base}.results"),
+        }
+    }
+
+    /// Environment that points a warren process at these names and the local broker.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("WARREN__BROKER__URL".into(), AMQP_URL.into()),
+            (
+                "WARREN__TOPOLOGY__REQUESTS_QUEUE".into(),
+                self.requests.clone(),
+            ),
+            (
+                "WARREN__TOPOLOGY__DEAD_LETTER_EXCHANGE".into(),
+                self.dlx.clone(),
+            ),
+            (
+                "WARREN__TOPOLOGY__DEAD_LETTER_QUEUE".into(),
+                self.dead.clone(),
+            ),
+            (
+                "WARREN__TOPOLOGY__RESULTS_QUEUE".into(),
+                self.results.clone(),
+            ),
+        ]
+    }
+}
+
+impl Drop for Names {
+    fn drop(&mut self) {
+        for queue in [&self.requests, &self.dead, &self.results] {
+            let _ = management_delete(&format!("queues/%2F/{queue}"));
+        }
+        let _ = management_delete(&format!("exchanges/%2F/{}", self.dlx));
+    }
+}
+
+/// A `warren` command with the test environment (no inherited warren settings).
+pub fn warren(names: &Names) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WARREN") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command.envs(names.env());
+    command
+}
+
+/// A `warren worker` process, killed when dropped. Its log goes to a file.
+pub struct WorkerProcess {
+    child: Child,
+    pub log_path: PathBuf,
+    queue: String,
+}
+
+impl WorkerProcess {
+    /// Starts a worker on the real model with one decoding thread and a 512-token context,
+    /// plus `extra` settings, and waits until it consumes.
+    pub async fn start(names: &Names, extra: &[(&str, &str)]) -> WorkerProcess {
+        let log_path = std::env::temp_dir().join(format!("{}.log", names.requests));
+        let log = std::fs::File::create(&log_path).expect("create worker log");
+        let mut command = warren(names);
+        command
+            .arg("worker")
+            .env("WARREN__ENGINE__MODEL_PATH", model_path())
+            .env("WARREN__ENGINE__THREADS", "1")
+            .env("WARREN__ENGINE__CONTEXT_SIZE", "512")
+            .env("WARREN__ENGINE__BATCH_SIZE", "64")
+            .env("RUST_LOG", "info,warren=debug")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawn warren worker");
+        let mut worker = WorkerProcess {
+            child,
+            log_path,
+            queue: names.requests.clone(),
+        };
+        worker.wait_consuming().await;
+        worker
+    }
+
+    async fn wait_consuming(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("worker exited early ({status}):\n{}", self.log());
+            }
+            if consumer_count(&self.queue).await > 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker never consumed:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker ignored SIGTERM:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// An upstream service: publishes tasks with publisher confirms and reads its replies from
+/// its own exclusive reply queue.
+pub struct Upstream {
+    connection: Connection,
+    pub channel: Channel,
+    pub reply_queue: String,
+    replies: Consumer,
+    early: HashMap<String, (BasicProperties, Value)>,
+}
+
+impl Upstream {
+    pub async fn connect() -> Upstream {
+        let connection = Connection::connect(
+            AMQP_URL,
+            ConnectionProperties::default().with_connection_name("warren-test-upstream".into()),
+        )
+        .await
+        .expect("connect to RabbitMQ (is it running? `make broker-up`)");
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let replies = channel
+            .basic_consume(
+                queue.name().clone(),
+                "test-replies".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Upstream {
+            connection,
+            channel,
+            reply_queue: queue.name().to_string(),
+            replies,
+            early: HashMap::new(),
+        }
+    }
+
+    /// Publishes raw bytes to `queue` through the default exchange and waits for the confirm.
+    pub async fn publish(
+        &self,
+        queue: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Confirmation {
+        self.channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm")
+    }
+
+    /// The properties a well-behaved client sets: JSON, persistent, reply_to, correlation_id.
+    pub fn properties(&self, correlation_id: &str) -> BasicProperties {
+        BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_correlation_id(correlation_id.into())
+            .with_reply_to(self.reply_queue.as_str().into())
+    }
+
+    /// Sends `body` bytes with the usual properties; returns the correlation id.
+    pub async fn send_bytes(&self, queue: &str, body: &[u8]) -> String {
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let confirm = self
+            .publish(queue, body, self.properties(&correlation_id))
+            .await;
+        assert!(confirm.is_ack(), "publish not confirmed: {confirm:?}");
+        correlation_id
+    }
+
+    /// Sends a JSON task; returns the correlation id.
+    pub async fn send(&self, queue: &str, task: &Value) -> String {
+        self.send_bytes(queue, task.to_string().as_bytes()).await
+    }
+
+    /// Waits for the reply with `correlation_id`.
+    pub async fn reply_with_properties(
+        &mut self,
+        correlation_id: &str,
+    ) -> (BasicProperties, Value) {
+        if let Some(reply) = self.early.remove(correlation_id) {
+            return reply;
+        }
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.replies.next())
+                .await
+                .unwrap_or_else(|_| panic!("no reply for {correlation_id} in time"))
+                .expect("reply consumer ended")
+                .expect("reply delivery");
+            let body: Value = serde_json::from_slice(&next.data).expect("reply is JSON");
+            let cid = next
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            if cid == correlation_id {
+                return (next.properties, body);
+            }
+            self.early.insert(cid, (next.properties, body));
+        }
+    }
+
+    /// The correlation ids of the next `count` replies, in the order they arrive.
+    pub async fn next_replies(&mut self, count: usize) -> Vec<String> {
+        assert!(self.early.is_empty(), "replies were already buffered");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut ids = Vec::with_capacity(count);
+        while ids.len() < count {
+            let next = tokio::time::timeout_at(deadline, self.replies.next())
+                .await
+                .expect("replies in time")
+                .expect("reply consumer ended")
+                .expect("reply delivery");
+            let cid = next
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            ids.push(cid);
+        }
+        ids
+    }
+
+    pub async fn reply(&mut self, correlation_id: &str) -> Value {
+        self.reply_with_properties(correlation_id).await.1
+    }
+
+    /// Sends a task and waits for its reply.
+    pub async fn request(&mut self, queue: &str, task: &Value) -> Value {
+        let correlation_id = self.send(queue, task).await;
+        let reply = self.reply(&correlation_id).await;
+        assert_eq!(
+            reply["id"],
+            Value::String(correlation_id.clone()),
+            "{reply}"
+        );
+        reply
+    }
+
+    /// Takes messages from `queue` (acking them) until one has `correlation_id`.
+    pub async fn take_from(&self, queue: &str, correlation_id: &str) -> (BasicProperties, Vec<u8>) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let got = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get");
+            match got {
+                Some(message) => {
+                    let matches = message
+                        .delivery
+                        .properties
+                        .correlation_id()
+                        .as_ref()
+                        .is_some_and(|c| c.as_str() == correlation_id);
+                    if matches {
+                        return (message.delivery.properties, message.delivery.data);
+                    }
+                }
+                None => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "nothing with correlation id {correlation_id} arrived in {queue}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        let _ = self.connection.close(200, "test done".into()).await;
+    }
+}
+
+/// A header of a message as text (strings) or number (integers).
+pub fn header(properties: &BasicProperties, name: &str) -> Option<String> {
+    use lapin::types::AMQPValue;
+    let value = properties.headers().as_ref()?.inner().get(name)?.clone();
+    Some(match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::LongLongInt(v) => v.to_string(),
+        AMQPValue::LongInt(v) => v.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+fn management(method: &str, path: &str) -> Result<Value, String> {
+    let url = format!("{MANAGEMENT}/{path}");
+    let response = match method {
+        "GET" => ureq::get(&url).header("Authorization", GUEST_AUTH).call(),
+        _ => ureq::delete(&url)
+            .header("Authorization", GUEST_AUTH)
+            .call(),
+    };
+    let mut response = response.map_err(|e| format!("{method} {url}: {e}"))?;
+    if method == "GET" {
+        response
+            .body_mut()
+            .read_json::<Value>()
+            .map_err(|e| format!("{url}: {e}"))
+    } else {
+        Ok(Value::Null)
+    }
+}
+
+/// `GET /api/<path>` of the management API.
+pub fn management_get(path: &str) -> Result<Value, String> {
+    management("GET", path)
+}
+
+fn management_delete(path: &str) -> Result<Value, String> {
+    management("DELETE", path)
+}
+
+/// What the management API says of a queue in vhost `/`.
+pub fn queue_info(queue: &str) -> Result<Value, String> {
+    management_get(&format!("queues/%2F/{queue}"))
+}
+
+/// Ready + unacked messages of a queue (0 when it does not exist).
+pub fn queue_depth(queue: &str) -> u64 {
+    queue_info(queue)
+        .ok()
+        .and_then(|q| q["messages"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Consumers of `queue` right now (0 when it does not exist), from a passive declare: exact,
+/// unlike the management API's statistics, which lag by seconds.
+pub async fn consumer_count(queue: &str) -> u32 {
+    passive_declare(queue)
+        .await
+        .map_or(0, |q| q.consumer_count())
+}
+
+/// Messages ready in `queue` right now (not counting unacked ones), from a passive declare.
+pub async fn ready_count(queue: &str) -> u32 {
+    passive_declare(queue)
+        .await
+        .map_or(0, |q| q.message_count())
+}
+
+async fn passive_declare(queue: &str) -> Option<lapin::Queue> {
+    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .ok()?;
+    let channel = connection.create_channel().await.ok()?;
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .ok();
+    let _ = connection.close(200, "".into()).await;
+    declared
+}
+
+/// Unacknowledged deliveries of `queue` right now, from `rabbitmqctl` (exact, unlike the
+/// management API's statistics).
+pub fn unacked_count(queue: &str) -> u64 {
+    let output = Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "messages_unacknowledged"])
+        .output()
+        .expect("run rabbitmqctl");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            (parts.next()? == queue).then(|| parts.next()?.parse().ok())?
+        })
+        .next()
+        .unwrap_or(0)
+}
+
+/// What most end-to-end tests start from: their own queue names, a worker consuming them,
+/// and an upstream client. Dropped in reverse: client, worker, then the queues.
+pub struct Serving {
+    pub upstream: Upstream,
+    pub worker: WorkerProcess,
+    pub names: Names,
+}
+
+/// A worker for test `test` with `extra` settings, and an upstream client.
+pub async fn serving(test: &str, extra: &[(&str, &str)]) -> Serving {
+    let names = Names::new(test);
+    let worker = WorkerProcess::start(&names, extra).await;
+    let upstream = Upstream::connect().await;
+    Serving {
+        upstream,
+        worker,
+        names,
+    }
+}

@@ -1,0 +1,556 @@
+//! End-to-end behaviour of `warren worker`: a real RabbitMQ, the real model, tasks published
+//! with lapin the way an upstream service publishes them.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{header, Upstream};
+use lapin::options::BasicGetOptions;
+use lapin::BasicProperties;
+use serde_json::{json, Value};
+
+const MODEL_NAME: &str = "Gemma 3 270m";
+
+fn text(reply: &Value) -> &str {
+    reply["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {reply}"))
+}
+
+#[tokio::test]
+async fn a_prompt_task_gets_a_real_completion_with_the_documented_fields() {
+    let common::Serving {
+        mut upstream,
+        worker: _worker,
+        names,
+    } = common::serving("prompt", &[]).await;
+
+    let correlation_id = upstream
+        .send(
+            &names.requests,
+            &json!({"prompt": "The capital of France is", "max_tokens": 12}),
+        )
+        .await;
+    let (properties, reply) = upstream.reply_with_properties(&correlation_id).await;
+
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(reply["version"], 1);
+    assert_eq!(reply["id"], correlation_id.as_str());
+    assert!(!text(&reply).trim().is_empty(), "{reply}");
+    assert!(["stop", "length"].contains(&reply["finish_reason"].as_str().unwrap()));
+    assert!(reply["usage"]["prompt_tokens"].as_u64().unwrap() >= 5);
+    let completion_tokens = reply["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!((1..=12).contains(&completion_tokens), "{reply}");
+    assert_eq!(reply["model"], MODEL_NAME);
+    assert_eq!(reply["attempt"], 1);
+    assert!(
+        reply.get("error").is_none(),
+        "an ok reply has no error: {reply}"
+    );
+    for field in ["queued", "prompt", "generation", "total"] {
+        assert!(
+            reply["timings_ms"][field].is_u64(),
+            "timings_ms.{field}: {reply}"
+        );
+    }
+    assert_eq!(
+        properties.correlation_id().as_ref().map(|c| c.as_str()),
+        Some(correlation_id.as_str())
+    );
+    assert_eq!(
+        properties.content_type().as_ref().map(|c| c.as_str()),
+        Some("application/json")
+    );
+    assert_eq!(
+        *properties.delivery_mode(),
+        Some(2),
+        "replies are persistent"
+    );
+}
+
+#[tokio::test]
+async fn a_chat_task_is_rendered_with_the_chat_template() {
+    let common::Serving {
+        mut upstream,
+        worker: _worker,
+        names,
+    } = common::serving("chat", &[]).await;
+    let question = "What is the capital of France?";
+
+    let chat = upstream
+        .request(
+            &names.requests,
+            &json!({
+                "messages": [
+                    {"role": "system", "content": "Answer in one word."},
+                    {"role": "user", "content": question}
+                ],
+                "max_tokens": 16
+            }),
+        )
+        .await;
+    let raw = upstream
+        .request(
+            &names.requests,
+            &json!({"prompt": question, "max_tokens": 1}),
+        )
+        .await;
+
+    assert_eq!(chat["status"], "ok", "{chat}");
+    assert!(chat["text"].is_string());
+    // The template wraps the turns in <start_of_turn>user ... <start_of_turn>model markers.
+    let chat_prompt = chat["usage"]["prompt_tokens"].as_u64().unwrap();
+    let raw_prompt = raw["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        chat_prompt >= raw_prompt + 8,
+        "chat prompt ({chat_prompt} tokens) should carry the template's markers beyond the raw text ({raw_prompt})"
+    );
+}
+
+#[tokio::test]
+async fn the_same_seed_and_settings_give_the_same_text() {
+    let common::Serving {
+        mut upstream,
+        worker: _worker,
+        names,
+    } = common::serving("seed", &[]).await;
+    let sampled = json!({
+        "prompt": "Once upon a time", "max_tokens": 24,
+        "temperature": 0.9, "top_p": 0.95, "top_k": 50, "seed": 1234
+    });
+    let greedy = json!({"prompt": "Once upon a time", "max_tokens": 24});
+
+    let first = upstream.request(&names.requests, &sampled).await;
+    let second = upstream.request(&names.requests, &sampled).await;
+    let greedy_first = upstream.request(&names.requests, &greedy).await;
+    let greedy_second = upstream.request(&names.requests, &greedy).await;
+
+    assert_eq!(first["status"], "ok", "{first}");
+    assert_eq!(text(&first), text(&second));
+    assert_eq!(text(&greedy_first), text(&greedy_second));
+}
+
+#[tokio::test]
+async fn max_tokens_ends_generation_with_length_after_exactly_that_many_tokens() {
+    let common::Serving {
+        mut upstream,
+        worker: _worker,
+        names,
+    } = common::serving("maxtok", &[]).await;
+
+    let reply = upstream
+        .request(
+            &names.requests,
+            &json!({"prompt": "Once upon a time, in a land far away,", "max_tokens": 5}),
+        )
+        .await;
+
+    assert_eq!(reply["finish_reason"], "length", "{reply}");
+    assert_eq!(reply["usage"]["completion_tokens"], 5, "{reply}");
+}
+
+#[tokio::test]
+async fn a_stop_sequence_ends_the_text_before_it() {
+    let common::Serving {
+        mut upstream,
+        worker: _worker,
+        names,
+    } = common::serving("stop", &[]).await;
+    let prompt = "1, 2, 3, 4, 5,";
+
+    let free = upstream
+        .request(
+            &names.requests,
+            &json!({"prompt": prompt, "max_tokens": 16}),
+        )
+        .await;
+    let free_text = text(&free).to_owned();
+    let stop = " 8";
+    let cut = free_text.find(stop).unwrap_or_else(|| {
+        panic!("precondition: greedy text {free_text:?} should contain {stop:?}")
+    });
+
+    let stopped = upstream
+        .request(
+            &names.requests,
+            &json!({"prompt": prompt, "max_tokens": 16, "stop": [stop]}),
+        )
+        .await;
+
+    assert_eq!(stopped["finish_reason"], "stop", "{stopped}");
+    assert_eq!(text(&stopped), &free_text[..cut]);
+}
+
+#[tokio::test]
+async fn a_task_without_reply_to_gets_its_reply_in_the_results_queue() {
+    let common::Serving {
+        upstream,
+        worker: _worker,
+        names,
+    } = common::serving("noreply", &[]).await;
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+
+    let confirm = upstream
+        .publish(
+            &names.requests,
+            json!({"prompt": "Hello", "max_tokens": 3})
+                .to_string()
+                .as_bytes(),
+            BasicProperties::default().with_correlation_id(correlation_id.as_str().into()),
+        )
+        .await;
+    assert!(confirm.is_ack());
+
+    let (_, body) = upstream.take_from(&names.results, &correlation_id).await;
+    let reply: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(reply["id"], correlation_id.as_str());
+}
+
+#[tokio::test]
+async fn a_reply_to_a_queue_that_does_not_exist_is_kept_in_the_results_queue() {
+    let common::Serving {
+        mut upstream,
+        mut worker,
+        names,
+    } = common::serving("lostreply", &[]).await;
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let missing = format!("{}.nobody-listens", names.requests);
+
+    let confirm = upstream
+        .publish(
+            &names.requests,
+            json!({"prompt": "Hello", "max_tokens": 3})
+                .to_string()
+                .as_bytes(),
+            BasicProperties::default()
+                .with_correlation_id(correlation_id.as_str().into())
+                .with_reply_to(missing.as_str().into()),
+        )
+        .await;
+    assert!(confirm.is_ack());
+
+    let (properties, body) = upstream.take_from(&names.results, &correlation_id).await;
+    let reply: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(
+        header(&properties, "x-warren-undeliverable-reply-to").as_deref(),
+        Some(missing.as_str())
+    );
+    assert!(worker.is_running());
+    let next = upstream
+        .request(&names.requests, &json!({"prompt": "Hi", "max_tokens": 2}))
+        .await;
+    assert_eq!(next["status"], "ok");
+}
+
+/// A hostile or malformed task, what it should be answered with, and how it is sent.
+struct BadTask {
+    what: &'static str,
+    body: Vec<u8>,
+    content_type: Option<&'static str>,
+    code: &'static str,
+}
+
+fn bad(what: &'static str, body: impl Into<Vec<u8>>, code: &'static str) -> BadTask {
+    BadTask {
+        what,
+        body: body.into(),
+        content_type: Some("application/json"),
+        code,
+    }
+}
+
+fn bad_tasks() -> Vec<BadTask> {
+    let long_prompt = "word ".repeat(300);
+    vec![
+        bad("not JSON", "hello there", "invalid_request"),
+        bad("an empty body", "", "invalid_request"),
+        bad("a JSON list", "[1, 2, 3]", "invalid_request"),
+        bad(
+            "a JSON string",
+            "\"The capital of France is\"",
+            "invalid_request",
+        ),
+        bad(
+            "neither prompt nor messages",
+            r#"{"max_tokens": 5}"#,
+            "invalid_request",
+        ),
+        bad(
+            "both prompt and messages",
+            r#"{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}"#,
+            "invalid_request",
+        ),
+        bad(
+            "a prompt that is a number",
+            r#"{"prompt": 42}"#,
+            "invalid_request",
+        ),
+        bad(
+            "an unknown role",
+            r#"{"messages": [{"role": "wizard", "content": "x"}]}"#,
+            "invalid_request",
+        ),
+        bad(
+            "max_tokens above the cap",
+            r#"{"prompt": "a", "max_tokens": 100000}"#,
+            "invalid_request",
+        ),
+        bad(
+            "max_tokens zero",
+            r#"{"prompt": "a", "max_tokens": 0}"#,
+            "invalid_request",
+        ),
+        bad(
+            "a negative temperature",
+            r#"{"prompt": "a", "temperature": -1}"#,
+            "invalid_request",
+        ),
+        bad(
+            "top_p of zero",
+            r#"{"prompt": "a", "top_p": 0}"#,
+            "invalid_request",
+        ),
+        bad(
+            "a seed that is a string",
+            r#"{"prompt": "a", "seed": "42"}"#,
+            "invalid_request",
+        ),
+        bad(
+            "stop that is not a list",
+            r#"{"prompt": "a", "stop": "\n"}"#,
+            "invalid_request",
+        ),
+        bad(
+            "a NaN literal",
+            r#"{"prompt": "a", "temperature": NaN}"#,
+            "invalid_request",
+        ),
+        bad(
+            "truncated JSON",
+            r#"{"prompt": "The capital"#,
+            "invalid_request",
+        ),
+        bad("deeply nested JSON", "[".repeat(5000), "invalid_request"),
+        bad(
+            "invalid UTF-8",
+            b"{\"prompt\": \"\xff\xfe\"}".to_vec(),
+            "invalid_request",
+        ),
+        bad(
+            "stream requested",
+            r#"{"prompt": "a", "stream": true}"#,
+            "invalid_request",
+        ),
+        bad(
+            "a body over the size limit",
+            format!(r#"{{"prompt": "{}"}}"#, "x".repeat(5000)),
+            "invalid_request",
+        ),
+        BadTask {
+            what: "a text/plain content type",
+            body: br#"{"prompt": "a"}"#.to_vec(),
+            content_type: Some("text/plain"),
+            code: "invalid_request",
+        },
+        bad(
+            "a prompt longer than the context",
+            json!({"prompt": long_prompt}).to_string(),
+            "prompt_too_long",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_bad_task_gets_an_error_reply_and_a_dead_lettered_copy_and_the_worker_keeps_serving()
+{
+    let common::Serving {
+        mut upstream,
+        mut worker,
+        names,
+    } = common::serving(
+        "badinput",
+        &[
+            ("WARREN__ENGINE__CONTEXT_SIZE", "128"),
+            ("WARREN__LIMITS__MAX_BODY_BYTES", "4096"),
+        ],
+    )
+    .await;
+    let cases = bad_tasks();
+    assert!(cases.len() >= 12);
+
+    let mut sent = Vec::new();
+    for case in &cases {
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let mut properties = upstream
+            .properties(&correlation_id)
+            .with_message_id(format!("msg-{correlation_id}").as_str().into())
+            .with_timestamp(1_700_000_000)
+            .with_headers(common_headers());
+        if let Some(content_type) = case.content_type {
+            properties = properties.with_content_type(content_type.into());
+        }
+        let confirm = upstream
+            .publish(&names.requests, &case.body, properties)
+            .await;
+        assert!(confirm.is_ack(), "{}: not confirmed", case.what);
+        sent.push(correlation_id);
+    }
+
+    for (case, correlation_id) in cases.iter().zip(&sent) {
+        let reply = upstream.reply(correlation_id).await;
+        assert_eq!(reply["status"], "error", "{}: {reply}", case.what);
+        assert_eq!(reply["error"]["code"], case.code, "{}: {reply}", case.what);
+        assert_eq!(reply["error"]["retryable"], false, "{}", case.what);
+        assert!(
+            !reply["error"]["message"].as_str().unwrap_or("").is_empty(),
+            "{}: the error says why",
+            case.what
+        );
+        assert_eq!(
+            reply["id"],
+            format!("msg-{correlation_id}"),
+            "id is the message_id"
+        );
+        assert_eq!(reply["attempt"], 1);
+        assert_eq!(reply["text"], Value::Null);
+    }
+
+    let dead = drain(&upstream, &names.dead, cases.len()).await;
+    for (case, correlation_id) in cases.iter().zip(&sent) {
+        let (properties, body) = dead
+            .get(correlation_id)
+            .unwrap_or_else(|| panic!("{}: no dead-lettered copy", case.what));
+        assert_eq!(
+            body, &case.body,
+            "{}: the copy keeps the original body",
+            case.what
+        );
+        assert_eq!(
+            header(properties, "x-warren-error-code").as_deref(),
+            Some(case.code)
+        );
+        assert!(header(properties, "x-warren-error").is_some_and(|e| !e.is_empty()));
+        assert_eq!(
+            header(properties, "x-warren-attempts").as_deref(),
+            Some("1")
+        );
+        assert_eq!(header(properties, "x-client-tag").as_deref(), Some("kept"));
+        assert_eq!(
+            properties.reply_to().as_ref().map(|r| r.to_string()),
+            Some(upstream.reply_queue.clone()),
+            "{}: the copy keeps reply_to",
+            case.what
+        );
+        assert_eq!(
+            properties.message_id().as_ref().map(|m| m.to_string()),
+            Some(format!("msg-{correlation_id}"))
+        );
+        assert_eq!(*properties.timestamp(), Some(1_700_000_000));
+    }
+
+    assert!(
+        worker.is_running(),
+        "the worker survived:\n{}",
+        worker.log()
+    );
+    let next = upstream
+        .request(
+            &names.requests,
+            &json!({"prompt": "Hello", "max_tokens": 3}),
+        )
+        .await;
+    assert_eq!(next["status"], "ok", "{next}");
+}
+
+fn common_headers() -> lapin::types::FieldTable {
+    let mut table = lapin::types::FieldTable::default();
+    table.insert(
+        "x-client-tag".into(),
+        lapin::types::AMQPValue::LongString("kept".into()),
+    );
+    table
+}
+
+/// Takes `count` messages from `queue`, by correlation id.
+async fn drain(
+    upstream: &Upstream,
+    queue: &str,
+    count: usize,
+) -> HashMap<String, (BasicProperties, Vec<u8>)> {
+    let mut found = HashMap::new();
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while found.len() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {count} messages arrived in {queue}",
+            found.len()
+        );
+        match upstream
+            .channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            Some(message) => {
+                let cid = message
+                    .delivery
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
+                found.insert(cid, (message.delivery.properties, message.delivery.data));
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn prefetch_bounds_the_deliveries_a_worker_holds() {
+    let common::Serving {
+        mut upstream,
+        worker: _worker,
+        names,
+    } = common::serving("prefetch", &[("WARREN__BROKER__PREFETCH", "3")]).await;
+
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let task = json!({"prompt": format!("Story number {i}:"), "max_tokens": 64});
+        ids.push(upstream.send(&names.requests, &task).await);
+    }
+    // The broker's count lags by up to a second, so sample it while the tasks run.
+    let queue = names.requests.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampling_done = done.clone();
+    let sampler = tokio::task::spawn_blocking(move || {
+        let mut samples = Vec::new();
+        while !sampling_done.load(std::sync::atomic::Ordering::Relaxed) && samples.len() < 500 {
+            samples.push(common::unacked_count(&queue));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        samples
+    });
+    for id in &ids {
+        let reply = upstream.reply(id).await;
+        assert_eq!(reply["status"], "ok", "{reply}");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let samples = sampler.await.unwrap();
+    let most_unacked = samples.iter().copied().max().unwrap_or(0);
+    eprintln!("unacked samples: {samples:?}");
+
+    assert!(
+        most_unacked <= 3,
+        "the broker handed out {most_unacked} deliveries with prefetch 3"
+    );
+    assert!(
+        most_unacked >= 2,
+        "with 8 tasks queued the worker should hold more than one (saw {most_unacked})"
+    );
+}
