@@ -56,6 +56,10 @@ pub struct Settings {
     pub engine: EngineSettings,
     /// Bounds on what a task may ask for.
     pub limits: LimitSettings,
+    /// The retry policy.
+    pub retry: RetrySettings,
+    /// Shutdown and poison-task handling.
+    pub worker: WorkerSettings,
     /// Sampling defaults.
     pub sampling: SamplingSettings,
     /// Logging.
@@ -74,6 +78,10 @@ pub struct BrokerSettings {
     pub prefetch: u16,
     /// Base of the connection name shown in the management UI.
     pub connection_name: String,
+    /// First delay between reconnection tries, in ms.
+    pub reconnect_initial_ms: u64,
+    /// Longest delay between reconnection tries, in ms.
+    pub reconnect_max_ms: u64,
 }
 
 /// Whether the requests queue is a quorum or a classic queue.
@@ -166,10 +174,44 @@ pub struct LimitSettings {
     pub timeout_cap_ms: u64,
     /// Largest body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Oldest task (by AMQP timestamp) still run, in ms; 0 = no limit.
+    pub max_age_ms: u64,
     /// Most stop sequences per task.
     pub max_stop_sequences: usize,
     /// Longest stop sequence, in bytes.
     pub max_stop_bytes: usize,
+}
+
+/// `[retry]`: how failed attempts are retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Delay before the first retry, in ms.
+    pub initial_delay_ms: u64,
+    /// Growth of the delay from one retry to the next.
+    pub multiplier: f64,
+    /// Longest delay, in ms.
+    pub max_delay_ms: u64,
+    /// Random spread of each delay, as a fraction.
+    pub jitter: f64,
+    /// Whether timeouts are retried.
+    pub retry_timeouts: bool,
+    /// Prefix of the delay queues' names.
+    pub queue_prefix: String,
+}
+
+/// `[worker]`: shutdown and poison-task handling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// How long tasks in flight may finish after a shutdown signal, in ms.
+    pub shutdown_grace_ms: u64,
+    /// Deliveries without an outcome before a task is dead-lettered as poison.
+    pub max_redeliveries: u32,
+    /// Testing only: honour fault-injection markers in prompts.
+    pub fault_injection: bool,
 }
 
 /// `[sampling]`: defaults for sampling parameters.
@@ -259,6 +301,15 @@ impl Settings {
         if self.broker.connection_name.trim().is_empty() {
             return Err(invalid("broker.connection_name", "must not be empty"));
         }
+        if self.broker.reconnect_initial_ms == 0 {
+            return Err(invalid("broker.reconnect_initial_ms", "must be at least 1"));
+        }
+        if self.broker.reconnect_max_ms < self.broker.reconnect_initial_ms {
+            return Err(invalid(
+                "broker.reconnect_max_ms",
+                "must be at least broker.reconnect_initial_ms",
+            ));
+        }
         let t = &self.topology;
         for (key, name) in [
             ("topology.requests_queue", &t.requests_queue),
@@ -332,6 +383,45 @@ impl Settings {
         }
         if l.max_stop_bytes == 0 {
             return Err(invalid("limits.max_stop_bytes", "must be at least 1"));
+        }
+        let r = &self.retry;
+        if r.max_attempts == 0 || r.max_attempts > 20 {
+            return Err(invalid("retry.max_attempts", "must be between 1 and 20"));
+        }
+        if r.initial_delay_ms == 0 {
+            return Err(invalid("retry.initial_delay_ms", "must be at least 1"));
+        }
+        if !(1.0..=100.0).contains(&r.multiplier) {
+            return Err(invalid("retry.multiplier", "must be between 1.0 and 100.0"));
+        }
+        if r.max_delay_ms < r.initial_delay_ms {
+            return Err(invalid(
+                "retry.max_delay_ms",
+                "must be at least retry.initial_delay_ms",
+            ));
+        }
+        if !(0.0..=0.5).contains(&r.jitter) {
+            return Err(invalid("retry.jitter", "must be between 0.0 and 0.5"));
+        }
+        check_amqp_name("retry.queue_prefix", &r.queue_prefix)?;
+        let w = &self.worker;
+        if w.max_redeliveries == 0 {
+            return Err(invalid("worker.max_redeliveries", "must be at least 1"));
+        }
+        if t.queue_type == QueueType::Quorum && w.max_redeliveries >= t.delivery_limit {
+            return Err(invalid(
+                "worker.max_redeliveries",
+                format!(
+                    "must be below topology.delivery_limit ({}), so that warren answers a poison task before the broker drops it into the dead-letter queue silently",
+                    t.delivery_limit
+                ),
+            ));
+        }
+        if w.shutdown_grace_ms > 3_600_000 {
+            return Err(invalid(
+                "worker.shutdown_grace_ms",
+                "must be at most one hour",
+            ));
         }
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "must not be empty"));
@@ -460,6 +550,16 @@ mod tests {
             ),
             (&[("WARREN__LOG__FORMAT", "xml")], "format"),
             (&[("WARREN__BROKER__PREFETCHH", "2")], "prefetchh"),
+            (
+                &[("WARREN__RETRY__MAX_ATTEMPTS", "0")],
+                "retry.max_attempts",
+            ),
+            (&[("WARREN__RETRY__JITTER", "0.9")], "retry.jitter"),
+            (&[("WARREN__RETRY__MULTIPLIER", "0.5")], "retry.multiplier"),
+            (
+                &[("WARREN__WORKER__MAX_REDELIVERIES", "5")],
+                "worker.max_redeliveries",
+            ),
         ];
         for (vars, key) in cases {
             let text = error_text(vars);

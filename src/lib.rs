@@ -3,14 +3,17 @@
 //! The flow of a task, one module per step:
 //! [`config`] (typed settings) → [`protocol`] (wire contract: parse and validate a task,
 //! shape a reply) → [`broker`] (connection, topology, confirmed publishing) → [`worker`]
-//! (delivery → validate → engine → reply → ack, or error reply + dead letter) →
-//! [`engine`] (the llama.cpp thread and its slots). [`telemetry`] sets up logs; [`cli`]
-//! holds the `warren` subcommands.
+//! (delivery → validate → engine → reply → ack / retry / dead-letter; reconnect and shutdown)
+//! → [`retry`] (the policy: what is retried, after how long) → [`engine`] (the llama.cpp
+//! thread and its slots). [`dlq`] inspects and replays dead letters; [`telemetry`] sets up
+//! logs and readiness; [`cli`] holds the `warren` subcommands.
 
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod dlq;
 pub mod engine;
 pub mod protocol;
+pub mod retry;
 pub mod telemetry;
 pub mod worker;

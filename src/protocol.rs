@@ -23,6 +23,12 @@ pub const HEADER_ATTEMPTS: &str = "x-warren-attempts";
 pub const HEADER_WORKER: &str = "x-warren-worker";
 /// Header on a dead-lettered copy: when it was dead-lettered (Unix time, milliseconds).
 pub const HEADER_FAILED_AT: &str = "x-warren-failed-at-ms";
+/// Header on a task waiting in a delay queue: the code of the failure that is being retried.
+pub const HEADER_LAST_ERROR_CODE: &str = "x-warren-last-error-code";
+/// Header on a task waiting in a delay queue: the reason of the failure being retried.
+pub const HEADER_LAST_ERROR: &str = "x-warren-last-error";
+/// Header on a task in a classic requests queue: deliveries that ended without an outcome.
+pub const HEADER_REDELIVERIES: &str = "x-warren-redeliveries";
 /// Header on a reply that went to the results queue because its `reply_to` queue did not
 /// exist: the original `reply_to`.
 pub const HEADER_UNDELIVERABLE: &str = "x-warren-undeliverable-reply-to";
@@ -184,6 +190,8 @@ pub struct Limits {
     pub timeout_cap_ms: u64,
     /// Largest body.
     pub max_body_bytes: usize,
+    /// Oldest task still run, in ms; 0 = no limit.
+    pub max_age_ms: u64,
     /// Most stop sequences.
     pub max_stop_sequences: usize,
     /// Longest stop sequence in bytes.
@@ -201,6 +209,7 @@ impl Limits {
             default_timeout_ms: limits.default_timeout_ms,
             timeout_cap_ms: limits.timeout_cap_ms,
             max_body_bytes: limits.max_body_bytes,
+            max_age_ms: limits.max_age_ms,
             max_stop_sequences: limits.max_stop_sequences,
             max_stop_bytes: limits.max_stop_bytes,
             default_top_k: sampling.default_top_k,
@@ -656,6 +665,7 @@ mod tests {
             default_timeout_ms: 60_000,
             timeout_cap_ms: 600_000,
             max_body_bytes: 4096,
+            max_age_ms: 0,
             max_stop_sequences: 4,
             max_stop_bytes: 16,
             default_top_k: 40,

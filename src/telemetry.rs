@@ -41,3 +41,20 @@ pub fn init_logging(settings: &LogSettings) {
         LogFormat::Pretty => builder.try_init(),
     };
 }
+
+/// Whether the worker is ready to serve: model loaded and consuming. Not ready while it
+/// starts, reconnects or drains. Shared between the worker and whatever reports health.
+#[derive(Debug, Default)]
+pub struct Readiness(std::sync::atomic::AtomicBool);
+
+impl Readiness {
+    /// Marks the worker ready or not.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the worker is ready.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -44,6 +44,20 @@ pub fn with_headers(
     properties.with_headers(table)
 }
 
+/// The headers of `properties` without the ones named in `dropped`.
+pub fn headers_without(properties: &BasicProperties, dropped: &[&str]) -> FieldTable {
+    FieldTable::from(
+        properties
+            .headers()
+            .as_ref()
+            .map(|h| h.inner().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(key, _)| !dropped.contains(&key.as_str()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
+}
+
 /// A string header value.
 pub fn text(value: impl Into<String>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.into()))
@@ -63,10 +77,13 @@ pub fn table(entries: impl IntoIterator<Item = (&'static str, AMQPValue)>) -> Fi
     table
 }
 
+/// Delivery counters that describe one stay in one queue; a republished copy starts afresh.
+const DELIVERY_COUNTERS: [&str; 2] = ["x-delivery-count", crate::protocol::HEADER_REDELIVERIES];
+
 /// A copy of `original` fit to republish: every property is kept except `expiration` (a
 /// parked copy must not silently expire; its value moves to the header
-/// `x-warren-original-expiration`) and `user_id` (RabbitMQ rejects a publish whose `user_id`
-/// is not the publishing connection's user).
+/// `x-warren-original-expiration`), `user_id` (RabbitMQ rejects a publish whose `user_id`
+/// is not the publishing connection's user) and the delivery counters.
 pub fn republishable(original: &BasicProperties) -> BasicProperties {
     let mut copy = BasicProperties::default();
     if let Some(v) = original.content_type() {
@@ -75,7 +92,7 @@ pub fn republishable(original: &BasicProperties) -> BasicProperties {
     if let Some(v) = original.content_encoding() {
         copy = copy.with_content_encoding(v.clone());
     }
-    let mut table = original.headers().clone().unwrap_or_default();
+    let mut table = headers_without(original, &DELIVERY_COUNTERS);
     if let Some(expiration) = original.expiration() {
         table.insert(
             ShortString::from("x-warren-original-expiration"),

@@ -43,6 +43,9 @@ pub enum BrokerError {
     /// `x-overflow = reject-publish`.
     #[error("the broker refused the message published to `{0}` (nack)")]
     Nacked(String),
+    /// A mandatory message matched no queue (the broker returned it).
+    #[error("the broker could not route the message to `{0}`")]
+    Unroutable(String),
     /// Any other AMQP failure.
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),

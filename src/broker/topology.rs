@@ -6,6 +6,8 @@
 //! - dead-letter exchange (`warren.dlx`, fanout, durable) bound to the dead-letter queue
 //!   (`warren.dead`, durable classic: requeueing after a peek keeps its order).
 //! - results queue (`warren.results`, durable classic) for replies without a `reply_to`.
+//! - one delay queue per retry level (`warren.retry.1s`, ...: durable classic with a fixed
+//!   `x-message-ttl`) that dead-letters expired messages back to the requests queue.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -13,20 +15,41 @@ use lapin::{Channel, ExchangeKind};
 
 use super::headers::{int, table, text};
 use super::BrokerError;
-use crate::config::{QueueType, TopologySettings};
+use crate::config::{QueueType, Settings, TopologySettings};
+use crate::retry::{DelayQueue, RetryPolicy};
 
 /// The configured topology.
 #[derive(Debug, Clone)]
 pub struct Topology {
     settings: TopologySettings,
+    delay_queues: Vec<DelayQueue>,
 }
 
 impl Topology {
-    /// The topology described by `[topology]`.
-    pub fn new(settings: &TopologySettings) -> Self {
+    /// The topology described by `[topology]` and the delay queues of `[retry]`.
+    pub fn new(settings: &Settings) -> Self {
         Topology {
-            settings: settings.clone(),
+            settings: settings.topology.clone(),
+            delay_queues: RetryPolicy::new(&settings.retry).delay_queues(),
         }
+    }
+
+    /// The delay queues of the retry policy.
+    pub fn delay_queues(&self) -> &[DelayQueue] {
+        &self.delay_queues
+    }
+
+    /// Arguments of a delay queue: a fixed TTL, then back to the requests queue.
+    pub fn delay_arguments(&self, queue: &DelayQueue) -> Vec<(&'static str, AMQPValue)> {
+        vec![
+            ("x-queue-type", text("classic")),
+            ("x-message-ttl", int(queue.ttl.as_millis() as i64)),
+            ("x-dead-letter-exchange", text("")),
+            (
+                "x-dead-letter-routing-key",
+                text(self.settings.requests_queue.clone()),
+            ),
+        ]
     }
 
     /// Name of the requests queue.
@@ -105,6 +128,9 @@ impl Topology {
             .await?;
         declare_queue(channel, &s.results_queue, Self::parking_arguments()).await?;
         declare_queue(channel, &s.requests_queue, table(self.requests_arguments())).await?;
+        for queue in &self.delay_queues {
+            declare_queue(channel, &queue.name, table(self.delay_arguments(queue))).await?;
+        }
         Ok(())
     }
 
@@ -117,17 +143,29 @@ impl Topology {
             .map(|(k, v)| format!("{k}={}", show(&v)))
             .collect::<Vec<_>>()
             .join(", ");
-        format!(
+        let mut text = format!(
             "queue    {requests}  durable, {args}\n\
              exchange {dlx}  fanout, durable\n\
              queue    {dead}  durable, x-queue-type=classic, bound to {dlx}\n\
-             queue    {results}  durable, x-queue-type=classic\n\
-             publish tasks to the default exchange (\"\") with routing key {requests}\n",
+             queue    {results}  durable, x-queue-type=classic\n",
             requests = s.requests_queue,
             dlx = s.dead_letter_exchange,
             dead = s.dead_letter_queue,
             results = s.results_queue,
-        )
+        );
+        for queue in &self.delay_queues {
+            text.push_str(&format!(
+                "queue    {}  durable, x-queue-type=classic, x-message-ttl={}, dead-letters to {}\n",
+                queue.name,
+                queue.ttl.as_millis(),
+                s.requests_queue
+            ));
+        }
+        text.push_str(&format!(
+            "publish tasks to the default exchange (\"\") with routing key {}\n",
+            s.requests_queue
+        ));
+        text
     }
 }
 

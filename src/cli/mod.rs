@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 failure (or an error reply for `submit`); 2 bad command line
 //! (clap); 64 bad configuration (the message names the key); 75 no reply in time (`submit`).
 
+mod dlq;
 mod submit;
 mod topology;
 mod worker;
@@ -40,6 +41,8 @@ pub enum Command {
     Submit(submit::Args),
     /// Declare the queues and exchanges, then print them.
     Topology(topology::Args),
+    /// Inspect, replay or purge the dead-letter queue.
+    Dlq(dlq::Args),
 }
 
 /// An error that decides the exit code.
@@ -82,6 +85,7 @@ pub fn main() -> ExitCode {
             Command::Worker(args) => worker::run(settings, args).await,
             Command::Submit(args) => submit::run(settings, args).await,
             Command::Topology(args) => topology::run(settings, args).await,
+            Command::Dlq(args) => dlq::run(settings, args).await,
         }
     });
     match result {

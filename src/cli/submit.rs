@@ -89,7 +89,7 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let body = serde_json::to_vec(&args.body()?)?;
     let name = broker::process_name("warren-submit");
     let connection = broker::connect(&settings.broker.url, &name).await?;
-    let topology = Topology::new(&settings.topology);
+    let topology = Topology::new(&settings);
     // Declaring is idempotent and keeps the task from being dropped when no worker ran yet.
     topology
         .declare(&connection.create_channel().await?)

@@ -13,7 +13,7 @@ pub struct Args {
 
 /// Declares and prints the topology.
 pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
-    let topology = Topology::new(&settings.topology);
+    let topology = Topology::new(&settings);
     if !args.dry_run {
         let name = broker::process_name("warren-topology");
         let connection = broker::connect(&settings.broker.url, &name).await?;

@@ -1,13 +1,19 @@
-//! `warren worker`: load the model, then consume until SIGINT or SIGTERM.
+//! `warren worker`: load the model, then serve until SIGINT or SIGTERM. The first signal
+//! drains gracefully; a second one exits at once (unacked tasks return to the queue).
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use super::CliError;
 use crate::config::Settings;
 use crate::engine::{Engine, EngineStartError};
+use crate::telemetry::Readiness;
+
+/// Exit code after a second shutdown signal (128 + SIGINT, as shells report it).
+const EXIT_FORCED: i32 = 130;
 
 /// Options of `warren worker` (everything else comes from the configuration).
 #[derive(Debug, clap::Args)]
@@ -15,6 +21,9 @@ pub struct Args {}
 
 /// Runs the worker until a shutdown signal.
 pub async fn run(settings: Settings, _args: Args) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+
     let engine_settings = settings.engine.clone();
     info!(path = %engine_settings.model_path.display(), "loading the model");
     let engine = tokio::task::spawn_blocking(move || Engine::start(&engine_settings))
@@ -35,23 +44,31 @@ pub async fn run(settings: Settings, _args: Args) -> anyhow::Result<()> {
         chat_template = %model.chat_template_source,
         "model loaded"
     );
-    crate::worker::run(&settings, Arc::new(engine), shutdown_signal()).await?;
+    let readiness = Arc::new(Readiness::default());
+    crate::worker::run(&settings, Arc::new(engine), shutdown, readiness).await;
     info!("worker stopped");
     Ok(())
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Cancels `shutdown` on the first SIGINT or SIGTERM; exits the process on the second.
+async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot listen for signals; stop the worker with SIGKILL");
+        return;
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received: draining (send it again to exit at once)"),
+        _ = term.recv() => info!("SIGTERM received: draining (send it again to exit at once)"),
     }
+    shutdown.cancel();
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    warn!("second signal: exiting now; unacked tasks return to the queue");
+    std::process::exit(EXIT_FORCED);
 }

@@ -224,7 +224,7 @@ impl<'m> Runner<'m> {
         for (chunk_no, chunk) in tokens.chunks(self.batch_capacity).enumerate() {
             if Instant::now() >= deadline {
                 self.clear_slot(seq_id);
-                let error = timeout_error(&job);
+                let error = timeout_error(job.request.timeout);
                 let _ = job.reply.send(Err(error));
                 return;
             }
@@ -264,6 +264,7 @@ impl<'m> Runner<'m> {
             context_limit: self.context_per_slot as i32,
             prompt_tokens: tokens.len() as u32,
             deadline,
+            timeout: job.request.timeout,
             slot_wait,
             prompt_time: started.elapsed(),
         });
@@ -329,10 +330,8 @@ impl<'m> Runner<'m> {
                 if let Some(sequence) = self.slots[slot].take() {
                     self.clear_slot(slot as i32);
                     if report.is_some() {
-                        sequence.fail(TaskError::new(
-                            ErrorCode::Timeout,
-                            "inference took longer than the task's timeout_ms",
-                        ));
+                        let error = timeout_error(sequence.timeout());
+                        sequence.fail(error);
                     }
                 }
             }
@@ -392,12 +391,12 @@ fn internal(message: impl Into<String>) -> TaskError {
     TaskError::new(ErrorCode::Internal, message)
 }
 
-fn timeout_error(job: &Job) -> TaskError {
+fn timeout_error(timeout: std::time::Duration) -> TaskError {
     TaskError::new(
         ErrorCode::Timeout,
         format!(
             "inference took longer than the task's timeout_ms ({} ms)",
-            job.request.timeout.as_millis()
+            timeout.as_millis()
         ),
     )
 }

@@ -33,6 +33,7 @@ pub struct Sequence {
     generated: u32,
     prompt_tokens: u32,
     deadline: Instant,
+    timeout: Duration,
     slot_wait: Duration,
     prompt_time: Duration,
     generation_started: Instant,
@@ -56,6 +57,7 @@ pub struct SequenceStart {
     pub context_limit: i32,
     pub prompt_tokens: u32,
     pub deadline: Instant,
+    pub timeout: Duration,
     pub slot_wait: Duration,
     pub prompt_time: Duration,
 }
@@ -77,6 +79,7 @@ impl Sequence {
             generated: 0,
             prompt_tokens: start.prompt_tokens,
             deadline: start.deadline,
+            timeout: start.timeout,
             slot_wait: start.slot_wait,
             prompt_time: start.prompt_time,
             generation_started: Instant::now(),
@@ -138,6 +141,11 @@ impl Sequence {
         };
         // The caller may have stopped waiting; then nobody needs the result.
         let _ = self.reply.send(Ok(generation));
+    }
+
+    /// The task's `timeout_ms`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Sends a failure to the caller.

@@ -1,0 +1,120 @@
+//! `warren dlq list | replay | purge`: inspect and replay the dead-letter queue.
+
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::broker::{self, Topology};
+use crate::config::Settings;
+use crate::dlq::{self, Filter};
+
+/// Options of `warren dlq`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// The dead-letter actions.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Show the dead letters (id, code, attempts, age, size, reason) without removing them.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters back to the requests queue as fresh tasks (attempt count reset).
+    Replay {
+        /// Only the task with this message_id (else correlation_id).
+        #[arg(long, group = "which")]
+        id: Option<String>,
+        /// Only tasks with this error code (or broker reason, e.g. delivery_limit).
+        #[arg(long, group = "which")]
+        code: Option<String>,
+        /// Every dead letter.
+        #[arg(long, group = "which")]
+        all: bool,
+        /// Replay at most this many.
+        #[arg(long, default_value_t = usize::MAX)]
+        limit: usize,
+    },
+    /// Delete every dead letter.
+    Purge {
+        /// Confirm: purging cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Runs a dead-letter action.
+pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+    let topology = Topology::new(&settings);
+    let queue = topology.dead_letter_queue().to_owned();
+    if let Action::Purge { yes: false } = args.action {
+        bail!("purging {queue} deletes every dead letter for good: add --yes to confirm");
+    }
+    let connection =
+        broker::connect(&settings.broker.url, &broker::process_name("warren-dlq")).await?;
+    match args.action {
+        Action::List { limit, json } => {
+            let channel = connection.create_channel().await?;
+            let letters = dlq::list(&channel, &queue, limit).await?;
+            if json {
+                for letter in &letters {
+                    println!("{}", serde_json::to_string(letter)?);
+                }
+            } else {
+                println!(
+                    "{:<38} {:<18} {:>8} {:>6} {:>8}  REASON",
+                    "ID", "CODE", "ATTEMPTS", "AGE", "SIZE"
+                );
+                for l in &letters {
+                    println!(
+                        "{:<38} {:<18} {:>8} {:>6} {:>8}  {}",
+                        l.id.as_deref().unwrap_or("-"),
+                        l.code,
+                        l.attempts.map_or("-".to_owned(), |a| a.to_string()),
+                        l.age_ms.map_or("-".to_owned(), |ms| dlq::human_age(
+                            Duration::from_millis(ms)
+                        )),
+                        l.size,
+                        l.reason
+                    );
+                }
+                eprintln!("{} dead letter(s) in {queue}", letters.len());
+            }
+        }
+        Action::Replay {
+            id,
+            code,
+            all,
+            limit,
+        } => {
+            let filter = match (id, code, all) {
+                (Some(id), _, _) => Filter::Id(id),
+                (_, Some(code), _) => Filter::Code(code),
+                (_, _, true) => Filter::All,
+                _ => bail!("say which dead letters to replay: --id ID, --code CODE or --all"),
+            };
+            let summary = dlq::replay(&connection, &topology, &filter, limit).await?;
+            println!(
+                "replayed {} to {}; {} left in {queue}",
+                summary.replayed,
+                topology.requests_queue(),
+                summary.kept
+            );
+        }
+        Action::Purge { .. } => {
+            let channel = connection.create_channel().await?;
+            let purged = dlq::purge(&channel, &queue).await?;
+            println!("purged {purged} dead letter(s) from {queue}");
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}

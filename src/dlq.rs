@@ -1,0 +1,258 @@
+//! Dead-letter tools for ops: list what sits in the dead-letter queue without consuming or
+//! reordering it, replay chosen tasks to the requests queue, purge.
+//!
+//! Listing takes messages with `basic.get` (unacked) and returns them all with one
+//! `basic.nack(multiple, requeue)`: the dead-letter queue is a classic queue, where requeued
+//! messages go back to their original positions. Replaying republishes a task (confirmed) and
+//! only then acks its dead letter, so a crash in between leaves a duplicate, never a loss.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lapin::options::{BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection};
+
+use crate::broker::{headers, BrokerError, Published, Publisher, Topology};
+use crate::protocol::{
+    HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_CODE, HEADER_FAILED_AT, HEADER_LAST_ERROR,
+    HEADER_LAST_ERROR_CODE, HEADER_WORKER,
+};
+
+/// Headers a replayed task must not carry: it starts over as a fresh task.
+const FAILURE_HEADERS: [&str; 10] = [
+    HEADER_ERROR_CODE,
+    HEADER_ERROR,
+    HEADER_ATTEMPTS,
+    HEADER_WORKER,
+    HEADER_FAILED_AT,
+    HEADER_LAST_ERROR_CODE,
+    HEADER_LAST_ERROR,
+    "x-death",
+    "x-first-death-reason",
+    "x-last-death-reason",
+];
+
+/// One message in the dead-letter queue, as ops see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    /// `message_id`, else `correlation_id`.
+    pub id: Option<String>,
+    /// warren's error code, or the broker's dead-letter reason (`delivery_limit`,
+    /// `expired`, `rejected`, `maxlen`) for messages the broker parked itself.
+    pub code: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Attempts made, when warren recorded them.
+    pub attempts: Option<i64>,
+    /// Time since it was dead-lettered (or published), when known.
+    pub age_ms: Option<u64>,
+    /// Body size in bytes.
+    pub size: usize,
+}
+
+impl DeadLetter {
+    fn from_message(properties: &BasicProperties, body: &[u8]) -> DeadLetter {
+        let id = properties
+            .message_id()
+            .as_ref()
+            .or(properties.correlation_id().as_ref())
+            .map(|s| s.to_string());
+        let (code, reason) = match headers::string(properties, HEADER_ERROR_CODE) {
+            Some(code) => (
+                code,
+                headers::string(properties, HEADER_ERROR).unwrap_or_default(),
+            ),
+            None => match broker_death(properties) {
+                Some((reason, queue)) => (
+                    reason.clone(),
+                    format!("dead-lettered by RabbitMQ from `{queue}` ({reason})"),
+                ),
+                None => ("unknown".to_owned(), String::new()),
+            },
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let since_ms = headers::integer(properties, HEADER_FAILED_AT)
+            .or_else(|| properties.timestamp().map(|ts| ts as i64 * 1000));
+        DeadLetter {
+            id,
+            code,
+            reason,
+            attempts: headers::integer(properties, HEADER_ATTEMPTS),
+            age_ms: since_ms.map(|since| now_ms.saturating_sub(since).max(0) as u64),
+            size: body.len(),
+        }
+    }
+
+    fn matches(&self, filter: &Filter) -> bool {
+        match filter {
+            Filter::All => true,
+            Filter::Id(id) => self.id.as_deref() == Some(id.as_str()),
+            Filter::Code(code) => &self.code == code,
+        }
+    }
+}
+
+/// The reason and source queue of the broker's first dead-lettering, from `x-death`.
+fn broker_death(properties: &BasicProperties) -> Option<(String, String)> {
+    let deaths = properties.headers().as_ref()?.inner().get("x-death")?;
+    let AMQPValue::FieldArray(deaths) = deaths else {
+        return None;
+    };
+    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else {
+        return None;
+    };
+    let field = |table: &FieldTable, key: &str| match table.inner().get(key) {
+        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Some(AMQPValue::ShortString(s)) => Some(s.to_string()),
+        _ => None,
+    };
+    Some((
+        field(first, "reason")?,
+        field(first, "queue").unwrap_or_default(),
+    ))
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone)]
+pub enum Filter {
+    /// Every message.
+    All,
+    /// The one whose `message_id` (else `correlation_id`) is this.
+    Id(String),
+    /// Those with this code.
+    Code(String),
+}
+
+/// Up to `limit` dead letters, oldest first, left in place and in order.
+pub async fn list(
+    channel: &Channel,
+    queue: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, BrokerError> {
+    let mut found = Vec::new();
+    let mut last_tag = None;
+    while found.len() < limit {
+        let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await?
+        else {
+            break;
+        };
+        let delivery = &message.delivery;
+        last_tag = Some(delivery.delivery_tag);
+        found.push(DeadLetter::from_message(
+            &delivery.properties,
+            &delivery.data,
+        ));
+    }
+    if let Some(tag) = last_tag {
+        give_back(channel, tag).await?;
+    }
+    Ok(found)
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplaySummary {
+    /// Dead letters republished to the requests queue (and removed from the dead-letter queue).
+    pub replayed: usize,
+    /// Dead letters looked at and left in place.
+    pub kept: usize,
+}
+
+/// Republishes the dead letters matching `filter` (at most `limit`) to the requests queue as
+/// fresh tasks (attempt count and failure headers removed), then removes them from the
+/// dead-letter queue. The others stay, in order.
+pub async fn replay(
+    connection: &Connection,
+    topology: &Topology,
+    filter: &Filter,
+    limit: usize,
+) -> Result<ReplaySummary, BrokerError> {
+    let channel = connection.create_channel().await?;
+    let publisher = Publisher::open(connection).await?;
+    let mut summary = ReplaySummary::default();
+    let mut last_kept = None;
+    while summary.replayed < limit {
+        let Some(message) = channel
+            .basic_get(
+                topology.dead_letter_queue().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await?
+        else {
+            break;
+        };
+        let delivery = message.delivery;
+        let letter = DeadLetter::from_message(&delivery.properties, &delivery.data);
+        if !letter.matches(filter) {
+            summary.kept += 1;
+            last_kept = Some(delivery.delivery_tag);
+            continue;
+        }
+        let properties = without_failure_headers(headers::republishable(&delivery.properties));
+        match publisher
+            .publish(
+                "",
+                topology.requests_queue(),
+                true,
+                &delivery.data,
+                properties,
+            )
+            .await?
+        {
+            Published::Delivered => {}
+            Published::Returned => {
+                return Err(BrokerError::Unroutable(
+                    topology.requests_queue().to_owned(),
+                ))
+            }
+        }
+        delivery.acker.ack(Default::default()).await?;
+        summary.replayed += 1;
+    }
+    if let Some(tag) = last_kept {
+        give_back(&channel, tag).await?;
+    }
+    let _ = channel.close(200, "replay done".into()).await;
+    Ok(summary)
+}
+
+/// Deletes every message in the dead-letter queue; returns how many there were.
+pub async fn purge(channel: &Channel, queue: &str) -> Result<u32, BrokerError> {
+    Ok(channel
+        .queue_purge(queue.into(), QueuePurgeOptions::default())
+        .await?)
+}
+
+/// Returns every message this channel holds unacked, up to `tag`, to its place in the queue.
+async fn give_back(channel: &Channel, tag: u64) -> Result<(), BrokerError> {
+    channel
+        .basic_nack(
+            tag,
+            BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+fn without_failure_headers(properties: BasicProperties) -> BasicProperties {
+    let kept = headers::headers_without(&properties, &FAILURE_HEADERS);
+    properties.with_headers(kept)
+}
+
+/// A duration as ops read it: `42s`, `7m`, `3h`, `2d`.
+pub fn human_age(age: Duration) -> String {
+    let secs = age.as_secs();
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}

@@ -1,0 +1,42 @@
+//! Fault injection for tests, enabled only by `worker.fault_injection = true`: markers in a
+//! task's text make the worker fail in ways a real model cannot be made to fail on demand.
+//!
+//! - `[[warren-fault:crash]]`: the process aborts (as if llama.cpp crashed) — a poison task.
+//! - `[[warren-fault:fail-attempts=N]]`: attempts 1..=N fail with `inference_failed`; later
+//!   attempts run on the real engine.
+//!
+//! With fault injection off (the default) the markers are plain text.
+
+use crate::protocol::{ErrorCode, Input, TaskError};
+
+const PREFIX: &str = "[[warren-fault:";
+
+/// Applies the fault named in `input`, if any, for attempt `attempt`.
+pub fn inject(input: &Input, attempt: u32) -> Result<(), TaskError> {
+    let text = match input {
+        Input::Prompt(prompt) => prompt.as_str(),
+        Input::Messages(messages) => match messages.iter().find(|m| m.content.contains(PREFIX)) {
+            Some(message) => message.content.as_str(),
+            None => return Ok(()),
+        },
+    };
+    let Some(start) = text.find(PREFIX) else {
+        return Ok(());
+    };
+    let rest = &text[start + PREFIX.len()..];
+    let spec = rest.split("]]").next().unwrap_or("");
+    if spec == "crash" {
+        tracing::error!("fault injection: crashing the process");
+        std::process::abort();
+    }
+    if let Some(n) = spec.strip_prefix("fail-attempts=") {
+        let failing: u32 = n.parse().unwrap_or(0);
+        if attempt <= failing {
+            return Err(TaskError::new(
+                ErrorCode::InferenceFailed,
+                format!("injected fault: attempt {attempt} of the first {failing} fails"),
+            ));
+        }
+    }
+    Ok(())
+}

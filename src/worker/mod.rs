@@ -1,0 +1,245 @@
+//! The worker: keeps a consuming session with RabbitMQ alive and hands each delivery to
+//! [`delivery`], which decides its fate.
+//!
+//! Owns the session life cycle: connect (with backoff, forever), declare the topology,
+//! consume with the configured prefetch, and on the way out either drain gracefully
+//! (shutdown: cancel the consumer, let tasks in flight finish within the grace period, requeue
+//! the rest) or drop what the lost channel held (connection lost: the broker redelivers those,
+//! so running them on would only make duplicates). It must not decide what happens to one
+//! task; that is [`delivery`]'s job.
+
+mod delivery;
+mod faults;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::broker::{self, BrokerError, Publisher, Topology};
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::protocol::Limits;
+use crate::retry::{ReconnectBackoff, RetryPolicy};
+use crate::telemetry::Readiness;
+
+/// How long handlers get to notice they were abandoned and return their delivery.
+const ABANDON_GRACE: Duration = Duration::from_secs(5);
+
+/// A session that lasted this long counts as healthy: the reconnect backoff starts over.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Everything a delivery handler needs, shared by all tasks in flight.
+pub(crate) struct Shared {
+    pub engine: Arc<Engine>,
+    pub publisher: Publisher,
+    pub topology: Topology,
+    pub limits: Limits,
+    pub retry: RetryPolicy,
+    pub worker_name: String,
+    pub max_redeliveries: u32,
+    pub fault_injection: bool,
+    pub classic_queue: bool,
+}
+
+/// How a session ended.
+enum SessionEnd {
+    /// The shutdown token was cancelled and the session drained.
+    Shutdown,
+    /// The broker went away (or could not be reached); try again.
+    Lost(String),
+}
+
+/// Serves tasks until `shutdown` is cancelled. Reconnects with exponential backoff whenever
+/// the broker is lost or unreachable; only a shutdown ends it.
+pub async fn run(
+    settings: &Settings,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    readiness: Arc<Readiness>,
+) {
+    let worker_name = broker::process_name(&settings.broker.connection_name);
+    let mut backoff = ReconnectBackoff::new(&settings.broker);
+    let mut tries = 0u32;
+    loop {
+        let started = Instant::now();
+        match session(settings, &engine, &worker_name, &shutdown, &readiness).await {
+            SessionEnd::Shutdown => return,
+            SessionEnd::Lost(reason) => {
+                readiness.set(false);
+                if started.elapsed() > HEALTHY_SESSION {
+                    backoff.reset();
+                    tries = 0;
+                }
+                tries += 1;
+                let delay = backoff.next_delay();
+                warn!(
+                    attempt = tries,
+                    delay_ms = delay.as_millis() as u64,
+                    reason = %reason,
+                    "lost the broker; reconnecting"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn session(
+    settings: &Settings,
+    engine: &Arc<Engine>,
+    worker_name: &str,
+    shutdown: &CancellationToken,
+    readiness: &Readiness,
+) -> SessionEnd {
+    let consuming = match start_consuming(settings, engine, worker_name).await {
+        Ok(consuming) => consuming,
+        Err(e) => return SessionEnd::Lost(e.to_string()),
+    };
+    let Consuming {
+        connection,
+        channel,
+        mut consumer,
+        consumer_tag,
+        shared,
+    } = consuming;
+    readiness.set(true);
+
+    // Cancelled when the tasks in flight must give their deliveries back.
+    let abandon = CancellationToken::new();
+    let mut in_flight = JoinSet::new();
+    let end = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    in_flight.spawn(delivery::handle(shared.clone(), delivery, abandon.clone()));
+                }
+                Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
+                None => break SessionEnd::Lost("the broker cancelled the consumer".to_owned()),
+            },
+        }
+    };
+    readiness.set(false);
+
+    match &end {
+        SessionEnd::Shutdown => {
+            info!(
+                in_flight = in_flight.len(),
+                "shutting down: no new tasks are taken"
+            );
+            let _ = channel
+                .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+            let grace = Duration::from_millis(settings.worker.shutdown_grace_ms);
+            if !drain(&mut in_flight, grace).await {
+                warn!(
+                    left = in_flight.len(),
+                    "shutdown grace is over: returning unfinished tasks to the queue"
+                );
+                abandon.cancel();
+                if !drain(&mut in_flight, ABANDON_GRACE).await {
+                    in_flight.abort_all();
+                }
+            }
+            // Closing the connection closes its channels; unacked deliveries return to the queue.
+            let _ = connection.close(200, "worker stopping".into()).await;
+            info!("disconnected cleanly");
+        }
+        SessionEnd::Lost(reason) => {
+            warn!(
+                in_flight = in_flight.len(),
+                reason = %reason,
+                "channel lost: cancelling the tasks it held (the broker redelivers them)"
+            );
+            abandon.cancel();
+            if !drain(&mut in_flight, ABANDON_GRACE).await {
+                in_flight.abort_all();
+            }
+        }
+    }
+    end
+}
+
+/// Waits for every task in flight, at most `limit`. Whether all finished.
+async fn drain(in_flight: &mut JoinSet<()>, limit: Duration) -> bool {
+    tokio::time::timeout(limit, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok()
+}
+
+struct Consuming {
+    connection: lapin::Connection,
+    channel: lapin::Channel,
+    consumer: lapin::Consumer,
+    consumer_tag: String,
+    shared: Arc<Shared>,
+}
+
+async fn start_consuming(
+    settings: &Settings,
+    engine: &Arc<Engine>,
+    worker_name: &str,
+) -> Result<Consuming, BrokerError> {
+    let connection = broker::connect(&settings.broker.url, worker_name).await?;
+    info!(
+        broker = %settings.redacted_broker_url(),
+        connection_name = %worker_name,
+        "connected to RabbitMQ"
+    );
+    let topology = Topology::new(settings);
+    let setup = connection.create_channel().await?;
+    topology.declare(&setup).await?;
+    let _ = setup.close(200, "topology declared".into()).await;
+
+    let publisher = Publisher::open(&connection).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(settings.broker.prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer_tag = format!("{worker_name}#1");
+    let consumer = channel
+        .basic_consume(
+            topology.requests_queue().into(),
+            consumer_tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    info!(
+        queue = topology.requests_queue(),
+        consumer_tag = %consumer_tag,
+        prefetch = settings.broker.prefetch,
+        model = %engine.info().name,
+        "consuming"
+    );
+    let shared = Arc::new(Shared {
+        engine: engine.clone(),
+        publisher,
+        topology,
+        limits: Limits::from_settings(&settings.limits, &settings.sampling),
+        retry: RetryPolicy::new(&settings.retry),
+        worker_name: worker_name.to_owned(),
+        max_redeliveries: settings.worker.max_redeliveries,
+        fault_injection: settings.worker.fault_injection,
+        classic_queue: settings.topology.queue_type == crate::config::QueueType::Classic,
+    });
+    Ok(Consuming {
+        connection,
+        channel,
+        consumer,
+        consumer_tag,
+        shared,
+    })
+}
