@@ -45,6 +45,8 @@ pub struct Names {
     pub dlx: String,
     pub dead: String,
     pub results: String,
+    /// Prefix of the delay queues, e.g. `<prefix>.1s`.
+    pub retry_prefix: String,
 }
 
 impl Names {
@@ -56,6 +58,7 @@ impl Names {
             dlx: format!("{base}.dlx"),
             dead: format!("{base}.dead"),
             results: format!("{base}.results"),
+            retry_prefix: format!("{base}.retry"),
         }
     }
 
@@ -79,6 +82,10 @@ impl Names {
                 "WARREN__TOPOLOGY__RESULTS_QUEUE".into(),
                 self.results.clone(),
             ),
+            (
+                "WARREN__RETRY__QUEUE_PREFIX".into(),
+                self.retry_prefix.clone(),
+            ),
         ]
     }
 }
@@ -87,6 +94,14 @@ impl Drop for Names {
     fn drop(&mut self) {
         for queue in [&self.requests, &self.dead, &self.results] {
             let _ = management_delete(&format!("queues/%2F/{queue}"));
+        }
+        let delay_queues = management_get("queues/%2F?columns=name").unwrap_or(Value::Null);
+        for queue in delay_queues.as_array().into_iter().flatten() {
+            if let Some(name) = queue["name"].as_str() {
+                if name.starts_with(&self.retry_prefix) {
+                    let _ = management_delete(&format!("queues/%2F/{name}"));
+                }
+            }
         }
         let _ = management_delete(&format!("exchanges/%2F/{}", self.dlx));
     }
@@ -115,7 +130,19 @@ impl WorkerProcess {
     /// Starts a worker on the real model with one decoding thread and a 512-token context,
     /// plus `extra` settings, and waits until it consumes.
     pub async fn start(names: &Names, extra: &[(&str, &str)]) -> WorkerProcess {
-        let log_path = std::env::temp_dir().join(format!("{}.log", names.requests));
+        let mut worker = Self::spawn(names, extra);
+        worker.wait_consuming().await;
+        worker
+    }
+
+    /// Starts a worker like [`WorkerProcess::start`] without waiting for it to consume (for a
+    /// worker that may die at once, as a supervisor would restart it).
+    pub fn spawn(names: &Names, extra: &[(&str, &str)]) -> WorkerProcess {
+        let log_path = std::env::temp_dir().join(format!(
+            "{}.{}.log",
+            names.requests,
+            uuid::Uuid::new_v4().simple()
+        ));
         let log = std::fs::File::create(&log_path).expect("create worker log");
         let mut command = warren(names);
         command
@@ -131,13 +158,11 @@ impl WorkerProcess {
             command.env(key, value);
         }
         let child = command.spawn().expect("spawn warren worker");
-        let mut worker = WorkerProcess {
+        WorkerProcess {
             child,
             log_path,
             queue: names.requests.clone(),
-        };
-        worker.wait_consuming().await;
-        worker
+        }
     }
 
     async fn wait_consuming(&mut self) {
@@ -217,6 +242,12 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn connect() -> Upstream {
+        Self::connect_with_reply_queue(None).await
+    }
+
+    /// An upstream whose replies go to the durable queue `name` (declared here, never
+    /// exclusive), which outlives this client's connection and a broker restart.
+    pub async fn connect_with_reply_queue(durable: Option<&str>) -> Upstream {
         let connection = Connection::connect(
             AMQP_URL,
             ConnectionProperties::default().with_connection_name("warren-test-upstream".into()),
@@ -228,16 +259,19 @@ impl Upstream {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();
+        let options = match durable {
+            Some(_) => QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            None => QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+        };
         let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+            .queue_declare(durable.unwrap_or("").into(), options, FieldTable::default())
             .await
             .unwrap();
         let replies = channel
@@ -357,6 +391,28 @@ impl Upstream {
         ids
     }
 
+    /// The next reply to arrive within `wait`, if any (buffered ones first).
+    pub async fn any_reply_within(&mut self, wait: Duration) -> Option<(String, Value)> {
+        if let Some(cid) = self.early.keys().next().cloned() {
+            let (_, body) = self.early.remove(&cid)?;
+            return Some((cid, body));
+        }
+        let next = tokio::time::timeout(wait, self.replies.next())
+            .await
+            .ok()??
+            .ok()?;
+        let cid = next
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        Some((
+            cid,
+            serde_json::from_slice(&next.data).expect("reply is JSON"),
+        ))
+    }
+
     pub async fn reply(&mut self, correlation_id: &str) -> Value {
         self.reply_with_properties(correlation_id).await.1
     }
@@ -403,6 +459,14 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    /// Takes the next message of `queue` (acked), if any.
+    pub async fn get(&self, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+        self.channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
     }
 
     pub async fn close(self) {
@@ -533,4 +597,9 @@ pub async fn serving(test: &str, extra: &[(&str, &str)]) -> Serving {
         worker,
         names,
     }
+}
+
+/// Deletes a queue through the management API.
+pub fn management_delete_queue(queue: &str) -> Result<Value, String> {
+    management_delete(&format!("queues/%2F/{queue}"))
 }

@@ -1,0 +1,82 @@
+//! A broker restart with tasks queued and in flight: the worker reconnects by itself and
+//! every task gets its reply. Alone in its test binary, because it stops RabbitMQ for
+//! everyone (cargo runs test binaries one after another).
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{consumer_count, Names, Upstream, WorkerProcess};
+use serde_json::json;
+
+fn rabbitmqctl(args: &[&str]) {
+    let status = Command::new("rabbitmqctl")
+        .args(args)
+        .status()
+        .expect("rabbitmqctl");
+    assert!(status.success(), "rabbitmqctl {args:?} failed");
+}
+
+#[tokio::test]
+async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_every_task() {
+    let names = Names::new("restart");
+    let reply_queue = format!("{}.replies", names.requests);
+    let mut upstream = Upstream::connect_with_reply_queue(Some(&reply_queue)).await;
+    let mut worker = WorkerProcess::start(
+        &names,
+        &[
+            ("WARREN__BROKER__PREFETCH", "2"),
+            ("WARREN__BROKER__RECONNECT_INITIAL_MS", "200"),
+            ("WARREN__BROKER__RECONNECT_MAX_MS", "2000"),
+        ],
+    )
+    .await;
+    let mut ids = HashSet::new();
+    for i in 0..6 {
+        let task = json!({"prompt": format!("Verse {i}:"), "max_tokens": 48});
+        ids.insert(upstream.send(&names.requests, &task).await);
+    }
+    let mut answered = HashSet::new();
+    let (first, _) = upstream
+        .any_reply_within(common::PATIENCE)
+        .await
+        .expect("a first reply");
+    answered.insert(first);
+
+    rabbitmqctl(&["stop_app"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+
+    let deadline = Instant::now() + common::PATIENCE;
+    while consumer_count(&names.requests).await == 0 {
+        assert!(worker.is_running(), "the worker exited:\n{}", worker.log());
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not come back:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The old client connection died with the broker; the durable reply queue did not.
+    upstream = Upstream::connect_with_reply_queue(Some(&reply_queue)).await;
+    while !ids.is_subset(&answered) {
+        let (cid, reply) = upstream
+            .any_reply_within(common::PATIENCE)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "unanswered: {:?}\n{}",
+                    ids.difference(&answered),
+                    worker.log()
+                )
+            });
+        assert_eq!(reply["status"], "ok", "{reply}");
+        answered.insert(cid);
+    }
+    assert!(worker.is_running());
+    assert!(worker.log().contains("reconnecting"), "{}", worker.log());
+    let _ = common::management_delete_queue(&reply_queue);
+}
