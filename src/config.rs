@@ -62,8 +62,18 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Sampling defaults.
     pub sampling: SamplingSettings,
+    /// The health and metrics listener.
+    pub metrics: MetricsSettings,
     /// Logging.
     pub log: LogSettings,
+}
+
+/// `[metrics]`: the HTTP listener for metrics and health.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Address to bind, e.g. `127.0.0.1:9090`; empty = no listener.
+    pub listen: String,
 }
 
 /// `[broker]`: how to reach RabbitMQ and how much work to take.
@@ -421,6 +431,14 @@ impl Settings {
             return Err(invalid(
                 "worker.shutdown_grace_ms",
                 "must be at most one hour",
+            ));
+        }
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "metrics.listen",
+                "must be an address with a port, e.g. 127.0.0.1:9090, or empty",
             ));
         }
         if self.log.level.trim().is_empty() {

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::CliError;
 use crate::config::Settings;
 use crate::engine::{Engine, EngineStartError};
-use crate::telemetry::Readiness;
+use crate::telemetry::Telemetry;
 
 /// Exit code after a second shutdown signal (128 + SIGINT, as shells report it).
 const EXIT_FORCED: i32 = 130;
@@ -23,6 +23,18 @@ pub struct Args {}
 pub async fn run(settings: Settings, _args: Args) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
+    let telemetry = Arc::new(Telemetry::default());
+    if !settings.metrics.listen.is_empty() {
+        let address = crate::telemetry::http::serve(&settings.metrics.listen, telemetry.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on metrics.listen = {}",
+                    settings.metrics.listen
+                )
+            })?;
+        info!(%address, "metrics and health listening on http://{address}/metrics, /healthz, /readyz");
+    }
 
     let engine_settings = settings.engine.clone();
     info!(path = %engine_settings.model_path.display(), "loading the model");
@@ -44,8 +56,9 @@ pub async fn run(settings: Settings, _args: Args) -> anyhow::Result<()> {
         chat_template = %model.chat_template_source,
         "model loaded"
     );
-    let readiness = Arc::new(Readiness::default());
-    crate::worker::run(&settings, Arc::new(engine), shutdown, readiness).await;
+    let engine = Arc::new(engine);
+    telemetry.engine_loaded(engine.clone());
+    crate::worker::run(&settings, engine, shutdown, telemetry).await;
     info!("worker stopped");
     Ok(())
 }

@@ -15,6 +15,8 @@ mod sampling;
 mod sequence;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -97,6 +99,7 @@ pub(crate) struct Job {
 pub struct Engine {
     jobs: mpsc::UnboundedSender<Job>,
     info: ModelInfo,
+    busy: Arc<AtomicUsize>,
 }
 
 impl Engine {
@@ -109,9 +112,11 @@ impl Engine {
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let settings = settings.clone();
+        let busy = Arc::new(AtomicUsize::new(0));
+        let runner_busy = busy.clone();
         std::thread::Builder::new()
             .name("warren-engine".into())
-            .spawn(move || runner::run(settings, jobs_rx, ready_tx))
+            .spawn(move || runner::run(settings, jobs_rx, ready_tx, runner_busy))
             .map_err(|e| EngineStartError::Llama(format!("cannot spawn engine thread: {e}")))?;
         let info = ready_rx
             .recv()
@@ -119,7 +124,13 @@ impl Engine {
         Ok(Engine {
             jobs: jobs_tx,
             info,
+            busy,
         })
+    }
+
+    /// Slots holding a task right now.
+    pub fn busy_slots(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
     }
 
     /// What the engine loaded.

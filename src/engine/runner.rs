@@ -4,7 +4,8 @@
 //! frees its slot at once; nothing waits for a whole batch.
 
 use std::num::NonZeroU32;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -40,6 +41,7 @@ pub(super) fn run(
     settings: EngineSettings,
     jobs: mpsc::UnboundedReceiver<Job>,
     ready: std::sync::mpsc::Sender<Result<ModelInfo, EngineStartError>>,
+    busy: Arc<AtomicUsize>,
 ) {
     let started = match load(&settings) {
         Ok(started) => started,
@@ -59,7 +61,7 @@ pub(super) fn run(
     if ready.send(Ok(runner.info(&settings))).is_err() {
         return;
     }
-    runner.serve(jobs);
+    runner.serve(jobs, &busy);
 }
 
 fn load(
@@ -153,9 +155,10 @@ impl<'m> Runner<'m> {
         }
     }
 
-    fn serve(&mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    fn serve(&mut self, mut jobs: mpsc::UnboundedReceiver<Job>, busy: &AtomicUsize) {
         let mut open = true;
         loop {
+            busy.store(self.active(), Ordering::Relaxed);
             if self.active() == 0 {
                 if !open {
                     return;

@@ -28,6 +28,7 @@ use crate::protocol::{
     HEADER_REDELIVERIES, HEADER_UNDELIVERABLE, HEADER_WORKER, WIRE_VERSION,
 };
 use crate::retry::Decision;
+use crate::telemetry::Completion;
 
 /// Persistent delivery mode (survives a broker restart in a durable queue).
 const PERSISTENT: u8 = 2;
@@ -45,15 +46,19 @@ pub(crate) async fn handle(shared: Arc<Shared>, delivery: Delivery, abandon: Can
         correlation_id = meta.correlation_id.as_deref().unwrap_or("-"),
         attempt = meta.attempt,
         outcome = tracing::field::Empty,
+        code = tracing::field::Empty,
     );
     async move {
+        let metrics = &shared.telemetry.metrics;
+        metrics.in_flight(1);
         tokio::select! {
             _ = abandon.cancelled() => {
-                tracing::Span::current().record("outcome", "abandoned");
+                record_outcome(&shared, "abandoned", "");
                 requeue(&delivery).await;
             }
             _ = settle(&shared, &delivery, &meta) => {}
         }
+        metrics.in_flight(-1);
     }
     .instrument(span)
     .await
@@ -117,25 +122,25 @@ async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
                      crashed or was stopped while running it); it is not run again"
                 ),
             );
-            record_outcome("poison");
+            record_outcome(shared, "poison", error.code.as_str());
             give_up(shared, delivery, meta, &error).await
         }
         Redelivery::Recount(deliveries) => {
-            record_outcome("recounted");
+            record_outcome(shared, "recounted", "");
             recount(shared, delivery, deliveries).await
         }
         Redelivery::Run => match run_task(shared, delivery, meta).await {
             Ok(generation) => {
-                record_outcome("ok");
+                record_outcome(shared, "ok", "");
                 finish_ok(shared, delivery, meta, &generation).await
             }
             Err(error) => match shared.retry.decide(error.code, meta.attempt) {
                 Decision::Retry { queue, delay } => {
-                    record_outcome("retried");
+                    record_outcome(shared, "retried", error.code.as_str());
                     schedule_retry(shared, delivery, meta, &error, &queue, delay).await
                 }
                 Decision::GiveUp => {
-                    record_outcome(error.code.as_str());
+                    record_outcome(shared, "error", error.code.as_str());
                     give_up(shared, delivery, meta, &error).await
                 }
             },
@@ -155,8 +160,14 @@ async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
     }
 }
 
-fn record_outcome(outcome: &str) {
-    tracing::Span::current().record("outcome", outcome);
+/// Records how the task settled, in its span and in `warren_tasks_total`.
+fn record_outcome(shared: &Shared, outcome: &str, code: &str) {
+    let span = tracing::Span::current();
+    span.record("outcome", outcome);
+    if !code.is_empty() {
+        span.record("code", code);
+    }
+    shared.telemetry.metrics.task_settled(outcome, code);
 }
 
 async fn requeue(delivery: &Delivery) {
@@ -233,6 +244,7 @@ async fn run_task(
             ));
         }
     }
+    shared.telemetry.metrics.attempt_started();
     if shared.fault_injection {
         faults::inject(&task.input, meta.attempt)?;
     }
@@ -291,6 +303,16 @@ async fn finish_ok(
         total_ms = reply.timings_ms.total,
         "task completed"
     );
+    let total = meta.received.elapsed();
+    let before_generation = total.saturating_sub(generation.generation_time);
+    shared.telemetry.metrics.completed(&Completion {
+        queue_wait: reply.timings_ms.queued as f64 / 1000.0,
+        time_to_first_token: before_generation.as_secs_f64(),
+        total: total.as_secs_f64(),
+        generation: generation.generation_time.as_secs_f64(),
+        prompt_tokens: generation.prompt_tokens,
+        completion_tokens: generation.completion_tokens,
+    });
     publish_reply(shared, delivery, meta, &reply).await
 }
 
@@ -420,7 +442,9 @@ async fn dead_letter(
     .with_delivery_mode(PERSISTENT);
     let exchange = shared.topology.dead_letter_exchange();
     let routing_key = shared.topology.requests_queue();
-    publish_exactly(shared, exchange, routing_key, &delivery.data, properties).await
+    publish_exactly(shared, exchange, routing_key, &delivery.data, properties).await?;
+    shared.telemetry.metrics.dead_lettered(error.code.as_str());
+    Ok(())
 }
 
 /// Publishes, mandatory and confirmed; a message the broker could not route is an error.

@@ -26,7 +26,7 @@ use crate::config::Settings;
 use crate::engine::Engine;
 use crate::protocol::Limits;
 use crate::retry::{ReconnectBackoff, RetryPolicy};
-use crate::telemetry::Readiness;
+use crate::telemetry::Telemetry;
 
 /// How long handlers get to notice they were abandoned and return their delivery.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
@@ -45,6 +45,7 @@ pub(crate) struct Shared {
     pub max_redeliveries: u32,
     pub fault_injection: bool,
     pub classic_queue: bool,
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// How a session ended.
@@ -61,17 +62,18 @@ pub async fn run(
     settings: &Settings,
     engine: Arc<Engine>,
     shutdown: CancellationToken,
-    readiness: Arc<Readiness>,
+    telemetry: Arc<Telemetry>,
 ) {
     let worker_name = broker::process_name(&settings.broker.connection_name);
     let mut backoff = ReconnectBackoff::new(&settings.broker);
     let mut tries = 0u32;
     loop {
         let started = Instant::now();
-        match session(settings, &engine, &worker_name, &shutdown, &readiness).await {
+        match session(settings, &engine, &worker_name, &shutdown, &telemetry).await {
             SessionEnd::Shutdown => return,
             SessionEnd::Lost(reason) => {
-                readiness.set(false);
+                telemetry.readiness.set(false);
+                telemetry.metrics.reconnected();
                 if started.elapsed() > HEALTHY_SESSION {
                     backoff.reset();
                     tries = 0;
@@ -98,9 +100,9 @@ async fn session(
     engine: &Arc<Engine>,
     worker_name: &str,
     shutdown: &CancellationToken,
-    readiness: &Readiness,
+    telemetry: &Arc<Telemetry>,
 ) -> SessionEnd {
-    let consuming = match start_consuming(settings, engine, worker_name).await {
+    let consuming = match start_consuming(settings, engine, worker_name, telemetry).await {
         Ok(consuming) => consuming,
         Err(e) => return SessionEnd::Lost(e.to_string()),
     };
@@ -111,7 +113,7 @@ async fn session(
         consumer_tag,
         shared,
     } = consuming;
-    readiness.set(true);
+    telemetry.readiness.set(true);
 
     // Cancelled when the tasks in flight must give their deliveries back.
     let abandon = CancellationToken::new();
@@ -129,7 +131,7 @@ async fn session(
             },
         }
     };
-    readiness.set(false);
+    telemetry.readiness.set(false);
 
     match &end {
         SessionEnd::Shutdown => {
@@ -191,6 +193,7 @@ async fn start_consuming(
     settings: &Settings,
     engine: &Arc<Engine>,
     worker_name: &str,
+    telemetry: &Arc<Telemetry>,
 ) -> Result<Consuming, BrokerError> {
     let connection = broker::connect(&settings.broker.url, worker_name).await?;
     info!(
@@ -234,6 +237,7 @@ async fn start_consuming(
         max_redeliveries: settings.worker.max_redeliveries,
         fault_injection: settings.worker.fault_injection,
         classic_queue: settings.topology.queue_type == crate::config::QueueType::Classic,
+        telemetry: telemetry.clone(),
     });
     Ok(Consuming {
         connection,

@@ -151,6 +151,7 @@ impl WorkerProcess {
             .env("WARREN__ENGINE__THREADS", "1")
             .env("WARREN__ENGINE__CONTEXT_SIZE", "512")
             .env("WARREN__ENGINE__BATCH_SIZE", "64")
+            .env("WARREN__METRICS__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info,warren=debug")
             .stdout(Stdio::null())
             .stderr(log);
@@ -185,6 +186,24 @@ impl WorkerProcess {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Base URL of the worker's metrics and health listener, from its log.
+    pub async fn health_url(&self) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let log = self.log();
+            if let Some(at) = log.find("listening on http://") {
+                let rest = &log[at + "listening on ".len()..];
+                let url = rest.split("/metrics").next().unwrap_or_default();
+                return url.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no metrics listener in the log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,9 +1,47 @@
-//! Logs: tracing-subscriber set up from `[log]` (pretty or JSON, on stderr so that stdout
-//! stays free for command output), with `RUST_LOG` taking precedence over `log.level`.
+//! Telemetry: logs, metrics, health.
 //!
-//! Task text (prompts, completions) is never logged at info or above: it may be private.
+//! Logs: tracing-subscriber set up from `[log]` (pretty or JSON, on stderr so that stdout
+//! stays free for command output), with `RUST_LOG` taking precedence over `log.level`. Task
+//! text (prompts, completions) is never logged at info or above: it may be private.
+//! [`metrics`] records; [`http`] serves `/metrics`, `/healthz` and `/readyz`.
+
+pub mod http;
+pub mod metrics;
+
+use std::sync::{Arc, OnceLock};
 
 use tracing_subscriber::EnvFilter;
+
+use crate::engine::Engine;
+pub use metrics::{Completion, Metrics};
+
+/// What the worker reports about itself, shared with the health/metrics listener.
+#[derive(Default)]
+pub struct Telemetry {
+    /// Ready to serve?
+    pub readiness: Readiness,
+    /// The metrics.
+    pub metrics: Metrics,
+    engine: OnceLock<Arc<Engine>>,
+}
+
+impl Telemetry {
+    /// Remembers the engine once it is loaded, so that scrapes can read its slots.
+    pub fn engine_loaded(&self, engine: Arc<Engine>) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// The metrics text, with the engine's slots and readiness read now.
+    pub fn scrape(&self) -> String {
+        let (busy, total) = self
+            .engine
+            .get()
+            .map_or((0, 0), |e| (e.busy_slots(), e.info().slots as usize));
+        self.metrics
+            .observe_state(busy, total, self.readiness.is_ready());
+        self.metrics.encode()
+    }
+}
 
 use crate::config::{LogFormat, LogSettings};
 

@@ -1,0 +1,237 @@
+//! Prometheus metrics (prometheus-client): what the worker counts and times. Names follow
+//! Prometheus conventions (`warren_..._seconds`, `_total`); the README documents each one.
+//! This module only records and encodes; it does not serve HTTP.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Labels of `warren_tasks_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    /// `ok`, `retried`, `error` (final failure), `poison`, `abandoned`.
+    outcome: String,
+    /// The error code; empty for `ok` and `abandoned`.
+    code: String,
+}
+
+/// Labels carrying an error code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+/// Everything warren measures.
+pub struct Metrics {
+    registry: Registry,
+    tasks: Family<TaskLabels, Counter>,
+    attempts: Counter,
+    dead_letters: Family<CodeLabels, Counter>,
+    queue_wait: Histogram,
+    time_to_first_token: Histogram,
+    task_duration: Histogram,
+    generation_duration: Histogram,
+    tokens_per_second: Histogram,
+    prompt_tokens: Counter,
+    completion_tokens: Counter,
+    slots_busy: Gauge,
+    slots_total: Gauge,
+    reconnects: Counter,
+    in_flight: Gauge,
+    ready: Gauge,
+}
+
+/// Timings and counts of one completed task.
+pub struct Completion {
+    /// From publish (AMQP timestamp) or receipt to the start of inference, in seconds.
+    pub queue_wait: f64,
+    /// From receipt to the first generated token, in seconds.
+    pub time_to_first_token: f64,
+    /// From receipt to the reply being ready, in seconds.
+    pub total: f64,
+    /// Generating, in seconds.
+    pub generation: f64,
+    /// Tokens in the prompt.
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every warren metric at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let latency = || Histogram::new(exponential_buckets(0.005, 2.0, 16));
+        let m = Metrics {
+            tasks: Family::default(),
+            attempts: Counter::default(),
+            dead_letters: Family::default(),
+            queue_wait: latency(),
+            time_to_first_token: latency(),
+            task_duration: latency(),
+            generation_duration: latency(),
+            tokens_per_second: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            prompt_tokens: Counter::default(),
+            completion_tokens: Counter::default(),
+            slots_busy: Gauge::default(),
+            slots_total: Gauge::default(),
+            reconnects: Counter::default(),
+            in_flight: Gauge::default(),
+            ready: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "warren_tasks",
+            "Tasks settled, by outcome (ok, retried, error, poison, abandoned) and error code",
+            m.tasks.clone(),
+        );
+        registry.register(
+            "warren_attempts",
+            "Attempts started (runs of a task)",
+            m.attempts.clone(),
+        );
+        registry.register(
+            "warren_dead_letters",
+            "Tasks published to the dead-letter exchange, by error code",
+            m.dead_letters.clone(),
+        );
+        registry.register_with_unit(
+            "warren_queue_wait",
+            "Time from publish (AMQP timestamp, else receipt) to the start of inference",
+            Unit::Seconds,
+            m.queue_wait.clone(),
+        );
+        registry.register_with_unit(
+            "warren_time_to_first_token",
+            "Time from receipt by the worker to the first generated token",
+            Unit::Seconds,
+            m.time_to_first_token.clone(),
+        );
+        registry.register_with_unit(
+            "warren_task_duration",
+            "Time from receipt by the worker to the reply being ready (completed tasks)",
+            Unit::Seconds,
+            m.task_duration.clone(),
+        );
+        registry.register_with_unit(
+            "warren_generation_duration",
+            "Time spent generating tokens (completed tasks)",
+            Unit::Seconds,
+            m.generation_duration.clone(),
+        );
+        registry.register(
+            "warren_generation_tokens_per_second",
+            "Generation speed of each completed task",
+            m.tokens_per_second.clone(),
+        );
+        registry.register(
+            "warren_prompt_tokens",
+            "Prompt tokens read",
+            m.prompt_tokens.clone(),
+        );
+        registry.register(
+            "warren_completion_tokens",
+            "Tokens generated",
+            m.completion_tokens.clone(),
+        );
+        registry.register(
+            "warren_slots_busy",
+            "Inference slots holding a task",
+            m.slots_busy.clone(),
+        );
+        registry.register(
+            "warren_slots",
+            "Inference slots of the engine",
+            m.slots_total.clone(),
+        );
+        registry.register(
+            "warren_reconnects",
+            "Times the worker lost the broker and reconnected",
+            m.reconnects.clone(),
+        );
+        registry.register(
+            "warren_messages_in_flight",
+            "Deliveries the worker holds unacked",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "warren_ready",
+            "1 when the model is loaded and the worker consumes",
+            m.ready.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// A task settled with `outcome` (and `code` for failures).
+    pub fn task_settled(&self, outcome: &str, code: &str) {
+        self.tasks
+            .get_or_create(&TaskLabels {
+                outcome: outcome.to_owned(),
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An attempt started running.
+    pub fn attempt_started(&self) {
+        self.attempts.inc();
+    }
+
+    /// A task was dead-lettered with `code`.
+    pub fn dead_lettered(&self, code: &str) {
+        self.dead_letters
+            .get_or_create(&CodeLabels {
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A task completed.
+    pub fn completed(&self, c: &Completion) {
+        self.queue_wait.observe(c.queue_wait);
+        self.time_to_first_token.observe(c.time_to_first_token);
+        self.task_duration.observe(c.total);
+        self.generation_duration.observe(c.generation);
+        if c.generation > 0.0 && c.completion_tokens > 0 {
+            self.tokens_per_second
+                .observe(f64::from(c.completion_tokens) / c.generation);
+        }
+        self.prompt_tokens.inc_by(u64::from(c.prompt_tokens));
+        self.completion_tokens
+            .inc_by(u64::from(c.completion_tokens));
+    }
+
+    /// The worker reconnected to the broker.
+    pub fn reconnected(&self) {
+        self.reconnects.inc();
+    }
+
+    /// A delivery was taken (`+1`) or settled (`-1`).
+    pub fn in_flight(&self, change: i64) {
+        self.in_flight.inc_by(change);
+    }
+
+    /// Engine slots and readiness, read when metrics are scraped.
+    pub fn observe_state(&self, slots_busy: usize, slots_total: usize, ready: bool) {
+        self.slots_busy.set(slots_busy as i64);
+        self.slots_total.set(slots_total as i64);
+        self.ready.set(i64::from(ready));
+    }
+}

@@ -1,0 +1,410 @@
+//! What ops and upstream teams rely on: metrics and health endpoints, structured logs that keep
+//! task text private, the deploy/ files (parsed and checked; Docker cannot run here), the
+//! RabbitMQ definitions against what the worker really declares, and the Python client
+//! example against a live worker.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{management_get, queue_info, serving, warren, Names, Serving, WorkerProcess};
+use serde_json::{json, Value};
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn http_get(url: &str) -> (u16, String, String) {
+    match ureq::get(url).call() {
+        Ok(mut response) => {
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            (response.status().as_u16(), content_type, body)
+        }
+        Err(ureq::Error::StatusCode(code)) => (code, String::new(), String::new()),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+/// The value of one sample line of the metrics text, e.g. `warren_ready`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn metrics_and_health_report_what_the_worker_did() {
+    let Serving {
+        mut upstream,
+        worker,
+        names,
+    } = serving("metrics", &[]).await;
+    let base = worker.health_url().await;
+
+    assert_eq!(http_get(&format!("{base}/healthz")).0, 200);
+    let deadline = Instant::now() + common::PATIENCE;
+    while http_get(&format!("{base}/readyz")).0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ok = upstream
+        .request(
+            &names.requests,
+            &json!({"prompt": "Hello", "max_tokens": 3}),
+        )
+        .await;
+    assert_eq!(ok["status"], "ok");
+    let bad = upstream
+        .request(&names.requests, &json!({"prompt": 42}))
+        .await;
+    assert_eq!(bad["status"], "error");
+    // The dead letter is published just after the error reply.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (status, content_type, metrics) = http_get(&format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let expect = [
+        (r#"warren_tasks_total{outcome="ok",code=""}"#, 1.0),
+        (
+            r#"warren_tasks_total{outcome="error",code="invalid_request"}"#,
+            1.0,
+        ),
+        (r#"warren_dead_letters_total{code="invalid_request"}"#, 1.0),
+        ("warren_attempts_total", 1.0),
+        ("warren_completion_tokens_total", 3.0),
+        ("warren_task_duration_seconds_count", 1.0),
+        ("warren_time_to_first_token_seconds_count", 1.0),
+        ("warren_queue_wait_seconds_count", 1.0),
+        ("warren_slots", 1.0),
+        ("warren_slots_busy", 0.0),
+        ("warren_messages_in_flight", 0.0),
+        ("warren_reconnects_total", 0.0),
+        ("warren_ready", 1.0),
+    ];
+    for (series, value) in expect {
+        assert_eq!(
+            sample(&metrics, series),
+            Some(value),
+            "{series} in:\n{metrics}"
+        );
+    }
+    assert!(sample(&metrics, "warren_prompt_tokens_total").unwrap() >= 2.0);
+    assert!(metrics.contains("warren_generation_tokens_per_second_bucket"));
+}
+
+#[tokio::test]
+async fn a_worker_that_cannot_reach_the_broker_is_alive_but_not_ready() {
+    let names = Names::new("notready");
+    let worker = WorkerProcess::spawn(
+        &names,
+        &[("WARREN__BROKER__URL", "amqp://guest:guest@127.0.0.1:1/%2f")],
+    );
+    let base = worker.health_url().await;
+    let deadline = Instant::now() + common::PATIENCE;
+    while !worker.log().contains("reconnecting") {
+        assert!(Instant::now() < deadline, "{}", worker.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(http_get(&format!("{base}/healthz")).0, 200);
+    assert_eq!(http_get(&format!("{base}/readyz")).0, 503);
+    let (_, _, metrics) = http_get(&format!("{base}/metrics"));
+    assert_eq!(sample(&metrics, "warren_ready"), Some(0.0));
+    assert!(sample(&metrics, "warren_reconnects_total").unwrap() >= 1.0);
+}
+
+#[tokio::test]
+async fn json_logs_carry_a_span_per_task_and_never_the_task_text() {
+    let Serving {
+        mut upstream,
+        worker,
+        names,
+    } = serving("jsonlog", &[("WARREN__LOG__FORMAT", "json")]).await;
+    let secret = "Zanzibar-7431 confidential";
+    let reply = upstream
+        .request(
+            &names.requests,
+            &json!({"prompt": format!("{secret}. The capital of France is"), "max_tokens": 6}),
+        )
+        .await;
+    let completion = reply["text"].as_str().unwrap().trim().to_owned();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let log = worker.log();
+    let mut completed = None;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if entry["fields"]["message"] == "task completed" {
+            completed = Some(entry);
+        }
+    }
+    let completed = completed.expect("a `task completed` log line");
+    let correlation_id = reply["id"].as_str().unwrap();
+    assert_eq!(completed["span"]["correlation_id"], correlation_id);
+    assert_eq!(completed["span"]["attempt"], 1);
+    assert!(
+        !log.contains("Zanzibar-7431"),
+        "the prompt leaked into the logs"
+    );
+    if completion.len() > 8 {
+        assert!(
+            !log.contains(&completion),
+            "the completion leaked into the logs"
+        );
+    }
+}
+
+fn yaml(path: &str) -> Vec<Yaml> {
+    let text = std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
+}
+
+#[test]
+fn the_compose_file_runs_rabbitmq_with_management_and_a_healthchecked_worker() {
+    let compose = &yaml("deploy/docker-compose.yml")[0];
+    let rabbitmq = &compose["services"]["rabbitmq"];
+    assert_eq!(rabbitmq["image"].as_str(), Some("rabbitmq:3-management"));
+    let ports: Vec<_> = rabbitmq["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert!(
+        ports.contains(&"5672:5672") && ports.contains(&"15672:15672"),
+        "{ports:?}"
+    );
+    let warren = &compose["services"]["warren"];
+    assert_eq!(
+        warren["build"]["dockerfile"].as_str(),
+        Some("deploy/Dockerfile")
+    );
+    let check: Vec<_> = warren["healthcheck"]["test"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert!(
+        check.iter().any(|a| a.ends_with(":9090/readyz")),
+        "{check:?}"
+    );
+    assert!(warren["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .any(|v| v.as_str().unwrap().contains("/models")));
+    let dockerfile = std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("USER 10001") && dockerfile.contains("libgomp1"));
+    let cuda = std::fs::read_to_string(repo("deploy/Dockerfile.cuda")).unwrap();
+    assert!(cuda.contains("--features cuda"));
+}
+
+#[test]
+fn the_kubernetes_manifests_probe_the_health_endpoints_and_scale_on_the_requests_queue() {
+    let deployment = &yaml("deploy/k8s/deployment.yaml")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(
+        pod["terminationGracePeriodSeconds"].as_i64().unwrap() > 30,
+        "above the 30 s shutdown grace"
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["port"].as_i64(),
+        Some(9090)
+    );
+    assert_eq!(container["ports"][0]["containerPort"].as_i64(), Some(9090));
+
+    let scaler = &yaml("deploy/k8s/keda-scaledobject.yaml")[0];
+    assert_eq!(scaler["kind"].as_str(), Some("ScaledObject"));
+    let trigger = &scaler["spec"]["triggers"][0];
+    assert_eq!(trigger["type"].as_str(), Some("rabbitmq"));
+    assert_eq!(
+        trigger["metadata"]["queueName"].as_str(),
+        Some("warren.requests")
+    );
+    assert_eq!(trigger["metadata"]["protocol"].as_str(), Some("http"));
+    assert_eq!(trigger["metadata"]["mode"].as_str(), Some("QueueLength"));
+
+    let secret = &yaml("deploy/k8s/secret.yaml")[0];
+    assert!(secret["stringData"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("amqp://"));
+
+    // The ConfigMap's file is a valid warren configuration.
+    let configmap = &yaml("deploy/k8s/configmap.yaml")[0];
+    let toml = configmap["data"]["warren.toml"].as_str().unwrap();
+    let path = std::env::temp_dir().join(format!("warren-k8s-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, toml).unwrap();
+    let names = Names::new("k8scfg");
+    let output = warren(&names)
+        .args(["topology", "--dry-run", "--config"])
+        .arg(&path)
+        .env("WARREN__BROKER__URL_FILE", "")
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_rabbitmq_definitions_match_what_the_worker_declares() {
+    let names = Names::new("defs");
+    let output = warren(&names).arg("topology").output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // definitions.json uses the default names; map them to this test's.
+    let text = std::fs::read_to_string(repo("deploy/rabbitmq/definitions.json")).unwrap();
+    let text = text
+        .replace("warren.requests", &names.requests)
+        .replace("warren.dlx", &names.dlx)
+        .replace("warren.dead", &names.dead)
+        .replace("warren.results", &names.results)
+        .replace("warren.retry", &names.retry_prefix);
+    let definitions: Value = serde_json::from_str(&text).unwrap();
+
+    let declared_queues = management_get("queues/%2F?columns=name").unwrap();
+    let ours: Vec<_> = declared_queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .filter(|n| n.starts_with(&names.requests[..names.requests.len() - ".requests".len()]))
+        .map(str::to_owned)
+        .collect();
+    let defined = definitions["queues"].as_array().unwrap();
+    assert_eq!(ours.len(), defined.len(), "declared {ours:?}");
+    for queue in defined {
+        let name = queue["name"].as_str().unwrap();
+        let live = queue_info(name).unwrap_or_else(|e| panic!("{name} not declared: {e}"));
+        assert_eq!(live["durable"], queue["durable"], "{name}");
+        assert_eq!(live["arguments"], queue["arguments"], "{name}");
+    }
+    for exchange in definitions["exchanges"].as_array().unwrap() {
+        let name = exchange["name"].as_str().unwrap();
+        let live = management_get(&format!("exchanges/%2F/{name}")).unwrap();
+        assert_eq!(live["type"], exchange["type"]);
+        assert_eq!(live["durable"], exchange["durable"]);
+    }
+    for binding in definitions["bindings"].as_array().unwrap() {
+        let source = binding["source"].as_str().unwrap();
+        let live = management_get(&format!("exchanges/%2F/{source}/bindings/source")).unwrap();
+        assert!(
+            live.as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["destination"] == binding["destination"]),
+            "binding {binding}"
+        );
+    }
+}
+
+/// A Python virtual environment with the example's requirements, under target/.
+fn python_env() -> PathBuf {
+    let venv = repo("target/pyenv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "python3 -m venv failed (apt-get install python3-venv)"
+        );
+    }
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(repo("examples/python/requirements.txt"))
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "pip install of the example's requirements failed"
+    );
+    python
+}
+
+#[tokio::test]
+async fn the_python_pika_client_gets_a_completion_and_reports_errors() {
+    let python = python_env();
+    let Serving {
+        upstream: _upstream,
+        worker: _worker,
+        names,
+    } = serving("python", &[]).await;
+    let client = repo("examples/python/client.py");
+
+    let ok = Command::new(&python)
+        .arg(&client)
+        .args([
+            "The capital of France is",
+            "--max-tokens",
+            "5",
+            "--json",
+            "--queue",
+        ])
+        .arg(&names.requests)
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let reply: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(reply["usage"]["completion_tokens"], 5);
+
+    let failed = Command::new(&python)
+        .arg(&client)
+        .args(["Hello", "--max-tokens", "100000", "--queue"])
+        .arg(&names.requests)
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("invalid_request"));
+}
