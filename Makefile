@@ -5,12 +5,13 @@ WARREN       := target/release/warren
 PROMPT       ?= The capital of France is
 MAX_TOKENS   ?= 32
 
-.PHONY: help setup model build broker-up broker-down run submit test lint fmt clean
+.PHONY: help setup model build broker-up broker-down run submit test bench lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
 	@echo "make test     - the whole test suite (unit + integration against a real broker and model)"
 	@echo "make submit PROMPT='...' - send one task to the running worker and print the reply"
+	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS)"
 	@echo "make setup | model | build | broker-up | broker-down | lint | fmt | clean"
 
 setup:
@@ -39,6 +40,11 @@ submit: build
 test: setup model broker-up
 	$(CARGO) build --release --locked
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(CARGO) test --release --locked -- --test-threads=2
+
+# Side-by-side benchmark: warren (1/4/8 slots) vs llama-server vs the engine alone.
+# Run it with nothing else on the machine; results go to bench/results-latest.md.
+bench: setup model broker-up build
+	scripts/bench.sh
 
 lint:
 	$(CARGO) fmt --check

@@ -60,6 +60,8 @@ pub struct Settings {
     pub retry: RetrySettings,
     /// Shutdown and poison-task handling.
     pub worker: WorkerSettings,
+    /// Streaming of chunks.
+    pub stream: StreamSettings,
     /// Sampling defaults.
     pub sampling: SamplingSettings,
     /// The health and metrics listener.
@@ -84,8 +86,10 @@ pub struct BrokerSettings {
     pub url: SecretString,
     /// Read the URL from this file when not empty.
     pub url_file: String,
-    /// basic.qos prefetch count.
+    /// basic.qos prefetch count; 0 = engine.slots + prefetch_extra.
     pub prefetch: u16,
+    /// Headroom over the slots when `prefetch` is 0.
+    pub prefetch_extra: u16,
     /// Base of the connection name shown in the management UI.
     pub connection_name: String,
     /// First delay between reconnection tries, in ms.
@@ -212,6 +216,16 @@ pub struct RetrySettings {
     pub queue_prefix: String,
 }
 
+/// `[stream]`: how streamed text is grouped into chunk messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Pieces (about one per token) that fill a chunk.
+    pub max_pieces_per_chunk: u32,
+    /// Age of a chunk's first piece that sends it, in ms.
+    pub max_chunk_delay_ms: u64,
+}
+
 /// `[worker]`: shutdown and poison-task handling.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -302,11 +316,8 @@ impl Settings {
         if !matches!(url.scheme(), "amqp" | "amqps") {
             return Err(invalid("broker.url", "must start with amqp:// or amqps://"));
         }
-        if self.broker.prefetch == 0 {
-            return Err(invalid(
-                "broker.prefetch",
-                "must be at least 1 (0 would mean unlimited)",
-            ));
+        if self.stream.max_pieces_per_chunk == 0 {
+            return Err(invalid("stream.max_pieces_per_chunk", "must be at least 1"));
         }
         if self.broker.connection_name.trim().is_empty() {
             return Err(invalid("broker.connection_name", "must not be empty"));
@@ -449,6 +460,18 @@ impl Settings {
         Ok(())
     }
 
+    /// The prefetch the worker asks for: `broker.prefetch`, or when it is 0,
+    /// `engine.slots + broker.prefetch_extra`.
+    pub fn effective_prefetch(&self) -> u16 {
+        if self.broker.prefetch > 0 {
+            self.broker.prefetch
+        } else {
+            u16::try_from(self.engine.slots)
+                .unwrap_or(u16::MAX)
+                .saturating_add(self.broker.prefetch_extra)
+        }
+    }
+
     /// The broker URL with any password replaced by `***`, safe to log.
     pub fn redacted_broker_url(&self) -> String {
         redact_url(self.broker.url.expose_secret())
@@ -508,7 +531,27 @@ mod tests {
         assert_eq!(s.topology.dead_letter_queue, "warren.dead");
         assert_eq!(s.topology.results_queue, "warren.results");
         assert_eq!(s.engine.chat_template, "gemma");
-        assert_eq!(s.broker.prefetch, 1);
+        assert_eq!(
+            s.effective_prefetch(),
+            1,
+            "prefetch follows the single slot"
+        );
+    }
+
+    #[test]
+    fn prefetch_follows_the_slots_plus_headroom_unless_set() {
+        let s = load(&[
+            ("WARREN__ENGINE__SLOTS", "4"),
+            ("WARREN__BROKER__PREFETCH_EXTRA", "2"),
+        ])
+        .unwrap();
+        assert_eq!(s.effective_prefetch(), 6);
+        let s = load(&[
+            ("WARREN__ENGINE__SLOTS", "4"),
+            ("WARREN__BROKER__PREFETCH", "3"),
+        ])
+        .unwrap();
+        assert_eq!(s.effective_prefetch(), 3);
     }
 
     #[test]
@@ -545,7 +588,6 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("WARREN__BROKER__PREFETCH", "0")], "broker.prefetch"),
             (&[("WARREN__BROKER__PREFETCH", "lots")], "prefetch"),
             (&[("WARREN__BROKER__URL", "http://x")], "broker.url"),
             (&[("WARREN__TOPOLOGY__QUEUE_TYPE", "stream")], "queue_type"),

@@ -8,6 +8,7 @@
 //! thread and its slots). [`dlq`] inspects and replays dead letters; [`telemetry`] sets up
 //! logs and readiness; [`cli`] holds the `warren` subcommands.
 
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;

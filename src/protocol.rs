@@ -175,6 +175,8 @@ pub struct Task {
     pub timeout: Duration,
     /// Absolute deadline (Unix time, ms) after which the task must not start.
     pub deadline_ms: Option<u64>,
+    /// Send the text in chunk messages as it is generated.
+    pub stream: bool,
 }
 
 /// The limits validation applies, taken from the configuration.
@@ -316,11 +318,7 @@ pub fn parse_task(body: &[u8], limits: &Limits) -> Result<Task, TaskError> {
         .integer("timeout_ms", 1, limits.timeout_cap_ms)?
         .unwrap_or(limits.default_timeout_ms);
     let deadline_ms = fields.integer("deadline_ms", 0, i64::MAX as u64)?;
-    if fields.boolean("stream")? == Some(true) {
-        return Err(TaskError::invalid(
-            "`stream: true` is not supported yet by this worker: omit it or send false",
-        ));
-    }
+    let stream = fields.boolean("stream")?.unwrap_or(false);
 
     Ok(Task {
         input,
@@ -336,6 +334,7 @@ pub fn parse_task(body: &[u8], limits: &Limits) -> Result<Task, TaskError> {
         stop,
         timeout: Duration::from_millis(timeout_ms),
         deadline_ms,
+        stream,
     })
 }
 
@@ -547,6 +546,26 @@ pub enum ReplyStatus {
     Ok,
     /// The task failed for good; `error` says why.
     Error,
+    /// A piece of streamed text (`stream: true`), before the final reply.
+    Chunk,
+}
+
+/// A chunk message of a streamed task: text generated so far, in order. The deltas of one
+/// attempt concatenate to the final reply's `text`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Wire contract version ([`WIRE_VERSION`]).
+    pub version: u32,
+    /// Same as the final reply's `id`.
+    pub id: Option<String>,
+    /// Always `chunk`.
+    pub status: ReplyStatus,
+    /// Position of this chunk in the attempt's stream, from 0.
+    pub index: u32,
+    /// The new text.
+    pub delta: String,
+    /// The attempt this text belongs to; a retried task streams again from index 0.
+    pub attempt: u32,
 }
 
 /// Why generation ended.
@@ -714,6 +733,12 @@ mod tests {
         assert_eq!(task.sampling.min_p, Some(0.05));
         assert_eq!(task.stop, vec!["\n".to_string()]);
         assert_eq!(task.deadline_ms, Some(1_900_000_000_000));
+        assert!(!task.stream);
+        assert!(
+            parse(json!({"prompt": "a", "stream": true}))
+                .unwrap()
+                .stream
+        );
     }
 
     #[test]
@@ -804,7 +829,6 @@ mod tests {
                 json!({"prompt": "a", "stream": "yes"}),
                 "`stream` must be true or false",
             ),
-            (json!({"prompt": "a", "stream": true}), "not supported yet"),
             (
                 json!({"prompt": "a", "version": 2}),
                 "version 2 is not supported",

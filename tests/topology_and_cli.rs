@@ -205,11 +205,11 @@ fn a_bad_configuration_value_exits_64_naming_the_key() {
     let names = Names::new("badcfg");
     let output = warren(&names)
         .arg("worker")
-        .env("WARREN__BROKER__PREFETCH", "0")
+        .env("WARREN__ENGINE__SLOTS", "0")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("broker.prefetch"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("engine.slots"));
 
     let output = warren(&names)
         .arg("worker")

@@ -341,8 +341,8 @@ fn bad_tasks() -> Vec<BadTask> {
             "invalid_request",
         ),
         bad(
-            "stream requested",
-            r#"{"prompt": "a", "stream": true}"#,
+            "stream that is a string",
+            r#"{"prompt": "a", "stream": "yes"}"#,
             "invalid_request",
         ),
         bad(

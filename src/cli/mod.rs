@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 failure (or an error reply for `submit`); 2 bad command line
 //! (clap); 64 bad configuration (the message names the key); 75 no reply in time (`submit`).
 
+mod bench;
 mod dlq;
 mod submit;
 mod topology;
@@ -43,6 +44,8 @@ pub enum Command {
     Topology(topology::Args),
     /// Inspect, replay or purge the dead-letter queue.
     Dlq(dlq::Args),
+    /// Load-test warren (through RabbitMQ), the engine alone, or a llama-server.
+    Bench(bench::Args),
 }
 
 /// An error that decides the exit code.
@@ -86,6 +89,7 @@ pub fn main() -> ExitCode {
             Command::Submit(args) => submit::run(settings, args).await,
             Command::Topology(args) => topology::run(settings, args).await,
             Command::Dlq(args) => dlq::run(settings, args).await,
+            Command::Bench(args) => bench::run(settings, args).await,
         }
     });
     match result {

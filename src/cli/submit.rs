@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::CliError;
 use crate::broker::{self, Published, Publisher, Topology};
 use crate::config::Settings;
-use crate::protocol::{Reply, ReplyStatus};
+use crate::protocol::{Chunk, Reply, ReplyStatus};
 
 /// Options of `warren submit`.
 #[derive(Debug, clap::Args)]
@@ -45,9 +45,12 @@ pub struct Args {
     /// Bound on the inference, in milliseconds.
     #[arg(long)]
     pub timeout_ms: Option<u64>,
-    /// Print the whole reply as JSON instead of its text.
+    /// Print the whole reply as JSON instead of its text (with --stream: every message).
     #[arg(long)]
     pub json: bool,
+    /// Stream: print the text as it is generated.
+    #[arg(long)]
+    pub stream: bool,
     /// Seconds to wait for the reply.
     #[arg(long, default_value_t = 300)]
     pub wait: u64,
@@ -79,6 +82,9 @@ impl Args {
         }
         if !self.stop.is_empty() {
             task.insert("stop".into(), json!(self.stop));
+        }
+        if self.stream {
+            task.insert("stream".into(), json!(true));
         }
         Ok(Value::Object(task))
     }
@@ -153,8 +159,19 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
                 .correlation_id()
                 .as_ref()
                 .is_some_and(|c| c.as_str() == correlation_id);
-            if matches {
-                return Ok(delivery.data);
+            if !matches {
+                continue;
+            }
+            match serde_json::from_slice::<Chunk>(&delivery.data) {
+                Ok(chunk) if chunk.status == ReplyStatus::Chunk => {
+                    if args.json {
+                        println!("{}", String::from_utf8_lossy(&delivery.data));
+                    } else {
+                        print!("{}", chunk.delta);
+                        let _ = std::io::Write::flush(&mut std::io::stdout());
+                    }
+                }
+                _ => return Ok(delivery.data),
             }
         }
         bail!("the reply consumer ended")
@@ -166,6 +183,8 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let parsed: Reply = serde_json::from_slice(&reply).context("the reply is not valid JSON")?;
     if args.json {
         println!("{}", String::from_utf8_lossy(&reply));
+    } else if args.stream {
+        println!();
     } else if let Some(text) = &parsed.text {
         println!("{text}");
     }

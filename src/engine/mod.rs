@@ -6,9 +6,11 @@
 //! runtime and no thread-safety question about contexts arises. It knows nothing of AMQP:
 //! it takes a [`GenerationRequest`] and answers a [`Generation`] or a [`TaskError`].
 //!
-//! Layout: [`runner`] is the step loop on the thread (admit jobs into free slots, decode one
-//! batch, sample each sequence); [`sequence`] is one task's state while it holds a slot;
-//! [`sampling`] builds a task's sampler chain.
+//! Layout: [`runner`] is the step loop on the thread: the scheduler (admit waiting jobs into
+//! free slots, drop those timed out or abandoned) and the batch step (one llama.cpp decode
+//! holding every generating sequence's next token plus as much prompt as fits, then one
+//! sample per sequence). [`sequence`] is one task's state while it holds a slot (prompt
+//! progress, stops, limits, streaming); [`sampling`] builds a task's sampler chain.
 
 mod runner;
 mod sampling;
@@ -37,6 +39,9 @@ pub struct GenerationRequest {
     pub stop: Vec<String>,
     /// Bound on this generation, counted from when it gets a slot.
     pub timeout: Duration,
+    /// Where to send the text as it is generated (pieces that concatenate to the final
+    /// text); `None` for no streaming.
+    pub stream: Option<mpsc::UnboundedSender<String>>,
 }
 
 /// A finished completion.

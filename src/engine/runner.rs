@@ -18,7 +18,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use super::sampling::sampler_for;
-use super::sequence::{Sequence, SequenceStart, Step};
+use super::sequence::{InBatch, Sequence, SequenceStart, Step};
 use super::{EngineStartError, Job, ModelInfo};
 use crate::config::EngineSettings;
 use crate::protocol::{ErrorCode, Input, TaskError};
@@ -104,6 +104,11 @@ impl<'m> Runner<'m> {
             .with_n_batch(batch_capacity)
             .with_n_ubatch(batch_capacity)
             .with_n_seq_max(slots)
+            // Sliding-window layers need only the window's KV cells, not the whole context:
+            // a smaller cache to attend over and less memory per slot (llama-server does the
+            // same). A full SWA cache only matters for reusing a prompt prefix, which warren
+            // does not do.
+            .with_swa_full(false)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let ctx = model
@@ -190,7 +195,8 @@ impl<'m> Runner<'m> {
         self.slots.iter().position(Option::is_none)
     }
 
-    /// Reads a job's prompt into a free slot and samples its first token.
+    /// Puts a job in a free slot. Its prompt is read by the following steps, in chunks that
+    /// share each batch with the other sequences' next tokens.
     fn admit(&mut self, job: Job) {
         if job.reply.is_closed() {
             return;
@@ -200,84 +206,39 @@ impl<'m> Runner<'m> {
             let _ = job.reply.send(Err(internal("no free slot")));
             return;
         };
-        let seq_id = slot as i32;
         let slot_wait = job.submitted.elapsed();
-        let started = Instant::now();
-        let deadline = started + job.request.timeout;
-        let tokens = match self.tokenize(&job.request.input) {
+        let prompt = match self.tokenize(&job.request.input) {
             Ok(tokens) => tokens,
             Err(e) => {
                 let _ = job.reply.send(Err(e));
                 return;
             }
         };
-        if tokens.len() >= self.context_per_slot as usize {
+        if prompt.len() >= self.context_per_slot as usize {
             let _ = job.reply.send(Err(TaskError::new(
                 ErrorCode::PromptTooLong,
                 format!(
                     "the prompt is {} tokens; the context holds {} tokens including the completion",
-                    tokens.len(),
+                    prompt.len(),
                     self.context_per_slot
                 ),
             )));
             return;
         }
+        let seq_id = slot as i32;
         self.clear_slot(seq_id);
-        let mut last_index = 0;
-        for (chunk_no, chunk) in tokens.chunks(self.batch_capacity).enumerate() {
-            if Instant::now() >= deadline {
-                self.clear_slot(seq_id);
-                let error = timeout_error(job.request.timeout);
-                let _ = job.reply.send(Err(error));
-                return;
-            }
-            if job.reply.is_closed() {
-                self.clear_slot(seq_id);
-                return;
-            }
-            self.batch.clear();
-            let base = chunk_no * self.batch_capacity;
-            for (i, token) in chunk.iter().enumerate() {
-                let pos = (base + i) as i32;
-                let is_last = base + i + 1 == tokens.len();
-                if let Err(e) = self.batch.add(*token, pos, &[seq_id], is_last) {
-                    self.clear_slot(seq_id);
-                    let _ = job.reply.send(Err(internal(format!("batch: {e}"))));
-                    return;
-                }
-            }
-            if let Err(e) = self.ctx.decode(&mut self.batch) {
-                self.clear_slot(seq_id);
-                let _ = job.reply.send(Err(TaskError::new(
-                    ErrorCode::InferenceFailed,
-                    format!("llama.cpp could not read the prompt: {e}"),
-                )));
-                return;
-            }
-            last_index = self.batch.n_tokens() - 1;
-        }
-        let mut sampler = sampler_for(&job.request.sampling);
-        let first = sampler.sample(&self.ctx, last_index);
-        let mut sequence = Sequence::new(SequenceStart {
+        self.slots[slot] = Some(Sequence::new(SequenceStart {
             seq_id,
+            prompt,
             reply: job.reply,
-            sampler,
+            stream: job.request.stream,
+            sampler: sampler_for(&job.request.sampling),
             stops: job.request.stop,
             max_tokens: job.request.max_tokens,
             context_limit: self.context_per_slot as i32,
-            prompt_tokens: tokens.len() as u32,
-            deadline,
             timeout: job.request.timeout,
             slot_wait,
-            prompt_time: started.elapsed(),
-        });
-        match self.push(&mut sequence, first) {
-            Step::Continue => self.slots[slot] = Some(sequence),
-            Step::Finished(reason) => {
-                self.clear_slot(seq_id);
-                sequence.finish(reason);
-            }
-        }
+        }));
     }
 
     fn tokenize(&self, input: &Input) -> Result<Vec<LlamaToken>, TaskError> {
@@ -341,28 +302,68 @@ impl<'m> Runner<'m> {
         }
     }
 
-    /// Decodes the pending token of every active sequence in one batch, then samples each.
+    /// One decode: the pending token of every generating sequence, then as much prompt as
+    /// fits, then a sample for every sequence that has logits in this batch.
     fn step(&mut self) {
         self.batch.clear();
         for sequence in self.slots.iter_mut().flatten() {
+            sequence.in_batch = InBatch::Nothing;
+            if sequence.is_reading_prompt() {
+                continue;
+            }
             sequence.batch_index = self.batch.n_tokens();
-            let added = self
+            sequence.in_batch = InBatch::NextToken;
+            // The batch holds at least `slots` tokens, so one token per sequence always fits.
+            let _ = self
                 .batch
                 .add(sequence.pending, sequence.n_past, &[sequence.seq_id], true);
-            if added.is_err() {
-                // The batch holds at least `slots` tokens, so this cannot happen.
-                tracing::error!("engine batch overflow");
+        }
+        for sequence in self.slots.iter_mut().flatten() {
+            let room = self.batch_capacity - self.batch.n_tokens() as usize;
+            if room == 0 {
+                break;
             }
+            if !sequence.is_reading_prompt() {
+                continue;
+            }
+            let start = sequence.prompt_done;
+            let end = (start + room).min(sequence.prompt.len());
+            for pos in start..end {
+                let is_last = pos + 1 == sequence.prompt.len();
+                if is_last {
+                    sequence.batch_index = self.batch.n_tokens();
+                }
+                let _ = self.batch.add(
+                    sequence.prompt[pos],
+                    pos as i32,
+                    &[sequence.seq_id],
+                    is_last,
+                );
+            }
+            sequence.prompt_done = end;
+            sequence.in_batch = if end == sequence.prompt.len() {
+                InBatch::PromptEnd
+            } else {
+                InBatch::PromptPart
+            };
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
         }
         if let Err(e) = self.ctx.decode(&mut self.batch) {
-            tracing::error!(error = %e, "llama.cpp decode failed; failing the active tasks");
+            tracing::error!(error = %e, "llama.cpp decode failed; failing the tasks in the batch");
             for slot in 0..self.slots.len() {
-                if let Some(sequence) = self.slots[slot].take() {
-                    self.clear_slot(slot as i32);
-                    sequence.fail(TaskError::new(
-                        ErrorCode::InferenceFailed,
-                        format!("llama.cpp decode failed: {e}"),
-                    ));
+                let in_batch = self.slots[slot]
+                    .as_ref()
+                    .is_some_and(|s| s.in_batch != InBatch::Nothing);
+                if in_batch {
+                    if let Some(sequence) = self.slots[slot].take() {
+                        self.clear_slot(slot as i32);
+                        sequence.fail(TaskError::new(
+                            ErrorCode::InferenceFailed,
+                            format!("llama.cpp decode failed: {e}"),
+                        ));
+                    }
                 }
             }
             return;
@@ -371,7 +372,14 @@ impl<'m> Runner<'m> {
             let Some(mut sequence) = self.slots[slot].take() else {
                 continue;
             };
-            sequence.n_past += 1;
+            match sequence.in_batch {
+                InBatch::Nothing | InBatch::PromptPart => {
+                    self.slots[slot] = Some(sequence);
+                    continue;
+                }
+                InBatch::PromptEnd => sequence.prompt_read(),
+                InBatch::NextToken => sequence.n_past += 1,
+            }
             let token = sequence.sampler.sample(&self.ctx, sequence.batch_index);
             match self.push(&mut sequence, token) {
                 Step::Continue => self.slots[slot] = Some(sequence),

@@ -1,42 +1,64 @@
-//! One task's state while it holds a slot: its position in the KV cache, the token to decode
-//! next, its sampler, and the text generated so far with stop-sequence and limit checks.
+//! One task's state while it holds a slot: its prompt (read in chunks), its position in the
+//! KV cache, the token to decode next, its sampler, and the text generated so far with
+//! stop-sequence, limit and streaming logic.
 //!
-//! It decides when a sequence is finished; it does not call llama.cpp's decode (the runner
-//! does, for all sequences at once).
+//! It decides when a sequence is finished and what text may be streamed; it does not call
+//! llama.cpp's decode (the runner does, for all sequences at once).
 
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::Generation;
 use crate::protocol::{FinishReason, TaskError};
 
-/// A task being generated in slot `seq_id`.
+/// What a sequence contributes to the batch being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InBatch {
+    /// Nothing (its prompt waits for room in a later batch).
+    Nothing,
+    /// Part of its prompt, not the last token.
+    PromptPart,
+    /// The end of its prompt: its first token is sampled after this decode.
+    PromptEnd,
+    /// Its pending token: its next token is sampled after this decode.
+    NextToken,
+}
+
+/// A task in slot `seq_id`.
 pub struct Sequence {
     /// llama.cpp sequence id, equal to the slot index.
     pub seq_id: i32,
-    /// Next KV position to fill.
+    /// Prompt tokens.
+    pub prompt: Vec<LlamaToken>,
+    /// Prompt tokens already put in a batch.
+    pub prompt_done: usize,
+    /// Next KV position to fill while generating.
     pub n_past: i32,
     /// Sampled token waiting to be decoded at `n_past`.
     pub pending: LlamaToken,
-    /// Index of this sequence's logits in the last decoded batch.
+    /// Index of this sequence's logits in the batch being decoded.
     pub batch_index: i32,
+    /// What this sequence has in the batch being decoded.
+    pub in_batch: InBatch,
     /// This task's sampler chain.
     pub sampler: LlamaSampler,
     reply: oneshot::Sender<Result<Generation, TaskError>>,
+    stream: Option<mpsc::UnboundedSender<String>>,
+    streamed: usize,
     text: Vec<u8>,
     stops: Vec<String>,
     max_tokens: u32,
     context_limit: i32,
     generated: u32,
-    prompt_tokens: u32,
+    admitted: Instant,
     deadline: Instant,
     timeout: Duration,
     slot_wait: Duration,
     prompt_time: Duration,
-    generation_started: Instant,
+    generation_started: Option<Instant>,
 }
 
 /// The outcome of appending one sampled token.
@@ -50,40 +72,50 @@ pub enum Step {
 /// Everything a sequence is created from.
 pub struct SequenceStart {
     pub seq_id: i32,
+    pub prompt: Vec<LlamaToken>,
     pub reply: oneshot::Sender<Result<Generation, TaskError>>,
+    pub stream: Option<mpsc::UnboundedSender<String>>,
     pub sampler: LlamaSampler,
     pub stops: Vec<String>,
     pub max_tokens: u32,
     pub context_limit: i32,
-    pub prompt_tokens: u32,
-    pub deadline: Instant,
     pub timeout: Duration,
     pub slot_wait: Duration,
-    pub prompt_time: Duration,
 }
 
 impl Sequence {
-    /// A sequence whose prompt has been decoded.
+    /// A sequence admitted now, its prompt not read yet.
     pub fn new(start: SequenceStart) -> Sequence {
+        let admitted = Instant::now();
         Sequence {
             seq_id: start.seq_id,
-            n_past: start.prompt_tokens as i32,
+            prompt: start.prompt,
+            prompt_done: 0,
+            n_past: 0,
             pending: LlamaToken(0),
             batch_index: -1,
+            in_batch: InBatch::Nothing,
             sampler: start.sampler,
             reply: start.reply,
+            stream: start.stream,
+            streamed: 0,
             text: Vec::new(),
             stops: start.stops,
             max_tokens: start.max_tokens,
             context_limit: start.context_limit,
             generated: 0,
-            prompt_tokens: start.prompt_tokens,
-            deadline: start.deadline,
+            admitted,
+            deadline: admitted + start.timeout,
             timeout: start.timeout,
             slot_wait: start.slot_wait,
-            prompt_time: start.prompt_time,
-            generation_started: Instant::now(),
+            prompt_time: Duration::ZERO,
+            generation_started: None,
         }
+    }
+
+    /// Whether part of the prompt is still to be read.
+    pub fn is_reading_prompt(&self) -> bool {
+        self.prompt_done < self.prompt.len()
     }
 
     /// Whether the task's caller stopped waiting (the delivery was cancelled).
@@ -94,6 +126,18 @@ impl Sequence {
     /// Whether the task's time is up.
     pub fn is_past_deadline(&self, now: Instant) -> bool {
         now >= self.deadline
+    }
+
+    /// The task's `timeout_ms`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The prompt has been read: generation starts with the token sampled from its end.
+    pub fn prompt_read(&mut self) {
+        self.n_past = self.prompt.len() as i32;
+        self.prompt_time = self.admitted.elapsed();
+        self.generation_started = Some(Instant::now());
     }
 
     /// Appends a sampled token (already turned into bytes by the caller). `is_end` tells
@@ -113,6 +157,7 @@ impl Sequence {
             return Step::Finished(FinishReason::Length);
         }
         self.pending = token;
+        self.stream_safe_text();
         Step::Continue
     }
 
@@ -128,24 +173,55 @@ impl Sequence {
             .map(|at| from + at)
     }
 
-    /// Sends the completion to the caller.
-    pub fn finish(self, reason: FinishReason) {
+    /// Streams the text that can no longer change: not the tail that might still begin a
+    /// stop sequence, and never half a UTF-8 character.
+    fn stream_safe_text(&mut self) {
+        let Some(stream) = &self.stream else {
+            return;
+        };
+        let held_back = self
+            .stops
+            .iter()
+            .map(|stop| longest_suffix_prefix(&self.text, stop.as_bytes()))
+            .max()
+            .unwrap_or(0);
+        let safe_end = self.text.len() - held_back;
+        if safe_end <= self.streamed {
+            return;
+        }
+        let fresh = &self.text[self.streamed..safe_end];
+        let valid = match std::str::from_utf8(fresh) {
+            Ok(text) => text,
+            // Stop at the first incomplete or invalid character; the rest goes out at the end.
+            Err(e) => std::str::from_utf8(&fresh[..e.valid_up_to()]).unwrap_or_default(),
+        };
+        if !valid.is_empty() {
+            self.streamed += valid.len();
+            let _ = stream.send(valid.to_owned());
+        }
+    }
+
+    /// Sends the completion to the caller, after the last streamed text.
+    pub fn finish(mut self, reason: FinishReason) {
+        let text = utf8_text(std::mem::take(&mut self.text));
+        if let Some(stream) = self.stream.take() {
+            if let Some(rest) = text.get(self.streamed..).filter(|r| !r.is_empty()) {
+                let _ = stream.send(rest.to_owned());
+            }
+        }
         let generation = Generation {
-            text: utf8_text(self.text),
+            text,
             finish_reason: reason,
-            prompt_tokens: self.prompt_tokens,
+            prompt_tokens: self.prompt.len() as u32,
             completion_tokens: self.generated,
             slot_wait: self.slot_wait,
             prompt_time: self.prompt_time,
-            generation_time: self.generation_started.elapsed(),
+            generation_time: self
+                .generation_started
+                .map_or(Duration::ZERO, |started| started.elapsed()),
         };
         // The caller may have stopped waiting; then nobody needs the result.
         let _ = self.reply.send(Ok(generation));
-    }
-
-    /// The task's `timeout_ms`.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     /// Sends a failure to the caller.
@@ -159,6 +235,14 @@ fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         return None;
     }
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of `stop`.
+fn longest_suffix_prefix(text: &[u8], stop: &[u8]) -> usize {
+    (1..stop.len().min(text.len() + 1))
+        .rev()
+        .find(|&n| text.ends_with(&stop[..n]))
+        .unwrap_or(0)
 }
 
 /// Turns generated bytes into text. A character cut in half by the token limit is dropped
@@ -195,5 +279,17 @@ mod tests {
     fn byte_search_finds_the_first_occurrence() {
         assert_eq!(find_bytes(b"abcabc", b"ca"), Some(2));
         assert_eq!(find_bytes(b"ab", b"abc"), None);
+    }
+
+    #[test]
+    fn the_tail_that_may_begin_a_stop_sequence_is_held_back() {
+        assert_eq!(longest_suffix_prefix(b"hello wor", b"world"), 3);
+        assert_eq!(longest_suffix_prefix(b"hello", b"world"), 0);
+        assert_eq!(
+            longest_suffix_prefix(b"ab", b"b"),
+            0,
+            "a whole stop is not a proper prefix"
+        );
+        assert_eq!(longest_suffix_prefix(b"", b"xy"), 0);
     }
 }

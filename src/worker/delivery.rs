@@ -19,6 +19,7 @@ use lapin::BasicProperties;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use super::stream::{self, ChunkTarget};
 use super::{faults, Shared};
 use crate::broker::{headers, BrokerError, Published};
 use crate::engine::{Generation, GenerationRequest};
@@ -248,14 +249,40 @@ async fn run_task(
     if shared.fault_injection {
         faults::inject(&task.input, meta.attempt)?;
     }
+    // Chunks need somewhere to go: a task without reply_to gets only its final reply.
+    let streaming = match (&meta.reply_to, task.stream) {
+        (Some(reply_to), true) => Some(stream::forward(
+            shared.publisher.clone(),
+            ChunkTarget {
+                reply_to: reply_to.clone(),
+                correlation_id: meta.correlation_id.clone(),
+                id: meta.id.clone(),
+                attempt: meta.attempt,
+            },
+            &shared.stream,
+        )),
+        _ => None,
+    };
+    let (sender, forwarder) = streaming.unzip();
     let request = GenerationRequest {
         input: task.input,
         max_tokens: task.max_tokens,
         sampling: task.sampling,
         stop: task.stop,
         timeout: task.timeout,
+        stream: sender,
     };
-    shared.engine.generate(request).await
+    let generation = shared.engine.generate(request).await;
+    if let Some(forwarder) = forwarder {
+        // The engine dropped the sender with the job: every chunk is published (or failed)
+        // before the final reply goes out.
+        match forwarder.await {
+            Ok(Ok(chunks)) => debug!(chunks, "streamed"),
+            Ok(Err(e)) => warn!(error = %e, "some chunks could not be published"),
+            Err(e) => warn!(error = %e, "the chunk forwarder failed"),
+        }
+    }
+    generation
 }
 
 fn timings(meta: &TaskMeta, generation: Option<&Generation>) -> Timings {

@@ -10,6 +10,7 @@
 
 mod delivery;
 mod faults;
+mod stream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,7 @@ pub(crate) struct Shared {
     pub fault_injection: bool,
     pub classic_queue: bool,
     pub telemetry: Arc<Telemetry>,
+    pub stream: crate::config::StreamSettings,
 }
 
 /// How a session ended.
@@ -209,7 +211,7 @@ async fn start_consuming(
     let publisher = Publisher::open(&connection).await?;
     let channel = connection.create_channel().await?;
     channel
-        .basic_qos(settings.broker.prefetch, BasicQosOptions::default())
+        .basic_qos(settings.effective_prefetch(), BasicQosOptions::default())
         .await?;
     let consumer_tag = format!("{worker_name}#1");
     let consumer = channel
@@ -223,7 +225,7 @@ async fn start_consuming(
     info!(
         queue = topology.requests_queue(),
         consumer_tag = %consumer_tag,
-        prefetch = settings.broker.prefetch,
+        prefetch = settings.effective_prefetch(),
         model = %engine.info().name,
         "consuming"
     );
@@ -238,6 +240,7 @@ async fn start_consuming(
         fault_injection: settings.worker.fault_injection,
         classic_queue: settings.topology.queue_type == crate::config::QueueType::Classic,
         telemetry: telemetry.clone(),
+        stream: settings.stream.clone(),
     });
     Ok(Consuming {
         connection,

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# `make bench`: measures, side by side in one run, on the same model, threads, prompts and
+# max_tokens, with nothing else running:
+#   1. warren through RabbitMQ with engine.slots = 1, 4, 8 (concurrency = slots);
+#   2. llama.cpp's llama-server with -np 1, 4, 8 and continuous batching, over HTTP;
+#   3. the engine alone (same step loop, tasks fed in-process), slots = 1, 4, 8.
+# Prints one table (tokens/s, tasks/s, p50/p99 latency, peak RSS, ratios) and writes it to
+# bench/results-latest.md. Tunables: TASKS (32), MAX_TOKENS (64), THREADS (cores), SLOTS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TASKS="${TASKS:-32}"
+MAX_TOKENS="${MAX_TOKENS:-64}"
+THREADS="${THREADS:-$(nproc)}"
+SLOTS="${SLOTS:-1 4 8}"
+CONTEXT=2048
+BATCH=128
+MODEL="$(pwd)/models/gemma3-270m-q4_k_m.gguf"
+WARREN="$(pwd)/target/release/warren"
+PORT="${LLAMA_SERVER_PORT:-8089}"
+OUT="$(mktemp -d)"
+RUN_ID="bench.$(date +%s)"
+
+LLAMA_SERVER="$(scripts/build-llama-server.sh | tail -n1)"
+LLAMA_COMMIT="$("$LLAMA_SERVER" --version 2>&1 | grep -o 'commit [0-9a-f]*' | head -n1 || echo "commit unknown")"
+CRATE_VERSION="$(grep -A1 'name = "llama-cpp-sys-2"' Cargo.lock | grep version | cut -d'"' -f2)"
+
+peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+export WARREN__BROKER__URL="${WARREN__BROKER__URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+export WARREN__ENGINE__MODEL_PATH="$MODEL" WARREN__ENGINE__THREADS="$THREADS"
+export WARREN__ENGINE__CONTEXT_SIZE="$CONTEXT" WARREN__ENGINE__BATCH_SIZE="$BATCH"
+export WARREN__METRICS__LISTEN="" WARREN__LOG__LEVEL=warn
+export WARREN__TOPOLOGY__REQUESTS_QUEUE="$RUN_ID.requests" WARREN__TOPOLOGY__DEAD_LETTER_EXCHANGE="$RUN_ID.dlx"
+export WARREN__TOPOLOGY__DEAD_LETTER_QUEUE="$RUN_ID.dead" WARREN__TOPOLOGY__RESULTS_QUEUE="$RUN_ID.results"
+export WARREN__RETRY__QUEUE_PREFIX="$RUN_ID.retry"
+LOAD=(--tasks "$TASKS" --max-tokens "$MAX_TOKENS" --json)
+
+cleanup() {
+  pkill -f "warren worker" 2>/dev/null || true
+  pkill -f "llama-server.*--port $PORT" 2>/dev/null || true
+  for q in requests dead results retry.1s retry.4s; do rabbitmqctl -q delete_queue "$RUN_ID.$q" >/dev/null 2>&1 || true; done
+  rabbitmqctl -q delete_exchange "$RUN_ID.dlx" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+for n in $SLOTS; do
+  echo "== slots / parallel = $n" >&2
+
+  echo "-- engine alone" >&2
+  WARREN__ENGINE__SLOTS="$n" "$WARREN" bench --in-process --concurrency "$n" "${LOAD[@]}" \
+    --label "engine alone" > "$OUT/engine-$n.json"
+
+  echo "-- warren through RabbitMQ" >&2
+  WARREN__ENGINE__SLOTS="$n" WARREN__LOG__LEVEL=info "$WARREN" worker 2> "$OUT/worker-$n.log" &
+  worker=$!
+  until grep -q consuming "$OUT/worker-$n.log" 2>/dev/null || ! kill -0 "$worker" 2>/dev/null; do sleep 0.2; done
+  "$WARREN" bench --concurrency "$n" "${LOAD[@]}" --label "warren" > "$OUT/warren-$n.json"
+  echo "$(peak_rss_mib "$worker")" > "$OUT/warren-$n.rss"
+  kill -TERM "$worker"; wait "$worker" || true
+
+  echo "-- llama-server" >&2
+  "$LLAMA_SERVER" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -np "$n" -c $((CONTEXT * n)) \
+    -b "$BATCH" -ub "$BATCH" --cont-batching --port "$PORT" --host 127.0.0.1 \
+    > "$OUT/llama-$n.log" 2>&1 &
+  server=$!
+  until curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; do
+    kill -0 "$server" 2>/dev/null || { cat "$OUT/llama-$n.log" >&2; exit 1; }
+    sleep 0.3
+  done
+  "$WARREN" bench --llama-server "http://127.0.0.1:$PORT" --concurrency "$n" "${LOAD[@]}" \
+    --label "llama-server" > "$OUT/llama-$n.json"
+  echo "$(peak_rss_mib "$server")" > "$OUT/llama-$n.rss"
+  kill -TERM "$server"; wait "$server" 2>/dev/null || true
+done
+
+mkdir -p bench
+python3 - "$OUT" "$SLOTS" <<PY | tee bench/results-latest.md
+import json, sys, os
+out, slots = sys.argv[1], sys.argv[2].split()
+def load(kind, n):
+    r = json.load(open(f"{out}/{kind}-{n}.json"))
+    rss = r.get("peak_rss_mib")
+    path = f"{out}/{kind}-{n}.rss"
+    if os.path.exists(path):
+        rss = float(open(path).read().strip() or 0)
+    r["rss"] = rss or 0
+    return r
+print("## Benchmark: $(date -u +%Y-%m-%d), $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), no GPU")
+print()
+print("Model gemma3-270m Q4_K_M, threads $THREADS, $TASKS tasks x max_tokens $MAX_TOKENS, greedy, 8 prompts,")
+print("concurrency = slots; context $CONTEXT per slot, batch $BATCH.")
+print("warren: llama-cpp-sys-2 $CRATE_VERSION (its vendored llama.cpp); llama-server: llama.cpp $LLAMA_COMMIT (from llama-cpp-python 0.3.36).")
+print()
+print("| slots | target | tokens/s | tasks/s | p50 ms | p99 ms | ttft p50 ms | broker path p50 ms | peak RSS MiB | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+rows = {}
+for n in slots:
+    for kind, name in (("warren", "warren (RabbitMQ)"), ("llama", "llama-server"), ("engine", "engine alone")):
+        r = load(kind, n); rows[(kind, n)] = r
+        overhead = r.get("overhead_ms")
+        print(f"| {n} | {name} | {r['tokens_per_s']:.1f} | {r['tasks_per_s']:.2f} | {r['latency_ms']['p50']:.0f} | {r['latency_ms']['p99']:.0f} | {r['ttft_ms']['p50']:.0f} | {overhead['p50']:.2f} | {r['rss']:.0f} | {r['errors']} |" if overhead else
+              f"| {n} | {name} | {r['tokens_per_s']:.1f} | {r['tasks_per_s']:.2f} | {r['latency_ms']['p50']:.0f} | {r['latency_ms']['p99']:.0f} | {r['ttft_ms']['p50']:.0f} | - | {r['rss']:.0f} | {r['errors']} |")
+print()
+print("| slots | warren / llama-server | warren / engine alone |")
+print("|---|---|---|")
+for n in slots:
+    w, l, e = rows[("warren", n)], rows[("llama", n)], rows[("engine", n)]
+    print(f"| {n} | {w['tokens_per_s'] / max(l['tokens_per_s'], 1e-9):.2f}x | {w['tokens_per_s'] / max(e['tokens_per_s'], 1e-9):.2f}x |")
+first, last = slots[0], slots[-1]
+print()
+print(f"warren {last} slots / {first} slot: {rows[('warren', last)]['tokens_per_s'] / max(rows[('warren', first)]['tokens_per_s'], 1e-9):.2f}x completion tokens/s")
+PY

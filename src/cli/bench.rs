@@ -1,0 +1,94 @@
+//! `warren bench`: load-test a warren deployment (through RabbitMQ), the engine alone (in this
+//! process), or a llama-server (HTTP), and print throughput and latency percentiles.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::bench::{self, Load, Report};
+use crate::config::Settings;
+use crate::engine::Engine;
+
+/// Options of `warren bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Tasks to send.
+    #[arg(long, default_value_t = 32)]
+    pub tasks: usize,
+    /// Tasks outstanding at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// max_tokens of each task.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    /// temperature of each task (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Prompts, one per line (default: 8 built-in prompts).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Run the engine in this process (engine.* settings, e.g. WARREN__ENGINE__SLOTS) instead
+    /// of going through RabbitMQ.
+    #[arg(long, conflicts_with = "llama_server")]
+    pub in_process: bool,
+    /// Drive a llama-server at this URL (e.g. http://127.0.0.1:8080) instead.
+    #[arg(long)]
+    pub llama_server: Option<String>,
+    /// Name of this run in the report.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+    let load = Load {
+        tasks: args.tasks,
+        concurrency: args.concurrency,
+        prompts: bench::prompts(args.prompts.as_deref()).context("reading --prompts")?,
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+    };
+    anyhow::ensure!(!load.prompts.is_empty(), "no prompts");
+    let (label, (samples, wall), peak_rss) = if args.in_process {
+        let engine_settings = settings.engine.clone();
+        let engine = tokio::task::spawn_blocking(move || Engine::start(&engine_settings))
+            .await
+            .context("the model loader panicked")??;
+        let label = format!("engine alone, {} slots", engine.info().slots);
+        let result = bench::against_engine(Arc::new(engine), &load).await;
+        (label, result, bench::peak_rss_mib())
+    } else if let Some(url) = &args.llama_server {
+        let result = bench::against_llama_server(url, &load).await;
+        (format!("llama-server {url}"), result, None)
+    } else {
+        let result = bench::against_warren(&settings, &load).await?;
+        (
+            format!("warren via {}", settings.topology.requests_queue),
+            result,
+            None,
+        )
+    };
+    let report = Report::new(
+        args.label.as_deref().unwrap_or(&label),
+        load.concurrency,
+        &samples,
+        wall,
+    );
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(rss) = peak_rss {
+            value["peak_rss_mib"] = serde_json::json!(rss);
+        }
+        println!("{value}");
+    } else {
+        print!("{}", report.table());
+        if let Some(rss) = peak_rss {
+            println!("peak RSS     {rss:.0} MiB");
+        }
+    }
+    Ok(())
+}

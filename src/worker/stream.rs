@@ -1,0 +1,113 @@
+//! Streaming over AMQP: forwards the text an attempt generates to the task's `reply_to` as
+//! chunk messages, grouped so that a fast model does not flood the broker.
+//!
+//! Chunks are non-persistent (the final reply is the durable record) and published in order
+//! on the worker's confirm channel; the forwarder ends when the engine drops its sender, so
+//! awaiting it before the final reply keeps every chunk ahead of that reply.
+
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::broker::{BrokerError, Publisher};
+use crate::config::StreamSettings;
+use crate::protocol::{Chunk, ReplyStatus, WIRE_VERSION};
+
+/// Where one attempt's chunks go.
+pub struct ChunkTarget {
+    /// The task's `reply_to`.
+    pub reply_to: String,
+    /// The task's `correlation_id`, copied to each chunk.
+    pub correlation_id: Option<String>,
+    /// The reply's `id`.
+    pub id: Option<String>,
+    /// This attempt.
+    pub attempt: u32,
+}
+
+/// Starts forwarding; returns the sender to give the engine and the forwarder, which
+/// resolves to the number of chunks sent once the sender is dropped.
+pub fn forward(
+    publisher: Publisher,
+    target: ChunkTarget,
+    settings: &StreamSettings,
+) -> (
+    mpsc::UnboundedSender<String>,
+    JoinHandle<Result<u32, BrokerError>>,
+) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let max_pieces = settings.max_pieces_per_chunk as usize;
+    let max_delay = Duration::from_millis(settings.max_chunk_delay_ms);
+    let forwarder = tokio::spawn(run(publisher, target, receiver, max_pieces, max_delay));
+    (sender, forwarder)
+}
+
+async fn run(
+    publisher: Publisher,
+    target: ChunkTarget,
+    mut pieces: mpsc::UnboundedReceiver<String>,
+    max_pieces: usize,
+    max_delay: Duration,
+) -> Result<u32, BrokerError> {
+    let mut index = 0;
+    loop {
+        // Wait for the first piece of the next chunk, then gather more until it is full or old.
+        let Some(first) = pieces.recv().await else {
+            return Ok(index);
+        };
+        let mut delta = first;
+        let mut count = 1;
+        let deadline = tokio::time::Instant::now() + max_delay;
+        let mut ended = false;
+        while count < max_pieces {
+            match tokio::time::timeout_at(deadline, pieces.recv()).await {
+                Ok(Some(piece)) => {
+                    delta.push_str(&piece);
+                    count += 1;
+                }
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        publish(&publisher, &target, index, delta).await?;
+        index += 1;
+        if ended {
+            return Ok(index);
+        }
+    }
+}
+
+async fn publish(
+    publisher: &Publisher,
+    target: &ChunkTarget,
+    index: u32,
+    delta: String,
+) -> Result<(), BrokerError> {
+    let chunk = Chunk {
+        version: WIRE_VERSION,
+        id: target.id.clone(),
+        status: ReplyStatus::Chunk,
+        index,
+        delta,
+        attempt: target.attempt,
+    };
+    let body = serde_json::to_vec(&chunk).unwrap_or_default();
+    let mut properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(1)
+        .with_type("warren.chunk".into())
+        .with_app_id("warren".into());
+    if let Some(correlation_id) = &target.correlation_id {
+        properties = properties.with_correlation_id(correlation_id.as_str().into());
+    }
+    // Not mandatory: a missing reply queue is handled once, by the final reply.
+    publisher
+        .publish("", &target.reply_to, false, &body, properties)
+        .await
+        .map(|_| ())
+}
