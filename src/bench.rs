@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use serde::Serialize;
@@ -271,17 +271,7 @@ pub async fn against_warren(
         .declare(&connection.create_channel().await?)
         .await?;
     let channel = connection.create_channel().await?;
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let reply_queue = broker::declare_reply_queue(&channel).await?;
     let mut replies = channel
         .basic_consume(
             reply_queue.name().clone(),

@@ -51,6 +51,21 @@ pub enum BrokerError {
     Amqp(#[from] lapin::Error),
 }
 
+/// Declares a server-named, exclusive, auto-deleted queue for this client's replies.
+pub async fn declare_reply_queue(channel: &lapin::Channel) -> Result<lapin::Queue, BrokerError> {
+    Ok(channel
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await?)
+}
+
 /// The name of this process for the management UI: `<base>@<host>:<pid>`.
 pub fn process_name(base: &str) -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use serde_json::{json, Map, Value};
@@ -102,17 +102,7 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         .await?;
 
     let channel = connection.create_channel().await?;
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let reply_queue = broker::declare_reply_queue(&channel).await?;
     let mut replies = channel
         .basic_consume(
             reply_queue.name().clone(),
