@@ -10,6 +10,9 @@ dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || missing+=(python3-pip)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The TLS test: openssl makes a throwaway CA, socat terminates TLS in front of RabbitMQ.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
 # The Python client example's test runs in a virtual environment.
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if ! command -v rabbitmq-server >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then

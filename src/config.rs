@@ -158,6 +158,8 @@ pub struct EngineSettings {
     pub batch_size: u32,
     /// Tasks in inference at once.
     pub slots: u32,
+    /// Full-context KV cache for sliding-window layers.
+    pub swa_full: bool,
     /// llama.cpp built-in chat template used when the GGUF has none.
     pub chat_template: String,
 }

@@ -104,11 +104,10 @@ impl<'m> Runner<'m> {
             .with_n_batch(batch_capacity)
             .with_n_ubatch(batch_capacity)
             .with_n_seq_max(slots)
-            // Sliding-window layers need only the window's KV cells, not the whole context:
-            // a smaller cache to attend over and less memory per slot (llama-server does the
-            // same). A full SWA cache only matters for reusing a prompt prefix, which warren
-            // does not do.
-            .with_swa_full(false)
+            // Sliding-window layers need only the window's KV cells, not the whole context
+            // (llama-server's default too); a full SWA cache only helps reusing a prompt prefix,
+            // which warren does not do.
+            .with_swa_full(settings.swa_full)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let ctx = model
