@@ -554,3 +554,66 @@ async fn prefetch_bounds_the_deliveries_a_worker_holds() {
         "with 8 tasks queued the worker should hold more than one (saw {most_unacked})"
     );
 }
+
+#[tokio::test]
+async fn a_client_using_direct_reply_to_gets_its_reply() {
+    let common::Serving {
+        upstream: _upstream,
+        worker: _worker,
+        names,
+    } = common::serving("directreply", &[]).await;
+    let connection =
+        lapin::Connection::connect(common::AMQP_URL, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    // Direct reply-to: consume the pseudo-queue no-ack, then publish on the same channel.
+    let channel = connection.create_channel().await.unwrap();
+    let mut replies = channel
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "direct".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    channel
+        .basic_publish(
+            "".into(),
+            names.requests.as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            json!({"prompt": "Hello", "max_tokens": 3})
+                .to_string()
+                .as_bytes(),
+            BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_correlation_id(correlation_id.as_str().into())
+                .with_reply_to("amq.rabbitmq.reply-to".into()),
+        )
+        .await
+        .unwrap();
+
+    let delivery = tokio::time::timeout(
+        common::PATIENCE,
+        futures_util::StreamExt::next(&mut replies),
+    )
+    .await
+    .expect("a reply in time")
+    .unwrap()
+    .unwrap();
+    let reply: Value = serde_json::from_slice(&delivery.data).unwrap();
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(
+        delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str()),
+        Some(correlation_id.as_str())
+    );
+    let _ = connection.close(200, "done".into()).await;
+}

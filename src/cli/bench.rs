@@ -59,7 +59,9 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
             .await
             .context("the model loader panicked")??;
         let label = format!("engine alone, {} slots", engine.info().slots);
-        let result = bench::against_engine(Arc::new(engine), &load).await;
+        let engine = Arc::new(engine);
+        let result = bench::against_engine(engine.clone(), &load).await;
+        tokio::task::spawn_blocking(move || engine.stop()).await?;
         (label, result, bench::peak_rss_mib())
     } else if let Some(url) = &args.llama_server {
         let result = bench::against_llama_server(url, &load).await;

@@ -58,7 +58,11 @@ pub async fn run(settings: Settings, _args: Args) -> anyhow::Result<()> {
     );
     let engine = Arc::new(engine);
     telemetry.engine_loaded(engine.clone());
-    crate::worker::run(&settings, engine, shutdown, telemetry).await;
+    crate::worker::run(&settings, engine.clone(), shutdown, telemetry).await;
+    // llama.cpp must not be torn down by the process exit while it decodes on its thread.
+    tokio::task::spawn_blocking(move || engine.stop())
+        .await
+        .context("stopping the engine")?;
     info!("worker stopped");
     Ok(())
 }

@@ -92,6 +92,14 @@ pub enum EngineStartError {
     ThreadDied,
 }
 
+/// What the engine thread receives.
+pub(crate) enum Message {
+    /// Generate.
+    Job(Job),
+    /// Drop what is running and end the thread.
+    Stop,
+}
+
 /// A job handed to the engine thread.
 pub(crate) struct Job {
     request: GenerationRequest,
@@ -102,9 +110,10 @@ pub(crate) struct Job {
 /// Handle to the engine thread. Cheap to share behind an `Arc`; dropping the last handle
 /// lets the thread finish its jobs and exit.
 pub struct Engine {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Message>,
     info: ModelInfo,
     busy: Arc<AtomicUsize>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Engine {
@@ -119,7 +128,7 @@ impl Engine {
         let settings = settings.clone();
         let busy = Arc::new(AtomicUsize::new(0));
         let runner_busy = busy.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("warren-engine".into())
             .spawn(move || runner::run(settings, jobs_rx, ready_tx, runner_busy))
             .map_err(|e| EngineStartError::Llama(format!("cannot spawn engine thread: {e}")))?;
@@ -130,7 +139,20 @@ impl Engine {
             jobs: jobs_tx,
             info,
             busy,
+            thread: std::sync::Mutex::new(Some(thread)),
         })
+    }
+
+    /// Stops the engine thread and waits for it: tasks still running are dropped (their
+    /// callers get `internal`), and the llama objects are freed on the thread that owns them.
+    /// Blocking. Call it before the process exits: tearing llama.cpp down while a decode runs
+    /// on another thread can crash the process at exit.
+    pub fn stop(&self) {
+        let _ = self.jobs.send(Message::Stop);
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
     }
 
     /// Slots holding a task right now.
@@ -152,7 +174,9 @@ impl Engine {
             submitted: Instant::now(),
             reply,
         };
-        self.jobs.send(job).map_err(|_| engine_gone())?;
+        self.jobs
+            .send(Message::Job(job))
+            .map_err(|_| engine_gone())?;
         result.await.map_err(|_| engine_gone())?
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use super::sampling::sampler_for;
 use super::sequence::{InBatch, Sequence, SequenceStart, Step};
-use super::{EngineStartError, Job, ModelInfo};
+use super::{EngineStartError, Job, Message, ModelInfo};
 use crate::config::EngineSettings;
 use crate::protocol::{ErrorCode, Input, TaskError};
 
@@ -39,7 +39,7 @@ fn backend() -> Result<&'static LlamaBackend, EngineStartError> {
 /// every [`super::Engine`] handle is gone and no sequence is active.
 pub(super) fn run(
     settings: EngineSettings,
-    jobs: mpsc::UnboundedReceiver<Job>,
+    jobs: mpsc::UnboundedReceiver<Message>,
     ready: std::sync::mpsc::Sender<Result<ModelInfo, EngineStartError>>,
     busy: Arc<AtomicUsize>,
 ) {
@@ -159,7 +159,7 @@ impl<'m> Runner<'m> {
         }
     }
 
-    fn serve(&mut self, mut jobs: mpsc::UnboundedReceiver<Job>, busy: &AtomicUsize) {
+    fn serve(&mut self, mut jobs: mpsc::UnboundedReceiver<Message>, busy: &AtomicUsize) {
         let mut open = true;
         loop {
             busy.store(self.active(), Ordering::Relaxed);
@@ -168,13 +168,14 @@ impl<'m> Runner<'m> {
                     return;
                 }
                 match jobs.blocking_recv() {
-                    Some(job) => self.admit(job),
-                    None => return,
+                    Some(Message::Job(job)) => self.admit(job),
+                    Some(Message::Stop) | None => return self.stop(busy),
                 }
             }
             while open && self.free_slot().is_some() {
                 match jobs.try_recv() {
-                    Ok(job) => self.admit(job),
+                    Ok(Message::Job(job)) => self.admit(job),
+                    Ok(Message::Stop) => return self.stop(busy),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => open = false,
                 }
@@ -184,6 +185,17 @@ impl<'m> Runner<'m> {
                 self.step();
             }
         }
+    }
+
+    /// Ends every sequence (its caller gets `internal`) before the thread returns.
+    fn stop(&mut self, busy: &AtomicUsize) {
+        for slot in 0..self.slots.len() {
+            if let Some(sequence) = self.slots[slot].take() {
+                self.clear_slot(slot as i32);
+                sequence.fail(internal("the worker is stopping"));
+            }
+        }
+        busy.store(0, Ordering::Relaxed);
     }
 
     fn active(&self) -> usize {
