@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -271,18 +269,8 @@ pub async fn against_warren(
         .declare(&connection.create_channel().await?)
         .await?;
     let channel = connection.create_channel().await?;
-    let reply_queue = broker::declare_reply_queue(&channel).await?;
-    let mut replies = channel
-        .basic_consume(
-            reply_queue.name().clone(),
-            format!("{name}#replies").as_str().into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (reply_to, mut replies) =
+        broker::consume_replies(&channel, &format!("{name}#replies")).await?;
     let waiting: Arc<Mutex<Waiting>> = Arc::default();
     let router_waiting = waiting.clone();
     let router = tokio::spawn(async move {
@@ -303,7 +291,6 @@ pub async fn against_warren(
     });
     let publisher = Publisher::open(&connection).await?;
     let queue = topology.requests_queue().to_owned();
-    let reply_to = reply_queue.name().to_string();
     let load_for_tasks = load.clone();
     let result = drive(load, move |index| {
         let (publisher, waiting, queue, reply_to) = (

@@ -51,9 +51,13 @@ pub enum BrokerError {
     Amqp(#[from] lapin::Error),
 }
 
-/// Declares a server-named, exclusive, auto-deleted queue for this client's replies.
-pub async fn declare_reply_queue(channel: &lapin::Channel) -> Result<lapin::Queue, BrokerError> {
-    Ok(channel
+/// Declares a server-named, exclusive, auto-deleted queue for this client's replies and
+/// consumes it (no-ack) with `consumer_tag`. Returns the queue's name, for `reply_to`.
+pub async fn consume_replies(
+    channel: &lapin::Channel,
+    consumer_tag: &str,
+) -> Result<(String, lapin::Consumer), BrokerError> {
+    let queue = channel
         .queue_declare(
             "".into(),
             lapin::options::QueueDeclareOptions {
@@ -63,7 +67,19 @@ pub async fn declare_reply_queue(channel: &lapin::Channel) -> Result<lapin::Queu
             },
             lapin::types::FieldTable::default(),
         )
-        .await?)
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            consumer_tag.into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    Ok((queue.name().to_string(), consumer))
 }
 
 /// The name of this process for the management UI: `<base>@<host>:<pid>`.

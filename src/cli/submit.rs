@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use serde_json::{json, Map, Value};
 
@@ -102,18 +100,8 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         .await?;
 
     let channel = connection.create_channel().await?;
-    let reply_queue = broker::declare_reply_queue(&channel).await?;
-    let mut replies = channel
-        .basic_consume(
-            reply_queue.name().clone(),
-            format!("{name}#reply").as_str().into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (reply_queue, mut replies) =
+        broker::consume_replies(&channel, &format!("{name}#reply")).await?;
 
     let correlation_id = uuid::Uuid::new_v4().to_string();
     let properties = BasicProperties::default()
@@ -121,7 +109,7 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         .with_delivery_mode(2)
         .with_correlation_id(correlation_id.as_str().into())
         .with_message_id(correlation_id.as_str().into())
-        .with_reply_to(reply_queue.name().clone())
+        .with_reply_to(reply_queue.as_str().into())
         .with_timestamp(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
