@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use common::{management_get, serving, Serving};
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use serde_json::{json, Value};
 
 /// The worker's `warren_slots_busy`, read from its metrics.
@@ -150,34 +148,13 @@ async fn the_same_request_with_the_same_seed_gives_the_same_text_with_several_sl
 async fn stream(queue: &str, task: Value) -> (Vec<Value>, Value) {
     let upstream = common::Upstream::connect().await;
     let channel = &upstream.channel;
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            reply_queue.name().clone(),
-            "stream-test".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
+    let (reply_queue, mut consumer) = warren::broker::consume_replies(channel, "stream-test")
         .await
         .unwrap();
     let correlation_id = uuid::Uuid::new_v4().to_string();
     let properties = upstream
         .properties(&correlation_id)
-        .with_reply_to(reply_queue.name().clone());
+        .with_reply_to(reply_queue.as_str().into());
     assert!(upstream
         .publish(queue, task.to_string().as_bytes(), properties)
         .await

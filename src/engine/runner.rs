@@ -190,8 +190,7 @@ impl<'m> Runner<'m> {
     /// Ends every sequence (its caller gets `internal`) before the thread returns.
     fn stop(&mut self, busy: &AtomicUsize) {
         for slot in 0..self.slots.len() {
-            if let Some(sequence) = self.slots[slot].take() {
-                self.clear_slot(slot as i32);
+            if let Some(sequence) = self.release(slot) {
                 sequence.fail(internal("the worker is stopping"));
             }
         }
@@ -296,18 +295,18 @@ impl<'m> Runner<'m> {
     fn reap(&mut self) {
         let now = Instant::now();
         for slot in 0..self.slots.len() {
-            let expired = match &self.slots[slot] {
-                Some(seq) if seq.is_abandoned() => Some(None),
-                Some(seq) if seq.is_past_deadline(now) => Some(Some(())),
-                _ => None,
+            let Some(sequence) = &self.slots[slot] else {
+                continue;
             };
-            if let Some(report) = expired {
-                if let Some(sequence) = self.slots[slot].take() {
-                    self.clear_slot(slot as i32);
-                    if report.is_some() {
-                        let error = timeout_error(sequence.timeout());
-                        sequence.fail(error);
-                    }
+            let abandoned = sequence.is_abandoned();
+            if !abandoned && !sequence.is_past_deadline(now) {
+                continue;
+            }
+            if let Some(sequence) = self.release(slot) {
+                // An abandoned task has nobody to tell.
+                if !abandoned {
+                    let error = timeout_error(sequence.timeout());
+                    sequence.fail(error);
                 }
             }
         }
@@ -368,8 +367,7 @@ impl<'m> Runner<'m> {
                     .as_ref()
                     .is_some_and(|s| s.in_batch != InBatch::Nothing);
                 if in_batch {
-                    if let Some(sequence) = self.slots[slot].take() {
-                        self.clear_slot(slot as i32);
+                    if let Some(sequence) = self.release(slot) {
                         sequence.fail(TaskError::new(
                             ErrorCode::InferenceFailed,
                             format!("llama.cpp decode failed: {e}"),
@@ -400,6 +398,13 @@ impl<'m> Runner<'m> {
                 }
             }
         }
+    }
+
+    /// Takes the sequence out of `slot` and frees its KV cells.
+    fn release(&mut self, slot: usize) -> Option<Sequence> {
+        let sequence = self.slots[slot].take()?;
+        self.clear_slot(slot as i32);
+        Some(sequence)
     }
 
     fn clear_slot(&mut self, seq_id: i32) {
