@@ -10,7 +10,8 @@
 //! free slots, drop those timed out or abandoned) and the batch step (one llama.cpp decode
 //! holding every generating sequence's next token plus as much prompt as fits, then one
 //! sample per sequence). [`sequence`] is one task's state while it holds a slot (prompt
-//! progress, stops, limits, streaming); [`sampling`] builds a task's sampler chain.
+//! progress, stops, limits, streaming); [`sampling`] picks a task's next token
+//! (an argmax for greedy, else a sampler chain).
 
 mod runner;
 mod sampling;

@@ -17,14 +17,14 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
-use super::sampling::sampler_for;
+use super::sampling::TokenPicker;
 use super::sequence::{InBatch, Sequence, SequenceStart, Step};
 use super::{EngineStartError, Job, Message, ModelInfo};
 use crate::config::EngineSettings;
 use crate::protocol::{ErrorCode, Input, TaskError};
 
 /// llama.cpp's backend may be initialised only once per process.
-fn backend() -> Result<&'static LlamaBackend, EngineStartError> {
+pub(super) fn backend() -> Result<&'static LlamaBackend, EngineStartError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -242,7 +242,7 @@ impl<'m> Runner<'m> {
             prompt,
             reply: job.reply,
             stream: job.request.stream,
-            sampler: sampler_for(&job.request.sampling),
+            picker: TokenPicker::for_sampling(&job.request.sampling),
             stops: job.request.stop,
             max_tokens: job.request.max_tokens,
             context_limit: self.context_per_slot as i32,
@@ -389,7 +389,7 @@ impl<'m> Runner<'m> {
                 InBatch::PromptEnd => sequence.prompt_read(),
                 InBatch::NextToken => sequence.n_past += 1,
             }
-            let token = sequence.sampler.sample(&self.ctx, sequence.batch_index);
+            let token = sequence.picker.pick(&self.ctx, sequence.batch_index);
             match self.push(&mut sequence, token) {
                 Step::Continue => self.slots[slot] = Some(sequence),
                 Step::Finished(reason) => {

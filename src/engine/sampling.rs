@@ -1,10 +1,16 @@
-//! Builds one task's llama.cpp sampler chain from its [`Sampling`] parameters.
+//! Chooses each next token of one task from its [`Sampling`] parameters.
 //!
-//! The vocabulary of small modern models is large (262k tokens for Gemma 3), so the chain is
-//! ordered to do little work per token: greedy is a plain argmax (no sort, no softmax), and
-//! when sampling, top-k runs first so that top-p, min-p and the softmax see k tokens, not all.
+//! The vocabulary of small modern models is large (262k tokens for Gemma 3), so the choice is
+//! made to do little work per token. Plain greedy decoding (temperature 0, no repeat penalty)
+//! is an argmax over the logits where llama.cpp left them: no copy into a candidate array, no
+//! sort, no softmax. Everything else goes through a llama.cpp sampler chain in which top-k
+//! runs first, so that top-p, min-p and the softmax see k tokens, not all.
+//!
+//! This module owns no llama.cpp context; it must not decode or touch the KV cache.
 
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
 
 use crate::protocol::Sampling;
 
@@ -14,32 +20,156 @@ const RANDOM_SEED: u32 = u32::MAX;
 /// How many recent tokens the repeat penalty looks at (llama.cpp's default).
 const REPEAT_PENALTY_WINDOW: i32 = 64;
 
-/// The sampler chain for `sampling`.
-pub fn sampler_for(sampling: &Sampling) -> LlamaSampler {
-    let mut chain = Vec::with_capacity(6);
-    if let Some(penalty) = sampling.repeat_penalty.filter(|p| *p != 1.0) {
-        chain.push(LlamaSampler::penalties(
-            0,
-            REPEAT_PENALTY_WINDOW,
-            penalty,
-            0.0,
-            0.0,
+/// How one task picks its next token.
+pub enum TokenPicker {
+    /// Temperature 0 and no repeat penalty: the most likely token, nothing else.
+    Argmax,
+    /// Any other settings: a llama.cpp sampler chain (it keeps the task's random state).
+    Chain(LlamaSampler),
+}
+
+impl TokenPicker {
+    /// The picker for `sampling`.
+    pub fn for_sampling(sampling: &Sampling) -> TokenPicker {
+        let penalty = sampling.repeat_penalty.filter(|p| *p != 1.0);
+        if sampling.temperature <= 0.0 && penalty.is_none() {
+            return TokenPicker::Argmax;
+        }
+        let mut chain = Vec::with_capacity(6);
+        if let Some(penalty) = penalty {
+            chain.push(LlamaSampler::penalties(
+                0,
+                REPEAT_PENALTY_WINDOW,
+                penalty,
+                0.0,
+                0.0,
+            ));
+        }
+        if sampling.temperature <= 0.0 {
+            chain.push(LlamaSampler::greedy());
+            return TokenPicker::Chain(LlamaSampler::chain_simple(chain));
+        }
+        if let Some(k) = sampling.top_k {
+            chain.push(LlamaSampler::top_k(i32::try_from(k).unwrap_or(i32::MAX)));
+        }
+        if let Some(p) = sampling.top_p.filter(|p| *p < 1.0) {
+            chain.push(LlamaSampler::top_p(p, 1));
+        }
+        if let Some(p) = sampling.min_p.filter(|p| *p > 0.0) {
+            chain.push(LlamaSampler::min_p(p, 1));
+        }
+        chain.push(LlamaSampler::temp(sampling.temperature));
+        chain.push(LlamaSampler::dist(sampling.seed.unwrap_or(RANDOM_SEED)));
+        TokenPicker::Chain(LlamaSampler::chain_simple(chain))
+    }
+
+    /// The next token, from the logits of batch position `batch_index` of the last decode.
+    pub fn pick(&mut self, ctx: &LlamaContext<'_>, batch_index: i32) -> LlamaToken {
+        match self {
+            TokenPicker::Argmax => LlamaToken(argmax(ctx.get_logits_ith(batch_index))),
+            TokenPicker::Chain(sampler) => sampler.sample(ctx, batch_index),
+        }
+    }
+}
+
+/// The index of the largest logit; the first one on ties, as llama.cpp's greedy sampler does.
+fn argmax(logits: &[f32]) -> i32 {
+    let mut best = 0;
+    let mut best_logit = f32::NEG_INFINITY;
+    for (index, &logit) in logits.iter().enumerate() {
+        if logit > best_logit {
+            best = index;
+            best_logit = logit;
+        }
+    }
+    i32::try_from(best).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampling(temperature: f32, repeat_penalty: Option<f32>) -> Sampling {
+        Sampling {
+            temperature,
+            top_p: None,
+            top_k: Some(40),
+            min_p: None,
+            repeat_penalty,
+            seed: Some(7),
+        }
+    }
+
+    /// Runs on the real model (`WARREN_TEST_MODEL`, which `make test` sets): over a greedy
+    /// continuation of several prompts, the in-place argmax picks exactly the token that
+    /// llama.cpp's own greedy sampler picks from the same logits.
+    #[test]
+    fn the_argmax_picks_what_llama_cpp_greedy_sampler_picks_on_real_logits() {
+        use llama_cpp_2::context::params::LlamaContextParams;
+        use llama_cpp_2::llama_batch::LlamaBatch;
+        use llama_cpp_2::model::params::LlamaModelParams;
+        use llama_cpp_2::model::LlamaModel;
+
+        let path = std::env::var("WARREN_TEST_MODEL")
+            .expect("WARREN_TEST_MODEL names the GGUF model the tests run on (make test sets it)");
+        let backend = super::super::runner::backend().expect("llama.cpp backend");
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .expect("the test model loads");
+        let params = LlamaContextParams::default()
+            .with_n_ctx(std::num::NonZeroU32::new(256))
+            .with_n_batch(64);
+        let mut ctx = model.new_context(backend, params).expect("a context");
+        let mut llama_greedy = LlamaSampler::greedy();
+        let mut compared = 0;
+        for prompt in [
+            "The capital of France is",
+            "Once upon a time",
+            "1, 2, 3, 4,",
+        ] {
+            ctx.clear_kv_cache();
+            let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
+            let mut batch = LlamaBatch::new(64, 1);
+            batch.add_sequence(&tokens, 0, false).expect("batch");
+            let mut position = tokens.len() as i32;
+            for _ in 0..8 {
+                ctx.decode(&mut batch).expect("decode");
+                let last = batch.n_tokens() - 1;
+                let ours = TokenPicker::Argmax.pick(&ctx, last);
+                let theirs = llama_greedy.sample(&ctx, last);
+                assert_eq!(ours, theirs, "prompt {prompt:?}, position {position}");
+                compared += 1;
+                batch.clear();
+                batch.add(ours, position, &[0], true).expect("batch");
+                position += 1;
+            }
+        }
+        assert_eq!(compared, 24);
+    }
+
+    #[test]
+    fn argmax_takes_the_largest_logit_and_the_first_on_ties() {
+        assert_eq!(argmax(&[0.5, 2.0, -1.0, 2.0]), 1);
+        assert_eq!(argmax(&[-3.0, -2.0, -7.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, 1.0, 0.0]), 1);
+    }
+
+    #[test]
+    fn plain_greedy_is_an_argmax_and_anything_else_a_sampler_chain() {
+        assert!(matches!(
+            TokenPicker::for_sampling(&sampling(0.0, None)),
+            TokenPicker::Argmax
+        ));
+        assert!(matches!(
+            TokenPicker::for_sampling(&sampling(0.0, Some(1.0))),
+            TokenPicker::Argmax
+        ));
+        assert!(matches!(
+            TokenPicker::for_sampling(&sampling(0.0, Some(1.3))),
+            TokenPicker::Chain(_)
+        ));
+        assert!(matches!(
+            TokenPicker::for_sampling(&sampling(0.8, None)),
+            TokenPicker::Chain(_)
         ));
     }
-    if sampling.temperature <= 0.0 {
-        chain.push(LlamaSampler::greedy());
-        return LlamaSampler::chain_simple(chain);
-    }
-    if let Some(k) = sampling.top_k {
-        chain.push(LlamaSampler::top_k(i32::try_from(k).unwrap_or(i32::MAX)));
-    }
-    if let Some(p) = sampling.top_p.filter(|p| *p < 1.0) {
-        chain.push(LlamaSampler::top_p(p, 1));
-    }
-    if let Some(p) = sampling.min_p.filter(|p| *p > 0.0) {
-        chain.push(LlamaSampler::min_p(p, 1));
-    }
-    chain.push(LlamaSampler::temp(sampling.temperature));
-    chain.push(LlamaSampler::dist(sampling.seed.unwrap_or(RANDOM_SEED)));
-    LlamaSampler::chain_simple(chain)
 }

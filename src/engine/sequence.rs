@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc, oneshot};
 
+use super::sampling::TokenPicker;
 use crate::engine::Generation;
 use crate::protocol::{FinishReason, TaskError};
 
@@ -43,8 +43,8 @@ pub struct Sequence {
     pub batch_index: i32,
     /// What this sequence has in the batch being decoded.
     pub in_batch: InBatch,
-    /// This task's sampler chain.
-    pub sampler: LlamaSampler,
+    /// How this task picks its tokens.
+    pub picker: TokenPicker,
     reply: oneshot::Sender<Result<Generation, TaskError>>,
     stream: Option<mpsc::UnboundedSender<String>>,
     streamed: usize,
@@ -75,7 +75,7 @@ pub struct SequenceStart {
     pub prompt: Vec<LlamaToken>,
     pub reply: oneshot::Sender<Result<Generation, TaskError>>,
     pub stream: Option<mpsc::UnboundedSender<String>>,
-    pub sampler: LlamaSampler,
+    pub picker: TokenPicker,
     pub stops: Vec<String>,
     pub max_tokens: u32,
     pub context_limit: i32,
@@ -95,7 +95,7 @@ impl Sequence {
             pending: LlamaToken(0),
             batch_index: -1,
             in_batch: InBatch::Nothing,
-            sampler: start.sampler,
+            picker: start.picker,
             reply: start.reply,
             stream: start.stream,
             streamed: 0,
