@@ -29,6 +29,9 @@ pub const HEADER_LAST_ERROR_CODE: &str = "x-warren-last-error-code";
 pub const HEADER_LAST_ERROR: &str = "x-warren-last-error";
 /// Header on a task in a classic requests queue: deliveries that ended without an outcome.
 pub const HEADER_REDELIVERIES: &str = "x-warren-redeliveries";
+/// Header on a reply: microseconds from the task's receipt by the worker to the reply's
+/// publication (the worker's own time, at a finer grain than `timings_ms.total`).
+pub const HEADER_WORKER_MICROS: &str = "x-warren-worker-us";
 /// Header on a reply that went to the results queue because its `reply_to` queue did not
 /// exist: the original `reply_to`.
 pub const HEADER_UNDELIVERABLE: &str = "x-warren-undeliverable-reply-to";

@@ -68,6 +68,14 @@ async fn a_prompt_task_gets_a_real_completion_with_the_documented_fields() {
         Some(2),
         "replies are persistent"
     );
+    let worker_us: u64 = common::header(&properties, "x-warren-worker-us")
+        .and_then(|v| v.parse().ok())
+        .expect("a reply says how long the worker took, in microseconds");
+    let total_ms = reply["timings_ms"]["total"].as_u64().unwrap();
+    assert!(
+        worker_us >= total_ms * 1000,
+        "the worker's time until publication ({worker_us} us) includes timings_ms.total ({total_ms} ms)"
+    );
 }
 
 #[tokio::test]

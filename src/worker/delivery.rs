@@ -26,7 +26,7 @@ use crate::engine::{Generation, GenerationRequest};
 use crate::protocol::{
     self, ErrorCode, Reply, ReplyStatus, TaskError, Timings, Usage, HEADER_ATTEMPTS, HEADER_ERROR,
     HEADER_ERROR_CODE, HEADER_FAILED_AT, HEADER_LAST_ERROR, HEADER_LAST_ERROR_CODE,
-    HEADER_REDELIVERIES, HEADER_UNDELIVERABLE, HEADER_WORKER, WIRE_VERSION,
+    HEADER_REDELIVERIES, HEADER_UNDELIVERABLE, HEADER_WORKER, HEADER_WORKER_MICROS, WIRE_VERSION,
 };
 use crate::retry::Decision;
 use crate::telemetry::Completion;
@@ -428,6 +428,11 @@ async fn publish_reply(
         properties = properties.with_message_id(message_id.clone());
     }
     let body = reply.to_bytes();
+    let worker_micros = i64::try_from(meta.received.elapsed().as_micros()).unwrap_or(i64::MAX);
+    properties = headers::with_headers(
+        properties,
+        [(HEADER_WORKER_MICROS, headers::int(worker_micros))],
+    );
     let results = shared.topology.results_queue();
     if let Some(reply_to) = &meta.reply_to {
         match shared
