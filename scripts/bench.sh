@@ -4,8 +4,11 @@
 #   1. warren through RabbitMQ with engine.slots = 1, 4, 8 (concurrency = slots);
 #   2. llama.cpp's llama-server with -np 1, 4, 8 and continuous batching, over HTTP;
 #   3. the engine alone (same step loop, tasks fed in-process), slots = 1, 4, 8.
+# Each measurement runs ROUNDS times, interleaved (so a slow minute of the machine hits every
+# target alike), and the table shows the median round with the range of tokens/s.
 # Prints one table (tokens/s, tasks/s, p50/p99 latency, peak RSS, ratios) and writes it to
-# bench/results-latest.md. Tunables: TASKS (32), MAX_TOKENS (64), THREADS (cores), SLOTS.
+# bench/results-latest.md. Tunables: TASKS (32), MAX_TOKENS (64), THREADS (cores), SLOTS,
+# ROUNDS (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +16,7 @@ TASKS="${TASKS:-32}"
 MAX_TOKENS="${MAX_TOKENS:-64}"
 THREADS="${THREADS:-$(nproc)}"
 SLOTS="${SLOTS:-1 4 8}"
+ROUNDS="${ROUNDS:-3}"
 CONTEXT=2048
 BATCH=128
 MODEL="$(pwd)/models/gemma3-270m-q4_k_m.gguf"
@@ -44,63 +48,72 @@ cleanup() {
 }
 trap cleanup EXIT
 
+for round in $(seq 1 "$ROUNDS"); do
 for n in $SLOTS; do
-  echo "== slots / parallel = $n" >&2
+  echo "== round $round/$ROUNDS, slots / parallel = $n" >&2
+  r="$n-$round"
 
   echo "-- engine alone" >&2
   WARREN__ENGINE__SLOTS="$n" "$WARREN" bench --in-process --concurrency "$n" "${LOAD[@]}" \
-    --label "engine alone" > "$OUT/engine-$n.json"
+    --label "engine alone" > "$OUT/engine-$r.json"
 
   echo "-- warren through RabbitMQ" >&2
-  WARREN__ENGINE__SLOTS="$n" WARREN__LOG__LEVEL=info "$WARREN" worker 2> "$OUT/worker-$n.log" &
+  WARREN__ENGINE__SLOTS="$n" WARREN__LOG__LEVEL=info "$WARREN" worker 2> "$OUT/worker-$r.log" &
   worker=$!
-  until grep -q consuming "$OUT/worker-$n.log" 2>/dev/null || ! kill -0 "$worker" 2>/dev/null; do sleep 0.2; done
-  "$WARREN" bench --concurrency "$n" "${LOAD[@]}" --label "warren" > "$OUT/warren-$n.json"
-  echo "$(peak_rss_mib "$worker")" > "$OUT/warren-$n.rss"
+  until grep -q consuming "$OUT/worker-$r.log" 2>/dev/null || ! kill -0 "$worker" 2>/dev/null; do sleep 0.2; done
+  "$WARREN" bench --concurrency "$n" "${LOAD[@]}" --label "warren" > "$OUT/warren-$r.json"
+  echo "$(peak_rss_mib "$worker")" > "$OUT/warren-$r.rss"
   kill -TERM "$worker"; wait "$worker" || true
 
   echo "-- llama-server" >&2
   "$LLAMA_SERVER" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -np "$n" -c $((CONTEXT * n)) \
     -b "$BATCH" -ub "$BATCH" --cont-batching --port "$PORT" --host 127.0.0.1 \
-    > "$OUT/llama-$n.log" 2>&1 &
+    > "$OUT/llama-$r.log" 2>&1 &
   server=$!
   until curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; do
-    kill -0 "$server" 2>/dev/null || { cat "$OUT/llama-$n.log" >&2; exit 1; }
+    kill -0 "$server" 2>/dev/null || { cat "$OUT/llama-$r.log" >&2; exit 1; }
     sleep 0.3
   done
   "$WARREN" bench --llama-server "http://127.0.0.1:$PORT" --concurrency "$n" "${LOAD[@]}" \
-    --label "llama-server" > "$OUT/llama-$n.json"
-  echo "$(peak_rss_mib "$server")" > "$OUT/llama-$n.rss"
+    --label "llama-server" > "$OUT/llama-$r.json"
+  echo "$(peak_rss_mib "$server")" > "$OUT/llama-$r.rss"
   kill -TERM "$server"; wait "$server" 2>/dev/null || true
+done
 done
 
 mkdir -p bench
-python3 - "$OUT" "$SLOTS" <<PY | tee bench/results-latest.md
+python3 - "$OUT" "$SLOTS" "$ROUNDS" <<PY | tee bench/results-latest.md
 import json, sys, os
-out, slots = sys.argv[1], sys.argv[2].split()
-def load(kind, n):
-    r = json.load(open(f"{out}/{kind}-{n}.json"))
+out, slots, rounds = sys.argv[1], sys.argv[2].split(), int(sys.argv[3])
+def load_round(kind, n, round):
+    r = json.load(open(f"{out}/{kind}-{n}-{round}.json"))
     rss = r.get("peak_rss_mib")
-    path = f"{out}/{kind}-{n}.rss"
+    path = f"{out}/{kind}-{n}-{round}.rss"
     if os.path.exists(path):
         rss = float(open(path).read().strip() or 0)
     r["rss"] = rss or 0
     return r
+def load(kind, n):
+    """The median round by tokens/s, with the range of tokens/s over all rounds."""
+    runs = sorted((load_round(kind, n, i) for i in range(1, rounds + 1)), key=lambda r: r["tokens_per_s"])
+    r = dict(runs[len(runs) // 2])
+    r["range"] = f"{runs[0]['tokens_per_s']:.1f}–{runs[-1]['tokens_per_s']:.1f}"
+    return r
 print("## Benchmark: $(date -u +%Y-%m-%d), $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), no GPU")
 print()
 print("Model gemma3-270m Q4_K_M, threads $THREADS, $TASKS tasks x max_tokens $MAX_TOKENS, greedy, 8 prompts,")
-print("concurrency = slots; context $CONTEXT per slot, batch $BATCH.")
+print("concurrency = slots; context $CONTEXT per slot, batch $BATCH; median of $ROUNDS interleaved rounds (tokens/s range in brackets).")
 print("warren: llama-cpp-sys-2 $CRATE_VERSION (its vendored llama.cpp); llama-server: llama.cpp $LLAMA_COMMIT (from llama-cpp-python 0.3.36).")
 print()
-print("| slots | target | tokens/s | tasks/s | p50 ms | p99 ms | ttft p50 ms | broker path p50 ms | peak RSS MiB | errors |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| slots | target | tokens/s | tasks/s | p50 ms | p99 ms | ttft p50 ms | broker path p50 ms | broker floor p50 ms | peak RSS MiB | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 rows = {}
 for n in slots:
     for kind, name in (("warren", "warren (RabbitMQ)"), ("llama", "llama-server"), ("engine", "engine alone")):
         r = load(kind, n); rows[(kind, n)] = r
-        overhead = r.get("overhead_ms")
-        print(f"| {n} | {name} | {r['tokens_per_s']:.1f} | {r['tasks_per_s']:.2f} | {r['latency_ms']['p50']:.0f} | {r['latency_ms']['p99']:.0f} | {r['ttft_ms']['p50']:.0f} | {overhead['p50']:.2f} | {r['rss']:.0f} | {r['errors']} |" if overhead else
-              f"| {n} | {name} | {r['tokens_per_s']:.1f} | {r['tasks_per_s']:.2f} | {r['latency_ms']['p50']:.0f} | {r['latency_ms']['p99']:.0f} | {r['ttft_ms']['p50']:.0f} | - | {r['rss']:.0f} | {r['errors']} |")
+        overhead, floor = r.get("overhead_ms"), r.get("broker_floor_ms")
+        print(f"| {n} | {name} | {r['tokens_per_s']:.1f} [{r['range']}] | {r['tasks_per_s']:.2f} | {r['latency_ms']['p50']:.0f} | {r['latency_ms']['p99']:.0f} | {r['ttft_ms']['p50']:.0f} | {overhead['p50']:.2f} | {floor['p50']:.2f} | {r['rss']:.0f} | {r['errors']} |" if overhead and floor else
+              f"| {n} | {name} | {r['tokens_per_s']:.1f} [{r['range']}] | {r['tasks_per_s']:.2f} | {r['latency_ms']['p50']:.0f} | {r['latency_ms']['p99']:.0f} | {r['ttft_ms']['p50']:.0f} | - | - | {r['rss']:.0f} | {r['errors']} |")
 print()
 print("| slots | warren / llama-server | warren / engine alone |")
 print("|---|---|---|")

@@ -5,9 +5,14 @@
 //!   path costs;
 //! - llama.cpp's `llama-server`, over HTTP (`/completion`), for comparison.
 //!
+//! For warren, [`floor`] measures the broker's own round trip alongside the load, as the
+//! baseline for the broker path.
+//!
 //! Every target is measured the same way: latency is end to end as the client sees it; time to
 //! first token is latency minus the server's own generation time; tokens are the server's
 //! counts of generated tokens.
+
+mod floor;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,10 +27,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::broker::{self, Published, Publisher, Topology};
+use crate::broker::{self, headers, Published, Publisher, Topology};
 use crate::config::Settings;
 use crate::engine::{Engine, GenerationRequest};
-use crate::protocol::{Input, Reply, ReplyStatus, Sampling};
+use crate::protocol::{Input, Reply, ReplyStatus, Sampling, HEADER_WORKER_MICROS};
 
 /// Prompts used when no file is given: short openings that make a base model write on.
 pub const BUILT_IN_PROMPTS: [&str; 8] = [
@@ -94,11 +99,19 @@ pub struct Report {
     pub ttft_ms: Percentiles,
     pub queue_wait_ms: Percentiles,
     pub overhead_ms: Option<Percentiles>,
+    /// Warren only: round trips of bare probes through the same broker during the run.
+    pub broker_floor_ms: Option<Percentiles>,
 }
 
 impl Report {
     /// Summarizes `samples` taken over `wall`.
-    pub fn new(label: &str, concurrency: usize, samples: &[Sample], wall: Duration) -> Report {
+    pub fn new(
+        label: &str,
+        concurrency: usize,
+        samples: &[Sample],
+        wall: Duration,
+        broker_floor: &[Duration],
+    ) -> Report {
         let ok: Vec<_> = samples.iter().filter(|s| s.ok).collect();
         let tokens: u64 = ok.iter().map(|s| u64::from(s.completion_tokens)).sum();
         let wall_s = wall.as_secs_f64().max(1e-9);
@@ -116,6 +129,8 @@ impl Report {
             ttft_ms: percentiles(ok.iter().map(|s| s.time_to_first_token)),
             queue_wait_ms: percentiles(ok.iter().map(|s| s.queue_wait)),
             overhead_ms: (!overheads.is_empty()).then(|| percentiles(overheads.into_iter())),
+            broker_floor_ms: (!broker_floor.is_empty())
+                .then(|| percentiles(broker_floor.iter().copied())),
         }
     }
 
@@ -148,6 +163,9 @@ impl Report {
         );
         if let Some(overhead) = &self.overhead_ms {
             out.push_str(&format!("{:<12} {}\n", "broker path", p(overhead)));
+        }
+        if let Some(floor) = &self.broker_floor_ms {
+            out.push_str(&format!("{:<12} {}\n", "broker floor", p(floor)));
         }
         out
     }
@@ -254,14 +272,19 @@ fn task_body(load: &Load, index: usize) -> Value {
     })
 }
 
-/// Replies awaited by correlation id: when each arrived, and its body.
-type Waiting = HashMap<String, oneshot::Sender<(Instant, Vec<u8>)>>;
+/// A reply as the bench saw it: when it arrived, its body, and the worker's own time for the
+/// task (header `x-warren-worker-us`) when the worker sent it.
+type Arrival = (Instant, Vec<u8>, Option<Duration>);
 
-/// Sends the load to a warren deployment through RabbitMQ.
+/// Replies awaited by correlation id.
+type Waiting = HashMap<String, oneshot::Sender<Arrival>>;
+
+/// Sends the load to a warren deployment through RabbitMQ, with the broker floor probe
+/// running alongside; returns the samples, the wall time and the probe's round trips.
 pub async fn against_warren(
     settings: &Settings,
     load: &Load,
-) -> anyhow::Result<(Vec<Sample>, Duration)> {
+) -> anyhow::Result<(Vec<Sample>, Duration, Vec<Duration>)> {
     let name = broker::process_name("warren-bench");
     let connection = broker::connect(&settings.broker.url, &name).await?;
     let topology = Topology::new(settings);
@@ -284,69 +307,77 @@ pub async fn against_warren(
             else {
                 continue;
             };
+            let worker_time = headers::integer(&delivery.properties, HEADER_WORKER_MICROS)
+                .and_then(|us| u64::try_from(us).ok())
+                .map(Duration::from_micros);
             if let Some(sender) = router_waiting.lock().ok().and_then(|mut w| w.remove(&cid)) {
-                let _ = sender.send((arrived, delivery.data));
+                let _ = sender.send((arrived, delivery.data, worker_time));
             }
         }
     });
     let publisher = Publisher::open(&connection).await?;
     let queue = topology.requests_queue().to_owned();
+    let probe = floor::FloorProbe::start(settings, &name).await?;
     let load_for_tasks = load.clone();
-    let result = drive(load, move |index| {
-        let (publisher, waiting, queue, reply_to) = (
-            publisher.clone(),
-            waiting.clone(),
-            queue.clone(),
-            reply_to.clone(),
-        );
-        let body = task_body(&load_for_tasks, index).to_string();
-        async move {
-            let cid = uuid::Uuid::new_v4().to_string();
-            let (sender, receiver) = oneshot::channel();
-            if let Ok(mut w) = waiting.lock() {
-                w.insert(cid.clone(), sender);
-            }
-            let properties = BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_delivery_mode(2)
-                .with_correlation_id(cid.as_str().into())
-                .with_reply_to(reply_to.as_str().into());
-            let sent = Instant::now();
-            match publisher
-                .publish("", &queue, true, body.as_bytes(), properties)
-                .await
-            {
-                Ok(Published::Delivered) => {}
-                _ => return Sample::default(),
-            }
-            let Ok((arrived, data)) = receiver.await else {
-                return Sample::default();
-            };
-            let latency = arrived - sent;
-            match serde_json::from_slice::<Reply>(&data) {
-                Ok(reply) if reply.status == ReplyStatus::Ok => {
-                    let t = reply.timings_ms;
-                    let generation = Duration::from_millis(t.generation);
-                    Sample {
-                        ok: true,
-                        latency,
-                        time_to_first_token: latency.saturating_sub(generation),
-                        queue_wait: Duration::from_millis(t.queued),
-                        overhead: Some(latency.saturating_sub(Duration::from_millis(t.total))),
-                        completion_tokens: reply.usage.map_or(0, |u| u.completion_tokens),
-                    }
+    let result =
+        drive(load, move |index| {
+            let (publisher, waiting, queue, reply_to) = (
+                publisher.clone(),
+                waiting.clone(),
+                queue.clone(),
+                reply_to.clone(),
+            );
+            let body = task_body(&load_for_tasks, index).to_string();
+            async move {
+                let cid = uuid::Uuid::new_v4().to_string();
+                let (sender, receiver) = oneshot::channel();
+                if let Ok(mut w) = waiting.lock() {
+                    w.insert(cid.clone(), sender);
                 }
-                _ => Sample {
-                    latency,
-                    ..Sample::default()
-                },
+                let properties = BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2)
+                    .with_correlation_id(cid.as_str().into())
+                    .with_reply_to(reply_to.as_str().into());
+                let sent = Instant::now();
+                match publisher
+                    .publish("", &queue, true, body.as_bytes(), properties)
+                    .await
+                {
+                    Ok(Published::Delivered) => {}
+                    _ => return Sample::default(),
+                }
+                let Ok((arrived, data, worker_time)) = receiver.await else {
+                    return Sample::default();
+                };
+                let latency = arrived - sent;
+                match serde_json::from_slice::<Reply>(&data) {
+                    Ok(reply) if reply.status == ReplyStatus::Ok => {
+                        let t = reply.timings_ms;
+                        let generation = Duration::from_millis(t.generation);
+                        Sample {
+                            ok: true,
+                            latency,
+                            time_to_first_token: latency.saturating_sub(generation),
+                            queue_wait: Duration::from_millis(t.queued),
+                            overhead: Some(latency.saturating_sub(
+                                worker_time.unwrap_or(Duration::from_millis(t.total)),
+                            )),
+                            completion_tokens: reply.usage.map_or(0, |u| u.completion_tokens),
+                        }
+                    }
+                    _ => Sample {
+                        latency,
+                        ..Sample::default()
+                    },
+                }
             }
-        }
-    })
-    .await;
+        })
+        .await;
+    let broker_floor = probe.finish().await;
     router.abort();
     let _ = connection.close(200, "bench done".into()).await;
-    Ok(result)
+    Ok((result.0, result.1, broker_floor))
 }
 
 /// Sends the load to an engine in this process (no broker).

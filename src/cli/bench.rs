@@ -53,7 +53,7 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         temperature: args.temperature,
     };
     anyhow::ensure!(!load.prompts.is_empty(), "no prompts");
-    let (label, (samples, wall), peak_rss) = if args.in_process {
+    let (label, (samples, wall), broker_floor, peak_rss) = if args.in_process {
         let engine_settings = settings.engine.clone();
         let engine = tokio::task::spawn_blocking(move || Engine::start(&engine_settings))
             .await
@@ -62,15 +62,16 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         let engine = Arc::new(engine);
         let result = bench::against_engine(engine.clone(), &load).await;
         tokio::task::spawn_blocking(move || engine.stop()).await?;
-        (label, result, bench::peak_rss_mib())
+        (label, result, Vec::new(), bench::peak_rss_mib())
     } else if let Some(url) = &args.llama_server {
         let result = bench::against_llama_server(url, &load).await;
-        (format!("llama-server {url}"), result, None)
+        (format!("llama-server {url}"), result, Vec::new(), None)
     } else {
-        let result = bench::against_warren(&settings, &load).await?;
+        let (samples, wall, broker_floor) = bench::against_warren(&settings, &load).await?;
         (
             format!("warren via {}", settings.topology.requests_queue),
-            result,
+            (samples, wall),
+            broker_floor,
             None,
         )
     };
@@ -79,6 +80,7 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         load.concurrency,
         &samples,
         wall,
+        &broker_floor,
     );
     if args.json {
         let mut value = serde_json::to_value(&report)?;

@@ -1,0 +1,190 @@
+//! The broker's floor, measured during a warren run as the baseline for its broker path.
+//!
+//! A probe message makes the same two hops as a task and its reply, with nothing of warren in
+//! between: a persistent, confirmed publish to a durable queue of the requests queue's type,
+//! taken by a bare consumer that publishes it on (persistent, confirmed) to the client's reply
+//! queue and then acks it, as the worker does with a reply. One probe is in flight at a time,
+//! a few dozen times a second, while the real load runs, so it meets the same CPU contention.
+//! Warren's broker path minus this floor is what the worker and its client code add.
+//!
+//! This module only measures; it must not touch the warren topology beyond its own queue.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{self, headers, BrokerError, Publisher};
+use crate::config::Settings;
+
+/// Pause between two probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(40);
+/// A probe not back within this long is dropped from the sample (it is not a floor).
+const PROBE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// A running probe; [`FloorProbe::finish`] stops it and returns its round trips.
+pub struct FloorProbe {
+    stop: CancellationToken,
+    pinger: JoinHandle<Vec<Duration>>,
+    echo: JoinHandle<()>,
+    connection: Connection,
+    queue: String,
+}
+
+impl FloorProbe {
+    /// Declares the probe's queue (named after `client_name`) and starts probing.
+    pub async fn start(settings: &Settings, client_name: &str) -> Result<FloorProbe, BrokerError> {
+        let connection =
+            broker::connect(&settings.broker.url, &format!("{client_name}#floor")).await?;
+        let queue = format!("{client_name}.floor");
+        let setup = connection.create_channel().await?;
+        setup
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                headers::table([(
+                    "x-queue-type",
+                    headers::text(settings.topology.queue_type.as_str()),
+                )]),
+            )
+            .await?;
+        let echo = tokio::spawn(echo(
+            connection.create_channel().await?,
+            Publisher::open(&connection).await?,
+            queue.clone(),
+        ));
+        let (reply_to, replies) =
+            broker::consume_replies(&connection.create_channel().await?, "floor-replies").await?;
+        let stop = CancellationToken::new();
+        let pinger = tokio::spawn(ping(
+            Publisher::open(&connection).await?,
+            queue.clone(),
+            reply_to,
+            replies,
+            stop.clone(),
+        ));
+        Ok(FloorProbe {
+            stop,
+            pinger,
+            echo,
+            connection,
+            queue,
+        })
+    }
+
+    /// Stops probing, deletes the probe's queue, and returns the round trips measured.
+    pub async fn finish(self) -> Vec<Duration> {
+        self.stop.cancel();
+        let round_trips = self.pinger.await.unwrap_or_default();
+        self.echo.abort();
+        if let Ok(channel) = self.connection.create_channel().await {
+            let _ = channel
+                .queue_delete(self.queue.as_str().into(), Default::default())
+                .await;
+        }
+        let _ = self.connection.close(200, "floor probe done".into()).await;
+        round_trips
+    }
+}
+
+/// The bare consumer: every probe goes straight on to its `reply_to`, then is acked.
+async fn echo(channel: lapin::Channel, publisher: Publisher, queue: String) {
+    let Ok(()) = channel.basic_qos(1, BasicQosOptions::default()).await else {
+        return;
+    };
+    let Ok(mut deliveries) = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "floor-echo".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+    else {
+        return;
+    };
+    while let Some(Ok(delivery)) = deliveries.next().await {
+        let Some(reply_to) = delivery
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|r| r.to_string())
+        else {
+            continue;
+        };
+        let mut properties = BasicProperties::default().with_delivery_mode(2);
+        if let Some(probe_id) = delivery.properties.correlation_id() {
+            properties = properties.with_correlation_id(probe_id.clone());
+        }
+        if publisher
+            .publish("", &reply_to, false, &delivery.data, properties)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+    }
+}
+
+/// Sends one probe at a time until `stop`, timing each until its echo arrives.
+async fn ping(
+    publisher: Publisher,
+    queue: String,
+    reply_to: String,
+    mut replies: lapin::Consumer,
+    stop: CancellationToken,
+) -> Vec<Duration> {
+    let mut round_trips = Vec::new();
+    let body = [b'.'; 256];
+    let mut sequence = 0_u64;
+    while !stop.is_cancelled() {
+        sequence += 1;
+        let probe_id = sequence.to_string();
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_correlation_id(probe_id.as_str().into())
+            .with_reply_to(reply_to.as_str().into());
+        let sent = Instant::now();
+        // The echo can arrive before the publish's confirm (a confirm waits for the disk): time
+        // the echo alone, as the bench times a task's reply.
+        let echoed = async {
+            while let Some(Ok(reply)) = replies.next().await {
+                // A late echo of an earlier, timed-out probe is skipped.
+                if reply
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|c| c.as_str())
+                    == Some(probe_id.as_str())
+                {
+                    return Some(Instant::now());
+                }
+            }
+            None
+        };
+        let published = publisher.publish("", &queue, true, &body, properties);
+        let (published, echoed) =
+            tokio::join!(published, tokio::time::timeout(PROBE_PATIENCE, echoed));
+        if published.is_err() {
+            break;
+        }
+        match echoed {
+            Ok(Some(arrived)) => round_trips.push(arrived - sent),
+            Ok(None) => break,
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+    }
+    round_trips
+}
