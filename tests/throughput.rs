@@ -260,3 +260,62 @@ async fn prefetch_equals_the_slots_plus_headroom() {
     };
     assert_eq!(prefetch, 4);
 }
+
+#[tokio::test]
+async fn warren_bench_reports_every_task_the_broker_path_and_the_broker_floor() {
+    let Serving {
+        upstream: _upstream,
+        worker: _worker,
+        names,
+    } = serving("bench", &[("WARREN__ENGINE__SLOTS", "2")]).await;
+
+    let bench = tokio::task::spawn_blocking(move || {
+        let child = common::warren(&names)
+            .args(["bench", "--tasks", "6", "--concurrency", "2"])
+            .args(["--max-tokens", "8", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("warren bench starts");
+        let pid = child.id();
+        let output = child.wait_with_output().expect("warren bench runs");
+        (pid, output, names)
+    });
+    let (pid, output, _names) = bench.await.unwrap();
+
+    assert!(
+        output.status.success(),
+        "warren bench exit: {:?}",
+        output.status
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+    assert_eq!(report["tasks"], 6, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    let tokens = report["completion_tokens"].as_u64().unwrap();
+    assert!(
+        (6..=48).contains(&tokens),
+        "6 tasks of 1 to 8 tokens: {report}"
+    );
+    assert!(report["tokens_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    for measure in ["latency_ms", "overhead_ms", "broker_floor_ms"] {
+        let p50 = report[measure]["p50"].as_f64().unwrap_or(0.0);
+        let p99 = report[measure]["p99"].as_f64().unwrap_or(0.0);
+        assert!(p50 > 0.0 && p50 <= p99, "{measure}: {report}");
+    }
+    assert!(
+        report["overhead_ms"]["p50"].as_f64() < report["latency_ms"]["p50"].as_f64(),
+        "the broker path is a part of the latency: {report}"
+    );
+    let queues = management_get("queues").expect("queue list");
+    let leftover: Vec<_> = queues
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|q| q["name"].as_str())
+        .filter(|name| name.ends_with(&format!(":{pid}.floor")))
+        .collect();
+    assert!(
+        leftover.is_empty(),
+        "the probe queue is deleted: {leftover:?}"
+    );
+}

@@ -4,7 +4,7 @@
 //! between: a persistent, confirmed publish to a durable queue of the requests queue's type,
 //! taken by a bare consumer that publishes it on (persistent, confirmed) to the client's reply
 //! queue and then acks it, as the worker does with a reply. One probe is in flight at a time,
-//! a few dozen times a second, while the real load runs, so it meets the same CPU contention.
+//! about four times a second, while the real load runs, so it meets the same CPU contention.
 //! Warren's broker path minus this floor is what the worker and its client code add.
 //!
 //! This module only measures; it must not touch the warren topology beyond its own queue.
@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{self, headers, BrokerError, Publisher};
 use crate::config::Settings;
 
-/// Pause between two probes.
-const PROBE_INTERVAL: Duration = Duration::from_millis(40);
+/// Pause between two probes: rare enough that the probes' own broker work (each is two
+/// persistent, confirmed messages) stays small next to the load being measured.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// A probe not back within this long is dropped from the sample (it is not a floor).
 const PROBE_PATIENCE: Duration = Duration::from_secs(5);
 
