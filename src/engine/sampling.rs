@@ -110,8 +110,18 @@ mod tests {
         use llama_cpp_2::model::params::LlamaModelParams;
         use llama_cpp_2::model::LlamaModel;
 
-        let path = std::env::var("WARREN_TEST_MODEL")
-            .expect("WARREN_TEST_MODEL names the GGUF model the tests run on (make test sets it)");
+        // Like the end-to-end tests: WARREN_TEST_MODEL, else the model `make model` fetches.
+        let path = std::env::var_os("WARREN_TEST_MODEL")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("models/gemma3-270m-q4_k_m.gguf")
+            });
+        assert!(
+            path.is_file(),
+            "model {} is missing: run `make model` (or `make test`)",
+            path.display()
+        );
         let backend = super::super::runner::backend().expect("llama.cpp backend");
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
             .expect("the test model loads");
