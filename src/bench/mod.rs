@@ -319,65 +319,64 @@ pub async fn against_warren(
     let queue = topology.requests_queue().to_owned();
     let probe = floor::FloorProbe::start(settings, &name).await?;
     let load_for_tasks = load.clone();
-    let result =
-        drive(load, move |index| {
-            let (publisher, waiting, queue, reply_to) = (
-                publisher.clone(),
-                waiting.clone(),
-                queue.clone(),
-                reply_to.clone(),
-            );
-            let body = task_body(&load_for_tasks, index).to_string();
-            async move {
-                let cid = uuid::Uuid::new_v4().to_string();
-                let (sender, receiver) = oneshot::channel();
-                if let Ok(mut w) = waiting.lock() {
-                    w.insert(cid.clone(), sender);
-                }
-                let properties = BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2)
-                    .with_correlation_id(cid.as_str().into())
-                    .with_reply_to(reply_to.as_str().into());
-                let sent = Instant::now();
-                match publisher
-                    .publish("", &queue, true, body.as_bytes(), properties)
-                    .await
-                {
-                    Ok(Published::Delivered) => {}
-                    _ => return Sample::default(),
-                }
-                let Ok((arrived, data, worker_time)) = receiver.await else {
-                    return Sample::default();
-                };
-                let latency = arrived - sent;
-                match serde_json::from_slice::<Reply>(&data) {
-                    Ok(reply) if reply.status == ReplyStatus::Ok => {
-                        let t = reply.timings_ms;
-                        let generation = Duration::from_millis(t.generation);
-                        Sample {
-                            ok: true,
-                            latency,
-                            time_to_first_token: latency.saturating_sub(generation),
-                            queue_wait: Duration::from_millis(t.queued),
-                            overhead: Some(latency.saturating_sub(
-                                worker_time.unwrap_or(Duration::from_millis(t.total)),
-                            )),
-                            completion_tokens: reply.usage.map_or(0, |u| u.completion_tokens),
-                        }
-                    }
-                    _ => Sample {
-                        latency,
-                        ..Sample::default()
-                    },
-                }
+    let (samples, wall) = drive(load, move |index| {
+        let (publisher, waiting, queue, reply_to) = (
+            publisher.clone(),
+            waiting.clone(),
+            queue.clone(),
+            reply_to.clone(),
+        );
+        let body = task_body(&load_for_tasks, index).to_string();
+        async move {
+            let cid = uuid::Uuid::new_v4().to_string();
+            let (sender, receiver) = oneshot::channel();
+            if let Ok(mut w) = waiting.lock() {
+                w.insert(cid.clone(), sender);
             }
-        })
-        .await;
+            let properties = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2)
+                .with_correlation_id(cid.as_str().into())
+                .with_reply_to(reply_to.as_str().into());
+            let sent = Instant::now();
+            match publisher
+                .publish("", &queue, true, body.as_bytes(), properties)
+                .await
+            {
+                Ok(Published::Delivered) => {}
+                _ => return Sample::default(),
+            }
+            let Ok((arrived, data, worker_time)) = receiver.await else {
+                return Sample::default();
+            };
+            let latency = arrived - sent;
+            match serde_json::from_slice::<Reply>(&data) {
+                Ok(reply) if reply.status == ReplyStatus::Ok => {
+                    let t = reply.timings_ms;
+                    let generation = Duration::from_millis(t.generation);
+                    // A worker older than the header only reports whole milliseconds.
+                    let worker_time = worker_time.unwrap_or(Duration::from_millis(t.total));
+                    Sample {
+                        ok: true,
+                        latency,
+                        time_to_first_token: latency.saturating_sub(generation),
+                        queue_wait: Duration::from_millis(t.queued),
+                        overhead: Some(latency.saturating_sub(worker_time)),
+                        completion_tokens: reply.usage.map_or(0, |u| u.completion_tokens),
+                    }
+                }
+                _ => Sample {
+                    latency,
+                    ..Sample::default()
+                },
+            }
+        }
+    })
+    .await;
     let broker_floor = probe.finish().await;
     router.abort();
     let _ = connection.close(200, "bench done".into()).await;
-    Ok((result.0, result.1, broker_floor))
+    Ok((samples, wall, broker_floor))
 }
 
 /// Sends the load to an engine in this process (no broker).
