@@ -13,8 +13,11 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The TLS test: openssl makes a throwaway CA, socat terminates TLS in front of RabbitMQ.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
-# The Python client example's test runs in a virtual environment.
-python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+# The Python tests (pika example, openai SDK against the gateway) run in a virtual
+# environment. `venv --help` succeeds even without ensurepip, so really create one.
+venv_probe=$(mktemp -d)
+python3 -m venv "$venv_probe/v" >/dev/null 2>&1 || missing+=(python3-venv)
+rm -rf "$venv_probe"
 if ! command -v rabbitmq-server >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
   missing+=(rabbitmq-server)
 fi

@@ -68,6 +68,80 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The OpenAI-compatible HTTP gateway (`warren gateway`).
+    pub gateway: GatewaySettings,
+}
+
+/// `[gateway]`: the OpenAI-compatible HTTP API in front of the queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Address to bind, e.g. `127.0.0.1:8080`; port 0 = any free port.
+    pub listen: String,
+    /// Model name listed in `/v1/models`.
+    pub model_name: String,
+    /// Accepted API keys, comma-separated; empty (and no file) = no authentication.
+    pub api_keys: SecretString,
+    /// File with one accepted API key per line (a mounted secret); empty = unused.
+    pub api_keys_file: String,
+    /// How long a request waits for its reply before a 504, in ms.
+    pub request_timeout_ms: u64,
+    /// Largest request body, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Requests per minute per API key; 0 = unlimited.
+    pub requests_per_minute: u32,
+    /// Tokens (prompt estimate + max_tokens) per minute per API key; 0 = unlimited.
+    pub tokens_per_minute: u32,
+    /// Base of the connection name shown in the management UI.
+    pub connection_name: String,
+}
+
+impl GatewaySettings {
+    /// The accepted API keys, from `api_keys` and `api_keys_file`. Empty: no authentication.
+    pub fn keys(&self) -> Result<Vec<String>, ConfigError> {
+        let mut keys: Vec<String> = split_keys(self.api_keys.expose_secret(), ',');
+        if !self.api_keys_file.is_empty() {
+            let text = std::fs::read_to_string(&self.api_keys_file).map_err(|e| {
+                invalid(
+                    "gateway.api_keys_file",
+                    format!("cannot be read ({}): {e}", self.api_keys_file),
+                )
+            })?;
+            keys.extend(split_keys(&text, '\n'));
+        }
+        Ok(keys)
+    }
+
+    /// Checks the section's own values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "gateway.listen",
+                "must be an address with a port, e.g. 127.0.0.1:8080",
+            ));
+        }
+        if self.model_name.trim().is_empty() {
+            return Err(invalid("gateway.model_name", "must not be empty"));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(invalid("gateway.request_timeout_ms", "must be at least 1"));
+        }
+        if self.max_body_bytes < 64 {
+            return Err(invalid("gateway.max_body_bytes", "must be at least 64"));
+        }
+        if self.connection_name.trim().is_empty() {
+            return Err(invalid("gateway.connection_name", "must not be empty"));
+        }
+        self.keys().map(|_| ())
+    }
+}
+
+fn split_keys(text: &str, separator: char) -> Vec<String> {
+    text.split(separator)
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `[metrics]`: the HTTP listener for metrics and health.
@@ -138,6 +212,8 @@ pub struct TopologySettings {
     pub dead_letter_queue: String,
     /// Queue for replies to tasks without `reply_to`, and for unroutable replies.
     pub results_queue: String,
+    /// Fanout exchange of control messages (cancel) that every worker listens on.
+    pub control_exchange: String,
 }
 
 /// `[engine]`: the model and llama.cpp's settings.
@@ -268,6 +344,27 @@ pub struct LogSettings {
     pub level: String,
 }
 
+impl LogSettings {
+    /// The tracing filter for `level`, or an error naming what tracing could not parse.
+    pub fn filter(&self) -> Result<tracing_subscriber::EnvFilter, String> {
+        log_filter(&self.level)
+    }
+}
+
+/// llama.cpp is chatty at info level (every tensor while loading): keep it to warnings
+/// unless the filter names it.
+const QUIET_LLAMA: &str = "llama-cpp-2=warn,llama_cpp_2=warn";
+
+/// The tracing filter for the directives `level` (from `log.level` or `RUST_LOG`).
+pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let directives = if level.contains("llama_cpp_2") || level.contains("llama-cpp-2") {
+        level.to_owned()
+    } else {
+        format!("{level},{QUIET_LLAMA}")
+    };
+    tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())
+}
+
 impl Settings {
     /// Loads the layers: built-in defaults, then `file` (or the file named by `WARREN_CONFIG`),
     /// then `WARREN__SECTION__KEY` environment variables; then validates.
@@ -339,6 +436,7 @@ impl Settings {
             ("topology.dead_letter_exchange", &t.dead_letter_exchange),
             ("topology.dead_letter_queue", &t.dead_letter_queue),
             ("topology.results_queue", &t.results_queue),
+            ("topology.control_exchange", &t.control_exchange),
         ] {
             check_amqp_name(key, name)?;
         }
@@ -457,8 +555,19 @@ impl Settings {
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "must not be empty"));
         }
-        crate::telemetry::filter_for(&self.log.level)
+        self.log
+            .filter()
             .map_err(|e| invalid("log.level", format!("is not a valid tracing filter: {e}")))?;
+        self.gateway.validate()?;
+        if self.gateway.request_timeout_ms > self.limits.timeout_cap_ms {
+            return Err(invalid(
+                "gateway.request_timeout_ms",
+                format!(
+                    "must be at most limits.timeout_cap_ms ({}): a task must not run longer than its caller waits",
+                    self.limits.timeout_cap_ms
+                ),
+            ));
+        }
         Ok(())
     }
 

@@ -14,23 +14,8 @@ use lapin::{BasicProperties, Channel, Connection};
 
 use crate::broker::{headers, BrokerError, Published, Publisher, Topology};
 use crate::protocol::{
-    HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_CODE, HEADER_FAILED_AT, HEADER_LAST_ERROR,
-    HEADER_LAST_ERROR_CODE, HEADER_WORKER,
+    FAILURE_HEADERS, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_CODE, HEADER_FAILED_AT,
 };
-
-/// Headers a replayed task must not carry: it starts over as a fresh task.
-const FAILURE_HEADERS: [&str; 10] = [
-    HEADER_ERROR_CODE,
-    HEADER_ERROR,
-    HEADER_ATTEMPTS,
-    HEADER_WORKER,
-    HEADER_FAILED_AT,
-    HEADER_LAST_ERROR_CODE,
-    HEADER_LAST_ERROR,
-    "x-death",
-    "x-first-death-reason",
-    "x-last-death-reason",
-];
 
 /// One message in the dead-letter queue, as ops see it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -241,6 +226,7 @@ async fn give_back(channel: &Channel, tag: u64) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// A replayed task starts over as a fresh task: without the headers of its failed life.
 fn without_failure_headers(properties: BasicProperties) -> BasicProperties {
     let kept = headers::headers_without(&properties, &FAILURE_HEADERS);
     properties.with_headers(kept)
@@ -254,5 +240,31 @@ pub fn human_age(age: Duration) -> String {
         120..=7199 => format!("{}m", secs / 60),
         7200..=172_799 => format!("{}h", secs / 3600),
         _ => format!("{}d", secs / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_task_loses_every_header_of_its_failed_life_and_keeps_the_rest() {
+        let mut original = FAILURE_HEADERS
+            .iter()
+            .map(|name| (*name, headers::text("x")))
+            .collect::<Vec<_>>();
+        original.push(("x-caller-trace", headers::text("keep me")));
+        let properties = BasicProperties::default()
+            .with_headers(headers::table(original))
+            .with_correlation_id("c1".into());
+        let replayed = without_failure_headers(properties);
+        let kept = replayed.headers().clone().unwrap_or_default();
+        let names: Vec<_> = kept.inner().keys().map(|k| k.as_str().to_owned()).collect();
+        assert_eq!(names, vec!["x-caller-trace".to_owned()]);
+        assert!(FAILURE_HEADERS.contains(&crate::protocol::HEADER_ORIGINAL_EXPIRATION));
+        assert_eq!(
+            replayed.correlation_id().as_ref().map(|c| c.as_str()),
+            Some("c1")
+        );
     }
 }

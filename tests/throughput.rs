@@ -148,9 +148,10 @@ async fn the_same_request_with_the_same_seed_gives_the_same_text_with_several_sl
 async fn stream(queue: &str, task: Value) -> (Vec<Value>, Value) {
     let upstream = common::Upstream::connect().await;
     let channel = &upstream.channel;
-    let (reply_queue, mut consumer) = warren::broker::consume_replies(channel, "stream-test")
-        .await
-        .unwrap();
+    let (reply_queue, mut consumer) =
+        warren::broker::consume_exclusive_queue(channel, "stream-test")
+            .await
+            .unwrap();
     let correlation_id = uuid::Uuid::new_v4().to_string();
     let properties = upstream
         .properties(&correlation_id)

@@ -18,7 +18,7 @@ use lapin::{BasicProperties, Connection};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{self, headers, BrokerError, Publisher};
+use crate::broker::{self, headers, BrokerError, Publisher, PERSISTENT};
 use crate::config::Settings;
 
 /// Pause between two probes: rare enough that the probes' own broker work (each is two
@@ -62,7 +62,8 @@ impl FloorProbe {
             queue.clone(),
         ));
         let (reply_to, replies) =
-            broker::consume_replies(&connection.create_channel().await?, "floor-replies").await?;
+            broker::consume_exclusive_queue(&connection.create_channel().await?, "floor-replies")
+                .await?;
         let stop = CancellationToken::new();
         let pinger = tokio::spawn(ping(
             Publisher::open(&connection).await?,
@@ -120,7 +121,7 @@ async fn echo(channel: lapin::Channel, publisher: Publisher, queue: String) {
         else {
             continue;
         };
-        let mut properties = BasicProperties::default().with_delivery_mode(2);
+        let mut properties = BasicProperties::default().with_delivery_mode(PERSISTENT);
         if let Some(probe_id) = delivery.properties.correlation_id() {
             properties = properties.with_correlation_id(probe_id.clone());
         }
@@ -150,7 +151,7 @@ async fn ping(
         sequence += 1;
         let probe_id = sequence.to_string();
         let properties = BasicProperties::default()
-            .with_delivery_mode(2)
+            .with_delivery_mode(PERSISTENT)
             .with_correlation_id(probe_id.as_str().into())
             .with_reply_to(reply_to.as_str().into());
         let sent = Instant::now();

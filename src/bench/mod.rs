@@ -14,23 +14,20 @@
 
 mod floor;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use lapin::BasicProperties;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
-use crate::broker::{self, headers, Published, Publisher, Topology};
+use crate::broker::{self, Topology};
+use crate::client::{Client, Incoming, TaskBody};
 use crate::config::Settings;
 use crate::engine::{Engine, GenerationRequest};
-use crate::protocol::{Input, Reply, ReplyStatus, Sampling, HEADER_WORKER_MICROS};
+use crate::protocol::{Input, ReplyStatus, Sampling, Task};
 
 /// Prompts used when no file is given: short openings that make a base model write on.
 pub const BUILT_IN_PROMPTS: [&str; 8] = [
@@ -57,6 +54,8 @@ pub struct Load {
     pub max_tokens: u32,
     /// `temperature` of each task.
     pub temperature: f32,
+    /// top-k when sampling (`sampling.default_top_k`, as a worker applies it).
+    pub top_k: u32,
 }
 
 /// One task as the client saw it.
@@ -263,21 +262,14 @@ where
     (samples, wall)
 }
 
-fn task_body(load: &Load, index: usize) -> Value {
-    json!({
-        "prompt": load.prompts[index % load.prompts.len()],
-        "max_tokens": load.max_tokens,
-        "temperature": load.temperature,
-        "seed": index as u32,
-    })
+fn task_body(load: &Load, index: usize) -> TaskBody {
+    TaskBody {
+        max_tokens: Some(u64::from(load.max_tokens)),
+        temperature: Some(f64::from(load.temperature)),
+        seed: Some(index as u64),
+        ..TaskBody::prompt(load.prompts[index % load.prompts.len()].clone())
+    }
 }
-
-/// A reply as the bench saw it: when it arrived, its body, and the worker's own time for the
-/// task (header `x-warren-worker-us`) when the worker sent it.
-type Arrival = (Instant, Vec<u8>, Option<Duration>);
-
-/// Replies awaited by correlation id.
-type Waiting = HashMap<String, oneshot::Sender<Arrival>>;
 
 /// Sends the load to a warren deployment through RabbitMQ, with the broker floor probe
 /// running alongside; returns the samples, the wall time and the probe's round trips.
@@ -286,96 +278,59 @@ pub async fn against_warren(
     load: &Load,
 ) -> anyhow::Result<(Vec<Sample>, Duration, Vec<Duration>)> {
     let name = broker::process_name("warren-bench");
-    let connection = broker::connect(&settings.broker.url, &name).await?;
     let topology = Topology::new(settings);
+    let client =
+        Arc::new(Client::connect(&settings.broker.url, &name, topology.client_route()).await?);
     topology
-        .declare(&connection.create_channel().await?)
+        .declare(&client.connection().create_channel().await?)
         .await?;
-    let channel = connection.create_channel().await?;
-    let (reply_to, mut replies) =
-        broker::consume_replies(&channel, &format!("{name}#replies")).await?;
-    let waiting: Arc<Mutex<Waiting>> = Arc::default();
-    let router_waiting = waiting.clone();
-    let router = tokio::spawn(async move {
-        while let Some(Ok(delivery)) = replies.next().await {
-            let arrived = Instant::now();
-            let Some(cid) = delivery
-                .properties
-                .correlation_id()
-                .as_ref()
-                .map(|c| c.to_string())
-            else {
-                continue;
-            };
-            let worker_time = headers::integer(&delivery.properties, HEADER_WORKER_MICROS)
-                .and_then(|us| u64::try_from(us).ok())
-                .map(Duration::from_micros);
-            if let Some(sender) = router_waiting.lock().ok().and_then(|mut w| w.remove(&cid)) {
-                let _ = sender.send((arrived, delivery.data, worker_time));
-            }
-        }
-    });
-    let publisher = Publisher::open(&connection).await?;
-    let queue = topology.requests_queue().to_owned();
     let probe = floor::FloorProbe::start(settings, &name).await?;
     let load_for_tasks = load.clone();
+    let task_client = client.clone();
     let (samples, wall) = drive(load, move |index| {
-        let (publisher, waiting, queue, reply_to) = (
-            publisher.clone(),
-            waiting.clone(),
-            queue.clone(),
-            reply_to.clone(),
-        );
-        let body = task_body(&load_for_tasks, index).to_string();
+        let client = task_client.clone();
+        let body = task_body(&load_for_tasks, index);
         async move {
-            let cid = uuid::Uuid::new_v4().to_string();
-            let (sender, receiver) = oneshot::channel();
-            if let Ok(mut w) = waiting.lock() {
-                w.insert(cid.clone(), sender);
-            }
-            let properties = BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_delivery_mode(2)
-                .with_correlation_id(cid.as_str().into())
-                .with_reply_to(reply_to.as_str().into());
+            let id = uuid::Uuid::new_v4().to_string();
             let sent = Instant::now();
-            match publisher
-                .publish("", &queue, true, body.as_bytes(), properties)
-                .await
-            {
-                Ok(Published::Delivered) => {}
-                _ => return Sample::default(),
-            }
-            let Ok((arrived, data, worker_time)) = receiver.await else {
+            let Ok(mut pending) = client.submit(&id, &body).await else {
                 return Sample::default();
             };
-            let latency = arrived - sent;
-            match serde_json::from_slice::<Reply>(&data) {
-                Ok(reply) if reply.status == ReplyStatus::Ok => {
-                    let t = reply.timings_ms;
-                    let generation = Duration::from_millis(t.generation);
-                    // A worker older than the header only reports whole milliseconds.
-                    let worker_time = worker_time.unwrap_or(Duration::from_millis(t.total));
-                    Sample {
-                        ok: true,
-                        latency,
-                        time_to_first_token: latency.saturating_sub(generation),
-                        queue_wait: Duration::from_millis(t.queued),
-                        overhead: Some(latency.saturating_sub(worker_time)),
-                        completion_tokens: reply.usage.map_or(0, |u| u.completion_tokens),
-                    }
+            let (reply, arrived, worker_time) = loop {
+                match pending.next().await {
+                    Some(Incoming::Reply {
+                        reply,
+                        arrived,
+                        worker_time,
+                    }) => break (reply, arrived, worker_time),
+                    Some(Incoming::Chunk(_)) => continue,
+                    None => return Sample::default(),
                 }
-                _ => Sample {
+            };
+            let latency = arrived - sent;
+            if reply.status != ReplyStatus::Ok {
+                return Sample {
                     latency,
                     ..Sample::default()
-                },
+                };
+            }
+            let t = reply.timings_ms;
+            let generation = Duration::from_millis(t.generation);
+            // A worker older than the header only reports whole milliseconds.
+            let worker_time = worker_time.unwrap_or(Duration::from_millis(t.total));
+            Sample {
+                ok: true,
+                latency,
+                time_to_first_token: latency.saturating_sub(generation),
+                queue_wait: Duration::from_millis(t.queued),
+                overhead: Some(latency.saturating_sub(worker_time)),
+                completion_tokens: reply.usage.map_or(0, |u| u.completion_tokens),
             }
         }
     })
     .await;
     let broker_floor = probe.finish().await;
-    router.abort();
-    let _ = connection.close(200, "bench done".into()).await;
+    client.close().await;
     Ok((samples, wall, broker_floor))
 }
 
@@ -384,7 +339,7 @@ pub async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sample>, D
     let load_for_tasks = load.clone();
     drive(load, move |index| {
         let engine = engine.clone();
-        let request = GenerationRequest {
+        let task = Task {
             input: Input::Prompt(
                 load_for_tasks.prompts[index % load_for_tasks.prompts.len()].clone(),
             ),
@@ -392,15 +347,17 @@ pub async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sample>, D
             sampling: Sampling {
                 temperature: load_for_tasks.temperature,
                 top_p: None,
-                top_k: (load_for_tasks.temperature > 0.0).then_some(40),
+                top_k: (load_for_tasks.temperature > 0.0).then_some(load_for_tasks.top_k),
                 min_p: None,
                 repeat_penalty: None,
                 seed: Some(index as u32),
             },
             stop: Vec::new(),
             timeout: Duration::from_secs(600),
-            stream: None,
+            deadline_ms: None,
+            stream: false,
         };
+        let request = GenerationRequest { task, stream: None };
         async move {
             let sent = Instant::now();
             match engine.generate(request).await {
@@ -429,12 +386,14 @@ pub async fn against_llama_server(base_url: &str, load: &Load) -> (Vec<Sample>, 
     drive(load, move |index| {
         let url = url.clone();
         let task = task_body(&load_for_tasks, index);
+        let load_top_k = load_for_tasks.top_k;
         async move {
             let body = json!({
-                "prompt": task["prompt"],
-                "n_predict": task["max_tokens"],
-                "temperature": task["temperature"],
-                "seed": task["seed"],
+                "prompt": task.prompt,
+                "n_predict": task.max_tokens,
+                "temperature": task.temperature,
+                "top_k": load_top_k,
+                "seed": task.seed,
                 "cache_prompt": false,
             });
             tokio::task::spawn_blocking(move || {
@@ -456,6 +415,57 @@ pub async fn against_llama_server(base_url: &str, load: &Load) -> (Vec<Sample>, 
                     queue_wait: Duration::ZERO,
                     overhead: None,
                     completion_tokens: reply["tokens_predicted"].as_u64().unwrap_or(0) as u32,
+                }
+            })
+            .await
+            .unwrap_or_default()
+        }
+    })
+    .await
+}
+
+/// Sends the load to a warren gateway at `base_url` (`POST {base_url}/completions`, the
+/// OpenAI shape) over kept-alive connections. Its path cost is the latency minus the worker's
+/// own time, which the gateway passes on in the `x-warren-worker-us` response header.
+pub async fn against_gateway(base_url: &str, load: &Load) -> (Vec<Sample>, Duration) {
+    let url = format!("{}/completions", base_url.trim_end_matches('/'));
+    let agent = ureq::Agent::new_with_defaults();
+    let load_for_tasks = load.clone();
+    drive(load, move |index| {
+        let (url, agent) = (url.clone(), agent.clone());
+        let task = task_body(&load_for_tasks, index);
+        async move {
+            let body = json!({
+                "model": "warren-bench",
+                "prompt": task.prompt,
+                "max_tokens": task.max_tokens,
+                "temperature": task.temperature,
+                "seed": task.seed,
+            });
+            tokio::task::spawn_blocking(move || {
+                let sent = Instant::now();
+                let Ok(mut response) = agent.post(&url).send_json(&body) else {
+                    return Sample::default();
+                };
+                let reply = response.body_mut().read_json::<Value>();
+                let latency = sent.elapsed();
+                let worker_time = response
+                    .headers()
+                    .get(crate::protocol::HEADER_WORKER_MICROS)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .map(Duration::from_micros);
+                let Ok(reply) = reply else {
+                    return Sample::default();
+                };
+                Sample {
+                    ok: true,
+                    latency,
+                    // The gateway does not report generation time: TTFT is not measured.
+                    time_to_first_token: Duration::ZERO,
+                    queue_wait: Duration::ZERO,
+                    overhead: worker_time.map(|w| latency.saturating_sub(w)),
+                    completion_tokens: reply["usage"]["completion_tokens"].as_u64().unwrap_or(0)
+                        as u32,
                 }
             })
             .await

@@ -78,7 +78,10 @@ pub fn table(entries: impl IntoIterator<Item = (&'static str, AMQPValue)>) -> Fi
 }
 
 /// Delivery counters that describe one stay in one queue; a republished copy starts afresh.
-const DELIVERY_COUNTERS: [&str; 2] = ["x-delivery-count", crate::protocol::HEADER_REDELIVERIES];
+const DELIVERY_COUNTERS: [&str; 2] = [
+    crate::protocol::QUORUM_DELIVERY_COUNT,
+    crate::protocol::HEADER_REDELIVERIES,
+];
 
 /// A copy of `original` fit to republish: every property is kept except `expiration` (a
 /// parked copy must not silently expire; its value moves to the header
@@ -95,7 +98,7 @@ pub fn republishable(original: &BasicProperties) -> BasicProperties {
     let mut table = headers_without(original, &DELIVERY_COUNTERS);
     if let Some(expiration) = original.expiration() {
         table.insert(
-            ShortString::from("x-warren-original-expiration"),
+            ShortString::from(crate::protocol::HEADER_ORIGINAL_EXPIRATION),
             text(expiration.as_str()),
         );
     }

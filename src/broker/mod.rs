@@ -13,6 +13,9 @@ pub use publisher::{Published, Publisher};
 pub use topology::Topology;
 
 use lapin::{Connection, ConnectionProperties};
+
+/// AMQP `delivery_mode` of a persistent message (survives a broker restart in a durable queue).
+pub const PERSISTENT: u8 = 2;
 use secrecy::{ExposeSecret, SecretString};
 
 /// A failure talking to RabbitMQ.
@@ -51,9 +54,9 @@ pub enum BrokerError {
     Amqp(#[from] lapin::Error),
 }
 
-/// Declares a server-named, exclusive, auto-deleted queue for this client's replies and
-/// consumes it (no-ack) with `consumer_tag`. Returns the queue's name, for `reply_to`.
-pub async fn consume_replies(
+/// Declares a server-named, exclusive, auto-deleted queue (a client's replies, a worker's
+/// control messages) and consumes it (no-ack) with `consumer_tag`. Returns the queue's name.
+pub async fn consume_exclusive_queue(
     channel: &lapin::Channel,
     consumer_tag: &str,
 ) -> Result<(String, lapin::Consumer), BrokerError> {

@@ -6,6 +6,8 @@
 //! - dead-letter exchange (`warren.dlx`, fanout, durable) bound to the dead-letter queue
 //!   (`warren.dead`, durable classic: requeueing after a peek keeps its order).
 //! - results queue (`warren.results`, durable classic) for replies without a `reply_to`.
+//! - control exchange (`warren.control`, fanout, durable): cancel messages; each worker binds
+//!   an exclusive, server-named queue to it.
 //! - one delay queue per retry level (`warren.retry.1s`, ...: durable classic with a fixed
 //!   `x-message-ttl`) that dead-letters expired messages back to the requests queue.
 
@@ -72,6 +74,20 @@ impl Topology {
         &self.settings.results_queue
     }
 
+    /// Name of the control exchange (fanout; cancel messages).
+    pub fn control_exchange(&self) -> &str {
+        &self.settings.control_exchange
+    }
+
+    /// Where upstream clients publish tasks, and where they send cancels.
+    pub fn client_route(&self) -> crate::client::Route {
+        crate::client::Route {
+            exchange: String::new(),
+            routing_key: self.settings.requests_queue.clone(),
+            control_exchange: self.settings.control_exchange.clone(),
+        }
+    }
+
     /// Arguments of the requests queue, as declared.
     pub fn requests_arguments(&self) -> Vec<(&'static str, AMQPValue)> {
         let s = &self.settings;
@@ -104,18 +120,7 @@ impl Topology {
     /// (the broker closes the channel in that case, so pass a channel you can lose).
     pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
         let s = &self.settings;
-        channel
-            .exchange_declare(
-                s.dead_letter_exchange.as_str().into(),
-                ExchangeKind::Fanout,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|source| mismatch("exchange", &s.dead_letter_exchange, source))?;
+        declare_fanout(channel, &s.dead_letter_exchange).await?;
         declare_queue(channel, &s.dead_letter_queue, Self::parking_arguments()).await?;
         channel
             .queue_bind(
@@ -127,6 +132,7 @@ impl Topology {
             )
             .await?;
         declare_queue(channel, &s.results_queue, Self::parking_arguments()).await?;
+        declare_fanout(channel, &s.control_exchange).await?;
         declare_queue(channel, &s.requests_queue, table(self.requests_arguments())).await?;
         for queue in &self.delay_queues {
             declare_queue(channel, &queue.name, table(self.delay_arguments(queue))).await?;
@@ -147,11 +153,13 @@ impl Topology {
             "queue    {requests}  durable, {args}\n\
              exchange {dlx}  fanout, durable\n\
              queue    {dead}  durable, x-queue-type=classic, bound to {dlx}\n\
-             queue    {results}  durable, x-queue-type=classic\n",
+             queue    {results}  durable, x-queue-type=classic\n\
+             exchange {control}  fanout, durable (cancel messages; each worker binds its own queue)\n",
             requests = s.requests_queue,
             dlx = s.dead_letter_exchange,
             dead = s.dead_letter_queue,
             results = s.results_queue,
+            control = s.control_exchange,
         );
         for queue in &self.delay_queues {
             text.push_str(&format!(
@@ -167,6 +175,22 @@ impl Topology {
         ));
         text
     }
+}
+
+async fn declare_fanout(channel: &Channel, name: &str) -> Result<(), BrokerError> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Fanout,
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| mismatch("exchange", name, source))
 }
 
 async fn declare_queue(

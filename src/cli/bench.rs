@@ -51,6 +51,7 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         prompts: bench::prompts(args.prompts.as_deref()).context("reading --prompts")?,
         max_tokens: args.max_tokens,
         temperature: args.temperature,
+        top_k: settings.sampling.default_top_k,
     };
     anyhow::ensure!(!load.prompts.is_empty(), "no prompts");
     let (label, (samples, wall), broker_floor, peak_rss) = if args.in_process {

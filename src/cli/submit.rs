@@ -4,14 +4,12 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use futures_util::StreamExt;
-use lapin::BasicProperties;
-use serde_json::{json, Map, Value};
 
 use super::CliError;
-use crate::broker::{self, Published, Publisher, Topology};
+use crate::broker::{self, Topology};
+use crate::client::{ChatTurn, Client, Incoming, TaskBody};
 use crate::config::Settings;
-use crate::protocol::{Chunk, Reply, ReplyStatus};
+use crate::protocol::ReplyStatus;
 
 /// Options of `warren submit`.
 #[derive(Debug, clap::Args)]
@@ -55,119 +53,87 @@ pub struct Args {
 }
 
 impl Args {
-    fn body(&self) -> anyhow::Result<Value> {
-        let mut task = Map::new();
-        if let Some(prompt) = &self.prompt {
-            task.insert("prompt".into(), json!(prompt));
-        }
-        if let Some(messages) = &self.messages {
-            let messages: Value =
-                serde_json::from_str(messages).context("--messages is not valid JSON")?;
-            task.insert("messages".into(), messages);
-        }
-        let optional = [
-            ("max_tokens", self.max_tokens.map(|v| json!(v))),
-            ("temperature", self.temperature.map(|v| json!(v))),
-            ("top_p", self.top_p.map(|v| json!(v))),
-            ("top_k", self.top_k.map(|v| json!(v))),
-            ("seed", self.seed.map(|v| json!(v))),
-            ("timeout_ms", self.timeout_ms.map(|v| json!(v))),
-        ];
-        for (key, value) in optional {
-            if let Some(value) = value {
-                task.insert(key.into(), value);
-            }
-        }
-        if !self.stop.is_empty() {
-            task.insert("stop".into(), json!(self.stop));
-        }
-        if self.stream {
-            task.insert("stream".into(), json!(true));
-        }
-        Ok(Value::Object(task))
+    fn body(&self) -> anyhow::Result<TaskBody> {
+        let messages = match &self.messages {
+            Some(messages) => Some(
+                serde_json::from_str::<Vec<ChatMessageArg>>(messages)
+                    .context("--messages must be a JSON list of {\"role\", \"content\"} objects")?
+                    .into_iter()
+                    .map(|m| ChatTurn {
+                        role: m.role,
+                        content: m.content,
+                    })
+                    .collect(),
+            ),
+            None => None,
+        };
+        Ok(TaskBody {
+            prompt: self.prompt.clone(),
+            messages,
+            max_tokens: self.max_tokens.map(u64::from),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k.map(u64::from),
+            seed: self.seed.map(u64::from),
+            stop: (!self.stop.is_empty()).then(|| self.stop.clone()),
+            timeout_ms: self.timeout_ms,
+            stream: self.stream.then_some(true),
+            ..TaskBody::default()
+        })
     }
+}
+
+/// One entry of `--messages`.
+#[derive(serde::Deserialize)]
+struct ChatMessageArg {
+    role: String,
+    content: String,
 }
 
 /// Publishes the task and prints its reply.
 pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
-    let body = serde_json::to_vec(&args.body()?)?;
+    let body = args.body()?;
     let name = broker::process_name("warren-submit");
-    let connection = broker::connect(&settings.broker.url, &name).await?;
     let topology = Topology::new(&settings);
+    let client = Client::connect(&settings.broker.url, &name, topology.client_route()).await?;
     // Declaring is idempotent and keeps the task from being dropped when no worker ran yet.
     topology
-        .declare(&connection.create_channel().await?)
+        .declare(&client.connection().create_channel().await?)
         .await?;
 
-    let channel = connection.create_channel().await?;
-    let (reply_queue, mut replies) =
-        broker::consume_replies(&channel, &format!("{name}#reply")).await?;
-
-    let correlation_id = uuid::Uuid::new_v4().to_string();
-    let properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_correlation_id(correlation_id.as_str().into())
-        .with_message_id(correlation_id.as_str().into())
-        .with_reply_to(reply_queue.as_str().into())
-        .with_timestamp(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        );
-    let publisher = Publisher::open(&connection).await?;
-    match publisher
-        .publish("", topology.requests_queue(), true, &body, properties)
-        .await?
-    {
-        Published::Delivered => {}
-        Published::Returned => bail!("queue `{}` does not exist", topology.requests_queue()),
-    }
-    eprintln!(
-        "task {correlation_id} published to {}",
-        topology.requests_queue()
-    );
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut pending = client.submit(&id, &body).await?;
+    eprintln!("task {id} published to {}", topology.requests_queue());
 
     let wait = Duration::from_secs(args.wait);
     let reply = tokio::time::timeout(wait, async {
-        while let Some(delivery) = replies.next().await {
-            let delivery = delivery?;
-            let matches = delivery
-                .properties
-                .correlation_id()
-                .as_ref()
-                .is_some_and(|c| c.as_str() == correlation_id);
-            if !matches {
-                continue;
-            }
-            match serde_json::from_slice::<Chunk>(&delivery.data) {
-                Ok(chunk) if chunk.status == ReplyStatus::Chunk => {
-                    if args.json {
-                        println!("{}", String::from_utf8_lossy(&delivery.data));
-                    } else {
-                        print!("{}", chunk.delta);
-                        let _ = std::io::Write::flush(&mut std::io::stdout());
-                    }
+        while let Some(incoming) = pending.next().await {
+            match incoming {
+                Incoming::Chunk(chunk) if args.json => {
+                    println!("{}", serde_json::to_string(&chunk).unwrap_or_default());
                 }
-                _ => return Ok(delivery.data),
+                Incoming::Chunk(chunk) => {
+                    print!("{}", chunk.delta);
+                    let _ = std::io::Write::flush(&mut std::io::stdout());
+                }
+                Incoming::Reply { reply, .. } => return Ok(reply),
             }
         }
-        bail!("the reply consumer ended")
+        bail!("the connection to RabbitMQ was lost before the reply came")
     })
     .await
     .map_err(|_| CliError::NoReply(args.wait))??;
-    let _ = connection.close(200, "done".into()).await;
+    client.close().await;
 
-    let parsed: Reply = serde_json::from_slice(&reply).context("the reply is not valid JSON")?;
     if args.json {
-        println!("{}", String::from_utf8_lossy(&reply));
+        println!("{}", String::from_utf8_lossy(&reply.to_bytes()));
     } else if args.stream {
         println!();
-    } else if let Some(text) = &parsed.text {
+    } else if let Some(text) = &reply.text {
         println!("{text}");
     }
-    if parsed.status == ReplyStatus::Error {
-        let error = parsed
+    if reply.status == ReplyStatus::Error {
+        let error = reply
             .error
             .map(|e| format!("{}: {}", e.code, e.message))
             .unwrap_or_else(|| "unknown error".to_owned());

@@ -67,6 +67,22 @@ pub async fn run(settings: Settings, _args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resolves on the first SIGINT or SIGTERM (never, if signals cannot be watched).
+pub(super) async fn first_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot listen for signals; stop the process with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
 /// Cancels `shutdown` on the first SIGINT or SIGTERM; exits the process on the second.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};

@@ -25,21 +25,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::EngineSettings;
-use crate::protocol::{ErrorCode, FinishReason, Input, Sampling, TaskError};
+use crate::protocol::{ErrorCode, FinishReason, Task, TaskError};
 
 /// What the engine needs to generate one completion.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
-    /// Prompt or chat messages.
-    pub input: Input,
-    /// Most tokens to generate.
-    pub max_tokens: u32,
-    /// Sampling parameters.
-    pub sampling: Sampling,
-    /// Stop sequences.
-    pub stop: Vec<String>,
-    /// Bound on this generation, counted from when it gets a slot.
-    pub timeout: Duration,
+    /// The validated task: input, `max_tokens`, sampling, stops, and `timeout` (counted from
+    /// when it gets a slot).
+    pub task: Task,
     /// Where to send the text as it is generated (pieces that concatenate to the final
     /// text); `None` for no streaming.
     pub stream: Option<mpsc::UnboundedSender<String>>,

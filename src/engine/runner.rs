@@ -217,7 +217,7 @@ impl<'m> Runner<'m> {
             return;
         };
         let slot_wait = job.submitted.elapsed();
-        let prompt = match self.tokenize(&job.request.input) {
+        let prompt = match self.tokenize(&job.request.task.input) {
             Ok(tokens) => tokens,
             Err(e) => {
                 let _ = job.reply.send(Err(e));
@@ -242,11 +242,11 @@ impl<'m> Runner<'m> {
             prompt,
             reply: job.reply,
             stream: job.request.stream,
-            picker: TokenPicker::for_sampling(&job.request.sampling),
-            stops: job.request.stop,
-            max_tokens: job.request.max_tokens,
+            picker: TokenPicker::for_sampling(&job.request.task.sampling),
+            stops: job.request.task.stop,
+            max_tokens: job.request.task.max_tokens,
             context_limit: self.context_per_slot as i32,
-            timeout: job.request.timeout,
+            timeout: job.request.task.timeout,
             slot_wait,
         }));
     }

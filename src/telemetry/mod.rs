@@ -45,25 +45,11 @@ impl Telemetry {
 
 use crate::config::{LogFormat, LogSettings};
 
-/// llama.cpp is chatty at info level (every tensor while loading): keep it to warnings
-/// unless the filter names it.
-const QUIET_LLAMA: &str = "llama-cpp-2=warn,llama_cpp_2=warn";
-
-/// The filter for `level`, or an error naming what tracing could not parse.
-pub fn filter_for(level: &str) -> Result<EnvFilter, String> {
-    let directives = if level.contains("llama_cpp_2") || level.contains("llama-cpp-2") {
-        level.to_owned()
-    } else {
-        format!("{level},{QUIET_LLAMA}")
-    };
-    EnvFilter::try_new(directives).map_err(|e| e.to_string())
-}
-
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init_logging(settings: &LogSettings) {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.trim().is_empty() => filter_for(&env),
-        _ => filter_for(&settings.level),
+        Ok(env) if !env.trim().is_empty() => crate::config::log_filter(&env),
+        _ => settings.filter(),
     }
     .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -8,8 +8,11 @@
 //! so running them on would only make duplicates). It must not decide what happens to one
 //! task; that is [`delivery`]'s job.
 
+mod cancels;
 mod delivery;
+mod fate;
 mod faults;
+mod outbox;
 mod stream;
 
 use std::sync::Arc;
@@ -25,9 +28,9 @@ use tracing::{info, warn};
 use crate::broker::{self, BrokerError, Publisher, Topology};
 use crate::config::Settings;
 use crate::engine::Engine;
-use crate::protocol::Limits;
 use crate::retry::{ReconnectBackoff, RetryPolicy};
 use crate::telemetry::Telemetry;
+use cancels::Cancellations;
 
 /// How long handlers get to notice they were abandoned and return their delivery.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
@@ -40,7 +43,8 @@ pub(crate) struct Shared {
     pub engine: Arc<Engine>,
     pub publisher: Publisher,
     pub topology: Topology,
-    pub limits: Limits,
+    pub limits: crate::config::LimitSettings,
+    pub sampling: crate::config::SamplingSettings,
     pub retry: RetryPolicy,
     pub worker_name: String,
     pub max_redeliveries: u32,
@@ -48,6 +52,7 @@ pub(crate) struct Shared {
     pub classic_queue: bool,
     pub telemetry: Arc<Telemetry>,
     pub stream: crate::config::StreamSettings,
+    pub cancels: Cancellations,
 }
 
 /// How a session ended.
@@ -69,9 +74,19 @@ pub async fn run(
     let worker_name = broker::process_name(&settings.broker.connection_name);
     let mut backoff = ReconnectBackoff::new(&settings.broker);
     let mut tries = 0u32;
+    // Outlives sessions: a cancel remembered before a reconnection still applies after it.
+    let cancels = Cancellations::default();
     loop {
         let started = Instant::now();
-        match session(settings, &engine, &worker_name, &shutdown, &telemetry).await {
+        let session = session(
+            settings,
+            &engine,
+            &worker_name,
+            &shutdown,
+            &telemetry,
+            &cancels,
+        );
+        match session.await {
             SessionEnd::Shutdown => return,
             SessionEnd::Lost(reason) => {
                 telemetry.readiness.set(false);
@@ -103,8 +118,10 @@ async fn session(
     worker_name: &str,
     shutdown: &CancellationToken,
     telemetry: &Arc<Telemetry>,
+    cancels: &Cancellations,
 ) -> SessionEnd {
-    let consuming = match start_consuming(settings, engine, worker_name, telemetry).await {
+    let consuming = start_consuming(settings, engine, worker_name, telemetry, cancels);
+    let consuming = match consuming.await {
         Ok(consuming) => consuming,
         Err(e) => return SessionEnd::Lost(e.to_string()),
     };
@@ -196,6 +213,7 @@ async fn start_consuming(
     engine: &Arc<Engine>,
     worker_name: &str,
     telemetry: &Arc<Telemetry>,
+    cancels: &Cancellations,
 ) -> Result<Consuming, BrokerError> {
     let connection = broker::connect(&settings.broker.url, worker_name).await?;
     info!(
@@ -208,6 +226,7 @@ async fn start_consuming(
     topology.declare(&setup).await?;
     let _ = setup.close(200, "topology declared".into()).await;
 
+    listen_for_cancels(&connection, &topology, worker_name, cancels.clone()).await?;
     let publisher = Publisher::open(&connection).await?;
     let channel = connection.create_channel().await?;
     channel
@@ -233,7 +252,8 @@ async fn start_consuming(
         engine: engine.clone(),
         publisher,
         topology,
-        limits: Limits::from_settings(&settings.limits, &settings.sampling),
+        limits: settings.limits.clone(),
+        sampling: settings.sampling.clone(),
         retry: RetryPolicy::new(&settings.retry),
         worker_name: worker_name.to_owned(),
         max_redeliveries: settings.worker.max_redeliveries,
@@ -241,6 +261,7 @@ async fn start_consuming(
         classic_queue: settings.topology.queue_type == crate::config::QueueType::Classic,
         telemetry: telemetry.clone(),
         stream: settings.stream.clone(),
+        cancels: cancels.clone(),
     });
     Ok(Consuming {
         connection,
@@ -249,4 +270,38 @@ async fn start_consuming(
         consumer_tag,
         shared,
     })
+}
+
+/// Binds an exclusive queue of this worker to the control exchange and feeds the cancels it
+/// receives to `cancels`, for as long as the connection lives.
+async fn listen_for_cancels(
+    connection: &lapin::Connection,
+    topology: &Topology,
+    worker_name: &str,
+    cancels: Cancellations,
+) -> Result<(), BrokerError> {
+    let channel = connection.create_channel().await?;
+    let (queue, mut control) =
+        broker::consume_exclusive_queue(&channel, &format!("{worker_name}#control")).await?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            topology.control_exchange().into(),
+            "".into(),
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = control.next().await {
+            match crate::protocol::Cancel::parse(&message.data) {
+                Some(cancel) => {
+                    info!(id = %cancel.id, "cancel received");
+                    cancels.cancel(&cancel.id, Instant::now());
+                }
+                None => warn!("ignored a control message that is not a cancel"),
+            }
+        }
+    });
+    Ok(())
 }

@@ -45,6 +45,8 @@ pub struct Names {
     pub dlx: String,
     pub dead: String,
     pub results: String,
+    /// Control exchange (cancel messages).
+    pub control: String,
     /// Prefix of the delay queues, e.g. `<prefix>.1s`.
     pub retry_prefix: String,
 }
@@ -58,6 +60,7 @@ impl Names {
             dlx: format!("{base}.dlx"),
             dead: format!("{base}.dead"),
             results: format!("{base}.results"),
+            control: format!("{base}.control"),
             retry_prefix: format!("{base}.retry"),
         }
     }
@@ -83,6 +86,10 @@ impl Names {
                 self.results.clone(),
             ),
             (
+                "WARREN__TOPOLOGY__CONTROL_EXCHANGE".into(),
+                self.control.clone(),
+            ),
+            (
                 "WARREN__RETRY__QUEUE_PREFIX".into(),
                 self.retry_prefix.clone(),
             ),
@@ -104,6 +111,7 @@ impl Drop for Names {
             }
         }
         let _ = management_delete(&format!("exchanges/%2F/{}", self.dlx));
+        let _ = management_delete(&format!("exchanges/%2F/{}", self.control));
     }
 }
 

@@ -1,0 +1,383 @@
+//! The upstream side of wire contract v1, as a library: build a task body, publish it
+//! persistent and publisher-confirmed with `reply_to` this client's reply queue, and await its
+//! chunks and its final reply by `correlation_id`. `warren submit`, `warren bench`, the
+//! gateway and the tests all use this one client.
+//!
+//! One [`Client`] owns one connection, one confirm channel and one exclusive reply queue
+//! shared by every request it sends; a router task hands each arriving message to the waiter
+//! of its correlation id. Dropping a [`Pending`] removes its waiter, so a caller that gives up
+//! leaks nothing. When the connection is lost, every waiter ends (its stream yields `None`)
+//! and [`Client::is_closed`] turns true: the owner decides whether to reconnect.
+//! It must not decide what a worker does with a task, nor retry on its own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use lapin::{BasicProperties, Connection};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{self, headers, BrokerError, Published, Publisher, PERSISTENT};
+use crate::protocol::{Cancel, Chunk, Reply, ReplyStatus, HEADER_WORKER_MICROS};
+
+/// A chat message of a task body (`messages`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatTurn {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// What is said.
+    pub content: String,
+}
+
+/// A v1 task body as an upstream service writes it. Fields left `None` are not sent, so the
+/// worker applies its own defaults; the worker validates every value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TaskBody {
+    /// Text to continue (exclusive with `messages`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Conversation to answer (exclusive with `prompt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<ChatTurn>>,
+    /// Most tokens to generate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// 0 = greedy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Keep the k most likely tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u64>,
+    /// Seed of the sampler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Stop sequences.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
+    /// Bound on the inference, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Absolute Unix ms after which the task must not start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Ask for chunk messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+}
+
+impl TaskBody {
+    /// A task continuing `prompt`.
+    pub fn prompt(prompt: impl Into<String>) -> TaskBody {
+        TaskBody {
+            prompt: Some(prompt.into()),
+            ..TaskBody::default()
+        }
+    }
+
+    /// The body as JSON bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Strings, numbers and lists only: serializing cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Why a request could not be sent or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The broker refused the task: the requests queue is full (`x-overflow = reject-publish`).
+    #[error("the requests queue `{0}` is full: the broker refused the task")]
+    QueueFull(String),
+    /// No queue took the task (the requests queue does not exist).
+    #[error("no queue `{0}` took the task: is the topology declared?")]
+    Unroutable(String),
+    /// The connection to the broker is gone.
+    #[error("the connection to RabbitMQ is lost")]
+    Disconnected,
+    /// Any other broker failure.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// A message that arrived for one request.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// A streamed piece of text.
+    Chunk(Chunk),
+    /// The final reply (ok or error), when it arrived, and the worker's own time for the
+    /// task (header `x-warren-worker-us`) when the worker sent it.
+    Reply {
+        /// The reply body.
+        reply: Reply,
+        /// When the client received it.
+        arrived: Instant,
+        /// The worker's own time.
+        worker_time: Option<Duration>,
+    },
+}
+
+type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Incoming>>>>;
+
+/// Where tasks go and how the client names itself.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Exchange tasks are published to (`""`: the default exchange).
+    pub exchange: String,
+    /// Routing key (the requests queue's name on the default exchange).
+    pub routing_key: String,
+    /// Fanout exchange of control messages (cancel).
+    pub control_exchange: String,
+}
+
+/// A connection to RabbitMQ that sends tasks and awaits their replies.
+pub struct Client {
+    connection: Connection,
+    publisher: Publisher,
+    reply_to: String,
+    route: Route,
+    waiters: Waiters,
+    closed: CancellationToken,
+}
+
+impl Client {
+    /// Connects as `name` (shown in the management UI), opens a confirm channel and an
+    /// exclusive reply queue, and starts routing replies.
+    pub async fn connect(
+        url: &secrecy::SecretString,
+        name: &str,
+        route: Route,
+    ) -> Result<Client, ClientError> {
+        let connection = broker::connect(url, name).await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(BrokerError::from)?;
+        let (reply_to, replies) =
+            broker::consume_exclusive_queue(&channel, &format!("{name}#replies")).await?;
+        let publisher = Publisher::open(&connection).await?;
+        let waiters: Waiters = Arc::default();
+        let closed = CancellationToken::new();
+        tokio::spawn(route_replies(replies, waiters.clone(), closed.clone()));
+        Ok(Client {
+            connection,
+            publisher,
+            reply_to,
+            route,
+            waiters,
+            closed,
+        })
+    }
+
+    /// The reply queue this client's tasks name in `reply_to`.
+    pub fn reply_to(&self) -> &str {
+        &self.reply_to
+    }
+
+    /// Whether the connection is gone (the client cannot be used again).
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled() || !self.connection.status().connected()
+    }
+
+    /// Resolves when the connection is lost (the reply consumer ended).
+    pub async fn lost(&self) {
+        self.closed.cancelled().await
+    }
+
+    /// The underlying connection (to declare the topology, say).
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Publishes `body` as task `id` (its `message_id` and `correlation_id`), persistent and
+    /// confirmed, and returns the handle its chunks and reply arrive on. A full queue is
+    /// [`ClientError::QueueFull`]; nothing is left waiting when publishing fails.
+    pub async fn submit(&self, id: &str, body: &TaskBody) -> Result<Pending, ClientError> {
+        self.submit_bytes(id, &body.to_bytes()).await
+    }
+
+    /// Like [`Client::submit`] with a body given as bytes (which may be anything: the worker
+    /// validates it).
+    pub async fn submit_bytes(&self, id: &str, body: &[u8]) -> Result<Pending, ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Disconnected);
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.insert(id.to_owned(), sender);
+        }
+        // From here on the guard removes the waiter whatever happens.
+        let pending = Pending {
+            id: id.to_owned(),
+            receiver,
+            waiters: self.waiters.clone(),
+        };
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(PERSISTENT)
+            .with_correlation_id(id.into())
+            .with_message_id(id.into())
+            .with_reply_to(self.reply_to.as_str().into())
+            .with_timestamp(unix_seconds());
+        let route = &self.route;
+        let published = self
+            .publisher
+            .publish(&route.exchange, &route.routing_key, true, body, properties)
+            .await;
+        match published {
+            Ok(Published::Delivered) => Ok(pending),
+            Ok(Published::Returned) => Err(ClientError::Unroutable(route.routing_key.clone())),
+            Err(BrokerError::Nacked(_)) => Err(ClientError::QueueFull(route.routing_key.clone())),
+            Err(e) if self.is_closed() => {
+                tracing::debug!(error = %e, "publish failed on a closed connection");
+                Err(ClientError::Disconnected)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Asks every worker to cancel task `id` (control exchange, fanout, confirmed). A worker
+    /// holding it stops it and replies `cancelled`; one that gets it later skips it.
+    pub async fn cancel(&self, id: &str) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(&Cancel::new(id)).unwrap_or_default();
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_type(Cancel::TYPE.into());
+        self.publisher
+            .publish(&self.route.control_exchange, "", false, &body, properties)
+            .await?;
+        Ok(())
+    }
+
+    /// Closes the connection (the reply queue goes with it).
+    pub async fn close(&self) {
+        let _ = self.connection.close(200, "client done".into()).await;
+    }
+}
+
+/// The messages of one request: chunks (when it streams), then its final reply. Dropping it
+/// stops listening for them.
+pub struct Pending {
+    id: String,
+    receiver: mpsc::UnboundedReceiver<Incoming>,
+    waiters: Waiters,
+}
+
+impl Pending {
+    /// The task's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The next message, or `None` when the connection was lost (or the reply came already).
+    pub async fn next(&mut self) -> Option<Incoming> {
+        self.receiver.recv().await
+    }
+
+    /// The final reply, skipping chunks; `Disconnected` when the connection was lost.
+    pub async fn reply(mut self) -> Result<Reply, ClientError> {
+        while let Some(incoming) = self.next().await {
+            if let Incoming::Reply { reply, .. } = incoming {
+                return Ok(reply);
+            }
+        }
+        Err(ClientError::Disconnected)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.remove(&self.id);
+        }
+    }
+}
+
+/// Hands each message of the reply queue to its waiter. A final reply ends the waiter; when
+/// the consumer ends (connection lost) every waiter is dropped, which ends their streams.
+async fn route_replies(mut replies: lapin::Consumer, waiters: Waiters, closed: CancellationToken) {
+    while let Some(Ok(delivery)) = replies.next().await {
+        let arrived = Instant::now();
+        let Some(id) = delivery.properties.correlation_id().as_ref() else {
+            continue;
+        };
+        let Some(incoming) = decode(&delivery, arrived) else {
+            tracing::warn!(correlation_id = %id, "a reply that is not contract v1 JSON was ignored");
+            continue;
+        };
+        let Ok(mut waiters) = waiters.lock() else {
+            break;
+        };
+        let is_final = matches!(incoming, Incoming::Reply { .. });
+        if let Some(sender) = waiters.get(id.as_str()) {
+            let _ = sender.send(incoming);
+            if is_final {
+                waiters.remove(id.as_str());
+            }
+        }
+    }
+    closed.cancel();
+    if let Ok(mut waiters) = waiters.lock() {
+        waiters.clear();
+    }
+}
+
+fn decode(delivery: &lapin::message::Delivery, arrived: Instant) -> Option<Incoming> {
+    let value: serde_json::Value = serde_json::from_slice(&delivery.data).ok()?;
+    if value.get("status").and_then(|s| s.as_str()) == Some("chunk") {
+        let chunk: Chunk = serde_json::from_value(value).ok()?;
+        return (chunk.status == ReplyStatus::Chunk).then_some(Incoming::Chunk(chunk));
+    }
+    let reply: Reply = serde_json::from_value(value).ok()?;
+    let worker_time = headers::integer(&delivery.properties, HEADER_WORKER_MICROS)
+        .and_then(|us| u64::try_from(us).ok())
+        .map(Duration::from_micros);
+    Some(Incoming::Reply {
+        reply,
+        arrived,
+        worker_time,
+    })
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_body_sends_only_what_was_set() {
+        let body = TaskBody {
+            max_tokens: Some(8),
+            stop: Some(vec!["\n".into()]),
+            ..TaskBody::prompt("Hello")
+        };
+        let value: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"prompt": "Hello", "max_tokens": 8, "stop": ["\n"]})
+        );
+    }
+
+    #[test]
+    fn chat_turns_serialize_as_role_and_content() {
+        let body = TaskBody {
+            messages: Some(vec![ChatTurn {
+                role: "user".into(),
+                content: "Hi".into(),
+            }]),
+            ..TaskBody::default()
+        };
+        let value: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+        assert_eq!(value["messages"][0]["role"], "user");
+        assert!(value.get("prompt").is_none());
+    }
+}

@@ -1,0 +1,92 @@
+//! Why a task failed: the wire's error codes, and the error value carried inside warren.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a task failed. Serialized in snake_case (`invalid_request`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not a valid v1 task (not JSON, wrong types, out of range...).
+    InvalidRequest,
+    /// The prompt does not fit in the model's context.
+    PromptTooLong,
+    /// Inference took longer than the task's `timeout_ms`.
+    Timeout,
+    /// The task's deadline passed before it could start.
+    Expired,
+    /// llama.cpp failed while running the task.
+    InferenceFailed,
+    /// Something inside warren failed.
+    Internal,
+    /// The task's caller cancelled it (a cancel message on the control exchange).
+    Cancelled,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::PromptTooLong => "prompt_too_long",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Expired => "expired",
+            ErrorCode::InferenceFailed => "inference_failed",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether this kind of failure may succeed when tried again. Bad input never does.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Timeout | ErrorCode::InferenceFailed | ErrorCode::Internal
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure of one task, with a message meant for the task's author.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct TaskError {
+    /// The kind of failure.
+    pub code: ErrorCode,
+    /// What went wrong, in words.
+    pub message: String,
+}
+
+impl TaskError {
+    /// A failure of the given kind.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        TaskError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// An `invalid_request` failure.
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_failures_are_retryable() {
+        assert!(ErrorCode::Timeout.retryable());
+        assert!(ErrorCode::InferenceFailed.retryable());
+        assert!(ErrorCode::Internal.retryable());
+        assert!(!ErrorCode::InvalidRequest.retryable());
+        assert!(!ErrorCode::PromptTooLong.retryable());
+        assert!(!ErrorCode::Expired.retryable());
+    }
+}

@@ -1,0 +1,25 @@
+//! Wire contract v1: the JSON a task carries, the JSON a reply carries, the headers warren
+//! adds, and the control messages. This module is the product's API (the README documents it
+//! field by field). It must not touch the broker or the engine; it only turns bytes into
+//! checked values and back.
+//!
+//! [`task`] holds a validated task's types and [`parse`] produces one from bytes; [`reply`]
+//! holds replies and chunks; [`error`] the error codes; [`headers`] every `x-warren-*`
+//! header name; [`control`] the cancel message.
+
+pub mod control;
+pub mod error;
+pub mod headers;
+pub mod parse;
+pub mod reply;
+pub mod task;
+
+pub use control::Cancel;
+pub use error::{ErrorCode, TaskError};
+pub use headers::*;
+pub use parse::{check_content_properties, parse_task};
+pub use reply::{Chunk, ErrorBody, FinishReason, Reply, ReplyStatus, Timings, Usage};
+pub use task::{ChatMessage, Input, Role, Sampling, Task};
+
+/// Version of the wire contract, sent in every reply's `version`.
+pub const WIRE_VERSION: u32 = 1;

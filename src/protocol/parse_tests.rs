@@ -1,0 +1,200 @@
+//! The rules of task parsing, one case per line.
+
+use super::*;
+use crate::protocol::task::Role;
+use crate::protocol::ErrorCode;
+use serde_json::json;
+
+fn limits() -> LimitSettings {
+    LimitSettings {
+        default_max_tokens: 128,
+        max_tokens_cap: 1024,
+        default_timeout_ms: 60_000,
+        timeout_cap_ms: 600_000,
+        max_body_bytes: 4096,
+        max_age_ms: 0,
+        max_stop_sequences: 4,
+        max_stop_bytes: 16,
+    }
+}
+
+const SAMPLING: SamplingSettings = SamplingSettings { default_top_k: 40 };
+
+fn parse(value: Value) -> Result<Task, TaskError> {
+    parse_task(value.to_string().as_bytes(), &limits(), &SAMPLING)
+}
+
+fn rejection(value: Value) -> String {
+    let err = parse(value).expect_err("should be rejected");
+    assert_eq!(err.code, ErrorCode::InvalidRequest);
+    err.message
+}
+
+#[test]
+fn a_minimal_prompt_task_gets_the_defaults() {
+    let task = parse(json!({"prompt": "The capital of France is"})).unwrap();
+    assert_eq!(task.input, Input::Prompt("The capital of France is".into()));
+    assert_eq!(task.max_tokens, 128);
+    assert_eq!(task.sampling.temperature, 0.0);
+    assert_eq!(task.sampling.top_k, Some(40));
+    assert_eq!(task.timeout, Duration::from_millis(60_000));
+    assert!(task.stop.is_empty());
+}
+
+#[test]
+fn every_optional_field_is_read() {
+    let task = parse(json!({
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        "max_tokens": 7, "temperature": 0.8, "top_p": 0.9, "top_k": 0, "min_p": 0.05,
+        "repeat_penalty": 1.1, "seed": 42, "stop": ["\n"], "timeout_ms": 1000,
+        "deadline_ms": 1_900_000_000_000u64, "stream": false, "version": 1,
+        "some_future_field": {"ignored": true}
+    }))
+    .unwrap();
+    let Input::Messages(messages) = &task.input else {
+        panic!("expected messages")
+    };
+    assert_eq!(messages[0].role, Role::System);
+    assert_eq!(messages[1].content, "Hi");
+    assert_eq!(task.max_tokens, 7);
+    assert_eq!(task.sampling.top_k, None, "top_k 0 turns it off");
+    assert_eq!(task.sampling.seed, Some(42));
+    assert_eq!(task.sampling.min_p, Some(0.05));
+    assert_eq!(task.stop, vec!["\n".to_string()]);
+    assert_eq!(task.deadline_ms, Some(1_900_000_000_000));
+    assert!(!task.stream);
+    assert!(
+        parse(json!({"prompt": "a", "stream": true}))
+            .unwrap()
+            .stream
+    );
+}
+
+#[test]
+fn bad_tasks_are_rejected_with_a_message_naming_the_problem() {
+    let cases: Vec<(&[u8], &str)> = vec![
+        (b"not json", "not valid JSON"),
+        (b"[1,2]", "must be a JSON object, not a list"),
+        (b"\"prompt\"", "must be a JSON object, not a string"),
+        (b"{\"prompt\": NaN}", "not valid JSON"),
+        (b"{\"prompt\": \"a\"", "not valid JSON"),
+        (b"\xff\xfe{}", "not valid JSON"),
+    ];
+    for (body, expected) in cases {
+        let err = parse_task(body, &limits(), &SAMPLING).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert!(err.message.contains(expected), "{body:?}: {}", err.message);
+    }
+}
+
+#[test]
+fn field_rules() {
+    let cases = vec![
+        (json!({}), "exactly one of"),
+        (json!({"prompt": "a", "messages": []}), "not both"),
+        (json!({"prompt": 5}), "`prompt` must be a string"),
+        (json!({"prompt": ""}), "must not be empty"),
+        (json!({"prompt": "a\u{0}b"}), "NUL"),
+        (json!({"messages": "hi"}), "`messages` must be a list"),
+        (json!({"messages": []}), "must not be empty"),
+        (
+            json!({"messages": [{"role": "robot", "content": "x"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"messages": [{"role": "user"}]}),
+            "messages[0].content` is missing",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": 3}]}),
+            "must be a string",
+        ),
+        (
+            json!({"prompt": "a", "max_tokens": 0}),
+            "`max_tokens` must be an integer from 1 to 1024",
+        ),
+        (json!({"prompt": "a", "max_tokens": 1025}), "`max_tokens`"),
+        (json!({"prompt": "a", "max_tokens": 2.5}), "`max_tokens`"),
+        (json!({"prompt": "a", "max_tokens": "10"}), "`max_tokens`"),
+        (json!({"prompt": "a", "temperature": -0.1}), "`temperature`"),
+        (
+            json!({"prompt": "a", "top_p": 0}),
+            "`top_p` must be a number in (0, 1]",
+        ),
+        (json!({"prompt": "a", "top_p": 1.5}), "`top_p`"),
+        (json!({"prompt": "a", "top_k": -1}), "`top_k`"),
+        (json!({"prompt": "a", "min_p": 2}), "`min_p`"),
+        (
+            json!({"prompt": "a", "repeat_penalty": 0}),
+            "`repeat_penalty`",
+        ),
+        (
+            json!({"prompt": "a", "seed": 4_294_967_295u64}),
+            "`seed` must be an integer from 0 to 4294967294",
+        ),
+        (json!({"prompt": "a", "stop": "x"}), "`stop` must be a list"),
+        (
+            json!({"prompt": "a", "stop": [1]}),
+            "`stop[0]` must be a string",
+        ),
+        (
+            json!({"prompt": "a", "stop": [""]}),
+            "`stop[0]` must not be empty",
+        ),
+        (
+            json!({"prompt": "a", "stop": ["this one is far too long"]}),
+            "more than the limit",
+        ),
+        (
+            json!({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}),
+            "5 entries",
+        ),
+        (json!({"prompt": "a", "timeout_ms": 0}), "`timeout_ms`"),
+        (
+            json!({"prompt": "a", "timeout_ms": 600_001}),
+            "`timeout_ms`",
+        ),
+        (
+            json!({"prompt": "a", "stream": "yes"}),
+            "`stream` must be true or false",
+        ),
+        (
+            json!({"prompt": "a", "version": 2}),
+            "version 2 is not supported",
+        ),
+    ];
+    for (value, expected) in cases {
+        let message = rejection(value.clone());
+        assert!(message.contains(expected), "{value}: {message}");
+    }
+}
+
+#[test]
+fn null_optional_fields_count_as_absent() {
+    let task = parse(json!({"prompt": "a", "max_tokens": null, "stop": null})).unwrap();
+    assert_eq!(task.max_tokens, 128);
+}
+
+#[test]
+fn an_oversized_body_is_rejected_before_parsing() {
+    let body = format!("{{\"prompt\": \"{}\"}}", "x".repeat(5000));
+    let err = parse_task(body.as_bytes(), &limits(), &SAMPLING).unwrap_err();
+    assert!(err.message.contains("more than the limit of 4096 bytes"));
+}
+
+#[test]
+fn a_huge_value_is_not_echoed_back_in_full() {
+    let message = rejection(json!({"prompt": "a", "max_tokens": "9".repeat(1000)}));
+    assert!(message.len() < 200, "{message}");
+}
+
+#[test]
+fn content_type_must_be_json_when_given() {
+    assert!(check_content_properties(None, None).is_ok());
+    assert!(check_content_properties(Some("application/json; charset=utf-8"), None).is_ok());
+    assert!(check_content_properties(Some("application/vnd.warren+json"), Some("utf-8")).is_ok());
+    let err = check_content_properties(Some("text/plain"), None).unwrap_err();
+    assert!(err.message.contains("text/plain"));
+    let err = check_content_properties(Some("application/json"), Some("gzip")).unwrap_err();
+    assert!(err.message.contains("gzip"));
+}

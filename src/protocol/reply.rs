@@ -1,0 +1,158 @@
+//! Replies and streamed chunks, as published to a task's `reply_to`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ErrorCode, TaskError, WIRE_VERSION};
+
+/// `status` of a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyStatus {
+    /// The task completed; `text` holds the completion.
+    Ok,
+    /// The task failed for good; `error` says why.
+    Error,
+    /// A piece of streamed text (`stream: true`), before the final reply.
+    Chunk,
+}
+
+/// A chunk message of a streamed task: text generated so far, in order. The deltas of one
+/// attempt concatenate to the final reply's `text`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Wire contract version ([`WIRE_VERSION`]).
+    pub version: u32,
+    /// Same as the final reply's `id`.
+    pub id: Option<String>,
+    /// Always `chunk`.
+    pub status: ReplyStatus,
+    /// Position of this chunk in the attempt's stream, from 0.
+    pub index: u32,
+    /// The new text.
+    pub delta: String,
+    /// The attempt this text belongs to; a retried task streams again from index 0.
+    pub attempt: u32,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its text, or a stop sequence appeared.
+    Stop,
+    /// `max_tokens` was reached (or the context was full).
+    Length,
+}
+
+/// Token counts of a completed task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the rendered prompt.
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+}
+
+/// Where the time went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// From the task's AMQP `timestamp` (else from its receipt by the worker) to the start of
+    /// inference.
+    pub queued: u64,
+    /// Reading the prompt.
+    pub prompt: u64,
+    /// Generating the completion.
+    pub generation: u64,
+    /// From receipt by the worker to the reply being ready.
+    pub total: u64,
+}
+
+/// The `error` object of a failed reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable kind of failure.
+    pub code: ErrorCode,
+    /// Human-readable reason.
+    pub message: String,
+    /// Whether this kind of failure may succeed if the task is sent again.
+    pub retryable: bool,
+}
+
+/// The body of a reply (published to `reply_to`, or to the results queue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Wire contract version ([`WIRE_VERSION`]).
+    pub version: u32,
+    /// The task's `message_id`, else its `correlation_id`, else null.
+    pub id: Option<String>,
+    /// `ok` or `error`.
+    pub status: ReplyStatus,
+    /// The completion; null on error.
+    pub text: Option<String>,
+    /// Why generation ended; null on error.
+    pub finish_reason: Option<FinishReason>,
+    /// Token counts; null on error.
+    pub usage: Option<Usage>,
+    /// Where the time went.
+    pub timings_ms: Timings,
+    /// The model that served (or would have served) the task.
+    pub model: String,
+    /// Which attempt this reply ends, counted from 1.
+    pub attempt: u32,
+    /// Present only when `status` is `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl Reply {
+    /// A failed reply for `error`.
+    pub fn failure(
+        id: Option<String>,
+        error: &TaskError,
+        model: &str,
+        attempt: u32,
+        timings: Timings,
+    ) -> Reply {
+        Reply {
+            version: WIRE_VERSION,
+            id,
+            status: ReplyStatus::Error,
+            text: None,
+            finish_reason: None,
+            usage: None,
+            timings_ms: timings,
+            model: model.to_owned(),
+            attempt,
+            error: Some(ErrorBody {
+                code: error.code,
+                message: error.message.clone(),
+                retryable: error.code.retryable(),
+            }),
+        }
+    }
+
+    /// The reply as JSON bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // A Reply holds only strings, numbers and enums: serializing it cannot fail.
+        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn an_error_reply_serializes_with_null_text_and_an_error_object() {
+        let err = TaskError::new(ErrorCode::PromptTooLong, "too long");
+        let reply = Reply::failure(Some("t1".into()), &err, "m", 1, Timings::default());
+        let value: Value = serde_json::from_slice(&reply.to_bytes()).unwrap();
+        assert_eq!(value["status"], "error");
+        assert_eq!(value["text"], Value::Null);
+        assert_eq!(value["error"]["code"], "prompt_too_long");
+        assert_eq!(value["error"]["retryable"], false);
+        assert_eq!(value["attempt"], 1);
+        assert_eq!(value["version"], 1);
+    }
+}

@@ -1,0 +1,80 @@
+//! A validated task: what the model continues, how it samples, and its bounds. Produced by
+//! [`super::parse`], read by the engine.
+
+use std::time::Duration;
+
+/// Who speaks in a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Instructions for the model.
+    System,
+    /// The user's turn.
+    User,
+    /// The model's earlier turn.
+    Assistant,
+}
+
+impl Role {
+    /// The role's name as the chat template expects it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One message of a chat task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatMessage {
+    /// Who speaks.
+    pub role: Role,
+    /// What they say.
+    pub content: String,
+}
+
+/// What the model continues: raw text or a chat rendered with a template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Raw text, continued as is.
+    Prompt(String),
+    /// A conversation, rendered with the model's chat template.
+    Messages(Vec<ChatMessage>),
+}
+
+/// Sampling parameters of a task. `None` means "off" (or the configured default for top_k).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// Nucleus sampling in (0, 1].
+    pub top_p: Option<f32>,
+    /// Keep the k most likely tokens; 0 = off.
+    pub top_k: Option<u32>,
+    /// Drop tokens less likely than min_p times the most likely one.
+    pub min_p: Option<f32>,
+    /// Penalty on repeated tokens; 1.0 = off.
+    pub repeat_penalty: Option<f32>,
+    /// Seed of the random sampler; random when absent.
+    pub seed: Option<u32>,
+}
+
+/// A validated task, ready for the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// What to complete.
+    pub input: Input,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// How to pick tokens.
+    pub sampling: Sampling,
+    /// Stop sequences: generation ends before the first one that appears.
+    pub stop: Vec<String>,
+    /// Bound on one attempt's inference.
+    pub timeout: Duration,
+    /// Absolute deadline (Unix time, ms) after which the task must not start.
+    pub deadline_ms: Option<u64>,
+    /// Send the text in chunk messages as it is generated.
+    pub stream: bool,
+}
