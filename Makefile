@@ -5,11 +5,12 @@ WARREN       := target/release/warren
 PROMPT       ?= The capital of France is
 MAX_TOKENS   ?= 32
 
-.PHONY: help setup model build broker-up broker-down run submit test bench lint fmt clean
+.PHONY: help setup model build broker-up broker-down run gateway submit test test-python bench lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
 	@echo "make test     - the whole test suite (unit + integration against a real broker and model)"
+	@echo "make gateway  - the OpenAI-compatible HTTP API on 127.0.0.1:8080 (starts a worker if none runs)"
 	@echo "make submit PROMPT='...' - send one task to the running worker and print the reply"
 	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS)"
 	@echo "make setup | model | build | broker-up | broker-down | lint | fmt | clean"
@@ -32,6 +33,9 @@ broker-down:
 run: setup model broker-up build
 	WARREN__ENGINE__MODEL_PATH=$(MODEL) $(WARREN) worker
 
+gateway: setup model broker-up build
+	@MODEL=$(MODEL) scripts/gateway.sh
+
 submit: build
 	$(WARREN) submit --max-tokens $(MAX_TOKENS) "$(PROMPT)"
 
@@ -40,6 +44,18 @@ submit: build
 test: setup model broker-up
 	$(CARGO) build --release --locked
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(CARGO) test --release --locked -- --test-threads=2
+	$(MAKE) test-python
+
+# The gateway's end-to-end tests: the official `openai` SDK against real gateway and worker
+# processes (run after `cargo build --release`). The virtualenv lives under target/.
+PYENV := target/pyenv
+$(PYENV)/.installed: tests/python/requirements.txt examples/python/requirements.txt
+	python3 -m venv $(PYENV)
+	$(PYENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r examples/python/requirements.txt
+	touch $@
+
+test-python: $(PYENV)/.installed
+	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider tests/python
 
 # Side-by-side benchmark: warren (1/4/8 slots) vs llama-server vs the engine alone.
 # Run it with nothing else on the machine; results go to bench/results-latest.md.

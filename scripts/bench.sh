@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: measures, side by side in one run, on the same model, threads, prompts and
 # max_tokens, with nothing else running:
-#   1. warren through RabbitMQ with engine.slots = 1, 4, 8 (concurrency = slots);
+#   1. warren through RabbitMQ with engine.slots = 1, 4, 8 (concurrency = slots), then the
+#      same worker through `warren gateway` (the OpenAI HTTP path);
 #   2. llama.cpp's llama-server with -np 1, 4, 8 and continuous batching, over HTTP;
 #   3. the engine alone (same step loop, tasks fed in-process), slots = 1, 4, 8.
 # Each measurement runs ROUNDS times, interleaved (so a slow minute of the machine hits every
@@ -22,6 +23,7 @@ BATCH=128
 MODEL="$(pwd)/models/gemma3-270m-q4_k_m.gguf"
 WARREN="$(pwd)/target/release/warren"
 PORT="${LLAMA_SERVER_PORT:-8089}"
+GATEWAY_PORT="${GATEWAY_PORT:-8088}"
 OUT="$(mktemp -d)"
 RUN_ID="bench.$(date +%s)"
 
@@ -37,14 +39,21 @@ export WARREN__ENGINE__CONTEXT_SIZE="$CONTEXT" WARREN__ENGINE__BATCH_SIZE="$BATC
 export WARREN__METRICS__LISTEN="" WARREN__LOG__LEVEL=warn
 export WARREN__TOPOLOGY__REQUESTS_QUEUE="$RUN_ID.requests" WARREN__TOPOLOGY__DEAD_LETTER_EXCHANGE="$RUN_ID.dlx"
 export WARREN__TOPOLOGY__DEAD_LETTER_QUEUE="$RUN_ID.dead" WARREN__TOPOLOGY__RESULTS_QUEUE="$RUN_ID.results"
-export WARREN__RETRY__QUEUE_PREFIX="$RUN_ID.retry"
+export WARREN__RETRY__QUEUE_PREFIX="$RUN_ID.retry" WARREN__TOPOLOGY__CONTROL_EXCHANGE="$RUN_ID.control"
+export WARREN__GATEWAY__LISTEN="127.0.0.1:$GATEWAY_PORT" WARREN__GATEWAY__REQUEST_TIMEOUT_MS=600000
 LOAD=(--tasks "$TASKS" --max-tokens "$MAX_TOKENS" --json)
 
+# Only what this script started is stopped, by pid; only the queues and exchanges of this run
+# (named after RUN_ID) are deleted, whatever the retry ladder made of them.
+worker="" server="" gateway=""
+MANAGEMENT="http://127.0.0.1:15672/api"
 cleanup() {
-  pkill -f "warren worker" 2>/dev/null || true
-  pkill -f "llama-server.*--port $PORT" 2>/dev/null || true
-  for q in requests dead results retry.1s retry.4s; do rabbitmqctl -q delete_queue "$RUN_ID.$q" >/dev/null 2>&1 || true; done
-  rabbitmqctl -q delete_exchange "$RUN_ID.dlx" >/dev/null 2>&1 || true
+  for pid in $worker $server $gateway; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  curl -fsS -u guest:guest "$MANAGEMENT/queues/%2F?columns=name" 2>/dev/null \
+    | python3 -c 'import json,sys; [print(q["name"]) for q in json.load(sys.stdin) if q["name"].startswith(sys.argv[1] + ".")]' "$RUN_ID" \
+    | while read -r q; do curl -fsS -u guest:guest -X DELETE "$MANAGEMENT/queues/%2F/$q" >/dev/null || true; done
+  for x in dlx control; do curl -fsS -u guest:guest -X DELETE "$MANAGEMENT/exchanges/%2F/$RUN_ID.$x" >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
 
@@ -63,7 +72,18 @@ for n in $SLOTS; do
   until grep -q consuming "$OUT/worker-$r.log" 2>/dev/null || ! kill -0 "$worker" 2>/dev/null; do sleep 0.2; done
   "$WARREN" bench --concurrency "$n" "${LOAD[@]}" --label "warren" > "$OUT/warren-$r.json"
   echo "$(peak_rss_mib "$worker")" > "$OUT/warren-$r.rss"
-  kill -TERM "$worker"; wait "$worker" || true
+
+  echo "-- warren through the gateway (HTTP)" >&2
+  "$WARREN" gateway 2> "$OUT/gateway-$r.log" &
+  gateway=$!
+  until curl -fsS "http://127.0.0.1:$GATEWAY_PORT/readyz" >/dev/null 2>&1; do
+    kill -0 "$gateway" 2>/dev/null || { cat "$OUT/gateway-$r.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  "$WARREN" bench --gateway "http://127.0.0.1:$GATEWAY_PORT/v1" --concurrency "$n" "${LOAD[@]}" \
+    --label "gateway" > "$OUT/gateway-$r.json"
+  kill -TERM "$gateway"; wait "$gateway" || true; gateway=""
+  kill -TERM "$worker"; wait "$worker" || true; worker=""
 
   echo "-- llama-server" >&2
   "$LLAMA_SERVER" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -np "$n" -c $((CONTEXT * n)) \
@@ -77,7 +97,7 @@ for n in $SLOTS; do
   "$WARREN" bench --llama-server "http://127.0.0.1:$PORT" --concurrency "$n" "${LOAD[@]}" \
     --label "llama-server" > "$OUT/llama-$r.json"
   echo "$(peak_rss_mib "$server")" > "$OUT/llama-$r.rss"
-  kill -TERM "$server"; wait "$server" 2>/dev/null || true
+  kill -TERM "$server"; wait "$server" 2>/dev/null || true; server=""
 done
 done
 
@@ -109,17 +129,26 @@ print("| slots | target | tokens/s | tasks/s | p50 ms | p99 ms | ttft p50 ms | b
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 rows = {}
 for n in slots:
-    for kind, name in (("warren", "warren (RabbitMQ)"), ("llama", "llama-server"), ("engine", "engine alone")):
+    for kind, name in (("warren", "warren (RabbitMQ)"), ("gateway", "warren (gateway, HTTP)"), ("llama", "llama-server"), ("engine", "engine alone")):
         r = load(kind, n); rows[(kind, n)] = r
         overhead, floor = r.get("overhead_ms"), r.get("broker_floor_ms")
-        print(f"| {n} | {name} | {r['tokens_per_s']:.1f} [{r['range']}] | {r['tasks_per_s']:.2f} | {r['latency_ms']['p50']:.0f} | {r['latency_ms']['p99']:.0f} | {r['ttft_ms']['p50']:.0f} | {overhead['p50']:.2f} | {floor['p50']:.2f} | {r['rss']:.0f} | {r['errors']} |" if overhead and floor else
-              f"| {n} | {name} | {r['tokens_per_s']:.1f} [{r['range']}] | {r['tasks_per_s']:.2f} | {r['latency_ms']['p50']:.0f} | {r['latency_ms']['p99']:.0f} | {r['ttft_ms']['p50']:.0f} | - | - | {r['rss']:.0f} | {r['errors']} |")
+        path = f"{overhead['p50']:.2f}" if overhead else "-"
+        floor = f"{floor['p50']:.2f}" if floor else "-"
+        ttft = "-" if kind == "gateway" else f"{r['ttft_ms']['p50']:.0f}"
+        print(f"| {n} | {name} | {r['tokens_per_s']:.1f} [{r['range']}] | {r['tasks_per_s']:.2f} | {r['latency_ms']['p50']:.0f} | {r['latency_ms']['p99']:.0f} | {ttft} | {path} | {floor} | {r['rss']:.0f} | {r['errors']} |")
 print()
 print("| slots | warren / llama-server | warren / engine alone |")
 print("|---|---|---|")
 for n in slots:
     w, l, e = rows[("warren", n)], rows[("llama", n)], rows[("engine", n)]
     print(f"| {n} | {w['tokens_per_s'] / max(l['tokens_per_s'], 1e-9):.2f}x | {w['tokens_per_s'] / max(e['tokens_per_s'], 1e-9):.2f}x |")
+print()
+print("| slots | gateway path p50 ms (HTTP + broker) | AMQP broker path p50 ms | the gateway adds |")
+print("|---|---|---|---|")
+for n in slots:
+    g, w = rows[("gateway", n)].get("overhead_ms"), rows[("warren", n)].get("overhead_ms")
+    if g and w:
+        print(f"| {n} | {g['p50']:.2f} | {w['p50']:.2f} | {g['p50'] - w['p50']:+.2f} ms |")
 first, last = slots[0], slots[-1]
 print()
 print(f"warren {last} slots / {first} slot: {rows[('warren', last)]['tokens_per_s'] / max(rows[('warren', first)]['tokens_per_s'], 1e-9):.2f}x completion tokens/s")

@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod dlq;
 pub mod engine;
+pub mod gateway;
 pub mod protocol;
 pub mod retry;
 pub mod telemetry;

@@ -33,8 +33,12 @@ pub struct Args {
     #[arg(long, conflicts_with = "llama_server")]
     pub in_process: bool,
     /// Drive a llama-server at this URL (e.g. http://127.0.0.1:8080) instead.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "gateway")]
     pub llama_server: Option<String>,
+    /// Drive a warren gateway at this base URL (e.g. http://127.0.0.1:8080/v1) instead: the
+    /// HTTP path, to compare with the AMQP path.
+    #[arg(long, conflicts_with = "in_process")]
+    pub gateway: Option<String>,
     /// Name of this run in the report.
     #[arg(long)]
     pub label: Option<String>,
@@ -64,6 +68,9 @@ pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         let result = bench::against_engine(engine.clone(), &load).await;
         tokio::task::spawn_blocking(move || engine.stop()).await?;
         (label, result, Vec::new(), bench::peak_rss_mib())
+    } else if let Some(url) = &args.gateway {
+        let result = bench::against_gateway(url, &load).await;
+        (format!("warren gateway {url}"), result, Vec::new(), None)
     } else if let Some(url) = &args.llama_server {
         let result = bench::against_llama_server(url, &load).await;
         (format!("llama-server {url}"), result, Vec::new(), None)

@@ -5,6 +5,7 @@
 
 mod bench;
 mod dlq;
+mod gateway;
 mod submit;
 mod topology;
 mod worker;
@@ -44,6 +45,8 @@ pub enum Command {
     Topology(topology::Args),
     /// Inspect, replay or purge the dead-letter queue.
     Dlq(dlq::Args),
+    /// Serve the OpenAI-compatible HTTP API in front of the queue.
+    Gateway(gateway::Args),
     /// Load-test warren (through RabbitMQ), the engine alone, or a llama-server.
     Bench(bench::Args),
 }
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
             Command::Topology(args) => topology::run(settings, args).await,
             Command::Dlq(args) => dlq::run(settings, args).await,
             Command::Bench(args) => bench::run(settings, args).await,
+            Command::Gateway(args) => gateway::run(settings, args).await,
         }
     });
     match result {

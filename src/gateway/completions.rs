@@ -1,0 +1,146 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`: check the caller and the request,
+//! publish it as one contract-v1 task (confirmed; `message_id` = the response id;
+//! `deadline_ms` = when the caller stops waiting), then answer with the reply or stream it as
+//! server-sent events. Every path ends in a response: the reply, an error reply, a full queue
+//! (429), a lost broker (503) or the request timeout (504, and the task is cancelled).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::errors::ApiError;
+use super::openai::{self, Kind, Request};
+use super::upstream::CancelOnDrop;
+use super::{admission, sse, App};
+use crate::client::{ClientError, Incoming, Pending};
+use crate::protocol::{self, Reply, ReplyStatus, HEADER_WORKER_MICROS};
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    serve(app, Kind::Chat, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /v1/completions`.
+pub async fn completion(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    serve(app, Kind::Completion, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A published task, waiting for its answer.
+pub struct Accepted {
+    /// The checked request.
+    pub request: Request,
+    /// The response id (also the task's `message_id`).
+    pub id: String,
+    /// Unix seconds, the response's `created`.
+    pub created: u64,
+    /// Its chunks and reply.
+    pub pending: Pending,
+    /// Cancels the task unless disarmed.
+    pub guard: CancelOnDrop,
+    /// When the caller stops waiting.
+    pub deadline: Instant,
+}
+
+async fn serve(
+    app: Arc<App>,
+    kind: Kind,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = app.admission.authenticate(&headers)?;
+    let body = body.map_err(|rejection| match rejection {
+        BytesRejection::FailedToBufferBody(_) => ApiError::too_large(app.max_body_bytes),
+        other => ApiError::invalid(other.body_text(), None),
+    })?;
+    let mut request = openai::parse_request(kind, &body)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    request.task.deadline_ms = Some((now + app.request_timeout).as_millis() as u64);
+    let task = request.task.to_bytes();
+    // The worker checks every task again; checking here answers a bad request at once.
+    let checked = protocol::parse_task(&task, &app.limits, &app.sampling)
+        .map_err(|e| ApiError::invalid(e.message, None))?;
+    let tokens = admission::token_estimate(request.prompt_chars, u64::from(checked.max_tokens));
+    app.admission.admit(&key, tokens)?;
+
+    let client = app
+        .upstream
+        .client()
+        .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
+    let id = format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple());
+    let pending = client.submit_bytes(&id, &task).await?;
+    let accepted = Accepted {
+        guard: CancelOnDrop::new(app.upstream.clone(), &id, app.metrics.clone()),
+        request,
+        id,
+        created: now.as_secs(),
+        pending,
+        deadline: Instant::now() + app.request_timeout,
+    };
+    if accepted.request.stream {
+        return Ok(sse::respond(app, accepted));
+    }
+    answer(app.request_timeout, accepted).await
+}
+
+async fn answer(waited: Duration, accepted: Accepted) -> Result<Response, ApiError> {
+    let Accepted {
+        request,
+        id,
+        created,
+        pending,
+        mut guard,
+        deadline,
+    } = accepted;
+    let (reply, worker_time) = tokio::time::timeout_at(deadline.into(), final_reply(pending))
+        .await
+        .map_err(|_| ApiError::timed_out(waited))??;
+    guard.disarm();
+    match (&reply.status, &reply.error) {
+        (ReplyStatus::Error, Some(error)) => Err(ApiError::from_reply(error)),
+        (ReplyStatus::Error, None) => Err(ApiError::internal("the worker failed without a reason")),
+        _ => {
+            let mut response =
+                Json(openai::response(request.kind, &id, created, &reply)).into_response();
+            // The worker's own time, so a client can tell the path's cost from the model's.
+            if let Some(micros) = worker_time.map(|t| t.as_micros().to_string()) {
+                if let Ok(value) = HeaderValue::from_str(&micros) {
+                    response.headers_mut().insert(HEADER_WORKER_MICROS, value);
+                }
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// The final reply and the worker's own time for it, skipping chunks.
+async fn final_reply(mut pending: Pending) -> Result<(Reply, Option<Duration>), ClientError> {
+    while let Some(incoming) = pending.next().await {
+        if let Incoming::Reply {
+            reply, worker_time, ..
+        } = incoming
+        {
+            return Ok((reply, worker_time));
+        }
+    }
+    Err(ClientError::Disconnected)
+}

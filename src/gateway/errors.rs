@@ -1,0 +1,235 @@
+//! Every way a gateway request can fail, as OpenAI's error envelope
+//! `{"error": {"message", "type", "param", "code"}}` with the matching HTTP status, so that
+//! the official SDKs raise their typed exceptions. Also the mapping from a worker's error
+//! reply (wire contract codes) and from client failures (full queue, lost broker) to HTTP.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::client::ClientError;
+use crate::protocol::{ErrorBody, ErrorCode};
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// OpenAI's `type` (`invalid_request_error`, ...).
+    pub kind: &'static str,
+    /// Machine-readable code.
+    pub code: String,
+    /// What went wrong, in words.
+    pub message: String,
+    /// The request field at fault, when one is.
+    pub param: Option<String>,
+    /// `Retry-After`, for 429 and 503.
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            code: code.to_owned(),
+            message: message.into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400: the request is malformed or asks for something impossible.
+    pub fn invalid(message: impl Into<String>, param: Option<String>) -> Self {
+        ApiError {
+            param,
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+                message,
+            )
+        }
+    }
+
+    /// 401: no API key, or not one of the accepted keys.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            message,
+        )
+    }
+
+    /// 404: no such route.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "not_found",
+            message,
+        )
+    }
+
+    /// 413: the body is larger than `gateway.max_body_bytes`.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// 429: a rate limit of this key is spent, or the queue is full.
+    pub fn rate_limited(code: &str, message: impl Into<String>, retry_after: Duration) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                code,
+                message,
+            )
+        }
+    }
+
+    /// 503: the broker cannot be reached right now.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after: Some(Duration::from_secs(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "broker_unavailable",
+                message,
+            )
+        }
+    }
+
+    /// 504: no reply came in time.
+    pub fn timed_out(waited: Duration) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "server_error",
+            "timeout",
+            format!(
+                "no reply within {} ms; the task was cancelled",
+                waited.as_millis()
+            ),
+        )
+    }
+
+    /// 500: the gateway itself failed.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal",
+            message,
+        )
+    }
+
+    /// The answer for a worker's error reply.
+    pub fn from_reply(error: &ErrorBody) -> Self {
+        let (status, kind) = match error.code {
+            ErrorCode::InvalidRequest | ErrorCode::PromptTooLong => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            }
+            ErrorCode::Timeout | ErrorCode::Expired => {
+                (StatusCode::GATEWAY_TIMEOUT, "server_error")
+            }
+            // Only the gateway cancels its own tasks, after its caller left or timed out.
+            ErrorCode::Cancelled => (StatusCode::GATEWAY_TIMEOUT, "server_error"),
+            ErrorCode::InferenceFailed | ErrorCode::Internal => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
+            }
+        };
+        Self::new(status, kind, error.code.as_str(), error.message.clone())
+    }
+
+    /// The error object alone, as sent inside a stream.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(error: ClientError) -> Self {
+        match error {
+            ClientError::QueueFull(queue) => ApiError::rate_limited(
+                "queue_full",
+                format!("the requests queue `{queue}` is full; try again later"),
+                Duration::from_secs(1),
+            ),
+            ClientError::Unroutable(queue) => {
+                ApiError::unavailable(format!("the requests queue `{queue}` does not exist"))
+            }
+            ClientError::Disconnected => {
+                ApiError::unavailable("the connection to RabbitMQ is lost; try again")
+            }
+            ClientError::Broker(e) => ApiError::unavailable(format!("RabbitMQ failed: {e}")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(after) = self.retry_after {
+            let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_codes_map_to_http_statuses() {
+        let status = |code| {
+            ApiError::from_reply(&ErrorBody {
+                code,
+                message: "m".into(),
+                retryable: false,
+            })
+            .status
+            .as_u16()
+        };
+        assert_eq!(status(ErrorCode::InvalidRequest), 400);
+        assert_eq!(status(ErrorCode::PromptTooLong), 400);
+        assert_eq!(status(ErrorCode::Timeout), 504);
+        assert_eq!(status(ErrorCode::Expired), 504);
+        assert_eq!(status(ErrorCode::Internal), 500);
+        assert_eq!(status(ErrorCode::InferenceFailed), 500);
+    }
+
+    #[test]
+    fn a_full_queue_is_a_429_with_retry_after() {
+        let response = ApiError::from(ClientError::QueueFull("q".into())).into_response();
+        assert_eq!(response.status().as_u16(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn the_envelope_has_openais_four_fields() {
+        let body = ApiError::invalid("bad", Some("n".into())).body();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "n");
+        assert_eq!(body["error"]["code"], "invalid_request");
+        assert_eq!(body["error"]["message"], "bad");
+    }
+}

@@ -1,0 +1,116 @@
+//! The gateway's Prometheus metrics: requests by route and status, latency by route, requests
+//! in flight and server-sent-event streams open. Records and encodes only.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+/// What the gateway measures.
+pub struct GatewayMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, Histogram>,
+    in_flight: Gauge,
+    streams_open: Gauge,
+    cancels: Counter,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 18))
+        });
+        let in_flight = Gauge::default();
+        let streams_open = Gauge::default();
+        let cancels = Counter::default();
+        registry.register(
+            "warren_gateway_requests",
+            "HTTP requests answered, by route and status",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "warren_gateway_request_duration",
+            "Time from request to the end of its response, by route",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        registry.register(
+            "warren_gateway_requests_in_flight",
+            "Requests being served now",
+            in_flight.clone(),
+        );
+        registry.register(
+            "warren_gateway_sse_streams_open",
+            "Server-sent-event streams open now",
+            streams_open.clone(),
+        );
+        registry.register(
+            "warren_gateway_cancels",
+            "Tasks cancelled because their caller left or timed out",
+            cancels.clone(),
+        );
+        GatewayMetrics {
+            registry,
+            requests,
+            duration,
+            in_flight,
+            streams_open,
+            cancels,
+        }
+    }
+}
+
+impl GatewayMetrics {
+    /// A request on `route` ended with `status` after `seconds`.
+    pub fn answered(&self, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Requests in flight go up (1) or down (-1).
+    pub fn in_flight(&self, delta: i64) {
+        self.in_flight.inc_by(delta);
+    }
+
+    /// SSE streams open go up (1) or down (-1).
+    pub fn streams(&self, delta: i64) {
+        self.streams_open.inc_by(delta);
+    }
+
+    /// A task was cancelled for its caller.
+    pub fn cancelled(&self) {
+        self.cancels.inc();
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,209 @@
+//! `warren gateway`: the OpenAI HTTP API in front of the queue. Any OpenAI SDK can point its
+//! `base_url` here; each request becomes one contract-v1 task that flows through
+//! RabbitMQ to the workers, so many gateways and many workers can run side by side.
+//!
+//! Layout: [`openai`] translates requests and replies (pure); [`errors`] is OpenAI's error
+//! envelope; [`admission`] checks API keys and rate limits; [`upstream`] keeps the
+//! [`crate::client::Client`] connected and cancels tasks whose caller left; [`completions`]
+//! and [`sse`] serve the two generation endpoints; [`metrics`] counts. This module composes
+//! them into an [`App`] that the CLI runs and tests can start. It must not run inference nor
+//! decide a task's fate: that is the worker's job.
+
+pub mod admission;
+pub mod completions;
+pub mod errors;
+pub mod metrics;
+pub mod openai;
+pub mod sse;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Settings};
+use admission::Admission;
+use errors::ApiError;
+use metrics::GatewayMetrics;
+use upstream::Upstream;
+
+/// Content type of the OpenMetrics text format.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What every handler shares.
+pub struct App {
+    /// The broker link.
+    pub upstream: Upstream,
+    /// Keys and rate limits.
+    pub admission: Admission,
+    /// The worker's validation rules, applied before publishing.
+    pub limits: crate::config::LimitSettings,
+    /// The sampling defaults those rules apply.
+    pub sampling: crate::config::SamplingSettings,
+    /// How long a request waits for its reply.
+    pub request_timeout: Duration,
+    /// Largest body.
+    pub max_body_bytes: usize,
+    /// The model name `/v1/models` lists.
+    pub model_name: String,
+    /// Metrics.
+    pub metrics: Arc<GatewayMetrics>,
+}
+
+/// A gateway bound to its address, ready to serve.
+pub struct Gateway {
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    settings: Settings,
+}
+
+impl Gateway {
+    /// Binds `gateway.listen` and prepares the app (the broker is connected in
+    /// [`Gateway::run_until`], so the gateway answers 503 rather than nothing meanwhile).
+    pub async fn build(settings: Settings) -> Result<Gateway, GatewayError> {
+        let listener = tokio::net::TcpListener::bind(&settings.gateway.listen)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                address: settings.gateway.listen.clone(),
+                source,
+            })?;
+        let g = &settings.gateway;
+        let app = Arc::new(App {
+            upstream: Upstream::default(),
+            admission: Admission::new(g)?,
+            limits: settings.limits.clone(),
+            sampling: settings.sampling.clone(),
+            request_timeout: Duration::from_millis(g.request_timeout_ms),
+            max_body_bytes: g.max_body_bytes,
+            model_name: g.model_name.clone(),
+            metrics: Arc::default(),
+        });
+        Ok(Gateway {
+            listener,
+            app,
+            settings,
+        })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops taking connections and lets open
+    /// requests finish.
+    pub async fn run_until(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let upstream = self.app.upstream.clone();
+        tokio::spawn(upstream.maintain(self.settings.clone(), shutdown.clone()));
+        let router = router(self.app.clone(), self.settings.gateway.max_body_bytes);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    }
+}
+
+/// The gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The listen address cannot be bound.
+    #[error("cannot listen on gateway.listen = {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The API keys file cannot be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(completions::chat))
+        .route("/v1/completions", post(completions::completion))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{model}", get(model))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(scrape))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(app.clone(), measure))
+        .with_state(app)
+}
+
+/// Counts each request by route and status, and times it to the start of its response.
+async fn measure(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let started = Instant::now();
+    app.metrics.in_flight(1);
+    let response = next.run(request).await;
+    app.metrics.in_flight(-1);
+    app.metrics.answered(
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+fn model_object(name: &str) -> serde_json::Value {
+    json!({"id": name, "object": "model", "created": 0, "owned_by": "warren"})
+}
+
+async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = app.admission.authenticate(&headers) {
+        return e.into_response();
+    }
+    Json(json!({"object": "list", "data": [model_object(&app.model_name)]})).into_response()
+}
+
+async fn model(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    if let Err(e) = app.admission.authenticate(&headers) {
+        return e.into_response();
+    }
+    if name != app.model_name {
+        let mut error = ApiError::not_found(format!("the model `{name}` does not exist"));
+        error.code = "model_not_found".into();
+        return error.into_response();
+    }
+    Json(model_object(&app.model_name)).into_response()
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.upstream.client() {
+        Some(_) => (StatusCode::OK, "ready\n").into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not connected to RabbitMQ\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn scrape(State(app): State<Arc<App>>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, OPENMETRICS)],
+        app.metrics.encode(),
+    )
+        .into_response()
+}

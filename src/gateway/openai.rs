@@ -1,0 +1,476 @@
+//! The OpenAI HTTP shapes the gateway speaks, and their translation to and from wire
+//! contract v1: a chat or completion request becomes a [`TaskBody`]; a [`Reply`] becomes a
+//! `chat.completion` / `text_completion` object; a [`Chunk`] becomes a streamed chunk.
+//! Pure values only: no I/O, no broker, so every mapping is unit-tested.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::errors::ApiError;
+use crate::client::{ChatTurn, TaskBody};
+use crate::protocol::{FinishReason, Reply};
+
+/// Which OpenAI endpoint a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/completions`.
+    Completion,
+}
+
+impl Kind {
+    /// Prefix of the response `id`.
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            Kind::Chat => "chatcmpl-",
+            Kind::Completion => "cmpl-",
+        }
+    }
+}
+
+/// `stop`: one string or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// A chat message's `content`: a string, or a list of parts of which only text is served.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Message {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+/// The fields of both request kinds (unknown fields are ignored, as OpenAI clients send
+/// many this gateway does not use).
+#[derive(Debug, Clone, Deserialize)]
+struct RawRequest {
+    model: String,
+    #[serde(default)]
+    messages: Option<Vec<Message>>,
+    #[serde(default)]
+    prompt: Option<Value>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    user: Option<String>,
+}
+
+/// A request, checked and translated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The endpoint.
+    pub kind: Kind,
+    /// The `model` the caller named (echoed in streamed chunks).
+    pub model: String,
+    /// The task to publish.
+    pub task: TaskBody,
+    /// Stream the answer as server-sent events.
+    pub stream: bool,
+    /// Send a usage chunk before `[DONE]`.
+    pub include_usage: bool,
+    /// Characters of prompt text, for the token estimate of the rate limit.
+    pub prompt_chars: usize,
+}
+
+/// Parses a request body of `kind`. Any shape error is a 400 naming the field.
+pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let raw: RawRequest = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::invalid(
+                format!("the request body is not valid: {}", e.inner()),
+                None,
+            )
+        } else {
+            let message = format!("`{path}` is not valid: {}", e.inner());
+            ApiError::invalid(message, Some(path))
+        }
+    })?;
+    if raw.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::invalid(
+            "only `n` = 1 is supported",
+            Some("n".into()),
+        ));
+    }
+    let mut task = TaskBody {
+        max_tokens: raw.max_completion_tokens.or(raw.max_tokens),
+        temperature: raw.temperature,
+        top_p: raw.top_p,
+        seed: raw.seed,
+        stop: raw.stop.map(|stop| match stop {
+            Stop::One(s) => vec![s],
+            Stop::Many(list) => list,
+        }),
+        ..TaskBody::default()
+    };
+    let prompt_chars;
+    match kind {
+        Kind::Chat => {
+            if raw.prompt.is_some() {
+                return Err(ApiError::invalid(
+                    "chat completions take `messages`, not `prompt`",
+                    Some("prompt".into()),
+                ));
+            }
+            let messages = raw.messages.ok_or_else(|| {
+                ApiError::invalid("`messages` is required", Some("messages".into()))
+            })?;
+            let turns = messages
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| chat_turn(i, m))
+                .collect::<Result<Vec<_>, _>>()?;
+            prompt_chars = turns.iter().map(|t| t.content.len()).sum();
+            task.messages = Some(turns);
+        }
+        Kind::Completion => {
+            let prompt = match raw.prompt {
+                Some(Value::String(prompt)) => prompt,
+                Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
+                    items[0].as_str().unwrap_or_default().to_owned()
+                }
+                Some(_) => return Err(ApiError::invalid(
+                    "`prompt` must be a string (lists of prompts and token ids are not supported)",
+                    Some("prompt".into()),
+                )),
+                None => {
+                    return Err(ApiError::invalid(
+                        "`prompt` is required",
+                        Some("prompt".into()),
+                    ))
+                }
+            };
+            prompt_chars = prompt.len();
+            task.prompt = Some(prompt);
+        }
+    }
+    let stream = raw.stream.unwrap_or(false);
+    task.stream = stream.then_some(true);
+    Ok(Request {
+        kind,
+        model: raw.model,
+        task,
+        stream,
+        include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
+        prompt_chars,
+    })
+}
+
+fn chat_turn(index: usize, message: Message) -> Result<ChatTurn, ApiError> {
+    let role = match message.role.as_str() {
+        "system" | "developer" => "system",
+        "user" => "user",
+        "assistant" => "assistant",
+        other => {
+            return Err(ApiError::invalid(
+                format!(
+                    "`messages[{index}].role` {:?} is not supported: use system, developer, user or assistant",
+                    short(other)
+                ),
+                Some("messages".into()),
+            ))
+        }
+    };
+    let content = match message.content {
+        Some(Content::Text(text)) => text,
+        Some(Content::Parts(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.kind.as_str(), part.text) {
+                    ("text", Some(piece)) => text.push_str(&piece),
+                    (kind, _) => {
+                        return Err(ApiError::invalid(
+                            format!(
+                                "`messages[{index}].content` has a part of type {:?}: only text parts are supported",
+                                short(kind)
+                            ),
+                            Some("messages".into()),
+                        ))
+                    }
+                }
+            }
+            text
+        }
+        None => String::new(),
+    };
+    Ok(ChatTurn {
+        role: role.to_owned(),
+        content,
+    })
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+fn finish_reason(reason: Option<FinishReason>) -> Value {
+    match reason {
+        Some(FinishReason::Stop) => json!("stop"),
+        Some(FinishReason::Length) => json!("length"),
+        None => Value::Null,
+    }
+}
+
+fn usage(reply: &Reply) -> Value {
+    let (prompt, completion) = reply
+        .usage
+        .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}
+
+/// The response object for a successful reply.
+pub fn response(kind: Kind, id: &str, created: u64, reply: &Reply) -> Value {
+    let text = reply.text.clone().unwrap_or_default();
+    let finish = finish_reason(reply.finish_reason);
+    match kind {
+        Kind::Chat => json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": reply.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": null,
+                "finish_reason": finish,
+            }],
+            "usage": usage(reply),
+        }),
+        Kind::Completion => json!({
+            "id": id,
+            "object": "text_completion",
+            "created": created,
+            "model": reply.model,
+            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+            "usage": usage(reply),
+        }),
+    }
+}
+
+/// What a streamed event carries.
+pub enum Piece<'a> {
+    /// The opening chunk (chat: `delta.role`).
+    Start,
+    /// New text.
+    Text(&'a str),
+    /// The closing chunk with `finish_reason`.
+    Finish(&'a Reply),
+    /// The usage chunk (`choices` empty).
+    Usage(&'a Reply),
+}
+
+/// One streamed chunk object.
+pub fn chunk(kind: Kind, id: &str, created: u64, model: &str, piece: Piece<'_>) -> Value {
+    let object = match kind {
+        Kind::Chat => "chat.completion.chunk",
+        Kind::Completion => "text_completion",
+    };
+    let choice = |text: Option<&str>, role: bool, finish: Value| match kind {
+        Kind::Chat => {
+            let mut delta = serde_json::Map::new();
+            if role {
+                delta.insert("role".into(), json!("assistant"));
+            }
+            if let Some(text) = text {
+                delta.insert("content".into(), json!(text));
+            }
+            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+        }
+        Kind::Completion => json!({
+            "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish
+        }),
+    };
+    let (choices, usage_value) = match piece {
+        Piece::Start => (vec![choice(Some(""), true, Value::Null)], Value::Null),
+        Piece::Text(text) => (vec![choice(Some(text), false, Value::Null)], Value::Null),
+        Piece::Finish(reply) => (
+            vec![choice(None, false, finish_reason(reply.finish_reason))],
+            Value::Null,
+        ),
+        Piece::Usage(reply) => (Vec::new(), usage(reply)),
+    };
+    let mut value = json!({
+        "id": id, "object": object, "created": created, "model": model, "choices": choices,
+    });
+    if !usage_value.is_null() {
+        value["usage"] = usage_value;
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ReplyStatus, Timings, Usage};
+
+    fn reply(text: &str) -> Reply {
+        Reply {
+            version: 1,
+            id: Some("x".into()),
+            status: ReplyStatus::Ok,
+            text: Some(text.into()),
+            finish_reason: Some(FinishReason::Length),
+            usage: Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 3,
+            }),
+            timings_ms: Timings::default(),
+            model: "Gemma 3 270m".into(),
+            attempt: 1,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_chat_request_becomes_a_task_with_messages() {
+        let body = json!({
+            "model": "m", "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]}
+            ],
+            "max_completion_tokens": 9, "max_tokens": 100, "stop": "\n", "seed": 3,
+            "stream": true, "stream_options": {"include_usage": true}, "user": "u1", "n": 1
+        });
+        let request = parse_request(Kind::Chat, body.to_string().as_bytes()).unwrap();
+        let messages = request.task.messages.clone().unwrap();
+        assert_eq!(messages[0].role, "system");
+        assert_eq!(messages[1].content, "Hi there");
+        assert_eq!(
+            request.task.max_tokens,
+            Some(9),
+            "max_completion_tokens wins"
+        );
+        assert_eq!(request.task.stop, Some(vec!["\n".to_owned()]));
+        assert_eq!(request.task.stream, Some(true));
+        assert!(request.stream && request.include_usage);
+        assert_eq!(request.model, "m");
+    }
+
+    #[test]
+    fn a_completion_request_becomes_a_task_with_a_prompt() {
+        let body = json!({"model": "m", "prompt": "Once", "stop": ["a", "b"], "temperature": 0.5});
+        let request = parse_request(Kind::Completion, body.to_string().as_bytes()).unwrap();
+        assert_eq!(request.task.prompt.as_deref(), Some("Once"));
+        assert_eq!(request.task.temperature, Some(0.5));
+        assert_eq!(request.task.stream, None);
+        assert_eq!(request.prompt_chars, 4);
+    }
+
+    #[test]
+    fn requests_the_gateway_cannot_serve_are_rejected_naming_the_field() {
+        let cases = [
+            (Kind::Chat, json!({"model": "m"}), "messages"),
+            (Kind::Chat, json!({"messages": []}), "model"),
+            (
+                Kind::Chat,
+                json!({"model": "m", "messages": [], "n": 2}),
+                "n",
+            ),
+            (
+                Kind::Chat,
+                json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]}),
+                "role",
+            ),
+            (
+                Kind::Chat,
+                json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+                "image_url",
+            ),
+            (
+                Kind::Completion,
+                json!({"model": "m", "prompt": [1, 2]}),
+                "prompt",
+            ),
+            (
+                Kind::Completion,
+                json!({"model": "m", "prompt": "a", "max_tokens": "many"}),
+                "max_tokens",
+            ),
+            (Kind::Completion, json!([1]), "valid"),
+        ];
+        for (kind, body, expected) in cases {
+            let err = parse_request(kind, body.to_string().as_bytes()).unwrap_err();
+            assert_eq!(err.status.as_u16(), 400, "{body}");
+            assert!(err.message.contains(expected), "{body}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_reply_maps_to_openai_objects() {
+        let chat = response(Kind::Chat, "chatcmpl-1", 7, &reply(" Paris"));
+        assert_eq!(chat["object"], "chat.completion");
+        assert_eq!(chat["choices"][0]["message"]["content"], " Paris");
+        assert_eq!(chat["choices"][0]["finish_reason"], "length");
+        assert_eq!(chat["usage"]["total_tokens"], 8);
+        assert_eq!(chat["model"], "Gemma 3 270m");
+        let text = response(Kind::Completion, "cmpl-1", 7, &reply(" Paris"));
+        assert_eq!(text["choices"][0]["text"], " Paris");
+        assert_eq!(text["object"], "text_completion");
+    }
+
+    #[test]
+    fn streamed_chunks_open_with_the_role_and_close_with_the_reason_then_usage() {
+        let r = reply("ab");
+        let start = chunk(Kind::Chat, "c", 1, "m", Piece::Start);
+        assert_eq!(start["choices"][0]["delta"]["role"], "assistant");
+        let text = chunk(Kind::Chat, "c", 1, "m", Piece::Text("ab"));
+        assert_eq!(text["choices"][0]["delta"]["content"], "ab");
+        assert!(text["choices"][0]["delta"].get("role").is_none());
+        let finish = chunk(Kind::Chat, "c", 1, "m", Piece::Finish(&r));
+        assert_eq!(finish["choices"][0]["finish_reason"], "length");
+        let usage = chunk(Kind::Chat, "c", 1, "m", Piece::Usage(&r));
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["completion_tokens"], 3);
+        let text = chunk(Kind::Completion, "c", 1, "m", Piece::Text("ab"));
+        assert_eq!(text["choices"][0]["text"], "ab");
+    }
+}

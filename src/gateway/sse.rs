@@ -1,0 +1,159 @@
+//! Streaming a task as server-sent events, the way OpenAI streams: an opening chunk
+//! (chat: `delta.role`), one chunk per AMQP chunk message, a closing chunk with
+//! `finish_reason`, the usage chunk when `stream_options.include_usage` asked for it, then
+//! `data: [DONE]`. A failure ends the stream with an `{"error": …}` event instead.
+//!
+//! Only the first attempt's chunks are forwarded (text sent cannot be taken back); if a
+//! retried attempt ended the task, the difference is sent from its final text when that
+//! text continues what was sent, else the stream ends with an error. When the caller goes
+//! away the stream is dropped, and with it the guard that cancels the task.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use serde_json::Value;
+
+use super::completions::Accepted;
+use super::errors::ApiError;
+use super::metrics::GatewayMetrics;
+use super::openai::{self, Piece};
+use super::App;
+use crate::client::Incoming;
+use crate::protocol::{Reply, ReplyStatus};
+
+/// Where a stream is.
+enum Phase {
+    Opening,
+    Relaying,
+    Closing(Vec<Value>),
+    Done,
+}
+
+struct Streaming {
+    accepted: Accepted,
+    phase: Phase,
+    sent: String,
+    attempt: Option<u32>,
+    metrics: Arc<GatewayMetrics>,
+    waited: std::time::Duration,
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.metrics.streams(-1);
+    }
+}
+
+/// The streaming response for an accepted request.
+pub fn respond(app: Arc<App>, accepted: Accepted) -> Response {
+    app.metrics.streams(1);
+    let state = Streaming {
+        accepted,
+        phase: Phase::Opening,
+        sent: String::new(),
+        attempt: None,
+        metrics: app.metrics.clone(),
+        waited: app.request_timeout,
+    };
+    Sse::new(events(state))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn events(state: Streaming) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold(state, |mut state| async move {
+        let event = next_event(&mut state).await?;
+        Some((Ok(event), state))
+    })
+}
+
+fn data(value: &Value) -> Event {
+    Event::default().data(value.to_string())
+}
+
+async fn next_event(state: &mut Streaming) -> Option<Event> {
+    loop {
+        match &mut state.phase {
+            Phase::Opening => {
+                state.phase = Phase::Relaying;
+                return Some(data(&chunk(state, Piece::Start)));
+            }
+            Phase::Closing(events) => {
+                if events.is_empty() {
+                    state.phase = Phase::Done;
+                    state.accepted.guard.disarm();
+                    return Some(Event::default().data("[DONE]"));
+                }
+                let event = events.remove(0);
+                return Some(data(&event));
+            }
+            Phase::Done => return None,
+            Phase::Relaying => {}
+        }
+        let deadline = state.accepted.deadline;
+        let incoming =
+            tokio::time::timeout_at(deadline.into(), state.accepted.pending.next()).await;
+        match incoming {
+            Err(_) => return Some(fail(state, ApiError::timed_out(state.waited))),
+            Ok(None) => {
+                let lost = ApiError::unavailable("the connection to RabbitMQ was lost");
+                return Some(fail(state, lost));
+            }
+            Ok(Some(Incoming::Chunk(piece))) => {
+                if *state.attempt.get_or_insert(piece.attempt) != piece.attempt {
+                    continue;
+                }
+                state.sent.push_str(&piece.delta);
+                return Some(data(&chunk(state, Piece::Text(&piece.delta))));
+            }
+            Ok(Some(Incoming::Reply { reply, .. })) => return Some(finish(state, &reply)),
+        }
+    }
+}
+
+fn chunk(state: &Streaming, piece: Piece<'_>) -> Value {
+    let a = &state.accepted;
+    openai::chunk(a.request.kind, &a.id, a.created, &a.request.model, piece)
+}
+
+/// The events after the final reply: the rest of the text, the closing chunk, the usage.
+fn finish(state: &mut Streaming, reply: &Reply) -> Event {
+    if reply.status == ReplyStatus::Error {
+        let error = reply.error.as_ref().map_or_else(
+            || ApiError::internal("the worker failed without a reason"),
+            ApiError::from_reply,
+        );
+        state.accepted.guard.disarm();
+        return fail(state, error);
+    }
+    let text = reply.text.as_deref().unwrap_or_default();
+    let Some(rest) = text.strip_prefix(state.sent.as_str()) else {
+        state.accepted.guard.disarm();
+        return fail(
+            state,
+            ApiError::internal(
+                "the task was retried after a failure and its text changed; send the request again",
+            ),
+        );
+    };
+    let mut closing = Vec::new();
+    if !rest.is_empty() {
+        closing.push(chunk(state, Piece::Text(rest)));
+    }
+    closing.push(chunk(state, Piece::Finish(reply)));
+    if state.accepted.request.include_usage {
+        closing.push(chunk(state, Piece::Usage(reply)));
+    }
+    let first = closing.remove(0);
+    state.phase = Phase::Closing(closing);
+    data(&first)
+}
+
+/// Ends the stream with an error event.
+fn fail(state: &mut Streaming, error: ApiError) -> Event {
+    state.phase = Phase::Done;
+    data(&error.body())
+}

@@ -1,0 +1,167 @@
+//! The gateway's link to RabbitMQ: one [`Client`] at a time, replaced whenever its
+//! connection is lost (with the reconnect backoff of `[broker]`, forever), and the guard
+//! that cancels a task whose HTTP caller went away.
+//!
+//! While no client is connected, requests get 503 at once rather than waiting; requests that
+//! were waiting when the connection dropped end with 503 too (their reply queue went with it).
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::metrics::GatewayMetrics;
+use crate::broker::{self, Topology};
+use crate::client::Client;
+use crate::config::Settings;
+use crate::retry::ReconnectBackoff;
+
+/// Most cancels kept for sending after a reconnection.
+const UNSENT_CANCELS_AT_MOST: usize = 10_000;
+
+/// The current client, if connected, and the cancels that could not be sent yet.
+#[derive(Clone, Default)]
+pub struct Upstream {
+    current: Arc<RwLock<Option<Arc<Client>>>>,
+    unsent_cancels: Arc<Mutex<Vec<String>>>,
+}
+
+impl Upstream {
+    /// Sends a cancel for task `id` now, or as soon as the broker is back.
+    pub async fn cancel(&self, id: String) {
+        let sent = match self.client() {
+            Some(client) => client.cancel(&id).await,
+            None => Err(crate::client::ClientError::Disconnected),
+        };
+        match sent {
+            Ok(()) => info!(id = %id, "task cancelled for its caller"),
+            Err(e) => {
+                warn!(id = %id, error = %e, "the cancel waits for the broker");
+                if let Ok(mut unsent) = self.unsent_cancels.lock() {
+                    if unsent.len() < UNSENT_CANCELS_AT_MOST {
+                        unsent.push(id);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_unsent_cancels(&self) {
+        let unsent = self
+            .unsent_cancels
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default();
+        for id in unsent {
+            self.cancel(id).await;
+        }
+    }
+
+    /// The connected client, or `None` while (re)connecting.
+    pub fn client(&self) -> Option<Arc<Client>> {
+        let client = self.current.read().ok()?.clone()?;
+        (!client.is_closed()).then_some(client)
+    }
+
+    /// Keeps a client connected until `shutdown`: connects, declares the topology, and
+    /// reconnects with backoff whenever the connection is lost.
+    pub async fn maintain(self, settings: Settings, shutdown: CancellationToken) {
+        let name = broker::process_name(&settings.gateway.connection_name);
+        let topology = Topology::new(&settings);
+        let mut backoff = ReconnectBackoff::new(&settings.broker);
+        let mut tries = 0u32;
+        loop {
+            match connect(&settings, &name, &topology).await {
+                Ok(client) => {
+                    info!(connection_name = %name, reply_to = client.reply_to(), "connected to RabbitMQ");
+                    let client = Arc::new(client);
+                    if let Ok(mut current) = self.current.write() {
+                        *current = Some(client.clone());
+                    }
+                    self.send_unsent_cancels().await;
+                    let connected = Instant::now();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            client.close().await;
+                            return;
+                        }
+                        _ = client.lost() => {}
+                    }
+                    if let Ok(mut current) = self.current.write() {
+                        *current = None;
+                    }
+                    if connected.elapsed() > std::time::Duration::from_secs(30) {
+                        backoff.reset();
+                        tries = 0;
+                    }
+                    warn!("lost the broker; reconnecting");
+                }
+                Err(e) => {
+                    tries += 1;
+                    warn!(attempt = tries, error = %e, "cannot reach RabbitMQ; retrying");
+                }
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}
+
+async fn connect(
+    settings: &Settings,
+    name: &str,
+    topology: &Topology,
+) -> Result<Client, crate::client::ClientError> {
+    let client = Client::connect(&settings.broker.url, name, topology.client_route()).await?;
+    let channel = client
+        .connection()
+        .create_channel()
+        .await
+        .map_err(crate::broker::BrokerError::from)?;
+    topology.declare(&channel).await?;
+    let _ = channel.close(200, "topology declared".into()).await;
+    Ok(client)
+}
+
+/// Cancels task `id` when dropped before [`CancelOnDrop::disarm`]: the HTTP caller went
+/// away (its connection closed and the handler was dropped) or gave up, so no worker should
+/// go on generating for nobody.
+pub struct CancelOnDrop {
+    upstream: Option<Upstream>,
+    id: String,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl CancelOnDrop {
+    /// Guards task `id`; counts the cancels it sends in `metrics`.
+    pub fn new(upstream: Upstream, id: &str, metrics: Arc<GatewayMetrics>) -> CancelOnDrop {
+        CancelOnDrop {
+            upstream: Some(upstream),
+            id: id.to_owned(),
+            metrics,
+        }
+    }
+
+    /// The task ended: nothing to cancel.
+    pub fn disarm(&mut self) {
+        self.upstream = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(upstream) = self.upstream.take() else {
+            return;
+        };
+        self.metrics.cancelled();
+        let id = std::mem::take(&mut self.id);
+        // Drop cannot await; the cancel is published on the runtime in the background.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { upstream.cancel(id).await });
+        }
+    }
+}

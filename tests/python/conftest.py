@@ -1,0 +1,187 @@
+"""Harness for the gateway's end-to-end tests: real `warren worker` and `warren gateway`
+processes on the real model and the local RabbitMQ, on queue names that belong to one test
+module and are deleted afterwards. Clients are the official `openai` SDK and httpx (its own
+HTTP client), as any caller of the gateway would use."""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+REPO = Path(__file__).resolve().parents[2]
+WARREN = Path(os.environ.get("WARREN_BIN", REPO / "target/release/warren"))
+MODEL = Path(os.environ.get("WARREN_TEST_MODEL", REPO / "models/gemma3-270m-q4_k_m.gguf"))
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
+MANAGEMENT = "http://127.0.0.1:15672/api"
+PATIENCE = 90.0
+
+
+def management(method, path, **kwargs):
+    return httpx.request(method, f"{MANAGEMENT}/{path}", auth=("guest", "guest"), timeout=10, **kwargs)
+
+
+def queue_depth(queue):
+    info = management("GET", f"queues/%2F/{queue}")
+    info.raise_for_status()
+    return info.json().get("messages", 0)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Names:
+    """Queue and exchange names of one test module."""
+
+    def __init__(self, tag):
+        base = f"test.py.{tag}.{uuid.uuid4().hex[:8]}"
+        self.requests = f"{base}.requests"
+        self.dlx = f"{base}.dlx"
+        self.dead = f"{base}.dead"
+        self.results = f"{base}.results"
+        self.control = f"{base}.control"
+        self.retry_prefix = f"{base}.retry"
+
+    def env(self):
+        return {
+            "WARREN__BROKER__URL": AMQP_URL,
+            "WARREN__TOPOLOGY__REQUESTS_QUEUE": self.requests,
+            "WARREN__TOPOLOGY__DEAD_LETTER_EXCHANGE": self.dlx,
+            "WARREN__TOPOLOGY__DEAD_LETTER_QUEUE": self.dead,
+            "WARREN__TOPOLOGY__RESULTS_QUEUE": self.results,
+            "WARREN__TOPOLOGY__CONTROL_EXCHANGE": self.control,
+            "WARREN__RETRY__QUEUE_PREFIX": self.retry_prefix,
+        }
+
+    def delete(self):
+        queues = management("GET", "queues/%2F?columns=name").json()
+        for queue in queues:
+            name = queue["name"]
+            if name in (self.requests, self.dead, self.results) or name.startswith(self.retry_prefix):
+                management("DELETE", f"queues/%2F/{name}")
+        for exchange in (self.dlx, self.control):
+            management("DELETE", f"exchanges/%2F/{exchange}")
+
+
+class Process:
+    """A `warren` subcommand running as its own process, its log in a temp file."""
+
+    def __init__(self, args, env, ready_url):
+        self.args, self.env, self.ready_url = args, env, ready_url
+        self.log_path = Path(tempfile.mkstemp(prefix="warren-py-", suffix=".log")[1])
+        self.start()
+
+    def start(self):
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("WARREN") and k != "RUST_LOG"}
+        environment.update(self.env)
+        environment["RUST_LOG"] = "info,warren=debug"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([str(WARREN), *self.args], env=environment, stdout=subprocess.DEVNULL, stderr=log)
+        self.wait_ready()
+
+    def wait_ready(self):
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.args[0]} exited early ({self.process.returncode}):\n{self.log()}")
+            try:
+                if httpx.get(self.ready_url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{self.args[0]} never became ready:\n{self.log()}")
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_worker(names, **settings):
+    assert MODEL.is_file(), f"model {MODEL} is missing: run `make model`"
+    port = free_port()
+    env = {
+        **names.env(),
+        "WARREN__ENGINE__MODEL_PATH": str(MODEL),
+        "WARREN__ENGINE__THREADS": "1",
+        "WARREN__ENGINE__CONTEXT_SIZE": "1024",
+        "WARREN__ENGINE__BATCH_SIZE": "64",
+        "WARREN__METRICS__LISTEN": f"127.0.0.1:{port}",
+        **{f"WARREN__{k.upper()}": str(v) for k, v in settings.items()},
+    }
+    worker = Process(["worker"], env, f"http://127.0.0.1:{port}/readyz")
+    worker.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    return worker
+
+
+def start_gateway(names, port=None, **settings):
+    port = port or free_port()
+    env = {
+        **names.env(),
+        "WARREN__GATEWAY__LISTEN": f"127.0.0.1:{port}",
+        **{f"WARREN__{k.upper()}": str(v) for k, v in settings.items()},
+    }
+    gateway = Process(["gateway"], env, f"http://127.0.0.1:{port}/readyz")
+    gateway.port = port
+    gateway.base_url = f"http://127.0.0.1:{port}/v1"
+    gateway.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    return gateway
+
+
+def metric(url, name, **labels):
+    """The value of one sample of a Prometheus text page, 0 when absent."""
+    text = httpx.get(url, timeout=5).text
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        series, _, label_text = head.partition("{")
+        if series != name:
+            continue
+        if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+def sdk(base_url, api_key="unused", **options):
+    # No SDK retries: the tests count requests.
+    return OpenAI(base_url=base_url, api_key=api_key, max_retries=0, **options)
+
+
+@pytest.fixture(scope="module")
+def stack(request):
+    """A worker with two slots and a gateway in front of it, for one test module."""
+    names = Names(request.module.__name__.removeprefix("test_"))
+    worker = start_worker(names, engine__slots=2)
+    gateway = start_gateway(names)
+    yield type("Stack", (), {"names": names, "worker": worker, "gateway": gateway})
+    gateway.stop()
+    worker.stop()
+    names.delete()
+
+
+@pytest.fixture
+def client(stack):
+    return sdk(stack.gateway.base_url)

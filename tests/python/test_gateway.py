@@ -1,0 +1,254 @@
+"""The gateway as the official OpenAI SDK sees it: completions, streaming, errors, limits,
+a full queue and callers that go away. Real worker, real model, real RabbitMQ."""
+
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from conftest import Names, metric, queue_depth, sdk, start_gateway
+
+PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse."}]
+
+
+def test_a_chat_completion_answers_with_text_usage_and_the_workers_model(client):
+    completion = client.chat.completions.create(model="gemma3-270m", messages=PROMPT, max_tokens=12)
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.object == "chat.completion"
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert completion.usage.completion_tokens <= 12
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    assert completion.model == "Gemma 3 270m"
+    assert completion.created > 0
+
+
+def test_streamed_deltas_concatenate_to_the_plain_text_then_usage_and_done(client):
+    plain = client.chat.completions.create(model="m", messages=PROMPT, max_tokens=24)
+    stream = client.chat.completions.create(
+        model="m", messages=PROMPT, max_tokens=24, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [plain.choices[0].finish_reason]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert all(c.id == chunks[0].id for c in chunks)
+
+
+def test_a_stop_sequence_ends_the_text_before_it(client):
+    plain = client.completions.create(model="m", prompt="The capital of France is", max_tokens=20)
+    text = plain.choices[0].text
+    assert len(text) > 8, text
+    stop = text[4:7]
+    stopped = client.completions.create(model="m", prompt="The capital of France is", max_tokens=20, stop=[stop])
+    assert stopped.choices[0].text == text[: text.index(stop)]
+    assert stopped.choices[0].finish_reason == "stop"
+
+
+def test_the_same_seed_gives_the_same_sampled_text(client):
+    ask = lambda seed: client.chat.completions.create(
+        model="m", messages=PROMPT, max_tokens=16, temperature=0.9, seed=seed
+    ).choices[0].message.content
+    assert ask(7) == ask(7)
+
+
+def test_max_tokens_one_generates_one_token(client):
+    completion = client.chat.completions.create(model="m", messages=PROMPT, max_completion_tokens=1)
+    assert completion.usage.completion_tokens == 1
+    assert completion.choices[0].finish_reason == "length"
+
+
+def test_a_text_completion_and_a_streamed_one(client):
+    completion = client.completions.create(model="m", prompt="Once upon a time", max_tokens=8)
+    assert completion.id.startswith("cmpl-")
+    assert completion.object == "text_completion"
+    streamed = "".join(
+        c.choices[0].text for c in client.completions.create(model="m", prompt="Once upon a time", max_tokens=8, stream=True) if c.choices
+    )
+    assert streamed == completion.choices[0].text
+
+
+def test_models_lists_the_configured_model(client):
+    assert [m.id for m in client.models.list()] == ["gemma3-270m"]
+    assert client.models.retrieve("gemma3-270m").id == "gemma3-270m"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"n": 2}, "`n`"),
+        ({"max_tokens": 5000}, "max_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 7}, "top_p"),
+        ({"stop": ["x"] * 20}, "stop"),
+        ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]}, "role"),
+        ({"messages": []}, "messages"),
+    ],
+)
+def test_impossible_requests_raise_bad_request_error(client, options, fragment):
+    request = {"model": "m", "messages": PROMPT, **options}
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(**request)
+    assert raised.value.status_code == 400
+    assert fragment in raised.value.message
+
+
+def test_a_prompt_longer_than_the_context_is_the_workers_400(client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.completions.create(model="m", prompt="lighthouse " * 1500, max_tokens=4)
+    assert raised.value.code == "prompt_too_long"
+
+
+def test_hostile_bodies_get_openai_error_envelopes(stack):
+    url = stack.gateway.base_url
+    cases = [
+        (b"{not json", 400),
+        (b"[]", 400),
+        (b'{"model": "m", "messages": "hi"}', 400),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "\\u0000"}]}', 400),
+        (b"x" * 2_000_000, 413),
+    ]
+    for body, status in cases:
+        response = httpx.post(f"{url}/chat/completions", content=body, headers={"content-type": "application/json"}, timeout=30)
+        assert response.status_code == status, (body[:40], response.text)
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+    missing = httpx.get(f"{url}/nothing-here", timeout=10)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    # The gateway still serves after all that.
+    assert sdk(url).completions.create(model="m", prompt="Hello", max_tokens=2).choices[0].text is not None
+
+
+def test_api_keys_are_required_when_configured(stack):
+    gateway = start_gateway(stack.names, gateway__api_keys="key-one,key-two")
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            sdk(gateway.base_url, api_key="wrong").models.list()
+        # The SDK never sends a request without a key; a plain HTTP client can.
+        keyless = httpx.post(f"{gateway.base_url}/completions", json={"model": "m", "prompt": "Hi"}, timeout=30)
+        assert keyless.status_code == 401
+        assert keyless.json()["error"]["code"] == "invalid_api_key"
+        answer = sdk(gateway.base_url, api_key="key-two").completions.create(model="m", prompt="Hi", max_tokens=1)
+        assert answer.usage.completion_tokens == 1
+    finally:
+        gateway.stop()
+
+
+def test_a_spent_rate_limit_is_a_429_with_retry_after(stack):
+    gateway = start_gateway(stack.names, gateway__api_keys="k", gateway__requests_per_minute=2)
+    try:
+        client = sdk(gateway.base_url, api_key="k")
+        for _ in range(2):
+            client.completions.create(model="m", prompt="Hi", max_tokens=1)
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.completions.create(model="m", prompt="Hi", max_tokens=1)
+        assert int(raised.value.response.headers["retry-after"]) >= 1
+        assert raised.value.code == "rate_limit_exceeded"
+    finally:
+        gateway.stop()
+
+
+def test_a_full_queue_is_a_429_and_nothing_is_published_twice():
+    names = Names("full")
+    gateway = start_gateway(names, topology__max_length=1, gateway__request_timeout_ms=1500)
+    client = sdk(gateway.base_url)
+    try:
+        timed_out = 0
+        for _ in range(4):
+            try:
+                client.completions.create(model="m", prompt="Hi", max_tokens=1)
+            except openai.RateLimitError as e:
+                assert e.code == "queue_full"
+                assert e.response.headers["retry-after"] == "1"
+                break
+            except openai.InternalServerError as e:
+                # No worker: the caller's wait ends with 504, the task stays queued.
+                assert e.status_code == 504
+                timed_out += 1
+        else:
+            pytest.fail("the queue never said it was full")
+        assert 1 <= timed_out <= 2, "max_length 1 (a quorum queue takes one more)"
+        # The management API's counts lag by up to its stats interval (5 s).
+        wait_for(lambda: queue_depth(names.requests) == timed_out, f"{timed_out} tasks in the queue", 30)
+        time.sleep(6)
+        assert queue_depth(names.requests) == timed_out, "a task was published twice"
+    finally:
+        gateway.stop()
+        names.delete()
+
+
+def long_story(client, **options):
+    return client.chat.completions.create(model="m", messages=PROMPT, max_tokens=600, **options)
+
+
+def wait_for(check, what, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{what} did not happen within {seconds} s")
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_workers_slot(stack, client):
+    cancelled = lambda: metric(stack.worker.metrics_url, "warren_tasks_total", outcome="cancelled")
+    before = cancelled()
+    stream = long_story(client, stream=True)
+    first = next(iter(stream))
+    assert first.choices[0].delta.role == "assistant"
+    stream.close()
+    wait_for(lambda: cancelled() == before + 1, "the worker cancelling the task")
+    wait_for(lambda: metric(stack.worker.metrics_url, "warren_slots_busy") == 0, "the slot freeing")
+    assert metric(stack.gateway.metrics_url, "warren_gateway_cancels_total") >= 1
+    # The worker goes on serving.
+    assert client.completions.create(model="m", prompt="Hi", max_tokens=2).usage.completion_tokens >= 1
+
+
+def test_a_client_that_times_out_frees_the_workers_slot(stack):
+    cancelled = lambda: metric(stack.worker.metrics_url, "warren_tasks_total", outcome="cancelled")
+    before = cancelled()
+    impatient = sdk(stack.gateway.base_url, timeout=1.5)
+    with pytest.raises(openai.APITimeoutError):
+        long_story(impatient)
+    wait_for(lambda: cancelled() == before + 1, "the worker cancelling the task")
+
+
+def test_no_reply_within_the_request_timeout_is_a_504_and_the_task_is_cancelled(stack):
+    gateway = start_gateway(stack.names, gateway__request_timeout_ms=1500)
+    cancelled = lambda: metric(stack.worker.metrics_url, "warren_tasks_total", outcome="cancelled")
+    before = cancelled()
+    try:
+        with pytest.raises(openai.InternalServerError) as raised:
+            long_story(sdk(gateway.base_url))
+        assert raised.value.status_code == 504
+        wait_for(lambda: cancelled() == before + 1, "the worker cancelling the task")
+    finally:
+        gateway.stop()
+
+
+def test_concurrent_requests_are_all_answered(client):
+    results, errors = [], []
+
+    def ask(i):
+        try:
+            results.append(client.completions.create(model="m", prompt=f"Number {i} is", max_tokens=4))
+        except Exception as e:  # noqa: BLE001 - the test reports whatever failed
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len({r.id for r in results}) == 6

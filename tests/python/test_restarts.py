@@ -1,0 +1,88 @@
+"""The gateway through restarts: of the gateway itself (kill -9) and of RabbitMQ, while
+requests are open. Each open request ends with an answer or an error, never a hang, and the
+gateway serves again afterwards without being restarted by hand."""
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import openai
+import pytest
+
+from conftest import sdk, start_gateway
+
+PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+
+
+def rabbitmqctl(*args):
+    command = ["rabbitmqctl", *args]
+    if os.geteuid() != 0 and shutil.which("sudo"):
+        command = ["sudo", "-n", *command]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+
+def open_requests(client, count, **options):
+    """Starts `count` requests in threads; returns (threads, outcomes)."""
+    outcomes = []
+
+    def ask():
+        try:
+            outcomes.append(client.chat.completions.create(model="m", messages=PROMPT, **options))
+        except Exception as e:  # noqa: BLE001 - every outcome is recorded and checked
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=ask) for _ in range(count)]
+    for t in threads:
+        t.start()
+    return threads, outcomes
+
+
+def join_all(threads, seconds=120):
+    deadline = time.monotonic() + seconds
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "a request hung"
+
+
+def test_a_gateway_killed_mid_request_fails_its_callers_and_a_new_one_serves(stack):
+    gateway = start_gateway(stack.names)
+    client = sdk(gateway.base_url, timeout=60)
+    threads, outcomes = open_requests(client, 2, max_tokens=400)
+    time.sleep(1.0)
+    gateway.kill()
+    join_all(threads)
+    assert all(isinstance(o, openai.APIConnectionError) for o in outcomes), outcomes
+    gateway.start()
+    try:
+        answer = client.completions.create(model="m", prompt="Hi", max_tokens=2)
+        assert answer.usage.completion_tokens >= 1
+    finally:
+        gateway.stop()
+
+
+def test_a_broker_restart_ends_open_requests_and_the_gateway_reconnects(stack):
+    client = sdk(stack.gateway.base_url, timeout=90)
+    threads, outcomes = open_requests(client, 3, max_tokens=300)
+    time.sleep(1.5)
+    rabbitmqctl("stop_app")
+    try:
+        join_all(threads)
+    finally:
+        rabbitmqctl("start_app")
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            assert isinstance(outcome, openai.APIStatusError), outcome
+            assert outcome.status_code == 503, outcome
+    # The gateway and the worker find the broker again by themselves.
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            answer = client.completions.create(model="m", prompt="Hi", max_tokens=2)
+            break
+        except (openai.APIStatusError, openai.APIConnectionError) as e:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the gateway did not serve again after the broker restart: {e}")
+            time.sleep(1)
+    assert answer.usage.completion_tokens >= 1
