@@ -5,12 +5,17 @@
 //! shape a reply) → [`broker`] (connection, topology, confirmed publishing) → [`worker`]
 //! (delivery → validate → engine → reply → ack / retry / dead-letter; reconnect and shutdown)
 //! → [`retry`] (the policy: what is retried, after how long) → [`engine`] (the llama.cpp
-//! thread and its slots). [`dlq`] inspects and replays dead letters; [`telemetry`] sets up
-//! logs and readiness; [`cli`] holds the `warren` subcommands.
+//! thread and its slots). [`client`] is the upstream side of the contract, which
+//! [`gateway`] (the OpenAI HTTP API) builds on; [`dlq`] inspects and replays dead letters;
+//! [`telemetry`] sets up logs and readiness; `cli` holds the `warren` subcommands and `bench`
+//! the load generator behind `warren bench` (both private to the binary).
 
-pub mod bench;
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod bench;
 pub mod broker;
-pub mod cli;
+mod cli;
 pub mod client;
 pub mod config;
 pub mod dlq;
@@ -20,3 +25,5 @@ pub mod protocol;
 pub mod retry;
 pub mod telemetry;
 pub mod worker;
+
+pub use cli::main as run_cli;

@@ -1,5 +1,5 @@
-//! The `warren` binary: parses the command line and hands over to [`warren::cli`].
+//! The `warren` binary: parses the command line and hands over to `warren::run_cli`.
 
 fn main() -> std::process::ExitCode {
-    warren::cli::main()
+    warren::run_cli()
 }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{management_get, queue_info, serving, warren, Names, Serving, WorkerProcess};
+use common::{
+    management_get, queue_info, serving, warren, InProcessWorker, Names, Serving, WorkerProcess,
+};
 use serde_json::{json, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -45,14 +47,13 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_report_what_the_worker_did() {
-    let Serving {
-        mut upstream,
-        worker,
-        names,
-    } = serving("metrics", &[]).await;
-    let base = worker.health_url().await;
+    // In-process: the app says where its metrics are (no log to read).
+    let names = Names::new("metrics");
+    let worker = InProcessWorker::start(&names, &[]).await;
+    let mut upstream = common::Upstream::connect().await;
+    let base = format!("http://{}", worker.metrics_addr);
 
     assert_eq!(http_get(&format!("{base}/healthz")).0, 200);
     let deadline = Instant::now() + common::PATIENCE;
@@ -107,6 +108,8 @@ async fn metrics_and_health_report_what_the_worker_did() {
     }
     assert!(sample(&metrics, "warren_prompt_tokens_total").unwrap() >= 2.0);
     assert!(metrics.contains("warren_generation_tokens_per_second_bucket"));
+    upstream.close().await;
+    worker.stop().await;
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 const PROBE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// A running probe; [`FloorProbe::finish`] stops it and returns its round trips.
-pub struct FloorProbe {
+pub(super) struct FloorProbe {
     stop: CancellationToken,
     pinger: JoinHandle<Vec<Duration>>,
     echo: JoinHandle<()>,
@@ -38,7 +38,10 @@ pub struct FloorProbe {
 
 impl FloorProbe {
     /// Declares the probe's queue (named after `client_name`) and starts probing.
-    pub async fn start(settings: &Settings, client_name: &str) -> Result<FloorProbe, BrokerError> {
+    pub(super) async fn start(
+        settings: &Settings,
+        client_name: &str,
+    ) -> Result<FloorProbe, BrokerError> {
         let connection =
             broker::connect(&settings.broker.url, &format!("{client_name}#floor")).await?;
         let queue = format!("{client_name}.floor");
@@ -82,7 +85,7 @@ impl FloorProbe {
     }
 
     /// Stops probing, deletes the probe's queue, and returns the round trips measured.
-    pub async fn finish(self) -> Vec<Duration> {
+    pub(super) async fn finish(self) -> Vec<Duration> {
         self.stop.cancel();
         let round_trips = self.pinger.await.unwrap_or_default();
         self.echo.abort();

@@ -13,6 +13,9 @@
 //! counts of generated tokens.
 
 mod floor;
+mod targets;
+
+pub(crate) use targets::{against_engine, against_gateway, against_llama_server, against_warren};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,16 +24,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use serde_json::{json, Value};
 
-use crate::broker::{self, Topology};
-use crate::client::{Client, Incoming, TaskBody};
-use crate::config::Settings;
-use crate::engine::{Engine, GenerationRequest};
-use crate::protocol::{Input, ReplyStatus, Sampling, Task};
+use crate::client::TaskBody;
 
 /// Prompts used when no file is given: short openings that make a base model write on.
-pub const BUILT_IN_PROMPTS: [&str; 8] = [
+pub(crate) const BUILT_IN_PROMPTS: [&str; 8] = [
     "Once upon a time, in a small village by the sea,",
     "The history of the printing press begins",
     "Here is a recipe for a simple tomato soup:",
@@ -43,7 +41,7 @@ pub const BUILT_IN_PROMPTS: [&str; 8] = [
 
 /// What to send.
 #[derive(Debug, Clone)]
-pub struct Load {
+pub(crate) struct Load {
     /// Tasks in all.
     pub tasks: usize,
     /// Tasks outstanding at once.
@@ -60,7 +58,7 @@ pub struct Load {
 
 /// One task as the client saw it.
 #[derive(Debug, Clone, Default)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Whether it completed.
     pub ok: bool,
     /// Send to reply.
@@ -77,26 +75,42 @@ pub struct Sample {
 
 /// p50 / p90 / p99 in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
+    /// Median.
     pub p50: f64,
+    /// 90th percentile.
     pub p90: f64,
+    /// 99th percentile.
     pub p99: f64,
 }
 
 /// The outcome of a run.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
+    /// Name of the run.
     pub label: String,
+    /// Tasks sent.
     pub tasks: usize,
+    /// Tasks that did not complete.
     pub errors: usize,
+    /// Tasks outstanding at once.
     pub concurrency: usize,
+    /// Wall time of the run, in seconds.
     pub wall_s: f64,
+    /// Completed tasks per second.
     pub tasks_per_s: f64,
+    /// Tokens generated, in all.
     pub completion_tokens: u64,
+    /// Tokens generated per second.
     pub tokens_per_s: f64,
+    /// End-to-end latency as the client saw it.
     pub latency_ms: Percentiles,
+    /// Latency minus the server's generation time.
     pub ttft_ms: Percentiles,
+    /// Time before inference started, as the server reports it.
     pub queue_wait_ms: Percentiles,
+    /// Latency minus the worker's own time: the broker path (AMQP), or the HTTP and broker
+    /// path (gateway).
     pub overhead_ms: Option<Percentiles>,
     /// Warren only: round trips of bare probes through the same broker during the run.
     pub broker_floor_ms: Option<Percentiles>,
@@ -104,7 +118,7 @@ pub struct Report {
 
 impl Report {
     /// Summarizes `samples` taken over `wall`.
-    pub fn new(
+    pub(crate) fn new(
         label: &str,
         concurrency: usize,
         samples: &[Sample],
@@ -134,7 +148,7 @@ impl Report {
     }
 
     /// A human-readable table of this report.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let p = |x: &Percentiles| format!("{:>8.1} {:>8.1} {:>8.1}", x.p50, x.p90, x.p99);
         let mut out = format!(
             "{}: {} tasks ({} errors) at concurrency {} in {:.1} s\n\
@@ -191,7 +205,7 @@ fn percentiles(values: impl Iterator<Item = Duration>) -> Percentiles {
 }
 
 /// Prompts from `file` (one per non-empty line), or the built-in ones.
-pub fn prompts(file: Option<&Path>) -> std::io::Result<Vec<String>> {
+pub(crate) fn prompts(file: Option<&Path>) -> std::io::Result<Vec<String>> {
     match file {
         Some(path) => Ok(std::fs::read_to_string(path)?
             .lines()
@@ -262,6 +276,7 @@ where
     (samples, wall)
 }
 
+/// The task `index` of `load`, as every target is sent it.
 fn task_body(load: &Load, index: usize) -> TaskBody {
     TaskBody {
         max_tokens: Some(u64::from(load.max_tokens)),
@@ -271,212 +286,8 @@ fn task_body(load: &Load, index: usize) -> TaskBody {
     }
 }
 
-/// Sends the load to a warren deployment through RabbitMQ, with the broker floor probe
-/// running alongside; returns the samples, the wall time and the probe's round trips.
-pub async fn against_warren(
-    settings: &Settings,
-    load: &Load,
-) -> anyhow::Result<(Vec<Sample>, Duration, Vec<Duration>)> {
-    let name = broker::process_name("warren-bench");
-    let topology = Topology::new(settings);
-    let client =
-        Arc::new(Client::connect(&settings.broker.url, &name, topology.client_route()).await?);
-    topology
-        .declare(&client.connection().create_channel().await?)
-        .await?;
-    let probe = floor::FloorProbe::start(settings, &name).await?;
-    let load_for_tasks = load.clone();
-    let task_client = client.clone();
-    let (samples, wall) = drive(load, move |index| {
-        let client = task_client.clone();
-        let body = task_body(&load_for_tasks, index);
-        async move {
-            let id = uuid::Uuid::new_v4().to_string();
-            let sent = Instant::now();
-            let Ok(mut pending) = client.submit(&id, &body).await else {
-                return Sample::default();
-            };
-            let (reply, arrived, worker_time) = loop {
-                match pending.next().await {
-                    Some(Incoming::Reply {
-                        reply,
-                        arrived,
-                        worker_time,
-                    }) => break (reply, arrived, worker_time),
-                    Some(Incoming::Chunk(_)) => continue,
-                    None => return Sample::default(),
-                }
-            };
-            let latency = arrived - sent;
-            if reply.status != ReplyStatus::Ok {
-                return Sample {
-                    latency,
-                    ..Sample::default()
-                };
-            }
-            let t = reply.timings_ms;
-            let generation = Duration::from_millis(t.generation);
-            // A worker older than the header only reports whole milliseconds.
-            let worker_time = worker_time.unwrap_or(Duration::from_millis(t.total));
-            Sample {
-                ok: true,
-                latency,
-                time_to_first_token: latency.saturating_sub(generation),
-                queue_wait: Duration::from_millis(t.queued),
-                overhead: Some(latency.saturating_sub(worker_time)),
-                completion_tokens: reply.usage.map_or(0, |u| u.completion_tokens),
-            }
-        }
-    })
-    .await;
-    let broker_floor = probe.finish().await;
-    client.close().await;
-    Ok((samples, wall, broker_floor))
-}
-
-/// Sends the load to an engine in this process (no broker).
-pub async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sample>, Duration) {
-    let load_for_tasks = load.clone();
-    drive(load, move |index| {
-        let engine = engine.clone();
-        let task = Task {
-            input: Input::Prompt(
-                load_for_tasks.prompts[index % load_for_tasks.prompts.len()].clone(),
-            ),
-            max_tokens: load_for_tasks.max_tokens,
-            sampling: Sampling {
-                temperature: load_for_tasks.temperature,
-                top_p: None,
-                top_k: (load_for_tasks.temperature > 0.0).then_some(load_for_tasks.top_k),
-                min_p: None,
-                repeat_penalty: None,
-                seed: Some(index as u32),
-            },
-            stop: Vec::new(),
-            timeout: Duration::from_secs(600),
-            deadline_ms: None,
-            stream: false,
-        };
-        let request = GenerationRequest { task, stream: None };
-        async move {
-            let sent = Instant::now();
-            match engine.generate(request).await {
-                Ok(generation) => {
-                    let latency = sent.elapsed();
-                    Sample {
-                        ok: true,
-                        latency,
-                        time_to_first_token: latency.saturating_sub(generation.generation_time),
-                        queue_wait: generation.slot_wait,
-                        overhead: None,
-                        completion_tokens: generation.completion_tokens,
-                    }
-                }
-                Err(_) => Sample::default(),
-            }
-        }
-    })
-    .await
-}
-
-/// Sends the load to a llama-server at `base_url` (`POST /completion`).
-pub async fn against_llama_server(base_url: &str, load: &Load) -> (Vec<Sample>, Duration) {
-    let url = format!("{}/completion", base_url.trim_end_matches('/'));
-    let load_for_tasks = load.clone();
-    drive(load, move |index| {
-        let url = url.clone();
-        let task = task_body(&load_for_tasks, index);
-        let load_top_k = load_for_tasks.top_k;
-        async move {
-            let body = json!({
-                "prompt": task.prompt,
-                "n_predict": task.max_tokens,
-                "temperature": task.temperature,
-                "top_k": load_top_k,
-                "seed": task.seed,
-                "cache_prompt": false,
-            });
-            tokio::task::spawn_blocking(move || {
-                let sent = Instant::now();
-                let response = ureq::post(&url).send_json(&body);
-                let latency = sent.elapsed();
-                let Ok(mut response) = response else {
-                    return Sample::default();
-                };
-                let Ok(reply) = response.body_mut().read_json::<Value>() else {
-                    return Sample::default();
-                };
-                let predicted_ms = reply["timings"]["predicted_ms"].as_f64().unwrap_or(0.0);
-                Sample {
-                    ok: true,
-                    latency,
-                    time_to_first_token: latency
-                        .saturating_sub(Duration::from_secs_f64(predicted_ms / 1000.0)),
-                    queue_wait: Duration::ZERO,
-                    overhead: None,
-                    completion_tokens: reply["tokens_predicted"].as_u64().unwrap_or(0) as u32,
-                }
-            })
-            .await
-            .unwrap_or_default()
-        }
-    })
-    .await
-}
-
-/// Sends the load to a warren gateway at `base_url` (`POST {base_url}/completions`, the
-/// OpenAI shape) over kept-alive connections. Its path cost is the latency minus the worker's
-/// own time, which the gateway passes on in the `x-warren-worker-us` response header.
-pub async fn against_gateway(base_url: &str, load: &Load) -> (Vec<Sample>, Duration) {
-    let url = format!("{}/completions", base_url.trim_end_matches('/'));
-    let agent = ureq::Agent::new_with_defaults();
-    let load_for_tasks = load.clone();
-    drive(load, move |index| {
-        let (url, agent) = (url.clone(), agent.clone());
-        let task = task_body(&load_for_tasks, index);
-        async move {
-            let body = json!({
-                "model": "warren-bench",
-                "prompt": task.prompt,
-                "max_tokens": task.max_tokens,
-                "temperature": task.temperature,
-                "seed": task.seed,
-            });
-            tokio::task::spawn_blocking(move || {
-                let sent = Instant::now();
-                let Ok(mut response) = agent.post(&url).send_json(&body) else {
-                    return Sample::default();
-                };
-                let reply = response.body_mut().read_json::<Value>();
-                let latency = sent.elapsed();
-                let worker_time = response
-                    .headers()
-                    .get(crate::protocol::HEADER_WORKER_MICROS)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                    .map(Duration::from_micros);
-                let Ok(reply) = reply else {
-                    return Sample::default();
-                };
-                Sample {
-                    ok: true,
-                    latency,
-                    // The gateway does not report generation time: TTFT is not measured.
-                    time_to_first_token: Duration::ZERO,
-                    queue_wait: Duration::ZERO,
-                    overhead: worker_time.map(|w| latency.saturating_sub(w)),
-                    completion_tokens: reply["usage"]["completion_tokens"].as_u64().unwrap_or(0)
-                        as u32,
-                }
-            })
-            .await
-            .unwrap_or_default()
-        }
-    })
-    .await
-}
-
 /// Peak resident memory of this process (VmHWM), in MiB, where /proc tells.
-pub fn peak_rss_mib() -> Option<f64> {
+pub(crate) fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -12,7 +12,7 @@ use crate::engine::Engine;
 
 /// Options of `warren bench`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Tasks to send.
     #[arg(long, default_value_t = 32)]
     pub tasks: usize,
@@ -48,7 +48,7 @@ pub struct Args {
 }
 
 /// Runs the benchmark and prints its report.
-pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let load = Load {
         tasks: args.tasks,
         concurrency: args.concurrency,

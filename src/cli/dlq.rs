@@ -10,7 +10,7 @@ use crate::dlq::{self, Filter};
 
 /// Options of `warren dlq`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// What to do.
     #[command(subcommand)]
     pub action: Action,
@@ -18,7 +18,7 @@ pub struct Args {
 
 /// The dead-letter actions.
 #[derive(Debug, clap::Subcommand)]
-pub enum Action {
+pub(crate) enum Action {
     /// Show the dead letters (id, code, attempts, age, size, reason) without removing them.
     List {
         /// Show at most this many.
@@ -52,7 +52,7 @@ pub enum Action {
 }
 
 /// Runs a dead-letter action.
-pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let topology = Topology::new(&settings);
     let queue = topology.dead_letter_queue().to_owned();
     if let Action::Purge { yes: false } = args.action {

@@ -10,10 +10,10 @@ use crate::gateway::{Gateway, GatewayError};
 
 /// Options of `warren gateway` (everything else comes from `[gateway]`).
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub(crate) struct Args {}
 
 /// Runs the gateway until a shutdown signal.
-pub async fn run(settings: Settings, _args: Args) -> anyhow::Result<()> {
+pub(super) async fn run(settings: Settings, _args: Args) -> anyhow::Result<()> {
     let gateway = Gateway::build(settings).await.map_err(|e| match e {
         GatewayError::Config(e) => anyhow::Error::new(CliError::Config(e.to_string())),
         other => anyhow::Error::new(other),

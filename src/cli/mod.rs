@@ -18,14 +18,14 @@ use clap::{Parser, Subcommand};
 use crate::config::Settings;
 
 /// Exit code for an unusable configuration (EX_USAGE in sysexits.h).
-pub const EXIT_CONFIG: u8 = 64;
+pub(crate) const EXIT_CONFIG: u8 = 64;
 /// Exit code when `submit` got no reply in time (EX_TEMPFAIL).
-pub const EXIT_NO_REPLY: u8 = 75;
+pub(crate) const EXIT_NO_REPLY: u8 = 75;
 
 /// warren: serve LLM inference from RabbitMQ with llama.cpp.
 #[derive(Debug, Parser)]
 #[command(name = "warren", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file layered over the built-in defaults (also: WARREN_CONFIG).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -36,7 +36,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Consume tasks from the requests queue and serve them with the model (the main job).
     Worker(worker::Args),
     /// Publish one task, wait for its reply and print it.
@@ -53,7 +53,7 @@ pub enum Command {
 
 /// An error that decides the exit code.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// Bad configuration: exit 64.
     #[error("{0}")]
     Config(String),

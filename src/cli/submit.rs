@@ -13,7 +13,7 @@ use crate::protocol::ReplyStatus;
 
 /// Options of `warren submit`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Text to complete.
     #[arg(conflicts_with = "messages", required_unless_present = "messages")]
     pub prompt: Option<String>,
@@ -91,7 +91,7 @@ struct ChatMessageArg {
 }
 
 /// Publishes the task and prints its reply.
-pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let body = args.body()?;
     let name = broker::process_name("warren-submit");
     let topology = Topology::new(&settings);

@@ -5,14 +5,14 @@ use crate::config::Settings;
 
 /// Options of `warren topology`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Print the topology without connecting to the broker.
     #[arg(long)]
     pub dry_run: bool,
 }
 
 /// Declares and prints the topology.
-pub async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let topology = Topology::new(&settings);
     if !args.dry_run {
         let name = broker::process_name("warren-topology");

@@ -18,7 +18,7 @@ mod sampling;
 mod sequence;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,9 +149,9 @@ impl Engine {
         }
     }
 
-    /// Slots holding a task right now.
-    pub fn busy_slots(&self) -> usize {
-        self.busy.load(Ordering::Relaxed)
+    /// The live count of slots holding a task (for whoever reports on the engine).
+    pub fn busy_counter(&self) -> Arc<AtomicUsize> {
+        self.busy.clone()
     }
 
     /// What the engine loaded.

@@ -21,7 +21,7 @@ const RANDOM_SEED: u32 = u32::MAX;
 const REPEAT_PENALTY_WINDOW: i32 = 64;
 
 /// How one task picks its next token.
-pub enum TokenPicker {
+pub(super) enum TokenPicker {
     /// Temperature 0 and no repeat penalty: the most likely token, nothing else.
     Argmax,
     /// Any other settings: a llama.cpp sampler chain (it keeps the task's random state).
@@ -30,7 +30,7 @@ pub enum TokenPicker {
 
 impl TokenPicker {
     /// The picker for `sampling`.
-    pub fn for_sampling(sampling: &Sampling) -> TokenPicker {
+    pub(super) fn for_sampling(sampling: &Sampling) -> TokenPicker {
         let penalty = sampling.repeat_penalty.filter(|p| *p != 1.0);
         if sampling.temperature <= 0.0 && penalty.is_none() {
             return TokenPicker::Argmax;
@@ -64,7 +64,7 @@ impl TokenPicker {
     }
 
     /// The next token, from the logits of batch position `batch_index` of the last decode.
-    pub fn pick(&mut self, ctx: &LlamaContext<'_>, batch_index: i32) -> LlamaToken {
+    pub(super) fn pick(&mut self, ctx: &LlamaContext<'_>, batch_index: i32) -> LlamaToken {
         match self {
             TokenPicker::Argmax => LlamaToken(argmax(ctx.get_logits_ith(batch_index))),
             TokenPicker::Chain(sampler) => sampler.sample(ctx, batch_index),

@@ -17,7 +17,7 @@ use axum::Json;
 use super::errors::ApiError;
 use super::openai::{self, Kind, Request};
 use super::upstream::CancelOnDrop;
-use super::{admission, sse, App};
+use super::{admission, responses, sse, App};
 use crate::client::{ClientError, Incoming, Pending};
 use crate::protocol::{self, Reply, ReplyStatus, HEADER_WORKER_MICROS};
 
@@ -120,7 +120,7 @@ async fn answer(waited: Duration, accepted: Accepted) -> Result<Response, ApiErr
         (ReplyStatus::Error, None) => Err(ApiError::internal("the worker failed without a reason")),
         _ => {
             let mut response =
-                Json(openai::response(request.kind, &id, created, &reply)).into_response();
+                Json(responses::response(request.kind, &id, created, &reply)).into_response();
             // The worker's own time, so a client can tell the path's cost from the model's.
             if let Some(micros) = worker_time.map(|t| t.as_micros().to_string()) {
                 if let Ok(value) = HeaderValue::from_str(&micros) {

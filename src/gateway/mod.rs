@@ -2,7 +2,7 @@
 //! `base_url` here; each request becomes one contract-v1 task that flows through
 //! RabbitMQ to the workers, so many gateways and many workers can run side by side.
 //!
-//! Layout: [`openai`] translates requests and replies (pure); [`errors`] is OpenAI's error
+//! Layout: [`openai`] translates requests and [`responses`] replies (pure); [`errors`] is OpenAI's error
 //! envelope; [`admission`] checks API keys and rate limits; [`upstream`] keeps the
 //! [`crate::client::Client`] connected and cancels tasks whose caller left; [`completions`]
 //! and [`sse`] serve the two generation endpoints; [`metrics`] counts. This module composes
@@ -14,6 +14,7 @@ pub mod completions;
 pub mod errors;
 pub mod metrics;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 pub mod upstream;
 

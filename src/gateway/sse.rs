@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::completions::Accepted;
 use super::errors::ApiError;
 use super::metrics::GatewayMetrics;
-use super::openai::{self, Piece};
+use super::responses::{self, Piece};
 use super::App;
 use crate::client::Incoming;
 use crate::protocol::{Reply, ReplyStatus};
@@ -116,7 +116,7 @@ async fn next_event(state: &mut Streaming) -> Option<Event> {
 
 fn chunk(state: &Streaming, piece: Piece<'_>) -> Value {
     let a = &state.accepted;
-    openai::chunk(a.request.kind, &a.id, a.created, &a.request.model, piece)
+    responses::chunk(a.request.kind, &a.id, a.created, &a.request.model, piece)
 }
 
 /// The events after the final reply: the rest of the text, the closing chunk, the usage.

@@ -8,11 +8,11 @@
 pub mod http;
 pub mod metrics;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tracing_subscriber::EnvFilter;
 
-use crate::engine::Engine;
 pub use metrics::{Completion, Metrics};
 
 /// What the worker reports about itself, shared with the health/metrics listener.
@@ -22,21 +22,21 @@ pub struct Telemetry {
     pub readiness: Readiness,
     /// The metrics.
     pub metrics: Metrics,
-    engine: OnceLock<Arc<Engine>>,
+    slots: OnceLock<(Arc<AtomicUsize>, usize)>,
 }
 
 impl Telemetry {
-    /// Remembers the engine once it is loaded, so that scrapes can read its slots.
-    pub fn engine_loaded(&self, engine: Arc<Engine>) {
-        let _ = self.engine.set(engine);
+    /// Watches the slots once the engine is loaded: a counter of busy slots, and how many
+    /// there are. Scrapes read them; telemetry knows nothing else of the engine.
+    pub fn watch_slots(&self, busy: Arc<AtomicUsize>, total: usize) {
+        let _ = self.slots.set((busy, total));
     }
 
     /// The metrics text, with the engine's slots and readiness read now.
     pub fn scrape(&self) -> String {
-        let (busy, total) = self
-            .engine
-            .get()
-            .map_or((0, 0), |e| (e.busy_slots(), e.info().slots as usize));
+        let (busy, total) = self.slots.get().map_or((0, 0), |(busy, total)| {
+            (busy.load(Ordering::Relaxed), *total)
+        });
         self.metrics
             .observe_state(busy, total, self.readiness.is_ready());
         self.metrics.encode()

@@ -12,7 +12,7 @@ use crate::protocol::{ErrorCode, Input, TaskError};
 const PREFIX: &str = "[[warren-fault:";
 
 /// Applies the fault named in `input`, if any, for attempt `attempt`.
-pub fn inject(input: &Input, attempt: u32) -> Result<(), TaskError> {
+pub(super) fn inject(input: &Input, attempt: u32) -> Result<(), TaskError> {
     let text = match input {
         Input::Prompt(prompt) => prompt.as_str(),
         Input::Messages(messages) => match messages.iter().find(|m| m.content.contains(PREFIX)) {

@@ -8,6 +8,7 @@
 //! so running them on would only make duplicates). It must not decide what happens to one
 //! task; that is [`delivery`]'s job.
 
+mod app;
 mod cancels;
 mod delivery;
 mod fate;
@@ -30,6 +31,7 @@ use crate::config::Settings;
 use crate::engine::Engine;
 use crate::retry::{ReconnectBackoff, RetryPolicy};
 use crate::telemetry::Telemetry;
+pub use app::{App, AppError};
 use cancels::Cancellations;
 
 /// How long handlers get to notice they were abandoned and return their delivery.
@@ -65,7 +67,7 @@ enum SessionEnd {
 
 /// Serves tasks until `shutdown` is cancelled. Reconnects with exponential backoff whenever
 /// the broker is lost or unreachable; only a shutdown ends it.
-pub async fn run(
+pub(crate) async fn run(
     settings: &Settings,
     engine: Arc<Engine>,
     shutdown: CancellationToken,

@@ -16,7 +16,7 @@ use crate::config::StreamSettings;
 use crate::protocol::{Chunk, ReplyStatus, WIRE_VERSION};
 
 /// Where one attempt's chunks go.
-pub struct ChunkTarget {
+pub(super) struct ChunkTarget {
     /// The task's `reply_to`.
     pub reply_to: String,
     /// The task's `correlation_id`, copied to each chunk.
@@ -29,7 +29,7 @@ pub struct ChunkTarget {
 
 /// Starts forwarding; returns the sender to give the engine and the forwarder, which
 /// resolves to the number of chunks sent once the sender is dropped.
-pub fn forward(
+pub(super) fn forward(
     publisher: Publisher,
     target: ChunkTarget,
     settings: &StreamSettings,

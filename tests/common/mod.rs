@@ -606,6 +606,62 @@ pub fn unacked_count(queue: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A worker started in this process as a library value (`warren::worker::App`), for tests
+/// that need no process to die: its metrics address comes from the app, not from its log.
+pub struct InProcessWorker {
+    pub metrics_addr: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessWorker {
+    /// Starts a worker on `names` like [`WorkerProcess::start`] (one thread, 512-token
+    /// context), with `extra` settings, and waits until it consumes.
+    pub async fn start(names: &Names, extra: &[(&str, &str)]) -> InProcessWorker {
+        let mut env: HashMap<String, String> = names.env().into_iter().collect();
+        let model = model_path().display().to_string();
+        for (key, value) in [
+            ("WARREN__ENGINE__MODEL_PATH", model.as_str()),
+            ("WARREN__ENGINE__THREADS", "1"),
+            ("WARREN__ENGINE__CONTEXT_SIZE", "512"),
+            ("WARREN__ENGINE__BATCH_SIZE", "64"),
+            ("WARREN__METRICS__LISTEN", "127.0.0.1:0"),
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        {
+            env.insert(key.to_owned(), value.to_owned());
+        }
+        let source = config::Environment::with_prefix("WARREN").source(Some(env));
+        let settings = warren::config::Settings::load_from(None, source).expect("settings");
+        let app = warren::worker::App::build(settings)
+            .await
+            .expect("the worker starts");
+        let metrics_addr = app.metrics_addr().expect("a metrics listener");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(app.run_until(shutdown.clone()));
+        let deadline = Instant::now() + PATIENCE;
+        while consumer_count(&names.requests).await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the in-process worker never consumed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        InProcessWorker {
+            metrics_addr,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Drains and stops it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("the worker stops cleanly");
+    }
+}
+
 /// What most end-to-end tests start from: their own queue names, a worker consuming them,
 /// and an upstream client. Dropped in reverse: client, worker, then the queues.
 pub struct Serving {

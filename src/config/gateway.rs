@@ -1,0 +1,78 @@
+//! `[gateway]`: the OpenAI-compatible HTTP API's settings and their checks.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{invalid, ConfigError};
+
+/// `[gateway]`: the OpenAI-compatible HTTP API in front of the queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Address to bind, e.g. `127.0.0.1:8080`; port 0 = any free port.
+    pub listen: String,
+    /// Model name listed in `/v1/models`.
+    pub model_name: String,
+    /// Accepted API keys, comma-separated; empty (and no file) = no authentication.
+    pub api_keys: SecretString,
+    /// File with one accepted API key per line (a mounted secret); empty = unused.
+    pub api_keys_file: String,
+    /// How long a request waits for its reply before a 504, in ms.
+    pub request_timeout_ms: u64,
+    /// Largest request body, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Requests per minute per API key; 0 = unlimited.
+    pub requests_per_minute: u32,
+    /// Tokens (prompt estimate + max_tokens) per minute per API key; 0 = unlimited.
+    pub tokens_per_minute: u32,
+    /// Base of the connection name shown in the management UI.
+    pub connection_name: String,
+}
+
+impl GatewaySettings {
+    /// The accepted API keys, from `api_keys` and `api_keys_file`. Empty: no authentication.
+    pub fn keys(&self) -> Result<Vec<String>, ConfigError> {
+        let mut keys: Vec<String> = split_keys(self.api_keys.expose_secret(), ',');
+        if !self.api_keys_file.is_empty() {
+            let text = std::fs::read_to_string(&self.api_keys_file).map_err(|e| {
+                invalid(
+                    "gateway.api_keys_file",
+                    format!("cannot be read ({}): {e}", self.api_keys_file),
+                )
+            })?;
+            keys.extend(split_keys(&text, '\n'));
+        }
+        Ok(keys)
+    }
+
+    /// Checks the section's own values.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "gateway.listen",
+                "must be an address with a port, e.g. 127.0.0.1:8080",
+            ));
+        }
+        if self.model_name.trim().is_empty() {
+            return Err(invalid("gateway.model_name", "must not be empty"));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(invalid("gateway.request_timeout_ms", "must be at least 1"));
+        }
+        if self.max_body_bytes < 64 {
+            return Err(invalid("gateway.max_body_bytes", "must be at least 64"));
+        }
+        if self.connection_name.trim().is_empty() {
+            return Err(invalid("gateway.connection_name", "must not be empty"));
+        }
+        self.keys().map(|_| ())
+    }
+}
+
+fn split_keys(text: &str, separator: char) -> Vec<String> {
+    text.split(separator)
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
+}

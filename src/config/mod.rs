@@ -1,0 +1,208 @@
+//! Configuration: typed settings loaded in layers and validated once at start.
+//!
+//! Owns the `Settings` tree, its layering (built-in `config/default.toml` → optional file →
+//! `WARREN__SECTION__KEY` environment variables) and the checks that make a bad value fail
+//! at start with the key's name. It must not connect to anything or load the model: other
+//! modules receive already-valid settings.
+
+use std::path::{Path, PathBuf};
+
+mod gateway;
+mod observability;
+mod sections;
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub use gateway::GatewaySettings;
+pub use observability::{log_filter, LogFormat, LogSettings, MetricsSettings};
+pub use sections::*;
+
+/// The defaults, compiled in so that the binary runs from any directory.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/default.toml");
+
+/// Environment variable naming an optional configuration file.
+pub const CONFIG_FILE_ENV: &str = "WARREN_CONFIG";
+
+/// RabbitMQ closes a channel whose delivery stays unacked longer than its `consumer_timeout`
+/// (30 minutes by default); every attempt must end well before that.
+pub const RABBITMQ_CONSUMER_TIMEOUT_MS: u64 = 30 * 60 * 1000;
+
+/// A configuration that cannot be used. The message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The layers could not be read or did not match the settings' types.
+    #[error("configuration could not be loaded: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value has the right type but is not acceptable.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `broker.prefetch`.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// All of warren's settings. See `config/default.toml` for what each one means.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Connection to RabbitMQ and consumption settings.
+    pub broker: BrokerSettings,
+    /// Names and arguments of the queues and exchanges warren declares.
+    pub topology: TopologySettings,
+    /// The llama.cpp engine and its model.
+    pub engine: EngineSettings,
+    /// Bounds on what a task may ask for.
+    pub limits: LimitSettings,
+    /// The retry policy.
+    pub retry: RetrySettings,
+    /// Shutdown and poison-task handling.
+    pub worker: WorkerSettings,
+    /// Streaming of chunks.
+    pub stream: StreamSettings,
+    /// Sampling defaults.
+    pub sampling: SamplingSettings,
+    /// The health and metrics listener.
+    pub metrics: MetricsSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// The OpenAI-compatible HTTP gateway (`warren gateway`).
+    pub gateway: GatewaySettings,
+}
+
+impl Settings {
+    /// Loads the layers: built-in defaults, then `file` (or the file named by `WARREN_CONFIG`),
+    /// then `WARREN__SECTION__KEY` environment variables; then validates.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env_file = std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from);
+        let file = file.map(Path::to_path_buf).or(env_file);
+        Self::load_from(file.as_deref(), Environment::with_prefix("WARREN"))
+    }
+
+    /// Like [`Settings::load`] with an explicit environment source (tests use a fake one).
+    pub fn load_from(file: Option<&Path>, env: Environment) -> Result<Settings, ConfigError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_CONFIG_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(invalid(
+                    "--config",
+                    format!("names {}, which is not a readable file", path.display()),
+                ));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        let env = env.prefix_separator("__").separator("__").try_parsing(true);
+        let mut settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+        settings.resolve_url_file()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn resolve_url_file(&mut self) -> Result<(), ConfigError> {
+        if self.broker.url_file.is_empty() {
+            return Ok(());
+        }
+        let url = std::fs::read_to_string(&self.broker.url_file).map_err(|e| {
+            invalid(
+                "broker.url_file",
+                format!("cannot be read ({}): {e}", self.broker.url_file),
+            )
+        })?;
+        self.broker.url = SecretString::from(url.trim().to_owned());
+        Ok(())
+    }
+
+    /// Checks every value that its type alone does not constrain: each section's own rules,
+    /// then those that tie sections together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.broker.validate()?;
+        self.topology.validate()?;
+        self.engine.validate()?;
+        self.limits.validate()?;
+        self.retry.validate()?;
+        self.worker.validate()?;
+        self.stream.validate()?;
+        self.metrics.validate()?;
+        self.log.validate()?;
+        self.gateway.validate()?;
+        let (t, w) = (&self.topology, &self.worker);
+        if t.queue_type == QueueType::Quorum && w.max_redeliveries >= t.delivery_limit {
+            return Err(invalid(
+                "worker.max_redeliveries",
+                format!(
+                    "must be below topology.delivery_limit ({}), so that warren answers a poison task before the broker drops it into the dead-letter queue silently",
+                    t.delivery_limit
+                ),
+            ));
+        }
+        if self.gateway.request_timeout_ms > self.limits.timeout_cap_ms {
+            return Err(invalid(
+                "gateway.request_timeout_ms",
+                format!(
+                    "must be at most limits.timeout_cap_ms ({}): a task must not run longer than its caller waits",
+                    self.limits.timeout_cap_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The prefetch the worker asks for: `broker.prefetch`, or when it is 0,
+    /// `engine.slots + broker.prefetch_extra`.
+    pub fn effective_prefetch(&self) -> u16 {
+        if self.broker.prefetch > 0 {
+            self.broker.prefetch
+        } else {
+            u16::try_from(self.engine.slots)
+                .unwrap_or(u16::MAX)
+                .saturating_add(self.broker.prefetch_extra)
+        }
+    }
+
+    /// The broker URL with any password replaced by `***`, safe to log.
+    pub fn redacted_broker_url(&self) -> String {
+        redact_url(self.broker.url.expose_secret())
+    }
+}
+
+fn check_amqp_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(invalid(key, "must be 1 to 255 bytes long"));
+    }
+    if name.starts_with("amq.") {
+        return Err(invalid(
+            key,
+            "must not start with `amq.` (reserved by RabbitMQ)",
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces the password of an AMQP URL with `***`. An unparsable URL is hidden whole.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // set_password only fails for URLs that cannot have one, which were checked above.
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,99 @@
+//! The worker as a value: [`App::build`] binds the metrics listener and loads the model;
+//! [`App::run_until`] serves until its shutdown token is cancelled, then stops the engine.
+//! The CLI runs it with signals; tests start it in-process and ask it for its metrics address
+//! instead of reading logs. It composes; it decides nothing about tasks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Settings;
+use crate::engine::{Engine, EngineStartError};
+use crate::telemetry::Telemetry;
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The metrics listener cannot bind its address.
+    #[error("cannot listen on metrics.listen = {address}: {source}")]
+    Metrics {
+        /// The configured address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Engine(#[from] EngineStartError),
+}
+
+/// A worker with its model loaded and its metrics listener bound, ready to serve.
+pub struct App {
+    settings: Settings,
+    telemetry: Arc<Telemetry>,
+    engine: Arc<Engine>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl App {
+    /// Binds `metrics.listen` (unless empty) and loads the model.
+    pub async fn build(settings: Settings) -> Result<App, AppError> {
+        let telemetry = Arc::new(Telemetry::default());
+        let metrics_addr = if settings.metrics.listen.is_empty() {
+            None
+        } else {
+            let listen = &settings.metrics.listen;
+            let address = crate::telemetry::http::serve(listen, telemetry.clone())
+                .await
+                .map_err(|source| AppError::Metrics {
+                    address: listen.clone(),
+                    source,
+                })?;
+            info!(%address, "metrics and health listening on http://{address}/metrics, /healthz, /readyz");
+            Some(address)
+        };
+        let engine_settings = settings.engine.clone();
+        info!(path = %engine_settings.model_path.display(), "loading the model");
+        let engine = tokio::task::spawn_blocking(move || Engine::start(&engine_settings))
+            .await
+            .map_err(|_| EngineStartError::ThreadDied)??;
+        let model = engine.info().clone();
+        info!(
+            model = %model.name,
+            slots = model.slots,
+            context_per_slot = model.context_per_slot,
+            gpu_layers = model.gpu_layers,
+            chat_template = %model.chat_template_source,
+            "model loaded"
+        );
+        telemetry.watch_slots(engine.busy_counter(), model.slots as usize);
+        Ok(App {
+            settings,
+            telemetry,
+            engine: Arc::new(engine),
+            metrics_addr,
+        })
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` answer, if the listener is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Serves tasks until `shutdown` is cancelled (draining as configured), then stops the
+    /// engine thread: llama.cpp must not be torn down by the process exit while it decodes.
+    pub async fn run_until(self, shutdown: CancellationToken) {
+        super::run(
+            &self.settings,
+            self.engine.clone(),
+            shutdown,
+            self.telemetry,
+        )
+        .await;
+        let engine = self.engine;
+        let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
+        info!("worker stopped");
+    }
+}
