@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, headers, BrokerError, Published, Publisher, PERSISTENT};
-use crate::protocol::{Cancel, Chunk, Reply, ReplyStatus, HEADER_WORKER_MICROS};
+use crate::protocol::{Cancel, Chunk, Message, Reply, HEADER_WORKER_MICROS};
 
 /// A chat message of a task body (`messages`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -69,6 +69,9 @@ pub struct TaskBody {
     /// Ask for chunk messages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+    /// Ask for a `started` message when a worker takes the task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<bool>,
 }
 
 impl TaskBody {
@@ -107,6 +110,8 @@ pub enum ClientError {
 /// A message that arrived for one request.
 #[derive(Debug, Clone)]
 pub enum Incoming {
+    /// A worker took the task to its engine (the task asked for `progress`).
+    Started,
     /// A streamed piece of text.
     Chunk(Chunk),
     /// The final reply (ok or error), when it arrived, and the worker's own time for the
@@ -216,12 +221,26 @@ impl Client {
             receiver,
             waiters: self.waiters.clone(),
         };
+        self.publish(id, body, &self.reply_to).await?;
+        Ok(pending)
+    }
+
+    /// Publishes task `id` with another `reply_to` (a durable queue someone else consumes):
+    /// this client waits for nothing. Confirmed like [`Client::submit`].
+    pub async fn send_to(&self, id: &str, body: &[u8], reply_to: &str) -> Result<(), ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Disconnected);
+        }
+        self.publish(id, body, reply_to).await
+    }
+
+    async fn publish(&self, id: &str, body: &[u8], reply_to: &str) -> Result<(), ClientError> {
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(PERSISTENT)
             .with_correlation_id(id.into())
             .with_message_id(id.into())
-            .with_reply_to(self.reply_to.as_str().into())
+            .with_reply_to(reply_to.into())
             .with_timestamp(unix_seconds());
         let route = &self.route;
         let published = self
@@ -229,7 +248,7 @@ impl Client {
             .publish(&route.exchange, &route.routing_key, true, body, properties)
             .await;
         match published {
-            Ok(Published::Delivered) => Ok(pending),
+            Ok(Published::Delivered) => Ok(()),
             Ok(Published::Returned) => Err(ClientError::Unroutable(route.routing_key.clone())),
             Err(BrokerError::Nacked(_)) => Err(ClientError::QueueFull(route.routing_key.clone())),
             Err(e) if self.is_closed() => {
@@ -327,23 +346,21 @@ async fn route_replies(mut replies: lapin::Consumer, waiters: Waiters, closed: C
 }
 
 fn decode(delivery: &lapin::message::Delivery, arrived: Instant) -> Option<Incoming> {
-    let value: serde_json::Value = serde_json::from_slice(&delivery.data).ok()?;
-    if value.get("status").and_then(|s| s.as_str()) == Some("chunk") {
-        let chunk: Chunk = serde_json::from_value(value).ok()?;
-        return (chunk.status == ReplyStatus::Chunk).then_some(Incoming::Chunk(chunk));
-    }
-    let reply: Reply = serde_json::from_value(value).ok()?;
-    let worker_time = headers::integer(&delivery.properties, HEADER_WORKER_MICROS)
-        .and_then(|us| u64::try_from(us).ok())
-        .map(Duration::from_micros);
-    Some(Incoming::Reply {
-        reply,
-        arrived,
-        worker_time,
+    Some(match Message::decode(&delivery.data)? {
+        Message::Started(_) => Incoming::Started,
+        Message::Chunk(chunk) => Incoming::Chunk(chunk),
+        Message::Reply(reply) => Incoming::Reply {
+            reply,
+            arrived,
+            worker_time: headers::integer(&delivery.properties, HEADER_WORKER_MICROS)
+                .and_then(|us| u64::try_from(us).ok())
+                .map(Duration::from_micros),
+        },
     })
 }
 
-fn unix_seconds() -> u64 {
+/// Now, in Unix seconds (AMQP timestamps, response objects).
+pub fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

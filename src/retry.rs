@@ -147,14 +147,16 @@ impl ReconnectBackoff {
     /// Starts at `reconnect_initial_ms`, doubles, caps at `reconnect_max_ms`, ±20% jitter,
     /// and never gives up.
     pub fn new(settings: &BrokerSettings) -> Self {
-        let max = Duration::from_millis(settings.reconnect_max_ms);
+        Self::between(
+            Duration::from_millis(settings.reconnect_initial_ms),
+            Duration::from_millis(settings.reconnect_max_ms),
+        )
+    }
+
+    /// Starts at `initial`, doubles, caps at `max`, ±20% jitter (also the webhook retries).
+    pub fn between(initial: Duration, max: Duration) -> Self {
         ReconnectBackoff {
-            inner: exponential(
-                Duration::from_millis(settings.reconnect_initial_ms),
-                2.0,
-                max,
-                0.2,
-            ),
+            inner: exponential(initial, 2.0, max, 0.2),
             max,
         }
     }

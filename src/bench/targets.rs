@@ -46,7 +46,7 @@ pub(crate) async fn against_warren(
                         arrived,
                         worker_time,
                     }) => break (reply, arrived, worker_time),
-                    Some(Incoming::Chunk(_)) => continue,
+                    Some(Incoming::Chunk(_) | Incoming::Started) => continue,
                     None => return Sample::default(),
                 }
             };
@@ -99,6 +99,7 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
             timeout: Duration::from_secs(600),
             deadline_ms: None,
             stream: false,
+            progress: false,
         };
         let request = GenerationRequest { task, stream: None };
         async move {

@@ -49,6 +49,9 @@ pub enum BrokerError {
     /// A mandatory message matched no queue (the broker returned it).
     #[error("the broker could not route the message to `{0}`")]
     Unroutable(String),
+    /// The broker ended a consumer (the queue was deleted, say).
+    #[error("the broker ended the consumer of `{0}`")]
+    ConsumerEnded(String),
     /// Any other AMQP failure.
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),

@@ -117,6 +117,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
                     let _ = std::io::Write::flush(&mut std::io::stdout());
                 }
                 Incoming::Reply { reply, .. } => return Ok(reply),
+                Incoming::Started => {}
             }
         }
         bail!("the connection to RabbitMQ was lost before the reply came")

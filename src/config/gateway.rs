@@ -27,6 +27,24 @@ pub struct GatewaySettings {
     pub tokens_per_minute: u32,
     /// Base of the connection name shown in the management UI.
     pub connection_name: String,
+    /// Redis holding background responses' state.
+    pub redis_url: SecretString,
+    /// How long a background response's state is kept, in seconds.
+    pub state_ttl_s: u64,
+    /// Shared durable queue of background results, consumed by every gateway replica.
+    pub results_queue: String,
+    /// Webhook URL for every background response without its own `metadata.callback_url`.
+    pub webhook_url: String,
+    /// Standard Webhooks signing secret, `whsec_<base64>`; empty = no webhooks.
+    pub webhook_secret: SecretString,
+    /// Hosts webhooks may be sent to, comma-separated.
+    pub webhook_allowed_hosts: String,
+    /// Delivery attempts per event.
+    pub webhook_max_attempts: u32,
+    /// Delay before the second attempt, in ms (doubling, ±20%).
+    pub webhook_initial_delay_ms: u64,
+    /// Bound on one delivery attempt, in ms.
+    pub webhook_timeout_ms: u64,
 }
 
 impl GatewaySettings {
@@ -64,6 +82,36 @@ impl GatewaySettings {
         }
         if self.connection_name.trim().is_empty() {
             return Err(invalid("gateway.connection_name", "must not be empty"));
+        }
+        let redis = url::Url::parse(self.redis_url.expose_secret())
+            .map_err(|e| invalid("gateway.redis_url", format!("is not a valid URL: {e}")))?;
+        if !matches!(redis.scheme(), "redis" | "rediss") {
+            return Err(invalid(
+                "gateway.redis_url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if self.state_ttl_s == 0 {
+            return Err(invalid("gateway.state_ttl_s", "must be at least 1"));
+        }
+        super::check_amqp_name("gateway.results_queue", &self.results_queue)?;
+        if self.webhook_max_attempts == 0 || self.webhook_max_attempts > 50 {
+            return Err(invalid(
+                "gateway.webhook_max_attempts",
+                "must be between 1 and 50",
+            ));
+        }
+        if self.webhook_initial_delay_ms == 0 || self.webhook_timeout_ms == 0 {
+            return Err(invalid(
+                "gateway.webhook_initial_delay_ms",
+                "and gateway.webhook_timeout_ms must be at least 1",
+            ));
+        }
+        if !self.webhook_url.is_empty() && self.webhook_secret.expose_secret().is_empty() {
+            return Err(invalid(
+                "gateway.webhook_url",
+                "needs gateway.webhook_secret (whsec_...) to sign the events",
+            ));
         }
         self.keys().map(|_| ())
     }

@@ -158,6 +158,13 @@ impl Settings {
         Ok(())
     }
 
+    /// The built-in defaults alone (no file, no environment), for unit tests.
+    #[cfg(test)]
+    pub(crate) fn defaults() -> Settings {
+        Self::load_from(None, Environment::with_prefix("WARREN_UNIT_TEST_NO_ENV"))
+            .expect("the built-in defaults are valid")
+    }
+
     /// The prefetch the worker asks for: `broker.prefetch`, or when it is 0,
     /// `engine.slots + broker.prefetch_extra`.
     pub fn effective_prefetch(&self) -> u16 {

@@ -108,12 +108,7 @@ mod tests {
     use std::time::Duration;
 
     fn settings(keys: &str, rpm: u32, tpm: u32) -> GatewaySettings {
-        let mut s = crate::config::Settings::load_from(
-            None,
-            config::Environment::with_prefix("WARREN_TEST_NONE"),
-        )
-        .unwrap()
-        .gateway;
+        let mut s = crate::config::Settings::defaults().gateway;
         s.api_keys = keys.to_owned().into();
         s.requests_per_minute = rpm;
         s.tokens_per_minute = tpm;

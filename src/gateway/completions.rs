@@ -66,10 +66,7 @@ async fn serve(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = app.admission.authenticate(&headers)?;
-    let body = body.map_err(|rejection| match rejection {
-        BytesRejection::FailedToBufferBody(_) => ApiError::too_large(app.max_body_bytes),
-        other => ApiError::invalid(other.body_text(), None),
-    })?;
+    let body = ApiError::read_body(body, app.max_body_bytes)?;
     let mut request = openai::parse_request(kind, &body)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

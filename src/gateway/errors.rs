@@ -84,6 +84,18 @@ impl ApiError {
         )
     }
 
+    /// The request's body, or why it could not be read (413 over `limit`).
+    pub fn read_body(
+        body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+        limit: usize,
+    ) -> Result<axum::body::Bytes, ApiError> {
+        use axum::extract::rejection::BytesRejection;
+        body.map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(_) => ApiError::too_large(limit),
+            other => ApiError::invalid(other.body_text(), None),
+        })
+    }
+
     /// 429: a rate limit of this key is spent, or the queue is full.
     pub fn rate_limited(code: &str, message: impl Into<String>, retry_after: Duration) -> Self {
         ApiError {

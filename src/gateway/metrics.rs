@@ -27,6 +27,12 @@ pub struct GatewayMetrics {
     in_flight: Gauge,
     streams_open: Gauge,
     cancels: Counter,
+    webhook_attempts: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
 }
 
 impl Default for GatewayMetrics {
@@ -39,6 +45,12 @@ impl Default for GatewayMetrics {
         let in_flight = Gauge::default();
         let streams_open = Gauge::default();
         let cancels = Counter::default();
+        let webhook_attempts = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "warren_gateway_webhook_attempts",
+            "Webhook delivery attempts, by result (delivered, failed)",
+            webhook_attempts.clone(),
+        );
         registry.register(
             "warren_gateway_requests",
             "HTTP requests answered, by route and status",
@@ -72,6 +84,7 @@ impl Default for GatewayMetrics {
             in_flight,
             streams_open,
             cancels,
+            webhook_attempts,
         }
     }
 }
@@ -105,6 +118,16 @@ impl GatewayMetrics {
     /// A task was cancelled for its caller.
     pub fn cancelled(&self) {
         self.cancels.inc();
+    }
+
+    /// A webhook delivery attempt ended.
+    pub fn webhook_attempt(&self, delivered: bool) {
+        let result = if delivered { "delivered" } else { "failed" };
+        self.webhook_attempts
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text.

@@ -10,6 +10,7 @@
 //! decide a task's fate: that is the worker's job.
 
 pub mod admission;
+pub mod background;
 pub mod completions;
 pub mod errors;
 pub mod metrics;
@@ -35,6 +36,7 @@ use crate::config::{ConfigError, Settings};
 use admission::Admission;
 use errors::ApiError;
 use metrics::GatewayMetrics;
+use secrecy::ExposeSecret;
 use upstream::Upstream;
 
 /// Content type of the OpenMetrics text format.
@@ -58,6 +60,8 @@ pub struct App {
     pub model_name: String,
     /// Metrics.
     pub metrics: Arc<GatewayMetrics>,
+    /// Background responses: state, webhooks.
+    pub background: background::Background,
 }
 
 /// A gateway bound to its address, ready to serve.
@@ -78,6 +82,12 @@ impl Gateway {
                 source,
             })?;
         let g = &settings.gateway;
+        let metrics: Arc<GatewayMetrics> = Arc::default();
+        let store = background::store::Store::new(g.redis_url.expose_secret(), g.state_ttl_s)
+            .map_err(|e| ConfigError::Invalid {
+                key: "gateway.redis_url",
+                problem: e.to_string(),
+            })?;
         let app = Arc::new(App {
             upstream: Upstream::default(),
             admission: Admission::new(g)?,
@@ -86,7 +96,12 @@ impl Gateway {
             request_timeout: Duration::from_millis(g.request_timeout_ms),
             max_body_bytes: g.max_body_bytes,
             model_name: g.model_name.clone(),
-            metrics: Arc::default(),
+            background: background::Background {
+                store: Arc::new(store),
+                webhooks: Arc::new(background::webhooks::Webhooks::new(g, metrics.clone())?),
+                results_queue: g.results_queue.clone(),
+            },
+            metrics,
         });
         Ok(Gateway {
             listener,
@@ -105,6 +120,13 @@ impl Gateway {
     pub async fn run_until(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let upstream = self.app.upstream.clone();
         tokio::spawn(upstream.maintain(self.settings.clone(), shutdown.clone()));
+        let b = &self.app.background;
+        tokio::spawn(background::results::consume(
+            self.settings.clone(),
+            b.store.clone(),
+            b.webhooks.clone(),
+            shutdown.clone(),
+        ));
         let router = router(self.app.clone(), self.settings.gateway.max_body_bytes);
         axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -132,6 +154,9 @@ fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completion))
+        .route("/v1/responses", post(background::create))
+        .route("/v1/responses/{id}", get(background::retrieve))
+        .route("/v1/responses/{id}/cancel", post(background::cancel))
         .route("/v1/models", get(models))
         .route("/v1/models/{model}", get(model))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -42,16 +42,17 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// A chat message's `content`: a string, or a list of parts of which only text is served.
+/// A message's `content`: a string, or a list of parts of which only text is served.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-enum Content {
+pub(crate) enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
+/// One part of a message's content.
 #[derive(Debug, Clone, Deserialize)]
-struct ContentPart {
+pub(crate) struct ContentPart {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
@@ -200,46 +201,59 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
 }
 
 fn chat_turn(index: usize, message: Message) -> Result<ChatTurn, ApiError> {
-    let role = match message.role.as_str() {
-        "system" | "developer" => "system",
-        "user" => "user",
-        "assistant" => "assistant",
-        other => {
-            return Err(ApiError::invalid(
-                format!(
-                    "`messages[{index}].role` {:?} is not supported: use system, developer, user or assistant",
-                    short(other)
-                ),
-                Some("messages".into()),
-            ))
-        }
-    };
+    let field = format!("messages[{index}]");
+    let role = chat_role(&message.role).ok_or_else(|| {
+        ApiError::invalid(
+            format!(
+                "`{field}.role` {:?} is not supported: use system, developer, user or assistant",
+                short(&message.role)
+            ),
+            Some("messages".into()),
+        )
+    })?;
     let content = match message.content {
-        Some(Content::Text(text)) => text,
-        Some(Content::Parts(parts)) => {
-            let mut text = String::new();
-            for part in parts {
-                match (part.kind.as_str(), part.text) {
-                    ("text", Some(piece)) => text.push_str(&piece),
-                    (kind, _) => {
-                        return Err(ApiError::invalid(
-                            format!(
-                                "`messages[{index}].content` has a part of type {:?}: only text parts are supported",
-                                short(kind)
-                            ),
-                            Some("messages".into()),
-                        ))
-                    }
-                }
-            }
-            text
-        }
+        Some(content) => text_of(content, &field)?,
         None => String::new(),
     };
     Ok(ChatTurn {
         role: role.to_owned(),
         content,
     })
+}
+
+/// The wire contract's role for an OpenAI role (`developer` speaks as `system`).
+pub(crate) fn chat_role(role: &str) -> Option<&'static str> {
+    match role {
+        "system" | "developer" => Some("system"),
+        "user" => Some("user"),
+        "assistant" => Some("assistant"),
+        _ => None,
+    }
+}
+
+/// The text of a message's content: a string, or its text parts joined (`text`,
+/// `input_text`, `output_text`); any other part is a 400 naming `field`.
+pub(crate) fn text_of(content: Content, field: &str) -> Result<String, ApiError> {
+    let parts = match content {
+        Content::Text(text) => return Ok(text),
+        Content::Parts(parts) => parts,
+    };
+    let mut text = String::new();
+    for part in parts {
+        match (part.kind.as_str(), part.text) {
+            ("text" | "input_text" | "output_text", Some(piece)) => text.push_str(&piece),
+            (kind, _) => {
+                return Err(ApiError::invalid(
+                    format!(
+                        "`{field}.content` has a part of type {:?}: only text parts are supported",
+                        short(kind)
+                    ),
+                    Some(field.split('[').next().unwrap_or(field).to_owned()),
+                ))
+            }
+        }
+    }
+    Ok(text)
 }
 
 fn short(text: &str) -> String {

@@ -110,6 +110,7 @@ async fn next_event(state: &mut Streaming) -> Option<Event> {
                 return Some(data(&chunk(state, Piece::Text(&piece.delta))));
             }
             Ok(Some(Incoming::Reply { reply, .. })) => return Some(finish(state, &reply)),
+            Ok(Some(Incoming::Started)) => continue,
         }
     }
 }

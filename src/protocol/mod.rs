@@ -18,7 +18,9 @@ pub use control::Cancel;
 pub use error::{ErrorCode, TaskError};
 pub use headers::*;
 pub use parse::{check_content_properties, parse_task};
-pub use reply::{Chunk, ErrorBody, FinishReason, Reply, ReplyStatus, Timings, Usage};
+pub use reply::{
+    Chunk, ErrorBody, FinishReason, Message, Reply, ReplyStatus, Started, Timings, Usage,
+};
 pub use task::{ChatMessage, Input, Role, Sampling, Task};
 
 /// Version of the wire contract, sent in every reply's `version`.

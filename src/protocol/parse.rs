@@ -113,6 +113,7 @@ pub fn parse_task(
         .unwrap_or(limits.default_timeout_ms);
     let deadline_ms = fields.integer("deadline_ms", 0, i64::MAX as u64)?;
     let stream = fields.boolean("stream")?.unwrap_or(false);
+    let progress = fields.boolean("progress")?.unwrap_or(false);
 
     Ok(Task {
         input,
@@ -129,6 +130,7 @@ pub fn parse_task(
         timeout: Duration::from_millis(timeout_ms),
         deadline_ms,
         stream,
+        progress,
     })
 }
 

@@ -14,6 +14,58 @@ pub enum ReplyStatus {
     Error,
     /// A piece of streamed text (`stream: true`), before the final reply.
     Chunk,
+    /// A worker took the task to its engine (`progress: true`), before any chunk or reply.
+    Started,
+}
+
+/// The message a worker sends when it takes a task that asked for `progress` to its engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Started {
+    /// Wire contract version ([`WIRE_VERSION`]).
+    pub version: u32,
+    /// Same as the final reply's `id`.
+    pub id: Option<String>,
+    /// Always `started`.
+    pub status: ReplyStatus,
+    /// The attempt that started, from 1.
+    pub attempt: u32,
+}
+
+impl Started {
+    /// The message for attempt `attempt` of task `id`.
+    pub fn new(id: Option<String>, attempt: u32) -> Started {
+        Started {
+            version: WIRE_VERSION,
+            id,
+            status: ReplyStatus::Started,
+            attempt,
+        }
+    }
+}
+
+/// Anything a worker publishes to a task's `reply_to`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// The task started (`progress: true`).
+    Started(Started),
+    /// Streamed text (`stream: true`).
+    Chunk(Chunk),
+    /// The final reply.
+    Reply(Reply),
+}
+
+impl Message {
+    /// Reads a message published to a `reply_to` queue; `None` for anything that is not
+    /// contract v1.
+    pub fn decode(body: &[u8]) -> Option<Message> {
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        match value.get("status")?.as_str()? {
+            "started" => serde_json::from_value(value).ok().map(Message::Started),
+            "chunk" => serde_json::from_value(value).ok().map(Message::Chunk),
+            "ok" | "error" => serde_json::from_value(value).ok().map(Message::Reply),
+            _ => None,
+        }
+    }
 }
 
 /// A chunk message of a streamed task: text generated so far, in order. The deltas of one

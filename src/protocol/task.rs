@@ -77,4 +77,6 @@ pub struct Task {
     pub deadline_ms: Option<u64>,
     /// Send the text in chunk messages as it is generated.
     pub stream: bool,
+    /// Send a `started` message to `reply_to` when a worker takes the task to its engine.
+    pub progress: bool,
 }

@@ -196,16 +196,22 @@ async fn run_task(
     if shared.fault_injection {
         faults::inject(&task.input, meta.attempt)?;
     }
-    // Chunks need somewhere to go: a task without reply_to gets only its final reply.
-    let streaming = match (&meta.reply_to, task.stream) {
-        (Some(reply_to), true) => Some(stream::forward(
+    // Chunks and `started` need somewhere to go: without reply_to only the reply is sent.
+    let target = meta.reply_to.as_ref().map(|reply_to| ChunkTarget {
+        reply_to: reply_to.clone(),
+        correlation_id: meta.correlation_id.clone(),
+        id: meta.id.clone(),
+        attempt: meta.attempt,
+    });
+    if let (Some(target), true) = (&target, task.progress) {
+        if let Err(e) = stream::announce_start(&shared.publisher, target).await {
+            debug!(error = %e, "the started message could not be published");
+        }
+    }
+    let streaming = match (target, task.stream) {
+        (Some(target), true) => Some(stream::forward(
             shared.publisher.clone(),
-            ChunkTarget {
-                reply_to: reply_to.clone(),
-                correlation_id: meta.correlation_id.clone(),
-                id: meta.id.clone(),
-                attempt: meta.attempt,
-            },
+            target,
             &shared.stream,
         )),
         _ => None,

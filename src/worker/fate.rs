@@ -131,9 +131,7 @@ mod tests {
     use crate::config::Settings;
 
     fn policy() -> RetryPolicy {
-        let settings =
-            Settings::load_from(None, config::Environment::with_prefix("WARREN_TEST_NONE"))
-                .unwrap();
+        let settings = Settings::defaults();
         RetryPolicy::new(&settings.retry)
     }
 

@@ -1,5 +1,6 @@
 //! Streaming over AMQP: forwards the text an attempt generates to the task's `reply_to` as
-//! chunk messages, grouped so that a fast model does not flood the broker.
+//! chunk messages, grouped so that a fast model does not flood the broker; and the `started`
+//! message of a task that asked for `progress`.
 //!
 //! Chunks are non-persistent (the final reply is the durable record) and published in order
 //! on the worker's confirm channel; the forwarder ends when the engine drops its sender, so
@@ -13,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{BrokerError, Publisher};
 use crate::config::StreamSettings;
-use crate::protocol::{Chunk, ReplyStatus, WIRE_VERSION};
+use crate::protocol::{Chunk, ReplyStatus, Started, WIRE_VERSION};
 
 /// Where one attempt's chunks go.
 pub(super) struct ChunkTarget {
@@ -97,17 +98,37 @@ async fn publish(
         attempt: target.attempt,
     };
     let body = serde_json::to_vec(&chunk).unwrap_or_default();
+    send(publisher, target, "warren.chunk", &body).await
+}
+
+/// Tells the task's `reply_to` that the attempt started (the task asked for `progress`).
+pub(super) async fn announce_start(
+    publisher: &Publisher,
+    target: &ChunkTarget,
+) -> Result<(), BrokerError> {
+    let started = Started::new(target.id.clone(), target.attempt);
+    let body = serde_json::to_vec(&started).unwrap_or_default();
+    send(publisher, target, "warren.started", &body).await
+}
+
+/// Publishes a non-persistent message to the task's `reply_to`, confirmed.
+async fn send(
+    publisher: &Publisher,
+    target: &ChunkTarget,
+    kind: &str,
+    body: &[u8],
+) -> Result<(), BrokerError> {
     let mut properties = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(1)
-        .with_type("warren.chunk".into())
+        .with_type(kind.into())
         .with_app_id("warren".into());
     if let Some(correlation_id) = &target.correlation_id {
         properties = properties.with_correlation_id(correlation_id.as_str().into());
     }
     // Not mandatory: a missing reply queue is handled once, by the final reply.
     publisher
-        .publish("", &target.reply_to, false, &body, properties)
+        .publish("", &target.reply_to, false, body, properties)
         .await
         .map(|_| ())
 }

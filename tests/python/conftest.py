@@ -45,12 +45,14 @@ class Names:
 
     def __init__(self, tag):
         base = f"test.py.{tag}.{uuid.uuid4().hex[:8]}"
+        self.base = base
         self.requests = f"{base}.requests"
         self.dlx = f"{base}.dlx"
         self.dead = f"{base}.dead"
         self.results = f"{base}.results"
         self.control = f"{base}.control"
         self.retry_prefix = f"{base}.retry"
+        self.gateway_results = f"{base}.gateway-results"
 
     def env(self):
         return {
@@ -61,13 +63,14 @@ class Names:
             "WARREN__TOPOLOGY__RESULTS_QUEUE": self.results,
             "WARREN__TOPOLOGY__CONTROL_EXCHANGE": self.control,
             "WARREN__RETRY__QUEUE_PREFIX": self.retry_prefix,
+            "WARREN__GATEWAY__RESULTS_QUEUE": self.gateway_results,
         }
 
     def delete(self):
         queues = management("GET", "queues/%2F?columns=name").json()
         for queue in queues:
             name = queue["name"]
-            if name in (self.requests, self.dead, self.results) or name.startswith(self.retry_prefix):
+            if name.startswith(self.base + "."):
                 management("DELETE", f"queues/%2F/{name}")
         for exchange in (self.dlx, self.control):
             management("DELETE", f"exchanges/%2F/{exchange}")

@@ -86,3 +86,49 @@ def test_a_broker_restart_ends_open_requests_and_the_gateway_reconnects(stack):
                 pytest.fail(f"the gateway did not serve again after the broker restart: {e}")
             time.sleep(1)
     assert answer.usage.completion_tokens >= 1
+
+
+def start_redis(directory, port):
+    """A Redis of our own that keeps its data (append-only file), as production would."""
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
+         "--appendfsync", "always", "--save", "", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.1)
+    return process
+
+
+def test_a_redis_restart_mid_run_loses_no_accepted_response(stack, tmp_path):
+    from conftest import free_port
+
+    port = free_port()
+    redis = start_redis(tmp_path, port)
+    # Its own results queue: the module's other gateway reads another Redis.
+    gateway = start_gateway(stack.names, gateway__redis_url=f"redis://127.0.0.1:{port}",
+                            gateway__results_queue=f"{stack.names.base}.results-own-redis")
+    client = sdk(gateway.base_url, timeout=30)
+    try:
+        ids = [client.responses.create(model="m", input=f"Story number {i}:", max_output_tokens=48, background=True).id for i in range(6)]
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown"], capture_output=True, timeout=30)
+        redis.wait(timeout=30)
+        # While Redis is down, the background endpoints say so rather than hang.
+        with pytest.raises(openai.InternalServerError) as raised:
+            client.responses.retrieve(ids[0])
+        assert raised.value.status_code == 503
+        time.sleep(3)
+        redis = start_redis(tmp_path, port)
+        deadline = time.monotonic() + 180
+        for response_id in ids:
+            while True:
+                status = client.responses.retrieve(response_id, extra_query={"wait": 5}).status
+                if status in ("completed", "incomplete"):
+                    break
+                assert time.monotonic() < deadline, f"{response_id} stayed {status}"
+    finally:
+        gateway.stop()
+        redis.terminate()
+        redis.wait(timeout=30)

@@ -1,0 +1,298 @@
+//! Background work in the shape of OpenAI's Responses API: `POST /v1/responses` (answered at
+//! once with `background: true`, else when done), `GET /v1/responses/{id}` (with an optional
+//! bounded `?wait=SECONDS` long-poll) and `POST /v1/responses/{id}/cancel`.
+//!
+//! A background response is accepted only once it is both recorded in Redis ([`store`]) and
+//! confirmed by the broker; its task names the shared results queue as `reply_to`, which
+//! every replica consumes ([`results`]), so any replica answers for any response and a result
+//! that arrives while the gateways are down waits. [`object`] builds the response objects;
+//! [`webhooks`] tells callers when a response ends. Redis down: these endpoints answer 503.
+
+pub mod object;
+pub mod results;
+pub mod store;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::errors::ApiError;
+use super::upstream::CancelOnDrop;
+use super::{admission, App};
+use crate::client::Incoming;
+use crate::protocol;
+use object::{ResponseRequest, Status};
+use store::{Meta, Record, Store, StoreError, Transition};
+use webhooks::Webhooks;
+
+/// The longest `?wait=` honoured, in seconds.
+const MAX_WAIT_S: u64 = 60;
+
+/// What the background endpoints share.
+pub struct Background {
+    /// Response state.
+    pub store: Arc<Store>,
+    /// Webhook delivery.
+    pub webhooks: Arc<Webhooks>,
+    /// The shared results queue.
+    pub results_queue: String,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        let mut api = ApiError::unavailable(format!("the response state store is down: {error}"));
+        api.code = "state_unavailable".into();
+        api
+    }
+}
+
+fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// A stable, non-secret name for an API key, for scoping idempotency keys and ownership.
+fn owner_of(key: &str) -> String {
+    if key.is_empty() {
+        return String::new();
+    }
+    hmac_sha256::Hash::hash(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `POST /v1/responses`.
+pub async fn create(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    create_response(app, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn create_response(
+    app: Arc<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = app.admission.authenticate(&headers)?;
+    let body = ApiError::read_body(body, app.max_body_bytes)?;
+    let mut request = object::parse_request(&body)?;
+    if let Some(url) = &request.callback_url {
+        app.background.webhooks.check_url(url).map_err(|problem| {
+            ApiError::invalid(
+                format!("`metadata.callback_url` {problem}"),
+                Some("metadata".into()),
+            )
+        })?;
+    }
+    request.task.progress = request.background.then_some(true);
+    if !request.background {
+        request.task.deadline_ms = Some((now() + app.request_timeout).as_millis() as u64);
+    }
+    let task = request.task.to_bytes();
+    let checked = protocol::parse_task(&task, &app.limits, &app.sampling)
+        .map_err(|e| ApiError::invalid(e.message, None))?;
+    let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
+    let created_at = now().as_secs();
+    if !request.background {
+        let tokens = admission::token_estimate(request.prompt_chars, u64::from(checked.max_tokens));
+        app.admission.admit(&key, tokens)?;
+        return wait_for_answer(&app, &id, created_at, &request, &task).await;
+    }
+    let owner = owner_of(&key);
+    let background = &app.background;
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(idempotency_key) = &idempotency_key {
+        if let Some(earlier) = background.store.claim(&owner, idempotency_key, &id).await? {
+            return Ok(Json(recorded(&background.store, &earlier).await?).into_response());
+        }
+    }
+    let tokens = admission::token_estimate(request.prompt_chars, u64::from(checked.max_tokens));
+    let admitted = app.admission.admit(&key, tokens);
+    let accepted = match admitted {
+        Ok(()) => accept(&app, &id, created_at, &request, &task, owner.clone()).await,
+        Err(e) => Err(e),
+    };
+    match accepted {
+        Ok(object) => Ok(Json(object).into_response()),
+        Err(error) => {
+            if let Some(idempotency_key) = &idempotency_key {
+                let _ = background.store.release(&owner, idempotency_key).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Records a background response, then publishes its task; undoes the record when the
+/// broker does not take the task.
+async fn accept(
+    app: &App,
+    id: &str,
+    created_at: u64,
+    request: &ResponseRequest,
+    task: &[u8],
+    owner: String,
+) -> Result<serde_json::Value, ApiError> {
+    let client = app
+        .upstream
+        .client()
+        .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
+    let object = object::queued(id, created_at, request);
+    let record = Record {
+        status: Status::Queued,
+        object: object.clone(),
+        meta: Meta {
+            owner,
+            callback_url: request.callback_url.clone(),
+            ..Meta::default()
+        },
+    };
+    let store = &app.background.store;
+    store.create(id, &record).await?;
+    if let Err(e) = client
+        .send_to(id, task, &app.background.results_queue)
+        .await
+    {
+        let _ = store.delete(id).await;
+        return Err(e.into());
+    }
+    Ok(object)
+}
+
+/// The stored object of an earlier request with the same idempotency key (which may still
+/// be being recorded by a racing request).
+async fn recorded(store: &Store, id: &str) -> Result<serde_json::Value, ApiError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(record) = store.get(id).await? {
+            return Ok(record.object);
+        }
+        if Instant::now() > deadline {
+            return Err(ApiError::internal(
+                "the request with this Idempotency-Key was not accepted; send it again",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Without `background`: publish, wait like a chat completion, answer the finished object.
+async fn wait_for_answer(
+    app: &App,
+    id: &str,
+    created_at: u64,
+    request: &ResponseRequest,
+    task: &[u8],
+) -> Result<Response, ApiError> {
+    let client = app
+        .upstream
+        .client()
+        .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
+    let mut pending = client.submit_bytes(id, task).await?;
+    let mut guard = CancelOnDrop::new(app.upstream.clone(), id, app.metrics.clone());
+    let reply = tokio::time::timeout(app.request_timeout, async {
+        while let Some(incoming) = pending.next().await {
+            if let Incoming::Reply { reply, .. } = incoming {
+                return Ok(reply);
+            }
+        }
+        Err(crate::client::ClientError::Disconnected)
+    })
+    .await
+    .map_err(|_| ApiError::timed_out(app.request_timeout))??;
+    guard.disarm();
+    let object = object::queued(id, created_at, request);
+    Ok(Json(object::finished(&object, &reply)).into_response())
+}
+
+/// `?wait=SECONDS` of a retrieve.
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    wait: Option<u64>,
+}
+
+/// `GET /v1/responses/{id}`.
+pub async fn retrieve(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Response {
+    let found = async {
+        let key = app.admission.authenticate(&headers)?;
+        let deadline =
+            Instant::now() + Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_S));
+        loop {
+            let record = owned(&app, &id, &key).await?;
+            if record.status.is_final() || Instant::now() >= deadline {
+                return Ok::<_, ApiError>(Json(record.object).into_response());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    found.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /v1/responses/{id}/cancel`: a queued or running response is cancelled (its task is
+/// cancelled on the control exchange); a finished one is returned unchanged.
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let cancelled = async {
+        let key = app.admission.authenticate(&headers)?;
+        let store = &app.background.store;
+        for _ in 0..5 {
+            let record = owned(&app, &id, &key).await?;
+            if record.status.is_final() {
+                return Ok::<_, ApiError>(Json(record.object).into_response());
+            }
+            let next = object::with_status(&record.object, Status::Cancelled);
+            if store
+                .transition(&id, record.status, Status::Cancelled, &next)
+                .await?
+                == Transition::Done
+            {
+                app.upstream.cancel(id.clone()).await;
+                let (store, hooks) = (&app.background.store, &app.background.webhooks);
+                let callback = record.meta.callback_url.as_deref();
+                results::notify(store, hooks, &id, Status::Cancelled, callback);
+                return Ok(Json(next).into_response());
+            }
+        }
+        Err(ApiError::internal("the response kept changing; try again"))
+    };
+    cancelled.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The record of response `id` if `key` may see it; 404 otherwise.
+async fn owned(app: &App, id: &str, key: &str) -> Result<Record, ApiError> {
+    match app.background.store.get(id).await? {
+        Some(record) if record.meta.owner.is_empty() || record.meta.owner == owner_of(key) => {
+            Ok(record)
+        }
+        _ => {
+            let mut error = ApiError::not_found(format!("no response with id `{id}`"));
+            error.code = "response_not_found".into();
+            Err(error)
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! OpenAI's Responses API shapes: a `POST /v1/responses` body becomes a [`TaskBody`]; a
+//! response object is built for each state (`queued`, `in_progress`, and the ends a worker's
+//! [`Reply`] leads to). Pure values only, unit-tested.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::client::{ChatTurn, TaskBody};
+use crate::gateway::errors::ApiError;
+use crate::gateway::openai::{chat_role, text_of, Content};
+use crate::protocol::{ErrorCode, FinishReason, Reply, ReplyStatus};
+
+/// The states of a response; the last four are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Accepted and waiting in the queue.
+    Queued,
+    /// A worker took it.
+    InProgress,
+    /// It finished with text.
+    Completed,
+    /// It stopped at `max_output_tokens`.
+    Incomplete,
+    /// It failed for good.
+    Failed,
+    /// Its caller cancelled it.
+    Cancelled,
+}
+
+impl Status {
+    /// The status as OpenAI spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::InProgress => "in_progress",
+            Status::Completed => "completed",
+            Status::Incomplete => "incomplete",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(text: &str) -> Option<Status> {
+        [
+            Status::Queued,
+            Status::InProgress,
+            Status::Completed,
+            Status::Incomplete,
+            Status::Failed,
+            Status::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Whether nothing more happens to a response in this state.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Queued | Status::InProgress)
+    }
+
+    /// The webhook event type announcing this final state.
+    pub fn event_type(self) -> Option<&'static str> {
+        match self {
+            Status::Completed => Some("response.completed"),
+            Status::Incomplete => Some("response.incomplete"),
+            Status::Failed => Some("response.failed"),
+            Status::Cancelled => Some("response.cancelled"),
+            Status::Queued | Status::InProgress => None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Input {
+    Text(String),
+    Items(Vec<InputItem>),
+}
+
+#[derive(Debug, Deserialize)]
+struct InputItem {
+    role: String,
+    content: Content,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRequest {
+    model: String,
+    input: Input,
+    #[serde(default)]
+    instructions: Option<String>,
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    background: Option<bool>,
+}
+
+/// A checked `POST /v1/responses` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseRequest {
+    /// The task to publish.
+    pub task: TaskBody,
+    /// The `model` named, echoed until a worker's name is known.
+    pub model: String,
+    /// Answer at once and work in the background.
+    pub background: bool,
+    /// Up to 16 string pairs, returned as given.
+    pub metadata: Map<String, Value>,
+    /// `metadata.callback_url`: where this response's webhook goes.
+    pub callback_url: Option<String>,
+    /// The echoed settings of the response object.
+    pub echo: Value,
+    /// Characters of prompt text, for the rate limit's estimate.
+    pub prompt_chars: usize,
+}
+
+/// Parses a request body; shape errors are 400s naming the field.
+pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let raw: RawRequest = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::invalid(format!("`{path}` is not valid: {}", e.inner()), Some(path))
+    })?;
+    let metadata = raw.metadata.unwrap_or_default();
+    if metadata.len() > 16 || metadata.values().any(|v| !v.is_string()) {
+        return Err(ApiError::invalid(
+            "`metadata` holds at most 16 keys, each with a string value",
+            Some("metadata".into()),
+        ));
+    }
+    let callback_url = metadata
+        .get("callback_url")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut turns = Vec::new();
+    if let Some(instructions) = &raw.instructions {
+        turns.push(turn("system", instructions.clone()));
+    }
+    match raw.input {
+        Input::Text(text) => turns.push(turn("user", text)),
+        Input::Items(items) => {
+            for (index, item) in items.into_iter().enumerate() {
+                turns.push(input_turn(index, item)?);
+            }
+        }
+    }
+    let prompt_chars = turns.iter().map(|t| t.content.len()).sum();
+    let echo = json!({
+        "instructions": raw.instructions,
+        "max_output_tokens": raw.max_output_tokens,
+        "temperature": raw.temperature,
+        "top_p": raw.top_p,
+    });
+    Ok(ResponseRequest {
+        task: TaskBody {
+            messages: Some(turns),
+            max_tokens: raw.max_output_tokens,
+            temperature: raw.temperature,
+            top_p: raw.top_p,
+            ..TaskBody::default()
+        },
+        model: raw.model,
+        background: raw.background.unwrap_or(false),
+        metadata,
+        callback_url,
+        echo,
+        prompt_chars,
+    })
+}
+
+fn turn(role: &str, content: String) -> ChatTurn {
+    ChatTurn {
+        role: role.to_owned(),
+        content,
+    }
+}
+
+fn input_turn(index: usize, item: InputItem) -> Result<ChatTurn, ApiError> {
+    let field = format!("input[{index}]");
+    let role = chat_role(&item.role).ok_or_else(|| {
+        ApiError::invalid(
+            format!("`{field}.role` must be system, developer, user or assistant"),
+            Some("input".into()),
+        )
+    })?;
+    Ok(turn(role, text_of(item.content, &field)?))
+}
+
+/// The response object of a request just accepted.
+pub fn queued(id: &str, created_at: u64, request: &ResponseRequest) -> Value {
+    let mut object = json!({
+        "id": id,
+        "object": "response",
+        "created_at": created_at,
+        "status": Status::Queued.as_str(),
+        "background": request.background,
+        "model": request.model,
+        "output": [],
+        "usage": null,
+        "error": null,
+        "incomplete_details": null,
+        "metadata": request.metadata,
+        "parallel_tool_calls": false,
+        "tool_choice": "none",
+        "tools": [],
+        "text": {"format": {"type": "text"}},
+    });
+    if let (Some(object), Some(echo)) = (object.as_object_mut(), request.echo.as_object()) {
+        object.extend(echo.clone());
+    }
+    object
+}
+
+/// `object` moved to `status` (no output yet).
+pub fn with_status(object: &Value, status: Status) -> Value {
+    let mut next = object.clone();
+    next["status"] = json!(status.as_str());
+    next
+}
+
+/// The final state a worker's reply leads to.
+pub fn outcome(reply: &Reply) -> Status {
+    match (reply.status, reply.error.as_ref().map(|e| e.code)) {
+        (ReplyStatus::Ok, _) if reply.finish_reason == Some(FinishReason::Length) => {
+            Status::Incomplete
+        }
+        (ReplyStatus::Ok, _) => Status::Completed,
+        (_, Some(ErrorCode::Cancelled)) => Status::Cancelled,
+        _ => Status::Failed,
+    }
+}
+
+/// `object` finished by `reply`: its status, output, usage, error and model.
+pub fn finished(object: &Value, reply: &Reply) -> Value {
+    let status = outcome(reply);
+    let mut next = with_status(object, status);
+    next["model"] = json!(reply.model);
+    if let Some(text) = &reply.text {
+        let id = object["id"].as_str().unwrap_or_default();
+        next["output"] = json!([{
+            "type": "message",
+            "id": format!("msg_{}", id.trim_start_matches("resp_")),
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }]);
+    }
+    if let Some(usage) = reply.usage {
+        next["usage"] = json!({
+            "input_tokens": usage.prompt_tokens,
+            "output_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        });
+    }
+    if status == Status::Incomplete {
+        next["incomplete_details"] = json!({"reason": "max_output_tokens"});
+    }
+    if let (Status::Failed, Some(error)) = (status, &reply.error) {
+        next["error"] = json!({"code": error.code.as_str(), "message": error.message});
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ErrorBody, Timings, Usage};
+
+    fn reply(status: ReplyStatus, finish: Option<FinishReason>, code: Option<ErrorCode>) -> Reply {
+        Reply {
+            version: 1,
+            id: Some("resp_1".into()),
+            status,
+            text: (status == ReplyStatus::Ok).then(|| "Paris".to_owned()),
+            finish_reason: finish,
+            usage: (status == ReplyStatus::Ok).then_some(Usage {
+                prompt_tokens: 4,
+                completion_tokens: 2,
+            }),
+            timings_ms: Timings::default(),
+            model: "Gemma".into(),
+            attempt: 1,
+            error: code.map(|code| ErrorBody {
+                code,
+                message: "m".into(),
+                retryable: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_request_becomes_a_chat_task_with_instructions_first() {
+        let body = json!({
+            "model": "m", "instructions": "Be brief.", "max_output_tokens": 9,
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}],
+            "metadata": {"callback_url": "http://127.0.0.1:9/hook", "k": "v"}, "background": true
+        });
+        let request = parse_request(body.to_string().as_bytes()).unwrap();
+        let turns = request.task.messages.clone().unwrap();
+        assert_eq!(
+            (turns[0].role.as_str(), turns[0].content.as_str()),
+            ("system", "Be brief.")
+        );
+        assert_eq!(
+            (turns[1].role.as_str(), turns[1].content.as_str()),
+            ("user", "Hi")
+        );
+        assert_eq!(request.task.max_tokens, Some(9));
+        assert!(request.background);
+        assert_eq!(
+            request.callback_url.as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
+        let object = queued("resp_1", 5, &request);
+        assert_eq!(object["status"], "queued");
+        assert_eq!(object["metadata"]["k"], "v");
+        assert_eq!(object["max_output_tokens"], 9);
+    }
+
+    #[test]
+    fn bad_requests_name_the_field() {
+        for (body, field) in [
+            (json!({"model": "m"}), "input"),
+            (json!({"model": "m", "input": 3}), "input"),
+            (
+                json!({"model": "m", "input": [{"role": "tool", "content": "x"}]}),
+                "role",
+            ),
+            (
+                json!({"model": "m", "input": "x", "metadata": {"a": 1}}),
+                "metadata",
+            ),
+        ] {
+            let err = parse_request(body.to_string().as_bytes()).unwrap_err();
+            assert_eq!(err.status.as_u16(), 400);
+            assert!(err.message.contains(field), "{body}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn replies_lead_to_the_documented_final_states() {
+        let base = json!({"id": "resp_1", "status": "in_progress", "output": []});
+        let done = finished(
+            &base,
+            &reply(ReplyStatus::Ok, Some(FinishReason::Stop), None),
+        );
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["output"][0]["content"][0]["text"], "Paris");
+        assert_eq!(done["usage"]["total_tokens"], 6);
+        let cut = finished(
+            &base,
+            &reply(ReplyStatus::Ok, Some(FinishReason::Length), None),
+        );
+        assert_eq!(cut["status"], "incomplete");
+        assert_eq!(cut["incomplete_details"]["reason"], "max_output_tokens");
+        let failed = reply(ReplyStatus::Error, None, Some(ErrorCode::Timeout));
+        let failed = finished(&base, &failed);
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["error"]["code"], "timeout");
+        let cancelled = reply(ReplyStatus::Error, None, Some(ErrorCode::Cancelled));
+        assert_eq!(finished(&base, &cancelled)["status"], "cancelled");
+    }
+
+    #[test]
+    fn only_final_states_have_a_webhook_event() {
+        assert_eq!(Status::Queued.event_type(), None);
+        assert_eq!(Status::Completed.event_type(), Some("response.completed"));
+        assert!(Status::Cancelled.is_final() && !Status::InProgress.is_final());
+        assert_eq!(Status::parse("in_progress"), Some(Status::InProgress));
+    }
+}

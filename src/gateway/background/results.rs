@@ -1,0 +1,211 @@
+//! The results of background responses: every gateway replica consumes the shared durable
+//! queue `gateway.results_queue` (competing consumers, manual acks) that background tasks
+//! name as their `reply_to`. A worker's `started` message moves a response to `in_progress`;
+//! its reply moves it to its final state and sends the webhook. A message is acked only once
+//! Redis has recorded it, so a reply that arrives while every gateway (or Redis) is down waits
+//! in the queue. Reconnects to RabbitMQ by itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::object::{self, Status};
+use super::store::{Meta, Record, Store, StoreError, Transition};
+use super::webhooks::Webhooks;
+use crate::broker::{self, headers, BrokerError};
+use crate::client::unix_seconds;
+use crate::config::Settings;
+use crate::protocol::{Message, Reply};
+use crate::retry::ReconnectBackoff;
+
+/// Deliveries of results held at once by one gateway.
+const PREFETCH: u16 = 32;
+
+/// Consumes results until `shutdown`, reconnecting whenever the broker is lost.
+pub async fn consume(
+    settings: Settings,
+    store: Arc<Store>,
+    webhooks: Arc<Webhooks>,
+    shutdown: CancellationToken,
+) {
+    let name = broker::process_name(&format!("{}-results", settings.gateway.connection_name));
+    let mut backoff = ReconnectBackoff::new(&settings.broker);
+    loop {
+        let session = session(&settings, &name, &store, &webhooks, &shutdown);
+        match session.await {
+            Ok(()) => return,
+            Err(e) => warn!(error = %e, "results consumer lost the broker; reconnecting"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+async fn session(
+    settings: &Settings,
+    name: &str,
+    store: &Arc<Store>,
+    webhooks: &Arc<Webhooks>,
+    shutdown: &CancellationToken,
+) -> Result<(), BrokerError> {
+    let connection = broker::connect(&settings.broker.url, name).await?;
+    let channel = connection.create_channel().await?;
+    let queue = &settings.gateway.results_queue;
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            headers::table([("x-queue-type", headers::text("classic"))]),
+        )
+        .await?;
+    channel
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await?;
+    let mut deliveries = channel
+        .basic_consume(
+            queue.as_str().into(),
+            format!("{name}#results").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    info!(queue = %queue, "consuming background results");
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = connection.close(200, "gateway stopping".into()).await;
+                return Ok(());
+            }
+            next = deliveries.next() => match next {
+                Some(delivery) => delivery?,
+                None => return Err(BrokerError::ConsumerEnded(queue.clone())),
+            },
+        };
+        let id = delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.to_string());
+        let recorded = match (id, Message::decode(&delivery.data)) {
+            (Some(id), Some(message)) => record(store, webhooks, &id, message).await,
+            _ => {
+                warn!(
+                    "a message that is not a contract-v1 result was dropped from the results queue"
+                );
+                Ok(())
+            }
+        };
+        match recorded {
+            Ok(()) => {
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+            }
+            Err(e) => {
+                warn!(error = %e, "result not recorded; it goes back to the queue");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                };
+                delivery.acker.nack(requeue).await?;
+            }
+        }
+    }
+}
+
+/// Records one message of response `id`.
+async fn record(
+    store: &Arc<Store>,
+    webhooks: &Arc<Webhooks>,
+    id: &str,
+    message: Message,
+) -> Result<(), StoreError> {
+    match message {
+        Message::Started(_) => {
+            if let Some(record) = store.get(id).await? {
+                if record.status == Status::Queued {
+                    let next = object::with_status(&record.object, Status::InProgress);
+                    store
+                        .transition(id, Status::Queued, Status::InProgress, &next)
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+        Message::Chunk(_) => Ok(()),
+        Message::Reply(reply) => finish(store, webhooks, id, &reply).await,
+    }
+}
+
+/// Moves response `id` to the final state `reply` leads to, unless it already has one.
+async fn finish(
+    store: &Arc<Store>,
+    webhooks: &Arc<Webhooks>,
+    id: &str,
+    reply: &Reply,
+) -> Result<(), StoreError> {
+    let status = object::outcome(reply);
+    for _ in 0..5 {
+        let Some(record) = store.get(id).await? else {
+            // Redis lost the record (restarted without persistence, or the TTL passed):
+            // keep what the reply alone tells rather than drop the result.
+            let bare = json!({
+                "id": id, "object": "response", "created_at": unix_seconds(),
+                "background": true, "output": [], "metadata": {}, "usage": null,
+                "error": null, "incomplete_details": null,
+            });
+            let record = Record {
+                status,
+                object: object::finished(&bare, reply),
+                meta: Meta::default(),
+            };
+            store.create(id, &record).await?;
+            notify(store, webhooks, id, status, None);
+            return Ok(());
+        };
+        if record.status.is_final() {
+            return Ok(());
+        }
+        let next = object::finished(&record.object, reply);
+        match store.transition(id, record.status, status, &next).await? {
+            Transition::Done => {
+                notify(
+                    store,
+                    webhooks,
+                    id,
+                    status,
+                    record.meta.callback_url.as_deref(),
+                );
+                return Ok(());
+            }
+            Transition::Missing | Transition::Conflict(_) => continue,
+        }
+    }
+    Ok(())
+}
+
+/// Sends the webhook of response `id` in the background, if it has somewhere to go.
+pub fn notify(
+    store: &Arc<Store>,
+    webhooks: &Arc<Webhooks>,
+    id: &str,
+    status: Status,
+    callback_url: Option<&str>,
+) {
+    if let Some(url) = webhooks.target(callback_url) {
+        let delivery = webhooks
+            .clone()
+            .deliver(store.clone(), id.to_owned(), status, url);
+        tokio::spawn(delivery);
+    }
+}

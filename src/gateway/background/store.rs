@@ -1,0 +1,264 @@
+//! Background responses' state in Redis, shared by every gateway replica, each record expiring
+//! after `gateway.state_ttl_s`:
+//! - `warren:response:<id>`: a hash of `status`, `object` (the response object, JSON) and
+//!   `meta` (owner, callback URL, webhook attempts, JSON);
+//! - `warren:idempotency:<owner>:<key>`: the response id an `Idempotency-Key` was first used for.
+//!
+//! A state change is a compare-and-set on `status` (a Lua script), so a cancel and a worker's
+//! reply racing from two replicas cannot both win, and a final state never changes. Every
+//! call is bounded in time: Redis down is an error at once, never a hang; the connection
+//! manager reconnects by itself.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::object::Status;
+
+/// How long one Redis call may take before Redis counts as unavailable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+const TRANSITION: &str = r"
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return 'missing' end
+if current ~= ARGV[1] then return current end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'object', ARGV[3])
+return 'ok'
+";
+
+// HSET on an expired key would create a record without a status: only a live one is touched.
+const PUT_META: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSET', KEYS[1], 'meta', ARGV[1])
+";
+
+/// Redis could not be reached or answered wrongly.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis is unavailable: {0}")]
+pub struct StoreError(String);
+
+/// One delivery attempt of a webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When (Unix seconds).
+    pub at: u64,
+    /// The receiver's HTTP status, or what went wrong.
+    pub outcome: String,
+}
+
+/// What the gateway keeps beside the response object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Hash of the API key that created it (empty without keys).
+    pub owner: String,
+    /// Where its webhook goes, if anywhere.
+    pub callback_url: Option<String>,
+    /// Webhook delivery attempts, in order.
+    pub webhook_attempts: Vec<Attempt>,
+    /// Whether the webhook was delivered.
+    pub webhook_delivered: bool,
+}
+
+/// A stored response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Its state.
+    pub status: Status,
+    /// The response object.
+    pub object: Value,
+    /// The gateway's own notes.
+    pub meta: Meta,
+}
+
+/// The outcome of a compare-and-set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// Done.
+    Done,
+    /// The record was in another state (given).
+    Conflict(Option<Status>),
+    /// No such record (expired, or never created).
+    Missing,
+}
+
+/// The Redis-backed state store.
+pub struct Store {
+    client: redis::Client,
+    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+    ttl_s: u64,
+}
+
+fn response_key(id: &str) -> String {
+    format!("warren:response:{id}")
+}
+
+impl Store {
+    /// A store for `url` whose records live `ttl_s` seconds. Connects on first use.
+    pub fn new(url: &str, ttl_s: u64) -> Result<Store, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError(e.to_string()))?;
+        Ok(Store {
+            client,
+            connection: tokio::sync::Mutex::new(None),
+            ttl_s,
+        })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let connecting = self.client.get_connection_manager();
+        let connection = tokio::time::timeout(CALL_TIMEOUT, connecting)
+            .await
+            .map_err(|_| StoreError("no answer within 2 s".into()))?
+            .map_err(|e| StoreError(e.to_string()))?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, StoreError> {
+        let mut connection = self.connection().await?;
+        tokio::time::timeout(CALL_TIMEOUT, command.query_async(&mut connection))
+            .await
+            .map_err(|_| StoreError("no answer within 2 s".into()))?
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run::<String>(redis::cmd("PING")).await.map(|_| ())
+    }
+
+    /// Claims idempotency key `key` of `owner` for response `id`. `None`: claimed; `Some`:
+    /// the id it was claimed for before.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let name = format!("warren:idempotency:{owner}:{key}");
+        let mut set = redis::cmd("SET");
+        set.arg(&name).arg(id).arg("NX").arg("EX").arg(self.ttl_s);
+        if self.run::<Option<String>>(set).await?.is_some() {
+            return Ok(None);
+        }
+        self.run::<Option<String>>(redis::cmd("GET").arg(&name).clone())
+            .await
+    }
+
+    /// Gives up a claim (the request it was made for was not accepted).
+    pub async fn release(&self, owner: &str, key: &str) -> Result<(), StoreError> {
+        let name = format!("warren:idempotency:{owner}:{key}");
+        self.run::<i64>(redis::cmd("DEL").arg(name).clone())
+            .await
+            .map(|_| ())
+    }
+
+    /// Stores a new record with the store's TTL.
+    pub async fn create(&self, id: &str, record: &Record) -> Result<(), StoreError> {
+        let key = response_key(id);
+        let meta = serde_json::to_string(&record.meta).unwrap_or_default();
+        let mut connection = self.connection().await?;
+        let pipeline = redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg("status")
+            .arg(record.status.as_str())
+            .arg("object")
+            .arg(record.object.to_string())
+            .arg("meta")
+            .arg(meta)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(self.ttl_s)
+            .ignore()
+            .clone();
+        tokio::time::timeout(CALL_TIMEOUT, pipeline.query_async::<()>(&mut connection))
+            .await
+            .map_err(|_| StoreError("no answer within 2 s".into()))?
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    /// The record of response `id`, if it exists.
+    pub async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        let fields: Vec<Option<String>> = self
+            .run(
+                redis::cmd("HMGET")
+                    .arg(response_key(id))
+                    .arg("status")
+                    .arg("object")
+                    .arg("meta")
+                    .clone(),
+            )
+            .await?;
+        let [Some(status), Some(object), meta] =
+            <[Option<String>; 3]>::try_from(fields).unwrap_or([None, None, None])
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Record {
+            status: Status::parse(&status)
+                .ok_or_else(|| StoreError(format!("bad status {status}")))?,
+            object: serde_json::from_str(&object).map_err(|e| StoreError(e.to_string()))?,
+            meta: meta
+                .and_then(|m| serde_json::from_str(&m).ok())
+                .unwrap_or_default(),
+        }))
+    }
+
+    /// Moves response `id` from `from` to `to` with `object`, only if it is still in `from`.
+    pub async fn transition(
+        &self,
+        id: &str,
+        from: Status,
+        to: Status,
+        object: &Value,
+    ) -> Result<Transition, StoreError> {
+        let mut connection = self.connection().await?;
+        let script = redis::Script::new(TRANSITION);
+        let mut invocation = script.key(response_key(id));
+        invocation
+            .arg(from.as_str())
+            .arg(to.as_str())
+            .arg(object.to_string());
+        let answer: String =
+            tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async(&mut connection))
+                .await
+                .map_err(|_| StoreError("no answer within 2 s".into()))?
+                .map_err(|e| StoreError(e.to_string()))?;
+        Ok(match answer.as_str() {
+            "ok" => Transition::Done,
+            "missing" => Transition::Missing,
+            other => Transition::Conflict(Status::parse(other)),
+        })
+    }
+
+    /// Replaces the gateway's notes of response `id` (webhook attempts), if it still exists.
+    pub async fn put_meta(&self, id: &str, meta: &Meta) -> Result<(), StoreError> {
+        let mut connection = self.connection().await?;
+        let script = redis::Script::new(PUT_META);
+        let mut invocation = script.key(response_key(id));
+        invocation.arg(serde_json::to_string(meta).unwrap_or_default());
+        tokio::time::timeout(
+            CALL_TIMEOUT,
+            invocation.invoke_async::<i64>(&mut connection),
+        )
+        .await
+        .map_err(|_| StoreError("no answer within 2 s".into()))?
+        .map_err(|e| StoreError(e.to_string()))
+        .map(|_| ())
+    }
+
+    /// Deletes response `id` (it was not accepted after all).
+    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.run::<i64>(redis::cmd("DEL").arg(response_key(id)).clone())
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,224 @@
+"""Background responses (OpenAI's Responses API, background mode) through the gateway, with the
+official SDK: accepted at once, polled to the end, cancelled while queued or running,
+idempotent, answered by any replica and after a gateway restart, with signed webhooks that
+are retried. Real worker, real model, real RabbitMQ, real Redis."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import openai
+import pytest
+
+from conftest import Names, metric, sdk, start_gateway, start_worker
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+STORY = "Write a long story about a lighthouse keeper."
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    """One worker with one slot, so that tasks queue behind each other, and two gateway
+    replicas sharing Redis and the results queue."""
+    names = Names("background")
+    common = {"gateway__webhook_secret": SECRET, "gateway__webhook_initial_delay_ms": 200}
+    worker = start_worker(names, engine__slots=1)
+    first = start_gateway(names, **common)
+    second = start_gateway(names, **common)
+    yield type("Fleet", (), {"names": names, "worker": worker, "first": first, "second": second, "common": common})
+    for process in (first, second, worker):
+        process.stop()
+    names.delete()
+
+
+def wait_until_final(client, response_id, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        response = client.responses.retrieve(response_id, extra_query={"wait": 5})
+        if response.status not in ("queued", "in_progress"):
+            return response
+    pytest.fail(f"{response_id} did not finish within {seconds} s")
+
+
+def test_a_background_response_is_queued_at_once_and_completes(fleet):
+    client = sdk(fleet.first.base_url)
+    created = client.responses.create(model="gemma3-270m", input="The capital of France is", max_output_tokens=24, background=True, metadata={"ticket": "42"})
+    assert created.id.startswith("resp_")
+    assert created.status == "queued"
+    assert created.metadata == {"ticket": "42"}
+    done = wait_until_final(client, created.id)
+    assert done.status in ("completed", "incomplete")
+    assert done.output_text
+    assert done.usage.output_tokens >= 1
+    assert done.metadata == {"ticket": "42"}
+
+
+def test_a_response_cut_at_max_output_tokens_is_incomplete(fleet):
+    client = sdk(fleet.first.base_url)
+    created = client.responses.create(model="m", input=STORY, max_output_tokens=3, background=True)
+    done = wait_until_final(client, created.id)
+    assert done.status == "incomplete"
+    assert done.incomplete_details.reason == "max_output_tokens"
+    assert done.usage.output_tokens == 3
+
+
+def test_without_background_the_finished_response_is_the_answer(fleet):
+    client = sdk(fleet.first.base_url)
+    response = client.responses.create(model="m", input=[{"role": "user", "content": "Hello"}], instructions="Be brief.", max_output_tokens=8)
+    assert response.status in ("completed", "incomplete")
+    assert response.output_text
+
+
+def test_an_unknown_response_is_a_404(fleet):
+    with pytest.raises(openai.NotFoundError):
+        sdk(fleet.first.base_url).responses.retrieve("resp_doesnotexist")
+
+
+def test_any_replica_answers_for_any_response(fleet):
+    created = sdk(fleet.first.base_url).responses.create(model="m", input="Hello", max_output_tokens=4, background=True)
+    done = wait_until_final(sdk(fleet.second.base_url), created.id)
+    assert done.status in ("completed", "incomplete")
+    assert done.id == created.id
+
+
+def test_cancelling_a_running_and_a_queued_response_frees_the_slot_for_the_next(fleet):
+    client = sdk(fleet.first.base_url)
+    cancelled = lambda: metric(fleet.worker.metrics_url, "warren_tasks_total", outcome="cancelled")
+    before = cancelled()
+    running = client.responses.create(model="m", input=STORY, max_output_tokens=600, background=True)
+    queued = client.responses.create(model="m", input=STORY, max_output_tokens=600, background=True)
+    short = client.responses.create(model="m", input="Hello", max_output_tokens=2, background=True)
+    deadline = time.monotonic() + 60
+    while client.responses.retrieve(running.id).status != "in_progress":
+        assert time.monotonic() < deadline, "the first task never started"
+        time.sleep(0.2)
+    assert client.responses.retrieve(queued.id).status == "queued"
+    assert client.responses.cancel(queued.id).status == "cancelled"
+    assert sdk(fleet.second.base_url).responses.cancel(running.id).status == "cancelled"
+    done = wait_until_final(client, short.id, seconds=60)
+    assert done.status in ("completed", "incomplete")
+    # Both long tasks were stopped by the workers, not run to the end.
+    deadline = time.monotonic() + 60
+    while cancelled() < before + 2:
+        assert time.monotonic() < deadline, "the worker did not cancel both tasks"
+        time.sleep(0.2)
+    assert client.responses.retrieve(running.id).status == "cancelled"
+    assert client.responses.retrieve(queued.id).status == "cancelled"
+    # Cancelling a finished response returns it unchanged.
+    assert client.responses.cancel(short.id).status == done.status
+
+
+def test_the_same_idempotency_key_creates_one_response_even_when_racing(fleet):
+    client = sdk(fleet.first.base_url)
+    key = {"Idempotency-Key": f"order-{time.time_ns()}"}
+    first = client.responses.create(model="m", input="Hello", max_output_tokens=2, background=True, extra_headers=key)
+    again = sdk(fleet.second.base_url).responses.create(model="m", input="Hello", max_output_tokens=2, background=True, extra_headers=key)
+    assert again.id == first.id
+
+    racing_key = {"Idempotency-Key": f"race-{time.time_ns()}"}
+    ids, errors = [], []
+
+    def create():
+        try:
+            ids.append(client.responses.create(model="m", input="Hi", max_output_tokens=2, background=True, extra_headers=racing_key).id)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert len(set(ids)) == 1, ids
+    wait_until_final(client, ids[0])
+
+
+def test_a_result_that_arrives_while_the_gateway_is_down_is_reported_after_its_restart(fleet):
+    gateway = start_gateway(fleet.names, **fleet.common)
+    client = sdk(gateway.base_url)
+    created = client.responses.create(model="m", input="Hello", max_output_tokens=16, background=True)
+    gateway.kill()
+    # The other replicas go down too: nobody consumes the results while the worker finishes.
+    fleet.first.kill()
+    fleet.second.kill()
+    time.sleep(5)
+    gateway.start()
+    fleet.first.start()
+    fleet.second.start()
+    try:
+        done = wait_until_final(client, created.id)
+        assert done.status in ("completed", "incomplete")
+        assert done.output_text
+    finally:
+        gateway.stop()
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A webhook receiver that fails its first `failures` deliveries."""
+
+    failures = 0
+    received = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["content-length"]))
+        Receiver.received.append((body, dict(self.headers)))
+        status = 500 if len(Receiver.received) <= Receiver.failures else 200
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_signed_webhook_is_retried_until_the_receiver_takes_it(fleet):
+    Receiver.failures, Receiver.received = 2, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    client = sdk(fleet.first.base_url)
+    try:
+        created = client.responses.create(model="m", input="Hello", max_output_tokens=4, background=True, metadata={"callback_url": url})
+        deadline = time.monotonic() + 90
+        while len(Receiver.received) < 3:
+            assert time.monotonic() < deadline, f"got {len(Receiver.received)} deliveries"
+            time.sleep(0.2)
+        time.sleep(1)
+        assert len(Receiver.received) == 3, "no delivery after the one that succeeded"
+        bodies = {body for body, _ in Receiver.received}
+        assert len(bodies) == 1, "every retry carries the same event"
+        body, headers = Receiver.received[-1]
+        client.webhooks.verify_signature(body.decode(), headers, secret=SECRET)
+        with pytest.raises(Exception):
+            client.webhooks.verify_signature(body.decode(), headers, secret="whsec_" + "A" * 32)
+        event = json.loads(body)
+        assert event["type"] in ("response.completed", "response.incomplete")
+        assert event["data"]["id"] == created.id
+        assert metric(fleet.first.metrics_url, "warren_gateway_webhook_attempts_total", result="failed") + metric(
+            fleet.second.metrics_url, "warren_gateway_webhook_attempts_total", result="failed"
+        ) >= 2
+    finally:
+        server.shutdown()
+
+
+def test_a_callback_url_outside_the_allowed_hosts_is_refused(fleet):
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk(fleet.first.base_url).responses.create(model="m", input="Hi", background=True, metadata={"callback_url": "http://10.1.2.3/hook"})
+    assert "webhook_allowed_hosts" in raised.value.message
+
+
+def test_without_redis_background_endpoints_answer_503_and_nothing_is_published():
+    names = Names("noredis")
+    gateway = start_gateway(names, gateway__redis_url="redis://127.0.0.1:1")
+    try:
+        with pytest.raises(openai.InternalServerError) as raised:
+            sdk(gateway.base_url).responses.create(model="m", input="Hi", background=True)
+        assert raised.value.status_code == 503
+        from conftest import queue_depth
+
+        time.sleep(6)
+        assert queue_depth(names.requests) == 0
+    finally:
+        gateway.stop()
+        names.delete()
