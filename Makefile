@@ -5,7 +5,7 @@ WARREN       := target/release/warren
 PROMPT       ?= The capital of France is
 MAX_TOKENS   ?= 32
 
-.PHONY: help setup model build broker-up broker-down run gateway submit test test-python bench lint fmt clean
+.PHONY: help setup model build broker-up broker-down redis-up run gateway submit test test-python bench lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
@@ -13,7 +13,7 @@ help:
 	@echo "make gateway  - the OpenAI-compatible HTTP API on 127.0.0.1:8080 (starts a worker if none runs)"
 	@echo "make submit PROMPT='...' - send one task to the running worker and print the reply"
 	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS)"
-	@echo "make setup | model | build | broker-up | broker-down | lint | fmt | clean"
+	@echo "make setup | model | build | broker-up | broker-down | redis-up | lint | fmt | clean"
 
 setup:
 	@scripts/setup.sh
@@ -30,10 +30,13 @@ broker-up:
 broker-down:
 	@scripts/broker.sh down
 
+redis-up:
+	@scripts/redis.sh up
+
 run: setup model broker-up build
 	WARREN__ENGINE__MODEL_PATH=$(MODEL) $(WARREN) worker
 
-gateway: setup model broker-up build
+gateway: setup model broker-up redis-up build
 	@MODEL=$(MODEL) scripts/gateway.sh
 
 submit: build
@@ -41,7 +44,7 @@ submit: build
 
 # One cargo profile (release) for the binary and the tests: llama.cpp is built once.
 # Model-using tests start worker processes; two at a time keeps 2 cores from thrashing.
-test: setup model broker-up
+test: setup model broker-up redis-up
 	$(CARGO) build --release --locked
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(CARGO) test --release --locked -- --test-threads=2
 	$(MAKE) test-python

