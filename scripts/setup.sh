@@ -16,6 +16,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 # The gateway's background responses keep their state in Redis (tests start it if needed).
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The Node client example's test installs amqplib with npm.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 # The Python tests (pika example, openai SDK against the gateway) run in a virtual
 # environment. `venv --help` succeeds even without ensurepip, so really create one.
 venv_probe=$(mktemp -d)

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{consumer_count, Names, Upstream, WorkerProcess};
-use serde_json::json;
+use common::{consumer_count, ready_count, Names, Upstream, WorkerProcess, AMQP_URL};
+use warren::client::{Client, Route, TaskBody};
 
 fn rabbitmqctl(args: &[&str]) {
     let status = Command::new("rabbitmqctl")
@@ -23,7 +23,13 @@ fn rabbitmqctl(args: &[&str]) {
 async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_every_task() {
     let names = Names::new("restart");
     let reply_queue = format!("{}.replies", names.requests);
-    let mut upstream = Upstream::connect_with_reply_queue(Some(&reply_queue)).await;
+    // Declare the durable reply queue, then leave it unconsumed until after the restart: a
+    // reply delivered to a consumer whose connection the restart kills would be lost to the
+    // test (not to the product: each reply was confirmed into the durable queue).
+    Upstream::connect_with_reply_queue(Some(&reply_queue))
+        .await
+        .close()
+        .await;
     let mut worker = WorkerProcess::start(
         &names,
         &[
@@ -33,17 +39,36 @@ async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_ever
         ],
     )
     .await;
+    let route = Route {
+        exchange: String::new(),
+        routing_key: names.requests.clone(),
+        control_exchange: names.control.clone(),
+    };
+    let client = Client::connect(&AMQP_URL.to_owned().into(), "warren-test-restart", route)
+        .await
+        .expect("connect");
     let mut ids = HashSet::new();
     for i in 0..6 {
-        let task = json!({"prompt": format!("Verse {i}:"), "max_tokens": 48});
-        ids.insert(upstream.send(&names.requests, &task).await);
+        let id = format!("verse-{i}");
+        let task = TaskBody {
+            max_tokens: Some(48),
+            ..TaskBody::prompt(format!("Verse {i}:"))
+        };
+        client
+            .send_to(&id, &task.to_bytes(), &reply_queue)
+            .await
+            .expect("published");
+        ids.insert(id);
     }
-    let mut answered = HashSet::new();
-    let (first, _) = upstream
-        .any_reply_within(common::PATIENCE)
-        .await
-        .expect("a first reply");
-    answered.insert(first);
+    let deadline = Instant::now() + common::PATIENCE;
+    while ready_count(&reply_queue).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no first reply:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     rabbitmqctl(&["stop_app"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -60,8 +85,9 @@ async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_ever
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    // The old client connection died with the broker; the durable reply queue did not.
-    upstream = Upstream::connect_with_reply_queue(Some(&reply_queue)).await;
+    // Only now read the durable reply queue: every reply, from before and after the restart.
+    let mut upstream = Upstream::connect_with_reply_queue(Some(&reply_queue)).await;
+    let mut answered = HashSet::new();
     while !ids.is_subset(&answered) {
         let (cid, reply) = upstream
             .any_reply_within(common::PATIENCE)

@@ -413,6 +413,93 @@ async fn the_python_pika_client_gets_a_completion_and_reports_errors() {
     assert!(String::from_utf8_lossy(&failed.stderr).contains("invalid_request"));
 }
 
+/// amqplib from npm, installed under target/ for the Node example; returns its node_modules.
+fn node_modules() -> PathBuf {
+    let prefix = repo("target/node-example");
+    let status = Command::new("npm")
+        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&prefix)
+        .arg("amqplib@2.3.1")
+        .status()
+        .expect("npm (apt-get install npm)");
+    assert!(status.success(), "npm install amqplib failed");
+    prefix.join("node_modules")
+}
+
+fn run_node_client(modules: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("node")
+        .arg(repo("examples/node/client.js"))
+        .args(args)
+        .env("NODE_PATH", modules)
+        .output()
+        .expect("node")
+}
+
+#[tokio::test]
+async fn the_node_amqplib_client_gets_a_completion_reports_errors_and_sees_a_full_queue() {
+    let modules = node_modules();
+    let Serving {
+        upstream: _upstream,
+        worker,
+        names,
+    } = serving("node", &[]).await;
+    let queue = names.requests.clone();
+    let ok = run_node_client(
+        &modules,
+        &[
+            "The capital of France is",
+            "--max-tokens",
+            "5",
+            "--queue",
+            &queue,
+        ],
+    );
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let reply: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(reply["usage"]["completion_tokens"], 5);
+    let failed = run_node_client(
+        &modules,
+        &["Hello", "--max-tokens", "100000", "--queue", &queue],
+    );
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("invalid_request"));
+    drop(worker);
+
+    // No worker, a backlog bound of 1: the queue fills up and the broker nacks the publish.
+    let full = Names::new("node-full");
+    let declared = warren(&full)
+        .arg("topology")
+        .env("WARREN__TOPOLOGY__MAX_LENGTH", "1")
+        .output()
+        .unwrap();
+    assert!(declared.status.success());
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let run = run_node_client(&modules, &["Hi", "--queue", &full.requests, "--wait", "1"]);
+        codes.push(run.status.code());
+        if run.status.code() == Some(1) {
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            assert!(stderr.contains("refused"), "{stderr}");
+            break;
+        }
+    }
+    assert_eq!(
+        codes.last(),
+        Some(&Some(1)),
+        "the full queue was never reported: {codes:?}"
+    );
+    assert!(
+        codes[..codes.len() - 1].iter().all(|c| *c == Some(2)),
+        "{codes:?}"
+    );
+}
+
 /// A throwaway CA and a server certificate for `localhost`, in `dir`.
 fn make_certificates(dir: &Path) {
     let run = |args: &[&str]| {

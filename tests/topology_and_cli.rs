@@ -84,6 +84,25 @@ async fn a_conflicting_existing_queue_is_reported_by_name() {
 }
 
 #[tokio::test]
+async fn a_worker_facing_a_queue_with_other_arguments_exits_64_naming_the_queue_and_argument() {
+    let names = Names::new("conflict-worker");
+    declare(&names, &[]);
+    let mut worker = WorkerProcess::spawn(&names, &[("WARREN__TOPOLOGY__DELIVERY_LIMIT", "9")]);
+    let status = worker
+        .exit_within(common::PATIENCE)
+        .await
+        .unwrap_or_else(|| panic!("the worker kept retrying:\n{}", worker.log()));
+    let log = worker.log();
+    assert_eq!(status.code(), Some(64), "{log}");
+    assert!(log.contains(&names.requests), "{log}");
+    assert!(log.contains("x-delivery-limit"), "{log}");
+    assert!(
+        !log.contains("reconnecting"),
+        "an operator error is not retried: {log}"
+    );
+}
+
+#[tokio::test]
 async fn a_classic_queue_takes_a_backlog_bound_and_priorities() {
     let names = Names::new("classic");
     declare(

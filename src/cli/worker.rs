@@ -20,14 +20,19 @@ pub(crate) struct Args {}
 pub(crate) async fn run(settings: Settings, _args: Args) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
-    let app = App::build(settings).await.map_err(|e| match e {
+    let app = App::build(settings).await.map_err(exit_reason)?;
+    app.run_until(shutdown).await.map_err(exit_reason)
+}
+
+/// Operator errors (a missing model, queues that contradict the configuration) exit 64.
+fn exit_reason(error: AppError) -> anyhow::Error {
+    match error {
         AppError::Engine(EngineStartError::ModelMissing(_)) => {
-            anyhow::Error::new(CliError::Config(format!("`engine.model_path`: {e}")))
+            anyhow::Error::new(CliError::Config(format!("`engine.model_path`: {error}")))
         }
+        AppError::Topology(_) => anyhow::Error::new(CliError::Config(error.to_string())),
         other => anyhow::Error::new(other),
-    })?;
-    app.run_until(shutdown).await;
-    Ok(())
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM (never, if signals cannot be watched).

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::broker::BrokerError;
 use crate::config::Settings;
 use crate::engine::{Engine, EngineStartError};
 use crate::telemetry::Telemetry;
@@ -27,6 +28,9 @@ pub enum AppError {
     /// The model could not be loaded.
     #[error(transparent)]
     Engine(#[from] EngineStartError),
+    /// The broker's queues contradict the configuration (see [`BrokerError::TopologyMismatch`]).
+    #[error(transparent)]
+    Topology(BrokerError),
 }
 
 /// A worker with its model loaded and its metrics listener bound, ready to serve.
@@ -84,16 +88,14 @@ impl App {
 
     /// Serves tasks until `shutdown` is cancelled (draining as configured), then stops the
     /// engine thread: llama.cpp must not be torn down by the process exit while it decodes.
-    pub async fn run_until(self, shutdown: CancellationToken) {
-        super::run(
-            &self.settings,
-            self.engine.clone(),
-            shutdown,
-            self.telemetry,
-        )
-        .await;
+    /// Ends early with [`AppError::Topology`] when the broker's queues contradict the
+    /// configuration.
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        let settings = &self.settings;
+        let served = super::run(settings, self.engine.clone(), shutdown, self.telemetry).await;
         let engine = self.engine;
         let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
         info!("worker stopped");
+        served.map_err(AppError::Topology)
     }
 }

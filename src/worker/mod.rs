@@ -63,16 +63,19 @@ enum SessionEnd {
     Shutdown,
     /// The broker went away (or could not be reached); try again.
     Lost(String),
+    /// The broker's queues contradict the configuration: trying again cannot help.
+    Misconfigured(BrokerError),
 }
 
 /// Serves tasks until `shutdown` is cancelled. Reconnects with exponential backoff whenever
-/// the broker is lost or unreachable; only a shutdown ends it.
+/// the broker is lost or unreachable. Ends early only when an existing queue or exchange has
+/// other arguments than the configuration (an operator's error, not a passing fault).
 pub(crate) async fn run(
     settings: &Settings,
     engine: Arc<Engine>,
     shutdown: CancellationToken,
     telemetry: Arc<Telemetry>,
-) {
+) -> Result<(), BrokerError> {
     let worker_name = broker::process_name(&settings.broker.connection_name);
     let mut backoff = ReconnectBackoff::new(&settings.broker);
     let mut tries = 0u32;
@@ -89,7 +92,8 @@ pub(crate) async fn run(
             &cancels,
         );
         match session.await {
-            SessionEnd::Shutdown => return,
+            SessionEnd::Shutdown => return Ok(()),
+            SessionEnd::Misconfigured(error) => return Err(error),
             SessionEnd::Lost(reason) => {
                 telemetry.readiness.set(false);
                 telemetry.metrics.reconnected();
@@ -106,7 +110,7 @@ pub(crate) async fn run(
                     "lost the broker; reconnecting"
                 );
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
@@ -125,6 +129,7 @@ async fn session(
     let consuming = start_consuming(settings, engine, worker_name, telemetry, cancels);
     let consuming = match consuming.await {
         Ok(consuming) => consuming,
+        Err(e @ BrokerError::TopologyMismatch { .. }) => return SessionEnd::Misconfigured(e),
         Err(e) => return SessionEnd::Lost(e.to_string()),
     };
     let Consuming {
@@ -189,6 +194,8 @@ async fn session(
                 in_flight.abort_all();
             }
         }
+        // Found while declaring the topology, before any task was taken: nothing to drain.
+        SessionEnd::Misconfigured(_) => {}
     }
     end
 }

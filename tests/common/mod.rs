@@ -223,6 +223,18 @@ impl WorkerProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Its exit status, once it exits by itself within `within`; `None` if it is still up.
+    pub async fn exit_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub async fn terminate(&mut self) -> ExitStatus {
         signal(self.child.id(), "TERM");
@@ -611,7 +623,7 @@ pub fn unacked_count(queue: &str) -> u64 {
 pub struct InProcessWorker {
     pub metrics_addr: std::net::SocketAddr,
     shutdown: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), warren::worker::AppError>>,
 }
 
 impl InProcessWorker {
@@ -658,7 +670,8 @@ impl InProcessWorker {
     /// Drains and stops it.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.task.await.expect("the worker stops cleanly");
+        let stopped = self.task.await.expect("the worker task ends");
+        stopped.expect("the worker stops cleanly");
     }
 }
 
