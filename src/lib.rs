@@ -21,6 +21,7 @@ pub mod config;
 pub mod dlq;
 pub mod engine;
 pub mod gateway;
+pub mod kv;
 pub mod protocol;
 pub mod retry;
 pub mod telemetry;

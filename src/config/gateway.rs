@@ -83,14 +83,7 @@ impl GatewaySettings {
         if self.connection_name.trim().is_empty() {
             return Err(invalid("gateway.connection_name", "must not be empty"));
         }
-        let redis = url::Url::parse(self.redis_url.expose_secret())
-            .map_err(|e| invalid("gateway.redis_url", format!("is not a valid URL: {e}")))?;
-        if !matches!(redis.scheme(), "redis" | "rediss") {
-            return Err(invalid(
-                "gateway.redis_url",
-                "must start with redis:// or rediss://",
-            ));
-        }
+        super::check_redis_url("gateway.redis_url", self.redis_url.expose_secret())?;
         if self.state_ttl_s == 0 {
             return Err(invalid("gateway.state_ttl_s", "must be at least 1"));
         }

@@ -183,6 +183,14 @@ impl Settings {
     }
 }
 
+fn check_redis_url(key: &'static str, raw: &str) -> Result<(), ConfigError> {
+    let url = url::Url::parse(raw).map_err(|e| invalid(key, format!("is not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(invalid(key, "must start with redis:// or rediss://"));
+    }
+    Ok(())
+}
+
 fn check_amqp_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || name.len() > 255 {
         return Err(invalid(key, "must be 1 to 255 bytes long"));

@@ -170,6 +170,11 @@ pub struct WorkerSettings {
     pub max_redeliveries: u32,
     /// Testing only: honour fault-injection markers in prompts.
     pub fault_injection: bool,
+    /// Redis recording finished task ids, so a redelivered finished task is not run or
+    /// answered again; empty = off (at least once, as without it).
+    pub redis_url: String,
+    /// How long a finished mark is kept, in seconds.
+    pub finished_ttl_s: u64,
 }
 
 /// `[sampling]`: defaults for sampling parameters.
@@ -333,6 +338,12 @@ impl WorkerSettings {
                 "worker.shutdown_grace_ms",
                 "must be at most one hour",
             ));
+        }
+        if !self.redis_url.is_empty() {
+            super::check_redis_url("worker.redis_url", &self.redis_url)?;
+        }
+        if self.finished_ttl_s == 0 {
+            return Err(invalid("worker.finished_ttl_s", "must be at least 1"));
         }
         Ok(())
     }

@@ -144,3 +144,41 @@ fn the_url_can_come_from_a_file() {
     assert_eq!(s.broker.url.expose_secret(), "amqp://u:p@h:5672/%2f");
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn gateway_and_worker_redis_and_webhook_settings_are_checked_by_key() {
+    let cases = [
+        (
+            ("WARREN__WORKER__REDIS_URL", "http://x"),
+            "worker.redis_url",
+        ),
+        (
+            ("WARREN__GATEWAY__REDIS_URL", "not a url"),
+            "gateway.redis_url",
+        ),
+        (("WARREN__GATEWAY__STATE_TTL_S", "0"), "gateway.state_ttl_s"),
+        (
+            ("WARREN__GATEWAY__WEBHOOK_URL", "http://127.0.0.1/h"),
+            "gateway.webhook_url",
+        ),
+        (
+            ("WARREN__GATEWAY__WEBHOOK_MAX_ATTEMPTS", "0"),
+            "gateway.webhook_max_attempts",
+        ),
+        (("WARREN__GATEWAY__LISTEN", "nowhere"), "gateway.listen"),
+        (
+            ("WARREN__GATEWAY__REQUEST_TIMEOUT_MS", "700000"),
+            "gateway.request_timeout_ms",
+        ),
+        (
+            ("WARREN__TOPOLOGY__CONTROL_EXCHANGE", "amq.nope"),
+            "topology.control_exchange",
+        ),
+    ];
+    for (var, key) in cases {
+        let err = load(&[var]).expect_err(var.0).to_string();
+        assert!(err.contains(key), "{var:?}: {err}");
+    }
+    let on = load(&[("WARREN__WORKER__REDIS_URL", "redis://127.0.0.1:6379")]).unwrap();
+    assert_eq!(on.worker.finished_ttl_s, 86_400);
+}

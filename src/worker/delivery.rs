@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use super::fate::{self, BeforeRun, Fate, Redeliveries};
 use super::outbox::Outbox;
@@ -109,6 +109,15 @@ async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
         quorum_count: headers::integer(&delivery.properties, QUORUM_DELIVERY_COUNT).unwrap_or(0),
         warren_count: headers::integer(&delivery.properties, HEADER_REDELIVERIES).unwrap_or(0),
     };
+    if already_finished(shared, meta).await {
+        info!("the task was finished before (its id is recorded): acked without running it again");
+        tracing::Span::current().record("outcome", "duplicate");
+        shared.telemetry.metrics.task_settled("duplicate", "");
+        if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+            warn!(error = %e, "ack of a finished task failed; it comes back and is skipped again");
+        }
+        return;
+    }
     let (fate, generation) = match fate::before_run(counts, shared.max_redeliveries) {
         BeforeRun::Settle(fate) => (fate, None),
         BeforeRun::Run => {
@@ -124,6 +133,12 @@ async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
         .await;
     match published {
         Ok(()) => {
+            if fate.ends_task() {
+                mark_finished(shared, meta).await;
+            }
+            if shared.fault_injection {
+                faults::before_ack(&delivery.data, counts);
+            }
             if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                 // The broker will deliver it again: at least once, so a duplicate is possible.
                 warn!(error = %e, "ack failed after everything was confirmed");
@@ -132,6 +147,26 @@ async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
         Err(e) => {
             warn!(error = %e, "could not publish what the task owes; returning it to the queue");
             requeue(delivery).await;
+        }
+    }
+}
+
+/// Whether the task's id is recorded as finished (off, or Redis not answering: no).
+async fn already_finished(shared: &Shared, meta: &TaskMeta) -> bool {
+    let (Some(finished), Some(id)) = (&shared.finished, &meta.id) else {
+        return false;
+    };
+    finished.contains(id).await.unwrap_or_else(|e| {
+        warn!(error = %e, "cannot tell whether the task was finished before; running it (at least once)");
+        false
+    })
+}
+
+/// Records the task's id as finished, after what it owes is confirmed and before its ack.
+async fn mark_finished(shared: &Shared, meta: &TaskMeta) {
+    if let (Some(finished), Some(id)) = (&shared.finished, &meta.id) {
+        if let Err(e) = finished.record(id).await {
+            warn!(error = %e, "the task could not be recorded as finished; a redelivery would run it again");
         }
     }
 }

@@ -67,6 +67,11 @@ impl Fate {
         }
     }
 
+    /// Whether the task ends here (a retry or a recount sends it round again).
+    pub(crate) fn ends_task(&self) -> bool {
+        !matches!(self, Fate::Retry { .. } | Fate::Recount(_))
+    }
+
     /// The error code that goes with the outcome, if any.
     pub(crate) fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -191,6 +196,15 @@ mod tests {
             after_run(&Ok::<(), TaskError>(()), 1, &policy()),
             Fate::Reply
         );
+    }
+
+    #[test]
+    fn only_retries_and_recounts_leave_a_task_unfinished() {
+        assert!(Fate::Reply.ends_task());
+        assert!(Fate::GiveUp(TaskError::new(ErrorCode::Internal, "m")).ends_task());
+        assert!(Fate::Cancelled(TaskError::new(ErrorCode::Cancelled, "m")).ends_task());
+        assert!(!Fate::Recount(1).ends_task());
+        assert!(!after_run(&failure(ErrorCode::Timeout), 1, &policy()).ends_task());
     }
 
     #[test]

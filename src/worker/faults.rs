@@ -4,9 +4,13 @@
 //! - `[[warren-fault:crash]]`: the process aborts (as if llama.cpp crashed) — a poison task.
 //! - `[[warren-fault:fail-attempts=N]]`: attempts 1..=N fail with `inference_failed`; later
 //!   attempts run on the real engine.
+//! - `[[warren-fault:crash-before-ack]]`: on the task's first delivery, the process aborts
+//!   after everything the task owes is confirmed and before its ack (the window in which
+//!   at-least-once delivery runs a task twice).
 //!
 //! With fault injection off (the default) the markers are plain text.
 
+use super::fate::Redeliveries;
 use crate::protocol::{ErrorCode, Input, TaskError};
 
 const PREFIX: &str = "[[warren-fault:";
@@ -39,4 +43,17 @@ pub(super) fn inject(input: &Input, attempt: u32) -> Result<(), TaskError> {
         }
     }
     Ok(())
+}
+
+/// Aborts between the confirmed reply and the ack when the task body carries
+/// `[[warren-fault:crash-before-ack]]` and this is its first delivery.
+pub(super) fn before_ack(body: &[u8], counts: Redeliveries) {
+    let marker = format!("{PREFIX}crash-before-ack]]");
+    let first_delivery =
+        counts.quorum_count == 0 && counts.warren_count == 0 && !counts.redelivered;
+    let has_marker = body.windows(marker.len()).any(|w| w == marker.as_bytes());
+    if has_marker && first_delivery {
+        tracing::error!("fault injection: crashing after the reply was confirmed, before the ack");
+        std::process::abort();
+    }
 }

@@ -13,6 +13,7 @@ mod cancels;
 mod delivery;
 mod fate;
 mod faults;
+mod finished;
 mod outbox;
 mod stream;
 
@@ -33,6 +34,7 @@ use crate::retry::{ReconnectBackoff, RetryPolicy};
 use crate::telemetry::Telemetry;
 pub use app::{App, AppError};
 use cancels::Cancellations;
+use finished::Finished;
 
 /// How long handlers get to notice they were abandoned and return their delivery.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
@@ -55,6 +57,32 @@ pub(crate) struct Shared {
     pub telemetry: Arc<Telemetry>,
     pub stream: crate::config::StreamSettings,
     pub cancels: Cancellations,
+    pub finished: Option<Arc<Finished>>,
+}
+
+/// What outlives a session: remembered cancels, the finished-task marks.
+struct Lasting {
+    cancels: Cancellations,
+    finished: Option<Arc<Finished>>,
+}
+
+/// The finished-task marks, when `worker.redis_url` is set.
+fn finished_marks(settings: &Settings) -> Option<Arc<Finished>> {
+    let url = settings.worker.redis_url.as_str();
+    if url.is_empty() {
+        return None;
+    }
+    let queue = &settings.topology.requests_queue;
+    match Finished::new(url, queue, settings.worker.finished_ttl_s) {
+        Ok(finished) => {
+            info!("finished tasks are recorded in Redis: a redelivered finished task is not run again");
+            Some(Arc::new(finished))
+        }
+        Err(e) => {
+            warn!(error = %e, "worker.redis_url is unusable; delivery stays at least once");
+            None
+        }
+    }
 }
 
 /// How a session ended.
@@ -80,7 +108,10 @@ pub(crate) async fn run(
     let mut backoff = ReconnectBackoff::new(&settings.broker);
     let mut tries = 0u32;
     // Outlives sessions: a cancel remembered before a reconnection still applies after it.
-    let cancels = Cancellations::default();
+    let lasting = Lasting {
+        cancels: Cancellations::default(),
+        finished: finished_marks(settings),
+    };
     loop {
         let started = Instant::now();
         let session = session(
@@ -89,7 +120,7 @@ pub(crate) async fn run(
             &worker_name,
             &shutdown,
             &telemetry,
-            &cancels,
+            &lasting,
         );
         match session.await {
             SessionEnd::Shutdown => return Ok(()),
@@ -124,9 +155,9 @@ async fn session(
     worker_name: &str,
     shutdown: &CancellationToken,
     telemetry: &Arc<Telemetry>,
-    cancels: &Cancellations,
+    lasting: &Lasting,
 ) -> SessionEnd {
-    let consuming = start_consuming(settings, engine, worker_name, telemetry, cancels);
+    let consuming = start_consuming(settings, engine, worker_name, telemetry, lasting);
     let consuming = match consuming.await {
         Ok(consuming) => consuming,
         Err(e @ BrokerError::TopologyMismatch { .. }) => return SessionEnd::Misconfigured(e),
@@ -222,7 +253,7 @@ async fn start_consuming(
     engine: &Arc<Engine>,
     worker_name: &str,
     telemetry: &Arc<Telemetry>,
-    cancels: &Cancellations,
+    lasting: &Lasting,
 ) -> Result<Consuming, BrokerError> {
     let connection = broker::connect(&settings.broker.url, worker_name).await?;
     info!(
@@ -235,7 +266,7 @@ async fn start_consuming(
     topology.declare(&setup).await?;
     let _ = setup.close(200, "topology declared".into()).await;
 
-    listen_for_cancels(&connection, &topology, worker_name, cancels.clone()).await?;
+    listen_for_cancels(&connection, &topology, worker_name, lasting.cancels.clone()).await?;
     let publisher = Publisher::open(&connection).await?;
     let channel = connection.create_channel().await?;
     channel
@@ -270,7 +301,8 @@ async fn start_consuming(
         classic_queue: settings.topology.queue_type == crate::config::QueueType::Classic,
         telemetry: telemetry.clone(),
         stream: settings.stream.clone(),
-        cancels: cancels.clone(),
+        cancels: lasting.cancels.clone(),
+        finished: lasting.finished.clone(),
     });
     Ok(Consuming {
         connection,

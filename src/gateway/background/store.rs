@@ -6,19 +6,13 @@
 //!
 //! A state change is a compare-and-set on `status` (a Lua script), so a cancel and a worker's
 //! reply racing from two replicas cannot both win, and a final state never changes. Every
-//! call is bounded in time: Redis down is an error at once, never a hang; the connection
-//! manager reconnects by itself.
+//! call is bounded in time ([`crate::kv`]): Redis down is an error at once, never a hang.
 
-use std::time::Duration;
-
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::object::Status;
-
-/// How long one Redis call may take before Redis counts as unavailable.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::kv::{bounded, Kv, KvError};
 
 const TRANSITION: &str = r"
 local current = redis.call('HGET', KEYS[1], 'status')
@@ -35,9 +29,7 @@ return redis.call('HSET', KEYS[1], 'meta', ARGV[1])
 ";
 
 /// Redis could not be reached or answered wrongly.
-#[derive(Debug, thiserror::Error)]
-#[error("Redis is unavailable: {0}")]
-pub struct StoreError(String);
+pub type StoreError = KvError;
 
 /// One delivery attempt of a webhook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,8 +77,7 @@ pub enum Transition {
 
 /// The Redis-backed state store.
 pub struct Store {
-    client: redis::Client,
-    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+    kv: Kv,
     ttl_s: u64,
 }
 
@@ -97,39 +88,14 @@ fn response_key(id: &str) -> String {
 impl Store {
     /// A store for `url` whose records live `ttl_s` seconds. Connects on first use.
     pub fn new(url: &str, ttl_s: u64) -> Result<Store, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError(e.to_string()))?;
         Ok(Store {
-            client,
-            connection: tokio::sync::Mutex::new(None),
+            kv: Kv::new(url)?,
             ttl_s,
         })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let connecting = self.client.get_connection_manager();
-        let connection = tokio::time::timeout(CALL_TIMEOUT, connecting)
-            .await
-            .map_err(|_| StoreError("no answer within 2 s".into()))?
-            .map_err(|e| StoreError(e.to_string()))?;
-        *slot = Some(connection.clone());
-        Ok(connection)
-    }
-
     async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, StoreError> {
-        let mut connection = self.connection().await?;
-        tokio::time::timeout(CALL_TIMEOUT, command.query_async(&mut connection))
-            .await
-            .map_err(|_| StoreError("no answer within 2 s".into()))?
-            .map_err(|e| StoreError(e.to_string()))
-    }
-
-    /// Whether Redis answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.run::<String>(redis::cmd("PING")).await.map(|_| ())
+        self.kv.run(command).await
     }
 
     /// Claims idempotency key `key` of `owner` for response `id`. `None`: claimed; `Some`:
@@ -162,7 +128,7 @@ impl Store {
     pub async fn create(&self, id: &str, record: &Record) -> Result<(), StoreError> {
         let key = response_key(id);
         let meta = serde_json::to_string(&record.meta).unwrap_or_default();
-        let mut connection = self.connection().await?;
+        let mut connection = self.kv.connection().await?;
         let pipeline = redis::pipe()
             .atomic()
             .cmd("HSET")
@@ -179,10 +145,7 @@ impl Store {
             .arg(self.ttl_s)
             .ignore()
             .clone();
-        tokio::time::timeout(CALL_TIMEOUT, pipeline.query_async::<()>(&mut connection))
-            .await
-            .map_err(|_| StoreError("no answer within 2 s".into()))?
-            .map_err(|e| StoreError(e.to_string()))
+        bounded(pipeline.query_async::<()>(&mut connection)).await
     }
 
     /// The record of response `id`, if it exists.
@@ -204,8 +167,8 @@ impl Store {
         };
         Ok(Some(Record {
             status: Status::parse(&status)
-                .ok_or_else(|| StoreError(format!("bad status {status}")))?,
-            object: serde_json::from_str(&object).map_err(|e| StoreError(e.to_string()))?,
+                .ok_or_else(|| KvError(format!("bad status {status}")))?,
+            object: serde_json::from_str(&object).map_err(|e| KvError(e.to_string()))?,
             meta: meta
                 .and_then(|m| serde_json::from_str(&m).ok())
                 .unwrap_or_default(),
@@ -220,18 +183,9 @@ impl Store {
         to: Status,
         object: &Value,
     ) -> Result<Transition, StoreError> {
-        let mut connection = self.connection().await?;
-        let script = redis::Script::new(TRANSITION);
-        let mut invocation = script.key(response_key(id));
-        invocation
-            .arg(from.as_str())
-            .arg(to.as_str())
-            .arg(object.to_string());
-        let answer: String =
-            tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async(&mut connection))
-                .await
-                .map_err(|_| StoreError("no answer within 2 s".into()))?
-                .map_err(|e| StoreError(e.to_string()))?;
+        let object = object.to_string();
+        let args = [from.as_str(), to.as_str(), object.as_str()];
+        let answer: String = self.kv.script(TRANSITION, &response_key(id), &args).await?;
         Ok(match answer.as_str() {
             "ok" => Transition::Done,
             "missing" => Transition::Missing,
@@ -241,18 +195,12 @@ impl Store {
 
     /// Replaces the gateway's notes of response `id` (webhook attempts), if it still exists.
     pub async fn put_meta(&self, id: &str, meta: &Meta) -> Result<(), StoreError> {
-        let mut connection = self.connection().await?;
-        let script = redis::Script::new(PUT_META);
-        let mut invocation = script.key(response_key(id));
-        invocation.arg(serde_json::to_string(meta).unwrap_or_default());
-        tokio::time::timeout(
-            CALL_TIMEOUT,
-            invocation.invoke_async::<i64>(&mut connection),
-        )
-        .await
-        .map_err(|_| StoreError("no answer within 2 s".into()))?
-        .map_err(|e| StoreError(e.to_string()))
-        .map(|_| ())
+        let meta = serde_json::to_string(meta).unwrap_or_default();
+        let key = response_key(id);
+        self.kv
+            .script::<i64>(PUT_META, &key, &[&meta])
+            .await
+            .map(|_| ())
     }
 
     /// Deletes response `id` (it was not accepted after all).

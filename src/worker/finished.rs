@@ -1,0 +1,41 @@
+//! Finished-task marks in Redis, so that a task is not worked on twice: once everything a
+//! delivery owes is confirmed, and before its ack, its id is recorded (`warren:finished:
+//! <requests queue>:<id>`, kept `worker.finished_ttl_s`); a delivery whose id is recorded is
+//! acked without being run or answered again. Optional (`worker.redis_url`): a Redis that
+//! does not answer makes the worker fall back to at least once, never block.
+
+use crate::kv::{Kv, KvError};
+
+/// The finished marks of one requests queue.
+pub(crate) struct Finished {
+    kv: Kv,
+    prefix: String,
+    ttl_s: u64,
+}
+
+impl Finished {
+    /// Marks kept at `url` for the tasks of `requests_queue`, `ttl_s` seconds each.
+    pub(crate) fn new(url: &str, requests_queue: &str, ttl_s: u64) -> Result<Finished, KvError> {
+        Ok(Finished {
+            kv: Kv::new(url)?,
+            prefix: format!("warren:finished:{requests_queue}:"),
+            ttl_s,
+        })
+    }
+
+    /// Whether task `id` was finished already.
+    pub(crate) async fn contains(&self, id: &str) -> Result<bool, KvError> {
+        let key = format!("{}{id}", self.prefix);
+        self.kv
+            .run::<bool>(redis::cmd("EXISTS").arg(key).clone())
+            .await
+    }
+
+    /// Records task `id` as finished.
+    pub(crate) async fn record(&self, id: &str) -> Result<(), KvError> {
+        let key = format!("{}{id}", self.prefix);
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg("1").arg("EX").arg(self.ttl_s);
+        self.kv.run::<()>(set).await
+    }
+}
