@@ -6,7 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ping_amqp() { rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
+# Debian's RabbitMQ commands refuse anyone but root and the rabbitmq user: use sudo otherwise.
+AS_ADMIN=""
+if [ "$(id -u)" -ne 0 ]; then AS_ADMIN="sudo"; fi
+ping_amqp() { $AS_ADMIN rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
 mgmt_up() { curl -fsS -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1; }
 
 wait_for() {
@@ -22,13 +25,13 @@ wait_for() {
 up_local() {
   if ! ping_amqp; then
     echo "broker: starting rabbitmq-server"
-    rabbitmq-server -detached
+    $AS_ADMIN rabbitmq-server -detached
     wait_for "RabbitMQ" ping_amqp 90
-    rabbitmqctl await_startup >/dev/null 2>&1 || true
+    $AS_ADMIN rabbitmqctl await_startup >/dev/null 2>&1 || true
   fi
   if ! mgmt_up; then
     echo "broker: enabling the management plugin"
-    rabbitmq-plugins enable rabbitmq_management >/dev/null
+    $AS_ADMIN rabbitmq-plugins enable rabbitmq_management >/dev/null
     wait_for "the management API" mgmt_up 60
   fi
   echo "broker: RabbitMQ is up (amqp://127.0.0.1:5672, management http://127.0.0.1:15672)"
@@ -48,7 +51,7 @@ case "${1:-}" in
     ;;
   down)
     if command -v rabbitmqctl >/dev/null 2>&1 && ping_amqp; then
-      rabbitmqctl stop >/dev/null && echo "broker: stopped"
+      $AS_ADMIN rabbitmqctl stop >/dev/null && echo "broker: stopped"
     elif docker info >/dev/null 2>&1; then
       docker compose -f deploy/docker-compose.yml down
     else

@@ -5,14 +5,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{consumer_count, ready_count, Names, Upstream, WorkerProcess, AMQP_URL};
 use warren::client::{Client, Route, TaskBody};
 
 fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
+    let status = common::rabbitmqctl()
         .args(args)
         .status()
         .expect("rabbitmqctl");

@@ -280,6 +280,122 @@ fn the_kubernetes_manifests_probe_the_health_endpoints_and_scale_on_the_requests
     );
 }
 
+/// Every manifest under deploy/k8s, as (kind, name, document).
+fn k8s_objects() -> Vec<(String, String, Yaml)> {
+    let mut objects = Vec::new();
+    for entry in std::fs::read_dir(repo("deploy/k8s")).unwrap() {
+        let path = entry.unwrap().path();
+        let relative = path
+            .strip_prefix(repo(""))
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        for doc in yaml(&relative) {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            let name = doc["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            objects.push((kind, name, doc));
+        }
+    }
+    objects
+}
+
+#[test]
+fn everything_the_kubernetes_manifests_reference_is_shipped_and_the_image_is_pinned() {
+    let objects = k8s_objects();
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|(k, n, _)| k == kind && n == name)
+            .map(|(_, _, doc)| doc.clone())
+            .unwrap_or_else(|| panic!("no {kind} `{name}` in deploy/k8s"))
+    };
+    let deployment = find("Deployment", "warren");
+    let pod = &deployment["spec"]["template"]["spec"];
+    for volume in pod["volumes"].as_vec().unwrap() {
+        if let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() {
+            find("PersistentVolumeClaim", claim);
+        }
+        if let Some(secret) = volume["secret"]["secretName"].as_str() {
+            find("Secret", secret);
+        }
+        if let Some(map) = volume["configMap"]["name"].as_str() {
+            find("ConfigMap", map);
+        }
+    }
+    let auth = find("TriggerAuthentication", "warren-rabbitmq-management");
+    for target in auth["spec"]["secretTargetRef"].as_vec().unwrap() {
+        let secret = find("Secret", target["name"].as_str().unwrap());
+        let key = target["key"].as_str().unwrap();
+        assert!(
+            !secret["stringData"][key].is_badvalue(),
+            "secret key {key} is shipped"
+        );
+    }
+    let image = pod["containers"][0]["image"].as_str().unwrap();
+    assert_eq!(
+        image,
+        format!("warren:{}", env!("CARGO_PKG_VERSION")),
+        "pinned, never latest"
+    );
+
+    // The Job that fills the models claim assembles the model `make model` checks.
+    let job = find("Job", "warren-models-fetch");
+    let job_pod = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        job_pod["volumes"][0]["persistentVolumeClaim"]["claimName"].as_str(),
+        Some("warren-models")
+    );
+    let script = job_pod["containers"][0]["args"][0].as_str().unwrap();
+    let fetch = std::fs::read_to_string(repo("scripts/fetch-model.sh")).unwrap();
+    let sha = fetch
+        .split("SHA256=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(
+        script.contains(sha),
+        "the Job checks the same sha256 as make model"
+    );
+    let syntax = Command::new("sh")
+        .args(["-n", "-c", script])
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "the Job's script parses");
+}
+
+#[test]
+fn image_builds_leave_out_build_output_and_the_cuda_image_targets_current_gpus() {
+    let ignored = std::fs::read_to_string(repo(".dockerignore")).unwrap();
+    for path in ["target/", "models/", ".git/"] {
+        assert!(
+            ignored.lines().any(|l| l.trim() == path),
+            ".dockerignore lacks {path}"
+        );
+    }
+    let cuda = std::fs::read_to_string(repo("deploy/Dockerfile.cuda")).unwrap();
+    let archs = cuda
+        .lines()
+        .find_map(|l| l.strip_prefix("ARG CUDA_ARCHITECTURES="))
+        .expect("a CUDA_ARCHITECTURES build argument with a default");
+    for arch in ["80", "86", "89", "90"] {
+        assert!(
+            archs.trim_matches('"').split(';').any(|a| a == arch),
+            "{arch} in {archs}"
+        );
+    }
+    assert!(
+        cuda.contains("CMAKE_CUDA_ARCHITECTURES=\"${CUDA_ARCHITECTURES}\" cargo build"),
+        "the architectures reach llama.cpp's CMake build"
+    );
+    assert!(cuda.contains("WARREN__ENGINE__N_GPU_LAYERS=99"));
+}
+
 #[test]
 fn the_rabbitmq_definitions_match_what_the_worker_declares() {
     let names = Names::new("defs");

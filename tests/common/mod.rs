@@ -601,10 +601,26 @@ async fn passive_declare(queue: &str) -> Option<lapin::Queue> {
     declared
 }
 
+/// `rabbitmqctl`, through `sudo -n` when not run as root (Debian's RabbitMQ commands refuse
+/// anyone but root and the rabbitmq user).
+pub fn rabbitmqctl() -> Command {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if is_root {
+        Command::new("rabbitmqctl")
+    } else {
+        let mut command = Command::new("sudo");
+        command.args(["-n", "rabbitmqctl"]);
+        command
+    }
+}
+
 /// Unacknowledged deliveries of `queue` right now, from `rabbitmqctl` (exact, unlike the
 /// management API's statistics).
 pub fn unacked_count(queue: &str) -> u64 {
-    let output = Command::new("rabbitmqctl")
+    let output = rabbitmqctl()
         .args(["-q", "list_queues", "name", "messages_unacknowledged"])
         .output()
         .expect("run rabbitmqctl");
