@@ -625,3 +625,27 @@ async fn a_client_using_direct_reply_to_gets_its_reply() {
     );
     let _ = connection.close(200, "done".into()).await;
 }
+
+#[tokio::test]
+async fn flash_attention_and_a_q8_0_kv_cache_serve_on_the_cpu_too() {
+    let common::Serving {
+        mut upstream,
+        worker: _worker,
+        names,
+    } = common::serving(
+        "flash",
+        &[
+            ("WARREN__ENGINE__FLASH_ATTENTION", "on"),
+            ("WARREN__ENGINE__KV_CACHE_TYPE", "q8_0"),
+        ],
+    )
+    .await;
+    let reply = upstream
+        .request(
+            &names.requests,
+            &json!({"prompt": "The capital of France is", "max_tokens": 8}),
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(reply["usage"]["completion_tokens"], 8, "{reply}");
+}

@@ -92,6 +92,10 @@ pub struct EngineSettings {
     pub slots: u32,
     /// Full-context KV cache for sliding-window layers.
     pub swa_full: bool,
+    /// Flash attention: auto, on or off.
+    pub flash_attention: FlashAttention,
+    /// Element type of the KV cache (keys and values).
+    pub kv_cache_type: KvCacheType,
     /// llama.cpp built-in chat template used when the GGUF has none.
     pub chat_template: String,
 }
@@ -177,6 +181,32 @@ pub struct WorkerSettings {
     pub finished_ttl_s: u64,
 }
 
+/// Whether llama.cpp uses its flash-attention kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttention {
+    /// llama.cpp decides (on where the backend supports it).
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+/// Element type of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvCacheType {
+    /// 16-bit floats (llama.cpp's default).
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// 32-bit floats (twice the memory).
+    F32,
+    /// 8-bit quantized: half the memory of f16, a small quality cost.
+    Q8_0,
+}
+
 /// `[sampling]`: defaults for sampling parameters.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,6 +284,12 @@ impl EngineSettings {
         }
         if self.threads > 1024 {
             return Err(invalid("engine.threads", "must be at most 1024"));
+        }
+        if self.kv_cache_type == KvCacheType::Q8_0 && self.flash_attention == FlashAttention::Off {
+            return Err(invalid(
+                "engine.kv_cache_type",
+                "q8_0 needs flash attention (engine.flash_attention = \"auto\" or \"on\"): llama.cpp quantizes the V cache only with it",
+            ));
         }
         Ok(())
     }

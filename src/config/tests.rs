@@ -182,3 +182,17 @@ fn gateway_and_worker_redis_and_webhook_settings_are_checked_by_key() {
     let on = load(&[("WARREN__WORKER__REDIS_URL", "redis://127.0.0.1:6379")]).unwrap();
     assert_eq!(on.worker.finished_ttl_s, 86_400);
 }
+
+#[test]
+fn a_quantized_kv_cache_needs_flash_attention() {
+    let err = load(&[
+        ("WARREN__ENGINE__KV_CACHE_TYPE", "q8_0"),
+        ("WARREN__ENGINE__FLASH_ATTENTION", "off"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("engine.kv_cache_type"), "{err}");
+    let s = load(&[("WARREN__ENGINE__KV_CACHE_TYPE", "q8_0")]).unwrap();
+    assert_eq!(s.engine.flash_attention, FlashAttention::Auto);
+    assert!(load(&[("WARREN__ENGINE__FLASH_ATTENTION", "sometimes")]).is_err());
+}

@@ -13,6 +13,7 @@
 //! progress, stops, limits, streaming); [`sampling`] picks a task's next token
 //! (an argmax for greedy, else a sampler chain).
 
+mod params;
 mod runner;
 mod sampling;
 mod sequence;

@@ -3,12 +3,10 @@
 //! sequence in a single batch, sample each }. A sequence finishes on its own schedule and
 //! frees its slot at once; nothing waits for a whole batch.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -17,6 +15,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
+use super::params;
 use super::sampling::TokenPicker;
 use super::sequence::{InBatch, Sequence, SequenceStart, Step};
 use super::{EngineStartError, Job, Message, ModelInfo};
@@ -94,22 +93,8 @@ impl<'m> Runner<'m> {
         backend: &LlamaBackend,
     ) -> Result<Self, EngineStartError> {
         let slots = settings.slots;
-        let threads = settings.effective_threads();
-        let batch_capacity = settings.batch_size.max(slots);
-        // Without a unified KV cache llama.cpp splits n_ctx evenly across sequences, so each
-        // slot gets exactly `context_size` tokens.
-        let n_ctx = settings.context_size.saturating_mul(slots);
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx))
-            .with_n_batch(batch_capacity)
-            .with_n_ubatch(batch_capacity)
-            .with_n_seq_max(slots)
-            // Sliding-window layers need only the window's KV cells, not the whole context
-            // (llama-server's default too); a full SWA cache only helps reusing a prompt prefix,
-            // which warren does not do.
-            .with_swa_full(settings.swa_full)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads);
+        let batch_capacity = params::batch_capacity(settings);
+        let params = params::context_params(settings);
         let ctx = model
             .new_context(backend, params)
             .map_err(|e| EngineStartError::Llama(format!("creating the context: {e}")))?;
