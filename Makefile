@@ -5,7 +5,9 @@ WARREN       := target/release/warren
 PROMPT       ?= The capital of France is
 MAX_TOKENS   ?= 32
 
-.PHONY: help setup model build broker-up broker-down redis-up run gateway submit test test-python bench lint fmt clean
+CUDA_ARCHITECTURES ?= 80;86;89;90
+
+.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-python bench lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
@@ -13,6 +15,7 @@ help:
 	@echo "make gateway  - the OpenAI-compatible HTTP API on 127.0.0.1:8080 (starts a worker if none runs)"
 	@echo "make submit PROMPT='...' - send one task to the running worker and print the reply"
 	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS)"
+	@echo "make build-cuda | gpu-check  - a CUDA build (target-cuda/) and the GPU measurements"
 	@echo "make setup | model | build | broker-up | broker-down | redis-up | lint | fmt | clean"
 
 setup:
@@ -23,6 +26,17 @@ model:
 
 build: setup
 	$(CARGO) build --release --locked
+
+# A CUDA build in target-cuda/ (the CPU build in target/ stays): needs the CUDA toolkit (nvcc).
+# CUDA_ARCHITECTURES: the compute capabilities compiled for (80 A100, 86 A10/RTX 30xx,
+# 89 L4/RTX 40xx, 90 H100/H200), passed to llama.cpp's CMake.
+build-cuda: setup
+	@command -v nvcc >/dev/null 2>&1 || { echo "build-cuda: nvcc not found: install the CUDA toolkit" >&2; exit 1; }
+	CMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHITECTURES)" CARGO_TARGET_DIR=target-cuda $(CARGO) build --release --locked --features cuda
+
+# Engine alone on CPU and GPU, and warren through RabbitMQ on the GPU, in one table.
+gpu-check: model broker-up
+	scripts/gpu-check.sh
 
 broker-up:
 	@scripts/broker.sh up
