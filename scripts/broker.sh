@@ -42,7 +42,11 @@ case "${1:-}" in
     if command -v rabbitmq-server >/dev/null 2>&1; then
       up_local
     elif docker info >/dev/null 2>&1; then
-      docker compose -f deploy/docker-compose.yml up -d rabbitmq
+      # A development broker: guest/guest as the tests and `make run` expect, throwaway
+      # passwords for the deployment's users unless deploy/.env sets them.
+      DEV_GUEST=true WARREN_RABBITMQ_PASSWORD="${WARREN_RABBITMQ_PASSWORD:-dev-warren}" \
+        OPS_RABBITMQ_PASSWORD="${OPS_RABBITMQ_PASSWORD:-dev-ops}" \
+        docker compose -f deploy/docker-compose.yml up -d rabbitmq
       wait_for "the management API" mgmt_up 90
     else
       echo "broker: neither rabbitmq-server nor a Docker engine is available (run make setup)" >&2

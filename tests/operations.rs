@@ -218,6 +218,50 @@ fn the_compose_file_runs_rabbitmq_with_management_and_a_healthchecked_worker() {
     assert!(dockerfile.contains("USER 10001") && dockerfile.contains("libgomp1"));
     let cuda = std::fs::read_to_string(repo("deploy/Dockerfile.cuda")).unwrap();
     assert!(cuda.contains("--features cuda"));
+
+    // The broker's users are rendered from the environment into the directory RabbitMQ loads
+    // its definitions from, beside the topology; the worker connects as the `warren` user.
+    // (tests/python/test_deploy.py boots a blank node with this very layout.)
+    let strings = |v: &Yaml| -> Vec<String> {
+        v.as_vec()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    let conf = std::fs::read_to_string(repo("deploy/rabbitmq/rabbitmq.conf")).unwrap();
+    let definitions_dir = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("management.load_definitions = "))
+        .expect("definitions loaded at boot");
+    let mounts = strings(&rabbitmq["volumes"]);
+    assert!(mounts.contains(&format!(
+        "./rabbitmq/definitions.json:{definitions_dir}/topology.json:ro"
+    )));
+    let render = mounts
+        .iter()
+        .find(|m| m.starts_with("./rabbitmq/render-users.sh:"))
+        .expect("the users script is mounted");
+    let render_path = render.split(':').nth(1).unwrap();
+    assert_eq!(strings(&rabbitmq["entrypoint"])[1], render_path);
+    for key in ["WARREN_RABBITMQ_PASSWORD", "OPS_RABBITMQ_PASSWORD"] {
+        let value = rabbitmq["environment"][key].as_str().unwrap();
+        assert!(
+            value.starts_with(&format!("${{{key}:?")),
+            "{key} is required: {value}"
+        );
+    }
+    let url = warren["environment"]["WARREN__BROKER__URL"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        url,
+        "amqp://warren:${WARREN_RABBITMQ_PASSWORD}@rabbitmq:5672/%2f"
+    );
+    let example = std::fs::read_to_string(repo("deploy/.env.example")).unwrap();
+    assert!(
+        example.contains("WARREN_RABBITMQ_PASSWORD=") && example.contains("OPS_RABBITMQ_PASSWORD=")
+    );
 }
 
 #[test]
