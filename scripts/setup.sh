@@ -18,6 +18,8 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The Node client example's test installs amqplib with npm.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The Go client example is checked with gofmt.
+command -v gofmt >/dev/null 2>&1 || missing+=(golang-go)
 # The Python tests (pika example, openai SDK against the gateway) run in a virtual
 # environment. `venv --help` succeeds even without ensurepip, so really create one.
 venv_probe=$(mktemp -d)

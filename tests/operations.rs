@@ -660,6 +660,68 @@ async fn the_node_amqplib_client_gets_a_completion_reports_errors_and_sees_a_ful
     );
 }
 
+#[test]
+fn the_gpu_build_and_check_are_wired_for_the_cuda_feature_and_current_architectures() {
+    // No GPU or CUDA toolkit here: check what can be checked without one.
+    let syntax = Command::new("bash")
+        .args(["-n"])
+        .arg(repo("scripts/gpu-check.sh"))
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "scripts/gpu-check.sh parses");
+    let plan = Command::new("make")
+        .args(["-n", "build-cuda"])
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("CMAKE_CUDA_ARCHITECTURES=\"80;86;89;90\"")
+            && plan.contains("--features cuda"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("CARGO_TARGET_DIR=target-cuda"),
+        "the CPU build stays: {plan}"
+    );
+    let script = std::fs::read_to_string(repo("scripts/gpu-check.sh")).unwrap();
+    for needed in [
+        "N_GPU_LAYERS=\"$layers\"",
+        "for layers in 0 99",
+        "bench --in-process",
+        "\" worker",
+    ] {
+        assert!(script.contains(needed), "gpu-check.sh lacks {needed}");
+    }
+}
+
+#[test]
+fn the_go_example_is_a_complete_gofmt_clean_program_that_checks_the_confirm() {
+    // No Go module proxy is reachable here, so the example cannot be built against
+    // amqp091-go; gofmt at least parses the whole file and checks its formatting.
+    let file = repo("examples/go/main.go");
+    let output = Command::new("gofmt")
+        .arg("-e")
+        .arg("-l")
+        .arg(&file)
+        .output()
+        .expect("gofmt (apt-get install golang-go)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout.is_empty(), "gofmt would reformat it");
+    let source = std::fs::read_to_string(&file).unwrap();
+    assert!(source.starts_with("// Command warren-client") && source.contains("package main"));
+    assert!(
+        source.contains("acked, err := confirm.WaitContext(ctx)") && source.contains("if !acked {"),
+        "a nacked publish (full queue) is reported, not ignored"
+    );
+    let module = std::fs::read_to_string(repo("examples/go/go.mod")).unwrap();
+    assert!(module.contains("github.com/rabbitmq/amqp091-go"));
+}
+
 /// A throwaway CA and a server certificate for `localhost`, in `dir`.
 fn make_certificates(dir: &Path) {
     let run = |args: &[&str]| {
