@@ -297,15 +297,36 @@ impl Pending {
         self.receiver.recv().await
     }
 
-    /// The final reply, skipping chunks; `Disconnected` when the connection was lost.
-    pub async fn reply(mut self) -> Result<Reply, ClientError> {
+    /// The final reply, skipping chunks and `started`; `Disconnected` when the connection
+    /// was lost.
+    pub async fn reply(mut self) -> Result<Answer, ClientError> {
         while let Some(incoming) = self.next().await {
-            if let Incoming::Reply { reply, .. } = incoming {
-                return Ok(reply);
+            if let Incoming::Reply {
+                reply,
+                arrived,
+                worker_time,
+            } = incoming
+            {
+                return Ok(Answer {
+                    reply,
+                    arrived,
+                    worker_time,
+                });
             }
         }
         Err(ClientError::Disconnected)
     }
+}
+
+/// The final reply of a request, as [`Pending::reply`] returns it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The reply body.
+    pub reply: Reply,
+    /// When the client received it.
+    pub arrived: Instant,
+    /// The worker's own time for the task (header `x-warren-worker-us`), when sent.
+    pub worker_time: Option<Duration>,
 }
 
 impl Drop for Pending {

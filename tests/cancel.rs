@@ -77,7 +77,7 @@ async fn a_running_task_stops_at_a_cancel_and_is_answered_cancelled_not_dead_let
         .unwrap()
         .reply()
         .await;
-    assert_eq!(reply.unwrap().status, ReplyStatus::Ok);
+    assert_eq!(reply.unwrap().reply.status, ReplyStatus::Ok);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         ready_count(&names.dead).await,

@@ -497,6 +497,19 @@ fn the_rabbitmq_definitions_match_what_the_worker_declares() {
     }
 }
 
+/// An example client's run: exit 0 and, on stdout, an ok reply of `tokens` tokens.
+fn assert_client_got_an_ok_reply(run: &std::process::Output, tokens: u64) {
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let reply: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(reply["usage"]["completion_tokens"], tokens);
+}
+
 /// A Python virtual environment with the example's requirements, under target/.
 fn python_env() -> PathBuf {
     let venv = repo("target/pyenv");
@@ -553,15 +566,7 @@ async fn the_python_pika_client_gets_a_completion_and_reports_errors() {
         .arg(&names.requests)
         .output()
         .unwrap();
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let reply: Value = serde_json::from_slice(&ok.stdout).unwrap();
-    assert_eq!(reply["status"], "ok");
-    assert_eq!(reply["usage"]["completion_tokens"], 5);
+    assert_client_got_an_ok_reply(&ok, 5);
 
     let failed = Command::new(&python)
         .arg(&client)
@@ -614,15 +619,7 @@ async fn the_node_amqplib_client_gets_a_completion_reports_errors_and_sees_a_ful
             &queue,
         ],
     );
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let reply: Value = serde_json::from_slice(&ok.stdout).unwrap();
-    assert_eq!(reply["status"], "ok");
-    assert_eq!(reply["usage"]["completion_tokens"], 5);
+    assert_client_got_an_ok_reply(&ok, 5);
     let failed = run_node_client(
         &modules,
         &["Hello", "--max-tokens", "100000", "--queue", &queue],

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{drive, floor, task_body, Load, Sample};
 use crate::broker::{self, Topology};
-use crate::client::{Client, Incoming};
+use crate::client::{Answer, Client};
 use crate::config::Settings;
 use crate::engine::{Engine, GenerationRequest};
 use crate::protocol::{Input, ReplyStatus, Sampling, Task};
@@ -36,19 +36,16 @@ pub(crate) async fn against_warren(
         async move {
             let id = uuid::Uuid::new_v4().to_string();
             let sent = Instant::now();
-            let Ok(mut pending) = client.submit(&id, &body).await else {
+            let Ok(pending) = client.submit(&id, &body).await else {
                 return Sample::default();
             };
-            let (reply, arrived, worker_time) = loop {
-                match pending.next().await {
-                    Some(Incoming::Reply {
-                        reply,
-                        arrived,
-                        worker_time,
-                    }) => break (reply, arrived, worker_time),
-                    Some(Incoming::Chunk(_) | Incoming::Started) => continue,
-                    None => return Sample::default(),
-                }
+            let Ok(Answer {
+                reply,
+                arrived,
+                worker_time,
+            }) = pending.reply().await
+            else {
+                return Sample::default();
             };
             let latency = arrived - sent;
             if reply.status != ReplyStatus::Ok {

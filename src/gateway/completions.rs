@@ -18,8 +18,8 @@ use super::errors::ApiError;
 use super::openai::{self, Kind, Request};
 use super::upstream::CancelOnDrop;
 use super::{admission, responses, sse, App};
-use crate::client::{ClientError, Incoming, Pending};
-use crate::protocol::{self, Reply, ReplyStatus, HEADER_WORKER_MICROS};
+use crate::client::{Answer, Pending};
+use crate::protocol::{self, ReplyStatus, HEADER_WORKER_MICROS};
 
 /// `POST /v1/chat/completions`.
 pub async fn chat(
@@ -108,7 +108,9 @@ async fn answer(waited: Duration, accepted: Accepted) -> Result<Response, ApiErr
         mut guard,
         deadline,
     } = accepted;
-    let (reply, worker_time) = tokio::time::timeout_at(deadline.into(), final_reply(pending))
+    let Answer {
+        reply, worker_time, ..
+    } = tokio::time::timeout_at(deadline.into(), pending.reply())
         .await
         .map_err(|_| ApiError::timed_out(waited))??;
     guard.disarm();
@@ -127,17 +129,4 @@ async fn answer(waited: Duration, accepted: Accepted) -> Result<Response, ApiErr
             Ok(response)
         }
     }
-}
-
-/// The final reply and the worker's own time for it, skipping chunks.
-async fn final_reply(mut pending: Pending) -> Result<(Reply, Option<Duration>), ClientError> {
-    while let Some(incoming) = pending.next().await {
-        if let Incoming::Reply {
-            reply, worker_time, ..
-        } = incoming
-        {
-            return Ok((reply, worker_time));
-        }
-    }
-    Err(ClientError::Disconnected)
 }

@@ -27,7 +27,6 @@ use serde::Deserialize;
 use super::errors::ApiError;
 use super::upstream::CancelOnDrop;
 use super::{admission, App};
-use crate::client::Incoming;
 use crate::protocol;
 use object::{ResponseRequest, Status};
 use store::{Meta, Record, Store, StoreError, Transition};
@@ -205,18 +204,12 @@ async fn wait_for_answer(
         .upstream
         .client()
         .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
-    let mut pending = client.submit_bytes(id, task).await?;
+    let pending = client.submit_bytes(id, task).await?;
     let mut guard = CancelOnDrop::new(app.upstream.clone(), id, app.metrics.clone());
-    let reply = tokio::time::timeout(app.request_timeout, async {
-        while let Some(incoming) = pending.next().await {
-            if let Incoming::Reply { reply, .. } = incoming {
-                return Ok(reply);
-            }
-        }
-        Err(crate::client::ClientError::Disconnected)
-    })
-    .await
-    .map_err(|_| ApiError::timed_out(app.request_timeout))??;
+    let reply = tokio::time::timeout(app.request_timeout, pending.reply())
+        .await
+        .map_err(|_| ApiError::timed_out(app.request_timeout))??
+        .reply;
     guard.disarm();
     let object = object::queued(id, created_at, request);
     Ok(Json(object::finished(&object, &reply)).into_response())
