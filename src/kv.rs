@@ -42,10 +42,20 @@ impl Kv {
         Ok(connection)
     }
 
-    /// Runs one command.
+    /// Runs one command. A call that fails drops the connection, so the next one connects
+    /// afresh instead of waiting on one that Redis's restart left behind.
     pub async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, KvError> {
         let mut connection = self.connection().await?;
-        bounded(command.query_async(&mut connection)).await
+        let answer = bounded(command.query_async(&mut connection)).await;
+        if answer.is_err() {
+            self.forget().await;
+        }
+        answer
+    }
+
+    /// Drops the current connection; the next call makes a new one.
+    pub async fn forget(&self) {
+        *self.connection.lock().await = None;
     }
 
     /// Runs a Lua script on `key` with `args`.
@@ -61,7 +71,11 @@ impl Kv {
         for arg in args {
             invocation.arg(*arg);
         }
-        bounded(invocation.invoke_async(&mut connection)).await
+        let answer = bounded(invocation.invoke_async(&mut connection)).await;
+        if answer.is_err() {
+            self.forget().await;
+        }
+        answer
     }
 }
 

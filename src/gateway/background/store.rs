@@ -145,7 +145,11 @@ impl Store {
             .arg(self.ttl_s)
             .ignore()
             .clone();
-        bounded(pipeline.query_async::<()>(&mut connection)).await
+        let answer = bounded(pipeline.query_async::<()>(&mut connection)).await;
+        if answer.is_err() {
+            self.kv.forget().await;
+        }
+        answer
     }
 
     /// The record of response `id`, if it exists.
