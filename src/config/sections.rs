@@ -90,8 +90,10 @@ pub struct EngineSettings {
     pub batch_size: u32,
     /// Tasks in inference at once.
     pub slots: u32,
-    /// Full-context KV cache for sliding-window layers.
+    /// Full-context KV cache for sliding-window layers (always, when `prefix_cache` is on).
     pub swa_full: bool,
+    /// Keep each slot's KV cells after its task and reuse the longest shared prompt prefix.
+    pub prefix_cache: bool,
     /// Flash attention: auto, on or off.
     pub flash_attention: FlashAttention,
     /// Element type of the KV cache (keys and values).

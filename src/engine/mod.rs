@@ -11,9 +11,12 @@
 //! holding every generating sequence's next token plus as much prompt as fits, then one
 //! sample per sequence). [`sequence`] is one task's state while it holds a slot (prompt
 //! progress, stops, limits, streaming); [`sampling`] picks a task's next token
-//! (an argmax for greedy, else a sampler chain).
+//! (an argmax for greedy, else a sampler chain); [`prefix`] decides which slot's KV cells a
+//! new prompt can start from; [`prompt`] turns a task's input into tokens.
 
 mod params;
+mod prefix;
+mod prompt;
 mod runner;
 mod sampling;
 mod sequence;
@@ -48,6 +51,8 @@ pub struct Generation {
     pub finish_reason: FinishReason,
     /// Tokens in the rendered prompt.
     pub prompt_tokens: u32,
+    /// Of those, tokens whose KV cells were reused from an earlier task (not read again).
+    pub cached_prompt_tokens: u32,
     /// Tokens generated.
     pub completion_tokens: u32,
     /// Time spent waiting for a free slot.

@@ -26,15 +26,18 @@ pub(super) fn context_params(settings: &EngineSettings) -> LlamaContextParams {
         .with_n_batch(batch_capacity)
         .with_n_ubatch(batch_capacity)
         .with_n_seq_max(slots)
-        // Sliding-window layers need only the window's KV cells, not the whole context
-        // (llama-server's default too); a full SWA cache only helps reusing a prompt prefix,
-        // which warren does not do.
-        .with_swa_full(settings.swa_full)
+        .with_swa_full(full_swa_cache(settings))
         .with_flash_attention_policy(flash_attention_policy(settings.flash_attention))
         .with_type_k(kv_type(settings.kv_cache_type))
         .with_type_v(kv_type(settings.kv_cache_type))
         .with_n_threads(threads)
         .with_n_threads_batch(threads)
+}
+
+/// Sliding-window layers need only the window's KV cells to generate, but a reused prompt
+/// prefix needs all of them: a prefix's older positions would be gone from those layers.
+fn full_swa_cache(settings: &EngineSettings) -> bool {
+    settings.swa_full || settings.prefix_cache
 }
 
 /// llama.h's `llama_flash_attn_type`: -1 auto, 0 disabled, 1 enabled.
@@ -74,6 +77,14 @@ mod tests {
         assert_eq!(params.flash_attention_policy(), 1);
         assert_eq!(flash_attention_policy(FlashAttention::Auto), -1);
         assert_eq!(flash_attention_policy(FlashAttention::Off), 0);
+        engine.prefix_cache = false;
+        engine.swa_full = false;
+        assert!(
+            !full_swa_cache(&engine),
+            "only the window without the prefix cache"
+        );
+        engine.prefix_cache = true;
+        assert!(full_swa_cache(&engine), "a reused prefix needs every cell");
         engine.batch_size = 2;
         assert_eq!(batch_capacity(&engine), 4, "at least one token per slot");
     }

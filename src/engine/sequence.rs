@@ -27,14 +27,33 @@ pub(super) enum InBatch {
     NextToken,
 }
 
+/// A sequence waiting for another slot to write the prompt prefix it will start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Follow {
+    /// The slot being read.
+    pub slot: usize,
+    /// Its sequence's admission number (the slot may hold another one by then).
+    pub admission: u64,
+    /// Prompt tokens to copy.
+    pub prefix: usize,
+}
+
 /// A task in slot `seq_id`.
 pub(super) struct Sequence {
     /// llama.cpp sequence id, equal to the slot index.
     pub seq_id: i32,
+    /// Which admission this is (unique for the engine's life).
+    pub admission: u64,
+    /// Set while it waits for another slot's prompt prefix; it reads nothing meanwhile.
+    pub follow: Option<Follow>,
     /// Prompt tokens.
     pub prompt: Vec<LlamaToken>,
-    /// Prompt tokens already put in a batch.
+    /// Prompt tokens already put in a batch (from the start: those whose cells were reused).
     pub prompt_done: usize,
+    /// Leading prompt tokens whose KV cells came from the prefix cache.
+    reused: usize,
+    /// Generated tokens whose KV cells have been written (each after its decode).
+    decoded: Vec<LlamaToken>,
     /// Next KV position to fill while generating.
     pub n_past: i32,
     /// Sampled token waiting to be decoded at `n_past`.
@@ -72,7 +91,11 @@ pub(super) enum Step {
 /// Everything a sequence is created from.
 pub(super) struct SequenceStart {
     pub seq_id: i32,
+    pub admission: u64,
     pub prompt: Vec<LlamaToken>,
+    /// Leading prompt tokens already in the slot's KV cells.
+    pub reused: usize,
+    pub follow: Option<Follow>,
     pub reply: oneshot::Sender<Result<Generation, TaskError>>,
     pub stream: Option<mpsc::UnboundedSender<String>>,
     pub picker: TokenPicker,
@@ -89,8 +112,12 @@ impl Sequence {
         let admitted = Instant::now();
         Sequence {
             seq_id: start.seq_id,
+            admission: start.admission,
+            follow: start.follow,
             prompt: start.prompt,
-            prompt_done: 0,
+            prompt_done: start.reused,
+            reused: start.reused,
+            decoded: Vec::new(),
             n_past: 0,
             pending: LlamaToken(0),
             batch_index: -1,
@@ -131,6 +158,35 @@ impl Sequence {
     /// The task's `timeout_ms`.
     pub(super) fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Its slot's cells now hold the first `reused` prompt tokens (copied from another slot):
+    /// reading goes on from there.
+    pub(super) fn start_from(&mut self, reused: usize) {
+        self.follow = None;
+        self.reused = reused;
+        self.prompt_done = reused;
+    }
+
+    /// The prompt tokens whose KV cells have been written (the batch being built aside).
+    pub(super) fn prompt_in_cache(&self) -> &[LlamaToken] {
+        &self.prompt[..self.prompt_done]
+    }
+
+    /// The pending token's cells have been written: it moves one position on.
+    pub(super) fn next_token_decoded(&mut self) {
+        self.decoded.push(self.pending);
+        self.n_past += 1;
+    }
+
+    /// Every token whose KV cells this sequence wrote or reused, in position order: what its
+    /// slot holds once it ends.
+    pub(super) fn tokens_in_cache(&self) -> Vec<LlamaToken> {
+        let mut tokens = self.prompt_in_cache().to_vec();
+        if !self.is_reading_prompt() {
+            tokens.extend_from_slice(&self.decoded);
+        }
+        tokens
     }
 
     /// The prompt has been read: generation starts with the token sampled from its end.
@@ -213,6 +269,7 @@ impl Sequence {
             text,
             finish_reason: reason,
             prompt_tokens: self.prompt.len() as u32,
+            cached_prompt_tokens: self.reused as u32,
             completion_tokens: self.generated,
             slot_wait: self.slot_wait,
             prompt_time: self.prompt_time,

@@ -16,13 +16,14 @@ fn finish_reason(reason: Option<FinishReason>) -> Value {
 }
 
 fn usage(reply: &Reply) -> Value {
-    let (prompt, completion) = reply
-        .usage
-        .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    let (prompt, cached, completion) = reply.usage.map_or((0, 0, 0), |u| {
+        (u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens)
+    });
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
     })
 }
 
@@ -120,6 +121,7 @@ mod tests {
             finish_reason: Some(FinishReason::Length),
             usage: Some(Usage {
                 prompt_tokens: 5,
+                cached_prompt_tokens: 0,
                 completion_tokens: 3,
             }),
             timings_ms: Timings::default(),

@@ -101,6 +101,10 @@ pub enum FinishReason {
 pub struct Usage {
     /// Tokens in the rendered prompt.
     pub prompt_tokens: u32,
+    /// Of those, tokens whose KV cells were reused from an earlier task (not read again).
+    /// Added in 0.2 of contract v1; absent from older workers' replies (read as 0).
+    #[serde(default)]
+    pub cached_prompt_tokens: u32,
     /// Tokens generated.
     pub completion_tokens: u32,
 }

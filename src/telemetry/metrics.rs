@@ -36,6 +36,7 @@ pub struct Metrics {
     generation_duration: Histogram,
     tokens_per_second: Histogram,
     prompt_tokens: Counter,
+    cached_prompt_tokens: Counter,
     completion_tokens: Counter,
     slots_busy: Gauge,
     slots_total: Gauge,
@@ -56,6 +57,8 @@ pub struct Completion {
     pub generation: f64,
     /// Tokens in the prompt.
     pub prompt_tokens: u32,
+    /// Of those, tokens reused from the prefix cache.
+    pub cached_prompt_tokens: u32,
     /// Tokens generated.
     pub completion_tokens: u32,
 }
@@ -81,6 +84,7 @@ impl Metrics {
             generation_duration: latency(),
             tokens_per_second: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             prompt_tokens: Counter::default(),
+            cached_prompt_tokens: Counter::default(),
             completion_tokens: Counter::default(),
             slots_busy: Gauge::default(),
             slots_total: Gauge::default(),
@@ -137,6 +141,11 @@ impl Metrics {
             "warren_prompt_tokens",
             "Prompt tokens read",
             m.prompt_tokens.clone(),
+        );
+        registry.register(
+            "warren_prompt_cached_tokens",
+            "Prompt tokens whose KV cells were reused from an earlier task (not read again)",
+            m.cached_prompt_tokens.clone(),
         );
         registry.register(
             "warren_completion_tokens",
@@ -214,6 +223,8 @@ impl Metrics {
                 .observe(f64::from(c.completion_tokens) / c.generation);
         }
         self.prompt_tokens.inc_by(u64::from(c.prompt_tokens));
+        self.cached_prompt_tokens
+            .inc_by(u64::from(c.cached_prompt_tokens));
         self.completion_tokens
             .inc_by(u64::from(c.completion_tokens));
     }

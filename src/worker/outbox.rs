@@ -91,6 +91,7 @@ impl<'a> Outbox<'a> {
             finish_reason: Some(generation.finish_reason),
             usage: Some(Usage {
                 prompt_tokens: generation.prompt_tokens,
+                cached_prompt_tokens: generation.cached_prompt_tokens,
                 completion_tokens: generation.completion_tokens,
             }),
             timings_ms: timings,
@@ -100,6 +101,7 @@ impl<'a> Outbox<'a> {
         };
         info!(
             prompt_tokens = generation.prompt_tokens,
+            cached_prompt_tokens = generation.cached_prompt_tokens,
             completion_tokens = generation.completion_tokens,
             total_ms = timings.total,
             "task completed"
@@ -112,6 +114,7 @@ impl<'a> Outbox<'a> {
             total: total.as_secs_f64(),
             generation: generation.generation_time.as_secs_f64(),
             prompt_tokens: generation.prompt_tokens,
+            cached_prompt_tokens: generation.cached_prompt_tokens,
             completion_tokens: generation.completion_tokens,
         });
         self.publish_reply(&reply).await

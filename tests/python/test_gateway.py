@@ -43,6 +43,19 @@ def test_streamed_deltas_concatenate_to_the_plain_text_then_usage_and_done(clien
     assert all(c.id == chunks[0].id for c in chunks)
 
 
+def test_a_repeated_system_prompt_is_reported_as_cached_prompt_tokens(client):
+    system = {"role": "system", "content": "You answer questions about lighthouses. " * 20}
+    first = client.chat.completions.create(
+        model="m", messages=[system, {"role": "user", "content": "Who keeps them?"}], max_tokens=4
+    )
+    second = client.chat.completions.create(
+        model="m", messages=[system, {"role": "user", "content": "How tall are they?"}], max_tokens=4
+    )
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens > 100
+    assert 100 < cached < second.usage.prompt_tokens, second.usage
+
+
 def test_a_stop_sequence_ends_the_text_before_it(client):
     plain = client.completions.create(model="m", prompt="The capital of France is", max_tokens=20)
     text = plain.choices[0].text

@@ -257,7 +257,7 @@ pub fn finished(object: &Value, reply: &Reply) -> Value {
             "input_tokens": usage.prompt_tokens,
             "output_tokens": usage.completion_tokens,
             "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": usage.cached_prompt_tokens},
             "output_tokens_details": {"reasoning_tokens": 0},
         });
     }
@@ -284,6 +284,7 @@ mod tests {
             finish_reason: finish,
             usage: (status == ReplyStatus::Ok).then_some(Usage {
                 prompt_tokens: 4,
+                cached_prompt_tokens: 0,
                 completion_tokens: 2,
             }),
             timings_ms: Timings::default(),

@@ -11,16 +11,20 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
+mod cells;
+
 use super::params;
+use super::prefix::PrefixCache;
+use super::prompt;
 use super::sampling::TokenPicker;
 use super::sequence::{InBatch, Sequence, SequenceStart, Step};
 use super::{EngineStartError, Job, Message, ModelInfo};
 use crate::config::EngineSettings;
-use crate::protocol::{ErrorCode, Input, TaskError};
+use crate::protocol::{ErrorCode, TaskError};
 
 /// llama.cpp's backend may be initialised only once per process.
 pub(super) fn backend() -> Result<&'static LlamaBackend, EngineStartError> {
@@ -84,6 +88,9 @@ struct Runner<'m> {
     template_source: String,
     context_per_slot: u32,
     slots: Vec<Option<Sequence>>,
+    prefix: PrefixCache,
+    /// Tasks admitted so far: tells a slot's successive sequences apart.
+    admissions: u64,
 }
 
 impl<'m> Runner<'m> {
@@ -116,6 +123,8 @@ impl<'m> Runner<'m> {
             template_source,
             context_per_slot: settings.context_size,
             slots: (0..slots).map(|_| None).collect(),
+            prefix: PrefixCache::new(slots as usize, settings.prefix_cache),
+            admissions: 0,
         })
     }
 
@@ -190,19 +199,15 @@ impl<'m> Runner<'m> {
         self.slots.iter().position(Option::is_none)
     }
 
-    /// Puts a job in a free slot. Its prompt is read by the following steps, in chunks that
-    /// share each batch with the other sequences' next tokens.
+    /// Puts a job in a free slot: the one whose KV cells already hold the longest prefix of
+    /// its prompt (see [`PrefixCache`]). The rest of the prompt is read by the following
+    /// steps, in chunks that share each batch with the other sequences' next tokens.
     fn admit(&mut self, job: Job) {
         if job.reply.is_closed() {
             return;
         }
-        let Some(slot) = self.free_slot() else {
-            // serve() only admits when a slot is free.
-            let _ = job.reply.send(Err(internal("no free slot")));
-            return;
-        };
         let slot_wait = job.submitted.elapsed();
-        let prompt = match self.tokenize(&job.request.task.input) {
+        let prompt = match prompt::tokenize(self.model, &self.template, &job.request.task.input) {
             Ok(tokens) => tokens,
             Err(e) => {
                 let _ = job.reply.send(Err(e));
@@ -220,11 +225,20 @@ impl<'m> Runner<'m> {
             )));
             return;
         }
-        let seq_id = slot as i32;
-        self.clear_slot(seq_id);
+        let Some(placement) = self.place(&prompt) else {
+            // serve() only admits when a slot is free.
+            let _ = job.reply.send(Err(internal("no free slot")));
+            return;
+        };
+        let slot = placement.slot;
+        let (reused, follow) = self.settle(placement);
+        self.admissions += 1;
         self.slots[slot] = Some(Sequence::new(SequenceStart {
-            seq_id,
+            seq_id: slot as i32,
+            admission: self.admissions,
             prompt,
+            reused,
+            follow,
             reply: job.reply,
             stream: job.request.stream,
             picker: TokenPicker::for_sampling(&job.request.task.sampling),
@@ -234,36 +248,6 @@ impl<'m> Runner<'m> {
             timeout: job.request.task.timeout,
             slot_wait,
         }));
-    }
-
-    fn tokenize(&self, input: &Input) -> Result<Vec<LlamaToken>, TaskError> {
-        let vocab = self.model.vocab();
-        let tokens = match input {
-            Input::Prompt(prompt) => vocab.tokenize(prompt.as_bytes(), true, false),
-            Input::Messages(messages) => {
-                let chat = messages
-                    .iter()
-                    .map(|m| LlamaChatMessage::new(m.role.as_str().to_owned(), m.content.clone()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| {
-                        TaskError::new(ErrorCode::InvalidRequest, format!("messages: {e}"))
-                    })?;
-                let rendered = self
-                    .model
-                    .apply_chat_template(&self.template, &chat, true)
-                    .map_err(|e| {
-                        internal(format!("the chat template could not be applied: {e}"))
-                    })?;
-                vocab.tokenize(rendered.as_bytes(), true, true)
-            }
-        };
-        if tokens.is_empty() {
-            return Err(TaskError::new(
-                ErrorCode::InvalidRequest,
-                "the prompt has no tokens",
-            ));
-        }
-        Ok(tokens)
     }
 
     /// Appends a sampled token to its sequence.
@@ -300,6 +284,7 @@ impl<'m> Runner<'m> {
     /// One decode: the pending token of every generating sequence, then as much prompt as
     /// fits, then a sample for every sequence that has logits in this batch.
     fn step(&mut self) {
+        self.start_followers();
         self.batch.clear();
         for sequence in self.slots.iter_mut().flatten() {
             sequence.in_batch = InBatch::Nothing;
@@ -318,7 +303,7 @@ impl<'m> Runner<'m> {
             if room == 0 {
                 break;
             }
-            if !sequence.is_reading_prompt() {
+            if !sequence.is_reading_prompt() || sequence.follow.is_some() {
                 continue;
             }
             let start = sequence.prompt_done;
@@ -353,6 +338,8 @@ impl<'m> Runner<'m> {
                     .is_some_and(|s| s.in_batch != InBatch::Nothing);
                 if in_batch {
                     if let Some(sequence) = self.release(slot) {
+                        // What the failed decode left in these cells is unknown.
+                        self.clear_slot(slot as i32);
                         sequence.fail(TaskError::new(
                             ErrorCode::InferenceFailed,
                             format!("llama.cpp decode failed: {e}"),
@@ -372,30 +359,24 @@ impl<'m> Runner<'m> {
                     continue;
                 }
                 InBatch::PromptEnd => sequence.prompt_read(),
-                InBatch::NextToken => sequence.n_past += 1,
+                InBatch::NextToken => sequence.next_token_decoded(),
             }
             let token = sequence.picker.pick(&self.ctx, sequence.batch_index);
             match self.push(&mut sequence, token) {
                 Step::Continue => self.slots[slot] = Some(sequence),
                 Step::Finished(reason) => {
-                    self.clear_slot(slot as i32);
+                    self.prefix.keep(slot, sequence.tokens_in_cache());
                     sequence.finish(reason);
                 }
             }
         }
     }
 
-    /// Takes the sequence out of `slot` and frees its KV cells.
+    /// Takes the sequence out of `slot`, its KV cells left for the prefix cache.
     fn release(&mut self, slot: usize) -> Option<Sequence> {
         let sequence = self.slots[slot].take()?;
-        self.clear_slot(slot as i32);
+        self.prefix.keep(slot, sequence.tokens_in_cache());
         Some(sequence)
-    }
-
-    fn clear_slot(&mut self, seq_id: i32) {
-        if let Err(e) = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None) {
-            tracing::warn!(seq_id, error = %e, "could not clear a sequence's KV cache");
-        }
     }
 }
 

@@ -1,0 +1,287 @@
+//! Prompt-prefix reuse: what each slot's KV cells still hold after its last task, and where a
+//! new prompt should go so that as little of it as possible is read again.
+//!
+//! A finished task leaves its cells in its slot (its prompt and the tokens it generated). A
+//! new task goes to the free slot whose cells share the longest prefix with its prompt, or,
+//! when a busy slot's prompt shares a clearly longer one, to the least valuable free slot,
+//! where it starts from a copy of that slot's cells: at once if they are written, else as
+//! soon as the busy slot has read that far (tasks that arrive together with one long common
+//! prefix read it once, not once each). Either way only the rest of the prompt is decoded.
+//! The memory is the slots' own context (nothing is allocated for the cache), so it is
+//! bounded by `engine.slots × engine.context_size` cells; which slot's cells are given up
+//! first is least-recently-used.
+//!
+//! Pure bookkeeping, tested without llama.cpp; the runner applies a [`Placement`] to the
+//! context (remove cells past the reused prefix, copy a sequence) and reports back.
+
+use llama_cpp_2::token::LlamaToken;
+
+/// A copy between slots moves a whole slot's KV buffer; below this gain in reused tokens,
+/// reading them again costs less.
+pub(super) const MIN_COPY_GAIN: usize = 32;
+
+/// Where a new prompt goes and how much of it is (or will be) in the KV cache there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Placement {
+    /// The free slot the task takes.
+    pub slot: usize,
+    /// Copy this slot's cells into `slot` first (once it has written `reused` of them).
+    pub copy_from: Option<usize>,
+    /// Leading prompt tokens whose cells are reused; decoding starts at this position.
+    pub reused: usize,
+}
+
+/// What one slot's cells hold, or will hold.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held<'a> {
+    /// The tokens: a free slot's kept tokens, a busy slot's prompt.
+    pub tokens: &'a [LlamaToken],
+    /// How many of them have their cells written already.
+    pub written: usize,
+}
+
+impl<'a> Held<'a> {
+    /// A free slot's kept cells, all written.
+    pub(super) fn kept(tokens: &'a [LlamaToken]) -> Held<'a> {
+        Held {
+            tokens,
+            written: tokens.len(),
+        }
+    }
+}
+
+/// What each slot's cells hold while it has no task, and when it was last used.
+pub(super) struct PrefixCache {
+    enabled: bool,
+    kept: Vec<Vec<LlamaToken>>,
+    last_used: Vec<u64>,
+    clock: u64,
+}
+
+impl PrefixCache {
+    /// Bookkeeping for `slots` slots; `enabled: false` never reuses anything.
+    pub(super) fn new(slots: usize, enabled: bool) -> PrefixCache {
+        PrefixCache {
+            enabled,
+            kept: vec![Vec::new(); slots],
+            last_used: vec![0; slots],
+            clock: 0,
+        }
+    }
+
+    /// Where `prompt` should go, given the `free` slots and what every slot's cells hold.
+    /// `None` when no slot is free.
+    pub(super) fn place(
+        &self,
+        prompt: &[LlamaToken],
+        free: &[usize],
+        held: &[Held<'_>],
+    ) -> Option<Placement> {
+        // The last prompt token is always decoded again: its logits give the first token.
+        let usable = prompt.len().saturating_sub(1);
+        let shared = |slot: usize| -> usize {
+            if !self.enabled {
+                return 0;
+            }
+            held.get(slot)
+                .map_or(0, |held| common_prefix(held.tokens, prompt))
+                .min(usable)
+        };
+        // Of equal prefixes, the one with the most cells written is ready soonest.
+        let written = |slot: usize| held.get(slot).map_or(0, |h| h.written.min(shared(slot)));
+        // Most reuse first; among equals the least recently used, so recent prefixes last.
+        let own = free
+            .iter()
+            .copied()
+            .max_by_key(|&slot| (shared(slot), std::cmp::Reverse(self.last_used[slot])))?;
+        let own_reused = shared(own);
+        let best_elsewhere = (0..held.len())
+            .filter(|&slot| slot != own)
+            .max_by_key(|&slot| (shared(slot), written(slot)))
+            .map(|slot| (slot, shared(slot)));
+        if let Some((source, reused)) = best_elsewhere {
+            if reused >= own_reused + MIN_COPY_GAIN {
+                let target = free
+                    .iter()
+                    .copied()
+                    .filter(|&slot| slot != source)
+                    .min_by_key(|&slot| (shared(slot), self.last_used[slot]))?;
+                return Some(Placement {
+                    slot: target,
+                    copy_from: Some(source),
+                    reused,
+                });
+            }
+        }
+        Some(Placement {
+            slot: own,
+            copy_from: None,
+            reused: own_reused,
+        })
+    }
+
+    /// The slot's task ended; its cells hold `tokens` (positions 0..len).
+    pub(super) fn keep(&mut self, slot: usize, tokens: Vec<LlamaToken>) {
+        self.clock += 1;
+        if let Some(kept) = self.kept.get_mut(slot) {
+            *kept = if self.enabled { tokens } else { Vec::new() };
+            self.last_used[slot] = self.clock;
+        }
+    }
+
+    /// The slot's cells were cleared (or can no longer be trusted).
+    pub(super) fn forget(&mut self, slot: usize) {
+        if let Some(kept) = self.kept.get_mut(slot) {
+            kept.clear();
+        }
+    }
+
+    /// The tokens a free slot's cells hold.
+    pub(super) fn kept(&self, slot: usize) -> &[LlamaToken] {
+        self.kept.get(slot).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Length of the common prefix of `a` and `b`.
+pub(super) fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(ids: &[i32]) -> Vec<LlamaToken> {
+        ids.iter().copied().map(LlamaToken).collect()
+    }
+
+    fn long(prefix: i32, len: usize, tail: &[i32]) -> Vec<LlamaToken> {
+        let mut ids: Vec<i32> = (0..len as i32).map(|i| prefix * 1000 + i).collect();
+        ids.extend_from_slice(tail);
+        tokens(&ids)
+    }
+
+    fn held(cache: &PrefixCache, slots: usize) -> Vec<Held<'_>> {
+        (0..slots).map(|s| Held::kept(cache.kept(s))).collect()
+    }
+
+    #[test]
+    fn a_prompt_goes_to_the_free_slot_that_holds_its_longest_prefix() {
+        let mut cache = PrefixCache::new(3, true);
+        cache.keep(0, tokens(&[1, 2, 9]));
+        cache.keep(1, tokens(&[1, 2, 3, 4, 8]));
+        let prompt = tokens(&[1, 2, 3, 4, 5, 6]);
+        let placement = cache.place(&prompt, &[0, 1, 2], &held(&cache, 3));
+        assert_eq!(
+            placement,
+            Some(Placement {
+                slot: 1,
+                copy_from: None,
+                reused: 4
+            })
+        );
+    }
+
+    #[test]
+    fn the_last_prompt_token_is_always_decoded_again() {
+        let mut cache = PrefixCache::new(1, true);
+        cache.keep(0, tokens(&[1, 2, 3, 4]));
+        let placement = cache.place(&tokens(&[1, 2, 3]), &[0], &held(&cache, 1));
+        assert_eq!(placement.map(|p| p.reused), Some(2));
+    }
+
+    #[test]
+    fn without_a_match_the_least_recently_used_slot_is_given_up() {
+        let mut cache = PrefixCache::new(3, true);
+        cache.keep(2, tokens(&[7]));
+        cache.keep(0, tokens(&[8]));
+        cache.keep(1, tokens(&[9]));
+        let placement = cache.place(&tokens(&[5, 6]), &[0, 1, 2], &held(&cache, 3));
+        assert_eq!(placement.map(|p| (p.slot, p.reused)), Some((2, 0)));
+    }
+
+    #[test]
+    fn a_clearly_longer_prefix_in_another_slot_is_copied_into_a_free_one() {
+        let mut cache = PrefixCache::new(3, true);
+        cache.keep(1, tokens(&[1]));
+        cache.keep(2, tokens(&[2]));
+        let busy_prompt = long(4, 100, &[]);
+        let mut holding = held(&cache, 3);
+        holding[0] = Held::kept(&busy_prompt);
+        let prompt = long(4, 100, &[55, 56]);
+        let placement = cache.place(&prompt, &[1, 2], &holding);
+        assert_eq!(
+            placement,
+            Some(Placement {
+                slot: 1,
+                copy_from: Some(0),
+                reused: 100
+            }),
+            "slot 1 is the least recently used free slot"
+        );
+    }
+
+    #[test]
+    fn a_small_gain_is_read_again_rather_than_copied() {
+        let mut cache = PrefixCache::new(2, true);
+        cache.keep(1, long(4, 10, &[]));
+        let busy = long(4, 10 + MIN_COPY_GAIN - 1, &[]);
+        let mut holding = held(&cache, 2);
+        holding[0] = Held::kept(&busy);
+        let prompt = long(4, 100, &[]);
+        let placement = cache.place(&prompt, &[1], &holding);
+        assert_eq!(placement.map(|p| (p.copy_from, p.reused)), Some((None, 10)));
+    }
+
+    #[test]
+    fn of_two_busy_slots_with_the_prefix_the_one_further_in_its_prompt_is_copied() {
+        let cache = PrefixCache::new(3, true);
+        let prompt = long(4, 100, &[1]);
+        let (reading, waiting) = (long(4, 100, &[2]), long(4, 100, &[3]));
+        let holding = vec![
+            Held {
+                tokens: &waiting,
+                written: 0,
+            },
+            Held {
+                tokens: &reading,
+                written: 64,
+            },
+            Held::kept(&[]),
+        ];
+        let placement = cache.place(&prompt, &[2], &holding);
+        assert_eq!(
+            placement,
+            Some(Placement {
+                slot: 2,
+                copy_from: Some(1),
+                reused: 100
+            }),
+            "tasks that arrive together read their common prefix once"
+        );
+    }
+
+    #[test]
+    fn a_disabled_cache_reuses_nothing_and_keeps_nothing() {
+        let mut cache = PrefixCache::new(2, false);
+        cache.keep(0, tokens(&[1, 2, 3]));
+        assert!(cache.kept(0).is_empty());
+        let placement = cache.place(&tokens(&[1, 2, 3, 4]), &[0, 1], &held(&cache, 2));
+        assert_eq!(placement.map(|p| (p.copy_from, p.reused)), Some((None, 0)));
+    }
+
+    #[test]
+    fn no_free_slot_means_no_placement() {
+        let cache = PrefixCache::new(1, true);
+        assert_eq!(cache.place(&tokens(&[1]), &[], &held(&cache, 1)), None);
+    }
+
+    #[test]
+    fn a_forgotten_slot_offers_nothing() {
+        let mut cache = PrefixCache::new(1, true);
+        cache.keep(0, tokens(&[1, 2, 3]));
+        cache.forget(0);
+        let placement = cache.place(&tokens(&[1, 2, 3, 4]), &[0], &held(&cache, 1));
+        assert_eq!(placement.map(|p| p.reused), Some(0));
+    }
+}

@@ -1,0 +1,198 @@
+//! Shared-prefix reuse, end to end on the real model: a task whose prompt starts with what a
+//! slot's KV cells already hold reads only the rest of it, and nobody can tell from the
+//! output. Every text is compared with the same task run by a worker without the cache.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{Names, WorkerProcess, AMQP_URL, PATIENCE};
+use warren::client::{Client, Incoming, Route, TaskBody};
+use warren::protocol::{Reply, ReplyStatus};
+
+/// A system prompt of a few hundred tokens, as upstream services put before every question.
+fn system_prompt() -> String {
+    let rules: Vec<String> = (1..=8)
+        .map(|n| {
+            format!(
+                "Rule {n}: when a customer asks about order number {}, answer politely, \
+                 name the warehouse in {}, and never promise delivery before day {}.",
+                1000 + n * 37,
+                ["Lyon", "Oslo", "Porto", "Graz"][n % 4],
+                n % 7 + 2
+            )
+        })
+        .collect();
+    format!(
+        "You are the support assistant of a small shop.\n{}\n",
+        rules.join("\n")
+    )
+}
+
+const QUESTIONS: [&str; 6] = [
+    "Question: where is order 1037 shipped from?\nAnswer:",
+    "Question: can you promise delivery tomorrow?\nAnswer:",
+    "Question: which rule covers order 1111?\nAnswer:",
+    "Question: how should I greet a customer?\nAnswer:",
+    "Question: what happens on day 3?\nAnswer:",
+    "Question: list two warehouses.\nAnswer:",
+];
+
+/// llama.cpp's CPU kernels compute a token's matrix products with a 4-row GEMM or a 1-row
+/// GEMV depending on its row in the batch, and the two round differently: a greedy text can
+/// change with how its prompt was cut into batches, cache or no cache (and with its batch
+/// neighbours). Batches of at most 2 tokens (batch size 1, 2 slots) always take the GEMV,
+/// so any difference left would be the cache's own.
+const ONE_TOKEN_ROWS: (&str, &str) = ("WARREN__ENGINE__BATCH_SIZE", "1");
+
+fn task(question: &str) -> TaskBody {
+    TaskBody {
+        max_tokens: Some(24),
+        ..TaskBody::prompt(format!("{}\n{question}", system_prompt()))
+    }
+}
+
+async fn client(names: &Names) -> Client {
+    let route = Route {
+        exchange: String::new(),
+        routing_key: names.requests.clone(),
+        control_exchange: names.control.clone(),
+    };
+    Client::connect(&AMQP_URL.to_owned().into(), "warren-test-prefix", route)
+        .await
+        .expect("connect")
+}
+
+async fn ok_reply(client: &Client, body: &TaskBody) -> Reply {
+    let id = uuid::Uuid::new_v4().to_string();
+    let pending = client.submit(&id, body).await.expect("submitted");
+    let answer = tokio::time::timeout(PATIENCE, pending.reply())
+        .await
+        .expect("a reply in time")
+        .expect("a reply");
+    assert_eq!(answer.reply.status, ReplyStatus::Ok, "{:?}", answer.reply);
+    answer.reply
+}
+
+fn cached(reply: &Reply) -> u32 {
+    reply.usage.map_or(0, |u| u.cached_prompt_tokens)
+}
+
+/// Every question's greedy text from a worker that never reuses a prefix.
+async fn reference_texts() -> HashMap<&'static str, String> {
+    let names = Names::new("prefixref");
+    let worker = WorkerProcess::start(
+        &names,
+        &[("WARREN__ENGINE__PREFIX_CACHE", "false"), ONE_TOKEN_ROWS],
+    )
+    .await;
+    let client = client(&names).await;
+    let mut texts = HashMap::new();
+    for question in QUESTIONS {
+        let reply = ok_reply(&client, &task(question)).await;
+        assert_eq!(cached(&reply), 0, "nothing is reused without the cache");
+        texts.insert(question, reply.text.unwrap_or_default());
+    }
+    client.close().await;
+    drop(worker);
+    texts
+}
+
+#[tokio::test]
+async fn a_reused_prefix_changes_nothing_in_the_output_one_task_after_another() {
+    let reference = reference_texts().await;
+    let names = Names::new("prefixseq");
+    let _worker =
+        WorkerProcess::start(&names, &[("WARREN__ENGINE__SLOTS", "2"), ONE_TOKEN_ROWS]).await;
+    let client = client(&names).await;
+
+    let first = ok_reply(&client, &task(QUESTIONS[0])).await;
+    assert_eq!(cached(&first), 0, "the first task finds an empty cache");
+    let system_tokens = first.usage.map_or(0, |u| u.prompt_tokens) / 2;
+    for question in QUESTIONS.iter().chain(QUESTIONS.iter()) {
+        let reply = ok_reply(&client, &task(question)).await;
+        assert!(
+            cached(&reply) > system_tokens,
+            "the system prompt is reused: {:?}",
+            reply.usage
+        );
+        assert_eq!(
+            reply.text.as_deref(),
+            reference.get(question).map(String::as_str),
+            "{question}"
+        );
+    }
+    let last = QUESTIONS[QUESTIONS.len() - 1];
+    let same_again = ok_reply(&client, &task(last)).await;
+    let prompt_tokens = same_again.usage.map_or(0, |u| u.prompt_tokens);
+    assert_eq!(
+        cached(&same_again),
+        prompt_tokens - 1,
+        "an identical prompt reads only its last token again"
+    );
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_reused_prefix_changes_nothing_under_slot_churn_and_a_copy_from_a_busy_slot() {
+    let reference = reference_texts().await;
+    let names = Names::new("prefixchurn");
+    let _worker =
+        WorkerProcess::start(&names, &[("WARREN__ENGINE__SLOTS", "2"), ONE_TOKEN_ROWS]).await;
+    let client = client(&names).await;
+
+    // A long task holds slot 0; once it generates, its prompt's cells are complete, and the
+    // next task (slot 1 holds nothing) starts from a copy of them.
+    let long = TaskBody {
+        max_tokens: Some(120),
+        stream: Some(true),
+        ..task(QUESTIONS[0])
+    };
+    let mut running = client.submit("long", &long).await.expect("submitted");
+    loop {
+        match tokio::time::timeout(PATIENCE, running.next()).await {
+            Ok(Some(Incoming::Chunk(_))) => break,
+            Ok(Some(Incoming::Started)) => continue,
+            other => panic!("the long task should stream first: {other:?}"),
+        }
+    }
+    let copied = ok_reply(&client, &task(QUESTIONS[1])).await;
+    assert!(
+        cached(&copied) > 0,
+        "a busy slot's prefix is copied: {:?}",
+        copied.usage
+    );
+    assert_eq!(
+        copied.text.as_deref(),
+        reference.get(QUESTIONS[1]).map(String::as_str)
+    );
+
+    // Six at once on two slots: tasks take whichever slot frees first.
+    let mut waiting = Vec::new();
+    for question in QUESTIONS {
+        let id = uuid::Uuid::new_v4().to_string();
+        let pending = client
+            .submit(&id, &task(question))
+            .await
+            .expect("submitted");
+        waiting.push((question, pending));
+    }
+    for (question, pending) in waiting {
+        let answer = tokio::time::timeout(PATIENCE, pending.reply())
+            .await
+            .expect("a reply in time")
+            .expect("a reply");
+        assert_eq!(answer.reply.status, ReplyStatus::Ok);
+        assert_eq!(
+            answer.reply.text.as_deref(),
+            reference.get(question).map(String::as_str),
+            "{question}"
+        );
+    }
+    let long_reply = tokio::time::timeout(PATIENCE, running.reply())
+        .await
+        .expect("the long task ends")
+        .expect("a reply");
+    assert_eq!(long_reply.reply.status, ReplyStatus::Ok);
+    client.close().await;
+}
