@@ -7,14 +7,15 @@ MAX_TOKENS   ?= 32
 
 CUDA_ARCHITECTURES ?= 80;86;89;90
 
-.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-python bench lint fmt clean
+.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-python bench bench-prefix lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
 	@echo "make test     - the whole test suite (unit + integration against a real broker and model)"
 	@echo "make gateway  - the OpenAI-compatible HTTP API on 127.0.0.1:8080 (starts a worker if none runs)"
 	@echo "make submit PROMPT='...' - send one task to the running worker and print the reply"
-	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS)"
+	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS), then bench-prefix"
+	@echo "make bench-prefix - the shared-prefix workload: warren prefix cache vs llama-server cache_prompt"
 	@echo "make build-cuda | gpu-check  - a CUDA build (target-cuda/) and the GPU measurements"
 	@echo "make setup | model | build | broker-up | broker-down | redis-up | lint | fmt | clean"
 
@@ -78,6 +79,10 @@ test-python: $(PYENV)/.installed
 # Run it with nothing else on the machine; results go to bench/results-latest.md.
 bench: setup model broker-up build
 	scripts/bench.sh
+	scripts/bench-prefix.sh
+
+bench-prefix: setup model broker-up build
+	scripts/bench-prefix.sh
 
 lint:
 	$(CARGO) fmt --check

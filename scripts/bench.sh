@@ -37,25 +37,15 @@ export WARREN__BROKER__URL="${WARREN__BROKER__URL:-amqp://guest:guest@127.0.0.1:
 export WARREN__ENGINE__MODEL_PATH="$MODEL" WARREN__ENGINE__THREADS="$THREADS"
 export WARREN__ENGINE__CONTEXT_SIZE="$CONTEXT" WARREN__ENGINE__BATCH_SIZE="$BATCH"
 export WARREN__METRICS__LISTEN="" WARREN__LOG__LEVEL=warn
-export WARREN__TOPOLOGY__REQUESTS_QUEUE="$RUN_ID.requests" WARREN__TOPOLOGY__DEAD_LETTER_EXCHANGE="$RUN_ID.dlx"
-export WARREN__TOPOLOGY__DEAD_LETTER_QUEUE="$RUN_ID.dead" WARREN__TOPOLOGY__RESULTS_QUEUE="$RUN_ID.results"
-export WARREN__RETRY__QUEUE_PREFIX="$RUN_ID.retry" WARREN__TOPOLOGY__CONTROL_EXCHANGE="$RUN_ID.control"
+# The built-in prompts repeat: the prefix cache would skip what llama-server (cache_prompt
+# off here) reads again. Prefix reuse is measured by scripts/bench-prefix.sh, against
+# llama-server's own cache.
+export WARREN__ENGINE__PREFIX_CACHE=false
 export WARREN__GATEWAY__LISTEN="127.0.0.1:$GATEWAY_PORT" WARREN__GATEWAY__REQUEST_TIMEOUT_MS=600000
 LOAD=(--tasks "$TASKS" --max-tokens "$MAX_TOKENS" --json)
 
-# Only what this script started is stopped, by pid; only the queues and exchanges of this run
-# (named after RUN_ID) are deleted, whatever the retry ladder made of them.
-worker="" server="" gateway=""
-MANAGEMENT="http://127.0.0.1:15672/api"
-cleanup() {
-  for pid in $worker $server $gateway; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  curl -fsS -u guest:guest "$MANAGEMENT/queues/%2F?columns=name" 2>/dev/null \
-    | python3 -c 'import json,sys; [print(q["name"]) for q in json.load(sys.stdin) if q["name"].startswith(sys.argv[1] + ".")]' "$RUN_ID" \
-    | while read -r q; do curl -fsS -u guest:guest -X DELETE "$MANAGEMENT/queues/%2F/$q" >/dev/null || true; done
-  for x in dlx control; do curl -fsS -u guest:guest -X DELETE "$MANAGEMENT/exchanges/%2F/$RUN_ID.$x" >/dev/null 2>&1 || true; done
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench-run.sh
+source scripts/bench-run.sh
 
 for round in $(seq 1 "$ROUNDS"); do
 for n in $SLOTS; do

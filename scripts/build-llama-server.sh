@@ -17,9 +17,21 @@ fi
 mkdir -p "$OUT"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-PIP="$(command -v pip3 || command -v pip)"
 echo "llama-server: fetching llama-cpp-python==$VERSION (source)" >&2
-"$PIP" download --quiet --no-deps --no-binary :all: -d "$work" "llama-cpp-python==$VERSION"
+# The sdist itself, by its URL in PyPI's simple index (JSON form): `pip download` would first
+# build the package's build dependencies from source to read its metadata.
+python3 - "$VERSION" "$work" <<'PY'
+import json, sys, urllib.request
+version, work = sys.argv[1], sys.argv[2]
+name = f"llama_cpp_python-{version}.tar.gz"
+request = urllib.request.Request(
+    "https://pypi.org/simple/llama-cpp-python/",
+    headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+)
+files = json.load(urllib.request.urlopen(request))["files"]
+url = next(f["url"] for f in files if f["filename"] == name)
+urllib.request.urlretrieve(url, f"{work}/{name}")
+PY
 tar -xzf "$work"/llama_cpp_python-"$VERSION".tar.gz -C "$work"
 src="$work/llama_cpp_python-$VERSION/vendor/llama.cpp"
 echo "llama-server: building from $src (several minutes)" >&2

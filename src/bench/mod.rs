@@ -54,6 +54,9 @@ pub(crate) struct Load {
     pub temperature: f32,
     /// top-k when sampling (`sampling.default_top_k`, as a worker applies it).
     pub top_k: u32,
+    /// llama-server only: its `cache_prompt` (reuse the slot's common prompt prefix). A
+    /// warren worker's equivalent is `engine.prefix_cache`.
+    pub cache_prompt: bool,
 }
 
 /// One task as the client saw it.
@@ -71,6 +74,8 @@ pub(crate) struct Sample {
     pub overhead: Option<Duration>,
     /// Tokens generated.
     pub completion_tokens: u32,
+    /// Prompt tokens the server evaluated (those not reused from a cache).
+    pub prompt_read: u32,
 }
 
 /// p50 / p90 / p99 in milliseconds.
@@ -103,6 +108,8 @@ pub(crate) struct Report {
     pub completion_tokens: u64,
     /// Tokens generated per second.
     pub tokens_per_s: f64,
+    /// Prompt tokens the server evaluated per task, on average (the rest came from a cache).
+    pub prompt_read_per_task: f64,
     /// End-to-end latency as the client saw it.
     pub latency_ms: Percentiles,
     /// Latency minus the server's generation time.
@@ -138,6 +145,8 @@ impl Report {
             tasks_per_s: ok.len() as f64 / wall_s,
             completion_tokens: tokens,
             tokens_per_s: tokens as f64 / wall_s,
+            prompt_read_per_task: ok.iter().map(|s| f64::from(s.prompt_read)).sum::<f64>()
+                / (ok.len().max(1) as f64),
             latency_ms: percentiles(ok.iter().map(|s| s.latency)),
             ttft_ms: percentiles(ok.iter().map(|s| s.time_to_first_token)),
             queue_wait_ms: percentiles(ok.iter().map(|s| s.queue_wait)),
@@ -153,6 +162,7 @@ impl Report {
         let mut out = format!(
             "{}: {} tasks ({} errors) at concurrency {} in {:.1} s\n\
              throughput   {:.2} tasks/s, {:.1} completion tokens/s ({} tokens)\n\
+             prompt       {:.1} tokens read per task\n\
              {:<12} {:>8} {:>8} {:>8}\n\
              {:<12} {}\n{:<12} {}\n{:<12} {}\n",
             self.label,
@@ -163,6 +173,7 @@ impl Report {
             self.tasks_per_s,
             self.tokens_per_s,
             self.completion_tokens,
+            self.prompt_read_per_task,
             "ms",
             "p50",
             "p90",
@@ -204,17 +215,27 @@ fn percentiles(values: impl Iterator<Item = Duration>) -> Percentiles {
     }
 }
 
-/// Prompts from `file` (one per non-empty line), or the built-in ones.
-pub(crate) fn prompts(file: Option<&Path>) -> std::io::Result<Vec<String>> {
-    match file {
-        Some(path) => Ok(std::fs::read_to_string(path)?
+/// Prompts from `file` (one per non-empty line; `\n` in a line stands for a line break), or
+/// the built-in ones; each after the text of `prefix` and a blank line, when given (the
+/// shared-prefix workload: one long common prefix, short distinct endings).
+pub(crate) fn prompts(file: Option<&Path>, prefix: Option<&Path>) -> std::io::Result<Vec<String>> {
+    let endings: Vec<String> = match file {
+        Some(path) => std::fs::read_to_string(path)?
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect()),
-        None => Ok(BUILT_IN_PROMPTS.iter().map(|p| (*p).to_owned()).collect()),
-    }
+            .map(|l| l.replace("\\n", "\n"))
+            .collect(),
+        None => BUILT_IN_PROMPTS.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    let prefix = match prefix {
+        Some(path) => format!("{}\n\n", std::fs::read_to_string(path)?.trim_end()),
+        None => String::new(),
+    };
+    Ok(endings
+        .into_iter()
+        .map(|ending| format!("{prefix}{ending}"))
+        .collect())
 }
 
 /// Prints `done/total` on stderr about once a second until `done` reaches `total`.

@@ -65,6 +65,9 @@ pub(crate) async fn against_warren(
                 queue_wait: Duration::from_millis(t.queued),
                 overhead: Some(latency.saturating_sub(worker_time)),
                 completion_tokens: reply.usage.map_or(0, |u| u.completion_tokens),
+                prompt_read: reply
+                    .usage
+                    .map_or(0, |u| u.prompt_tokens - u.cached_prompt_tokens),
             }
         }
     })
@@ -111,6 +114,7 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
                         queue_wait: generation.slot_wait,
                         overhead: None,
                         completion_tokens: generation.completion_tokens,
+                        prompt_read: generation.prompt_tokens - generation.cached_prompt_tokens,
                     }
                 }
                 Err(_) => Sample::default(),
@@ -128,6 +132,7 @@ pub(crate) async fn against_llama_server(base_url: &str, load: &Load) -> (Vec<Sa
         let url = url.clone();
         let task = task_body(&load_for_tasks, index);
         let load_top_k = load_for_tasks.top_k;
+        let cache_prompt = load_for_tasks.cache_prompt;
         async move {
             let body = json!({
                 "prompt": task.prompt,
@@ -135,7 +140,7 @@ pub(crate) async fn against_llama_server(base_url: &str, load: &Load) -> (Vec<Sa
                 "temperature": task.temperature,
                 "top_k": load_top_k,
                 "seed": task.seed,
-                "cache_prompt": false,
+                "cache_prompt": cache_prompt,
             });
             tokio::task::spawn_blocking(move || {
                 let sent = Instant::now();
@@ -156,6 +161,7 @@ pub(crate) async fn against_llama_server(base_url: &str, load: &Load) -> (Vec<Sa
                     queue_wait: Duration::ZERO,
                     overhead: None,
                     completion_tokens: reply["tokens_predicted"].as_u64().unwrap_or(0) as u32,
+                    prompt_read: reply["timings"]["prompt_n"].as_u64().unwrap_or(0) as u32,
                 }
             })
             .await
@@ -198,6 +204,12 @@ pub(crate) async fn against_gateway(base_url: &str, load: &Load) -> (Vec<Sample>
                 let Ok(reply) = reply else {
                     return Sample::default();
                 };
+                let usage = &reply["usage"];
+                let prompt_read = usage["prompt_tokens"].as_u64().unwrap_or(0).saturating_sub(
+                    usage["prompt_tokens_details"]["cached_tokens"]
+                        .as_u64()
+                        .unwrap_or(0),
+                ) as u32;
                 Sample {
                     ok: true,
                     latency,
@@ -207,6 +219,7 @@ pub(crate) async fn against_gateway(base_url: &str, load: &Load) -> (Vec<Sample>
                     overhead: worker_time.map(|w| latency.saturating_sub(w)),
                     completion_tokens: reply["usage"]["completion_tokens"].as_u64().unwrap_or(0)
                         as u32,
+                    prompt_read,
                 }
             })
             .await

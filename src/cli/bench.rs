@@ -25,9 +25,17 @@ pub(crate) struct Args {
     /// temperature of each task (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
-    /// Prompts, one per line (default: 8 built-in prompts).
+    /// Prompts, one per line, `\n` for a line break (default: 8 built-in prompts).
     #[arg(long)]
     pub prompts: Option<PathBuf>,
+    /// Text put before every prompt, then a blank line: the shared-prefix workload (see
+    /// bench/shared-prefix/).
+    #[arg(long)]
+    pub prefix: Option<PathBuf>,
+    /// llama-server only: let it reuse a slot's common prompt prefix (its `cache_prompt`).
+    /// A warren worker's equivalent is engine.prefix_cache.
+    #[arg(long, requires = "llama_server")]
+    pub cache_prompt: bool,
     /// Run the engine in this process (engine.* settings, e.g. WARREN__ENGINE__SLOTS) instead
     /// of going through RabbitMQ.
     #[arg(long, conflicts_with = "llama_server")]
@@ -52,10 +60,12 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let load = Load {
         tasks: args.tasks,
         concurrency: args.concurrency,
-        prompts: bench::prompts(args.prompts.as_deref()).context("reading --prompts")?,
+        prompts: bench::prompts(args.prompts.as_deref(), args.prefix.as_deref())
+            .context("reading --prompts or --prefix")?,
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         top_k: settings.sampling.default_top_k,
+        cache_prompt: args.cache_prompt,
     };
     anyhow::ensure!(!load.prompts.is_empty(), "no prompts");
     let (label, (samples, wall), broker_floor, peak_rss) = if args.in_process {
