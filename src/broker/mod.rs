@@ -12,6 +12,8 @@ mod topology;
 pub use publisher::{Published, Publisher};
 pub use topology::Topology;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use lapin::{Connection, ConnectionProperties};
 
 /// AMQP `delivery_mode` of a persistent message (survives a broker restart in a durable queue).
@@ -21,6 +23,9 @@ use secrecy::{ExposeSecret, SecretString};
 /// A failure talking to RabbitMQ.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// `broker.url` holds no URL (configuration validation rules this out).
+    #[error("broker.url holds no URL")]
+    NoUrl,
     /// The connection could not be opened. The URL is redacted.
     #[error("cannot connect to RabbitMQ at {url}: {source}")]
     Connect {
@@ -94,13 +99,26 @@ pub fn process_name(base: &str) -> String {
     format!("{base}@{host}:{}", std::process::id())
 }
 
-/// Opens a connection whose `connection_name` client property is `name`.
+/// Opens a connection whose `connection_name` client property is `name`. `url` may list the
+/// nodes of a cluster, separated by commas: each call starts with the node after the one the
+/// previous call (in this process) started with, and tries them all in turn, so a process
+/// that lost its node reconnects to another and a fleet spreads over the nodes.
 pub async fn connect(url: &SecretString, name: &str) -> Result<Connection, BrokerError> {
-    let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url.expose_secret(), properties)
-        .await
-        .map_err(|source| BrokerError::Connect {
-            url: crate::config::redact_url(url.expose_secret()),
-            source,
-        })
+    static NEXT_NODE: AtomicUsize = AtomicUsize::new(0);
+    let urls = crate::config::broker_urls(url.expose_secret());
+    let first = NEXT_NODE.fetch_add(1, Ordering::Relaxed);
+    let mut failure = None;
+    for i in 0..urls.len() {
+        let url = urls[(first + i) % urls.len()];
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        match Connection::connect(url, properties).await {
+            Ok(connection) => return Ok(connection),
+            Err(source) => {
+                let url = crate::config::redact_url(url);
+                tracing::debug!(%url, error = %source, "broker node unreachable; trying the next");
+                failure = Some(BrokerError::Connect { url, source });
+            }
+        }
+    }
+    Err(failure.unwrap_or(BrokerError::NoUrl))
 }

@@ -179,7 +179,11 @@ impl Settings {
 
     /// The broker URL with any password replaced by `***`, safe to log.
     pub fn redacted_broker_url(&self) -> String {
-        redact_url(self.broker.url.expose_secret())
+        broker_urls(self.broker.url.expose_secret())
+            .into_iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -205,6 +209,16 @@ fn check_amqp_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
 }
 
 /// Replaces the password of an AMQP URL with `***`. An unparsable URL is hidden whole.
+/// The URLs of `broker.url`: one, or the nodes of a cluster separated by commas (tried in
+/// turn when connecting).
+pub fn broker_urls(raw: &str) -> Vec<&str> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
+/// `raw` with its password replaced by `***`.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut url) => {

@@ -220,10 +220,16 @@ pub struct SamplingSettings {
 impl BrokerSettings {
     /// Checks the section's own values.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let url = url::Url::parse(self.url.expose_secret())
-            .map_err(|e| invalid("broker.url", format!("is not a valid URL: {e}")))?;
-        if !matches!(url.scheme(), "amqp" | "amqps") {
-            return Err(invalid("broker.url", "must start with amqp:// or amqps://"));
+        let urls = super::broker_urls(self.url.expose_secret());
+        if urls.is_empty() {
+            return Err(invalid("broker.url", "must hold at least one URL"));
+        }
+        for raw in urls {
+            let url = url::Url::parse(raw)
+                .map_err(|e| invalid("broker.url", format!("is not a valid URL: {e}")))?;
+            if !matches!(url.scheme(), "amqp" | "amqps") {
+                return Err(invalid("broker.url", "must start with amqp:// or amqps://"));
+            }
         }
         if self.connection_name.trim().is_empty() {
             return Err(invalid("broker.connection_name", "must not be empty"));

@@ -196,3 +196,20 @@ fn a_quantized_kv_cache_needs_flash_attention() {
     assert_eq!(s.engine.flash_attention, FlashAttention::Auto);
     assert!(load(&[("WARREN__ENGINE__FLASH_ATTENTION", "sometimes")]).is_err());
 }
+
+#[test]
+fn a_broker_url_may_list_the_nodes_of_a_cluster() {
+    let s = load(&[(
+        "WARREN__BROKER__URL",
+        "amqp://app:pw1@node1:5672/%2f, amqp://app:pw1@node2:5672/%2f ,amqps://app:pw1@node3/%2f",
+    )])
+    .expect("three URLs load");
+    assert_eq!(
+        s.redacted_broker_url(),
+        "amqp://app:***@node1:5672/%2f,amqp://app:***@node2:5672/%2f,amqps://app:***@node3/%2f"
+    );
+    let bad = error_text(&[("WARREN__BROKER__URL", "amqp://node1:5672/%2f,http://node2")]);
+    assert!(bad.contains("broker.url"), "{bad}");
+    let empty = error_text(&[("WARREN__BROKER__URL", " , ")]);
+    assert!(empty.contains("at least one URL"), "{empty}");
+}
