@@ -4,12 +4,15 @@
 //!   the dead-letter exchange; quorum gets a delivery limit; optional backlog bound and
 //!   (classic only) priorities.
 //! - dead-letter exchange (`warren.dlx`, fanout, durable) bound to the dead-letter queue
-//!   (`warren.dead`, durable classic: requeueing after a peek keeps its order).
-//! - results queue (`warren.results`, durable classic) for replies without a `reply_to`.
+//!   (`warren.dead`, durable, of `parking_queue_type`: classic by default, where requeueing
+//!   after a peek keeps its order; quorum on a cluster).
+//! - results queue (`warren.results`, durable, `parking_queue_type`) for replies without a
+//!   `reply_to`.
 //! - control exchange (`warren.control`, fanout, durable): cancel messages; each worker binds
 //!   an exclusive, server-named queue to it.
-//! - one delay queue per retry level (`warren.retry.1s`, ...: durable classic with a fixed
-//!   `x-message-ttl`) that dead-letters expired messages back to the requests queue.
+//! - one delay queue per retry level (`warren.retry.1s`, ...: durable, `parking_queue_type`,
+//!   with a fixed `x-message-ttl`) that dead-letters expired messages back to the requests
+//!   queue.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -44,7 +47,10 @@ impl Topology {
     /// Arguments of a delay queue: a fixed TTL, then back to the requests queue.
     pub fn delay_arguments(&self, queue: &DelayQueue) -> Vec<(&'static str, AMQPValue)> {
         vec![
-            ("x-queue-type", text("classic")),
+            (
+                "x-queue-type",
+                text(self.settings.parking_queue_type.as_str()),
+            ),
             ("x-message-ttl", int(queue.ttl.as_millis() as i64)),
             ("x-dead-letter-exchange", text("")),
             (
@@ -111,8 +117,12 @@ impl Topology {
         args
     }
 
-    fn parking_arguments() -> FieldTable {
-        table([("x-queue-type", text("classic"))])
+    /// Arguments of the queues that hold messages for later (dead letters, results).
+    pub fn parking_arguments(&self) -> FieldTable {
+        table([(
+            "x-queue-type",
+            text(self.settings.parking_queue_type.as_str()),
+        )])
     }
 
     /// Declares everything. Safe to run any number of times with the same configuration; a
@@ -121,7 +131,7 @@ impl Topology {
     pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
         let s = &self.settings;
         declare_fanout(channel, &s.dead_letter_exchange).await?;
-        declare_queue(channel, &s.dead_letter_queue, Self::parking_arguments()).await?;
+        declare_queue(channel, &s.dead_letter_queue, self.parking_arguments()).await?;
         channel
             .queue_bind(
                 s.dead_letter_queue.as_str().into(),
@@ -131,7 +141,7 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
-        declare_queue(channel, &s.results_queue, Self::parking_arguments()).await?;
+        declare_queue(channel, &s.results_queue, self.parking_arguments()).await?;
         declare_fanout(channel, &s.control_exchange).await?;
         declare_queue(channel, &s.requests_queue, table(self.requests_arguments())).await?;
         for queue in &self.delay_queues {
@@ -152,19 +162,21 @@ impl Topology {
         let mut text = format!(
             "queue    {requests}  durable, {args}\n\
              exchange {dlx}  fanout, durable\n\
-             queue    {dead}  durable, x-queue-type=classic, bound to {dlx}\n\
-             queue    {results}  durable, x-queue-type=classic\n\
+             queue    {dead}  durable, x-queue-type={parking}, bound to {dlx}\n\
+             queue    {results}  durable, x-queue-type={parking}\n\
              exchange {control}  fanout, durable (cancel messages; each worker binds its own queue)\n",
             requests = s.requests_queue,
             dlx = s.dead_letter_exchange,
             dead = s.dead_letter_queue,
             results = s.results_queue,
             control = s.control_exchange,
+            parking = s.parking_queue_type.as_str(),
         );
         for queue in &self.delay_queues {
             text.push_str(&format!(
-                "queue    {}  durable, x-queue-type=classic, x-message-ttl={}, dead-letters to {}\n",
+                "queue    {}  durable, x-queue-type={}, x-message-ttl={}, dead-letters to {}\n",
                 queue.name,
+                s.parking_queue_type.as_str(),
                 queue.ttl.as_millis(),
                 s.requests_queue
             ));
@@ -229,5 +241,26 @@ fn show(value: &AMQPValue) -> String {
         AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         AMQPValue::LongLongInt(v) => v.to_string(),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queues_that_hold_messages_for_later_take_the_parking_type() {
+        let mut settings = Settings::defaults();
+        let classic = Topology::new(&settings);
+        assert!(classic
+            .describe()
+            .contains("warren.dead  durable, x-queue-type=classic"));
+        settings.topology.parking_queue_type = QueueType::Quorum;
+        let quorum = Topology::new(&settings);
+        let described = quorum.describe();
+        assert!(described.contains("warren.dead  durable, x-queue-type=quorum"));
+        assert!(described.contains("warren.results  durable, x-queue-type=quorum"));
+        let delay = &quorum.delay_queues()[0];
+        assert_eq!(show(&quorum.delay_arguments(delay)[0].1), "quorum");
     }
 }

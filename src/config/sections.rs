@@ -68,6 +68,9 @@ pub struct TopologySettings {
     pub dead_letter_queue: String,
     /// Queue for replies to tasks without `reply_to`, and for unroutable replies.
     pub results_queue: String,
+    /// Type of the queues that hold messages for later: dead letters, results, retry delays
+    /// (and the gateway's results queue). Quorum in a cluster, so losing one node loses none.
+    pub parking_queue_type: QueueType,
     /// Fanout exchange of control messages (cancel) that every worker listens on.
     pub control_exchange: String,
 }

@@ -3,7 +3,8 @@ own ports, data and Erlang cookie; `join_cluster`), the requests queue a quorum 
 replicas, a worker given all three URLs and finished-task marks in Redis. Under load the node the
 worker is connected to is stopped (and started again), then the node leading the requests queue:
 every task gets exactly one reply, none is dead-lettered, the worker consumes again within 15 s,
-and publishers given the node list (pika, `warren submit`) carry on. The cluster is torn down."""
+and publishers given the node list (pika, `warren submit`) carry on. The cluster is torn down.
+Its queues are all quorum (`topology.parking_queue_type = "quorum"`)."""
 
 import json
 import os
@@ -145,15 +146,15 @@ def consuming_again_within(cluster, down, queue, seconds):
     return False
 
 
-# Known gap, kept as a strict expected failure so that it runs on a real cluster every time
-# and flags itself once fixed: warren declares its dead-letter queue (and results and delay
-# queues) as classic queues, homed on the node that first declared them. When that node is
-# down, the worker's topology declaration on reconnect fails (NOT_FOUND: home node ... is down),
-# so it cannot consume again although the quorum requests queue is still served.
-@pytest.mark.xfail(strict=True, reason="classic dead-letter queue homed on the lost node")
 def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
     names = Names("cluster")
-    env = {"broker__url": ",".join(cluster.urls), "worker__redis_url": "redis://127.0.0.1:6379/0"}
+    env = {
+        "broker__url": ",".join(cluster.urls),
+        "worker__redis_url": "redis://127.0.0.1:6379/0",
+        # Replicated dead-letter, results and delay queues: a classic one is unavailable while
+        # its home node is down, and the worker could not declare its topology elsewhere.
+        "topology__parking_queue_type": "quorum",
+    }
     worker = start_worker(names, **env)
     replies = f"{names.requests}.replies"
     state = {}
@@ -182,7 +183,8 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
         submit = subprocess.run(
             [str(WARREN), "submit", "Say hi.", "--max-tokens", "4", "--json"],
             env={**{k: v for k, v in os.environ.items() if not k.startswith("WARREN")}, **names.env(),
-                 "WARREN__BROKER__URL": ",".join(cluster.urls)},
+                 "WARREN__BROKER__URL": ",".join(cluster.urls),
+                 "WARREN__TOPOLOGY__PARKING_QUEUE_TYPE": "quorum"},
             capture_output=True, text=True, timeout=120)
         assert submit.returncode == 0, submit.stderr
         assert json.loads(submit.stdout)["status"] == "ok"

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::object::{self, Status};
 use super::store::{Meta, Record, Store, StoreError, Transition};
 use super::webhooks::Webhooks;
-use crate::broker::{self, headers, BrokerError};
+use crate::broker::{self, BrokerError};
 use crate::client::unix_seconds;
 use crate::config::Settings;
 use crate::protocol::{Message, Reply};
@@ -66,7 +66,7 @@ async fn session(
                 durable: true,
                 ..Default::default()
             },
-            headers::table([("x-queue-type", headers::text("classic"))]),
+            crate::broker::Topology::new(settings).parking_arguments(),
         )
         .await?;
     channel
