@@ -7,7 +7,7 @@ MAX_TOKENS   ?= 32
 
 CUDA_ARCHITECTURES ?= 80;86;89;90
 
-.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-python bench bench-prefix lint fmt clean
+.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-python bench bench-prefix soak lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
@@ -16,6 +16,7 @@ help:
 	@echo "make submit PROMPT='...' - send one task to the running worker and print the reply"
 	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS), then bench-prefix"
 	@echo "make bench-prefix - the shared-prefix workload: warren prefix cache vs llama-server cache_prompt"
+	@echo "make soak     - 10,000 tasks through two workers, one killed every 300 replies (leaks, losses, duplicates)"
 	@echo "make build-cuda | gpu-check  - a CUDA build (target-cuda/) and the GPU measurements"
 	@echo "make setup | model | build | broker-up | broker-down | redis-up | lint | fmt | clean"
 
@@ -83,6 +84,10 @@ bench: setup model broker-up build
 
 bench-prefix: setup model broker-up build
 	scripts/bench-prefix.sh
+
+# Long run (about 10 minutes at 10,000 tasks): leaks, drift, lost or doubled work.
+soak: setup model broker-up redis-up build $(PYENV)/.installed
+	$(PYENV)/bin/python scripts/soak.py
 
 lint:
 	$(CARGO) fmt --check
