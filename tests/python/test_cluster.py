@@ -2,7 +2,8 @@
 own ports, data and Erlang cookie; `join_cluster`), the requests queue a quorum queue with three
 replicas, a worker given all three URLs and finished-task marks in Redis. Under load the node the
 worker is connected to is stopped (and started again), then the node leading the requests queue:
-every task gets exactly one reply, none is dead-lettered, the worker consumes again within 15 s,
+every task gets its reply (a second only for a reply caught unconfirmed by a stop), none is
+dead-lettered, the worker consumes again within 15 s,
 and publishers given the node list (pika, `warren submit`) carry on. The cluster is torn down.
 Its queues are all quorum (`topology.parking_queue_type = "quorum"`)."""
 
@@ -207,7 +208,10 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
             assert reply["status"] == "ok", reply
             seen[properties.correlation_id] = seen.get(properties.correlation_id, 0) + 1
         assert sorted(seen) == sorted(ids), f"missing: {set(ids) - set(seen)}\n{worker.log()[-3000:]}"
-        assert all(count == 1 for count in seen.values()), seen
+        # A reply published just before its node stopped may never be confirmed; the task is
+        # then run again (the window README's Delivery guarantees states): at most one per stop.
+        # That the marks stop redeliveries of confirmed work is tests/no_work_twice.rs's job.
+        assert sum(count - 1 for count in seen.values()) <= 2, seen
         assert cluster.queue(cluster.live({leader}), names.dead)["messages"] == 0
         reader.close()
     finally:
