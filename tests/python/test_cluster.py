@@ -4,7 +4,7 @@ replicas, a worker given all three URLs and finished-task marks in Redis. Under 
 worker is connected to is stopped (and started again), then the node leading the requests queue:
 every task gets its reply (a second only for a reply caught unconfirmed by a stop), none is
 dead-lettered, the worker consumes again within 15 s,
-and publishers given the node list (pika, `warren submit`) carry on. The cluster is torn down.
+and publishers given the node list (pika, the gateway, `warren submit`) carry on. The cluster is torn down.
 Its queues are all quorum (`topology.parking_queue_type = "quorum"`)."""
 
 import json
@@ -17,7 +17,9 @@ from pathlib import Path
 import pika
 import pytest
 
-from conftest import WARREN, Names, free_port, start_worker
+import httpx
+
+from conftest import WARREN, Names, free_port, start_gateway, start_worker
 
 RABBIT = Path("/usr/lib/rabbitmq/bin")
 TASKS_PER_PHASE = 6
@@ -157,6 +159,7 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
         "topology__parking_queue_type": "quorum",
     }
     worker = start_worker(names, **env)
+    gateway = start_gateway(names, **{k: v for k, v in env.items() if k != "worker__redis_url"})
     replies = f"{names.requests}.replies"
     state = {}
     try:
@@ -180,6 +183,12 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
         cluster.stop(leader)
         assert consuming_again_within(cluster, {leader}, names.requests, 15), worker.log()
         publish(cluster, state, names, replies, phases[2])
+
+        # The gateway lost its node too (at one of the stops, or keeps a live one): it answers.
+        answer = httpx.post(f"{gateway.base_url}/completions", timeout=120,
+                            json={"model": "m", "prompt": "Say hi.", "max_tokens": 4})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["text"] is not None
 
         submit = subprocess.run(
             [str(WARREN), "submit", "Say hi.", "--max-tokens", "4", "--json"],
@@ -215,4 +224,5 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
         assert cluster.queue(cluster.live({leader}), names.dead)["messages"] == 0
         reader.close()
     finally:
+        gateway.stop()
         worker.stop()
