@@ -41,24 +41,12 @@ source scripts/bench-run.sh
 for round in $(seq 1 "$ROUNDS"); do
   for cache in true false; do
     echo "== round $round/$ROUNDS: warren through RabbitMQ, prefix_cache=$cache" >&2
-    WARREN__ENGINE__PREFIX_CACHE="$cache" WARREN__LOG__LEVEL=info "$WARREN" worker 2> "$OUT/worker-$cache-$round.log" &
-    worker=$!
-    until grep -q consuming "$OUT/worker-$cache-$round.log" 2>/dev/null; do
-      kill -0 "$worker" 2>/dev/null || { cat "$OUT/worker-$cache-$round.log" >&2; exit 1; }
-      sleep 0.2
-    done
+    start_worker "$OUT/worker-$cache-$round.log" WARREN__ENGINE__PREFIX_CACHE="$cache"
     "$WARREN" bench "${LOAD[@]}" --label "warren" > "$OUT/warren-$cache-$round.json"
     kill -TERM "$worker"; wait "$worker" || true; worker=""
   done
   echo "== round $round/$ROUNDS: llama-server" >&2
-  "$LLAMA_SERVER" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -np "$CONCURRENCY" -c $((CONTEXT * CONCURRENCY)) \
-    -b "$BATCH" -ub "$BATCH" --cont-batching --port "$PORT" --host 127.0.0.1 \
-    > "$OUT/llama-$round.log" 2>&1 &
-  server=$!
-  until curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; do
-    kill -0 "$server" 2>/dev/null || { cat "$OUT/llama-$round.log" >&2; exit 1; }
-    sleep 0.3
-  done
+  start_llama_server "$CONCURRENCY" "$OUT/llama-$round.log"
   for cache in true false; do
     echo "-- llama-server, cache_prompt=$cache" >&2
     flag=(); [ "$cache" = true ] && flag=(--cache-prompt)

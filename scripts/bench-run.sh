@@ -1,4 +1,5 @@
-# Sourced by the benchmark scripts: one run's broker names and its clean-up.
+# Sourced by the benchmark scripts: one run's broker names, its clean-up, and how a worker and
+# a llama-server are started and awaited.
 # Every queue and exchange of the run is named after RUN_ID; on exit only the processes the
 # script still runs ($worker, $server, $gateway: each emptied once stopped) are stopped, and
 # only this run's queues and exchanges are deleted (through the management API), whatever the
@@ -20,3 +21,27 @@ cleanup() {
   for x in dlx control; do curl -fsS -u guest:guest -X DELETE "$MANAGEMENT/exchanges/%2F/$RUN_ID.$x" >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
+
+# Starts `warren worker` with extra environment ("KEY=value" arguments), its log in $1, and
+# waits until it consumes; sets $worker. A worker that dies first ends the script.
+start_worker() {
+  local log="$1"; shift
+  env "$@" WARREN__LOG__LEVEL=info "$WARREN" worker 2> "$log" &
+  worker=$!
+  until grep -q consuming "$log" 2>/dev/null; do
+    kill -0 "$worker" 2>/dev/null || { cat "$log" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+
+# Starts llama-server with $1 slots (continuous batching, the same threads, context per slot
+# and batch size as warren), its log in $2, and waits until it is healthy; sets $server.
+start_llama_server() {
+  "$LLAMA_SERVER" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -np "$1" -c $((CONTEXT * $1)) \
+    -b "$BATCH" -ub "$BATCH" --cont-batching --port "$PORT" --host 127.0.0.1 > "$2" 2>&1 &
+  server=$!
+  until curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; do
+    kill -0 "$server" 2>/dev/null || { cat "$2" >&2; exit 1; }
+    sleep 0.3
+  done
+}

@@ -57,9 +57,7 @@ for n in $SLOTS; do
     --label "engine alone" > "$OUT/engine-$r.json"
 
   echo "-- warren through RabbitMQ" >&2
-  WARREN__ENGINE__SLOTS="$n" WARREN__LOG__LEVEL=info "$WARREN" worker 2> "$OUT/worker-$r.log" &
-  worker=$!
-  until grep -q consuming "$OUT/worker-$r.log" 2>/dev/null || ! kill -0 "$worker" 2>/dev/null; do sleep 0.2; done
+  start_worker "$OUT/worker-$r.log" WARREN__ENGINE__SLOTS="$n"
   "$WARREN" bench --concurrency "$n" "${LOAD[@]}" --label "warren" > "$OUT/warren-$r.json"
   echo "$(peak_rss_mib "$worker")" > "$OUT/warren-$r.rss"
 
@@ -76,14 +74,7 @@ for n in $SLOTS; do
   kill -TERM "$worker"; wait "$worker" || true; worker=""
 
   echo "-- llama-server" >&2
-  "$LLAMA_SERVER" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -np "$n" -c $((CONTEXT * n)) \
-    -b "$BATCH" -ub "$BATCH" --cont-batching --port "$PORT" --host 127.0.0.1 \
-    > "$OUT/llama-$r.log" 2>&1 &
-  server=$!
-  until curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; do
-    kill -0 "$server" 2>/dev/null || { cat "$OUT/llama-$r.log" >&2; exit 1; }
-    sleep 0.3
-  done
+  start_llama_server "$n" "$OUT/llama-$r.log"
   "$WARREN" bench --llama-server "http://127.0.0.1:$PORT" --concurrency "$n" "${LOAD[@]}" \
     --label "llama-server" > "$OUT/llama-$r.json"
   echo "$(peak_rss_mib "$server")" > "$OUT/llama-$r.rss"

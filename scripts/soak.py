@@ -196,10 +196,8 @@ def main():
     samples, started, next_sample = [], time.monotonic(), 0.0
     published = {}
 
-    def on_reply(_ch, method, properties, body):
+    def count(task_id, message):
         nonlocal done, since_kill
-        message = json.loads(body)
-        task_id = properties.correlation_id
         if message.get("status") == "chunk":
             chunks[task_id] += 1
             return
@@ -212,7 +210,13 @@ def main():
             done += 1
             since_kill += 1
 
-    channel.basic_consume(REPLIES, on_reply, auto_ack=True)
+    def on_reply(ch, method, properties, body):
+        # Acked once counted: a reply delivered to a connection that then dropped comes back
+        # instead of being lost to the count.
+        count(properties.correlation_id, json.loads(body))
+        ch.basic_ack(method.delivery_tag)
+
+    channel.basic_consume(REPLIES, on_reply)
     try:
         while done < TASKS:
             while sent < TASKS and len(in_flight) < WINDOW:

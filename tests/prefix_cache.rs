@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::{Names, WorkerProcess, AMQP_URL, PATIENCE};
-use warren::client::{Client, Incoming, Route, TaskBody};
+use warren::client::{Client, Incoming, Pending, Route, TaskBody};
 use warren::protocol::{Reply, ReplyStatus};
 
 /// A system prompt of a few hundred tokens, as upstream services put before every question.
@@ -63,15 +63,19 @@ async fn client(names: &Names) -> Client {
         .expect("connect")
 }
 
-async fn ok_reply(client: &Client, body: &TaskBody) -> Reply {
-    let id = uuid::Uuid::new_v4().to_string();
-    let pending = client.submit(&id, body).await.expect("submitted");
+/// The final reply of `pending`, which must be `ok`.
+async fn ok_answer(pending: Pending) -> Reply {
     let answer = tokio::time::timeout(PATIENCE, pending.reply())
         .await
         .expect("a reply in time")
         .expect("a reply");
     assert_eq!(answer.reply.status, ReplyStatus::Ok, "{:?}", answer.reply);
     answer.reply
+}
+
+async fn ok_reply(client: &Client, body: &TaskBody) -> Reply {
+    let id = uuid::Uuid::new_v4().to_string();
+    ok_answer(client.submit(&id, body).await.expect("submitted")).await
 }
 
 fn cached(reply: &Reply) -> u32 {
@@ -178,21 +182,13 @@ async fn a_reused_prefix_changes_nothing_under_slot_churn_and_a_copy_from_a_busy
         waiting.push((question, pending));
     }
     for (question, pending) in waiting {
-        let answer = tokio::time::timeout(PATIENCE, pending.reply())
-            .await
-            .expect("a reply in time")
-            .expect("a reply");
-        assert_eq!(answer.reply.status, ReplyStatus::Ok);
+        let reply = ok_answer(pending).await;
         assert_eq!(
-            answer.reply.text.as_deref(),
+            reply.text.as_deref(),
             reference.get(question).map(String::as_str),
             "{question}"
         );
     }
-    let long_reply = tokio::time::timeout(PATIENCE, running.reply())
-        .await
-        .expect("the long task ends")
-        .expect("a reply");
-    assert_eq!(long_reply.reply.status, ReplyStatus::Ok);
+    ok_answer(running).await;
     client.close().await;
 }

@@ -65,9 +65,9 @@ pub(crate) async fn against_warren(
                 queue_wait: Duration::from_millis(t.queued),
                 overhead: Some(latency.saturating_sub(worker_time)),
                 completion_tokens: reply.usage.map_or(0, |u| u.completion_tokens),
-                prompt_read: reply
-                    .usage
-                    .map_or(0, |u| u.prompt_tokens - u.cached_prompt_tokens),
+                prompt_read: reply.usage.map_or(0, |u| {
+                    u.prompt_tokens.saturating_sub(u.cached_prompt_tokens)
+                }),
             }
         }
     })

@@ -208,7 +208,6 @@ fn check_amqp_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Replaces the password of an AMQP URL with `***`. An unparsable URL is hidden whole.
 /// The URLs of `broker.url`: one, or the nodes of a cluster separated by commas (tried in
 /// turn when connecting).
 pub fn broker_urls(raw: &str) -> Vec<&str> {
@@ -218,7 +217,7 @@ pub fn broker_urls(raw: &str) -> Vec<&str> {
         .collect()
 }
 
-/// `raw` with its password replaced by `***`.
+/// Replaces the password of an AMQP URL with `***`. An unparsable URL is hidden whole.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut url) => {

@@ -79,14 +79,17 @@ impl PrefixCache {
     ) -> Option<Placement> {
         // The last prompt token is always decoded again: its logits give the first token.
         let usable = prompt.len().saturating_sub(1);
-        let shared = |slot: usize| -> usize {
-            if !self.enabled {
-                return 0;
-            }
-            held.get(slot)
-                .map_or(0, |held| common_prefix(held.tokens, prompt))
-                .min(usable)
-        };
+        let shared: Vec<usize> = held
+            .iter()
+            .map(|h| {
+                if self.enabled {
+                    common_prefix(h.tokens, prompt).min(usable)
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let shared = |slot: usize| shared.get(slot).copied().unwrap_or(0);
         // Of equal prefixes, the one with the most cells written is ready soonest.
         let written = |slot: usize| held.get(slot).map_or(0, |h| h.written.min(shared(slot)));
         // Most reuse first; among equals the least recently used, so recent prefixes last.

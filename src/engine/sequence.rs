@@ -182,10 +182,9 @@ impl Sequence {
     /// Every token whose KV cells this sequence wrote or reused, in position order: what its
     /// slot holds once it ends.
     pub(super) fn tokens_in_cache(&self) -> Vec<LlamaToken> {
+        // Tokens are generated only after the whole prompt is read, so this is contiguous.
         let mut tokens = self.prompt_in_cache().to_vec();
-        if !self.is_reading_prompt() {
-            tokens.extend_from_slice(&self.decoded);
-        }
+        tokens.extend_from_slice(&self.decoded);
         tokens
     }
 

@@ -139,7 +139,7 @@ impl Metrics {
         );
         registry.register(
             "warren_prompt_tokens",
-            "Prompt tokens read",
+            "Tokens in prompts (those reused from the prefix cache included)",
             m.prompt_tokens.clone(),
         );
         registry.register(

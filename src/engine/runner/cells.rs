@@ -34,17 +34,20 @@ impl Runner<'_> {
             self.prefix.forget(slot);
             return (self.trim(slot, placement.reused), None);
         };
-        self.clear_slot(slot as i32);
-        match &self.slots[source] {
-            Some(busy) if busy.prompt_in_cache().len() < placement.reused => {
-                let follow = Follow {
-                    slot: source,
-                    admission: busy.admission,
-                    prefix: placement.reused,
-                };
+        let waiting = self.slots[source]
+            .as_ref()
+            .filter(|busy| busy.prompt_in_cache().len() < placement.reused)
+            .map(|busy| Follow {
+                slot: source,
+                admission: busy.admission,
+                prefix: placement.reused,
+            });
+        match waiting {
+            Some(follow) => {
+                self.clear_slot(slot as i32);
                 (0, Some(follow))
             }
-            _ => (self.copy(source, slot, placement.reused), None),
+            None => (self.copy(source, slot, placement.reused), None),
         }
     }
 
@@ -81,7 +84,6 @@ impl Runner<'_> {
             .copy_kv_cache_seq(source as i32, target as i32, None, None)
         {
             tracing::warn!(error = %e, "could not copy a sequence's KV cells");
-            self.clear_slot(target as i32);
             return 0;
         }
         self.trim(target, prefix)

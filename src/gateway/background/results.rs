@@ -66,7 +66,7 @@ async fn session(
                 durable: true,
                 ..Default::default()
             },
-            crate::broker::Topology::new(settings).parking_arguments(),
+            broker::Topology::new(settings).parking_arguments(),
         )
         .await?;
     channel
