@@ -7,15 +7,16 @@ MAX_TOKENS   ?= 32
 
 CUDA_ARCHITECTURES ?= 80;86;89;90
 
-.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-python bench bench-prefix soak lint fmt clean
+.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-python bench bench-prefix bench-structured soak lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
 	@echo "make test     - the whole test suite (unit + integration against a real broker and model)"
 	@echo "make gateway  - the OpenAI-compatible HTTP API on 127.0.0.1:8080 (starts a worker if none runs)"
 	@echo "make submit PROMPT='...' - send one task to the running worker and print the reply"
-	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS), then bench-prefix"
+	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS), then bench-prefix and bench-structured"
 	@echo "make bench-prefix - the shared-prefix workload: warren prefix cache vs llama-server cache_prompt"
+	@echo "make bench-structured - what a JSON Schema costs per token: warren engine vs llama-server, with and without"
 	@echo "make soak     - 10,000 tasks through two workers, one killed every 300 replies (leaks, losses, duplicates)"
 	@echo "make build-cuda | gpu-check  - a CUDA build (target-cuda/) and the GPU measurements"
 	@echo "make setup | model | build | broker-up | broker-down | redis-up | lint | fmt | clean"
@@ -81,6 +82,11 @@ test-python: $(PYENV)/.installed
 bench: setup model broker-up build
 	scripts/bench.sh
 	scripts/bench-prefix.sh
+	scripts/bench-structured.sh
+
+# What a JSON Schema costs per generated token: warren's engine and llama-server, with and without.
+bench-structured: setup model build
+	scripts/bench-structured.sh
 
 bench-prefix: setup model broker-up build
 	scripts/bench-prefix.sh

@@ -26,6 +26,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::client::TaskBody;
+use serde_json::Value;
 
 /// Prompts used when no file is given: short openings that make a base model write on.
 pub(crate) const BUILT_IN_PROMPTS: [&str; 8] = [
@@ -57,6 +58,8 @@ pub(crate) struct Load {
     /// llama-server only: its `cache_prompt` (reuse the slot's common prompt prefix). A
     /// warren worker's equivalent is `engine.prefix_cache`.
     pub cache_prompt: bool,
+    /// A JSON Schema every task's output must match (the structured-output workload).
+    pub json_schema: Option<Value>,
 }
 
 /// One task as the client saw it.
@@ -303,6 +306,7 @@ fn task_body(load: &Load, index: usize) -> TaskBody {
         max_tokens: Some(u64::from(load.max_tokens)),
         temperature: Some(f64::from(load.temperature)),
         seed: Some(index as u64),
+        json_schema: load.json_schema.clone(),
         ..TaskBody::prompt(load.prompts[index % load.prompts.len()].clone())
     }
 }

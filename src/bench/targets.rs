@@ -12,7 +12,7 @@ use crate::broker::{self, Topology};
 use crate::client::{Answer, Client};
 use crate::config::Settings;
 use crate::engine::{Engine, GenerationRequest};
-use crate::protocol::{Input, ReplyStatus, Sampling, Task};
+use crate::protocol::{Input, OutputConstraint, ReplyStatus, Sampling, Task};
 
 /// Sends the load to a warren deployment through RabbitMQ, with the broker floor probe
 /// running alongside; returns the samples, the wall time and the probe's round trips.
@@ -96,6 +96,10 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
                 seed: Some(index as u32),
             },
             stop: Vec::new(),
+            constraint: load_for_tasks
+                .json_schema
+                .clone()
+                .map(OutputConstraint::JsonSchema),
             timeout: Duration::from_secs(600),
             deadline_ms: None,
             stream: false,
@@ -134,7 +138,7 @@ pub(crate) async fn against_llama_server(base_url: &str, load: &Load) -> (Vec<Sa
         let load_top_k = load_for_tasks.top_k;
         let cache_prompt = load_for_tasks.cache_prompt;
         async move {
-            let body = json!({
+            let mut body = json!({
                 "prompt": task.prompt,
                 "n_predict": task.max_tokens,
                 "temperature": task.temperature,
@@ -142,6 +146,9 @@ pub(crate) async fn against_llama_server(base_url: &str, load: &Load) -> (Vec<Sa
                 "seed": task.seed,
                 "cache_prompt": cache_prompt,
             });
+            if let Some(schema) = task.json_schema {
+                body["json_schema"] = schema;
+            }
             tokio::task::spawn_blocking(move || {
                 let sent = Instant::now();
                 let response = ureq::post(&url).send_json(&body);

@@ -36,6 +36,10 @@ pub(crate) struct Args {
     /// A warren worker's equivalent is engine.prefix_cache.
     #[arg(long, requires = "llama_server")]
     pub cache_prompt: bool,
+    /// A JSON Schema file: every task's output must match it (`json_schema`), to measure
+    /// what structured output costs per token.
+    #[arg(long)]
+    pub json_schema: Option<PathBuf>,
     /// Run the engine in this process (engine.* settings, e.g. WARREN__ENGINE__SLOTS) instead
     /// of going through RabbitMQ.
     #[arg(long, conflicts_with = "llama_server")]
@@ -66,6 +70,15 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         temperature: args.temperature,
         top_k: settings.sampling.default_top_k,
         cache_prompt: args.cache_prompt,
+        json_schema: match &args.json_schema {
+            Some(path) => Some(
+                serde_json::from_str(
+                    &std::fs::read_to_string(path).context("reading --json-schema")?,
+                )
+                .context("--json-schema is not JSON")?,
+            ),
+            None => None,
+        },
     };
     anyhow::ensure!(!load.prompts.is_empty(), "no prompts");
     let (label, (samples, wall), broker_floor, peak_rss) = if args.in_process {

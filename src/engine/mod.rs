@@ -11,9 +11,11 @@
 //! holding every generating sequence's next token plus as much prompt as fits, then one
 //! sample per sequence). [`sequence`] is one task's state while it holds a slot (prompt
 //! progress, stops, limits, streaming); [`sampling`] picks a task's next token
-//! (an argmax for greedy, else a sampler chain); [`prefix`] decides which slot's KV cells a
+//! (an argmax for greedy, else a sampler chain), within the grammar [`grammar`] builds
+//! for a task that constrains its output; [`prefix`] decides which slot's KV cells a
 //! new prompt can start from; [`prompt`] turns a task's input into tokens.
 
+mod grammar;
 mod params;
 mod prefix;
 mod prompt;
@@ -95,7 +97,7 @@ pub enum EngineStartError {
 /// What the engine thread receives.
 pub(crate) enum Message {
     /// Generate.
-    Job(Job),
+    Job(Box<Job>),
     /// Drop what is running and end the thread.
     Stop,
 }
@@ -175,7 +177,7 @@ impl Engine {
             reply,
         };
         self.jobs
-            .send(Message::Job(job))
+            .send(Message::Job(Box::new(job)))
             .map_err(|_| engine_gone())?;
         result.await.map_err(|_| engine_gone())?
     }

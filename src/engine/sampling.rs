@@ -1,4 +1,5 @@
-//! Chooses each next token of one task from its [`Sampling`] parameters.
+//! Chooses each next token of one task from its [`Sampling`] parameters and, where the task
+//! constrains its output, its grammar.
 //!
 //! The vocabulary of small modern models is large (262k tokens for Gemma 3), so the choice is
 //! made to do little work per token. Plain greedy decoding (temperature 0, no repeat penalty)
@@ -6,13 +7,20 @@
 //! sort, no softmax. Everything else goes through a llama.cpp sampler chain in which top-k
 //! runs first, so that top-p, min-p and the softmax see k tokens, not all.
 //!
+//! A grammar is checked the way llama.cpp's own server does it: the token the task would pick
+//! unconstrained is tried against the grammar first (one token, cheap), and only when the
+//! grammar refuses it is the whole vocabulary masked and the pick made again. The greedy path
+//! takes the same route, so no task skips its constraint.
+//!
 //! This module owns no llama.cpp context; it must not decode or touch the KV cache.
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
-use crate::protocol::Sampling;
+use crate::protocol::{ErrorCode, Sampling, TaskError};
 
 /// llama.cpp's "choose a random seed" value.
 const RANDOM_SEED: u32 = u32::MAX;
@@ -21,7 +29,14 @@ const RANDOM_SEED: u32 = u32::MAX;
 const REPEAT_PENALTY_WINDOW: i32 = 64;
 
 /// How one task picks its next token.
-pub(super) enum TokenPicker {
+pub(super) struct TokenPicker {
+    choice: Choice,
+    /// The task's grammar sampler, when it constrains its output.
+    grammar: Option<LlamaSampler>,
+}
+
+/// How a token is chosen among those allowed.
+enum Choice {
     /// Temperature 0 and no repeat penalty: the most likely token, nothing else.
     Argmax,
     /// Any other settings: a llama.cpp sampler chain (it keeps the task's random state).
@@ -29,11 +44,74 @@ pub(super) enum TokenPicker {
 }
 
 impl TokenPicker {
-    /// The picker for `sampling`.
-    pub(super) fn for_sampling(sampling: &Sampling) -> TokenPicker {
+    /// The picker for `sampling`, constrained by `grammar` when given.
+    pub(super) fn new(sampling: &Sampling, grammar: Option<LlamaSampler>) -> TokenPicker {
+        TokenPicker {
+            choice: Choice::for_sampling(sampling),
+            grammar,
+        }
+    }
+
+    /// Whether this picker is the plain argmax (no chain, no grammar).
+    #[cfg(test)]
+    fn is_plain_argmax(&self) -> bool {
+        matches!(self.choice, Choice::Argmax) && self.grammar.is_none()
+    }
+
+    /// The next token, from the logits of batch position `batch_index` of the last decode.
+    /// Fails only when the task's grammar allows no token at all.
+    pub(super) fn pick(
+        &mut self,
+        ctx: &LlamaContext<'_>,
+        batch_index: i32,
+    ) -> Result<LlamaToken, TaskError> {
+        let Some(grammar) = &mut self.grammar else {
+            return Ok(match &mut self.choice {
+                Choice::Argmax => LlamaToken(argmax(ctx.get_logits_ith(batch_index))),
+                Choice::Chain(chain) => chain.sample(ctx, batch_index),
+            });
+        };
+        let logits = ctx.get_logits_ith(batch_index);
+        let unconstrained = match &mut self.choice {
+            Choice::Argmax => Some(LlamaToken(argmax(logits))),
+            Choice::Chain(chain) => {
+                let mut all = candidates(logits);
+                all.apply_sampler(chain);
+                all.selected_token()
+            }
+        };
+        let token = match unconstrained.filter(|t| grammar_allows(grammar, *t)) {
+            Some(token) => token,
+            None => {
+                let mut all = candidates(logits);
+                all.apply_sampler(grammar);
+                let chosen = match &mut self.choice {
+                    Choice::Argmax => best(&all.data),
+                    Choice::Chain(chain) => {
+                        all.apply_sampler(chain);
+                        all.selected.and_then(|i| all.data.get(i).copied())
+                    }
+                };
+                // A token the grammar masked has logit -inf; accepting it would abort.
+                chosen
+                    .filter(|data| data.logit().is_finite())
+                    .map(|data| data.id())
+                    .ok_or_else(grammar_dead_end)?
+            }
+        };
+        grammar.try_accept(token).map_err(|_| grammar_dead_end())?;
+        if let Choice::Chain(chain) = &mut self.choice {
+            chain.accept(token);
+        }
+        Ok(token)
+    }
+}
+
+impl Choice {
+    fn for_sampling(sampling: &Sampling) -> Choice {
         let penalty = sampling.repeat_penalty.filter(|p| *p != 1.0);
         if sampling.temperature <= 0.0 && penalty.is_none() {
-            return TokenPicker::Argmax;
+            return Choice::Argmax;
         }
         let mut chain = Vec::with_capacity(6);
         if let Some(penalty) = penalty {
@@ -47,7 +125,7 @@ impl TokenPicker {
         }
         if sampling.temperature <= 0.0 {
             chain.push(LlamaSampler::greedy());
-            return TokenPicker::Chain(LlamaSampler::chain_simple(chain));
+            return Choice::Chain(LlamaSampler::chain_simple(chain));
         }
         if let Some(k) = sampling.top_k {
             chain.push(LlamaSampler::top_k(i32::try_from(k).unwrap_or(i32::MAX)));
@@ -60,16 +138,43 @@ impl TokenPicker {
         }
         chain.push(LlamaSampler::temp(sampling.temperature));
         chain.push(LlamaSampler::dist(sampling.seed.unwrap_or(RANDOM_SEED)));
-        TokenPicker::Chain(LlamaSampler::chain_simple(chain))
+        Choice::Chain(LlamaSampler::chain_simple(chain))
     }
+}
 
-    /// The next token, from the logits of batch position `batch_index` of the last decode.
-    pub(super) fn pick(&mut self, ctx: &LlamaContext<'_>, batch_index: i32) -> LlamaToken {
-        match self {
-            TokenPicker::Argmax => LlamaToken(argmax(ctx.get_logits_ith(batch_index))),
-            TokenPicker::Chain(sampler) => sampler.sample(ctx, batch_index),
+/// Every token with its logit, in token order.
+fn candidates(logits: &[f32]) -> LlamaTokenDataArray {
+    LlamaTokenDataArray::from_iter(
+        (0_i32..)
+            .zip(logits)
+            .map(|(id, logit)| LlamaTokenData::new(LlamaToken(id), *logit, 0.0)),
+        false,
+    )
+}
+
+/// Whether the grammar, in its current state, lets `token` come next.
+fn grammar_allows(grammar: &mut LlamaSampler, token: LlamaToken) -> bool {
+    let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 0.0, 0.0)], false);
+    one.apply_sampler(grammar);
+    one.data.first().is_some_and(|d| d.logit().is_finite())
+}
+
+/// The candidate with the largest logit (the first on ties).
+fn best(data: &[LlamaTokenData]) -> Option<LlamaTokenData> {
+    let mut best: Option<LlamaTokenData> = None;
+    for candidate in data {
+        if best.is_none_or(|b| candidate.logit() > b.logit()) {
+            best = Some(*candidate);
         }
     }
+    best
+}
+
+fn grammar_dead_end() -> TaskError {
+    TaskError::new(
+        ErrorCode::InvalidRequest,
+        "the task's grammar allows no further token here (the model cannot continue within it)",
+    )
 }
 
 /// The index of the largest logit; the first one on ties, as llama.cpp's greedy sampler does.
@@ -144,7 +249,9 @@ mod tests {
             for position in first..first + 8 {
                 ctx.decode(&mut batch).expect("decode");
                 let last = batch.n_tokens() - 1;
-                let ours = TokenPicker::Argmax.pick(&ctx, last);
+                let ours = TokenPicker::new(&sampling(0.0, None), None)
+                    .pick(&ctx, last)
+                    .expect("an unconstrained pick");
                 let theirs = llama_greedy.sample(&ctx, last);
                 assert_eq!(ours, theirs, "prompt {prompt:?}, position {position}");
                 compared += 1;
@@ -164,21 +271,9 @@ mod tests {
 
     #[test]
     fn plain_greedy_is_an_argmax_and_anything_else_a_sampler_chain() {
-        assert!(matches!(
-            TokenPicker::for_sampling(&sampling(0.0, None)),
-            TokenPicker::Argmax
-        ));
-        assert!(matches!(
-            TokenPicker::for_sampling(&sampling(0.0, Some(1.0))),
-            TokenPicker::Argmax
-        ));
-        assert!(matches!(
-            TokenPicker::for_sampling(&sampling(0.0, Some(1.3))),
-            TokenPicker::Chain(_)
-        ));
-        assert!(matches!(
-            TokenPicker::for_sampling(&sampling(0.8, None)),
-            TokenPicker::Chain(_)
-        ));
+        assert!(TokenPicker::new(&sampling(0.0, None), None).is_plain_argmax());
+        assert!(TokenPicker::new(&sampling(0.0, Some(1.0)), None).is_plain_argmax());
+        assert!(!TokenPicker::new(&sampling(0.0, Some(1.3)), None).is_plain_argmax());
+        assert!(!TokenPicker::new(&sampling(0.8, None), None).is_plain_argmax());
     }
 }

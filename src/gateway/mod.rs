@@ -13,6 +13,7 @@ pub mod admission;
 pub mod background;
 pub mod completions;
 pub mod errors;
+pub mod format;
 pub mod metrics;
 pub mod openai;
 pub mod responses;

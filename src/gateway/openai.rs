@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::errors::ApiError;
+use super::format::ResponseFormat;
 use crate::client::{ChatTurn, TaskBody};
 
 /// Which OpenAI endpoint a request came through.
@@ -94,6 +95,12 @@ struct RawRequest {
     #[serde(default)]
     n: Option<u64>,
     #[serde(default)]
+    response_format: Option<ResponseFormat>,
+    /// A GBNF grammar (an extension, as llama.cpp's server takes it; the SDKs send it with
+    /// `extra_body`).
+    #[serde(default)]
+    grammar: Option<String>,
+    #[serde(default)]
     #[allow(dead_code)]
     user: Option<String>,
 }
@@ -136,7 +143,19 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
             Some("n".into()),
         ));
     }
+    let json_schema = match raw.response_format {
+        Some(format) => format.json_schema("response_format")?,
+        None => None,
+    };
+    if json_schema.is_some() && raw.grammar.is_some() {
+        return Err(ApiError::invalid(
+            "give at most one of `response_format` (a JSON format) or `grammar`",
+            Some("grammar".into()),
+        ));
+    }
     let mut task = TaskBody {
+        json_schema,
+        grammar: raw.grammar,
         max_tokens: raw.max_completion_tokens.or(raw.max_tokens),
         temperature: raw.temperature,
         top_p: raw.top_p,
@@ -301,6 +320,19 @@ mod tests {
     }
 
     #[test]
+    fn a_response_format_or_a_grammar_constrains_the_task() {
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}});
+        let request = parse_request(Kind::Chat, body.to_string().as_bytes()).unwrap();
+        assert_eq!(request.task.json_schema, Some(schema));
+        let body = json!({"model": "m", "prompt": "x", "grammar": "root ::= \"a\""});
+        let request = parse_request(Kind::Completion, body.to_string().as_bytes()).unwrap();
+        assert_eq!(request.task.grammar.as_deref(), Some("root ::= \"a\""));
+        assert_eq!(request.task.json_schema, None);
+    }
+
+    #[test]
     fn requests_the_gateway_cannot_serve_are_rejected_naming_the_field() {
         let cases = [
             (Kind::Chat, json!({"model": "m"}), "messages"),
@@ -331,6 +363,17 @@ mod tests {
                 "max_tokens",
             ),
             (Kind::Completion, json!([1]), "valid"),
+            (
+                Kind::Chat,
+                json!({"model": "m", "messages": [], "response_format": {"type": "xml"}}),
+                "response_format",
+            ),
+            (
+                Kind::Completion,
+                json!({"model": "m", "prompt": "a", "grammar": "root ::= \"a\"",
+                    "response_format": {"type": "json_object"}}),
+                "grammar",
+            ),
         ];
         for (kind, body, expected) in cases {
             let err = parse_request(kind, body.to_string().as_bytes()).unwrap_err();

@@ -4,9 +4,10 @@
 //! checked values and back.
 //!
 //! [`task`] holds a validated task's types and [`parse`] produces one from bytes; [`reply`]
-//! holds replies and chunks; [`error`] the error codes; [`headers`] every `x-warren-*`
+//! holds replies and chunks; [`constraint`] a task's `json_schema` or `grammar`; [`error`] the error codes; [`headers`] every `x-warren-*`
 //! header name; [`control`] the cancel message.
 
+pub mod constraint;
 pub mod control;
 pub mod error;
 pub mod headers;
@@ -14,6 +15,7 @@ pub mod parse;
 pub mod reply;
 pub mod task;
 
+pub use constraint::OutputConstraint;
 pub use control::Cancel;
 pub use error::{ErrorCode, TaskError};
 pub use headers::*;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::constraint::parse_constraint;
 use super::task::{ChatMessage, Input, Role, Sampling, Task};
 use super::{TaskError, WIRE_VERSION};
 use crate::config::{LimitSettings, SamplingSettings};
@@ -108,6 +109,7 @@ pub fn parse_task(
         .integer("seed", 0, u64::from(u32::MAX - 1))?
         .map(|v| v as u32);
     let stop = parse_stop(map.get("stop"), limits)?;
+    let constraint = parse_constraint(&map)?;
     let timeout_ms = fields
         .integer("timeout_ms", 1, limits.timeout_cap_ms)?
         .unwrap_or(limits.default_timeout_ms);
@@ -127,6 +129,7 @@ pub fn parse_task(
             seed,
         },
         stop,
+        constraint,
         timeout: Duration::from_millis(timeout_ms),
         deadline_ms,
         stream,

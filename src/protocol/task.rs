@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::OutputConstraint;
+
 /// Who speaks in a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -71,6 +73,8 @@ pub struct Task {
     pub sampling: Sampling,
     /// Stop sequences: generation ends before the first one that appears.
     pub stop: Vec<String>,
+    /// What the output must match (`json_schema` or `grammar`), if anything.
+    pub constraint: Option<OutputConstraint>,
     /// Bound on one attempt's inference.
     pub timeout: Duration,
     /// Absolute deadline (Unix time, ms) after which the task must not start.

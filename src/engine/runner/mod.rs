@@ -17,10 +17,10 @@ use tokio::sync::mpsc::{self, error::TryRecvError};
 
 mod cells;
 
+use super::grammar;
 use super::params;
 use super::prefix::PrefixCache;
 use super::prompt;
-use super::sampling::TokenPicker;
 use super::sequence::{InBatch, Sequence, SequenceStart, Step};
 use super::{EngineStartError, Job, Message, ModelInfo};
 use crate::config::EngineSettings;
@@ -32,6 +32,7 @@ pub(super) fn backend() -> Result<&'static LlamaBackend, EngineStartError> {
     BACKEND
         .get_or_init(|| {
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            grammar::capture_logs();
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
@@ -162,13 +163,13 @@ impl<'m> Runner<'m> {
                     return;
                 }
                 match jobs.blocking_recv() {
-                    Some(Message::Job(job)) => self.admit(job),
+                    Some(Message::Job(job)) => self.admit(*job),
                     Some(Message::Stop) | None => return self.stop(busy),
                 }
             }
             while open && self.free_slot().is_some() {
                 match jobs.try_recv() {
-                    Ok(Message::Job(job)) => self.admit(job),
+                    Ok(Message::Job(job)) => self.admit(*job),
                     Ok(Message::Stop) => return self.stop(busy),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => open = false,
@@ -225,6 +226,14 @@ impl<'m> Runner<'m> {
             )));
             return;
         }
+        let task = &job.request.task;
+        let picker = match grammar::picker(self.model, &task.sampling, task.constraint.as_ref()) {
+            Ok(picker) => picker,
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+                return;
+            }
+        };
         let Some(placement) = self.place(&prompt) else {
             // serve() only admits when a slot is free.
             let _ = job.reply.send(Err(internal("no free slot")));
@@ -241,7 +250,7 @@ impl<'m> Runner<'m> {
             follow,
             reply: job.reply,
             stream: job.request.stream,
-            picker: TokenPicker::for_sampling(&job.request.task.sampling),
+            picker,
             stops: job.request.task.stop,
             max_tokens: job.request.task.max_tokens,
             context_limit: self.context_per_slot as i32,
@@ -361,7 +370,14 @@ impl<'m> Runner<'m> {
                 InBatch::PromptEnd => sequence.prompt_read(),
                 InBatch::NextToken => sequence.next_token_decoded(),
             }
-            let token = sequence.picker.pick(&self.ctx, sequence.batch_index);
+            let token = match sequence.picker.pick(&self.ctx, sequence.batch_index) {
+                Ok(token) => token,
+                Err(e) => {
+                    self.prefix.keep(slot, sequence.tokens_in_cache());
+                    sequence.fail(e);
+                    continue;
+                }
+            };
             match self.push(&mut sequence, token) {
                 Step::Continue => self.slots[slot] = Some(sequence),
                 Step::Finished(reason) => {

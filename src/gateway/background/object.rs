@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::client::{ChatTurn, TaskBody};
 use crate::gateway::errors::ApiError;
+use crate::gateway::format::{TextFormat, TextParam};
 use crate::gateway::openai::{chat_role, text_of, Content};
 use crate::protocol::{ErrorCode, FinishReason, Reply, ReplyStatus};
 
@@ -100,6 +101,8 @@ struct RawRequest {
     metadata: Option<Map<String, Value>>,
     #[serde(default)]
     background: Option<bool>,
+    #[serde(default)]
+    text: Option<Value>,
 }
 
 /// A checked `POST /v1/responses` request.
@@ -152,7 +155,21 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
         }
     }
     let prompt_chars = turns.iter().map(|t| t.content.len()).sum();
+    let format = raw.text.as_ref().and_then(|text| text.get("format"));
+    let json_schema = match raw.text.clone() {
+        Some(text) => {
+            let text: TextParam = serde_json::from_value(text).map_err(|e| {
+                ApiError::invalid(format!("`text` is not valid: {e}"), Some("text".into()))
+            })?;
+            match text.format {
+                Some(format) => format.json_schema()?,
+                None => None,
+            }
+        }
+        None => None,
+    };
     let echo = json!({
+        "text": {"format": TextFormat::echo(format)},
         "instructions": raw.instructions,
         "max_output_tokens": raw.max_output_tokens,
         "temperature": raw.temperature,
@@ -164,6 +181,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
             max_tokens: raw.max_output_tokens,
             temperature: raw.temperature,
             top_p: raw.top_p,
+            json_schema,
             ..TaskBody::default()
         },
         model: raw.model,
@@ -210,7 +228,6 @@ pub fn queued(id: &str, created_at: u64, request: &ResponseRequest) -> Value {
         "parallel_tool_calls": false,
         "tool_choice": "none",
         "tools": [],
-        "text": {"format": {"type": "text"}},
     });
     if let (Some(object), Some(echo)) = (object.as_object_mut(), request.echo.as_object()) {
         object.extend(echo.clone());

@@ -1,0 +1,241 @@
+"""Structured output on the real model: JSON schemas (through the OpenAI SDK's
+`response_format`, the Responses API's `text.format`, and a raw AMQP task) give JSON that a
+real validator accepts; a GBNF grammar gives only its language, greedy or sampled; hostile
+schemas and grammars get a clear error (a 400, or an error reply and a dead letter) and the
+worker keeps serving."""
+
+import json
+import time
+import uuid
+
+import jsonschema
+import openai
+import pika
+import pytest
+
+from conftest import AMQP_URL
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+SCHEMAS = {
+    "object with required fields": PERSON,
+    "enum": {
+        "type": "object",
+        "properties": {"colour": {"enum": ["red", "green", "blue"]}},
+        "required": ["colour"],
+        "additionalProperties": False,
+    },
+    "array of objects": {
+        "type": "array",
+        "items": PERSON,
+        "minItems": 1,
+        "maxItems": 3,
+    },
+    "nested": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 24},
+            "location": {
+                "type": "object",
+                "properties": {
+                    "lat": {"type": "number", "minimum": -90, "maximum": 90},
+                    "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3},
+                },
+                "required": ["lat", "tags"],
+                "additionalProperties": False,
+            },
+        },
+        "required": ["city", "location"],
+        "additionalProperties": False,
+    },
+}
+YES_NO = 'root ::= "yes" | "no"'
+
+
+def ask(content):
+    return [{"role": "user", "content": content}]
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_a_json_schema_response_format_gives_json_that_validates(client, name):
+    schema = SCHEMAS[name]
+    completion = client.chat.completions.create(
+        model="m",
+        messages=ask(f"Answer in JSON ({name}). Tell me about a famous person and their city."),
+        max_tokens=256,
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}},
+    )
+    choice = completion.choices[0]
+    # Every string, list and number in these schemas is bounded, so the model ends its JSON.
+    assert choice.finish_reason == "stop", choice.message.content
+    jsonschema.validate(json.loads(choice.message.content), schema)
+
+
+def test_a_sampled_task_keeps_to_its_schema_too(client):
+    for seed in range(3):
+        completion = client.chat.completions.create(
+            model="m", messages=ask("Describe someone."), max_tokens=256, temperature=1.0, seed=seed,
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+        )
+        assert completion.choices[0].finish_reason == "stop"
+        jsonschema.validate(json.loads(completion.choices[0].message.content), PERSON)
+
+
+def test_json_object_mode_gives_a_json_object(client):
+    completion = client.chat.completions.create(
+        model="m", messages=ask("Give me a JSON object about cats."), max_tokens=200,
+        response_format={"type": "json_object"},
+    )
+    text = completion.choices[0].message.content
+    if completion.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
+    else:
+        assert text.lstrip().startswith("{")
+
+
+def test_the_responses_api_text_format_constrains_the_output(client):
+    response = client.responses.create(
+        model="m", input="Describe a person.", max_output_tokens=256,
+        text={"format": {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}},
+    )
+    assert response.status == "completed"
+    assert response.text.format.type == "json_schema"
+    jsonschema.validate(json.loads(response.output_text), PERSON)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.5])
+def test_a_grammar_yields_only_its_language(client, temperature):
+    prompts = ["Is the sky blue?", "The capital of France is", "Write a poem about the sea.", "1, 2, 3,"]
+    for seed, prompt in enumerate(prompts):
+        completion = client.completions.create(
+            model="m", prompt=prompt, max_tokens=16, temperature=temperature, seed=seed,
+            extra_body={"grammar": YES_NO},
+        )
+        assert completion.choices[0].text in ("yes", "no"), completion.choices[0].text
+        assert completion.choices[0].finish_reason == "stop"
+
+
+HOSTILE_SCHEMAS = {
+    "deep nesting": {"type": "object", "properties": {"a": {"properties": {"a": {"properties": {"a": {}}}}}}},
+    "huge enum": {"enum": [f"value-{i}" for i in range(5000)]},
+    "invalid regex pattern": {"type": "string", "pattern": "^(unbalanced$"},
+    "unresolvable ref": {"$ref": "#/definitions/missing"},
+    "repetition past llama.cpp's bound": {"type": "array", "minItems": 100000},
+}
+for _ in range(40):
+    HOSTILE_SCHEMAS["deep nesting"] = {"type": "object", "properties": {"a": HOSTILE_SCHEMAS["deep nesting"]}}
+
+
+@pytest.mark.parametrize("name", HOSTILE_SCHEMAS)
+def test_a_hostile_schema_is_a_400_and_the_gateway_keeps_serving(client, name):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="m", messages=ask("x"), max_tokens=8,
+            response_format={"type": "json_schema", "json_schema": {"name": "h", "schema": HOSTILE_SCHEMAS[name]}},
+        )
+    error = caught.value.body
+    assert error["type"] == "invalid_request_error"
+    assert "json_schema" in error["message"]
+    fine = client.completions.create(model="m", prompt="Hello", max_tokens=2)
+    assert fine.choices[0].text is not None
+
+
+@pytest.mark.parametrize(
+    "grammar, says",
+    [
+        ('start ::= "a"', "root"),
+        ('root ::= root "a" | "b"', "left recursion"),
+        # The parser's own complaint goes to the worker's stderr (llama.cpp prints it there).
+        ('root ::= undefined-rule', "failed to parse grammar"),
+        ('root ::= ("a"', "failed to parse grammar"),
+        ("root ::= " + "(" * 100 + '"a"' + ")" * 100, "deeper than 32"),
+    ],
+)
+def test_a_grammar_llama_cpp_rejects_is_a_400_saying_why(client, grammar, says):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="m", prompt="x", max_tokens=4, extra_body={"grammar": grammar})
+    assert says in caught.value.body["message"], caught.value.body["message"]
+
+
+class Amqp:
+    def __init__(self, names):
+        self.names = names
+        self.connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        self.channel = self.connection.channel()
+        self.channel.confirm_delivery()
+        self.replies = self.channel.queue_declare("", exclusive=True).method.queue
+        self.arrived = {}
+
+    def send(self, task):
+        task_id = str(uuid.uuid4())
+        self.channel.basic_publish("", self.names.requests, json.dumps(task), pika.BasicProperties(
+            message_id=task_id, correlation_id=task_id, reply_to=self.replies, delivery_mode=2,
+            content_type="application/json"))
+        return task_id
+
+    def reply(self, task_id, seconds=120):
+        """The final reply to `task_id`; replies to other tasks are kept for their turn."""
+        deadline = time.monotonic() + seconds
+        while task_id not in self.arrived and time.monotonic() < deadline:
+            method, _, body = self.channel.basic_get(self.replies, auto_ack=True)
+            if method is None:
+                time.sleep(0.1)
+                continue
+            reply = json.loads(body)
+            if reply["status"] != "chunk":
+                self.arrived[reply["id"]] = reply
+        if task_id not in self.arrived:
+            raise AssertionError(f"no reply to {task_id}")
+        return self.arrived.pop(task_id)
+
+    def dead_letter(self, task_id, seconds=30):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            method, properties, body = self.channel.basic_get(self.names.dead, auto_ack=False)
+            if method is None:
+                time.sleep(0.1)
+                continue
+            if properties.message_id == task_id:
+                self.channel.basic_ack(method.delivery_tag)
+                return properties.headers, json.loads(body)
+            self.channel.basic_nack(method.delivery_tag, requeue=True)
+        raise AssertionError(f"no dead letter for {task_id}")
+
+
+@pytest.fixture
+def amqp(stack):
+    connection = Amqp(stack.names)
+    yield connection
+    connection.connection.close()
+
+
+def test_over_amqp_a_schema_and_a_grammar_constrain_the_reply(amqp):
+    schema_task = amqp.send({"messages": ask("Describe a person."), "json_schema": PERSON, "max_tokens": 256})
+    grammar_task = amqp.send({"prompt": "Is water wet?", "grammar": YES_NO, "max_tokens": 8})
+    schema_reply = amqp.reply(schema_task)
+    assert schema_reply["status"] == "ok" and schema_reply["finish_reason"] == "stop", schema_reply
+    jsonschema.validate(json.loads(schema_reply["text"]), PERSON)
+    grammar_reply = amqp.reply(grammar_task)
+    assert grammar_reply["text"] in ("yes", "no"), grammar_reply
+
+
+def test_over_amqp_a_bad_constraint_is_an_error_reply_and_a_dead_letter(amqp):
+    bad_grammar = amqp.send({"prompt": "x", "grammar": 'root ::= root "a"'})
+    both = amqp.send({"prompt": "x", "grammar": YES_NO, "json_schema": PERSON})
+    for task_id, says in [(bad_grammar, "left recursion"), (both, "not both")]:
+        reply = amqp.reply(task_id)
+        assert reply["status"] == "error"
+        assert reply["error"]["code"] == "invalid_request" and not reply["error"]["retryable"]
+        assert says in reply["error"]["message"], reply["error"]
+        headers, body = amqp.dead_letter(task_id)
+        assert headers["x-warren-error-code"] == "invalid_request"
+        assert body["prompt"] == "x"
+    fine = amqp.reply(amqp.send({"prompt": "Hello", "max_tokens": 2}))
+    assert fine["status"] == "ok"
