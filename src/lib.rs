@@ -6,7 +6,7 @@
 //! (delivery → validate → engine → reply → ack / retry / dead-letter; reconnect and shutdown)
 //! → [`retry`] (the policy: what is retried, after how long) → [`engine`] (the llama.cpp
 //! thread and its slots). [`client`] is the upstream side of the contract, which
-//! [`gateway`] (the OpenAI HTTP API) builds on; [`dlq`] inspects and replays dead letters;
+//! [`gateway`] (the OpenAI HTTP API) builds on; [`dlq`] inspects and replays dead letters; [`bulk`] decides what a task file still needs;
 //! [`telemetry`] sets up logs and readiness; `cli` holds the `warren` subcommands and `bench`
 //! the load generator behind `warren bench` (both private to the binary).
 
@@ -17,6 +17,7 @@
 
 mod bench;
 pub mod broker;
+pub mod bulk;
 mod cli;
 pub mod client;
 pub mod config;

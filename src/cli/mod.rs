@@ -4,6 +4,7 @@
 //! (clap); 64 bad configuration (the message names the key); 75 no reply in time (`submit`).
 
 mod bench;
+mod bulk;
 mod dlq;
 mod gateway;
 mod submit;
@@ -39,7 +40,7 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Consume tasks from the requests queue and serve them with the model (the main job).
     Worker(worker::Args),
-    /// Publish one task, wait for its reply and print it.
+    /// Publish one task, wait for its reply and print it; or a JSONL file of tasks (--file).
     Submit(submit::Args),
     /// Declare the queues and exchanges, then print them.
     Topology(topology::Args),

@@ -1,6 +1,8 @@
 //! `warren submit`: publish one task the way an upstream service would (confirmed, with
-//! `reply_to` and `correlation_id`), wait for its reply and print it.
+//! `reply_to` and `correlation_id`), wait for its reply and print it; or, with `--file`, a
+//! whole task file as a bulk job (see [`super::bulk`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -15,7 +17,7 @@ use crate::protocol::ReplyStatus;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Text to complete.
-    #[arg(conflicts_with = "messages", required_unless_present = "messages")]
+    #[arg(conflicts_with = "messages", required_unless_present_any = ["messages", "file"])]
     pub prompt: Option<String>,
     /// Chat messages as JSON, e.g. '[{"role":"user","content":"Hi"}]'.
     #[arg(long)]
@@ -47,9 +49,19 @@ pub(crate) struct Args {
     /// Stream: print the text as it is generated.
     #[arg(long)]
     pub stream: bool,
-    /// Seconds to wait for the reply.
+    /// Seconds to wait for the reply (with --file: for each task's reply once published).
     #[arg(long, default_value_t = 300)]
     pub wait: u64,
+    /// A bulk job: a JSONL file of tasks (one contract-v1 task per line) to publish.
+    #[arg(long, requires = "out", conflicts_with_all = ["prompt", "messages", "stream", "json"])]
+    pub file: Option<PathBuf>,
+    /// With --file: where each reply goes, one JSON line per task; lines already there are
+    /// not sent again (resume).
+    #[arg(long, requires = "file")]
+    pub out: Option<PathBuf>,
+    /// With --file: most tasks published and not yet answered at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub in_flight: u32,
 }
 
 impl Args {
@@ -92,6 +104,15 @@ struct ChatMessageArg {
 
 /// Publishes the task and prints its reply.
 pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+    if let (Some(tasks), Some(results)) = (&args.file, &args.out) {
+        let job = super::bulk::Job {
+            tasks: tasks.clone(),
+            results: results.clone(),
+            in_flight: args.in_flight as usize,
+            wait: Duration::from_secs(args.wait),
+        };
+        return super::bulk::run(settings, job).await;
+    }
     let body = args.body()?;
     let name = broker::process_name("warren-submit");
     let topology = Topology::new(&settings);
