@@ -5,8 +5,8 @@
 #   bench/structured/schema.json;
 #   llama-server (the same slots, threads, context and batch), without and with it (its
 #   `json_schema`).
-# Prints a table with tokens/s and the milliseconds the schema adds per generated token, and
-# writes it to bench/results-structured-latest.md. Tunables: TASKS (16), CONCURRENCY (4),
+# Prints a table with tasks/s, tokens/s and the time per generated token of one sequence
+# ((latency - time to first token) / tokens), and what the schema adds to it, and writes it to bench/results-structured-latest.md. Tunables: TASKS (16), CONCURRENCY (4),
 # MAX_TOKENS (96), THREADS (cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,14 +59,20 @@ print()
 print("Model gemma3-270m Q4_K_M, threads $THREADS, $TASKS tasks at concurrency $CONCURRENCY (= slots), max_tokens $MAX_TOKENS,")
 print("greedy; context $CONTEXT per slot, batch $BATCH; schema bench/structured/schema.json. llama-server: llama.cpp $LLAMA_COMMIT.")
 print()
-print("| target | schema | tasks/s | tokens/s | tokens per task | latency p50 ms | errors | schema cost per token (ms, one sequence) |")
-print("|---|---|---|---|---|---|---|---|")
+print("| target | schema | tasks/s | tokens/s | tokens per task | latency p50 ms | ttft p50 ms | ms per generated token, one sequence | errors |")
+print("|---|---|---|---|---|---|---|---|---|")
+per_token = {}
 for kind, name in (("warren", "warren engine alone"), ("llama", "llama-server")):
-    plain, constrained = (json.load(open(f"{out}/{kind}-{s}.json")) for s in ("none", "schema"))
-    # Each sequence makes one token per step; a step's time is what the schema slows.
-    per_token = lambda r: 1000.0 * $CONCURRENCY / max(r["tokens_per_s"], 1e-9)
-    cost = per_token(constrained) - per_token(plain)
-    for label, r, extra in (("none", plain, ""), ("yes", constrained, f"{cost:+.1f}")):
+    for schema in ("none", "schema"):
+        r = json.load(open(f"{out}/{kind}-{schema}.json"))
         tokens = r["tokens_per_s"] / max(r["tasks_per_s"], 1e-9)
-        print(f"| {name} | {label} | {r['tasks_per_s']:.2f} | {r['tokens_per_s']:.1f} | {tokens:.0f} | {r['latency_ms']['p50']:.0f} | {r['errors']} | {extra} |")
+        # Time between the first token and the last, per token: what a constraint slows.
+        ms = (r["latency_ms"]["p50"] - r["ttft_ms"]["p50"]) / max(tokens, 1e-9)
+        per_token[(kind, schema)] = ms
+        label = "yes" if schema == "schema" else "none"
+        print(f"| {name} | {label} | {r['tasks_per_s']:.2f} | {r['tokens_per_s']:.1f} | {tokens:.0f} | {r['latency_ms']['p50']:.0f} | {r['ttft_ms']['p50']:.0f} | {ms:.1f} | {r['errors']} |")
+print()
+for kind, name in (("warren", "warren"), ("llama", "llama-server")):
+    cost = per_token[(kind, "schema")] - per_token[(kind, "none")]
+    print(f"{name}: the schema adds {cost:+.1f} ms per generated token ({per_token[(kind, 'schema')] / max(per_token[(kind, 'none')], 1e-9):.2f}x)")
 PY

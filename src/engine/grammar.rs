@@ -4,7 +4,8 @@
 //! llama.cpp reports why a grammar is unusable (a missing `root`, an undefined rule, left
 //! recursion) only through its log, so while one grammar is built the engine thread collects
 //! what llama.cpp logs from that thread. Everything logged still reaches the worker's log.
-//! This module builds samplers; it must not sample or decode. It is the crate's one module
+//! It also answers which tokens a grammar allows next ([`allows`], [`best_allowed`]), for
+//! the picker. This module builds samplers and asks them; it must not sample or decode. It is the crate's one module
 //! with unsafe code (the FFI log callback), each block with its reason.
 
 #![allow(unsafe_code)]
@@ -15,6 +16,9 @@ use std::sync::OnceLock;
 
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2::{ggml_log_callback, ggml_log_level};
 
 use super::sampling::TokenPicker;
@@ -59,6 +63,58 @@ fn sampler(model: &LlamaModel, constraint: &OutputConstraint) -> Result<LlamaSam
     })
 }
 
+/// How many of the most likely tokens [`best_allowed`] tries before giving up.
+pub(super) const SCANNED: usize = 512;
+
+/// Whether the grammar, in its current state, lets `token` come next.
+pub(super) fn allows(grammar: &mut LlamaSampler, token: LlamaToken) -> bool {
+    let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 0.0, 0.0)], false);
+    one.apply_sampler(grammar);
+    one.data.first().is_some_and(|d| d.logit().is_finite())
+}
+
+/// The `wanted` most likely tokens the grammar allows, most likely first (the lower id first
+/// on equal logits, as an argmax takes it), found by trying the [`SCANNED`] most likely
+/// tokens in order; `None` when fewer of them fit.
+pub(super) fn best_allowed(
+    grammar: &mut LlamaSampler,
+    logits: &[f32],
+    wanted: usize,
+) -> Option<Vec<LlamaTokenData>> {
+    let mut order: Vec<(f32, i32)> = (0_i32..)
+        .zip(logits)
+        .map(|(id, &logit)| {
+            (
+                if logit.is_nan() {
+                    f32::NEG_INFINITY
+                } else {
+                    logit
+                },
+                id,
+            )
+        })
+        .collect();
+    let most_likely_first =
+        |a: &(f32, i32), b: &(f32, i32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let scanned = SCANNED.min(order.len());
+    if scanned == 0 {
+        return None;
+    }
+    order.select_nth_unstable_by(scanned - 1, most_likely_first);
+    order.truncate(scanned);
+    order.sort_unstable_by(most_likely_first);
+    let mut allowed = Vec::with_capacity(wanted);
+    for (logit, id) in order {
+        if logit.is_finite() && allows(grammar, LlamaToken(id)) {
+            allowed.push(LlamaTokenData::new(LlamaToken(id), logit, 0.0));
+            if allowed.len() == wanted {
+                return Some(allowed);
+            }
+        }
+    }
+    None
+}
+
 thread_local! {
     /// Set while this thread builds a grammar: what llama.cpp logs meanwhile.
     static CAPTURED: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -78,11 +134,16 @@ pub(super) fn capture_logs() {
     FORWARD.get_or_init(|| {
         let mut callback: ggml_log_callback = None;
         let mut user_data: *mut c_void = std::ptr::null_mut();
-        // SAFETY: llama_log_get writes the current callback and user data into the two
-        // pointers, which point at live locals; llama_log_set stores a plain function pointer.
+        let mut ggml_callback: ggml_log_callback = None;
+        let mut ggml_user_data: *mut c_void = std::ptr::null_mut();
+        // SAFETY: the getters write the current callbacks and user data into live locals;
+        // the setters store plain function pointers and the user data they were given.
+        // llama_log_set also replaces ggml's callback, so ggml's own is put back after it.
         unsafe {
             llama_cpp_sys_2::llama_log_get(&mut callback, &mut user_data);
+            llama_cpp_sys_2::ggml_log_get(&mut ggml_callback, &mut ggml_user_data);
             llama_cpp_sys_2::llama_log_set(Some(capture_then_forward), std::ptr::null_mut());
+            llama_cpp_sys_2::ggml_log_set(ggml_callback, ggml_user_data);
         }
         Forward {
             callback,

@@ -196,16 +196,26 @@ class Amqp:
         return self.arrived.pop(task_id)
 
     def dead_letter(self, task_id, seconds=30):
+        """The dead letter of `task_id` (taken); the others are put back when it is found."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            method, properties, body = self.channel.basic_get(self.names.dead, auto_ack=False)
-            if method is None:
-                time.sleep(0.1)
-                continue
-            if properties.message_id == task_id:
-                self.channel.basic_ack(method.delivery_tag)
-                return properties.headers, json.loads(body)
-            self.channel.basic_nack(method.delivery_tag, requeue=True)
+        passed_over = []
+        try:
+            while time.monotonic() < deadline:
+                method, properties, body = self.channel.basic_get(self.names.dead, auto_ack=False)
+                if method is None:
+                    # Put back what was seen, so that a dead letter still on its way is met.
+                    for tag in passed_over:
+                        self.channel.basic_nack(tag, requeue=True)
+                    passed_over = []
+                    time.sleep(0.1)
+                    continue
+                if properties.message_id == task_id:
+                    self.channel.basic_ack(method.delivery_tag)
+                    return properties.headers, json.loads(body)
+                passed_over.append(method.delivery_tag)
+        finally:
+            for tag in passed_over:
+                self.channel.basic_nack(tag, requeue=True)
         raise AssertionError(f"no dead letter for {task_id}")
 
 
