@@ -214,6 +214,18 @@ impl Client {
     /// Like [`Client::submit`] with a body given as bytes (which may be anything: the worker
     /// validates it).
     pub async fn submit_bytes(&self, id: &str, body: &[u8]) -> Result<Pending, ClientError> {
+        self.submit_routed(id, body, None).await
+    }
+
+    /// Like [`Client::submit_bytes`], published with `routing_key` instead of the route's own
+    /// (under routing by model: the task's model). A key no queue is bound to is
+    /// [`ClientError::Unroutable`].
+    pub async fn submit_routed(
+        &self,
+        id: &str,
+        body: &[u8],
+        routing_key: Option<&str>,
+    ) -> Result<Pending, ClientError> {
         if self.is_closed() {
             return Err(ClientError::Disconnected);
         }
@@ -227,20 +239,33 @@ impl Client {
             receiver,
             waiters: self.waiters.clone(),
         };
-        self.publish(id, body, &self.reply_to).await?;
+        self.publish(id, body, &self.reply_to, routing_key).await?;
         Ok(pending)
     }
 
     /// Publishes task `id` with another `reply_to` (a durable queue someone else consumes):
-    /// this client waits for nothing. Confirmed like [`Client::submit`].
-    pub async fn send_to(&self, id: &str, body: &[u8], reply_to: &str) -> Result<(), ClientError> {
+    /// this client waits for nothing. Confirmed like [`Client::submit`]; `routing_key` as in
+    /// [`Client::submit_routed`].
+    pub async fn send_to(
+        &self,
+        id: &str,
+        body: &[u8],
+        reply_to: &str,
+        routing_key: Option<&str>,
+    ) -> Result<(), ClientError> {
         if self.is_closed() {
             return Err(ClientError::Disconnected);
         }
-        self.publish(id, body, reply_to).await
+        self.publish(id, body, reply_to, routing_key).await
     }
 
-    async fn publish(&self, id: &str, body: &[u8], reply_to: &str) -> Result<(), ClientError> {
+    async fn publish(
+        &self,
+        id: &str,
+        body: &[u8],
+        reply_to: &str,
+        routing_key: Option<&str>,
+    ) -> Result<(), ClientError> {
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(PERSISTENT)
@@ -249,14 +274,15 @@ impl Client {
             .with_reply_to(reply_to.into())
             .with_timestamp(unix_seconds());
         let route = &self.route;
+        let key = routing_key.unwrap_or(&route.routing_key);
         let published = self
             .publisher
-            .publish(&route.exchange, &route.routing_key, true, body, properties)
+            .publish(&route.exchange, key, true, body, properties)
             .await;
         match published {
             Ok(Published::Delivered) => Ok(()),
-            Ok(Published::Returned) => Err(ClientError::Unroutable(route.routing_key.clone())),
-            Err(BrokerError::Nacked(_)) => Err(ClientError::QueueFull(route.routing_key.clone())),
+            Ok(Published::Returned) => Err(ClientError::Unroutable(key.to_owned())),
+            Err(BrokerError::Nacked(_)) => Err(ClientError::QueueFull(key.to_owned())),
             Err(e) if self.is_closed() => {
                 tracing::debug!(error = %e, "publish failed on a closed connection");
                 Err(ClientError::Disconnected)

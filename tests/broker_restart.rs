@@ -54,7 +54,7 @@ async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_ever
             ..TaskBody::prompt(format!("Verse {i}:"))
         };
         client
-            .send_to(&id, &task.to_bytes(), &reply_queue)
+            .send_to(&id, &task.to_bytes(), &reply_queue, None)
             .await
             .expect("published");
         ids.insert(id);

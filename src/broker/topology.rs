@@ -13,6 +13,10 @@
 //! - one delay queue per retry level (`warren.retry.1s`, ...: durable, `parking_queue_type`,
 //!   with a fixed `x-message-ttl`) that dead-letters expired messages back to the requests
 //!   queue.
+//! - with routing by model (`tasks_exchange` set): the tasks exchange (direct, durable), and
+//!   for a worker the model's own requests queue (`warren.requests.<model>`, its delay queues
+//!   `warren.retry.<model>.*`: the configuration names them) bound to it with the model's
+//!   name. A publisher that serves no model declares the exchange, not a requests queue.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -28,6 +32,8 @@ use crate::retry::{DelayQueue, RetryPolicy};
 pub struct Topology {
     settings: TopologySettings,
     delay_queues: Vec<DelayQueue>,
+    /// Under routing by model: the model this process serves, if any.
+    model: Option<String>,
 }
 
 impl Topology {
@@ -36,6 +42,7 @@ impl Topology {
         Topology {
             settings: settings.topology.clone(),
             delay_queues: RetryPolicy::new(&settings.retry).delay_queues(),
+            model: settings.routed_model().map(str::to_owned),
         }
     }
 
@@ -85,11 +92,24 @@ impl Topology {
         &self.settings.control_exchange
     }
 
-    /// Where upstream clients publish tasks, and where they send cancels.
+    /// Whether tasks are routed by model through the tasks exchange.
+    pub fn routes_by_model(&self) -> bool {
+        !self.settings.tasks_exchange.is_empty()
+    }
+
+    /// Where upstream clients publish tasks, and where they send cancels. Under routing by
+    /// model the routing key is the configured model (`engine.model_name`); a client that
+    /// serves several models gives each task's model itself.
     pub fn client_route(&self) -> crate::client::Route {
+        let (exchange, routing_key) = if self.routes_by_model() {
+            let model = self.model.clone().unwrap_or_default();
+            (self.settings.tasks_exchange.clone(), model)
+        } else {
+            (String::new(), self.settings.requests_queue.clone())
+        };
         crate::client::Route {
-            exchange: String::new(),
-            routing_key: self.settings.requests_queue.clone(),
+            exchange,
+            routing_key,
             control_exchange: self.settings.control_exchange.clone(),
         }
     }
@@ -143,7 +163,24 @@ impl Topology {
             .await?;
         declare_queue(channel, &s.results_queue, self.parking_arguments()).await?;
         declare_fanout(channel, &s.control_exchange).await?;
+        if self.routes_by_model() {
+            declare_exchange(channel, &s.tasks_exchange, ExchangeKind::Direct).await?;
+            if self.model.is_none() {
+                return Ok(());
+            }
+        }
         declare_queue(channel, &s.requests_queue, table(self.requests_arguments())).await?;
+        if let (true, Some(model)) = (self.routes_by_model(), &self.model) {
+            channel
+                .queue_bind(
+                    s.requests_queue.as_str().into(),
+                    s.tasks_exchange.as_str().into(),
+                    model.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         for queue in &self.delay_queues {
             declare_queue(channel, &queue.name, table(self.delay_arguments(queue))).await?;
         }
@@ -181,26 +218,39 @@ impl Topology {
                 s.requests_queue
             ));
         }
-        text.push_str(&format!(
-            "publish tasks to the default exchange (\"\") with routing key {}\n",
-            s.requests_queue
-        ));
+        match (self.routes_by_model(), &self.model) {
+            (true, model) => text.push_str(&format!(
+                "exchange {exchange}  direct, durable: publish tasks here with the model's name as routing key{bound}\n",
+                exchange = s.tasks_exchange,
+                bound = model
+                    .as_ref()
+                    .map(|m| format!(" ({} is bound with {m})", s.requests_queue))
+                    .unwrap_or_default(),
+            )),
+            (false, _) => text.push_str(&format!(
+                "publish tasks to the default exchange (\"\") with routing key {}\n",
+                s.requests_queue
+            )),
+        }
         text
     }
 }
 
 async fn declare_fanout(channel: &Channel, name: &str) -> Result<(), BrokerError> {
+    declare_exchange(channel, name, ExchangeKind::Fanout).await
+}
+
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), BrokerError> {
     let options = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
     channel
-        .exchange_declare(
-            name.into(),
-            ExchangeKind::Fanout,
-            options,
-            FieldTable::default(),
-        )
+        .exchange_declare(name.into(), kind, options, FieldTable::default())
         .await
         .map_err(|source| mismatch("exchange", name, source))
 }
@@ -247,6 +297,26 @@ fn show(value: &AMQPValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routing_by_model_publishes_to_the_tasks_exchange_with_the_model_as_key() {
+        let mut settings = Settings::defaults();
+        let single = Topology::new(&settings).client_route();
+        assert_eq!(
+            (single.exchange.as_str(), single.routing_key.as_str()),
+            ("", "warren.requests")
+        );
+        settings.topology.tasks_exchange = "warren.tasks".into();
+        let publisher = Topology::new(&settings);
+        assert!(publisher.routes_by_model());
+        assert_eq!(publisher.client_route().exchange, "warren.tasks");
+        assert!(publisher
+            .describe()
+            .contains("warren.tasks  direct, durable"));
+        settings.engine.model_name = "small".into();
+        let worker = Topology::new(&settings);
+        assert_eq!(worker.client_route().routing_key, "small");
+    }
 
     #[test]
     fn the_queues_that_hold_messages_for_later_take_the_parking_type() {

@@ -25,11 +25,14 @@ use crate::config::Settings;
 use crate::protocol::Reply;
 
 /// What a bulk run is given.
+#[derive(Debug, Clone)]
 pub(super) struct Job {
     pub tasks: PathBuf,
     pub results: PathBuf,
     pub in_flight: usize,
     pub wait: Duration,
+    /// With routing by model: the model every task goes to.
+    pub model: Option<String>,
 }
 
 /// How one sent task ended.
@@ -79,13 +82,7 @@ pub(super) async fn run(settings: Settings, job: Job) -> anyhow::Result<()> {
 
     let total = todo.len();
     let (outcomes, mut arrived) = mpsc::unbounded_channel();
-    let sender = tokio::spawn(send_all(
-        client.clone(),
-        todo,
-        job.in_flight,
-        job.wait,
-        outcomes,
-    ));
+    let sender = tokio::spawn(send_all(client.clone(), todo, job.clone(), outcomes));
     let mut progress = Progress::new(total);
     let mut first_problem = None;
     loop {
@@ -159,11 +156,11 @@ fn open_results(path: &Path, previous: &str) -> anyhow::Result<std::fs::File> {
 async fn send_all(
     client: Arc<Client>,
     todo: Vec<TaskLine>,
-    in_flight: usize,
-    wait: Duration,
+    job: Job,
     outcomes: mpsc::UnboundedSender<(TaskLine, String, Outcome)>,
 ) {
-    let slots = Arc::new(Semaphore::new(in_flight.max(1)));
+    let wait = job.wait;
+    let slots = Arc::new(Semaphore::new(job.in_flight.max(1)));
     for line in todo {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -171,7 +168,10 @@ async fn send_all(
         let id = uuid::Uuid::new_v4().to_string();
         let mut backoff = Duration::from_millis(100);
         let pending = loop {
-            match client.submit_bytes(&id, &line.body).await {
+            match client
+                .submit_routed(&id, &line.body, job.model.as_deref())
+                .await
+            {
                 Ok(pending) => break pending,
                 Err(ClientError::QueueFull(_)) => {
                     tokio::time::sleep(backoff).await;

@@ -49,6 +49,10 @@ pub(crate) struct Args {
     /// Stream: print the text as it is generated.
     #[arg(long)]
     pub stream: bool,
+    /// The model to run the task on, with routing by model (`topology.tasks_exchange`): the
+    /// routing key on the tasks exchange.
+    #[arg(long)]
+    pub model: Option<String>,
     /// Seconds to wait for the reply (with --file: for each task's reply once published).
     #[arg(long, default_value_t = 300)]
     pub wait: u64,
@@ -104,12 +108,26 @@ struct ChatMessageArg {
 
 /// Publishes the task and prints its reply.
 pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+    if args.model.is_some() && settings.topology.tasks_exchange.is_empty() {
+        return Err(CliError::Config(
+            "--model needs routing by model: set topology.tasks_exchange".into(),
+        )
+        .into());
+    }
+    let routed = !settings.topology.tasks_exchange.is_empty();
+    if routed && args.model.is_none() && settings.engine.model_name.is_empty() {
+        return Err(CliError::Config(
+            "tasks are routed by model (topology.tasks_exchange): give --model".into(),
+        )
+        .into());
+    }
     if let (Some(tasks), Some(results)) = (&args.file, &args.out) {
         let job = super::bulk::Job {
             tasks: tasks.clone(),
             results: results.clone(),
             in_flight: args.in_flight as usize,
             wait: Duration::from_secs(args.wait),
+            model: args.model.clone(),
         };
         return super::bulk::run(settings, job).await;
     }
@@ -123,8 +141,13 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         .await?;
 
     let id = uuid::Uuid::new_v4().to_string();
-    let mut pending = client.submit(&id, &body).await?;
-    eprintln!("task {id} published to {}", topology.requests_queue());
+    let mut pending = client
+        .submit_routed(&id, &body.to_bytes(), args.model.as_deref())
+        .await?;
+    match &args.model {
+        Some(model) => eprintln!("task {id} published for model {model}"),
+        None => eprintln!("task {id} published to {}", topology.requests_queue()),
+    }
 
     let wait = Duration::from_secs(args.wait);
     let reply = tokio::time::timeout(wait, async {

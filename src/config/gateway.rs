@@ -13,6 +13,8 @@ pub struct GatewaySettings {
     pub listen: String,
     /// Model name listed in `/v1/models`.
     pub model_name: String,
+    /// With `topology.tasks_exchange`: the models routed by name, comma-separated.
+    pub models: String,
     /// Accepted API keys, comma-separated; empty (and no file) = no authentication.
     pub api_keys: SecretString,
     /// File with one accepted API key per line (a mounted secret); empty = unused.
@@ -48,6 +50,16 @@ pub struct GatewaySettings {
 }
 
 impl GatewaySettings {
+    /// The models served under routing by model: `models`, else `model_name` alone.
+    pub fn served_models(&self) -> Vec<String> {
+        let models = split_keys(&self.models, ',');
+        if models.is_empty() {
+            vec![self.model_name.clone()]
+        } else {
+            models
+        }
+    }
+
     /// The accepted API keys, from `api_keys` and `api_keys_file`. Empty: no authentication.
     pub fn keys(&self) -> Result<Vec<String>, ConfigError> {
         let mut keys: Vec<String> = split_keys(self.api_keys.expose_secret(), ',');

@@ -106,7 +106,26 @@ impl Settings {
         let mut settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
         settings.resolve_url_file()?;
         settings.validate()?;
+        settings.route_by_model();
         Ok(settings)
+    }
+
+    /// With `topology.tasks_exchange` set and `engine.model_name` given, this process serves
+    /// (or inspects) that model: its requests queue and its retry delay queues carry the
+    /// model's name, so that each model's tasks and retries stay in their own queues.
+    fn route_by_model(&mut self) {
+        let model = &self.engine.model_name;
+        if self.topology.tasks_exchange.is_empty() || model.is_empty() {
+            return;
+        }
+        self.topology.requests_queue = format!("{}.{model}", self.topology.requests_queue);
+        self.retry.queue_prefix = format!("{}.{model}", self.retry.queue_prefix);
+    }
+
+    /// The model a worker serves under routing by model, if routing is on.
+    pub fn routed_model(&self) -> Option<&str> {
+        let routing = !self.topology.tasks_exchange.is_empty();
+        (routing && !self.engine.model_name.is_empty()).then_some(self.engine.model_name.as_str())
     }
 
     fn resolve_url_file(&mut self) -> Result<(), ConfigError> {
@@ -145,6 +164,10 @@ impl Settings {
                     t.delivery_limit
                 ),
             ));
+        }
+        if !self.topology.tasks_exchange.is_empty() && !self.engine.model_name.is_empty() {
+            // The model's name is a routing key and part of queue names.
+            check_amqp_name("engine.model_name", &self.engine.model_name)?;
         }
         if self.gateway.request_timeout_ms > self.limits.timeout_cap_ms {
             return Err(invalid(

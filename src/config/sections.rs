@@ -73,6 +73,8 @@ pub struct TopologySettings {
     pub parking_queue_type: QueueType,
     /// Fanout exchange of control messages (cancel) that every worker listens on.
     pub control_exchange: String,
+    /// Direct exchange routing tasks by model name; empty = one model, no routing.
+    pub tasks_exchange: String,
 }
 
 /// `[engine]`: the model and llama.cpp's settings.
@@ -261,6 +263,9 @@ impl TopologySettings {
             ("topology.control_exchange", &self.control_exchange),
         ] {
             check_amqp_name(key, name)?;
+        }
+        if !self.tasks_exchange.is_empty() {
+            check_amqp_name("topology.tasks_exchange", &self.tasks_exchange)?;
         }
         if self.queue_type == QueueType::Quorum && self.max_priority > 0 {
             return Err(invalid(

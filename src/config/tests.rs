@@ -213,3 +213,26 @@ fn a_broker_url_may_list_the_nodes_of_a_cluster() {
     let empty = error_text(&[("WARREN__BROKER__URL", " , ")]);
     assert!(empty.contains("at least one URL"), "{empty}");
 }
+
+#[test]
+fn routing_by_model_gives_a_worker_its_models_queue_and_delay_queues() {
+    let single = load(&[("WARREN__ENGINE__MODEL_NAME", "small")]).unwrap();
+    assert_eq!(single.topology.requests_queue, "warren.requests");
+    assert_eq!(single.routed_model(), None);
+    let routed = load(&[
+        ("WARREN__TOPOLOGY__TASKS_EXCHANGE", "warren.tasks"),
+        ("WARREN__ENGINE__MODEL_NAME", "small"),
+    ])
+    .unwrap();
+    assert_eq!(routed.topology.requests_queue, "warren.requests.small");
+    assert_eq!(routed.retry.queue_prefix, "warren.retry.small");
+    assert_eq!(routed.routed_model(), Some("small"));
+    let publisher = load(&[("WARREN__TOPOLOGY__TASKS_EXCHANGE", "warren.tasks")]).unwrap();
+    assert_eq!(publisher.topology.requests_queue, "warren.requests");
+    assert_eq!(publisher.routed_model(), None);
+    let reserved = load(&[("WARREN__TOPOLOGY__TASKS_EXCHANGE", "amq.direct")]);
+    assert!(reserved
+        .unwrap_err()
+        .to_string()
+        .contains("topology.tasks_exchange"));
+}

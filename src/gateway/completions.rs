@@ -76,6 +76,7 @@ async fn serve(
     // The worker checks every task again; checking here answers a bad request at once.
     let checked = protocol::parse_task(&task, &app.limits, &app.sampling)
         .map_err(|e| ApiError::invalid(e.message, None))?;
+    let routing_key = app.models.routing_key(&request.model)?;
     let tokens = admission::token_estimate(request.prompt_chars, u64::from(checked.max_tokens));
     app.admission.admit(&key, tokens)?;
 
@@ -84,7 +85,10 @@ async fn serve(
         .client()
         .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
     let id = format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple());
-    let pending = client.submit_bytes(&id, &task).await?;
+    let pending = client
+        .submit_routed(&id, &task, routing_key)
+        .await
+        .map_err(|e| app.models.publish_error(&request.model, e))?;
     let accepted = Accepted {
         guard: CancelOnDrop::new(app.upstream.clone(), &id, app.metrics.clone()),
         request,

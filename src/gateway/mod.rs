@@ -3,7 +3,7 @@
 //! RabbitMQ to the workers, so many gateways and many workers can run side by side.
 //!
 //! Layout: [`openai`] translates requests and [`responses`] replies (pure); [`errors`] is OpenAI's error
-//! envelope; [`admission`] checks API keys and rate limits; [`upstream`] keeps the
+//! envelope; [`admission`] checks API keys and rate limits; [`models`] lists the models and routes by them; [`upstream`] keeps the
 //! [`crate::client::Client`] connected and cancels tasks whose caller left; [`completions`]
 //! and [`sse`] serve the two generation endpoints; [`metrics`] counts. This module composes
 //! them into an [`App`] that the CLI runs and tests can start. It must not run inference nor
@@ -15,6 +15,7 @@ pub mod completions;
 pub mod errors;
 pub mod format;
 pub mod metrics;
+pub mod models;
 pub mod openai;
 pub mod responses;
 pub mod sse;
@@ -25,12 +26,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Settings};
@@ -57,8 +57,8 @@ pub struct App {
     pub request_timeout: Duration,
     /// Largest body.
     pub max_body_bytes: usize,
-    /// The model name `/v1/models` lists.
-    pub model_name: String,
+    /// The models served, and how a request's model is routed.
+    pub models: models::Models,
     /// Metrics.
     pub metrics: Arc<GatewayMetrics>,
     /// Background responses: state, webhooks.
@@ -96,7 +96,7 @@ impl Gateway {
             sampling: settings.sampling.clone(),
             request_timeout: Duration::from_millis(g.request_timeout_ms),
             max_body_bytes: g.max_body_bytes,
-            model_name: g.model_name.clone(),
+            models: models::Models::new(&settings),
             background: background::Background {
                 store: Arc::new(store),
                 webhooks: Arc::new(background::webhooks::Webhooks::new(g, metrics.clone())?),
@@ -158,8 +158,8 @@ fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/v1/responses", post(background::create))
         .route("/v1/responses/{id}", get(background::retrieve))
         .route("/v1/responses/{id}/cancel", post(background::cancel))
-        .route("/v1/models", get(models))
-        .route("/v1/models/{model}", get(model))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{model}", get(models::one))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))
@@ -186,33 +186,6 @@ async fn measure(State(app): State<Arc<App>>, request: Request, next: Next) -> R
         started.elapsed().as_secs_f64(),
     );
     response
-}
-
-fn model_object(name: &str) -> serde_json::Value {
-    json!({"id": name, "object": "model", "created": 0, "owned_by": "warren"})
-}
-
-async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(e) = app.admission.authenticate(&headers) {
-        return e.into_response();
-    }
-    Json(json!({"object": "list", "data": [model_object(&app.model_name)]})).into_response()
-}
-
-async fn model(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    axum::extract::Path(name): axum::extract::Path<String>,
-) -> Response {
-    if let Err(e) = app.admission.authenticate(&headers) {
-        return e.into_response();
-    }
-    if name != app.model_name {
-        let mut error = ApiError::not_found(format!("the model `{name}` does not exist"));
-        error.code = "model_not_found".into();
-        return error.into_response();
-    }
-    Json(model_object(&app.model_name)).into_response()
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

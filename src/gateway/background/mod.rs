@@ -165,12 +165,13 @@ async fn accept(
     };
     let store = &app.background.store;
     store.create(id, &record).await?;
+    let routing_key = app.models.routing_key(&request.model)?;
     if let Err(e) = client
-        .send_to(id, task, &app.background.results_queue)
+        .send_to(id, task, &app.background.results_queue, routing_key)
         .await
     {
         let _ = store.delete(id).await;
-        return Err(e.into());
+        return Err(app.models.publish_error(&request.model, e));
     }
     Ok(object)
 }
@@ -204,7 +205,11 @@ async fn wait_for_answer(
         .upstream
         .client()
         .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
-    let pending = client.submit_bytes(id, task).await?;
+    let routing_key = app.models.routing_key(&request.model)?;
+    let pending = client
+        .submit_routed(id, task, routing_key)
+        .await
+        .map_err(|e| app.models.publish_error(&request.model, e))?;
     let mut guard = CancelOnDrop::new(app.upstream.clone(), id, app.metrics.clone());
     let reply = tokio::time::timeout(app.request_timeout, pending.reply())
         .await
