@@ -239,7 +239,7 @@ impl Client {
             receiver,
             waiters: self.waiters.clone(),
         };
-        self.publish(id, body, &self.reply_to, routing_key).await?;
+        self.send_to(id, body, &self.reply_to, routing_key).await?;
         Ok(pending)
     }
 
@@ -256,16 +256,6 @@ impl Client {
         if self.is_closed() {
             return Err(ClientError::Disconnected);
         }
-        self.publish(id, body, reply_to, routing_key).await
-    }
-
-    async fn publish(
-        &self,
-        id: &str,
-        body: &[u8],
-        reply_to: &str,
-        routing_key: Option<&str>,
-    ) -> Result<(), ClientError> {
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(PERSISTENT)
