@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::CliError;
@@ -85,10 +86,12 @@ pub(super) async fn run(settings: Settings, job: Job) -> anyhow::Result<()> {
     let sender = tokio::spawn(send_all(client.clone(), todo, job.clone(), outcomes));
     let mut progress = Progress::new(total);
     let mut first_problem = None;
+    // Listening from here on, so that a Ctrl-C between two replies is not missed.
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
     loop {
         let next = tokio::select! {
             next = arrived.recv() => next,
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 eprintln!("interrupted: the results so far are kept; run the same command again to send the rest");
                 None
             }

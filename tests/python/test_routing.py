@@ -79,6 +79,9 @@ def test_an_unknown_model_or_one_no_worker_serves_is_a_404_model_not_found(fleet
             client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}], max_tokens=2)
         assert caught.value.body["code"] == "model_not_found"
         assert says in caught.value.body["message"], caught.value.body
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model="gpt-4o", input="x", max_output_tokens=2, background=True)
+    assert caught.value.body["code"] == "model_not_found"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4o")
 

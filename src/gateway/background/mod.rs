@@ -104,6 +104,8 @@ async fn create_response(
     let task = request.task.to_bytes();
     let checked = protocol::parse_task(&task, &app.limits, &app.sampling)
         .map_err(|e| ApiError::invalid(e.message, None))?;
+    // A model not served is answered before any rate limit or record is spent on it.
+    app.models.routing_key(&request.model)?;
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let created_at = now().as_secs();
     if !request.background {
@@ -149,6 +151,8 @@ async fn accept(
     task: &[u8],
     owner: String,
 ) -> Result<serde_json::Value, ApiError> {
+    // Before anything is recorded: a model not served leaves no trace.
+    let routing_key = app.models.routing_key(&request.model)?;
     let client = app
         .upstream
         .client()
@@ -165,7 +169,6 @@ async fn accept(
     };
     let store = &app.background.store;
     store.create(id, &record).await?;
-    let routing_key = app.models.routing_key(&request.model)?;
     if let Err(e) = client
         .send_to(id, task, &app.background.results_queue, routing_key)
         .await
