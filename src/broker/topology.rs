@@ -94,7 +94,7 @@ impl Topology {
 
     /// Whether tasks are routed by model through the tasks exchange.
     pub fn routes_by_model(&self) -> bool {
-        !self.settings.tasks_exchange.is_empty()
+        self.settings.routes_by_model()
     }
 
     /// Where upstream clients publish tasks, and where they send cancels. Under routing by
@@ -170,7 +170,8 @@ impl Topology {
             }
         }
         declare_queue(channel, &s.requests_queue, table(self.requests_arguments())).await?;
-        if let (true, Some(model)) = (self.routes_by_model(), &self.model) {
+        // A model is only set under routing by model.
+        if let Some(model) = &self.model {
             channel
                 .queue_bind(
                     s.requests_queue.as_str().into(),

@@ -108,13 +108,13 @@ struct ChatMessageArg {
 
 /// Publishes the task and prints its reply.
 pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
-    if args.model.is_some() && settings.topology.tasks_exchange.is_empty() {
+    if args.model.is_some() && !settings.topology.routes_by_model() {
         return Err(CliError::Config(
             "--model needs routing by model: set topology.tasks_exchange".into(),
         )
         .into());
     }
-    let routed = !settings.topology.tasks_exchange.is_empty();
+    let routed = settings.topology.routes_by_model();
     if routed && args.model.is_none() && settings.engine.model_name.is_empty() {
         return Err(CliError::Config(
             "tasks are routed by model (topology.tasks_exchange): give --model".into(),

@@ -18,7 +18,7 @@ pub(crate) struct Args {}
 
 /// Runs the worker until a shutdown signal.
 pub(crate) async fn run(settings: Settings, _args: Args) -> anyhow::Result<()> {
-    if !settings.topology.tasks_exchange.is_empty() && settings.engine.model_name.is_empty() {
+    if settings.topology.routes_by_model() && settings.engine.model_name.is_empty() {
         return Err(CliError::Config(
             "`engine.model_name` must be set when `topology.tasks_exchange` is: it names the \
              model's queue and is its routing key"

@@ -114,18 +114,17 @@ impl Settings {
     /// (or inspects) that model: its requests queue and its retry delay queues carry the
     /// model's name, so that each model's tasks and retries stay in their own queues.
     fn route_by_model(&mut self) {
-        let model = &self.engine.model_name;
-        if self.topology.tasks_exchange.is_empty() || model.is_empty() {
+        let Some(model) = self.routed_model().map(str::to_owned) else {
             return;
-        }
+        };
         self.topology.requests_queue = format!("{}.{model}", self.topology.requests_queue);
         self.retry.queue_prefix = format!("{}.{model}", self.retry.queue_prefix);
     }
 
     /// The model a worker serves under routing by model, if routing is on.
     pub fn routed_model(&self) -> Option<&str> {
-        let routing = !self.topology.tasks_exchange.is_empty();
-        (routing && !self.engine.model_name.is_empty()).then_some(self.engine.model_name.as_str())
+        (self.topology.routes_by_model() && !self.engine.model_name.is_empty())
+            .then_some(self.engine.model_name.as_str())
     }
 
     fn resolve_url_file(&mut self) -> Result<(), ConfigError> {
@@ -165,7 +164,7 @@ impl Settings {
                 ),
             ));
         }
-        if !self.topology.tasks_exchange.is_empty() && !self.engine.model_name.is_empty() {
+        if self.routed_model().is_some() {
             // The model's name is a routing key and part of queue names.
             check_amqp_name("engine.model_name", &self.engine.model_name)?;
         }

@@ -253,6 +253,11 @@ impl BrokerSettings {
 }
 
 impl TopologySettings {
+    /// Whether tasks are routed by model through `tasks_exchange`.
+    pub fn routes_by_model(&self) -> bool {
+        !self.tasks_exchange.is_empty()
+    }
+
     /// Checks the section's own values.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for (key, name) in [
@@ -264,7 +269,7 @@ impl TopologySettings {
         ] {
             check_amqp_name(key, name)?;
         }
-        if !self.tasks_exchange.is_empty() {
+        if self.routes_by_model() {
             check_amqp_name("topology.tasks_exchange", &self.tasks_exchange)?;
         }
         if self.queue_type == QueueType::Quorum && self.max_priority > 0 {

@@ -18,7 +18,6 @@
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
-use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
@@ -105,7 +104,7 @@ impl TokenPicker {
         };
         let token = match token {
             Some(token) => token,
-            None => self.pick_from_masked_vocabulary(logits)?,
+            None => self.pick_from_masked_vocabulary(ctx, batch_index)?,
         };
         let Some(grammar) = &mut self.grammar else {
             return Err(grammar_dead_end());
@@ -121,19 +120,21 @@ impl TokenPicker {
 impl TokenPicker {
     /// The pick with every token the grammar refuses masked out of the whole vocabulary:
     /// exact in every case, and what the cheaper searches fall back to.
-    fn pick_from_masked_vocabulary(&mut self, logits: &[f32]) -> Result<LlamaToken, TaskError> {
+    fn pick_from_masked_vocabulary(
+        &mut self,
+        ctx: &LlamaContext<'_>,
+        batch_index: i32,
+    ) -> Result<LlamaToken, TaskError> {
         let Some(grammar) = &mut self.grammar else {
             return Err(grammar_dead_end());
         };
-        let mut all = candidates(logits);
+        let mut all = ctx.token_data_array_ith(batch_index);
         all.apply_sampler(grammar);
-        let chosen = match &mut self.choice {
-            Choice::Argmax => best(&all.data),
-            Choice::Chain(chain) => {
-                all.apply_sampler(chain);
-                all.selected.and_then(|i| all.data.get(i).copied())
-            }
-        };
+        match &mut self.choice {
+            Choice::Argmax => all.apply_sampler(&mut LlamaSampler::greedy()),
+            Choice::Chain(chain) => all.apply_sampler(chain),
+        }
+        let chosen = all.selected.and_then(|i| all.data.get(i).copied());
         // A token the grammar masked has logit -inf; accepting it would abort.
         chosen
             .filter(|data| data.logit().is_finite())
@@ -175,27 +176,6 @@ impl Choice {
         chain.push(LlamaSampler::dist(sampling.seed.unwrap_or(RANDOM_SEED)));
         Choice::Chain(LlamaSampler::chain_simple(chain))
     }
-}
-
-/// Every token with its logit, in token order.
-fn candidates(logits: &[f32]) -> LlamaTokenDataArray {
-    LlamaTokenDataArray::from_iter(
-        (0_i32..)
-            .zip(logits)
-            .map(|(id, logit)| LlamaTokenData::new(LlamaToken(id), *logit, 0.0)),
-        false,
-    )
-}
-
-/// The candidate with the largest logit (the first on ties).
-fn best(data: &[LlamaTokenData]) -> Option<LlamaTokenData> {
-    let mut best: Option<LlamaTokenData> = None;
-    for candidate in data {
-        if best.is_none_or(|b| candidate.logit() > b.logit()) {
-            best = Some(*candidate);
-        }
-    }
-    best
 }
 
 fn grammar_dead_end() -> TaskError {
@@ -325,9 +305,11 @@ mod tests {
             ctx.decode(&mut batch).expect("decode");
             let logits = ctx.get_logits_ith(batch.n_tokens() - 1);
             let scanned = grammar::best_allowed(&mut grammar, logits, 1).map(|b| b[0].id());
-            let mut all = candidates(logits);
+            let mut all = ctx.token_data_array_ith(batch.n_tokens() - 1);
             all.apply_sampler(&mut grammar);
-            let masked = best(&all.data).expect("some token fits").id();
+            let masked = all.sample_token_greedy();
+            let chosen = all.selected.map(|i| all.data[i].logit());
+            assert!(chosen.is_some_and(f32::is_finite), "some token fits");
             if let Some(scanned) = scanned {
                 assert_eq!(scanned, masked, "at position {position}");
                 scanned_picks += 1;

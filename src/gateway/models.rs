@@ -30,7 +30,7 @@ impl Models {
     /// The models of the configuration: `gateway.models` (or `gateway.model_name`) when
     /// routing by model, else `gateway.model_name`.
     pub fn new(settings: &Settings) -> Models {
-        let routed = !settings.topology.tasks_exchange.is_empty();
+        let routed = settings.topology.routes_by_model();
         let served = if routed {
             settings.gateway.served_models()
         } else {
