@@ -5,8 +5,10 @@
 //! recursion) only through its log, so while one grammar is built the engine thread collects
 //! what llama.cpp logs from that thread. Everything logged still reaches the worker's log.
 //! It also answers which tokens a grammar allows next ([`allows`], [`best_allowed`]), for
-//! the picker. This module builds samplers and asks them; it must not sample or decode. It is the crate's one module
-//! with unsafe code (the FFI log callback), each block with its reason.
+//! the picker. This module builds samplers and asks them; it must not sample or decode. It is
+//! the crate's one module with unsafe code (the FFI log callback, and the JSON Schema
+//! converter of `native/schema_grammar.cpp`, which keeps llama.cpp's message), each block
+//! with its reason.
 
 #![allow(unsafe_code)]
 
@@ -38,15 +40,10 @@ pub(super) fn picker(
 fn sampler(model: &LlamaModel, constraint: &OutputConstraint) -> Result<LlamaSampler, TaskError> {
     let (grammar, field) = match constraint {
         OutputConstraint::JsonSchema(schema) => {
-            // llama-cpp-2 drops the converter's own message, so this names the usual causes.
-            let grammar =
-                llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|_| {
-                    TaskError::invalid(
-                    "`json_schema` could not be turned into a grammar by llama.cpp: it holds an \
-                     invalid or unsupported construct (for example a `pattern` that is not a valid \
-                     regular expression, or a `$ref` that does not resolve)",
-                )
-                })?;
+            let grammar = schema_grammar(&schema.to_string()).map_err(|why| {
+                let why = why.trim().replace('\n', "; ");
+                TaskError::invalid(format!("`json_schema` was rejected by llama.cpp: {why}"))
+            })?;
             (grammar, "json_schema")
         }
         OutputConstraint::Grammar(grammar) => (grammar.clone(), "grammar"),
@@ -61,6 +58,34 @@ fn sampler(model: &LlamaModel, constraint: &OutputConstraint) -> Result<LlamaSam
         };
         TaskError::invalid(format!("`{field}` was rejected by llama.cpp: {why}"))
     })
+}
+
+extern "C" {
+    /// `native/schema_grammar.cpp`: llama.cpp's converter, its exception text kept.
+    fn warren_json_schema_to_grammar(schema_json: *const c_char, out: *mut *mut c_char) -> i32;
+    fn warren_schema_text_free(text: *mut c_char);
+}
+
+/// llama.cpp's GBNF grammar for a JSON Schema, or llama.cpp's reason for refusing it.
+/// (llama-cpp-2's own `json_schema_to_grammar` returns only a status code.)
+fn schema_grammar(schema_json: &str) -> Result<String, String> {
+    let schema = std::ffi::CString::new(schema_json)
+        .map_err(|_| "the schema holds a NUL character".to_owned())?;
+    let mut out: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `schema` is a NUL-terminated string that outlives the call; the shim catches
+    // every C++ exception and sets `out` to null or to a malloc'd NUL-terminated string,
+    // which is copied here and then freed once, by the shim's own free.
+    let (status, text) = unsafe {
+        let status = warren_json_schema_to_grammar(schema.as_ptr(), &mut out);
+        let text = (!out.is_null()).then(|| CStr::from_ptr(out).to_string_lossy().into_owned());
+        warren_schema_text_free(out);
+        (status, text)
+    };
+    match (status, text) {
+        (0, Some(grammar)) => Ok(grammar),
+        (_, Some(why)) if status != 0 => Err(why),
+        _ => Err("llama.cpp's converter ran out of memory".to_owned()),
+    }
 }
 
 /// How many of the most likely tokens [`best_allowed`] tries before giving up.
@@ -182,4 +207,29 @@ fn logged_while<T>(build: impl FnOnce() -> T) -> (T, String) {
     let result = build();
     let logged = CAPTURED.with(|captured| captured.borrow_mut().take().unwrap_or_default());
     (result, logged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schema_grammar;
+
+    #[test]
+    fn a_schema_becomes_llama_cpps_grammar() {
+        let grammar = schema_grammar(
+            r#"{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}"#,
+        )
+        .expect("a plain schema converts");
+        assert!(grammar.contains("root ::="), "{grammar}");
+    }
+
+    #[test]
+    fn a_schema_llama_cpp_refuses_comes_back_with_llama_cpps_reason() {
+        let unresolved = schema_grammar(r##"{"$ref": "#/definitions/missing"}"##).unwrap_err();
+        assert!(unresolved.contains("cannot resolve $ref"), "{unresolved}");
+        let pattern =
+            schema_grammar(r#"{"type": "string", "pattern": "^(unbalanced$"}"#).unwrap_err();
+        assert!(pattern.contains("unbalanced parentheses"), "{pattern}");
+        let not_json = schema_grammar("{").unwrap_err();
+        assert!(!not_json.is_empty());
+    }
 }

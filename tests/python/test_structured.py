@@ -148,6 +148,19 @@ def test_a_hostile_schema_is_a_400_and_the_gateway_keeps_serving(client, name):
 
 
 @pytest.mark.parametrize(
+    "name, says",
+    [("invalid regex pattern", "unbalanced parentheses"), ("unresolvable ref", "cannot resolve $ref")],
+)
+def test_a_schema_llama_cpp_rejects_is_a_400_with_llama_cpps_reason(client, name, says):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="m", messages=ask("x"), max_tokens=8,
+            response_format={"type": "json_schema", "json_schema": {"name": "h", "schema": HOSTILE_SCHEMAS[name]}},
+        )
+    assert says in caught.value.body["message"], caught.value.body["message"]
+
+
+@pytest.mark.parametrize(
     "grammar, says",
     [
         ('start ::= "a"', "root"),
