@@ -65,9 +65,22 @@ impl Kv {
         key: &str,
         args: &[&str],
     ) -> Result<T, KvError> {
+        self.script_on(source, &[key], args).await
+    }
+
+    /// Runs a Lua script on `keys` with `args`.
+    pub async fn script_on<T: redis::FromRedisValue>(
+        &self,
+        source: &str,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, KvError> {
         let mut connection = self.connection().await?;
         let script = redis::Script::new(source);
-        let mut invocation = script.key(key);
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
         for arg in args {
             invocation.arg(*arg);
         }

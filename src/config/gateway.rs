@@ -47,6 +47,12 @@ pub struct GatewaySettings {
     pub webhook_initial_delay_ms: u64,
     /// Bound on one delivery attempt, in ms.
     pub webhook_timeout_ms: u64,
+    /// Largest uploaded file (`POST /v1/files`), in bytes.
+    pub max_file_bytes: usize,
+    /// Most requests in one batch.
+    pub batch_max_requests: usize,
+    /// Most tasks of one batch published and not yet answered.
+    pub batch_in_flight: usize,
 }
 
 impl GatewaySettings {
@@ -110,6 +116,12 @@ impl GatewaySettings {
             return Err(invalid(
                 "gateway.webhook_initial_delay_ms",
                 "and gateway.webhook_timeout_ms must be at least 1",
+            ));
+        }
+        if self.max_file_bytes == 0 || self.batch_max_requests == 0 || self.batch_in_flight == 0 {
+            return Err(invalid(
+                "gateway.max_file_bytes",
+                "gateway.batch_max_requests and gateway.batch_in_flight must be at least 1",
             ));
         }
         if !self.webhook_url.is_empty() && self.webhook_secret.expose_secret().is_empty() {

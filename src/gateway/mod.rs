@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod background;
+pub mod batch;
 pub mod completions;
 pub mod errors;
 pub mod format;
@@ -63,6 +64,8 @@ pub struct App {
     pub metrics: Arc<GatewayMetrics>,
     /// Background responses: state, webhooks.
     pub background: background::Background,
+    /// Files and batches.
+    pub batches: batch::Batches,
 }
 
 /// A gateway bound to its address, ready to serve.
@@ -102,6 +105,24 @@ impl Gateway {
                 webhooks: Arc::new(background::webhooks::Webhooks::new(g, metrics.clone())?),
                 results_queue: g.results_queue.clone(),
             },
+            batches: batch::Batches {
+                store: Arc::new(
+                    batch::store::BatchStore::new(
+                        g.redis_url.expose_secret(),
+                        g.state_ttl_s,
+                        &g.results_queue,
+                    )
+                    .map_err(|e| ConfigError::Invalid {
+                        key: "gateway.redis_url",
+                        problem: e.to_string(),
+                    })?,
+                ),
+                runners: batch::runner::Runners::default(),
+                max_file_bytes: g.max_file_bytes,
+                max_requests: g.batch_max_requests,
+                in_flight: g.batch_in_flight,
+                shutdown: CancellationToken::new(),
+            },
             metrics,
         });
         Ok(Gateway {
@@ -126,9 +147,17 @@ impl Gateway {
             self.settings.clone(),
             b.store.clone(),
             b.webhooks.clone(),
+            self.app.batches.store.clone(),
             shutdown.clone(),
         ));
-        let router = router(self.app.clone(), self.settings.gateway.max_body_bytes);
+        let runners = self.app.batches.shutdown.clone();
+        tokio::spawn(batch::runner::supervise(self.app.clone(), runners.clone()));
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            runners.cancel();
+        });
+        let router = router(self.app.clone(), &self.settings.gateway);
         axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
@@ -151,20 +180,36 @@ pub enum GatewayError {
     Config(#[from] ConfigError),
 }
 
-fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+fn router(app: Arc<App>, settings: &crate::config::GatewaySettings) -> Router {
+    // An upload's form holds the file and a few short fields besides.
+    let upload_limit = DefaultBodyLimit::max(settings.max_file_bytes.saturating_add(64 * 1024));
     Router::new()
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completion))
         .route("/v1/responses", post(background::create))
         .route("/v1/responses/{id}", get(background::retrieve))
         .route("/v1/responses/{id}/cancel", post(background::cancel))
+        .route(
+            "/v1/files",
+            post(batch::files::upload)
+                .layer(upload_limit)
+                .get(batch::files::list),
+        )
+        .route(
+            "/v1/files/{id}",
+            get(batch::files::retrieve).delete(batch::files::delete),
+        )
+        .route("/v1/files/{id}/content", get(batch::files::content))
+        .route("/v1/batches", post(batch::create).get(batch::list))
+        .route("/v1/batches/{id}", get(batch::retrieve))
+        .route("/v1/batches/{id}/cancel", post(batch::cancel))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{model}", get(models::one))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(app.clone(), measure))
         .with_state(app)
 }

@@ -60,7 +60,7 @@ fn now() -> Duration {
 }
 
 /// A stable, non-secret name for an API key, for scoping idempotency keys and ownership.
-fn owner_of(key: &str) -> String {
+pub(crate) fn owner_of(key: &str) -> String {
     if key.is_empty() {
         return String::new();
     }

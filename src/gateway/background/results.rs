@@ -21,6 +21,7 @@ use super::webhooks::Webhooks;
 use crate::broker::{self, BrokerError};
 use crate::client::unix_seconds;
 use crate::config::Settings;
+use crate::gateway::batch::{self, store::BatchStore};
 use crate::protocol::{Message, Reply};
 use crate::retry::ReconnectBackoff;
 
@@ -32,12 +33,18 @@ pub async fn consume(
     settings: Settings,
     store: Arc<Store>,
     webhooks: Arc<Webhooks>,
+    batches: Arc<BatchStore>,
     shutdown: CancellationToken,
 ) {
     let name = broker::process_name(&format!("{}-results", settings.gateway.connection_name));
     let mut backoff = ReconnectBackoff::new(&settings.broker);
     loop {
-        let session = session(&settings, &name, &store, &webhooks, &shutdown);
+        let stores = Stores {
+            responses: &store,
+            webhooks: &webhooks,
+            batches: &batches,
+        };
+        let session = session(&settings, &name, &stores, &shutdown);
         match session.await {
             Ok(()) => return,
             Err(e) => warn!(error = %e, "results consumer lost the broker; reconnecting"),
@@ -49,11 +56,17 @@ pub async fn consume(
     }
 }
 
+/// Where results are recorded.
+struct Stores<'a> {
+    responses: &'a Arc<Store>,
+    webhooks: &'a Arc<Webhooks>,
+    batches: &'a Arc<BatchStore>,
+}
+
 async fn session(
     settings: &Settings,
     name: &str,
-    store: &Arc<Store>,
-    webhooks: &Arc<Webhooks>,
+    stores: &Stores<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), BrokerError> {
     let connection = broker::connect(&settings.broker.url, name).await?;
@@ -98,7 +111,10 @@ async fn session(
             .as_ref()
             .map(|c| c.to_string());
         let recorded = match (id, Message::decode(&delivery.data)) {
-            (Some(id), Some(message)) => record(store, webhooks, &id, message).await,
+            (Some(id), Some(message)) => match batch::object::parse_line_id(&id) {
+                Some((batch, index)) => record_line(stores.batches, &batch, index, message).await,
+                None => record(stores.responses, stores.webhooks, &id, message).await,
+            },
             _ => {
                 warn!(
                     "a message that is not a contract-v1 result was dropped from the results queue"
@@ -121,6 +137,23 @@ async fn session(
             }
         }
     }
+}
+
+/// Records the reply of request `index` of batch `batch` (its other messages say nothing).
+async fn record_line(
+    batches: &BatchStore,
+    batch: &str,
+    index: usize,
+    message: Message,
+) -> Result<(), StoreError> {
+    if let Message::Reply(reply) = message {
+        let outcome = batch::object::Outcome::Answered {
+            reply,
+            at: unix_seconds(),
+        };
+        batches.record(batch, index, &outcome, false).await?;
+    }
+    Ok(())
 }
 
 /// Records one message of response `id`.

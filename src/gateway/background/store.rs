@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::object::Status;
 use crate::kv::{bounded, Kv, KvError};
 
-const TRANSITION: &str = r"
+pub(crate) const TRANSITION: &str = r"
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return 'missing' end
 if current ~= ARGV[1] then return current end

@@ -1,0 +1,154 @@
+//! OpenAI's Files API, as far as batches need it: `POST /v1/files` (multipart, `purpose`
+//! `batch`), `GET /v1/files`, `GET /v1/files/{id}`, `GET /v1/files/{id}/content` and
+//! `DELETE /v1/files/{id}`. Files live in Redis ([`super::store`]) and belong to the API key
+//! that uploaded them; a batch's output and error files are files too.
+
+use std::sync::Arc;
+
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::object::{self, FILE_PREFIX};
+use super::store::StoredFile;
+use crate::client::unix_seconds;
+use crate::gateway::background::owner_of;
+use crate::gateway::errors::ApiError;
+use crate::gateway::App;
+
+/// `POST /v1/files`.
+pub async fn upload(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let key = app.admission.authenticate(&headers)?;
+    let form = form.map_err(|e| {
+        ApiError::invalid(format!("the upload must be multipart/form-data: {e}"), None)
+    })?;
+    let (purpose, filename, content) = read_form(form, app.batches.max_file_bytes).await?;
+    if purpose.as_deref() != Some("batch") {
+        return Err(ApiError::invalid(
+            "`purpose` must be \"batch\": this gateway keeps files for batches only",
+            Some("purpose".into()),
+        ));
+    }
+    let Some((filename, content)) = filename.zip(content) else {
+        return Err(ApiError::invalid(
+            "the form has no `file` part",
+            Some("file".into()),
+        ));
+    };
+    let id = format!("{FILE_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    let file = StoredFile {
+        object: object::file(&id, content.len(), unix_seconds(), &filename, "batch"),
+        owner: owner_of(&key),
+    };
+    app.batches.store.put_file(&id, &file, &content).await?;
+    Ok(Json(file.object).into_response())
+}
+
+type Form = (Option<String>, Option<String>, Option<Vec<u8>>);
+
+/// The `purpose`, and the `file`'s name and content, of an upload form.
+async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<Form, ApiError> {
+    let (mut purpose, mut filename, mut content) = (None, None, None);
+    let malformed = |e: axum::extract::multipart::MultipartError| {
+        if e.status().as_u16() == 413 {
+            ApiError::too_large(max_bytes)
+        } else {
+            ApiError::invalid(format!("the upload form is not valid: {e}"), None)
+        }
+    };
+    while let Some(field) = form.next_field().await.map_err(malformed)? {
+        match field.name() {
+            Some("purpose") => purpose = Some(field.text().await.map_err(malformed)?),
+            Some("file") => {
+                filename = Some(field.file_name().unwrap_or("upload.jsonl").to_owned());
+                let bytes = field.bytes().await.map_err(malformed)?;
+                if bytes.len() > max_bytes {
+                    return Err(ApiError::too_large(max_bytes));
+                }
+                content = Some(bytes.to_vec());
+            }
+            _ => {}
+        }
+    }
+    Ok((purpose, filename, content))
+}
+
+/// File `id` if `key` may see it; 404 otherwise.
+pub async fn owned(app: &App, id: &str, key: &str) -> Result<StoredFile, ApiError> {
+    match app.batches.store.file(id).await? {
+        Some(file) if file.owner == owner_of(key) => Ok(file),
+        _ => {
+            let mut error = ApiError::not_found(format!("no file with id `{id}`"));
+            error.code = "file_not_found".into();
+            Err(error)
+        }
+    }
+}
+
+/// `GET /v1/files`.
+pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let key = app.admission.authenticate(&headers)?;
+    let store = &app.batches.store;
+    let mut data = Vec::new();
+    for id in store.ids_of(&owner_of(&key), false).await? {
+        if let Some(file) = store.file(&id).await? {
+            data.push(file.object);
+        }
+    }
+    let (first, last) = (
+        data.first().map(|f| f["id"].clone()),
+        data.last().map(|f| f["id"].clone()),
+    );
+    let page = json!({"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": false});
+    Ok(Json(page).into_response())
+}
+
+/// `GET /v1/files/{id}`.
+pub async fn retrieve(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = app.admission.authenticate(&headers)?;
+    Ok(Json(owned(&app, &id, &key).await?.object).into_response())
+}
+
+/// `GET /v1/files/{id}/content`.
+pub async fn content(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = app.admission.authenticate(&headers)?;
+    owned(&app, &id, &key).await?;
+    let content = app
+        .batches
+        .store
+        .file_content(&id)
+        .await?
+        .unwrap_or_default();
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        content,
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/files/{id}`.
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = app.admission.authenticate(&headers)?;
+    let file = owned(&app, &id, &key).await?;
+    app.batches.store.delete_file(&id, &file.owner).await?;
+    Ok(Json(json!({"id": id, "object": "file", "deleted": true})).into_response())
+}

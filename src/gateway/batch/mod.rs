@@ -1,0 +1,219 @@
+//! OpenAI's Batch API on the queue: upload a JSONL file of requests ([`files`]), then
+//! `POST /v1/batches` runs each line as one task through the same queue, workers and results
+//! queue as background responses; `GET /v1/batches/{id}` shows its counts, and its output
+//! and error files (JSONL, one line per request, in file order) are files to download.
+//! `POST /v1/batches/{id}/cancel` stops it; `GET /v1/batches` lists them.
+//!
+//! [`object`] holds the shapes (pure), [`store`] the state in Redis, [`runner`] the
+//! publishing loop that any replica may carry on. Redis down: these endpoints answer 503.
+
+pub mod files;
+pub mod object;
+pub mod runner;
+pub mod store;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::background::owner_of;
+use super::errors::ApiError;
+use super::App;
+use crate::client::unix_seconds;
+use object::Outcome;
+use runner::Runners;
+use store::{BatchRecord, BatchStore};
+
+/// What the batch endpoints share.
+pub struct Batches {
+    /// Files and batches.
+    pub store: Arc<BatchStore>,
+    /// The runners of this replica.
+    pub runners: Runners,
+    /// Largest file, in bytes.
+    pub max_file_bytes: usize,
+    /// Most requests in one batch.
+    pub max_requests: usize,
+    /// Most tasks of one batch published and not yet answered.
+    pub in_flight: usize,
+    /// Stops the runners when the gateway stops.
+    pub shutdown: CancellationToken,
+}
+
+/// `POST /v1/batches`.
+pub async fn create(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = app.admission.authenticate(&headers)?;
+    let body = ApiError::read_body(body, app.max_body_bytes)?;
+    let (create, _kind) = object::parse_create(&body)?;
+    let file = files::owned(&app, &create.input_file_id, &key)
+        .await
+        .map_err(|mut e| {
+            e.param = Some("input_file_id".into());
+            e
+        })?;
+    if file.object["purpose"] != "batch" {
+        return Err(ApiError::invalid(
+            "the input file's purpose is not `batch`",
+            Some("input_file_id".into()),
+        ));
+    }
+    app.admission.admit(&key, 0)?;
+    let store = &app.batches.store;
+    let content = store
+        .file_content(&create.input_file_id)
+        .await?
+        .unwrap_or_default();
+    let id = format!("{}{}", object::BATCH_PREFIX, uuid::Uuid::new_v4().simple());
+    let now = unix_seconds();
+    let checked = object::parse_input(
+        &content,
+        &create.endpoint,
+        app.batches.max_requests,
+        &app.limits,
+        &app.sampling,
+    );
+    let (record, refused) = match checked {
+        Ok(lines) => {
+            let refused: Vec<(usize, Outcome)> = lines
+                .iter()
+                .enumerate()
+                .filter_map(|(index, line)| {
+                    let refusal = match &line.task {
+                        Ok(task) => app.models.routing_key(&task.model).err(),
+                        Err(error) => Some(error.clone()),
+                    };
+                    refusal.map(|error| (index, Outcome::refused(&error)))
+                })
+                .collect();
+            let record = BatchRecord {
+                status: "in_progress".into(),
+                object: object::batch(&id, &create, "in_progress", now),
+                owner: file.owner,
+                total: lines.len(),
+                ..BatchRecord::default()
+            };
+            (record, refused)
+        }
+        Err(problems) => {
+            let mut failed = object::batch(&id, &create, "failed", now);
+            failed["errors"] = object::errors_object(&problems);
+            let record = BatchRecord {
+                status: "failed".into(),
+                object: failed,
+                owner: file.owner,
+                ..BatchRecord::default()
+            };
+            (record, Vec::new())
+        }
+    };
+    store.create_batch(&id, &record, &refused).await?;
+    let record = BatchRecord {
+        failed: refused.len(),
+        refused: refused.len(),
+        ..record
+    };
+    if record.status == "in_progress" {
+        runner::start(&app, &id, &app.batches.shutdown);
+    }
+    Ok(Json(record.current()).into_response())
+}
+
+/// Batch `id` if `key` may see it; 404 otherwise.
+async fn owned(app: &App, id: &str, key: &str) -> Result<BatchRecord, ApiError> {
+    match app.batches.store.batch(id).await? {
+        Some(record) if record.owner == owner_of(key) => Ok(record),
+        _ => {
+            let mut error = ApiError::not_found(format!("no batch with id `{id}`"));
+            error.code = "batch_not_found".into();
+            Err(error)
+        }
+    }
+}
+
+/// `GET /v1/batches/{id}`.
+pub async fn retrieve(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = app.admission.authenticate(&headers)?;
+    Ok(Json(owned(&app, &id, &key).await?.current()).into_response())
+}
+
+/// `POST /v1/batches/{id}/cancel`: an unfinished batch becomes `cancelling`; its runner
+/// cancels what is in flight and ends it as `cancelled`. A final batch is returned as it is.
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = app.admission.authenticate(&headers)?;
+    for _ in 0..5 {
+        let record = owned(&app, &id, &key).await?;
+        if record.status != "in_progress" {
+            return Ok(Json(record.current()).into_response());
+        }
+        let next = object::with_status(&record.object, "cancelling", unix_seconds());
+        let store = &app.batches.store;
+        if store
+            .transition(&id, "in_progress", "cancelling", &next)
+            .await?
+        {
+            let record = BatchRecord {
+                status: "cancelling".into(),
+                object: next,
+                ..record
+            };
+            return Ok(Json(record.current()).into_response());
+        }
+    }
+    Err(ApiError::internal("the batch kept changing; try again"))
+}
+
+/// `?limit=&after=` of a list.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// `GET /v1/batches`, newest first.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let key = app.admission.authenticate(&headers)?;
+    let Query(page) = page.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let ids = app.batches.store.ids_of(&owner_of(&key), true).await?;
+    let start = page
+        .after
+        .and_then(|after| ids.iter().position(|id| *id == after).map(|i| i + 1))
+        .unwrap_or(0);
+    let limit = page.limit.unwrap_or(20).clamp(1, 100);
+    let mut data = Vec::new();
+    for id in ids.iter().skip(start).take(limit) {
+        if let Some(record) = app.batches.store.batch(id).await? {
+            data.push(record.current());
+        }
+    }
+    let has_more = ids.len() > start + limit;
+    let first = data.first().map(|b| b["id"].clone());
+    let last = data.last().map(|b| b["id"].clone());
+    let page = json!({
+        "object": "list", "data": data, "first_id": first, "last_id": last, "has_more": has_more,
+    });
+    Ok(Json(page).into_response())
+}

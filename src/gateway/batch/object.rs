@@ -1,0 +1,393 @@
+//! OpenAI's Batch API shapes, as pure values: the create request, the input file's lines
+//! (checked the way the gateway checks a single request), the batch and file objects, and the
+//! lines of the output and error files. No I/O: every rule is unit-tested here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::config::{LimitSettings, SamplingSettings};
+use crate::gateway::errors::ApiError;
+use crate::gateway::openai::{self, Kind};
+use crate::gateway::responses;
+use crate::protocol::{self, Reply, ReplyStatus};
+
+/// The only completion window there is, as at OpenAI.
+pub const COMPLETION_WINDOW: &str = "24h";
+/// Its length in seconds.
+pub const WINDOW_S: u64 = 24 * 3600;
+/// Prefix of a batch's id.
+pub const BATCH_PREFIX: &str = "batch_";
+/// Prefix of a file's id.
+pub const FILE_PREFIX: &str = "file-";
+/// Prefix of one request's id (also its task's `message_id`).
+pub const LINE_PREFIX: &str = "batch_req_";
+
+/// The endpoint a batch's requests go to.
+pub fn endpoint_kind(endpoint: &str) -> Option<Kind> {
+    match endpoint {
+        "/v1/chat/completions" => Some(Kind::Chat),
+        "/v1/completions" => Some(Kind::Completion),
+        _ => None,
+    }
+}
+
+/// The id of request `index` of batch `batch_id` (`batch_<hex>` → `batch_req_<hex>_<index>`).
+pub fn line_id(batch_id: &str, index: usize) -> String {
+    let hex = batch_id.strip_prefix(BATCH_PREFIX).unwrap_or(batch_id);
+    format!("{LINE_PREFIX}{hex}_{index}")
+}
+
+/// The batch and index a request id names, if it is one.
+pub fn parse_line_id(id: &str) -> Option<(String, usize)> {
+    let rest = id.strip_prefix(LINE_PREFIX)?;
+    let (hex, index) = rest.rsplit_once('_')?;
+    Some((format!("{BATCH_PREFIX}{hex}"), index.parse().ok()?))
+}
+
+/// `POST /v1/batches`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBatch {
+    /// The uploaded JSONL file.
+    pub input_file_id: String,
+    /// `/v1/chat/completions` or `/v1/completions`.
+    pub endpoint: String,
+    /// `24h`.
+    pub completion_window: String,
+    /// Up to 16 string pairs, echoed.
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Parses and checks a create request.
+pub fn parse_create(body: &[u8]) -> Result<(CreateBatch, Kind), ApiError> {
+    let create: CreateBatch = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the request body is not valid: {e}"), None))?;
+    let kind = endpoint_kind(&create.endpoint).ok_or_else(|| {
+        ApiError::invalid(
+            format!(
+                "`endpoint` {:?} is not served in batches: use /v1/chat/completions or /v1/completions",
+                create.endpoint
+            ),
+            Some("endpoint".into()),
+        )
+    })?;
+    if create.completion_window != COMPLETION_WINDOW {
+        return Err(ApiError::invalid(
+            "`completion_window` must be \"24h\"",
+            Some("completion_window".into()),
+        ));
+    }
+    if let Some(metadata) = &create.metadata {
+        if metadata.len() > 16 || metadata.values().any(|v| !v.is_string()) {
+            return Err(ApiError::invalid(
+                "`metadata` takes at most 16 string values",
+                Some("metadata".into()),
+            ));
+        }
+    }
+    Ok((create, kind))
+}
+
+/// One line of an input file, checked.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// The caller's id for it.
+    pub custom_id: String,
+    /// Its task, or why it is refused without running.
+    pub task: Result<LineTask, ApiError>,
+}
+
+/// A request that will be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineTask {
+    /// The contract-v1 task body.
+    pub body: Vec<u8>,
+    /// The model it names (its routing key under routing by model).
+    pub model: String,
+}
+
+/// Why an input file fails the whole batch (OpenAI's `errors.data[]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileProblem {
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// What is wrong.
+    pub message: String,
+    /// The line, counted from 1 (none for the file as a whole).
+    pub line: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLine {
+    custom_id: String,
+    method: String,
+    url: String,
+    body: Value,
+}
+
+/// Reads an input file for `endpoint`: its lines, or the problems that fail the batch (a
+/// line that is not a request object, a repeated `custom_id`, another endpoint). A request
+/// whose body the gateway would refuse is not a problem of the file: it is answered in the
+/// error file, as a single request would be.
+pub fn parse_input(
+    content: &[u8],
+    endpoint: &str,
+    max_requests: usize,
+    limits: &LimitSettings,
+    sampling: &SamplingSettings,
+) -> Result<Vec<Line>, Vec<FileProblem>> {
+    let Some(kind) = endpoint_kind(endpoint) else {
+        return Err(vec![problem(
+            "invalid_endpoint",
+            "endpoint not served",
+            None,
+        )]);
+    };
+    let Ok(text) = std::str::from_utf8(content) else {
+        return Err(vec![problem(
+            "invalid_file",
+            "the file is not UTF-8 text",
+            None,
+        )]);
+    };
+    let mut lines = Vec::new();
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (number, raw) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
+        if raw.is_empty() {
+            continue;
+        }
+        let line: RawLine = match serde_json::from_str(raw) {
+            Ok(line) => line,
+            Err(e) => {
+                let message = format!("not a request object (custom_id, method, url, body): {e}");
+                problems.push(problem("invalid_json_line", message, Some(number)));
+                continue;
+            }
+        };
+        if line.method != "POST" {
+            problems.push(problem(
+                "invalid_method",
+                "`method` must be POST",
+                Some(number),
+            ));
+        }
+        if line.url != endpoint {
+            let message = format!(
+                "`url` {:?} is not the batch's endpoint {endpoint}",
+                line.url
+            );
+            problems.push(problem("mismatched_url", message, Some(number)));
+        }
+        if !seen.insert(line.custom_id.clone()) {
+            let message = format!("`custom_id` {:?} is used twice", line.custom_id);
+            problems.push(problem("duplicate_custom_id", message, Some(number)));
+        }
+        let task = line_task(kind, &line.body, limits, sampling);
+        lines.push(Line {
+            custom_id: line.custom_id,
+            task,
+        });
+    }
+    if lines.is_empty() && problems.is_empty() {
+        problems.push(problem("empty_file", "the file has no requests", None));
+    }
+    if lines.len() > max_requests {
+        let message = format!(
+            "{} requests; a batch takes at most {max_requests}",
+            lines.len()
+        );
+        problems.push(problem("too_many_requests", message, None));
+    }
+    if problems.is_empty() {
+        Ok(lines)
+    } else {
+        Err(problems)
+    }
+}
+
+fn problem(code: &'static str, message: impl Into<String>, line: Option<usize>) -> FileProblem {
+    FileProblem {
+        code,
+        message: message.into(),
+        line,
+    }
+}
+
+/// The task of one request body, checked as `POST <endpoint>` would check it.
+fn line_task(
+    kind: Kind,
+    body: &Value,
+    limits: &LimitSettings,
+    sampling: &SamplingSettings,
+) -> Result<LineTask, ApiError> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let request = openai::parse_request(kind, &bytes)?;
+    if request.stream {
+        return Err(ApiError::invalid(
+            "`stream` is not served in a batch",
+            Some("stream".into()),
+        ));
+    }
+    let task = request.task.to_bytes();
+    protocol::parse_task(&task, limits, sampling)
+        .map_err(|e| ApiError::invalid(e.message, None))?;
+    Ok(LineTask {
+        body: task,
+        model: request.model,
+    })
+}
+
+/// The `errors` of a batch that failed validation.
+pub fn errors_object(problems: &[FileProblem]) -> Value {
+    let data: Vec<Value> = problems
+        .iter()
+        .map(|p| json!({"code": p.code, "message": p.message, "param": null, "line": p.line}))
+        .collect();
+    json!({"object": "list", "data": data})
+}
+
+/// A new batch's object in `status`, created at `now`.
+pub fn batch(id: &str, create: &CreateBatch, status: &str, now: u64) -> Value {
+    let mut object = json!({
+        "id": id,
+        "object": "batch",
+        "endpoint": create.endpoint,
+        "errors": null,
+        "input_file_id": create.input_file_id,
+        "completion_window": create.completion_window,
+        "status": status,
+        "output_file_id": null,
+        "error_file_id": null,
+        "created_at": now,
+        "in_progress_at": null,
+        "expires_at": now + WINDOW_S,
+        "finalizing_at": null,
+        "completed_at": null,
+        "failed_at": null,
+        "expired_at": null,
+        "cancelling_at": null,
+        "cancelled_at": null,
+        "request_counts": {"total": 0, "completed": 0, "failed": 0},
+        "metadata": create.metadata.clone().unwrap_or_default(),
+    });
+    stamp(&mut object, status, now);
+    object
+}
+
+/// `object` moved to `status` at `now` (its `<status>_at` set).
+pub fn with_status(object: &Value, status: &str, now: u64) -> Value {
+    let mut next = object.clone();
+    next["status"] = json!(status);
+    stamp(&mut next, status, now);
+    next
+}
+
+fn stamp(object: &mut Value, status: &str, now: u64) {
+    let field = format!("{status}_at");
+    if object.get(&field).is_some_and(Value::is_null) {
+        object[field] = json!(now);
+    }
+}
+
+/// A file object.
+pub fn file(id: &str, bytes: usize, created_at: u64, filename: &str, purpose: &str) -> Value {
+    json!({
+        "id": id,
+        "object": "file",
+        "bytes": bytes,
+        "created_at": created_at,
+        "expires_at": null,
+        "filename": filename,
+        "purpose": purpose,
+        "status": "processed",
+        "status_details": null,
+    })
+}
+
+/// How one request of a batch ended, as kept until the batch is finalized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A worker's reply (ok or error), received at `at` (Unix seconds).
+    Answered {
+        /// The reply.
+        reply: Reply,
+        /// When.
+        at: u64,
+    },
+    /// Refused without running, as the HTTP answer `status_code` with OpenAI's envelope.
+    Refused {
+        /// HTTP status.
+        status_code: u16,
+        /// `{"error": {...}}`.
+        body: Value,
+    },
+}
+
+impl Outcome {
+    /// A request refused with `error`.
+    pub fn refused(error: &ApiError) -> Outcome {
+        Outcome::Refused {
+            status_code: error.status.as_u16(),
+            body: error.body(),
+        }
+    }
+
+    /// Whether it counts as completed (else failed).
+    pub fn is_completed(&self) -> bool {
+        matches!(self, Outcome::Answered { reply, .. } if reply.status == ReplyStatus::Ok)
+    }
+}
+
+/// One request's line in the output file (`true`) or the error file (`false`).
+pub fn result_line(kind: Kind, id: &str, custom_id: &str, outcome: &Outcome) -> (Value, bool) {
+    match outcome {
+        Outcome::Answered { reply, at } if reply.status == ReplyStatus::Ok => {
+            let body = responses::response(kind, id, *at, reply);
+            (response_line(id, custom_id, 200, body), true)
+        }
+        Outcome::Answered { reply, .. } => {
+            let error = reply.error.as_ref().map_or_else(
+                || ApiError::internal("the worker failed without a reason"),
+                ApiError::from_reply,
+            );
+            let line = response_line(id, custom_id, error.status.as_u16(), error.body());
+            (line, false)
+        }
+        Outcome::Refused { status_code, body } => (
+            response_line(id, custom_id, *status_code, body.clone()),
+            false,
+        ),
+    }
+}
+
+fn response_line(id: &str, custom_id: &str, status_code: u16, body: Value) -> Value {
+    json!({
+        "id": id,
+        "custom_id": custom_id,
+        "response": {"status_code": status_code, "request_id": id, "body": body},
+        "error": null,
+    })
+}
+
+/// The error-file line of a request the batch ended before running (`batch_cancelled`,
+/// `batch_expired`).
+pub fn unrun_line(id: &str, custom_id: &str, code: &str) -> Value {
+    let message = match code {
+        "batch_expired" => "the request was not run before the batch's completion window ended",
+        _ => "the request was not run: its batch was cancelled",
+    };
+    json!({
+        "id": id,
+        "custom_id": custom_id,
+        "response": null,
+        "error": {"code": code, "message": message},
+    })
+}
+
+#[cfg(test)]
+#[path = "object_tests.rs"]
+mod tests;

@@ -1,0 +1,218 @@
+use super::*;
+use crate::config::Settings;
+use crate::protocol::{ErrorBody, ErrorCode, FinishReason, Timings, Usage};
+
+fn parse(text: &str, endpoint: &str, max: usize) -> Result<Vec<Line>, Vec<FileProblem>> {
+    let settings = Settings::defaults();
+    parse_input(
+        text.as_bytes(),
+        endpoint,
+        max,
+        &settings.limits,
+        &settings.sampling,
+    )
+}
+
+fn chat_line(custom_id: &str, body: &str) -> String {
+    format!(
+        r#"{{"custom_id": "{custom_id}", "method": "POST", "url": "/v1/chat/completions", "body": {body}}}"#
+    )
+}
+
+const HELLO: &str =
+    r#"{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}"#;
+
+fn reply(status: ReplyStatus, error: Option<ErrorBody>) -> Reply {
+    Reply {
+        version: 1,
+        id: Some("x".into()),
+        status,
+        text: error.is_none().then(|| "hello".to_owned()),
+        finish_reason: error.is_none().then_some(FinishReason::Stop),
+        usage: error.is_none().then_some(Usage {
+            prompt_tokens: 3,
+            cached_prompt_tokens: 0,
+            completion_tokens: 1,
+        }),
+        timings_ms: Timings::default(),
+        model: "m".into(),
+        attempt: 1,
+        error,
+    }
+}
+
+#[test]
+fn request_ids_name_their_batch_and_line() {
+    let id = line_id("batch_0123abc", 17);
+    assert_eq!(id, "batch_req_0123abc_17");
+    assert_eq!(parse_line_id(&id), Some(("batch_0123abc".into(), 17)));
+    assert_eq!(parse_line_id("resp_0123"), None);
+    assert_eq!(parse_line_id("batch_req_abc_notanumber"), None);
+}
+
+#[test]
+fn a_create_request_names_a_served_endpoint_and_the_24h_window() {
+    let ok = br#"{"input_file_id": "file-1", "endpoint": "/v1/completions", "completion_window": "24h"}"#;
+    assert_eq!(
+        parse_create(ok).map(|(_, kind)| kind).ok(),
+        Some(Kind::Completion)
+    );
+    let embeddings =
+        br#"{"input_file_id": "f", "endpoint": "/v1/embeddings", "completion_window": "24h"}"#;
+    assert_eq!(
+        parse_create(embeddings).unwrap_err().param.as_deref(),
+        Some("endpoint")
+    );
+    let window =
+        br#"{"input_file_id": "f", "endpoint": "/v1/completions", "completion_window": "1h"}"#;
+    assert_eq!(
+        parse_create(window).unwrap_err().param.as_deref(),
+        Some("completion_window")
+    );
+    let metadata = br#"{"input_file_id": "f", "endpoint": "/v1/completions", "completion_window": "24h", "metadata": {"a": 1}}"#;
+    assert_eq!(
+        parse_create(metadata).unwrap_err().param.as_deref(),
+        Some("metadata")
+    );
+    assert_eq!(parse_create(b"[1, 2]").unwrap_err().status.as_u16(), 400);
+}
+
+#[test]
+fn each_line_becomes_a_task_or_its_refusal() {
+    let text = [
+        chat_line("a", HELLO),
+        String::new(),
+        chat_line("b", r#"{"model": "m", "messages": [], "max_tokens": 8}"#),
+        chat_line(
+            "c",
+            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true}"#,
+        ),
+    ]
+    .join("\n");
+    let lines = parse(&text, "/v1/chat/completions", 10).expect("the file is well formed");
+    assert_eq!(lines.len(), 3, "the blank line is skipped");
+    assert_eq!(lines[0].custom_id, "a");
+    assert_eq!(
+        lines[0].task.as_ref().map(|t| t.model.as_str()).ok(),
+        Some("m")
+    );
+    assert_eq!(lines[1].task.as_ref().unwrap_err().status.as_u16(), 400);
+    assert_eq!(
+        lines[2].task.as_ref().unwrap_err().param.as_deref(),
+        Some("stream")
+    );
+}
+
+#[test]
+fn a_malformed_file_fails_the_batch_naming_each_line() {
+    let text = [
+        chat_line("a", HELLO),
+        "not json".to_owned(),
+        chat_line("a", HELLO),
+        r#"{"custom_id": "d", "method": "GET", "url": "/v1/completions", "body": {}}"#.to_owned(),
+    ]
+    .join("\n");
+    let problems = parse(&text, "/v1/chat/completions", 10).unwrap_err();
+    let found: Vec<(&str, Option<usize>)> = problems.iter().map(|p| (p.code, p.line)).collect();
+    assert_eq!(
+        found,
+        vec![
+            ("invalid_json_line", Some(2)),
+            ("duplicate_custom_id", Some(3)),
+            ("invalid_method", Some(4)),
+            ("mismatched_url", Some(4)),
+        ]
+    );
+    assert_eq!(
+        parse("\n\n", "/v1/chat/completions", 10).unwrap_err()[0].code,
+        "empty_file"
+    );
+    let three = [
+        chat_line("a", HELLO),
+        chat_line("b", HELLO),
+        chat_line("c", HELLO),
+    ]
+    .join("\n");
+    assert_eq!(
+        parse(&three, "/v1/chat/completions", 2).unwrap_err()[0].code,
+        "too_many_requests"
+    );
+    let binary = parse_input(
+        &[0xff, 0xfe],
+        "/v1/chat/completions",
+        2,
+        &Settings::defaults().limits,
+        &Settings::defaults().sampling,
+    );
+    assert_eq!(binary.unwrap_err()[0].code, "invalid_file");
+}
+
+#[test]
+fn a_batch_object_has_openais_fields_and_stamps_each_status_once() {
+    let (create, _) = parse_create(
+        br#"{"input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h", "metadata": {"job": "nightly"}}"#,
+    )
+    .expect("valid");
+    let object = batch("batch_1", &create, "in_progress", 1000);
+    assert_eq!(object["object"], "batch");
+    assert_eq!(object["in_progress_at"], 1000);
+    assert_eq!(object["expires_at"], 1000 + WINDOW_S);
+    assert_eq!(object["metadata"]["job"], "nightly");
+    let cancelling = with_status(&object, "cancelling", 1005);
+    let again = with_status(&cancelling, "cancelling", 1009);
+    assert_eq!(again["status"], "cancelling");
+    assert_eq!(again["cancelling_at"], 1005);
+    assert_eq!(again["in_progress_at"], 1000);
+}
+
+#[test]
+fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
+    let ok = Outcome::Answered {
+        reply: reply(ReplyStatus::Ok, None),
+        at: 7,
+    };
+    let (line, in_output) = result_line(Kind::Chat, "batch_req_1_0", "a", &ok);
+    assert!(in_output && ok.is_completed());
+    assert_eq!(line["custom_id"], "a");
+    assert_eq!(line["response"]["status_code"], 200);
+    assert_eq!(line["response"]["body"]["object"], "chat.completion");
+    assert_eq!(
+        line["response"]["body"]["choices"][0]["message"]["content"],
+        "hello"
+    );
+    assert_eq!(line["error"], Value::Null);
+
+    let timeout = ErrorBody {
+        code: ErrorCode::Timeout,
+        message: "too slow".into(),
+        retryable: false,
+    };
+    let failed = Outcome::Answered {
+        reply: reply(ReplyStatus::Error, Some(timeout)),
+        at: 7,
+    };
+    let (line, in_output) = result_line(Kind::Completion, "batch_req_1_1", "b", &failed);
+    assert!(!in_output && !failed.is_completed());
+    assert_eq!(line["response"]["status_code"], 504);
+    assert_eq!(line["response"]["body"]["error"]["code"], "timeout");
+
+    let refused = Outcome::refused(&ApiError::invalid("bad", Some("n".into())));
+    let (line, in_output) = result_line(Kind::Chat, "batch_req_1_2", "c", &refused);
+    assert!(!in_output);
+    assert_eq!(line["response"]["status_code"], 400);
+    assert_eq!(line["response"]["body"]["error"]["param"], "n");
+
+    let unrun = unrun_line("batch_req_1_3", "d", "batch_expired");
+    assert_eq!(unrun["response"], Value::Null);
+    assert_eq!(unrun["error"]["code"], "batch_expired");
+}
+
+#[test]
+fn an_outcome_survives_its_round_trip_through_redis_text() {
+    let ok = Outcome::Answered {
+        reply: reply(ReplyStatus::Ok, None),
+        at: 7,
+    };
+    let text = serde_json::to_string(&ok).expect("serializes");
+    assert_eq!(serde_json::from_str::<Outcome>(&text).ok(), Some(ok));
+}

@@ -1,0 +1,284 @@
+//! Drives active batches: publishes each request of a batch as a task (confirmed, at most
+//! `gateway.batch_in_flight` unanswered at once, a full queue waited out), whose reply goes to
+//! the shared results queue like a background response's; when every request has its
+//! outcome, writes the output and error files and marks the batch final. A cancelled or
+//! expired batch stops publishing, cancels its tasks in flight and ends with what it has.
+//!
+//! One runner per batch across all replicas: it holds a lease in Redis while it runs, and
+//! every replica looks for active batches without a runner every few seconds, so a batch
+//! outlives the gateway that accepted it. State lives in Redis only ([`super::store`]): a
+//! runner that dies between a publish and its record publishes that request again, and its
+//! first outcome wins. It must not answer HTTP requests.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::object::{self, Line, Outcome};
+use super::store::{BatchRecord, BatchStore, StoredFile};
+use crate::client::unix_seconds;
+use crate::gateway::App;
+use crate::kv::KvError;
+
+/// How long a runner's lease lasts without renewal.
+const LEASE_MS: u64 = 15_000;
+/// How often a runner looks at its batch.
+const POLL: Duration = Duration::from_millis(250);
+/// How often a replica looks for batches without a runner.
+const SUPERVISE: Duration = Duration::from_secs(5);
+/// How long a cancelled or expired batch waits for the tasks it cancelled to answer.
+const WIND_DOWN: Duration = Duration::from_secs(30);
+
+/// The batches this replica runs.
+pub struct Runners {
+    holder: String,
+    running: Mutex<HashSet<String>>,
+}
+
+impl Default for Runners {
+    fn default() -> Self {
+        Runners {
+            holder: format!("{}", uuid::Uuid::new_v4().simple()),
+            running: Mutex::default(),
+        }
+    }
+}
+
+/// Starts a runner for batch `id` unless this replica runs it already.
+pub fn start(app: &Arc<App>, id: &str, shutdown: &CancellationToken) {
+    let runners = &app.batches.runners;
+    let started = runners
+        .running
+        .lock()
+        .is_ok_and(|mut running| running.insert(id.to_owned()));
+    if !started {
+        return;
+    }
+    let (app, id, shutdown) = (app.clone(), id.to_owned(), shutdown.clone());
+    tokio::spawn(async move {
+        if let Err(e) = run(&app, &id, &shutdown).await {
+            warn!(batch = %id, error = %e, "batch runner stopped; it resumes from Redis");
+        }
+        if let Ok(mut running) = app.batches.runners.running.lock() {
+            running.remove(&id);
+        }
+    });
+}
+
+/// Starts runners for active batches that have none, until `shutdown`.
+pub async fn supervise(app: Arc<App>, shutdown: CancellationToken) {
+    loop {
+        match app.batches.store.active().await {
+            Ok(ids) => ids.iter().for_each(|id| start(&app, id, &shutdown)),
+            Err(e) => warn!(error = %e, "cannot list active batches"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SUPERVISE) => {}
+        }
+    }
+}
+
+fn is_final(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "expired" | "cancelled")
+}
+
+async fn run(app: &Arc<App>, id: &str, shutdown: &CancellationToken) -> Result<(), KvError> {
+    let store = &app.batches.store;
+    let holder = app.batches.runners.holder.as_str();
+    if !store.lease(id, holder, LEASE_MS).await? {
+        return Ok(());
+    }
+    let Some(record) = store.batch(id).await? else {
+        return store.retire(id).await;
+    };
+    if is_final(&record.status) {
+        return store.retire(id).await;
+    }
+    let Some(lines) = input_lines(app, &record).await? else {
+        let mut next = object::with_status(&record.object, "failed", unix_seconds());
+        next["errors"] = object::errors_object(&[object::FileProblem {
+            code: "input_file_gone",
+            message: "the input file was deleted or expired before the batch ended".into(),
+            line: None,
+        }]);
+        store
+            .transition(id, &record.status, "failed", &next)
+            .await?;
+        return store.retire(id).await;
+    };
+    info!(batch = %id, requests = lines.len(), "running batch");
+    loop {
+        if shutdown.is_cancelled() {
+            return store.release(id, holder).await;
+        }
+        if !store.lease(id, holder, LEASE_MS).await? {
+            return Ok(());
+        }
+        let Some(record) = store.batch(id).await? else {
+            return store.retire(id).await;
+        };
+        let expires_at = record.object["expires_at"].as_u64().unwrap_or(u64::MAX);
+        match record.status.as_str() {
+            "cancelling" => return wind_down(app, id, &lines, "cancelled").await,
+            "in_progress" if unix_seconds() >= expires_at => {
+                return wind_down(app, id, &lines, "expired").await;
+            }
+            "in_progress" if record.next >= lines.len() && record.outstanding() == 0 => {
+                let finalizing = object::with_status(&record.object, "finalizing", unix_seconds());
+                store
+                    .transition(id, "in_progress", "finalizing", &finalizing)
+                    .await?;
+            }
+            "in_progress" => publish(app, id, &lines, &record).await?,
+            "finalizing" => return finish(app, id, &lines, "completed").await,
+            _ => return store.retire(id).await,
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The checked lines of the batch's input file; `None` when the file is gone.
+async fn input_lines(app: &App, record: &BatchRecord) -> Result<Option<Vec<Line>>, KvError> {
+    let file_id = record.object["input_file_id"].as_str().unwrap_or_default();
+    let endpoint = record.object["endpoint"].as_str().unwrap_or_default();
+    let Some(content) = app.batches.store.file_content(file_id).await? else {
+        return Ok(None);
+    };
+    Ok(object::parse_input(&content, endpoint, usize::MAX, &app.limits, &app.sampling).ok())
+}
+
+/// Publishes the next requests, up to the in-flight bound.
+async fn publish(app: &App, id: &str, lines: &[Line], record: &BatchRecord) -> Result<(), KvError> {
+    let Some(client) = app.upstream.client() else {
+        return Ok(());
+    };
+    let store = &app.batches.store;
+    let mut room = app.batches.in_flight.saturating_sub(record.outstanding());
+    let mut next = record.next;
+    while next < lines.len() && room > 0 {
+        let Ok(task) = &lines[next].task else {
+            // Refused when the batch was created: its outcome is recorded.
+            next += 1;
+            store.advance(id, next, 0).await?;
+            continue;
+        };
+        let line_id = object::line_id(id, next);
+        let sent = match app.models.routing_key(&task.model) {
+            Ok(key) => client
+                .send_to(&line_id, &task.body, &app.background.results_queue, key)
+                .await
+                .map_err(|e| app.models.publish_error(&task.model, e)),
+            Err(refused) => Err(refused),
+        };
+        match sent {
+            Ok(()) => {
+                next += 1;
+                room -= 1;
+                store.advance(id, next, 1).await?;
+            }
+            // A full queue or a lost broker: try again at the next look.
+            Err(e) if e.status.as_u16() == 429 || e.status.as_u16() == 503 => {
+                if matches!(e.code.as_str(), "queue_full") {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                return Ok(());
+            }
+            Err(refused) => {
+                store
+                    .record(id, next, &Outcome::refused(&refused), true)
+                    .await?;
+                next += 1;
+                store.advance(id, next, 0).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stops a cancelled or expired batch: no more publishing, its tasks in flight cancelled and
+/// waited for (at most [`WIND_DOWN`]), then its files written with what it has.
+async fn wind_down(app: &App, id: &str, lines: &[Line], status: &str) -> Result<(), KvError> {
+    let store = &app.batches.store;
+    let holder = app.batches.runners.holder.as_str();
+    let Some(record) = store.batch(id).await? else {
+        return store.retire(id).await;
+    };
+    let outcomes = store.outcomes(id).await?;
+    let unanswered = (0..record.next.min(lines.len()))
+        .filter(|i| lines[*i].task.is_ok() && !outcomes.contains_key(i));
+    if let Some(client) = app.upstream.client() {
+        for index in unanswered {
+            if let Err(e) = client.cancel(&object::line_id(id, index)).await {
+                warn!(batch = %id, error = %e, "cannot cancel a request of the batch");
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + WIND_DOWN;
+    while tokio::time::Instant::now() < deadline {
+        store.lease(id, holder, LEASE_MS).await?;
+        match store.batch(id).await? {
+            Some(record) if record.outstanding() > 0 => tokio::time::sleep(POLL).await,
+            _ => break,
+        }
+    }
+    finish(app, id, lines, status).await
+}
+
+/// Writes the output and error files and moves the batch to `status` (final).
+async fn finish(app: &App, id: &str, lines: &[Line], status: &str) -> Result<(), KvError> {
+    let store = &app.batches.store;
+    let Some(record) = store.batch(id).await? else {
+        return store.retire(id).await;
+    };
+    let kind = object::endpoint_kind(record.object["endpoint"].as_str().unwrap_or_default())
+        .unwrap_or(crate::gateway::openai::Kind::Chat);
+    let outcomes = store.outcomes(id).await?;
+    let unrun = if status == "expired" {
+        "batch_expired"
+    } else {
+        "batch_cancelled"
+    };
+    let (mut output, mut errors) = (String::new(), String::new());
+    for (index, line) in lines.iter().enumerate() {
+        let line_id = object::line_id(id, index);
+        let (text, ok) = match outcomes.get(&index) {
+            Some(outcome) => object::result_line(kind, &line_id, &line.custom_id, outcome),
+            None => (object::unrun_line(&line_id, &line.custom_id, unrun), false),
+        };
+        let file = if ok { &mut output } else { &mut errors };
+        file.push_str(&text.to_string());
+        file.push('\n');
+    }
+    let mut next = object::with_status(&record.object, status, unix_seconds());
+    next["output_file_id"] = put_file(store, &record, &output, "output").await?;
+    next["error_file_id"] = put_file(store, &record, &errors, "error").await?;
+    store.transition(id, &record.status, status, &next).await?;
+    info!(batch = %id, status, completed = record.completed, failed = record.failed, "batch ended");
+    store.retire(id).await
+}
+
+/// Stores one of a batch's result files; its id, or null when it has no lines.
+async fn put_file(
+    store: &BatchStore,
+    record: &BatchRecord,
+    text: &str,
+    which: &str,
+) -> Result<Value, KvError> {
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    let id = format!("{}{}", object::FILE_PREFIX, uuid::Uuid::new_v4().simple());
+    let batch_id = record.object["id"].as_str().unwrap_or_default();
+    let filename = format!("{batch_id}_{which}.jsonl");
+    let file = StoredFile {
+        object: object::file(&id, text.len(), unix_seconds(), &filename, "batch_output"),
+        owner: record.owner.clone(),
+    };
+    store.put_file(&id, &file, text.as_bytes()).await?;
+    Ok(json!(id))
+}

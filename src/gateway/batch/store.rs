@@ -1,0 +1,397 @@
+//! Batches' and files' state in Redis, shared by every gateway replica; every key expires
+//! after the completion window plus `gateway.state_ttl_s`:
+//! - `warren:file:<id>`: a hash of `object` (the file object), `owner` and `content`;
+//! - `warren:batch:<id>`: a hash of `status`, `object` (the batch object), `owner` and the
+//!   counters `total`, `refused`, `next` (lines handled by the runner), `published`,
+//!   `completed` and `failed`;
+//! - `warren:batch:<id>:results`: line index → its [`Outcome`], written once (the first
+//!   result of a request wins, so a task answered twice is counted once);
+//! - `warren:batches:active:<results queue>`: batches not yet final, which some replica of
+//!   this deployment (the gateways sharing its results queue) drives, holding
+//!   `warren:batch:<id>:lease`;
+//! - `warren:files:<owner>`, `warren:batches:<owner>`: ids, newest first, for the lists.
+//!
+//! Every call is bounded in time ([`crate::kv`]): Redis down is an error, never a hang.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::object::{Outcome, WINDOW_S};
+use crate::gateway::background::store::TRANSITION;
+use crate::kv::{Kv, KvError};
+
+// The first outcome of a line wins; only a live batch is counted. A line refused by the
+// runner also counts as refused (never published), so `outstanding` stays exact.
+const RECORD: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
+if ARGV[5] == 'refused' then redis.call('HINCRBY', KEYS[1], 'refused', 1) end
+return 1
+";
+
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+";
+
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+/// A stored file, without its content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFile {
+    /// The file object.
+    pub object: Value,
+    /// Hash of the API key that uploaded it.
+    pub owner: String,
+}
+
+/// A stored batch.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BatchRecord {
+    /// Its status.
+    pub status: String,
+    /// The batch object (its `request_counts` are filled in by [`BatchRecord::current`]).
+    pub object: Value,
+    /// Hash of the API key that created it.
+    pub owner: String,
+    /// Requests in its file.
+    pub total: usize,
+    /// Of those, refused when the batch was created.
+    pub refused: usize,
+    /// Lines the runner has handled, in file order (published, or skipped as refused).
+    pub next: usize,
+    /// Tasks published.
+    pub published: usize,
+    /// Requests answered ok.
+    pub completed: usize,
+    /// Requests refused or answered with an error.
+    pub failed: usize,
+}
+
+impl BatchRecord {
+    /// The batch object with its current counts.
+    pub fn current(&self) -> Value {
+        let mut object = self.object.clone();
+        object["request_counts"] = serde_json::json!({
+            "total": self.total, "completed": self.completed, "failed": self.failed,
+        });
+        object
+    }
+
+    /// Published tasks not answered yet.
+    pub fn outstanding(&self) -> usize {
+        let answered = (self.completed + self.failed).saturating_sub(self.refused);
+        self.published.saturating_sub(answered)
+    }
+}
+
+fn file_key(id: &str) -> String {
+    format!("warren:file:{id}")
+}
+fn batch_key(id: &str) -> String {
+    format!("warren:batch:{id}")
+}
+fn results_key(id: &str) -> String {
+    format!("warren:batch:{id}:results")
+}
+fn lease_key(id: &str) -> String {
+    format!("warren:batch:{id}:lease")
+}
+
+/// The Redis-backed store of files and batches.
+pub struct BatchStore {
+    kv: Kv,
+    ttl_s: u64,
+    active: String,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, KvError> {
+    serde_json::from_str(text).map_err(|e| KvError(format!("a stored value is not valid: {e}")))
+}
+
+impl BatchStore {
+    /// A store for `url` whose keys live the completion window plus `keep_s` seconds, for
+    /// the gateways whose shared results queue is `results_queue`.
+    pub fn new(url: &str, keep_s: u64, results_queue: &str) -> Result<BatchStore, KvError> {
+        Ok(BatchStore {
+            kv: Kv::new(url)?,
+            ttl_s: keep_s + WINDOW_S,
+            active: format!("warren:batches:active:{results_queue}"),
+        })
+    }
+
+    async fn pipeline(&self, pipe: redis::Pipeline) -> Result<(), KvError> {
+        let mut connection = self.kv.connection().await?;
+        let answer = crate::kv::bounded(pipe.query_async::<()>(&mut connection)).await;
+        if answer.is_err() {
+            self.kv.forget().await;
+        }
+        answer
+    }
+
+    /// Stores file `id`.
+    pub async fn put_file(
+        &self,
+        id: &str,
+        file: &StoredFile,
+        content: &[u8],
+    ) -> Result<(), KvError> {
+        let (key, list) = (file_key(id), format!("warren:files:{}", file.owner));
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("object", file.object.to_string()),
+                    ("owner", file.owner.clone()),
+                ],
+            )
+            .ignore()
+            .hset(&key, "content", content)
+            .ignore()
+            .expire(&key, self.ttl_s as i64)
+            .ignore()
+            .lpush(&list, id)
+            .ignore()
+            .expire(&list, self.ttl_s as i64)
+            .ignore();
+        self.pipeline(pipe).await
+    }
+
+    /// File `id`, if it exists.
+    pub async fn file(&self, id: &str) -> Result<Option<StoredFile>, KvError> {
+        let fields: (Option<String>, Option<String>) = self
+            .kv
+            .run(
+                redis::cmd("HMGET")
+                    .arg(file_key(id))
+                    .arg("object")
+                    .arg("owner")
+                    .clone(),
+            )
+            .await?;
+        match fields {
+            (Some(object), owner) => Ok(Some(StoredFile {
+                object: decode(&object)?,
+                owner: owner.unwrap_or_default(),
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// The content of file `id`, if it exists.
+    pub async fn file_content(&self, id: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.kv
+            .run(redis::cmd("HGET").arg(file_key(id)).arg("content").clone())
+            .await
+    }
+
+    /// Deletes file `id`.
+    pub async fn delete_file(&self, id: &str, owner: &str) -> Result<(), KvError> {
+        let mut pipe = redis::pipe();
+        pipe.del(file_key(id))
+            .ignore()
+            .lrem(format!("warren:files:{owner}"), 0, id)
+            .ignore();
+        self.pipeline(pipe).await
+    }
+
+    /// The ids of `owner`'s files (`batches` false) or batches, newest first.
+    pub async fn ids_of(&self, owner: &str, batches: bool) -> Result<Vec<String>, KvError> {
+        let kind = if batches { "batches" } else { "files" };
+        let list = format!("warren:{kind}:{owner}");
+        self.kv
+            .run(redis::cmd("LRANGE").arg(list).arg(0).arg(-1).clone())
+            .await
+    }
+
+    /// Stores a new batch with the outcomes of the requests refused at once, and makes it
+    /// active unless it is already final.
+    pub async fn create_batch(
+        &self,
+        id: &str,
+        record: &BatchRecord,
+        refused: &[(usize, Outcome)],
+    ) -> Result<(), KvError> {
+        let (key, results) = (batch_key(id), results_key(id));
+        let list = format!("warren:batches:{}", record.owner);
+        let mut pipe = redis::pipe();
+        pipe.atomic().hset_multiple(
+            &key,
+            &[
+                ("status", record.status.clone()),
+                ("object", record.object.to_string()),
+                ("owner", record.owner.clone()),
+                ("total", record.total.to_string()),
+                ("refused", refused.len().to_string()),
+                ("next", "0".into()),
+                ("published", "0".into()),
+                ("completed", "0".into()),
+                ("failed", refused.len().to_string()),
+            ],
+        );
+        pipe.ignore().expire(&key, self.ttl_s as i64).ignore();
+        for (index, outcome) in refused {
+            let outcome = serde_json::to_string(outcome).unwrap_or_default();
+            pipe.hset(&results, index, outcome).ignore();
+        }
+        pipe.expire(&results, self.ttl_s as i64).ignore();
+        pipe.lpush(&list, id)
+            .ignore()
+            .expire(&list, self.ttl_s as i64)
+            .ignore();
+        if record.status == "in_progress" {
+            pipe.sadd(&self.active, id).ignore();
+        }
+        self.pipeline(pipe).await
+    }
+
+    /// Batch `id`, if it exists.
+    pub async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, KvError> {
+        let fields: HashMap<String, String> = self
+            .kv
+            .run(redis::cmd("HGETALL").arg(batch_key(id)).clone())
+            .await?;
+        let (Some(status), Some(object)) = (fields.get("status"), fields.get("object")) else {
+            return Ok(None);
+        };
+        let count = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(Some(BatchRecord {
+            status: status.clone(),
+            object: decode(object)?,
+            owner: fields.get("owner").cloned().unwrap_or_default(),
+            total: count("total"),
+            refused: count("refused"),
+            next: count("next"),
+            published: count("published"),
+            completed: count("completed"),
+            failed: count("failed"),
+        }))
+    }
+
+    /// Moves batch `id` from `from` to `to` with `object`, only if it is still in `from`.
+    /// Whether it moved.
+    pub async fn transition(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        object: &Value,
+    ) -> Result<bool, KvError> {
+        let object = object.to_string();
+        let answer: String = self
+            .kv
+            .script(TRANSITION, &batch_key(id), &[from, to, &object])
+            .await?;
+        Ok(answer == "ok")
+    }
+
+    /// Records how line `index` ended, unless it has an outcome already (`refused`: it was
+    /// never published). Whether it counted.
+    pub async fn record(
+        &self,
+        id: &str,
+        index: usize,
+        outcome: &Outcome,
+        refused: bool,
+    ) -> Result<bool, KvError> {
+        let counter = if outcome.is_completed() {
+            "completed"
+        } else {
+            "failed"
+        };
+        let value = serde_json::to_string(outcome).unwrap_or_default();
+        let (key, results, index, ttl) = (
+            batch_key(id),
+            results_key(id),
+            index.to_string(),
+            self.ttl_s.to_string(),
+        );
+        let counted: i64 = self
+            .kv
+            .script_on(
+                RECORD,
+                &[&key, &results],
+                &[
+                    &index,
+                    &value,
+                    counter,
+                    &ttl,
+                    if refused { "refused" } else { "" },
+                ],
+            )
+            .await?;
+        Ok(counted == 1)
+    }
+
+    /// The runner has handled lines up to `next`, `published` more of them published.
+    pub async fn advance(&self, id: &str, next: usize, published: usize) -> Result<(), KvError> {
+        let key = batch_key(id);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(&key, "next", next)
+            .ignore()
+            .hincr(&key, "published", published)
+            .ignore();
+        self.pipeline(pipe).await
+    }
+
+    /// Every recorded outcome, by line index.
+    pub async fn outcomes(&self, id: &str) -> Result<HashMap<usize, Outcome>, KvError> {
+        let stored: HashMap<usize, String> = self
+            .kv
+            .run(redis::cmd("HGETALL").arg(results_key(id)).clone())
+            .await?;
+        stored
+            .into_iter()
+            .map(|(index, text)| Ok((index, decode(&text)?)))
+            .collect()
+    }
+
+    /// Batches no runner has finished.
+    pub async fn active(&self) -> Result<Vec<String>, KvError> {
+        self.kv
+            .run(redis::cmd("SMEMBERS").arg(&self.active).clone())
+            .await
+    }
+
+    /// Batch `id` needs no runner any more.
+    pub async fn retire(&self, id: &str) -> Result<(), KvError> {
+        let mut pipe = redis::pipe();
+        pipe.srem(&self.active, id)
+            .ignore()
+            .del(lease_key(id))
+            .ignore();
+        self.pipeline(pipe).await
+    }
+
+    /// Gives up `holder`'s lease on batch `id`, so another replica may go on at once.
+    pub async fn release(&self, id: &str, holder: &str) -> Result<(), KvError> {
+        self.kv
+            .script::<i64>(RELEASE, &lease_key(id), &[holder])
+            .await
+            .map(|_| ())
+    }
+
+    /// Takes (or keeps) the lease on batch `id` for `holder`, `millis` long. Whether it holds it.
+    pub async fn lease(&self, id: &str, holder: &str, millis: u64) -> Result<bool, KvError> {
+        let key = lease_key(id);
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(holder).arg("NX").arg("PX").arg(millis);
+        if self.kv.run::<Option<String>>(set).await?.is_some() {
+            return Ok(true);
+        }
+        let renewed: i64 = self
+            .kv
+            .script(RENEW, &key, &[holder, &millis.to_string()])
+            .await?;
+        Ok(renewed == 1)
+    }
+}

@@ -1,0 +1,262 @@
+"""OpenAI's Batch API on the gateway, driven by the official `openai` SDK against a real
+worker on the real model: a JSONL file uploaded with `files.create`, run with
+`batches.create`, followed with `batches.retrieve`, its output and error files downloaded
+with `files.content`; malformed files and requests, cancel, and a gateway killed mid-batch."""
+
+import json
+import time
+
+import httpx
+import pytest
+from openai import AuthenticationError, BadRequestError, NotFoundError
+
+from conftest import PATIENCE, Names, sdk, start_gateway, start_worker
+
+FINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+def chat_line(custom_id, content, **body):
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "gemma3-270m",
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": 8,
+            "temperature": 0,
+            **body,
+        },
+    }
+
+
+def upload(client, lines, purpose="batch"):
+    text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n"
+    return client.files.create(file=("requests.jsonl", text.encode()), purpose=purpose)
+
+
+def wait_final(client, batch_id, patience=PATIENCE * 2):
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in FINAL:
+            return batch
+        time.sleep(0.5)
+    raise AssertionError(f"batch {batch_id} is still {batch.status} after {patience} s")
+
+
+def wait_completed(client, batch_id, count):
+    deadline = time.monotonic() + PATIENCE
+    while client.batches.retrieve(batch_id).request_counts.completed < count:
+        assert time.monotonic() < deadline, f"fewer than {count} requests finished"
+        time.sleep(0.2)
+
+
+def read_lines(client, file_id):
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+
+
+def results_by_id(client, batch):
+    """custom_id -> every result line for it, from both files."""
+    found = {}
+    for line in read_lines(client, batch.output_file_id) + read_lines(client, batch.error_file_id):
+        found.setdefault(line["custom_id"], []).append(line)
+    return found
+
+
+def test_a_batch_answers_every_request_once_in_its_output_and_error_files(client):
+    lines = [
+        chat_line("greeting", "Say hello."),
+        chat_line("colour", "Name a colour."),
+        chat_line("too-cold", "Hi", temperature=-1),
+        chat_line("number", "Count to three."),
+    ]
+    batch = client.batches.create(
+        input_file_id=upload(client, lines).id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"job": "nightly"},
+    )
+    assert batch.status == "in_progress" and batch.metadata == {"job": "nightly"}
+    batch = wait_final(client, batch.id)
+    assert batch.status == "completed", batch
+    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (4, 3, 1)
+    assert batch.completed_at and batch.finalizing_at and batch.in_progress_at
+
+    outputs = read_lines(client, batch.output_file_id)
+    assert [line["custom_id"] for line in outputs] == ["greeting", "colour", "number"], "in file order"
+    for line in outputs:
+        assert line["error"] is None and line["response"]["status_code"] == 200
+        body = line["response"]["body"]
+        assert body["object"] == "chat.completion"
+        assert body["choices"][0]["finish_reason"] in ("stop", "length")
+        assert body["usage"]["completion_tokens"] >= 1
+    errors = read_lines(client, batch.error_file_id)
+    assert [line["custom_id"] for line in errors] == ["too-cold"]
+    assert errors[0]["response"]["status_code"] == 400
+    assert errors[0]["response"]["body"]["error"]["type"] == "invalid_request_error"
+
+    # The same greedy request sent on its own gets the same text.
+    alone = client.chat.completions.create(**lines[0]["body"])
+    assert outputs[0]["response"]["body"]["choices"][0]["message"]["content"] == alone.choices[0].message.content
+
+    assert client.files.retrieve(batch.output_file_id).purpose == "batch_output"
+    assert batch.id in [b.id for b in client.batches.list(limit=100).data]
+
+
+def test_a_completions_batch_gets_text_completion_objects(client):
+    line = {"custom_id": "c1", "method": "POST", "url": "/v1/completions",
+            "body": {"model": "gemma3-270m", "prompt": "The sky is", "max_tokens": 4, "temperature": 0}}
+    batch = client.batches.create(input_file_id=upload(client, [line]).id, endpoint="/v1/completions",
+                                  completion_window="24h")
+    batch = wait_final(client, batch.id)
+    assert batch.status == "completed" and batch.error_file_id is None
+    [output] = read_lines(client, batch.output_file_id)
+    assert output["response"]["body"]["object"] == "text_completion"
+    assert isinstance(output["response"]["body"]["choices"][0]["text"], str)
+
+
+def test_a_malformed_file_fails_the_batch_naming_its_lines(client):
+    lines = [chat_line("a", "hi"), "this is not json", chat_line("a", "hi again"),
+             {**chat_line("d", "hi"), "url": "/v1/completions"}]
+    batch = client.batches.create(input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions",
+                                  completion_window="24h")
+    assert batch.status == "failed" and batch.failed_at
+    problems = [(error.code, error.line) for error in batch.errors.data]
+    assert problems == [("invalid_json_line", 2), ("duplicate_custom_id", 3), ("mismatched_url", 4)]
+    assert client.batches.retrieve(batch.id).status == "failed"
+
+
+def test_impossible_requests_are_openai_errors_and_the_gateway_keeps_serving(client):
+    good = upload(client, [chat_line("a", "hi")])
+    with pytest.raises(BadRequestError) as endpoint:
+        client.batches.create(input_file_id=good.id, endpoint="/v1/embeddings", completion_window="24h")
+    assert endpoint.value.body["param"] == "endpoint"
+    with pytest.raises(BadRequestError):
+        client.batches.create(input_file_id=good.id, endpoint="/v1/chat/completions", completion_window="1h")
+    with pytest.raises(NotFoundError):
+        client.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h")
+    with pytest.raises(BadRequestError) as purpose:
+        upload(client, [chat_line("a", "hi")], purpose="fine-tune")
+    assert purpose.value.body["param"] == "purpose"
+    with pytest.raises(NotFoundError):
+        client.files.retrieve("file-nope")
+    with pytest.raises(NotFoundError):
+        client.batches.retrieve("batch_nope")
+    with pytest.raises(NotFoundError):
+        client.batches.cancel("batch_nope")
+    assert client.models.list().data, "still serving"
+
+
+def test_a_file_over_the_limit_is_a_413(stack):
+    gateway = start_gateway(stack.names, gateway__max_file_bytes=1024)
+    try:
+        small = sdk(gateway.base_url)
+        with pytest.raises(Exception) as too_large:
+            upload(small, [chat_line(str(i), "x" * 100) for i in range(20)])
+        assert getattr(too_large.value, "status_code", None) == 413
+        assert upload(small, [chat_line("a", "hi")]).bytes > 0
+    finally:
+        gateway.stop()
+
+
+def test_files_can_be_listed_downloaded_and_deleted(client):
+    lines = [chat_line("a", "hi")]
+    uploaded = upload(client, lines)
+    assert uploaded.purpose == "batch" and uploaded.filename == "requests.jsonl"
+    assert uploaded.id in [f.id for f in client.files.list().data]
+    assert json.loads(client.files.content(uploaded.id).text) == lines[0]
+    assert client.files.delete(uploaded.id).deleted
+    with pytest.raises(NotFoundError):
+        client.files.retrieve(uploaded.id)
+
+
+def test_files_and_batches_belong_to_the_key_that_made_them(stack):
+    gateway = start_gateway(stack.names, gateway__api_keys="key-one,key-two")
+    try:
+        one, two = sdk(gateway.base_url, api_key="key-one"), sdk(gateway.base_url, api_key="key-two")
+        uploaded = upload(one, [chat_line("a", "hi")])
+        with pytest.raises(NotFoundError):
+            two.files.retrieve(uploaded.id)
+        with pytest.raises(NotFoundError):
+            two.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+        with pytest.raises(AuthenticationError):
+            sdk(gateway.base_url, api_key="wrong").files.list()
+        batch = one.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+        with pytest.raises(NotFoundError):
+            two.batches.retrieve(batch.id)
+        assert wait_final(one, batch.id).status == "completed"
+    finally:
+        gateway.stop()
+
+
+def test_a_cancelled_batch_stops_and_accounts_for_every_request(stack):
+    gateway = start_gateway(stack.names, gateway__batch_in_flight=1)
+    try:
+        client = sdk(gateway.base_url)
+        lines = [chat_line(f"r{i}", f"Write a long story about the number {i}.", max_tokens=48) for i in range(12)]
+        batch = client.batches.create(input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        wait_completed(client, batch.id, 1)
+        assert client.batches.cancel(batch.id).status in ("cancelling", "cancelled")
+        batch = wait_final(client, batch.id)
+        assert batch.status == "cancelled" and batch.cancelled_at
+        assert 1 <= batch.request_counts.completed < 12
+        found = results_by_id(client, batch)
+        assert sorted(found) == sorted(line["custom_id"] for line in lines)
+        assert all(len(results) == 1 for results in found.values()), "each request once"
+        not_run = [r[0] for r in found.values() if r[0]["error"] is not None]
+        assert not_run and all(r["error"]["code"] == "batch_cancelled" for r in not_run)
+        # A cancelled batch stays cancelled.
+        assert client.batches.cancel(batch.id).status == "cancelled"
+    finally:
+        gateway.stop()
+
+
+def test_a_batch_outlives_the_gateway_that_accepted_it():
+    names = Names("batch-restart")
+    worker = start_worker(names, engine__slots=2)
+    first = start_gateway(names, gateway__batch_in_flight=2)
+    second = None
+    try:
+        client = sdk(first.base_url)
+        lines = [chat_line(f"r{i}", f"Tell me about {i}.", max_tokens=16) for i in range(10)]
+        batch = client.batches.create(input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        wait_completed(client, batch.id, 2)
+        first.kill()
+        second = start_gateway(names)
+        client = sdk(second.base_url)
+        batch = wait_final(client, batch.id)
+        assert batch.status == "completed"
+        assert (batch.request_counts.completed, batch.request_counts.failed) == (10, 0)
+        found = results_by_id(client, batch)
+        assert sorted(found) == sorted(line["custom_id"] for line in lines)
+        assert all(len(results) == 1 for results in found.values())
+    finally:
+        for process in (second, first, worker):
+            if process is not None:
+                process.stop()
+        names.delete()
+
+
+def test_hostile_uploads_and_queries_get_openais_error_envelope(stack):
+    base = stack.gateway.base_url
+    answers = [
+        httpx.post(f"{base}/files", json={"purpose": "batch"}, timeout=10),
+        httpx.post(f"{base}/files", content=b"--x\r\n\r\n", headers={"content-type": "multipart/form-data; boundary=x"}, timeout=10),
+        httpx.post(f"{base}/files", files={"purpose": (None, "batch")}, timeout=10),
+        httpx.get(f"{base}/batches?limit=many", timeout=10),
+        httpx.post(f"{base}/batches", content=b"\xff\x00{", timeout=10),
+        httpx.post(f"{base}/batches", json={"input_file_id": 7, "endpoint": "/v1/completions", "completion_window": "24h"}, timeout=10),
+    ]
+    for answer in answers:
+        assert answer.status_code == 400, (answer.request.url, answer.text)
+        assert answer.json()["error"]["type"] == "invalid_request_error", answer.text
+    binary = httpx.post(f"{base}/files", files={"file": ("x.jsonl", b"\xff\xfe\x00"), "purpose": (None, "batch")}, timeout=10)
+    client = sdk(base)
+    batch = client.batches.create(input_file_id=binary.json()["id"], endpoint="/v1/completions", completion_window="24h")
+    assert batch.status == "failed" and batch.errors.data[0].code == "invalid_file"
+    assert httpx.get(f"{stack.gateway.base_url.removesuffix('/v1')}/readyz", timeout=5).status_code == 200
