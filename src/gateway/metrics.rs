@@ -1,5 +1,6 @@
 //! The gateway's Prometheus metrics: requests by route and status, latency by route, requests
-//! in flight and server-sent-event streams open. Records and encodes only.
+//! in flight, server-sent-event streams open, webhooks, and the batches this replica runs.
+//! Records and encodes only.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -28,6 +29,14 @@ pub struct GatewayMetrics {
     streams_open: Gauge,
     cancels: Counter,
     webhook_attempts: Family<ResultLabels, Counter>,
+    batches_running: Gauge,
+    batch_tasks: Counter,
+    batches_ended: Family<StatusLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,7 +86,28 @@ impl Default for GatewayMetrics {
             "Tasks cancelled because their caller left or timed out",
             cancels.clone(),
         );
+        let batches_running = Gauge::default();
+        let batch_tasks = Counter::default();
+        let batches_ended = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "warren_gateway_batches_running",
+            "Batches this replica is running now",
+            batches_running.clone(),
+        );
+        registry.register(
+            "warren_gateway_batch_tasks_published",
+            "Tasks published for batch requests by this replica",
+            batch_tasks.clone(),
+        );
+        registry.register(
+            "warren_gateway_batches_ended",
+            "Batches this replica ended, by final status",
+            batches_ended.clone(),
+        );
         GatewayMetrics {
+            batches_running,
+            batch_tasks,
+            batches_ended,
             registry,
             requests,
             duration,
@@ -126,6 +156,25 @@ impl GatewayMetrics {
         self.webhook_attempts
             .get_or_create(&ResultLabels {
                 result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Batches run by this replica go up (1) or down (-1).
+    pub fn batches_running(&self, delta: i64) {
+        self.batches_running.inc_by(delta);
+    }
+
+    /// A batch request was published as a task.
+    pub fn batch_task_published(&self) {
+        self.batch_tasks.inc();
+    }
+
+    /// A batch ended in `status`.
+    pub fn batch_ended(&self, status: &str) {
+        self.batches_ended
+            .get_or_create(&StatusLabels {
+                status: status.to_owned(),
             })
             .inc();
     }

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from openai import AuthenticationError, BadRequestError, NotFoundError
 
-from conftest import PATIENCE, Names, sdk, start_gateway, start_worker
+from conftest import PATIENCE, Names, metric, sdk, start_gateway, start_worker
 
 FINAL = {"completed", "failed", "expired", "cancelled"}
 
@@ -66,7 +66,9 @@ def results_by_id(client, batch):
     return found
 
 
-def test_a_batch_answers_every_request_once_in_its_output_and_error_files(client):
+def test_a_batch_answers_every_request_once_in_its_output_and_error_files(client, stack):
+    ended = metric(stack.gateway.metrics_url, "warren_gateway_batches_ended_total", status="completed")
+    published = metric(stack.gateway.metrics_url, "warren_gateway_batch_tasks_published_total")
     lines = [
         chat_line("greeting", "Say hello."),
         chat_line("colour", "Name a colour."),
@@ -103,6 +105,9 @@ def test_a_batch_answers_every_request_once_in_its_output_and_error_files(client
     assert outputs[0]["response"]["body"]["choices"][0]["message"]["content"] == alone.choices[0].message.content
 
     assert client.files.retrieve(batch.output_file_id).purpose == "batch_output"
+    # Ops see it: one batch ended completed, three tasks published (the refused line is not).
+    assert metric(stack.gateway.metrics_url, "warren_gateway_batches_ended_total", status="completed") == ended + 1
+    assert metric(stack.gateway.metrics_url, "warren_gateway_batch_tasks_published_total") == published + 3
     assert batch.id in [b.id for b in client.batches.list(limit=100).data]
 
 

@@ -126,6 +126,8 @@ pub async fn create(
     };
     if record.status == "in_progress" {
         runner::start(&app, &id, &app.batches.shutdown);
+    } else {
+        app.metrics.batch_ended(&record.status);
     }
     Ok(Json(record.current()).into_response())
 }

@@ -60,9 +60,11 @@ pub fn start(app: &Arc<App>, id: &str, shutdown: &CancellationToken) {
     }
     let (app, id, shutdown) = (app.clone(), id.to_owned(), shutdown.clone());
     tokio::spawn(async move {
+        app.metrics.batches_running(1);
         if let Err(e) = run(&app, &id, &shutdown).await {
             warn!(batch = %id, error = %e, "batch runner stopped; it resumes from Redis");
         }
+        app.metrics.batches_running(-1);
         if let Ok(mut running) = app.batches.runners.running.lock() {
             running.remove(&id);
         }
@@ -106,9 +108,12 @@ async fn run(app: &Arc<App>, id: &str, shutdown: &CancellationToken) -> Result<(
             message: "the input file was deleted or expired before the batch ended".into(),
             line: None,
         }]);
-        store
+        if store
             .transition(id, &record.status, "failed", &next)
-            .await?;
+            .await?
+        {
+            app.metrics.batch_ended("failed");
+        }
         return store.retire(id).await;
     };
     info!(batch = %id, requests = lines.len(), "running batch");
@@ -161,11 +166,18 @@ async fn publish(app: &App, id: &str, lines: &[Line], record: &BatchRecord) -> R
     let mut room = app.batches.in_flight.saturating_sub(record.outstanding());
     let mut next = record.next;
     while next < lines.len() && room > 0 {
-        let Ok(task) = &lines[next].task else {
-            // Refused when the batch was created: its outcome is recorded.
-            next += 1;
-            store.advance(id, next, 0).await?;
-            continue;
+        let task = match &lines[next].task {
+            Ok(task) => task,
+            Err(refused) => {
+                // Recorded when the batch was created (then this changes nothing), unless
+                // the limits changed since.
+                store
+                    .record(id, next, &Outcome::refused(refused), true)
+                    .await?;
+                next += 1;
+                store.advance(id, next, 0).await?;
+                continue;
+            }
         };
         let line_id = object::line_id(id, next);
         let sent = match app.models.routing_key(&task.model) {
@@ -177,6 +189,7 @@ async fn publish(app: &App, id: &str, lines: &[Line], record: &BatchRecord) -> R
         };
         match sent {
             Ok(()) => {
+                app.metrics.batch_task_published();
                 next += 1;
                 room -= 1;
                 store.advance(id, next, 1).await?;
@@ -257,7 +270,9 @@ async fn finish(app: &App, id: &str, lines: &[Line], status: &str) -> Result<(),
     let mut next = object::with_status(&record.object, status, unix_seconds());
     next["output_file_id"] = put_file(store, &record, &output, "output").await?;
     next["error_file_id"] = put_file(store, &record, &errors, "error").await?;
-    store.transition(id, &record.status, status, &next).await?;
+    if store.transition(id, &record.status, status, &next).await? {
+        app.metrics.batch_ended(status);
+    }
     info!(batch = %id, status, completed = record.completed, failed = record.failed, "batch ended");
     store.retire(id).await
 }
