@@ -53,6 +53,17 @@ impl Kv {
         answer
     }
 
+    /// Runs `pipeline` (its answers ignored), dropping the connection on failure like
+    /// [`Kv::run`].
+    pub async fn pipeline(&self, pipeline: &redis::Pipeline) -> Result<(), KvError> {
+        let mut connection = self.connection().await?;
+        let answer = bounded(pipeline.query_async::<()>(&mut connection)).await;
+        if answer.is_err() {
+            self.forget().await;
+        }
+        answer
+    }
+
     /// Drops the current connection; the next call makes a new one.
     pub async fn forget(&self) {
         *self.connection.lock().await = None;

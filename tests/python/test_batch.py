@@ -35,6 +35,10 @@ def upload(client, lines, purpose="batch"):
     return client.files.create(file=("requests.jsonl", text.encode()), purpose=purpose)
 
 
+def run_batch(client, lines, endpoint="/v1/chat/completions"):
+    return client.batches.create(input_file_id=upload(client, lines).id, endpoint=endpoint, completion_window="24h")
+
+
 def wait_final(client, batch_id, patience=PATIENCE * 2):
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
@@ -58,12 +62,15 @@ def read_lines(client, file_id):
     return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
 
 
-def results_by_id(client, batch):
-    """custom_id -> every result line for it, from both files."""
+def each_once(client, batch, lines):
+    """custom_id -> its one result line, from either file; fails unless every request of
+    `lines` has exactly one."""
     found = {}
     for line in read_lines(client, batch.output_file_id) + read_lines(client, batch.error_file_id):
         found.setdefault(line["custom_id"], []).append(line)
-    return found
+    assert sorted(found) == sorted(line["custom_id"] for line in lines)
+    assert all(len(results) == 1 for results in found.values()), f"each request once: {found}"
+    return {custom_id: results[0] for custom_id, results in found.items()}
 
 
 def test_a_batch_answers_every_request_once_in_its_output_and_error_files(client, stack):
@@ -114,8 +121,7 @@ def test_a_batch_answers_every_request_once_in_its_output_and_error_files(client
 def test_a_completions_batch_gets_text_completion_objects(client):
     line = {"custom_id": "c1", "method": "POST", "url": "/v1/completions",
             "body": {"model": "gemma3-270m", "prompt": "The sky is", "max_tokens": 4, "temperature": 0}}
-    batch = client.batches.create(input_file_id=upload(client, [line]).id, endpoint="/v1/completions",
-                                  completion_window="24h")
+    batch = run_batch(client, [line], endpoint="/v1/completions")
     batch = wait_final(client, batch.id)
     assert batch.status == "completed" and batch.error_file_id is None
     [output] = read_lines(client, batch.output_file_id)
@@ -126,8 +132,7 @@ def test_a_completions_batch_gets_text_completion_objects(client):
 def test_a_malformed_file_fails_the_batch_naming_its_lines(client):
     lines = [chat_line("a", "hi"), "this is not json", chat_line("a", "hi again"),
              {**chat_line("d", "hi"), "url": "/v1/completions"}]
-    batch = client.batches.create(input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions",
-                                  completion_window="24h")
+    batch = run_batch(client, lines)
     assert batch.status == "failed" and batch.failed_at
     problems = [(error.code, error.line) for error in batch.errors.data]
     assert problems == [("invalid_json_line", 2), ("duplicate_custom_id", 3), ("mismatched_url", 4)]
@@ -202,17 +207,14 @@ def test_a_cancelled_batch_stops_and_accounts_for_every_request(stack):
     try:
         client = sdk(gateway.base_url)
         lines = [chat_line(f"r{i}", f"Write a long story about the number {i}.", max_tokens=48) for i in range(12)]
-        batch = client.batches.create(input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions",
-                                      completion_window="24h")
+        batch = run_batch(client, lines)
         wait_completed(client, batch.id, 1)
         assert client.batches.cancel(batch.id).status in ("cancelling", "cancelled")
         batch = wait_final(client, batch.id)
         assert batch.status == "cancelled" and batch.cancelled_at
         assert 1 <= batch.request_counts.completed < 12
-        found = results_by_id(client, batch)
-        assert sorted(found) == sorted(line["custom_id"] for line in lines)
-        assert all(len(results) == 1 for results in found.values()), "each request once"
-        not_run = [r[0] for r in found.values() if r[0]["error"] is not None]
+        found = each_once(client, batch, lines)
+        not_run = [r for r in found.values() if r["error"] is not None]
         assert not_run and all(r["error"]["code"] == "batch_cancelled" for r in not_run)
         # A cancelled batch stays cancelled.
         assert client.batches.cancel(batch.id).status == "cancelled"
@@ -228,8 +230,7 @@ def test_a_batch_outlives_the_gateway_that_accepted_it():
     try:
         client = sdk(first.base_url)
         lines = [chat_line(f"r{i}", f"Tell me about {i}.", max_tokens=16) for i in range(10)]
-        batch = client.batches.create(input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions",
-                                      completion_window="24h")
+        batch = run_batch(client, lines)
         wait_completed(client, batch.id, 2)
         first.kill()
         second = start_gateway(names)
@@ -237,9 +238,7 @@ def test_a_batch_outlives_the_gateway_that_accepted_it():
         batch = wait_final(client, batch.id)
         assert batch.status == "completed"
         assert (batch.request_counts.completed, batch.request_counts.failed) == (10, 0)
-        found = results_by_id(client, batch)
-        assert sorted(found) == sorted(line["custom_id"] for line in lines)
-        assert all(len(results) == 1 for results in found.values())
+        each_once(client, batch, lines)
     finally:
         for process in (second, first, worker):
             if process is not None:

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::object::Status;
-use crate::kv::{bounded, Kv, KvError};
+use crate::kv::{Kv, KvError};
 
 pub(crate) const TRANSITION: &str = r"
 local current = redis.call('HGET', KEYS[1], 'status')
@@ -128,7 +128,6 @@ impl Store {
     pub async fn create(&self, id: &str, record: &Record) -> Result<(), StoreError> {
         let key = response_key(id);
         let meta = serde_json::to_string(&record.meta).unwrap_or_default();
-        let mut connection = self.kv.connection().await?;
         let pipeline = redis::pipe()
             .atomic()
             .cmd("HSET")
@@ -145,11 +144,7 @@ impl Store {
             .arg(self.ttl_s)
             .ignore()
             .clone();
-        let answer = bounded(pipeline.query_async::<()>(&mut connection)).await;
-        if answer.is_err() {
-            self.kv.forget().await;
-        }
-        answer
+        self.kv.pipeline(&pipeline).await
     }
 
     /// The record of response `id`, if it exists.

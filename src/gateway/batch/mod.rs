@@ -102,6 +102,8 @@ pub async fn create(
                 object: object::batch(&id, &create, "in_progress", now),
                 owner: file.owner,
                 total: lines.len(),
+                refused: refused.len(),
+                failed: refused.len(),
                 ..BatchRecord::default()
             };
             (record, refused)
@@ -119,11 +121,6 @@ pub async fn create(
         }
     };
     store.create_batch(&id, &record, &refused).await?;
-    let record = BatchRecord {
-        failed: refused.len(),
-        refused: refused.len(),
-        ..record
-    };
     if record.status == "in_progress" {
         runner::start(&app, &id, &app.batches.shutdown);
     } else {

@@ -127,15 +127,6 @@ impl BatchStore {
         })
     }
 
-    async fn pipeline(&self, pipe: redis::Pipeline) -> Result<(), KvError> {
-        let mut connection = self.kv.connection().await?;
-        let answer = crate::kv::bounded(pipe.query_async::<()>(&mut connection)).await;
-        if answer.is_err() {
-            self.kv.forget().await;
-        }
-        answer
-    }
-
     /// Stores file `id`.
     pub async fn put_file(
         &self,
@@ -162,7 +153,7 @@ impl BatchStore {
             .ignore()
             .expire(&list, self.ttl_s as i64)
             .ignore();
-        self.pipeline(pipe).await
+        self.kv.pipeline(&pipe).await
     }
 
     /// File `id`, if it exists.
@@ -200,7 +191,7 @@ impl BatchStore {
             .ignore()
             .lrem(format!("warren:files:{owner}"), 0, id)
             .ignore();
-        self.pipeline(pipe).await
+        self.kv.pipeline(&pipe).await
     }
 
     /// The ids of `owner`'s files (`batches` false) or batches, newest first.
@@ -212,8 +203,8 @@ impl BatchStore {
             .await
     }
 
-    /// Stores a new batch with the outcomes of the requests refused at once, and makes it
-    /// active unless it is already final.
+    /// Stores a new batch (its counters as given) with the outcomes of the requests refused
+    /// at once, and makes it active unless it is already final.
     pub async fn create_batch(
         &self,
         id: &str,
@@ -230,11 +221,11 @@ impl BatchStore {
                 ("object", record.object.to_string()),
                 ("owner", record.owner.clone()),
                 ("total", record.total.to_string()),
-                ("refused", refused.len().to_string()),
+                ("refused", record.refused.to_string()),
                 ("next", "0".into()),
                 ("published", "0".into()),
                 ("completed", "0".into()),
-                ("failed", refused.len().to_string()),
+                ("failed", record.failed.to_string()),
             ],
         );
         pipe.ignore().expire(&key, self.ttl_s as i64).ignore();
@@ -250,7 +241,7 @@ impl BatchStore {
         if record.status == "in_progress" {
             pipe.sadd(&self.active, id).ignore();
         }
-        self.pipeline(pipe).await
+        self.kv.pipeline(&pipe).await
     }
 
     /// Batch `id`, if it exists.
@@ -340,7 +331,7 @@ impl BatchStore {
             .ignore()
             .hincr(&key, "published", published)
             .ignore();
-        self.pipeline(pipe).await
+        self.kv.pipeline(&pipe).await
     }
 
     /// Every recorded outcome, by line index.
@@ -369,7 +360,7 @@ impl BatchStore {
             .ignore()
             .del(lease_key(id))
             .ignore();
-        self.pipeline(pipe).await
+        self.kv.pipeline(&pipe).await
     }
 
     /// Gives up `holder`'s lease on batch `id`, so another replica may go on at once.
