@@ -1,86 +1,154 @@
-//! No work done twice: a worker that dies after its reply is confirmed but before its ack
-//! leaves the task to be delivered again. With `worker.redis_url` the task's id was recorded
-//! as finished before the ack, so the next worker acks it without running or answering it:
-//! the caller gets exactly one reply. Without it, delivery is at least once: two replies.
-//! The crash is injected (`[[warren-fault:crash-before-ack]]`): a real process abort at the
-//! one point no real fault can be aimed at.
+//! No work done twice. A worker publishes what a task owes and acks it in one AMQP
+//! transaction, so a worker killed at any moment leaves both done or neither: killed before
+//! the commit, nothing was published and the task runs again (one reply); killed after it,
+//! the task is answered and acked (one reply, nothing redelivered). The crashes are injected
+//! (`[[warren-fault:crash-before-commit]]`, `[[warren-fault:crash-after-commit]]`): real
+//! process aborts at the two points no real fault can be aimed at.
+//!
+//! With `worker.redis_url`, a task's id is also recorded as finished after the commit, so a
+//! second copy of a finished task (its caller published it twice) is acked without running.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Names, Upstream, WorkerProcess, PATIENCE};
+use common::{ready_count, Names, Upstream, WorkerProcess, PATIENCE};
 use serde_json::json;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-/// Sends one task whose first worker dies before its ack, lets a second worker take the
-/// redelivery, and returns the replies the caller got, with the second worker.
-async fn replies_when_the_worker_dies_before_its_ack(
-    names: &Names,
-    settings: &[(&str, &str)],
-) -> (usize, WorkerProcess) {
-    let mut upstream = Upstream::connect().await;
-    let mut first = WorkerProcess::start(names, settings).await;
-    let task = json!({"prompt": "Hello [[warren-fault:crash-before-ack]]", "max_tokens": 3});
+/// Sends one task carrying `fault`, waits for its first worker to crash at it, and returns
+/// that worker's log.
+async fn crash_at(names: &Names, upstream: &Upstream, fault: &str) -> (String, String) {
+    let mut first =
+        WorkerProcess::start(names, &[("WARREN__WORKER__FAULT_INJECTION", "true")]).await;
+    let task = json!({"prompt": format!("Hello [[warren-fault:{fault}]]"), "max_tokens": 3});
     let id = upstream.send(&names.requests, &task).await;
     let died = first.exit_within(PATIENCE).await;
     assert!(died.is_some(), "the worker did not crash:\n{}", first.log());
-    assert!(first.log().contains("before the ack"), "{}", first.log());
+    (id, first.log())
+}
 
-    let second = WorkerProcess::start(names, settings).await;
+/// Counts the replies to `id` until `done` says the second worker is through with it, then
+/// for a few quiet seconds more.
+async fn replies_to(upstream: &mut Upstream, id: &str, mut done: impl FnMut() -> bool) -> usize {
     let mut replies = 0;
     let deadline = Instant::now() + PATIENCE;
-    // Keep listening until the redelivery was handled one way or the other, then a while more.
     loop {
-        let quiet = if replies >= 2 {
-            Duration::from_secs(2)
-        } else {
-            Duration::from_secs(5)
-        };
-        match upstream.any_reply_within(quiet).await {
+        match upstream.any_reply_within(Duration::from_secs(3)).await {
             Some((cid, reply)) if cid == id => {
                 assert_eq!(reply["status"], "ok", "{reply}");
                 replies += 1;
             }
             Some(_) => {}
-            None => {
-                let log = second.log();
-                let handled = log.contains("was finished before") || log.contains("task completed");
-                if handled || Instant::now() > deadline {
-                    break;
-                }
-            }
+            None if done() || Instant::now() > deadline => return replies,
+            None => {}
         }
     }
-    (replies, second)
 }
 
 #[tokio::test]
-async fn with_finished_marks_a_task_whose_worker_died_before_its_ack_is_answered_once() {
-    let names = Names::new("once");
-    let settings = [
-        ("WARREN__WORKER__FAULT_INJECTION", "true"),
-        ("WARREN__WORKER__REDIS_URL", REDIS),
-    ];
-    let (replies, second) = replies_when_the_worker_dies_before_its_ack(&names, &settings).await;
-    assert_eq!(replies, 1, "exactly one reply:\n{}", second.log());
+async fn a_worker_killed_before_its_commit_published_nothing_and_the_task_is_answered_once() {
+    let names = Names::new("before_commit");
+    let mut upstream = Upstream::connect().await;
+    let (id, log) = crash_at(&names, &upstream, "crash-before-commit").await;
+    assert!(log.contains("crashing before the commit"), "{log}");
     assert!(
-        second.log().contains("was finished before"),
-        "the redelivery was recognised and skipped:\n{}",
-        second.log()
+        upstream
+            .any_reply_within(Duration::from_secs(2))
+            .await
+            .is_none(),
+        "a reply staged in an uncommitted transaction reached the caller"
     );
-}
 
-#[tokio::test]
-async fn without_them_the_same_crash_runs_the_task_twice() {
-    let names = Names::new("twice");
-    let settings = [("WARREN__WORKER__FAULT_INJECTION", "true")];
-    let (replies, second) = replies_when_the_worker_dies_before_its_ack(&names, &settings).await;
+    let second = WorkerProcess::start(&names, &[]).await;
+    let replies = replies_to(&mut upstream, &id, || {
+        second.log().contains("task completed")
+    })
+    .await;
     assert_eq!(
         replies,
-        2,
-        "at least once: the redelivery runs again:\n{}",
+        1,
+        "exactly one reply, from the second worker:\n{}",
         second.log()
     );
+    assert!(second.log().contains("task completed"), "{}", second.log());
+    assert_eq!(ready_count(&names.requests).await, 0);
+}
+
+#[tokio::test]
+async fn a_worker_killed_after_its_commit_answered_and_acked_the_task_once() {
+    let names = Names::new("after_commit");
+    let mut upstream = Upstream::connect().await;
+    let (id, log) = crash_at(&names, &upstream, "crash-after-commit").await;
+    assert!(log.contains("crashing after the commit"), "{log}");
+
+    // The ack was committed with the reply: the dead worker's connection gives nothing back.
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        assert_eq!(
+            ready_count(&names.requests).await,
+            0,
+            "the task went back to the queue: its ack was not committed with its reply"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = WorkerProcess::start(&names, &[]).await;
+    let replies = replies_to(&mut upstream, &id, || true).await;
+    assert_eq!(replies, 1, "exactly one reply:\n{}", second.log());
+    assert!(
+        !second.log().contains("task completed"),
+        "the task ran again:\n{}",
+        second.log()
+    );
+}
+
+#[tokio::test]
+async fn with_finished_marks_a_second_copy_of_a_finished_task_is_acked_without_running() {
+    let names = Names::new("marks");
+    let mut upstream = Upstream::connect().await;
+    let worker = WorkerProcess::start(&names, &[("WARREN__WORKER__REDIS_URL", REDIS)]).await;
+    let message_id = uuid::Uuid::new_v4().to_string();
+    let task = json!({"prompt": "Hello", "max_tokens": 3}).to_string();
+    // The caller publishes the task again (with the same message_id) after the first copy
+    // was answered: as a client that retries a publish whose confirm it never saw.
+    let mut correlation_ids = Vec::new();
+    for copy in 0..2 {
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let properties = upstream
+            .properties(&correlation_id)
+            .with_message_id(message_id.as_str().into());
+        let confirm = upstream
+            .publish(&names.requests, task.as_bytes(), properties)
+            .await;
+        assert!(confirm.is_ack());
+        if copy == 0 {
+            let first = upstream.reply(&correlation_id).await;
+            assert_eq!(first["status"], "ok", "{first}");
+            assert_eq!(first["id"], message_id.as_str(), "{first}");
+        }
+        correlation_ids.push(correlation_id);
+    }
+    let skipped = replies_to(&mut upstream, &correlation_ids[1], || {
+        worker.log().contains("was finished before")
+    })
+    .await;
+    assert_eq!(
+        skipped,
+        0,
+        "the second copy was answered:\n{}",
+        worker.log()
+    );
+    assert!(
+        worker.log().contains("was finished before"),
+        "{}",
+        worker.log()
+    );
+    assert_eq!(
+        worker.log().matches("task completed").count(),
+        1,
+        "{}",
+        worker.log()
+    );
+    assert_eq!(ready_count(&names.requests).await, 0);
 }

@@ -1,5 +1,5 @@
 //! The broker side: connecting to RabbitMQ under a name ops can read, declaring the topology,
-//! and publishing with publisher confirms.
+//! publishing with publisher confirms, and settling a delivery in one transaction.
 //!
 //! Owns every AMQP detail below the worker's decisions: names, queue arguments, confirm mode,
 //! returned (unroutable) messages and header encoding. It must not decide what happens to a
@@ -8,9 +8,11 @@
 pub mod headers;
 mod publisher;
 mod topology;
+mod transaction;
 
 pub use publisher::{Published, Publisher};
 pub use topology::Topology;
+pub use transaction::{Outgoing, Transaction, TxChannel};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

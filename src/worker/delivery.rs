@@ -1,24 +1,25 @@
 //! One delivery from receipt to ack: read its properties once ([`TaskMeta`]), validate and
 //! run it on the engine (watching for a cancel), let [`super::fate`] decide what it comes to,
-//! have [`super::outbox`] publish what that owes, then ack — or, when abandoned (shutdown
-//! grace over, channel lost), nack with requeue, best effort.
+//! then publish what [`super::outbox`] says that owes and ack the delivery in one AMQP
+//! transaction — or, when abandoned (shutdown grace over, channel lost), give it back.
 //!
-//! The invariant: a delivery is acked only after everything it owes has been confirmed by the
-//! broker; when publishing fails the delivery is requeued, so nothing is lost.
+//! The invariant: a delivery is acked in the same commit that publishes everything it owes,
+//! so a worker that dies at any moment leaves either both done (one reply) or neither (the
+//! task is delivered again and runs again: still one reply). When the commit fails the
+//! delivery is given back, so nothing is lost.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::message::{BasicReturnMessage, Delivery};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use super::fate::{self, BeforeRun, Fate, Redeliveries};
-use super::outbox::Outbox;
+use super::outbox::{self, Outbox};
 use super::stream::{self, ChunkTarget};
 use super::{faults, Shared};
-use crate::broker::headers;
+use crate::broker::{headers, BrokerError, Outgoing};
 use crate::engine::{Generation, GenerationRequest};
 use crate::protocol::{
     self, ErrorCode, TaskError, Timings, HEADER_ATTEMPTS, HEADER_REDELIVERIES,
@@ -43,7 +44,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, delivery: Delivery, abandon: Can
             _ = abandon.cancelled() => {
                 tracing::Span::current().record("outcome", "abandoned");
                 shared.telemetry.metrics.task_settled("abandoned", "");
-                requeue(&delivery).await;
+                requeue(&shared, &delivery).await;
             }
             _ = settle(&shared, &delivery, &meta) => {}
         }
@@ -100,8 +101,8 @@ impl TaskMeta {
     }
 }
 
-/// Settles a delivery: decides its fate, publishes what it owes, then acks (or requeues
-/// when publishing failed).
+/// Settles a delivery: decides its fate, then publishes what it owes and acks it in one
+/// transaction (or requeues it when that failed).
 async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
     let counts = Redeliveries {
         classic_queue: shared.classic_queue,
@@ -113,7 +114,7 @@ async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
         info!("the task was finished before (its id is recorded): acked without running it again");
         tracing::Span::current().record("outcome", "duplicate");
         shared.telemetry.metrics.task_settled("duplicate", "");
-        if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+        if let Err(e) = commit_with_ack(shared, delivery, &[], None).await {
             warn!(error = %e, "ack of a finished task failed; it comes back and is skipped again");
         }
         return;
@@ -128,26 +129,78 @@ async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
     };
     record_outcome(shared, &fate);
     let timings = timings(meta, generation.as_ref());
-    let published = Outbox::new(shared, delivery, meta)
-        .carry_out(&fate, generation.as_ref(), timings)
-        .await;
-    match published {
-        Ok(()) => {
+    let outbox = Outbox::new(shared, delivery, meta);
+    if let Fate::Recount(earlier) = fate {
+        if let Err(e) = outbox.recount(earlier).await {
+            warn!(error = %e, "could not requeue the recounted copy; returning the task to the queue");
+            requeue(shared, delivery).await;
+            return;
+        }
+    }
+    let owed = outbox.owed(&fate, generation.as_ref(), timings);
+    let fault = shared.fault_injection.then_some(counts);
+    match commit_with_ack(shared, delivery, &owed, fault).await {
+        Ok(returned) => {
+            count_dead_letters(shared, &fate, &owed);
+            outbox
+                .keep_undeliverable(outbox::as_outgoing(returned))
+                .await;
+            if let Some(counts) = fault {
+                faults::after_commit(&delivery.data, counts);
+            }
             if fate.ends_task() {
                 mark_finished(shared, meta).await;
             }
-            if shared.fault_injection {
-                faults::before_ack(&delivery.data, counts);
-            }
-            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                // The broker will deliver it again: at least once, so a duplicate is possible.
-                warn!(error = %e, "ack failed after everything was confirmed");
-            }
+        }
+        Err(e) if refused_by_a_full_queue(&e) => {
+            // RabbitMQ applied the ack and what it could; the reply's queue (the only one a
+            // caller owns) refused the reply: keep it where ops can find it.
+            error!(error = %e, "a full queue refused a message the task owed; the task is acked and its reply kept in the results queue");
+            let reply_to = meta.reply_to.as_deref();
+            let refused = owed
+                .into_iter()
+                .filter(|m| m.exchange.is_empty() && Some(m.routing_key.as_str()) == reply_to)
+                .collect();
+            outbox.keep_undeliverable(refused).await;
         }
         Err(e) => {
             warn!(error = %e, "could not publish what the task owes; returning it to the queue");
-            requeue(delivery).await;
+            requeue(shared, delivery).await;
         }
+    }
+}
+
+/// Publishes `owed` and acks `delivery` in one transaction. Returns what the broker could
+/// not route. With fault injection on (`fault`), may abort before the commit.
+async fn commit_with_ack(
+    shared: &Shared,
+    delivery: &Delivery,
+    owed: &[Outgoing],
+    fault: Option<Redeliveries>,
+) -> Result<Vec<BasicReturnMessage>, BrokerError> {
+    let mut transaction = shared.settling.begin().await?;
+    for message in owed {
+        transaction.publish(message).await?;
+    }
+    transaction.ack(&delivery.acker).await?;
+    if let Some(counts) = fault {
+        faults::before_commit(&delivery.data, counts);
+    }
+    transaction.commit().await
+}
+
+/// Whether a commit failed because a queue with `x-overflow = reject-publish` was full:
+/// RabbitMQ then closes the channel with "partial tx completion", the rest applied.
+fn refused_by_a_full_queue(error: &BrokerError) -> bool {
+    error.to_string().contains("partial tx completion")
+}
+
+/// Counts the dead letters among `owed`, once they are committed.
+fn count_dead_letters(shared: &Shared, fate: &Fate, owed: &[Outgoing]) {
+    let exchange = shared.topology.dead_letter_exchange();
+    let code = fate.code().map_or("internal", |c| c.as_str());
+    for _ in owed.iter().filter(|m| m.exchange == exchange) {
+        shared.telemetry.metrics.dead_lettered(code);
     }
 }
 
@@ -162,11 +215,13 @@ async fn already_finished(shared: &Shared, meta: &TaskMeta) -> bool {
     })
 }
 
-/// Records the task's id as finished, after what it owes is confirmed and before its ack.
+/// Records the task's id as finished, after the commit: a copy of the task published again
+/// by its caller (or redelivered by a broker that lost the ack in a failover) is then
+/// acked without being run.
 async fn mark_finished(shared: &Shared, meta: &TaskMeta) {
     if let (Some(finished), Some(id)) = (&shared.finished, &meta.id) {
         if let Err(e) = finished.record(id).await {
-            warn!(error = %e, "the task could not be recorded as finished; a redelivery would run it again");
+            warn!(error = %e, "the task could not be recorded as finished; a second copy of it would run again");
         }
     }
 }
@@ -182,13 +237,16 @@ fn record_outcome(shared: &Shared, fate: &Fate) {
     shared.telemetry.metrics.task_settled(fate.outcome(), code);
 }
 
-async fn requeue(delivery: &Delivery) {
-    let options = BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
+/// Gives the delivery back to its queue (a nack with requeue, committed), best effort: a
+/// channel that is gone gives back everything it held anyway.
+async fn requeue(shared: &Shared, delivery: &Delivery) {
+    let given_back = async {
+        let mut transaction = shared.settling.begin().await?;
+        transaction.requeue(&delivery.acker).await?;
+        transaction.commit().await
     };
-    if let Err(e) = delivery.acker.nack(options).await {
-        debug!(error = %e, "nack failed; the broker requeues the task when the channel closes");
+    if let Err(e) = given_back.await {
+        debug!(error = %e, "requeue failed; the broker requeues the task when the channel closes");
     }
 }
 

@@ -4,9 +4,10 @@
 //! - `[[warren-fault:crash]]`: the process aborts (as if llama.cpp crashed) — a poison task.
 //! - `[[warren-fault:fail-attempts=N]]`: attempts 1..=N fail with `inference_failed`; later
 //!   attempts run on the real engine.
-//! - `[[warren-fault:crash-before-ack]]`: on the task's first delivery, the process aborts
-//!   after everything the task owes is confirmed and before its ack (the window in which
-//!   at-least-once delivery runs a task twice).
+//! - `[[warren-fault:crash-before-commit]]`: on the task's first delivery, the process aborts
+//!   with the reply published and the ack sent in a transaction that is not committed yet.
+//! - `[[warren-fault:crash-after-commit]]`: on the task's first delivery, the process aborts
+//!   right after the commit (reply and ack taken by the broker), before the finished mark.
 //!
 //! With fault injection off (the default) the markers are plain text.
 
@@ -45,15 +46,25 @@ pub(super) fn inject(input: &Input, attempt: u32) -> Result<(), TaskError> {
     Ok(())
 }
 
-/// Aborts between the confirmed reply and the ack when the task body carries
-/// `[[warren-fault:crash-before-ack]]` and this is its first delivery.
-pub(super) fn before_ack(body: &[u8], counts: Redeliveries) {
-    let marker = format!("{PREFIX}crash-before-ack]]");
+/// Aborts before the commit when the task body carries `[[warren-fault:crash-before-commit]]`
+/// and this is its first delivery.
+pub(super) fn before_commit(body: &[u8], counts: Redeliveries) {
+    crash_on_first_delivery(body, counts, "crash-before-commit", "before the commit");
+}
+
+/// Aborts after the commit when the task body carries `[[warren-fault:crash-after-commit]]`
+/// and this is its first delivery.
+pub(super) fn after_commit(body: &[u8], counts: Redeliveries) {
+    crash_on_first_delivery(body, counts, "crash-after-commit", "after the commit");
+}
+
+fn crash_on_first_delivery(body: &[u8], counts: Redeliveries, fault: &str, when: &str) {
+    let marker = format!("{PREFIX}{fault}]]");
     let first_delivery =
         counts.quorum_count == 0 && counts.warren_count == 0 && !counts.redelivered;
     let has_marker = body.windows(marker.len()).any(|w| w == marker.as_bytes());
     if has_marker && first_delivery {
-        tracing::error!("fault injection: crashing after the reply was confirmed, before the ack");
+        tracing::error!("fault injection: crashing {when}");
         std::process::abort();
     }
 }

@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::broker::{self, BrokerError, Publisher, Topology};
+use crate::broker::{self, BrokerError, Publisher, Topology, TxChannel};
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::retry::{ReconnectBackoff, RetryPolicy};
@@ -45,6 +45,10 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 /// Everything a delivery handler needs, shared by all tasks in flight.
 pub(crate) struct Shared {
     pub engine: Arc<Engine>,
+    /// The channel deliveries arrive on, in tx mode: what a delivery owes and its ack are
+    /// committed together.
+    pub settling: TxChannel,
+    /// A confirm channel for what is not part of a delivery's commit (chunks, recounts).
     pub publisher: Publisher,
     pub topology: Topology,
     pub limits: crate::config::LimitSettings,
@@ -272,6 +276,7 @@ async fn start_consuming(
     channel
         .basic_qos(settings.effective_prefetch(), BasicQosOptions::default())
         .await?;
+    let settling = TxChannel::select(channel.clone()).await?;
     let consumer_tag = format!("{worker_name}#1");
     let consumer = channel
         .basic_consume(
@@ -290,6 +295,7 @@ async fn start_consuming(
     );
     let shared = Arc::new(Shared {
         engine: engine.clone(),
+        settling,
         publisher,
         topology,
         limits: settings.limits.clone(),

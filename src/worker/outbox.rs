@@ -1,18 +1,21 @@
-//! Carries a [`Fate`] out: publishes, confirmed, everything a delivery owes — the reply, the
-//! dead-lettered copy, the delayed retry or the recounted copy — and reports whether all of
-//! it was confirmed. The caller acks only then (or requeues when it was not), so nothing is
-//! lost. It decides nothing: the fate is given.
+//! What a [`Fate`] owes, as messages: the reply, the dead-lettered copy, the delayed retry.
+//! [`super::delivery`] publishes them and acks the delivery in one transaction, so both
+//! happen or neither does. The exception is the recounted copy of a redelivered task, which
+//! goes back to the requests queue: a full requests queue (`x-overflow = reject-publish`)
+//! refuses it, and RabbitMQ would still apply the ack of a transaction holding a refused
+//! publish, so that copy is published confirmed before the ack ([`Outbox::recount`]).
+//! It decides nothing: the fate is given.
 
 use std::time::Duration;
 
-use lapin::message::Delivery;
+use lapin::message::{BasicReturnMessage, Delivery};
 use lapin::BasicProperties;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::delivery::{now_ms, TaskMeta};
 use super::fate::Fate;
 use super::Shared;
-use crate::broker::{headers, BrokerError, Published, PERSISTENT};
+use crate::broker::{headers, BrokerError, Outgoing, Published, PERSISTENT};
 use crate::engine::Generation;
 use crate::protocol::{
     Reply, ReplyStatus, TaskError, Timings, Usage, HEADER_ATTEMPTS, HEADER_ERROR,
@@ -38,21 +41,22 @@ impl<'a> Outbox<'a> {
         }
     }
 
-    /// Publishes what `fate` owes. `generation` is the result of a [`Fate::Reply`].
-    pub(crate) async fn carry_out(
+    /// The messages `fate` owes, to be published with the ack. `generation` is the result of
+    /// a [`Fate::Reply`]. A [`Fate::Recount`] owes nothing here: see [`Outbox::recount`].
+    pub(crate) fn owed(
         &self,
         fate: &Fate,
         generation: Option<&Generation>,
         timings: Timings,
-    ) -> Result<(), BrokerError> {
+    ) -> Vec<Outgoing> {
         match (fate, generation) {
-            (Fate::Reply, Some(generation)) => self.reply_ok(generation, timings).await,
+            (Fate::Reply, Some(generation)) => vec![self.reply_ok(generation, timings)],
             (Fate::Reply, None) => {
                 let error = TaskError::new(
                     crate::protocol::ErrorCode::Internal,
                     "the generation's result was lost",
                 );
-                self.give_up(&error, timings).await
+                self.give_up(&error, timings)
             }
             (
                 Fate::Retry {
@@ -61,12 +65,12 @@ impl<'a> Outbox<'a> {
                     delay,
                 },
                 _,
-            ) => self.schedule_retry(error, queue, *delay).await,
-            (Fate::GiveUp(error) | Fate::Poison(error), _) => self.give_up(error, timings).await,
-            (Fate::Recount(earlier), _) => self.recount(*earlier).await,
+            ) => vec![self.retry(error, queue, *delay)],
+            (Fate::GiveUp(error) | Fate::Poison(error), _) => self.give_up(error, timings),
+            (Fate::Recount(_), _) => Vec::new(),
             (Fate::Cancelled(error), _) => {
                 info!(reason = %error.message, "task cancelled");
-                self.publish_reply(&self.failure(error, timings)).await
+                vec![self.reply(&self.failure(error, timings))]
             }
         }
     }
@@ -82,7 +86,7 @@ impl<'a> Outbox<'a> {
         )
     }
 
-    async fn reply_ok(&self, generation: &Generation, timings: Timings) -> Result<(), BrokerError> {
+    fn reply_ok(&self, generation: &Generation, timings: Timings) -> Outgoing {
         let reply = Reply {
             version: WIRE_VERSION,
             id: self.meta.id.clone(),
@@ -117,24 +121,21 @@ impl<'a> Outbox<'a> {
             cached_prompt_tokens: generation.cached_prompt_tokens,
             completion_tokens: generation.completion_tokens,
         });
-        self.publish_reply(&reply).await
+        self.reply(&reply)
     }
 
     /// A task that will not succeed: one error reply, one dead-lettered copy.
-    async fn give_up(&self, error: &TaskError, timings: Timings) -> Result<(), BrokerError> {
+    fn give_up(&self, error: &TaskError, timings: Timings) -> Vec<Outgoing> {
         warn!(code = error.code.as_str(), reason = %error.message, "task failed");
-        self.publish_reply(&self.failure(error, timings)).await?;
-        self.dead_letter(error).await
+        vec![
+            self.reply(&self.failure(error, timings)),
+            self.dead_letter(error),
+        ]
     }
 
-    /// Republishes the task to the delay queue of its level with the attempt count; the
-    /// queue's TTL sends it back to the requests queue.
-    async fn schedule_retry(
-        &self,
-        error: &TaskError,
-        queue: &str,
-        delay: Duration,
-    ) -> Result<(), BrokerError> {
+    /// The task, to the delay queue of its level with the attempt count; the queue's TTL
+    /// sends it back to the requests queue.
+    fn retry(&self, error: &TaskError, queue: &str, delay: Duration) -> Outgoing {
         info!(
             code = error.code.as_str(),
             reason = %error.message,
@@ -152,12 +153,14 @@ impl<'a> Outbox<'a> {
         )
         .with_expiration(delay.as_millis().to_string().as_str().into())
         .with_delivery_mode(PERSISTENT);
-        self.publish_exactly("", queue, properties).await
+        self.task_copy("", queue, properties)
     }
 
     /// Classic queues: republishes a redelivered task with its delivery count, so that a task
-    /// that keeps killing workers is caught (see [`Fate::Recount`]).
-    async fn recount(&self, earlier: u32) -> Result<(), BrokerError> {
+    /// that keeps killing workers is caught (see [`Fate::Recount`]); confirmed, before the
+    /// ack (see the module's comment). A worker that dies between the two leaves two copies
+    /// of the task queued.
+    pub(crate) async fn recount(&self, earlier: u32) -> Result<(), BrokerError> {
         warn!(
             earlier_deliveries = earlier,
             "redelivered task (a worker stopped while holding it); counting and requeueing it"
@@ -166,14 +169,12 @@ impl<'a> Outbox<'a> {
             headers::republishable(&self.delivery.properties),
             [(HEADER_REDELIVERIES, headers::int(i64::from(earlier)))],
         );
-        let queue = self.shared.topology.requests_queue();
-        self.publish_exactly("", queue, properties).await
+        let copy = self.task_copy("", self.shared.topology.requests_queue(), properties);
+        self.publish_confirmed(&copy).await
     }
 
-    /// Publishes `reply` to the task's `reply_to` (or the results queue), confirmed. A reply
-    /// whose queue does not exist is kept in the results queue, marked with the lost
-    /// `reply_to`.
-    async fn publish_reply(&self, reply: &Reply) -> Result<(), BrokerError> {
+    /// `reply`, to the task's `reply_to` (or the results queue).
+    fn reply(&self, reply: &Reply) -> Outgoing {
         let original = &self.delivery.properties;
         let mut properties = BasicProperties::default()
             .with_content_type("application/json".into())
@@ -187,37 +188,27 @@ impl<'a> Outbox<'a> {
         if let Some(message_id) = original.message_id() {
             properties = properties.with_message_id(message_id.clone());
         }
-        let body = reply.to_bytes();
         let worker_micros =
             i64::try_from(self.meta.received.elapsed().as_micros()).unwrap_or(i64::MAX);
         properties = headers::with_headers(
             properties,
             [(HEADER_WORKER_MICROS, headers::int(worker_micros))],
         );
-        let results = self.shared.topology.results_queue();
-        if let Some(reply_to) = &self.meta.reply_to {
-            let published = self
-                .shared
-                .publisher
-                .publish("", reply_to, true, &body, properties.clone())
-                .await?;
-            match published {
-                Published::Delivered => return Ok(()),
-                Published::Returned => {
-                    warn!(reply_to = %reply_to, queue = results, "reply queue does not exist; keeping the reply in the results queue");
-                    properties = headers::with_headers(
-                        properties,
-                        [(HEADER_UNDELIVERABLE, headers::text(reply_to.clone()))],
-                    );
-                }
-            }
+        let queue = match &self.meta.reply_to {
+            Some(reply_to) => reply_to.as_str(),
+            None => self.shared.topology.results_queue(),
+        };
+        Outgoing {
+            exchange: String::new(),
+            routing_key: queue.to_owned(),
+            body: reply.to_bytes(),
+            properties,
         }
-        self.publish_body("", results, &body, properties).await
     }
 
-    /// Publishes a copy of the original task, with its properties and the reason added as
-    /// headers, to the dead-letter exchange; confirmed.
-    async fn dead_letter(&self, error: &TaskError) -> Result<(), BrokerError> {
+    /// A copy of the original task, with its properties and the reason added as headers,
+    /// to the dead-letter exchange.
+    fn dead_letter(&self, error: &TaskError) -> Outgoing {
         let properties = headers::with_headers(
             headers::republishable(&self.delivery.properties),
             [
@@ -233,46 +224,80 @@ impl<'a> Outbox<'a> {
         )
         .with_delivery_mode(PERSISTENT);
         let topology = &self.shared.topology;
-        let exchange = topology.dead_letter_exchange();
-        self.publish_exactly(exchange, topology.requests_queue(), properties)
-            .await?;
-        self.shared
-            .telemetry
-            .metrics
-            .dead_lettered(error.code.as_str());
-        Ok(())
+        self.task_copy(
+            topology.dead_letter_exchange(),
+            topology.requests_queue(),
+            properties,
+        )
     }
 
-    /// Publishes the original body, mandatory and confirmed.
-    async fn publish_exactly(
+    /// The original body, with `properties`.
+    fn task_copy(
         &self,
         exchange: &str,
         routing_key: &str,
         properties: BasicProperties,
-    ) -> Result<(), BrokerError> {
-        let body = &self.delivery.data;
-        self.publish_body(exchange, routing_key, body, properties)
-            .await
+    ) -> Outgoing {
+        Outgoing {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            body: self.delivery.data.clone(),
+            properties,
+        }
     }
 
-    /// Publishes, mandatory and confirmed; a message the broker could not route is an error.
-    async fn publish_body(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<(), BrokerError> {
-        let published = self
-            .shared
-            .publisher
-            .publish(exchange, routing_key, true, body, properties)
-            .await?;
-        match published {
-            Published::Delivered => Ok(()),
-            Published::Returned => {
-                Err(BrokerError::Unroutable(format!("{exchange}/{routing_key}")))
+    /// Keeps messages the broker could not deliver at the commit (a reply whose `reply_to`
+    /// queue is gone, mostly) in the results queue, marked with where they were going:
+    /// their delivery is already acked, so this is their only record.
+    pub(crate) async fn keep_undeliverable(&self, returned: Vec<Outgoing>) {
+        let results = self.shared.topology.results_queue();
+        for message in returned {
+            let destination = message.destination();
+            warn!(destination = %destination, queue = results, "the broker could not deliver a message this task owed; keeping it in the results queue");
+            let kept = Outgoing {
+                exchange: String::new(),
+                routing_key: results.to_owned(),
+                properties: headers::with_headers(
+                    message.properties,
+                    [(HEADER_UNDELIVERABLE, headers::text(destination))],
+                ),
+                body: message.body,
+            };
+            if let Err(e) = self.publish_confirmed(&kept).await {
+                error!(error = %e, "a message the task owed could not be kept in the results queue: it is lost");
             }
         }
     }
+
+    /// Publishes on the confirm channel; a message the broker could not route is an error.
+    async fn publish_confirmed(&self, message: &Outgoing) -> Result<(), BrokerError> {
+        let published = self
+            .shared
+            .publisher
+            .publish(
+                &message.exchange,
+                &message.routing_key,
+                true,
+                &message.body,
+                message.properties.clone(),
+            )
+            .await?;
+        match published {
+            Published::Delivered => Ok(()),
+            Published::Returned => Err(BrokerError::Unroutable(message.destination())),
+        }
+    }
+}
+
+/// The messages of `returned` (sent back by the broker) as the [`Outgoing`] they were.
+pub(crate) fn as_outgoing(returned: Vec<BasicReturnMessage>) -> Vec<Outgoing> {
+    returned
+        .into_iter()
+        .map(|message| Outgoing {
+            exchange: message.delivery.exchange.to_string(),
+            routing_key: message.delivery.routing_key.to_string(),
+            body: message.delivery.data,
+            properties: message.delivery.properties,
+        })
+        .collect()
 }
