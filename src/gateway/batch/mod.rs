@@ -28,7 +28,7 @@ use super::background::owner_of;
 use super::errors::ApiError;
 use super::App;
 use crate::client::unix_seconds;
-use object::Outcome;
+use object::{BatchStatus, Outcome};
 use runner::Runners;
 use store::{BatchRecord, BatchStore};
 
@@ -98,8 +98,8 @@ pub async fn create(
                 })
                 .collect();
             let record = BatchRecord {
-                status: "in_progress".into(),
-                object: object::batch(&id, &create, "in_progress", now),
+                status: BatchStatus::InProgress,
+                object: object::batch(&id, &create, BatchStatus::InProgress, now),
                 owner: file.owner,
                 total: lines.len(),
                 refused: refused.len(),
@@ -109,10 +109,10 @@ pub async fn create(
             (record, refused)
         }
         Err(problems) => {
-            let mut failed = object::batch(&id, &create, "failed", now);
+            let mut failed = object::batch(&id, &create, BatchStatus::Failed, now);
             failed["errors"] = object::errors_object(&problems);
             let record = BatchRecord {
-                status: "failed".into(),
+                status: BatchStatus::Failed,
                 object: failed,
                 owner: file.owner,
                 ..BatchRecord::default()
@@ -121,10 +121,10 @@ pub async fn create(
         }
     };
     store.create_batch(&id, &record, &refused).await?;
-    if record.status == "in_progress" {
+    if record.status == BatchStatus::InProgress {
         runner::start(&app, &id, &app.batches.shutdown);
     } else {
-        app.metrics.batch_ended(&record.status);
+        app.metrics.batch_ended(record.status.as_str());
     }
     Ok(Json(record.current()).into_response())
 }
@@ -161,17 +161,17 @@ pub async fn cancel(
     let key = app.admission.authenticate(&headers)?;
     for _ in 0..5 {
         let record = owned(&app, &id, &key).await?;
-        if record.status != "in_progress" {
+        if record.status != BatchStatus::InProgress {
             return Ok(Json(record.current()).into_response());
         }
-        let next = object::with_status(&record.object, "cancelling", unix_seconds());
+        let next = object::with_status(&record.object, BatchStatus::Cancelling, unix_seconds());
         let store = &app.batches.store;
         if store
-            .transition(&id, "in_progress", "cancelling", &next)
+            .transition(&id, BatchStatus::InProgress, BatchStatus::Cancelling, &next)
             .await?
         {
             let record = BatchRecord {
-                status: "cancelling".into(),
+                status: BatchStatus::Cancelling,
                 object: next,
                 ..record
             };

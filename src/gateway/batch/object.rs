@@ -249,8 +249,70 @@ pub fn errors_object(problems: &[FileProblem]) -> Value {
     json!({"object": "list", "data": data})
 }
 
+/// The states of a batch that warren uses (OpenAI's, less `validating`: a file is checked
+/// before the batch is created); the last four are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchStatus {
+    /// Its requests are being published and answered.
+    #[default]
+    InProgress,
+    /// Every request has its outcome; the files are being written.
+    Finalizing,
+    /// Cancel asked: nothing more is published; what is in flight is cancelled.
+    Cancelling,
+    /// Ended with its files.
+    Completed,
+    /// Its input file was refused (or vanished).
+    Failed,
+    /// Ended by the completion window, with what it had.
+    Expired,
+    /// Ended by a cancel, with what it had.
+    Cancelled,
+}
+
+impl BatchStatus {
+    const ALL: [BatchStatus; 7] = [
+        BatchStatus::InProgress,
+        BatchStatus::Finalizing,
+        BatchStatus::Cancelling,
+        BatchStatus::Completed,
+        BatchStatus::Failed,
+        BatchStatus::Expired,
+        BatchStatus::Cancelled,
+    ];
+
+    /// The status as OpenAI spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchStatus::InProgress => "in_progress",
+            BatchStatus::Finalizing => "finalizing",
+            BatchStatus::Cancelling => "cancelling",
+            BatchStatus::Completed => "completed",
+            BatchStatus::Failed => "failed",
+            BatchStatus::Expired => "expired",
+            BatchStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(text: &str) -> Option<BatchStatus> {
+        BatchStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether the batch has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            BatchStatus::Completed
+                | BatchStatus::Failed
+                | BatchStatus::Expired
+                | BatchStatus::Cancelled
+        )
+    }
+}
+
 /// A new batch's object in `status`, created at `now`.
-pub fn batch(id: &str, create: &CreateBatch, status: &str, now: u64) -> Value {
+pub fn batch(id: &str, create: &CreateBatch, status: BatchStatus, now: u64) -> Value {
     let mut object = json!({
         "id": id,
         "object": "batch",
@@ -258,7 +320,7 @@ pub fn batch(id: &str, create: &CreateBatch, status: &str, now: u64) -> Value {
         "errors": null,
         "input_file_id": create.input_file_id,
         "completion_window": create.completion_window,
-        "status": status,
+        "status": status.as_str(),
         "output_file_id": null,
         "error_file_id": null,
         "created_at": now,
@@ -278,15 +340,15 @@ pub fn batch(id: &str, create: &CreateBatch, status: &str, now: u64) -> Value {
 }
 
 /// `object` moved to `status` at `now` (its `<status>_at` set).
-pub fn with_status(object: &Value, status: &str, now: u64) -> Value {
+pub fn with_status(object: &Value, status: BatchStatus, now: u64) -> Value {
     let mut next = object.clone();
-    next["status"] = json!(status);
+    next["status"] = json!(status.as_str());
     stamp(&mut next, status, now);
     next
 }
 
-fn stamp(object: &mut Value, status: &str, now: u64) {
-    let field = format!("{status}_at");
+fn stamp(object: &mut Value, status: BatchStatus, now: u64) {
+    let field = format!("{}_at", status.as_str());
     if object.get(&field).is_some_and(Value::is_null) {
         object[field] = json!(now);
     }

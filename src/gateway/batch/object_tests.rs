@@ -153,13 +153,13 @@ fn a_batch_object_has_openais_fields_and_stamps_each_status_once() {
         br#"{"input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h", "metadata": {"job": "nightly"}}"#,
     )
     .expect("valid");
-    let object = batch("batch_1", &create, "in_progress", 1000);
+    let object = batch("batch_1", &create, BatchStatus::InProgress, 1000);
     assert_eq!(object["object"], "batch");
     assert_eq!(object["in_progress_at"], 1000);
     assert_eq!(object["expires_at"], 1000 + WINDOW_S);
     assert_eq!(object["metadata"]["job"], "nightly");
-    let cancelling = with_status(&object, "cancelling", 1005);
-    let again = with_status(&cancelling, "cancelling", 1009);
+    let cancelling = with_status(&object, BatchStatus::Cancelling, 1005);
+    let again = with_status(&cancelling, BatchStatus::Cancelling, 1009);
     assert_eq!(again["status"], "cancelling");
     assert_eq!(again["cancelling_at"], 1005);
     assert_eq!(again["in_progress_at"], 1000);
@@ -215,4 +215,18 @@ fn an_outcome_survives_its_round_trip_through_redis_text() {
     };
     let text = serde_json::to_string(&ok).expect("serializes");
     assert_eq!(serde_json::from_str::<Outcome>(&text).ok(), Some(ok));
+}
+
+#[test]
+fn every_batch_status_is_stored_and_read_back_as_openai_spells_it() {
+    for status in BatchStatus::ALL {
+        assert_eq!(BatchStatus::parse(status.as_str()), Some(status));
+    }
+    assert_eq!(BatchStatus::parse("validating"), None);
+    let finals: Vec<_> = BatchStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_final())
+        .map(BatchStatus::as_str)
+        .collect();
+    assert_eq!(finals, ["completed", "failed", "expired", "cancelled"]);
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::object::{self, Line, Outcome};
+use super::object::{self, BatchStatus, Line, Outcome};
 use super::store::{BatchRecord, BatchStore, StoredFile};
 use crate::client::unix_seconds;
 use crate::gateway::App;
@@ -85,10 +85,6 @@ pub async fn supervise(app: Arc<App>, shutdown: CancellationToken) {
     }
 }
 
-fn is_final(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "expired" | "cancelled")
-}
-
 async fn run(app: &Arc<App>, id: &str, shutdown: &CancellationToken) -> Result<(), KvError> {
     let store = &app.batches.store;
     let holder = app.batches.runners.holder.as_str();
@@ -98,21 +94,21 @@ async fn run(app: &Arc<App>, id: &str, shutdown: &CancellationToken) -> Result<(
     let Some(record) = store.batch(id).await? else {
         return store.retire(id).await;
     };
-    if is_final(&record.status) {
+    if record.status.is_final() {
         return store.retire(id).await;
     }
     let Some(lines) = input_lines(app, &record).await? else {
-        let mut next = object::with_status(&record.object, "failed", unix_seconds());
+        let mut next = object::with_status(&record.object, BatchStatus::Failed, unix_seconds());
         next["errors"] = object::errors_object(&[object::FileProblem {
             code: "input_file_gone",
             message: "the input file was deleted or expired before the batch ended".into(),
             line: None,
         }]);
         if store
-            .transition(id, &record.status, "failed", &next)
+            .transition(id, record.status, BatchStatus::Failed, &next)
             .await?
         {
-            app.metrics.batch_ended("failed");
+            app.metrics.batch_ended(BatchStatus::Failed.as_str());
         }
         return store.retire(id).await;
     };
@@ -128,20 +124,33 @@ async fn run(app: &Arc<App>, id: &str, shutdown: &CancellationToken) -> Result<(
             return store.retire(id).await;
         };
         let expires_at = record.object["expires_at"].as_u64().unwrap_or(u64::MAX);
-        match record.status.as_str() {
-            "cancelling" => return wind_down(app, id, &lines, "cancelled").await,
-            "in_progress" if unix_seconds() >= expires_at => {
-                return wind_down(app, id, &lines, "expired").await;
+        match record.status {
+            BatchStatus::Cancelling => {
+                return wind_down(app, id, &lines, BatchStatus::Cancelled).await;
             }
-            "in_progress" if record.next >= lines.len() && record.outstanding() == 0 => {
-                let finalizing = object::with_status(&record.object, "finalizing", unix_seconds());
+            BatchStatus::InProgress if unix_seconds() >= expires_at => {
+                return wind_down(app, id, &lines, BatchStatus::Expired).await;
+            }
+            BatchStatus::InProgress if record.next >= lines.len() && record.outstanding() == 0 => {
+                let now = unix_seconds();
+                let finalizing = object::with_status(&record.object, BatchStatus::Finalizing, now);
                 store
-                    .transition(id, "in_progress", "finalizing", &finalizing)
+                    .transition(
+                        id,
+                        BatchStatus::InProgress,
+                        BatchStatus::Finalizing,
+                        &finalizing,
+                    )
                     .await?;
             }
-            "in_progress" => publish(app, id, &lines, &record).await?,
-            "finalizing" => return finish(app, id, &lines, "completed").await,
-            _ => return store.retire(id).await,
+            BatchStatus::InProgress => publish(app, id, &lines, &record).await?,
+            BatchStatus::Finalizing => {
+                return finish(app, id, &lines, BatchStatus::Completed).await;
+            }
+            BatchStatus::Completed
+            | BatchStatus::Failed
+            | BatchStatus::Expired
+            | BatchStatus::Cancelled => return store.retire(id).await,
         }
         tokio::time::sleep(POLL).await;
     }
@@ -215,7 +224,12 @@ async fn publish(app: &App, id: &str, lines: &[Line], record: &BatchRecord) -> R
 
 /// Stops a cancelled or expired batch: no more publishing, its tasks in flight cancelled and
 /// waited for (at most [`WIND_DOWN`]), then its files written with what it has.
-async fn wind_down(app: &App, id: &str, lines: &[Line], status: &str) -> Result<(), KvError> {
+async fn wind_down(
+    app: &App,
+    id: &str,
+    lines: &[Line],
+    status: BatchStatus,
+) -> Result<(), KvError> {
     let store = &app.batches.store;
     let holder = app.batches.runners.holder.as_str();
     let Some(record) = store.batch(id).await? else {
@@ -243,7 +257,7 @@ async fn wind_down(app: &App, id: &str, lines: &[Line], status: &str) -> Result<
 }
 
 /// Writes the output and error files and moves the batch to `status` (final).
-async fn finish(app: &App, id: &str, lines: &[Line], status: &str) -> Result<(), KvError> {
+async fn finish(app: &App, id: &str, lines: &[Line], status: BatchStatus) -> Result<(), KvError> {
     let store = &app.batches.store;
     let Some(record) = store.batch(id).await? else {
         return store.retire(id).await;
@@ -251,7 +265,7 @@ async fn finish(app: &App, id: &str, lines: &[Line], status: &str) -> Result<(),
     let kind = object::endpoint_kind(record.object["endpoint"].as_str().unwrap_or_default())
         .unwrap_or(crate::gateway::openai::Kind::Chat);
     let outcomes = store.outcomes(id).await?;
-    let unrun = if status == "expired" {
+    let unrun = if status == BatchStatus::Expired {
         "batch_expired"
     } else {
         "batch_cancelled"
@@ -270,10 +284,10 @@ async fn finish(app: &App, id: &str, lines: &[Line], status: &str) -> Result<(),
     let mut next = object::with_status(&record.object, status, unix_seconds());
     next["output_file_id"] = put_file(store, &record, &output, "output").await?;
     next["error_file_id"] = put_file(store, &record, &errors, "error").await?;
-    if store.transition(id, &record.status, status, &next).await? {
-        app.metrics.batch_ended(status);
+    if store.transition(id, record.status, status, &next).await? {
+        app.metrics.batch_ended(status.as_str());
     }
-    info!(batch = %id, status, completed = record.completed, failed = record.failed, "batch ended");
+    info!(batch = %id, status = status.as_str(), completed = record.completed, failed = record.failed, "batch ended");
     store.retire(id).await
 }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::object::{Outcome, WINDOW_S};
+use super::object::{BatchStatus, Outcome, WINDOW_S};
 use crate::gateway::background::store::TRANSITION;
 use crate::kv::{Kv, KvError};
 
@@ -56,7 +56,7 @@ pub struct StoredFile {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BatchRecord {
     /// Its status.
-    pub status: String,
+    pub status: BatchStatus,
     /// The batch object (its `request_counts` are filled in by [`BatchRecord::current`]).
     pub object: Value,
     /// Hash of the API key that created it.
@@ -217,7 +217,7 @@ impl BatchStore {
         pipe.atomic().hset_multiple(
             &key,
             &[
-                ("status", record.status.clone()),
+                ("status", record.status.as_str().to_owned()),
                 ("object", record.object.to_string()),
                 ("owner", record.owner.clone()),
                 ("total", record.total.to_string()),
@@ -238,7 +238,7 @@ impl BatchStore {
             .ignore()
             .expire(&list, self.ttl_s as i64)
             .ignore();
-        if record.status == "in_progress" {
+        if record.status == BatchStatus::InProgress {
             pipe.sadd(&self.active, id).ignore();
         }
         self.kv.pipeline(&pipe).await
@@ -253,9 +253,11 @@ impl BatchStore {
         let (Some(status), Some(object)) = (fields.get("status"), fields.get("object")) else {
             return Ok(None);
         };
+        let status = BatchStatus::parse(status)
+            .ok_or_else(|| KvError(format!("batch `{id}` has an unknown status `{status}`")))?;
         let count = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(Some(BatchRecord {
-            status: status.clone(),
+            status,
             object: decode(object)?,
             owner: fields.get("owner").cloned().unwrap_or_default(),
             total: count("total"),
@@ -272,11 +274,12 @@ impl BatchStore {
     pub async fn transition(
         &self,
         id: &str,
-        from: &str,
-        to: &str,
+        from: BatchStatus,
+        to: BatchStatus,
         object: &Value,
     ) -> Result<bool, KvError> {
         let object = object.to_string();
+        let (from, to) = (from.as_str(), to.as_str());
         let answer: String = self
             .kv
             .script(TRANSITION, &batch_key(id), &[from, to, &object])
