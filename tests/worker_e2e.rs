@@ -217,16 +217,14 @@ async fn a_task_without_reply_to_gets_its_reply_in_the_results_queue() {
     assert_eq!(reply["id"], correlation_id.as_str());
 }
 
-#[tokio::test]
-async fn a_reply_to_a_queue_that_does_not_exist_is_kept_in_the_results_queue() {
-    let common::Serving {
-        mut upstream,
-        mut worker,
-        names,
-    } = common::serving("lostreply", &[]).await;
+/// Sends a task whose reply `reply_to` cannot take; checks that the reply is kept in the
+/// results queue, marked with that queue, and that the worker then serves the next task.
+async fn reply_is_kept_in_the_results_queue(
+    upstream: &mut Upstream,
+    names: &common::Names,
+    reply_to: &str,
+) {
     let correlation_id = uuid::Uuid::new_v4().to_string();
-    let missing = format!("{}.nobody-listens", names.requests);
-
     let confirm = upstream
         .publish(
             &names.requests,
@@ -235,7 +233,7 @@ async fn a_reply_to_a_queue_that_does_not_exist_is_kept_in_the_results_queue() {
                 .as_bytes(),
             BasicProperties::default()
                 .with_correlation_id(correlation_id.as_str().into())
-                .with_reply_to(missing.as_str().into()),
+                .with_reply_to(reply_to.into()),
         )
         .await;
     assert!(confirm.is_ack());
@@ -245,13 +243,65 @@ async fn a_reply_to_a_queue_that_does_not_exist_is_kept_in_the_results_queue() {
     assert_eq!(reply["status"], "ok", "{reply}");
     assert_eq!(
         header(&properties, "x-warren-undeliverable-reply-to").as_deref(),
-        Some(missing.as_str())
+        Some(reply_to)
     );
-    assert!(worker.is_running());
     let next = upstream
         .request(&names.requests, &json!({"prompt": "Hi", "max_tokens": 2}))
         .await;
     assert_eq!(next["status"], "ok");
+}
+
+#[tokio::test]
+async fn a_reply_to_a_queue_that_does_not_exist_is_kept_in_the_results_queue() {
+    let common::Serving {
+        mut upstream,
+        mut worker,
+        names,
+    } = common::serving("lostreply", &[]).await;
+    let missing = format!("{}.nobody-listens", names.requests);
+    reply_is_kept_in_the_results_queue(&mut upstream, &names, &missing).await;
+    assert!(worker.is_running());
+}
+
+#[tokio::test]
+async fn a_reply_refused_by_a_full_reply_queue_is_kept_in_the_results_queue() {
+    let common::Serving {
+        mut upstream,
+        mut worker,
+        names,
+    } = common::serving("fullreply", &[]).await;
+    // A caller's reply queue bounded with reject-publish, and already full: the broker
+    // refuses the reply at the commit (and closes the worker's channel; it reconnects).
+    let full = format!("{}.full-replies", names.requests);
+    let mut arguments = lapin::types::FieldTable::default();
+    arguments.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(1));
+    arguments.insert(
+        "x-overflow".into(),
+        lapin::types::AMQPValue::LongString("reject-publish".into()),
+    );
+    upstream
+        .channel
+        .queue_declare(
+            full.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await
+        .expect("declare the full reply queue");
+    let filler = upstream
+        .publish(&full, b"already here", BasicProperties::default())
+        .await;
+    assert!(filler.is_ack());
+
+    reply_is_kept_in_the_results_queue(&mut upstream, &names, &full).await;
+    assert!(worker.is_running());
+    // The refused reply's task was acked with the commit, not run again.
+    let runs = worker.log().matches("task completed").count();
+    assert_eq!(runs, 2, "{}", worker.log());
+    assert_eq!(common::ready_count(&names.requests).await, 0);
 }
 
 /// A hostile or malformed task, what it should be answered with, and how it is sent.

@@ -26,7 +26,10 @@ use crate::protocol::{
     QUORUM_DELIVERY_COUNT,
 };
 
-/// Handles one delivery to the end, or gives it back when `abandon` is cancelled.
+/// Handles one delivery to the end, or gives it back when `abandon` is cancelled before its
+/// fate is decided. Once it is, the commit and what follows it (keeping what the broker
+/// could not deliver, the finished mark) run to the end: abandoning them could lose a reply
+/// whose ack is already committed.
 pub(crate) async fn handle(shared: Arc<Shared>, delivery: Delivery, abandon: CancellationToken) {
     let meta = TaskMeta::read(&delivery);
     let span = tracing::info_span!(
@@ -40,14 +43,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, delivery: Delivery, abandon: Can
     async move {
         let metrics = &shared.telemetry.metrics;
         metrics.in_flight(1);
-        tokio::select! {
-            _ = abandon.cancelled() => {
-                tracing::Span::current().record("outcome", "abandoned");
-                shared.telemetry.metrics.task_settled("abandoned", "");
-                requeue(&shared, &delivery).await;
-            }
-            _ = settle(&shared, &delivery, &meta) => {}
-        }
+        settle(&shared, &delivery, &meta, &abandon).await;
         metrics.in_flight(-1);
     }
     .instrument(span)
@@ -101,9 +97,14 @@ impl TaskMeta {
     }
 }
 
-/// Settles a delivery: decides its fate, then publishes what it owes and acks it in one
-/// transaction (or requeues it when that failed).
-async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
+/// Settles a delivery: decides its fate (unless abandoned first), then publishes what it owes
+/// and acks it in one transaction (or requeues it when that failed).
+async fn settle(
+    shared: &Shared,
+    delivery: &Delivery,
+    meta: &TaskMeta,
+    abandon: &CancellationToken,
+) {
     let counts = Redeliveries {
         classic_queue: shared.classic_queue,
         redelivered: delivery.redelivered,
@@ -119,13 +120,15 @@ async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
         }
         return;
     }
-    let (fate, generation) = match fate::before_run(counts, shared.max_redeliveries) {
-        BeforeRun::Settle(fate) => (fate, None),
-        BeforeRun::Run => {
-            let result = run_task(shared, delivery, meta).await;
-            let fate = fate::after_run(&result, meta.attempt, &shared.retry);
-            (fate, result.ok())
-        }
+    let decided = tokio::select! {
+        _ = abandon.cancelled() => None,
+        decided = decide(shared, delivery, meta, counts) => Some(decided),
+    };
+    let Some((fate, generation)) = decided else {
+        tracing::Span::current().record("outcome", "abandoned");
+        shared.telemetry.metrics.task_settled("abandoned", "");
+        requeue(shared, delivery).await;
+        return;
     };
     record_outcome(shared, &fate);
     let timings = timings(meta, generation.as_ref());
@@ -153,8 +156,9 @@ async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
             }
         }
         Err(e) if refused_by_a_full_queue(&e) => {
-            // RabbitMQ applied the ack and what it could; the reply's queue (the only one a
-            // caller owns) refused the reply: keep it where ops can find it.
+            // RabbitMQ applied the ack and what it could, and closed the channel (the tasks
+            // it held go back to the queue); the reply's queue (the only one a caller owns)
+            // refused the reply: keep it where ops can find it.
             error!(error = %e, "a full queue refused a message the task owed; the task is acked and its reply kept in the results queue");
             let reply_to = meta.reply_to.as_deref();
             let refused = owed
@@ -166,6 +170,23 @@ async fn settle(shared: &Shared, delivery: &Delivery, meta: &TaskMeta) {
         Err(e) => {
             warn!(error = %e, "could not publish what the task owes; returning it to the queue");
             requeue(shared, delivery).await;
+        }
+    }
+}
+
+/// What the delivery comes to, running it when it is to run.
+async fn decide(
+    shared: &Shared,
+    delivery: &Delivery,
+    meta: &TaskMeta,
+    counts: Redeliveries,
+) -> (Fate, Option<Generation>) {
+    match fate::before_run(counts, shared.max_redeliveries) {
+        BeforeRun::Settle(fate) => (fate, None),
+        BeforeRun::Run => {
+            let result = run_task(shared, delivery, meta).await;
+            let fate = fate::after_run(&result, meta.attempt, &shared.retry);
+            (fate, result.ok())
         }
     }
 }
