@@ -12,7 +12,7 @@ use lapin::options::{BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 
-use crate::broker::{headers, BrokerError, Published, Publisher, Topology};
+use crate::broker::{headers, BrokerError, Outgoing, Publisher, Topology};
 use crate::protocol::{
     FAILURE_HEADERS, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_CODE, HEADER_FAILED_AT,
 };
@@ -178,23 +178,13 @@ pub async fn replay(
             continue;
         }
         let properties = without_failure_headers(headers::republishable(&delivery.properties));
-        match publisher
-            .publish(
-                "",
-                topology.requests_queue(),
-                true,
-                &delivery.data,
-                properties,
-            )
-            .await?
-        {
-            Published::Delivered => {}
-            Published::Returned => {
-                return Err(BrokerError::Unroutable(
-                    topology.requests_queue().to_owned(),
-                ))
-            }
-        }
+        let task = Outgoing {
+            exchange: String::new(),
+            routing_key: topology.requests_queue().to_owned(),
+            body: delivery.data,
+            properties,
+        };
+        publisher.publish_routed(&task).await?;
         delivery.acker.ack(Default::default()).await?;
         summary.replayed += 1;
     }

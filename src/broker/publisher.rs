@@ -5,7 +5,7 @@
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
-use super::BrokerError;
+use super::{BrokerError, Outgoing};
 
 /// What became of a confirmed publish.
 #[derive(Debug)]
@@ -66,6 +66,24 @@ impl Publisher {
             Confirmation::Nack(_) => Err(BrokerError::Nacked(routing_key.to_owned())),
             // confirm_select ran on this channel, so the broker always confirms.
             Confirmation::NotRequested => Ok(Published::Delivered),
+        }
+    }
+
+    /// Publishes `message`, mandatory, and waits for the confirm; a message the broker could
+    /// not route (returned) is an error, like a nack.
+    pub async fn publish_routed(&self, message: &Outgoing) -> Result<(), BrokerError> {
+        let published = self
+            .publish(
+                &message.exchange,
+                &message.routing_key,
+                true,
+                &message.body,
+                message.properties.clone(),
+            )
+            .await?;
+        match published {
+            Published::Delivered => Ok(()),
+            Published::Returned => Err(BrokerError::Unroutable(message.destination())),
         }
     }
 }

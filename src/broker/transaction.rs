@@ -18,7 +18,6 @@
 //! completion") with the ack applied. The worker handles the last three; see
 //! `worker::delivery`.
 
-use lapin::message::BasicReturnMessage;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::Acker;
 use lapin::{BasicProperties, Channel};
@@ -129,11 +128,20 @@ impl Transaction<'_> {
 
     /// Commits everything staged. Returns the messages the broker could not route (sent
     /// back at the commit; everything else, acks included, took effect).
-    pub async fn commit(mut self) -> Result<Vec<BasicReturnMessage>, BrokerError> {
+    pub async fn commit(mut self) -> Result<Vec<Outgoing>, BrokerError> {
         self.channel.tx_commit().await?;
         *self.staged = false;
         // Not in confirm mode, this waits for nothing: it hands over the messages returned
         // before the commit-ok, which are this transaction's (one at a time per channel).
-        Ok(self.channel.wait_for_confirms().await?)
+        let returned = self.channel.wait_for_confirms().await?;
+        Ok(returned
+            .into_iter()
+            .map(|message| Outgoing {
+                exchange: message.delivery.exchange.to_string(),
+                routing_key: message.delivery.routing_key.to_string(),
+                body: message.delivery.data,
+                properties: message.delivery.properties,
+            })
+            .collect())
     }
 }

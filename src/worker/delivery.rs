@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lapin::message::{BasicReturnMessage, Delivery};
+use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
 use super::fate::{self, BeforeRun, Fate, Redeliveries};
-use super::outbox::{self, Outbox};
+use super::outbox::Outbox;
 use super::stream::{self, ChunkTarget};
 use super::{faults, Shared};
 use crate::broker::{headers, BrokerError, Outgoing};
@@ -145,9 +145,7 @@ async fn settle(
     match commit_with_ack(shared, delivery, &owed, fault).await {
         Ok(returned) => {
             count_dead_letters(shared, &fate, &owed);
-            outbox
-                .keep_undeliverable(outbox::as_outgoing(returned))
-                .await;
+            outbox.keep_undeliverable(returned).await;
             if let Some(counts) = fault {
                 faults::after_commit(&delivery.data, counts);
             }
@@ -198,7 +196,7 @@ async fn commit_with_ack(
     delivery: &Delivery,
     owed: &[Outgoing],
     fault: Option<Redeliveries>,
-) -> Result<Vec<BasicReturnMessage>, BrokerError> {
+) -> Result<Vec<Outgoing>, BrokerError> {
     let mut transaction = shared.settling.begin().await?;
     for message in owed {
         transaction.publish(message).await?;

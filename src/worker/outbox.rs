@@ -8,14 +8,14 @@
 
 use std::time::Duration;
 
-use lapin::message::{BasicReturnMessage, Delivery};
+use lapin::message::Delivery;
 use lapin::BasicProperties;
 use tracing::{error, info, warn};
 
 use super::delivery::{now_ms, TaskMeta};
 use super::fate::Fate;
 use super::Shared;
-use crate::broker::{headers, BrokerError, Outgoing, Published, PERSISTENT};
+use crate::broker::{headers, BrokerError, Outgoing, PERSISTENT};
 use crate::engine::Generation;
 use crate::protocol::{
     Reply, ReplyStatus, TaskError, Timings, Usage, HEADER_ATTEMPTS, HEADER_ERROR,
@@ -170,7 +170,7 @@ impl<'a> Outbox<'a> {
             [(HEADER_REDELIVERIES, headers::int(i64::from(earlier)))],
         );
         let copy = self.task_copy("", self.shared.topology.requests_queue(), properties);
-        self.publish_confirmed(&copy).await
+        self.shared.publisher.publish_routed(&copy).await
     }
 
     /// `reply`, to the task's `reply_to` (or the results queue).
@@ -263,41 +263,9 @@ impl<'a> Outbox<'a> {
                 ),
                 body: message.body,
             };
-            if let Err(e) = self.publish_confirmed(&kept).await {
+            if let Err(e) = self.shared.publisher.publish_routed(&kept).await {
                 error!(error = %e, "a message the task owed could not be kept in the results queue: it is lost");
             }
         }
     }
-
-    /// Publishes on the confirm channel; a message the broker could not route is an error.
-    async fn publish_confirmed(&self, message: &Outgoing) -> Result<(), BrokerError> {
-        let published = self
-            .shared
-            .publisher
-            .publish(
-                &message.exchange,
-                &message.routing_key,
-                true,
-                &message.body,
-                message.properties.clone(),
-            )
-            .await?;
-        match published {
-            Published::Delivered => Ok(()),
-            Published::Returned => Err(BrokerError::Unroutable(message.destination())),
-        }
-    }
-}
-
-/// The messages of `returned` (sent back by the broker) as the [`Outgoing`] they were.
-pub(crate) fn as_outgoing(returned: Vec<BasicReturnMessage>) -> Vec<Outgoing> {
-    returned
-        .into_iter()
-        .map(|message| Outgoing {
-            exchange: message.delivery.exchange.to_string(),
-            routing_key: message.delivery.routing_key.to_string(),
-            body: message.delivery.data,
-            properties: message.delivery.properties,
-        })
-        .collect()
 }
