@@ -91,7 +91,8 @@ pub struct EngineSettings {
     pub context_size: u32,
     /// Decoding threads; 0 = number of cores.
     pub threads: u32,
-    /// Prompt tokens per llama.cpp batch.
+    /// Tokens per llama.cpp batch; 0 = chosen by where the model runs (see
+    /// [`EngineSettings::effective_batch_size`]).
     pub batch_size: u32,
     /// Tasks in inference at once.
     pub slots: u32,
@@ -103,6 +104,8 @@ pub struct EngineSettings {
     pub flash_attention: FlashAttention,
     /// Element type of the KV cache (keys and values).
     pub kv_cache_type: KvCacheType,
+    /// Where next tokens are chosen: in the decode graph (on the GPU) or on the host.
+    pub device_sampling: DeviceSampling,
     /// llama.cpp built-in chat template used when the GGUF has none.
     pub chat_template: String,
 }
@@ -116,6 +119,27 @@ impl EngineSettings {
             self.threads
         };
         i32::try_from(threads).unwrap_or(i32::MAX)
+    }
+
+    /// Batch size when `batch_size` is 0: 128 on a CPU (prompts read nearly as fast as with
+    /// larger batches, and llama.cpp's per-token output buffers stay small), 512 with layers
+    /// on a GPU, where a larger batch reads prompts faster at no cost to generation.
+    pub fn effective_batch_size(&self) -> u32 {
+        match self.batch_size {
+            0 if self.n_gpu_layers > 0 => 512,
+            0 => 128,
+            configured => configured,
+        }
+    }
+
+    /// Whether next tokens are chosen on the device (see `engine.device_sampling`): `auto`
+    /// means where layers are offloaded to a GPU.
+    pub fn samples_on_device(&self) -> bool {
+        match self.device_sampling {
+            DeviceSampling::Auto => self.n_gpu_layers > 0,
+            DeviceSampling::On => true,
+            DeviceSampling::Off => false,
+        }
     }
 }
 
@@ -197,6 +221,18 @@ pub enum FlashAttention {
     /// Always.
     On,
     /// Never.
+    Off,
+}
+
+/// Where a task's next token is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceSampling {
+    /// On the device where layers are offloaded to a GPU, else on the host.
+    Auto,
+    /// In llama.cpp's decode graph, whatever the backend (on a CPU too).
+    On,
+    /// On the host, from the logits llama.cpp copies back.
     Off,
 }
 
@@ -296,9 +332,6 @@ impl EngineSettings {
         }
         if self.context_size < 16 {
             return Err(invalid("engine.context_size", "must be at least 16 tokens"));
-        }
-        if self.batch_size == 0 {
-            return Err(invalid("engine.batch_size", "must be at least 1"));
         }
         if self.slots == 0 || self.slots > 64 {
             return Err(invalid("engine.slots", "must be between 1 and 64"));

@@ -184,6 +184,28 @@ fn gateway_and_worker_redis_and_webhook_settings_are_checked_by_key() {
 }
 
 #[test]
+fn tokens_are_chosen_on_the_device_and_batches_are_larger_only_with_layers_on_a_gpu() {
+    let cpu = load(&[]).unwrap();
+    assert_eq!(cpu.engine.device_sampling, DeviceSampling::Auto);
+    assert!(!cpu.engine.samples_on_device());
+    assert_eq!(cpu.engine.effective_batch_size(), 128);
+    let gpu = load(&[("WARREN__ENGINE__N_GPU_LAYERS", "99")]).unwrap();
+    assert!(gpu.engine.samples_on_device());
+    assert_eq!(gpu.engine.effective_batch_size(), 512);
+    let forced = load(&[("WARREN__ENGINE__DEVICE_SAMPLING", "on")]).unwrap();
+    assert!(forced.engine.samples_on_device(), "on: the CPU backend too");
+    let off = load(&[
+        ("WARREN__ENGINE__N_GPU_LAYERS", "99"),
+        ("WARREN__ENGINE__DEVICE_SAMPLING", "off"),
+        ("WARREN__ENGINE__BATCH_SIZE", "64"),
+    ])
+    .unwrap();
+    assert!(!off.engine.samples_on_device());
+    assert_eq!(off.engine.effective_batch_size(), 64, "a set size is kept");
+    assert!(load(&[("WARREN__ENGINE__DEVICE_SAMPLING", "gpu")]).is_err());
+}
+
+#[test]
 fn a_quantized_kv_cache_needs_flash_attention() {
     let err = load(&[
         ("WARREN__ENGINE__KV_CACHE_TYPE", "q8_0"),

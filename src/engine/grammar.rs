@@ -6,9 +6,9 @@
 //! what llama.cpp logs from that thread. Everything logged still reaches the worker's log.
 //! It also answers which tokens a grammar allows next ([`allows`], [`best_allowed`]), for
 //! the picker. This module builds samplers and asks them; it must not sample or decode. It is
-//! the crate's one module with unsafe code (the FFI log callback, and the JSON Schema
-//! converter of `native/schema_grammar.cpp`, which keeps llama.cpp's message), each block
-//! with its reason.
+//! one of the crate's two modules with unsafe code (the FFI log callback, and the JSON Schema
+//! converter of `native/schema_grammar.cpp`, which keeps llama.cpp's message; the other is
+//! [`super::device_sampling`]), each block with its reason.
 
 #![allow(unsafe_code)]
 

@@ -13,8 +13,11 @@
 //! progress, stops, limits, streaming); [`sampling`] picks a task's next token
 //! (an argmax for greedy, else a sampler chain), within the grammar [`grammar`] builds
 //! for a task that constrains its output; [`prefix`] decides which slot's KV cells a
-//! new prompt can start from; [`prompt`] turns a task's input into tokens.
+//! new prompt can start from; [`prompt`] turns a task's input into tokens;
+//! [`device_sampling`] lets the backend (a GPU) choose the tokens of tasks that need no
+//! host-side logic, so their logits never cross to the host.
 
+mod device_sampling;
 mod grammar;
 mod params;
 mod prefix;
@@ -22,6 +25,8 @@ mod prompt;
 mod runner;
 mod sampling;
 mod sequence;
+#[cfg(test)]
+mod test_model;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;

@@ -8,9 +8,10 @@ use llama_cpp_2::context::params::{KvCacheType as LlamaKvType, LlamaContextParam
 
 use crate::config::{EngineSettings, FlashAttention, KvCacheType};
 
-/// Tokens of one llama.cpp batch: the configured batch size, and at least one per slot.
+/// Tokens of one llama.cpp batch: the configured (or default) batch size, and at least one
+/// per slot.
 pub(super) fn batch_capacity(settings: &EngineSettings) -> u32 {
-    settings.batch_size.max(settings.slots)
+    settings.effective_batch_size().max(settings.slots)
 }
 
 /// The context parameters for `settings`.
@@ -87,5 +88,13 @@ mod tests {
         assert!(full_swa_cache(&engine), "a reused prefix needs every cell");
         engine.batch_size = 2;
         assert_eq!(batch_capacity(&engine), 4, "at least one token per slot");
+        engine.batch_size = 0;
+        assert_eq!(batch_capacity(&engine), 128, "the CPU default");
+        engine.n_gpu_layers = 99;
+        assert_eq!(
+            batch_capacity(&engine),
+            512,
+            "the default with layers on a GPU"
+        );
     }
 }

@@ -62,8 +62,10 @@ pub(super) struct Sequence {
     pub batch_index: i32,
     /// What this sequence has in the batch being decoded.
     pub in_batch: InBatch,
-    /// How this task picks its tokens.
+    /// How this task picks its tokens on the host.
     pub picker: TokenPicker,
+    /// Whether its tokens are chosen on the device instead (its slot's attached chain).
+    pub on_device: bool,
     reply: oneshot::Sender<Result<Generation, TaskError>>,
     stream: Option<mpsc::UnboundedSender<String>>,
     streamed: usize,
@@ -99,6 +101,7 @@ pub(super) struct SequenceStart {
     pub reply: oneshot::Sender<Result<Generation, TaskError>>,
     pub stream: Option<mpsc::UnboundedSender<String>>,
     pub picker: TokenPicker,
+    pub on_device: bool,
     pub stops: Vec<String>,
     pub max_tokens: u32,
     pub context_limit: i32,
@@ -123,6 +126,7 @@ impl Sequence {
             batch_index: -1,
             in_batch: InBatch::Nothing,
             picker: start.picker,
+            on_device: start.on_device,
             reply: start.reply,
             stream: start.stream,
             streamed: 0,

@@ -1,43 +1,34 @@
 //! The engine thread's loop: load the model, then repeat { admit waiting jobs into free
 //! slots, drop sequences that timed out or were abandoned, decode one token for every active
-//! sequence in a single batch, sample each }. A sequence finishes on its own schedule and
-//! frees its slot at once; nothing waits for a whole batch.
+//! sequence in a single batch, pick each next token (read from the device where it chose
+//! it) }. A sequence finishes on its own schedule and frees its slot at once; nothing waits
+//! for a whole batch. [`startup`] loads the model and creates the context.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 mod cells;
+mod startup;
 
+#[cfg(test)]
+pub(super) use startup::backend;
+use startup::load;
+
+use super::device_sampling::{DeviceChoice, DeviceSamplers};
 use super::grammar;
-use super::params;
 use super::prefix::PrefixCache;
 use super::prompt;
 use super::sequence::{InBatch, Sequence, SequenceStart, Step};
 use super::{EngineStartError, Job, Message, ModelInfo};
 use crate::config::EngineSettings;
 use crate::protocol::{ErrorCode, TaskError};
-
-/// llama.cpp's backend may be initialised only once per process.
-pub(super) fn backend() -> Result<&'static LlamaBackend, EngineStartError> {
-    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
-    BACKEND
-        .get_or_init(|| {
-            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-            grammar::capture_logs();
-            LlamaBackend::init().map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| EngineStartError::Llama(e.clone()))
-}
 
 /// Entry point of the engine thread. Reports start-up on `ready`, then serves `jobs` until
 /// every [`super::Engine`] handle is gone and no sequence is active.
@@ -68,21 +59,11 @@ pub(super) fn run(
     runner.serve(jobs, &busy);
 }
 
-fn load(
-    settings: &EngineSettings,
-) -> Result<(LlamaModel, &'static LlamaBackend), EngineStartError> {
-    let backend = backend()?;
-    let params = LlamaModelParams::default().with_n_gpu_layers(settings.n_gpu_layers);
-    let model =
-        LlamaModel::load_from_file(backend, &settings.model_path, &params).map_err(|e| {
-            EngineStartError::Llama(format!("loading {}: {e}", settings.model_path.display()))
-        })?;
-    Ok((model, backend))
-}
-
 struct Runner<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
+    /// Chains attached to `ctx`'s sequences; declared after `ctx` so they are freed after it.
+    device: Option<DeviceSamplers>,
     batch: LlamaBatch<'static>,
     batch_capacity: usize,
     template: LlamaChatTemplate,
@@ -95,65 +76,6 @@ struct Runner<'m> {
 }
 
 impl<'m> Runner<'m> {
-    fn new(
-        settings: &EngineSettings,
-        model: &'m LlamaModel,
-        backend: &LlamaBackend,
-    ) -> Result<Self, EngineStartError> {
-        let slots = settings.slots;
-        let batch_capacity = params::batch_capacity(settings);
-        let params = params::context_params(settings);
-        let ctx = model
-            .new_context(backend, params)
-            .map_err(|e| EngineStartError::Llama(format!("creating the context: {e}")))?;
-        let (template, template_source) = match model.chat_template(None) {
-            Ok(template) => (template, "gguf".to_owned()),
-            Err(_) => (
-                LlamaChatTemplate::new(&settings.chat_template).map_err(|e| {
-                    EngineStartError::Llama(format!("engine.chat_template is not usable: {e}"))
-                })?,
-                format!("builtin:{}", settings.chat_template),
-            ),
-        };
-        Ok(Runner {
-            model,
-            ctx,
-            batch: LlamaBatch::new(batch_capacity as usize, 1),
-            batch_capacity: batch_capacity as usize,
-            template,
-            template_source,
-            context_per_slot: settings.context_size,
-            slots: (0..slots).map(|_| None).collect(),
-            prefix: PrefixCache::new(slots as usize, settings.prefix_cache),
-            admissions: 0,
-        })
-    }
-
-    fn info(&self, settings: &EngineSettings) -> ModelInfo {
-        let name = if !settings.model_name.is_empty() {
-            settings.model_name.clone()
-        } else {
-            self.model
-                .meta_val_str("general.name")
-                .ok()
-                .filter(|n| !n.trim().is_empty())
-                .or_else(|| {
-                    settings
-                        .model_path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                })
-                .unwrap_or_else(|| "unknown".to_owned())
-        };
-        ModelInfo {
-            name,
-            context_per_slot: self.context_per_slot,
-            slots: self.slots.len() as u32,
-            gpu_layers: settings.n_gpu_layers,
-            chat_template_source: self.template_source.clone(),
-        }
-    }
-
     fn serve(&mut self, mut jobs: mpsc::UnboundedReceiver<Message>, busy: &AtomicUsize) {
         let mut open = true;
         loop {
@@ -241,6 +163,13 @@ impl<'m> Runner<'m> {
         };
         let slot = placement.slot;
         let (reused, follow) = self.settle(placement);
+        let on_device = self.device.as_mut().is_some_and(|device| {
+            device.prepare(
+                slot,
+                DeviceChoice::for_task(&task.sampling, task.constraint.is_some()),
+            )
+        });
+        tracing::debug!(slot, reused, on_device, "task admitted");
         self.admissions += 1;
         self.slots[slot] = Some(Sequence::new(SequenceStart {
             seq_id: slot as i32,
@@ -251,6 +180,7 @@ impl<'m> Runner<'m> {
             reply: job.reply,
             stream: job.request.stream,
             picker,
+            on_device,
             stops: job.request.task.stop,
             max_tokens: job.request.task.max_tokens,
             context_limit: self.context_per_slot as i32,
@@ -370,7 +300,7 @@ impl<'m> Runner<'m> {
                 InBatch::PromptEnd => sequence.prompt_read(),
                 InBatch::NextToken => sequence.next_token_decoded(),
             }
-            let token = match sequence.picker.pick(&self.ctx, sequence.batch_index) {
+            let token = match self.pick(slot, &mut sequence) {
                 Ok(token) => token,
                 Err(e) => {
                     self.prefix.keep(slot, sequence.tokens_in_cache());
@@ -386,6 +316,23 @@ impl<'m> Runner<'m> {
                 }
             }
         }
+    }
+
+    /// The sequence's next token, from the last decode: chosen on the device, or by its picker
+    /// from the logits.
+    fn pick(&mut self, slot: usize, sequence: &mut Sequence) -> Result<LlamaToken, TaskError> {
+        if !sequence.on_device {
+            return sequence.picker.pick(&self.ctx, sequence.batch_index);
+        }
+        self.device
+            .as_mut()
+            .and_then(|device| device.take(&self.ctx, slot, sequence.batch_index))
+            .ok_or_else(|| {
+                TaskError::new(
+                    ErrorCode::InferenceFailed,
+                    "llama.cpp's device sampler chose no token",
+                )
+            })
     }
 
     /// Takes the sequence out of `slot`, its KV cells left for the prefix cache.

@@ -1,0 +1,109 @@
+//! Starting the engine thread's runner: llama.cpp's backend (once per process), the model,
+//! the context with its slots, the chat template, and what is reported about them. It must
+//! not decode: the step loop is [`super`]'s.
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
+use std::sync::OnceLock;
+
+use super::super::device_sampling::DeviceSamplers;
+use super::super::grammar;
+use super::super::params;
+use super::super::prefix::PrefixCache;
+use super::super::{EngineStartError, ModelInfo};
+use super::Runner;
+use crate::config::EngineSettings;
+
+/// llama.cpp's backend may be initialised only once per process.
+pub(in crate::engine) fn backend() -> Result<&'static LlamaBackend, EngineStartError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            grammar::capture_logs();
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineStartError::Llama(e.clone()))
+}
+
+pub(super) fn load(
+    settings: &EngineSettings,
+) -> Result<(LlamaModel, &'static LlamaBackend), EngineStartError> {
+    let backend = backend()?;
+    let params = LlamaModelParams::default().with_n_gpu_layers(settings.n_gpu_layers);
+    let model =
+        LlamaModel::load_from_file(backend, &settings.model_path, &params).map_err(|e| {
+            EngineStartError::Llama(format!("loading {}: {e}", settings.model_path.display()))
+        })?;
+    Ok((model, backend))
+}
+
+impl<'m> Runner<'m> {
+    pub(super) fn new(
+        settings: &EngineSettings,
+        model: &'m LlamaModel,
+        backend: &LlamaBackend,
+    ) -> Result<Self, EngineStartError> {
+        let slots = settings.slots;
+        let batch_capacity = params::batch_capacity(settings);
+        let params = params::context_params(settings);
+        let ctx = model
+            .new_context(backend, params)
+            .map_err(|e| EngineStartError::Llama(format!("creating the context: {e}")))?;
+        let (template, template_source) = match model.chat_template(None) {
+            Ok(template) => (template, "gguf".to_owned()),
+            Err(_) => (
+                LlamaChatTemplate::new(&settings.chat_template).map_err(|e| {
+                    EngineStartError::Llama(format!("engine.chat_template is not usable: {e}"))
+                })?,
+                format!("builtin:{}", settings.chat_template),
+            ),
+        };
+        let device = if settings.samples_on_device() {
+            DeviceSamplers::new(&ctx, slots as usize)
+        } else {
+            None
+        };
+        Ok(Runner {
+            model,
+            device,
+            ctx,
+            batch: LlamaBatch::new(batch_capacity as usize, 1),
+            batch_capacity: batch_capacity as usize,
+            template,
+            template_source,
+            context_per_slot: settings.context_size,
+            slots: (0..slots).map(|_| None).collect(),
+            prefix: PrefixCache::new(slots as usize, settings.prefix_cache),
+            admissions: 0,
+        })
+    }
+
+    pub(super) fn info(&self, settings: &EngineSettings) -> ModelInfo {
+        let name = if !settings.model_name.is_empty() {
+            settings.model_name.clone()
+        } else {
+            self.model
+                .meta_val_str("general.name")
+                .ok()
+                .filter(|n| !n.trim().is_empty())
+                .or_else(|| {
+                    settings
+                        .model_path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "unknown".to_owned())
+        };
+        ModelInfo {
+            name,
+            context_per_slot: self.context_per_slot,
+            slots: self.slots.len() as u32,
+            gpu_layers: settings.n_gpu_layers,
+            chat_template_source: self.template_source.clone(),
+        }
+    }
+}
