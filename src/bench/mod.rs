@@ -55,6 +55,8 @@ pub(crate) struct Load {
     pub temperature: f32,
     /// top-k when sampling (`sampling.default_top_k`, as a worker applies it).
     pub top_k: u32,
+    /// `top_p` of each task, if any.
+    pub top_p: Option<f32>,
     /// llama-server only: its `cache_prompt` (reuse the slot's common prompt prefix). A
     /// warren worker's equivalent is `engine.prefix_cache`.
     pub cache_prompt: bool,
@@ -305,6 +307,7 @@ fn task_body(load: &Load, index: usize) -> TaskBody {
     TaskBody {
         max_tokens: Some(u64::from(load.max_tokens)),
         temperature: Some(f64::from(load.temperature)),
+        top_p: load.top_p.map(f64::from),
         seed: Some(index as u64),
         json_schema: load.json_schema.clone(),
         ..TaskBody::prompt(load.prompts[index % load.prompts.len()].clone())

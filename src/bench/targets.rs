@@ -89,7 +89,7 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
             max_tokens: load_for_tasks.max_tokens,
             sampling: Sampling {
                 temperature: load_for_tasks.temperature,
-                top_p: None,
+                top_p: load_for_tasks.top_p,
                 top_k: (load_for_tasks.temperature > 0.0).then_some(load_for_tasks.top_k),
                 min_p: None,
                 repeat_penalty: None,
@@ -143,6 +143,8 @@ pub(crate) async fn against_llama_server(base_url: &str, load: &Load) -> (Vec<Sa
                 "n_predict": task.max_tokens,
                 "temperature": task.temperature,
                 "top_k": load_top_k,
+                "top_p": task.top_p.unwrap_or(1.0),
+                "min_p": 0.0,
                 "seed": task.seed,
                 "cache_prompt": cache_prompt,
             });
@@ -194,6 +196,7 @@ pub(crate) async fn against_gateway(base_url: &str, load: &Load) -> (Vec<Sample>
                 "prompt": task.prompt,
                 "max_tokens": task.max_tokens,
                 "temperature": task.temperature,
+                "top_p": task.top_p,
                 "seed": task.seed,
             });
             tokio::task::spawn_blocking(move || {

@@ -25,6 +25,9 @@ pub(crate) struct Args {
     /// temperature of each task (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
+    /// top_p of each task (nucleus sampling; only with a temperature above 0).
+    #[arg(long)]
+    pub top_p: Option<f32>,
     /// Prompts, one per line, `\n` for a line break (default: 8 built-in prompts).
     #[arg(long)]
     pub prompts: Option<PathBuf>,
@@ -69,6 +72,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         top_k: settings.sampling.default_top_k,
+        top_p: args.top_p,
         cache_prompt: args.cache_prompt,
         json_schema: match &args.json_schema {
             Some(path) => Some(
