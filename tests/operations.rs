@@ -683,13 +683,44 @@ fn the_gpu_build_and_check_are_wired_for_the_cuda_feature_and_current_architectu
     );
     let script = std::fs::read_to_string(repo("scripts/gpu-check.sh")).unwrap();
     for needed in [
-        "N_GPU_LAYERS=\"$layers\"",
-        "for layers in 0 99",
+        "WARREN__ENGINE__N_GPU_LAYERS=99",
+        "WARREN__ENGINE__DEVICE_SAMPLING=off engine",
+        "WARREN__ENGINE__DEVICE_SAMPLING=on engine",
         "bench --in-process",
         "\" worker",
+        "--backend-sampling",
     ] {
         assert!(script.contains(needed), "gpu-check.sh lacks {needed}");
     }
+
+    // The tables come from the runs' JSON reports, whichever ran.
+    let results = std::env::temp_dir().join(format!("gpu-table-{}", std::process::id()));
+    std::fs::create_dir_all(&results).unwrap();
+    let report = |tokens_per_s: f64| {
+        serde_json::json!({"tokens_per_s": tokens_per_s, "errors": 0, "tasks_per_s": 1.0,
+            "ttft_ms": {"p50": 1.0}, "latency_ms": {"p50": 1.0}})
+        .to_string()
+    };
+    for (name, tokens_per_s) in [
+        ("engine-host-32", 1700.0),
+        ("engine-device-32", 3400.0),
+        ("llama-server-host-greedy-32", 850.0),
+    ] {
+        std::fs::write(results.join(format!("{name}.json")), report(tokens_per_s)).unwrap();
+    }
+    let table = Command::new("bash")
+        .arg(repo("scripts/gpu-check.sh"))
+        .env("TABLE_ONLY", "1")
+        .env("RESULTS", &results)
+        .env("SLOTS", "32")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("| 32 | 1700 | 3400 | - | 850 | - | - | - |"),
+        "{table}"
+    );
+    std::fs::remove_dir_all(&results).ok();
 }
 
 #[test]
