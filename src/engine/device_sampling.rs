@@ -27,10 +27,8 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2 as sys;
 
+use super::sampling::RANDOM_SEED;
 use crate::protocol::Sampling;
-
-/// llama.cpp's "choose a random seed" value.
-const RANDOM_SEED: u32 = u32::MAX;
 
 /// How a task's token is chosen on the device: the settings a slot's chain was built from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,13 +49,7 @@ impl DeviceChoice {
     /// Whether a chain built for `self` computes what one built for `other` does, seeds
     /// aside (the random state is copied in per task).
     fn same_chain(&self, other: &DeviceChoice) -> bool {
-        match (*self, *other) {
-            (DeviceChoice::Greedy, DeviceChoice::Greedy) => true,
-            (DeviceChoice::Draw { seed: _, .. }, DeviceChoice::Draw { seed: _, .. }) => {
-                self.without_seed() == other.without_seed()
-            }
-            _ => false,
-        }
+        self.without_seed() == other.without_seed()
     }
 
     fn without_seed(self) -> DeviceChoice {

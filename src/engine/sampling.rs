@@ -25,7 +25,7 @@ use super::grammar;
 use crate::protocol::{ErrorCode, Sampling, TaskError};
 
 /// llama.cpp's "choose a random seed" value.
-const RANDOM_SEED: u32 = u32::MAX;
+pub(super) const RANDOM_SEED: u32 = u32::MAX;
 
 /// How many recent tokens the repeat penalty looks at (llama.cpp's default).
 const REPEAT_PENALTY_WINDOW: i32 = 64;
