@@ -1,7 +1,7 @@
-//! Finished-task marks in Redis, so that a task is not worked on twice: once everything a
-//! delivery owes is confirmed, and before its ack, its id is recorded (`warren:finished:
-//! <requests queue>:<id>`, kept `worker.finished_ttl_s`); a delivery whose id is recorded is
-//! acked without being run or answered again. Optional (`worker.redis_url`): a Redis that
+//! Finished-task marks in Redis, so that a task is not worked on twice: once the transaction
+//! that published what a delivery owes and acked it is committed, its id is recorded
+//! (`warren:finished:<requests queue>:<id>`, kept `worker.finished_ttl_s`); a delivery whose
+//! id is recorded is acked without being run or answered again. Optional (`worker.redis_url`): a Redis that
 //! does not answer makes the worker fall back to at least once, never block.
 
 use crate::kv::{Kv, KvError};
