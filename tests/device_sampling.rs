@@ -180,6 +180,7 @@ async fn tasks_the_device_cannot_sample_run_on_the_host_beside_those_it_can() {
         "devmix",
         &[
             ("WARREN__ENGINE__DEVICE_SAMPLING", "on"),
+            ("WARREN__RETRY__MAX_ATTEMPTS", "1"),
             TWO_SLOTS,
             ONE_TOKEN_ROWS,
         ],
@@ -210,6 +211,11 @@ async fn tasks_the_device_cannot_sample_run_on_the_host_beside_those_it_can() {
         }
         assert_eq!(ok_text(&upstream.reply(&greedy_id).await), reference[0]);
     }
+    // A draw cut short by its timeout leaves its slot's chain as the next task needs it.
+    let cut = json!({"prompt": PROMPTS[1], "max_tokens": 400, "temperature": 0.8,
+        "timeout_ms": 50});
+    let reply = upstream.request(&names.requests, &cut).await;
+    assert_eq!(reply["error"]["code"], "timeout", "{reply}");
     // The slot that served the host is back on the device for the next greedy task.
     assert_eq!(
         greedy_texts(&mut upstream, &names.requests).await,
@@ -221,5 +227,5 @@ async fn tasks_the_device_cannot_sample_run_on_the_host_beside_those_it_can() {
         2,
         "the grammar and the penalty:\n{log}"
     );
-    assert_eq!(admitted(&log, true), 5, "the greedy tasks");
+    assert_eq!(admitted(&log, true), 6, "the greedy tasks and the draw");
 }
