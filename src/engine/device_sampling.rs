@@ -6,12 +6,12 @@
 //!
 //! Owns one llama.cpp sampler chain per slot, attached to the slot's sequence with
 //! `llama_set_sampler`. A slot keeps its chain between tasks: attaching a new one makes
-//! llama.cpp redo its graph reservation (measured at ~13 ms on an H100), so a task whose
-//! filters and temperature equal its slot's chain keeps it and only takes its own random
-//! state (its seed, or a fresh random one) into it. Tasks the device cannot serve —
-//! a grammar (it masks the vocabulary on the host), a repeat penalty (kept on the host for
-//! the same history as before) — detach the chain and use the host path; llama.cpp then
-//! copies logits for that batch as before.
+//! llama.cpp redo its graph reservation (a new chain's first token came ~13 ms later on an
+//! H100), so a task whose filters and temperature equal its slot's chain keeps it and only
+//! takes its own random state (its seed, or a fresh random one) into it. Tasks the device
+//! cannot serve — a grammar (it masks the vocabulary on the host), a repeat penalty (kept on
+//! the host for the same history as before) — detach the chain and use the host path;
+//! llama.cpp then copies logits for that batch as before.
 //!
 //! llama-cpp-2 (0.1.160) wraps the per-context samplers only at context creation, which cannot
 //! follow each task's settings, and keeps the context's raw pointer to itself; [`raw_context`]
