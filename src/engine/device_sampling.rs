@@ -27,7 +27,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2 as sys;
 
-use super::sampling::RANDOM_SEED;
+use super::sampling::{repeat_penalty, Draw};
 use crate::protocol::Sampling;
 
 /// How a task's token is chosen on the device: the settings a slot's chain was built from.
@@ -35,14 +35,8 @@ use crate::protocol::Sampling;
 pub(super) enum DeviceChoice {
     /// The most likely token (temperature 0).
     Greedy,
-    /// A random draw, after the same filters as the host's chain, in the same order.
-    Draw {
-        top_k: Option<i32>,
-        top_p: Option<f32>,
-        min_p: Option<f32>,
-        temperature: f32,
-        seed: u32,
-    },
+    /// A random draw, filtered as the host's chain filters.
+    Draw(Draw),
 }
 
 impl DeviceChoice {
@@ -54,19 +48,7 @@ impl DeviceChoice {
 
     fn without_seed(self) -> DeviceChoice {
         match self {
-            DeviceChoice::Draw {
-                top_k,
-                top_p,
-                min_p,
-                temperature,
-                ..
-            } => DeviceChoice::Draw {
-                top_k,
-                top_p,
-                min_p,
-                temperature,
-                seed: 0,
-            },
+            DeviceChoice::Draw(draw) => DeviceChoice::Draw(Draw { seed: 0, ..draw }),
             greedy => greedy,
         }
     }
@@ -74,23 +56,13 @@ impl DeviceChoice {
     /// How `sampling` runs on the device; `None` where the task needs the host: with a
     /// grammar (`constrained`) or a repeat penalty.
     pub(super) fn for_task(sampling: &Sampling, constrained: bool) -> Option<DeviceChoice> {
-        let penalty = sampling.repeat_penalty.is_some_and(|p| p != 1.0);
-        if constrained || penalty {
+        if constrained || repeat_penalty(sampling).is_some() {
             return None;
         }
         if sampling.temperature <= 0.0 {
             return Some(DeviceChoice::Greedy);
         }
-        Some(DeviceChoice::Draw {
-            top_k: sampling
-                .top_k
-                .filter(|k| *k > 0)
-                .map(|k| i32::try_from(k).unwrap_or(i32::MAX)),
-            top_p: sampling.top_p.filter(|p| *p < 1.0),
-            min_p: sampling.min_p.filter(|p| *p > 0.0),
-            temperature: sampling.temperature,
-            seed: sampling.seed.unwrap_or(RANDOM_SEED),
-        })
+        Some(DeviceChoice::Draw(Draw::of(sampling)))
     }
 }
 
@@ -112,24 +84,18 @@ impl DeviceChain {
             };
             match choice {
                 DeviceChoice::Greedy => add(sys::llama_sampler_init_greedy()),
-                DeviceChoice::Draw {
-                    top_k,
-                    top_p,
-                    min_p,
-                    temperature,
-                    seed,
-                } => {
-                    if let Some(k) = top_k {
+                DeviceChoice::Draw(draw) => {
+                    if let Some(k) = draw.top_k {
                         add(sys::llama_sampler_init_top_k(k));
                     }
-                    if let Some(p) = top_p {
+                    if let Some(p) = draw.top_p {
                         add(sys::llama_sampler_init_top_p(p, 1));
                     }
-                    if let Some(p) = min_p {
+                    if let Some(p) = draw.min_p {
                         add(sys::llama_sampler_init_min_p(p, 1));
                     }
-                    add(sys::llama_sampler_init_temp(temperature));
-                    add(sys::llama_sampler_init_dist(seed));
+                    add(sys::llama_sampler_init_temp(draw.temperature));
+                    add(sys::llama_sampler_init_dist(draw.seed));
                 }
             }
             Some(chain)
@@ -196,7 +162,9 @@ impl DeviceSamplers {
             // copies the samplers' state (the dist sampler's seed and generator), not the
             // graph it holds for the attached one.
             unsafe { sys::llama_sampler_copy(fresh.0.as_ptr(), kept.chain.0.as_ptr()) };
-            self.attached[slot] = self.attached[slot].take().map(|a| Attached { choice, ..a });
+            if let Some(Some(attached)) = self.attached.get_mut(slot) {
+                attached.choice = choice;
+            }
             return true;
         }
         // SAFETY: the chain outlives its attachment (kept below, or dropped after llama.cpp

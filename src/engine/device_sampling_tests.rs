@@ -29,13 +29,13 @@ fn greedy_and_plain_draws_run_on_the_device_grammars_and_penalties_on_the_host()
     );
     assert_eq!(
         DeviceChoice::for_task(&sampling(0.7, Some(3)), false),
-        Some(DeviceChoice::Draw {
+        Some(DeviceChoice::Draw(Draw {
             top_k: Some(40),
             top_p: Some(0.9),
             min_p: None,
             temperature: 0.7,
             seed: 3
-        })
+        }))
     );
     assert_eq!(DeviceChoice::for_task(&sampling(0.0, None), true), None);
     let penalised = Sampling {
@@ -51,13 +51,13 @@ fn greedy_and_plain_draws_run_on_the_device_grammars_and_penalties_on_the_host()
     };
     assert_eq!(
         DeviceChoice::for_task(&off_filters, false),
-        Some(DeviceChoice::Draw {
+        Some(DeviceChoice::Draw(Draw {
             top_k: None,
             top_p: None,
             min_p: None,
             temperature: 0.5,
-            seed: RANDOM_SEED
-        }),
+            seed: u32::MAX // llama.cpp's "random seed"
+        })),
         "filters that keep everything are left out"
     );
 }
@@ -74,7 +74,7 @@ fn continue_prompt(
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(256))
         .with_n_batch(64);
-    let ctx = model.new_context(backend, params).expect("a context");
+    let mut ctx = model.new_context(backend, params).expect("a context");
     let mut device = DeviceSamplers::new(&ctx, 1).expect("the context's handle");
     if let Some(choice) = choice {
         assert!(
@@ -82,7 +82,6 @@ fn continue_prompt(
             "the CPU backend runs {choice:?}"
         );
     }
-    let mut ctx = ctx;
     let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
     let mut batch = LlamaBatch::new(64, 1);
     batch.add_sequence(&tokens, 0, false).expect("batch");

@@ -25,7 +25,7 @@ use super::grammar;
 use crate::protocol::{ErrorCode, Sampling, TaskError};
 
 /// llama.cpp's "choose a random seed" value.
-pub(super) const RANDOM_SEED: u32 = u32::MAX;
+const RANDOM_SEED: u32 = u32::MAX;
 
 /// How many recent tokens the repeat penalty looks at (llama.cpp's default).
 const REPEAT_PENALTY_WINDOW: i32 = 64;
@@ -51,7 +51,7 @@ enum Choice {
 impl TokenPicker {
     /// The picker for `sampling`, constrained by `grammar` when given.
     pub(super) fn new(sampling: &Sampling, grammar: Option<LlamaSampler>) -> TokenPicker {
-        let penalty = sampling.repeat_penalty.is_some_and(|p| p != 1.0);
+        let penalty = repeat_penalty(sampling).is_some();
         let scan_top_k = sampling
             .top_k
             .map(|k| k as usize)
@@ -145,7 +145,7 @@ impl TokenPicker {
 
 impl Choice {
     fn for_sampling(sampling: &Sampling) -> Choice {
-        let penalty = sampling.repeat_penalty.filter(|p| *p != 1.0);
+        let penalty = repeat_penalty(sampling);
         if sampling.temperature <= 0.0 && penalty.is_none() {
             return Choice::Argmax;
         }
@@ -163,18 +163,52 @@ impl Choice {
             chain.push(LlamaSampler::greedy());
             return Choice::Chain(LlamaSampler::chain_simple(chain));
         }
-        if let Some(k) = sampling.top_k {
-            chain.push(LlamaSampler::top_k(i32::try_from(k).unwrap_or(i32::MAX)));
+        let draw = Draw::of(sampling);
+        if let Some(k) = draw.top_k {
+            chain.push(LlamaSampler::top_k(k));
         }
-        if let Some(p) = sampling.top_p.filter(|p| *p < 1.0) {
+        if let Some(p) = draw.top_p {
             chain.push(LlamaSampler::top_p(p, 1));
         }
-        if let Some(p) = sampling.min_p.filter(|p| *p > 0.0) {
+        if let Some(p) = draw.min_p {
             chain.push(LlamaSampler::min_p(p, 1));
         }
-        chain.push(LlamaSampler::temp(sampling.temperature));
-        chain.push(LlamaSampler::dist(sampling.seed.unwrap_or(RANDOM_SEED)));
+        chain.push(LlamaSampler::temp(draw.temperature));
+        chain.push(LlamaSampler::dist(draw.seed));
         Choice::Chain(LlamaSampler::chain_simple(chain))
+    }
+}
+
+/// A task's repeat penalty, unless it changes nothing.
+pub(super) fn repeat_penalty(sampling: &Sampling) -> Option<f32> {
+    sampling.repeat_penalty.filter(|p| *p != 1.0)
+}
+
+/// A random pick's settings as llama.cpp's samplers take them, filters that keep every token
+/// left out: top-k, top-p and min-p narrow the candidates in that order, then the temperature
+/// scales them and a draw with the seed picks one. The host's chain and the device's
+/// ([`super::device_sampling`]) are both built from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Draw {
+    pub top_k: Option<i32>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub temperature: f32,
+    pub seed: u32,
+}
+
+impl Draw {
+    pub(super) fn of(sampling: &Sampling) -> Draw {
+        Draw {
+            top_k: sampling
+                .top_k
+                .filter(|k| *k > 0)
+                .map(|k| i32::try_from(k).unwrap_or(i32::MAX)),
+            top_p: sampling.top_p.filter(|p| *p < 1.0),
+            min_p: sampling.min_p.filter(|p| *p > 0.0),
+            temperature: sampling.temperature,
+            seed: sampling.seed.unwrap_or(RANDOM_SEED),
+        }
     }
 }
 
