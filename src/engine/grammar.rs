@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr};
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use llama_cpp_2::model::LlamaModel;
@@ -23,21 +24,43 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2::{ggml_log_callback, ggml_log_level};
 
+use super::first_bytes::{names_no_tokens, FirstBytes};
 use super::sampling::TokenPicker;
 use crate::protocol::{OutputConstraint, Sampling, TaskError};
 
 /// The token picker of a task: its sampling, within its constraint's grammar if it has one.
+/// `first_bytes` gives the model's [`FirstBytes`] index, asked for only when the grammar reads
+/// text alone (see [`names_no_tokens`]).
 pub(super) fn picker(
     model: &LlamaModel,
     sampling: &Sampling,
     constraint: Option<&OutputConstraint>,
+    first_bytes: impl FnOnce() -> Rc<FirstBytes>,
 ) -> Result<TokenPicker, TaskError> {
-    let grammar = constraint.map(|c| sampler(model, c)).transpose()?;
-    Ok(TokenPicker::new(sampling, grammar))
+    let Some(constraint) = constraint else {
+        return Ok(TokenPicker::new(sampling, None));
+    };
+    let (grammar, reads_text) = sampler(model, constraint)?;
+    let search = reads_text.then(first_bytes);
+    Ok(TokenPicker::new(
+        sampling,
+        Some(Constrained { grammar, search }),
+    ))
 }
 
-/// The grammar sampler for `constraint`, or why llama.cpp refused it.
-fn sampler(model: &LlamaModel, constraint: &OutputConstraint) -> Result<LlamaSampler, TaskError> {
+/// A task's grammar sampler, and the index that narrows its whole-vocabulary mask.
+pub(super) struct Constrained {
+    pub grammar: LlamaSampler,
+    /// `None` for a grammar that names tokens by id: the whole vocabulary is then asked.
+    pub search: Option<Rc<FirstBytes>>,
+}
+
+/// The grammar sampler for `constraint` and whether its grammar reads text alone, or why
+/// llama.cpp refused it.
+fn sampler(
+    model: &LlamaModel,
+    constraint: &OutputConstraint,
+) -> Result<(LlamaSampler, bool), TaskError> {
     let (grammar, field) = match constraint {
         OutputConstraint::JsonSchema(schema) => {
             let grammar = schema_grammar(&schema.to_string()).map_err(|why| {
@@ -49,7 +72,8 @@ fn sampler(model: &LlamaModel, constraint: &OutputConstraint) -> Result<LlamaSam
         OutputConstraint::Grammar(grammar) => (grammar.clone(), "grammar"),
     };
     let (built, logged) = logged_while(|| LlamaSampler::grammar(model, &grammar, "root"));
-    built.map_err(|e| {
+    let reads_text = names_no_tokens(&grammar);
+    built.map(|sampler| (sampler, reads_text)).map_err(|e| {
         let why = logged.trim();
         let why = if why.is_empty() {
             e.to_string()

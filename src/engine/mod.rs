@@ -12,12 +12,14 @@
 //! sample per sequence). [`sequence`] is one task's state while it holds a slot (prompt
 //! progress, stops, limits, streaming); [`sampling`] picks a task's next token
 //! (an argmax for greedy, else a sampler chain), within the grammar [`grammar`] builds
-//! for a task that constrains its output; [`prefix`] decides which slot's KV cells a
+//! for a task that constrains its output, asking it about the few tokens [`first_bytes`]
+//! leaves when a whole-vocabulary mask is due; [`prefix`] decides which slot's KV cells a
 //! new prompt can start from; [`prompt`] turns a task's input into tokens;
 //! [`device_sampling`] lets the backend (a GPU) choose the tokens of tasks that need no
 //! host-side logic, so their logits never cross to the host.
 
 mod device_sampling;
+mod first_bytes;
 mod grammar;
 mod params;
 mod prefix;

@@ -12,7 +12,9 @@
 //! its argmax, then the most likely tokens in order until one fits, which is the masked
 //! argmax exactly; a sampled task with top-k takes the k best tokens that fit, which is what
 //! masking then top-k keeps. Only where neither applies (or nothing fits among the best few
-//! hundred) is the vocabulary masked. No task skips its constraint, greedy ones included.
+//! hundred, as when a schema needs a literal key) is the vocabulary masked, and then only the
+//! groups of tokens whose first byte the grammar can take are asked ([`FirstBytes`]). No task
+//! skips its constraint, greedy ones included.
 //!
 //! This module owns no llama.cpp context; it must not decode or touch the KV cache.
 
@@ -21,7 +23,10 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
-use super::grammar;
+use std::rc::Rc;
+
+use super::first_bytes::FirstBytes;
+use super::grammar::{self, Constrained};
 use crate::protocol::{ErrorCode, Sampling, TaskError};
 
 /// llama.cpp's "choose a random seed" value.
@@ -35,6 +40,9 @@ pub(super) struct TokenPicker {
     choice: Choice,
     /// The task's grammar sampler, when it constrains its output.
     grammar: Option<LlamaSampler>,
+    /// Narrows a whole-vocabulary mask to the tokens the grammar may allow (see
+    /// [`FirstBytes`]); `None` where every token must be asked.
+    search: Option<Rc<FirstBytes>>,
     /// With a grammar: the sampler chain's top-k when the k best allowed tokens can stand
     /// for the whole masked vocabulary (top-k on, no repeat penalty reshaping the logits).
     scan_top_k: Option<usize>,
@@ -49,16 +57,21 @@ enum Choice {
 }
 
 impl TokenPicker {
-    /// The picker for `sampling`, constrained by `grammar` when given.
-    pub(super) fn new(sampling: &Sampling, grammar: Option<LlamaSampler>) -> TokenPicker {
+    /// The picker for `sampling`, constrained by a grammar when given.
+    pub(super) fn new(sampling: &Sampling, constrained: Option<Constrained>) -> TokenPicker {
         let penalty = repeat_penalty(sampling).is_some();
         let scan_top_k = sampling
             .top_k
             .map(|k| k as usize)
             .filter(|k| (1..=grammar::SCANNED).contains(k) && !penalty);
+        let (grammar, search) = match constrained {
+            Some(Constrained { grammar, search }) => (Some(grammar), search),
+            None => (None, None),
+        };
         TokenPicker {
             choice: Choice::for_sampling(sampling),
             grammar,
+            search,
             scan_top_k,
         }
     }
@@ -119,7 +132,9 @@ impl TokenPicker {
 
 impl TokenPicker {
     /// The pick with every token the grammar refuses masked out of the whole vocabulary:
-    /// exact in every case, and what the cheaper searches fall back to.
+    /// exact in every case, and what the cheaper searches fall back to. Only the tokens the
+    /// [`FirstBytes`] index leaves are asked (it leaves out only refused ones); they keep id
+    /// order, so the pick is the one a mask of the whole vocabulary gives.
     fn pick_from_masked_vocabulary(
         &mut self,
         ctx: &LlamaContext<'_>,
@@ -128,7 +143,13 @@ impl TokenPicker {
         let Some(grammar) = &mut self.grammar else {
             return Err(grammar_dead_end());
         };
-        let mut all = ctx.token_data_array_ith(batch_index);
+        let mut all = match &self.search {
+            Some(index) => LlamaTokenDataArray::new(
+                index.candidates(grammar, ctx.get_logits_ith(batch_index)),
+                false,
+            ),
+            None => ctx.token_data_array_ith(batch_index),
+        };
         all.apply_sampler(grammar);
         match &mut self.choice {
             Choice::Argmax => all.apply_sampler(&mut LlamaSampler::greedy()),

@@ -4,6 +4,8 @@
 //! it) }. A sequence finishes on its own schedule and frees its slot at once; nothing waits
 //! for a whole batch. [`startup`] loads the model and creates the context.
 
+use std::cell::OnceCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +24,7 @@ pub(super) use startup::backend;
 use startup::load;
 
 use super::device_sampling::{DeviceChoice, DeviceSamplers};
+use super::first_bytes::FirstBytes;
 use super::grammar;
 use super::prefix::PrefixCache;
 use super::prompt;
@@ -73,6 +76,8 @@ struct Runner<'m> {
     prefix: PrefixCache,
     /// Tasks admitted so far: tells a slot's successive sequences apart.
     admissions: u64,
+    /// The vocabulary by first byte, built when the first constrained task comes.
+    first_bytes: OnceCell<Rc<FirstBytes>>,
 }
 
 impl<'m> Runner<'m> {
@@ -149,7 +154,18 @@ impl<'m> Runner<'m> {
             return;
         }
         let task = &job.request.task;
-        let picker = match grammar::picker(self.model, &task.sampling, task.constraint.as_ref()) {
+        let first_bytes = || {
+            Rc::clone(
+                self.first_bytes
+                    .get_or_init(|| Rc::new(FirstBytes::new(self.model))),
+            )
+        };
+        let picker = match grammar::picker(
+            self.model,
+            &task.sampling,
+            task.constraint.as_ref(),
+            first_bytes,
+        ) {
             Ok(picker) => picker,
             Err(e) => {
                 let _ = job.reply.send(Err(e));

@@ -79,6 +79,7 @@ impl<'m> Runner<'m> {
             slots: (0..slots).map(|_| None).collect(),
             prefix: PrefixCache::new(slots as usize, settings.prefix_cache),
             admissions: 0,
+            first_bytes: std::cell::OnceCell::new(),
         })
     }
 
