@@ -4,6 +4,7 @@ worker on the real model: a JSONL file uploaded with `files.create`, run with
 with `files.content`; malformed files and requests, cancel, and a gateway killed mid-batch."""
 
 import json
+import subprocess
 import time
 
 import httpx
@@ -218,6 +219,40 @@ def test_a_cancelled_batch_stops_and_accounts_for_every_request(stack):
         assert not_run and all(r["error"]["code"] == "batch_cancelled" for r in not_run)
         # A cancelled batch stays cancelled.
         assert client.batches.cancel(batch.id).status == "cancelled"
+    finally:
+        gateway.stop()
+
+
+def test_an_expired_batch_stops_and_reports_what_did_not_run(stack):
+    """The 24 h completion window cannot be waited for: the test moves the batch's
+    `expires_at` (stored in Redis, read by the gateway at each round) into the past, as time
+    would."""
+    gateway = start_gateway(stack.names, gateway__batch_in_flight=1)
+    try:
+        client = sdk(gateway.base_url)
+        lines = [chat_line(f"r{i}", f"Write a long story about the number {i}.", max_tokens=48) for i in range(12)]
+        batch = run_batch(client, lines)
+        assert batch.expires_at >= batch.created_at + 24 * 3600 - 5
+        wait_completed(client, batch.id, 1)
+        key = f"warren:batch:{batch.id}"
+        stored = json.loads(subprocess.run(["redis-cli", "HGET", key, "object"], capture_output=True, text=True, check=True).stdout)
+        stored["expires_at"] = int(time.time()) - 1
+        subprocess.run(["redis-cli", "HSET", key, "object", json.dumps(stored)], capture_output=True, check=True)
+        batch = wait_final(client, batch.id)
+        assert batch.status == "expired" and batch.expired_at, batch
+        assert 1 <= batch.request_counts.completed < 12
+        found = each_once(client, batch, lines)
+        ran = [r for r in found.values() if r["error"] is None]
+        not_run = [r for r in found.values() if r["error"] is not None]
+        answered = [r for r in ran if r["response"]["status_code"] == 200]
+        assert len(answered) == batch.request_counts.completed
+        # The one request in flight at the expiry (batch_in_flight 1) was cancelled.
+        cut_short = [r for r in ran if r["response"]["status_code"] != 200]
+        assert len(cut_short) <= 1, cut_short
+        assert all(r["response"]["status_code"] == 504 and r["response"]["body"]["error"]["code"] == "cancelled" for r in cut_short), cut_short
+        assert not_run and all(r["error"]["code"] == "batch_expired" and r["response"] is None for r in not_run), not_run
+        # An expired batch cannot be cancelled into anything else.
+        assert client.batches.cancel(batch.id).status == "expired"
     finally:
         gateway.stop()
 
