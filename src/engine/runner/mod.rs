@@ -155,10 +155,13 @@ impl<'m> Runner<'m> {
         }
         let task = &job.request.task;
         let first_bytes = || {
-            Rc::clone(
-                self.first_bytes
-                    .get_or_init(|| Rc::new(FirstBytes::new(self.model))),
-            )
+            Rc::clone(self.first_bytes.get_or_init(|| {
+                let started = Instant::now();
+                let index = FirstBytes::new(self.model);
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::debug!(ms, "vocabulary grouped by first byte for grammar masks");
+                Rc::new(index)
+            }))
         };
         let picker = match grammar::picker(
             self.model,
