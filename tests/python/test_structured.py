@@ -249,6 +249,18 @@ def test_over_amqp_a_schema_and_a_grammar_constrain_the_reply(amqp):
     assert grammar_reply["text"] in ("yes", "no"), grammar_reply
 
 
+def test_over_amqp_sampled_tasks_that_mask_every_step_keep_to_their_schema(amqp):
+    """Without top-k (top_k 0) or with a repeat penalty, each token is picked from the
+    grammar-masked vocabulary (narrowed by first byte), not from a scan of the best tokens."""
+    settings = [{"top_k": 0, "temperature": 1.0, "seed": 3}, {"top_k": 0, "temperature": 0.7, "top_p": 0.9, "seed": 4},
+                {"temperature": 0.8, "repeat_penalty": 1.3, "seed": 5}]
+    sent = [amqp.send({"messages": ask("Describe a person."), "json_schema": PERSON, "max_tokens": 256, **s}) for s in settings]
+    for task_id, sampling in zip(sent, settings):
+        reply = amqp.reply(task_id)
+        assert reply["status"] == "ok" and reply["finish_reason"] == "stop", (sampling, reply)
+        jsonschema.validate(json.loads(reply["text"]), PERSON)
+
+
 def test_over_amqp_a_bad_constraint_is_an_error_reply_and_a_dead_letter(amqp):
     bad_grammar = amqp.send({"prompt": "x", "grammar": 'root ::= root "a"'})
     both = amqp.send({"prompt": "x", "grammar": YES_NO, "json_schema": PERSON})
