@@ -54,6 +54,12 @@ pub struct TaskBody {
     /// Keep the k most likely tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_k: Option<u64>,
+    /// Drop tokens less likely than this share of the most likely one's probability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f64>,
+    /// Penalty on tokens already in the recent text (1 = none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<f64>,
     /// Seed of the sampler.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,

@@ -100,6 +100,13 @@ struct RawRequest {
     /// `extra_body`).
     #[serde(default)]
     grammar: Option<String>,
+    /// Sampling extensions llama.cpp's server takes too (`extra_body` in the SDKs).
+    #[serde(default)]
+    top_k: Option<u64>,
+    #[serde(default)]
+    min_p: Option<f64>,
+    #[serde(default)]
+    repeat_penalty: Option<f64>,
     #[serde(default)]
     #[allow(dead_code)]
     user: Option<String>,
@@ -159,6 +166,9 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
         max_tokens: raw.max_completion_tokens.or(raw.max_tokens),
         temperature: raw.temperature,
         top_p: raw.top_p,
+        top_k: raw.top_k,
+        min_p: raw.min_p,
+        repeat_penalty: raw.repeat_penalty,
         seed: raw.seed,
         stop: raw.stop.map(|stop| match stop {
             Stop::One(s) => vec![s],
@@ -315,8 +325,40 @@ mod tests {
         let request = parse_request(Kind::Completion, body.to_string().as_bytes()).unwrap();
         assert_eq!(request.task.prompt.as_deref(), Some("Once"));
         assert_eq!(request.task.temperature, Some(0.5));
+        assert_eq!(
+            (
+                request.task.top_k,
+                request.task.min_p,
+                request.task.repeat_penalty
+            ),
+            (None, None, None)
+        );
         assert_eq!(request.task.stream, None);
         assert_eq!(request.prompt_chars, 4);
+    }
+
+    #[test]
+    fn llama_servers_sampling_extensions_reach_the_task() {
+        let body = json!({"model": "m", "prompt": "x", "temperature": 0.8, "top_k": 5,
+            "min_p": 0.1, "repeat_penalty": 1.2});
+        let request = parse_request(Kind::Completion, body.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (
+                request.task.top_k,
+                request.task.min_p,
+                request.task.repeat_penalty
+            ),
+            (Some(5), Some(0.1), Some(1.2))
+        );
+        let task: serde_json::Value = serde_json::from_slice(&request.task.to_bytes()).unwrap();
+        assert_eq!(
+            (&task["top_k"], &task["min_p"], &task["repeat_penalty"]),
+            (&json!(5), &json!(0.1), &json!(1.2)),
+            "named as the wire contract names them"
+        );
+        let body = json!({"model": "m", "prompt": "x", "top_k": "many"});
+        let refused = parse_request(Kind::Completion, body.to_string().as_bytes()).unwrap_err();
+        assert_eq!(refused.param.as_deref(), Some("top_k"));
     }
 
     #[test]
