@@ -60,6 +60,12 @@ pub struct TaskBody {
     /// Penalty on tokens already in the recent text (1 = none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repeat_penalty: Option<f64>,
+    /// OpenAI's frequency penalty, -2 ..= 2 (0 = none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    /// OpenAI's presence penalty, -2 ..= 2 (0 = none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
     /// Seed of the sampler.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,

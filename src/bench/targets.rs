@@ -93,6 +93,8 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
                 top_k: (load_for_tasks.temperature > 0.0).then_some(load_for_tasks.top_k),
                 min_p: None,
                 repeat_penalty: None,
+                frequency_penalty: None,
+                presence_penalty: None,
                 seed: Some(index as u32),
             },
             stop: Vec::new(),

@@ -9,8 +9,9 @@
 //! llama.cpp redo its graph reservation (a new chain's first token came ~13 ms later on an
 //! H100), so a task whose filters and temperature equal its slot's chain keeps it and only
 //! takes its own random state (its seed, or a fresh random one) into it. Tasks the device
-//! cannot serve — a grammar (it masks the vocabulary on the host), a repeat penalty (kept on
-//! the host for the same history as before) — detach the chain and use the host path;
+//! cannot serve — a grammar (it masks the vocabulary on the host), a penalty on recent
+//! tokens (kept on the host for the same history as before) — detach the chain and use the
+//! host path;
 //! llama.cpp then copies logits for that batch as before.
 //!
 //! llama-cpp-2 (0.1.160) wraps the per-context samplers only at context creation, which cannot
@@ -27,7 +28,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2 as sys;
 
-use super::sampling::{repeat_penalty, Draw};
+use super::sampling::{penalties, Draw};
 use crate::protocol::Sampling;
 
 /// How a task's token is chosen on the device: the settings a slot's chain was built from.
@@ -54,9 +55,9 @@ impl DeviceChoice {
     }
 
     /// How `sampling` runs on the device; `None` where the task needs the host: with a
-    /// grammar (`constrained`) or a repeat penalty.
+    /// grammar (`constrained`) or a penalty on recent tokens.
     pub(super) fn for_task(sampling: &Sampling, constrained: bool) -> Option<DeviceChoice> {
-        if constrained || repeat_penalty(sampling).is_some() {
+        if constrained || penalties(sampling).is_some() {
             return None;
         }
         if sampling.temperature <= 0.0 {

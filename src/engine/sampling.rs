@@ -2,7 +2,7 @@
 //! constrains its output, its grammar.
 //!
 //! The vocabulary of small modern models is large (262k tokens for Gemma 3), so the choice is
-//! made to do little work per token. Plain greedy decoding (temperature 0, no repeat penalty)
+//! made to do little work per token. Plain greedy decoding (temperature 0, no penalties)
 //! is an argmax over the logits where llama.cpp left them: no copy into a candidate array, no
 //! sort, no softmax. Everything else goes through a llama.cpp sampler chain in which top-k
 //! runs first, so that top-p, min-p and the softmax see k tokens, not all.
@@ -32,8 +32,8 @@ use crate::protocol::{ErrorCode, Sampling, TaskError};
 /// llama.cpp's "choose a random seed" value.
 const RANDOM_SEED: u32 = u32::MAX;
 
-/// How many recent tokens the repeat penalty looks at (llama.cpp's default).
-const REPEAT_PENALTY_WINDOW: i32 = 64;
+/// How many recent tokens the penalties look at (llama.cpp's default).
+const PENALTY_WINDOW: i32 = 64;
 
 /// How one task picks its next token.
 pub(super) struct TokenPicker {
@@ -44,13 +44,13 @@ pub(super) struct TokenPicker {
     /// [`FirstBytes`]); `None` where every token must be asked.
     search: Option<Rc<FirstBytes>>,
     /// With a grammar: the sampler chain's top-k when the k best allowed tokens can stand
-    /// for the whole masked vocabulary (top-k on, no repeat penalty reshaping the logits).
+    /// for the whole masked vocabulary (top-k on, no penalty reshaping the logits).
     scan_top_k: Option<usize>,
 }
 
 /// How a token is chosen among those allowed.
 enum Choice {
-    /// Temperature 0 and no repeat penalty: the most likely token, nothing else.
+    /// Temperature 0 and no penalties: the most likely token, nothing else.
     Argmax,
     /// Any other settings: a llama.cpp sampler chain (it keeps the task's random state).
     Chain(LlamaSampler),
@@ -59,7 +59,7 @@ enum Choice {
 impl TokenPicker {
     /// The picker for `sampling`, constrained by a grammar when given.
     pub(super) fn new(sampling: &Sampling, constrained: Option<Constrained>) -> TokenPicker {
-        let penalty = repeat_penalty(sampling).is_some();
+        let penalty = penalties(sampling).is_some();
         let scan_top_k = sampling
             .top_k
             .map(|k| k as usize)
@@ -166,18 +166,18 @@ impl TokenPicker {
 
 impl Choice {
     fn for_sampling(sampling: &Sampling) -> Choice {
-        let penalty = repeat_penalty(sampling);
-        if sampling.temperature <= 0.0 && penalty.is_none() {
+        let penalties = penalties(sampling);
+        if sampling.temperature <= 0.0 && penalties.is_none() {
             return Choice::Argmax;
         }
         let mut chain = Vec::with_capacity(6);
-        if let Some(penalty) = penalty {
+        if let Some(penalties) = penalties {
             chain.push(LlamaSampler::penalties(
                 0,
-                REPEAT_PENALTY_WINDOW,
-                penalty,
-                0.0,
-                0.0,
+                PENALTY_WINDOW,
+                penalties.repeat,
+                penalties.frequency,
+                penalties.presence,
             ));
         }
         if sampling.temperature <= 0.0 {
@@ -200,9 +200,26 @@ impl Choice {
     }
 }
 
-/// A task's repeat penalty, unless it changes nothing.
-pub(super) fn repeat_penalty(sampling: &Sampling) -> Option<f32> {
-    sampling.repeat_penalty.filter(|p| *p != 1.0)
+/// A task's penalties on recent tokens, as llama.cpp's penalties sampler takes them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Penalties {
+    /// Divides a recent token's positive logit (multiplies a negative one); 1 = off.
+    pub repeat: f32,
+    /// Subtracted from a recent token's logit per occurrence; 0 = off.
+    pub frequency: f32,
+    /// Subtracted from a recent token's logit once; 0 = off.
+    pub presence: f32,
+}
+
+/// A task's penalties, unless none of them changes anything.
+pub(super) fn penalties(sampling: &Sampling) -> Option<Penalties> {
+    let penalties = Penalties {
+        repeat: sampling.repeat_penalty.unwrap_or(1.0),
+        frequency: sampling.frequency_penalty.unwrap_or(0.0),
+        presence: sampling.presence_penalty.unwrap_or(0.0),
+    };
+    let off = penalties.repeat == 1.0 && penalties.frequency == 0.0 && penalties.presence == 0.0;
+    (!off).then_some(penalties)
 }
 
 /// A random pick's settings as llama.cpp's samplers take them, filters that keep every token
@@ -265,6 +282,8 @@ mod tests {
             top_k: Some(40),
             min_p: None,
             repeat_penalty,
+            frequency_penalty: None,
+            presence_penalty: None,
             seed: Some(7),
         }
     }
@@ -369,5 +388,34 @@ mod tests {
         assert!(TokenPicker::new(&sampling(0.0, Some(1.0)), None).is_plain_argmax());
         assert!(!TokenPicker::new(&sampling(0.0, Some(1.3)), None).is_plain_argmax());
         assert!(!TokenPicker::new(&sampling(0.8, None), None).is_plain_argmax());
+        let frequency = Sampling {
+            frequency_penalty: Some(0.5),
+            ..sampling(0.0, None)
+        };
+        assert!(!TokenPicker::new(&frequency, None).is_plain_argmax());
+        let presence_off = Sampling {
+            presence_penalty: Some(0.0),
+            ..sampling(0.0, None)
+        };
+        assert!(TokenPicker::new(&presence_off, None).is_plain_argmax());
+    }
+
+    #[test]
+    fn penalties_that_change_nothing_are_none() {
+        assert_eq!(penalties(&sampling(0.7, None)), None);
+        assert_eq!(penalties(&sampling(0.7, Some(1.0))), None);
+        let openai = Sampling {
+            frequency_penalty: Some(-0.5),
+            presence_penalty: Some(1.5),
+            ..sampling(0.7, None)
+        };
+        assert_eq!(
+            penalties(&openai),
+            Some(Penalties {
+                repeat: 1.0,
+                frequency: -0.5,
+                presence: 1.5
+            })
+        );
     }
 }

@@ -85,6 +85,10 @@ struct RawRequest {
     #[serde(default)]
     top_p: Option<f64>,
     #[serde(default)]
+    frequency_penalty: Option<f64>,
+    #[serde(default)]
+    presence_penalty: Option<f64>,
+    #[serde(default)]
     stop: Option<Stop>,
     #[serde(default)]
     seed: Option<u64>,
@@ -169,6 +173,8 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
         top_k: raw.top_k,
         min_p: raw.min_p,
         repeat_penalty: raw.repeat_penalty,
+        frequency_penalty: raw.frequency_penalty,
+        presence_penalty: raw.presence_penalty,
         seed: raw.seed,
         stop: raw.stop.map(|stop| match stop {
             Stop::One(s) => vec![s],
@@ -321,10 +327,18 @@ mod tests {
 
     #[test]
     fn a_completion_request_becomes_a_task_with_a_prompt() {
-        let body = json!({"model": "m", "prompt": "Once", "stop": ["a", "b"], "temperature": 0.5});
+        let body = json!({"model": "m", "prompt": "Once", "stop": ["a", "b"], "temperature": 0.5,
+            "frequency_penalty": 0.25, "presence_penalty": -1});
         let request = parse_request(Kind::Completion, body.to_string().as_bytes()).unwrap();
         assert_eq!(request.task.prompt.as_deref(), Some("Once"));
         assert_eq!(request.task.temperature, Some(0.5));
+        assert_eq!(
+            (
+                request.task.frequency_penalty,
+                request.task.presence_penalty
+            ),
+            (Some(0.25), Some(-1.0))
+        );
         assert_eq!(
             (
                 request.task.top_k,

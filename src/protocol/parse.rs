@@ -104,6 +104,12 @@ pub fn parse_task(
     let repeat_penalty = fields
         .number("repeat_penalty", 0.0, 100.0, false)?
         .map(|v| v as f32);
+    let frequency_penalty = fields
+        .number("frequency_penalty", -2.0, 2.0, true)?
+        .map(|v| v as f32);
+    let presence_penalty = fields
+        .number("presence_penalty", -2.0, 2.0, true)?
+        .map(|v| v as f32);
     // u32::MAX is llama.cpp's "pick a random seed", so it is not a valid fixed seed.
     let seed = fields
         .integer("seed", 0, u64::from(u32::MAX - 1))?
@@ -126,6 +132,8 @@ pub fn parse_task(
             top_k,
             min_p,
             repeat_penalty,
+            frequency_penalty,
+            presence_penalty,
             seed,
         },
         stop,

@@ -46,7 +46,8 @@ fn every_optional_field_is_read() {
     let task = parse(json!({
         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
         "max_tokens": 7, "temperature": 0.8, "top_p": 0.9, "top_k": 0, "min_p": 0.05,
-        "repeat_penalty": 1.1, "seed": 42, "stop": ["\n"], "timeout_ms": 1000,
+        "repeat_penalty": 1.1, "frequency_penalty": -0.5, "presence_penalty": 2,
+        "seed": 42, "stop": ["\n"], "timeout_ms": 1000,
         "deadline_ms": 1_900_000_000_000u64, "stream": false, "version": 1,
         "some_future_field": {"ignored": true}
     }))
@@ -58,6 +59,8 @@ fn every_optional_field_is_read() {
     assert_eq!(messages[1].content, "Hi");
     assert_eq!(task.max_tokens, 7);
     assert_eq!(task.sampling.top_k, None, "top_k 0 turns it off");
+    assert_eq!(task.sampling.frequency_penalty, Some(-0.5));
+    assert_eq!(task.sampling.presence_penalty, Some(2.0));
     assert_eq!(task.sampling.seed, Some(42));
     assert_eq!(task.sampling.min_p, Some(0.05));
     assert_eq!(task.stop, vec!["\n".to_string()]);
@@ -127,6 +130,14 @@ fn field_rules() {
         (
             json!({"prompt": "a", "repeat_penalty": 0}),
             "`repeat_penalty`",
+        ),
+        (
+            json!({"prompt": "a", "frequency_penalty": 2.5}),
+            "`frequency_penalty` must be a number in [-2, 2]",
+        ),
+        (
+            json!({"prompt": "a", "presence_penalty": "high"}),
+            "`presence_penalty`",
         ),
         (
             json!({"prompt": "a", "seed": 4_294_967_295u64}),

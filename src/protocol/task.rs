@@ -58,6 +58,10 @@ pub struct Sampling {
     pub min_p: Option<f32>,
     /// Penalty on repeated tokens; 1.0 = off.
     pub repeat_penalty: Option<f32>,
+    /// OpenAI's: lowers a recent token's logit by this much per time it occurred; 0 = off.
+    pub frequency_penalty: Option<f32>,
+    /// OpenAI's: lowers a recent token's logit by this much once; 0 = off.
+    pub presence_penalty: Option<f32>,
     /// Seed of the random sampler; random when absent.
     pub seed: Option<u32>,
 }

@@ -73,22 +73,27 @@ def test_the_same_seed_gives_the_same_sampled_text(client):
     assert ask(7) == ask(7)
 
 
-def test_llama_server_sampling_extensions_are_honoured(client):
+def test_sampling_extensions_and_openais_penalties_are_honoured(client):
     """`top_k`, `min_p` and `repeat_penalty` in `extra_body`, as llama-server takes them: with
-    top_k 1 a hot, seeded draw has one candidate, so every seed gives the greedy text."""
+    top_k 1 a hot, seeded draw has one candidate, so every seed gives the greedy text; a
+    repeat, frequency or presence penalty breaks a chant the greedy text repeats."""
     ask = lambda **options: client.chat.completions.create(
         model="m", messages=PROMPT, max_tokens=16, **options
     ).choices[0].message.content
     greedy = ask(temperature=0)
     assert {ask(temperature=1.5, seed=seed, extra_body={"top_k": 1}) for seed in (1, 2, 3)} == {greedy}
     assert {ask(temperature=1.5, seed=seed, extra_body={"min_p": 1.0}) for seed in (1, 2)} == {greedy}
-    chant = lambda **options: client.completions.create(
-        model="m", prompt="la la la la la la la la la la", max_tokens=12, temperature=0, **options
-    ).choices[0].text
-    repeated = chant()
-    assert repeated.count("la") >= 6, repeated
-    penalised = chant(extra_body={"repeat_penalty": 1.5})
-    assert penalised.count("la") < repeated.count("la"), (repeated, penalised)
+    chant = lambda word, **options: client.completions.create(
+        model="m", prompt=f"{word} {word} {word} no {word} {word}", max_tokens=12, temperature=0, **options
+    ).choices[0].text.split().count(word)
+    assert chant("la") >= 10 and chant("yes") >= 10, "the greedy text repeats the chant"
+    assert chant("la", extra_body={"repeat_penalty": 1.5}) < chant("la")
+    # OpenAI's own penalties, by the SDK's named arguments.
+    assert chant("yes", frequency_penalty=2.0) < chant("yes")
+    assert chant("yes", presence_penalty=2.0) < chant("yes")
+    with pytest.raises(openai.BadRequestError) as raised:
+        chant("yes", frequency_penalty=2.5)
+    assert "frequency_penalty" in raised.value.message
     for bad, field in [({"top_k": -1}, "top_k"), ({"min_p": 2}, "min_p"), ({"repeat_penalty": -1}, "repeat_penalty")]:
         with pytest.raises(openai.BadRequestError) as raised:
             ask(extra_body=bad)
