@@ -5,6 +5,8 @@
 #   1. the engine alone, every layer on the GPU, tokens chosen on the host (engine.device_sampling
 #      "off": the logits copied back and scanned, the path before) and on the device ("on", the
 #      GPU default), greedy and sampled (temperature 0.7, top-k 40, top-p 0.95, seeded per task);
+#      then (n > 1) engine.kv_unified true (one KV cache) against the default (a stream per
+#      slot), with tasks of one length and of eight (--mixed-lengths);
 #   2. warren through RabbitMQ, greedy: a worker with the GPU defaults (SKIP_BROKER=1 skips it;
 #      needs a broker: make broker-up);
 #   3. llama-server (LLAMA_SERVER=path of a CUDA build; skipped when unset), -ngl 99 -np n, the
@@ -64,6 +66,14 @@ for n in $SLOTS; do
   WARREN__ENGINE__DEVICE_SAMPLING=on engine "engine-device-$n" "$n"
   WARREN__ENGINE__DEVICE_SAMPLING=off engine "engine-host-sampled-$n" "$n" "${SAMPLED[@]}"
   WARREN__ENGINE__DEVICE_SAMPLING=on engine "engine-device-sampled-$n" "$n" "${SAMPLED[@]}"
+  if [ "$n" -gt 1 ]; then
+    # The KV cache's layout: one cache against a stream per slot (the default), with tasks of
+    # one length and of eight (slots freed here and there: with streams, one pass per run of
+    # consecutive busy slots).
+    WARREN__ENGINE__DEVICE_SAMPLING=on WARREN__ENGINE__KV_UNIFIED=true engine "engine-device-unified-$n" "$n"
+    WARREN__ENGINE__DEVICE_SAMPLING=on WARREN__ENGINE__KV_UNIFIED=true engine "engine-device-unified-mixed-$n" "$n" --mixed-lengths
+    WARREN__ENGINE__DEVICE_SAMPLING=on engine "engine-device-mixed-$n" "$n" --mixed-lengths
+  fi
   if [ -z "${SKIP_BROKER:-}" ]; then
     echo "-- warren-$n (through RabbitMQ)" >&2
     WARREN__ENGINE__SLOTS="$n" WARREN__LOG__LEVEL=info "$WARREN_BIN" worker 2> "$RESULTS/worker-$n.log" &

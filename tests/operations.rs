@@ -689,6 +689,8 @@ fn the_gpu_build_and_check_are_wired_for_the_cuda_feature_and_current_architectu
         "bench --in-process",
         "\" worker",
         "--backend-sampling",
+        "WARREN__ENGINE__KV_UNIFIED=true engine",
+        "--mixed-lengths",
     ] {
         assert!(script.contains(needed), "gpu-check.sh lacks {needed}");
     }
@@ -705,6 +707,7 @@ fn the_gpu_build_and_check_are_wired_for_the_cuda_feature_and_current_architectu
         ("engine-host-32", 1700.0),
         ("engine-device-32", 3400.0),
         ("llama-server-host-greedy-32", 850.0),
+        ("engine-device-unified-32", 6800.0),
     ] {
         std::fs::write(results.join(format!("{name}.json")), report(tokens_per_s)).unwrap();
     }
@@ -719,6 +722,10 @@ fn the_gpu_build_and_check_are_wired_for_the_cuda_feature_and_current_architectu
     assert!(
         table.contains("| 32 | 1700 | 3400 | - | 850 | - | - | - |"),
         "{table}"
+    );
+    assert!(
+        table.contains("| 32 | 6800 | 3400 | 2.00x | - | - | - |"),
+        "the KV layouts side by side: {table}"
     );
     std::fs::remove_dir_all(&results).ok();
 }

@@ -103,6 +103,51 @@ async fn reference_texts() -> HashMap<&'static str, String> {
 }
 
 #[tokio::test]
+async fn in_one_kv_cache_a_reused_prefix_is_shared_and_tasks_at_once_are_all_answered() {
+    let reference = reference_texts().await;
+    let names = Names::new("prefixunified");
+    let _worker = WorkerProcess::start(
+        &names,
+        &[
+            ("WARREN__ENGINE__SLOTS", "2"),
+            ("WARREN__ENGINE__KV_UNIFIED", "true"),
+            ONE_TOKEN_ROWS,
+        ],
+    )
+    .await;
+    let client = client(&names).await;
+    let first = ok_reply(&client, &task(QUESTIONS[0])).await;
+    let system_tokens = first.usage.map_or(0, |u| u.prompt_tokens) / 2;
+    // One after another, each task alone in the cache with the prefix it shares.
+    for question in QUESTIONS {
+        let reply = ok_reply(&client, &task(question)).await;
+        assert!(cached(&reply) > system_tokens, "{:?}", reply.usage);
+        assert_eq!(
+            reply.text.as_deref(),
+            reference.get(question).map(String::as_str),
+            "{question}"
+        );
+    }
+    // All at once: every task answered, the prefix read at most once per slot.
+    let mut pending = Vec::new();
+    for question in QUESTIONS {
+        let id = uuid::Uuid::new_v4().to_string();
+        pending.push(
+            client
+                .submit(&id, &task(question))
+                .await
+                .expect("submitted"),
+        );
+    }
+    for answer in pending {
+        let reply = ok_answer(answer).await;
+        assert!(cached(&reply) > system_tokens, "{:?}", reply.usage);
+        assert!(!reply.text.unwrap_or_default().is_empty());
+    }
+    client.close().await;
+}
+
+#[tokio::test]
 async fn a_reused_prefix_changes_nothing_in_the_output_one_task_after_another() {
     let reference = reference_texts().await;
     let names = Names::new("prefixseq");

@@ -49,8 +49,11 @@ pub(crate) struct Load {
     pub concurrency: usize,
     /// Prompts, used in turn.
     pub prompts: Vec<String>,
-    /// `max_tokens` of each task.
+    /// `max_tokens` of each task (the longest, with `mixed_lengths`).
     pub max_tokens: u32,
+    /// Tasks of eight lengths, 1/8 to 8/8 of `max_tokens`, in a scrambled order: they end at
+    /// different times and free slots here and there, as real traffic does.
+    pub mixed_lengths: bool,
     /// `temperature` of each task.
     pub temperature: f32,
     /// top-k when sampling (`sampling.default_top_k`, as a worker applies it).
@@ -302,10 +305,21 @@ where
     (samples, wall)
 }
 
+impl Load {
+    /// `max_tokens` of task `index`.
+    pub(crate) fn max_tokens_of(&self, index: usize) -> u32 {
+        if !self.mixed_lengths {
+            return self.max_tokens;
+        }
+        let eighths = 1 + (index * 5 % 8) as u32;
+        (self.max_tokens * eighths / 8).max(1)
+    }
+}
+
 /// The task `index` of `load`, as every target is sent it.
 fn task_body(load: &Load, index: usize) -> TaskBody {
     TaskBody {
-        max_tokens: Some(u64::from(load.max_tokens)),
+        max_tokens: Some(u64::from(load.max_tokens_of(index))),
         temperature: Some(f64::from(load.temperature)),
         top_p: load.top_p.map(f64::from),
         seed: Some(index as u64),
@@ -320,4 +334,33 @@ pub(crate) fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixed_lengths_cover_eighths_of_max_tokens_in_a_scrambled_order() {
+        let load = Load {
+            tasks: 16,
+            concurrency: 4,
+            prompts: vec!["x".into()],
+            max_tokens: 96,
+            mixed_lengths: true,
+            temperature: 0.0,
+            top_k: 40,
+            top_p: None,
+            cache_prompt: false,
+            json_schema: None,
+        };
+        let lengths: Vec<u32> = (0..8).map(|i| load.max_tokens_of(i)).collect();
+        assert_eq!(lengths, [12, 72, 36, 96, 60, 24, 84, 48]);
+        assert_eq!(load.max_tokens_of(8), 12, "the pattern repeats");
+        let same = Load {
+            mixed_lengths: false,
+            ..load
+        };
+        assert!((0..8).all(|i| same.max_tokens_of(i) == 96));
+    }
 }

@@ -22,6 +22,10 @@ pub(crate) struct Args {
     /// max_tokens of each task.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: u32,
+    /// Tasks of eight lengths (1/8 to 8/8 of --max-tokens) in a scrambled order, so that they
+    /// end at different times and free slots here and there.
+    #[arg(long)]
+    pub mixed_lengths: bool,
     /// temperature of each task (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
@@ -70,6 +74,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         prompts: bench::prompts(args.prompts.as_deref(), args.prefix.as_deref())
             .context("reading --prompts or --prefix")?,
         max_tokens: args.max_tokens,
+        mixed_lengths: args.mixed_lengths,
         temperature: args.temperature,
         top_k: settings.sampling.default_top_k,
         top_p: args.top_p,

@@ -106,6 +106,9 @@ pub struct EngineSettings {
     pub kv_cache_type: KvCacheType,
     /// Where next tokens are chosen: in the decode graph (on the GPU) or on the host.
     pub device_sampling: DeviceSampling,
+    /// One KV cache shared by every slot (llama.cpp's `kv_unified`), instead of one stream
+    /// per slot (the default).
+    pub kv_unified: bool,
     /// llama.cpp built-in chat template used when the GGUF has none.
     pub chat_template: String,
 }

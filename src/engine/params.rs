@@ -19,14 +19,15 @@ pub(super) fn context_params(settings: &EngineSettings) -> LlamaContextParams {
     let slots = settings.slots;
     let threads = settings.effective_threads();
     let batch_capacity = batch_capacity(settings);
-    // Without a unified KV cache llama.cpp splits n_ctx evenly across sequences, so each
-    // slot gets exactly `context_size` tokens.
+    // Unified or not, the cache holds `context_size` cells per slot: llama.cpp gives each
+    // stream an equal share, and in one shared cache the runner ends each sequence there.
     let n_ctx = settings.context_size.saturating_mul(slots);
     LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
         .with_n_batch(batch_capacity)
         .with_n_ubatch(batch_capacity)
         .with_n_seq_max(slots)
+        .with_kv_unified(settings.kv_unified)
         .with_swa_full(full_swa_cache(settings))
         .with_flash_attention_policy(flash_attention_policy(settings.flash_attention))
         .with_type_k(kv_type(settings.kv_cache_type))
@@ -76,6 +77,9 @@ mod tests {
             "context per slot times slots"
         );
         assert_eq!(params.flash_attention_policy(), 1);
+        assert!(!params.kv_unified(), "a KV stream per slot by default");
+        engine.kv_unified = true;
+        assert!(context_params(&engine).kv_unified());
         assert_eq!(flash_attention_policy(FlashAttention::Auto), -1);
         assert_eq!(flash_attention_policy(FlashAttention::Off), 0);
         engine.prefix_cache = false;

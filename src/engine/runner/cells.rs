@@ -78,7 +78,8 @@ impl Runner<'_> {
     /// how many are kept (0 if llama.cpp could not).
     fn copy(&mut self, source: usize, target: usize, prefix: usize) -> usize {
         self.clear_slot(target as i32);
-        // Slots are separate KV streams: llama.cpp copies the whole stream, on the next decode.
+        // In one KV cache the cells become shared; with a stream per slot (engine.kv_unified
+        // false) llama.cpp copies the whole stream, on the next decode.
         if let Err(e) = self
             .ctx
             .copy_kv_cache_seq(source as i32, target as i32, None, None)
