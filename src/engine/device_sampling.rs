@@ -11,8 +11,7 @@
 //! takes its own random state (its seed, or a fresh random one) into it. Tasks the device
 //! cannot serve — a grammar (it masks the vocabulary on the host), a penalty on recent
 //! tokens (kept on the host for the same history as before) — detach the chain and use the
-//! host path;
-//! llama.cpp then copies logits for that batch as before.
+//! host path; llama.cpp then copies logits for that batch as before.
 //!
 //! llama-cpp-2 (0.1.160) wraps the per-context samplers only at context creation, which cannot
 //! follow each task's settings, and keeps the context's raw pointer to itself; [`raw_context`]

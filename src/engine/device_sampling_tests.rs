@@ -42,8 +42,6 @@ fn greedy_and_plain_draws_run_on_the_device_grammars_and_penalties_on_the_host()
     assert_eq!(DeviceChoice::for_task(&sampling(0.0, None), true), None);
     let penalised = Sampling {
         repeat_penalty: Some(1.2),
-        frequency_penalty: None,
-        presence_penalty: None,
         ..sampling(0.7, None)
     };
     assert_eq!(DeviceChoice::for_task(&penalised, false), None);

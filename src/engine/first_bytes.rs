@@ -120,7 +120,8 @@ pub(super) fn names_no_tokens(gbnf: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::test_model::real_model;
+    use crate::engine::test_model::{context, follow_constrained_greedy, real_model};
+    use llama_cpp_2::context::LlamaContext;
 
     #[test]
     fn a_grammar_with_a_token_reference_is_not_read_as_text() {
@@ -134,9 +135,6 @@ mod tests {
     /// candidates are exactly those it allows in the whole vocabulary, at every step.
     #[test]
     fn the_candidates_hold_every_token_the_grammar_allows() {
-        use llama_cpp_2::context::params::LlamaContextParams;
-        use llama_cpp_2::llama_batch::LlamaBatch;
-
         let (backend, model) = real_model();
         let index = FirstBytes::new(&model);
         assert_eq!(
@@ -150,10 +148,7 @@ mod tests {
         .expect("the bench schema");
         let json = llama_cpp_2::json_schema_to_grammar(&schema).expect("a grammar");
         let multibyte = r#"root ::= "«" [a-zé日本]+ "» " ("été" | "日本語") "\n""#;
-        let params = LlamaContextParams::default()
-            .with_n_ctx(std::num::NonZeroU32::new(512))
-            .with_n_batch(64);
-        let mut ctx = model.new_context(backend, params).expect("a context");
+        let mut ctx = context(backend, &model);
         let mut compared = 0;
         let mut narrowed = 0;
         for (gbnf, prompt) in [
@@ -162,20 +157,14 @@ mod tests {
         ] {
             assert!(names_no_tokens(gbnf));
             let mut grammar = LlamaSampler::grammar(&model, gbnf, "root").expect("it compiles");
-            ctx.clear_kv_cache();
-            let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
-            let mut batch = LlamaBatch::new(64, 1);
-            batch.add_sequence(&tokens, 0, false).expect("batch");
-            let first = tokens.len() as i32;
-            for position in first..first + 48 {
-                ctx.decode(&mut batch).expect("decode");
-                let last = batch.n_tokens() - 1;
-                let logits = ctx.get_logits_ith(last);
-                let candidates = index.candidates(&mut grammar, logits);
+            let mut each_step = |ctx: &LlamaContext<'_>,
+                                 last: i32,
+                                 grammar: &mut LlamaSampler,
+                                 all: &LlamaTokenDataArray,
+                                 position: i32| {
+                let candidates = index.candidates(grammar, ctx.get_logits_ith(last));
                 let mut asked = LlamaTokenDataArray::new(candidates.clone(), false);
-                asked.apply_sampler(&mut grammar);
-                let mut all = ctx.token_data_array_ith(last);
-                all.apply_sampler(&mut grammar);
+                asked.apply_sampler(grammar);
                 let allowed = |array: &LlamaTokenDataArray| -> Vec<i32> {
                     let mut ids: Vec<i32> = array
                         .data
@@ -186,21 +175,15 @@ mod tests {
                     ids.sort_unstable();
                     ids
                 };
-                let expected = allowed(&all);
+                let expected = allowed(all);
                 assert!(!expected.is_empty(), "the grammar allows something");
                 assert_eq!(allowed(&asked), expected, "at position {position}");
                 compared += 1;
                 if candidates.len() < all.data.len() / 2 {
                     narrowed += 1;
                 }
-                let chosen = all.sample_token_greedy();
-                if model.vocab().is_eog(chosen) {
-                    break;
-                }
-                grammar.accept(chosen);
-                batch.clear();
-                batch.add(chosen, position, &[0], true).expect("batch");
-            }
+            };
+            follow_constrained_greedy(&model, &mut ctx, &mut grammar, prompt, 48, &mut each_step);
         }
         assert!(compared >= 30, "only {compared} steps compared");
         assert!(narrowed >= 10, "the index narrowed only {narrowed} steps");

@@ -272,7 +272,7 @@ fn argmax(logits: &[f32]) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_model::real_model;
+    use super::super::test_model::{context, follow_constrained_greedy, real_model};
     use super::*;
 
     fn sampling(temperature: f32, repeat_penalty: Option<f32>) -> Sampling {
@@ -293,14 +293,10 @@ mod tests {
     /// llama.cpp's own greedy sampler picks from the same logits.
     #[test]
     fn the_argmax_picks_what_llama_cpp_greedy_sampler_picks_on_real_logits() {
-        use llama_cpp_2::context::params::LlamaContextParams;
         use llama_cpp_2::llama_batch::LlamaBatch;
 
         let (backend, model) = real_model();
-        let params = LlamaContextParams::default()
-            .with_n_ctx(std::num::NonZeroU32::new(256))
-            .with_n_batch(64);
-        let mut ctx = model.new_context(backend, params).expect("a context");
+        let mut ctx = context(backend, &model);
         let mut llama_greedy = LlamaSampler::greedy();
         let mut compared = 0;
         for prompt in [
@@ -333,45 +329,30 @@ mod tests {
     /// likely tokens finds exactly the argmax of the grammar-masked vocabulary.
     #[test]
     fn with_a_grammar_the_scanned_pick_is_the_argmax_of_the_masked_vocabulary() {
-        use llama_cpp_2::context::params::LlamaContextParams;
-        use llama_cpp_2::llama_batch::LlamaBatch;
-
         let (backend, model) = real_model();
         let schema = r#"{"type": "object", "properties": {"name": {"type": "string"},
             "age": {"type": "integer"}}, "required": ["name", "age"]}"#;
         let gbnf = llama_cpp_2::json_schema_to_grammar(schema).expect("a grammar");
         let mut grammar = LlamaSampler::grammar(&model, &gbnf, "root").expect("it compiles");
-        let params = LlamaContextParams::default()
-            .with_n_ctx(std::num::NonZeroU32::new(256))
-            .with_n_batch(64);
-        let mut ctx = model.new_context(backend, params).expect("a context");
-        let tokens = model
-            .vocab()
-            .tokenize(b"Tell me about a person.", true, false);
-        let mut batch = LlamaBatch::new(64, 1);
-        batch.add_sequence(&tokens, 0, false).expect("batch");
-        let (mut scanned_picks, mut position) = (0, tokens.len() as i32);
-        for _ in 0..32 {
-            ctx.decode(&mut batch).expect("decode");
-            let logits = ctx.get_logits_ith(batch.n_tokens() - 1);
-            let scanned = grammar::best_allowed(&mut grammar, logits, 1).map(|b| b[0].id());
-            let mut all = ctx.token_data_array_ith(batch.n_tokens() - 1);
-            all.apply_sampler(&mut grammar);
-            let masked = all.sample_token_greedy();
-            let chosen = all.selected.map(|i| all.data[i].logit());
-            assert!(chosen.is_some_and(f32::is_finite), "some token fits");
-            if let Some(scanned) = scanned {
-                assert_eq!(scanned, masked, "at position {position}");
-                scanned_picks += 1;
-            }
-            if model.vocab().is_eog(masked) {
-                break;
-            }
-            grammar.accept(masked);
-            batch.clear();
-            batch.add(masked, position, &[0], true).expect("batch");
-            position += 1;
-        }
+        let mut ctx = context(backend, &model);
+        let mut scanned_picks = 0;
+        let prompt = "Tell me about a person.";
+        follow_constrained_greedy(
+            &model,
+            &mut ctx,
+            &mut grammar,
+            prompt,
+            32,
+            |ctx, last, grammar, masked, position| {
+                let logits = ctx.get_logits_ith(last);
+                let scanned = grammar::best_allowed(grammar, logits, 1).map(|b| b[0].id());
+                let masked = masked.clone().sample_token_greedy();
+                if let Some(scanned) = scanned {
+                    assert_eq!(scanned, masked, "at position {position}");
+                    scanned_picks += 1;
+                }
+            },
+        );
         assert!(scanned_picks >= 8, "only {scanned_picks} picks compared");
     }
 
