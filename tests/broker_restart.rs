@@ -7,8 +7,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{consumer_count, ready_count, Names, Upstream, WorkerProcess, AMQP_URL};
-use warren::client::{Client, Route, TaskBody};
+use common::{consumer_count, ready_count, Names, Upstream, WorkerProcess};
+use warren::client::TaskBody;
 
 fn rabbitmqctl(args: &[&str]) {
     let status = common::rabbitmqctl()
@@ -38,14 +38,7 @@ async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_ever
         ],
     )
     .await;
-    let route = Route {
-        exchange: String::new(),
-        routing_key: names.requests.clone(),
-        control_exchange: names.control.clone(),
-    };
-    let client = Client::connect(&AMQP_URL.to_owned().into(), "warren-test-restart", route)
-        .await
-        .expect("connect");
+    let client = names.client("warren-test-restart").await;
     let mut ids = HashSet::new();
     for i in 0..6 {
         let id = format!("verse-{i}");

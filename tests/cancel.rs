@@ -6,19 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{model_path, ready_count, Names, WorkerProcess, AMQP_URL, PATIENCE};
-use warren::client::{Client, Incoming, Route, TaskBody};
+use common::{model_path, ready_count, Names, WorkerProcess, PATIENCE};
+use warren::client::{Client, Incoming, TaskBody};
 use warren::protocol::{ErrorCode, Reply, ReplyStatus};
 
 async fn client(names: &Names) -> Client {
-    let route = Route {
-        exchange: String::new(),
-        routing_key: names.requests.clone(),
-        control_exchange: names.control.clone(),
-    };
-    Client::connect(&AMQP_URL.to_owned().into(), "warren-test-cancel", route)
-        .await
-        .expect("connect")
+    names.client("warren-test-cancel").await
 }
 
 async fn final_reply(pending: &mut warren::client::Pending) -> Reply {

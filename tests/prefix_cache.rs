@@ -6,8 +6,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Names, WorkerProcess, AMQP_URL, PATIENCE};
-use warren::client::{Client, Incoming, Pending, Route, TaskBody};
+use common::{Names, WorkerProcess, PATIENCE};
+use warren::client::{Client, Incoming, Pending, TaskBody};
 use warren::protocol::{Reply, ReplyStatus};
 
 /// A system prompt of a few hundred tokens, as upstream services put before every question.
@@ -53,14 +53,7 @@ fn task(question: &str) -> TaskBody {
 }
 
 async fn client(names: &Names) -> Client {
-    let route = Route {
-        exchange: String::new(),
-        routing_key: names.requests.clone(),
-        control_exchange: names.control.clone(),
-    };
-    Client::connect(&AMQP_URL.to_owned().into(), "warren-test-prefix", route)
-        .await
-        .expect("connect")
+    names.client("warren-test-prefix").await
 }
 
 /// The final reply of `pending`, which must be `ok`.

@@ -65,6 +65,18 @@ impl Names {
         }
     }
 
+    /// warren's own client, sending to these queues over a connection named `name`.
+    pub async fn client(&self, name: &str) -> warren::client::Client {
+        let route = warren::client::Route {
+            exchange: String::new(),
+            routing_key: self.requests.clone(),
+            control_exchange: self.control.clone(),
+        };
+        warren::client::Client::connect(&AMQP_URL.to_owned().into(), name, route)
+            .await
+            .expect("connect")
+    }
+
     /// Environment that points a warren process at these names and the local broker.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
