@@ -90,6 +90,9 @@ pub struct TaskBody {
     /// Ask for a `started` message when a worker takes the task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<bool>,
+    /// Ask for each token's log probability, with this many alternatives (0 ..= 20).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u64>,
 }
 
 impl TaskBody {

@@ -106,6 +106,7 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
             deadline_ms: None,
             stream: false,
             progress: false,
+            logprobs: None,
         };
         let request = GenerationRequest { task, stream: None };
         async move {

@@ -53,10 +53,11 @@ impl DeviceChoice {
         }
     }
 
-    /// How `sampling` runs on the device; `None` where the task needs the host: with a
-    /// grammar (`constrained`) or a penalty on recent tokens.
-    pub(super) fn for_task(sampling: &Sampling, constrained: bool) -> Option<DeviceChoice> {
-        if constrained || penalties(sampling).is_some() {
+    /// How `sampling` runs on the device; `None` where the task needs the host: when it
+    /// needs its logits there (`needs_logits`: a grammar, log probabilities) or has a
+    /// penalty on recent tokens.
+    pub(super) fn for_task(sampling: &Sampling, needs_logits: bool) -> Option<DeviceChoice> {
+        if needs_logits || penalties(sampling).is_some() {
             return None;
         }
         if sampling.temperature <= 0.0 {

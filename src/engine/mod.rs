@@ -13,7 +13,8 @@
 //! progress, stops, limits, streaming); [`sampling`] picks a task's next token
 //! (an argmax for greedy, else a sampler chain), within the grammar [`grammar`] builds
 //! for a task that constrains its output, asking it about the few tokens [`first_bytes`]
-//! leaves when a whole-vocabulary mask is due; [`prefix`] decides which slot's KV cells a
+//! leaves when a whole-vocabulary mask is due; [`logprobs`] reports the log probabilities a
+//! task asks for; [`prefix`] decides which slot's KV cells a
 //! new prompt can start from; [`prompt`] turns a task's input into tokens;
 //! [`device_sampling`] lets the backend (a GPU) choose the tokens of tasks that need no
 //! host-side logic, so their logits never cross to the host.
@@ -21,6 +22,7 @@
 mod device_sampling;
 mod first_bytes;
 mod grammar;
+mod logprobs;
 mod params;
 mod prefix;
 mod prompt;
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::EngineSettings;
-use crate::protocol::{ErrorCode, FinishReason, Task, TaskError};
+use crate::protocol::{ErrorCode, FinishReason, Task, TaskError, TokenLogprob};
 
 /// What the engine needs to generate one completion.
 #[derive(Debug, Clone)]
@@ -48,7 +50,16 @@ pub struct GenerationRequest {
     pub task: Task,
     /// Where to send the text as it is generated (pieces that concatenate to the final
     /// text); `None` for no streaming.
-    pub stream: Option<mpsc::UnboundedSender<String>>,
+    pub stream: Option<mpsc::UnboundedSender<Delta>>,
+}
+
+/// A piece of streamed text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    /// The new text.
+    pub text: String,
+    /// When the task asked for log probabilities: the tokens whose text this piece completes.
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 /// A finished completion.
@@ -64,6 +75,8 @@ pub struct Generation {
     pub cached_prompt_tokens: u32,
     /// Tokens generated.
     pub completion_tokens: u32,
+    /// When the task asked for them: the log probabilities of the text's tokens.
+    pub logprobs: Option<Vec<TokenLogprob>>,
     /// Time spent waiting for a free slot.
     pub slot_wait: Duration,
     /// Time spent reading the prompt.

@@ -11,8 +11,8 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sampling::TokenPicker;
-use crate::engine::Generation;
-use crate::protocol::{FinishReason, TaskError};
+use crate::engine::{Delta, Generation};
+use crate::protocol::{FinishReason, TaskError, TokenLogprob};
 
 /// What a sequence contributes to the batch being built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +67,17 @@ pub(super) struct Sequence {
     /// Whether its tokens are chosen on the device instead (its slot's attached chain).
     pub on_device: bool,
     reply: oneshot::Sender<Result<Generation, TaskError>>,
-    stream: Option<mpsc::UnboundedSender<String>>,
+    stream: Option<mpsc::UnboundedSender<Delta>>,
     streamed: usize,
     text: Vec<u8>,
+    /// Alternatives per token when the task asked for log probabilities.
+    logprobs: Option<usize>,
+    /// One entry per generated token (end of generation aside), with `token_ends`: where
+    /// each token's bytes end in `text` (before a stop string cut it).
+    token_logprobs: Vec<TokenLogprob>,
+    token_ends: Vec<usize>,
+    /// Entries already sent with streamed text.
+    logprobs_streamed: usize,
     stops: Vec<String>,
     max_tokens: u32,
     context_limit: i32,
@@ -99,7 +107,8 @@ pub(super) struct SequenceStart {
     pub reused: usize,
     pub follow: Option<Follow>,
     pub reply: oneshot::Sender<Result<Generation, TaskError>>,
-    pub stream: Option<mpsc::UnboundedSender<String>>,
+    pub stream: Option<mpsc::UnboundedSender<Delta>>,
+    pub logprobs: Option<usize>,
     pub picker: TokenPicker,
     pub on_device: bool,
     pub stops: Vec<String>,
@@ -131,6 +140,10 @@ impl Sequence {
             stream: start.stream,
             streamed: 0,
             text: Vec::new(),
+            logprobs: start.logprobs,
+            token_logprobs: Vec::new(),
+            token_ends: Vec::new(),
+            logprobs_streamed: 0,
             stops: start.stops,
             max_tokens: start.max_tokens,
             context_limit: start.context_limit,
@@ -199,15 +212,31 @@ impl Sequence {
         self.generation_started = Some(Instant::now());
     }
 
-    /// Appends a sampled token (already turned into bytes by the caller). `is_end` tells
-    /// whether the token ends the text (end of generation).
-    pub(super) fn push(&mut self, token: LlamaToken, piece: &[u8], is_end: bool) -> Step {
+    /// How many alternatives per token the task wants with its log probabilities, if any.
+    pub(super) fn logprobs_wanted(&self) -> Option<usize> {
+        self.logprobs
+    }
+
+    /// Appends a sampled token (already turned into bytes by the caller, with its log
+    /// probability when the task asked for it). `is_end` tells whether the token ends the
+    /// text (end of generation).
+    pub(super) fn push(
+        &mut self,
+        token: LlamaToken,
+        piece: &[u8],
+        is_end: bool,
+        logprob: Option<TokenLogprob>,
+    ) -> Step {
         if is_end {
             return Step::Finished(FinishReason::Stop);
         }
         self.generated += 1;
         let before = self.text.len();
         self.text.extend_from_slice(piece);
+        if let Some(logprob) = logprob {
+            self.token_logprobs.push(logprob);
+            self.token_ends.push(self.text.len());
+        }
         if let Some(cut) = self.find_stop(before) {
             self.text.truncate(cut);
             return Step::Finished(FinishReason::Stop);
@@ -256,16 +285,47 @@ impl Sequence {
         };
         if !valid.is_empty() {
             self.streamed += valid.len();
-            let _ = stream.send(valid.to_owned());
+            let completed = self.token_ends[self.logprobs_streamed..]
+                .iter()
+                .take_while(|&&end| end <= self.streamed)
+                .count();
+            let from = self.logprobs_streamed;
+            self.logprobs_streamed += completed;
+            let _ = stream.send(Delta {
+                text: valid.to_owned(),
+                logprobs: self.token_logprobs[from..from + completed].to_vec(),
+            });
         }
+    }
+
+    /// How many tokens the final text of `len` bytes holds: those starting inside it (the
+    /// last may reach past it when a stop string begins inside that token) and any empty
+    /// ones at its end.
+    fn tokens_in_text(&self, len: usize) -> usize {
+        let mut start = 0;
+        self.token_ends
+            .iter()
+            .take_while(|&&end| {
+                let kept = start < len || end <= len;
+                start = end;
+                kept
+            })
+            .count()
     }
 
     /// Sends the completion to the caller, after the last streamed text.
     pub(super) fn finish(mut self, reason: FinishReason) {
         let text = utf8_text(std::mem::take(&mut self.text));
+        let mut logprobs = std::mem::take(&mut self.token_logprobs);
+        logprobs.truncate(self.tokens_in_text(text.len()));
         if let Some(stream) = self.stream.take() {
-            if let Some(rest) = text.get(self.streamed..).filter(|r| !r.is_empty()) {
-                let _ = stream.send(rest.to_owned());
+            let rest = text.get(self.streamed..).unwrap_or_default();
+            let unsent = logprobs.get(self.logprobs_streamed..).unwrap_or_default();
+            if !rest.is_empty() || !unsent.is_empty() {
+                let _ = stream.send(Delta {
+                    text: rest.to_owned(),
+                    logprobs: unsent.to_vec(),
+                });
             }
         }
         let generation = Generation {
@@ -274,6 +334,7 @@ impl Sequence {
             prompt_tokens: self.prompt.len() as u32,
             cached_prompt_tokens: self.reused as u32,
             completion_tokens: self.generated,
+            logprobs: self.logprobs.map(|_| logprobs),
             slot_wait: self.slot_wait,
             prompt_time: self.prompt_time,
             generation_time: self

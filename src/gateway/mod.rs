@@ -2,7 +2,8 @@
 //! `base_url` here; each request becomes one contract-v1 task that flows through
 //! RabbitMQ to the workers, so many gateways and many workers can run side by side.
 //!
-//! Layout: [`openai`] translates requests and [`responses`] replies (pure); [`errors`] is OpenAI's error
+//! Layout: [`openai`] translates requests and [`responses`] replies (pure), [`logprobs`]
+//! both ways for log probabilities; [`errors`] is OpenAI's error
 //! envelope; [`admission`] checks API keys and rate limits; [`models`] lists the models and routes by them; [`upstream`] keeps the
 //! [`crate::client::Client`] connected and cancels tasks whose caller left; [`completions`]
 //! and [`sse`] serve the two generation endpoints; [`metrics`] counts. This module composes
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod completions;
 pub mod errors;
 pub mod format;
+pub mod logprobs;
 pub mod metrics;
 pub mod models;
 pub mod openai;

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::errors::ApiError;
 use super::format::ResponseFormat;
+use super::logprobs;
 use crate::client::{ChatTurn, TaskBody};
 
 /// Which OpenAI endpoint a request came through.
@@ -111,6 +112,12 @@ struct RawRequest {
     min_p: Option<f64>,
     #[serde(default)]
     repeat_penalty: Option<f64>,
+    /// Chat: a boolean; completions: alternatives per token.
+    #[serde(default)]
+    logprobs: Option<Value>,
+    /// Chat: alternatives per token.
+    #[serde(default)]
+    top_logprobs: Option<Value>,
     #[serde(default)]
     #[allow(dead_code)]
     user: Option<String>,
@@ -164,7 +171,9 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
             Some("grammar".into()),
         ));
     }
+    let logprobs = logprobs::asked(kind, raw.logprobs.as_ref(), raw.top_logprobs.as_ref())?;
     let mut task = TaskBody {
+        logprobs,
         json_schema,
         grammar: raw.grammar,
         max_tokens: raw.max_completion_tokens.or(raw.max_tokens),

@@ -4,8 +4,9 @@
 
 use serde_json::{json, Value};
 
+use super::logprobs::choice_logprobs;
 use super::openai::Kind;
-use crate::protocol::{FinishReason, Reply};
+use crate::protocol::{FinishReason, Reply, TokenLogprob};
 
 fn finish_reason(reason: Option<FinishReason>) -> Value {
     match reason {
@@ -31,6 +32,10 @@ fn usage(reply: &Reply) -> Value {
 pub fn response(kind: Kind, id: &str, created: u64, reply: &Reply) -> Value {
     let text = reply.text.clone().unwrap_or_default();
     let finish = finish_reason(reply.finish_reason);
+    let logprobs = reply
+        .logprobs
+        .as_deref()
+        .map_or(Value::Null, |tokens| choice_logprobs(kind, tokens, 0));
     match kind {
         Kind::Chat => json!({
             "id": id,
@@ -40,7 +45,7 @@ pub fn response(kind: Kind, id: &str, created: u64, reply: &Reply) -> Value {
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "logprobs": null,
+                "logprobs": logprobs,
                 "finish_reason": finish,
             }],
             "usage": usage(reply),
@@ -50,7 +55,7 @@ pub fn response(kind: Kind, id: &str, created: u64, reply: &Reply) -> Value {
             "object": "text_completion",
             "created": created,
             "model": reply.model,
-            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
             "usage": usage(reply),
         }),
     }
@@ -60,8 +65,9 @@ pub fn response(kind: Kind, id: &str, created: u64, reply: &Reply) -> Value {
 pub enum Piece<'a> {
     /// The opening chunk (chat: `delta.role`).
     Start,
-    /// New text.
-    Text(&'a str),
+    /// New text, and the log probabilities of its tokens when the request asked for them
+    /// (with the character offset of the first one in the completion).
+    Text(&'a str, Option<(&'a [TokenLogprob], usize)>),
     /// The closing chunk with `finish_reason`.
     Finish(&'a Reply),
     /// The usage chunk (`choices` empty).
@@ -74,24 +80,16 @@ pub fn chunk(kind: Kind, id: &str, created: u64, model: &str, piece: Piece<'_>) 
         Kind::Chat => "chat.completion.chunk",
         Kind::Completion => "text_completion",
     };
-    let choice = |text: Option<&str>, role: bool, finish: Value| match kind {
-        Kind::Chat => {
-            let mut delta = serde_json::Map::new();
-            if role {
-                delta.insert("role".into(), json!("assistant"));
-            }
-            if let Some(text) = text {
-                delta.insert("content".into(), json!(text));
-            }
-            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
-        }
-        Kind::Completion => json!({
-            "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish
-        }),
+    let choice = |text: Option<&str>, role: bool, finish: Value| {
+        let logprobs = match &piece {
+            Piece::Text(_, Some((tokens, offset))) => choice_logprobs(kind, tokens, *offset),
+            _ => Value::Null,
+        };
+        choice_object(kind, text, role, finish, logprobs)
     };
     let (choices, usage_value) = match piece {
         Piece::Start => (vec![choice(Some(""), true, Value::Null)], Value::Null),
-        Piece::Text(text) => (vec![choice(Some(text), false, Value::Null)], Value::Null),
+        Piece::Text(text, _) => (vec![choice(Some(text), false, Value::Null)], Value::Null),
         Piece::Finish(reply) => (
             vec![choice(None, false, finish_reason(reply.finish_reason))],
             Value::Null,
@@ -105,6 +103,31 @@ pub fn chunk(kind: Kind, id: &str, created: u64, model: &str, piece: Piece<'_>) 
         value["usage"] = usage_value;
     }
     value
+}
+
+/// A streamed chunk's choice.
+fn choice_object(
+    kind: Kind,
+    text: Option<&str>,
+    role: bool,
+    finish: Value,
+    logprobs: Value,
+) -> Value {
+    match kind {
+        Kind::Chat => {
+            let mut delta = serde_json::Map::new();
+            if role {
+                delta.insert("role".into(), json!("assistant"));
+            }
+            if let Some(text) = text {
+                delta.insert("content".into(), json!(text));
+            }
+            json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+        }
+        Kind::Completion => json!({
+            "index": 0, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -127,6 +150,7 @@ mod tests {
             timings_ms: Timings::default(),
             model: "Gemma 3 270m".into(),
             attempt: 1,
+            logprobs: None,
             error: None,
         }
     }
@@ -149,7 +173,7 @@ mod tests {
         let r = reply("ab");
         let start = chunk(Kind::Chat, "c", 1, "m", Piece::Start);
         assert_eq!(start["choices"][0]["delta"]["role"], "assistant");
-        let text = chunk(Kind::Chat, "c", 1, "m", Piece::Text("ab"));
+        let text = chunk(Kind::Chat, "c", 1, "m", Piece::Text("ab", None));
         assert_eq!(text["choices"][0]["delta"]["content"], "ab");
         assert!(text["choices"][0]["delta"].get("role").is_none());
         let finish = chunk(Kind::Chat, "c", 1, "m", Piece::Finish(&r));
@@ -157,7 +181,38 @@ mod tests {
         let usage = chunk(Kind::Chat, "c", 1, "m", Piece::Usage(&r));
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(usage["usage"]["completion_tokens"], 3);
-        let text = chunk(Kind::Completion, "c", 1, "m", Piece::Text("ab"));
+        let text = chunk(Kind::Completion, "c", 1, "m", Piece::Text("ab", None));
         assert_eq!(text["choices"][0]["text"], "ab");
+    }
+
+    #[test]
+    fn log_probabilities_appear_in_the_choice_only_when_the_reply_has_them() {
+        let plain = response(Kind::Chat, "c", 1, &reply("a"));
+        assert_eq!(plain["choices"][0]["logprobs"], Value::Null);
+        let mut with = reply("a");
+        with.logprobs = Some(vec![TokenLogprob {
+            token: "a".into(),
+            bytes: vec![97],
+            logprob: -0.25,
+            top_logprobs: Vec::new(),
+        }]);
+        let chat = response(Kind::Chat, "c", 1, &with);
+        assert_eq!(
+            chat["choices"][0]["logprobs"]["content"][0]["logprob"],
+            -0.25
+        );
+        let text = response(Kind::Completion, "c", 1, &with);
+        assert_eq!(text["choices"][0]["logprobs"]["tokens"], json!(["a"]));
+        let tokens = with.logprobs.as_deref().unwrap_or_default();
+        let piece = chunk(
+            Kind::Completion,
+            "c",
+            1,
+            "m",
+            Piece::Text("a", Some((tokens, 4))),
+        );
+        assert_eq!(piece["choices"][0]["logprobs"]["text_offset"], json!([4]));
+        let piece = chunk(Kind::Chat, "c", 1, "m", Piece::Text("a", Some((tokens, 4))));
+        assert_eq!(piece["choices"][0]["logprobs"]["content"][0]["token"], "a");
     }
 }

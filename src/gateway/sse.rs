@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::completions::Accepted;
 use super::errors::ApiError;
+use super::logprobs;
 use super::metrics::GatewayMetrics;
 use super::responses::{self, Piece};
 use super::App;
@@ -36,6 +37,9 @@ struct Streaming {
     accepted: Accepted,
     phase: Phase,
     sent: String,
+    /// Log probabilities sent (entries, and the characters their tokens span).
+    logprobs_sent: usize,
+    offset_sent: usize,
     attempt: Option<u32>,
     metrics: Arc<GatewayMetrics>,
     waited: std::time::Duration,
@@ -54,6 +58,8 @@ pub fn respond(app: Arc<App>, accepted: Accepted) -> Response {
         accepted,
         phase: Phase::Opening,
         sent: String::new(),
+        logprobs_sent: 0,
+        offset_sent: 0,
         attempt: None,
         metrics: app.metrics.clone(),
         waited: app.request_timeout,
@@ -107,7 +113,13 @@ async fn next_event(state: &mut Streaming) -> Option<Event> {
                     continue;
                 }
                 state.sent.push_str(&piece.delta);
-                return Some(data(&chunk(state, Piece::Text(&piece.delta))));
+                let logprobs = piece.logprobs.as_deref().map(|tokens| {
+                    let offset = state.offset_sent;
+                    state.logprobs_sent += tokens.len();
+                    state.offset_sent += logprobs::chars(tokens);
+                    (tokens, offset)
+                });
+                return Some(data(&chunk(state, Piece::Text(&piece.delta, logprobs))));
             }
             Ok(Some(Incoming::Reply { reply, .. })) => return Some(finish(state, &reply)),
             Ok(Some(Incoming::Started)) => continue,
@@ -140,9 +152,13 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
             ),
         );
     };
+    let unsent = reply.logprobs.as_deref().map(|tokens| {
+        let unsent = tokens.get(state.logprobs_sent..).unwrap_or_default();
+        (unsent, state.offset_sent)
+    });
     let mut closing = Vec::new();
-    if !rest.is_empty() {
-        closing.push(chunk(state, Piece::Text(rest)));
+    if !rest.is_empty() || unsent.is_some_and(|(tokens, _)| !tokens.is_empty()) {
+        closing.push(chunk(state, Piece::Text(rest, unsent)));
     }
     closing.push(chunk(state, Piece::Finish(reply)));
     if state.accepted.request.include_usage {

@@ -4,13 +4,14 @@
 //! checked values and back.
 //!
 //! [`task`] holds a validated task's types and [`parse`] produces one from bytes; [`reply`]
-//! holds replies and chunks; [`constraint`] a task's `json_schema` or `grammar`; [`error`] the error codes; [`headers`] every `x-warren-*`
+//! holds replies and chunks, [`logprobs`] the log probabilities they may carry; [`constraint`] a task's `json_schema` or `grammar`; [`error`] the error codes; [`headers`] every `x-warren-*`
 //! header name; [`control`] the cancel message.
 
 pub mod constraint;
 pub mod control;
 pub mod error;
 pub mod headers;
+pub mod logprobs;
 pub mod parse;
 pub mod reply;
 pub mod task;
@@ -19,6 +20,7 @@ pub use constraint::OutputConstraint;
 pub use control::Cancel;
 pub use error::{ErrorCode, TaskError};
 pub use headers::*;
+pub use logprobs::{TokenLogprob, TopLogprob, MAX_TOP_LOGPROBS};
 pub use parse::{check_content_properties, parse_task};
 pub use reply::{
     Chunk, ErrorBody, FinishReason, Message, Reply, ReplyStatus, Started, Timings, Usage,

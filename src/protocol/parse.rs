@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::constraint::parse_constraint;
 use super::task::{ChatMessage, Input, Role, Sampling, Task};
-use super::{TaskError, WIRE_VERSION};
+use super::{TaskError, MAX_TOP_LOGPROBS, WIRE_VERSION};
 use crate::config::{LimitSettings, SamplingSettings};
 
 /// Checks the AMQP `content_type` and `content_encoding` of a task: JSON, uncompressed.
@@ -122,6 +122,9 @@ pub fn parse_task(
     let deadline_ms = fields.integer("deadline_ms", 0, i64::MAX as u64)?;
     let stream = fields.boolean("stream")?.unwrap_or(false);
     let progress = fields.boolean("progress")?.unwrap_or(false);
+    let logprobs = fields
+        .integer("logprobs", 0, MAX_TOP_LOGPROBS)?
+        .map(|v| v as u32);
 
     Ok(Task {
         input,
@@ -142,6 +145,7 @@ pub fn parse_task(
         deadline_ms,
         stream,
         progress,
+        logprobs,
     })
 }
 

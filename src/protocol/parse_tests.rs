@@ -209,3 +209,30 @@ fn content_type_must_be_json_when_given() {
     let err = check_content_properties(Some("application/json"), Some("gzip")).unwrap_err();
     assert!(err.message.contains("gzip"));
 }
+
+#[test]
+fn logprobs_asks_for_up_to_twenty_alternatives_and_is_off_when_absent() {
+    assert_eq!(parse(json!({"prompt": "x"})).unwrap().logprobs, None);
+    assert_eq!(
+        parse(json!({"prompt": "x", "logprobs": null}))
+            .unwrap()
+            .logprobs,
+        None
+    );
+    assert_eq!(
+        parse(json!({"prompt": "x", "logprobs": 0}))
+            .unwrap()
+            .logprobs,
+        Some(0)
+    );
+    assert_eq!(
+        parse(json!({"prompt": "x", "logprobs": 20}))
+            .unwrap()
+            .logprobs,
+        Some(20)
+    );
+    for bad in [json!(21), json!(-1), json!(true), json!("3"), json!(1.5)] {
+        let message = rejection(json!({"prompt": "x", "logprobs": bad}));
+        assert!(message.contains("`logprobs`"), "{message}");
+    }
+}

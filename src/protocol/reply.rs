@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ErrorCode, TaskError, WIRE_VERSION};
+use super::{ErrorCode, TaskError, TokenLogprob, WIRE_VERSION};
 
 /// `status` of a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +84,10 @@ pub struct Chunk {
     pub delta: String,
     /// The attempt this text belongs to; a retried task streams again from index 0.
     pub attempt: u32,
+    /// With `logprobs` asked for: the tokens this chunk completes (their text ends within
+    /// the deltas so far). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 /// Why generation ended.
@@ -155,6 +159,10 @@ pub struct Reply {
     pub model: String,
     /// Which attempt this reply ends, counted from 1.
     pub attempt: u32,
+    /// With `logprobs` asked for and `status` ok: one entry per token of `text`. Absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
     /// Present only when `status` is `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
@@ -179,6 +187,7 @@ impl Reply {
             timings_ms: timings,
             model: model.to_owned(),
             attempt,
+            logprobs: None,
             error: Some(ErrorBody {
                 code: error.code,
                 message: error.message.clone(),

@@ -87,4 +87,6 @@ pub struct Task {
     pub stream: bool,
     /// Send a `started` message to `reply_to` when a worker takes the task to its engine.
     pub progress: bool,
+    /// Report each token's log probability, with this many most likely alternatives.
+    pub logprobs: Option<u32>,
 }

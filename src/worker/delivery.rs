@@ -314,6 +314,7 @@ async fn run_task(
         correlation_id: meta.correlation_id.clone(),
         id: meta.id.clone(),
         attempt: meta.attempt,
+        logprobs: task.logprobs.is_some(),
     });
     if let (Some(target), true) = (&target, task.progress) {
         if let Err(e) = stream::announce_start(&shared.publisher, target).await {

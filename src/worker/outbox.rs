@@ -101,6 +101,7 @@ impl<'a> Outbox<'a> {
             timings_ms: timings,
             model: self.shared.engine.info().name.clone(),
             attempt: self.meta.attempt,
+            logprobs: generation.logprobs.clone(),
             error: None,
         };
         info!(

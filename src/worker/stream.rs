@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{BrokerError, Publisher};
 use crate::config::StreamSettings;
+use crate::engine::Delta;
 use crate::protocol::{Chunk, ReplyStatus, Started, WIRE_VERSION};
 
 /// Where one attempt's chunks go.
@@ -26,6 +27,8 @@ pub(super) struct ChunkTarget {
     pub id: Option<String>,
     /// This attempt.
     pub attempt: u32,
+    /// Whether chunks carry the log probabilities of their tokens (the task asked for them).
+    pub logprobs: bool,
 }
 
 /// Starts forwarding; returns the sender to give the engine and the forwarder, which
@@ -35,7 +38,7 @@ pub(super) fn forward(
     target: ChunkTarget,
     settings: &StreamSettings,
 ) -> (
-    mpsc::UnboundedSender<String>,
+    mpsc::UnboundedSender<Delta>,
     JoinHandle<Result<u32, BrokerError>>,
 ) {
     let (sender, receiver) = mpsc::unbounded_channel();
@@ -48,7 +51,7 @@ pub(super) fn forward(
 async fn run(
     publisher: Publisher,
     target: ChunkTarget,
-    mut pieces: mpsc::UnboundedReceiver<String>,
+    mut pieces: mpsc::UnboundedReceiver<Delta>,
     max_pieces: usize,
     max_delay: Duration,
 ) -> Result<u32, BrokerError> {
@@ -65,7 +68,8 @@ async fn run(
         while count < max_pieces {
             match tokio::time::timeout_at(deadline, pieces.recv()).await {
                 Ok(Some(piece)) => {
-                    delta.push_str(&piece);
+                    delta.text.push_str(&piece.text);
+                    delta.logprobs.extend(piece.logprobs);
                     count += 1;
                 }
                 Ok(None) => {
@@ -87,15 +91,16 @@ async fn publish(
     publisher: &Publisher,
     target: &ChunkTarget,
     index: u32,
-    delta: String,
+    delta: Delta,
 ) -> Result<(), BrokerError> {
     let chunk = Chunk {
         version: WIRE_VERSION,
         id: target.id.clone(),
         status: ReplyStatus::Chunk,
         index,
-        delta,
+        delta: delta.text,
         attempt: target.attempt,
+        logprobs: target.logprobs.then_some(delta.logprobs),
     };
     let body = serde_json::to_vec(&chunk).unwrap_or_default();
     send(publisher, target, "warren.chunk", &body).await

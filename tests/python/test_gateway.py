@@ -1,6 +1,7 @@
 """The gateway as the official OpenAI SDK sees it: completions, streaming, errors, limits,
 a full queue and callers that go away. Real worker, real model, real RabbitMQ."""
 
+import math
 import threading
 import time
 
@@ -100,6 +101,51 @@ def test_sampling_extensions_and_openais_penalties_are_honoured(client):
         assert field in raised.value.message
 
 
+def test_logprobs_report_each_token_of_the_text_with_its_likeliest_alternatives(client):
+    """Greedy: the chosen token is the likeliest, so it heads its own alternatives."""
+    completion = client.chat.completions.create(
+        model="m", messages=PROMPT, max_tokens=12, logprobs=True, top_logprobs=3
+    )
+    entries = completion.choices[0].logprobs.content
+    assert len(entries) == completion.usage.completion_tokens == 12
+    assert "".join(e.token for e in entries) == completion.choices[0].message.content
+    assert b"".join(bytes(e.bytes) for e in entries).decode() == completion.choices[0].message.content
+    for entry in entries:
+        assert len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].token == entry.token
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob)
+        ranked = [t.logprob for t in entry.top_logprobs]
+        assert ranked == sorted(ranked, reverse=True) and ranked[0] <= 0
+        assert sum(math.exp(lp) for lp in ranked) <= 1.0001
+    plain = client.chat.completions.create(model="m", messages=PROMPT, max_tokens=12)
+    assert plain.choices[0].logprobs is None
+    assert plain.choices[0].message.content == completion.choices[0].message.content
+
+    stream = client.chat.completions.create(
+        model="m", messages=PROMPT, max_tokens=12, logprobs=True, top_logprobs=3, stream=True
+    )
+    streamed = [e for c in stream if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in entries]
+
+
+def test_text_completions_report_logprobs_in_the_legacy_columns(client):
+    completion = client.completions.create(model="m", prompt="Once upon a time", max_tokens=8, logprobs=2)
+    logprobs = completion.choices[0].logprobs
+    assert "".join(logprobs.tokens) == completion.choices[0].text
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs) == 8
+    assert logprobs.text_offset == [sum(len(t) for t in logprobs.tokens[:i]) for i in range(8)]
+    for token, logprob, top in zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs):
+        assert 1 <= len(top) <= 2 and max(top.values()) == pytest.approx(logprob)
+        assert top[token] == pytest.approx(logprob)
+    streamed = client.completions.create(model="m", prompt="Once upon a time", max_tokens=8, logprobs=2, stream=True)
+    tokens = [t for c in streamed if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.tokens]
+    assert tokens == logprobs.tokens
+    for bad in ({"logprobs": 21}, {"logprobs": True}):
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.completions.create(model="m", prompt="x", max_tokens=2, **bad)
+        assert "logprobs" in raised.value.message
+
+
 def test_max_tokens_one_generates_one_token(client):
     completion = client.chat.completions.create(model="m", messages=PROMPT, max_completion_tokens=1)
     assert completion.usage.completion_tokens == 1
@@ -133,6 +179,8 @@ def test_models_lists_the_configured_model(client):
         ({"stop": ["x"] * 20}, "stop"),
         ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]}, "role"),
         ({"messages": []}, "messages"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ],
 )
 def test_impossible_requests_raise_bad_request_error(client, options, fragment):

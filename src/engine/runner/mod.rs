@@ -26,6 +26,7 @@ use startup::load;
 use super::device_sampling::{DeviceChoice, DeviceSamplers};
 use super::first_bytes::FirstBytes;
 use super::grammar;
+use super::logprobs;
 use super::prefix::PrefixCache;
 use super::prompt;
 use super::sequence::{InBatch, Sequence, SequenceStart, Step};
@@ -185,7 +186,10 @@ impl<'m> Runner<'m> {
         let on_device = self.device.as_mut().is_some_and(|device| {
             device.prepare(
                 slot,
-                DeviceChoice::for_task(&task.sampling, task.constraint.is_some()),
+                DeviceChoice::for_task(
+                    &task.sampling,
+                    task.constraint.is_some() || task.logprobs.is_some(),
+                ),
             )
         });
         tracing::debug!(slot, reused, on_device, "task admitted");
@@ -198,6 +202,7 @@ impl<'m> Runner<'m> {
             follow,
             reply: job.reply,
             stream: job.request.stream,
+            logprobs: task.logprobs.map(|top| top as usize),
             picker,
             on_device,
             stops: job.request.task.stop,
@@ -208,14 +213,18 @@ impl<'m> Runner<'m> {
         }));
     }
 
-    /// Appends a sampled token to its sequence.
+    /// Appends a sampled token to its sequence, with its log probability if it asked.
     fn push(&self, sequence: &mut Sequence, token: LlamaToken) -> Step {
-        let vocab = self.model.vocab();
-        if vocab.is_eog(token) {
-            return sequence.push(token, &[], true);
+        if self.model.vocab().is_eog(token) {
+            return sequence.push(token, &[], true, None);
         }
-        let piece = vocab.token_to_piece(token, false, None);
-        sequence.push(token, &piece, false)
+        let piece = logprobs::piece(self.model, token);
+        // Sequences that want log probabilities are picked on the host: their logits exist.
+        let logprob = sequence.logprobs_wanted().map(|top| {
+            let logits = self.ctx.get_logits_ith(sequence.batch_index);
+            logprobs::entry(self.model, logits, token, top)
+        });
+        sequence.push(token, &piece, false, logprob)
     }
 
     /// Ends sequences whose time is up or whose caller left.

@@ -307,6 +307,7 @@ mod tests {
             timings_ms: Timings::default(),
             model: "Gemma".into(),
             attempt: 1,
+            logprobs: None,
             error: code.map(|code| ErrorBody {
                 code,
                 message: "m".into(),

@@ -37,6 +37,7 @@ fn reply(status: ReplyStatus, error: Option<ErrorBody>) -> Reply {
         timings_ms: Timings::default(),
         model: "m".into(),
         attempt: 1,
+        logprobs: None,
         error,
     }
 }
