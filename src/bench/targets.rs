@@ -96,6 +96,7 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
                 frequency_penalty: None,
                 presence_penalty: None,
                 seed: Some(index as u32),
+                logit_bias: Vec::new(),
             },
             stop: Vec::new(),
             constraint: load_for_tasks

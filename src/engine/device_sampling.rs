@@ -27,7 +27,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2 as sys;
 
-use super::sampling::{penalties, Draw};
+use super::sampling::{reshapes_logits, Draw};
 use crate::protocol::Sampling;
 
 /// How a task's token is chosen on the device: the settings a slot's chain was built from.
@@ -54,10 +54,10 @@ impl DeviceChoice {
     }
 
     /// How `sampling` runs on the device; `None` where the task needs the host: when it
-    /// needs its logits there (`needs_logits`: a grammar, log probabilities) or has a
-    /// penalty on recent tokens.
+    /// needs its logits there (`needs_logits`: a grammar, log probabilities) or reshapes
+    /// them (a logit bias, a penalty on recent tokens).
     pub(super) fn for_task(sampling: &Sampling, needs_logits: bool) -> Option<DeviceChoice> {
-        if needs_logits || penalties(sampling).is_some() {
+        if needs_logits || reshapes_logits(sampling) {
             return None;
         }
         if sampling.temperature <= 0.0 {

@@ -20,11 +20,12 @@ fn sampling(temperature: f32, seed: Option<u32>) -> Sampling {
         frequency_penalty: None,
         presence_penalty: None,
         seed,
+        logit_bias: Vec::new(),
     }
 }
 
 #[test]
-fn greedy_and_plain_draws_run_on_the_device_grammars_and_penalties_on_the_host() {
+fn greedy_and_plain_draws_run_on_the_device_grammars_logprobs_penalties_and_biases_on_the_host() {
     assert_eq!(
         DeviceChoice::for_task(&sampling(0.0, None), false),
         Some(DeviceChoice::Greedy)
@@ -45,6 +46,11 @@ fn greedy_and_plain_draws_run_on_the_device_grammars_and_penalties_on_the_host()
         ..sampling(0.7, None)
     };
     assert_eq!(DeviceChoice::for_task(&penalised, false), None);
+    let biased = Sampling {
+        logit_bias: vec![(5, 1.0)],
+        ..sampling(0.0, None)
+    };
+    assert_eq!(DeviceChoice::for_task(&biased, false), None);
     let off_filters = Sampling {
         top_k: Some(0),
         top_p: Some(1.0),

@@ -37,14 +37,26 @@ pub(super) fn picker(
     constraint: Option<&OutputConstraint>,
     first_bytes: impl FnOnce() -> Rc<FirstBytes>,
 ) -> Result<TokenPicker, TaskError> {
+    let n_vocab = model.n_vocab();
+    if let Some(&(id, _)) = sampling
+        .logit_bias
+        .iter()
+        .find(|(id, _)| *id as i64 >= i64::from(n_vocab))
+    {
+        return Err(TaskError::invalid(format!(
+            "`logit_bias` names token {id}, but the model's vocabulary has {n_vocab} tokens (ids 0 to {})",
+            n_vocab - 1
+        )));
+    }
     let Some(constraint) = constraint else {
-        return Ok(TokenPicker::new(sampling, None));
+        return Ok(TokenPicker::new(sampling, None, n_vocab));
     };
     let (grammar, reads_text) = sampler(model, constraint)?;
     let search = reads_text.then(first_bytes);
     Ok(TokenPicker::new(
         sampling,
         Some(Constrained { grammar, search }),
+        n_vocab,
     ))
 }
 

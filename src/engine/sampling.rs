@@ -21,6 +21,7 @@
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
 use std::rc::Rc;
@@ -57,19 +58,24 @@ enum Choice {
 }
 
 impl TokenPicker {
-    /// The picker for `sampling`, constrained by a grammar when given.
-    pub(super) fn new(sampling: &Sampling, constrained: Option<Constrained>) -> TokenPicker {
-        let penalty = penalties(sampling).is_some();
+    /// The picker for `sampling` over a vocabulary of `n_vocab` tokens, constrained by a
+    /// grammar when given.
+    pub(super) fn new(
+        sampling: &Sampling,
+        constrained: Option<Constrained>,
+        n_vocab: i32,
+    ) -> TokenPicker {
+        let reshaped = reshapes_logits(sampling);
         let scan_top_k = sampling
             .top_k
             .map(|k| k as usize)
-            .filter(|k| (1..=grammar::SCANNED).contains(k) && !penalty);
+            .filter(|k| (1..=grammar::SCANNED).contains(k) && !reshaped);
         let (grammar, search) = match constrained {
             Some(Constrained { grammar, search }) => (Some(grammar), search),
             None => (None, None),
         };
         TokenPicker {
-            choice: Choice::for_sampling(sampling),
+            choice: Choice::for_sampling(sampling, n_vocab),
             grammar,
             search,
             scan_top_k,
@@ -165,13 +171,20 @@ impl TokenPicker {
 }
 
 impl Choice {
-    fn for_sampling(sampling: &Sampling) -> Choice {
-        let penalties = penalties(sampling);
-        if sampling.temperature <= 0.0 && penalties.is_none() {
+    fn for_sampling(sampling: &Sampling, n_vocab: i32) -> Choice {
+        if sampling.temperature <= 0.0 && !reshapes_logits(sampling) {
             return Choice::Argmax;
         }
-        let mut chain = Vec::with_capacity(6);
-        if let Some(penalties) = penalties {
+        let mut chain = Vec::with_capacity(7);
+        if !sampling.logit_bias.is_empty() {
+            let biases: Vec<LlamaLogitBias> = sampling
+                .logit_bias
+                .iter()
+                .map(|&(id, bias)| LlamaLogitBias::new(LlamaToken(id as i32), bias))
+                .collect();
+            chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
+        }
+        if let Some(penalties) = penalties(sampling) {
             chain.push(LlamaSampler::penalties(
                 0,
                 PENALTY_WINDOW,
@@ -209,6 +222,13 @@ pub(super) struct Penalties {
     pub frequency: f32,
     /// Subtracted from a recent token's logit once; 0 = off.
     pub presence: f32,
+}
+
+/// Whether the task changes the model's logits before the pick (a logit bias, a penalty):
+/// then neither a plain argmax nor the device's chain nor a scan of the raw logits stands
+/// for its pick.
+pub(super) fn reshapes_logits(sampling: &Sampling) -> bool {
+    !sampling.logit_bias.is_empty() || penalties(sampling).is_some()
 }
 
 /// A task's penalties, unless none of them changes anything.
@@ -271,132 +291,5 @@ fn argmax(logits: &[f32]) -> i32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::test_model::{context, follow_constrained_greedy, real_model};
-    use super::*;
-
-    fn sampling(temperature: f32, repeat_penalty: Option<f32>) -> Sampling {
-        Sampling {
-            temperature,
-            top_p: None,
-            top_k: Some(40),
-            min_p: None,
-            repeat_penalty,
-            frequency_penalty: None,
-            presence_penalty: None,
-            seed: Some(7),
-        }
-    }
-
-    /// Runs on the real model (`WARREN_TEST_MODEL`, which `make test` sets): over a greedy
-    /// continuation of several prompts, the in-place argmax picks exactly the token that
-    /// llama.cpp's own greedy sampler picks from the same logits.
-    #[test]
-    fn the_argmax_picks_what_llama_cpp_greedy_sampler_picks_on_real_logits() {
-        use llama_cpp_2::llama_batch::LlamaBatch;
-
-        let (backend, model) = real_model();
-        let mut ctx = context(backend, &model);
-        let mut llama_greedy = LlamaSampler::greedy();
-        let mut compared = 0;
-        for prompt in [
-            "The capital of France is",
-            "Once upon a time",
-            "1, 2, 3, 4,",
-        ] {
-            ctx.clear_kv_cache();
-            let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
-            let mut batch = LlamaBatch::new(64, 1);
-            batch.add_sequence(&tokens, 0, false).expect("batch");
-            let first = tokens.len() as i32;
-            for position in first..first + 8 {
-                ctx.decode(&mut batch).expect("decode");
-                let last = batch.n_tokens() - 1;
-                let ours = TokenPicker::new(&sampling(0.0, None), None)
-                    .pick(&ctx, last)
-                    .expect("an unconstrained pick");
-                let theirs = llama_greedy.sample(&ctx, last);
-                assert_eq!(ours, theirs, "prompt {prompt:?}, position {position}");
-                compared += 1;
-                batch.clear();
-                batch.add(ours, position, &[0], true).expect("batch");
-            }
-        }
-        assert_eq!(compared, 24);
-    }
-
-    /// Over a JSON-constrained greedy continuation on the real model, the scan of the most
-    /// likely tokens finds exactly the argmax of the grammar-masked vocabulary.
-    #[test]
-    fn with_a_grammar_the_scanned_pick_is_the_argmax_of_the_masked_vocabulary() {
-        let (backend, model) = real_model();
-        let schema = r#"{"type": "object", "properties": {"name": {"type": "string"},
-            "age": {"type": "integer"}}, "required": ["name", "age"]}"#;
-        let gbnf = llama_cpp_2::json_schema_to_grammar(schema).expect("a grammar");
-        let mut grammar = LlamaSampler::grammar(&model, &gbnf, "root").expect("it compiles");
-        let mut ctx = context(backend, &model);
-        let mut scanned_picks = 0;
-        let prompt = "Tell me about a person.";
-        follow_constrained_greedy(
-            &model,
-            &mut ctx,
-            &mut grammar,
-            prompt,
-            32,
-            |ctx, last, grammar, masked, position| {
-                let logits = ctx.get_logits_ith(last);
-                let scanned = grammar::best_allowed(grammar, logits, 1).map(|b| b[0].id());
-                let masked = masked.clone().sample_token_greedy();
-                if let Some(scanned) = scanned {
-                    assert_eq!(scanned, masked, "at position {position}");
-                    scanned_picks += 1;
-                }
-            },
-        );
-        assert!(scanned_picks >= 8, "only {scanned_picks} picks compared");
-    }
-
-    #[test]
-    fn argmax_takes_the_largest_logit_and_the_first_on_ties() {
-        assert_eq!(argmax(&[0.5, 2.0, -1.0, 2.0]), 1);
-        assert_eq!(argmax(&[-3.0, -2.0, -7.0]), 1);
-        assert_eq!(argmax(&[f32::NAN, 1.0, 0.0]), 1);
-    }
-
-    #[test]
-    fn plain_greedy_is_an_argmax_and_anything_else_a_sampler_chain() {
-        assert!(TokenPicker::new(&sampling(0.0, None), None).is_plain_argmax());
-        assert!(TokenPicker::new(&sampling(0.0, Some(1.0)), None).is_plain_argmax());
-        assert!(!TokenPicker::new(&sampling(0.0, Some(1.3)), None).is_plain_argmax());
-        assert!(!TokenPicker::new(&sampling(0.8, None), None).is_plain_argmax());
-        let frequency = Sampling {
-            frequency_penalty: Some(0.5),
-            ..sampling(0.0, None)
-        };
-        assert!(!TokenPicker::new(&frequency, None).is_plain_argmax());
-        let presence_off = Sampling {
-            presence_penalty: Some(0.0),
-            ..sampling(0.0, None)
-        };
-        assert!(TokenPicker::new(&presence_off, None).is_plain_argmax());
-    }
-
-    #[test]
-    fn penalties_that_change_nothing_are_none() {
-        assert_eq!(penalties(&sampling(0.7, None)), None);
-        assert_eq!(penalties(&sampling(0.7, Some(1.0))), None);
-        let openai = Sampling {
-            frequency_penalty: Some(-0.5),
-            presence_penalty: Some(1.5),
-            ..sampling(0.7, None)
-        };
-        assert_eq!(
-            penalties(&openai),
-            Some(Penalties {
-                repeat: 1.0,
-                frequency: -0.5,
-                presence: 1.5
-            })
-        );
-    }
-}
+#[path = "sampling_tests.rs"]
+mod tests;

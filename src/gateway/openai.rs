@@ -112,6 +112,9 @@ struct RawRequest {
     min_p: Option<f64>,
     #[serde(default)]
     repeat_penalty: Option<f64>,
+    /// Token id to a bias (checked by the worker's rules).
+    #[serde(default)]
+    logit_bias: Option<serde_json::Map<String, Value>>,
     /// Chat: a boolean; completions: alternatives per token.
     #[serde(default)]
     logprobs: Option<Value>,
@@ -185,6 +188,7 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
         frequency_penalty: raw.frequency_penalty,
         presence_penalty: raw.presence_penalty,
         seed: raw.seed,
+        logit_bias: raw.logit_bias,
         stop: raw.stop.map(|stop| match stop {
             Stop::One(s) => vec![s],
             Stop::Many(list) => list,

@@ -114,6 +114,7 @@ pub fn parse_task(
     let seed = fields
         .integer("seed", 0, u64::from(u32::MAX - 1))?
         .map(|v| v as u32);
+    let logit_bias = parse_logit_bias(fields.present("logit_bias"))?;
     let stop = parse_stop(map.get("stop"), limits)?;
     let constraint = parse_constraint(&map)?;
     let timeout_ms = fields
@@ -138,6 +139,7 @@ pub fn parse_task(
             frequency_penalty,
             presence_penalty,
             seed,
+            logit_bias,
         },
         stop,
         constraint,
@@ -147,6 +149,61 @@ pub fn parse_task(
         progress,
         logprobs,
     })
+}
+
+/// Most tokens a task's `logit_bias` may name.
+pub const MAX_LOGIT_BIAS: usize = 1024;
+
+/// `logit_bias`: an object from token ids (decimal strings, as OpenAI's JSON has them) to a
+/// bias in -100 ..= 100; sorted by id. Whether an id is in the vocabulary is the engine's
+/// to say.
+fn parse_logit_bias(value: Option<&Value>) -> Result<Vec<(u32, f32)>, TaskError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let Value::Object(entries) = value else {
+        return Err(TaskError::invalid(format!(
+            "`logit_bias` must be an object from token ids to biases, not {}",
+            json_kind(value)
+        )));
+    };
+    if entries.len() > MAX_LOGIT_BIAS {
+        return Err(TaskError::invalid(format!(
+            "`logit_bias` names {} tokens, more than the limit of {MAX_LOGIT_BIAS}",
+            entries.len()
+        )));
+    }
+    let mut biases = Vec::with_capacity(entries.len());
+    for (key, bias) in entries {
+        let id = key
+            .parse::<u32>()
+            .ok()
+            .filter(|id| *id <= i32::MAX as u32)
+            .ok_or_else(|| {
+                TaskError::invalid(format!(
+                    "`logit_bias` keys must be token ids (decimal integers), not {:?}",
+                    key.chars().take(40).collect::<String>()
+                ))
+            })?;
+        let bias = bias
+            .as_f64()
+            .filter(|b| (-100.0..=100.0).contains(b))
+            .ok_or_else(|| {
+                TaskError::invalid(format!(
+                    "`logit_bias[{id}]` must be a number from -100 to 100, not {}",
+                    short(bias)
+                ))
+            })?;
+        biases.push((id, bias as f32));
+    }
+    biases.sort_by_key(|(id, _)| *id);
+    if let Some(pair) = biases.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(TaskError::invalid(format!(
+            "`logit_bias` names token {} twice",
+            pair[0].0
+        )));
+    }
+    Ok(biases)
 }
 
 fn parse_prompt(value: &Value) -> Result<String, TaskError> {

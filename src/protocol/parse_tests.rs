@@ -236,3 +236,36 @@ fn logprobs_asks_for_up_to_twenty_alternatives_and_is_off_when_absent() {
         assert!(message.contains("`logprobs`"), "{message}");
     }
 }
+
+#[test]
+fn logit_bias_maps_token_ids_to_biases_within_a_hundred() {
+    let task = parse(json!({"prompt": "x", "logit_bias": {"50": -100, "7": 2.5}})).unwrap();
+    assert_eq!(task.sampling.logit_bias, vec![(7, 2.5), (50, -100.0)]);
+    assert!(parse(json!({"prompt": "x"}))
+        .unwrap()
+        .sampling
+        .logit_bias
+        .is_empty());
+    for (bad, fragment) in [
+        (json!([1, 2]), "must be an object"),
+        (json!({"abc": 1}), "token ids"),
+        (json!({"-1": 1}), "token ids"),
+        (json!({"4294967295": 1}), "token ids"),
+        (json!({"3": 101}), "`logit_bias[3]`"),
+        (json!({"3": "1"}), "`logit_bias[3]`"),
+        (json!({"3": 1, "03": 1}), "twice"),
+    ] {
+        let message = rejection(json!({"prompt": "x", "logit_bias": bad}));
+        assert!(message.contains(fragment), "{message}");
+    }
+    let too_many: Map<String, Value> = (0..=MAX_LOGIT_BIAS)
+        .map(|id| (id.to_string(), json!(1)))
+        .collect();
+    let body = json!({"prompt": "x", "logit_bias": too_many}).to_string();
+    let roomy = LimitSettings {
+        max_body_bytes: 1 << 20,
+        ..limits()
+    };
+    let err = parse_task(body.as_bytes(), &roomy, &SAMPLING).expect_err("too many");
+    assert!(err.message.contains("limit of 1024"), "{}", err.message);
+}

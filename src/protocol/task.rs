@@ -64,6 +64,8 @@ pub struct Sampling {
     pub presence_penalty: Option<f32>,
     /// Seed of the random sampler; random when absent.
     pub seed: Option<u32>,
+    /// OpenAI's: added to a token's logit before anything else (token id, bias), by id.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 /// A validated task, ready for the engine.

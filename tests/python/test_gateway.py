@@ -146,6 +146,24 @@ def test_text_completions_report_logprobs_in_the_legacy_columns(client):
         assert "logprobs" in raised.value.message
 
 
+def test_a_logit_bias_makes_a_token_every_pick_and_must_name_real_tokens(client):
+    """+100 on one token id makes it every pick, greedy or sampled; the logprobs still report
+    the model's own view of it (a bias is not part of the model's distribution)."""
+    for temperature in (0, 0.9):
+        forced = client.completions.create(
+            model="m", prompt="The capital of France is", max_tokens=4, temperature=temperature,
+            logit_bias={"12345": 100}, logprobs=0,
+        )
+        tokens = forced.choices[0].logprobs.tokens
+        assert len(tokens) == 4 and len(set(tokens)) == 1, tokens
+        assert forced.choices[0].text == tokens[0] * 4
+        assert forced.choices[0].logprobs.token_logprobs[0] < -1
+    for bad in ({"999999999": 1}, {"abc": 1}, {"5": 500}):
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.completions.create(model="m", prompt="x", max_tokens=2, logit_bias=bad)
+        assert "logit_bias" in raised.value.message
+
+
 def test_max_tokens_one_generates_one_token(client):
     completion = client.chat.completions.create(model="m", messages=PROMPT, max_completion_tokens=1)
     assert completion.usage.completion_tokens == 1

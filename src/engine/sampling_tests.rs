@@ -1,0 +1,178 @@
+//! How a task's next token is picked, on the real model where it matters.
+
+use super::super::test_model::{context, follow_constrained_greedy, real_model};
+use super::*;
+
+fn sampling(temperature: f32, repeat_penalty: Option<f32>) -> Sampling {
+    Sampling {
+        temperature,
+        top_p: None,
+        top_k: Some(40),
+        min_p: None,
+        repeat_penalty,
+        frequency_penalty: None,
+        presence_penalty: None,
+        seed: Some(7),
+        logit_bias: Vec::new(),
+    }
+}
+
+/// Runs on the real model (`WARREN_TEST_MODEL`, which `make test` sets): over a greedy
+/// continuation of several prompts, the in-place argmax picks exactly the token that
+/// llama.cpp's own greedy sampler picks from the same logits.
+#[test]
+fn the_argmax_picks_what_llama_cpp_greedy_sampler_picks_on_real_logits() {
+    use llama_cpp_2::llama_batch::LlamaBatch;
+
+    let (backend, model) = real_model();
+    let mut ctx = context(backend, &model);
+    let mut llama_greedy = LlamaSampler::greedy();
+    let mut compared = 0;
+    for prompt in [
+        "The capital of France is",
+        "Once upon a time",
+        "1, 2, 3, 4,",
+    ] {
+        ctx.clear_kv_cache();
+        let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
+        let mut batch = LlamaBatch::new(64, 1);
+        batch.add_sequence(&tokens, 0, false).expect("batch");
+        let first = tokens.len() as i32;
+        for position in first..first + 8 {
+            ctx.decode(&mut batch).expect("decode");
+            let last = batch.n_tokens() - 1;
+            let ours = TokenPicker::new(&sampling(0.0, None), None, 1000)
+                .pick(&ctx, last)
+                .expect("an unconstrained pick");
+            let theirs = llama_greedy.sample(&ctx, last);
+            assert_eq!(ours, theirs, "prompt {prompt:?}, position {position}");
+            compared += 1;
+            batch.clear();
+            batch.add(ours, position, &[0], true).expect("batch");
+        }
+    }
+    assert_eq!(compared, 24);
+}
+
+/// Over a JSON-constrained greedy continuation on the real model, the scan of the most
+/// likely tokens finds exactly the argmax of the grammar-masked vocabulary.
+#[test]
+fn with_a_grammar_the_scanned_pick_is_the_argmax_of_the_masked_vocabulary() {
+    let (backend, model) = real_model();
+    let schema = r#"{"type": "object", "properties": {"name": {"type": "string"},
+        "age": {"type": "integer"}}, "required": ["name", "age"]}"#;
+    let gbnf = llama_cpp_2::json_schema_to_grammar(schema).expect("a grammar");
+    let mut grammar = LlamaSampler::grammar(&model, &gbnf, "root").expect("it compiles");
+    let mut ctx = context(backend, &model);
+    let mut scanned_picks = 0;
+    let prompt = "Tell me about a person.";
+    follow_constrained_greedy(
+        &model,
+        &mut ctx,
+        &mut grammar,
+        prompt,
+        32,
+        |ctx, last, grammar, masked, position| {
+            let logits = ctx.get_logits_ith(last);
+            let scanned = grammar::best_allowed(grammar, logits, 1).map(|b| b[0].id());
+            let masked = masked.clone().sample_token_greedy();
+            if let Some(scanned) = scanned {
+                assert_eq!(scanned, masked, "at position {position}");
+                scanned_picks += 1;
+            }
+        },
+    );
+    assert!(scanned_picks >= 8, "only {scanned_picks} picks compared");
+}
+
+#[test]
+fn argmax_takes_the_largest_logit_and_the_first_on_ties() {
+    assert_eq!(argmax(&[0.5, 2.0, -1.0, 2.0]), 1);
+    assert_eq!(argmax(&[-3.0, -2.0, -7.0]), 1);
+    assert_eq!(argmax(&[f32::NAN, 1.0, 0.0]), 1);
+}
+
+#[test]
+fn plain_greedy_is_an_argmax_and_anything_else_a_sampler_chain() {
+    assert!(TokenPicker::new(&sampling(0.0, None), None, 1000).is_plain_argmax());
+    assert!(TokenPicker::new(&sampling(0.0, Some(1.0)), None, 1000).is_plain_argmax());
+    assert!(!TokenPicker::new(&sampling(0.0, Some(1.3)), None, 1000).is_plain_argmax());
+    assert!(!TokenPicker::new(&sampling(0.8, None), None, 1000).is_plain_argmax());
+    let frequency = Sampling {
+        frequency_penalty: Some(0.5),
+        ..sampling(0.0, None)
+    };
+    assert!(!TokenPicker::new(&frequency, None, 1000).is_plain_argmax());
+    let presence_off = Sampling {
+        presence_penalty: Some(0.0),
+        ..sampling(0.0, None)
+    };
+    assert!(TokenPicker::new(&presence_off, None, 1000).is_plain_argmax());
+}
+
+#[test]
+fn penalties_that_change_nothing_are_none() {
+    assert_eq!(penalties(&sampling(0.7, None)), None);
+    assert_eq!(penalties(&sampling(0.7, Some(1.0))), None);
+    let openai = Sampling {
+        frequency_penalty: Some(-0.5),
+        presence_penalty: Some(1.5),
+        ..sampling(0.7, None)
+    };
+    assert_eq!(
+        penalties(&openai),
+        Some(Penalties {
+            repeat: 1.0,
+            frequency: -0.5,
+            presence: 1.5
+        })
+    );
+}
+
+/// On the real model: a bias of -100 on the greedy token makes the runner-up the pick, +100
+/// on any token makes it the pick; an id outside the vocabulary is refused.
+#[test]
+fn a_logit_bias_shifts_the_pick_and_must_name_tokens_of_the_vocabulary() {
+    use llama_cpp_2::llama_batch::LlamaBatch;
+
+    let (backend, model) = real_model();
+    let mut ctx = context(backend, &model);
+    let tokens = model
+        .vocab()
+        .tokenize(b"The capital of France is", true, false);
+    let mut batch = LlamaBatch::new(64, 1);
+    batch.add_sequence(&tokens, 0, false).expect("batch");
+    ctx.decode(&mut batch).expect("decode");
+    let last = batch.n_tokens() - 1;
+    let (_, ranked) = super::super::logprobs::log_softmax_at(ctx.get_logits_ith(last), 0, 2);
+    let (best, runner_up) = (ranked[0].0 as u32, ranked[1].0 as u32);
+    let pick = |logit_bias: Vec<(u32, f32)>, temperature: f32| {
+        let biased = Sampling {
+            logit_bias,
+            ..sampling(temperature, None)
+        };
+        let mut picker =
+            grammar::picker(&model, &biased, None, || unreachable!()).expect("a picker");
+        picker.pick(&ctx, last).expect("a pick").0 as u32
+    };
+    assert_eq!(pick(Vec::new(), 0.0), best);
+    assert_eq!(pick(vec![(best, -100.0)], 0.0), runner_up);
+    let rare = 12_345;
+    assert_eq!(pick(vec![(rare, 100.0)], 0.0), rare);
+    assert_eq!(pick(vec![(rare, 100.0)], 0.8), rare, "sampled too");
+
+    let n_vocab = model.n_vocab() as u32;
+    let outside = Sampling {
+        logit_bias: vec![(n_vocab, 1.0)],
+        ..sampling(0.0, None)
+    };
+    let refused = grammar::picker(&model, &outside, None, || unreachable!())
+        .err()
+        .expect("refused");
+    assert_eq!(refused.code, ErrorCode::InvalidRequest);
+    assert!(
+        refused.message.contains("logit_bias"),
+        "{}",
+        refused.message
+    );
+}
