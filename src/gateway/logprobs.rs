@@ -1,8 +1,9 @@
 //! Log probabilities through OpenAI's interface: the request fields that ask for them (chat:
-//! `logprobs: true` with `top_logprobs`; completions: `logprobs` N) become the task's
-//! `logprobs`, and a reply's entries take the endpoint's shape (chat: `{"content": [...]}`;
-//! completions: the legacy columns `tokens`, `token_logprobs`, `top_logprobs`,
-//! `text_offset`). Pure values only.
+//! `logprobs: true` with `top_logprobs`; completions: `logprobs` N; responses: `include`
+//! `message.output_text.logprobs` with `top_logprobs`) become the task's `logprobs`, and a
+//! reply's entries take the endpoint's shape (chat: `{"content": [...]}`, responses: the
+//! same list in `output_text`; completions: the legacy columns `tokens`, `token_logprobs`,
+//! `top_logprobs`, `text_offset`). Pure values only.
 
 use serde_json::{json, Map, Value};
 
@@ -60,14 +61,30 @@ pub fn asked(
     }
 }
 
+/// The task's `logprobs` for a Responses API request: asked by `include` holding
+/// `message.output_text.logprobs`, or by `top_logprobs` (0 ..= 20 alternatives).
+pub fn asked_by_response(
+    include: &[String],
+    top_logprobs: Option<u64>,
+) -> Result<Option<u64>, ApiError> {
+    if let Some(top) = top_logprobs.filter(|top| *top > MAX_TOP_LOGPROBS) {
+        return Err(ApiError::invalid(
+            format!("`top_logprobs` must be an integer from 0 to {MAX_TOP_LOGPROBS}, not {top}"),
+            Some("top_logprobs".into()),
+        ));
+    }
+    let included = include.iter().any(|item| item == RESPONSE_LOGPROBS);
+    Ok((included || top_logprobs.is_some()).then(|| top_logprobs.unwrap_or(0)))
+}
+
+/// The `include` item of the Responses API that asks for log probabilities.
+pub const RESPONSE_LOGPROBS: &str = "message.output_text.logprobs";
+
 /// The `logprobs` of a choice for `tokens`; `first_offset` is the character offset of the
 /// first token in the completion (completions' `text_offset`).
 pub fn choice_logprobs(kind: Kind, tokens: &[TokenLogprob], first_offset: usize) -> Value {
     match kind {
-        Kind::Chat => json!({
-            "content": tokens.iter().map(chat_entry).collect::<Vec<_>>(),
-            "refusal": null,
-        }),
+        Kind::Chat => json!({"content": entries(tokens), "refusal": null}),
         Kind::Completion => {
             let mut offset = first_offset;
             let mut text_offset = Vec::with_capacity(tokens.len());
@@ -83,6 +100,11 @@ pub fn choice_logprobs(kind: Kind, tokens: &[TokenLogprob], first_offset: usize)
             })
         }
     }
+}
+
+/// The entries as chat and the Responses API's `output_text` list them.
+pub fn entries(tokens: &[TokenLogprob]) -> Value {
+    Value::Array(tokens.iter().map(chat_entry).collect())
 }
 
 /// Characters the tokens span (where the next chunk's `text_offset` starts).
@@ -158,6 +180,20 @@ mod tests {
             assert_eq!(err.param.as_deref(), Some("logprobs"));
         }
         let err = asked(Kind::Completion, Some(&json!(1)), Some(&json!(1))).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("top_logprobs"));
+    }
+
+    #[test]
+    fn responses_ask_with_include_or_top_logprobs() {
+        let include = [RESPONSE_LOGPROBS.to_owned()];
+        assert_eq!(asked_by_response(&include, None).unwrap(), Some(0));
+        assert_eq!(asked_by_response(&include, Some(4)).unwrap(), Some(4));
+        assert_eq!(asked_by_response(&[], Some(2)).unwrap(), Some(2));
+        assert_eq!(
+            asked_by_response(&["reasoning.encrypted_content".into()], None).unwrap(),
+            None
+        );
+        let err = asked_by_response(&include, Some(21)).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("top_logprobs"));
     }
 

@@ -71,6 +71,27 @@ def test_without_background_the_finished_response_is_the_answer(fleet):
     assert response.output_text
 
 
+def test_logprobs_asked_with_include_are_kept_with_the_background_response(fleet):
+    client = sdk(fleet.first.base_url)
+    created = client.responses.create(
+        model="m", input="The capital of France is", max_output_tokens=6, background=True,
+        include=["message.output_text.logprobs"], top_logprobs=2,
+    )
+    done = wait_until_final(client, created.id)
+    part = done.output[0].content[0]
+    assert len(part.logprobs) == done.usage.output_tokens
+    assert "".join(entry.token for entry in part.logprobs) == part.text
+    for entry in part.logprobs:
+        assert len(entry.top_logprobs) == 2 and entry.top_logprobs[0].token == entry.token
+    again = client.responses.retrieve(created.id)
+    assert [e.logprob for e in again.output[0].content[0].logprobs] == [e.logprob for e in part.logprobs]
+    plain = client.responses.create(model="m", input="Hello", max_output_tokens=2)
+    assert plain.output[0].content[0].logprobs is None
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="m", input="Hi", top_logprobs=21)
+    assert "top_logprobs" in raised.value.message
+
+
 def test_an_unknown_response_is_a_404(fleet):
     with pytest.raises(openai.NotFoundError):
         sdk(fleet.first.base_url).responses.retrieve("resp_doesnotexist")
