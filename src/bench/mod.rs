@@ -65,6 +65,8 @@ pub(crate) struct Load {
     pub cache_prompt: bool,
     /// A JSON Schema every task's output must match (the structured-output workload).
     pub json_schema: Option<Value>,
+    /// Alternatives per token when every task asks for log probabilities.
+    pub logprobs: Option<u32>,
 }
 
 /// One task as the client saw it.
@@ -324,6 +326,7 @@ fn task_body(load: &Load, index: usize) -> TaskBody {
         top_p: load.top_p.map(f64::from),
         seed: Some(index as u64),
         json_schema: load.json_schema.clone(),
+        logprobs: load.logprobs.map(u64::from),
         ..TaskBody::prompt(load.prompts[index % load.prompts.len()].clone())
     }
 }
@@ -353,6 +356,7 @@ mod tests {
             top_p: None,
             cache_prompt: false,
             json_schema: None,
+            logprobs: None,
         };
         let lengths: Vec<u32> = (0..8).map(|i| load.max_tokens_of(i)).collect();
         assert_eq!(lengths, [12, 72, 36, 96, 60, 24, 84, 48]);

@@ -107,7 +107,7 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
             deadline_ms: None,
             stream: false,
             progress: false,
-            logprobs: None,
+            logprobs: load_for_tasks.logprobs,
         };
         let request = GenerationRequest { task, stream: None };
         async move {
@@ -154,6 +154,10 @@ pub(crate) async fn against_llama_server(base_url: &str, load: &Load) -> (Vec<Sa
             });
             if let Some(schema) = task.json_schema {
                 body["json_schema"] = schema;
+            }
+            if let Some(n) = task.logprobs {
+                // llama-server reports the chosen token among its n_probs (at least one).
+                body["n_probs"] = json!(n.max(1));
             }
             tokio::task::spawn_blocking(move || {
                 let sent = Instant::now();
@@ -202,6 +206,7 @@ pub(crate) async fn against_gateway(base_url: &str, load: &Load) -> (Vec<Sample>
                 "temperature": task.temperature,
                 "top_p": task.top_p,
                 "seed": task.seed,
+                "logprobs": task.logprobs,
             });
             tokio::task::spawn_blocking(move || {
                 let sent = Instant::now();

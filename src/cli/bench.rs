@@ -47,6 +47,10 @@ pub(crate) struct Args {
     /// what structured output costs per token.
     #[arg(long)]
     pub json_schema: Option<PathBuf>,
+    /// Ask for each token's log probability with this many alternatives (`logprobs`;
+    /// llama-server's `n_probs`), to measure what reporting them costs.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub logprobs: Option<u32>,
     /// Run the engine in this process (engine.* settings, e.g. WARREN__ENGINE__SLOTS) instead
     /// of going through RabbitMQ.
     #[arg(long, conflicts_with = "llama_server")]
@@ -88,6 +92,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
             ),
             None => None,
         },
+        logprobs: args.logprobs,
     };
     anyhow::ensure!(!load.prompts.is_empty(), "no prompts");
     let (label, (samples, wall), broker_floor, peak_rss) = if args.in_process {

@@ -19,7 +19,7 @@ pub(super) fn log_softmax_at(
     if !max.is_finite() {
         return (f32::NEG_INFINITY, Vec::new());
     }
-    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
     let log_norm = max + sum.ln() as f32;
     let mut best: Vec<(usize, f32)> = Vec::with_capacity(top + 1);
     if top > 0 {
