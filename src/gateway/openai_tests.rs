@@ -1,0 +1,142 @@
+//! How OpenAI's request shapes become tasks, and the 400s for those that cannot.
+
+use super::*;
+use serde_json::json;
+
+#[test]
+fn a_chat_request_becomes_a_task_with_messages() {
+    let body = json!({
+        "model": "m", "messages": [
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]}
+        ],
+        "max_completion_tokens": 9, "max_tokens": 100, "stop": "\n", "seed": 3,
+        "stream": true, "stream_options": {"include_usage": true}, "user": "u1", "n": 1
+    });
+    let request = parse_request(Kind::Chat, body.to_string().as_bytes()).unwrap();
+    let messages = request.task.messages.clone().unwrap();
+    assert_eq!(messages[0].role, "system");
+    assert_eq!(messages[1].content, "Hi there");
+    assert_eq!(
+        request.task.max_tokens,
+        Some(9),
+        "max_completion_tokens wins"
+    );
+    assert_eq!(request.task.stop, Some(vec!["\n".to_owned()]));
+    assert_eq!(request.task.stream, Some(true));
+    assert!(request.stream && request.include_usage);
+    assert_eq!(request.model, "m");
+}
+
+#[test]
+fn a_completion_request_becomes_a_task_with_a_prompt() {
+    let body = json!({"model": "m", "prompt": "Once", "stop": ["a", "b"], "temperature": 0.5,
+        "frequency_penalty": 0.25, "presence_penalty": -1});
+    let request = parse_request(Kind::Completion, body.to_string().as_bytes()).unwrap();
+    assert_eq!(request.task.prompt.as_deref(), Some("Once"));
+    assert_eq!(request.task.temperature, Some(0.5));
+    assert_eq!(
+        (
+            request.task.frequency_penalty,
+            request.task.presence_penalty
+        ),
+        (Some(0.25), Some(-1.0))
+    );
+    assert_eq!(
+        (
+            request.task.top_k,
+            request.task.min_p,
+            request.task.repeat_penalty
+        ),
+        (None, None, None)
+    );
+    assert_eq!(request.task.stream, None);
+    assert_eq!(request.prompt_chars, 4);
+}
+
+#[test]
+fn llama_servers_sampling_extensions_reach_the_task() {
+    let body = json!({"model": "m", "prompt": "x", "temperature": 0.8, "top_k": 5,
+        "min_p": 0.1, "repeat_penalty": 1.2});
+    let request = parse_request(Kind::Completion, body.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        (
+            request.task.top_k,
+            request.task.min_p,
+            request.task.repeat_penalty
+        ),
+        (Some(5), Some(0.1), Some(1.2))
+    );
+    let task: serde_json::Value = serde_json::from_slice(&request.task.to_bytes()).unwrap();
+    assert_eq!(
+        (&task["top_k"], &task["min_p"], &task["repeat_penalty"]),
+        (&json!(5), &json!(0.1), &json!(1.2)),
+        "named as the wire contract names them"
+    );
+    let body = json!({"model": "m", "prompt": "x", "top_k": "many"});
+    let refused = parse_request(Kind::Completion, body.to_string().as_bytes()).unwrap_err();
+    assert_eq!(refused.param.as_deref(), Some("top_k"));
+}
+
+#[test]
+fn a_response_format_or_a_grammar_constrains_the_task() {
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}});
+    let request = parse_request(Kind::Chat, body.to_string().as_bytes()).unwrap();
+    assert_eq!(request.task.json_schema, Some(schema));
+    let body = json!({"model": "m", "prompt": "x", "grammar": "root ::= \"a\""});
+    let request = parse_request(Kind::Completion, body.to_string().as_bytes()).unwrap();
+    assert_eq!(request.task.grammar.as_deref(), Some("root ::= \"a\""));
+    assert_eq!(request.task.json_schema, None);
+}
+
+#[test]
+fn requests_the_gateway_cannot_serve_are_rejected_naming_the_field() {
+    let cases = [
+        (Kind::Chat, json!({"model": "m"}), "messages"),
+        (Kind::Chat, json!({"messages": []}), "model"),
+        (
+            Kind::Chat,
+            json!({"model": "m", "messages": [], "n": 2}),
+            "n",
+        ),
+        (
+            Kind::Chat,
+            json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]}),
+            "role",
+        ),
+        (
+            Kind::Chat,
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            "image_url",
+        ),
+        (
+            Kind::Completion,
+            json!({"model": "m", "prompt": [1, 2]}),
+            "prompt",
+        ),
+        (
+            Kind::Completion,
+            json!({"model": "m", "prompt": "a", "max_tokens": "many"}),
+            "max_tokens",
+        ),
+        (Kind::Completion, json!([1]), "valid"),
+        (
+            Kind::Chat,
+            json!({"model": "m", "messages": [], "response_format": {"type": "xml"}}),
+            "response_format",
+        ),
+        (
+            Kind::Completion,
+            json!({"model": "m", "prompt": "a", "grammar": "root ::= \"a\"",
+                "response_format": {"type": "json_object"}}),
+            "grammar",
+        ),
+    ];
+    for (kind, body, expected) in cases {
+        let err = parse_request(kind, body.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err.status.as_u16(), 400, "{body}");
+        assert!(err.message.contains(expected), "{body}: {}", err.message);
+    }
+}
