@@ -147,7 +147,7 @@ async fn record_line(
     message: Message,
 ) -> Result<(), StoreError> {
     if let Message::Reply(reply) = message {
-        let outcome = batch::object::Outcome::Answered {
+        let outcome = batch::outcome::Outcome::Answered {
             reply,
             at: unix_seconds(),
         };

@@ -4,11 +4,13 @@
 //! and error files (JSONL, one line per request, in file order) are files to download.
 //! `POST /v1/batches/{id}/cancel` stops it; `GET /v1/batches` lists them.
 //!
-//! [`object`] holds the shapes (pure), [`store`] the state in Redis, [`runner`] the
+//! [`object`] holds the shapes (pure), [`outcome`] how each request ended and its result
+//! line, [`store`] the state in Redis, [`runner`] the
 //! publishing loop that any replica may carry on. Redis down: these endpoints answer 503.
 
 pub mod files;
 pub mod object;
+pub mod outcome;
 pub mod runner;
 pub mod store;
 
@@ -28,7 +30,8 @@ use super::background::owner_of;
 use super::errors::ApiError;
 use super::App;
 use crate::client::unix_seconds;
-use object::{BatchStatus, Outcome};
+use object::BatchStatus;
+use outcome::Outcome;
 use runner::Runners;
 use store::{BatchRecord, BatchStore};
 

@@ -1,15 +1,15 @@
 //! OpenAI's Batch API shapes, as pure values: the create request, the input file's lines
-//! (checked the way the gateway checks a single request), the batch and file objects, and the
-//! lines of the output and error files. No I/O: every rule is unit-tested here.
+//! (checked the way the gateway checks a single request), the batch and file objects (the
+//! lines of the output and error files are [`super::outcome`]'s). No I/O: every rule is
+//! unit-tested.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{LimitSettings, SamplingSettings};
 use crate::gateway::errors::ApiError;
 use crate::gateway::openai::{self, Kind};
-use crate::gateway::responses;
-use crate::protocol::{self, Reply, ReplyStatus};
+use crate::protocol;
 
 /// The only completion window there is, as at OpenAI.
 pub const COMPLETION_WINDOW: &str = "24h";
@@ -366,87 +366,6 @@ pub fn file(id: &str, bytes: usize, created_at: u64, filename: &str, purpose: &s
         "purpose": purpose,
         "status": "processed",
         "status_details": null,
-    })
-}
-
-/// How one request of a batch ended, as kept until the batch is finalized.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// A worker's reply (ok or error), received at `at` (Unix seconds).
-    Answered {
-        /// The reply.
-        reply: Reply,
-        /// When.
-        at: u64,
-    },
-    /// Refused without running, as the HTTP answer `status_code` with OpenAI's envelope.
-    Refused {
-        /// HTTP status.
-        status_code: u16,
-        /// `{"error": {...}}`.
-        body: Value,
-    },
-}
-
-impl Outcome {
-    /// A request refused with `error`.
-    pub fn refused(error: &ApiError) -> Outcome {
-        Outcome::Refused {
-            status_code: error.status.as_u16(),
-            body: error.body(),
-        }
-    }
-
-    /// Whether it counts as completed (else failed).
-    pub fn is_completed(&self) -> bool {
-        matches!(self, Outcome::Answered { reply, .. } if reply.status == ReplyStatus::Ok)
-    }
-}
-
-/// One request's line in the output file (`true`) or the error file (`false`).
-pub fn result_line(kind: Kind, id: &str, custom_id: &str, outcome: &Outcome) -> (Value, bool) {
-    match outcome {
-        Outcome::Answered { reply, at } if reply.status == ReplyStatus::Ok => {
-            let body = responses::response(kind, id, *at, reply);
-            (response_line(id, custom_id, 200, body), true)
-        }
-        Outcome::Answered { reply, .. } => {
-            let error = reply.error.as_ref().map_or_else(
-                || ApiError::internal("the worker failed without a reason"),
-                ApiError::from_reply,
-            );
-            let line = response_line(id, custom_id, error.status.as_u16(), error.body());
-            (line, false)
-        }
-        Outcome::Refused { status_code, body } => (
-            response_line(id, custom_id, *status_code, body.clone()),
-            false,
-        ),
-    }
-}
-
-fn response_line(id: &str, custom_id: &str, status_code: u16, body: Value) -> Value {
-    json!({
-        "id": id,
-        "custom_id": custom_id,
-        "response": {"status_code": status_code, "request_id": id, "body": body},
-        "error": null,
-    })
-}
-
-/// The error-file line of a request the batch ended before running (`batch_cancelled`,
-/// `batch_expired`).
-pub fn unrun_line(id: &str, custom_id: &str, code: &str) -> Value {
-    let message = match code {
-        "batch_expired" => "the request was not run before the batch's completion window ended",
-        _ => "the request was not run: its batch was cancelled",
-    };
-    json!({
-        "id": id,
-        "custom_id": custom_id,
-        "response": null,
-        "error": {"code": code, "message": message},
     })
 }
 

@@ -1,6 +1,8 @@
 use super::*;
 use crate::config::Settings;
+use crate::gateway::batch::outcome::{result_line, unrun_line, Outcome};
 use crate::protocol::{ErrorBody, ErrorCode, FinishReason, Timings, Usage};
+use crate::protocol::{Reply, ReplyStatus};
 
 fn parse(text: &str, endpoint: &str, max: usize) -> Result<Vec<Line>, Vec<FileProblem>> {
     let settings = Settings::defaults();

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::object::{self, BatchStatus, Line, Outcome};
+use super::object::{self, BatchStatus, Line};
+use super::outcome::{self, Outcome};
 use super::store::{BatchRecord, BatchStore, StoredFile};
 use crate::client::unix_seconds;
 use crate::gateway::App;
@@ -274,8 +275,8 @@ async fn finish(app: &App, id: &str, lines: &[Line], status: BatchStatus) -> Res
     for (index, line) in lines.iter().enumerate() {
         let line_id = object::line_id(id, index);
         let (text, ok) = match outcomes.get(&index) {
-            Some(outcome) => object::result_line(kind, &line_id, &line.custom_id, outcome),
-            None => (object::unrun_line(&line_id, &line.custom_id, unrun), false),
+            Some(outcome) => outcome::result_line(kind, &line_id, &line.custom_id, outcome),
+            None => (outcome::unrun_line(&line_id, &line.custom_id, unrun), false),
         };
         let file = if ok { &mut output } else { &mut errors };
         file.push_str(&text.to_string());

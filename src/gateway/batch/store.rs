@@ -17,7 +17,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::object::{BatchStatus, Outcome, WINDOW_S};
+use super::object::{BatchStatus, WINDOW_S};
+use super::outcome::Outcome;
 use crate::gateway::background::store::TRANSITION;
 use crate::kv::{Kv, KvError};
 

@@ -1,0 +1,92 @@
+//! How each request of a batch ended, and its line in the output file (answered ok) or the
+//! error file (an error reply, a refusal, or never run). Pure values, unit-tested with the
+//! other shapes in `object_tests.rs`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::gateway::errors::ApiError;
+use crate::gateway::openai::Kind;
+use crate::gateway::responses;
+use crate::protocol::{Reply, ReplyStatus};
+
+/// How one request of a batch ended, as kept until the batch is finalized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A worker's reply (ok or error), received at `at` (Unix seconds).
+    Answered {
+        /// The reply.
+        reply: Reply,
+        /// When.
+        at: u64,
+    },
+    /// Refused without running, as the HTTP answer `status_code` with OpenAI's envelope.
+    Refused {
+        /// HTTP status.
+        status_code: u16,
+        /// `{"error": {...}}`.
+        body: Value,
+    },
+}
+
+impl Outcome {
+    /// A request refused with `error`.
+    pub fn refused(error: &ApiError) -> Outcome {
+        Outcome::Refused {
+            status_code: error.status.as_u16(),
+            body: error.body(),
+        }
+    }
+
+    /// Whether it counts as completed (else failed).
+    pub fn is_completed(&self) -> bool {
+        matches!(self, Outcome::Answered { reply, .. } if reply.status == ReplyStatus::Ok)
+    }
+}
+
+/// One request's line in the output file (`true`) or the error file (`false`).
+pub fn result_line(kind: Kind, id: &str, custom_id: &str, outcome: &Outcome) -> (Value, bool) {
+    match outcome {
+        Outcome::Answered { reply, at } if reply.status == ReplyStatus::Ok => {
+            let body = responses::response(kind, id, *at, reply);
+            (response_line(id, custom_id, 200, body), true)
+        }
+        Outcome::Answered { reply, .. } => {
+            let error = reply.error.as_ref().map_or_else(
+                || ApiError::internal("the worker failed without a reason"),
+                ApiError::from_reply,
+            );
+            let line = response_line(id, custom_id, error.status.as_u16(), error.body());
+            (line, false)
+        }
+        Outcome::Refused { status_code, body } => (
+            response_line(id, custom_id, *status_code, body.clone()),
+            false,
+        ),
+    }
+}
+
+fn response_line(id: &str, custom_id: &str, status_code: u16, body: Value) -> Value {
+    json!({
+        "id": id,
+        "custom_id": custom_id,
+        "response": {"status_code": status_code, "request_id": id, "body": body},
+        "error": null,
+    })
+}
+
+/// The error-file line of a request the batch ended before running (`batch_cancelled`,
+/// `batch_expired`).
+pub fn unrun_line(id: &str, custom_id: &str, code: &str) -> Value {
+    let message = match code {
+        "batch_expired" => "the request was not run before the batch's completion window ended",
+        _ => "the request was not run: its batch was cancelled",
+    };
+    json!({
+        "id": id,
+        "custom_id": custom_id,
+        "response": null,
+        "error": {"code": code, "message": message},
+    })
+}
