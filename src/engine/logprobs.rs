@@ -67,8 +67,9 @@ pub(super) fn entry(
     }
 }
 
-/// A token's bytes as generated text holds them (an end-of-generation token has none).
-pub(super) fn piece(model: &LlamaModel, token: LlamaToken) -> Vec<u8> {
+/// A token's bytes as generated text holds them (an end-of-generation token, which may be
+/// among the alternatives, has none).
+fn piece(model: &LlamaModel, token: LlamaToken) -> Vec<u8> {
     let vocab = model.vocab();
     if vocab.is_eog(token) {
         return Vec::new();

@@ -18,13 +18,6 @@ pub fn asked(
     logprobs: Option<&Value>,
     top_logprobs: Option<&Value>,
 ) -> Result<Option<u64>, ApiError> {
-    let count = |field: &str, value: &Value| match value.as_u64() {
-        Some(n) if n <= MAX_TOP_LOGPROBS => Ok(n),
-        _ => Err(ApiError::invalid(
-            format!("`{field}` must be an integer from 0 to {MAX_TOP_LOGPROBS}, not {value}"),
-            Some(field.into()),
-        )),
-    };
     let logprobs = logprobs.filter(|v| !v.is_null());
     let top_logprobs = top_logprobs.filter(|v| !v.is_null());
     match kind {
@@ -65,16 +58,25 @@ pub fn asked(
 /// `message.output_text.logprobs`, or by `top_logprobs` (0 ..= 20 alternatives).
 pub fn asked_by_response(
     include: &[String],
-    top_logprobs: Option<u64>,
+    top_logprobs: Option<&Value>,
 ) -> Result<Option<u64>, ApiError> {
-    if let Some(top) = top_logprobs.filter(|top| *top > MAX_TOP_LOGPROBS) {
-        return Err(ApiError::invalid(
-            format!("`top_logprobs` must be an integer from 0 to {MAX_TOP_LOGPROBS}, not {top}"),
-            Some("top_logprobs".into()),
-        ));
-    }
+    let top = top_logprobs
+        .filter(|v| !v.is_null())
+        .map(|v| count("top_logprobs", v))
+        .transpose()?;
     let included = include.iter().any(|item| item == RESPONSE_LOGPROBS);
-    Ok((included || top_logprobs.is_some()).then(|| top_logprobs.unwrap_or(0)))
+    Ok((included || top.is_some()).then(|| top.unwrap_or(0)))
+}
+
+/// A count of alternatives per token in `field`: an integer 0 ..= 20.
+fn count(field: &str, value: &Value) -> Result<u64, ApiError> {
+    match value.as_u64() {
+        Some(n) if n <= MAX_TOP_LOGPROBS => Ok(n),
+        _ => Err(ApiError::invalid(
+            format!("`{field}` must be an integer from 0 to {MAX_TOP_LOGPROBS}, not {value}"),
+            Some(field.into()),
+        )),
+    }
 }
 
 /// The `include` item of the Responses API that asks for log probabilities.
@@ -187,13 +189,16 @@ mod tests {
     fn responses_ask_with_include_or_top_logprobs() {
         let include = [RESPONSE_LOGPROBS.to_owned()];
         assert_eq!(asked_by_response(&include, None).unwrap(), Some(0));
-        assert_eq!(asked_by_response(&include, Some(4)).unwrap(), Some(4));
-        assert_eq!(asked_by_response(&[], Some(2)).unwrap(), Some(2));
+        assert_eq!(
+            asked_by_response(&include, Some(&json!(4))).unwrap(),
+            Some(4)
+        );
+        assert_eq!(asked_by_response(&[], Some(&json!(2))).unwrap(), Some(2));
         assert_eq!(
             asked_by_response(&["reasoning.encrypted_content".into()], None).unwrap(),
             None
         );
-        let err = asked_by_response(&include, Some(21)).unwrap_err();
+        let err = asked_by_response(&include, Some(&json!(21))).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("top_logprobs"));
     }
 

@@ -215,10 +215,11 @@ impl<'m> Runner<'m> {
 
     /// Appends a sampled token to its sequence, with its log probability if it asked.
     fn push(&self, sequence: &mut Sequence, token: LlamaToken) -> Step {
-        if self.model.vocab().is_eog(token) {
+        let vocab = self.model.vocab();
+        if vocab.is_eog(token) {
             return sequence.push(token, &[], true, None);
         }
-        let piece = logprobs::piece(self.model, token);
+        let piece = vocab.token_to_piece(token, false, None);
         // Sequences that want log probabilities are picked on the host: their logits exist.
         let logprob = sequence.logprobs_wanted().map(|top| {
             let logits = self.ctx.get_logits_ith(sequence.batch_index);

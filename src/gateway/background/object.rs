@@ -107,7 +107,7 @@ struct RawRequest {
     #[serde(default)]
     include: Option<Vec<String>>,
     #[serde(default)]
-    top_logprobs: Option<u64>,
+    top_logprobs: Option<Value>,
 }
 
 /// A checked `POST /v1/responses` request.
@@ -181,8 +181,10 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
         "top_p": raw.top_p,
         "top_logprobs": raw.top_logprobs,
     });
-    let logprobs =
-        logprobs::asked_by_response(raw.include.as_deref().unwrap_or_default(), raw.top_logprobs)?;
+    let logprobs = logprobs::asked_by_response(
+        raw.include.as_deref().unwrap_or_default(),
+        raw.top_logprobs.as_ref(),
+    )?;
     Ok(ResponseRequest {
         task: TaskBody {
             messages: Some(turns),
