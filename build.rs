@@ -1,16 +1,18 @@
 //! Builds `native/schema_grammar.cpp` (llama.cpp's JSON Schema converter with its error
-//! message kept) against the llama.cpp tree llama-cpp-sys-2 builds. That crate exports no
-//! include path, but it does export its CMake package directory (DEP_LLAMA_GGML_CMAKE_DIR,
-//! `<out>/lib/cmake`), and the CMake cache beside it names the source tree.
+//! message kept) against the llama.cpp tree that llama-cpp-sys-2 builds. That crate exports no
+//! include path, so the tree is found where the crate's package keeps it: `cargo metadata`
+//! names the package's manifest, and the crate ships llama.cpp in its `llama.cpp/` folder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+/// The package whose llama.cpp warren's native code must be compiled against.
+const SYS_CRATE: &str = "llama-cpp-sys-2";
 
 fn main() {
     println!("cargo:rerun-if-changed=native/schema_grammar.cpp");
-    println!("cargo:rerun-if-env-changed=DEP_LLAMA_GGML_CMAKE_DIR");
-    let source = llama_source().unwrap_or_else(|why| {
-        panic!("cannot find the llama.cpp sources llama-cpp-sys-2 built: {why}")
-    });
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    let source = llama_source()
+        .unwrap_or_else(|why| panic!("cannot find the llama.cpp sources {SYS_CRATE} built: {why}"));
     cc::Build::new()
         .cpp(true)
         .file("native/schema_grammar.cpp")
@@ -24,21 +26,41 @@ fn main() {
         .compile("warren_schema_grammar");
 }
 
-/// The llama.cpp source directory, from the CMake cache of llama-cpp-sys-2's build.
+/// The llama.cpp source directory of the llama-cpp-sys-2 package in this build's dependency
+/// graph (exactly one version: Cargo.lock pins it).
 fn llama_source() -> Result<PathBuf, String> {
-    let cmake_dir = std::env::var("DEP_LLAMA_GGML_CMAKE_DIR")
-        .map_err(|_| "llama-cpp-sys-2 did not export DEP_LLAMA_GGML_CMAKE_DIR".to_owned())?;
-    // <out>/lib/cmake → <out>/build/CMakeCache.txt
-    let out = Path::new(&cmake_dir)
-        .ancestors()
-        .nth(2)
-        .ok_or_else(|| format!("{cmake_dir} has no parent"))?;
-    let cache = out.join("build").join("CMakeCache.txt");
-    let text = std::fs::read_to_string(&cache)
-        .map_err(|e| format!("cannot read {}: {e}", cache.display()))?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("CMAKE_HOME_DIRECTORY:INTERNAL="))
-        .map(PathBuf::from)
-        .filter(|source| source.join("common/json-schema-to-grammar.h").is_file())
-        .ok_or_else(|| format!("{} names no llama.cpp tree", cache.display()))
+    // The target's dependencies only; `cargo metadata` also reads dev-dependencies, which a
+    // plain build may not have downloaded yet: --locked keeps it to Cargo.lock's versions.
+    let target = std::env::var("TARGET").map_err(|_| "cargo set no TARGET".to_owned())?;
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .other_options(vec![
+            "--locked".to_owned(),
+            "--filter-platform".to_owned(),
+            target,
+        ])
+        .exec()
+        .map_err(|e| format!("`cargo metadata` failed: {e}"))?;
+    let mut packages = metadata
+        .packages
+        .iter()
+        .filter(|p| p.name.as_str() == SYS_CRATE);
+    let package = packages
+        .next()
+        .ok_or_else(|| format!("{SYS_CRATE} is not in the dependency graph"))?;
+    if let Some(other) = packages.next() {
+        return Err(format!(
+            "two versions of {SYS_CRATE} in the graph ({} and {})",
+            package.version, other.version
+        ));
+    }
+    let source = package
+        .manifest_path
+        .parent()
+        .ok_or_else(|| format!("{} has no folder", package.manifest_path))?
+        .join("llama.cpp");
+    let header = source.join("common/json-schema-to-grammar.h");
+    if !header.is_file() {
+        return Err(format!("{header} is missing"));
+    }
+    Ok(source.into_std_path_buf())
 }
