@@ -7,11 +7,12 @@ MAX_TOKENS   ?= 32
 
 CUDA_ARCHITECTURES ?= 80;86;89;90
 
-.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-python bench bench-prefix bench-structured bench-kv soak lint fmt clean
+.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv soak lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
 	@echo "make test     - the whole test suite (unit + integration against a real broker and model)"
+	@echo "make test-unit - the fast tier: unit tests that need no broker, Redis or model"
 	@echo "make gateway  - the OpenAI-compatible HTTP API on 127.0.0.1:8080 (starts a worker if none runs)"
 	@echo "make submit PROMPT='...' - send one task to the running worker and print the reply"
 	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS), then bench-prefix and bench-structured"
@@ -59,6 +60,11 @@ gateway: setup model broker-up redis-up build
 
 submit: build
 	$(WARREN) submit --max-tokens $(MAX_TOKENS) "$(PROMPT)"
+
+# The fast tier: the unit tests that need no broker, no Redis and no model (those that load the
+# model are named needs_model_*; every integration test in tests/ needs all three).
+test-unit: setup
+	$(CARGO) test --release --locked --lib --bins -- --skip needs_model_
 
 # One cargo profile (release) for the binary and the tests: llama.cpp is built once.
 # Model-using tests start worker processes; two at a time keeps 2 cores from thrashing.

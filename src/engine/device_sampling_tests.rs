@@ -118,7 +118,7 @@ fn continue_prompt(
 /// greedy choice is the host's argmax, token for token; a seeded draw repeats with its
 /// seed, on a fresh chain as on a slot's reused one.
 #[test]
-fn on_the_real_model_the_device_picks_what_the_host_would() {
+fn needs_model_on_the_real_model_the_device_picks_what_the_host_would() {
     let (backend, model) = real_model();
     for prompt in ["The capital of France is", "1, 2, 3, 4,"] {
         let host = continue_prompt(&model, backend, prompt, None, 12);
@@ -132,7 +132,7 @@ fn on_the_real_model_the_device_picks_what_the_host_would() {
 }
 
 #[test]
-fn a_slot_reuses_its_chain_for_equal_settings_and_detaches_for_the_host() {
+fn needs_model_a_slot_reuses_its_chain_for_equal_settings_and_detaches_for_the_host() {
     let (backend, model) = real_model();
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(256))

@@ -134,7 +134,7 @@ mod tests {
     /// keys, and a grammar of multi-byte characters), the tokens the grammar allows among the
     /// candidates are exactly those it allows in the whole vocabulary, at every step.
     #[test]
-    fn the_candidates_hold_every_token_the_grammar_allows() {
+    fn needs_model_the_candidates_hold_every_token_the_grammar_allows() {
         let (backend, model) = real_model();
         let index = FirstBytes::new(&model);
         assert_eq!(

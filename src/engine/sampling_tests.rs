@@ -21,7 +21,7 @@ fn sampling(temperature: f32, repeat_penalty: Option<f32>) -> Sampling {
 /// continuation of several prompts, the in-place argmax picks exactly the token that
 /// llama.cpp's own greedy sampler picks from the same logits.
 #[test]
-fn the_argmax_picks_what_llama_cpp_greedy_sampler_picks_on_real_logits() {
+fn needs_model_the_argmax_picks_what_llama_cpp_greedy_sampler_picks_on_real_logits() {
     use llama_cpp_2::llama_batch::LlamaBatch;
 
     let (backend, model) = real_model();
@@ -57,7 +57,7 @@ fn the_argmax_picks_what_llama_cpp_greedy_sampler_picks_on_real_logits() {
 /// Over a JSON-constrained greedy continuation on the real model, the scan of the most
 /// likely tokens finds exactly the argmax of the grammar-masked vocabulary.
 #[test]
-fn with_a_grammar_the_scanned_pick_is_the_argmax_of_the_masked_vocabulary() {
+fn needs_model_with_a_grammar_the_scanned_pick_is_the_argmax_of_the_masked_vocabulary() {
     let (backend, model) = real_model();
     let schema = r#"{"type": "object", "properties": {"name": {"type": "string"},
         "age": {"type": "integer"}}, "required": ["name", "age"]}"#;
@@ -132,7 +132,7 @@ fn penalties_that_change_nothing_are_none() {
 /// On the real model: a bias of -100 on the greedy token makes the runner-up the pick, +100
 /// on any token makes it the pick; an id outside the vocabulary is refused.
 #[test]
-fn a_logit_bias_shifts_the_pick_and_must_name_tokens_of_the_vocabulary() {
+fn needs_model_a_logit_bias_shifts_the_pick_and_must_name_tokens_of_the_vocabulary() {
     use llama_cpp_2::llama_batch::LlamaBatch;
 
     let (backend, model) = real_model();

@@ -1,5 +1,6 @@
 //! The real model for the engine's unit tests (`WARREN_TEST_MODEL`, which `make test` sets), a
-//! context on it, and a grammar-constrained greedy walk that tests inspect step by step.
+//! context on it, and a grammar-constrained greedy walk that tests inspect step by step. Tests
+//! that load it are named `needs_model_…`, so that `make test-unit` can leave them out.
 
 /// The real model (`WARREN_TEST_MODEL`, which `make test` sets; else the one `make model`
 /// fetches), with the llama.cpp backend.
