@@ -6,13 +6,14 @@
 //! messages go back to their original positions. Replaying republishes a task (confirmed) and
 //! only then acks its dead letter, so a crash in between leaves a duplicate, never a loss.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lapin::options::{BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 
 use crate::broker::{headers, BrokerError, Outgoing, Publisher, Topology};
+use crate::clock;
 use crate::protocol::{
     FAILURE_HEADERS, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_CODE, HEADER_FAILED_AT,
 };
@@ -55,9 +56,7 @@ impl DeadLetter {
                 None => ("unknown".to_owned(), String::new()),
             },
         };
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX);
         let since_ms = headers::integer(properties, HEADER_FAILED_AT)
             .or_else(|| properties.timestamp().map(|ts| ts as i64 * 1000));
         DeadLetter {

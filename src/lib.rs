@@ -5,28 +5,35 @@
 //! shape a reply) → [`broker`] (connection, topology, confirmed publishing) → [`worker`]
 //! (delivery → validate → engine → reply → ack / retry / dead-letter; reconnect and shutdown)
 //! → [`retry`] (the policy: what is retried, after how long) → [`engine`] (the llama.cpp
-//! thread and its slots). [`client`] is the upstream side of the contract, which
-//! [`gateway`] (the OpenAI HTTP API) builds on; [`dlq`] inspects and replays dead letters; [`bulk`] decides what a task file still needs;
-//! [`telemetry`] sets up logs and readiness; `cli` holds the `warren` subcommands and `bench`
-//! the load generator behind `warren bench` (both private to the binary).
+//! thread and its slots). [`client`] is the caller's side of the contract (publish a task,
+//! await its reply), which [`gateway`] (the OpenAI HTTP API) builds on; [`dlq`] inspects and
+//! replays dead letters; [`task_file`] decides what a task file (`warren submit --file`)
+//! still needs; [`redis_link`] is the time-bounded Redis connection the gateway's state and
+//! the worker's finished-task marks share; [`clock`] reads wall-clock timestamps;
+//! [`telemetry`] sets up logs, metrics and readiness; `cli` holds the `warren` subcommands
+//! and `bench` the load generator behind `warren bench` (both private to the binary).
+//! docs/src/architecture.md maps every module.
 
-// No unsafe code, with one reviewed exception: engine/grammar.rs installs llama.cpp's log
-// callback (an FFI function pointer), so a refused grammar can say why.
+// No unsafe code outside two engine modules, each of which allows it for itself and gives
+// every block a SAFETY comment: engine/grammar.rs (llama.cpp's process-wide log callback, and
+// the JSON Schema converter of native/schema_grammar.cpp) and engine/device_sampling.rs
+// (llama.cpp's per-sequence sampler API, which llama-cpp-2 does not wrap).
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 mod bench;
 pub mod broker;
-pub mod bulk;
 mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod dlq;
 pub mod engine;
 pub mod gateway;
-pub mod kv;
 pub mod protocol;
+pub mod redis_link;
 pub mod retry;
+pub mod task_file;
 pub mod telemetry;
 pub mod worker;
 

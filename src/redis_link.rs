@@ -10,29 +10,52 @@ use redis::aio::ConnectionManager;
 /// How long one Redis call may take before Redis counts as unavailable.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Redis could not be reached or answered wrongly.
+/// Swaps a hash's `status` field (and its `object`) only when it holds the expected one:
+/// `KEYS[1]` the hash, `ARGV` = from, to, object. Answers `ok`, `missing` (no such hash, or
+/// it expired) or the status it holds instead, so two replicas racing cannot both win.
+pub const SET_STATUS_IF: &str = r"
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return 'missing' end
+if current ~= ARGV[1] then return current end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'object', ARGV[3])
+return 'ok'
+";
+
+/// Redis could not be reached, or what it holds cannot be read.
 #[derive(Debug, thiserror::Error)]
-#[error("Redis is unavailable: {0}")]
-pub struct KvError(pub String);
+pub enum RedisError {
+    /// The URL does not name a Redis server.
+    #[error("Redis is unavailable: {0}")]
+    BadUrl(#[source] redis::RedisError),
+    /// A call failed: no connection, or Redis refused it.
+    #[error("Redis is unavailable: {0}")]
+    Failed(#[from] redis::RedisError),
+    /// A call took longer than [`CALL_TIMEOUT`].
+    #[error("Redis is unavailable: no answer within {} s", CALL_TIMEOUT.as_secs())]
+    TimedOut,
+    /// A stored value is not what the code that wrote it writes.
+    #[error("Redis is unavailable: {0}")]
+    Corrupt(String),
+}
 
 /// A lazily connected, time-bounded Redis link.
-pub struct Kv {
+pub struct RedisLink {
     client: redis::Client,
     connection: tokio::sync::Mutex<Option<ConnectionManager>>,
 }
 
-impl Kv {
+impl RedisLink {
     /// A link to `url` (`redis://` or `rediss://`); nothing is connected yet.
-    pub fn new(url: &str) -> Result<Kv, KvError> {
-        let client = redis::Client::open(url).map_err(|e| KvError(e.to_string()))?;
-        Ok(Kv {
+    pub fn new(url: &str) -> Result<RedisLink, RedisError> {
+        let client = redis::Client::open(url).map_err(RedisError::BadUrl)?;
+        Ok(RedisLink {
             client,
             connection: tokio::sync::Mutex::new(None),
         })
     }
 
     /// The connection, made on first use.
-    pub async fn connection(&self) -> Result<ConnectionManager, KvError> {
+    pub async fn connection(&self) -> Result<ConnectionManager, RedisError> {
         let mut slot = self.connection.lock().await;
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
@@ -44,7 +67,10 @@ impl Kv {
 
     /// Runs one command. A call that fails drops the connection, so the next one connects
     /// afresh instead of waiting on one that Redis's restart left behind.
-    pub async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, KvError> {
+    pub async fn run<T: redis::FromRedisValue>(
+        &self,
+        command: redis::Cmd,
+    ) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
         let answer = bounded(command.query_async(&mut connection)).await;
         if answer.is_err() {
@@ -54,8 +80,8 @@ impl Kv {
     }
 
     /// Runs `pipeline` (its answers ignored), dropping the connection on failure like
-    /// [`Kv::run`].
-    pub async fn pipeline(&self, pipeline: &redis::Pipeline) -> Result<(), KvError> {
+    /// [`RedisLink::run`].
+    pub async fn pipeline(&self, pipeline: &redis::Pipeline) -> Result<(), RedisError> {
         let mut connection = self.connection().await?;
         let answer = bounded(pipeline.query_async::<()>(&mut connection)).await;
         if answer.is_err() {
@@ -75,7 +101,7 @@ impl Kv {
         source: &str,
         key: &str,
         args: &[&str],
-    ) -> Result<T, KvError> {
+    ) -> Result<T, RedisError> {
         self.script_on(source, &[key], args).await
     }
 
@@ -85,7 +111,7 @@ impl Kv {
         source: &str,
         keys: &[&str],
         args: &[&str],
-    ) -> Result<T, KvError> {
+    ) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
         let script = redis::Script::new(source);
         let mut invocation = script.prepare_invoke();
@@ -103,12 +129,12 @@ impl Kv {
     }
 }
 
-/// `call` within [`CALL_TIMEOUT`], its error as a [`KvError`].
+/// `call` within [`CALL_TIMEOUT`], its error as a [`RedisError`].
 pub async fn bounded<T>(
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, KvError> {
+) -> Result<T, RedisError> {
     tokio::time::timeout(CALL_TIMEOUT, call)
         .await
-        .map_err(|_| KvError(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))?
-        .map_err(|e| KvError(e.to_string()))
+        .map_err(|_| RedisError::TimedOut)?
+        .map_err(RedisError::Failed)
 }

@@ -1,6 +1,6 @@
-//! Bulk jobs as pure values: which lines of a JSONL task file still need a result, what one
+//! Task files (`warren submit --file`) as pure values: which lines of a JSONL task file still need a result, what one
 //! result line holds, and the tally printed at the end. `warren submit --file` (in
-//! `cli/bulk.rs`) does the publishing and the file I/O around these.
+//! `cli/submit_file.rs`) does the publishing and the file I/O around these.
 //!
 //! A task file holds one contract-v1 task per line (blank lines are skipped). A line is sent
 //! as it is written: the worker validates it, so a bad line ends with its own error result,

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{consumer_count, ready_count, Names, Upstream, WorkerProcess};
+use common::{consumer_count, ready_count, Caller, Names, WorkerProcess};
 use warren::client::TaskBody;
 
 fn rabbitmqctl(args: &[&str]) {
@@ -25,7 +25,7 @@ async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_ever
     // Declare the durable reply queue, then leave it unconsumed until after the restart: a
     // reply delivered to a consumer whose connection the restart kills would be lost to the
     // test (not to the product: each reply was confirmed into the durable queue).
-    Upstream::connect_with_reply_queue(Some(&reply_queue))
+    Caller::connect_with_reply_queue(Some(&reply_queue))
         .await
         .close()
         .await;
@@ -78,7 +78,7 @@ async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_ever
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Only now read the durable reply queue: every reply, from before and after the restart.
-    let mut upstream = Upstream::connect_with_reply_queue(Some(&reply_queue)).await;
+    let mut upstream = Caller::connect_with_reply_queue(Some(&reply_queue)).await;
     let mut answered = HashSet::new();
     while !ids.is_subset(&answered) {
         let (cid, reply) = upstream

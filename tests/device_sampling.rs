@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Upstream;
+use common::Caller;
 use serde_json::{json, Value};
 
 /// Batches of at most 2 tokens keep llama.cpp's CPU kernels on one rounding path whatever a
@@ -25,7 +25,7 @@ fn ok_text(reply: &Value) -> String {
     reply["text"].as_str().expect("text").to_owned()
 }
 
-async fn greedy_texts(upstream: &mut Upstream, queue: &str) -> Vec<String> {
+async fn greedy_texts(upstream: &mut Caller, queue: &str) -> Vec<String> {
     let mut texts = Vec::new();
     for prompt in PROMPTS {
         let reply = upstream

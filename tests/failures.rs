@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    header, queue_info, ready_count, serving, warren, Names, Serving, Upstream, WorkerProcess,
+    header, queue_info, ready_count, serving, warren, Caller, Names, Serving, WorkerProcess,
 };
 use lapin::types::AMQPValue;
 use serde_json::{json, Value};
@@ -186,7 +186,7 @@ async fn a_task_past_its_deadline_or_too_old_is_not_run() {
 async fn run_poison_task(names: &Names, extra: &[(&str, &str)]) -> (Value, u32, WorkerProcess) {
     let mut settings = vec![("WARREN__WORKER__FAULT_INJECTION", "true")];
     settings.extend_from_slice(extra);
-    let mut upstream = Upstream::connect().await;
+    let mut upstream = Caller::connect().await;
     let mut worker = WorkerProcess::start(names, &settings).await;
     let task = json!({"prompt": "[[warren-fault:crash]] Hello", "max_tokens": 4});
     let correlation_id = upstream.send(&names.requests, &task).await;
@@ -219,7 +219,7 @@ async fn a_task_that_crashes_the_worker_every_time_is_dead_lettered_on_a_quorum_
         .as_str()
         .unwrap()
         .contains("delivered 4 times"));
-    let upstream = Upstream::connect().await;
+    let upstream = Caller::connect().await;
     let parked = upstream
         .get(&names.dead)
         .await
@@ -246,7 +246,7 @@ async fn a_task_that_crashes_the_worker_every_time_is_dead_lettered_on_a_classic
 #[tokio::test]
 async fn killing_a_worker_mid_task_loses_nothing_another_worker_finishes_the_work() {
     let names = Names::new("kill9");
-    let mut upstream = Upstream::connect().await;
+    let mut upstream = Caller::connect().await;
     let prefetch = [("WARREN__BROKER__PREFETCH", "4")];
     let mut first = WorkerProcess::start(&names, &prefetch).await;
     let mut ids = Vec::new();
@@ -291,7 +291,7 @@ async fn killing_a_worker_mid_task_loses_nothing_another_worker_finishes_the_wor
 #[tokio::test]
 async fn sigterm_drains_then_exits_0_and_every_task_is_answered_or_back_in_the_queue() {
     let names = Names::new("sigterm");
-    let mut upstream = Upstream::connect().await;
+    let mut upstream = Caller::connect().await;
     let mut worker = WorkerProcess::start(
         &names,
         &[
@@ -342,7 +342,7 @@ async fn sigterm_drains_then_exits_0_and_every_task_is_answered_or_back_in_the_q
 #[tokio::test]
 async fn dlq_list_replay_and_purge_round_trip() {
     let names = Names::new("dlq");
-    let mut upstream = Upstream::connect().await;
+    let mut upstream = Caller::connect().await;
     let worker = WorkerProcess::start(&names, &[]).await;
     let mut ids = Vec::new();
     for body in [

@@ -12,14 +12,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ready_count, Names, Upstream, WorkerProcess, PATIENCE};
+use common::{ready_count, Caller, Names, WorkerProcess, PATIENCE};
 use serde_json::json;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
 /// Sends one task carrying `fault`, waits for its first worker to crash at it, and returns
 /// that worker's log.
-async fn crash_at(names: &Names, upstream: &Upstream, fault: &str) -> (String, String) {
+async fn crash_at(names: &Names, upstream: &Caller, fault: &str) -> (String, String) {
     let mut first =
         WorkerProcess::start(names, &[("WARREN__WORKER__FAULT_INJECTION", "true")]).await;
     let task = json!({"prompt": format!("Hello [[warren-fault:{fault}]]"), "max_tokens": 3});
@@ -31,7 +31,7 @@ async fn crash_at(names: &Names, upstream: &Upstream, fault: &str) -> (String, S
 
 /// Counts the replies to `id` until `done` says the second worker is through with it, then
 /// for a few quiet seconds more.
-async fn replies_to(upstream: &mut Upstream, id: &str, mut done: impl FnMut() -> bool) -> usize {
+async fn replies_to(upstream: &mut Caller, id: &str, mut done: impl FnMut() -> bool) -> usize {
     let mut replies = 0;
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -50,7 +50,7 @@ async fn replies_to(upstream: &mut Upstream, id: &str, mut done: impl FnMut() ->
 #[tokio::test]
 async fn a_worker_killed_before_its_commit_published_nothing_and_the_task_is_answered_once() {
     let names = Names::new("before_commit");
-    let mut upstream = Upstream::connect().await;
+    let mut upstream = Caller::connect().await;
     let (id, log) = crash_at(&names, &upstream, "crash-before-commit").await;
     assert!(log.contains("crashing before the commit"), "{log}");
     assert!(
@@ -79,7 +79,7 @@ async fn a_worker_killed_before_its_commit_published_nothing_and_the_task_is_ans
 #[tokio::test]
 async fn a_worker_killed_after_its_commit_answered_and_acked_the_task_once() {
     let names = Names::new("after_commit");
-    let mut upstream = Upstream::connect().await;
+    let mut upstream = Caller::connect().await;
     let (id, log) = crash_at(&names, &upstream, "crash-after-commit").await;
     assert!(log.contains("crashing after the commit"), "{log}");
 
@@ -128,7 +128,7 @@ async fn wait_for_mark(key: &str) {
 #[tokio::test]
 async fn with_finished_marks_a_second_copy_of_a_finished_task_is_acked_without_running() {
     let names = Names::new("marks");
-    let mut upstream = Upstream::connect().await;
+    let mut upstream = Caller::connect().await;
     let worker = WorkerProcess::start(&names, &[("WARREN__WORKER__REDIS_URL", REDIS)]).await;
     let message_id = uuid::Uuid::new_v4().to_string();
     let task = json!({"prompt": "Hello", "max_tokens": 3}).to_string();

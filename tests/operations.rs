@@ -52,7 +52,7 @@ async fn metrics_and_health_report_what_the_worker_did() {
     // In-process: the app says where its metrics are (no log to read).
     let names = Names::new("metrics");
     let worker = InProcessWorker::start(&names, &[]).await;
-    let mut upstream = common::Upstream::connect().await;
+    let mut upstream = common::Caller::connect().await;
     let base = format!("http://{}", worker.metrics_addr);
 
     assert_eq!(http_get(&format!("{base}/healthz")).0, 200);
@@ -887,7 +887,7 @@ async fn a_worker_serves_over_amqps_trusting_a_private_ca_from_ssl_cert_file() {
         ],
     )
     .await;
-    let mut upstream = common::Upstream::connect().await;
+    let mut upstream = common::Caller::connect().await;
     let reply = upstream
         .request(
             &names.requests,

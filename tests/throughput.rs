@@ -146,7 +146,7 @@ async fn the_same_request_with_the_same_seed_gives_the_same_text_with_several_sl
 
 /// Sends a streamed task and collects its chunks and final reply, in arrival order.
 async fn stream(queue: &str, task: Value) -> (Vec<Value>, Value) {
-    let upstream = common::Upstream::connect().await;
+    let upstream = common::Caller::connect().await;
     let channel = &upstream.channel;
     let (reply_queue, mut consumer) =
         warren::broker::consume_exclusive_queue(channel, "stream-test")

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{management_get, queue_info, warren, Names, Upstream, WorkerProcess};
+use common::{management_get, queue_info, warren, Caller, Names, WorkerProcess};
 use lapin::BasicProperties;
 use serde_json::{json, Value};
 
@@ -125,7 +125,7 @@ async fn a_classic_queue_takes_a_backlog_bound_and_priorities() {
 async fn a_full_backlog_nacks_new_publishes() {
     let names = Names::new("backlog");
     declare(&names, &[("WARREN__TOPOLOGY__MAX_LENGTH", "2")]);
-    let upstream = Upstream::connect().await;
+    let upstream = Caller::connect().await;
     let task = json!({"prompt": "a"}).to_string();
 
     let mut outcomes = Vec::new();
@@ -153,7 +153,7 @@ async fn higher_priority_tasks_are_served_first_on_a_classic_queue() {
         ("WARREN__TOPOLOGY__MAX_PRIORITY", "5"),
     ];
     declare(&names, &classic);
-    let mut upstream = Upstream::connect().await;
+    let mut upstream = Caller::connect().await;
     let task = json!({"prompt": "Hello", "max_tokens": 2}).to_string();
     let mut low = Vec::new();
     for _ in 0..3 {

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{header, Upstream};
+use common::{header, Caller};
 use lapin::options::BasicGetOptions;
 use lapin::BasicProperties;
 use serde_json::{json, Value};
@@ -220,7 +220,7 @@ async fn a_task_without_reply_to_gets_its_reply_in_the_results_queue() {
 /// Sends a task whose reply `reply_to` cannot take; checks that the reply is kept in the
 /// results queue, marked with that queue, and that the worker then serves the next task.
 async fn reply_is_kept_in_the_results_queue(
-    upstream: &mut Upstream,
+    upstream: &mut Caller,
     names: &common::Names,
     reply_to: &str,
 ) {
@@ -535,7 +535,7 @@ fn common_headers() -> lapin::types::FieldTable {
 
 /// Takes `count` messages from `queue`, by correlation id.
 async fn drain(
-    upstream: &Upstream,
+    upstream: &Caller,
     queue: &str,
     count: usize,
 ) -> HashMap<String, (BasicProperties, Vec<u8>)> {

@@ -11,7 +11,7 @@ mod topology;
 mod transaction;
 
 pub use publisher::{Published, Publisher};
-pub use topology::Topology;
+pub use topology::{Route, Topology};
 pub use transaction::{Outgoing, Transaction, TxChannel};
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -27,6 +27,17 @@ use super::BrokerError;
 use crate::config::{QueueType, Settings, TopologySettings};
 use crate::retry::{DelayQueue, RetryPolicy};
 
+/// Where a client publishes tasks and sends cancels.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Exchange tasks are published to (`""`: the default exchange).
+    pub exchange: String,
+    /// Routing key (the requests queue's name on the default exchange).
+    pub routing_key: String,
+    /// Fanout exchange of control messages (cancel).
+    pub control_exchange: String,
+}
+
 /// The configured topology.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -100,14 +111,14 @@ impl Topology {
     /// Where upstream clients publish tasks, and where they send cancels. Under routing by
     /// model the routing key is the configured model (`engine.model_name`); a client that
     /// serves several models gives each task's model itself.
-    pub fn client_route(&self) -> crate::client::Route {
+    pub fn client_route(&self) -> Route {
         let (exchange, routing_key) = if self.routes_by_model() {
             let model = self.model.clone().unwrap_or_default();
             (self.settings.tasks_exchange.clone(), model)
         } else {
             (String::new(), self.settings.requests_queue.clone())
         };
-        crate::client::Route {
+        Route {
             exchange,
             routing_key,
             control_exchange: self.settings.control_exchange.clone(),

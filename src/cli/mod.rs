@@ -4,10 +4,10 @@
 //! (clap); 64 bad configuration (the message names the key); 75 no reply in time (`submit`).
 
 mod bench;
-mod bulk;
 mod dlq;
 mod gateway;
 mod submit;
+mod submit_file;
 mod topology;
 mod worker;
 

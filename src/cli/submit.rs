@@ -122,14 +122,14 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         .into());
     }
     if let (Some(tasks), Some(results)) = (&args.file, &args.out) {
-        let job = super::bulk::Job {
+        let job = super::submit_file::Job {
             tasks: tasks.clone(),
             results: results.clone(),
             in_flight: args.in_flight as usize,
             wait: Duration::from_secs(args.wait),
             model: args.model.clone(),
         };
-        return super::bulk::run(settings, job).await;
+        return super::submit_file::run(settings, job).await;
     }
     let body = args.body()?;
     let name = broker::process_name("warren-submit");

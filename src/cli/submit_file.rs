@@ -1,11 +1,11 @@
-//! `warren submit --file tasks.jsonl --out results.jsonl`: a bulk job. Every task line is
+//! `warren submit --file tasks.jsonl --out results.jsonl`: a task file run through the queue. Every task line is
 //! published (persistent, confirmed; at most `--in-flight` tasks published and not yet
 //! answered, so at most that many unconfirmed), each reply is appended to the results file as
 //! one JSON line the moment it arrives, progress is shown on the terminal, and a second run
 //! with the same files sends only the lines without a result. Exits 1 with a summary when a
 //! task failed or was left unanswered.
 //!
-//! The decisions (which lines, what a result line holds, the tally) are in [`crate::bulk`];
+//! The decisions (which lines, what a result line holds, the tally) are in [`crate::task_file`];
 //! this module does the publishing and the file and terminal I/O.
 
 use std::io::{IsTerminal, Write};
@@ -20,10 +20,10 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::CliError;
 use crate::broker::{self, Topology};
-use crate::bulk::{self, ResultLine, Tally, TaskLine};
 use crate::client::{Client, ClientError};
 use crate::config::Settings;
 use crate::protocol::Reply;
+use crate::task_file::{self, ResultLine, Tally, TaskLine};
 
 /// What a bulk run is given.
 #[derive(Debug, Clone)]
@@ -47,13 +47,13 @@ enum Outcome {
 pub(super) async fn run(settings: Settings, job: Job) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&job.tasks)
         .with_context(|| format!("reading {}", job.tasks.display()))?;
-    let lines = bulk::task_lines(&text);
+    let lines = task_file::task_lines(&text);
     let previous = match std::fs::read_to_string(&job.results) {
         Ok(previous) => previous,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", job.results.display())),
     };
-    let done = bulk::lines_done(&previous);
+    let done = task_file::lines_done(&previous);
     let todo: Vec<TaskLine> = lines
         .iter()
         .filter(|line| !done.contains(&line.line))

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 use super::CliError;
 use crate::config::Settings;
 use crate::engine::EngineStartError;
-use crate::worker::{App, AppError};
+use crate::worker::{Worker, WorkerError};
 
 /// Exit code after a second shutdown signal (128 + SIGINT, as shells report it).
 const EXIT_FORCED: i32 = 130;
@@ -28,17 +28,17 @@ pub(crate) async fn run(settings: Settings, _args: Args) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
-    let app = App::build(settings).await.map_err(exit_reason)?;
+    let app = Worker::build(settings).await.map_err(exit_reason)?;
     app.run_until(shutdown).await.map_err(exit_reason)
 }
 
 /// Operator errors (a missing model, queues that contradict the configuration) exit 64.
-fn exit_reason(error: AppError) -> anyhow::Error {
+fn exit_reason(error: WorkerError) -> anyhow::Error {
     match error {
-        AppError::Engine(EngineStartError::ModelMissing(_)) => {
+        WorkerError::Engine(EngineStartError::ModelMissing(_)) => {
             anyhow::Error::new(CliError::Config(format!("`engine.model_path`: {error}")))
         }
-        AppError::Topology(_) => anyhow::Error::new(CliError::Config(error.to_string())),
+        WorkerError::Topology(_) => anyhow::Error::new(CliError::Config(error.to_string())),
         other => anyhow::Error::new(other),
     }
 }

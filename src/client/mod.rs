@@ -1,4 +1,4 @@
-//! The upstream side of wire contract v1, as a library: build a task body, publish it
+//! The caller's side of wire contract v1, as a library: build a task body, publish it
 //! persistent and publisher-confirmed with `reply_to` this client's reply queue, and await its
 //! chunks and its final reply by `correlation_id`. `warren submit`, `warren bench`, the
 //! gateway and the tests all use this one client.
@@ -12,14 +12,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::{BasicProperties, Connection};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{self, headers, BrokerError, Published, Publisher, PERSISTENT};
+use crate::broker::{self, headers, BrokerError, Published, Publisher, Route, PERSISTENT};
 use crate::protocol::{Cancel, Chunk, Message, Reply, HEADER_WORKER_MICROS};
 
 mod task_body;
@@ -63,17 +63,6 @@ pub enum Incoming {
 }
 
 type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Incoming>>>>;
-
-/// Where tasks go and how the client names itself.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// Exchange tasks are published to (`""`: the default exchange).
-    pub exchange: String,
-    /// Routing key (the requests queue's name on the default exchange).
-    pub routing_key: String,
-    /// Fanout exchange of control messages (cancel).
-    pub control_exchange: String,
-}
 
 /// A connection to RabbitMQ that sends tasks and awaits their replies.
 pub struct Client {
@@ -192,7 +181,7 @@ impl Client {
             .with_correlation_id(id.into())
             .with_message_id(id.into())
             .with_reply_to(reply_to.into())
-            .with_timestamp(unix_seconds());
+            .with_timestamp(crate::clock::unix_seconds());
         let route = &self.route;
         let key = routing_key.unwrap_or(&route.routing_key);
         let published = self
@@ -330,13 +319,6 @@ fn decode(delivery: &lapin::message::Delivery, arrived: Instant) -> Option<Incom
                 .map(Duration::from_micros),
         },
     })
-}
-
-/// Now, in Unix seconds (AMQP timestamps, response objects).
-pub fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

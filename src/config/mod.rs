@@ -7,17 +7,21 @@
 
 use std::path::{Path, PathBuf};
 
+mod broker;
+mod engine;
 mod gateway;
 mod observability;
-mod sections;
+mod worker;
 
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use broker::{BrokerSettings, QueueType, TopologySettings};
+pub use engine::{DeviceSampling, EngineSettings, FlashAttention, KvCacheType, SamplingSettings};
 pub use gateway::GatewaySettings;
 pub use observability::{log_filter, LogFormat, LogSettings, MetricsSettings};
-pub use sections::*;
+pub use worker::{LimitSettings, RetrySettings, StreamSettings, WorkerSettings};
 
 /// The defaults, compiled in so that the binary runs from any directory.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/default.toml");

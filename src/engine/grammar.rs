@@ -25,40 +25,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2::{ggml_log_callback, ggml_log_level};
 
 use super::first_bytes::{names_no_tokens, FirstBytes};
-use super::sampling::TokenPicker;
-use crate::protocol::{OutputConstraint, Sampling, TaskError};
-
-/// The token picker of a task: its sampling, within its constraint's grammar if it has one.
-/// `first_bytes` gives the model's [`FirstBytes`] index, asked for only when the grammar reads
-/// text alone (see [`names_no_tokens`]).
-pub(super) fn picker(
-    model: &LlamaModel,
-    sampling: &Sampling,
-    constraint: Option<&OutputConstraint>,
-    first_bytes: impl FnOnce() -> Rc<FirstBytes>,
-) -> Result<TokenPicker, TaskError> {
-    let n_vocab = model.n_vocab();
-    if let Some(&(id, _)) = sampling
-        .logit_bias
-        .iter()
-        .find(|(id, _)| *id as i64 >= i64::from(n_vocab))
-    {
-        return Err(TaskError::invalid(format!(
-            "`logit_bias` names token {id}, but the model's vocabulary has {n_vocab} tokens (ids 0 to {})",
-            n_vocab - 1
-        )));
-    }
-    let Some(constraint) = constraint else {
-        return Ok(TokenPicker::new(sampling, None, n_vocab));
-    };
-    let (grammar, reads_text) = sampler(model, constraint)?;
-    let search = reads_text.then(first_bytes);
-    Ok(TokenPicker::new(
-        sampling,
-        Some(Constrained { grammar, search }),
-        n_vocab,
-    ))
-}
+use crate::protocol::{OutputConstraint, TaskError};
 
 /// A task's grammar sampler, and the index that narrows its whole-vocabulary mask.
 pub(super) struct Constrained {
@@ -69,7 +36,7 @@ pub(super) struct Constrained {
 
 /// The grammar sampler for `constraint` and whether its grammar reads text alone, or why
 /// llama.cpp refused it.
-fn sampler(
+pub(super) fn sampler(
     model: &LlamaModel,
     constraint: &OutputConstraint,
 ) -> Result<(LlamaSampler, bool), TaskError> {

@@ -19,6 +19,7 @@
 //! This module owns no llama.cpp context; it must not decode or touch the KV cache.
 
 use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
@@ -28,7 +29,7 @@ use std::rc::Rc;
 
 use super::first_bytes::FirstBytes;
 use super::grammar::{self, Constrained};
-use crate::protocol::{ErrorCode, Sampling, TaskError};
+use crate::protocol::{ErrorCode, OutputConstraint, Sampling, TaskError};
 
 /// llama.cpp's "choose a random seed" value.
 const RANDOM_SEED: u32 = u32::MAX;
@@ -58,6 +59,38 @@ enum Choice {
 }
 
 impl TokenPicker {
+    /// The picker of a task: its sampling, within its constraint's grammar if it has one.
+    /// `first_bytes` gives the model's [`FirstBytes`] index, asked for only when the grammar
+    /// reads text alone (see [`grammar::sampler`]).
+    pub(super) fn for_task(
+        model: &LlamaModel,
+        sampling: &Sampling,
+        constraint: Option<&OutputConstraint>,
+        first_bytes: impl FnOnce() -> Rc<FirstBytes>,
+    ) -> Result<TokenPicker, TaskError> {
+        let n_vocab = model.n_vocab();
+        if let Some(&(id, _)) = sampling
+            .logit_bias
+            .iter()
+            .find(|(id, _)| *id as i64 >= i64::from(n_vocab))
+        {
+            return Err(TaskError::invalid(format!(
+                "`logit_bias` names token {id}, but the model's vocabulary has {n_vocab} tokens (ids 0 to {})",
+                n_vocab - 1
+            )));
+        }
+        let Some(constraint) = constraint else {
+            return Ok(TokenPicker::new(sampling, None, n_vocab));
+        };
+        let (grammar, reads_text) = grammar::sampler(model, constraint)?;
+        let search = reads_text.then(first_bytes);
+        Ok(TokenPicker::new(
+            sampling,
+            Some(Constrained { grammar, search }),
+            n_vocab,
+        ))
+    }
+
     /// The picker for `sampling` over a vocabulary of `n_vocab` tokens, constrained by a
     /// grammar when given.
     pub(super) fn new(

@@ -152,7 +152,7 @@ fn needs_model_a_logit_bias_shifts_the_pick_and_must_name_tokens_of_the_vocabula
             ..sampling(temperature, None)
         };
         let mut picker =
-            grammar::picker(&model, &biased, None, || unreachable!()).expect("a picker");
+            TokenPicker::for_task(&model, &biased, None, || unreachable!()).expect("a picker");
         picker.pick(&ctx, last).expect("a pick").0 as u32
     };
     assert_eq!(pick(Vec::new(), 0.0), best);
@@ -166,7 +166,7 @@ fn needs_model_a_logit_bias_shifts_the_pick_and_must_name_tokens_of_the_vocabula
         logit_bias: vec![(n_vocab, 1.0)],
         ..sampling(0.0, None)
     };
-    let refused = grammar::picker(&model, &outside, None, || unreachable!())
+    let refused = TokenPicker::for_task(&model, &outside, None, || unreachable!())
         .err()
         .expect("refused");
     assert_eq!(refused.code, ErrorCode::InvalidRequest);

@@ -8,8 +8,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 
-use super::errors::ApiError;
 use crate::config::{ConfigError, GatewaySettings};
+use crate::gateway::errors::ApiError;
 
 /// The bucket key when no API keys are configured: one bucket for every caller.
 const ANONYMOUS: &str = "";
@@ -95,6 +95,17 @@ impl Admission {
 }
 
 /// The tokens a request counts against `tokens_per_minute`: its prompt's characters / 4
+/// A stable, non-secret name for an API key, for scoping idempotency keys and ownership.
+pub fn owner_of(key: &str) -> String {
+    if key.is_empty() {
+        return String::new();
+    }
+    hmac_sha256::Hash::hash(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// (a common estimate; the gateway does not tokenize) plus the tokens it may generate.
 pub fn token_estimate(prompt_chars: usize, max_tokens: u64) -> u32 {
     let prompt = prompt_chars.div_ceil(4) as u64;

@@ -11,10 +11,10 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::metrics::GatewayMetrics;
 use crate::broker::{self, Topology};
 use crate::client::Client;
 use crate::config::Settings;
+use crate::gateway::metrics::GatewayMetrics;
 use crate::retry::ReconnectBackoff;
 
 /// Most cancels kept for sending after a reconnection.
@@ -22,12 +22,12 @@ const UNSENT_CANCELS_AT_MOST: usize = 10_000;
 
 /// The current client, if connected, and the cancels that could not be sent yet.
 #[derive(Clone, Default)]
-pub struct Upstream {
+pub struct BrokerLink {
     current: Arc<RwLock<Option<Arc<Client>>>>,
     unsent_cancels: Arc<Mutex<Vec<String>>>,
 }
 
-impl Upstream {
+impl BrokerLink {
     /// Sends a cancel for task `id` now, or as soon as the broker is back.
     pub async fn cancel(&self, id: String) {
         let sent = match self.client() {
@@ -131,16 +131,16 @@ async fn connect(
 /// away (its connection closed and the handler was dropped) or gave up, so no worker should
 /// go on generating for nobody.
 pub struct CancelOnDrop {
-    upstream: Option<Upstream>,
+    broker_link: Option<BrokerLink>,
     id: String,
     metrics: Arc<GatewayMetrics>,
 }
 
 impl CancelOnDrop {
     /// Guards task `id`; counts the cancels it sends in `metrics`.
-    pub fn new(upstream: Upstream, id: &str, metrics: Arc<GatewayMetrics>) -> CancelOnDrop {
+    pub fn new(broker_link: BrokerLink, id: &str, metrics: Arc<GatewayMetrics>) -> CancelOnDrop {
         CancelOnDrop {
-            upstream: Some(upstream),
+            broker_link: Some(broker_link),
             id: id.to_owned(),
             metrics,
         }
@@ -148,20 +148,20 @@ impl CancelOnDrop {
 
     /// The task ended: nothing to cancel.
     pub fn disarm(&mut self) {
-        self.upstream = None;
+        self.broker_link = None;
     }
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        let Some(upstream) = self.upstream.take() else {
+        let Some(broker_link) = self.broker_link.take() else {
             return;
         };
         self.metrics.cancelled();
         let id = std::mem::take(&mut self.id);
         // Drop cannot await; the cancel is published on the runtime in the background.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { upstream.cancel(id).await });
+            runtime.spawn(async move { broker_link.cancel(id).await });
         }
     }
 }

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::errors::ApiError;
+use crate::gateway::errors::ApiError;
 
 /// Chat Completions' `response_format`.
 #[derive(Debug, Clone, Deserialize)]

@@ -2,27 +2,28 @@
 //! `base_url` here; each request becomes one contract-v1 task that flows through
 //! RabbitMQ to the workers, so many gateways and many workers can run side by side.
 //!
-//! Layout: [`openai`] translates requests and [`responses`] replies (pure), [`logprobs`]
-//! both ways for log probabilities; [`errors`] is OpenAI's error
-//! envelope; [`admission`] checks API keys and rate limits; [`models`] lists the models and routes by them; [`upstream`] keeps the
-//! [`crate::client::Client`] connected and cancels tasks whose caller left; [`completions`]
-//! and [`sse`] serve the two generation endpoints; [`metrics`] counts. This module composes
-//! them into an [`App`] that the CLI runs and tests can start. It must not run inference nor
-//! decide a task's fate: that is the worker's job.
+//! Layout, one module per endpoint: [`completions`] (`/v1/chat/completions`,
+//! `/v1/completions`: request shapes, reply shapes, streaming, log probabilities),
+//! [`responses`] (`/v1/responses`: waiting and background responses, their state, webhooks),
+//! [`batches`] (`/v1/batches`, and `/v1/files` for their input and output), and [`models`] (`/v1/models`,
+//! and how a request's model is routed). Shared by them: [`results`] consumes the results
+//! queue that background responses and batches share; [`errors`] is OpenAI's error envelope;
+//! [`admission`] checks API keys and rate limits; [`format`] translates output formats;
+//! [`broker_link`] keeps the [`crate::client::Client`] connected and cancels tasks whose
+//! caller left; [`metrics`] counts. This module composes them into the [`Shared`] state of a
+//! [`Gateway`] that the CLI runs and tests can start. It must not run inference nor decide a
+//! task's fate: that is the worker's job.
 
 pub mod admission;
-pub mod background;
-pub mod batch;
+pub mod batches;
+pub mod broker_link;
 pub mod completions;
 pub mod errors;
 pub mod format;
-pub mod logprobs;
 pub mod metrics;
 pub mod models;
-pub mod openai;
 pub mod responses;
-pub mod sse;
-pub mod upstream;
+pub mod results;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,18 +39,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Settings};
 use admission::Admission;
+use broker_link::BrokerLink;
 use errors::ApiError;
 use metrics::GatewayMetrics;
 use secrecy::ExposeSecret;
-use upstream::Upstream;
 
 /// Content type of the OpenMetrics text format.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What every handler shares.
-pub struct App {
+pub struct Shared {
     /// The broker link.
-    pub upstream: Upstream,
+    pub broker_link: BrokerLink,
     /// Keys and rate limits.
     pub admission: Admission,
     /// The worker's validation rules, applied before publishing.
@@ -64,16 +65,16 @@ pub struct App {
     pub models: models::Models,
     /// Metrics.
     pub metrics: Arc<GatewayMetrics>,
-    /// Background responses: state, webhooks.
-    pub background: background::Background,
+    /// Responses: state, webhooks.
+    pub responses: responses::Background,
     /// Files and batches.
-    pub batches: batch::Batches,
+    pub batches: batches::Batches,
 }
 
 /// A gateway bound to its address, ready to serve.
 pub struct Gateway {
     listener: tokio::net::TcpListener,
-    app: Arc<App>,
+    app: Arc<Shared>,
     settings: Settings,
 }
 
@@ -89,27 +90,27 @@ impl Gateway {
             })?;
         let g = &settings.gateway;
         let metrics: Arc<GatewayMetrics> = Arc::default();
-        let store = background::store::Store::new(g.redis_url.expose_secret(), g.state_ttl_s)
+        let store = responses::store::Store::new(g.redis_url.expose_secret(), g.state_ttl_s)
             .map_err(|e| ConfigError::Invalid {
                 key: "gateway.redis_url",
                 problem: e.to_string(),
             })?;
-        let app = Arc::new(App {
-            upstream: Upstream::default(),
+        let app = Arc::new(Shared {
+            broker_link: BrokerLink::default(),
             admission: Admission::new(g)?,
             limits: settings.limits.clone(),
             sampling: settings.sampling.clone(),
             request_timeout: Duration::from_millis(g.request_timeout_ms),
             max_body_bytes: g.max_body_bytes,
             models: models::Models::new(&settings),
-            background: background::Background {
+            responses: responses::Background {
                 store: Arc::new(store),
-                webhooks: Arc::new(background::webhooks::Webhooks::new(g, metrics.clone())?),
+                webhooks: Arc::new(responses::webhooks::Webhooks::new(g, metrics.clone())?),
                 results_queue: g.results_queue.clone(),
             },
-            batches: batch::Batches {
+            batches: batches::Batches {
                 store: Arc::new(
-                    batch::store::BatchStore::new(
+                    batches::store::BatchStore::new(
                         g.redis_url.expose_secret(),
                         g.state_ttl_s,
                         &g.results_queue,
@@ -119,7 +120,7 @@ impl Gateway {
                         problem: e.to_string(),
                     })?,
                 ),
-                runners: batch::runner::Runners::default(),
+                runners: batches::runner::Runners::default(),
                 max_file_bytes: g.max_file_bytes,
                 max_requests: g.batch_max_requests,
                 in_flight: g.batch_in_flight,
@@ -142,10 +143,10 @@ impl Gateway {
     /// Serves until `shutdown` is cancelled, then stops taking connections and lets open
     /// requests finish.
     pub async fn run_until(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let upstream = self.app.upstream.clone();
-        tokio::spawn(upstream.maintain(self.settings.clone(), shutdown.clone()));
-        let b = &self.app.background;
-        tokio::spawn(background::results::consume(
+        let broker_link = self.app.broker_link.clone();
+        tokio::spawn(broker_link.maintain(self.settings.clone(), shutdown.clone()));
+        let b = &self.app.responses;
+        tokio::spawn(results::consume(
             self.settings.clone(),
             b.store.clone(),
             b.webhooks.clone(),
@@ -153,7 +154,10 @@ impl Gateway {
             shutdown.clone(),
         ));
         let runners = self.app.batches.shutdown.clone();
-        tokio::spawn(batch::runner::supervise(self.app.clone(), runners.clone()));
+        tokio::spawn(batches::runner::supervise(
+            self.app.clone(),
+            runners.clone(),
+        ));
         let stopping = shutdown.clone();
         tokio::spawn(async move {
             stopping.cancelled().await;
@@ -182,29 +186,29 @@ pub enum GatewayError {
     Config(#[from] ConfigError),
 }
 
-fn router(app: Arc<App>, settings: &crate::config::GatewaySettings) -> Router {
+fn router(app: Arc<Shared>, settings: &crate::config::GatewaySettings) -> Router {
     // An upload's form holds the file and a few short fields besides.
     let upload_limit = DefaultBodyLimit::max(settings.max_file_bytes.saturating_add(64 * 1024));
     Router::new()
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completion))
-        .route("/v1/responses", post(background::create))
-        .route("/v1/responses/{id}", get(background::retrieve))
-        .route("/v1/responses/{id}/cancel", post(background::cancel))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::retrieve))
+        .route("/v1/responses/{id}/cancel", post(responses::cancel))
         .route(
             "/v1/files",
-            post(batch::files::upload)
+            post(batches::files::upload)
                 .layer(upload_limit)
-                .get(batch::files::list),
+                .get(batches::files::list),
         )
         .route(
             "/v1/files/{id}",
-            get(batch::files::retrieve).delete(batch::files::delete),
+            get(batches::files::retrieve).delete(batches::files::delete),
         )
-        .route("/v1/files/{id}/content", get(batch::files::content))
-        .route("/v1/batches", post(batch::create).get(batch::list))
-        .route("/v1/batches/{id}", get(batch::retrieve))
-        .route("/v1/batches/{id}/cancel", post(batch::cancel))
+        .route("/v1/files/{id}/content", get(batches::files::content))
+        .route("/v1/batches", post(batches::create).get(batches::list))
+        .route("/v1/batches/{id}", get(batches::retrieve))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{model}", get(models::one))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -217,7 +221,7 @@ fn router(app: Arc<App>, settings: &crate::config::GatewaySettings) -> Router {
 }
 
 /// Counts each request by route and status, and times it to the start of its response.
-async fn measure(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+async fn measure(State(app): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -235,8 +239,8 @@ async fn measure(State(app): State<Arc<App>>, request: Request, next: Next) -> R
     response
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> Response {
-    match app.upstream.client() {
+async fn readyz(State(app): State<Arc<Shared>>) -> Response {
+    match app.broker_link.client() {
         Some(_) => (StatusCode::OK, "ready\n").into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -246,7 +250,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn scrape(State(app): State<Arc<App>>) -> Response {
+async fn scrape(State(app): State<Arc<Shared>>) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, OPENMETRICS)],

@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::errors::ApiError;
-use super::App;
 use crate::client::ClientError;
 use crate::config::Settings;
+use crate::gateway::errors::ApiError;
+use crate::gateway::Shared;
 
 /// The served models and whether tasks are routed by them.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +82,7 @@ fn model_object(name: &str) -> Value {
 }
 
 /// `GET /v1/models`.
-pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub async fn list(State(app): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(e) = app.admission.authenticate(&headers) {
         return e.into_response();
     }
@@ -92,7 +92,7 @@ pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 
 /// `GET /v1/models/{model}`.
 pub async fn one(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Response {

@@ -1,9 +1,10 @@
-//! The results of background responses: every gateway replica consumes the shared durable
-//! queue `gateway.results_queue` (competing consumers, manual acks) that background tasks
-//! name as their `reply_to`. A worker's `started` message moves a response to `in_progress`;
-//! its reply moves it to its final state and sends the webhook. A message is acked only once
-//! Redis has recorded it, so a reply that arrives while every gateway (or Redis) is down waits
-//! in the queue. Reconnects to RabbitMQ by itself.
+//! The results of background responses and batch requests: every gateway replica consumes the
+//! shared durable queue `gateway.results_queue` (competing consumers, manual acks) that their
+//! tasks name as their `reply_to`. For a response, a worker's `started` message moves it to
+//! `in_progress` and its reply to its final state, and sends the webhook; for a batch request
+//! (its correlation id names the batch and the line), the reply becomes the line's outcome.
+//! A message is acked only once Redis has recorded it, so a reply that arrives while every
+//! gateway (or Redis) is down waits in the queue. Reconnects to RabbitMQ by itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +16,13 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::object::{self, Status};
-use super::store::{Meta, Record, Store, StoreError, Transition};
-use super::webhooks::Webhooks;
 use crate::broker::{self, BrokerError};
-use crate::client::unix_seconds;
+use crate::clock::unix_seconds;
 use crate::config::Settings;
-use crate::gateway::batch::{self, store::BatchStore};
+use crate::gateway::batches::{self, store::BatchStore};
+use crate::gateway::responses::object::{self, Status};
+use crate::gateway::responses::store::{Meta, Record, Store, StoreError, Transition};
+use crate::gateway::responses::webhooks::Webhooks;
 use crate::protocol::{Message, Reply};
 use crate::retry::ReconnectBackoff;
 
@@ -111,7 +112,7 @@ async fn session(
             .as_ref()
             .map(|c| c.to_string());
         let recorded = match (id, Message::decode(&delivery.data)) {
-            (Some(id), Some(message)) => match batch::object::parse_line_id(&id) {
+            (Some(id), Some(message)) => match batches::object::parse_line_id(&id) {
                 Some((batch, index)) => record_line(stores.batches, &batch, index, message).await,
                 None => record(stores.responses, stores.webhooks, &id, message).await,
             },
@@ -147,7 +148,7 @@ async fn record_line(
     message: Message,
 ) -> Result<(), StoreError> {
     if let Message::Reply(reply) = message {
-        let outcome = batch::outcome::Outcome::Answered {
+        let outcome = batches::outcome::Outcome::Answered {
             reply,
             at: unix_seconds(),
         };
@@ -203,7 +204,7 @@ async fn finish(
                 meta: Meta::default(),
             };
             store.create(id, &record).await?;
-            notify(store, webhooks, id, status, None);
+            webhooks.notify(store, id, status, None);
             return Ok(());
         };
         if record.status.is_final() {
@@ -212,33 +213,11 @@ async fn finish(
         let next = object::finished(&record.object, reply);
         match store.transition(id, record.status, status, &next).await? {
             Transition::Done => {
-                notify(
-                    store,
-                    webhooks,
-                    id,
-                    status,
-                    record.meta.callback_url.as_deref(),
-                );
+                webhooks.notify(store, id, status, record.meta.callback_url.as_deref());
                 return Ok(());
             }
             Transition::Missing | Transition::Conflict(_) => continue,
         }
     }
     Ok(())
-}
-
-/// Sends the webhook of response `id` in the background, if it has somewhere to go.
-pub fn notify(
-    store: &Arc<Store>,
-    webhooks: &Arc<Webhooks>,
-    id: &str,
-    status: Status,
-    callback_url: Option<&str>,
-) {
-    if let Some(url) = webhooks.target(callback_url) {
-        let delivery = webhooks
-            .clone()
-            .deliver(store.clone(), id.to_owned(), status, url);
-        tokio::spawn(delivery);
-    }
 }

@@ -1,15 +1,18 @@
 //! Wire contract v1: the JSON a task carries, the JSON a reply carries, the headers warren
-//! adds, and the control messages. This module is the product's API (the README documents it
+//! adds, and the control messages. This module is the product's API (docs/src/wire-contract documents it
 //! field by field). It must not touch the broker or the engine; it only turns bytes into
 //! checked values and back.
 //!
-//! [`task`] holds a validated task's types and [`parse`] produces one from bytes; [`reply`]
-//! holds replies and chunks, [`logprobs`] the log probabilities they may carry; [`constraint`] a task's `json_schema` or `grammar`; [`error`] the error codes; [`headers`] every `x-warren-*`
-//! header name; [`control`] the cancel message.
+//! [`task`] holds a validated task's types and [`parse`] produces one from bytes, reading
+//! each field through `fields`; [`reply`] holds replies and chunks, [`logprobs`] the log
+//! probabilities they may carry; [`constraint`] a task's `json_schema` or `grammar`;
+//! [`error`] the error codes; [`headers`] every `x-warren-*` header name; [`control`] the
+//! cancel message.
 
 pub mod constraint;
 pub mod control;
 pub mod error;
+mod fields;
 pub mod headers;
 pub mod logprobs;
 pub mod parse;
@@ -19,6 +22,7 @@ pub mod task;
 pub use constraint::OutputConstraint;
 pub use control::Cancel;
 pub use error::{ErrorCode, TaskError};
+pub use fields::MAX_LOGIT_BIAS;
 pub use headers::*;
 pub use logprobs::{TokenLogprob, TopLogprob, MAX_TOP_LOGPROBS};
 pub use parse::{check_content_properties, parse_task};

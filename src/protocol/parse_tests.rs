@@ -2,8 +2,9 @@
 
 use super::*;
 use crate::protocol::task::Role;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, MAX_LOGIT_BIAS};
 use serde_json::json;
+use serde_json::Map;
 
 fn limits() -> LimitSettings {
     LimitSettings {

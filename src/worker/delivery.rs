@@ -9,7 +9,7 @@
 //! delivery is given back, so nothing is lost.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
@@ -18,12 +18,13 @@ use tracing::{debug, error, info, warn, Instrument};
 use super::fate::{self, BeforeRun, Fate, Redeliveries};
 use super::outbox::Outbox;
 use super::stream::{self, ChunkTarget};
+use super::task_meta::TaskMeta;
 use super::{faults, Shared};
 use crate::broker::{headers, BrokerError, Outgoing};
+use crate::clock::unix_ms;
 use crate::engine::{Generation, GenerationRequest};
 use crate::protocol::{
-    self, ErrorCode, TaskError, Timings, HEADER_ATTEMPTS, HEADER_REDELIVERIES,
-    QUORUM_DELIVERY_COUNT,
+    self, ErrorCode, TaskError, Timings, HEADER_REDELIVERIES, QUORUM_DELIVERY_COUNT,
 };
 
 /// Handles one delivery to the end, or gives it back when `abandon` is cancelled before its
@@ -48,53 +49,6 @@ pub(crate) async fn handle(shared: Arc<Shared>, delivery: Delivery, abandon: Can
     }
     .instrument(span)
     .await
-}
-
-/// What the task's properties say about it, read once.
-pub(crate) struct TaskMeta {
-    /// `message_id`, else `correlation_id`: the reply's `id`, and what a cancel names.
-    pub(crate) id: Option<String>,
-    pub(crate) correlation_id: Option<String>,
-    pub(crate) reply_to: Option<String>,
-    /// This delivery's attempt, counted from 1.
-    pub(crate) attempt: u32,
-    pub(crate) received: Instant,
-    /// Lower bound of the time since the task was published (AMQP `timestamp`).
-    pub(crate) age: Option<Duration>,
-}
-
-impl TaskMeta {
-    fn read(delivery: &Delivery) -> TaskMeta {
-        let properties = &delivery.properties;
-        let message_id = properties.message_id().as_ref().map(|s| s.to_string());
-        let correlation_id = properties.correlation_id().as_ref().map(|s| s.to_string());
-        let reply_to = properties
-            .reply_to()
-            .as_ref()
-            .map(|s| s.to_string())
-            .filter(|s| !s.is_empty());
-        // x-warren-attempts counts the attempts already made; this delivery is the next one.
-        let previous = headers::integer(properties, HEADER_ATTEMPTS).unwrap_or(0);
-        let attempt = u32::try_from(previous.clamp(0, 1_000)).unwrap_or(0) + 1;
-        let age = properties.timestamp().map(|ts| {
-            // AMQP timestamps are whole seconds (some clients send milliseconds): take the
-            // latest instant the second allows, so the age is never overstated.
-            let sent_ms = if ts > 100_000_000_000 {
-                ts
-            } else {
-                ts.saturating_mul(1000).saturating_add(999)
-            };
-            Duration::from_millis(now_ms().saturating_sub(sent_ms))
-        });
-        TaskMeta {
-            id: message_id.or_else(|| correlation_id.clone()),
-            correlation_id,
-            reply_to,
-            attempt,
-            received: Instant::now(),
-            age,
-        }
-    }
 }
 
 /// Settles a delivery: decides its fate (unless abandoned first), then publishes what it owes
@@ -282,7 +236,7 @@ async fn run_task(
     )?;
     let task = protocol::parse_task(&delivery.data, &shared.limits, &shared.sampling)?;
     if let Some(deadline) = task.deadline_ms {
-        let now = now_ms();
+        let now = unix_ms();
         if now >= deadline {
             return Err(TaskError::new(
                 ErrorCode::Expired,
@@ -378,12 +332,6 @@ fn timings(meta: &TaskMeta, generation: Option<&Generation>) -> Timings {
         generation: millis(gen),
         total: millis(total),
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn millis(d: Duration) -> u64 {

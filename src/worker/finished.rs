@@ -4,38 +4,38 @@
 //! id is recorded is acked without being run or answered again. Optional (`worker.redis_url`): a Redis that
 //! does not answer makes the worker fall back to at least once, never block.
 
-use crate::kv::{Kv, KvError};
+use crate::redis_link::{RedisError, RedisLink};
 
 /// The finished marks of one requests queue.
 pub(crate) struct Finished {
-    kv: Kv,
+    redis: RedisLink,
     prefix: String,
     ttl_s: u64,
 }
 
 impl Finished {
     /// Marks kept at `url` for the tasks of `requests_queue`, `ttl_s` seconds each.
-    pub(crate) fn new(url: &str, requests_queue: &str, ttl_s: u64) -> Result<Finished, KvError> {
+    pub(crate) fn new(url: &str, requests_queue: &str, ttl_s: u64) -> Result<Finished, RedisError> {
         Ok(Finished {
-            kv: Kv::new(url)?,
+            redis: RedisLink::new(url)?,
             prefix: format!("warren:finished:{requests_queue}:"),
             ttl_s,
         })
     }
 
     /// Whether task `id` was finished already.
-    pub(crate) async fn contains(&self, id: &str) -> Result<bool, KvError> {
+    pub(crate) async fn contains(&self, id: &str) -> Result<bool, RedisError> {
         let key = format!("{}{id}", self.prefix);
-        self.kv
+        self.redis
             .run::<bool>(redis::cmd("EXISTS").arg(key).clone())
             .await
     }
 
     /// Records task `id` as finished.
-    pub(crate) async fn record(&self, id: &str) -> Result<(), KvError> {
+    pub(crate) async fn record(&self, id: &str) -> Result<(), RedisError> {
         let key = format!("{}{id}", self.prefix);
         let mut set = redis::cmd("SET");
         set.arg(key).arg("1").arg("EX").arg(self.ttl_s);
-        self.kv.run::<()>(set).await
+        self.redis.run::<()>(set).await
     }
 }

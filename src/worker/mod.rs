@@ -8,14 +8,15 @@
 //! so running them on would only make duplicates). It must not decide what happens to one
 //! task; that is [`delivery`]'s job.
 
-mod app;
 mod cancels;
 mod delivery;
 mod fate;
 mod faults;
 mod finished;
 mod outbox;
+mod service;
 mod stream;
+mod task_meta;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +33,9 @@ use crate::config::Settings;
 use crate::engine::Engine;
 use crate::retry::{ReconnectBackoff, RetryPolicy};
 use crate::telemetry::Telemetry;
-pub use app::{App, AppError};
 use cancels::Cancellations;
 use finished::Finished;
+pub use service::{Worker, WorkerError};
 
 /// How long handlers get to notice they were abandoned and return their delivery.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);

@@ -12,10 +12,11 @@ use lapin::message::Delivery;
 use lapin::BasicProperties;
 use tracing::{error, info, warn};
 
-use super::delivery::{now_ms, TaskMeta};
 use super::fate::Fate;
+use super::task_meta::TaskMeta;
 use super::Shared;
 use crate::broker::{headers, BrokerError, Outgoing, PERSISTENT};
+use crate::clock::unix_ms;
 use crate::engine::Generation;
 use crate::protocol::{
     Reply, ReplyStatus, TaskError, Timings, Usage, HEADER_ATTEMPTS, HEADER_ERROR,
@@ -180,7 +181,7 @@ impl<'a> Outbox<'a> {
         let mut properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(PERSISTENT)
-            .with_timestamp(now_ms() / 1000)
+            .with_timestamp(unix_ms() / 1000)
             .with_type("warren.reply".into())
             .with_app_id("warren".into());
         if let Some(correlation_id) = original.correlation_id() {
@@ -220,7 +221,7 @@ impl<'a> Outbox<'a> {
                     HEADER_WORKER,
                     headers::text(self.shared.worker_name.clone()),
                 ),
-                (HEADER_FAILED_AT, headers::int(now_ms() as i64)),
+                (HEADER_FAILED_AT, headers::int(unix_ms() as i64)),
             ],
         )
         .with_delivery_mode(PERSISTENT);

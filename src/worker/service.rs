@@ -1,5 +1,5 @@
-//! The worker as a value: [`App::build`] binds the metrics listener and loads the model;
-//! [`App::run_until`] serves until its shutdown token is cancelled, then stops the engine.
+//! The worker as a value: [`Worker::build`] binds the metrics listener and loads the model;
+//! [`Worker::run_until`] serves until its shutdown token is cancelled, then stops the engine.
 //! The CLI runs it with signals; tests start it in-process and ask it for its metrics address
 //! instead of reading logs. It composes; it decides nothing about tasks.
 
@@ -16,7 +16,7 @@ use crate::telemetry::Telemetry;
 
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum AppError {
+pub enum WorkerError {
     /// The metrics listener cannot bind its address.
     #[error("cannot listen on metrics.listen = {address}: {source}")]
     Metrics {
@@ -34,16 +34,16 @@ pub enum AppError {
 }
 
 /// A worker with its model loaded and its metrics listener bound, ready to serve.
-pub struct App {
+pub struct Worker {
     settings: Settings,
     telemetry: Arc<Telemetry>,
     engine: Arc<Engine>,
     metrics_addr: Option<SocketAddr>,
 }
 
-impl App {
+impl Worker {
     /// Binds `metrics.listen` (unless empty) and loads the model.
-    pub async fn build(settings: Settings) -> Result<App, AppError> {
+    pub async fn build(settings: Settings) -> Result<Worker, WorkerError> {
         let telemetry = Arc::new(Telemetry::default());
         let metrics_addr = if settings.metrics.listen.is_empty() {
             None
@@ -51,7 +51,7 @@ impl App {
             let listen = &settings.metrics.listen;
             let address = crate::telemetry::http::serve(listen, telemetry.clone())
                 .await
-                .map_err(|source| AppError::Metrics {
+                .map_err(|source| WorkerError::Metrics {
                     address: listen.clone(),
                     source,
                 })?;
@@ -73,7 +73,7 @@ impl App {
             "model loaded"
         );
         telemetry.watch_slots(engine.busy_counter(), model.slots as usize);
-        Ok(App {
+        Ok(Worker {
             settings,
             telemetry,
             engine: Arc::new(engine),
@@ -88,14 +88,14 @@ impl App {
 
     /// Serves tasks until `shutdown` is cancelled (draining as configured), then stops the
     /// engine thread: llama.cpp must not be torn down by the process exit while it decodes.
-    /// Ends early with [`AppError::Topology`] when the broker's queues contradict the
+    /// Ends early with [`WorkerError::Topology`] when the broker's queues contradict the
     /// configuration.
-    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), AppError> {
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let settings = &self.settings;
         let served = super::run(settings, self.engine.clone(), shutdown, self.telemetry).await;
         let engine = self.engine;
         let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
         info!("worker stopped");
-        served.map_err(AppError::Topology)
+        served.map_err(WorkerError::Topology)
     }
 }

@@ -67,7 +67,7 @@ impl Names {
 
     /// warren's own client, sending to these queues over a connection named `name`.
     pub async fn client(&self, name: &str) -> warren::client::Client {
-        let route = warren::client::Route {
+        let route = warren::broker::Route {
             exchange: String::new(),
             routing_key: self.requests.clone(),
             control_exchange: self.control.clone(),
@@ -281,9 +281,9 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid} failed");
 }
 
-/// An upstream service: publishes tasks with publisher confirms and reads its replies from
+/// A calling service: publishes tasks with publisher confirms and reads its replies from
 /// its own exclusive reply queue.
-pub struct Upstream {
+pub struct Caller {
     connection: Connection,
     pub channel: Channel,
     pub reply_queue: String,
@@ -291,14 +291,14 @@ pub struct Upstream {
     early: HashMap<String, (BasicProperties, Value)>,
 }
 
-impl Upstream {
-    pub async fn connect() -> Upstream {
+impl Caller {
+    pub async fn connect() -> Caller {
         Self::connect_with_reply_queue(None).await
     }
 
     /// An upstream whose replies go to the durable queue `name` (declared here, never
     /// exclusive), which outlives this client's connection and a broker restart.
-    pub async fn connect_with_reply_queue(durable: Option<&str>) -> Upstream {
+    pub async fn connect_with_reply_queue(durable: Option<&str>) -> Caller {
         let connection = Connection::connect(
             AMQP_URL,
             ConnectionProperties::default().with_connection_name("warren-test-upstream".into()),
@@ -337,7 +337,7 @@ impl Upstream {
             )
             .await
             .unwrap();
-        Upstream {
+        Caller {
             connection,
             channel,
             reply_queue: queue.name().to_string(),
@@ -646,12 +646,12 @@ pub fn unacked_count(queue: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A worker started in this process as a library value (`warren::worker::App`), for tests
+/// A worker started in this process as a library value (`warren::worker::Worker`), for tests
 /// that need no process to die: its metrics address comes from the app, not from its log.
 pub struct InProcessWorker {
     pub metrics_addr: std::net::SocketAddr,
     shutdown: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), warren::worker::AppError>>,
+    task: tokio::task::JoinHandle<Result<(), warren::worker::WorkerError>>,
 }
 
 impl InProcessWorker {
@@ -674,7 +674,7 @@ impl InProcessWorker {
         }
         let source = config::Environment::with_prefix("WARREN").source(Some(env));
         let settings = warren::config::Settings::load_from(None, source).expect("settings");
-        let app = warren::worker::App::build(settings)
+        let app = warren::worker::Worker::build(settings)
             .await
             .expect("the worker starts");
         let metrics_addr = app.metrics_addr().expect("a metrics listener");
@@ -706,7 +706,7 @@ impl InProcessWorker {
 /// What most end-to-end tests start from: their own queue names, a worker consuming them,
 /// and an upstream client. Dropped in reverse: client, worker, then the queues.
 pub struct Serving {
-    pub upstream: Upstream,
+    pub upstream: Caller,
     pub worker: WorkerProcess,
     pub names: Names,
 }
@@ -715,7 +715,7 @@ pub struct Serving {
 pub async fn serving(test: &str, extra: &[(&str, &str)]) -> Serving {
     let names = Names::new(test);
     let worker = WorkerProcess::start(&names, extra).await;
-    let upstream = Upstream::connect().await;
+    let upstream = Caller::connect().await;
     Serving {
         upstream,
         worker,

@@ -25,10 +25,10 @@ use startup::load;
 
 use super::device_sampling::{DeviceChoice, DeviceSamplers};
 use super::first_bytes::FirstBytes;
-use super::grammar;
 use super::logprobs;
 use super::prefix::PrefixCache;
 use super::prompt;
+use super::sampling::TokenPicker;
 use super::sequence::{InBatch, Sequence, SequenceStart, Step};
 use super::{EngineStartError, Job, Message, ModelInfo};
 use crate::config::EngineSettings;
@@ -164,7 +164,7 @@ impl<'m> Runner<'m> {
                 Rc::new(index)
             }))
         };
-        let picker = match grammar::picker(
+        let picker = match TokenPicker::for_task(
             self.model,
             &task.sampling,
             task.constraint.as_ref(),

@@ -1,6 +1,6 @@
 //! OpenAI's Files API, as far as batches need it: `POST /v1/files` (multipart, `purpose`
 //! `batch`), `GET /v1/files`, `GET /v1/files/{id}`, `GET /v1/files/{id}/content` and
-//! `DELETE /v1/files/{id}`. Files live in Redis ([`super::store`]) and belong to the API key
+//! `DELETE /v1/files/{id}`. Files live in Redis ([`crate::gateway::batches::store`]) and belong to the API key
 //! that uploaded them; a batch's output and error files are files too.
 
 use std::sync::Arc;
@@ -12,16 +12,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::object::{self, FILE_PREFIX};
-use super::store::StoredFile;
-use crate::client::unix_seconds;
-use crate::gateway::background::owner_of;
+use crate::clock::unix_seconds;
+use crate::gateway::admission::owner_of;
+use crate::gateway::batches::object::{self, FILE_PREFIX};
+use crate::gateway::batches::store::StoredFile;
 use crate::gateway::errors::ApiError;
-use crate::gateway::App;
+use crate::gateway::Shared;
 
 /// `POST /v1/files`.
 pub async fn upload(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
@@ -81,7 +81,7 @@ async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<Form, ApiErr
 }
 
 /// File `id` if `key` may see it; 404 otherwise.
-pub async fn owned(app: &App, id: &str, key: &str) -> Result<StoredFile, ApiError> {
+pub async fn owned(app: &Shared, id: &str, key: &str) -> Result<StoredFile, ApiError> {
     match app.batches.store.file(id).await? {
         Some(file) if file.owner == owner_of(key) => Ok(file),
         _ => {
@@ -93,7 +93,10 @@ pub async fn owned(app: &App, id: &str, key: &str) -> Result<StoredFile, ApiErro
 }
 
 /// `GET /v1/files`.
-pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn list(
+    State(app): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let key = app.admission.authenticate(&headers)?;
     let store = &app.batches.store;
     let mut data = Vec::new();
@@ -112,7 +115,7 @@ pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Res
 
 /// `GET /v1/files/{id}`.
 pub async fn retrieve(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -122,7 +125,7 @@ pub async fn retrieve(
 
 /// `GET /v1/files/{id}/content`.
 pub async fn content(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -143,7 +146,7 @@ pub async fn content(
 
 /// `DELETE /v1/files/{id}`.
 pub async fn delete(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {

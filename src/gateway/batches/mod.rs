@@ -26,10 +26,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::background::owner_of;
-use super::errors::ApiError;
-use super::App;
-use crate::client::unix_seconds;
+use crate::clock::unix_seconds;
+use crate::gateway::admission::owner_of;
+use crate::gateway::errors::ApiError;
+use crate::gateway::Shared;
 use object::BatchStatus;
 use outcome::Outcome;
 use runner::Runners;
@@ -53,7 +53,7 @@ pub struct Batches {
 
 /// `POST /v1/batches`.
 pub async fn create(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -133,7 +133,7 @@ pub async fn create(
 }
 
 /// Batch `id` if `key` may see it; 404 otherwise.
-async fn owned(app: &App, id: &str, key: &str) -> Result<BatchRecord, ApiError> {
+async fn owned(app: &Shared, id: &str, key: &str) -> Result<BatchRecord, ApiError> {
     match app.batches.store.batch(id).await? {
         Some(record) if record.owner == owner_of(key) => Ok(record),
         _ => {
@@ -146,7 +146,7 @@ async fn owned(app: &App, id: &str, key: &str) -> Result<BatchRecord, ApiError> 
 
 /// `GET /v1/batches/{id}`.
 pub async fn retrieve(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -157,7 +157,7 @@ pub async fn retrieve(
 /// `POST /v1/batches/{id}/cancel`: an unfinished batch becomes `cancelling`; its runner
 /// cancels what is in flight and ends it as `cancelled`. A final batch is returned as it is.
 pub async fn cancel(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -193,7 +193,7 @@ pub struct Page {
 
 /// `GET /v1/batches`, newest first.
 pub async fn list(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Response, ApiError> {

@@ -1,14 +1,14 @@
 //! OpenAI's Batch API shapes, as pure values: the create request, the input file's lines
 //! (checked the way the gateway checks a single request), the batch and file objects (the
-//! lines of the output and error files are [`super::outcome`]'s). No I/O: every rule is
+//! lines of the output and error files are [`crate::gateway::batches::outcome`]'s). No I/O: every rule is
 //! unit-tested.
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{LimitSettings, SamplingSettings};
+use crate::gateway::completions::{request, Kind};
 use crate::gateway::errors::ApiError;
-use crate::gateway::openai::{self, Kind};
 use crate::protocol;
 
 /// The only completion window there is, as at OpenAI.
@@ -224,7 +224,7 @@ fn line_task(
     sampling: &SamplingSettings,
 ) -> Result<LineTask, ApiError> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let request = openai::parse_request(kind, &bytes)?;
+    let request = request::parse_request(kind, &bytes)?;
     if request.stream {
         return Err(ApiError::invalid(
             "`stream` is not served in a batch",

@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::Settings;
-use crate::gateway::batch::outcome::{result_line, unrun_line, Outcome};
+use crate::gateway::batches::outcome::{result_line, unrun_line, Outcome};
 use crate::protocol::{ErrorBody, ErrorCode, FinishReason, Timings, Usage};
 use crate::protocol::{Reply, ReplyStatus};
 

@@ -5,9 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::gateway::completions::{reply, Kind};
 use crate::gateway::errors::ApiError;
-use crate::gateway::openai::Kind;
-use crate::gateway::responses;
 use crate::protocol::{Reply, ReplyStatus};
 
 /// How one request of a batch ended, as kept until the batch is finalized.
@@ -49,7 +48,7 @@ impl Outcome {
 pub fn result_line(kind: Kind, id: &str, custom_id: &str, outcome: &Outcome) -> (Value, bool) {
     match outcome {
         Outcome::Answered { reply, at } if reply.status == ReplyStatus::Ok => {
-            let body = responses::response(kind, id, *at, reply);
+            let body = reply::response(kind, id, *at, reply);
             (response_line(id, custom_id, 200, body), true)
         }
         Outcome::Answered { reply, .. } => {

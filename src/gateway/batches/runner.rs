@@ -6,7 +6,7 @@
 //!
 //! One runner per batch across all replicas: it holds a lease in Redis while it runs, and
 //! every replica looks for active batches without a runner every few seconds, so a batch
-//! outlives the gateway that accepted it. State lives in Redis only ([`super::store`]): a
+//! outlives the gateway that accepted it. State lives in Redis only ([`crate::gateway::batches::store`]): a
 //! runner that dies between a publish and its record publishes that request again, and its
 //! first outcome wins. It must not answer HTTP requests.
 
@@ -18,12 +18,12 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::object::{self, BatchStatus, Line};
-use super::outcome::{self, Outcome};
-use super::store::{BatchRecord, BatchStore, StoredFile};
-use crate::client::unix_seconds;
-use crate::gateway::App;
-use crate::kv::KvError;
+use crate::clock::unix_seconds;
+use crate::gateway::batches::object::{self, BatchStatus, Line};
+use crate::gateway::batches::outcome::{self, Outcome};
+use crate::gateway::batches::store::{BatchRecord, BatchStore, StoredFile};
+use crate::gateway::Shared;
+use crate::redis_link::RedisError;
 
 /// How long a runner's lease lasts without renewal.
 const LEASE_MS: u64 = 15_000;
@@ -50,7 +50,7 @@ impl Default for Runners {
 }
 
 /// Starts a runner for batch `id` unless this replica runs it already.
-pub fn start(app: &Arc<App>, id: &str, shutdown: &CancellationToken) {
+pub fn start(app: &Arc<Shared>, id: &str, shutdown: &CancellationToken) {
     let runners = &app.batches.runners;
     let started = runners
         .running
@@ -73,7 +73,7 @@ pub fn start(app: &Arc<App>, id: &str, shutdown: &CancellationToken) {
 }
 
 /// Starts runners for active batches that have none, until `shutdown`.
-pub async fn supervise(app: Arc<App>, shutdown: CancellationToken) {
+pub async fn supervise(app: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         match app.batches.store.active().await {
             Ok(ids) => ids.iter().for_each(|id| start(&app, id, &shutdown)),
@@ -86,7 +86,7 @@ pub async fn supervise(app: Arc<App>, shutdown: CancellationToken) {
     }
 }
 
-async fn run(app: &Arc<App>, id: &str, shutdown: &CancellationToken) -> Result<(), KvError> {
+async fn run(app: &Arc<Shared>, id: &str, shutdown: &CancellationToken) -> Result<(), RedisError> {
     let store = &app.batches.store;
     let holder = app.batches.runners.holder.as_str();
     if !store.lease(id, holder, LEASE_MS).await? {
@@ -158,7 +158,7 @@ async fn run(app: &Arc<App>, id: &str, shutdown: &CancellationToken) -> Result<(
 }
 
 /// The checked lines of the batch's input file; `None` when the file is gone.
-async fn input_lines(app: &App, record: &BatchRecord) -> Result<Option<Vec<Line>>, KvError> {
+async fn input_lines(app: &Shared, record: &BatchRecord) -> Result<Option<Vec<Line>>, RedisError> {
     let file_id = record.object["input_file_id"].as_str().unwrap_or_default();
     let endpoint = record.object["endpoint"].as_str().unwrap_or_default();
     let Some(content) = app.batches.store.file_content(file_id).await? else {
@@ -168,8 +168,13 @@ async fn input_lines(app: &App, record: &BatchRecord) -> Result<Option<Vec<Line>
 }
 
 /// Publishes the next requests, up to the in-flight bound.
-async fn publish(app: &App, id: &str, lines: &[Line], record: &BatchRecord) -> Result<(), KvError> {
-    let Some(client) = app.upstream.client() else {
+async fn publish(
+    app: &Shared,
+    id: &str,
+    lines: &[Line],
+    record: &BatchRecord,
+) -> Result<(), RedisError> {
+    let Some(client) = app.broker_link.client() else {
         return Ok(());
     };
     let store = &app.batches.store;
@@ -192,7 +197,7 @@ async fn publish(app: &App, id: &str, lines: &[Line], record: &BatchRecord) -> R
         let line_id = object::line_id(id, next);
         let sent = match app.models.routing_key(&task.model) {
             Ok(key) => client
-                .send_to(&line_id, &task.body, &app.background.results_queue, key)
+                .send_to(&line_id, &task.body, &app.responses.results_queue, key)
                 .await
                 .map_err(|e| app.models.publish_error(&task.model, e)),
             Err(refused) => Err(refused),
@@ -226,11 +231,11 @@ async fn publish(app: &App, id: &str, lines: &[Line], record: &BatchRecord) -> R
 /// Stops a cancelled or expired batch: no more publishing, its tasks in flight cancelled and
 /// waited for (at most [`WIND_DOWN`]), then its files written with what it has.
 async fn wind_down(
-    app: &App,
+    app: &Shared,
     id: &str,
     lines: &[Line],
     status: BatchStatus,
-) -> Result<(), KvError> {
+) -> Result<(), RedisError> {
     let store = &app.batches.store;
     let holder = app.batches.runners.holder.as_str();
     let Some(record) = store.batch(id).await? else {
@@ -239,7 +244,7 @@ async fn wind_down(
     let outcomes = store.outcomes(id).await?;
     let unanswered = (0..record.next.min(lines.len()))
         .filter(|i| lines[*i].task.is_ok() && !outcomes.contains_key(i));
-    if let Some(client) = app.upstream.client() {
+    if let Some(client) = app.broker_link.client() {
         for index in unanswered {
             if let Err(e) = client.cancel(&object::line_id(id, index)).await {
                 warn!(batch = %id, error = %e, "cannot cancel a request of the batch");
@@ -258,13 +263,18 @@ async fn wind_down(
 }
 
 /// Writes the output and error files and moves the batch to `status` (final).
-async fn finish(app: &App, id: &str, lines: &[Line], status: BatchStatus) -> Result<(), KvError> {
+async fn finish(
+    app: &Shared,
+    id: &str,
+    lines: &[Line],
+    status: BatchStatus,
+) -> Result<(), RedisError> {
     let store = &app.batches.store;
     let Some(record) = store.batch(id).await? else {
         return store.retire(id).await;
     };
     let kind = object::endpoint_kind(record.object["endpoint"].as_str().unwrap_or_default())
-        .unwrap_or(crate::gateway::openai::Kind::Chat);
+        .unwrap_or(crate::gateway::completions::Kind::Chat);
     let outcomes = store.outcomes(id).await?;
     let unrun = if status == BatchStatus::Expired {
         "batch_expired"
@@ -298,7 +308,7 @@ async fn put_file(
     record: &BatchRecord,
     text: &str,
     which: &str,
-) -> Result<Value, KvError> {
+) -> Result<Value, RedisError> {
     if text.is_empty() {
         return Ok(Value::Null);
     }

@@ -11,16 +11,15 @@
 //!   `warren:batch:<id>:lease`;
 //! - `warren:files:<owner>`, `warren:batches:<owner>`: ids, newest first, for the lists.
 //!
-//! Every call is bounded in time ([`crate::kv`]): Redis down is an error, never a hang.
+//! Every call is bounded in time ([`crate::redis_link`]): Redis down is an error, never a hang.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::object::{BatchStatus, WINDOW_S};
-use super::outcome::Outcome;
-use crate::gateway::background::store::TRANSITION;
-use crate::kv::{Kv, KvError};
+use crate::gateway::batches::object::{BatchStatus, WINDOW_S};
+use crate::gateway::batches::outcome::Outcome;
+use crate::redis_link::{RedisError, RedisLink, SET_STATUS_IF};
 
 // The first outcome of a line wins; only a live batch is counted. A line refused by the
 // runner also counts as refused (never published), so `outstanding` stays exact.
@@ -108,21 +107,22 @@ fn lease_key(id: &str) -> String {
 
 /// The Redis-backed store of files and batches.
 pub struct BatchStore {
-    kv: Kv,
+    redis: RedisLink,
     ttl_s: u64,
     active: String,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, KvError> {
-    serde_json::from_str(text).map_err(|e| KvError(format!("a stored value is not valid: {e}")))
+fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, RedisError> {
+    serde_json::from_str(text)
+        .map_err(|e| RedisError::Corrupt(format!("a stored value is not valid: {e}")))
 }
 
 impl BatchStore {
     /// A store for `url` whose keys live the completion window plus `keep_s` seconds, for
     /// the gateways whose shared results queue is `results_queue`.
-    pub fn new(url: &str, keep_s: u64, results_queue: &str) -> Result<BatchStore, KvError> {
+    pub fn new(url: &str, keep_s: u64, results_queue: &str) -> Result<BatchStore, RedisError> {
         Ok(BatchStore {
-            kv: Kv::new(url)?,
+            redis: RedisLink::new(url)?,
             ttl_s: keep_s + WINDOW_S,
             active: format!("warren:batches:active:{results_queue}"),
         })
@@ -134,7 +134,7 @@ impl BatchStore {
         id: &str,
         file: &StoredFile,
         content: &[u8],
-    ) -> Result<(), KvError> {
+    ) -> Result<(), RedisError> {
         let (key, list) = (file_key(id), format!("warren:files:{}", file.owner));
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -154,13 +154,13 @@ impl BatchStore {
             .ignore()
             .expire(&list, self.ttl_s as i64)
             .ignore();
-        self.kv.pipeline(&pipe).await
+        self.redis.pipeline(&pipe).await
     }
 
     /// File `id`, if it exists.
-    pub async fn file(&self, id: &str) -> Result<Option<StoredFile>, KvError> {
+    pub async fn file(&self, id: &str) -> Result<Option<StoredFile>, RedisError> {
         let fields: (Option<String>, Option<String>) = self
-            .kv
+            .redis
             .run(
                 redis::cmd("HMGET")
                     .arg(file_key(id))
@@ -179,27 +179,27 @@ impl BatchStore {
     }
 
     /// The content of file `id`, if it exists.
-    pub async fn file_content(&self, id: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.kv
+    pub async fn file_content(&self, id: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        self.redis
             .run(redis::cmd("HGET").arg(file_key(id)).arg("content").clone())
             .await
     }
 
     /// Deletes file `id`.
-    pub async fn delete_file(&self, id: &str, owner: &str) -> Result<(), KvError> {
+    pub async fn delete_file(&self, id: &str, owner: &str) -> Result<(), RedisError> {
         let mut pipe = redis::pipe();
         pipe.del(file_key(id))
             .ignore()
             .lrem(format!("warren:files:{owner}"), 0, id)
             .ignore();
-        self.kv.pipeline(&pipe).await
+        self.redis.pipeline(&pipe).await
     }
 
     /// The ids of `owner`'s files (`batches` false) or batches, newest first.
-    pub async fn ids_of(&self, owner: &str, batches: bool) -> Result<Vec<String>, KvError> {
+    pub async fn ids_of(&self, owner: &str, batches: bool) -> Result<Vec<String>, RedisError> {
         let kind = if batches { "batches" } else { "files" };
         let list = format!("warren:{kind}:{owner}");
-        self.kv
+        self.redis
             .run(redis::cmd("LRANGE").arg(list).arg(0).arg(-1).clone())
             .await
     }
@@ -211,7 +211,7 @@ impl BatchStore {
         id: &str,
         record: &BatchRecord,
         refused: &[(usize, Outcome)],
-    ) -> Result<(), KvError> {
+    ) -> Result<(), RedisError> {
         let (key, results) = (batch_key(id), results_key(id));
         let list = format!("warren:batches:{}", record.owner);
         let mut pipe = redis::pipe();
@@ -242,20 +242,21 @@ impl BatchStore {
         if record.status == BatchStatus::InProgress {
             pipe.sadd(&self.active, id).ignore();
         }
-        self.kv.pipeline(&pipe).await
+        self.redis.pipeline(&pipe).await
     }
 
     /// Batch `id`, if it exists.
-    pub async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, KvError> {
+    pub async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, RedisError> {
         let fields: HashMap<String, String> = self
-            .kv
+            .redis
             .run(redis::cmd("HGETALL").arg(batch_key(id)).clone())
             .await?;
         let (Some(status), Some(object)) = (fields.get("status"), fields.get("object")) else {
             return Ok(None);
         };
-        let status = BatchStatus::parse(status)
-            .ok_or_else(|| KvError(format!("batch `{id}` has an unknown status `{status}`")))?;
+        let status = BatchStatus::parse(status).ok_or_else(|| {
+            RedisError::Corrupt(format!("batch `{id}` has an unknown status `{status}`"))
+        })?;
         let count = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(Some(BatchRecord {
             status,
@@ -278,12 +279,12 @@ impl BatchStore {
         from: BatchStatus,
         to: BatchStatus,
         object: &Value,
-    ) -> Result<bool, KvError> {
+    ) -> Result<bool, RedisError> {
         let object = object.to_string();
         let (from, to) = (from.as_str(), to.as_str());
         let answer: String = self
-            .kv
-            .script(TRANSITION, &batch_key(id), &[from, to, &object])
+            .redis
+            .script(SET_STATUS_IF, &batch_key(id), &[from, to, &object])
             .await?;
         Ok(answer == "ok")
     }
@@ -296,7 +297,7 @@ impl BatchStore {
         index: usize,
         outcome: &Outcome,
         refused: bool,
-    ) -> Result<bool, KvError> {
+    ) -> Result<bool, RedisError> {
         let counter = if outcome.is_completed() {
             "completed"
         } else {
@@ -310,7 +311,7 @@ impl BatchStore {
             self.ttl_s.to_string(),
         );
         let counted: i64 = self
-            .kv
+            .redis
             .script_on(
                 RECORD,
                 &[&key, &results],
@@ -327,7 +328,7 @@ impl BatchStore {
     }
 
     /// The runner has handled lines up to `next`, `published` more of them published.
-    pub async fn advance(&self, id: &str, next: usize, published: usize) -> Result<(), KvError> {
+    pub async fn advance(&self, id: &str, next: usize, published: usize) -> Result<(), RedisError> {
         let key = batch_key(id);
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -335,13 +336,13 @@ impl BatchStore {
             .ignore()
             .hincr(&key, "published", published)
             .ignore();
-        self.kv.pipeline(&pipe).await
+        self.redis.pipeline(&pipe).await
     }
 
     /// Every recorded outcome, by line index.
-    pub async fn outcomes(&self, id: &str) -> Result<HashMap<usize, Outcome>, KvError> {
+    pub async fn outcomes(&self, id: &str) -> Result<HashMap<usize, Outcome>, RedisError> {
         let stored: HashMap<usize, String> = self
-            .kv
+            .redis
             .run(redis::cmd("HGETALL").arg(results_key(id)).clone())
             .await?;
         stored
@@ -351,40 +352,40 @@ impl BatchStore {
     }
 
     /// Batches no runner has finished.
-    pub async fn active(&self) -> Result<Vec<String>, KvError> {
-        self.kv
+    pub async fn active(&self) -> Result<Vec<String>, RedisError> {
+        self.redis
             .run(redis::cmd("SMEMBERS").arg(&self.active).clone())
             .await
     }
 
     /// Batch `id` needs no runner any more.
-    pub async fn retire(&self, id: &str) -> Result<(), KvError> {
+    pub async fn retire(&self, id: &str) -> Result<(), RedisError> {
         let mut pipe = redis::pipe();
         pipe.srem(&self.active, id)
             .ignore()
             .del(lease_key(id))
             .ignore();
-        self.kv.pipeline(&pipe).await
+        self.redis.pipeline(&pipe).await
     }
 
     /// Gives up `holder`'s lease on batch `id`, so another replica may go on at once.
-    pub async fn release(&self, id: &str, holder: &str) -> Result<(), KvError> {
-        self.kv
+    pub async fn release(&self, id: &str, holder: &str) -> Result<(), RedisError> {
+        self.redis
             .script::<i64>(RELEASE, &lease_key(id), &[holder])
             .await
             .map(|_| ())
     }
 
     /// Takes (or keeps) the lease on batch `id` for `holder`, `millis` long. Whether it holds it.
-    pub async fn lease(&self, id: &str, holder: &str, millis: u64) -> Result<bool, KvError> {
+    pub async fn lease(&self, id: &str, holder: &str, millis: u64) -> Result<bool, RedisError> {
         let key = lease_key(id);
         let mut set = redis::cmd("SET");
         set.arg(&key).arg(holder).arg("NX").arg("PX").arg(millis);
-        if self.kv.run::<Option<String>>(set).await?.is_some() {
+        if self.redis.run::<Option<String>>(set).await?.is_some() {
             return Ok(true);
         }
         let renewed: i64 = self
-            .kv
+            .redis
             .script(RENEW, &key, &[holder, &millis.to_string()])
             .await?;
         Ok(renewed == 1)

@@ -7,8 +7,8 @@
 
 use serde_json::{json, Map, Value};
 
-use super::errors::ApiError;
-use super::openai::Kind;
+use super::Kind;
+use crate::gateway::errors::ApiError;
 use crate::protocol::{TokenLogprob, MAX_TOP_LOGPROBS};
 
 /// The task's `logprobs` (alternatives per token) for a request's `logprobs` and

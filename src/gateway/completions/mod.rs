@@ -3,9 +3,18 @@
 //! `deadline_ms` = when the caller stops waiting), then answer with the reply or stream it as
 //! server-sent events. Every path ends in a response: the reply, an error reply, a full queue
 //! (429), a lost broker (503) or the request timeout (504, and the task is cancelled).
+//!
+//! [`request`] turns OpenAI's request shapes into a task and [`reply`] a worker's reply into
+//! OpenAI's objects (both pure); [`stream`] relays a task's chunks as server-sent events;
+//! [`logprobs`] translates log probabilities both ways (the Responses API uses it too).
+
+pub mod logprobs;
+pub mod reply;
+pub mod request;
+pub mod stream;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,16 +23,36 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::errors::ApiError;
-use super::openai::{self, Kind, Request};
-use super::upstream::CancelOnDrop;
-use super::{admission, responses, sse, App};
 use crate::client::{Answer, Pending};
+use crate::clock;
+use crate::gateway::broker_link::CancelOnDrop;
+use crate::gateway::errors::ApiError;
+use crate::gateway::{admission, Shared};
 use crate::protocol::{self, ReplyStatus, HEADER_WORKER_MICROS};
+use request::Request;
+
+/// Which OpenAI endpoint a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/completions`.
+    Completion,
+}
+
+impl Kind {
+    /// Prefix of the response `id`.
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            Kind::Chat => "chatcmpl-",
+            Kind::Completion => "cmpl-",
+        }
+    }
+}
 
 /// `POST /v1/chat/completions`.
 pub async fn chat(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -34,7 +63,7 @@ pub async fn chat(
 
 /// `POST /v1/completions`.
 pub async fn completion(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -60,18 +89,16 @@ pub struct Accepted {
 }
 
 async fn serve(
-    app: Arc<App>,
+    app: Arc<Shared>,
     kind: Kind,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = app.admission.authenticate(&headers)?;
     let body = ApiError::read_body(body, app.max_body_bytes)?;
-    let mut request = openai::parse_request(kind, &body)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    request.task.deadline_ms = Some((now + app.request_timeout).as_millis() as u64);
+    let mut request = request::parse_request(kind, &body)?;
+    request.task.deadline_ms =
+        Some((clock::since_epoch() + app.request_timeout).as_millis() as u64);
     let task = request.task.to_bytes();
     // The worker checks every task again; checking here answers a bad request at once.
     let checked = protocol::parse_task(&task, &app.limits, &app.sampling)
@@ -81,7 +108,7 @@ async fn serve(
     app.admission.admit(&key, tokens)?;
 
     let client = app
-        .upstream
+        .broker_link
         .client()
         .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
     let id = format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple());
@@ -90,15 +117,15 @@ async fn serve(
         .await
         .map_err(|e| app.models.publish_error(&request.model, e))?;
     let accepted = Accepted {
-        guard: CancelOnDrop::new(app.upstream.clone(), &id, app.metrics.clone()),
+        guard: CancelOnDrop::new(app.broker_link.clone(), &id, app.metrics.clone()),
         request,
         id,
-        created: now.as_secs(),
+        created: clock::unix_seconds(),
         pending,
         deadline: Instant::now() + app.request_timeout,
     };
     if accepted.request.stream {
-        return Ok(sse::respond(app, accepted));
+        return Ok(stream::respond(app, accepted));
     }
     answer(app.request_timeout, accepted).await
 }
@@ -123,7 +150,7 @@ async fn answer(waited: Duration, accepted: Accepted) -> Result<Response, ApiErr
         (ReplyStatus::Error, None) => Err(ApiError::internal("the worker failed without a reason")),
         _ => {
             let mut response =
-                Json(responses::response(request.kind, &id, created, &reply)).into_response();
+                Json(reply::response(request.kind, &id, created, &reply)).into_response();
             // The worker's own time, so a client can tell the path's cost from the model's.
             if let Some(micros) = worker_time.map(|t| t.as_micros().to_string()) {
                 if let Ok(value) = HeaderValue::from_str(&micros) {

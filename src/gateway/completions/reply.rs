@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::logprobs::choice_logprobs;
-use super::openai::Kind;
+use super::Kind;
 use crate::protocol::{FinishReason, Reply, TokenLogprob};
 
 fn finish_reason(reason: Option<FinishReason>) -> Value {

@@ -1,33 +1,14 @@
 //! OpenAI's request shapes and their translation to wire contract v1: a chat or completion
-//! request becomes a [`TaskBody`] (the way back is [`super::responses`]). Pure values only:
+//! request becomes a [`TaskBody`] (the way back is [`super::reply`]). Pure values only:
 //! no I/O, no broker, so every rule is unit-tested.
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::errors::ApiError;
-use super::format::ResponseFormat;
-use super::logprobs;
+use super::{logprobs, Kind};
 use crate::client::{ChatTurn, TaskBody};
-
-/// Which OpenAI endpoint a request came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `POST /v1/chat/completions`.
-    Chat,
-    /// `POST /v1/completions`.
-    Completion,
-}
-
-impl Kind {
-    /// Prefix of the response `id`.
-    pub fn id_prefix(self) -> &'static str {
-        match self {
-            Kind::Chat => "chatcmpl-",
-            Kind::Completion => "cmpl-",
-        }
-    }
-}
+use crate::gateway::errors::ApiError;
+use crate::gateway::format::ResponseFormat;
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
@@ -309,5 +290,5 @@ fn short(text: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "openai_tests.rs"]
+#[path = "request_tests.rs"]
 mod tests;

@@ -16,13 +16,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use serde_json::Value;
 
-use super::completions::Accepted;
-use super::errors::ApiError;
-use super::logprobs;
-use super::metrics::GatewayMetrics;
-use super::responses::{self, Piece};
-use super::App;
+use super::reply::{self, Piece};
+use super::{logprobs, Accepted};
 use crate::client::Incoming;
+use crate::gateway::errors::ApiError;
+use crate::gateway::metrics::GatewayMetrics;
+use crate::gateway::Shared;
 use crate::protocol::{Reply, ReplyStatus};
 
 /// Where a stream is.
@@ -52,7 +51,7 @@ impl Drop for Streaming {
 }
 
 /// The streaming response for an accepted request.
-pub fn respond(app: Arc<App>, accepted: Accepted) -> Response {
+pub fn respond(app: Arc<Shared>, accepted: Accepted) -> Response {
     app.metrics.streams(1);
     let state = Streaming {
         accepted,
@@ -129,7 +128,7 @@ async fn next_event(state: &mut Streaming) -> Option<Event> {
 
 fn chunk(state: &Streaming, piece: Piece<'_>) -> Value {
     let a = &state.accepted;
-    responses::chunk(a.request.kind, &a.id, a.created, &a.request.model, piece)
+    reply::chunk(a.request.kind, &a.id, a.created, &a.request.model, piece)
 }
 
 /// The events after the final reply: the rest of the text, the closing chunk, the usage.

@@ -1,20 +1,19 @@
-//! Background work in the shape of OpenAI's Responses API: `POST /v1/responses` (answered at
-//! once with `background: true`, else when done), `GET /v1/responses/{id}` (with an optional
-//! bounded `?wait=SECONDS` long-poll) and `POST /v1/responses/{id}/cancel`.
+//! OpenAI's Responses API: `POST /v1/responses` (answered at once with `background: true`,
+//! else when done), `GET /v1/responses/{id}` (with an optional bounded `?wait=SECONDS`
+//! long-poll) and `POST /v1/responses/{id}/cancel`.
 //!
 //! A background response is accepted only once it is both recorded in Redis ([`store`]) and
 //! confirmed by the broker; its task names the shared results queue as `reply_to`, which
-//! every replica consumes ([`results`]), so any replica answers for any response and a result
-//! that arrives while the gateways are down waits. [`object`] builds the response objects;
+//! every replica consumes ([`crate::gateway::results`]), so any replica answers for any
+//! response and a result that arrives while the gateways are down waits. [`object`] builds the response objects;
 //! [`webhooks`] tells callers when a response ends. Redis down: these endpoints answer 503.
 
 pub mod object;
-pub mod results;
 pub mod store;
 pub mod webhooks;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -24,9 +23,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::errors::ApiError;
-use super::upstream::CancelOnDrop;
-use super::{admission, App};
+use crate::clock;
+use crate::gateway::admission::{self, owner_of};
+use crate::gateway::broker_link::CancelOnDrop;
+use crate::gateway::errors::ApiError;
+use crate::gateway::Shared;
 use crate::protocol;
 use object::{ResponseRequest, Status};
 use store::{Meta, Record, Store, StoreError, Transition};
@@ -53,26 +54,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-/// A stable, non-secret name for an API key, for scoping idempotency keys and ownership.
-pub(crate) fn owner_of(key: &str) -> String {
-    if key.is_empty() {
-        return String::new();
-    }
-    hmac_sha256::Hash::hash(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// `POST /v1/responses`.
 pub async fn create(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -82,7 +66,7 @@ pub async fn create(
 }
 
 async fn create_response(
-    app: Arc<App>,
+    app: Arc<Shared>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -90,7 +74,7 @@ async fn create_response(
     let body = ApiError::read_body(body, app.max_body_bytes)?;
     let mut request = object::parse_request(&body)?;
     if let Some(url) = &request.callback_url {
-        app.background.webhooks.check_url(url).map_err(|problem| {
+        app.responses.webhooks.check_url(url).map_err(|problem| {
             ApiError::invalid(
                 format!("`metadata.callback_url` {problem}"),
                 Some("metadata".into()),
@@ -99,7 +83,8 @@ async fn create_response(
     }
     request.task.progress = request.background.then_some(true);
     if !request.background {
-        request.task.deadline_ms = Some((now() + app.request_timeout).as_millis() as u64);
+        request.task.deadline_ms =
+            Some((clock::since_epoch() + app.request_timeout).as_millis() as u64);
     }
     let task = request.task.to_bytes();
     let checked = protocol::parse_task(&task, &app.limits, &app.sampling)
@@ -107,14 +92,14 @@ async fn create_response(
     // A model not served is answered before any rate limit or record is spent on it.
     app.models.routing_key(&request.model)?;
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
-    let created_at = now().as_secs();
+    let created_at = clock::unix_seconds();
     if !request.background {
         let tokens = admission::token_estimate(request.prompt_chars, u64::from(checked.max_tokens));
         app.admission.admit(&key, tokens)?;
         return wait_for_answer(&app, &id, created_at, &request, &task).await;
     }
     let owner = owner_of(&key);
-    let background = &app.background;
+    let background = &app.responses;
     let idempotency_key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -144,7 +129,7 @@ async fn create_response(
 /// Records a background response, then publishes its task; undoes the record when the
 /// broker does not take the task.
 async fn accept(
-    app: &App,
+    app: &Shared,
     id: &str,
     created_at: u64,
     request: &ResponseRequest,
@@ -154,7 +139,7 @@ async fn accept(
     // Before anything is recorded: a model not served leaves no trace.
     let routing_key = app.models.routing_key(&request.model)?;
     let client = app
-        .upstream
+        .broker_link
         .client()
         .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
     let object = object::queued(id, created_at, request);
@@ -167,10 +152,10 @@ async fn accept(
             ..Meta::default()
         },
     };
-    let store = &app.background.store;
+    let store = &app.responses.store;
     store.create(id, &record).await?;
     if let Err(e) = client
-        .send_to(id, task, &app.background.results_queue, routing_key)
+        .send_to(id, task, &app.responses.results_queue, routing_key)
         .await
     {
         let _ = store.delete(id).await;
@@ -198,14 +183,14 @@ async fn recorded(store: &Store, id: &str) -> Result<serde_json::Value, ApiError
 
 /// Without `background`: publish, wait like a chat completion, answer the finished object.
 async fn wait_for_answer(
-    app: &App,
+    app: &Shared,
     id: &str,
     created_at: u64,
     request: &ResponseRequest,
     task: &[u8],
 ) -> Result<Response, ApiError> {
     let client = app
-        .upstream
+        .broker_link
         .client()
         .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
     let routing_key = app.models.routing_key(&request.model)?;
@@ -213,7 +198,7 @@ async fn wait_for_answer(
         .submit_routed(id, task, routing_key)
         .await
         .map_err(|e| app.models.publish_error(&request.model, e))?;
-    let mut guard = CancelOnDrop::new(app.upstream.clone(), id, app.metrics.clone());
+    let mut guard = CancelOnDrop::new(app.broker_link.clone(), id, app.metrics.clone());
     let reply = tokio::time::timeout(app.request_timeout, pending.reply())
         .await
         .map_err(|_| ApiError::timed_out(app.request_timeout))??
@@ -231,7 +216,7 @@ pub struct WaitQuery {
 
 /// `GET /v1/responses/{id}`.
 pub async fn retrieve(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<WaitQuery>,
@@ -254,13 +239,13 @@ pub async fn retrieve(
 /// `POST /v1/responses/{id}/cancel`: a queued or running response is cancelled (its task is
 /// cancelled on the control exchange); a finished one is returned unchanged.
 pub async fn cancel(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
     let cancelled = async {
         let key = app.admission.authenticate(&headers)?;
-        let store = &app.background.store;
+        let store = &app.responses.store;
         for _ in 0..5 {
             let record = owned(&app, &id, &key).await?;
             if record.status.is_final() {
@@ -272,10 +257,10 @@ pub async fn cancel(
                 .await?
                 == Transition::Done
             {
-                app.upstream.cancel(id.clone()).await;
-                let (store, hooks) = (&app.background.store, &app.background.webhooks);
+                app.broker_link.cancel(id.clone()).await;
+                let (store, hooks) = (&app.responses.store, &app.responses.webhooks);
                 let callback = record.meta.callback_url.as_deref();
-                results::notify(store, hooks, &id, Status::Cancelled, callback);
+                hooks.notify(store, &id, Status::Cancelled, callback);
                 return Ok(Json(next).into_response());
             }
         }
@@ -285,8 +270,8 @@ pub async fn cancel(
 }
 
 /// The record of response `id` if `key` may see it; 404 otherwise.
-async fn owned(app: &App, id: &str, key: &str) -> Result<Record, ApiError> {
-    match app.background.store.get(id).await? {
+async fn owned(app: &Shared, id: &str, key: &str) -> Result<Record, ApiError> {
+    match app.responses.store.get(id).await? {
         Some(record) if record.meta.owner.is_empty() || record.meta.owner == owner_of(key) => {
             Ok(record)
         }

@@ -6,10 +6,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::client::{ChatTurn, TaskBody};
+use crate::gateway::completions::logprobs;
+use crate::gateway::completions::request::{chat_role, text_of, Content};
 use crate::gateway::errors::ApiError;
 use crate::gateway::format::{TextFormat, TextParam};
-use crate::gateway::logprobs;
-use crate::gateway::openai::{chat_role, text_of, Content};
 use crate::protocol::{ErrorCode, FinishReason, Reply, ReplyStatus};
 
 /// The states of a response; the last four are final.

@@ -6,21 +6,13 @@
 //!
 //! A state change is a compare-and-set on `status` (a Lua script), so a cancel and a worker's
 //! reply racing from two replicas cannot both win, and a final state never changes. Every
-//! call is bounded in time ([`crate::kv`]): Redis down is an error at once, never a hang.
+//! call is bounded in time ([`crate::redis_link`]): Redis down is an error at once, never a hang.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::object::Status;
-use crate::kv::{Kv, KvError};
-
-pub(crate) const TRANSITION: &str = r"
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return 'missing' end
-if current ~= ARGV[1] then return current end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'object', ARGV[3])
-return 'ok'
-";
+use crate::gateway::responses::object::Status;
+use crate::redis_link::{RedisError, RedisLink, SET_STATUS_IF};
 
 // HSET on an expired key would create a record without a status: only a live one is touched.
 const PUT_META: &str = r"
@@ -29,7 +21,7 @@ return redis.call('HSET', KEYS[1], 'meta', ARGV[1])
 ";
 
 /// Redis could not be reached or answered wrongly.
-pub type StoreError = KvError;
+pub type StoreError = RedisError;
 
 /// One delivery attempt of a webhook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,7 +69,7 @@ pub enum Transition {
 
 /// The Redis-backed state store.
 pub struct Store {
-    kv: Kv,
+    redis: RedisLink,
     ttl_s: u64,
 }
 
@@ -89,13 +81,13 @@ impl Store {
     /// A store for `url` whose records live `ttl_s` seconds. Connects on first use.
     pub fn new(url: &str, ttl_s: u64) -> Result<Store, StoreError> {
         Ok(Store {
-            kv: Kv::new(url)?,
+            redis: RedisLink::new(url)?,
             ttl_s,
         })
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, StoreError> {
-        self.kv.run(command).await
+        self.redis.run(command).await
     }
 
     /// Claims idempotency key `key` of `owner` for response `id`. `None`: claimed; `Some`:
@@ -144,7 +136,7 @@ impl Store {
             .arg(self.ttl_s)
             .ignore()
             .clone();
-        self.kv.pipeline(&pipeline).await
+        self.redis.pipeline(&pipeline).await
     }
 
     /// The record of response `id`, if it exists.
@@ -166,8 +158,9 @@ impl Store {
         };
         Ok(Some(Record {
             status: Status::parse(&status)
-                .ok_or_else(|| KvError(format!("bad status {status}")))?,
-            object: serde_json::from_str(&object).map_err(|e| KvError(e.to_string()))?,
+                .ok_or_else(|| RedisError::Corrupt(format!("bad status {status}")))?,
+            object: serde_json::from_str(&object)
+                .map_err(|e| RedisError::Corrupt(e.to_string()))?,
             meta: meta
                 .and_then(|m| serde_json::from_str(&m).ok())
                 .unwrap_or_default(),
@@ -184,7 +177,10 @@ impl Store {
     ) -> Result<Transition, StoreError> {
         let object = object.to_string();
         let args = [from.as_str(), to.as_str(), object.as_str()];
-        let answer: String = self.kv.script(TRANSITION, &response_key(id), &args).await?;
+        let answer: String = self
+            .redis
+            .script(SET_STATUS_IF, &response_key(id), &args)
+            .await?;
         Ok(match answer.as_str() {
             "ok" => Transition::Done,
             "missing" => Transition::Missing,
@@ -196,7 +192,7 @@ impl Store {
     pub async fn put_meta(&self, id: &str, meta: &Meta) -> Result<(), StoreError> {
         let meta = serde_json::to_string(meta).unwrap_or_default();
         let key = response_key(id);
-        self.kv
+        self.redis
             .script::<i64>(PUT_META, &key, &[&meta])
             .await
             .map(|_| ())

@@ -15,11 +15,11 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::object::Status;
-use super::store::{Attempt, Store};
-use crate::client::unix_seconds;
+use crate::clock::unix_seconds;
 use crate::config::{ConfigError, GatewaySettings};
 use crate::gateway::metrics::GatewayMetrics;
+use crate::gateway::responses::object::Status;
+use crate::gateway::responses::store::{Attempt, Store};
 use crate::retry::ReconnectBackoff;
 
 /// Signs and delivers webhook events.
@@ -108,6 +108,22 @@ impl Webhooks {
         callback_url
             .map(str::to_owned)
             .or_else(|| self.default_url.clone())
+    }
+
+    /// Sends the webhook of response `id` in the background, if it has somewhere to go.
+    pub fn notify(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        id: &str,
+        status: Status,
+        callback_url: Option<&str>,
+    ) {
+        if let Some(url) = self.target(callback_url) {
+            let delivery = self
+                .clone()
+                .deliver(store.clone(), id.to_owned(), status, url);
+            tokio::spawn(delivery);
+        }
     }
 
     /// Delivers the event for response `id` ending in `status` to `url`, retrying, and

@@ -1,0 +1,143 @@
+//! `[broker]` and `[topology]`: how to reach RabbitMQ, how much work to take, and the names
+//! and arguments of what warren declares there. Each section checks its own values
+//! (`validate`); rules that tie sections together live in [`super::Settings::validate`].
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{check_amqp_name, invalid, ConfigError};
+
+/// `[broker]`: how to reach RabbitMQ and how much work to take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    /// AMQP URL; may contain credentials, so it is kept secret (never logged).
+    pub url: SecretString,
+    /// Read the URL from this file when not empty.
+    pub url_file: String,
+    /// basic.qos prefetch count; 0 = engine.slots + prefetch_extra.
+    pub prefetch: u16,
+    /// Headroom over the slots when `prefetch` is 0.
+    pub prefetch_extra: u16,
+    /// Base of the connection name shown in the management UI.
+    pub connection_name: String,
+    /// First delay between reconnection tries, in ms.
+    pub reconnect_initial_ms: u64,
+    /// Longest delay between reconnection tries, in ms.
+    pub reconnect_max_ms: u64,
+}
+
+/// Whether the requests queue is a quorum or a classic queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Replicated queue with a delivery limit (recommended).
+    Quorum,
+    /// Single-node queue; supports priorities.
+    Classic,
+}
+
+impl QueueType {
+    /// The value of the `x-queue-type` argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
+/// `[topology]`: names and arguments of what warren declares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySettings {
+    /// Queue the workers consume tasks from.
+    pub requests_queue: String,
+    /// Type of the requests queue.
+    pub queue_type: QueueType,
+    /// Quorum only: deliveries before the broker dead-letters a task.
+    pub delivery_limit: u32,
+    /// Bound on the requests backlog; 0 = unbounded.
+    pub max_length: u32,
+    /// Classic only: highest priority honoured; 0 = none.
+    pub max_priority: u8,
+    /// Fanout exchange receiving dead letters.
+    pub dead_letter_exchange: String,
+    /// Queue bound to the dead-letter exchange.
+    pub dead_letter_queue: String,
+    /// Queue for replies to tasks without `reply_to`, and for unroutable replies.
+    pub results_queue: String,
+    /// Type of the queues that hold messages for later: dead letters, results, retry delays
+    /// (and the gateway's results queue). Quorum in a cluster, so losing one node loses none.
+    pub parking_queue_type: QueueType,
+    /// Fanout exchange of control messages (cancel) that every worker listens on.
+    pub control_exchange: String,
+    /// Direct exchange routing tasks by model name; empty = one model, no routing.
+    pub tasks_exchange: String,
+}
+
+impl BrokerSettings {
+    /// Checks the section's own values.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let urls = super::broker_urls(self.url.expose_secret());
+        if urls.is_empty() {
+            return Err(invalid("broker.url", "must hold at least one URL"));
+        }
+        for raw in urls {
+            let url = url::Url::parse(raw)
+                .map_err(|e| invalid("broker.url", format!("is not a valid URL: {e}")))?;
+            if !matches!(url.scheme(), "amqp" | "amqps") {
+                return Err(invalid("broker.url", "must start with amqp:// or amqps://"));
+            }
+        }
+        if self.connection_name.trim().is_empty() {
+            return Err(invalid("broker.connection_name", "must not be empty"));
+        }
+        if self.reconnect_initial_ms == 0 {
+            return Err(invalid("broker.reconnect_initial_ms", "must be at least 1"));
+        }
+        if self.reconnect_max_ms < self.reconnect_initial_ms {
+            return Err(invalid(
+                "broker.reconnect_max_ms",
+                "must be at least broker.reconnect_initial_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TopologySettings {
+    /// Whether tasks are routed by model through `tasks_exchange`.
+    pub fn routes_by_model(&self) -> bool {
+        !self.tasks_exchange.is_empty()
+    }
+
+    /// Checks the section's own values.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        for (key, name) in [
+            ("topology.requests_queue", &self.requests_queue),
+            ("topology.dead_letter_exchange", &self.dead_letter_exchange),
+            ("topology.dead_letter_queue", &self.dead_letter_queue),
+            ("topology.results_queue", &self.results_queue),
+            ("topology.control_exchange", &self.control_exchange),
+        ] {
+            check_amqp_name(key, name)?;
+        }
+        if self.routes_by_model() {
+            check_amqp_name("topology.tasks_exchange", &self.tasks_exchange)?;
+        }
+        if self.queue_type == QueueType::Quorum && self.max_priority > 0 {
+            return Err(invalid(
+                "topology.max_priority",
+                "needs queue_type = \"classic\": quorum queues on RabbitMQ 3.10 have no priorities",
+            ));
+        }
+        if self.queue_type == QueueType::Quorum && self.delivery_limit == 0 {
+            return Err(invalid(
+                "topology.delivery_limit",
+                "must be at least 1 for a quorum queue (it stops poison tasks from looping)",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! `[engine]` and `[sampling]`: the model, its context and slots, and the sampling defaults.
+//! Each section checks its own values (`validate`); rules that tie sections together live in
+//! [`super::Settings::validate`].
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{invalid, ConfigError};
+
+/// `[engine]`: the model and llama.cpp's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    /// GGUF file to load.
+    pub model_path: PathBuf,
+    /// Model name reported in replies; empty = from the GGUF.
+    pub model_name: String,
+    /// Layers offloaded to a GPU.
+    pub n_gpu_layers: u32,
+    /// Context size per task, in tokens.
+    pub context_size: u32,
+    /// Decoding threads; 0 = number of cores.
+    pub threads: u32,
+    /// Tokens per llama.cpp batch; 0 = chosen by where the model runs (see
+    /// [`EngineSettings::effective_batch_size`]).
+    pub batch_size: u32,
+    /// Tasks in inference at once.
+    pub slots: u32,
+    /// Full-context KV cache for sliding-window layers (always, when `prefix_cache` is on).
+    pub swa_full: bool,
+    /// Keep each slot's KV cells after its task and reuse the longest shared prompt prefix.
+    pub prefix_cache: bool,
+    /// Flash attention: auto, on or off.
+    pub flash_attention: FlashAttention,
+    /// Element type of the KV cache (keys and values).
+    pub kv_cache_type: KvCacheType,
+    /// Where next tokens are chosen: in the decode graph (on the GPU) or on the host.
+    pub device_sampling: DeviceSampling,
+    /// One KV cache shared by every slot (llama.cpp's `kv_unified`), instead of one stream
+    /// per slot (the default).
+    pub kv_unified: bool,
+    /// llama.cpp built-in chat template used when the GGUF has none.
+    pub chat_template: String,
+}
+
+impl EngineSettings {
+    /// Threads to give llama.cpp: the configured number, or the number of cores.
+    pub fn effective_threads(&self) -> i32 {
+        let threads = if self.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+        } else {
+            self.threads
+        };
+        i32::try_from(threads).unwrap_or(i32::MAX)
+    }
+
+    /// Batch size when `batch_size` is 0: 128 on a CPU (prompts read nearly as fast as with
+    /// larger batches, and llama.cpp's per-token output buffers stay small), 512 with layers
+    /// on a GPU, where a larger batch reads prompts faster at no cost to generation.
+    pub fn effective_batch_size(&self) -> u32 {
+        match self.batch_size {
+            0 if self.n_gpu_layers > 0 => 512,
+            0 => 128,
+            configured => configured,
+        }
+    }
+
+    /// Whether next tokens are chosen on the device (see `engine.device_sampling`): `auto`
+    /// means where layers are offloaded to a GPU.
+    pub fn samples_on_device(&self) -> bool {
+        match self.device_sampling {
+            DeviceSampling::Auto => self.n_gpu_layers > 0,
+            DeviceSampling::On => true,
+            DeviceSampling::Off => false,
+        }
+    }
+}
+
+/// Whether llama.cpp uses its flash-attention kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttention {
+    /// llama.cpp decides (on where the backend supports it).
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+/// Where a task's next token is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceSampling {
+    /// On the device where layers are offloaded to a GPU, else on the host.
+    Auto,
+    /// In llama.cpp's decode graph, whatever the backend (on a CPU too).
+    On,
+    /// On the host, from the logits llama.cpp copies back.
+    Off,
+}
+
+/// Element type of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvCacheType {
+    /// 16-bit floats (llama.cpp's default).
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// 32-bit floats (twice the memory).
+    F32,
+    /// 8-bit quantized: half the memory of f16, a small quality cost.
+    Q8_0,
+}
+
+/// `[sampling]`: defaults for sampling parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingSettings {
+    /// top_k used when sampling and the task gives none; 0 = off.
+    pub default_top_k: u32,
+}
+
+impl EngineSettings {
+    /// Checks the section's own values.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.model_path.as_os_str().is_empty() {
+            return Err(invalid("engine.model_path", "must not be empty"));
+        }
+        if self.context_size < 16 {
+            return Err(invalid("engine.context_size", "must be at least 16 tokens"));
+        }
+        if self.slots == 0 || self.slots > 64 {
+            return Err(invalid("engine.slots", "must be between 1 and 64"));
+        }
+        if self.threads > 1024 {
+            return Err(invalid("engine.threads", "must be at most 1024"));
+        }
+        if self.kv_cache_type == KvCacheType::Q8_0 && self.flash_attention == FlashAttention::Off {
+            return Err(invalid(
+                "engine.kv_cache_type",
+                "q8_0 needs flash attention (engine.flash_attention = \"auto\" or \"on\"): llama.cpp quantizes the V cache only with it",
+            ));
+        }
+        Ok(())
+    }
+}
