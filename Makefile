@@ -7,7 +7,7 @@ MAX_TOKENS   ?= 32
 
 CUDA_ARCHITECTURES ?= 80;86;89;90
 
-.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv soak lint fmt clean
+.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv soak docs lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-kv - the KV cache's layout: one cache for every slot vs a stream per slot, tasks of mixed lengths"
 	@echo "make soak     - 10,000 tasks through two workers, one killed every 300 replies (leaks, losses, duplicates)"
 	@echo "make build-cuda | gpu-check  - a CUDA build (target-cuda/) and the GPU measurements"
+	@echo "make docs     - the book (docs/ with mdBook, into docs/book/), its links and the README's checked"
 	@echo "make setup | model | build | broker-up | broker-down | redis-up | lint | fmt | clean"
 
 setup:
@@ -107,9 +108,16 @@ bench-prefix: setup model broker-up build
 soak: setup model broker-up redis-up build $(PYENV)/.installed
 	$(PYENV)/bin/python scripts/soak.py
 
+# The book: docs/src built with mdBook into docs/book/, then every link and anchor in it and
+# every relative link in README.md checked, offline. Installs mdbook and the link checkers
+# under target/ the first time (scripts/docs-tools.sh).
+docs:
+	@scripts/docs.sh
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
+	$(MAKE) docs
 
 fmt:
 	$(CARGO) fmt

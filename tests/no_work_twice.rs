@@ -149,7 +149,7 @@ async fn with_finished_marks_a_second_copy_of_a_finished_task_is_acked_without_r
             assert_eq!(first["status"], "ok", "{first}");
             assert_eq!(first["id"], message_id.as_str(), "{first}");
             // The mark follows the commit that published the reply by a moment; a copy
-            // arriving within it runs again (README, Delivery guarantees). This caller
+            // arriving within it runs again (docs/src/wire-contract/delivery.md, Delivery guarantees). This caller
             // retries after that moment.
             wait_for_mark(&format!("warren:finished:{}:{message_id}", names.requests)).await;
         }

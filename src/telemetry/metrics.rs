@@ -1,5 +1,5 @@
 //! Prometheus metrics (prometheus-client): what the worker counts and times. Names follow
-//! Prometheus conventions (`warren_..._seconds`, `_total`); the README documents each one.
+//! Prometheus conventions (`warren_..._seconds`, `_total`); docs/src/operations/metrics.md documents each one.
 //! This module only records and encodes; it does not serve HTTP.
 
 use prometheus_client::encoding::EncodeLabelSet;

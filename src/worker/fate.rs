@@ -1,7 +1,7 @@
 //! The fate of a delivery, decided as a pure value: from what the redelivery counters say,
 //! the generation's result and the retry policy to exactly one [`Fate`]. No broker, no
 //! engine, no clock: [`super::outbox`] carries a fate out, and these rules are unit-tested
-//! row by row against the README's outcome list.
+//! row by row against the outcome list in docs/src/operations/metrics.md.
 
 use std::time::Duration;
 

@@ -219,8 +219,9 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
         assert sorted(seen) == sorted(ids), f"missing: {set(ids) - set(seen)}\n{worker.log()[-3000:]}"
         # A commit caught by its node's stop may have taken the reply and lost the ack (RabbitMQ
         # does not make a transaction atomic across its own failure); the task is then run
-        # again (a window README's Delivery guarantees states): at most one per stop. That a
-        # worker killed at any moment answers once is tests/no_work_twice.rs's job.
+        # again (a window docs/src/wire-contract/delivery.md states, under Delivery guarantees):
+        # at most one per stop. That a worker killed at any moment answers once is
+        # tests/no_work_twice.rs's job.
         assert sum(count - 1 for count in seen.values()) <= 2, seen
         assert cluster.queue(cluster.live({leader}), names.dead)["messages"] == 0
         reader.close()
