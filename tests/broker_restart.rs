@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{consumer_count, ready_count, Caller, Names, WorkerProcess};
-use warren::client::TaskBody;
+use warren::protocol::TaskBody;
 
 fn rabbitmqctl(args: &[&str]) {
     let status = common::rabbitmqctl()

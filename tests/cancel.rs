@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{model_path, ready_count, Names, WorkerProcess, PATIENCE};
-use warren::client::{Client, Incoming, TaskBody};
+use warren::client::{Client, Incoming};
+use warren::protocol::TaskBody;
 use warren::protocol::{ErrorCode, Reply, ReplyStatus};
 
 async fn client(names: &Names) -> Client {

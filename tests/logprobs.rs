@@ -6,7 +6,8 @@ mod common;
 
 use common::{Names, PATIENCE};
 use serde_json::{json, Value};
-use warren::client::{Incoming, TaskBody};
+use warren::client::Incoming;
+use warren::protocol::TaskBody;
 use warren::protocol::{ReplyStatus, TokenLogprob};
 
 fn entries(reply: &Value) -> &Vec<Value> {

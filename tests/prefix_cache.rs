@@ -7,7 +7,8 @@ mod common;
 use std::collections::HashMap;
 
 use common::{Names, WorkerProcess, PATIENCE};
-use warren::client::{Client, Incoming, Pending, TaskBody};
+use warren::client::{Client, Incoming, Pending};
+use warren::protocol::TaskBody;
 use warren::protocol::{Reply, ReplyStatus};
 
 /// A system prompt of a few hundred tokens, as upstream services put before every question.

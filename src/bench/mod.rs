@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::client::TaskBody;
+use crate::protocol::TaskBody;
 use serde_json::Value;
 
 /// Prompts used when no file is given: short openings that make a base model write on.

@@ -9,9 +9,10 @@ use anyhow::{bail, Context};
 
 use super::CliError;
 use crate::broker::{self, Topology};
-use crate::client::{ChatTurn, Client, Incoming, TaskBody};
+use crate::client::{Client, Incoming};
 use crate::config::Settings;
 use crate::protocol::ReplyStatus;
+use crate::protocol::{ChatMessage, TaskBody};
 
 /// Options of `warren submit`.
 #[derive(Debug, clap::Args)]
@@ -71,16 +72,10 @@ pub(crate) struct Args {
 impl Args {
     fn body(&self) -> anyhow::Result<TaskBody> {
         let messages = match &self.messages {
-            Some(messages) => Some(
-                serde_json::from_str::<Vec<ChatMessageArg>>(messages)
-                    .context("--messages must be a JSON list of {\"role\", \"content\"} objects")?
-                    .into_iter()
-                    .map(|m| ChatTurn {
-                        role: m.role,
-                        content: m.content,
-                    })
-                    .collect(),
-            ),
+            Some(messages) => Some(serde_json::from_str::<Vec<ChatMessage>>(messages).context(
+                "--messages must be a JSON list of {\"role\", \"content\"} objects \
+                     (role system, user or assistant)",
+            )?),
             None => None,
         };
         Ok(TaskBody {
@@ -97,13 +92,6 @@ impl Args {
             ..TaskBody::default()
         })
     }
-}
-
-/// One entry of `--messages`.
-#[derive(serde::Deserialize)]
-struct ChatMessageArg {
-    role: String,
-    content: String,
 }
 
 /// Publishes the task and prints its reply.

@@ -20,11 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, headers, BrokerError, Published, Publisher, Route, PERSISTENT};
-use crate::protocol::{Cancel, Chunk, Message, Reply, HEADER_WORKER_MICROS};
-
-mod task_body;
-
-pub use task_body::{ChatTurn, TaskBody};
+use crate::protocol::{Cancel, Chunk, Message, Reply, TaskBody, HEADER_WORKER_MICROS};
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
@@ -319,37 +315,4 @@ fn decode(delivery: &lapin::message::Delivery, arrived: Instant) -> Option<Incom
                 .map(Duration::from_micros),
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_task_body_sends_only_what_was_set() {
-        let body = TaskBody {
-            max_tokens: Some(8),
-            stop: Some(vec!["\n".into()]),
-            ..TaskBody::prompt("Hello")
-        };
-        let value: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap();
-        assert_eq!(
-            value,
-            serde_json::json!({"prompt": "Hello", "max_tokens": 8, "stop": ["\n"]})
-        );
-    }
-
-    #[test]
-    fn chat_turns_serialize_as_role_and_content() {
-        let body = TaskBody {
-            messages: Some(vec![ChatTurn {
-                role: "user".into(),
-                content: "Hi".into(),
-            }]),
-            ..TaskBody::default()
-        };
-        let value: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap();
-        assert_eq!(value["messages"][0]["role"], "user");
-        assert!(value.get("prompt").is_none());
-    }
 }

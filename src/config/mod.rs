@@ -85,6 +85,21 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The bounds and defaults a task is validated against (`[limits]` and `[sampling]`).
+    pub fn task_limits(&self) -> crate::protocol::Limits {
+        let l = &self.limits;
+        crate::protocol::Limits {
+            max_body_bytes: l.max_body_bytes,
+            default_max_tokens: l.default_max_tokens,
+            max_tokens_cap: l.max_tokens_cap,
+            default_timeout_ms: l.default_timeout_ms,
+            timeout_cap_ms: l.timeout_cap_ms,
+            max_stop_sequences: l.max_stop_sequences,
+            max_stop_bytes: l.max_stop_bytes,
+            default_top_k: self.sampling.default_top_k,
+        }
+    }
+
     /// Loads the layers: built-in defaults, then `file` (or the file named by `WARREN_CONFIG`),
     /// then `WARREN__SECTION__KEY` environment variables; then validates.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {

@@ -54,9 +54,7 @@ pub struct Shared {
     /// Keys and rate limits.
     pub admission: Admission,
     /// The worker's validation rules, applied before publishing.
-    pub limits: crate::config::LimitSettings,
-    /// The sampling defaults those rules apply.
-    pub sampling: crate::config::SamplingSettings,
+    pub limits: crate::protocol::Limits,
     /// How long a request waits for its reply.
     pub request_timeout: Duration,
     /// Largest body.
@@ -98,8 +96,7 @@ impl Gateway {
         let app = Arc::new(Shared {
             broker_link: BrokerLink::default(),
             admission: Admission::new(g)?,
-            limits: settings.limits.clone(),
-            sampling: settings.sampling.clone(),
+            limits: settings.task_limits(),
             request_timeout: Duration::from_millis(g.request_timeout_ms),
             max_body_bytes: g.max_body_bytes,
             models: models::Models::new(&settings),

@@ -6,7 +6,7 @@
 //! grammar parser recurses once per nesting level with no limit of its own, and because the
 //! grammar is checked against the vocabulary at every token, so its size is paid per token.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::TaskError;
 
@@ -28,25 +28,21 @@ pub enum OutputConstraint {
     Grammar(String),
 }
 
-/// Reads `json_schema` and `grammar` (exclusive; `null` counts as absent).
-pub(super) fn parse_constraint(
-    map: &Map<String, Value>,
+/// The constraint of a task's `json_schema` and `grammar` (exclusive), checked.
+pub(super) fn constraint(
+    schema: Option<&Value>,
+    grammar: Option<&str>,
 ) -> Result<Option<OutputConstraint>, TaskError> {
-    let schema = map.get("json_schema").filter(|v| !v.is_null());
-    let grammar = map.get("grammar").filter(|v| !v.is_null());
-    match (schema, grammar) {
+    match (schema.filter(|v| !v.is_null()), grammar) {
         (Some(_), Some(_)) => Err(TaskError::invalid(
             "give at most one of `json_schema` or `grammar`, not both",
         )),
         (Some(schema), None) => {
             check_schema(schema).map(|()| Some(OutputConstraint::JsonSchema(schema.clone())))
         }
-        (None, Some(Value::String(grammar))) => {
-            check_grammar(grammar).map(|()| Some(OutputConstraint::Grammar(grammar.clone())))
+        (None, Some(grammar)) => {
+            check_grammar(grammar).map(|()| Some(OutputConstraint::Grammar(grammar.to_owned())))
         }
-        (None, Some(_)) => Err(TaskError::invalid(
-            "`grammar` must be a string holding a GBNF grammar",
-        )),
         (None, None) => Ok(None),
     }
 }
@@ -161,11 +157,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The constraint of a task body holding `body`'s fields, read as the worker reads them.
     fn constraint(body: Value) -> Result<Option<OutputConstraint>, TaskError> {
-        match body {
-            Value::Object(map) => parse_constraint(&map),
-            _ => unreachable!("tests pass objects"),
-        }
+        let body = crate::protocol::TaskBody::from_json(body.to_string().as_bytes(), 1 << 20)?;
+        super::constraint(body.json_schema.as_ref(), body.grammar.as_deref())
     }
 
     fn nested_schema(levels: usize) -> Value {

@@ -3,8 +3,9 @@
 //! field by field). It must not touch the broker or the engine; it only turns bytes into
 //! checked values and back.
 //!
-//! [`task`] holds a validated task's types and [`parse`] produces one from bytes, reading
-//! each field through `fields`; [`reply`] holds replies and chunks, [`logprobs`] the log
+//! [`task_body`] is a task as it travels (built by callers, read by workers), [`validate`]
+//! turns one into a [`task`] within the operator's [`Limits`], and [`parse`] does both for a
+//! delivery's bytes; [`reply`] holds replies and chunks, [`logprobs`] the log
 //! probabilities they may carry; [`constraint`] a task's `json_schema` or `grammar`;
 //! [`error`] the error codes; [`headers`] every `x-warren-*` header name; [`control`] the
 //! cancel message.
@@ -12,17 +13,17 @@
 pub mod constraint;
 pub mod control;
 pub mod error;
-mod fields;
 pub mod headers;
 pub mod logprobs;
 pub mod parse;
 pub mod reply;
 pub mod task;
+pub mod task_body;
+pub mod validate;
 
 pub use constraint::OutputConstraint;
 pub use control::Cancel;
 pub use error::{ErrorCode, TaskError};
-pub use fields::MAX_LOGIT_BIAS;
 pub use headers::*;
 pub use logprobs::{TokenLogprob, TopLogprob, MAX_TOP_LOGPROBS};
 pub use parse::{check_content_properties, parse_task};
@@ -30,6 +31,8 @@ pub use reply::{
     Chunk, ErrorBody, FinishReason, Message, Reply, ReplyStatus, Started, Timings, Usage,
 };
 pub use task::{ChatMessage, Input, Role, Sampling, Task};
+pub use task_body::TaskBody;
+pub use validate::{Limits, MAX_LOGIT_BIAS};
 
 /// Version of the wire contract, sent in every reply's `version`.
 pub const WIRE_VERSION: u32 = 1;

@@ -1,28 +1,25 @@
 //! The rules of task parsing, one case per line.
 
 use super::*;
-use crate::protocol::task::Role;
-use crate::protocol::{ErrorCode, MAX_LOGIT_BIAS};
-use serde_json::json;
-use serde_json::Map;
+use crate::protocol::{ErrorCode, Input, Role, MAX_LOGIT_BIAS};
+use serde_json::{json, Map, Value};
+use std::time::Duration;
 
-fn limits() -> LimitSettings {
-    LimitSettings {
+fn limits() -> Limits {
+    Limits {
         default_max_tokens: 128,
         max_tokens_cap: 1024,
         default_timeout_ms: 60_000,
         timeout_cap_ms: 600_000,
         max_body_bytes: 4096,
-        max_age_ms: 0,
         max_stop_sequences: 4,
         max_stop_bytes: 16,
+        default_top_k: 40,
     }
 }
 
-const SAMPLING: SamplingSettings = SamplingSettings { default_top_k: 40 };
-
 fn parse(value: Value) -> Result<Task, TaskError> {
-    parse_task(value.to_string().as_bytes(), &limits(), &SAMPLING)
+    parse_task(value.to_string().as_bytes(), &limits())
 }
 
 fn rejection(value: Value) -> String {
@@ -85,7 +82,7 @@ fn bad_tasks_are_rejected_with_a_message_naming_the_problem() {
         (b"\xff\xfe{}", "not valid JSON"),
     ];
     for (body, expected) in cases {
-        let err = parse_task(body, &limits(), &SAMPLING).unwrap_err();
+        let err = parse_task(body, &limits()).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
         assert!(err.message.contains(expected), "{body:?}: {}", err.message);
     }
@@ -190,7 +187,7 @@ fn null_optional_fields_count_as_absent() {
 #[test]
 fn an_oversized_body_is_rejected_before_parsing() {
     let body = format!("{{\"prompt\": \"{}\"}}", "x".repeat(5000));
-    let err = parse_task(body.as_bytes(), &limits(), &SAMPLING).unwrap_err();
+    let err = parse_task(body.as_bytes(), &limits()).unwrap_err();
     assert!(err.message.contains("more than the limit of 4096 bytes"));
 }
 
@@ -263,10 +260,10 @@ fn logit_bias_maps_token_ids_to_biases_within_a_hundred() {
         .map(|id| (id.to_string(), json!(1)))
         .collect();
     let body = json!({"prompt": "x", "logit_bias": too_many}).to_string();
-    let roomy = LimitSettings {
+    let roomy = Limits {
         max_body_bytes: 1 << 20,
         ..limits()
     };
-    let err = parse_task(body.as_bytes(), &roomy, &SAMPLING).expect_err("too many");
+    let err = parse_task(body.as_bytes(), &roomy).expect_err("too many");
     assert!(err.message.contains("limit of 1024"), "{}", err.message);
 }

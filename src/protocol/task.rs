@@ -1,12 +1,15 @@
 //! A validated task: what the model continues, how it samples, and its bounds. Produced by
-//! [`super::parse`], read by the engine.
+//! [`super::TaskBody::validate`], read by the engine.
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::OutputConstraint;
 
-/// Who speaks in a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who speaks in a chat message; on the wire `"system"`, `"user"` or `"assistant"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Instructions for the model.
     System,
@@ -27,8 +30,8 @@ impl Role {
     }
 }
 
-/// One message of a chat task.
-#[derive(Debug, Clone, PartialEq)]
+/// One message of a chat task, as on the wire (`{"role", "content"}`) and as validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Who speaks.
     pub role: Role,

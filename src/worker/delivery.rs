@@ -234,7 +234,7 @@ async fn run_task(
         properties.content_type().as_ref().map(|s| s.as_str()),
         properties.content_encoding().as_ref().map(|s| s.as_str()),
     )?;
-    let task = protocol::parse_task(&delivery.data, &shared.limits, &shared.sampling)?;
+    let task = protocol::parse_task(&delivery.data, &shared.limits)?;
     if let Some(deadline) = task.deadline_ms {
         let now = unix_ms();
         if now >= deadline {
@@ -247,7 +247,7 @@ async fn run_task(
             ));
         }
     }
-    if let (Some(age), max_age_ms) = (meta.age, shared.limits.max_age_ms) {
+    if let (Some(age), max_age_ms) = (meta.age, shared.max_age_ms) {
         if max_age_ms > 0 && age > Duration::from_millis(max_age_ms) {
             return Err(TaskError::new(
                 ErrorCode::Expired,

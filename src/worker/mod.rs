@@ -52,8 +52,9 @@ pub(crate) struct Shared {
     /// A confirm channel for what is not part of a delivery's commit (chunks, recounts).
     pub publisher: Publisher,
     pub topology: Topology,
-    pub limits: crate::config::LimitSettings,
-    pub sampling: crate::config::SamplingSettings,
+    pub limits: crate::protocol::Limits,
+    /// Oldest task (by AMQP timestamp) still run, in ms; 0 = no limit.
+    pub max_age_ms: u64,
     pub retry: RetryPolicy,
     pub worker_name: String,
     pub max_redeliveries: u32,
@@ -299,8 +300,8 @@ async fn start_consuming(
         settling,
         publisher,
         topology,
-        limits: settings.limits.clone(),
-        sampling: settings.sampling.clone(),
+        limits: settings.task_limits(),
+        max_age_ms: settings.limits.max_age_ms,
         retry: RetryPolicy::new(&settings.retry),
         worker_name: worker_name.to_owned(),
         max_redeliveries: settings.worker.max_redeliveries,

@@ -85,7 +85,6 @@ pub async fn create(
         &create.endpoint,
         app.batches.max_requests,
         &app.limits,
-        &app.sampling,
     );
     let (record, refused) = match checked {
         Ok(lines) => {

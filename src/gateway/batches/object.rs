@@ -6,10 +6,9 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::config::{LimitSettings, SamplingSettings};
 use crate::gateway::completions::{request, Kind};
 use crate::gateway::errors::ApiError;
-use crate::protocol;
+use crate::protocol::Limits;
 
 /// The only completion window there is, as at OpenAI.
 pub const COMPLETION_WINDOW: &str = "24h";
@@ -135,8 +134,7 @@ pub fn parse_input(
     content: &[u8],
     endpoint: &str,
     max_requests: usize,
-    limits: &LimitSettings,
-    sampling: &SamplingSettings,
+    limits: &Limits,
 ) -> Result<Vec<Line>, Vec<FileProblem>> {
     let Some(kind) = endpoint_kind(endpoint) else {
         return Err(vec![problem(
@@ -185,7 +183,7 @@ pub fn parse_input(
             let message = format!("`custom_id` {:?} is used twice", line.custom_id);
             problems.push(problem("duplicate_custom_id", message, Some(number)));
         }
-        let task = line_task(kind, &line.body, limits, sampling);
+        let task = line_task(kind, &line.body, limits);
         lines.push(Line {
             custom_id: line.custom_id,
             task,
@@ -217,12 +215,7 @@ fn problem(code: &'static str, message: impl Into<String>, line: Option<usize>) 
 }
 
 /// The task of one request body, checked as `POST <endpoint>` would check it.
-fn line_task(
-    kind: Kind,
-    body: &Value,
-    limits: &LimitSettings,
-    sampling: &SamplingSettings,
-) -> Result<LineTask, ApiError> {
+fn line_task(kind: Kind, body: &Value, limits: &Limits) -> Result<LineTask, ApiError> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let request = request::parse_request(kind, &bytes)?;
     if request.stream {
@@ -231,8 +224,9 @@ fn line_task(
             Some("stream".into()),
         ));
     }
-    let task = request.task.to_bytes();
-    protocol::parse_task(&task, limits, sampling)
+    let (task, _) = request
+        .task
+        .checked_bytes(limits)
         .map_err(|e| ApiError::invalid(e.message, None))?;
     Ok(LineTask {
         body: task,

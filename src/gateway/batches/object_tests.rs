@@ -6,13 +6,7 @@ use crate::protocol::{Reply, ReplyStatus};
 
 fn parse(text: &str, endpoint: &str, max: usize) -> Result<Vec<Line>, Vec<FileProblem>> {
     let settings = Settings::defaults();
-    parse_input(
-        text.as_bytes(),
-        endpoint,
-        max,
-        &settings.limits,
-        &settings.sampling,
-    )
+    parse_input(text.as_bytes(), endpoint, max, &settings.task_limits())
 }
 
 fn chat_line(custom_id: &str, body: &str) -> String {
@@ -144,8 +138,7 @@ fn a_malformed_file_fails_the_batch_naming_each_line() {
         &[0xff, 0xfe],
         "/v1/chat/completions",
         2,
-        &Settings::defaults().limits,
-        &Settings::defaults().sampling,
+        &Settings::defaults().task_limits(),
     );
     assert_eq!(binary.unwrap_err()[0].code, "invalid_file");
 }

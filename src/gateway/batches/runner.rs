@@ -164,7 +164,7 @@ async fn input_lines(app: &Shared, record: &BatchRecord) -> Result<Option<Vec<Li
     let Some(content) = app.batches.store.file_content(file_id).await? else {
         return Ok(None);
     };
-    Ok(object::parse_input(&content, endpoint, usize::MAX, &app.limits, &app.sampling).ok())
+    Ok(object::parse_input(&content, endpoint, usize::MAX, &app.limits).ok())
 }
 
 /// Publishes the next requests, up to the in-flight bound.

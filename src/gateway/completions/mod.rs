@@ -28,7 +28,7 @@ use crate::clock;
 use crate::gateway::broker_link::CancelOnDrop;
 use crate::gateway::errors::ApiError;
 use crate::gateway::{admission, Shared};
-use crate::protocol::{self, ReplyStatus, HEADER_WORKER_MICROS};
+use crate::protocol::{ReplyStatus, HEADER_WORKER_MICROS};
 use request::Request;
 
 /// Which OpenAI endpoint a request came through.
@@ -99,9 +99,10 @@ async fn serve(
     let mut request = request::parse_request(kind, &body)?;
     request.task.deadline_ms =
         Some((clock::since_epoch() + app.request_timeout).as_millis() as u64);
-    let task = request.task.to_bytes();
     // The worker checks every task again; checking here answers a bad request at once.
-    let checked = protocol::parse_task(&task, &app.limits, &app.sampling)
+    let (task, checked) = request
+        .task
+        .checked_bytes(&app.limits)
         .map_err(|e| ApiError::invalid(e.message, None))?;
     let routing_key = app.models.routing_key(&request.model)?;
     let tokens = admission::token_estimate(request.prompt_chars, u64::from(checked.max_tokens));

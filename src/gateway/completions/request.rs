@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{logprobs, Kind};
-use crate::client::{ChatTurn, TaskBody};
 use crate::gateway::errors::ApiError;
 use crate::gateway::format::ResponseFormat;
+use crate::protocol::{ChatMessage, Role, TaskBody};
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
@@ -229,7 +229,7 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
     })
 }
 
-fn chat_turn(index: usize, message: Message) -> Result<ChatTurn, ApiError> {
+fn chat_turn(index: usize, message: Message) -> Result<ChatMessage, ApiError> {
     let field = format!("messages[{index}]");
     let role = chat_role(&message.role).ok_or_else(|| {
         ApiError::invalid(
@@ -244,18 +244,15 @@ fn chat_turn(index: usize, message: Message) -> Result<ChatTurn, ApiError> {
         Some(content) => text_of(content, &field)?,
         None => String::new(),
     };
-    Ok(ChatTurn {
-        role: role.to_owned(),
-        content,
-    })
+    Ok(ChatMessage { role, content })
 }
 
 /// The wire contract's role for an OpenAI role (`developer` speaks as `system`).
-pub(crate) fn chat_role(role: &str) -> Option<&'static str> {
+pub(crate) fn chat_role(role: &str) -> Option<Role> {
     match role {
-        "system" | "developer" => Some("system"),
-        "user" => Some("user"),
-        "assistant" => Some("assistant"),
+        "system" | "developer" => Some(Role::System),
+        "user" => Some(Role::User),
+        "assistant" => Some(Role::Assistant),
         _ => None,
     }
 }

@@ -15,7 +15,7 @@ fn a_chat_request_becomes_a_task_with_messages() {
     });
     let request = parse_request(Kind::Chat, body.to_string().as_bytes()).unwrap();
     let messages = request.task.messages.clone().unwrap();
-    assert_eq!(messages[0].role, "system");
+    assert_eq!(messages[0].role, crate::protocol::Role::System);
     assert_eq!(messages[1].content, "Hi there");
     assert_eq!(
         request.task.max_tokens,

@@ -28,7 +28,7 @@ use crate::gateway::admission::{self, owner_of};
 use crate::gateway::broker_link::CancelOnDrop;
 use crate::gateway::errors::ApiError;
 use crate::gateway::Shared;
-use crate::protocol;
+
 use object::{ResponseRequest, Status};
 use store::{Meta, Record, Store, StoreError, Transition};
 use webhooks::Webhooks;
@@ -86,8 +86,9 @@ async fn create_response(
         request.task.deadline_ms =
             Some((clock::since_epoch() + app.request_timeout).as_millis() as u64);
     }
-    let task = request.task.to_bytes();
-    let checked = protocol::parse_task(&task, &app.limits, &app.sampling)
+    let (task, checked) = request
+        .task
+        .checked_bytes(&app.limits)
         .map_err(|e| ApiError::invalid(e.message, None))?;
     // A model not served is answered before any rate limit or record is spent on it.
     app.models.routing_key(&request.model)?;

@@ -5,11 +5,11 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::client::{ChatTurn, TaskBody};
 use crate::gateway::completions::logprobs;
 use crate::gateway::completions::request::{chat_role, text_of, Content};
 use crate::gateway::errors::ApiError;
 use crate::gateway::format::{TextFormat, TextParam};
+use crate::protocol::{ChatMessage, Role, TaskBody};
 use crate::protocol::{ErrorCode, FinishReason, Reply, ReplyStatus};
 
 /// The states of a response; the last four are final.
@@ -149,10 +149,10 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
         .map(str::to_owned);
     let mut turns = Vec::new();
     if let Some(instructions) = &raw.instructions {
-        turns.push(turn("system", instructions.clone()));
+        turns.push(turn(Role::System, instructions.clone()));
     }
     match raw.input {
-        Input::Text(text) => turns.push(turn("user", text)),
+        Input::Text(text) => turns.push(turn(Role::User, text)),
         Input::Items(items) => {
             for (index, item) in items.into_iter().enumerate() {
                 turns.push(input_turn(index, item)?);
@@ -204,14 +204,11 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
     })
 }
 
-fn turn(role: &str, content: String) -> ChatTurn {
-    ChatTurn {
-        role: role.to_owned(),
-        content,
-    }
+fn turn(role: Role, content: String) -> ChatMessage {
+    ChatMessage { role, content }
 }
 
-fn input_turn(index: usize, item: InputItem) -> Result<ChatTurn, ApiError> {
+fn input_turn(index: usize, item: InputItem) -> Result<ChatMessage, ApiError> {
     let field = format!("input[{index}]");
     let role = chat_role(&item.role).ok_or_else(|| {
         ApiError::invalid(
