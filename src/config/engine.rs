@@ -97,7 +97,8 @@ pub enum DeviceSampling {
     Auto,
     /// In llama.cpp's decode graph, whatever the backend (on a CPU too).
     On,
-    /// On the host, from the logits llama.cpp copies back.
+    /// On the host, from the logits llama.cpp copies back (the default: the device path
+    /// relies on llama-cpp-2's Debug output for llama.cpp's context pointer).
     Off,
 }
 

@@ -184,14 +184,20 @@ fn gateway_and_worker_redis_and_webhook_settings_are_checked_by_key() {
 }
 
 #[test]
-fn tokens_are_chosen_on_the_device_and_batches_are_larger_only_with_layers_on_a_gpu() {
+fn tokens_are_chosen_on_the_device_only_when_asked_and_batches_are_larger_with_a_gpu() {
     let cpu = load(&[]).unwrap();
-    assert_eq!(cpu.engine.device_sampling, DeviceSampling::Auto);
+    assert_eq!(cpu.engine.device_sampling, DeviceSampling::Off);
     assert!(!cpu.engine.samples_on_device());
     assert_eq!(cpu.engine.effective_batch_size(), 128);
     let gpu = load(&[("WARREN__ENGINE__N_GPU_LAYERS", "99")]).unwrap();
-    assert!(gpu.engine.samples_on_device());
+    assert!(!gpu.engine.samples_on_device(), "an opt-in, even on a GPU");
     assert_eq!(gpu.engine.effective_batch_size(), 512);
+    let gpu_auto = load(&[
+        ("WARREN__ENGINE__N_GPU_LAYERS", "99"),
+        ("WARREN__ENGINE__DEVICE_SAMPLING", "auto"),
+    ])
+    .unwrap();
+    assert!(gpu_auto.engine.samples_on_device());
     let forced = load(&[("WARREN__ENGINE__DEVICE_SAMPLING", "on")]).unwrap();
     assert!(forced.engine.samples_on_device(), "on: the CPU backend too");
     let off = load(&[

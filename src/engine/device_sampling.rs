@@ -16,7 +16,9 @@
 //! llama-cpp-2 (0.1.160) wraps the per-context samplers only at context creation, which cannot
 //! follow each task's settings, and keeps the context's raw pointer to itself; [`raw_context`]
 //! recovers it from the wrapper's `Debug` output and checks it against the context before any
-//! use. This module must not decode, touch the KV cache, or read logits.
+//! use. That output is not an API llama-cpp-2 promises, so this path is an opt-in
+//! (`engine.device_sampling`, off by default) and the crate is pinned to an exact version.
+//! This module must not decode, touch the KV cache, or read logits.
 
 // llama.cpp's per-sequence sampler API has no safe wrapper in llama-cpp-2 yet.
 #![allow(unsafe_code)]
