@@ -74,6 +74,21 @@ impl ApiError {
         )
     }
 
+    /// 404 for a stored object (a `file`, a `batch`) that does not exist or belongs to another
+    /// key: code `{what}_not_found`, as OpenAI names it.
+    pub fn no_such(what: &str, id: &str) -> Self {
+        ApiError {
+            code: format!("{what}_not_found"),
+            ..Self::not_found(format!("no {what} with id `{id}`"))
+        }
+    }
+
+    /// 400 for a task the worker would refuse: the wire contract's message, as it would be in
+    /// the worker's error reply.
+    pub fn refused_task(error: crate::protocol::TaskError) -> Self {
+        Self::invalid(error.message, None)
+    }
+
     /// 413: the body is larger than `gateway.max_body_bytes`.
     pub fn too_large(limit: usize) -> Self {
         Self::new(

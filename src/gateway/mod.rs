@@ -69,6 +69,14 @@ pub struct Shared {
     pub batches: batches::Batches,
 }
 
+impl Shared {
+    /// `deadline_ms` of a task whose caller waits for it: when the request times out.
+    pub fn deadline_ms(&self) -> u64 {
+        u64::try_from((crate::clock::since_epoch() + self.request_timeout).as_millis())
+            .unwrap_or(u64::MAX)
+    }
+}
+
 /// A gateway bound to its address, ready to serve.
 pub struct Gateway {
     listener: tokio::net::TcpListener,

@@ -84,11 +84,7 @@ async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<Form, ApiErr
 pub async fn owned(app: &Shared, id: &str, key: &str) -> Result<StoredFile, ApiError> {
     match app.batches.store.file(id).await? {
         Some(file) if file.owner == owner_of(key) => Ok(file),
-        _ => {
-            let mut error = ApiError::not_found(format!("no file with id `{id}`"));
-            error.code = "file_not_found".into();
-            Err(error)
-        }
+        _ => Err(ApiError::no_such("file", id)),
     }
 }
 

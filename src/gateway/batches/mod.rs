@@ -135,11 +135,7 @@ pub async fn create(
 async fn owned(app: &Shared, id: &str, key: &str) -> Result<BatchRecord, ApiError> {
     match app.batches.store.batch(id).await? {
         Some(record) if record.owner == owner_of(key) => Ok(record),
-        _ => {
-            let mut error = ApiError::not_found(format!("no batch with id `{id}`"));
-            error.code = "batch_not_found".into();
-            Err(error)
-        }
+        _ => Err(ApiError::no_such("batch", id)),
     }
 }
 

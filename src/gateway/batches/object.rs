@@ -224,10 +224,7 @@ fn line_task(kind: Kind, body: &Value, limits: &Limits) -> Result<LineTask, ApiE
             Some("stream".into()),
         ));
     }
-    let (task, _) = request
-        .task
-        .checked_bytes(limits)
-        .map_err(|e| ApiError::invalid(e.message, None))?;
+    let (task, _) = (request.task.checked_bytes(limits)).map_err(ApiError::refused_task)?;
     Ok(LineTask {
         body: task,
         model: request.model,

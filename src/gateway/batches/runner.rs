@@ -238,8 +238,8 @@ async fn wind_down(
 ) -> Result<(), RedisError> {
     let store = &app.batches.store;
     let holder = app.batches.runners.holder.as_str();
-    let Some(record) = store.batch(id).await? else {
-        return store.retire(id).await;
+    let Some(record) = live(store, id).await? else {
+        return Ok(());
     };
     let outcomes = store.outcomes(id).await?;
     let unanswered = (0..record.next.min(lines.len()))
@@ -262,6 +262,16 @@ async fn wind_down(
     finish(app, id, lines, status).await
 }
 
+/// Batch `id`'s record, or `None` once it expired from Redis (then it is retired from the
+/// runners' list).
+async fn live(store: &BatchStore, id: &str) -> Result<Option<BatchRecord>, RedisError> {
+    let record = store.batch(id).await?;
+    if record.is_none() {
+        store.retire(id).await?;
+    }
+    Ok(record)
+}
+
 /// Writes the output and error files and moves the batch to `status` (final).
 async fn finish(
     app: &Shared,
@@ -270,8 +280,8 @@ async fn finish(
     status: BatchStatus,
 ) -> Result<(), RedisError> {
     let store = &app.batches.store;
-    let Some(record) = store.batch(id).await? else {
-        return store.retire(id).await;
+    let Some(record) = live(store, id).await? else {
+        return Ok(());
     };
     let kind = object::endpoint_kind(record.object["endpoint"].as_str().unwrap_or_default())
         .unwrap_or(crate::gateway::completions::Kind::Chat);

@@ -97,13 +97,10 @@ async fn serve(
     let key = app.admission.authenticate(&headers)?;
     let body = ApiError::read_body(body, app.max_body_bytes)?;
     let mut request = request::parse_request(kind, &body)?;
-    request.task.deadline_ms =
-        Some((clock::since_epoch() + app.request_timeout).as_millis() as u64);
+    request.task.deadline_ms = Some(app.deadline_ms());
     // The worker checks every task again; checking here answers a bad request at once.
-    let (task, checked) = request
-        .task
-        .checked_bytes(&app.limits)
-        .map_err(|e| ApiError::invalid(e.message, None))?;
+    let (task, checked) =
+        (request.task.checked_bytes(&app.limits)).map_err(ApiError::refused_task)?;
     let routing_key = app.models.routing_key(&request.model)?;
     let tokens = admission::token_estimate(request.prompt_chars, u64::from(checked.max_tokens));
     app.admission.admit(&key, tokens)?;

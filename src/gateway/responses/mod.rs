@@ -83,13 +83,10 @@ async fn create_response(
     }
     request.task.progress = request.background.then_some(true);
     if !request.background {
-        request.task.deadline_ms =
-            Some((clock::since_epoch() + app.request_timeout).as_millis() as u64);
+        request.task.deadline_ms = Some(app.deadline_ms());
     }
-    let (task, checked) = request
-        .task
-        .checked_bytes(&app.limits)
-        .map_err(|e| ApiError::invalid(e.message, None))?;
+    let (task, checked) =
+        (request.task.checked_bytes(&app.limits)).map_err(ApiError::refused_task)?;
     // A model not served is answered before any rate limit or record is spent on it.
     app.models.routing_key(&request.model)?;
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
