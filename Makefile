@@ -70,9 +70,10 @@ test-unit: setup
 # One cargo profile (release) for the binary and the tests: llama.cpp is built once.
 # Model-using tests start worker processes; two at a time keeps 2 cores from thrashing.
 test: setup model broker-up redis-up
-	$(CARGO) build --release --locked
-	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(CARGO) test --release --locked -- --test-threads=2
-	$(MAKE) test-python
+	@scripts/timed.sh "release build" $(CARGO) build --release --locked
+	@scripts/timed.sh "test build" $(CARGO) test --release --locked --no-run
+	@scripts/timed.sh "cargo tests" env WARREN_TEST_MODEL=$(abspath $(MODEL)) $(CARGO) test --release --locked -- --test-threads=2
+	@scripts/timed.sh "python tests" $(MAKE) test-python
 
 # The gateway's end-to-end tests: the official `openai` SDK against real gateway and worker
 # processes (run after `cargo build --release`). The virtualenv lives under target/.
@@ -82,8 +83,13 @@ $(PYENV)/.installed: tests/python/requirements.txt examples/python/requirements.
 	$(PYENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r examples/python/requirements.txt
 	touch $@
 
+# Two test files at a time (pytest-xdist, a file's tests on one process), except
+# test_restarts.py, which stops the broker every other file uses: it runs alone, after.
 test-python: $(PYENV)/.installed
-	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider tests/python
+	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider \
+		-n 2 --dist loadfile --ignore tests/python/test_restarts.py tests/python
+	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider \
+		tests/python/test_restarts.py
 
 # Side-by-side benchmark: warren (1/4/8 slots) vs llama-server vs the engine alone.
 # Run it with nothing else on the machine; results go to bench/results-latest.md.
@@ -109,8 +115,8 @@ soak: setup model broker-up redis-up build $(PYENV)/.installed
 	$(PYENV)/bin/python scripts/soak.py
 
 # The book: docs/src built with mdBook into docs/book/, then every link and anchor in it and
-# every relative link in README.md checked, offline. Installs mdbook and the link checkers
-# under target/ the first time (scripts/docs-tools.sh).
+# every relative link in README.md checked, offline. Installs mdbook (cargo install) and the
+# link checker (a virtualenv under target/) the first time (scripts/docs-tools.sh).
 docs:
 	@scripts/docs.sh
 

@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
-# The tools `make docs` needs, installed under target/ when missing (nothing system-wide):
-# - mdbook (pinned) in target/tools/bin, built with cargo;
+# The tools `make docs` needs, installed when missing; each step says what it does:
+# - mdbook (pinned), built with `cargo install` into cargo's own bin folder ($CARGO_HOME/bin,
+#   ~/.cargo/bin by default), so that a fresh checkout on the same machine does not build it
+#   again (a few minutes on 2 cores);
 # - lychee (pinned in docs/requirements.txt) in the virtualenv target/docs-venv.
-# Each step says what it does; a tool already there is left alone.
+# Prints the path of the mdbook to use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MDBOOK_VERSION=0.5.4
-TOOLS=target/tools
 VENV=target/docs-venv
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 
-if [ -x "$TOOLS/bin/mdbook" ]; then
-    echo "docs-tools: mdbook present ($("$TOOLS/bin/mdbook" --version))"
+if [ "$("$CARGO_BIN/mdbook" --version 2>/dev/null)" = "mdbook v$MDBOOK_VERSION" ]; then
+    echo "docs-tools: mdbook $MDBOOK_VERSION present ($CARGO_BIN)" >&2
 else
-    echo "docs-tools: installing mdbook $MDBOOK_VERSION into $TOOLS/bin (cargo install, a few minutes)"
-    cargo install mdbook --locked --version "$MDBOOK_VERSION" --root "$TOOLS"
+    echo "docs-tools: installing mdbook $MDBOOK_VERSION into $CARGO_BIN (cargo install, a few minutes)" >&2
+    cargo install mdbook --locked --version "$MDBOOK_VERSION" >&2
 fi
 
 if [ -f "$VENV/.installed" ] && cmp -s docs/requirements.txt "$VENV/.installed"; then
-    echo "docs-tools: lychee present ($VENV)"
+    echo "docs-tools: lychee present ($VENV)" >&2
 else
-    echo "docs-tools: installing docs/requirements.txt (lychee) into the virtualenv $VENV"
+    echo "docs-tools: installing docs/requirements.txt (lychee) into the virtualenv $VENV" >&2
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r docs/requirements.txt
     cp docs/requirements.txt "$VENV/.installed"
 fi
+echo "$CARGO_BIN/mdbook"

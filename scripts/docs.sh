@@ -2,16 +2,17 @@
 # `make docs`: build the book (docs/src -> docs/book) and check every link in it and in the
 # README. Fails on anything mdBook reports (a missing include, a bad SUMMARY), on a broken
 # internal link or anchor in the built book, and on a broken relative link or fragment in
-# README.md or the book's sources as GitHub shows them (lychee, offline, for both). Nothing here goes to the network; the tools are installed by scripts/docs-tools.sh.
+# README.md or the book's sources as GitHub shows them (lychee, offline, for both). Nothing
+# here goes to the network but the first install of the tools (scripts/docs-tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/docs-tools.sh
+mdbook=$(scripts/docs-tools.sh)
 
 echo "docs: mdbook build docs"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-NO_COLOR=1 target/tools/bin/mdbook build docs 2>&1 | tee "$log"
+NO_COLOR=1 "$mdbook" build docs 2>&1 | tee "$log"
 if grep -Eq '(^|[[:space:]])(WARN|ERROR)[[:space:]]' "$log"; then
     echo "docs: mdbook reported problems (above)" >&2
     exit 1

@@ -221,7 +221,7 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
         # does not make a transaction atomic across its own failure); the task is then run
         # again (a window docs/src/wire-contract/delivery.md states, under Delivery guarantees):
         # at most one per stop. That a worker killed at any moment answers once is
-        # tests/no_work_twice.rs's job.
+        # tests/e2e/no_work_twice.rs's job.
         assert sum(count - 1 for count in seen.values()) <= 2, seen
         assert cluster.queue(cluster.live({leader}), names.dead)["messages"] == 0
         reader.close()

@@ -1,12 +1,10 @@
 //! End-to-end behaviour of `warren worker`: a real RabbitMQ, the real model, tasks published
 //! with lapin the way an upstream service publishes them.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{header, Caller};
+use crate::common::{header, Caller};
 use lapin::options::BasicGetOptions;
 use lapin::BasicProperties;
 use serde_json::{json, Value};
@@ -21,11 +19,11 @@ fn text(reply: &Value) -> &str {
 
 #[tokio::test]
 async fn a_prompt_task_gets_a_real_completion_with_the_documented_fields() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         worker: _worker,
         names,
-    } = common::serving("prompt", &[]).await;
+    } = crate::common::serving("prompt", &[]).await;
 
     let correlation_id = upstream
         .send(
@@ -68,7 +66,7 @@ async fn a_prompt_task_gets_a_real_completion_with_the_documented_fields() {
         Some(2),
         "replies are persistent"
     );
-    let worker_us: u64 = common::header(&properties, "x-warren-worker-us")
+    let worker_us: u64 = crate::common::header(&properties, "x-warren-worker-us")
         .and_then(|v| v.parse().ok())
         .expect("a reply says how long the worker took, in microseconds");
     let total_ms = reply["timings_ms"]["total"].as_u64().unwrap();
@@ -80,11 +78,11 @@ async fn a_prompt_task_gets_a_real_completion_with_the_documented_fields() {
 
 #[tokio::test]
 async fn a_chat_task_is_rendered_with_the_chat_template() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         worker: _worker,
         names,
-    } = common::serving("chat", &[]).await;
+    } = crate::common::serving("chat", &[]).await;
     let question = "What is the capital of France?";
 
     let chat = upstream
@@ -119,11 +117,11 @@ async fn a_chat_task_is_rendered_with_the_chat_template() {
 
 #[tokio::test]
 async fn the_same_seed_and_settings_give_the_same_text() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         worker: _worker,
         names,
-    } = common::serving("seed", &[]).await;
+    } = crate::common::serving("seed", &[]).await;
     let sampled = json!({
         "prompt": "Once upon a time", "max_tokens": 24,
         "temperature": 0.9, "top_p": 0.95, "top_k": 50, "seed": 1234
@@ -142,11 +140,11 @@ async fn the_same_seed_and_settings_give_the_same_text() {
 
 #[tokio::test]
 async fn max_tokens_ends_generation_with_length_after_exactly_that_many_tokens() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         worker: _worker,
         names,
-    } = common::serving("maxtok", &[]).await;
+    } = crate::common::serving("maxtok", &[]).await;
 
     let reply = upstream
         .request(
@@ -161,11 +159,11 @@ async fn max_tokens_ends_generation_with_length_after_exactly_that_many_tokens()
 
 #[tokio::test]
 async fn a_stop_sequence_ends_the_text_before_it() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         worker: _worker,
         names,
-    } = common::serving("stop", &[]).await;
+    } = crate::common::serving("stop", &[]).await;
     let prompt = "1, 2, 3, 4, 5,";
 
     let free = upstream
@@ -193,11 +191,11 @@ async fn a_stop_sequence_ends_the_text_before_it() {
 
 #[tokio::test]
 async fn a_task_without_reply_to_gets_its_reply_in_the_results_queue() {
-    let common::Serving {
+    let crate::common::Serving {
         upstream,
         worker: _worker,
         names,
-    } = common::serving("noreply", &[]).await;
+    } = crate::common::serving("noreply", &[]).await;
     let correlation_id = uuid::Uuid::new_v4().to_string();
 
     let confirm = upstream
@@ -221,7 +219,7 @@ async fn a_task_without_reply_to_gets_its_reply_in_the_results_queue() {
 /// results queue, marked with that queue, and that the worker then serves the next task.
 async fn reply_is_kept_in_the_results_queue(
     upstream: &mut Caller,
-    names: &common::Names,
+    names: &crate::common::Names,
     reply_to: &str,
 ) {
     let correlation_id = uuid::Uuid::new_v4().to_string();
@@ -253,11 +251,11 @@ async fn reply_is_kept_in_the_results_queue(
 
 #[tokio::test]
 async fn a_reply_to_a_queue_that_does_not_exist_is_kept_in_the_results_queue() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         mut worker,
         names,
-    } = common::serving("lostreply", &[]).await;
+    } = crate::common::serving("lostreply", &[]).await;
     let missing = format!("{}.nobody-listens", names.requests);
     reply_is_kept_in_the_results_queue(&mut upstream, &names, &missing).await;
     assert!(worker.is_running());
@@ -265,11 +263,11 @@ async fn a_reply_to_a_queue_that_does_not_exist_is_kept_in_the_results_queue() {
 
 #[tokio::test]
 async fn a_reply_refused_by_a_full_reply_queue_is_kept_in_the_results_queue() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         mut worker,
         names,
-    } = common::serving("fullreply", &[]).await;
+    } = crate::common::serving("fullreply", &[]).await;
     // A caller's reply queue bounded with reject-publish, and already full: the broker
     // refuses the reply at the commit (and closes the worker's channel; it reconnects).
     let full = format!("{}.full-replies", names.requests);
@@ -301,7 +299,7 @@ async fn a_reply_refused_by_a_full_reply_queue_is_kept_in_the_results_queue() {
     // The refused reply's task was acked with the commit, not run again.
     let runs = worker.log().matches("task completed").count();
     assert_eq!(runs, 2, "{}", worker.log());
-    assert_eq!(common::ready_count(&names.requests).await, 0);
+    assert_eq!(crate::common::ready_count(&names.requests).await, 0);
 }
 
 /// A hostile or malformed task, what it should be answered with, and how it is sent.
@@ -425,11 +423,11 @@ fn bad_tasks() -> Vec<BadTask> {
 #[tokio::test]
 async fn every_bad_task_gets_an_error_reply_and_a_dead_lettered_copy_and_the_worker_keeps_serving()
 {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         mut worker,
         names,
-    } = common::serving(
+    } = crate::common::serving(
         "badinput",
         &[
             ("WARREN__ENGINE__CONTEXT_SIZE", "128"),
@@ -540,7 +538,7 @@ async fn drain(
     count: usize,
 ) -> HashMap<String, (BasicProperties, Vec<u8>)> {
     let mut found = HashMap::new();
-    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
     while found.len() < count {
         assert!(
             std::time::Instant::now() < deadline,
@@ -571,11 +569,11 @@ async fn drain(
 
 #[tokio::test]
 async fn prefetch_bounds_the_deliveries_a_worker_holds() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         worker: _worker,
         names,
-    } = common::serving("prefetch", &[("WARREN__BROKER__PREFETCH", "3")]).await;
+    } = crate::common::serving("prefetch", &[("WARREN__BROKER__PREFETCH", "3")]).await;
 
     let mut ids = Vec::new();
     for i in 0..8 {
@@ -589,7 +587,7 @@ async fn prefetch_bounds_the_deliveries_a_worker_holds() {
     let sampler = tokio::task::spawn_blocking(move || {
         let mut samples = Vec::new();
         while !sampling_done.load(std::sync::atomic::Ordering::Relaxed) && samples.len() < 500 {
-            samples.push(common::unacked_count(&queue));
+            samples.push(crate::common::unacked_count(&queue));
             std::thread::sleep(Duration::from_millis(100));
         }
         samples
@@ -615,15 +613,17 @@ async fn prefetch_bounds_the_deliveries_a_worker_holds() {
 
 #[tokio::test]
 async fn a_client_using_direct_reply_to_gets_its_reply() {
-    let common::Serving {
+    let crate::common::Serving {
         upstream: _upstream,
         worker: _worker,
         names,
-    } = common::serving("directreply", &[]).await;
-    let connection =
-        lapin::Connection::connect(common::AMQP_URL, lapin::ConnectionProperties::default())
-            .await
-            .unwrap();
+    } = crate::common::serving("directreply", &[]).await;
+    let connection = lapin::Connection::connect(
+        crate::common::AMQP_URL,
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
     // Direct reply-to: consume the pseudo-queue no-ack, then publish on the same channel.
     let channel = connection.create_channel().await.unwrap();
     let mut replies = channel
@@ -656,7 +656,7 @@ async fn a_client_using_direct_reply_to_gets_its_reply() {
         .unwrap();
 
     let delivery = tokio::time::timeout(
-        common::PATIENCE,
+        crate::common::PATIENCE,
         futures_util::StreamExt::next(&mut replies),
     )
     .await
@@ -678,11 +678,11 @@ async fn a_client_using_direct_reply_to_gets_its_reply() {
 
 #[tokio::test]
 async fn flash_attention_and_a_q8_0_kv_cache_serve_on_the_cpu_too() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         worker: _worker,
         names,
-    } = common::serving(
+    } = crate::common::serving(
         "flash",
         &[
             ("WARREN__ENGINE__FLASH_ATTENTION", "on"),

@@ -3,13 +3,11 @@
 //! RabbitMQ definitions against what the worker really declares, and the Python client
 //! example against a live worker.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     management_get, queue_info, serving, warren, InProcessWorker, Names, Serving, WorkerProcess,
 };
 use serde_json::{json, Value};
@@ -52,11 +50,11 @@ async fn metrics_and_health_report_what_the_worker_did() {
     // In-process: the app says where its metrics are (no log to read).
     let names = Names::new("metrics");
     let worker = InProcessWorker::start(&names, &[]).await;
-    let mut upstream = common::Caller::connect().await;
+    let mut upstream = crate::common::Caller::connect().await;
     let base = format!("http://{}", worker.metrics_addr);
 
     assert_eq!(http_get(&format!("{base}/healthz")).0, 200);
-    let deadline = Instant::now() + common::PATIENCE;
+    let deadline = Instant::now() + crate::common::PATIENCE;
     while http_get(&format!("{base}/readyz")).0 != 200 {
         assert!(Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -120,7 +118,7 @@ async fn a_worker_that_cannot_reach_the_broker_is_alive_but_not_ready() {
         &[("WARREN__BROKER__URL", "amqp://guest:guest@127.0.0.1:1/%2f")],
     );
     let base = worker.health_url().await;
-    let deadline = Instant::now() + common::PATIENCE;
+    let deadline = Instant::now() + crate::common::PATIENCE;
     while !worker.log().contains("reconnecting") {
         assert!(Instant::now() < deadline, "{}", worker.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -887,7 +885,7 @@ async fn a_worker_serves_over_amqps_trusting_a_private_ca_from_ssl_cert_file() {
         ],
     )
     .await;
-    let mut upstream = common::Caller::connect().await;
+    let mut upstream = crate::common::Caller::connect().await;
     let reply = upstream
         .request(
             &names.requests,

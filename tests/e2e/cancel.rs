@@ -2,11 +2,9 @@
 //! warren's own library client: a running task stops and is answered `cancelled`, a task
 //! cancelled before it arrives is never run, and neither is retried nor dead-lettered.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{model_path, ready_count, Names, WorkerProcess, PATIENCE};
+use crate::common::{model_path, ready_count, Names, WorkerProcess, PATIENCE};
 use warren::client::{Client, Incoming};
 use warren::protocol::TaskBody;
 use warren::protocol::{ErrorCode, Reply, ReplyStatus};

@@ -4,13 +4,11 @@
 //! batch with those it can. The CPU backend runs the same graph a GPU would ("on" forces it
 //! here; "auto" turns it on only with layers on a GPU).
 
-mod common;
-
-use common::Caller;
+use crate::common::Caller;
 use serde_json::{json, Value};
 
 /// Batches of at most 2 tokens keep llama.cpp's CPU kernels on one rounding path whatever a
-/// task's neighbours are (see tests/prefix_cache.rs), so greedy texts compare exactly.
+/// task's neighbours are (see tests/e2e/prefix_cache.rs), so greedy texts compare exactly.
 const ONE_TOKEN_ROWS: (&str, &str) = ("WARREN__ENGINE__BATCH_SIZE", "1");
 const TWO_SLOTS: (&str, &str) = ("WARREN__ENGINE__SLOTS", "2");
 
@@ -38,11 +36,11 @@ async fn greedy_texts(upstream: &mut Caller, queue: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn greedy_text_chosen_on_the_device_is_the_text_chosen_on_the_host() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         worker: host_worker,
         names: host,
-    } = common::serving(
+    } = crate::common::serving(
         "devhost",
         &[
             ("WARREN__ENGINE__DEVICE_SAMPLING", "off"),
@@ -59,8 +57,8 @@ async fn greedy_text_chosen_on_the_device_is_the_text_chosen_on_the_host() {
     );
     drop(host_worker);
 
-    let device = common::Names::new("devgreedy");
-    let worker = common::WorkerProcess::start(
+    let device = crate::common::Names::new("devgreedy");
+    let worker = crate::common::WorkerProcess::start(
         &device,
         &[
             ("WARREN__ENGINE__DEVICE_SAMPLING", "on"),
@@ -112,11 +110,11 @@ fn admitted(log: &str, on_device: bool) -> usize {
 
 #[tokio::test]
 async fn a_seed_drawn_on_the_device_repeats_its_text_and_other_seeds_differ() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         worker,
         names,
-    } = common::serving(
+    } = crate::common::serving(
         "devseed",
         &[("WARREN__ENGINE__DEVICE_SAMPLING", "on"), TWO_SLOTS],
     )
@@ -157,11 +155,11 @@ async fn a_seed_drawn_on_the_device_repeats_its_text_and_other_seeds_differ() {
 #[tokio::test]
 async fn tasks_the_device_cannot_sample_run_on_the_host_beside_those_it_can() {
     let reference = {
-        let common::Serving {
+        let crate::common::Serving {
             mut upstream,
             worker: _worker,
             names,
-        } = common::serving(
+        } = crate::common::serving(
             "devmixref",
             &[
                 ("WARREN__ENGINE__DEVICE_SAMPLING", "off"),
@@ -172,11 +170,11 @@ async fn tasks_the_device_cannot_sample_run_on_the_host_beside_those_it_can() {
         .await;
         greedy_texts(&mut upstream, &names.requests).await
     };
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         worker,
         names,
-    } = common::serving(
+    } = crate::common::serving(
         "devmix",
         &[
             ("WARREN__ENGINE__DEVICE_SAMPLING", "on"),

@@ -8,11 +8,9 @@
 //! With `worker.redis_url`, a task's id is also recorded as finished after the commit, so a
 //! second copy of a finished task (its caller published it twice) is acked without running.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{ready_count, Caller, Names, WorkerProcess, PATIENCE};
+use crate::common::{ready_count, Caller, Names, WorkerProcess, PATIENCE};
 use serde_json::json;
 
 const REDIS: &str = "redis://127.0.0.1:6379";

@@ -3,8 +3,6 @@
 //! the number of published-and-unanswered tasks stays within `--in-flight`, the summary
 //! decides the exit code, and an interrupted job resumes without re-sending finished lines.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ready_count, signal, warren, Names, WorkerProcess, PATIENCE};
+use crate::common::{ready_count, signal, warren, Names, WorkerProcess, PATIENCE};
 use serde_json::{json, Value};
 
 /// A fresh folder for one job: (folder, task file, results file).

@@ -2,9 +2,7 @@
 //! token of its text (in its reply and, streamed, spread over its chunks); a task without it
 //! gets no such field at all.
 
-mod common;
-
-use common::{Names, PATIENCE};
+use crate::common::{Names, PATIENCE};
 use serde_json::{json, Value};
 use warren::client::Incoming;
 use warren::protocol::TaskBody;
@@ -25,11 +23,11 @@ fn token_text(entries: &[Value]) -> String {
 
 #[tokio::test]
 async fn a_task_asking_for_logprobs_gets_one_entry_per_token_of_its_text() {
-    let common::Serving {
+    let crate::common::Serving {
         mut upstream,
         worker: _worker,
         names,
-    } = common::serving("logprobs", &[]).await;
+    } = crate::common::serving("logprobs", &[]).await;
     let task = json!({"prompt": "The capital of France is", "max_tokens": 10, "logprobs": 2});
     let reply = upstream.request(&names.requests, &task).await;
     assert_eq!(reply["status"], "ok", "{reply}");
@@ -94,9 +92,11 @@ async fn a_task_asking_for_logprobs_gets_one_entry_per_token_of_its_text() {
 #[tokio::test]
 async fn streamed_chunks_carry_the_logprobs_of_the_tokens_they_complete() {
     let names = Names::new("logprobs-stream");
-    let _worker =
-        common::WorkerProcess::start(&names, &[("WARREN__STREAM__MAX_PIECES_PER_CHUNK", "2")])
-            .await;
+    let _worker = crate::common::WorkerProcess::start(
+        &names,
+        &[("WARREN__STREAM__MAX_PIECES_PER_CHUNK", "2")],
+    )
+    .await;
     let client = names.client("warren-test-logprobs").await;
     let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
                         "required": ["city"]});

@@ -3,12 +3,10 @@
 //! fault-injection markers (`worker.fault_injection`) only stand in for failures a real model
 //! cannot produce on demand (a crash, a transient failure).
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{
+use crate::common::{
     header, queue_info, ready_count, serving, warren, Caller, Names, Serving, WorkerProcess,
 };
 use lapin::types::AMQPValue;
@@ -255,10 +253,10 @@ async fn killing_a_worker_mid_task_loses_nothing_another_worker_finishes_the_wor
         ids.push(upstream.send(&names.requests, &task).await);
     }
     let (early, _) = upstream
-        .any_reply_within(common::PATIENCE)
+        .any_reply_within(crate::common::PATIENCE)
         .await
         .expect("a first reply");
-    common::signal(first.pid(), "KILL");
+    crate::common::signal(first.pid(), "KILL");
     while first.is_running() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -267,7 +265,7 @@ async fn killing_a_worker_mid_task_loses_nothing_another_worker_finishes_the_wor
     let mut replies: HashMap<String, u32> = HashMap::from([(early, 1)]);
     while ids.iter().any(|id| !replies.contains_key(id)) {
         let (cid, reply) = upstream
-            .any_reply_within(common::PATIENCE)
+            .any_reply_within(crate::common::PATIENCE)
             .await
             .expect("every task is answered");
         assert_eq!(reply["status"], "ok", "{reply}");
@@ -305,7 +303,7 @@ async fn sigterm_drains_then_exits_0_and_every_task_is_answered_or_back_in_the_q
         let task = json!({"prompt": format!("Chapter {i}:"), "max_tokens": 120});
         ids.push(upstream.send(&names.requests, &task).await);
     }
-    let first = upstream.any_reply_within(common::PATIENCE).await;
+    let first = upstream.any_reply_within(crate::common::PATIENCE).await;
     assert!(first.is_some());
 
     let status = worker.terminate().await;
@@ -355,7 +353,7 @@ async fn dlq_list_replay_and_purge_round_trip() {
         ids.push(id);
     }
     // Each dead letter is published right after its error reply.
-    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
     while ready_count(&names.dead).await < 3 {
         assert!(std::time::Instant::now() < deadline, "dead letters missing");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -615,7 +613,7 @@ async fn a_thousand_hostile_payloads_are_each_answered_and_the_worker_survives()
     let mut answered = HashSet::new();
     while answered.len() < count {
         let (cid, reply) = upstream
-            .any_reply_within(common::PATIENCE)
+            .any_reply_within(crate::common::PATIENCE)
             .await
             .unwrap_or_else(|| panic!("only {} of {count} answered", answered.len()));
         if reply["status"] == "chunk" {
@@ -635,7 +633,7 @@ async fn a_thousand_hostile_payloads_are_each_answered_and_the_worker_survives()
         }
     }
     let mut dead = HashSet::new();
-    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
     while dead.len() < errors.len() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -692,7 +690,7 @@ async fn a_worker_started_without_a_reachable_broker_keeps_trying_instead_of_exi
             ("WARREN__BROKER__RECONNECT_MAX_MS", "400"),
         ],
     );
-    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
     while worker.log().matches("reconnecting").count() < 3 {
         assert!(worker.is_running(), "the worker gave up:\n{}", worker.log());
         assert!(

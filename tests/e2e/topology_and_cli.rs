@@ -1,11 +1,9 @@
 //! The broker topology warren declares (read back from RabbitMQ), backpressure and
 //! priorities, naming for ops, and the command line: exit codes, `submit`, secrets.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{management_get, queue_info, warren, Caller, Names, WorkerProcess};
+use crate::common::{management_get, queue_info, warren, Caller, Names, WorkerProcess};
 use lapin::BasicProperties;
 use serde_json::{json, Value};
 
@@ -89,7 +87,7 @@ async fn a_worker_facing_a_queue_with_other_arguments_exits_64_naming_the_queue_
     declare(&names, &[]);
     let mut worker = WorkerProcess::spawn(&names, &[("WARREN__TOPOLOGY__DELIVERY_LIMIT", "9")]);
     let status = worker
-        .exit_within(common::PATIENCE)
+        .exit_within(crate::common::PATIENCE)
         .await
         .unwrap_or_else(|| panic!("the worker kept retrying:\n{}", worker.log()));
     let log = worker.log();
@@ -191,7 +189,7 @@ async fn ops_see_the_worker_by_name_in_the_management_ui() {
     let worker = WorkerProcess::start(&names, &[]).await;
     let expected = format!(":{}", worker.pid());
 
-    let deadline = Instant::now() + common::PATIENCE;
+    let deadline = Instant::now() + crate::common::PATIENCE;
     let (connection_name, consumer_tag) = loop {
         let connections = management_get("connections").unwrap_or(Value::Null);
         let name = connections.as_array().into_iter().flatten().find_map(|c| {

@@ -2,11 +2,9 @@
 //! slot's KV cells already hold reads only the rest of it, and nobody can tell from the
 //! output. Every text is compared with the same task run by a worker without the cache.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{Names, WorkerProcess, PATIENCE};
+use crate::common::{Names, WorkerProcess, PATIENCE};
 use warren::client::{Client, Incoming, Pending};
 use warren::protocol::TaskBody;
 use warren::protocol::{Reply, ReplyStatus};

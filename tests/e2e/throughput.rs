@@ -2,13 +2,11 @@
 //! worker, each finishes on its own schedule, and streamed chunks rebuild the final text.
 //! No test here asserts a speed: speed lives in `make bench`.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{management_get, serving, Serving};
+use crate::common::{management_get, serving, Serving};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -122,8 +120,14 @@ async fn a_task_that_times_out_frees_its_slot_while_the_others_go_on() {
         .send(&names.requests, &json!({"prompt": "Hi", "max_tokens": 3}))
         .await;
 
-    let (first, _) = upstream.any_reply_within(common::PATIENCE).await.unwrap();
-    let (second, finished) = upstream.any_reply_within(common::PATIENCE).await.unwrap();
+    let (first, _) = upstream
+        .any_reply_within(crate::common::PATIENCE)
+        .await
+        .unwrap();
+    let (second, finished) = upstream
+        .any_reply_within(crate::common::PATIENCE)
+        .await
+        .unwrap();
 
     assert_eq!((first, second), (next, long));
     assert_eq!(finished["status"], "ok");
@@ -146,7 +150,7 @@ async fn the_same_request_with_the_same_seed_gives_the_same_text_with_several_sl
 
 /// Sends a streamed task and collects its chunks and final reply, in arrival order.
 async fn stream(queue: &str, task: Value) -> (Vec<Value>, Value) {
-    let upstream = common::Caller::connect().await;
+    let upstream = crate::common::Caller::connect().await;
     let channel = &upstream.channel;
     let (reply_queue, mut consumer) =
         warren::broker::consume_exclusive_queue(channel, "stream-test")
@@ -162,7 +166,7 @@ async fn stream(queue: &str, task: Value) -> (Vec<Value>, Value) {
         .is_ack());
     let mut chunks = Vec::new();
     loop {
-        let delivery = tokio::time::timeout(common::PATIENCE, consumer.next())
+        let delivery = tokio::time::timeout(crate::common::PATIENCE, consumer.next())
             .await
             .expect("stream in time")
             .unwrap()
@@ -247,7 +251,7 @@ async fn prefetch_equals_the_slots_plus_headroom() {
         ],
     )
     .await;
-    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
     let prefetch = loop {
         let consumers = management_get("consumers/%2F").unwrap_or(Value::Null);
         let found = consumers.as_array().into_iter().flatten().find_map(|c| {
@@ -271,7 +275,7 @@ async fn warren_bench_reports_every_task_the_broker_path_and_the_broker_floor() 
     } = serving("bench", &[("WARREN__ENGINE__SLOTS", "2")]).await;
 
     let bench = tokio::task::spawn_blocking(move || {
-        let child = common::warren(&names)
+        let child = crate::common::warren(&names)
             .args(["bench", "--tasks", "6", "--concurrency", "2"])
             .args(["--max-tokens", "8", "--json"])
             .stdout(std::process::Stdio::piped())
