@@ -9,6 +9,7 @@
 //! and how a request's model is routed). Shared by them: [`results`] consumes the results
 //! queue that background responses and batches share; [`errors`] is OpenAI's error envelope;
 //! [`admission`] checks API keys and rate limits; [`format`] translates output formats;
+//! [`unsupported`] takes or refuses, by name, the fields no endpoint reads;
 //! [`broker_link`] keeps the [`crate::client::Client`] connected and cancels tasks whose
 //! caller left; [`metrics`] counts. This module composes them into the [`Shared`] state of a
 //! [`Gateway`] that the CLI runs and tests can start. It must not run inference nor decide a
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod models;
 pub mod responses;
 pub mod results;
+pub mod unsupported;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

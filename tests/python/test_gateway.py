@@ -209,6 +209,41 @@ def test_impossible_requests_raise_bad_request_error(client, options, fragment):
     assert fragment in raised.value.message
 
 
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"tools": [TOOL], "tool_choice": "required"}, "tools"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"store": True}, "store"),
+        ({"reasoning_effort": "low"}, "reasoning_effort"),
+        ({"extra_body": {"temprature": 0.5}}, "temprature"),
+    ],
+)
+def test_a_field_the_gateway_does_not_serve_is_refused_by_name(client, options, field):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="m", messages=PROMPT, max_tokens=2, **options)
+    assert raised.value.param == field
+    assert raised.value.body["message"].startswith(f"`{field}` is not supported"), raised.value.body
+
+
+def test_advisory_fields_and_empty_tool_lists_change_nothing(client):
+    plain = client.chat.completions.create(model="m", messages=PROMPT, max_tokens=6)
+    advised = client.chat.completions.create(
+        model="m", messages=PROMPT, max_tokens=6, user="u-7", metadata={"k": "v"}, service_tier="auto",
+        store=False, tools=[], tool_choice="none", parallel_tool_calls=False, safety_identifier="s-1",
+    )
+    assert advised.choices[0].message.content == plain.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.completions.create(model="m", prompt="x", max_tokens=2, echo=True)
+    assert raised.value.param == "echo"
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="m", input="x", max_output_tokens=2, previous_response_id="resp_1")
+    assert raised.value.param == "previous_response_id"
+
+
 def test_a_prompt_longer_than_the_context_is_the_workers_400(client):
     with pytest.raises(openai.BadRequestError) as raised:
         client.completions.create(model="m", prompt="lighthouse " * 1500, max_tokens=4)

@@ -3,11 +3,12 @@
 //! no I/O, no broker, so every rule is unit-tested.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{logprobs, Kind};
 use crate::gateway::errors::ApiError;
 use crate::gateway::format::ResponseFormat;
+use crate::gateway::unsupported::{self, Endpoint};
 use crate::protocol::{ChatMessage, Role, TaskBody};
 
 /// `stop`: one string or a list.
@@ -49,8 +50,8 @@ struct Message {
     content: Option<Content>,
 }
 
-/// The fields of both request kinds (unknown fields are ignored, as OpenAI clients send
-/// many this gateway does not use).
+/// The fields of both request kinds; any other goes to `rest`, which
+/// [`unsupported::check`] takes or refuses by name.
 #[derive(Debug, Clone, Deserialize)]
 struct RawRequest {
     model: String,
@@ -102,9 +103,9 @@ struct RawRequest {
     /// Chat: alternatives per token.
     #[serde(default)]
     top_logprobs: Option<Value>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    user: Option<String>,
+    /// Every other field.
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 /// A request, checked and translated.
@@ -139,6 +140,11 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
             ApiError::invalid(message, Some(path))
         }
     })?;
+    let endpoint = match kind {
+        Kind::Chat => Endpoint::Chat,
+        Kind::Completion => Endpoint::Completion,
+    };
+    unsupported::check(endpoint, &raw.rest)?;
     if raw.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid(
             "only `n` = 1 is supported",
@@ -197,6 +203,12 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
             task.messages = Some(turns);
         }
         Kind::Completion => {
+            if raw.messages.is_some() {
+                return Err(ApiError::invalid(
+                    "text completions take `prompt`, not `messages`",
+                    Some("messages".into()),
+                ));
+            }
             let prompt = match raw.prompt {
                 Some(Value::String(prompt)) => prompt,
                 Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {

@@ -9,6 +9,7 @@ use crate::gateway::completions::logprobs;
 use crate::gateway::completions::request::{chat_role, text_of, Content};
 use crate::gateway::errors::ApiError;
 use crate::gateway::format::{TextFormat, TextParam};
+use crate::gateway::unsupported::{self, Endpoint};
 use crate::protocol::{ChatMessage, Role, TaskBody};
 use crate::protocol::{ErrorCode, FinishReason, Reply, ReplyStatus};
 
@@ -108,6 +109,9 @@ struct RawRequest {
     include: Option<Vec<String>>,
     #[serde(default)]
     top_logprobs: Option<Value>,
+    /// Every other field, taken or refused by name ([`unsupported::check`]).
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 /// A checked `POST /v1/responses` request.
@@ -136,6 +140,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
         let path = e.path().to_string();
         ApiError::invalid(format!("`{path}` is not valid: {}", e.inner()), Some(path))
     })?;
+    unsupported::check(Endpoint::Responses, &raw.rest)?;
     let metadata = raw.metadata.unwrap_or_default();
     if metadata.len() > 16 || metadata.values().any(|v| !v.is_string()) {
         return Err(ApiError::invalid(

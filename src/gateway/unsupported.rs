@@ -1,0 +1,166 @@
+//! No field silently ignored: the fields of OpenAI's request schemas that the endpoint
+//! modules do not read either change nothing here (advisory fields, and values that ask for
+//! what the gateway does anyway, such as `tools: []`) or are refused with a 400 that names
+//! them. A field OpenAI does not define is refused too: it is a typo or an extension this
+//! gateway does not have, and a caller is better told than ignored. Pure values only.
+
+use serde_json::{Map, Value};
+
+use crate::gateway::errors::ApiError;
+
+/// Which endpoint a request came to: their schemas differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/completions`.
+    Completion,
+    /// `POST /v1/responses`.
+    Responses,
+}
+
+/// Fields OpenAI documents as not changing the output (identifiers, tags, hints, service
+/// tiers): taken and ignored on every endpoint.
+pub const ADVISORY: &[&str] = &[
+    "user",
+    "metadata",
+    "safety_identifier",
+    "prompt_cache_key",
+    "service_tier",
+];
+
+/// Checks the fields the endpoint's own parser left over (`rest`): each is advisory, holds a
+/// value that asks for nothing the gateway does not do, or is refused by name.
+pub fn check(endpoint: Endpoint, rest: &Map<String, Value>) -> Result<(), ApiError> {
+    // `tools` first: beside it `tool_choice` and the rest only follow from it.
+    let mut fields: Vec<_> = rest.iter().collect();
+    fields.sort_by_key(|(field, _)| field.as_str() != "tools");
+    for (field, value) in fields {
+        if ADVISORY.contains(&field.as_str()) || value.is_null() || harmless(endpoint, field, value)
+        {
+            continue;
+        }
+        return Err(refused(endpoint, field));
+    }
+    Ok(())
+}
+
+/// Whether `field` = `value` asks for what the gateway does anyway.
+fn harmless(endpoint: Endpoint, field: &str, value: &Value) -> bool {
+    let empty_list = value.as_array().is_some_and(Vec::is_empty);
+    match (endpoint, field) {
+        (_, "tools") => empty_list,
+        (_, "tool_choice") => value == "none",
+        (_, "parallel_tool_calls") => value.is_boolean(),
+        (Endpoint::Chat, "modalities") => *value == serde_json::json!(["text"]),
+        (Endpoint::Chat, "store") => *value == Value::Bool(false),
+        (Endpoint::Completion, "echo") => *value == Value::Bool(false),
+        (Endpoint::Completion, "best_of") => value.as_u64() == Some(1),
+        (Endpoint::Responses, "store") => value.is_boolean(),
+        (Endpoint::Responses, "truncation") => value == "disabled",
+        (Endpoint::Responses, "stream") => *value == Value::Bool(false),
+        _ => false,
+    }
+}
+
+/// The 400 for a field this gateway does not serve, saying what it does instead where that
+/// helps.
+fn refused(endpoint: Endpoint, field: &str) -> ApiError {
+    let why = match field {
+        "tools" | "tool_choice" | "functions" | "function_call" => {
+            "tool calling is not supported yet"
+        }
+        "stream" if endpoint == Endpoint::Responses => {
+            "streaming responses is not supported yet: use `background: true` and retrieve it"
+        }
+        "previous_response_id" | "conversation" => {
+            "conversation state is not kept yet: send the whole conversation in `input`"
+        }
+        "store" => "this gateway does not store chat completions (`store: false` is accepted)",
+        "echo" | "best_of" => "only the defaults (`echo: false`, `best_of: 1`) are supported",
+        "truncation" => "only `truncation: \"disabled\"` is supported",
+        "modalities" => "only text output is supported",
+        "audio" | "prediction" | "web_search_options" | "reasoning" | "reasoning_effort"
+        | "verbosity" | "suffix" | "prompt" | "max_tool_calls" => {
+            "this gateway serves a local model that does not support it"
+        }
+        _ => "it is not a field this endpoint takes",
+    };
+    ApiError::invalid(
+        format!("`{field}` is not supported: {why}"),
+        Some(field.to_owned()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rest(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn advisory_fields_and_values_that_ask_for_nothing_new_pass() {
+        let passing = rest(json!({
+            "user": "u-1", "metadata": {"k": "v"}, "safety_identifier": "s",
+            "prompt_cache_key": "p", "service_tier": "auto", "tools": [],
+            "tool_choice": "none", "parallel_tool_calls": true, "modalities": ["text"],
+            "store": false, "audio": null
+        }));
+        assert!(check(Endpoint::Chat, &passing).is_ok());
+        let completion = rest(json!({"echo": false, "best_of": 1, "suffix": null}));
+        assert!(check(Endpoint::Completion, &completion).is_ok());
+        let responses = rest(json!({"store": true, "truncation": "disabled", "stream": false}));
+        assert!(check(Endpoint::Responses, &responses).is_ok());
+    }
+
+    #[test]
+    fn anything_else_is_refused_by_name() {
+        for (endpoint, body, field) in [
+            (
+                Endpoint::Chat,
+                json!({"tools": [{"type": "function"}]}),
+                "tools",
+            ),
+            (
+                Endpoint::Chat,
+                json!({"tool_choice": "required"}),
+                "tool_choice",
+            ),
+            (Endpoint::Chat, json!({"functions": []}), "functions"),
+            (Endpoint::Chat, json!({"store": true}), "store"),
+            (
+                Endpoint::Chat,
+                json!({"reasoning_effort": "low"}),
+                "reasoning_effort",
+            ),
+            (Endpoint::Chat, json!({"temprature": 0.2}), "temprature"),
+            (Endpoint::Completion, json!({"echo": true}), "echo"),
+            (Endpoint::Completion, json!({"suffix": "x"}), "suffix"),
+            (Endpoint::Responses, json!({"stream": true}), "stream"),
+            (
+                Endpoint::Responses,
+                json!({"previous_response_id": "resp_1"}),
+                "previous_response_id",
+            ),
+            (
+                Endpoint::Responses,
+                json!({"tools": [{"type": "function"}]}),
+                "tools",
+            ),
+        ] {
+            let error = check(endpoint, &rest(body)).expect_err(field);
+            assert_eq!(error.param.as_deref(), Some(field));
+            assert!(
+                error
+                    .message
+                    .starts_with(&format!("`{field}` is not supported")),
+                "{}",
+                error.message
+            );
+            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
+        }
+    }
+}
