@@ -55,6 +55,17 @@ impl Models {
         }
     }
 
+    /// The `model` every reply to a request for `requested` names: the name `/v1/models`
+    /// lists for it (under routing by model the requested name, which is served; else the one
+    /// served name, whatever the caller wrote), so that replies, chunks, response objects and
+    /// batch results agree.
+    pub fn reply_name<'a>(&'a self, requested: &'a str) -> &'a str {
+        match self.served.first() {
+            Some(only) if !self.routed => only,
+            _ => requested,
+        }
+    }
+
     /// The answer to a failed publish for `model`: under routing by model an unroutable
     /// task means no worker has declared that model's queue.
     pub fn publish_error(&self, model: &str, error: ClientError) -> ApiError {

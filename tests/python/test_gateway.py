@@ -14,7 +14,7 @@ from conftest import Names, metric, queue_depth, sdk, start_gateway
 PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse."}]
 
 
-def test_a_chat_completion_answers_with_text_usage_and_the_workers_model(client):
+def test_a_chat_completion_answers_with_text_usage_and_the_served_model_name(client):
     completion = client.chat.completions.create(model="gemma3-270m", messages=PROMPT, max_tokens=12)
     assert completion.id.startswith("chatcmpl-")
     assert completion.object == "chat.completion"
@@ -24,8 +24,20 @@ def test_a_chat_completion_answers_with_text_usage_and_the_workers_model(client)
     assert choice.finish_reason in ("stop", "length")
     assert completion.usage.completion_tokens <= 12
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
-    assert completion.model == "Gemma 3 270m"
+    assert completion.model == "gemma3-270m"
     assert completion.created > 0
+
+
+def test_every_reply_names_the_model_as_v1_models_lists_it(client):
+    """Without routing by model any `model` is served by the one model: plain replies, streamed
+    chunks, text completions and response objects all name it as `/v1/models` does."""
+    [listed] = [m.id for m in client.models.list()]
+    plain = client.chat.completions.create(model="m", messages=PROMPT, max_tokens=2)
+    chunks = list(client.chat.completions.create(model="m", messages=PROMPT, max_tokens=2, stream=True))
+    text = client.completions.create(model="anything", prompt="Hi", max_tokens=2)
+    response = client.responses.create(model="m", input="Hi", max_output_tokens=2)
+    names = {plain.model, text.model, response.model} | {c.model for c in chunks}
+    assert names == {listed}, names
 
 
 def test_streamed_deltas_concatenate_to_the_plain_text_then_usage_and_done(client):

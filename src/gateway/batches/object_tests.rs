@@ -167,7 +167,7 @@ fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
         reply: reply(ReplyStatus::Ok, None),
         at: 7,
     };
-    let (line, in_output) = result_line(Kind::Chat, "batch_req_1_0", "a", &ok);
+    let (line, in_output) = result_line(Kind::Chat, "gemma3-270m", "batch_req_1_0", "a", &ok);
     assert!(in_output && ok.is_completed());
     assert_eq!(line["custom_id"], "a");
     assert_eq!(line["response"]["status_code"], 200);
@@ -187,13 +187,19 @@ fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
         reply: reply(ReplyStatus::Error, Some(timeout)),
         at: 7,
     };
-    let (line, in_output) = result_line(Kind::Completion, "batch_req_1_1", "b", &failed);
+    let (line, in_output) = result_line(
+        Kind::Completion,
+        "gemma3-270m",
+        "batch_req_1_1",
+        "b",
+        &failed,
+    );
     assert!(!in_output && !failed.is_completed());
     assert_eq!(line["response"]["status_code"], 504);
     assert_eq!(line["response"]["body"]["error"]["code"], "timeout");
 
     let refused = Outcome::refused(&ApiError::invalid("bad", Some("n".into())));
-    let (line, in_output) = result_line(Kind::Chat, "batch_req_1_2", "c", &refused);
+    let (line, in_output) = result_line(Kind::Chat, "gemma3-270m", "batch_req_1_2", "c", &refused);
     assert!(!in_output);
     assert_eq!(line["response"]["status_code"], 400);
     assert_eq!(line["response"]["body"]["error"]["param"], "n");

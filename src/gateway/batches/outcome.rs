@@ -45,10 +45,16 @@ impl Outcome {
 }
 
 /// One request's line in the output file (`true`) or the error file (`false`).
-pub fn result_line(kind: Kind, id: &str, custom_id: &str, outcome: &Outcome) -> (Value, bool) {
+pub fn result_line(
+    kind: Kind,
+    model: &str,
+    id: &str,
+    custom_id: &str,
+    outcome: &Outcome,
+) -> (Value, bool) {
     match outcome {
         Outcome::Answered { reply, at } if reply.status == ReplyStatus::Ok => {
-            let body = reply::response(kind, id, *at, reply);
+            let body = reply::response(kind, id, *at, model, reply);
             (response_line(id, custom_id, 200, body), true)
         }
         Outcome::Answered { reply, .. } => {

@@ -295,7 +295,11 @@ async fn finish(
     for (index, line) in lines.iter().enumerate() {
         let line_id = object::line_id(id, index);
         let (text, ok) = match outcomes.get(&index) {
-            Some(outcome) => outcome::result_line(kind, &line_id, &line.custom_id, outcome),
+            Some(outcome) => {
+                let requested = line.task.as_ref().map_or("", |task| task.model.as_str());
+                let model = app.models.reply_name(requested);
+                outcome::result_line(kind, model, &line_id, &line.custom_id, outcome)
+            }
             None => (outcome::unrun_line(&line_id, &line.custom_id, unrun), false),
         };
         let file = if ok { &mut output } else { &mut errors };

@@ -101,6 +101,7 @@ async fn serve(
     // The worker checks every task again; checking here answers a bad request at once.
     let (task, checked) =
         (request.task.checked_bytes(&app.limits)).map_err(ApiError::refused_task)?;
+    request.model = app.models.reply_name(&request.model).to_owned();
     let routing_key = app.models.routing_key(&request.model)?;
     let tokens = admission::token_estimate(request.prompt_chars, u64::from(checked.max_tokens));
     app.admission.admit(&key, tokens)?;
@@ -147,8 +148,14 @@ async fn answer(waited: Duration, accepted: Accepted) -> Result<Response, ApiErr
         (ReplyStatus::Error, Some(error)) => Err(ApiError::from_reply(error)),
         (ReplyStatus::Error, None) => Err(ApiError::internal("the worker failed without a reason")),
         _ => {
-            let mut response =
-                Json(reply::response(request.kind, &id, created, &reply)).into_response();
+            let mut response = Json(reply::response(
+                request.kind,
+                &id,
+                created,
+                &request.model,
+                &reply,
+            ))
+            .into_response();
             // The worker's own time, so a client can tell the path's cost from the model's.
             if let Some(micros) = worker_time.map(|t| t.as_micros().to_string()) {
                 if let Ok(value) = HeaderValue::from_str(&micros) {

@@ -29,7 +29,7 @@ fn usage(reply: &Reply) -> Value {
 }
 
 /// The response object for a successful reply.
-pub fn response(kind: Kind, id: &str, created: u64, reply: &Reply) -> Value {
+pub fn response(kind: Kind, id: &str, created: u64, model: &str, reply: &Reply) -> Value {
     let text = reply.text.clone().unwrap_or_default();
     let finish = finish_reason(reply.finish_reason);
     let logprobs = reply
@@ -41,7 +41,7 @@ pub fn response(kind: Kind, id: &str, created: u64, reply: &Reply) -> Value {
             "id": id,
             "object": "chat.completion",
             "created": created,
-            "model": reply.model,
+            "model": model,
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
@@ -54,7 +54,7 @@ pub fn response(kind: Kind, id: &str, created: u64, reply: &Reply) -> Value {
             "id": id,
             "object": "text_completion",
             "created": created,
-            "model": reply.model,
+            "model": model,
             "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
             "usage": usage(reply),
         }),
@@ -157,13 +157,22 @@ mod tests {
 
     #[test]
     fn a_reply_maps_to_openai_objects() {
-        let chat = response(Kind::Chat, "chatcmpl-1", 7, &reply(" Paris"));
+        let chat = response(Kind::Chat, "chatcmpl-1", 7, "gemma3-270m", &reply(" Paris"));
         assert_eq!(chat["object"], "chat.completion");
         assert_eq!(chat["choices"][0]["message"]["content"], " Paris");
         assert_eq!(chat["choices"][0]["finish_reason"], "length");
         assert_eq!(chat["usage"]["total_tokens"], 8);
-        assert_eq!(chat["model"], "Gemma 3 270m");
-        let text = response(Kind::Completion, "cmpl-1", 7, &reply(" Paris"));
+        assert_eq!(
+            chat["model"], "gemma3-270m",
+            "the served name, not the worker's"
+        );
+        let text = response(
+            Kind::Completion,
+            "cmpl-1",
+            7,
+            "gemma3-270m",
+            &reply(" Paris"),
+        );
         assert_eq!(text["choices"][0]["text"], " Paris");
         assert_eq!(text["object"], "text_completion");
     }
@@ -187,7 +196,7 @@ mod tests {
 
     #[test]
     fn log_probabilities_appear_in_the_choice_only_when_the_reply_has_them() {
-        let plain = response(Kind::Chat, "c", 1, &reply("a"));
+        let plain = response(Kind::Chat, "c", 1, "gemma3-270m", &reply("a"));
         assert_eq!(plain["choices"][0]["logprobs"], Value::Null);
         let mut with = reply("a");
         with.logprobs = Some(vec![TokenLogprob {
@@ -196,12 +205,12 @@ mod tests {
             logprob: -0.25,
             top_logprobs: Vec::new(),
         }]);
-        let chat = response(Kind::Chat, "c", 1, &with);
+        let chat = response(Kind::Chat, "c", 1, "gemma3-270m", &with);
         assert_eq!(
             chat["choices"][0]["logprobs"]["content"][0]["logprob"],
             -0.25
         );
-        let text = response(Kind::Completion, "c", 1, &with);
+        let text = response(Kind::Completion, "c", 1, "gemma3-270m", &with);
         assert_eq!(text["choices"][0]["logprobs"]["tokens"], json!(["a"]));
         let tokens = with.logprobs.as_deref().unwrap_or_default();
         let piece = chunk(

@@ -89,6 +89,7 @@ async fn create_response(
         (request.task.checked_bytes(&app.limits)).map_err(ApiError::refused_task)?;
     // A model not served is answered before any rate limit or record is spent on it.
     app.models.routing_key(&request.model)?;
+    request.model = app.models.reply_name(&request.model).to_owned();
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let created_at = clock::unix_seconds();
     if !request.background {

@@ -267,11 +267,11 @@ pub fn outcome(reply: &Reply) -> Status {
     }
 }
 
-/// `object` finished by `reply`: its status, output, usage, error and model.
+/// `object` finished by `reply`: its status, output, usage and error. Its `model` stays the
+/// name it was created with (the one `/v1/models` lists), not the worker's.
 pub fn finished(object: &Value, reply: &Reply) -> Value {
     let status = outcome(reply);
     let mut next = with_status(object, status);
-    next["model"] = json!(reply.model);
     if let Some(text) = &reply.text {
         let id = object["id"].as_str().unwrap_or_default();
         next["output"] = json!([{
