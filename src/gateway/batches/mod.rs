@@ -4,11 +4,12 @@
 //! and error files (JSONL, one line per request, in file order) are files to download.
 //! `POST /v1/batches/{id}/cancel` stops it; `GET /v1/batches` lists them.
 //!
-//! [`object`] holds the shapes (pure), [`outcome`] how each request ended and its result
-//! line, [`store`] the state in Redis, [`runner`] the
+//! [`object`] holds the shapes and [`input`] reads an input file (both pure), [`outcome`] how
+//! each request ended and its result line, [`store`] the state in Redis, [`runner`] the
 //! publishing loop that any replica may carry on. Redis down: these endpoints answer 503.
 
 pub mod files;
+pub mod input;
 pub mod object;
 pub mod outcome;
 pub mod runner;
@@ -80,7 +81,7 @@ pub async fn create(
         .unwrap_or_default();
     let id = format!("{}{}", object::BATCH_PREFIX, uuid::Uuid::new_v4().simple());
     let now = unix_seconds();
-    let checked = object::parse_input(
+    let checked = input::parse_input(
         &content,
         &create.endpoint,
         app.batches.max_requests,
@@ -112,7 +113,7 @@ pub async fn create(
         }
         Err(problems) => {
             let mut failed = object::batch(&id, &create, BatchStatus::Failed, now);
-            failed["errors"] = object::errors_object(&problems);
+            failed["errors"] = input::errors_object(&problems);
             let record = BatchRecord {
                 status: BatchStatus::Failed,
                 object: failed,

@@ -1,14 +1,13 @@
-//! OpenAI's Batch API shapes, as pure values: the create request, the input file's lines
-//! (checked the way the gateway checks a single request), the batch and file objects (the
-//! lines of the output and error files are [`crate::gateway::batches::outcome`]'s). No I/O: every rule is
+//! OpenAI's Batch API shapes, as pure values: the create request, the ids of a batch's
+//! requests, the batch and file objects (the input file's lines are [`super::input`]'s, the
+//! lines of the output and error files [`super::outcome`]'s). No I/O: every rule is
 //! unit-tested.
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::gateway::completions::{request, Kind};
+use crate::gateway::completions::Kind;
 use crate::gateway::errors::ApiError;
-use crate::protocol::Limits;
 
 /// The only completion window there is, as at OpenAI.
 pub const COMPLETION_WINDOW: &str = "24h";
@@ -86,158 +85,6 @@ pub fn parse_create(body: &[u8]) -> Result<(CreateBatch, Kind), ApiError> {
         }
     }
     Ok((create, kind))
-}
-
-/// One line of an input file, checked.
-#[derive(Debug, Clone)]
-pub struct Line {
-    /// The caller's id for it.
-    pub custom_id: String,
-    /// Its task, or why it is refused without running.
-    pub task: Result<LineTask, ApiError>,
-}
-
-/// A request that will be published.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LineTask {
-    /// The contract-v1 task body.
-    pub body: Vec<u8>,
-    /// The model it names (its routing key under routing by model).
-    pub model: String,
-}
-
-/// Why an input file fails the whole batch (OpenAI's `errors.data[]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FileProblem {
-    /// Machine-readable code.
-    pub code: &'static str,
-    /// What is wrong.
-    pub message: String,
-    /// The line, counted from 1 (none for the file as a whole).
-    pub line: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLine {
-    custom_id: String,
-    method: String,
-    url: String,
-    body: Value,
-}
-
-/// Reads an input file for `endpoint`: its lines, or the problems that fail the batch (a
-/// line that is not a request object, a repeated `custom_id`, another endpoint). A request
-/// whose body the gateway would refuse is not a problem of the file: it is answered in the
-/// error file, as a single request would be.
-pub fn parse_input(
-    content: &[u8],
-    endpoint: &str,
-    max_requests: usize,
-    limits: &Limits,
-) -> Result<Vec<Line>, Vec<FileProblem>> {
-    let Some(kind) = endpoint_kind(endpoint) else {
-        return Err(vec![problem(
-            "invalid_endpoint",
-            "endpoint not served",
-            None,
-        )]);
-    };
-    let Ok(text) = std::str::from_utf8(content) else {
-        return Err(vec![problem(
-            "invalid_file",
-            "the file is not UTF-8 text",
-            None,
-        )]);
-    };
-    let mut lines = Vec::new();
-    let mut problems = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (number, raw) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
-        if raw.is_empty() {
-            continue;
-        }
-        let line: RawLine = match serde_json::from_str(raw) {
-            Ok(line) => line,
-            Err(e) => {
-                let message = format!("not a request object (custom_id, method, url, body): {e}");
-                problems.push(problem("invalid_json_line", message, Some(number)));
-                continue;
-            }
-        };
-        if line.method != "POST" {
-            problems.push(problem(
-                "invalid_method",
-                "`method` must be POST",
-                Some(number),
-            ));
-        }
-        if line.url != endpoint {
-            let message = format!(
-                "`url` {:?} is not the batch's endpoint {endpoint}",
-                line.url
-            );
-            problems.push(problem("mismatched_url", message, Some(number)));
-        }
-        if !seen.insert(line.custom_id.clone()) {
-            let message = format!("`custom_id` {:?} is used twice", line.custom_id);
-            problems.push(problem("duplicate_custom_id", message, Some(number)));
-        }
-        let task = line_task(kind, &line.body, limits);
-        lines.push(Line {
-            custom_id: line.custom_id,
-            task,
-        });
-    }
-    if lines.is_empty() && problems.is_empty() {
-        problems.push(problem("empty_file", "the file has no requests", None));
-    }
-    if lines.len() > max_requests {
-        let message = format!(
-            "{} requests; a batch takes at most {max_requests}",
-            lines.len()
-        );
-        problems.push(problem("too_many_requests", message, None));
-    }
-    if problems.is_empty() {
-        Ok(lines)
-    } else {
-        Err(problems)
-    }
-}
-
-fn problem(code: &'static str, message: impl Into<String>, line: Option<usize>) -> FileProblem {
-    FileProblem {
-        code,
-        message: message.into(),
-        line,
-    }
-}
-
-/// The task of one request body, checked as `POST <endpoint>` would check it.
-fn line_task(kind: Kind, body: &Value, limits: &Limits) -> Result<LineTask, ApiError> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let request = request::parse_request(kind, &bytes)?;
-    if request.stream {
-        return Err(ApiError::invalid(
-            "`stream` is not served in a batch",
-            Some("stream".into()),
-        ));
-    }
-    let (task, _) = (request.task.checked_bytes(limits)).map_err(ApiError::refused_task)?;
-    Ok(LineTask {
-        body: task,
-        model: request.model,
-    })
-}
-
-/// The `errors` of a batch that failed validation.
-pub fn errors_object(problems: &[FileProblem]) -> Value {
-    let data: Vec<Value> = problems
-        .iter()
-        .map(|p| json!({"code": p.code, "message": p.message, "param": null, "line": p.line}))
-        .collect();
-    json!({"object": "list", "data": data})
 }
 
 /// The states of a batch that warren uses (OpenAI's, less `validating`: a file is checked

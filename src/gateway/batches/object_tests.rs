@@ -1,22 +1,7 @@
 use super::*;
-use crate::config::Settings;
 use crate::gateway::batches::outcome::{result_line, unrun_line, Outcome};
 use crate::protocol::{ErrorBody, ErrorCode, FinishReason, Timings, Usage};
 use crate::protocol::{Reply, ReplyStatus};
-
-fn parse(text: &str, endpoint: &str, max: usize) -> Result<Vec<Line>, Vec<FileProblem>> {
-    let settings = Settings::defaults();
-    parse_input(text.as_bytes(), endpoint, max, &settings.task_limits())
-}
-
-fn chat_line(custom_id: &str, body: &str) -> String {
-    format!(
-        r#"{{"custom_id": "{custom_id}", "method": "POST", "url": "/v1/chat/completions", "body": {body}}}"#
-    )
-}
-
-const HELLO: &str =
-    r#"{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}"#;
 
 fn reply(status: ReplyStatus, error: Option<ErrorBody>) -> Reply {
     Reply {
@@ -72,75 +57,6 @@ fn a_create_request_names_a_served_endpoint_and_the_24h_window() {
         Some("metadata")
     );
     assert_eq!(parse_create(b"[1, 2]").unwrap_err().status.as_u16(), 400);
-}
-
-#[test]
-fn each_line_becomes_a_task_or_its_refusal() {
-    let text = [
-        chat_line("a", HELLO),
-        String::new(),
-        chat_line("b", r#"{"model": "m", "messages": [], "max_tokens": 8}"#),
-        chat_line(
-            "c",
-            r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true}"#,
-        ),
-    ]
-    .join("\n");
-    let lines = parse(&text, "/v1/chat/completions", 10).expect("the file is well formed");
-    assert_eq!(lines.len(), 3, "the blank line is skipped");
-    assert_eq!(lines[0].custom_id, "a");
-    assert_eq!(
-        lines[0].task.as_ref().map(|t| t.model.as_str()).ok(),
-        Some("m")
-    );
-    assert_eq!(lines[1].task.as_ref().unwrap_err().status.as_u16(), 400);
-    assert_eq!(
-        lines[2].task.as_ref().unwrap_err().param.as_deref(),
-        Some("stream")
-    );
-}
-
-#[test]
-fn a_malformed_file_fails_the_batch_naming_each_line() {
-    let text = [
-        chat_line("a", HELLO),
-        "not json".to_owned(),
-        chat_line("a", HELLO),
-        r#"{"custom_id": "d", "method": "GET", "url": "/v1/completions", "body": {}}"#.to_owned(),
-    ]
-    .join("\n");
-    let problems = parse(&text, "/v1/chat/completions", 10).unwrap_err();
-    let found: Vec<(&str, Option<usize>)> = problems.iter().map(|p| (p.code, p.line)).collect();
-    assert_eq!(
-        found,
-        vec![
-            ("invalid_json_line", Some(2)),
-            ("duplicate_custom_id", Some(3)),
-            ("invalid_method", Some(4)),
-            ("mismatched_url", Some(4)),
-        ]
-    );
-    assert_eq!(
-        parse("\n\n", "/v1/chat/completions", 10).unwrap_err()[0].code,
-        "empty_file"
-    );
-    let three = [
-        chat_line("a", HELLO),
-        chat_line("b", HELLO),
-        chat_line("c", HELLO),
-    ]
-    .join("\n");
-    assert_eq!(
-        parse(&three, "/v1/chat/completions", 2).unwrap_err()[0].code,
-        "too_many_requests"
-    );
-    let binary = parse_input(
-        &[0xff, 0xfe],
-        "/v1/chat/completions",
-        2,
-        &Settings::defaults().task_limits(),
-    );
-    assert_eq!(binary.unwrap_err()[0].code, "invalid_file");
 }
 
 #[test]

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::clock::unix_seconds;
-use crate::gateway::batches::object::{self, BatchStatus, Line};
+use crate::gateway::batches::input::{self, Line};
+use crate::gateway::batches::object::{self, BatchStatus};
 use crate::gateway::batches::outcome::{self, Outcome};
 use crate::gateway::batches::store::{BatchRecord, BatchStore, StoredFile};
 use crate::gateway::Shared;
@@ -100,7 +101,7 @@ async fn run(app: &Arc<Shared>, id: &str, shutdown: &CancellationToken) -> Resul
     }
     let Some(lines) = input_lines(app, &record).await? else {
         let mut next = object::with_status(&record.object, BatchStatus::Failed, unix_seconds());
-        next["errors"] = object::errors_object(&[object::FileProblem {
+        next["errors"] = input::errors_object(&[input::FileProblem {
             code: "input_file_gone",
             message: "the input file was deleted or expired before the batch ended".into(),
             line: None,
@@ -164,7 +165,7 @@ async fn input_lines(app: &Shared, record: &BatchRecord) -> Result<Option<Vec<Li
     let Some(content) = app.batches.store.file_content(file_id).await? else {
         return Ok(None);
     };
-    Ok(object::parse_input(&content, endpoint, usize::MAX, &app.limits).ok())
+    Ok(input::parse_input(&content, endpoint, usize::MAX, &app.limits).ok())
 }
 
 /// Publishes the next requests, up to the in-flight bound.
