@@ -15,8 +15,9 @@
 //!
 //! llama-cpp-2 (0.1.160) wraps the per-context samplers only at context creation, which cannot
 //! follow each task's settings, and keeps the context's raw pointer to itself; [`raw_context`]
-//! recovers it from the wrapper's `Debug` output and checks it against the context before any
-//! use. That output is not an API llama-cpp-2 promises, so this path is an opt-in
+//! recovers it from the wrapper's `Debug` output and compares llama.cpp's answers about it
+//! with the wrapper's before any other use (which catches a changed format, not a wrong
+//! address). That output is not an API llama-cpp-2 promises, so this path is an opt-in
 //! (`engine.device_sampling`, off by default) and the crate is pinned to an exact version.
 //! This module must not decode, touch the KV cache, or read logits.
 
@@ -214,15 +215,19 @@ impl DeviceSamplers {
     }
 }
 
-/// The `llama_context` behind `ctx`. llama-cpp-2 prints it as `LlamaContext { context: 0x… }`;
-/// the address is trusted only if llama.cpp then reports the context size the wrapper does.
+/// The `llama_context` behind `ctx`. llama-cpp-2 0.1.160 prints it as
+/// `LlamaContext { context: 0x… }` (its derived `Debug` of the `Ptr` it holds); the comparison
+/// below catches a format that no longer shows it, not a wrong address.
 fn raw_context(ctx: &LlamaContext<'_>) -> Option<NonNull<sys::llama_context>> {
     let shown = format!("{ctx:?}");
     let hex = shown.split("context: 0x").nth(1)?;
     let hex = &hex[..hex.find(|c: char| !c.is_ascii_hexdigit())?];
     let address = usize::from_str_radix(hex, 16).ok()?;
     let raw = NonNull::new(address as *mut sys::llama_context)?;
-    // SAFETY: the address is the wrapper's own pointer, printed by its Debug impl.
+    // SAFETY: sound only if `raw` is the context pointer `ctx` holds, which is what the derived
+    // Debug of llama-cpp-2 0.1.160 prints (read in that version's source; Cargo.toml pins the
+    // crate exactly, and engine.device_sampling is an opt-in because no API promises it). The
+    // pointer is then live for as long as `ctx`, which outlives this call.
     let same = unsafe { sys::llama_n_ctx(raw.as_ptr()) } == ctx.n_ctx()
         && !unsafe { sys::llama_get_model(raw.as_ptr()) }.is_null();
     same.then_some(raw)

@@ -45,11 +45,37 @@ pub fn check(endpoint: Endpoint, rest: &Map<String, Value>) -> Result<(), ApiErr
     Ok(())
 }
 
+/// Checks the fields of a chat message (or a Responses input item) at `path` (`messages[2]`)
+/// that the endpoint does not read: a participant `name` changes nothing (chat templates do
+/// not render it), `type: "message"` says what the item is, an empty `tool_calls` list asks
+/// for nothing; anything else is refused by its path.
+pub fn check_message(path: &str, rest: &Map<String, Value>) -> Result<(), ApiError> {
+    for (field, value) in rest {
+        let harmless = value.is_null()
+            || field == "name"
+            || (field == "type" && value == "message")
+            || (field == "tool_calls" && value.as_array().is_some_and(Vec::is_empty));
+        if !harmless {
+            let why = match field.as_str() {
+                "tool_calls" | "tool_call_id" | "function_call" => {
+                    "tool calling is not supported yet"
+                }
+                _ => "it is not a field this endpoint reads in a message",
+            };
+            return Err(ApiError::invalid(
+                format!("`{path}.{field}` is not supported: {why}"),
+                Some(format!("{path}.{field}")),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `field` = `value` asks for what the gateway does anyway.
 fn harmless(endpoint: Endpoint, field: &str, value: &Value) -> bool {
     let empty_list = value.as_array().is_some_and(Vec::is_empty);
     match (endpoint, field) {
-        (_, "tools") => empty_list,
+        (_, "tools" | "functions") => empty_list,
         (_, "tool_choice") => value == "none",
         (_, "parallel_tool_calls") => value.is_boolean(),
         (Endpoint::Chat, "modalities") => *value == serde_json::json!(["text"]),
@@ -117,6 +143,19 @@ mod tests {
     }
 
     #[test]
+    fn a_message_field_no_endpoint_reads_is_refused_by_its_path() {
+        let fine =
+            rest(json!({"name": "ann", "type": "message", "tool_calls": [], "refusal": null}));
+        assert!(check_message("messages[0]", &fine).is_ok());
+        let calls = rest(json!({"tool_calls": [{"id": "call_1"}]}));
+        let error = check_message("messages[2]", &calls).expect_err("tool calls");
+        assert_eq!(error.param.as_deref(), Some("messages[2].tool_calls"));
+        assert!(error.message.contains("tool calling is not supported yet"));
+        let odd = rest(json!({"weight": 2}));
+        assert!(check_message("input[0]", &odd).is_err());
+    }
+
+    #[test]
     fn anything_else_is_refused_by_name() {
         for (endpoint, body, field) in [
             (
@@ -129,7 +168,11 @@ mod tests {
                 json!({"tool_choice": "required"}),
                 "tool_choice",
             ),
-            (Endpoint::Chat, json!({"functions": []}), "functions"),
+            (
+                Endpoint::Chat,
+                json!({"functions": [{"name": "f"}]}),
+                "functions",
+            ),
             (Endpoint::Chat, json!({"store": true}), "store"),
             (
                 Endpoint::Chat,

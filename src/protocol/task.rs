@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::OutputConstraint;
 
-/// Who speaks in a chat message; on the wire `"system"`, `"user"` or `"assistant"`.
+/// Who speaks in a chat message; on the wire `"system"`, `"user"` or `"assistant"` (a string
+/// and nothing else: serde's own enum reading would also take `{"user": null}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "serde_json::Value")]
 pub enum Role {
     /// Instructions for the model.
     System,
@@ -26,6 +27,19 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+        }
+    }
+}
+
+impl TryFrom<serde_json::Value> for Role {
+    type Error = &'static str;
+
+    fn try_from(value: serde_json::Value) -> Result<Role, Self::Error> {
+        match value.as_str() {
+            Some("system") => Ok(Role::System),
+            Some("user") => Ok(Role::User),
+            Some("assistant") => Ok(Role::Assistant),
+            _ => Err(r#"one of "system", "user", "assistant""#),
         }
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::task::ChatMessage;
-use super::TaskError;
+use super::{TaskError, WIRE_VERSION};
 
 /// A v1 task body. Every field is optional on the wire; [`TaskBody::validate`] says which
 /// combinations and values make a task.
@@ -112,8 +112,21 @@ impl TaskBody {
                 json_kind(&value)
             )));
         }
+        // Another version's fields may have other types: its version is what to refuse.
+        if let Some(version) = value.get("version").and_then(Value::as_u64) {
+            if version != u64::from(WIRE_VERSION) {
+                return Err(unsupported_version(version));
+            }
+        }
         serde_path_to_error::deserialize(&value).map_err(|e| wrong_type(&value, &e))
     }
+}
+
+/// The refusal of a body written for another version of the contract.
+pub(super) fn unsupported_version(version: u64) -> TaskError {
+    TaskError::invalid(format!(
+        "version {version} is not supported: this worker speaks version {WIRE_VERSION}"
+    ))
 }
 
 /// The refusal of a field whose value serde could not take: the field's path, what it must
@@ -132,7 +145,7 @@ fn wrong_type(body: &Value, error: &serde_path_to_error::Error<serde_json::Error
         .split_once(", expected ")
         .map_or(why.as_str(), |(_, expected)| expected);
     let expected = match expected {
-        "u64" => "an integer from 0 up",
+        "u64" => "a non-negative integer",
         "f64" => "a number",
         "a boolean" => "true or false",
         "a sequence" => "a list",
@@ -235,8 +248,8 @@ mod tests {
     fn a_field_of_the_wrong_type_is_named_with_its_path_and_value() {
         let cases = [
             (json!({"prompt": 5}), "`prompt` must be a string, not 5"),
-            (json!({"max_tokens": "10"}), "`max_tokens` must be an integer from 0 up, not \"10\""),
-            (json!({"top_k": -1}), "`top_k` must be an integer from 0 up, not -1"),
+            (json!({"max_tokens": "10"}), "`max_tokens` must be a non-negative integer, not \"10\""),
+            (json!({"top_k": -1}), "`top_k` must be a non-negative integer, not -1"),
             (json!({"temperature": "hot"}), "`temperature` must be a number, not \"hot\""),
             (json!({"stream": "yes"}), "`stream` must be true or false, not \"yes\""),
             (json!({"stop": "x"}), "`stop` must be a list, not \"x\""),
@@ -249,6 +262,15 @@ mod tests {
                 "`messages[0].role` must be one of \"system\", \"user\", \"assistant\", not \"robot\"",
             ),
             (json!({"logit_bias": [1]}), "`logit_bias` must be an object, not [1]"),
+            (
+                json!({"messages": [{"role": 5, "content": "x"}]}),
+                "`messages[0].role` must be one of \"system\", \"user\", \"assistant\", not 5",
+            ),
+            (
+                json!({"messages": [{"role": {"user": null}, "content": "x"}]}),
+                "`messages[0].role` must be one of \"system\", \"user\", \"assistant\", not {\"user\":null}",
+            ),
+            (json!({"version": 2, "stop": 3}), "version 2 is not supported: this worker speaks version 1"),
         ];
         for (value, expected) in cases {
             assert_eq!(read(value.clone()).unwrap_err(), expected, "{value}");

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::constraint::constraint;
 use super::task::{ChatMessage, Input, Sampling, Task};
-use super::task_body::short;
+use super::task_body::{short, unsupported_version};
 use super::{TaskBody, TaskError, MAX_TOP_LOGPROBS, WIRE_VERSION};
 
 /// Most tokens a task's `logit_bias` may name.
@@ -41,9 +41,7 @@ impl TaskBody {
     pub fn validate(&self, limits: &Limits) -> Result<Task, TaskError> {
         if let Some(version) = integer("version", self.version, 0, u64::from(u32::MAX))? {
             if version != u64::from(WIRE_VERSION) {
-                return Err(TaskError::invalid(format!(
-                    "version {version} is not supported: this worker speaks version {WIRE_VERSION}"
-                )));
+                return Err(unsupported_version(version));
             }
         }
         let input = match (&self.prompt, &self.messages) {

@@ -241,6 +241,21 @@ def test_a_field_the_gateway_does_not_serve_is_refused_by_name(client, options, 
     assert raised.value.body["message"].startswith(f"`{field}` is not supported"), raised.value.body
 
 
+def test_a_tool_call_in_the_history_is_refused_by_its_path(client):
+    history = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+    ]
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="m", messages=history, max_tokens=2)
+    assert raised.value.param == "messages[1].tool_calls"
+    named = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Hi", "name": "ann"}], max_tokens=2
+    )
+    assert named.choices[0].message.content is not None
+
+
 def test_advisory_fields_and_empty_tool_lists_change_nothing(client):
     plain = client.chat.completions.create(model="m", messages=PROMPT, max_tokens=6)
     advised = client.chat.completions.create(

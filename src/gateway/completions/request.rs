@@ -48,6 +48,9 @@ struct Message {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    /// Every other field ([`unsupported::check_message`]).
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 /// The fields of both request kinds; any other goes to `rest`, which
@@ -113,7 +116,7 @@ struct RawRequest {
 pub struct Request {
     /// The endpoint.
     pub kind: Kind,
-    /// The `model` the caller named (echoed in streamed chunks).
+    /// The model, as every reply names it (see `Models::reply_name`).
     pub model: String,
     /// The task to publish.
     pub task: TaskBody,
@@ -252,6 +255,7 @@ fn chat_turn(index: usize, message: Message) -> Result<ChatMessage, ApiError> {
             Some("messages".into()),
         )
     })?;
+    unsupported::check_message(&field, &message.rest)?;
     let content = match message.content {
         Some(content) => text_of(content, &field)?,
         None => String::new(),

@@ -85,6 +85,9 @@ enum Input {
 struct InputItem {
     role: String,
     content: Content,
+    /// Every other field ([`unsupported::check_message`]).
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,7 +122,7 @@ struct RawRequest {
 pub struct ResponseRequest {
     /// The task to publish.
     pub task: TaskBody,
-    /// The `model` named, echoed until a worker's name is known.
+    /// The model, as the response object names it (see `Models::reply_name`).
     pub model: String,
     /// Answer at once and work in the background.
     pub background: bool,
@@ -221,6 +224,7 @@ fn input_turn(index: usize, item: InputItem) -> Result<ChatMessage, ApiError> {
             Some("input".into()),
         )
     })?;
+    unsupported::check_message(&field, &item.rest)?;
     Ok(turn(role, text_of(item.content, &field)?))
 }
 
