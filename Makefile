@@ -83,13 +83,24 @@ $(PYENV)/.installed: tests/python/requirements.txt examples/python/requirements.
 	$(PYENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r examples/python/requirements.txt
 	touch $@
 
+# Agent frameworks (langchain-openai, instructor) resolve to an older `openai` SDK than the
+# gateway tests pin: they get their own virtualenv.
+AGENTSENV := target/agents-venv
+$(AGENTSENV)/.installed: tests/python/agents/requirements.txt
+	python3 -m venv $(AGENTSENV)
+	$(AGENTSENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/agents/requirements.txt
+	touch $@
+
 # Two test files at a time (pytest-xdist, a file's tests on one process), except
 # test_restarts.py, which stops the broker every other file uses: it runs alone, after.
-test-python: $(PYENV)/.installed
+# The agent frameworks' tests run in their virtualenv, after.
+test-python: $(PYENV)/.installed $(AGENTSENV)/.installed
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider \
-		-n 2 --dist loadfile --ignore tests/python/test_restarts.py tests/python
+		-n 2 --dist loadfile --ignore tests/python/test_restarts.py --ignore tests/python/agents tests/python
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider \
 		tests/python/test_restarts.py
+	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(AGENTSENV)/bin/python -m pytest -q -p no:cacheprovider \
+		tests/python/agents
 
 # Side-by-side benchmark: warren (1/4/8 slots) vs llama-server vs the engine alone.
 # Run it with nothing else on the machine; results go to bench/results-latest.md.

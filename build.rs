@@ -1,5 +1,6 @@
-//! Builds `native/schema_grammar.cpp` (llama.cpp's JSON Schema converter with its error
-//! message kept) against the llama.cpp tree that llama-cpp-sys-2 builds. That crate exports no
+//! Builds warren's native shims against the llama.cpp tree that llama-cpp-sys-2 builds:
+//! `native/schema_grammar.cpp` (llama.cpp's JSON Schema converter with its error message
+//! kept) and `native/chat.cpp` (llama.cpp's chat templates, tool-call grammars and parsers). That crate exports no
 //! include path, so the tree is found where the crate's package keeps it: `cargo metadata`
 //! names the package's manifest, and the crate ships llama.cpp in its `llama.cpp/` folder.
 
@@ -10,12 +11,14 @@ const SYS_CRATE: &str = "llama-cpp-sys-2";
 
 fn main() {
     println!("cargo:rerun-if-changed=native/schema_grammar.cpp");
+    println!("cargo:rerun-if-changed=native/chat.cpp");
     println!("cargo:rerun-if-changed=Cargo.lock");
     let source = llama_source()
         .unwrap_or_else(|why| panic!("cannot find the llama.cpp sources {SYS_CRATE} built: {why}"));
     cc::Build::new()
         .cpp(true)
         .file("native/schema_grammar.cpp")
+        .file("native/chat.cpp")
         .include(source.join("common"))
         .include(source.join("include"))
         .include(source.join("ggml/include"))
@@ -23,7 +26,7 @@ fn main() {
         .flag_if_supported("-std=c++17")
         .pic(true)
         .warnings(false)
-        .compile("warren_schema_grammar");
+        .compile("warren_native");
 }
 
 /// The llama.cpp source directory of the llama-cpp-sys-2 package in this build's dependency

@@ -83,6 +83,9 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
     drive(load, move |index| {
         let engine = engine.clone();
         let task = Task {
+            tools: Vec::new(),
+            tool_choice: crate::protocol::ToolChoice::None,
+            parallel_tool_calls: true,
             input: Input::Prompt(
                 load_for_tasks.prompts[index % load_for_tasks.prompts.len()].clone(),
             ),

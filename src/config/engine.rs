@@ -40,7 +40,7 @@ pub struct EngineSettings {
     /// One KV cache shared by every slot (llama.cpp's `kv_unified`), instead of one stream
     /// per slot (the default).
     pub kv_unified: bool,
-    /// llama.cpp built-in chat template used when the GGUF has none.
+    /// Chat template used when the GGUF has none: `gemma` (warren's own) or a Jinja file.
     pub chat_template: String,
 }
 

@@ -25,6 +25,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2::{ggml_log_callback, ggml_log_level};
 
 use super::first_bytes::{names_no_tokens, FirstBytes};
+use super::tools::ToolGrammar;
 use crate::protocol::{OutputConstraint, TaskError};
 
 /// A task's grammar sampler, and the index that narrows its whole-vocabulary mask.
@@ -34,12 +35,25 @@ pub(super) struct Constrained {
     pub search: Option<Rc<FirstBytes>>,
 }
 
-/// The grammar sampler for `constraint` and whether its grammar reads text alone, or why
+/// Where a task's grammar comes from.
+#[derive(Clone, Copy)]
+pub(super) enum GrammarSource<'a> {
+    /// The caller's `json_schema` or `grammar`.
+    Task(&'a OutputConstraint),
+    /// The tool-call grammar the chat template gave.
+    Tools(&'a ToolGrammar),
+}
+
+/// The grammar sampler for `source` and whether its grammar reads text alone, or why
 /// llama.cpp refused it.
 pub(super) fn sampler(
     model: &LlamaModel,
-    constraint: &OutputConstraint,
+    source: GrammarSource<'_>,
 ) -> Result<(LlamaSampler, bool), TaskError> {
+    let constraint = match source {
+        GrammarSource::Task(constraint) => constraint,
+        GrammarSource::Tools(tools) => return tool_sampler(model, tools),
+    };
     let (grammar, field) = match constraint {
         OutputConstraint::JsonSchema(schema) => {
             let grammar = schema_grammar(&schema.to_string()).map_err(|why| {
@@ -61,6 +75,44 @@ pub(super) fn sampler(
         };
         TaskError::invalid(format!("`{field}` was rejected by llama.cpp: {why}"))
     })
+}
+
+/// The sampler of a tool-call grammar: lazy (woken by its triggers) or applying from the
+/// start, then advanced past the generation prompt it begins with.
+fn tool_sampler(
+    model: &LlamaModel,
+    tools: &ToolGrammar,
+) -> Result<(LlamaSampler, bool), TaskError> {
+    let (built, logged) = logged_while(|| {
+        if tools.lazy {
+            LlamaSampler::grammar_lazy_patterns(
+                model,
+                &tools.grammar,
+                "root",
+                &tools.patterns,
+                &tools.trigger_tokens,
+            )
+        } else {
+            LlamaSampler::grammar(model, &tools.grammar, "root")
+        }
+    });
+    let mut sampler = built.map_err(|e| {
+        let why = logged.trim();
+        let why = if why.is_empty() {
+            e.to_string()
+        } else {
+            why.replace('\n', "; ")
+        };
+        TaskError::invalid(format!(
+            "the tool-call grammar was rejected by llama.cpp: {why}"
+        ))
+    })?;
+    for &token in &tools.prefill {
+        sampler.try_accept(token).map_err(|_| {
+            TaskError::internal("the tool-call grammar does not begin with the generation prompt")
+        })?;
+    }
+    Ok((sampler, names_no_tokens(&tools.grammar)))
 }
 
 extern "C" {

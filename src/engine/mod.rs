@@ -19,6 +19,7 @@
 //! [`device_sampling`] lets the backend (a GPU) choose the tokens of tasks that need no
 //! host-side logic, so their logits never cross to the host.
 
+mod chat_template;
 mod device_sampling;
 mod first_bytes;
 mod grammar;
@@ -31,6 +32,7 @@ mod sampling;
 mod sequence;
 #[cfg(test)]
 mod test_model;
+mod tools;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
@@ -40,7 +42,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::EngineSettings;
-use crate::protocol::{ErrorCode, FinishReason, Task, TaskError, TokenLogprob};
+use crate::protocol::{
+    ErrorCode, FinishReason, Task, TaskError, TokenLogprob, ToolCall, ToolCallDelta,
+};
 
 /// What the engine needs to generate one completion.
 #[derive(Debug, Clone)]
@@ -60,13 +64,35 @@ pub struct Delta {
     pub text: String,
     /// When the task asked for log probabilities: the tokens whose text this piece completes.
     pub logprobs: Vec<TokenLogprob>,
+    /// Pieces of tool calls (a task with tools), as OpenAI streams them.
+    pub tool_calls: Vec<ToolCallDelta>,
+}
+
+impl Delta {
+    /// Adds a later piece to this one, as if they had come as one: text and log
+    /// probabilities appended, a call's arguments joined to the piece of the same call.
+    pub fn append(&mut self, later: Delta) {
+        self.text.push_str(&later.text);
+        self.logprobs.extend(later.logprobs);
+        for call in later.tool_calls {
+            match self.tool_calls.last_mut() {
+                Some(last) if last.index == call.index && call.id.is_none() => {
+                    last.function.arguments.push_str(&call.function.arguments)
+                }
+                _ => self.tool_calls.push(call),
+            }
+        }
+    }
 }
 
 /// A finished completion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
-    /// The generated text (stop sequence excluded).
+    /// The generated text (stop sequence excluded); with tool calls, what the model said
+    /// besides them.
     pub text: String,
+    /// The calls the model made (a task with tools).
+    pub tool_calls: Vec<ToolCall>,
     /// Why generation ended.
     pub finish_reason: FinishReason,
     /// Tokens in the rendered prompt.
@@ -205,4 +231,52 @@ impl Engine {
 
 fn engine_gone() -> TaskError {
     TaskError::new(ErrorCode::Internal, "the inference engine has stopped")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{FunctionDelta, FunctionKind};
+
+    fn piece(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> ToolCallDelta {
+        ToolCallDelta {
+            index,
+            id: id.map(str::to_owned),
+            kind: id.map(|_| FunctionKind::Function),
+            function: FunctionDelta {
+                name: name.map(str::to_owned),
+                arguments: arguments.to_owned(),
+            },
+        }
+    }
+
+    fn delta(text: &str, tool_calls: Vec<ToolCallDelta>) -> Delta {
+        Delta {
+            text: text.to_owned(),
+            logprobs: Vec::new(),
+            tool_calls,
+        }
+    }
+
+    #[test]
+    fn appended_pieces_join_text_and_each_calls_arguments() {
+        let mut first = delta("a", vec![piece(0, Some("call_1"), Some("f"), "{")]);
+        first.append(delta("b", vec![piece(0, None, None, "\"x\"")]));
+        first.append(delta(
+            "",
+            vec![
+                piece(0, None, None, ": 1}"),
+                piece(1, Some("call_2"), Some("g"), ""),
+            ],
+        ));
+        first.append(delta("", vec![piece(1, None, None, "{}")]));
+        assert_eq!(first.text, "ab");
+        assert_eq!(
+            first.tool_calls,
+            vec![
+                piece(0, Some("call_1"), Some("f"), "{\"x\": 1}"),
+                piece(1, Some("call_2"), Some("g"), "{}"),
+            ]
+        );
+    }
 }

@@ -1,36 +1,37 @@
-//! A task's input as tokens: a raw prompt as it is, chat messages through the model's chat
-//! template (from the GGUF, else the configured built-in one). It does not decide where the
-//! tokens go; the runner does.
+//! A task's input as tokens: a raw prompt as it is, chat messages (and tools) through the
+//! model's Jinja chat template (from the GGUF, else the configured one) by llama.cpp's chat
+//! code, which also gives a tool-using task its grammar and output parser. It does not
+//! decide where the tokens go; the runner does.
 
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
-use crate::protocol::{ErrorCode, Input, TaskError};
+use super::chat_template::ChatTemplate;
+use super::tools::{render, ToolUse};
+use crate::protocol::{ErrorCode, Input, Task, TaskError};
 
-/// Tokens of `input` for `model`, rendered with `template` when it is a chat.
+/// A task's prompt, and what its tools need while it generates.
+pub(super) struct Prompt {
+    /// The tokens to read (one BOS where the model wants one).
+    pub tokens: Vec<LlamaToken>,
+    /// For a task whose tools the model may call: what it needs while it generates.
+    pub tools: Option<ToolUse>,
+}
+
+/// Tokens of `task`'s input for `model`, rendered with `template` when it is a chat.
 pub(super) fn tokenize(
     model: &LlamaModel,
-    template: &LlamaChatTemplate,
-    input: &Input,
-) -> Result<Vec<LlamaToken>, TaskError> {
+    template: &ChatTemplate,
+    task: &Task,
+) -> Result<Prompt, TaskError> {
     let vocab = model.vocab();
-    let tokens = match input {
-        Input::Prompt(prompt) => vocab.tokenize(prompt.as_bytes(), true, false),
+    let (tokens, tools) = match &task.input {
+        Input::Prompt(prompt) => (vocab.tokenize(prompt.as_bytes(), true, false), None),
         Input::Messages(messages) => {
-            let chat = messages
-                .iter()
-                .map(|m| LlamaChatMessage::new(m.role.as_str().to_owned(), m.content.clone()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| TaskError::new(ErrorCode::InvalidRequest, format!("messages: {e}")))?;
-            let rendered = model
-                .apply_chat_template(template, &chat, true)
-                .map_err(|e| {
-                    TaskError::new(
-                        ErrorCode::Internal,
-                        format!("the chat template could not be applied: {e}"),
-                    )
-                })?;
-            vocab.tokenize(rendered.as_bytes(), true, true)
+            let (prompt, tools) = render(template, task, messages, |text| {
+                vocab.tokenize(text.as_bytes(), false, true)
+            })?;
+            (vocab.tokenize(prompt.as_bytes(), true, true), tools)
         }
     };
     if tokens.is_empty() {
@@ -39,5 +40,5 @@ pub(super) fn tokenize(
             "the prompt has no tokens",
         ));
     }
-    Ok(tokens)
+    Ok(Prompt { tokens, tools })
 }

@@ -28,8 +28,8 @@ use llama_cpp_2::token::LlamaToken;
 use std::rc::Rc;
 
 use super::first_bytes::FirstBytes;
-use super::grammar::{self, Constrained};
-use crate::protocol::{ErrorCode, OutputConstraint, Sampling, TaskError};
+use super::grammar::{self, Constrained, GrammarSource};
+use crate::protocol::{ErrorCode, Sampling, TaskError};
 
 /// llama.cpp's "choose a random seed" value.
 const RANDOM_SEED: u32 = u32::MAX;
@@ -65,7 +65,7 @@ impl TokenPicker {
     pub(super) fn for_task(
         model: &LlamaModel,
         sampling: &Sampling,
-        constraint: Option<&OutputConstraint>,
+        constraint: Option<GrammarSource<'_>>,
         first_bytes: impl FnOnce() -> Rc<FirstBytes>,
     ) -> Result<TokenPicker, TaskError> {
         let n_vocab = model.n_vocab();

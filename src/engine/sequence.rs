@@ -11,6 +11,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sampling::TokenPicker;
+use super::tools::ToolOutput;
 use crate::engine::{Delta, Generation};
 use crate::protocol::{FinishReason, TaskError, TokenLogprob};
 
@@ -79,6 +80,7 @@ pub(super) struct Sequence {
     /// Entries already sent with streamed text.
     logprobs_streamed: usize,
     stops: Vec<String>,
+    tools: Option<ToolOutput>,
     max_tokens: u32,
     context_limit: i32,
     generated: u32,
@@ -112,6 +114,8 @@ pub(super) struct SequenceStart {
     pub picker: TokenPicker,
     pub on_device: bool,
     pub stops: Vec<String>,
+    /// Reads the output into content and tool calls, for a task whose tools may be called.
+    pub tools: Option<ToolOutput>,
     pub max_tokens: u32,
     pub context_limit: i32,
     pub timeout: Duration,
@@ -145,6 +149,7 @@ impl Sequence {
             token_ends: Vec::new(),
             logprobs_streamed: 0,
             stops: start.stops,
+            tools: start.tools,
             max_tokens: start.max_tokens,
             context_limit: start.context_limit,
             generated: 0,
@@ -241,6 +246,11 @@ impl Sequence {
             self.text.truncate(cut);
             return Step::Finished(FinishReason::Stop);
         }
+        if let Some(tools) = &self.tools {
+            if tools.ends_at(&String::from_utf8_lossy(&self.text)) {
+                return Step::Finished(FinishReason::Stop);
+            }
+        }
         if self.generated >= self.max_tokens || self.n_past + 1 >= self.context_limit {
             return Step::Finished(FinishReason::Length);
         }
@@ -283,6 +293,15 @@ impl Sequence {
             // Stop at the first incomplete or invalid character; the rest goes out at the end.
             Err(e) => std::str::from_utf8(&fresh[..e.valid_up_to()]).unwrap_or_default(),
         };
+        if let Some(tools) = &mut self.tools {
+            // The parser re-reads all the text so far and says what is new.
+            self.streamed += valid.len();
+            let so_far = std::str::from_utf8(&self.text[..self.streamed]).unwrap_or_default();
+            if let Some(delta) = tools.advance(so_far) {
+                let _ = stream.send(delta);
+            }
+            return;
+        }
         if !valid.is_empty() {
             self.streamed += valid.len();
             let completed = self.token_ends[self.logprobs_streamed..]
@@ -294,6 +313,7 @@ impl Sequence {
             let _ = stream.send(Delta {
                 text: valid.to_owned(),
                 logprobs: self.token_logprobs[from..from + completed].to_vec(),
+                tool_calls: Vec::new(),
             });
         }
     }
@@ -315,7 +335,20 @@ impl Sequence {
 
     /// Sends the completion to the caller, after the last streamed text.
     pub(super) fn finish(mut self, reason: FinishReason) {
-        let text = utf8_text(std::mem::take(&mut self.text));
+        let mut text = utf8_text(std::mem::take(&mut self.text));
+        let mut reason = reason;
+        let mut tool_calls = Vec::new();
+        if let Some(mut tools) = self.tools.take() {
+            let (answer, delta) = tools.finish(&text, reason);
+            if let Some(stream) = self.stream.take() {
+                if !delta.text.is_empty() || !delta.tool_calls.is_empty() {
+                    let _ = stream.send(delta);
+                }
+            }
+            text = answer.content;
+            reason = answer.finish_reason;
+            tool_calls = answer.calls;
+        }
         let mut logprobs = std::mem::take(&mut self.token_logprobs);
         logprobs.truncate(self.tokens_in_text(text.len()));
         if let Some(stream) = self.stream.take() {
@@ -325,11 +358,13 @@ impl Sequence {
                 let _ = stream.send(Delta {
                     text: rest.to_owned(),
                     logprobs: unsent.to_vec(),
+                    tool_calls: Vec::new(),
                 });
             }
         }
         let generation = Generation {
             text,
+            tool_calls,
             finish_reason: reason,
             prompt_tokens: self.prompt.len() as u32,
             cached_prompt_tokens: self.reused as u32,

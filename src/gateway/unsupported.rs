@@ -58,7 +58,7 @@ pub fn check_message(path: &str, rest: &Map<String, Value>) -> Result<(), ApiErr
         if !harmless {
             let why = match field.as_str() {
                 "tool_calls" | "tool_call_id" | "function_call" => {
-                    "tool calling is not supported yet"
+                    "tool calling is served on /v1/chat/completions only, not yet here"
                 }
                 _ => "it is not a field this endpoint reads in a message",
             };
@@ -94,7 +94,7 @@ fn harmless(endpoint: Endpoint, field: &str, value: &Value) -> bool {
 fn refused(endpoint: Endpoint, field: &str) -> ApiError {
     let why = match field {
         "tools" | "tool_choice" | "functions" | "function_call" => {
-            "tool calling is not supported yet"
+            "tool calling is served on /v1/chat/completions only, not yet here"
         }
         "stream" if endpoint == Endpoint::Responses => {
             "streaming responses is not supported yet: use `background: true` and retrieve it"
@@ -150,7 +150,9 @@ mod tests {
         let calls = rest(json!({"tool_calls": [{"id": "call_1"}]}));
         let error = check_message("messages[2]", &calls).expect_err("tool calls");
         assert_eq!(error.param.as_deref(), Some("messages[2].tool_calls"));
-        assert!(error.message.contains("tool calling is not supported yet"));
+        assert!(error
+            .message
+            .contains("tool calling is served on /v1/chat/completions only, not yet here"));
         let odd = rest(json!({"weight": 2}));
         assert!(check_message("input[0]", &odd).is_err());
     }

@@ -6,7 +6,8 @@
 //! [`task_body`] is a task as it travels (built by callers, read by workers), [`validate`]
 //! turns one into a [`task`] within the operator's [`Limits`], and [`parse`] does both for a
 //! delivery's bytes; [`reply`] holds replies and chunks, [`logprobs`] the log
-//! probabilities they may carry; [`constraint`] a task's `json_schema` or `grammar`;
+//! probabilities they may carry; [`constraint`] a task's `json_schema` or `grammar`; [`tools`] its tools and
+//! the calls replies carry;
 //! [`error`] the error codes; [`headers`] every `x-warren-*` header name; [`control`] the
 //! cancel message.
 
@@ -19,6 +20,7 @@ pub mod parse;
 pub mod reply;
 pub mod task;
 pub mod task_body;
+pub mod tools;
 pub mod validate;
 
 pub use constraint::OutputConstraint;
@@ -32,6 +34,10 @@ pub use reply::{
 };
 pub use task::{ChatMessage, Input, Role, Sampling, Task};
 pub use task_body::TaskBody;
+pub use tools::{
+    FunctionCall, FunctionDef, FunctionDelta, FunctionKind, Tool, ToolCall, ToolCallDelta,
+    ToolChoice,
+};
 pub use validate::{Limits, MAX_LOGIT_BIAS};
 
 /// Version of the wire contract, sent in every reply's `version`.

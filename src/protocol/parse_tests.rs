@@ -267,3 +267,65 @@ fn logit_bias_maps_token_ids_to_biases_within_a_hundred() {
     let err = parse_task(body.as_bytes(), &roomy).expect_err("too many");
     assert!(err.message.contains("limit of 1024"), "{}", err.message);
 }
+
+#[test]
+fn a_conversation_with_calls_and_results_is_read_and_checked() {
+    let tool = json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object"}}});
+    let call = json!({"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}"}});
+    let task = parse(json!({
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}],
+        "tools": [tool], "tool_choice": "required", "parallel_tool_calls": false
+    }))
+    .unwrap();
+    let Input::Messages(messages) = &task.input else {
+        panic!("expected messages")
+    };
+    assert_eq!(messages[1].content, "");
+    assert_eq!(messages[1].tool_calls[0].function.name, "get_weather");
+    assert_eq!(messages[2].tool_call_id.as_deref(), Some("call_1"));
+    assert_eq!(task.tool_choice, crate::protocol::ToolChoice::Required);
+    assert!(!task.parallel_tool_calls);
+
+    let user = json!({"role": "user", "content": "x"});
+    for (body, says) in [
+        (
+            json!({"messages": [{"role": "tool", "content": "x"}]}),
+            "`messages[0].tool_call_id` is missing",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x", "tool_call_id": "c"}]}),
+            "tool messages only",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x", "tool_calls": [call]}]}),
+            "assistant messages only",
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "tool_calls": [call]}]}),
+            "`messages[0].content` is missing",
+        ),
+        (
+            json!({"prompt": "x", "tools": [tool]}),
+            "`tools` needs `messages`",
+        ),
+        (
+            json!({"messages": [user], "tools": [tool], "grammar": "root ::= \"a\""}),
+            "cannot be combined",
+        ),
+        (
+            json!({"messages": [user], "tools": [tool], "logprobs": 2}),
+            "cannot be combined",
+        ),
+    ] {
+        let message = rejection(body.clone());
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    // Without a call to make, the combinations are fine.
+    parse(json!({"messages": [user], "tools": [tool], "tool_choice": "none", "logprobs": 2}))
+        .unwrap();
+}

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::tools::{ToolCall, ToolCallDelta};
 use super::{ErrorCode, TaskError, TokenLogprob, WIRE_VERSION};
 
 /// `status` of a reply.
@@ -88,6 +89,9 @@ pub struct Chunk {
     /// the deltas so far). Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// Pieces of tool calls, as OpenAI streams them (a task with `tools`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 /// Why generation ended.
@@ -98,6 +102,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` was reached (or the context was full).
     Length,
+    /// The model called tools: the reply's `tool_calls` holds the calls.
+    ToolCalls,
 }
 
 /// Token counts of a completed task.
@@ -163,6 +169,10 @@ pub struct Reply {
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// The calls the model made (then `finish_reason` is `tool_calls` and `text` holds what
+    /// it said besides, often empty). Absent when it made none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
     /// Present only when `status` is `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
@@ -188,6 +198,7 @@ impl Reply {
             model: model.to_owned(),
             attempt,
             logprobs: None,
+            tool_calls: None,
             error: Some(ErrorBody {
                 code: error.code,
                 message: error.message.clone(),

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::tools::{Tool, ToolCall, ToolChoice};
 use super::OutputConstraint;
 
-/// Who speaks in a chat message; on the wire `"system"`, `"user"` or `"assistant"` (a string
-/// and nothing else: serde's own enum reading would also take `{"user": null}`).
+/// Who speaks in a chat message; on the wire `"system"`, `"user"`, `"assistant"` or `"tool"`
+/// (a string and nothing else: serde's own enum reading would also take `{"user": null}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", try_from = "serde_json::Value")]
 pub enum Role {
@@ -18,6 +19,8 @@ pub enum Role {
     User,
     /// The model's earlier turn.
     Assistant,
+    /// The result of a tool call the model made.
+    Tool,
 }
 
 impl Role {
@@ -27,6 +30,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
@@ -39,18 +43,45 @@ impl TryFrom<serde_json::Value> for Role {
             Some("system") => Ok(Role::System),
             Some("user") => Ok(Role::User),
             Some("assistant") => Ok(Role::Assistant),
-            _ => Err(r#"one of "system", "user", "assistant""#),
+            Some("tool") => Ok(Role::Tool),
+            _ => Err(r#"one of "system", "user", "assistant", "tool""#),
         }
     }
 }
 
-/// One message of a chat task, as on the wire (`{"role", "content"}`) and as validated.
+/// One message of a chat task, as on the wire and as validated: `{"role", "content"}`, an
+/// assistant's may carry `tool_calls` (its `content` may then be `null`, never absent), a
+/// tool's names the call it answers in `tool_call_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Who speaks.
     pub role: Role,
-    /// What they say.
+    /// What they say (`null` reads as empty).
+    #[serde(deserialize_with = "null_as_empty")]
     pub content: String,
+    /// The calls an assistant message made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a tool message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A message of `role` saying `content`.
+    pub fn new(role: Role, content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+}
+
+/// A string, where `null` means empty (OpenAI's assistant messages with tool calls).
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// What the model continues: raw text or a chat rendered with a template.
@@ -108,4 +139,10 @@ pub struct Task {
     pub progress: bool,
     /// Report each token's log probability, with this many most likely alternatives.
     pub logprobs: Option<u32>,
+    /// Functions the model may call (empty: none).
+    pub tools: Vec<Tool>,
+    /// Whether it may, must or must not call one (`None` when `tools` is empty).
+    pub tool_choice: ToolChoice,
+    /// Whether one reply may hold several calls.
+    pub parallel_tool_calls: bool,
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::task::ChatMessage;
+use super::tools::Tool;
 use super::{TaskError, WIRE_VERSION};
 
 /// A v1 task body. Every field is optional on the wire; [`TaskBody::validate`] says which
@@ -77,6 +78,15 @@ pub struct TaskBody {
     /// Ask for each token's log probability, with this many alternatives (0 ..= 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u64>,
+    /// Functions the model may call, in OpenAI's shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    /// `"none"`, `"auto"`, `"required"` or `{"type": "function", "function": {"name"}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    /// Whether a reply may hold several calls (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl TaskBody {
@@ -225,10 +235,7 @@ mod tests {
     #[test]
     fn messages_travel_as_role_and_content() {
         let body = TaskBody {
-            messages: Some(vec![ChatMessage {
-                role: Role::User,
-                content: "Hi".into(),
-            }]),
+            messages: Some(vec![ChatMessage::new(Role::User, "Hi")]),
             ..TaskBody::default()
         };
         let value: Value = serde_json::from_slice(&body.to_bytes()).unwrap();
@@ -259,16 +266,16 @@ mod tests {
             (json!({"messages": [{"role": "user"}]}), "`messages[0].content` is missing"),
             (
                 json!({"messages": [{"role": "robot", "content": "x"}]}),
-                "`messages[0].role` must be one of \"system\", \"user\", \"assistant\", not \"robot\"",
+                "`messages[0].role` must be one of \"system\", \"user\", \"assistant\", \"tool\", not \"robot\"",
             ),
             (json!({"logit_bias": [1]}), "`logit_bias` must be an object, not [1]"),
             (
                 json!({"messages": [{"role": 5, "content": "x"}]}),
-                "`messages[0].role` must be one of \"system\", \"user\", \"assistant\", not 5",
+                "`messages[0].role` must be one of \"system\", \"user\", \"assistant\", \"tool\", not 5",
             ),
             (
                 json!({"messages": [{"role": {"user": null}, "content": "x"}]}),
-                "`messages[0].role` must be one of \"system\", \"user\", \"assistant\", not {\"user\":null}",
+                "`messages[0].role` must be one of \"system\", \"user\", \"assistant\", \"tool\", not {\"user\":null}",
             ),
             (json!({"version": 2, "stop": 3}), "version 2 is not supported: this worker speaks version 1"),
         ];

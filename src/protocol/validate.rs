@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::constraint::constraint;
-use super::task::{ChatMessage, Input, Sampling, Task};
+use super::task::{ChatMessage, Input, Role, Sampling, Task};
 use super::task_body::{short, unsupported_version};
+use super::tools::{checked_tools, ToolChoice};
 use super::{TaskBody, TaskError, MAX_TOP_LOGPROBS, WIRE_VERSION};
 
 /// Most tokens a task's `logit_bias` may name.
@@ -67,17 +68,29 @@ impl TaskBody {
         .map_or(limits.default_max_tokens, |v| v as u32);
         let timeout_ms = integer("timeout_ms", self.timeout_ms, 1, limits.timeout_cap_ms)?
             .unwrap_or(limits.default_timeout_ms);
+        let (tools, tool_choice) = checked_tools(
+            self.tools.as_deref().unwrap_or_default(),
+            self.tool_choice.as_ref(),
+        )?;
+        let constraint = constraint(self.json_schema.as_ref(), self.grammar.as_deref())?;
+        let logprobs = integer("logprobs", self.logprobs, 0, MAX_TOP_LOGPROBS)?.map(|v| v as u32);
+        if tool_choice != ToolChoice::None {
+            check_tool_use(&input, constraint.is_some(), logprobs.is_some())?;
+        }
         Ok(Task {
             input,
             max_tokens,
             sampling: self.sampling(limits)?,
             stop: checked_stop(self.stop.as_deref(), limits)?,
-            constraint: constraint(self.json_schema.as_ref(), self.grammar.as_deref())?,
+            constraint,
             timeout: Duration::from_millis(timeout_ms),
             deadline_ms: integer("deadline_ms", self.deadline_ms, 0, i64::MAX as u64)?,
             stream: self.stream.unwrap_or(false),
             progress: self.progress.unwrap_or(false),
-            logprobs: integer("logprobs", self.logprobs, 0, MAX_TOP_LOGPROBS)?.map(|v| v as u32),
+            logprobs,
+            tools,
+            tool_choice,
+            parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
         })
     }
 
@@ -173,12 +186,54 @@ fn checked_messages(messages: &[ChatMessage]) -> Result<Vec<ChatMessage>, TaskEr
     if messages.is_empty() {
         return Err(TaskError::invalid("`messages` must not be empty"));
     }
-    if let Some(i) = messages.iter().position(|m| m.content.contains('\0')) {
-        return Err(TaskError::invalid(format!(
-            "`messages[{i}].content` must not contain NUL characters"
-        )));
+    for (i, message) in messages.iter().enumerate() {
+        if message.content.contains('\0') {
+            return Err(TaskError::invalid(format!(
+                "`messages[{i}].content` must not contain NUL characters"
+            )));
+        }
+        if !message.tool_calls.is_empty() && message.role != Role::Assistant {
+            return Err(TaskError::invalid(format!(
+                "`messages[{i}].tool_calls` belongs to assistant messages only"
+            )));
+        }
+        match (&message.tool_call_id, message.role) {
+            (None, Role::Tool) => {
+                return Err(TaskError::invalid(format!(
+                    "`messages[{i}].tool_call_id` is missing: a tool message answers a call"
+                )))
+            }
+            (Some(_), role) if role != Role::Tool => {
+                return Err(TaskError::invalid(format!(
+                    "`messages[{i}].tool_call_id` belongs to tool messages only"
+                )))
+            }
+            _ => {}
+        }
     }
     Ok(messages.to_vec())
+}
+
+/// What tools cannot be combined with: a raw prompt (no template renders them), an output
+/// constraint of the caller's (the tool-call grammar is the constraint), log probabilities.
+fn check_tool_use(input: &Input, constrained: bool, logprobs: bool) -> Result<(), TaskError> {
+    if matches!(input, Input::Prompt(_)) {
+        return Err(TaskError::invalid(
+            "`tools` needs `messages`: a raw `prompt` has no chat template to render them",
+        ));
+    }
+    if constrained {
+        return Err(TaskError::invalid(
+            "`tools` cannot be combined with `json_schema` or `grammar` (unless `tool_choice` \
+             is \"none\"): describe the answer's shape as a tool instead",
+        ));
+    }
+    if logprobs {
+        return Err(TaskError::invalid(
+            "`logprobs` cannot be combined with `tools` (unless `tool_choice` is \"none\")",
+        ));
+    }
+    Ok(())
 }
 
 fn checked_stop(stop: Option<&[String]>, limits: &Limits) -> Result<Vec<String>, TaskError> {

@@ -103,6 +103,7 @@ impl<'a> Outbox<'a> {
             model: self.shared.engine.info().name.clone(),
             attempt: self.meta.attempt,
             logprobs: generation.logprobs.clone(),
+            tool_calls: (!generation.tool_calls.is_empty()).then(|| generation.tool_calls.clone()),
             error: None,
         };
         info!(

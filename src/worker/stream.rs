@@ -68,8 +68,7 @@ async fn run(
         while count < max_pieces {
             match tokio::time::timeout_at(deadline, pieces.recv()).await {
                 Ok(Some(piece)) => {
-                    delta.text.push_str(&piece.text);
-                    delta.logprobs.extend(piece.logprobs);
+                    delta.append(piece);
                     count += 1;
                 }
                 Ok(None) => {
@@ -101,6 +100,7 @@ async fn publish(
         delta: delta.text,
         attempt: target.attempt,
         logprobs: target.logprobs.then_some(delta.logprobs),
+        tool_calls: (!delta.tool_calls.is_empty()).then_some(delta.tool_calls),
     };
     let body = serde_json::to_vec(&chunk).unwrap_or_default();
     send(publisher, target, "warren.chunk", &body).await

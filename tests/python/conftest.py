@@ -3,6 +3,7 @@ processes on the real model and the local RabbitMQ, on queue names that belong t
 module and are deleted afterwards. Clients are the official `openai` SDK and httpx (its own
 HTTP client), as any caller of the gateway would use."""
 
+import json
 import os
 import signal
 import socket
@@ -188,3 +189,75 @@ def stack(request):
 @pytest.fixture
 def client(stack):
     return sdk(stack.gateway.base_url)
+
+
+class Amqp:
+    """A pika connection that sends tasks to a module's queue and reads their replies and
+    dead letters."""
+
+    def __init__(self, names):
+        self.names = names
+        import pika  # the agents' virtualenv has no pika and uses no AMQP
+
+        self._pika = pika
+        self.connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        self.channel = self.connection.channel()
+        self.channel.confirm_delivery()
+        self.replies = self.channel.queue_declare("", exclusive=True).method.queue
+        self.arrived = {}
+        self.chunks = {}
+
+    def send(self, task):
+        task_id = str(uuid.uuid4())
+        self.channel.basic_publish("", self.names.requests, json.dumps(task), self._pika.BasicProperties(
+            message_id=task_id, correlation_id=task_id, reply_to=self.replies, delivery_mode=2,
+            content_type="application/json"))
+        return task_id
+
+    def reply(self, task_id, seconds=120):
+        """The final reply to `task_id`; replies to other tasks are kept for their turn, and
+        every task's chunks in `self.chunks` (by task id, in arrival order)."""
+        deadline = time.monotonic() + seconds
+        while task_id not in self.arrived and time.monotonic() < deadline:
+            method, _, body = self.channel.basic_get(self.replies, auto_ack=True)
+            if method is None:
+                time.sleep(0.1)
+                continue
+            reply = json.loads(body)
+            if reply["status"] == "chunk":
+                self.chunks.setdefault(reply["id"], []).append(reply)
+            elif reply["status"] != "started":
+                self.arrived[reply["id"]] = reply
+        if task_id not in self.arrived:
+            raise AssertionError(f"no reply to {task_id}")
+        return self.arrived.pop(task_id)
+
+    def dead_letter(self, task_id, seconds=30):
+        """The dead letter of `task_id` (taken); the others are put back when it is found."""
+        deadline = time.monotonic() + seconds
+        passed_over = []
+        try:
+            while time.monotonic() < deadline:
+                method, properties, body = self.channel.basic_get(self.names.dead, auto_ack=False)
+                if method is None:
+                    # Put back what was seen, so that a dead letter still on its way is met.
+                    for tag in passed_over:
+                        self.channel.basic_nack(tag, requeue=True)
+                    passed_over = []
+                    time.sleep(0.1)
+                    continue
+                if properties.message_id == task_id:
+                    self.channel.basic_ack(method.delivery_tag)
+                    return properties.headers, json.loads(body)
+                passed_over.append(method.delivery_tag)
+        finally:
+            for tag in passed_over:
+                self.channel.basic_nack(tag, requeue=True)
+        raise AssertionError(f"no dead letter for {task_id}")
+
+
+@pytest.fixture
+def amqp(stack):
+    connection = Amqp(stack.names)
+    yield connection
+    connection.connection.close()

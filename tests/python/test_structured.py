@@ -5,15 +5,11 @@ schemas and grammars get a clear error (a 400, or an error reply and a dead lett
 worker keeps serving."""
 
 import json
-import time
-import uuid
 
 import jsonschema
 import openai
-import pika
 import pytest
 
-from conftest import AMQP_URL
 
 PERSON = {
     "type": "object",
@@ -175,68 +171,6 @@ def test_a_grammar_llama_cpp_rejects_is_a_400_saying_why(client, grammar, says):
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model="m", prompt="x", max_tokens=4, extra_body={"grammar": grammar})
     assert says in caught.value.body["message"], caught.value.body["message"]
-
-
-class Amqp:
-    def __init__(self, names):
-        self.names = names
-        self.connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        self.channel = self.connection.channel()
-        self.channel.confirm_delivery()
-        self.replies = self.channel.queue_declare("", exclusive=True).method.queue
-        self.arrived = {}
-
-    def send(self, task):
-        task_id = str(uuid.uuid4())
-        self.channel.basic_publish("", self.names.requests, json.dumps(task), pika.BasicProperties(
-            message_id=task_id, correlation_id=task_id, reply_to=self.replies, delivery_mode=2,
-            content_type="application/json"))
-        return task_id
-
-    def reply(self, task_id, seconds=120):
-        """The final reply to `task_id`; replies to other tasks are kept for their turn."""
-        deadline = time.monotonic() + seconds
-        while task_id not in self.arrived and time.monotonic() < deadline:
-            method, _, body = self.channel.basic_get(self.replies, auto_ack=True)
-            if method is None:
-                time.sleep(0.1)
-                continue
-            reply = json.loads(body)
-            if reply["status"] != "chunk":
-                self.arrived[reply["id"]] = reply
-        if task_id not in self.arrived:
-            raise AssertionError(f"no reply to {task_id}")
-        return self.arrived.pop(task_id)
-
-    def dead_letter(self, task_id, seconds=30):
-        """The dead letter of `task_id` (taken); the others are put back when it is found."""
-        deadline = time.monotonic() + seconds
-        passed_over = []
-        try:
-            while time.monotonic() < deadline:
-                method, properties, body = self.channel.basic_get(self.names.dead, auto_ack=False)
-                if method is None:
-                    # Put back what was seen, so that a dead letter still on its way is met.
-                    for tag in passed_over:
-                        self.channel.basic_nack(tag, requeue=True)
-                    passed_over = []
-                    time.sleep(0.1)
-                    continue
-                if properties.message_id == task_id:
-                    self.channel.basic_ack(method.delivery_tag)
-                    return properties.headers, json.loads(body)
-                passed_over.append(method.delivery_tag)
-        finally:
-            for tag in passed_over:
-                self.channel.basic_nack(tag, requeue=True)
-        raise AssertionError(f"no dead letter for {task_id}")
-
-
-@pytest.fixture
-def amqp(stack):
-    connection = Amqp(stack.names)
-    yield connection
-    connection.connection.close()
 
 
 def test_over_amqp_a_schema_and_a_grammar_constrain_the_reply(amqp):

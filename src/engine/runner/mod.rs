@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
@@ -23,8 +23,10 @@ mod startup;
 pub(super) use startup::backend;
 use startup::load;
 
+use super::chat_template::ChatTemplate;
 use super::device_sampling::{DeviceChoice, DeviceSamplers};
 use super::first_bytes::FirstBytes;
+use super::grammar::GrammarSource;
 use super::logprobs;
 use super::prefix::PrefixCache;
 use super::prompt;
@@ -70,7 +72,7 @@ struct Runner<'m> {
     device: Option<DeviceSamplers>,
     batch: LlamaBatch<'static>,
     batch_capacity: usize,
-    template: LlamaChatTemplate,
+    template: ChatTemplate,
     template_source: String,
     context_per_slot: u32,
     slots: Vec<Option<Sequence>>,
@@ -136,8 +138,11 @@ impl<'m> Runner<'m> {
             return;
         }
         let slot_wait = job.submitted.elapsed();
-        let prompt = match prompt::tokenize(self.model, &self.template, &job.request.task.input) {
-            Ok(tokens) => tokens,
+        let prompt::Prompt {
+            tokens: prompt,
+            tools,
+        } = match prompt::tokenize(self.model, &self.template, &job.request.task) {
+            Ok(prompt) => prompt,
             Err(e) => {
                 let _ = job.reply.send(Err(e));
                 return;
@@ -164,12 +169,11 @@ impl<'m> Runner<'m> {
                 Rc::new(index)
             }))
         };
-        let picker = match TokenPicker::for_task(
-            self.model,
-            &task.sampling,
-            task.constraint.as_ref(),
-            first_bytes,
-        ) {
+        let grammar = match &tools {
+            Some(tools) => Some(GrammarSource::Tools(&tools.grammar)),
+            None => task.constraint.as_ref().map(GrammarSource::Task),
+        };
+        let picker = match TokenPicker::for_task(self.model, &task.sampling, grammar, first_bytes) {
             Ok(picker) => picker,
             Err(e) => {
                 let _ = job.reply.send(Err(e));
@@ -188,12 +192,17 @@ impl<'m> Runner<'m> {
                 slot,
                 DeviceChoice::for_task(
                     &task.sampling,
-                    task.constraint.is_some() || task.logprobs.is_some(),
+                    grammar.is_some() || task.logprobs.is_some(),
                 ),
             )
         });
         tracing::debug!(slot, reused, on_device, "task admitted");
         self.admissions += 1;
+        let mut stops = task.stop.clone();
+        let tool_output = tools.map(|tools| {
+            stops.extend(tools.stops);
+            tools.output
+        });
         self.slots[slot] = Some(Sequence::new(SequenceStart {
             seq_id: slot as i32,
             admission: self.admissions,
@@ -205,8 +214,9 @@ impl<'m> Runner<'m> {
             logprobs: task.logprobs.map(|top| top as usize),
             picker,
             on_device,
-            stops: job.request.task.stop,
-            max_tokens: job.request.task.max_tokens,
+            stops,
+            tools: tool_output,
+            max_tokens: task.max_tokens,
             context_limit: self.context_per_slot as i32,
             timeout: job.request.task.timeout,
             slot_wait,

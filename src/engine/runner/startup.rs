@@ -5,9 +5,10 @@
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use std::sync::OnceLock;
 
+use super::super::chat_template::ChatTemplate;
 use super::super::device_sampling::DeviceSamplers;
 use super::super::grammar;
 use super::super::params;
@@ -53,15 +54,7 @@ impl<'m> Runner<'m> {
         let ctx = model
             .new_context(backend, params)
             .map_err(|e| EngineStartError::Llama(format!("creating the context: {e}")))?;
-        let (template, template_source) = match model.chat_template(None) {
-            Ok(template) => (template, "gguf".to_owned()),
-            Err(_) => (
-                LlamaChatTemplate::new(&settings.chat_template).map_err(|e| {
-                    EngineStartError::Llama(format!("engine.chat_template is not usable: {e}"))
-                })?,
-                format!("builtin:{}", settings.chat_template),
-            ),
-        };
+        let (template, template_source) = chat_template(settings, model)?;
         let device = if settings.samples_on_device() {
             DeviceSamplers::new(&ctx, slots as usize)
         } else {
@@ -107,4 +100,48 @@ impl<'m> Runner<'m> {
             chat_template_source: self.template_source.clone(),
         }
     }
+}
+
+/// warren's Jinja template for Gemma models, `engine.chat_template = "gemma"`.
+const GEMMA_TEMPLATE: &str = include_str!("../../../config/templates/gemma.jinja");
+
+/// The model's chat template: the GGUF's own, else `engine.chat_template` (`gemma`, the
+/// template warren ships, or the path of a Jinja file), with where it came from.
+fn chat_template(
+    settings: &EngineSettings,
+    model: &LlamaModel,
+) -> Result<(ChatTemplate, String), EngineStartError> {
+    let (source, origin) = match model.chat_template(None).map(|t| t.to_string()) {
+        Ok(Ok(source)) => (source, "gguf".to_owned()),
+        _ if settings.chat_template == "gemma" => {
+            (GEMMA_TEMPLATE.to_owned(), "warren:gemma".to_owned())
+        }
+        _ => {
+            let path = &settings.chat_template;
+            let source = std::fs::read_to_string(path).map_err(|e| {
+                EngineStartError::Llama(format!("engine.chat_template {path:?}: {e}"))
+            })?;
+            (source, format!("file:{path}"))
+        }
+    };
+    let vocab = model.vocab();
+    let text_of =
+        |token| String::from_utf8_lossy(&vocab.token_to_piece(token, true, None)).into_owned();
+    let template = ChatTemplate::new(
+        &source,
+        &text_of(vocab.bos()),
+        &text_of(vocab.eos()),
+        vocab.should_add_bos(),
+    )
+    .map_err(|why| {
+        EngineStartError::Llama(format!(
+            "the chat template ({origin}) does not parse: {why}"
+        ))
+    })?;
+    let tools = template
+        .caps()
+        .map(|caps| caps["supports_tool_calls"] == serde_json::Value::Bool(true))
+        .unwrap_or(false);
+    tracing::info!(origin, tools, "chat template loaded");
+    Ok((template, origin))
 }

@@ -19,6 +19,7 @@ fn reply(status: ReplyStatus, error: Option<ErrorBody>) -> Reply {
         model: "m".into(),
         attempt: 1,
         logprobs: None,
+        tool_calls: None,
         error,
     }
 }

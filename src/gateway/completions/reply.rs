@@ -6,12 +6,13 @@ use serde_json::{json, Value};
 
 use super::logprobs::choice_logprobs;
 use super::Kind;
-use crate::protocol::{FinishReason, Reply, TokenLogprob};
+use crate::protocol::{FinishReason, Reply, TokenLogprob, ToolCallDelta};
 
 fn finish_reason(reason: Option<FinishReason>) -> Value {
     match reason {
         Some(FinishReason::Stop) => json!("stop"),
         Some(FinishReason::Length) => json!("length"),
+        Some(FinishReason::ToolCalls) => json!("tool_calls"),
         None => Value::Null,
     }
 }
@@ -44,7 +45,7 @@ pub fn response(kind: Kind, id: &str, created: u64, model: &str, reply: &Reply) 
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": chat_message(text, reply),
                 "logprobs": logprobs,
                 "finish_reason": finish,
             }],
@@ -61,6 +62,19 @@ pub fn response(kind: Kind, id: &str, created: u64, model: &str, reply: &Reply) 
     }
 }
 
+/// A chat reply's message: with tool calls, `content` is null when the model said nothing
+/// besides them, as OpenAI sends it.
+fn chat_message(text: String, reply: &Reply) -> Value {
+    match &reply.tool_calls {
+        Some(calls) if !calls.is_empty() => json!({
+            "role": "assistant",
+            "content": if text.is_empty() { Value::Null } else { Value::from(text) },
+            "tool_calls": calls,
+        }),
+        _ => json!({"role": "assistant", "content": text}),
+    }
+}
+
 /// What a streamed event carries.
 pub enum Piece<'a> {
     /// The opening chunk (chat: `delta.role`).
@@ -68,6 +82,8 @@ pub enum Piece<'a> {
     /// New text, and the log probabilities of its tokens when the request asked for them
     /// (with the character offset of the first one in the completion).
     Text(&'a str, Option<(&'a [TokenLogprob], usize)>),
+    /// Pieces of tool calls (chat only), with any new text before them.
+    ToolCalls(&'a str, &'a [ToolCallDelta]),
     /// The closing chunk with `finish_reason`.
     Finish(&'a Reply),
     /// The usage chunk (`choices` empty).
@@ -90,6 +106,16 @@ pub fn chunk(kind: Kind, id: &str, created: u64, model: &str, piece: Piece<'_>) 
     let (choices, usage_value) = match piece {
         Piece::Start => (vec![choice(Some(""), true, Value::Null)], Value::Null),
         Piece::Text(text, _) => (vec![choice(Some(text), false, Value::Null)], Value::Null),
+        Piece::ToolCalls(text, calls) => {
+            let mut delta = serde_json::Map::new();
+            if !text.is_empty() {
+                delta.insert("content".into(), json!(text));
+            }
+            delta.insert("tool_calls".into(), json!(calls));
+            let choice =
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null});
+            (vec![choice], Value::Null)
+        }
         Piece::Finish(reply) => (
             vec![choice(None, false, finish_reason(reply.finish_reason))],
             Value::Null,
@@ -151,6 +177,7 @@ mod tests {
             model: "Gemma 3 270m".into(),
             attempt: 1,
             logprobs: None,
+            tool_calls: None,
             error: None,
         }
     }

@@ -9,7 +9,7 @@ use super::{logprobs, Kind};
 use crate::gateway::errors::ApiError;
 use crate::gateway::format::ResponseFormat;
 use crate::gateway::unsupported::{self, Endpoint};
-use crate::protocol::{ChatMessage, Role, TaskBody};
+use crate::protocol::{ChatMessage, Role, TaskBody, Tool, ToolCall};
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +48,12 @@ struct Message {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    /// An assistant message's calls.
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCall>>,
+    /// The call a tool message answers.
+    #[serde(default)]
+    tool_call_id: Option<String>,
     /// Every other field ([`unsupported::check_message`]).
     #[serde(flatten)]
     rest: Map<String, Value>,
@@ -106,6 +112,13 @@ struct RawRequest {
     /// Chat: alternatives per token.
     #[serde(default)]
     top_logprobs: Option<Value>,
+    /// Chat: functions the model may call.
+    #[serde(default)]
+    tools: Option<Vec<Tool>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
     /// Every other field.
     #[serde(flatten)]
     rest: Map<String, Value>,
@@ -204,8 +217,25 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
                 .collect::<Result<Vec<_>, _>>()?;
             prompt_chars = turns.iter().map(|t| t.content.len()).sum();
             task.messages = Some(turns);
+            task.tools = raw.tools;
+            task.tool_choice = raw.tool_choice;
+            task.parallel_tool_calls = raw.parallel_tool_calls;
         }
         Kind::Completion => {
+            for (field, given) in [
+                ("tools", raw.tools.as_ref().is_some_and(|t| !t.is_empty())),
+                (
+                    "tool_choice",
+                    raw.tool_choice.as_ref().is_some_and(|c| c != "none"),
+                ),
+            ] {
+                if given {
+                    return Err(ApiError::invalid(
+                        format!("`{field}` is not supported: tools need chat messages (use /v1/chat/completions)"),
+                        Some(field.into()),
+                    ));
+                }
+            }
             if raw.messages.is_some() {
                 return Err(ApiError::invalid(
                     "text completions take `prompt`, not `messages`",
@@ -249,7 +279,7 @@ fn chat_turn(index: usize, message: Message) -> Result<ChatMessage, ApiError> {
     let role = chat_role(&message.role).ok_or_else(|| {
         ApiError::invalid(
             format!(
-                "`{field}.role` {:?} is not supported: use system, developer, user or assistant",
+                "`{field}.role` {:?} is not supported: use system, developer, user, assistant or tool",
                 short(&message.role)
             ),
             Some("messages".into()),
@@ -260,7 +290,12 @@ fn chat_turn(index: usize, message: Message) -> Result<ChatMessage, ApiError> {
         Some(content) => text_of(content, &field)?,
         None => String::new(),
     };
-    Ok(ChatMessage { role, content })
+    Ok(ChatMessage {
+        role,
+        content,
+        tool_calls: message.tool_calls.unwrap_or_default(),
+        tool_call_id: message.tool_call_id,
+    })
 }
 
 /// The wire contract's role for an OpenAI role (`developer` speaks as `system`).
@@ -269,6 +304,7 @@ pub(crate) fn chat_role(role: &str) -> Option<Role> {
         "system" | "developer" => Some(Role::System),
         "user" => Some(Role::User),
         "assistant" => Some(Role::Assistant),
+        "tool" => Some(Role::Tool),
         _ => None,
     }
 }

@@ -103,7 +103,7 @@ fn requests_the_gateway_cannot_serve_are_rejected_naming_the_field() {
         ),
         (
             Kind::Chat,
-            json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]}),
+            json!({"model": "m", "messages": [{"role": "function", "content": "x"}]}),
             "role",
         ),
         (

@@ -22,7 +22,7 @@ use crate::client::Incoming;
 use crate::gateway::errors::ApiError;
 use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::Shared;
-use crate::protocol::{Reply, ReplyStatus};
+use crate::protocol::{FunctionDelta, FunctionKind, Reply, ReplyStatus, ToolCall, ToolCallDelta};
 
 /// Where a stream is.
 enum Phase {
@@ -40,6 +40,8 @@ struct Streaming {
     logprobs_sent: usize,
     offset_sent: usize,
     attempt: Option<u32>,
+    /// Tool calls whose first piece was sent.
+    calls_streamed: usize,
     metrics: Arc<GatewayMetrics>,
     waited: std::time::Duration,
 }
@@ -60,6 +62,7 @@ pub fn respond(app: Arc<Shared>, accepted: Accepted) -> Response {
         logprobs_sent: 0,
         offset_sent: 0,
         attempt: None,
+        calls_streamed: 0,
         metrics: app.metrics.clone(),
         waited: app.request_timeout,
     };
@@ -112,6 +115,10 @@ async fn next_event(state: &mut Streaming) -> Option<Event> {
                     continue;
                 }
                 state.sent.push_str(&piece.delta);
+                if let Some(calls) = piece.tool_calls.as_deref() {
+                    state.calls_streamed += calls.iter().filter(|c| c.id.is_some()).count();
+                    return Some(data(&chunk(state, Piece::ToolCalls(&piece.delta, calls))));
+                }
                 let logprobs = piece.logprobs.as_deref().map(|tokens| {
                     let offset = state.offset_sent;
                     state.logprobs_sent += tokens.len();
@@ -142,7 +149,12 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
         return fail(state, error);
     }
     let text = reply.text.as_deref().unwrap_or_default();
-    let Some(rest) = text.strip_prefix(state.sent.as_str()) else {
+    let calls = reply.tool_calls.as_deref().unwrap_or_default();
+    let rest = text.strip_prefix(state.sent.as_str());
+    // Streamed calls belong to the attempt that streamed them; another attempt's reply
+    // cannot continue them.
+    let calls_continue = state.calls_streamed == 0 || state.attempt == Some(reply.attempt);
+    let (Some(rest), true) = (rest, calls_continue) else {
         state.accepted.guard.disarm();
         return fail(
             state,
@@ -156,7 +168,11 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
         (unsent, state.offset_sent)
     });
     let mut closing = Vec::new();
-    if !rest.is_empty() || unsent.is_some_and(|(tokens, _)| !tokens.is_empty()) {
+    if state.calls_streamed == 0 && !calls.is_empty() {
+        // Chunks of another attempt were dropped: the calls go out whole.
+        let whole = whole_calls(calls);
+        closing.push(chunk(state, Piece::ToolCalls(rest, &whole)));
+    } else if !rest.is_empty() || unsent.is_some_and(|(tokens, _)| !tokens.is_empty()) {
         closing.push(chunk(state, Piece::Text(rest, unsent)));
     }
     closing.push(chunk(state, Piece::Finish(reply)));
@@ -166,6 +182,22 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
     let first = closing.remove(0);
     state.phase = Phase::Closing(closing);
     data(&first)
+}
+
+/// Calls as one streamed piece each: id, name and all the arguments.
+fn whole_calls(calls: &[ToolCall]) -> Vec<ToolCallDelta> {
+    (0_u32..)
+        .zip(calls)
+        .map(|(index, call)| ToolCallDelta {
+            index,
+            id: Some(call.id.clone()),
+            kind: Some(FunctionKind::Function),
+            function: FunctionDelta {
+                name: Some(call.function.name.clone()),
+                arguments: call.function.arguments.clone(),
+            },
+        })
+        .collect()
 }
 
 /// Ends the stream with an error event.

@@ -213,17 +213,20 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
 }
 
 fn turn(role: Role, content: String) -> ChatMessage {
-    ChatMessage { role, content }
+    ChatMessage::new(role, content)
 }
 
 fn input_turn(index: usize, item: InputItem) -> Result<ChatMessage, ApiError> {
     let field = format!("input[{index}]");
-    let role = chat_role(&item.role).ok_or_else(|| {
-        ApiError::invalid(
-            format!("`{field}.role` must be system, developer, user or assistant"),
-            Some("input".into()),
-        )
-    })?;
+    // Tool results come to the Responses API as `function_call_output` items, not a role.
+    let role = chat_role(&item.role)
+        .filter(|role| *role != Role::Tool)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!("`{field}.role` must be system, developer, user or assistant"),
+                Some("input".into()),
+            )
+        })?;
     unsupported::check_message(&field, &item.rest)?;
     Ok(turn(role, text_of(item.content, &field)?))
 }

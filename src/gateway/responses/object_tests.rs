@@ -19,6 +19,7 @@ fn reply(status: ReplyStatus, finish: Option<FinishReason>, code: Option<ErrorCo
         model: "Gemma".into(),
         attempt: 1,
         logprobs: None,
+        tool_calls: None,
         error: code.map(|code| ErrorBody {
             code,
             message: "m".into(),

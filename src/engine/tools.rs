@@ -1,0 +1,321 @@
+//! Tool calling in the engine. Before generation: a task's tools, its choice and the
+//! conversation go to the chat template ([`chat_request`]), which gives the tool-call grammar
+//! ([`ToolGrammar`]: applied from the first token for `required` or a named function, lazily
+//! from a trigger for `auto`) and the parser of the output. During and after generation:
+//! [`ToolOutput`] reads the text with that parser into content and [`ToolCall`]s, and while
+//! streaming turns each re-read into the pieces OpenAI streams (content, then per call its
+//! id and name, then its arguments as they grow). What is parsed and how is llama.cpp's;
+//! what this module owns is which pieces go out when, and the calls' ids.
+
+use llama_cpp_2::token::LlamaToken;
+use serde_json::{json, Value};
+
+use super::chat_template::{ChatTemplate, OutputParser, Parsed};
+use super::Delta;
+use crate::protocol::{
+    ChatMessage, FinishReason, FunctionDelta, FunctionKind, Task, TaskError, ToolCall,
+    ToolCallDelta, ToolChoice,
+};
+
+/// The tool-call grammar a task's rendering gave, ready for a grammar sampler.
+#[derive(Debug, Clone)]
+pub(super) struct ToolGrammar {
+    /// GBNF.
+    pub grammar: String,
+    /// Applies only once a trigger appears (`auto`).
+    pub lazy: bool,
+    /// Regular expressions that trigger a lazy grammar.
+    pub patterns: Vec<String>,
+    /// Tokens that trigger a lazy grammar.
+    pub trigger_tokens: Vec<LlamaToken>,
+    /// Tokens the grammar must accept before the first generated one: the generation prompt
+    /// the template already put at the end of the prompt, which llama.cpp's tool grammars
+    /// begin with.
+    pub prefill: Vec<LlamaToken>,
+}
+
+/// The request the chat template renders for `task`: OpenAI's messages and tools, the
+/// choice as llama.cpp takes it (a named function is the tools list cut to it, `required`).
+pub(super) fn chat_request(task: &Task, messages: &[ChatMessage]) -> Value {
+    let (tools, choice): (Vec<_>, _) = match &task.tool_choice {
+        ToolChoice::Function(name) => (
+            task.tools
+                .iter()
+                .filter(|t| t.function.name == *name)
+                .collect(),
+            "required",
+        ),
+        ToolChoice::Required => (task.tools.iter().collect(), "required"),
+        ToolChoice::Auto => (task.tools.iter().collect(), "auto"),
+        ToolChoice::None => (task.tools.iter().collect(), "none"),
+    };
+    json!({
+        "messages": messages,
+        "tools": tools,
+        "tool_choice": choice,
+        "parallel_tool_calls": task.parallel_tool_calls,
+    })
+}
+
+/// What a task whose tools may be called needs while it generates.
+pub(super) struct ToolUse {
+    /// The tool-call grammar.
+    pub grammar: ToolGrammar,
+    /// The output reader.
+    pub output: ToolOutput,
+    /// Extra stop strings the template asks for.
+    pub stops: Vec<String>,
+}
+
+/// What a chat task's rendering gives: the prompt text, and for a task whose tools may be
+/// called its grammar, its output reader and extra stop strings. `tokens_of` tokenizes
+/// text that follows the start of the prompt (special tokens parsed, no BOS).
+pub(super) fn render(
+    template: &ChatTemplate,
+    task: &Task,
+    messages: &[ChatMessage],
+    tokens_of: impl Fn(&str) -> Vec<LlamaToken>,
+) -> Result<(String, Option<ToolUse>), TaskError> {
+    let apply = |request: &Value| {
+        template.apply(request).map_err(|why| {
+            TaskError::invalid(format!("the chat template refused the request: {why}"))
+        })
+    };
+    let request = chat_request(task, messages);
+    let rendered = apply(&request)?;
+    if task.tool_choice == ToolChoice::None {
+        return Ok((rendered.prompt, None));
+    }
+    if rendered.grammar.is_empty() {
+        return Err(TaskError::invalid(
+            "this model's chat template does not render tools (llama.cpp finds no tool-call \
+             syntax in it): send no `tools`, or `tool_choice: \"none\"`",
+        ));
+    }
+    // A call is required: llama.cpp's grammar still lets text come before it, which a model
+    // that does not follow instructions fills to its token limit. The answer starts with the
+    // call instead, from the text that begins a call when the model decides (`auto`'s
+    // literal trigger), put at the end of the prompt and through the grammar.
+    let call_start = if rendered.grammar_lazy {
+        String::new()
+    } else {
+        let mut auto = request;
+        auto["tool_choice"] = Value::from("auto");
+        let words = apply(&auto)?.trigger_words;
+        match words.as_slice() {
+            [word] => word.clone(),
+            _ => String::new(),
+        }
+    };
+    let grammar = ToolGrammar {
+        grammar: rendered.grammar.clone(),
+        lazy: rendered.grammar_lazy,
+        patterns: rendered.trigger_patterns.clone(),
+        trigger_tokens: rendered
+            .trigger_tokens
+            .iter()
+            .flat_map(|text| tokens_of(text))
+            .collect(),
+        prefill: if rendered.grammar_lazy {
+            Vec::new()
+        } else {
+            tokens_of(&format!("{}{call_start}", rendered.generation_prompt))
+        },
+    };
+    let parser = OutputParser::of(&rendered).map_err(TaskError::internal)?;
+    tracing::debug!(format = %rendered.format_name, lazy = grammar.lazy, %call_start, "tools rendered");
+    // A named function is called once, as OpenAI does when it forces one.
+    let single = !task.parallel_tool_calls || matches!(task.tool_choice, ToolChoice::Function(_));
+    let output = ToolOutput::new(parser, call_start.clone(), !single);
+    let prompt = format!("{}{call_start}", rendered.prompt);
+    let stops = rendered.additional_stops;
+    Ok((
+        prompt,
+        Some(ToolUse {
+            grammar,
+            output,
+            stops,
+        }),
+    ))
+}
+
+/// A call as sent so far in a stream.
+#[derive(Debug, Clone, PartialEq)]
+struct SentCall {
+    id: String,
+    arguments: String,
+}
+
+/// Reads a tool-using task's output into content and calls, streamed or at the end.
+#[derive(Debug)]
+pub(super) struct ToolOutput {
+    parser: OutputParser,
+    /// Text the prompt ended with that belongs to the answer (the start of a required call).
+    prefix: String,
+    /// Whether more than one call may come back; when not, generation ends with the first.
+    parallel: bool,
+    /// Bytes of content already streamed.
+    content_sent: usize,
+    /// Calls already streamed (at least their id and name).
+    calls_sent: Vec<SentCall>,
+}
+
+/// A tool-using task's output, read.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ToolAnswer {
+    /// What the model said besides its calls.
+    pub content: String,
+    /// Its calls.
+    pub calls: Vec<ToolCall>,
+    /// `tool_calls` when it made any and ended by itself; else the reason generation ended.
+    pub finish_reason: FinishReason,
+}
+
+impl ToolOutput {
+    /// Reads output with `parser`; `parallel` false keeps only the first call.
+    pub(super) fn new(parser: OutputParser, prefix: String, parallel: bool) -> ToolOutput {
+        ToolOutput {
+            parser,
+            prefix,
+            parallel,
+            content_sent: 0,
+            calls_sent: Vec::new(),
+        }
+    }
+
+    /// Whether generation should end at `text`: one call is all the task takes and its
+    /// arguments object is closed. (llama.cpp's grammar lets calls repeat; a model that does
+    /// not end its turn would fill its token limit with more.)
+    pub(super) fn ends_at(&self, text: &str) -> bool {
+        if self.parallel {
+            return false;
+        }
+        let Ok(parsed) = self.parser.parse(&format!("{}{text}", self.prefix), true) else {
+            return false;
+        };
+        parsed.tool_calls.first().is_some_and(|call| {
+            serde_json::from_str::<Value>(&call.arguments).is_ok_and(|args| args.is_object())
+        })
+    }
+
+    /// The pieces to stream now that the text so far is `text` (`None`: nothing new yet).
+    pub(super) fn advance(&mut self, text: &str) -> Option<Delta> {
+        let parsed = self
+            .parser
+            .parse(&format!("{}{text}", self.prefix), true)
+            .ok()?;
+        let delta = self.pieces(&parsed, false);
+        (!delta.text.is_empty() || !delta.tool_calls.is_empty()).then_some(delta)
+    }
+
+    /// Reads the whole `text`, ended for `reason`, and the pieces a stream has not had yet.
+    /// Output the parser cannot read comes back as content: only a task cut short by its
+    /// token limit or an `auto` one can end that way (a grammar holds the rest).
+    pub(super) fn finish(&mut self, text: &str, reason: FinishReason) -> (ToolAnswer, Delta) {
+        let cut_short = reason == FinishReason::Length;
+        let text = format!("{}{text}", self.prefix);
+        let parsed = self.parser.parse(&text, cut_short).unwrap_or_else(|why| {
+            tracing::warn!(%why, "the output is not in the template's tool-call format");
+            Parsed {
+                content: text.clone(),
+                tool_calls: Vec::new(),
+            }
+        });
+        let delta = self.pieces(&parsed, true);
+        let calls: Vec<ToolCall> = self
+            .kept(&parsed)
+            .iter()
+            .zip(&self.calls_sent)
+            .map(|(call, sent)| ToolCall {
+                id: sent.id.clone(),
+                kind: FunctionKind::Function,
+                function: crate::protocol::FunctionCall {
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                },
+            })
+            .collect();
+        let finish_reason = if calls.is_empty() || cut_short {
+            reason
+        } else {
+            FinishReason::ToolCalls
+        };
+        let answer = ToolAnswer {
+            content: parsed.content,
+            calls,
+            finish_reason,
+        };
+        (answer, delta)
+    }
+
+    /// The calls of `parsed` this task keeps.
+    fn kept<'p>(&self, parsed: &'p Parsed) -> &'p [super::chat_template::ParsedCall] {
+        let keep = if self.parallel { usize::MAX } else { 1 };
+        &parsed.tool_calls[..parsed.tool_calls.len().min(keep)]
+    }
+
+    /// What `parsed` adds to what was sent. A call goes out once its name is whole (its
+    /// arguments have begun, or the text is `last`); its arguments as they grow. A re-read
+    /// that rewrote what was sent (it should not) sends nothing for that part.
+    fn pieces(&mut self, parsed: &Parsed, last: bool) -> Delta {
+        let mut delta = Delta {
+            text: String::new(),
+            logprobs: Vec::new(),
+            tool_calls: Vec::new(),
+        };
+        if let Some(fresh) = parsed.content.get(self.content_sent..) {
+            delta.text = fresh.to_owned();
+            self.content_sent = parsed.content.len();
+        }
+        let keep = if self.parallel { usize::MAX } else { 1 };
+        for (index, call) in parsed.tool_calls.iter().take(keep).enumerate() {
+            if index == self.calls_sent.len() {
+                if call.arguments.is_empty() && !last {
+                    break;
+                }
+                let id = crate::protocol::tools::new_call_id();
+                delta.tool_calls.push(ToolCallDelta {
+                    index: index as u32,
+                    id: Some(id.clone()),
+                    kind: Some(FunctionKind::Function),
+                    function: FunctionDelta {
+                        name: Some(call.name.clone()),
+                        arguments: String::new(),
+                    },
+                });
+                self.calls_sent.push(SentCall {
+                    id,
+                    arguments: String::new(),
+                });
+            }
+            let sent = &mut self.calls_sent[index];
+            let Some(more) = call.arguments.strip_prefix(sent.arguments.as_str()) else {
+                continue;
+            };
+            if more.is_empty() {
+                continue;
+            }
+            let more = more.to_owned();
+            sent.arguments = call.arguments.clone();
+            match delta.tool_calls.last_mut() {
+                Some(piece) if piece.index == index as u32 => {
+                    piece.function.arguments.push_str(&more)
+                }
+                _ => delta.tool_calls.push(ToolCallDelta {
+                    index: index as u32,
+                    id: None,
+                    kind: None,
+                    function: FunctionDelta {
+                        name: None,
+                        arguments: more,
+                    },
+                }),
+            }
+        }
+        delta
+    }
+}
+
+#[cfg(test)]
+#[path = "tools_tests.rs"]
+mod tests;

@@ -1,0 +1,275 @@
+//! Tool calling on the wire, in OpenAI's shapes: the functions a task offers (`tools`),
+//! whether and which one the model must call (`tool_choice`), the calls a reply carries and
+//! the deltas a chunk streams. [`checked_tools`] validates a task's tools against each other
+//! and its choice; the JSON Schemas of their parameters are llama.cpp's to judge (the
+//! worker refuses one it cannot turn into a grammar with llama.cpp's own message).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::task_body::short;
+use super::TaskError;
+
+/// Longest function name OpenAI accepts.
+const MAX_NAME_LEN: usize = 64;
+
+/// A function the model may call: `{"type": "function", "function": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// Always `"function"`.
+    #[serde(rename = "type")]
+    pub kind: FunctionKind,
+    /// The function.
+    pub function: FunctionDef,
+}
+
+/// The only kind of tool: `"function"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FunctionKind {
+    /// A function call.
+    Function,
+}
+
+/// A function's name, what it does, and the JSON Schema of its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDef {
+    /// `^[A-Za-z0-9_-]{1,64}$`, unique within the task.
+    pub name: String,
+    /// What the function does, for the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of the arguments object; absent means no arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// OpenAI's strict mode. Arguments are always grammar-constrained once a call starts,
+    /// so `true` and `false` behave the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// Whether the model may, must, or must not call a tool.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ToolChoice {
+    /// No call (the default without tools).
+    None,
+    /// The model decides (the default with tools).
+    #[default]
+    Auto,
+    /// At least one call, of any of the tools.
+    Required,
+    /// A call of this function.
+    Function(String),
+}
+
+impl ToolChoice {
+    /// Reads OpenAI's `tool_choice`: `"none"`, `"auto"`, `"required"` or
+    /// `{"type": "function", "function": {"name": ...}}`.
+    pub fn from_json(value: &Value) -> Result<ToolChoice, TaskError> {
+        let named = || {
+            let kind = value.get("type")?.as_str()?;
+            let name = value.get("function")?.get("name")?.as_str()?;
+            (kind == "function").then(|| ToolChoice::Function(name.to_owned()))
+        };
+        match value.as_str() {
+            Some("none") => Ok(ToolChoice::None),
+            Some("auto") => Ok(ToolChoice::Auto),
+            Some("required") => Ok(ToolChoice::Required),
+            _ => named().ok_or_else(|| {
+                TaskError::invalid(format!(
+                    "`tool_choice` must be \"none\", \"auto\", \"required\" or \
+                     {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, not {}",
+                    short(value)
+                ))
+            }),
+        }
+    }
+
+    /// The value as OpenAI writes it.
+    pub fn to_json(&self) -> Value {
+        match self {
+            ToolChoice::None => Value::from("none"),
+            ToolChoice::Auto => Value::from("auto"),
+            ToolChoice::Required => Value::from("required"),
+            ToolChoice::Function(name) => {
+                serde_json::json!({"type": "function", "function": {"name": name}})
+            }
+        }
+    }
+}
+
+/// A call the model made: `{"id", "type": "function", "function": {"name", "arguments"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// `call_…`, unique; a `role: "tool"` message answers it by this id.
+    pub id: String,
+    /// Always `"function"`.
+    #[serde(rename = "type")]
+    pub kind: FunctionKind,
+    /// What was called.
+    pub function: FunctionCall,
+}
+
+impl ToolCall {
+    /// A function call with a fresh `call_…` id.
+    pub fn new(name: String, arguments: String) -> ToolCall {
+        ToolCall {
+            id: new_call_id(),
+            kind: FunctionKind::Function,
+            function: FunctionCall { name, arguments },
+        }
+    }
+}
+
+/// A fresh call id, `call_` and 32 hex digits.
+pub fn new_call_id() -> String {
+    format!("call_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The function of a [`ToolCall`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// The function's name.
+    pub name: String,
+    /// Its arguments: a JSON object, as text.
+    pub arguments: String,
+}
+
+/// A piece of a streamed tool call, as OpenAI streams them: the first piece of call `index`
+/// carries its `id`, `type` and name; the following ones carry more of its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    /// Which call of the reply this continues, from 0.
+    pub index: u32,
+    /// The call's id (first piece only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `"function"` (first piece only).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FunctionKind>,
+    /// The name (first piece only) and more of the arguments.
+    pub function: FunctionDelta,
+}
+
+/// The function part of a [`ToolCallDelta`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDelta {
+    /// The function's name (first piece only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// More of the arguments' text.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// The tools a task may call, and its choice among them, once checked: names well formed
+/// and unique, parameters an object, a named choice naming one of them. A task without
+/// tools can only choose `none` (or `auto`, which then means the same).
+pub fn checked_tools(
+    tools: &[Tool],
+    choice: Option<&Value>,
+) -> Result<(Vec<Tool>, ToolChoice), TaskError> {
+    let choice = match choice {
+        Some(value) => ToolChoice::from_json(value)?,
+        None if tools.is_empty() => ToolChoice::None,
+        None => ToolChoice::Auto,
+    };
+    for (i, tool) in tools.iter().enumerate() {
+        let name = &tool.function.name;
+        let well_formed = (1..=MAX_NAME_LEN).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !well_formed {
+            return Err(TaskError::invalid(format!(
+                "`tools[{i}].function.name` must be 1 to {MAX_NAME_LEN} letters, digits, \
+                 underscores or dashes, not {:?}",
+                name
+            )));
+        }
+        if tools[..i].iter().any(|t| t.function.name == *name) {
+            return Err(TaskError::invalid(format!(
+                "`tools[{i}].function.name` repeats the name {name:?}"
+            )));
+        }
+        if let Some(parameters) = &tool.function.parameters {
+            if !parameters.is_object() {
+                return Err(TaskError::invalid(format!(
+                    "`tools[{i}].function.parameters` must be a JSON Schema object, not {}",
+                    short(parameters)
+                )));
+            }
+        }
+    }
+    match &choice {
+        ToolChoice::Required if tools.is_empty() => Err(TaskError::invalid(
+            "`tool_choice` is \"required\" but `tools` is empty",
+        )),
+        ToolChoice::Function(name) if !tools.iter().any(|t| t.function.name == *name) => {
+            Err(TaskError::invalid(format!(
+                "`tool_choice` names the function {name:?}, which is not in `tools`"
+            )))
+        }
+        ToolChoice::Auto if tools.is_empty() => Ok((Vec::new(), ToolChoice::None)),
+        _ => Ok((tools.to_vec(), choice)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn tool(name: &str) -> Tool {
+        serde_json::from_value(json!({"type": "function", "function": {"name": name,
+            "parameters": {"type": "object"}}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn choices_read_as_openai_writes_them() {
+        for value in [json!("none"), json!("auto"), json!("required")] {
+            assert_eq!(ToolChoice::from_json(&value).unwrap().to_json(), value);
+        }
+        let named = json!({"type": "function", "function": {"name": "f"}});
+        assert_eq!(
+            ToolChoice::from_json(&named).unwrap(),
+            ToolChoice::Function("f".into())
+        );
+        let error = ToolChoice::from_json(&json!("sometimes")).unwrap_err();
+        assert!(error.message.contains("\"sometimes\""), "{}", error.message);
+    }
+
+    #[test]
+    fn defaults_follow_openai() {
+        assert_eq!(checked_tools(&[], None).unwrap().1, ToolChoice::None);
+        assert_eq!(
+            checked_tools(&[tool("f")], None).unwrap().1,
+            ToolChoice::Auto
+        );
+    }
+
+    #[test]
+    fn bad_tools_are_refused_by_path() {
+        let message = |tools: &[Tool], choice: Option<Value>| {
+            checked_tools(tools, choice.as_ref()).unwrap_err().message
+        };
+        assert!(message(&[tool("a b")], None).contains("`tools[0].function.name`"));
+        assert!(message(&[tool("f"), tool("f")], None).contains("`tools[1].function.name`"));
+        assert!(message(&[], Some(json!("required"))).contains("`tools` is empty"));
+        let other = json!({"type": "function", "function": {"name": "g"}});
+        assert!(message(&[tool("f")], Some(other)).contains("\"g\""));
+        let mut odd = tool("f");
+        odd.function.parameters = Some(json!("object"));
+        assert!(message(&[odd], None).contains("`tools[0].function.parameters`"));
+    }
+
+    #[test]
+    fn a_call_id_is_fresh() {
+        let a = ToolCall::new("f".into(), "{}".into());
+        let b = ToolCall::new("f".into(), "{}".into());
+        assert!(a.id.starts_with("call_"));
+        assert_ne!(a.id, b.id);
+    }
+}

@@ -1,0 +1,70 @@
+"""Agent frameworks from PyPI against the real gateway and worker: langchain-openai's
+`bind_tools` with a forced call and a full tool round trip (call, run the tool, send the
+result back, get an answer), and instructor's default mode (TOOLS: the answer's shape as a
+forced function call). They run in their own virtualenv (tests/python/agents/requirements.txt)
+because they resolve to an older `openai` SDK than the other tests pin.
+
+The default model is a base model: it follows no instructions, so every call is forced with
+`tool_choice` (a grammar then guarantees a call that fits the schema)."""
+
+import json
+
+import instructor
+import pytest
+from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
+from openai import OpenAI
+from pydantic import BaseModel, Field
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return f"Sunny and 21 degrees in {city}."
+
+
+def test_langchain_bind_tools_forces_a_call_and_a_round_trip_gets_an_answer(stack):
+    model = ChatOpenAI(base_url=stack.gateway.base_url, api_key="unused", model="m", max_tokens=60, max_retries=0)
+    with_tools = model.bind_tools([get_weather], tool_choice="get_weather")
+    question = HumanMessage("What is the weather in Paris?")
+    asked = with_tools.invoke([question])
+    [call] = asked.tool_calls
+    assert call["name"] == "get_weather"
+    assert isinstance(call["args"].get("city"), str), call
+    assert call["id"].startswith("call_")
+    assert asked.response_metadata["finish_reason"] == "tool_calls"
+    result = get_weather.invoke(call)
+    assert isinstance(result, ToolMessage) and result.tool_call_id == call["id"]
+    answer = model.bind(max_tokens=12).invoke([question, asked, result])
+    assert answer.tool_calls == []
+    assert answer.content
+    assert answer.response_metadata["finish_reason"] in ("stop", "length")
+
+
+def test_langchain_streams_a_forced_call_and_rebuilds_it_from_the_chunks(stack):
+    model = ChatOpenAI(base_url=stack.gateway.base_url, api_key="unused", model="m", max_tokens=60, max_retries=0)
+    with_tools = model.bind_tools([get_weather], tool_choice="get_weather")
+    merged = None
+    for chunk in with_tools.stream("What is the weather in Rome?"):
+        merged = chunk if merged is None else merged + chunk
+    [call] = merged.tool_calls
+    assert call["name"] == "get_weather"
+    assert isinstance(call["args"].get("city"), str), merged.tool_call_chunks
+
+
+class City(BaseModel):
+    name: str = Field(max_length=24)
+    country: str = Field(max_length=24)
+    population: int = Field(ge=0)
+
+
+def test_instructors_default_mode_returns_the_model_it_asked_for(stack):
+    client = instructor.from_openai(OpenAI(base_url=stack.gateway.base_url, api_key="unused", max_retries=0))
+    assert client.mode == instructor.Mode.TOOLS
+    city = client.chat.completions.create(
+        model="m", response_model=City, max_tokens=120, max_retries=0,
+        messages=[{"role": "user", "content": "Tell me about Paris."}],
+    )
+    assert isinstance(city, City)
+    assert json.loads(city.model_dump_json())["population"] >= 0

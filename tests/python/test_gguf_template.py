@@ -1,0 +1,67 @@
+"""A model whose GGUF carries its own chat template: a copy of the default model with the
+ChatML template of data/chatml-tools.jinja written into its metadata by the `gguf` package
+(llama.cpp's own Python library). The worker must render with that template, not the one warren
+ships for Gemma, and tool calling must work through it: a forced call comes back as
+`tool_calls`, and plain chat is rendered in ChatML."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import MODEL, Names, sdk, start_gateway, start_worker
+
+TEMPLATE = Path(__file__).parent / "data" / "chatml-tools.jinja"
+CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24}}, "required": ["city"],
+        "additionalProperties": False}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": CITY}}]
+
+
+@pytest.fixture(scope="module")
+def chatml(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gguf")
+    model = folder / "gemma-chatml.gguf"
+    subprocess.run(
+        [Path(sys.executable).with_name("gguf-new-metadata"), str(MODEL), str(model),
+         "--chat-template-file", str(TEMPLATE), "--force"],
+        check=True, capture_output=True,
+    )
+    names = Names("gguf_template")
+    worker = start_worker(names, engine__model_path=model)
+    gateway = start_gateway(names)
+    yield type("Stack", (), {"worker": worker, "client": sdk(gateway.base_url)})
+    gateway.stop()
+    worker.stop()
+    names.delete()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_worker_renders_with_the_ggufs_own_template(chatml):
+    assert "chat_template=gguf" in chatml.worker.log()
+    plain = chatml.client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Hello"}], max_tokens=4,
+    )
+    with_system = chatml.client.chat.completions.create(
+        model="m", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
+        max_tokens=4,
+    )
+    # ChatML gives the system message a turn of its own; Gemma's template would have joined it
+    # into the user's turn. Either way the answer exists; the prompt sizes tell them apart.
+    assert with_system.usage.prompt_tokens > plain.usage.prompt_tokens
+    assert plain.choices[0].message.content is not None
+
+
+def test_a_forced_call_works_through_the_ggufs_template(chatml):
+    completion = chatml.client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Weather in Oslo?"}], tools=TOOLS,
+        tool_choice="required", parallel_tool_calls=False, max_tokens=60,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), CITY)

@@ -1,0 +1,187 @@
+"""Tool calling on the real model, through the official OpenAI SDK and over AMQP with pika:
+a forced call (`required` or a named function) comes back as `tool_calls` whose arguments
+validate against the tool's schema, non-streamed and streamed (the SDK's own accumulator
+rebuilds the call); a conversation holding an assistant's calls and the tools' results is
+answered; `auto` leaves the choice to the model; bad tools get a 400 (or an error reply and a
+dead letter) that names what is wrong, and the worker keeps serving.
+
+The default model is a base model: it does not decide to call tools, so these tests force
+the call (a grammar then guarantees it) and pass explicit token limits."""
+
+import json
+
+import jsonschema
+import openai
+import pytest
+
+WEATHER = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 24},
+        "unit": {"enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+                                      "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "get_time", "description": "The time in a city.",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24}},
+                                                     "required": ["city"], "additionalProperties": False}}},
+]
+SCHEMAS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS}
+QUESTION = [{"role": "user", "content": "What is the weather in Paris, in celsius?"}]
+WEATHER_CHOICE = {"type": "function", "function": {"name": "get_weather"}}
+
+
+def check_call(call, name=None):
+    assert call.type == "function"
+    assert call.id.startswith("call_"), call.id
+    assert name is None or call.function.name == name, call
+    jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+
+
+@pytest.mark.parametrize("choice", ["required", WEATHER_CHOICE], ids=["required", "named"])
+def test_a_forced_call_comes_back_as_tool_calls_with_arguments_that_fit_the_schema(client, choice):
+    completion = client.chat.completions.create(
+        model="m", messages=QUESTION, tools=TOOLS, tool_choice=choice, parallel_tool_calls=False, max_tokens=100,
+    )
+    choice_ = completion.choices[0]
+    assert choice_.finish_reason == "tool_calls", choice_
+    assert len(choice_.message.tool_calls) == 1
+    check_call(choice_.message.tool_calls[0], "get_weather" if choice != "required" else None)
+    assert choice_.message.content is None
+
+
+def test_a_named_function_is_called_once_even_when_parallel_calls_are_allowed(client):
+    completion = client.chat.completions.create(
+        model="m", messages=QUESTION, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_time"}},
+        max_tokens=100,
+    )
+    assert completion.choices[0].finish_reason == "tool_calls"
+    [call] = completion.choices[0].message.tool_calls
+    check_call(call, "get_time")
+
+
+def test_a_streamed_call_is_rebuilt_by_the_sdks_accumulator(client):
+    with client.chat.completions.stream(
+        model="m", messages=QUESTION, tools=TOOLS, tool_choice=WEATHER_CHOICE, max_tokens=100,
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_completion()
+    assert "tool_calls.function.arguments.delta" in kinds
+    assert "tool_calls.function.arguments.done" in kinds
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls
+    check_call(call, "get_weather")
+
+
+def test_a_strict_pydantic_tool_is_parsed_by_the_sdk(client):
+    from pydantic import BaseModel
+
+    class GetTime(BaseModel):
+        city: str
+
+    completion = client.chat.completions.parse(
+        model="m", messages=[{"role": "user", "content": "What time is it in Tokyo?"}],
+        tools=[openai.pydantic_function_tool(GetTime)], tool_choice="required", parallel_tool_calls=False,
+        max_tokens=100,
+    )
+    [call] = completion.choices[0].message.tool_calls
+    assert call.function.name == "GetTime"
+    assert isinstance(call.function.parsed_arguments, GetTime)
+
+
+def test_a_conversation_with_calls_and_results_is_answered(client):
+    history = QUESTION + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 degrees."},
+    ]
+    completion = client.chat.completions.create(
+        model="m", messages=history, tools=TOOLS, tool_choice="none", max_tokens=12,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason in ("stop", "length")
+    assert choice.message.tool_calls is None
+    assert choice.message.content
+    # The results were read: the prompt holds them (more tokens than without).
+    without = client.chat.completions.create(model="m", messages=QUESTION, tools=TOOLS, tool_choice="none", max_tokens=1)
+    assert completion.usage.prompt_tokens > without.usage.prompt_tokens + 20
+
+
+def test_with_auto_the_model_decides_and_the_reply_says_which_it_did(client):
+    completion = client.chat.completions.create(
+        model="m", messages=QUESTION, tools=TOOLS, tool_choice="auto", max_tokens=40,
+    )
+    choice = completion.choices[0]
+    if choice.message.tool_calls:
+        assert choice.finish_reason == "tool_calls"
+        for call in choice.message.tool_calls:
+            check_call(call)
+    else:
+        assert choice.finish_reason in ("stop", "length")
+        assert choice.message.content
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"tool_choice": {"type": "function", "function": {"name": "missing"}}}, '"missing"'),
+        ({"tool_choice": "sometimes"}, "tool_choice"),
+        ({"tools": [{"type": "function", "function": {"name": "has space"}}]}, "tools[0].function.name"),
+        ({"tools": TOOLS + TOOLS[:1]}, "tools[2].function.name"),
+        ({"messages": QUESTION + [{"role": "tool", "content": "x"}]}, "tool_call_id"),
+        ({"response_format": {"type": "json_object"}}, "json_schema"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"$ref": "#/definitions/nowhere"}}}]},
+         "cannot resolve $ref"),
+    ],
+)
+def test_bad_tool_requests_are_a_400_naming_the_problem(client, change, says):
+    request = {"model": "m", "messages": QUESTION, "tools": TOOLS, "tool_choice": "required", "max_tokens": 20, **change}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**request)
+    assert says in caught.value.body["message"], caught.value.body
+    fine = client.chat.completions.create(model="m", messages=QUESTION, max_tokens=2)
+    assert fine.choices[0].message.content is not None
+
+
+def test_tools_on_text_completions_are_refused(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="m", prompt="x", max_tokens=2, extra_body={"tools": TOOLS})
+    assert caught.value.body["param"] == "tools"
+
+
+def test_over_amqp_a_forced_call_is_in_the_reply_and_streamed_in_chunks(amqp):
+    task = {"messages": QUESTION, "tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False,
+            "max_tokens": 100}
+    plain = amqp.send(task)
+    streamed = amqp.send({**task, "stream": True})
+    reply = amqp.reply(plain)
+    assert reply["status"] == "ok" and reply["finish_reason"] == "tool_calls", reply
+    [call] = reply["tool_calls"]
+    assert call["id"].startswith("call_") and call["type"] == "function"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), SCHEMAS[call["function"]["name"]])
+    final = amqp.reply(streamed)
+    chunks = amqp.chunks[streamed]
+    assert final["finish_reason"] == "tool_calls"
+    pieces = [piece for chunk in chunks for piece in chunk.get("tool_calls", [])]
+    assert pieces[0]["id"] == final["tool_calls"][0]["id"]
+    assert pieces[0]["function"]["name"] == final["tool_calls"][0]["function"]["name"]
+    assert "".join(p["function"]["arguments"] for p in pieces) == final["tool_calls"][0]["function"]["arguments"]
+
+
+def test_over_amqp_a_bad_tool_schema_is_an_error_reply_with_llama_cpps_reason_and_a_dead_letter(amqp):
+    bad = {"type": "function", "function": {"name": "f", "parameters": {"type": "string", "pattern": "^(unbalanced$"}}}
+    task_id = amqp.send({"messages": QUESTION, "tools": [bad], "tool_choice": "required", "max_tokens": 10})
+    reply = amqp.reply(task_id)
+    assert reply["status"] == "error" and reply["error"]["code"] == "invalid_request", reply
+    assert "unbalanced" in reply["error"]["message"], reply["error"]
+    headers, body = amqp.dead_letter(task_id)
+    assert headers["x-warren-error-code"] == "invalid_request"
+    assert body["tools"] == [bad]
+    fine = amqp.reply(amqp.send({"prompt": "Hello", "max_tokens": 2}))
+    assert fine["status"] == "ok"
