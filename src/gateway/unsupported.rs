@@ -40,7 +40,7 @@ pub fn check(endpoint: Endpoint, rest: &Map<String, Value>) -> Result<(), ApiErr
         {
             continue;
         }
-        return Err(refused(endpoint, field));
+        return Err(refused(field));
     }
     Ok(())
 }
@@ -57,8 +57,12 @@ pub fn check_message(path: &str, rest: &Map<String, Value>) -> Result<(), ApiErr
             || (field == "tool_calls" && value.as_array().is_some_and(Vec::is_empty));
         if !harmless {
             let why = match field.as_str() {
-                "tool_calls" | "tool_call_id" | "function_call" => {
-                    "tool calling is served on /v1/chat/completions only, not yet here"
+                "tool_calls" | "tool_call_id" => {
+                    "on the Responses API, calls and their results are `function_call` and \
+                     `function_call_output` items"
+                }
+                "function_call" => {
+                    "the deprecated functions API is not supported: use `tool_calls`"
                 }
                 _ => "it is not a field this endpoint reads in a message",
             };
@@ -84,20 +88,17 @@ fn harmless(endpoint: Endpoint, field: &str, value: &Value) -> bool {
         (Endpoint::Completion, "best_of") => value.as_u64() == Some(1),
         (Endpoint::Responses, "store") => value.is_boolean(),
         (Endpoint::Responses, "truncation") => value == "disabled",
-        (Endpoint::Responses, "stream") => *value == Value::Bool(false),
         _ => false,
     }
 }
 
 /// The 400 for a field this gateway does not serve, saying what it does instead where that
 /// helps.
-fn refused(endpoint: Endpoint, field: &str) -> ApiError {
+fn refused(field: &str) -> ApiError {
     let why = match field {
-        "tools" | "tool_choice" | "functions" | "function_call" => {
-            "tool calling is served on /v1/chat/completions only, not yet here"
-        }
-        "stream" if endpoint == Endpoint::Responses => {
-            "streaming responses is not supported yet: use `background: true` and retrieve it"
+        "tools" | "tool_choice" => "this endpoint takes no tools",
+        "functions" | "function_call" => {
+            "the deprecated functions API is not supported: use `tools` and `tool_choice`"
         }
         "previous_response_id" | "conversation" => {
             "conversation state is not kept yet: send the whole conversation in `input`"
@@ -138,7 +139,7 @@ mod tests {
         assert!(check(Endpoint::Chat, &passing).is_ok());
         let completion = rest(json!({"echo": false, "best_of": 1, "suffix": null}));
         assert!(check(Endpoint::Completion, &completion).is_ok());
-        let responses = rest(json!({"store": true, "truncation": "disabled", "stream": false}));
+        let responses = rest(json!({"store": true, "truncation": "disabled"}));
         assert!(check(Endpoint::Responses, &responses).is_ok());
     }
 
@@ -150,9 +151,7 @@ mod tests {
         let calls = rest(json!({"tool_calls": [{"id": "call_1"}]}));
         let error = check_message("messages[2]", &calls).expect_err("tool calls");
         assert_eq!(error.param.as_deref(), Some("messages[2].tool_calls"));
-        assert!(error
-            .message
-            .contains("tool calling is served on /v1/chat/completions only, not yet here"));
+        assert!(error.message.contains("`function_call_output` items"));
         let odd = rest(json!({"weight": 2}));
         assert!(check_message("input[0]", &odd).is_err());
     }
@@ -184,7 +183,6 @@ mod tests {
             (Endpoint::Chat, json!({"temprature": 0.2}), "temprature"),
             (Endpoint::Completion, json!({"echo": true}), "echo"),
             (Endpoint::Completion, json!({"suffix": "x"}), "suffix"),
-            (Endpoint::Responses, json!({"stream": true}), "stream"),
             (
                 Endpoint::Responses,
                 json!({"previous_response_id": "resp_1"}),

@@ -185,3 +185,65 @@ def test_over_amqp_a_bad_tool_schema_is_an_error_reply_with_llama_cpps_reason_an
     assert body["tools"] == [bad]
     fine = amqp.reply(amqp.send({"prompt": "Hello", "max_tokens": 2}))
     assert fine["status"] == "ok"
+
+
+RESPONSE_TOOLS = [{"type": "function", **tool["function"]} for tool in TOOLS]
+
+
+def test_the_responses_api_forces_a_call_and_takes_its_output_back(client):
+    response = client.responses.create(
+        model="m", input="What is the weather in Paris, in celsius?", tools=RESPONSE_TOOLS,
+        tool_choice={"type": "function", "name": "get_weather"}, max_output_tokens=100,
+    )
+    assert response.status == "completed"
+    [call] = [item for item in response.output if item.type == "function_call"]
+    assert call.name == "get_weather" and call.call_id.startswith("call_")
+    jsonschema.validate(json.loads(call.arguments), SCHEMAS["get_weather"])
+    assert response.tool_choice.name == "get_weather"
+    # The next turn sends the call and its output back as input items.
+    follow_up = client.responses.create(
+        model="m", tools=RESPONSE_TOOLS, tool_choice="none", max_output_tokens=8,
+        input=[{"role": "user", "content": "What is the weather in Paris, in celsius?"}, *response.output,
+               {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 degrees."}],
+    )
+    assert follow_up.status in ("completed", "incomplete")
+    assert follow_up.output_text
+    assert follow_up.usage.input_tokens > response.usage.input_tokens
+
+
+def test_an_input_item_type_the_gateway_does_not_serve_is_named(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="m", max_output_tokens=4,
+                                input=[{"type": "reasoning", "id": "rs_1", "summary": []}])
+    assert caught.value.body["param"] == "input[0].type"
+    assert '"reasoning"' in caught.value.body["message"]
+
+
+def test_a_streamed_response_yields_typed_events_in_order(client):
+    stream = client.responses.create(model="m", input="The capital of France is", max_output_tokens=12, stream=True)
+    events = list(stream)
+    kinds = [event.type for event in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    for kind in ("response.output_item.added", "response.content_part.added", "response.output_text.delta",
+                 "response.output_text.done", "response.content_part.done", "response.output_item.done"):
+        assert kind in kinds, kinds
+    text = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    final = events[-1].response
+    assert final.output_text == text
+    [done] = [event for event in events if event.type == "response.output_text.done"]
+    assert done.text == text
+
+
+def test_a_streamed_forced_call_comes_as_function_call_argument_events(client):
+    with client.responses.stream(
+        model="m", input="Weather in Oslo, in celsius?", tools=RESPONSE_TOOLS, max_output_tokens=100,
+        tool_choice={"type": "function", "name": "get_weather"},
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert "response.function_call_arguments.delta" in kinds
+    assert "response.function_call_arguments.done" in kinds
+    [call] = [item for item in final.output if item.type == "function_call"]
+    jsonschema.validate(json.loads(call.arguments), SCHEMAS["get_weather"])

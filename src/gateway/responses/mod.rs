@@ -8,8 +8,10 @@
 //! response and a result that arrives while the gateways are down waits. [`object`] builds the response objects;
 //! [`webhooks`] tells callers when a response ends. Redis down: these endpoints answer 503.
 
+mod input;
 pub mod object;
 pub mod store;
+mod stream;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -180,7 +182,8 @@ async fn recorded(store: &Store, id: &str) -> Result<serde_json::Value, ApiError
     }
 }
 
-/// Without `background`: publish, wait like a chat completion, answer the finished object.
+/// Without `background`: publish, then wait like a chat completion and answer the finished
+/// object, or stream its events.
 async fn wait_for_answer(
     app: &Shared,
     id: &str,
@@ -188,6 +191,27 @@ async fn wait_for_answer(
     request: &ResponseRequest,
     task: &[u8],
 ) -> Result<Response, ApiError> {
+    let (pending, mut guard) = publish(app, id, request, task).await?;
+    let object = object::queued(id, created_at, request);
+    if request.stream {
+        return Ok(stream::respond(object, pending, guard, app.request_timeout));
+    }
+    let reply = tokio::time::timeout(app.request_timeout, pending.reply())
+        .await
+        .map_err(|_| ApiError::timed_out(app.request_timeout))??
+        .reply;
+    guard.disarm();
+    Ok(Json(object::finished(&object, &reply)).into_response())
+}
+
+/// Publishes the task of a response someone waits for: its replies, and the guard that
+/// cancels it if they stop waiting.
+async fn publish(
+    app: &Shared,
+    id: &str,
+    request: &ResponseRequest,
+    task: &[u8],
+) -> Result<(crate::client::Pending, CancelOnDrop), ApiError> {
     let client = app
         .broker_link
         .client()
@@ -197,14 +221,8 @@ async fn wait_for_answer(
         .submit_routed(id, task, routing_key)
         .await
         .map_err(|e| app.models.publish_error(&request.model, e))?;
-    let mut guard = CancelOnDrop::new(app.broker_link.clone(), id, app.metrics.clone());
-    let reply = tokio::time::timeout(app.request_timeout, pending.reply())
-        .await
-        .map_err(|_| ApiError::timed_out(app.request_timeout))??
-        .reply;
-    guard.disarm();
-    let object = object::queued(id, created_at, request);
-    Ok(Json(object::finished(&object, &reply)).into_response())
+    let guard = CancelOnDrop::new(app.broker_link.clone(), id, app.metrics.clone());
+    Ok((pending, guard))
 }
 
 /// `?wait=SECONDS` of a retrieve.

@@ -5,8 +5,8 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::input::{tool_choice_of, tools_of, turns_of, Input};
 use crate::gateway::completions::logprobs;
-use crate::gateway::completions::request::{chat_role, text_of, Content};
 use crate::gateway::errors::ApiError;
 use crate::gateway::format::{TextFormat, TextParam};
 use crate::gateway::unsupported::{self, Endpoint};
@@ -75,22 +75,6 @@ impl Status {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Input {
-    Text(String),
-    Items(Vec<InputItem>),
-}
-
-#[derive(Debug, Deserialize)]
-struct InputItem {
-    role: String,
-    content: Content,
-    /// Every other field ([`unsupported::check_message`]).
-    #[serde(flatten)]
-    rest: Map<String, Value>,
-}
-
-#[derive(Debug, Deserialize)]
 struct RawRequest {
     model: String,
     input: Input,
@@ -107,11 +91,20 @@ struct RawRequest {
     #[serde(default)]
     background: Option<bool>,
     #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
     text: Option<Value>,
     #[serde(default)]
     include: Option<Vec<String>>,
     #[serde(default)]
     top_logprobs: Option<Value>,
+    /// Function tools, in this API's flat shape.
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
     /// Every other field, taken or refused by name ([`unsupported::check`]).
     #[serde(flatten)]
     rest: Map<String, Value>,
@@ -126,6 +119,8 @@ pub struct ResponseRequest {
     pub model: String,
     /// Answer at once and work in the background.
     pub background: bool,
+    /// Answer with typed server-sent events as the text is generated.
+    pub stream: bool,
     /// Up to 16 string pairs, returned as given.
     pub metadata: Map<String, Value>,
     /// `metadata.callback_url`: where this response's webhook goes.
@@ -144,6 +139,13 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
         ApiError::invalid(format!("`{path}` is not valid: {}", e.inner()), Some(path))
     })?;
     unsupported::check(Endpoint::Responses, &raw.rest)?;
+    if raw.stream == Some(true) && raw.background == Some(true) {
+        return Err(ApiError::invalid(
+            "`stream` together with `background` is not supported yet: retrieve the background \
+             response, or stream without `background`",
+            Some("stream".into()),
+        ));
+    }
     let metadata = raw.metadata.unwrap_or_default();
     if metadata.len() > 16 || metadata.values().any(|v| !v.is_string()) {
         return Err(ApiError::invalid(
@@ -159,14 +161,8 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
     if let Some(instructions) = &raw.instructions {
         turns.push(turn(Role::System, instructions.clone()));
     }
-    match raw.input {
-        Input::Text(text) => turns.push(turn(Role::User, text)),
-        Input::Items(items) => {
-            for (index, item) in items.into_iter().enumerate() {
-                turns.push(input_turn(index, item)?);
-            }
-        }
-    }
+    turns_of(raw.input, &mut turns)?;
+    let tools = raw.tools.as_deref().map(tools_of).transpose()?;
     let prompt_chars = turns.iter().map(|t| t.content.len()).sum();
     let format = raw.text.as_ref().and_then(|text| text.get("format"));
     let json_schema = match raw.text.clone() {
@@ -188,6 +184,11 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
         "temperature": raw.temperature,
         "top_p": raw.top_p,
         "top_logprobs": raw.top_logprobs,
+        "tools": raw.tools.clone().unwrap_or_default(),
+        "tool_choice": raw.tool_choice.clone().unwrap_or_else(|| {
+            Value::from(if tools.as_ref().is_some_and(|t| !t.is_empty()) { "auto" } else { "none" })
+        }),
+        "parallel_tool_calls": raw.parallel_tool_calls.unwrap_or(true),
     });
     let logprobs = logprobs::asked_by_response(
         raw.include.as_deref().unwrap_or_default(),
@@ -201,10 +202,15 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
             top_p: raw.top_p,
             json_schema,
             logprobs,
+            tools,
+            tool_choice: raw.tool_choice.as_ref().map(tool_choice_of),
+            parallel_tool_calls: raw.parallel_tool_calls,
+            stream: raw.stream.filter(|s| *s),
             ..TaskBody::default()
         },
         model: raw.model,
         background: raw.background.unwrap_or(false),
+        stream: raw.stream.unwrap_or(false),
         metadata,
         callback_url,
         echo,
@@ -214,21 +220,6 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
 
 fn turn(role: Role, content: String) -> ChatMessage {
     ChatMessage::new(role, content)
-}
-
-fn input_turn(index: usize, item: InputItem) -> Result<ChatMessage, ApiError> {
-    let field = format!("input[{index}]");
-    // Tool results come to the Responses API as `function_call_output` items, not a role.
-    let role = chat_role(&item.role)
-        .filter(|role| *role != Role::Tool)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                format!("`{field}.role` must be system, developer, user or assistant"),
-                Some("input".into()),
-            )
-        })?;
-    unsupported::check_message(&field, &item.rest)?;
-    Ok(turn(role, text_of(item.content, &field)?))
 }
 
 /// The response object of a request just accepted.
@@ -245,9 +236,6 @@ pub fn queued(id: &str, created_at: u64, request: &ResponseRequest) -> Value {
         "error": null,
         "incomplete_details": null,
         "metadata": request.metadata,
-        "parallel_tool_calls": false,
-        "tool_choice": "none",
-        "tools": [],
     });
     if let (Some(object), Some(echo)) = (object.as_object_mut(), request.echo.as_object()) {
         object.extend(echo.clone());
@@ -279,18 +267,40 @@ pub fn outcome(reply: &Reply) -> Status {
 pub fn finished(object: &Value, reply: &Reply) -> Value {
     let status = outcome(reply);
     let mut next = with_status(object, status);
-    if let Some(text) = &reply.text {
-        let id = object["id"].as_str().unwrap_or_default();
-        next["output"] = json!([{
+    let calls = reply.tool_calls.as_deref().unwrap_or_default();
+    let id = object["id"].as_str().unwrap_or_default();
+    let suffix = id.trim_start_matches("resp_");
+    let mut output = Vec::new();
+    // A reply that only calls tools has no message, as OpenAI's.
+    if let Some(text) = reply
+        .text
+        .as_ref()
+        .filter(|t| calls.is_empty() || !t.is_empty())
+    {
+        let mut content = json!({"type": "output_text", "text": text, "annotations": []});
+        if let Some(tokens) = &reply.logprobs {
+            content["logprobs"] = logprobs::entries(tokens);
+        }
+        output.push(json!({
             "type": "message",
-            "id": format!("msg_{}", id.trim_start_matches("resp_")),
+            "id": format!("msg_{suffix}"),
             "status": "completed",
             "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}],
-        }]);
-        if let Some(tokens) = &reply.logprobs {
-            next["output"][0]["content"][0]["logprobs"] = logprobs::entries(tokens);
-        }
+            "content": [content],
+        }));
+    }
+    for (index, call) in calls.iter().enumerate() {
+        output.push(json!({
+            "type": "function_call",
+            "id": format!("fc_{suffix}_{index}"),
+            "call_id": call.id,
+            "name": call.function.name,
+            "arguments": call.function.arguments,
+            "status": "completed",
+        }));
+    }
+    if reply.text.is_some() || !calls.is_empty() {
+        next["output"] = Value::Array(output);
     }
     if let Some(usage) = reply.usage {
         next["usage"] = json!({

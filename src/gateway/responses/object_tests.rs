@@ -137,3 +137,78 @@ fn logprobs_asked_by_include_come_back_in_the_output_text() {
     );
     assert!(without["output"][0]["content"][0].get("logprobs").is_none());
 }
+
+#[test]
+fn function_tools_calls_and_their_outputs_become_the_chat_shapes() {
+    let body = json!({
+        "model": "m",
+        "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "parallel_tool_calls": false,
+        "input": [
+            {"role": "user", "content": "Weather?"},
+            {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+             "content": [{"type": "output_text", "text": "Let me look."}]},
+            {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather",
+             "arguments": "{}", "status": "completed"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}]
+    });
+    let request = parse_request(body.to_string().as_bytes()).unwrap();
+    let task = &request.task;
+    assert_eq!(task.tools.as_ref().unwrap()[0].function.name, "get_weather");
+    assert_eq!(
+        task.tool_choice,
+        Some(json!({"type": "function", "function": {"name": "get_weather"}}))
+    );
+    assert_eq!(task.parallel_tool_calls, Some(false));
+    let turns = task.messages.as_ref().unwrap();
+    assert_eq!(turns.len(), 3);
+    assert_eq!(turns[1].content, "Let me look.");
+    assert_eq!(turns[1].tool_calls[0].id, "call_1");
+    assert_eq!(turns[2].role, Role::Tool);
+    assert_eq!(turns[2].tool_call_id.as_deref(), Some("call_1"));
+    let object = queued("resp_1", 5, &request);
+    assert_eq!(object["tools"][0]["name"], "get_weather");
+    assert_eq!(object["parallel_tool_calls"], false);
+
+    let mut called = reply(ReplyStatus::Ok, Some(FinishReason::ToolCalls), None);
+    called.text = Some(String::new());
+    called.tool_calls = Some(vec![crate::protocol::ToolCall::new(
+        "get_weather".into(),
+        "{\"city\": \"Paris\"}".into(),
+    )]);
+    let done = finished(&object, &called);
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["output"].as_array().map(Vec::len), Some(1));
+    assert_eq!(done["output"][0]["type"], "function_call");
+    assert_eq!(done["output"][0]["name"], "get_weather");
+    assert!(done["output"][0]["call_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("call_"));
+}
+
+#[test]
+fn other_item_and_tool_types_are_refused_by_name() {
+    for (body, says) in [
+        (
+            json!({"model": "m", "input": [{"type": "reasoning", "summary": []}]}),
+            "\"reasoning\"",
+        ),
+        (
+            json!({"model": "m", "input": [{"type": "banana"}]}),
+            "not an input item type",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}),
+            "\"web_search\"",
+        ),
+        (
+            json!({"model": "m", "input": [{"type": "function_call_output", "output": "x"}]}),
+            "call_id",
+        ),
+    ] {
+        let err = parse_request(body.to_string().as_bytes()).unwrap_err();
+        assert!(err.message.contains(says), "{body}: {}", err.message);
+    }
+}

@@ -68,3 +68,48 @@ def test_instructors_default_mode_returns_the_model_it_asked_for(stack):
     )
     assert isinstance(city, City)
     assert json.loads(city.model_dump_json())["population"] >= 0
+
+
+def test_an_openai_agents_function_tool_runs_through_the_responses_api(stack):
+    import asyncio
+
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)
+    asked = []
+
+    @function_tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        asked.append(city)
+        return f"Sunny in {city}."
+
+    client = AsyncOpenAI(base_url=stack.gateway.base_url, api_key="unused", max_retries=0)
+    agent = Agent(
+        name="forecaster", instructions="Answer with the weather.", tools=[weather],
+        model=OpenAIResponsesModel(model="m", openai_client=client),
+        model_settings=ModelSettings(tool_choice="weather", max_tokens=60),
+        # The tool's result is the answer: a base model would not end a second turn by itself
+        # (the Responses API has no stop strings), and the SDK fails an incomplete response.
+        tool_use_behavior="stop_on_first_tool",
+    )
+
+    async def run(streamed):
+        if not streamed:
+            return await Runner.run(agent, "What is the weather in Lisbon?", max_turns=3)
+        result = Runner.run_streamed(agent, "What is the weather in Lisbon?", max_turns=3)
+        kinds = [event.type async for event in result.stream_events()]
+        assert "raw_response_event" in kinds
+        return result
+
+    async def both():
+        return [await run(False), await run(True)]
+
+    for result in asyncio.run(both()):
+        calls = [item for item in result.new_items if item.type == "tool_call_item"]
+        outputs = [item for item in result.new_items if item.type == "tool_call_output_item"]
+        assert len(calls) == 1 and len(outputs) == 1, result.new_items
+        assert outputs[0].output.startswith("Sunny in ")
+        assert result.final_output == outputs[0].output
+    assert len(asked) == 2

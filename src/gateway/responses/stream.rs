@@ -1,0 +1,345 @@
+//! Streaming a response (`stream: true`) as OpenAI's typed server-sent events, each with its
+//! `type` and a `sequence_number` from 0: `response.created`, `response.in_progress`, then
+//! per output item `response.output_item.added`, its pieces (`response.content_part.added`,
+//! `response.output_text.delta`/`.done`, `response.content_part.done` for the message;
+//! `response.function_call_arguments.delta`/`.done` for a call) and
+//! `response.output_item.done`, and last `response.completed` (or `response.incomplete`,
+//! `response.failed`; an `error` event when no reply comes). The items' ids are the ones the
+//! final response object gives them ([`object::finished`]).
+//!
+//! [`Events`] is the pure part: what events a piece of the answer makes. The relay feeds it
+//! the first attempt's AMQP chunks and the final reply.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use serde_json::{json, Value};
+
+use super::object::{self, Status};
+use crate::client::{Incoming, Pending};
+use crate::gateway::broker_link::CancelOnDrop;
+use crate::gateway::errors::ApiError;
+use crate::protocol::{Chunk, Reply, ReplyStatus, ToolCallDelta};
+
+/// The events of one streamed response, built piece by piece.
+pub(super) struct Events {
+    /// The response object as created (status and output filled in as it goes).
+    object: Value,
+    /// `resp_…` without its prefix: the items' ids are made from it.
+    suffix: String,
+    sequence: u64,
+    /// The open message item: its output index and its text so far.
+    message: Option<(usize, String)>,
+    /// The message's output index once it was opened (closed or not).
+    message_index: Option<usize>,
+    /// Calls opened: output index, call id, name, arguments so far.
+    calls: Vec<OpenCall>,
+    items: usize,
+}
+
+struct OpenCall {
+    output_index: usize,
+    call_id: String,
+    name: String,
+    arguments: String,
+}
+
+impl Events {
+    /// The events of a response whose created object is `object`.
+    pub(super) fn new(object: Value) -> Events {
+        let suffix = object["id"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("resp_")
+            .to_owned();
+        Events {
+            object,
+            suffix,
+            sequence: 0,
+            message: None,
+            message_index: None,
+            calls: Vec::new(),
+            items: 0,
+        }
+    }
+
+    fn event(&mut self, kind: &str, mut body: Value) -> Value {
+        body["type"] = json!(kind);
+        body["sequence_number"] = json!(self.sequence);
+        self.sequence += 1;
+        body
+    }
+
+    /// `response.created` and `response.in_progress`.
+    pub(super) fn opening(&mut self) -> Vec<Value> {
+        let progress = object::with_status(&self.object, Status::InProgress);
+        vec![
+            self.event("response.created", json!({"response": progress})),
+            self.event("response.in_progress", json!({"response": progress})),
+        ]
+    }
+
+    fn message_id(&self) -> String {
+        format!("msg_{}", self.suffix)
+    }
+
+    /// Opens the message item, unless it is open.
+    fn open_message(&mut self) -> Vec<Value> {
+        let mut events = Vec::new();
+        if self.message.is_none() {
+            let index = self.items;
+            self.items += 1;
+            self.message = Some((index, String::new()));
+            self.message_index = Some(index);
+            let item = json!({"type": "message", "id": self.message_id(), "status": "in_progress",
+                              "role": "assistant", "content": []});
+            let added = json!({"output_index": index, "item": item});
+            events.push(self.event("response.output_item.added", added));
+            let part = json!({"item_id": self.message_id(), "output_index": index, "content_index": 0,
+                              "part": {"type": "output_text", "text": "", "annotations": []}});
+            events.push(self.event("response.content_part.added", part));
+        }
+        events
+    }
+
+    /// New text of the message (opened on its first text).
+    pub(super) fn text(&mut self, delta: &str) -> Vec<Value> {
+        if delta.is_empty() {
+            return Vec::new();
+        }
+        let mut events = self.open_message();
+        let Some((index, text)) = &mut self.message else {
+            return events;
+        };
+        text.push_str(delta);
+        let index = *index;
+        let body = json!({"item_id": self.message_id(), "output_index": index, "content_index": 0,
+                          "delta": delta, "logprobs": []});
+        events.push(self.event("response.output_text.delta", body));
+        events
+    }
+
+    /// Closes the open message, if any.
+    fn close_message(&mut self) -> Vec<Value> {
+        let Some((index, text)) = self.message.take() else {
+            return Vec::new();
+        };
+        let id = self.message_id();
+        let part = json!({"type": "output_text", "text": text, "annotations": []});
+        let item = json!({"type": "message", "id": id, "status": "completed", "role": "assistant",
+                          "content": [part]});
+        vec![
+            self.event(
+                "response.output_text.done",
+                json!({"item_id": id, "output_index": index,
+                "content_index": 0, "text": text, "logprobs": []}),
+            ),
+            self.event(
+                "response.content_part.done",
+                json!({"item_id": id, "output_index": index,
+                "content_index": 0, "part": part}),
+            ),
+            self.event(
+                "response.output_item.done",
+                json!({"output_index": index, "item": item}),
+            ),
+        ]
+    }
+
+    fn call_item(&self, call: usize, status: &str) -> Value {
+        let open = &self.calls[call];
+        json!({"type": "function_call", "id": format!("fc_{}_{call}", self.suffix),
+               "call_id": open.call_id, "name": open.name, "arguments": open.arguments,
+               "status": status})
+    }
+
+    /// Pieces of tool calls: a call's first piece opens its item (closing the message).
+    pub(super) fn calls(&mut self, pieces: &[ToolCallDelta]) -> Vec<Value> {
+        let mut events = Vec::new();
+        for piece in pieces {
+            let call = piece.index as usize;
+            if call == self.calls.len() {
+                events.extend(self.close_message());
+                let output_index = self.items;
+                self.items += 1;
+                self.calls.push(OpenCall {
+                    output_index,
+                    call_id: piece.id.clone().unwrap_or_default(),
+                    name: piece.function.name.clone().unwrap_or_default(),
+                    arguments: String::new(),
+                });
+                let added = json!({"output_index": output_index, "item": self.call_item(call, "in_progress")});
+                events.push(self.event("response.output_item.added", added));
+            }
+            let Some(open) = self.calls.get_mut(call) else {
+                continue;
+            };
+            if piece.function.arguments.is_empty() {
+                continue;
+            }
+            open.arguments.push_str(&piece.function.arguments);
+            let body = json!({"item_id": format!("fc_{}_{call}", self.suffix),
+                              "output_index": open.output_index, "delta": piece.function.arguments});
+            events.push(self.event("response.function_call_arguments.delta", body));
+        }
+        events
+    }
+
+    /// The final reply: what it adds, every open item closed, and the final event.
+    pub(super) fn finish(&mut self, reply: &Reply) -> Vec<Value> {
+        let finished = object::finished(&self.object, reply);
+        if reply.status == ReplyStatus::Error {
+            return vec![self.event("response.failed", json!({"response": finished}))];
+        }
+        let text = reply.text.as_deref().unwrap_or_default();
+        let calls = reply.tool_calls.as_deref().unwrap_or_default();
+        let sent = self.message.as_ref().map_or("", |(_, text)| text.as_str());
+        let Some(rest) = text.strip_prefix(sent).map(str::to_owned) else {
+            let changed = ApiError::internal(
+                "the task was retried after a failure and its text changed; send the request again",
+            );
+            return vec![self.error(&changed)];
+        };
+        let mut events = self.text(&rest);
+        // A reply with neither text nor calls still has its (empty) message, as the object.
+        if calls.is_empty() && self.message_index.is_none() {
+            events.extend(self.open_message());
+        }
+        events.extend(self.close_message());
+        for (index, call) in calls.iter().enumerate() {
+            if index >= self.calls.len() {
+                let piece = ToolCallDelta {
+                    index: index as u32,
+                    id: Some(call.id.clone()),
+                    kind: None,
+                    function: crate::protocol::FunctionDelta {
+                        name: Some(call.function.name.clone()),
+                        arguments: call.function.arguments.clone(),
+                    },
+                };
+                events.extend(self.calls(&[piece]));
+            }
+        }
+        for index in 0..self.calls.len() {
+            let open = &self.calls[index];
+            let body = json!({"item_id": format!("fc_{}_{index}", self.suffix),
+                              "output_index": open.output_index, "name": open.name,
+                              "arguments": open.arguments});
+            let output_index = open.output_index;
+            events.push(self.event("response.function_call_arguments.done", body));
+            let item = self.call_item(index, "completed");
+            events.push(self.event(
+                "response.output_item.done",
+                json!({"output_index": output_index, "item": item}),
+            ));
+        }
+        let kind = match object::outcome(reply) {
+            Status::Incomplete => "response.incomplete",
+            _ => "response.completed",
+        };
+        events.push(self.event(kind, json!({"response": finished})));
+        events
+    }
+
+    /// The `error` event that ends a stream without a reply.
+    pub(super) fn error(&mut self, error: &ApiError) -> Value {
+        let body = error.body();
+        let inner = &body["error"];
+        self.event(
+            "error",
+            json!({"code": inner["code"], "message": inner["message"], "param": inner["param"]}),
+        )
+    }
+}
+
+/// What the relay holds between events.
+struct Relay {
+    events: Events,
+    queue: VecDeque<Value>,
+    pending: Pending,
+    guard: CancelOnDrop,
+    deadline: Instant,
+    timeout: std::time::Duration,
+    attempt: Option<u32>,
+    done: bool,
+}
+
+/// The streaming answer to a response request whose task was published.
+pub(super) fn respond(
+    object: Value,
+    pending: Pending,
+    guard: CancelOnDrop,
+    timeout: std::time::Duration,
+) -> Response {
+    let mut events = Events::new(object);
+    let queue = events.opening().into();
+    let relay = Relay {
+        events,
+        queue,
+        pending,
+        guard,
+        deadline: Instant::now() + timeout,
+        timeout,
+        attempt: None,
+        done: false,
+    };
+    let events = stream::unfold(relay, |mut relay| async move {
+        let event = next(&mut relay).await?;
+        let kind = event["type"].as_str().unwrap_or("message").to_owned();
+        let sse = Event::default().event(kind).data(event.to_string());
+        Some((Ok::<_, Infallible>(sse), relay))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+async fn next(relay: &mut Relay) -> Option<Value> {
+    loop {
+        if let Some(event) = relay.queue.pop_front() {
+            return Some(event);
+        }
+        if relay.done {
+            return None;
+        }
+        let incoming = tokio::time::timeout_at(relay.deadline.into(), relay.pending.next()).await;
+        let events = match incoming {
+            Err(_) => relay.end_with(&ApiError::timed_out(relay.timeout)),
+            Ok(None) => relay.end_with(&ApiError::unavailable(
+                "the connection to RabbitMQ was lost",
+            )),
+            Ok(Some(Incoming::Chunk(chunk))) => relay.chunk(&chunk),
+            Ok(Some(Incoming::Reply { reply, .. })) => {
+                relay.done = true;
+                relay.guard.disarm();
+                relay.events.finish(&reply)
+            }
+            Ok(Some(Incoming::Started)) => Vec::new(),
+        };
+        relay.queue.extend(events);
+    }
+}
+
+impl Relay {
+    /// The events of the first attempt's chunks (a retried attempt's are dropped: what was
+    /// sent cannot be taken back; the final reply completes it).
+    fn chunk(&mut self, chunk: &Chunk) -> Vec<Value> {
+        if *self.attempt.get_or_insert(chunk.attempt) != chunk.attempt {
+            return Vec::new();
+        }
+        let mut events = self.events.text(&chunk.delta);
+        if let Some(pieces) = &chunk.tool_calls {
+            events.extend(self.events.calls(pieces));
+        }
+        events
+    }
+
+    fn end_with(&mut self, error: &ApiError) -> Vec<Value> {
+        self.done = true;
+        vec![self.events.error(error)]
+    }
+}
