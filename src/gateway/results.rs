@@ -202,6 +202,7 @@ async fn finish(
                 status,
                 object: object::finished(&bare, reply),
                 meta: Meta::default(),
+                input: Vec::new(),
             };
             store.create(id, &record).await?;
             webhooks.notify(store, id, status, None);

@@ -86,7 +86,6 @@ fn harmless(endpoint: Endpoint, field: &str, value: &Value) -> bool {
         (Endpoint::Chat, "store") => *value == Value::Bool(false),
         (Endpoint::Completion, "echo") => *value == Value::Bool(false),
         (Endpoint::Completion, "best_of") => value.as_u64() == Some(1),
-        (Endpoint::Responses, "store") => value.is_boolean(),
         (Endpoint::Responses, "truncation") => value == "disabled",
         _ => false,
     }
@@ -100,8 +99,8 @@ fn refused(field: &str) -> ApiError {
         "functions" | "function_call" => {
             "the deprecated functions API is not supported: use `tools` and `tool_choice`"
         }
-        "previous_response_id" | "conversation" => {
-            "conversation state is not kept yet: send the whole conversation in `input`"
+        "conversation" => {
+            "conversations are not kept: continue a stored response with `previous_response_id`, or send the whole conversation in `input`"
         }
         "store" => "this gateway does not store chat completions (`store: false` is accepted)",
         "echo" | "best_of" => "only the defaults (`echo: false`, `best_of: 1`) are supported",
@@ -139,7 +138,7 @@ mod tests {
         assert!(check(Endpoint::Chat, &passing).is_ok());
         let completion = rest(json!({"echo": false, "best_of": 1, "suffix": null}));
         assert!(check(Endpoint::Completion, &completion).is_ok());
-        let responses = rest(json!({"store": true, "truncation": "disabled"}));
+        let responses = rest(json!({"truncation": "disabled"}));
         assert!(check(Endpoint::Responses, &responses).is_ok());
     }
 
@@ -185,8 +184,8 @@ mod tests {
             (Endpoint::Completion, json!({"suffix": "x"}), "suffix"),
             (
                 Endpoint::Responses,
-                json!({"previous_response_id": "resp_1"}),
-                "previous_response_id",
+                json!({"conversation": "conv_1"}),
+                "conversation",
             ),
             (
                 Endpoint::Responses,

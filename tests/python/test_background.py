@@ -71,6 +71,37 @@ def test_without_background_the_finished_response_is_the_answer(fleet):
     assert response.output_text
 
 
+def test_a_conversation_continues_from_stored_responses_waiting_background_and_streamed(fleet):
+    client = sdk(fleet.first.base_url)
+    first = client.responses.create(model="m", input="My name is Ada.", max_output_tokens=6)
+    # A waiting response is stored by default: any replica retrieves it.
+    assert sdk(fleet.second.base_url).responses.retrieve(first.id).output_text == first.output_text
+    second = client.responses.create(model="m", input="What is my name?", previous_response_id=first.id,
+                                     max_output_tokens=6, background=True)
+    second = wait_until_final(client, second.id)
+    # The stored input and output came before the new input.
+    assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
+    # (At max_output_tokens the stream ends with response.incomplete, as OpenAI's.)
+    events = list(client.responses.create(model="m", input="And again?", previous_response_id=second.id,
+                                          max_output_tokens=6, stream=True))
+    third = events[-1].response
+    assert third.usage.input_tokens > second.usage.input_tokens + second.usage.output_tokens
+    assert client.responses.retrieve(third.id).output_text == third.output_text
+
+
+def test_a_response_not_stored_cannot_be_retrieved_or_continued(fleet):
+    client = sdk(fleet.first.base_url)
+    unstored = client.responses.create(model="m", input="Hello", max_output_tokens=2, store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model="m", input="x", max_output_tokens=2, previous_response_id=unstored.id)
+    assert caught.value.body["param"] == "previous_response_id"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="m", input="x", max_output_tokens=2, background=True, store=False)
+    assert caught.value.body["param"] == "store"
+
+
 def test_logprobs_asked_with_include_are_kept_with_the_background_response(fleet):
     client = sdk(fleet.first.base_url)
     created = client.responses.create(

@@ -267,8 +267,8 @@ def test_advisory_fields_and_empty_tool_lists_change_nothing(client):
         client.completions.create(model="m", prompt="x", max_tokens=2, echo=True)
     assert raised.value.param == "echo"
     with pytest.raises(openai.BadRequestError) as raised:
-        client.responses.create(model="m", input="x", max_output_tokens=2, previous_response_id="resp_1")
-    assert raised.value.param == "previous_response_id"
+        client.responses.create(model="m", input="x", max_output_tokens=2, extra_body={"conversation": "conv_1"})
+    assert raised.value.param == "conversation"
 
 
 def test_a_prompt_longer_than_the_context_is_the_workers_400(client):

@@ -83,6 +83,22 @@ async fn create_response(
             )
         })?;
     }
+    if let Some(previous) = request.previous_response_id.clone() {
+        let record = owned(&app, &previous, &key).await.map_err(|mut error| {
+            error.param = Some("previous_response_id".into());
+            error
+        })?;
+        if !record.status.is_final() {
+            return Err(ApiError::invalid(
+                format!(
+                    "`previous_response_id` names a response that is still {}: wait for it",
+                    record.status.as_str()
+                ),
+                Some("previous_response_id".into()),
+            ));
+        }
+        request.continue_from(record.input, &record.object["output"])?;
+    }
     request.task.progress = request.background.then_some(true);
     if !request.background {
         request.task.deadline_ms = Some(app.deadline_ms());
@@ -97,7 +113,13 @@ async fn create_response(
     if !request.background {
         let tokens = admission::token_estimate(request.prompt_chars, u64::from(checked.max_tokens));
         app.admission.admit(&key, tokens)?;
-        return wait_for_answer(&app, &id, created_at, &request, &task).await;
+        let keeper = request.store.then(|| Keeper {
+            store: app.responses.store.clone(),
+            id: id.clone(),
+            owner: owner_of(&key),
+            input: request.conversation(),
+        });
+        return wait_for_answer(&app, &id, created_at, &request, &task, keeper).await;
     }
     let owner = owner_of(&key);
     let background = &app.responses;
@@ -152,6 +174,7 @@ async fn accept(
             callback_url: request.callback_url.clone(),
             ..Meta::default()
         },
+        input: request.conversation(),
     };
     let store = &app.responses.store;
     store.create(id, &record).await?;
@@ -190,18 +213,61 @@ async fn wait_for_answer(
     created_at: u64,
     request: &ResponseRequest,
     task: &[u8],
+    keeper: Option<Keeper>,
 ) -> Result<Response, ApiError> {
     let (pending, mut guard) = publish(app, id, request, task).await?;
     let object = object::queued(id, created_at, request);
     if request.stream {
-        return Ok(stream::respond(object, pending, guard, app.request_timeout));
+        return Ok(stream::respond(
+            object,
+            pending,
+            guard,
+            app.request_timeout,
+            keeper,
+        ));
     }
     let reply = tokio::time::timeout(app.request_timeout, pending.reply())
         .await
         .map_err(|_| ApiError::timed_out(app.request_timeout))??
         .reply;
     guard.disarm();
-    Ok(Json(object::finished(&object, &reply)).into_response())
+    let finished = object::finished(&object, &reply);
+    if let Some(keeper) = keeper {
+        keeper.keep(&finished).await;
+    }
+    Ok(Json(finished).into_response())
+}
+
+/// Stores a finished response someone waited for (`store`, the default), so that it can be
+/// retrieved and continued with `previous_response_id`.
+pub(crate) struct Keeper {
+    store: Arc<Store>,
+    id: String,
+    owner: String,
+    input: Vec<crate::protocol::ChatMessage>,
+}
+
+impl Keeper {
+    /// Records `object` (final). A Redis failure is logged: the answer still goes out, but
+    /// it cannot be retrieved or continued.
+    pub(crate) async fn keep(self, object: &serde_json::Value) {
+        let status = object["status"]
+            .as_str()
+            .and_then(Status::parse)
+            .unwrap_or(Status::Failed);
+        let record = Record {
+            status,
+            object: object.clone(),
+            meta: Meta {
+                owner: self.owner,
+                ..Meta::default()
+            },
+            input: self.input,
+        };
+        if let Err(error) = self.store.create(&self.id, &record).await {
+            tracing::warn!(id = %self.id, %error, "a response could not be stored");
+        }
+    }
 }
 
 /// Publishes the task of a response someone waits for: its replies, and the guard that

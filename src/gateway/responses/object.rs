@@ -93,6 +93,10 @@ struct RawRequest {
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
+    store: Option<bool>,
+    #[serde(default)]
+    previous_response_id: Option<String>,
+    #[serde(default)]
     text: Option<Value>,
     #[serde(default)]
     include: Option<Vec<String>>,
@@ -121,6 +125,13 @@ pub struct ResponseRequest {
     pub background: bool,
     /// Answer with typed server-sent events as the text is generated.
     pub stream: bool,
+    /// Keep the response (in Redis, for `gateway.state_ttl_s`) for retrieval and for
+    /// `previous_response_id`.
+    pub store: bool,
+    /// The stored response this one continues.
+    pub previous_response_id: Option<String>,
+    /// Whether the task's first turn is the request's `instructions` (never stored).
+    pub has_instructions: bool,
     /// Up to 16 string pairs, returned as given.
     pub metadata: Map<String, Value>,
     /// `metadata.callback_url`: where this response's webhook goes.
@@ -139,6 +150,12 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
         ApiError::invalid(format!("`{path}` is not valid: {}", e.inner()), Some(path))
     })?;
     unsupported::check(Endpoint::Responses, &raw.rest)?;
+    if raw.store == Some(false) && raw.background == Some(true) {
+        return Err(ApiError::invalid(
+            "`background` needs `store`: a background response is kept until retrieved",
+            Some("store".into()),
+        ));
+    }
     if raw.stream == Some(true) && raw.background == Some(true) {
         return Err(ApiError::invalid(
             "`stream` together with `background` is not supported yet: retrieve the background \
@@ -211,11 +228,46 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
         model: raw.model,
         background: raw.background.unwrap_or(false),
         stream: raw.stream.unwrap_or(false),
+        store: raw.store.unwrap_or(true),
+        previous_response_id: raw.previous_response_id,
+        has_instructions: raw.instructions.is_some(),
         metadata,
         callback_url,
         echo,
         prompt_chars,
     })
+}
+
+impl ResponseRequest {
+    /// Puts the conversation of a stored response (its input, then its output as the
+    /// assistant's turn) before this request's input, after its instructions.
+    pub fn continue_from(
+        &mut self,
+        input: Vec<ChatMessage>,
+        output: &Value,
+    ) -> Result<(), ApiError> {
+        let mut earlier = input;
+        if let Some(items) = output.as_array() {
+            let items = items
+                .iter()
+                .filter_map(|i| i.as_object().cloned())
+                .collect();
+            super::input::turns_of(super::input::Input::Items(items), &mut earlier)?;
+        }
+        let turns = self.task.messages.get_or_insert_with(Vec::new);
+        let at = usize::from(self.has_instructions).min(turns.len());
+        turns.splice(at..at, earlier);
+        Ok(())
+    }
+
+    /// The conversation to store with the response: its turns without the instructions.
+    pub fn conversation(&self) -> Vec<ChatMessage> {
+        let turns = self.task.messages.clone().unwrap_or_default();
+        turns
+            .into_iter()
+            .skip(usize::from(self.has_instructions))
+            .collect()
+    }
 }
 
 fn turn(role: Role, content: String) -> ChatMessage {

@@ -212,3 +212,30 @@ fn other_item_and_tool_types_are_refused_by_name() {
         assert!(err.message.contains(says), "{body}: {}", err.message);
     }
 }
+
+#[test]
+fn a_continued_response_puts_the_stored_conversation_after_the_new_instructions() {
+    let body = json!({"model": "m", "instructions": "Be brief.", "input": "And in Rome?",
+                      "previous_response_id": "resp_0"});
+    let mut request = parse_request(body.to_string().as_bytes()).unwrap();
+    assert_eq!(request.previous_response_id.as_deref(), Some("resp_0"));
+    assert!(request.store);
+    let earlier = vec![ChatMessage::new(Role::User, "Weather in Paris?")];
+    let output = json!([
+        {"type": "message", "id": "msg_0", "status": "completed", "role": "assistant",
+         "content": [{"type": "output_text", "text": "Sunny.", "annotations": []}]},
+        {"type": "function_call", "id": "fc_0_0", "call_id": "call_9", "name": "f",
+         "arguments": "{}", "status": "completed"}]);
+    request.continue_from(earlier, &output).unwrap();
+    let turns = request.task.messages.clone().unwrap();
+    let roles: Vec<_> = turns.iter().map(|t| t.role.as_str()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(turns[2].content, "Sunny.");
+    assert_eq!(turns[2].tool_calls[0].id, "call_9");
+    // What is stored with this response leaves its instructions out.
+    let kept = request.conversation();
+    assert_eq!(kept.len(), 3);
+    assert_eq!(kept[2].content, "And in Rome?");
+    let refused = json!({"model": "m", "input": "x", "background": true, "store": false});
+    assert!(parse_request(refused.to_string().as_bytes()).is_err());
+}

@@ -1,7 +1,9 @@
 //! Background responses' state in Redis, shared by every gateway replica, each record expiring
 //! after `gateway.state_ttl_s`:
-//! - `warren:response:<id>`: a hash of `status`, `object` (the response object, JSON) and
-//!   `meta` (owner, callback URL, webhook attempts, JSON);
+//! - `warren:response:<id>`: a hash of `status`, `object` (the response object, JSON),
+//!   `meta` (owner, callback URL, webhook attempts, JSON) and `input` (the conversation it
+//!   answered, without its instructions: chat turns, JSON), which `previous_response_id`
+//!   continues;
 //! - `warren:idempotency:<owner>:<key>`: the response id an `Idempotency-Key` was first used for.
 //!
 //! A state change is a compare-and-set on `status` (a Lua script), so a cancel and a worker's
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::gateway::responses::object::Status;
+use crate::protocol::ChatMessage;
 use crate::redis_link::{RedisError, RedisLink, SET_STATUS_IF};
 
 // HSET on an expired key would create a record without a status: only a live one is touched.
@@ -54,6 +57,8 @@ pub struct Record {
     pub object: Value,
     /// The gateway's own notes.
     pub meta: Meta,
+    /// The conversation it answered, without its instructions.
+    pub input: Vec<ChatMessage>,
 }
 
 /// The outcome of a compare-and-set.
@@ -130,6 +135,8 @@ impl Store {
             .arg(record.object.to_string())
             .arg("meta")
             .arg(meta)
+            .arg("input")
+            .arg(serde_json::to_string(&record.input).unwrap_or_default())
             .ignore()
             .cmd("EXPIRE")
             .arg(&key)
@@ -148,11 +155,12 @@ impl Store {
                     .arg("status")
                     .arg("object")
                     .arg("meta")
+                    .arg("input")
                     .clone(),
             )
             .await?;
-        let [Some(status), Some(object), meta] =
-            <[Option<String>; 3]>::try_from(fields).unwrap_or([None, None, None])
+        let [Some(status), Some(object), meta, input] =
+            <[Option<String>; 4]>::try_from(fields).unwrap_or([None, None, None, None])
         else {
             return Ok(None);
         };
@@ -164,6 +172,12 @@ impl Store {
             meta: meta
                 .and_then(|m| serde_json::from_str(&m).ok())
                 .unwrap_or_default(),
+            input: match input {
+                Some(input) => {
+                    serde_json::from_str(&input).map_err(|e| RedisError::Corrupt(e.to_string()))?
+                }
+                None => Vec::new(),
+            },
         }))
     }
 

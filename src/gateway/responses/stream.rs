@@ -20,6 +20,7 @@ use futures_util::stream;
 use serde_json::{json, Value};
 
 use super::object::{self, Status};
+use super::Keeper;
 use crate::client::{Incoming, Pending};
 use crate::gateway::broker_link::CancelOnDrop;
 use crate::gateway::errors::ApiError;
@@ -72,6 +73,11 @@ impl Events {
         body["sequence_number"] = json!(self.sequence);
         self.sequence += 1;
         body
+    }
+
+    /// The response object as created.
+    pub(super) fn created(&self) -> &Value {
+        &self.object
     }
 
     /// `response.created` and `response.in_progress`.
@@ -266,6 +272,8 @@ struct Relay {
     timeout: std::time::Duration,
     attempt: Option<u32>,
     done: bool,
+    /// Stores the final object (`store`).
+    keeper: Option<Keeper>,
 }
 
 /// The streaming answer to a response request whose task was published.
@@ -274,6 +282,7 @@ pub(super) fn respond(
     pending: Pending,
     guard: CancelOnDrop,
     timeout: std::time::Duration,
+    keeper: Option<Keeper>,
 ) -> Response {
     let mut events = Events::new(object);
     let queue = events.opening().into();
@@ -286,6 +295,7 @@ pub(super) fn respond(
         timeout,
         attempt: None,
         done: false,
+        keeper,
     };
     let events = stream::unfold(relay, |mut relay| async move {
         let event = next(&mut relay).await?;
@@ -316,7 +326,13 @@ async fn next(relay: &mut Relay) -> Option<Value> {
             Ok(Some(Incoming::Reply { reply, .. })) => {
                 relay.done = true;
                 relay.guard.disarm();
-                relay.events.finish(&reply)
+                let events = relay.events.finish(&reply);
+                if let Some(keeper) = relay.keeper.take() {
+                    keeper
+                        .keep(&object::finished(relay.events.created(), &reply))
+                        .await;
+                }
+                events
             }
             Ok(Some(Incoming::Started)) => Vec::new(),
         };
