@@ -89,7 +89,7 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
             input: Input::Prompt(
                 load_for_tasks.prompts[index % load_for_tasks.prompts.len()].clone(),
             ),
-            max_tokens: load_for_tasks.max_tokens_of(index),
+            max_tokens: Some(load_for_tasks.max_tokens_of(index)),
             sampling: Sampling {
                 temperature: load_for_tasks.temperature,
                 top_p: load_for_tasks.top_p,

@@ -94,7 +94,10 @@ fn bad_values_name_their_key() {
         ),
         (&[("WARREN__ENGINE__SLOTS", "0")], "engine.slots"),
         (
-            &[("WARREN__LIMITS__DEFAULT_MAX_TOKENS", "5000")],
+            &[
+                ("WARREN__LIMITS__MAX_TOKENS_CAP", "1024"),
+                ("WARREN__LIMITS__DEFAULT_MAX_TOKENS", "5000"),
+            ],
             "limits.default_max_tokens",
         ),
         (

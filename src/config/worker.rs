@@ -78,14 +78,11 @@ pub struct WorkerSettings {
 impl LimitSettings {
     /// Checks the section's own values.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_tokens_cap == 0 {
-            return Err(invalid("limits.max_tokens_cap", "must be at least 1"));
-        }
-        if self.default_max_tokens == 0 || self.default_max_tokens > self.max_tokens_cap {
+        if self.max_tokens_cap > 0 && self.default_max_tokens > self.max_tokens_cap {
             return Err(invalid(
                 "limits.default_max_tokens",
                 format!(
-                    "must be between 1 and limits.max_tokens_cap ({})",
+                    "must be at most limits.max_tokens_cap ({})",
                     self.max_tokens_cap
                 ),
             ));

@@ -107,10 +107,16 @@ pub fn owner_of(key: &str) -> String {
 }
 
 /// (a common estimate; the gateway does not tokenize) plus the tokens it may generate.
-pub fn token_estimate(prompt_chars: usize, max_tokens: u64) -> u32 {
+/// A task without `max_tokens` counts as [`UNBOUNDED_OUTPUT_ESTIMATE`] generated tokens.
+pub fn token_estimate(prompt_chars: usize, max_tokens: Option<u32>) -> u32 {
     let prompt = prompt_chars.div_ceil(4) as u64;
-    u32::try_from(prompt.saturating_add(max_tokens)).unwrap_or(u32::MAX)
+    let output = max_tokens.map_or(UNBOUNDED_OUTPUT_ESTIMATE, u64::from);
+    u32::try_from(prompt.saturating_add(output)).unwrap_or(u32::MAX)
 }
+
+/// The output a task without `max_tokens` counts for in `gateway.tokens_per_minute` (it
+/// may generate until its context is full, which the gateway does not know).
+pub const UNBOUNDED_OUTPUT_ESTIMATE: u64 = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -176,7 +182,8 @@ mod tests {
 
     #[test]
     fn the_token_estimate_counts_prompt_characters_by_four_plus_max_tokens() {
-        assert_eq!(token_estimate(0, 10), 10);
-        assert_eq!(token_estimate(9, 10), 13);
+        assert_eq!(token_estimate(0, Some(10)), 10);
+        assert_eq!(token_estimate(0, None), 1024);
+        assert_eq!(token_estimate(9, Some(10)), 13);
     }
 }

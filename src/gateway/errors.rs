@@ -163,7 +163,9 @@ impl ApiError {
     /// The answer for a worker's error reply.
     pub fn from_reply(error: &ErrorBody) -> Self {
         let (status, kind) = match error.code {
-            ErrorCode::InvalidRequest | ErrorCode::PromptTooLong => {
+            ErrorCode::InvalidRequest
+            | ErrorCode::PromptTooLong
+            | ErrorCode::ContextLengthExceeded => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error")
             }
             ErrorCode::Timeout | ErrorCode::Expired => {

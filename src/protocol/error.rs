@@ -10,6 +10,8 @@ pub enum ErrorCode {
     InvalidRequest,
     /// The prompt does not fit in the model's context.
     PromptTooLong,
+    /// The prompt fits, but not with the `max_tokens` the task asks for.
+    ContextLengthExceeded,
     /// Inference took longer than the task's `timeout_ms`.
     Timeout,
     /// The task's deadline passed before it could start.
@@ -28,6 +30,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::PromptTooLong => "prompt_too_long",
+            ErrorCode::ContextLengthExceeded => "context_length_exceeded",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Expired => "expired",
             ErrorCode::InferenceFailed => "inference_failed",
@@ -92,6 +95,7 @@ mod tests {
         assert!(ErrorCode::Internal.retryable());
         assert!(!ErrorCode::InvalidRequest.retryable());
         assert!(!ErrorCode::PromptTooLong.retryable());
+        assert!(!ErrorCode::ContextLengthExceeded.retryable());
         assert!(!ErrorCode::Expired.retryable());
     }
 }

@@ -32,7 +32,7 @@ fn rejection(value: Value) -> String {
 fn a_minimal_prompt_task_gets_the_defaults() {
     let task = parse(json!({"prompt": "The capital of France is"})).unwrap();
     assert_eq!(task.input, Input::Prompt("The capital of France is".into()));
-    assert_eq!(task.max_tokens, 128);
+    assert_eq!(task.max_tokens, Some(128));
     assert_eq!(task.sampling.temperature, 0.0);
     assert_eq!(task.sampling.top_k, Some(40));
     assert_eq!(task.timeout, Duration::from_millis(60_000));
@@ -55,7 +55,7 @@ fn every_optional_field_is_read() {
     };
     assert_eq!(messages[0].role, Role::System);
     assert_eq!(messages[1].content, "Hi");
-    assert_eq!(task.max_tokens, 7);
+    assert_eq!(task.max_tokens, Some(7));
     assert_eq!(task.sampling.top_k, None, "top_k 0 turns it off");
     assert_eq!(task.sampling.frequency_penalty, Some(-0.5));
     assert_eq!(task.sampling.presence_penalty, Some(2.0));
@@ -181,7 +181,7 @@ fn field_rules() {
 #[test]
 fn null_optional_fields_count_as_absent() {
     let task = parse(json!({"prompt": "a", "max_tokens": null, "stop": null})).unwrap();
-    assert_eq!(task.max_tokens, 128);
+    assert_eq!(task.max_tokens, Some(128));
 }
 
 #[test]
@@ -328,4 +328,30 @@ fn a_conversation_with_calls_and_results_is_read_and_checked() {
     // Without a call to make, the combinations are fine.
     parse(json!({"messages": [user], "tools": [tool], "tool_choice": "none", "logprobs": 2}))
         .unwrap();
+}
+
+#[test]
+fn without_a_default_or_cap_an_omitted_max_tokens_means_until_the_context_is_full() {
+    let open = Limits {
+        default_max_tokens: 0,
+        max_tokens_cap: 0,
+        ..limits()
+    };
+    let read = |body: Value, limits: &Limits| parse_task(body.to_string().as_bytes(), limits);
+    assert_eq!(
+        read(json!({"prompt": "x"}), &open).unwrap().max_tokens,
+        None
+    );
+    let big = json!({"prompt": "x", "max_tokens": 100_000});
+    assert_eq!(read(big.clone(), &open).unwrap().max_tokens, Some(100_000));
+    // An operator's cap still bounds both: an omitted value takes it.
+    let capped = Limits {
+        max_tokens_cap: 512,
+        ..open
+    };
+    assert_eq!(
+        read(json!({"prompt": "x"}), &capped).unwrap().max_tokens,
+        Some(512)
+    );
+    assert!(read(big, &capped).is_err());
 }

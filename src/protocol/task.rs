@@ -121,8 +121,8 @@ pub struct Sampling {
 pub struct Task {
     /// What to complete.
     pub input: Input,
-    /// Most tokens to generate.
-    pub max_tokens: u32,
+    /// Most tokens to generate; `None`: until the model stops or the context is full.
+    pub max_tokens: Option<u32>,
     /// How to pick tokens.
     pub sampling: Sampling,
     /// Stop sequences: generation ends before the first one that appears.

@@ -21,9 +21,10 @@ pub const MAX_LOGIT_BIAS: usize = 1024;
 pub struct Limits {
     /// Largest task body.
     pub max_body_bytes: usize,
-    /// `max_tokens` when the task gives none.
+    /// `max_tokens` when the task gives none; 0: none (the cap if there is one, else until
+    /// the model stops or the context is full).
     pub default_max_tokens: u32,
-    /// Largest `max_tokens`.
+    /// Largest `max_tokens`; 0: none (the context bounds it).
     pub max_tokens_cap: u32,
     /// `timeout_ms` when the task gives none.
     pub default_timeout_ms: u64,
@@ -59,13 +60,17 @@ impl TaskBody {
             (Some(prompt), None) => Input::Prompt(checked_prompt(prompt)?),
             (None, Some(messages)) => Input::Messages(checked_messages(messages)?),
         };
-        let max_tokens = integer(
-            "max_tokens",
-            self.max_tokens,
-            1,
-            u64::from(limits.max_tokens_cap),
-        )?
-        .map_or(limits.default_max_tokens, |v| v as u32);
+        let cap = match limits.max_tokens_cap {
+            0 => u32::MAX,
+            cap => cap,
+        };
+        let max_tokens = integer("max_tokens", self.max_tokens, 1, u64::from(cap))?
+            .map(|v| v as u32)
+            .or_else(|| {
+                [limits.default_max_tokens, limits.max_tokens_cap]
+                    .into_iter()
+                    .find(|&n| n > 0)
+            });
         let timeout_ms = integer("timeout_ms", self.timeout_ms, 1, limits.timeout_cap_ms)?
             .unwrap_or(limits.default_timeout_ms);
         let (tools, tool_choice) = checked_tools(

@@ -160,7 +160,7 @@ async fn a_task_past_its_deadline_or_too_old_is_not_run() {
     let old = upstream
         .properties(&old_id)
         .with_timestamp(now_ms() / 1000 - 120);
-    let body = json!({"prompt": "Hello"}).to_string();
+    let body = json!({"prompt": "Hello", "max_tokens": 4}).to_string();
     assert!(upstream
         .publish(&names.requests, body.as_bytes(), old)
         .await
@@ -533,7 +533,12 @@ fn hostile(rng: &mut Xorshift, i: usize) -> (Vec<u8>, Option<&'static str>) {
                 "application/octet-stream",
                 "image/png",
             ][rng.below(4) as usize];
-            (json!({"prompt": "a"}).to_string().into_bytes(), Some(ct))
+            (
+                json!({"prompt": "a", "max_tokens": 2})
+                    .to_string()
+                    .into_bytes(),
+                Some(ct),
+            )
         }
         8 => (
             json!({"messages": [{"role": "user", "content": {"nested": [1, 2]}}]})
@@ -542,7 +547,7 @@ fn hostile(rng: &mut Xorshift, i: usize) -> (Vec<u8>, Option<&'static str>) {
             json,
         ),
         9 => (
-            json!({"prompt": "a", "stop": vec!["x"; 1 + rng.below(50) as usize]})
+            json!({"prompt": "a", "max_tokens": 2, "stop": vec!["x"; 1 + rng.below(50) as usize]})
                 .to_string()
                 .into_bytes(),
             json,
@@ -569,7 +574,12 @@ fn hostile(rng: &mut Xorshift, i: usize) -> (Vec<u8>, Option<&'static str>) {
                     json,
                 )
             } else {
-                (json!({"prompt": big}).to_string().into_bytes(), json)
+                (
+                    json!({"prompt": big, "max_tokens": 1})
+                        .to_string()
+                        .into_bytes(),
+                    json,
+                )
             }
         }
     }

@@ -124,7 +124,7 @@ async fn a_full_backlog_nacks_new_publishes() {
     let names = Names::new("backlog");
     declare(&names, &[("WARREN__TOPOLOGY__MAX_LENGTH", "2")]);
     let upstream = Caller::connect().await;
-    let task = json!({"prompt": "a"}).to_string();
+    let task = json!({"prompt": "a", "max_tokens": 1}).to_string();
 
     let mut outcomes = Vec::new();
     for _ in 0..4 {

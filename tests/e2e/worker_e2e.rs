@@ -351,9 +351,9 @@ fn bad_tasks() -> Vec<BadTask> {
             "invalid_request",
         ),
         bad(
-            "max_tokens above the cap",
+            "max_tokens beyond what the context holds",
             r#"{"prompt": "a", "max_tokens": 100000}"#,
-            "invalid_request",
+            "context_length_exceeded",
         ),
         bad(
             "max_tokens zero",
@@ -698,4 +698,32 @@ async fn flash_attention_and_a_q8_0_kv_cache_serve_on_the_cpu_too() {
         .await;
     assert_eq!(reply["status"], "ok", "{reply}");
     assert_eq!(reply["usage"]["completion_tokens"], 8, "{reply}");
+}
+
+#[tokio::test]
+async fn without_max_tokens_a_task_generates_until_the_context_is_full_and_one_that_cannot_fit_is_refused(
+) {
+    let crate::common::Serving {
+        mut upstream,
+        worker: _worker,
+        names,
+    } = crate::common::serving("open_length", &[("WARREN__ENGINE__CONTEXT_SIZE", "64")]).await;
+
+    let counting = json!({"prompt": "1, 2, 3, 4, 5, 6,"});
+    let id = upstream.send(&names.requests, &counting).await;
+    let reply = upstream.reply(&id).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(reply["finish_reason"], "length", "{reply}");
+    let prompt = reply["usage"]["prompt_tokens"].as_u64().unwrap();
+    let completion = reply["usage"]["completion_tokens"].as_u64().unwrap();
+    // The context (64 cells) ended it, not a default limit.
+    assert!((60..=64).contains(&(prompt + completion)), "{reply}");
+
+    let too_many = json!({"prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 60});
+    let id = upstream.send(&names.requests, &too_many).await;
+    let reply = upstream.reply(&id).await;
+    assert_eq!(reply["error"]["code"], "context_length_exceeded", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("`max_tokens` may be at most"), "{reply}");
+    assert_eq!(reply["error"]["retryable"], false);
 }

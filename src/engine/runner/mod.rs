@@ -160,6 +160,21 @@ impl<'m> Runner<'m> {
             return;
         }
         let task = &job.request.task;
+        if let Some(asked) = task.max_tokens {
+            let room = self.context_per_slot as usize - prompt.len();
+            if asked as usize > room {
+                let _ = job.reply.send(Err(TaskError::new(
+                    ErrorCode::ContextLengthExceeded,
+                    format!(
+                        "the context holds {} tokens: the prompt is {} tokens, so `max_tokens` \
+                         may be at most {room}, not {asked}",
+                        self.context_per_slot,
+                        prompt.len()
+                    ),
+                )));
+                return;
+            }
+        }
         let first_bytes = || {
             Rc::clone(self.first_bytes.get_or_init(|| {
                 let started = Instant::now();
@@ -216,7 +231,7 @@ impl<'m> Runner<'m> {
             on_device,
             stops,
             tools: tool_output,
-            max_tokens: task.max_tokens,
+            max_tokens: task.max_tokens.unwrap_or(u32::MAX),
             context_limit: self.context_per_slot as i32,
             timeout: job.request.task.timeout,
             slot_wait,

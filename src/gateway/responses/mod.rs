@@ -111,7 +111,7 @@ async fn create_response(
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let created_at = clock::unix_seconds();
     if !request.background {
-        let tokens = admission::token_estimate(request.prompt_chars, u64::from(checked.max_tokens));
+        let tokens = admission::token_estimate(request.prompt_chars, checked.max_tokens);
         app.admission.admit(&key, tokens)?;
         let keeper = request.store.then(|| Keeper {
             store: app.responses.store.clone(),
@@ -132,7 +132,7 @@ async fn create_response(
             return Ok(Json(recorded(&background.store, &earlier).await?).into_response());
         }
     }
-    let tokens = admission::token_estimate(request.prompt_chars, u64::from(checked.max_tokens));
+    let tokens = admission::token_estimate(request.prompt_chars, checked.max_tokens);
     let admitted = app.admission.admit(&key, tokens);
     let accepted = match admitted {
         Ok(()) => accept(&app, &id, created_at, &request, &task, owner.clone()).await,
