@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench-structured`: what structured output costs per token, side by side in one run.
-# The same TASKS prompts (the built-in ones) at CONCURRENCY, MAX_TOKENS out, greedy, four ways:
+# The same TASKS prompts (the built-in ones) at CONCURRENCY, MAX_TOKENS out, greedy, five ways:
 #   warren's engine alone (in this process, no broker), without and with the JSON Schema of
-#   bench/structured/schema.json;
+#   bench/structured/schema.json, and as a chat turn that must call a function whose
+#   arguments follow that schema (a tool call: llama.cpp's tool-call grammar);
 #   llama-server (the same slots, threads, context and batch), without and with it (its
 #   `json_schema`).
 # Prints a table with tasks/s, tokens/s and the time per generated token of one sequence
@@ -36,8 +37,9 @@ export WARREN__METRICS__LISTEN="" WARREN__LOG__LEVEL=warn
 # shellcheck source=scripts/bench-run.sh
 source scripts/bench-run.sh
 
-for schema in none schema; do
+for schema in none schema tool; do
   flag=(); [ "$schema" = schema ] && flag=(--json-schema "$SCHEMA")
+  [ "$schema" = tool ] && flag=(--tool-schema "$SCHEMA")
   echo "== engine alone, $schema" >&2
   "$WARREN" bench --in-process "${LOAD[@]}" "${flag[@]}" --label warren > "$OUT/warren-$schema.json"
 done
@@ -63,16 +65,18 @@ print("| target | schema | tasks/s | tokens/s | tokens per task | latency p50 ms
 print("|---|---|---|---|---|---|---|---|---|")
 per_token = {}
 for kind, name in (("warren", "warren engine alone"), ("llama", "llama-server")):
-    for schema in ("none", "schema"):
+    for schema in (("none", "schema", "tool") if kind == "warren" else ("none", "schema")):
         r = json.load(open(f"{out}/{kind}-{schema}.json"))
         tokens = r["tokens_per_s"] / max(r["tasks_per_s"], 1e-9)
         # Time between the first token and the last, per token: what a constraint slows.
         ms = (r["latency_ms"]["p50"] - r["ttft_ms"]["p50"]) / max(tokens, 1e-9)
         per_token[(kind, schema)] = ms
-        label = "yes" if schema == "schema" else "none"
+        label = {"none": "none", "schema": "yes", "tool": "tool call"}[schema]
         print(f"| {name} | {label} | {r['tasks_per_s']:.2f} | {r['tokens_per_s']:.1f} | {tokens:.0f} | {r['latency_ms']['p50']:.0f} | {r['ttft_ms']['p50']:.0f} | {ms:.1f} | {r['errors']} |")
 print()
 for kind, name in (("warren", "warren"), ("llama", "llama-server")):
     cost = per_token[(kind, "schema")] - per_token[(kind, "none")]
     print(f"{name}: the schema adds {cost:+.1f} ms per generated token ({per_token[(kind, 'schema')] / max(per_token[(kind, 'none')], 1e-9):.2f}x)")
+tool = per_token[("warren", "tool")]
+print(f"warren: a tool call with the schema as its arguments adds {tool - per_token[('warren', 'none')]:+.1f} ms per generated token ({tool / max(per_token[('warren', 'none')], 1e-9):.2f}x plain, {tool / max(per_token[('warren', 'schema')], 1e-9):.2f}x the schema)")
 PY

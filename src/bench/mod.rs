@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::protocol::TaskBody;
+use crate::protocol::{ChatMessage, FunctionDef, FunctionKind, Role, TaskBody, Tool, ToolChoice};
 use serde_json::Value;
 
 /// Prompts used when no file is given: short openings that make a base model write on.
@@ -65,6 +65,9 @@ pub(crate) struct Load {
     pub cache_prompt: bool,
     /// A JSON Schema every task's output must match (the structured-output workload).
     pub json_schema: Option<Value>,
+    /// The parameters of a tool every task must call (the tool-calling workload): each task
+    /// is then a chat turn that names the function [`BENCH_TOOL`].
+    pub tool_schema: Option<Value>,
     /// Alternatives per token when every task asks for log probabilities.
     pub logprobs: Option<u32>,
 }
@@ -318,17 +321,41 @@ impl Load {
     }
 }
 
+/// The function every task of the tool-calling workload must call.
+pub(crate) const BENCH_TOOL: &str = "record";
+
+/// The tool of the tool-calling workload, whose arguments follow `parameters`.
+pub(crate) fn bench_tool(parameters: &Value) -> Tool {
+    Tool {
+        kind: FunctionKind::Function,
+        function: FunctionDef {
+            name: BENCH_TOOL.to_owned(),
+            description: Some("Records the answer.".to_owned()),
+            parameters: Some(parameters.clone()),
+            strict: None,
+        },
+    }
+}
+
 /// The task `index` of `load`, as every target is sent it.
 fn task_body(load: &Load, index: usize) -> TaskBody {
-    TaskBody {
+    let prompt = load.prompts[index % load.prompts.len()].clone();
+    let mut body = TaskBody {
         max_tokens: Some(u64::from(load.max_tokens_of(index))),
         temperature: Some(f64::from(load.temperature)),
         top_p: load.top_p.map(f64::from),
         seed: Some(index as u64),
         json_schema: load.json_schema.clone(),
         logprobs: load.logprobs.map(u64::from),
-        ..TaskBody::prompt(load.prompts[index % load.prompts.len()].clone())
+        ..TaskBody::prompt(prompt.clone())
+    };
+    if let Some(parameters) = &load.tool_schema {
+        body.prompt = None;
+        body.messages = Some(vec![ChatMessage::new(Role::User, prompt)]);
+        body.tools = Some(vec![bench_tool(parameters)]);
+        body.tool_choice = Some(ToolChoice::Function(BENCH_TOOL.to_owned()).to_json());
     }
+    body
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB, where /proc tells.
@@ -356,6 +383,7 @@ mod tests {
             top_p: None,
             cache_prompt: false,
             json_schema: None,
+            tool_schema: None,
             logprobs: None,
         };
         let lengths: Vec<u32> = (0..8).map(|i| load.max_tokens_of(i)).collect();

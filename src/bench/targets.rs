@@ -12,7 +12,9 @@ use crate::broker::{self, Topology};
 use crate::client::{Answer, Client};
 use crate::config::Settings;
 use crate::engine::{Engine, GenerationRequest};
-use crate::protocol::{Input, OutputConstraint, ReplyStatus, Sampling, Task};
+use crate::protocol::{
+    ChatMessage, Input, OutputConstraint, ReplyStatus, Role, Sampling, Task, ToolChoice,
+};
 
 /// Sends the load to a warren deployment through RabbitMQ, with the broker floor probe
 /// running alongside; returns the samples, the wall time and the probe's round trips.
@@ -82,13 +84,21 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
     let load_for_tasks = load.clone();
     drive(load, move |index| {
         let engine = engine.clone();
-        let task = Task {
-            tools: Vec::new(),
-            tool_choice: crate::protocol::ToolChoice::None,
-            parallel_tool_calls: true,
-            input: Input::Prompt(
-                load_for_tasks.prompts[index % load_for_tasks.prompts.len()].clone(),
+        let prompt = load_for_tasks.prompts[index % load_for_tasks.prompts.len()].clone();
+        // The tool-calling workload: a chat turn that must call the bench's function.
+        let (input, tools, tool_choice) = match &load_for_tasks.tool_schema {
+            Some(parameters) => (
+                Input::Messages(vec![ChatMessage::new(Role::User, prompt)]),
+                vec![super::bench_tool(parameters)],
+                ToolChoice::Function(super::BENCH_TOOL.to_owned()),
             ),
+            None => (Input::Prompt(prompt), Vec::new(), ToolChoice::None),
+        };
+        let task = Task {
+            tools,
+            tool_choice,
+            parallel_tool_calls: false,
+            input,
             max_tokens: Some(load_for_tasks.max_tokens_of(index)),
             sampling: Sampling {
                 temperature: load_for_tasks.temperature,

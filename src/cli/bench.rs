@@ -47,6 +47,11 @@ pub(crate) struct Args {
     /// what structured output costs per token.
     #[arg(long)]
     pub json_schema: Option<PathBuf>,
+    /// A JSON Schema file: every task is a chat turn that must call a function whose
+    /// arguments follow it (`tools` with a named `tool_choice`), to measure what a
+    /// tool-constrained request costs. Not for llama-server.
+    #[arg(long, conflicts_with_all = ["json_schema", "llama_server"])]
+    pub tool_schema: Option<PathBuf>,
     /// Ask for each token's log probability with this many alternatives (`logprobs`;
     /// llama-server's `n_probs`), to measure what reporting them costs.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=20))]
@@ -83,15 +88,8 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         top_k: settings.sampling.default_top_k,
         top_p: args.top_p,
         cache_prompt: args.cache_prompt,
-        json_schema: match &args.json_schema {
-            Some(path) => Some(
-                serde_json::from_str(
-                    &std::fs::read_to_string(path).context("reading --json-schema")?,
-                )
-                .context("--json-schema is not JSON")?,
-            ),
-            None => None,
-        },
+        json_schema: read_schema(args.json_schema.as_deref(), "--json-schema")?,
+        tool_schema: read_schema(args.tool_schema.as_deref(), "--tool-schema")?,
         logprobs: args.logprobs,
     };
     anyhow::ensure!(!load.prompts.is_empty(), "no prompts");
@@ -140,4 +138,17 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The JSON file at `path`, if given (`flag` names it in errors).
+fn read_schema(
+    path: Option<&std::path::Path>,
+    flag: &str,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {flag}"))?;
+    let schema = serde_json::from_str(&text).with_context(|| format!("{flag} is not JSON"))?;
+    Ok(Some(schema))
 }

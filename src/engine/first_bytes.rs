@@ -110,11 +110,33 @@ impl FirstBytes {
     }
 }
 
-/// Whether a GBNF grammar reads text only: it names no token by id (llama.cpp's `<[id]>`,
-/// `<name>` and `!<...>` all hold a `<`; a `<` inside a literal makes this answer `false`,
-/// which only costs speed).
+/// Whether a GBNF grammar reads text only: it names no token (llama.cpp's `<[id]>`, `<name>`
+/// and `!<...>` all begin with a `<` outside quoted literals and character classes). A `<`
+/// inside a literal (`"<tool_call>"`) or a class (`[^<]`) is text. Comments (`#` to the end
+/// of the line) are skipped too. An unterminated literal or class answers `false`, which
+/// only costs speed.
 pub(super) fn names_no_tokens(gbnf: &str) -> bool {
-    !gbnf.contains('<')
+    let mut chars = gbnf.chars();
+    while let Some(c) = chars.next() {
+        let end = match c {
+            '<' => return false,
+            '"' => '"',
+            '[' => ']',
+            '#' => '\n',
+            _ => continue,
+        };
+        loop {
+            match chars.next() {
+                None => return end == '\n',
+                Some('\\') if end != '\n' => {
+                    chars.next();
+                }
+                Some(c) if c == end => break,
+                Some(_) => {}
+            }
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -128,6 +150,12 @@ mod tests {
         assert!(names_no_tokens(r#"root ::= "{" [a-z]+ "}""#));
         assert!(!names_no_tokens(r#"root ::= <[1234]> "x""#));
         assert!(!names_no_tokens(r#"root ::= !<think> "x""#));
+        // A `<` in a literal, a class or a comment is text.
+        assert!(names_no_tokens(
+            "root ::= \"<tool_call>\\n\" [^<\\]] x # <b>\nx ::= \"\\\"<\""
+        ));
+        assert!(!names_no_tokens("root ::= \"a\" <[12]>"));
+        assert!(!names_no_tokens("root ::= \"unterminated <"));
     }
 
     /// On the real model, along constrained greedy continuations (a JSON Schema with literal
@@ -148,12 +176,15 @@ mod tests {
         .expect("the bench schema");
         let json = llama_cpp_2::json_schema_to_grammar(&schema).expect("a grammar");
         let multibyte = r#"root ::= "«" [a-zé日本]+ "» " ("été" | "日本語") "\n""#;
+        // A tool call's shape: literals that hold `<` are text too.
+        let call = r#"root ::= "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"n\": " [0-9]{1,3} "}}\n</tool_call>""#;
         let mut ctx = context(backend, &model);
         let mut compared = 0;
         let mut narrowed = 0;
         for (gbnf, prompt) in [
             (json.as_str(), "Describe a book as JSON."),
             (multibyte, "Write a French word."),
+            (call, "Call f with a number."),
         ] {
             assert!(names_no_tokens(gbnf));
             let mut grammar = LlamaSampler::grammar(&model, gbnf, "root").expect("it compiles");
