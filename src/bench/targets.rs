@@ -100,6 +100,7 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
             parallel_tool_calls: false,
             input,
             max_tokens: Some(load_for_tasks.max_tokens_of(index)),
+            default_max_tokens: None,
             sampling: Sampling {
                 temperature: load_for_tasks.temperature,
                 top_p: load_for_tasks.top_p,

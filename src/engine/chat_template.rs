@@ -75,6 +75,9 @@ pub(super) struct Rendered {
     pub trigger_tokens: Vec<String>,
     /// Extra texts that end generation.
     pub additional_stops: Vec<String>,
+    /// Special tokens the output may hold as syntax (call markers): they must come out as
+    /// their text for the parser to see them.
+    pub preserved_tokens: Vec<String>,
     /// The serialized output parser.
     pub parser: String,
 }

@@ -107,9 +107,22 @@ fn tool_sampler(
             "the tool-call grammar was rejected by llama.cpp: {why}"
         ))
     })?;
-    for &token in &tools.prefill {
+    let vocab = model.vocab();
+    for (i, &token) in tools.prefill.iter().enumerate() {
+        // As llama.cpp's own sampler: some tokenizers put a space before the first special
+        // token, which the text (and so the grammar) does not have.
+        let piece = vocab.token_to_piece(token, true, None);
+        let starts_with_space = |bytes: &[u8]| bytes.first().is_some_and(u8::is_ascii_whitespace);
+        if i == 0 && starts_with_space(&piece) && !starts_with_space(tools.prefill_text.as_bytes())
+        {
+            continue;
+        }
+        // Deterministic for this template and model: not worth a retry.
         sampler.try_accept(token).map_err(|_| {
-            TaskError::internal("the tool-call grammar does not begin with the generation prompt")
+            TaskError::invalid(
+                "this model's chat template and its tool-call grammar disagree: the grammar \
+                 does not begin with the text that opens the model's answer",
+            )
         })?;
     }
     Ok((sampler, names_no_tokens(&tools.grammar)))

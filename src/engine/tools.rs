@@ -30,8 +30,10 @@ pub(super) struct ToolGrammar {
     pub trigger_tokens: Vec<LlamaToken>,
     /// Tokens the grammar must accept before the first generated one: the generation prompt
     /// the template already put at the end of the prompt, which llama.cpp's tool grammars
-    /// begin with.
+    /// begin with (and the start of a required call).
     pub prefill: Vec<LlamaToken>,
+    /// Their text, from which llama.cpp's rule drops a leading space token a tokenizer adds.
+    pub prefill_text: String,
 }
 
 /// The request the chat template renders for `task`: OpenAI's messages and tools, the
@@ -121,12 +123,22 @@ pub(super) fn render(
         } else {
             tokens_of(&format!("{}{call_start}", rendered.generation_prompt))
         },
+        prefill_text: format!("{}{call_start}", rendered.generation_prompt),
     };
     let parser = OutputParser::of(&rendered).map_err(TaskError::internal)?;
     tracing::debug!(format = %rendered.format_name, lazy = grammar.lazy, %call_start, "tools rendered");
     // A named function is called once, as OpenAI does when it forces one.
     let single = !task.parallel_tool_calls || matches!(task.tool_choice, ToolChoice::Function(_));
-    let output = ToolOutput::new(parser, call_start.clone(), !single);
+    // A marker that is one special token is rendered as its text, as llama-server does.
+    let preserved = rendered
+        .preserved_tokens
+        .iter()
+        .filter_map(|text| match tokens_of(text).as_slice() {
+            [token] => Some(*token),
+            _ => None,
+        })
+        .collect();
+    let output = ToolOutput::new(parser, call_start.clone(), !single).preserving(preserved);
     let prompt = format!("{}{call_start}", rendered.prompt);
     let stops = rendered.additional_stops;
     Ok((
@@ -154,6 +166,8 @@ pub(super) struct ToolOutput {
     prefix: String,
     /// Whether more than one call may come back; when not, generation ends with the first.
     parallel: bool,
+    /// Special tokens the output holds as syntax, rendered as their text.
+    preserved: Vec<LlamaToken>,
     /// Bytes of content already streamed.
     content_sent: usize,
     /// Calls already streamed (at least their id and name).
@@ -178,9 +192,21 @@ impl ToolOutput {
             parser,
             prefix,
             parallel,
+            preserved: Vec::new(),
             content_sent: 0,
             calls_sent: Vec::new(),
         }
+    }
+
+    /// The same reader, rendering `tokens` (special ones) as their text.
+    pub(super) fn preserving(mut self, tokens: Vec<LlamaToken>) -> ToolOutput {
+        self.preserved = tokens;
+        self
+    }
+
+    /// Whether `token` is a special token the output holds as syntax (its text is kept).
+    pub(super) fn preserves(&self, token: LlamaToken) -> bool {
+        self.preserved.contains(&token)
     }
 
     /// Whether generation should end at `text`: one call is all the task takes and its
@@ -214,13 +240,19 @@ impl ToolOutput {
     pub(super) fn finish(&mut self, text: &str, reason: FinishReason) -> (ToolAnswer, Delta) {
         let cut_short = reason == FinishReason::Length;
         let text = format!("{}{text}", self.prefix);
-        let parsed = self.parser.parse(&text, cut_short).unwrap_or_else(|why| {
-            tracing::warn!(%why, "the output is not in the template's tool-call format");
-            Parsed {
-                content: text.clone(),
-                tool_calls: Vec::new(),
-            }
-        });
+        // A parse as final can refuse what a partial one (as streamed) reads: the content
+        // then stays what the stream sent. Only output neither reads is content as it is.
+        let parsed = self
+            .parser
+            .parse(&text, cut_short)
+            .or_else(|_| self.parser.parse(&text, true))
+            .unwrap_or_else(|why| {
+                tracing::warn!(%why, "the output is not in the template's tool-call format");
+                Parsed {
+                    content: text.clone(),
+                    tool_calls: Vec::new(),
+                }
+            });
         let delta = self.pieces(&parsed, true);
         let calls: Vec<ToolCall> = self
             .kept(&parsed)

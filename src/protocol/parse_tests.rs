@@ -32,7 +32,7 @@ fn rejection(value: Value) -> String {
 fn a_minimal_prompt_task_gets_the_defaults() {
     let task = parse(json!({"prompt": "The capital of France is"})).unwrap();
     assert_eq!(task.input, Input::Prompt("The capital of France is".into()));
-    assert_eq!(task.max_tokens, Some(128));
+    assert_eq!(task.default_max_tokens, Some(128));
     assert_eq!(task.sampling.temperature, 0.0);
     assert_eq!(task.sampling.top_k, Some(40));
     assert_eq!(task.timeout, Duration::from_millis(60_000));
@@ -181,7 +181,7 @@ fn field_rules() {
 #[test]
 fn null_optional_fields_count_as_absent() {
     let task = parse(json!({"prompt": "a", "max_tokens": null, "stop": null})).unwrap();
-    assert_eq!(task.max_tokens, Some(128));
+    assert_eq!(task.default_max_tokens, Some(128));
 }
 
 #[test]
@@ -344,14 +344,16 @@ fn without_a_default_or_cap_an_omitted_max_tokens_means_until_the_context_is_ful
     );
     let big = json!({"prompt": "x", "max_tokens": 100_000});
     assert_eq!(read(big.clone(), &open).unwrap().max_tokens, Some(100_000));
-    // An operator's cap still bounds both: an omitted value takes it.
+    // An operator's cap still bounds both: an omitted value takes it as its default (which
+    // the engine cuts to what the context holds, where an asked value is refused).
     let capped = Limits {
         max_tokens_cap: 512,
         ..open
     };
+    let omitted = read(json!({"prompt": "x"}), &capped).unwrap();
     assert_eq!(
-        read(json!({"prompt": "x"}), &capped).unwrap().max_tokens,
-        Some(512)
+        (omitted.max_tokens, omitted.default_max_tokens),
+        (None, Some(512))
     );
     assert!(read(big, &capped).is_err());
 }

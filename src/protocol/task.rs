@@ -121,8 +121,12 @@ pub struct Sampling {
 pub struct Task {
     /// What to complete.
     pub input: Input,
-    /// Most tokens to generate; `None`: until the model stops or the context is full.
+    /// Most tokens to generate, as the task asked; `None`: it did not say.
     pub max_tokens: Option<u32>,
+    /// The operator's limit for a task that did not say (`limits.default_max_tokens`, else
+    /// `limits.max_tokens_cap`); `None`: until the model stops or the context is full. Unlike
+    /// an asked `max_tokens`, it is cut to what the context holds, never refused.
+    pub default_max_tokens: Option<u32>,
     /// How to pick tokens.
     pub sampling: Sampling,
     /// Stop sequences: generation ends before the first one that appears.

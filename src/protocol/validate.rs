@@ -64,13 +64,11 @@ impl TaskBody {
             0 => u32::MAX,
             cap => cap,
         };
-        let max_tokens = integer("max_tokens", self.max_tokens, 1, u64::from(cap))?
-            .map(|v| v as u32)
-            .or_else(|| {
-                [limits.default_max_tokens, limits.max_tokens_cap]
-                    .into_iter()
-                    .find(|&n| n > 0)
-            });
+        let max_tokens =
+            integer("max_tokens", self.max_tokens, 1, u64::from(cap))?.map(|v| v as u32);
+        let default_max_tokens = [limits.default_max_tokens, limits.max_tokens_cap]
+            .into_iter()
+            .find(|&n| n > 0 && max_tokens.is_none());
         let timeout_ms = integer("timeout_ms", self.timeout_ms, 1, limits.timeout_cap_ms)?
             .unwrap_or(limits.default_timeout_ms);
         let (tools, tool_choice) = checked_tools(
@@ -85,6 +83,7 @@ impl TaskBody {
         Ok(Task {
             input,
             max_tokens,
+            default_max_tokens,
             sampling: self.sampling(limits)?,
             stop: checked_stop(self.stop.as_deref(), limits)?,
             constraint,

@@ -231,7 +231,10 @@ impl<'m> Runner<'m> {
             on_device,
             stops,
             tools: tool_output,
-            max_tokens: task.max_tokens.unwrap_or(u32::MAX),
+            max_tokens: task
+                .max_tokens
+                .or(task.default_max_tokens)
+                .unwrap_or(u32::MAX),
             context_limit: self.context_per_slot as i32,
             timeout: job.request.task.timeout,
             slot_wait,
@@ -244,7 +247,7 @@ impl<'m> Runner<'m> {
         if vocab.is_eog(token) {
             return sequence.push(token, &[], true, None);
         }
-        let piece = vocab.token_to_piece(token, false, None);
+        let piece = vocab.token_to_piece(token, sequence.keeps_special(token), None);
         // Sequences that want log probabilities are picked on the host: their logits exist.
         let logprob = sequence.logprobs_wanted().map(|top| {
             let logits = self.ctx.get_logits_ith(sequence.batch_index);

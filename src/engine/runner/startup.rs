@@ -124,6 +124,12 @@ fn chat_template(
             (source, format!("file:{path}"))
         }
     };
+    // llama.cpp asserts (aborting the process) on an empty template without a model.
+    if source.trim().is_empty() {
+        return Err(EngineStartError::Llama(format!(
+            "the chat template ({origin}) is empty"
+        )));
+    }
     let vocab = model.vocab();
     let text_of =
         |token| String::from_utf8_lossy(&vocab.token_to_piece(token, true, None)).into_owned();

@@ -103,7 +103,10 @@ async fn serve(
         (request.task.checked_bytes(&app.limits)).map_err(ApiError::refused_task)?;
     request.model = app.models.reply_name(&request.model).to_owned();
     let routing_key = app.models.routing_key(&request.model)?;
-    let tokens = admission::token_estimate(request.prompt_chars, checked.max_tokens);
+    let tokens = admission::token_estimate(
+        request.prompt_chars,
+        checked.max_tokens.or(checked.default_max_tokens),
+    );
     app.admission.admit(&key, tokens)?;
 
     let client = app

@@ -228,6 +228,7 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
                     "tool_choice",
                     raw.tool_choice.as_ref().is_some_and(|c| c != "none"),
                 ),
+                ("parallel_tool_calls", raw.parallel_tool_calls.is_some()),
             ] {
                 if given {
                     return Err(ApiError::invalid(

@@ -111,7 +111,10 @@ async fn create_response(
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let created_at = clock::unix_seconds();
     if !request.background {
-        let tokens = admission::token_estimate(request.prompt_chars, checked.max_tokens);
+        let tokens = admission::token_estimate(
+            request.prompt_chars,
+            checked.max_tokens.or(checked.default_max_tokens),
+        );
         app.admission.admit(&key, tokens)?;
         let keeper = request.store.then(|| Keeper {
             store: app.responses.store.clone(),
@@ -132,7 +135,10 @@ async fn create_response(
             return Ok(Json(recorded(&background.store, &earlier).await?).into_response());
         }
     }
-    let tokens = admission::token_estimate(request.prompt_chars, checked.max_tokens);
+    let tokens = admission::token_estimate(
+        request.prompt_chars,
+        checked.max_tokens.or(checked.default_max_tokens),
+    );
     let admitted = app.admission.admit(&key, tokens);
     let accepted = match admitted {
         Ok(()) => accept(&app, &id, created_at, &request, &task, owner.clone()).await,

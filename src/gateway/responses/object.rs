@@ -348,7 +348,7 @@ pub fn finished(object: &Value, reply: &Reply) -> Value {
             "call_id": call.id,
             "name": call.function.name,
             "arguments": call.function.arguments,
-            "status": "completed",
+            "status": if status == Status::Incomplete { "incomplete" } else { "completed" },
         }));
     }
     if reply.text.is_some() || !calls.is_empty() {

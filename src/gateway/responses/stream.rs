@@ -33,10 +33,12 @@ pub(super) struct Events {
     /// `resp_…` without its prefix: the items' ids are made from it.
     suffix: String,
     sequence: u64,
-    /// The open message item: its output index and its text so far.
-    message: Option<(usize, String)>,
-    /// The message's output index once it was opened (closed or not).
+    /// The message item's output index, once it was opened.
     message_index: Option<usize>,
+    /// Its text so far.
+    message_text: String,
+    /// Whether it is still open (a call's first piece closes it).
+    message_open: bool,
     /// Calls opened: output index, call id, name, arguments so far.
     calls: Vec<OpenCall>,
     items: usize,
@@ -61,8 +63,9 @@ impl Events {
             object,
             suffix,
             sequence: 0,
-            message: None,
             message_index: None,
+            message_text: String::new(),
+            message_open: false,
             calls: Vec::new(),
             items: 0,
         }
@@ -93,13 +96,13 @@ impl Events {
         format!("msg_{}", self.suffix)
     }
 
-    /// Opens the message item, unless it is open.
+    /// Opens the message item, unless it was opened before.
     fn open_message(&mut self) -> Vec<Value> {
         let mut events = Vec::new();
-        if self.message.is_none() {
+        if self.message_index.is_none() {
             let index = self.items;
             self.items += 1;
-            self.message = Some((index, String::new()));
+            self.message_open = true;
             self.message_index = Some(index);
             let item = json!({"type": "message", "id": self.message_id(), "status": "in_progress",
                               "role": "assistant", "content": []});
@@ -118,11 +121,12 @@ impl Events {
             return Vec::new();
         }
         let mut events = self.open_message();
-        let Some((index, text)) = &mut self.message else {
+        // Text after a call would belong to a message the stream already closed: the final
+        // object holds it, the events do not.
+        let (Some(index), true) = (self.message_index, self.message_open) else {
             return events;
         };
-        text.push_str(delta);
-        let index = *index;
+        self.message_text.push_str(delta);
         let body = json!({"item_id": self.message_id(), "output_index": index, "content_index": 0,
                           "delta": delta, "logprobs": []});
         events.push(self.event("response.output_text.delta", body));
@@ -131,9 +135,11 @@ impl Events {
 
     /// Closes the open message, if any.
     fn close_message(&mut self) -> Vec<Value> {
-        let Some((index, text)) = self.message.take() else {
+        let (Some(index), true) = (self.message_index, self.message_open) else {
             return Vec::new();
         };
+        self.message_open = false;
+        let text = self.message_text.clone();
         let id = self.message_id();
         let part = json!({"type": "output_text", "text": text, "annotations": []});
         let item = json!({"type": "message", "id": id, "status": "completed", "role": "assistant",
@@ -203,8 +209,10 @@ impl Events {
         }
         let text = reply.text.as_deref().unwrap_or_default();
         let calls = reply.tool_calls.as_deref().unwrap_or_default();
-        let sent = self.message.as_ref().map_or("", |(_, text)| text.as_str());
-        let Some(rest) = text.strip_prefix(sent).map(str::to_owned) else {
+        let Some(rest) = text
+            .strip_prefix(self.message_text.as_str())
+            .map(str::to_owned)
+        else {
             let changed = ApiError::internal(
                 "the task was retried after a failure and its text changed; send the request again",
             );
@@ -217,7 +225,23 @@ impl Events {
         }
         events.extend(self.close_message());
         for (index, call) in calls.iter().enumerate() {
-            if index >= self.calls.len() {
+            // The rest of a call the chunks began (the engine's last piece comes with the
+            // reply when chunks were grouped), or a whole call they did not carry.
+            let sent = self.calls.get(index).map(|open| open.arguments.clone());
+            if let Some(sent) = sent {
+                if let Some(rest) = call.function.arguments.strip_prefix(sent.as_str()) {
+                    let piece = ToolCallDelta {
+                        index: index as u32,
+                        id: None,
+                        kind: None,
+                        function: crate::protocol::FunctionDelta {
+                            name: None,
+                            arguments: rest.to_owned(),
+                        },
+                    };
+                    events.extend(self.calls(&[piece]));
+                }
+            } else {
                 let piece = ToolCallDelta {
                     index: index as u32,
                     id: Some(call.id.clone()),
@@ -230,6 +254,11 @@ impl Events {
                 events.extend(self.calls(&[piece]));
             }
         }
+        let status = if object::outcome(reply) == Status::Incomplete {
+            "incomplete"
+        } else {
+            "completed"
+        };
         for index in 0..self.calls.len() {
             let open = &self.calls[index];
             let body = json!({"item_id": format!("fc_{}_{index}", self.suffix),
@@ -237,7 +266,7 @@ impl Events {
                               "arguments": open.arguments});
             let output_index = open.output_index;
             events.push(self.event("response.function_call_arguments.done", body));
-            let item = self.call_item(index, "completed");
+            let item = self.call_item(index, status);
             events.push(self.event(
                 "response.output_item.done",
                 json!({"output_index": output_index, "item": item}),
@@ -249,6 +278,11 @@ impl Events {
         };
         events.push(self.event(kind, json!({"response": finished})));
         events
+    }
+
+    /// Whether a call was streamed (its attempt's calls are then the only ones that fit).
+    pub(super) fn streamed_calls(&self) -> bool {
+        !self.calls.is_empty()
     }
 
     /// The `error` event that ends a stream without a reply.
@@ -326,6 +360,13 @@ async fn next(relay: &mut Relay) -> Option<Value> {
             Ok(Some(Incoming::Reply { reply, .. })) => {
                 relay.done = true;
                 relay.guard.disarm();
+                if relay.events.streamed_calls() && relay.attempt != Some(reply.attempt) {
+                    // Calls streamed from an attempt that failed cannot be taken back.
+                    let lost = ApiError::internal(
+                        "the task was retried after a failure and its calls changed; send the request again",
+                    );
+                    return Some(relay.events.error(&lost));
+                }
                 let events = relay.events.finish(&reply);
                 if let Some(keeper) = relay.keeper.take() {
                     keeper
@@ -359,3 +400,7 @@ impl Relay {
         vec![self.events.error(error)]
     }
 }
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;
