@@ -573,7 +573,7 @@ async fn the_python_pika_client_gets_a_completion_and_reports_errors() {
         .output()
         .unwrap();
     assert_eq!(failed.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&failed.stderr).contains("invalid_request"));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("context_length_exceeded"));
 }
 
 /// amqplib from npm, installed under target/ for the Node example; returns its node_modules.
@@ -623,7 +623,7 @@ async fn the_node_amqplib_client_gets_a_completion_reports_errors_and_sees_a_ful
         &["Hello", "--max-tokens", "100000", "--queue", &queue],
     );
     assert_eq!(failed.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&failed.stderr).contains("invalid_request"));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("context_length_exceeded"));
     drop(worker);
 
     // No worker, a backlog bound of 1: the queue fills up and the broker nacks the publish.

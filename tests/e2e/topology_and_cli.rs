@@ -290,5 +290,5 @@ async fn submit_prints_the_reply_and_exits_by_its_status() {
         .output()
         .unwrap();
     assert_eq!(failed.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&failed.stderr).contains("invalid_request"));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("context_length_exceeded"));
 }
