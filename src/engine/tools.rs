@@ -216,7 +216,7 @@ impl ToolOutput {
         if self.parallel {
             return false;
         }
-        let Ok(parsed) = self.parser.parse(&format!("{}{text}", self.prefix), true) else {
+        let Ok(parsed) = self.parse(text, true) else {
             return false;
         };
         parsed.tool_calls.first().is_some_and(|call| {
@@ -226,10 +226,7 @@ impl ToolOutput {
 
     /// The pieces to stream now that the text so far is `text` (`None`: nothing new yet).
     pub(super) fn advance(&mut self, text: &str) -> Option<Delta> {
-        let parsed = self
-            .parser
-            .parse(&format!("{}{text}", self.prefix), true)
-            .ok()?;
+        let parsed = self.parse(text, true).ok()?;
         let delta = self.pieces(&parsed, false);
         (!delta.text.is_empty() || !delta.tool_calls.is_empty()).then_some(delta)
     }
@@ -286,6 +283,12 @@ impl ToolOutput {
         &parsed.tool_calls[..parsed.tool_calls.len().min(keep)]
     }
 
+    /// Parses the answer so far: the prompt's share of it, then `text`.
+    fn parse(&self, text: &str, partial: bool) -> Result<Parsed, String> {
+        self.parser
+            .parse(&format!("{}{text}", self.prefix), partial)
+    }
+
     /// What `parsed` adds to what was sent. A call goes out once its name is whole (its
     /// arguments have begun, or the text is `last`); its arguments as they grow. A re-read
     /// that rewrote what was sent (it should not) sends nothing for that part.
@@ -299,8 +302,7 @@ impl ToolOutput {
             delta.text = fresh.to_owned();
             self.content_sent = parsed.content.len();
         }
-        let keep = if self.parallel { usize::MAX } else { 1 };
-        for (index, call) in parsed.tool_calls.iter().take(keep).enumerate() {
+        for (index, call) in self.kept(parsed).iter().enumerate() {
             if index == self.calls_sent.len() {
                 if call.arguments.is_empty() && !last {
                     break;

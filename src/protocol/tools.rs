@@ -151,6 +151,21 @@ pub struct ToolCallDelta {
     pub function: FunctionDelta,
 }
 
+impl ToolCallDelta {
+    /// Call `index` in one piece: its id, type, name and all its arguments.
+    pub fn whole(index: u32, call: &ToolCall) -> ToolCallDelta {
+        ToolCallDelta {
+            index,
+            id: Some(call.id.clone()),
+            kind: Some(FunctionKind::Function),
+            function: FunctionDelta {
+                name: Some(call.function.name.clone()),
+                arguments: call.function.arguments.clone(),
+            },
+        }
+    }
+}
+
 /// The function part of a [`ToolCallDelta`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionDelta {

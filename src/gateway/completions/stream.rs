@@ -22,7 +22,7 @@ use crate::client::Incoming;
 use crate::gateway::errors::ApiError;
 use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::Shared;
-use crate::protocol::{FunctionDelta, FunctionKind, Reply, ReplyStatus, ToolCall, ToolCallDelta};
+use crate::protocol::{Reply, ReplyStatus, ToolCall, ToolCallDelta};
 
 /// Where a stream is.
 enum Phase {
@@ -188,15 +188,7 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
 fn whole_calls(calls: &[ToolCall]) -> Vec<ToolCallDelta> {
     (0_u32..)
         .zip(calls)
-        .map(|(index, call)| ToolCallDelta {
-            index,
-            id: Some(call.id.clone()),
-            kind: Some(FunctionKind::Function),
-            function: FunctionDelta {
-                name: Some(call.function.name.clone()),
-                arguments: call.function.arguments.clone(),
-            },
-        })
+        .map(|(index, call)| ToolCallDelta::whole(index, call))
         .collect()
 }
 

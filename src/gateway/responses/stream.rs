@@ -242,16 +242,7 @@ impl Events {
                     events.extend(self.calls(&[piece]));
                 }
             } else {
-                let piece = ToolCallDelta {
-                    index: index as u32,
-                    id: Some(call.id.clone()),
-                    kind: None,
-                    function: crate::protocol::FunctionDelta {
-                        name: Some(call.function.name.clone()),
-                        arguments: call.function.arguments.clone(),
-                    },
-                };
-                events.extend(self.calls(&[piece]));
+                events.extend(self.calls(&[ToolCallDelta::whole(index as u32, call)]));
             }
         }
         let status = if object::outcome(reply) == Status::Incomplete {
