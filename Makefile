@@ -7,7 +7,7 @@ MAX_TOKENS   ?= 32
 
 CUDA_ARCHITECTURES ?= 80;86;89;90
 
-.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv soak docs lint fmt clean
+.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv bench-steps soak docs lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS), then bench-prefix and bench-structured"
 	@echo "make bench-prefix - the shared-prefix workload: warren prefix cache vs llama-server cache_prompt"
 	@echo "make bench-structured - what a JSON Schema costs per token: warren engine vs llama-server, with and without"
+	@echo "make bench-steps - the step loop's host work per step at 64 and 256 slots (engine alone)"
 	@echo "make bench-kv - the KV cache's layout: one cache for every slot vs a stream per slot, tasks of mixed lengths"
 	@echo "make soak     - 10,000 tasks through two workers, one killed every 300 replies (leaks, losses, duplicates)"
 	@echo "make build-cuda | gpu-check  - a CUDA build (target-cuda/) and the GPU measurements"
@@ -109,6 +110,11 @@ bench: setup model broker-up build
 	scripts/bench-prefix.sh
 	scripts/bench-structured.sh
 	scripts/bench-kv.sh
+	scripts/bench-steps.sh
+
+# What the step loop costs on the host per step at 64 and 256 slots (engine alone, CPU).
+bench-steps: setup model build
+	scripts/bench-steps.sh
 
 # The KV cache's layout: one cache for every slot against a stream per slot, on tasks of mixed lengths.
 bench-kv: setup model build

@@ -93,6 +93,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         logprobs: args.logprobs,
     };
     anyhow::ensure!(!load.prompts.is_empty(), "no prompts");
+    let mut step_profile = None;
     let (label, (samples, wall), broker_floor, peak_rss) = if args.in_process {
         let engine_settings = settings.engine.clone();
         let engine = tokio::task::spawn_blocking(move || Engine::start(&engine_settings))
@@ -100,7 +101,9 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
             .context("the model loader panicked")??;
         let label = format!("engine alone, {} slots", engine.info().slots);
         let engine = Arc::new(engine);
+        let before = engine.step_times().snapshot();
         let result = bench::against_engine(engine.clone(), &load).await;
+        step_profile = engine.step_times().snapshot().since(&before).profile();
         tokio::task::spawn_blocking(move || engine.stop()).await?;
         (label, result, Vec::new(), bench::peak_rss_mib())
     } else if let Some(url) = &args.gateway {
@@ -130,11 +133,17 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         if let Some(rss) = peak_rss {
             value["peak_rss_mib"] = serde_json::json!(rss);
         }
+        if let Some(profile) = step_profile {
+            value["step_profile"] = serde_json::to_value(profile)?;
+        }
         println!("{value}");
     } else {
         print!("{}", report.table());
         if let Some(rss) = peak_rss {
             println!("peak RSS     {rss:.0} MiB");
+        }
+        if let Some(profile) = step_profile {
+            println!("steps        {profile}");
         }
     }
     Ok(())

@@ -17,7 +17,8 @@
 //! task asks for; [`prefix`] decides which slot's KV cells a
 //! new prompt can start from; [`prompt`] turns a task's input into tokens;
 //! [`device_sampling`] lets the backend (a GPU) choose the tokens of tasks that need no
-//! host-side logic, so their logits never cross to the host.
+//! host-side logic, so their logits never cross to the host; [`step_times`] splits each
+//! step's time into warren's host work and llama.cpp's.
 
 mod chat_template;
 mod device_sampling;
@@ -30,6 +31,7 @@ mod prompt;
 mod runner;
 mod sampling;
 mod sequence;
+mod step_times;
 #[cfg(test)]
 mod test_model;
 mod tools;
@@ -40,6 +42,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+
+pub use step_times::{Phase, StepProfile, StepSnapshot, StepTimes};
 
 use crate::config::EngineSettings;
 use crate::protocol::{
@@ -161,6 +165,7 @@ pub struct Engine {
     jobs: mpsc::UnboundedSender<Message>,
     info: ModelInfo,
     busy: Arc<AtomicUsize>,
+    times: Arc<StepTimes>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -176,9 +181,11 @@ impl Engine {
         let settings = settings.clone();
         let busy = Arc::new(AtomicUsize::new(0));
         let runner_busy = busy.clone();
+        let times = Arc::new(StepTimes::default());
+        let runner_times = times.clone();
         let thread = std::thread::Builder::new()
             .name("warren-engine".into())
-            .spawn(move || runner::run(settings, jobs_rx, ready_tx, runner_busy))
+            .spawn(move || runner::run(settings, jobs_rx, ready_tx, runner_busy, runner_times))
             .map_err(|e| EngineStartError::Llama(format!("cannot spawn engine thread: {e}")))?;
         let info = ready_rx
             .recv()
@@ -187,6 +194,7 @@ impl Engine {
             jobs: jobs_tx,
             info,
             busy,
+            times,
             thread: std::sync::Mutex::new(Some(thread)),
         })
     }
@@ -206,6 +214,11 @@ impl Engine {
     /// The live count of slots holding a task (for whoever reports on the engine).
     pub fn busy_counter(&self) -> Arc<AtomicUsize> {
         self.busy.clone()
+    }
+
+    /// Where the engine thread's steps spend their time, read live.
+    pub fn step_times(&self) -> Arc<StepTimes> {
+        self.times.clone()
     }
 
     /// What the engine loaded.

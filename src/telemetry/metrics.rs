@@ -8,6 +8,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+
+use crate::engine::{Phase, StepSnapshot};
 
 /// Labels of `warren_tasks_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,6 +25,13 @@ struct TaskLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabels {
     code: String,
+}
+
+/// Labels of `warren_engine_step_seconds_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    /// `schedule`, `decode`, `sample`, `emit` (see [`crate::engine::Phase`]).
+    phase: &'static str,
 }
 
 /// Everything warren measures.
@@ -43,6 +53,9 @@ pub struct Metrics {
     reconnects: Counter,
     in_flight: Gauge,
     ready: Gauge,
+    engine_steps: Counter,
+    engine_batch_tokens: Counter,
+    engine_step_seconds: Family<PhaseLabels, Counter<f64, AtomicU64>>,
 }
 
 /// Timings and counts of one completed task.
@@ -91,6 +104,9 @@ impl Metrics {
             reconnects: Counter::default(),
             in_flight: Gauge::default(),
             ready: Gauge::default(),
+            engine_steps: Counter::default(),
+            engine_batch_tokens: Counter::default(),
+            engine_step_seconds: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -177,6 +193,23 @@ impl Metrics {
             "1 when the model is loaded and the worker consumes",
             m.ready.clone(),
         );
+        registry.register(
+            "warren_engine_steps",
+            "Decodes made by the engine's step loop",
+            m.engine_steps.clone(),
+        );
+        registry.register(
+            "warren_engine_batch_tokens",
+            "Tokens in the engine's decode batches (next tokens and prompt tokens)",
+            m.engine_batch_tokens.clone(),
+        );
+        registry.register_with_unit(
+            "warren_engine_step",
+            "Engine step time by phase: schedule and emit are warren's host work, decode and \
+             sample llama.cpp's (sample includes waiting for a GPU's results)",
+            Unit::Seconds,
+            m.engine_step_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -237,6 +270,19 @@ impl Metrics {
     /// A delivery was taken (`+1`) or settled (`-1`).
     pub fn in_flight(&self, change: i64) {
         self.in_flight.inc_by(change);
+    }
+
+    /// What the engine's steps did since the last call.
+    pub fn engine_stepped(&self, delta: &StepSnapshot) {
+        self.engine_steps.inc_by(delta.steps);
+        self.engine_batch_tokens.inc_by(delta.batch_tokens);
+        for phase in Phase::ALL {
+            self.engine_step_seconds
+                .get_or_create(&PhaseLabels {
+                    phase: phase.name(),
+                })
+                .inc_by(delta.time(phase).as_secs_f64());
+        }
     }
 
     /// Engine slots and readiness, read when metrics are scraped.

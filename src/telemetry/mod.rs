@@ -9,7 +9,7 @@ pub mod http;
 pub mod metrics;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing_subscriber::EnvFilter;
 
@@ -23,6 +23,9 @@ pub struct Telemetry {
     /// The metrics.
     pub metrics: Metrics,
     slots: OnceLock<(Arc<AtomicUsize>, usize)>,
+    steps: OnceLock<Arc<StepTimes>>,
+    /// The step totals the metrics counted up to, at the last scrape.
+    steps_counted: Mutex<StepSnapshot>,
 }
 
 impl Telemetry {
@@ -32,18 +35,34 @@ impl Telemetry {
         let _ = self.slots.set((busy, total));
     }
 
-    /// The metrics text, with the engine's slots and readiness read now.
+    /// Watches where the engine's steps spend their time.
+    pub fn watch_steps(&self, times: Arc<StepTimes>) {
+        let _ = self.steps.set(times);
+    }
+
+    /// The metrics text, with the engine's slots, steps and readiness read now.
     pub fn scrape(&self) -> String {
         let (busy, total) = self.slots.get().map_or((0, 0), |(busy, total)| {
             (busy.load(Ordering::Relaxed), *total)
         });
         self.metrics
             .observe_state(busy, total, self.readiness.is_ready());
+        if let Some(times) = self.steps.get() {
+            // One scrape at a time adds what the engine did since the last one.
+            let mut counted = self
+                .steps_counted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = times.snapshot();
+            self.metrics.engine_stepped(&now.since(&counted));
+            *counted = now;
+        }
         self.metrics.encode()
     }
 }
 
 use crate::config::{LogFormat, LogSettings};
+use crate::engine::{StepSnapshot, StepTimes};
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init_logging(settings: &LogSettings) {

@@ -73,6 +73,7 @@ impl Worker {
             "model loaded"
         );
         telemetry.watch_slots(engine.busy_counter(), model.slots as usize);
+        telemetry.watch_steps(engine.step_times());
         Ok(Worker {
             settings,
             telemetry,

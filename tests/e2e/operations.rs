@@ -104,8 +104,21 @@ async fn metrics_and_health_report_what_the_worker_did() {
             "{series} in:\n{metrics}"
         );
     }
-    assert!(sample(&metrics, "warren_prompt_tokens_total").unwrap() >= 2.0);
+    let prompt_tokens = sample(&metrics, "warren_prompt_tokens_total").unwrap();
+    assert!(prompt_tokens >= 2.0);
     assert!(metrics.contains("warren_generation_tokens_per_second_bucket"));
+    // Every generated token took a decode; the batches held the prompt and the tokens fed back.
+    let steps = sample(&metrics, "warren_engine_steps_total").unwrap();
+    assert!(steps >= 3.0, "{metrics}");
+    let batch_tokens = sample(&metrics, "warren_engine_batch_tokens_total").unwrap();
+    assert!(batch_tokens >= prompt_tokens + 2.0, "{metrics}");
+    for phase in ["schedule", "decode", "sample", "emit"] {
+        let series = format!(r#"warren_engine_step_seconds_total{{phase="{phase}"}}"#);
+        let seconds = sample(&metrics, &series).unwrap_or(-1.0);
+        assert!(seconds >= 0.0, "{series} in:\n{metrics}");
+    }
+    let decode = r#"warren_engine_step_seconds_total{phase="decode"}"#;
+    assert!(sample(&metrics, decode).unwrap() > 0.0, "{metrics}");
     upstream.close().await;
     worker.stop().await;
 }
@@ -658,12 +671,18 @@ async fn the_node_amqplib_client_gets_a_completion_reports_errors_and_sees_a_ful
 #[test]
 fn the_gpu_build_and_check_are_wired_for_the_cuda_feature_and_current_architectures() {
     // No GPU or CUDA toolkit here: check what can be checked without one.
-    let syntax = Command::new("bash")
-        .args(["-n"])
-        .arg(repo("scripts/gpu-check.sh"))
-        .status()
-        .unwrap();
-    assert!(syntax.success(), "scripts/gpu-check.sh parses");
+    for script in [
+        "scripts/gpu-check.sh",
+        "scripts/gpu-bundle.sh",
+        "scripts/gpu-remote.sh",
+    ] {
+        let syntax = Command::new("bash")
+            .args(["-n"])
+            .arg(repo(script))
+            .status()
+            .unwrap();
+        assert!(syntax.success(), "{script} parses");
+    }
     let plan = Command::new("make")
         .args(["-n", "build-cuda"])
         .current_dir(repo(""))
@@ -689,6 +708,9 @@ fn the_gpu_build_and_check_are_wired_for_the_cuda_feature_and_current_architectu
         "--backend-sampling",
         "WARREN__ENGINE__KV_UNIFIED=true engine",
         "--mixed-lengths",
+        "\"$BATCHED_BENCH\" -m",
+        "--query-gpu=utilization.gpu",
+        "-fa \"$FLASH_ATTENTION\"",
     ] {
         assert!(script.contains(needed), "gpu-check.sh lacks {needed}");
     }
@@ -703,12 +725,23 @@ fn the_gpu_build_and_check_are_wired_for_the_cuda_feature_and_current_architectu
     };
     for (name, tokens_per_s) in [
         ("engine-host-32", 1700.0),
-        ("engine-device-32", 3400.0),
         ("llama-server-host-greedy-32", 850.0),
         ("engine-device-unified-32", 6800.0),
     ] {
         std::fs::write(results.join(format!("{name}.json")), report(tokens_per_s)).unwrap();
     }
+    // The device run with its step profile, the GPU's utilisation samples during it, and
+    // llama-batched-bench's line for 32 sequences.
+    let mut device: serde_json::Value = serde_json::from_str(&report(3400.0)).unwrap();
+    device["step_profile"] = serde_json::json!({"steps": 10, "tokens_per_step": 32.0,
+        "schedule_ms": 0.1, "decode_ms": 5.0, "sample_ms": 4.0, "emit_ms": 0.9, "host_share": 0.1});
+    std::fs::write(results.join("engine-device-32.json"), device.to_string()).unwrap();
+    std::fs::write(results.join("engine-device-32.gpu"), "50, 1000\n70, 1000\n").unwrap();
+    std::fs::write(
+        results.join("batched-bench.jsonl"),
+        "{\"n_kv_max\": 5000, \"pl\": 32, \"speed_tg\": 9000.0}\n",
+    )
+    .unwrap();
     let table = Command::new("bash")
         .arg(repo("scripts/gpu-check.sh"))
         .env("TABLE_ONLY", "1")
@@ -718,8 +751,13 @@ fn the_gpu_build_and_check_are_wired_for_the_cuda_feature_and_current_architectu
         .unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(
-        table.contains("| 32 | 1700 | 3400 | - | 850 | - | - | - |"),
+        table.contains("| 32 | 1700 | 3400 | - | 850 | - | 9000 | - | - |"),
         "{table}"
+    );
+    assert!(
+        table
+            .contains("| 32 | 32.0 | 10.000 | 0.100 | 5.000 | 4.000 | 0.900 | 10% | 60% | - | - |"),
+        "where the step's time goes: {table}"
     );
     assert!(
         table.contains("| 32 | 6800 | 3400 | 2.00x | - | - | - |"),

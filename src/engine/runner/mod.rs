@@ -16,6 +16,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
+mod admit;
 mod cells;
 mod startup;
 
@@ -24,15 +25,13 @@ pub(super) use startup::backend;
 use startup::load;
 
 use super::chat_template::ChatTemplate;
-use super::device_sampling::{DeviceChoice, DeviceSamplers};
+use super::device_sampling::DeviceSamplers;
 use super::first_bytes::FirstBytes;
-use super::grammar::GrammarSource;
 use super::logprobs;
 use super::prefix::PrefixCache;
-use super::prompt;
-use super::sampling::TokenPicker;
-use super::sequence::{InBatch, Sequence, SequenceStart, Step};
-use super::{EngineStartError, Job, Message, ModelInfo};
+use super::sequence::{InBatch, Sequence, Step};
+use super::step_times::{Lap, Phase, StepTimes};
+use super::{EngineStartError, Message, ModelInfo};
 use crate::config::EngineSettings;
 use crate::protocol::{ErrorCode, TaskError};
 
@@ -43,6 +42,7 @@ pub(super) fn run(
     jobs: mpsc::UnboundedReceiver<Message>,
     ready: std::sync::mpsc::Sender<Result<ModelInfo, EngineStartError>>,
     busy: Arc<AtomicUsize>,
+    times: Arc<StepTimes>,
 ) {
     let started = match load(&settings) {
         Ok(started) => started,
@@ -52,7 +52,7 @@ pub(super) fn run(
         }
     };
     let (model, backend) = started;
-    let mut runner = match Runner::new(&settings, &model, backend) {
+    let mut runner = match Runner::new(&settings, &model, backend, times) {
         Ok(runner) => runner,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -81,34 +81,57 @@ struct Runner<'m> {
     admissions: u64,
     /// The vocabulary by first byte, built when the first constrained task comes.
     first_bytes: OnceCell<Rc<FirstBytes>>,
+    /// Where each step's time goes, shared with whoever reports on the engine.
+    times: Arc<StepTimes>,
+    /// The sequences of a step between picking their tokens and emitting them (kept to reuse
+    /// its allocation).
+    picked: Vec<(usize, Sequence, Result<LlamaToken, TaskError>)>,
 }
 
 impl<'m> Runner<'m> {
     fn serve(&mut self, mut jobs: mpsc::UnboundedReceiver<Message>, busy: &AtomicUsize) {
         let mut open = true;
+        let started = self.times.snapshot();
+        let mut lap = Lap::start();
         loop {
             busy.store(self.active(), Ordering::Relaxed);
             if self.active() == 0 {
                 if !open {
-                    return;
+                    return self.report(&started);
                 }
-                match jobs.blocking_recv() {
+                let waiting = jobs.blocking_recv();
+                // Time idle is no step's.
+                lap = Lap::start();
+                match waiting {
                     Some(Message::Job(job)) => self.admit(*job),
-                    Some(Message::Stop) | None => return self.stop(busy),
+                    Some(Message::Stop) | None => {
+                        self.report(&started);
+                        return self.stop(busy);
+                    }
                 }
             }
             while open && self.free_slot().is_some() {
                 match jobs.try_recv() {
                     Ok(Message::Job(job)) => self.admit(*job),
-                    Ok(Message::Stop) => return self.stop(busy),
+                    Ok(Message::Stop) => {
+                        self.report(&started);
+                        return self.stop(busy);
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => open = false,
                 }
             }
             self.reap();
             if self.active() > 0 {
-                self.step();
+                self.step(&mut lap);
             }
+        }
+    }
+
+    /// Logs where the steps' time went since `started`.
+    fn report(&self, started: &super::step_times::StepSnapshot) {
+        if let Some(profile) = self.times.snapshot().since(started).profile() {
+            tracing::info!(%profile, "engine step times");
         }
     }
 
@@ -128,117 +151,6 @@ impl<'m> Runner<'m> {
 
     fn free_slot(&self) -> Option<usize> {
         self.slots.iter().position(Option::is_none)
-    }
-
-    /// Puts a job in a free slot: the one whose KV cells already hold the longest prefix of
-    /// its prompt (see [`PrefixCache`]). The rest of the prompt is read by the following
-    /// steps, in chunks that share each batch with the other sequences' next tokens.
-    fn admit(&mut self, job: Job) {
-        if job.reply.is_closed() {
-            return;
-        }
-        let slot_wait = job.submitted.elapsed();
-        let prompt::Prompt {
-            tokens: prompt,
-            tools,
-        } = match prompt::tokenize(self.model, &self.template, &job.request.task) {
-            Ok(prompt) => prompt,
-            Err(e) => {
-                let _ = job.reply.send(Err(e));
-                return;
-            }
-        };
-        if prompt.len() >= self.context_per_slot as usize {
-            let _ = job.reply.send(Err(TaskError::new(
-                ErrorCode::PromptTooLong,
-                format!(
-                    "the prompt is {} tokens; the context holds {} tokens including the completion",
-                    prompt.len(),
-                    self.context_per_slot
-                ),
-            )));
-            return;
-        }
-        let task = &job.request.task;
-        if let Some(asked) = task.max_tokens {
-            let room = self.context_per_slot as usize - prompt.len();
-            if asked as usize > room {
-                let _ = job.reply.send(Err(TaskError::new(
-                    ErrorCode::ContextLengthExceeded,
-                    format!(
-                        "the context holds {} tokens: the prompt is {} tokens, so `max_tokens` \
-                         may be at most {room}, not {asked}",
-                        self.context_per_slot,
-                        prompt.len()
-                    ),
-                )));
-                return;
-            }
-        }
-        let first_bytes = || {
-            Rc::clone(self.first_bytes.get_or_init(|| {
-                let started = Instant::now();
-                let index = FirstBytes::new(self.model);
-                let ms = started.elapsed().as_millis() as u64;
-                tracing::debug!(ms, "vocabulary grouped by first byte for grammar masks");
-                Rc::new(index)
-            }))
-        };
-        let grammar = match &tools {
-            Some(tools) => Some(GrammarSource::Tools(&tools.grammar)),
-            None => task.constraint.as_ref().map(GrammarSource::Task),
-        };
-        let picker = match TokenPicker::for_task(self.model, &task.sampling, grammar, first_bytes) {
-            Ok(picker) => picker,
-            Err(e) => {
-                let _ = job.reply.send(Err(e));
-                return;
-            }
-        };
-        let Some(placement) = self.place(&prompt) else {
-            // serve() only admits when a slot is free.
-            let _ = job.reply.send(Err(internal("no free slot")));
-            return;
-        };
-        let slot = placement.slot;
-        let (reused, follow) = self.settle(placement);
-        let on_device = self.device.as_mut().is_some_and(|device| {
-            device.prepare(
-                slot,
-                DeviceChoice::for_task(
-                    &task.sampling,
-                    grammar.is_some() || task.logprobs.is_some(),
-                ),
-            )
-        });
-        tracing::debug!(slot, reused, on_device, "task admitted");
-        self.admissions += 1;
-        let mut stops = task.stop.clone();
-        let tool_output = tools.map(|tools| {
-            stops.extend(tools.stops);
-            tools.output
-        });
-        self.slots[slot] = Some(Sequence::new(SequenceStart {
-            seq_id: slot as i32,
-            admission: self.admissions,
-            prompt,
-            reused,
-            follow,
-            reply: job.reply,
-            stream: job.request.stream,
-            logprobs: task.logprobs.map(|top| top as usize),
-            picker,
-            on_device,
-            stops,
-            tools: tool_output,
-            max_tokens: task
-                .max_tokens
-                .or(task.default_max_tokens)
-                .unwrap_or(u32::MAX),
-            context_limit: self.context_per_slot as i32,
-            timeout: job.request.task.timeout,
-            slot_wait,
-        }));
     }
 
     /// Appends a sampled token to its sequence, with its log probability if it asked.
@@ -279,7 +191,7 @@ impl<'m> Runner<'m> {
 
     /// One decode: the pending token of every generating sequence, then as much prompt as
     /// fits, then a sample for every sequence that has logits in this batch.
-    fn step(&mut self) {
+    fn step(&mut self, lap: &mut Lap) {
         self.start_followers();
         self.batch.clear();
         for sequence in self.slots.iter_mut().flatten() {
@@ -326,7 +238,11 @@ impl<'m> Runner<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
+        lap.to(&self.times, Phase::Schedule);
+        let decoded = self.ctx.decode(&mut self.batch);
+        lap.to(&self.times, Phase::Decode);
+        self.times.stepped(self.batch.n_tokens() as usize);
+        if let Err(e) = decoded {
             tracing::error!(error = %e, "llama.cpp decode failed; failing the tasks in the batch");
             for slot in 0..self.slots.len() {
                 let in_batch = self.slots[slot]
@@ -345,6 +261,8 @@ impl<'m> Runner<'m> {
             }
             return;
         }
+        // Every next token first: on a device, the first read waits for the decode's results.
+        let mut picked = std::mem::take(&mut self.picked);
         for slot in 0..self.slots.len() {
             let Some(mut sequence) = self.slots[slot].take() else {
                 continue;
@@ -357,7 +275,12 @@ impl<'m> Runner<'m> {
                 InBatch::PromptEnd => sequence.prompt_read(),
                 InBatch::NextToken => sequence.next_token_decoded(),
             }
-            let token = match self.pick(slot, &mut sequence) {
+            let token = self.pick(slot, &mut sequence);
+            picked.push((slot, sequence, token));
+        }
+        lap.to(&self.times, Phase::Sample);
+        for (slot, mut sequence, token) in picked.drain(..) {
+            let token = match token {
                 Ok(token) => token,
                 Err(e) => {
                     self.prefix.keep(slot, sequence.tokens_in_cache());
@@ -373,6 +296,8 @@ impl<'m> Runner<'m> {
                 }
             }
         }
+        self.picked = picked;
+        lap.to(&self.times, Phase::Emit);
     }
 
     /// The sequence's next token, from the last decode: chosen on the device, or by its picker

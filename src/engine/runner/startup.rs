@@ -13,6 +13,7 @@ use super::super::device_sampling::DeviceSamplers;
 use super::super::grammar;
 use super::super::params;
 use super::super::prefix::PrefixCache;
+use super::super::step_times::StepTimes;
 use super::super::{EngineStartError, ModelInfo};
 use super::Runner;
 use crate::config::EngineSettings;
@@ -47,6 +48,7 @@ impl<'m> Runner<'m> {
         settings: &EngineSettings,
         model: &'m LlamaModel,
         backend: &LlamaBackend,
+        times: std::sync::Arc<StepTimes>,
     ) -> Result<Self, EngineStartError> {
         let slots = settings.slots;
         let batch_capacity = params::batch_capacity(settings);
@@ -73,6 +75,8 @@ impl<'m> Runner<'m> {
             prefix: PrefixCache::new(slots as usize, settings.prefix_cache),
             admissions: 0,
             first_bytes: std::cell::OnceCell::new(),
+            times,
+            picked: Vec::with_capacity(slots as usize),
         })
     }
 
