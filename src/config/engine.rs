@@ -133,8 +133,11 @@ impl EngineSettings {
         if self.context_size < 16 {
             return Err(invalid("engine.context_size", "must be at least 16 tokens"));
         }
-        if self.slots == 0 || self.slots > 64 {
-            return Err(invalid("engine.slots", "must be between 1 and 64"));
+        if self.slots == 0 || self.slots > 256 {
+            return Err(invalid(
+                "engine.slots",
+                "must be between 1 and 256 (llama.cpp's limit of sequences in one context)",
+            ));
         }
         if self.threads > 1024 {
             return Err(invalid("engine.threads", "must be at most 1024"));
