@@ -31,6 +31,9 @@ pub struct EngineSettings {
     pub swa_full: bool,
     /// Keep each slot's KV cells after its task and reuse the longest shared prompt prefix.
     pub prefix_cache: bool,
+    /// Prompts are read in pieces that end on multiples of this many tokens (at most the
+    /// batch), and only whole pieces are reused: see `engine::chunking`.
+    pub prompt_chunk: u32,
     /// Flash attention: auto, on or off.
     pub flash_attention: FlashAttention,
     /// Element type of the KV cache (keys and values).
@@ -138,6 +141,9 @@ impl EngineSettings {
                 "engine.slots",
                 "must be between 1 and 256 (llama.cpp's limit of sequences in one context)",
             ));
+        }
+        if self.prompt_chunk == 0 {
+            return Err(invalid("engine.prompt_chunk", "must be at least 1 token"));
         }
         if self.threads > 1024 {
             return Err(invalid("engine.threads", "must be at most 1024"));

@@ -15,12 +15,14 @@
 //! for a task that constrains its output, asking it about the few tokens [`first_bytes`]
 //! leaves when a whole-vocabulary mask is due; [`logprobs`] reports the log probabilities a
 //! task asks for; [`prefix`] decides which slot's KV cells a
-//! new prompt can start from; [`prompt`] turns a task's input into tokens;
+//! new prompt can start from, and [`chunking`] cuts prompts so that reuse never changes a
+//! text; [`prompt`] turns a task's input into tokens;
 //! [`device_sampling`] lets the backend (a GPU) choose the tokens of tasks that need no
 //! host-side logic, so their logits never cross to the host; [`step_times`] splits each
 //! step's time into warren's host work and llama.cpp's.
 
 mod chat_template;
+mod chunking;
 mod device_sampling;
 mod first_bytes;
 mod grammar;

@@ -16,6 +16,8 @@
 
 use llama_cpp_2::token::LlamaToken;
 
+use super::chunking::Chunking;
+
 /// A copy between slots moves a whole slot's KV buffer; below this gain in reused tokens,
 /// reading them again costs less.
 pub(super) const MIN_COPY_GAIN: usize = 32;
@@ -53,16 +55,19 @@ impl<'a> Held<'a> {
 /// What each slot's cells hold while it has no task, and when it was last used.
 pub(super) struct PrefixCache {
     enabled: bool,
+    chunking: Chunking,
     kept: Vec<Vec<LlamaToken>>,
     last_used: Vec<u64>,
     clock: u64,
 }
 
 impl PrefixCache {
-    /// Bookkeeping for `slots` slots; `enabled: false` never reuses anything.
-    pub(super) fn new(slots: usize, enabled: bool) -> PrefixCache {
+    /// Bookkeeping for `slots` slots whose prompts are cut by `chunking`; `enabled: false`
+    /// never reuses anything.
+    pub(super) fn new(slots: usize, enabled: bool, chunking: Chunking) -> PrefixCache {
         PrefixCache {
             enabled,
+            chunking,
             kept: vec![Vec::new(); slots],
             last_used: vec![0; slots],
             clock: 0,
@@ -77,13 +82,14 @@ impl PrefixCache {
         free: &[usize],
         held: &[Held<'_>],
     ) -> Option<Placement> {
-        // The last prompt token is always decoded again: its logits give the first token.
-        let usable = prompt.len().saturating_sub(1);
+        // Whole chunks only, never the last prompt token (its logits give the first token):
+        // the rest is then read as a cold read would (see `chunking`).
         let shared: Vec<usize> = held
             .iter()
             .map(|h| {
                 if self.enabled {
-                    common_prefix(h.tokens, prompt).min(usable)
+                    self.chunking
+                        .reusable(common_prefix(h.tokens, prompt), prompt.len())
                 } else {
                     0
                 }
@@ -170,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_prompt_goes_to_the_free_slot_that_holds_its_longest_prefix() {
-        let mut cache = PrefixCache::new(3, true);
+        let mut cache = PrefixCache::new(3, true, Chunking::new(1));
         cache.keep(0, tokens(&[1, 2, 9]));
         cache.keep(1, tokens(&[1, 2, 3, 4, 8]));
         let prompt = tokens(&[1, 2, 3, 4, 5, 6]);
@@ -187,15 +193,26 @@ mod tests {
 
     #[test]
     fn the_last_prompt_token_is_always_decoded_again() {
-        let mut cache = PrefixCache::new(1, true);
+        let mut cache = PrefixCache::new(1, true, Chunking::new(1));
         cache.keep(0, tokens(&[1, 2, 3, 4]));
         let placement = cache.place(&tokens(&[1, 2, 3]), &[0], &held(&cache, 1));
         assert_eq!(placement.map(|p| p.reused), Some(2));
     }
 
     #[test]
+    fn only_whole_chunks_are_reused() {
+        let mut cache = PrefixCache::new(1, true, Chunking::new(4));
+        cache.keep(0, tokens(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
+        let prompt = tokens(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 99]);
+        let placement = cache.place(&prompt, &[0], &held(&cache, 1));
+        assert_eq!(placement.map(|p| p.reused), Some(8));
+        let placement = cache.place(&tokens(&[1, 2, 3, 9]), &[0], &held(&cache, 1));
+        assert_eq!(placement.map(|p| p.reused), Some(0));
+    }
+
+    #[test]
     fn without_a_match_the_least_recently_used_slot_is_given_up() {
-        let mut cache = PrefixCache::new(3, true);
+        let mut cache = PrefixCache::new(3, true, Chunking::new(1));
         cache.keep(2, tokens(&[7]));
         cache.keep(0, tokens(&[8]));
         cache.keep(1, tokens(&[9]));
@@ -205,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_clearly_longer_prefix_in_another_slot_is_copied_into_a_free_one() {
-        let mut cache = PrefixCache::new(3, true);
+        let mut cache = PrefixCache::new(3, true, Chunking::new(1));
         cache.keep(1, tokens(&[1]));
         cache.keep(2, tokens(&[2]));
         let busy_prompt = long(4, 100, &[]);
@@ -226,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_small_gain_is_read_again_rather_than_copied() {
-        let mut cache = PrefixCache::new(2, true);
+        let mut cache = PrefixCache::new(2, true, Chunking::new(1));
         cache.keep(1, long(4, 10, &[]));
         let busy = long(4, 10 + MIN_COPY_GAIN - 1, &[]);
         let mut holding = held(&cache, 2);
@@ -238,7 +255,7 @@ mod tests {
 
     #[test]
     fn of_two_busy_slots_with_the_prefix_the_one_further_in_its_prompt_is_copied() {
-        let cache = PrefixCache::new(3, true);
+        let cache = PrefixCache::new(3, true, Chunking::new(1));
         let prompt = long(4, 100, &[1]);
         let (reading, waiting) = (long(4, 100, &[2]), long(4, 100, &[3]));
         let holding = vec![
@@ -266,7 +283,7 @@ mod tests {
 
     #[test]
     fn a_disabled_cache_reuses_nothing_and_keeps_nothing() {
-        let mut cache = PrefixCache::new(2, false);
+        let mut cache = PrefixCache::new(2, false, Chunking::new(1));
         cache.keep(0, tokens(&[1, 2, 3]));
         assert!(cache.kept(0).is_empty());
         let placement = cache.place(&tokens(&[1, 2, 3, 4]), &[0, 1], &held(&cache, 2));
@@ -275,13 +292,13 @@ mod tests {
 
     #[test]
     fn no_free_slot_means_no_placement() {
-        let cache = PrefixCache::new(1, true);
+        let cache = PrefixCache::new(1, true, Chunking::new(1));
         assert_eq!(cache.place(&tokens(&[1]), &[], &held(&cache, 1)), None);
     }
 
     #[test]
     fn a_forgotten_slot_offers_nothing() {
-        let mut cache = PrefixCache::new(1, true);
+        let mut cache = PrefixCache::new(1, true, Chunking::new(1));
         cache.keep(0, tokens(&[1, 2, 3]));
         cache.forget(0);
         let placement = cache.place(&tokens(&[1, 2, 3, 4]), &[0], &held(&cache, 1));

@@ -166,10 +166,12 @@ async fn a_reused_prefix_changes_nothing_in_the_output_one_task_after_another() 
     let last = QUESTIONS[QUESTIONS.len() - 1];
     let same_again = ok_reply(&client, &task(last)).await;
     let prompt_tokens = same_again.usage.map_or(0, |u| u.prompt_tokens);
+    // Prompts are cut into pieces of 2 here (the batch holds 2 tokens): an identical prompt
+    // reuses every whole piece before its last token.
     assert_eq!(
         cached(&same_again),
-        prompt_tokens - 1,
-        "an identical prompt reads only its last token again"
+        (prompt_tokens - 1) / 2 * 2,
+        "an identical prompt reads again only its last token and what follows its last piece"
     );
     client.close().await;
 }
@@ -227,5 +229,74 @@ async fn a_reused_prefix_changes_nothing_under_slot_churn_and_a_copy_from_a_busy
         );
     }
     ok_answer(running).await;
+    client.close().await;
+}
+
+/// A seeded (or greedy) task of `max_tokens` 32 after the system prompt.
+fn seeded(question: &str, temperature: f64) -> TaskBody {
+    TaskBody {
+        max_tokens: Some(32),
+        temperature: Some(temperature),
+        seed: Some(1234),
+        ..TaskBody::prompt(format!("{}\n{question}", system_prompt()))
+    }
+}
+
+#[tokio::test]
+async fn a_seeded_task_gives_the_same_text_read_cold_reused_whole_or_reused_in_part() {
+    // The default configuration: one slot, the prefix cache on, the default batch and chunk.
+    let names = Names::new("prefixseed");
+    let _worker = WorkerProcess::start(&names, &[]).await;
+    let client = client(&names).await;
+    let unrelated = TaskBody {
+        max_tokens: Some(2),
+        ..TaskBody::prompt("Tomatoes grow best in warm soil.")
+    };
+    let questions = [
+        "Question: where is order 1037 shipped from?\nAnswer:",
+        "Question: which warehouse is in Oslo?\nAnswer:",
+        "Question: who ships to Graz?\nAnswer:",
+        "Question: may I promise delivery on day 2 for order 1074, please?\nAnswer:",
+        "Q: hi\nA:",
+        "Question: name a rule.\nAnswer:",
+    ];
+    let mut remainders = std::collections::BTreeSet::new();
+    for (round, question) in questions.iter().enumerate() {
+        // Sampled for every question, greedy for some: a near-tie flips a greedy text too.
+        let temperatures: &[f64] = if round % 2 == 0 { &[0.7, 0.0] } else { &[0.7] };
+        for &temperature in temperatures {
+            let body = seeded(question, temperature);
+            // Cold: the slot holds an unrelated prompt.
+            ok_reply(&client, &unrelated).await;
+            let cold = ok_reply(&client, &body).await;
+            assert_eq!(cached(&cold), 0, "read cold: {:?}", cold.usage);
+            let prompt_tokens = cold.usage.map_or(0, |u| u.prompt_tokens);
+            remainders.insert(prompt_tokens % 4);
+            // Reused whole: the slot holds this very task's prompt and text.
+            let whole = ok_reply(&client, &body).await;
+            // Reused in part: the slot holds another question after the same system prompt.
+            let other = questions[(round + 1) % questions.len()];
+            ok_reply(&client, &seeded(other, temperature)).await;
+            let part = ok_reply(&client, &body).await;
+            for (how, reply) in [("reused whole", &whole), ("reused in part", &part)] {
+                assert!(
+                    cached(reply) >= 64,
+                    "{how}: the system prompt's chunks are reused: {:?}",
+                    reply.usage
+                );
+                assert_eq!(
+                    reply.text, cold.text,
+                    "{question} at temperature {temperature}, {how} ({:?})",
+                    reply.usage
+                );
+            }
+            assert!(cached(&whole) > cached(&part) || cached(&whole) == cached(&part));
+        }
+    }
+    assert_eq!(
+        remainders.len(),
+        4,
+        "prompt lengths cover every remainder mod 4: {remainders:?}"
+    );
     client.close().await;
 }

@@ -25,6 +25,7 @@ pub(super) use startup::backend;
 use startup::load;
 
 use super::chat_template::ChatTemplate;
+use super::chunking::Chunking;
 use super::device_sampling::DeviceSamplers;
 use super::first_bytes::FirstBytes;
 use super::logprobs;
@@ -77,6 +78,8 @@ struct Runner<'m> {
     context_per_slot: u32,
     slots: Vec<Option<Sequence>>,
     prefix: PrefixCache,
+    /// Where prompts are cut into decodes.
+    chunking: Chunking,
     /// Tasks admitted so far: tells a slot's successive sequences apart.
     admissions: u64,
     /// The vocabulary by first byte, built when the first constrained task comes.
@@ -215,7 +218,7 @@ impl<'m> Runner<'m> {
                 continue;
             }
             let start = sequence.prompt_done;
-            let end = (start + room).min(sequence.prompt.len());
+            let end = self.chunking.piece_end(start, sequence.prompt.len(), room);
             for pos in start..end {
                 let is_last = pos + 1 == sequence.prompt.len();
                 if is_last {

@@ -9,6 +9,7 @@ use llama_cpp_2::model::LlamaModel;
 use std::sync::OnceLock;
 
 use super::super::chat_template::ChatTemplate;
+use super::super::chunking::Chunking;
 use super::super::device_sampling::DeviceSamplers;
 use super::super::grammar;
 use super::super::params;
@@ -52,6 +53,7 @@ impl<'m> Runner<'m> {
     ) -> Result<Self, EngineStartError> {
         let slots = settings.slots;
         let batch_capacity = params::batch_capacity(settings);
+        let chunking = Chunking::new(settings.prompt_chunk.min(batch_capacity) as usize);
         let params = params::context_params(settings);
         let ctx = model
             .new_context(backend, params)
@@ -72,7 +74,8 @@ impl<'m> Runner<'m> {
             template_source,
             context_per_slot: settings.context_size,
             slots: (0..slots).map(|_| None).collect(),
-            prefix: PrefixCache::new(slots as usize, settings.prefix_cache),
+            prefix: PrefixCache::new(slots as usize, settings.prefix_cache, chunking),
+            chunking,
             admissions: 0,
             first_bytes: std::cell::OnceCell::new(),
             times,
