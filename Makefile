@@ -97,9 +97,10 @@ $(AGENTSENV)/.installed: tests/python/agents/requirements.txt
 # The agent frameworks' tests run in their virtualenv, after.
 test-python: $(PYENV)/.installed $(AGENTSENV)/.installed
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider \
-		-n 2 --dist loadfile --ignore tests/python/test_restarts.py --ignore tests/python/agents tests/python
+		-n 2 --dist loadfile --ignore tests/python/test_restarts.py --ignore tests/python/test_broker_blocked.py \
+		--ignore tests/python/agents tests/python
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider \
-		tests/python/test_restarts.py
+		tests/python/test_restarts.py tests/python/test_broker_blocked.py
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(AGENTSENV)/bin/python -m pytest -q -p no:cacheprovider \
 		tests/python/agents
 

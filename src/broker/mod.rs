@@ -5,11 +5,13 @@
 //! returned (unroutable) messages and header encoding. It must not decide what happens to a
 //! task (that is the worker's job) nor parse task bodies (the protocol's).
 
+mod blocked;
 pub mod headers;
 mod publisher;
 mod topology;
 mod transaction;
 
+pub use blocked::BlockedWatch;
 pub use publisher::{Published, Publisher};
 pub use topology::{Route, Topology};
 pub use transaction::{Outgoing, Transaction, TxChannel};

@@ -11,9 +11,10 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::broker::{self, Topology};
+use crate::broker::{self, BlockedWatch, Topology};
 use crate::client::Client;
 use crate::config::Settings;
+use crate::gateway::errors::ApiError;
 use crate::gateway::metrics::GatewayMetrics;
 use crate::retry::ReconnectBackoff;
 
@@ -25,6 +26,7 @@ const UNSENT_CANCELS_AT_MOST: usize = 10_000;
 pub struct BrokerLink {
     current: Arc<RwLock<Option<Arc<Client>>>>,
     unsent_cancels: Arc<Mutex<Vec<String>>>,
+    blocked: BlockedWatch,
 }
 
 impl BrokerLink {
@@ -58,6 +60,35 @@ impl BrokerLink {
         }
     }
 
+    /// The broker's reason while it blocks the connection (a resource alarm).
+    pub fn blocked_reason(&self) -> Option<String> {
+        self.blocked.reason()
+    }
+
+    /// The connected client to publish a caller's task with: 503 while (re)connecting or
+    /// while the broker blocks publishers, instead of a request that hangs.
+    pub fn publishing_client(&self) -> Result<Arc<Client>, ApiError> {
+        if let Some(reason) = self.blocked.reason() {
+            return Err(ApiError::broker_blocked(&reason));
+        }
+        self.client()
+            .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))
+    }
+
+    /// Runs `publish` unless the broker blocks the connection first: a blocked publish waits
+    /// until the alarm clears, so its caller gets 503 now. A message already handed to the
+    /// connection is then published when the alarm clears; its caller is gone, so the
+    /// handler's [`CancelOnDrop`] cancels it.
+    pub async fn unless_blocked<T>(
+        &self,
+        publish: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        tokio::select! {
+            result = publish => result,
+            reason = self.blocked.blocked() => Err(ApiError::broker_blocked(&reason)),
+        }
+    }
+
     /// The connected client, or `None` while (re)connecting.
     pub fn client(&self) -> Option<Arc<Client>> {
         let client = self.current.read().ok()?.clone()?;
@@ -76,6 +107,7 @@ impl BrokerLink {
                 Ok(client) => {
                     info!(connection_name = %name, reply_to = client.reply_to(), "connected to RabbitMQ");
                     let client = Arc::new(client);
+                    self.blocked.follow(client.connection());
                     if let Ok(mut current) = self.current.write() {
                         *current = Some(client.clone());
                     }

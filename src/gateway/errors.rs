@@ -137,6 +137,28 @@ impl ApiError {
         }
     }
 
+    /// 503: RabbitMQ blocks publishers (a memory or disk alarm): a publish would wait until
+    /// it clears.
+    pub fn broker_blocked(reason: &str) -> Self {
+        ApiError {
+            retry_after: Some(Duration::from_secs(5)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "broker_blocked",
+                format!(
+                    "RabbitMQ is blocking publishers ({reason}, a memory or disk alarm); \
+                     try again later"
+                ),
+            )
+        }
+    }
+
+    /// Whether this is [`ApiError::broker_blocked`].
+    pub fn is_blocked(&self) -> bool {
+        self.code == "broker_blocked"
+    }
+
     /// 504: no reply came in time.
     pub fn timed_out(waited: Duration) -> Self {
         Self::new(

@@ -32,6 +32,7 @@ pub struct GatewayMetrics {
     batches_running: Gauge,
     batch_tasks: Counter,
     batches_ended: Family<StatusLabels, Counter>,
+    broker_blocked: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,7 +105,14 @@ impl Default for GatewayMetrics {
             "Batches this replica ended, by final status",
             batches_ended.clone(),
         );
+        let broker_blocked = Gauge::default();
+        registry.register(
+            "warren_broker_blocked",
+            "1 while RabbitMQ blocks this process's connection (a memory or disk alarm)",
+            broker_blocked.clone(),
+        );
         GatewayMetrics {
+            broker_blocked,
             batches_running,
             batch_tasks,
             batches_ended,
@@ -180,6 +188,12 @@ impl GatewayMetrics {
     }
 
     /// The OpenMetrics text.
+    /// Whether RabbitMQ blocks the gateway's connection now (read when scraped).
+    pub fn broker_blocked(&self, blocked: bool) {
+        self.broker_blocked.set(i64::from(blocked));
+    }
+
+    /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

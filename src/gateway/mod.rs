@@ -248,7 +248,15 @@ async fn measure(State(app): State<Arc<Shared>>, request: Request, next: Next) -
 
 async fn readyz(State(app): State<Arc<Shared>>) -> Response {
     match app.broker_link.client() {
-        Some(_) => (StatusCode::OK, "ready\n").into_response(),
+        // A broker-wide alarm blocks every replica alike: stay in the Service, say why.
+        Some(_) => match app.broker_link.blocked_reason() {
+            Some(reason) => (
+                StatusCode::OK,
+                format!("ready; RabbitMQ is blocking publishers ({reason}): requests get 503\n"),
+            )
+                .into_response(),
+            None => (StatusCode::OK, "ready\n").into_response(),
+        },
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not connected to RabbitMQ\n",
@@ -258,10 +266,10 @@ async fn readyz(State(app): State<Arc<Shared>>) -> Response {
 }
 
 async fn scrape(State(app): State<Arc<Shared>>) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, OPENMETRICS)],
-        app.metrics.encode(),
-    )
+    (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], {
+        app.metrics
+            .broker_blocked(app.broker_link.blocked_reason().is_some());
+        app.metrics.encode()
+    })
         .into_response()
 }

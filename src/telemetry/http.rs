@@ -1,5 +1,6 @@
 //! The health and metrics listener: `/metrics` (Prometheus), `/healthz` (the process is alive)
-//! and `/readyz` (model loaded and consuming; 503 while loading, reconnecting or draining).
+//! and `/readyz` (model loaded and consuming; 503 while loading, reconnecting or draining;
+//! 200 with the reason in its body while RabbitMQ blocks publishers).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,9 +47,17 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(telemetry): State<Arc<Telemetry>>) -> impl IntoResponse {
-    if telemetry.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    if !telemetry.readiness.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
+    }
+    // A broker-wide alarm blocks every worker alike: stay ready, say why nothing moves.
+    match telemetry.broker_blocked.reason() {
+        Some(reason) => (
+            StatusCode::OK,
+            format!(
+                "ready; RabbitMQ is blocking publishers ({reason}): replies wait to be committed\n"
+            ),
+        ),
+        None => (StatusCode::OK, "ready\n".to_owned()),
     }
 }

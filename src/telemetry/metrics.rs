@@ -53,6 +53,7 @@ pub struct Metrics {
     reconnects: Counter,
     in_flight: Gauge,
     ready: Gauge,
+    broker_blocked: Gauge,
     engine_steps: Counter,
     engine_batch_tokens: Counter,
     engine_step_seconds: Family<PhaseLabels, Counter<f64, AtomicU64>>,
@@ -104,6 +105,7 @@ impl Metrics {
             reconnects: Counter::default(),
             in_flight: Gauge::default(),
             ready: Gauge::default(),
+            broker_blocked: Gauge::default(),
             engine_steps: Counter::default(),
             engine_batch_tokens: Counter::default(),
             engine_step_seconds: Family::default(),
@@ -194,6 +196,11 @@ impl Metrics {
             m.ready.clone(),
         );
         registry.register(
+            "warren_broker_blocked",
+            "1 while RabbitMQ blocks this process's connection (a memory or disk alarm)",
+            m.broker_blocked.clone(),
+        );
+        registry.register(
             "warren_engine_steps",
             "Decodes made by the engine's step loop",
             m.engine_steps.clone(),
@@ -270,6 +277,11 @@ impl Metrics {
     /// A delivery was taken (`+1`) or settled (`-1`).
     pub fn in_flight(&self, change: i64) {
         self.in_flight.inc_by(change);
+    }
+
+    /// Whether RabbitMQ blocks the connection now.
+    pub fn broker_blocked(&self, blocked: bool) {
+        self.broker_blocked.set(i64::from(blocked));
     }
 
     /// What the engine's steps did since the last call.

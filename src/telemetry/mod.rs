@@ -22,6 +22,8 @@ pub struct Telemetry {
     pub readiness: Readiness,
     /// The metrics.
     pub metrics: Metrics,
+    /// Whether RabbitMQ blocks the worker's connection (replies then wait to be committed).
+    pub broker_blocked: BlockedWatch,
     slots: OnceLock<(Arc<AtomicUsize>, usize)>,
     steps: OnceLock<Arc<StepTimes>>,
     /// The step totals the metrics counted up to, at the last scrape.
@@ -47,6 +49,8 @@ impl Telemetry {
         });
         self.metrics
             .observe_state(busy, total, self.readiness.is_ready());
+        self.metrics
+            .broker_blocked(self.broker_blocked.reason().is_some());
         if let Some(times) = self.steps.get() {
             // One scrape at a time adds what the engine did since the last one.
             let mut counted = self
@@ -61,6 +65,7 @@ impl Telemetry {
     }
 }
 
+use crate::broker::BlockedWatch;
 use crate::config::{LogFormat, LogSettings};
 use crate::engine::{StepSnapshot, StepTimes};
 

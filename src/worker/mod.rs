@@ -262,6 +262,7 @@ async fn start_consuming(
     lasting: &Lasting,
 ) -> Result<Consuming, BrokerError> {
     let connection = broker::connect(&settings.broker.url, worker_name).await?;
+    telemetry.broker_blocked.follow(&connection);
     info!(
         broker = %settings.redacted_broker_url(),
         connection_name = %worker_name,

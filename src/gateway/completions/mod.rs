@@ -109,17 +109,30 @@ async fn serve(
     );
     app.admission.admit(&key, tokens)?;
 
-    let client = app
-        .broker_link
-        .client()
-        .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
+    let client = app.broker_link.publishing_client()?;
     let id = format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple());
-    let pending = client
-        .submit_routed(&id, &task, routing_key)
-        .await
-        .map_err(|e| app.models.publish_error(&request.model, e))?;
+    let mut guard = CancelOnDrop::new(app.broker_link.clone(), &id, app.metrics.clone());
+    let pending = app
+        .broker_link
+        .unless_blocked(async {
+            client
+                .submit_routed(&id, &task, routing_key)
+                .await
+                .map_err(|e| app.models.publish_error(&request.model, e))
+        })
+        .await;
+    let pending = match pending {
+        Ok(pending) => pending,
+        Err(e) => {
+            // Refused or never sent: nothing runs that needs a cancel.
+            if !e.is_blocked() {
+                guard.disarm();
+            }
+            return Err(e);
+        }
+    };
     let accepted = Accepted {
-        guard: CancelOnDrop::new(app.broker_link.clone(), &id, app.metrics.clone()),
+        guard,
         request,
         id,
         created: clock::unix_seconds(),

@@ -167,10 +167,7 @@ async fn accept(
 ) -> Result<serde_json::Value, ApiError> {
     // Before anything is recorded: a model not served leaves no trace.
     let routing_key = app.models.routing_key(&request.model)?;
-    let client = app
-        .broker_link
-        .client()
-        .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
+    let client = app.broker_link.publishing_client()?;
     let object = object::queued(id, created_at, request);
     let record = Record {
         status: Status::Queued,
@@ -184,12 +181,22 @@ async fn accept(
     };
     let store = &app.responses.store;
     store.create(id, &record).await?;
-    if let Err(e) = client
-        .send_to(id, task, &app.responses.results_queue, routing_key)
-        .await
-    {
+    let sent = app
+        .broker_link
+        .unless_blocked(async {
+            client
+                .send_to(id, task, &app.responses.results_queue, routing_key)
+                .await
+                .map_err(|e| app.models.publish_error(&request.model, e))
+        })
+        .await;
+    if let Err(e) = sent {
         let _ = store.delete(id).await;
-        return Err(app.models.publish_error(&request.model, e));
+        if e.is_blocked() {
+            // The message may go out when the alarm clears: it must not run for nobody.
+            app.broker_link.cancel(id.to_owned()).await;
+        }
+        return Err(e);
     }
     Ok(object)
 }
@@ -284,17 +291,28 @@ async fn publish(
     request: &ResponseRequest,
     task: &[u8],
 ) -> Result<(crate::client::Pending, CancelOnDrop), ApiError> {
-    let client = app
-        .broker_link
-        .client()
-        .ok_or_else(|| ApiError::unavailable("not connected to RabbitMQ; try again"))?;
+    let client = app.broker_link.publishing_client()?;
     let routing_key = app.models.routing_key(&request.model)?;
-    let pending = client
-        .submit_routed(id, task, routing_key)
-        .await
-        .map_err(|e| app.models.publish_error(&request.model, e))?;
-    let guard = CancelOnDrop::new(app.broker_link.clone(), id, app.metrics.clone());
-    Ok((pending, guard))
+    let mut guard = CancelOnDrop::new(app.broker_link.clone(), id, app.metrics.clone());
+    let pending = app
+        .broker_link
+        .unless_blocked(async {
+            client
+                .submit_routed(id, task, routing_key)
+                .await
+                .map_err(|e| app.models.publish_error(&request.model, e))
+        })
+        .await;
+    match pending {
+        Ok(pending) => Ok((pending, guard)),
+        Err(e) => {
+            // Refused or never sent: nothing runs that needs a cancel.
+            if !e.is_blocked() {
+                guard.disarm();
+            }
+            Err(e)
+        }
+    }
 }
 
 /// `?wait=SECONDS` of a retrieve.

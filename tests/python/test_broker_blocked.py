@@ -1,0 +1,124 @@
+"""RabbitMQ's memory alarm under load: the broker blocks every publishing connection until it
+clears. Nothing may be lost, and the worker and the gateway must say why nothing moves: a
+warn line with the broker's reason, `warren_broker_blocked` 1, `/readyz` still 200 with the
+reason in its body, and the gateway answering 503 `broker_blocked` instead of hanging.
+
+Run alone (the Makefile's second pytest run): the alarm blocks every publisher on the broker."""
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from conftest import Amqp, Names, metric, sdk, start_gateway, start_worker
+
+
+def rabbitmqctl(*args):
+    command = ["rabbitmqctl", *args]
+    if os.geteuid() != 0 and shutil.which("sudo"):
+        command = ["sudo", "-n", *command]
+    return subprocess.run(command, check=True, capture_output=True, text=True, timeout=120).stdout
+
+
+@pytest.fixture
+def memory_alarm():
+    """Raises RabbitMQ's memory alarm (a watermark far below what it uses) when called;
+    restores the default watermark afterwards whatever happened."""
+    original = "0.4"
+
+    def raise_alarm():
+        rabbitmqctl("set_vm_memory_high_watermark", "absolute", "10000000")
+
+    def clear_alarm():
+        rabbitmqctl("set_vm_memory_high_watermark", original)
+
+    yield type("Alarm", (), {"raise_": staticmethod(raise_alarm), "clear": staticmethod(clear_alarm)})
+    clear_alarm()
+
+
+def wait_for(check, what, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return time.monotonic()
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_blocked_broker_is_reported_and_nothing_is_lost(memory_alarm):
+    names = Names("blocked")
+    worker = start_worker(names, engine__slots=2)
+    gateway = start_gateway(names)
+    amqp = Amqp(names)
+    client = sdk(gateway.base_url, timeout=60)
+    try:
+        ok = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert ok.choices[0].finish_reason in ("stop", "length")
+        ready_worker = worker.ready_url
+        ready_gateway = gateway.ready_url
+        assert metric(worker.metrics_url, "warren_broker_blocked") == 0
+        assert metric(gateway.metrics_url, "warren_broker_blocked") == 0
+
+        # Load: tasks the worker is generating when the alarm comes; their replies must wait.
+        ids = [amqp.send({"prompt": f"Verse {i}:", "max_tokens": 48}) for i in range(4)]
+        time.sleep(0.5)
+        memory_alarm.raise_()
+        raised = time.monotonic()
+
+        # The worker's first commit after the alarm is blocked, and it says so.
+        blocked_at = wait_for(lambda: metric(worker.metrics_url, "warren_broker_blocked") == 1,
+                              "the worker's warren_broker_blocked")
+        readyz = httpx.get(ready_worker, timeout=5)
+        assert readyz.status_code == 200, readyz.text
+        assert "blocking publishers" in readyz.text, readyz.text
+        assert "RabbitMQ is blocking this connection" in worker.log()
+
+        # The gateway: a request whose publish is blocked ends with 503, not a hang, and so
+        # does every request after it while the alarm lasts.
+        started = time.monotonic()
+        outcomes = []
+
+        def ask():
+            try:
+                outcomes.append(client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "Hello"}], max_tokens=4))
+            except Exception as e:  # noqa: BLE001 - the outcome is checked below
+                outcomes.append(e)
+
+        thread = threading.Thread(target=ask)
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the gateway hung on a blocked publish"
+        assert isinstance(outcomes[0], openai.InternalServerError), outcomes
+        assert outcomes[0].status_code == 503
+        assert outcomes[0].body["code"] == "broker_blocked", outcomes[0].body
+        assert time.monotonic() - started < 10
+        with pytest.raises(openai.InternalServerError) as again:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert again.value.status_code == 503
+        assert metric(gateway.metrics_url, "warren_broker_blocked") == 1
+        gateway_ready = httpx.get(ready_gateway, timeout=5)
+        assert gateway_ready.status_code == 200 and "blocking publishers" in gateway_ready.text
+
+        # Cleared: the held replies go out, every task is answered once, and the gauges fall.
+        memory_alarm.clear()
+        for task_id in ids:
+            reply = amqp.reply(task_id, seconds=120)
+            assert reply["status"] == "ok", reply
+        wait_for(lambda: metric(worker.metrics_url, "warren_broker_blocked") == 0, "the worker unblocked")
+        wait_for(lambda: metric(gateway.metrics_url, "warren_broker_blocked") == 0, "the gateway unblocked")
+        assert httpx.get(ready_worker, timeout=5).text == "ready\n"
+        after = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert after.choices[0].message is not None
+        print(f"blocked reported {blocked_at - raised:.2f} s after the alarm was raised")
+    finally:
+        memory_alarm.clear()
+        amqp.connection.close()
+        gateway.stop()
+        worker.stop()
+        names.delete()
