@@ -47,6 +47,9 @@ pub struct GatewaySettings {
     pub webhook_initial_delay_ms: u64,
     /// Bound on one delivery attempt, in ms.
     pub webhook_timeout_ms: u64,
+    /// PEM file of CA certificates trusted for https:// webhooks beside the public roots;
+    /// empty = the public roots only.
+    pub webhook_ca_file: String,
     /// Largest uploaded file (`POST /v1/files`), in bytes.
     pub max_file_bytes: usize,
     /// Most requests in one batch.

@@ -4,10 +4,13 @@ idempotent, answered by any replica and after a gateway restart, with signed web
 are retried. Real worker, real model, real RabbitMQ, real Redis."""
 
 import json
+import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import openai
 import pytest
@@ -18,12 +21,40 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 STORY = "Write a long story about a lighthouse keeper."
 
 
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def certificate_authority(folder, name):
+    """A CA of our own: its certificate and key, as PEM files in `folder`."""
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=warren test CA {name}",
+            "-keyout", f"{folder}/{name}-ca.key", "-out", f"{folder}/{name}-ca.pem")
+    return f"{folder}/{name}-ca.pem", f"{folder}/{name}-ca.key"
+
+
+def server_certificate(folder, name, ca):
+    """A certificate for localhost and 127.0.0.1 signed by `ca`: (certificate, key) paths."""
+    ca_pem, ca_key = ca
+    Path(f"{folder}/{name}.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", f"{folder}/{name}.key", "-out", f"{folder}/{name}.csr")
+    openssl("x509", "-req", "-in", f"{folder}/{name}.csr", "-CA", ca_pem, "-CAkey", ca_key, "-CAcreateserial",
+            "-days", "2", "-extfile", f"{folder}/{name}.ext", "-out", f"{folder}/{name}.pem")
+    return f"{folder}/{name}.pem", f"{folder}/{name}.key"
+
+
+CERTS = tempfile.mkdtemp(prefix="warren-certs-")
+TRUSTED_CA = certificate_authority(CERTS, "trusted")
+UNKNOWN_CA = certificate_authority(CERTS, "unknown")
+
+
 @pytest.fixture(scope="module")
 def fleet():
     """One worker with one slot, so that tasks queue behind each other, and two gateway
-    replicas sharing Redis and the results queue."""
+    replicas sharing Redis and the results queue, trusting our own CA for https webhooks."""
     names = Names("background")
-    common = {"gateway__webhook_secret": SECRET, "gateway__webhook_initial_delay_ms": 200}
+    common = {"gateway__webhook_secret": SECRET, "gateway__webhook_initial_delay_ms": 200,
+              "gateway__webhook_ca_file": TRUSTED_CA[0]}
     worker = start_worker(names, engine__slots=1)
     first = start_gateway(names, **common)
     second = start_gateway(names, **common)
@@ -261,6 +292,68 @@ def test_a_signed_webhook_is_retried_until_the_receiver_takes_it(fleet):
         assert metric(fleet.first.metrics_url, "warren_gateway_webhook_attempts_total", result="failed") + metric(
             fleet.second.metrics_url, "warren_gateway_webhook_attempts_total", result="failed"
         ) >= 2
+    finally:
+        server.shutdown()
+
+
+def https_receiver(certificate):
+    """A webhook receiver over TLS with `certificate` (certificate, key); its port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stored_meta(response_id):
+    stored = subprocess.run(["redis-cli", "HGET", f"warren:response:{response_id}", "meta"], capture_output=True, text=True).stdout
+    return json.loads(stored)
+
+
+def test_a_webhook_is_delivered_over_https_to_a_receiver_of_a_configured_ca(fleet):
+    Receiver.failures, Receiver.received = 0, []
+    server = https_receiver(server_certificate(CERTS, "good", TRUSTED_CA))
+    url = f"https://localhost:{server.server_address[1]}/hook"
+    client = sdk(fleet.first.base_url)
+    try:
+        created = client.responses.create(model="m", input="Hello", max_output_tokens=4, background=True, metadata={"callback_url": url})
+        deadline = time.monotonic() + 90
+        while not Receiver.received:
+            assert time.monotonic() < deadline, "no delivery over https"
+            time.sleep(0.2)
+        body, headers = Receiver.received[0]
+        client.webhooks.verify_signature(body.decode(), headers, secret=SECRET)
+        assert json.loads(body)["data"]["id"] == created.id
+        wait_until_final(client, created.id)
+        deadline = time.monotonic() + 10
+        while not stored_meta(created.id).get("webhook_delivered"):
+            assert time.monotonic() < deadline, stored_meta(created.id)
+            time.sleep(0.2)
+        assert [a["outcome"] for a in stored_meta(created.id)["webhook_attempts"]] == ["200"]
+    finally:
+        server.shutdown()
+
+
+def test_a_receiver_whose_certificate_does_not_verify_is_a_recorded_failed_attempt(fleet):
+    Receiver.failures, Receiver.received = 0, []
+    server = https_receiver(server_certificate(CERTS, "stranger", UNKNOWN_CA))
+    url = f"https://127.0.0.1:{server.server_address[1]}/hook"
+    client = sdk(fleet.first.base_url)
+    try:
+        created = client.responses.create(model="m", input="Hello", max_output_tokens=4, background=True, metadata={"callback_url": url})
+        wait_until_final(client, created.id)
+        deadline = time.monotonic() + 60
+        while len(stored_meta(created.id).get("webhook_attempts", [])) < 5:
+            assert time.monotonic() < deadline, stored_meta(created.id)
+            time.sleep(0.2)
+        meta = stored_meta(created.id)
+        assert meta["webhook_delivered"] is False
+        assert all("certificate" in a["outcome"].lower() for a in meta["webhook_attempts"]), meta
+        assert not Receiver.received, "no request reaches a receiver that failed verification"
+        # The gateway serves on.
+        again = client.responses.create(model="m", input="Hi", max_output_tokens=2, background=True)
+        assert wait_until_final(client, again.id).status in ("completed", "incomplete")
     finally:
         server.shutdown()
 

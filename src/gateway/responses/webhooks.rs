@@ -6,7 +6,9 @@
 //! attempt and its outcome go into the response's state and into the metrics.
 //!
 //! Only http(s) URLs whose host is in `gateway.webhook_allowed_hosts` (loopback by default)
-//! are accepted, so a caller cannot turn the gateway into a request forwarder.
+//! are accepted, so a caller cannot turn the gateway into a request forwarder. https://
+//! receivers are verified by rustls against Mozilla's roots and `gateway.webhook_ca_file`;
+//! a certificate that does not verify is a failed attempt like any other.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,13 +31,14 @@ pub struct Webhooks {
     allowed_hosts: Vec<String>,
     max_attempts: u32,
     initial_delay: Duration,
-    agent: ureq::Agent,
+    client: reqwest::Client,
     metrics: Arc<GatewayMetrics>,
 }
 
 impl Webhooks {
     /// From `[gateway]`: `webhook_secret`, `webhook_url`, `webhook_allowed_hosts`,
-    /// `webhook_max_attempts`, `webhook_initial_delay_ms`, `webhook_timeout_ms`.
+    /// `webhook_max_attempts`, `webhook_initial_delay_ms`, `webhook_timeout_ms`,
+    /// `webhook_ca_file`.
     pub fn new(
         settings: &GatewaySettings,
         metrics: Arc<GatewayMetrics>,
@@ -51,10 +54,21 @@ impl Webhooks {
                 })?,
             )
         };
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_millis(settings.webhook_timeout_ms)))
-            .http_status_as_error(false)
-            .build();
+        let tls =
+            tls_config(&settings.webhook_ca_file).map_err(|problem| ConfigError::Invalid {
+                key: "gateway.webhook_ca_file",
+                problem,
+            })?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_millis(settings.webhook_timeout_ms))
+            // A receiver's redirect is its answer, not somewhere else to send the event.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ConfigError::Invalid {
+                key: "gateway.webhook_ca_file",
+                problem: format!("cannot build the HTTPS client: {e}"),
+            })?;
         let webhooks = Webhooks {
             signer,
             default_url: Some(settings.webhook_url.clone()).filter(|u| !u.is_empty()),
@@ -66,7 +80,7 @@ impl Webhooks {
                 .collect(),
             max_attempts: settings.webhook_max_attempts,
             initial_delay: Duration::from_millis(settings.webhook_initial_delay_ms),
-            agent: ureq::Agent::new_with_config(config),
+            client,
             metrics,
         };
         if let Some(url) = &webhooks.default_url {
@@ -153,24 +167,22 @@ impl Webhooks {
             let signature = signer
                 .sign(&event_id, timestamp as i64, body.as_bytes())
                 .unwrap_or_default();
-            let request = self
-                .agent
+            let sent = self
+                .client
                 .post(&url)
                 .header("content-type", "application/json")
                 .header("webhook-id", &event_id)
                 .header("webhook-timestamp", timestamp.to_string())
-                .header("webhook-signature", signature);
-            let payload = body.clone();
-            let sent = tokio::task::spawn_blocking(move || request.send(payload.as_bytes()))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+                .header("webhook-signature", signature)
+                .body(body.clone())
+                .send()
+                .await;
             let (delivered, outcome) = match sent {
                 Ok(response) if response.status().is_success() => {
                     (true, response.status().as_u16().to_string())
                 }
                 Ok(response) => (false, response.status().as_u16().to_string()),
-                Err(e) => (false, e),
+                Err(e) => (false, error_chain(&e)),
             };
             self.metrics.webhook_attempt(delivered);
             self.record(&store, &id, &outcome, delivered).await;
@@ -204,6 +216,51 @@ impl Webhooks {
     }
 }
 
+/// rustls with ring, trusting Mozilla's roots and the certificates of `ca_file` (if any).
+fn tls_config(ca_file: &str) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if !ca_file.is_empty() {
+        let certificates = CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| format!("cannot read `{ca_file}`: {e}"))?;
+        let mut added = 0;
+        for certificate in certificates {
+            let certificate =
+                certificate.map_err(|e| format!("`{ca_file}` is not PEM certificates: {e}"))?;
+            roots
+                .add(certificate)
+                .map_err(|e| format!("a certificate of `{ca_file}` is unusable: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("`{ca_file}` holds no certificate"));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("no TLS version in common with ring: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// An HTTP failure with its causes (reqwest's own message hides, say, which certificate
+/// check failed).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +291,20 @@ mod tests {
             .unwrap_err()
             .contains("http"));
         assert!(hooks.check_url("not a url").is_err());
+    }
+
+    #[test]
+    fn a_ca_file_that_is_missing_or_holds_no_certificate_is_a_configuration_error() {
+        let mut settings = crate::config::Settings::defaults().gateway;
+        settings.webhook_ca_file = "/nonexistent/ca.pem".to_owned();
+        let error = Webhooks::new(&settings, Arc::default()).err().unwrap();
+        assert!(error.to_string().contains("webhook_ca_file"), "{error}");
+        let empty = std::env::temp_dir().join(format!("warren-empty-{}.pem", std::process::id()));
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        settings.webhook_ca_file = empty.display().to_string();
+        let error = Webhooks::new(&settings, Arc::default()).err().unwrap();
+        assert!(error.to_string().contains("no certificate"), "{error}");
+        std::fs::remove_file(empty).ok();
     }
 
     #[test]
