@@ -297,7 +297,8 @@ def test_a_signed_webhook_is_retried_until_the_receiver_takes_it(fleet):
 
 
 def https_receiver(certificate):
-    """A webhook receiver over TLS with `certificate` (certificate, key); its port."""
+    """A fresh webhook receiver over TLS with `certificate` (certificate, key)."""
+    Receiver.failures, Receiver.received = 0, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(*certificate)
@@ -311,13 +312,15 @@ def stored_meta(response_id):
     return json.loads(stored)
 
 
+def with_callback(client, url):
+    return client.responses.create(model="m", input="Hello", max_output_tokens=4, background=True, metadata={"callback_url": url})
+
+
 def test_a_webhook_is_delivered_over_https_to_a_receiver_of_a_configured_ca(fleet):
-    Receiver.failures, Receiver.received = 0, []
     server = https_receiver(server_certificate(CERTS, "good", TRUSTED_CA))
-    url = f"https://localhost:{server.server_address[1]}/hook"
     client = sdk(fleet.first.base_url)
     try:
-        created = client.responses.create(model="m", input="Hello", max_output_tokens=4, background=True, metadata={"callback_url": url})
+        created = with_callback(client, f"https://localhost:{server.server_address[1]}/hook")
         deadline = time.monotonic() + 90
         while not Receiver.received:
             assert time.monotonic() < deadline, "no delivery over https"
@@ -336,12 +339,10 @@ def test_a_webhook_is_delivered_over_https_to_a_receiver_of_a_configured_ca(flee
 
 
 def test_a_receiver_whose_certificate_does_not_verify_is_a_recorded_failed_attempt(fleet):
-    Receiver.failures, Receiver.received = 0, []
     server = https_receiver(server_certificate(CERTS, "stranger", UNKNOWN_CA))
-    url = f"https://127.0.0.1:{server.server_address[1]}/hook"
     client = sdk(fleet.first.base_url)
     try:
-        created = client.responses.create(model="m", input="Hello", max_output_tokens=4, background=True, metadata={"callback_url": url})
+        created = with_callback(client, f"https://127.0.0.1:{server.server_address[1]}/hook")
         wait_until_final(client, created.id)
         deadline = time.monotonic() + 60
         while len(stored_meta(created.id).get("webhook_attempts", [])) < 5:
