@@ -1,15 +1,26 @@
 //! Who may send a request, and how many: API keys (`Authorization: Bearer KEY`) and per-key
-//! token buckets for requests and tokens per minute (the governor crate). It decides only;
-//! the handlers turn its verdicts into responses.
+//! buckets for requests and tokens per minute. The buckets live in Redis
+//! ([`SharedBuckets`]), so that a key's limit holds across every gateway replica, and a
+//! request's token charge (an estimate) is corrected by what its reply used; while Redis is
+//! unavailable each replica falls back to buckets of its own (the governor crate). It
+//! decides only; the handlers turn its verdicts into responses.
 
 use axum::http::{header, HeaderMap};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashSet;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::config::{ConfigError, GatewaySettings};
 use crate::gateway::errors::ApiError;
+use crate::gateway::shared_buckets::{Rate, SharedBuckets};
+use crate::redis_link::RedisError;
+
+/// After Redis fails a charge, the replica's own buckets decide for this long before Redis
+/// is asked again (a Redis that times out must not slow every request).
+const SHARED_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The bucket key when no API keys are configured: one bucket for every caller.
 const ANONYMOUS: &str = "";
@@ -20,19 +31,88 @@ pub struct Admission {
     requests: Option<DefaultKeyedRateLimiter<String>>,
     tokens: Option<(DefaultKeyedRateLimiter<String>, NonZeroU32)>,
     clock: DefaultClock,
+    request_rate: Option<Rate>,
+    token_rate: Option<Rate>,
+    /// The fleet's buckets, when any limit is set.
+    shared: Option<Arc<SharedBuckets>>,
+    /// Until when the replica's own buckets decide (Redis failed a charge).
+    shared_down_until: Mutex<Option<Instant>>,
+}
+
+/// What a request was charged, to be corrected by what it used ([`Charge::settle`]).
+#[derive(Default)]
+pub struct Charge {
+    /// The fleet's token bucket and the owner charged in it (none: nothing to correct).
+    shared: Option<(Arc<SharedBuckets>, Rate, String)>,
+    estimated: u32,
+}
+
+impl std::fmt::Debug for Charge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Charge")
+            .field("shared", &self.shared.is_some())
+            .field("estimated", &self.estimated)
+            .finish()
+    }
+}
+
+impl Charge {
+    /// The request used `used` tokens: refunds (or charges) the difference from its
+    /// estimate in the fleet's bucket.
+    pub async fn settle(&mut self, used: u32) {
+        if let Some((buckets, rate, owner, difference)) = self.correction(used) {
+            if let Err(e) = buckets.correct(rate, &owner, difference).await {
+                tracing::debug!(error = %e, "a token charge was not corrected");
+            }
+        }
+    }
+
+    /// [`Charge::settle`] in the background (where the caller cannot wait).
+    pub fn settle_later(&mut self, used: u32) {
+        let Some((buckets, rate, owner, difference)) = self.correction(used) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = buckets.correct(rate, &owner, difference).await {
+                    tracing::debug!(error = %e, "a token charge was not corrected");
+                }
+            });
+        }
+    }
+
+    /// What to correct, once: the bucket and the difference from the estimate.
+    fn correction(&mut self, used: u32) -> Option<(Arc<SharedBuckets>, Rate, String, i64)> {
+        let (buckets, rate, owner) = self.shared.take()?;
+        let difference = i64::from(used) - i64::from(self.estimated);
+        (difference != 0).then_some((buckets, rate, owner, difference))
+    }
 }
 
 impl Admission {
-    /// From `[gateway]`: `api_keys`/`api_keys_file`, `requests_per_minute`, `tokens_per_minute`.
-    pub fn new(settings: &GatewaySettings) -> Result<Admission, ConfigError> {
+    /// From `[gateway]`: `api_keys`/`api_keys_file`, `requests_per_minute`, `tokens_per_minute`;
+    /// the fleet's buckets in `redis` (`None`: this replica's own only).
+    pub fn new(
+        settings: &GatewaySettings,
+        redis: Option<Arc<crate::redis_link::RedisLink>>,
+    ) -> Result<Admission, ConfigError> {
         let limiter = |per_minute: u32| {
             NonZeroU32::new(per_minute).map(|n| (RateLimiter::keyed(Quota::per_minute(n)), n))
         };
+        let request_rate = Rate::new("requests", settings.requests_per_minute);
+        let token_rate = Rate::new("tokens", settings.tokens_per_minute);
+        let limited = request_rate.is_some() || token_rate.is_some();
         Ok(Admission {
             keys: settings.keys()?.into_iter().collect(),
             requests: limiter(settings.requests_per_minute).map(|(l, _)| l),
             tokens: limiter(settings.tokens_per_minute),
             clock: DefaultClock::default(),
+            request_rate,
+            token_rate,
+            shared: redis
+                .filter(|_| limited)
+                .map(|redis| Arc::new(SharedBuckets::new(redis))),
+            shared_down_until: Mutex::new(None),
         })
     }
 
@@ -56,16 +136,81 @@ impl Admission {
         }
     }
 
-    /// Takes one request and `tokens` tokens from `key`'s buckets, or says when to retry.
-    pub fn admit(&self, key: &str, tokens: u32) -> Result<(), ApiError> {
+    /// Takes one request and `tokens` tokens from `key`'s buckets, or says when to retry:
+    /// the fleet's buckets in Redis, else (Redis unavailable) this replica's own.
+    pub async fn admit(&self, key: &str, tokens: u32) -> Result<Charge, ApiError> {
+        if let Some(rate) = self.token_rate {
+            if tokens > rate.capacity() {
+                return Err(too_many_tokens(tokens, rate.capacity()));
+            }
+        }
+        if let Some(shared) = self.shared_now() {
+            match self.admit_shared(&shared, key, tokens).await {
+                Ok(verdict) => return verdict,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "rate limits: Redis unavailable, this replica's own buckets decide for now"
+                    );
+                    if let Ok(mut until) = self.shared_down_until.lock() {
+                        *until = Some(Instant::now() + SHARED_RETRY_AFTER);
+                    }
+                }
+            }
+        }
+        self.admit_local(key, tokens)?;
+        Ok(Charge::default())
+    }
+
+    /// The fleet's buckets, unless Redis failed a moment ago.
+    fn shared_now(&self) -> Option<Arc<SharedBuckets>> {
+        let shared = self.shared.clone()?;
+        let down = self
+            .shared_down_until
+            .lock()
+            .ok()
+            .and_then(|until| *until)
+            .is_some_and(|until| Instant::now() < until);
+        (!down).then_some(shared)
+    }
+
+    async fn admit_shared(
+        &self,
+        shared: &Arc<SharedBuckets>,
+        key: &str,
+        tokens: u32,
+    ) -> Result<Result<Charge, ApiError>, RedisError> {
+        let owner = owner_of(key);
+        if let Some(rate) = self.request_rate {
+            let verdict = shared.take(rate, &owner, 1).await?;
+            if !verdict.taken {
+                return Ok(Err(requests_exceeded(verdict.retry_after)));
+            }
+        }
+        let Some(rate) = self.token_rate else {
+            return Ok(Ok(Charge::default()));
+        };
+        let verdict = shared.take(rate, &owner, i64::from(tokens)).await?;
+        if !verdict.taken {
+            // A refused request does not count against the requests either.
+            if let Some(requests) = self.request_rate {
+                shared.correct(requests, &owner, -1).await?;
+            }
+            return Ok(Err(tokens_exceeded(tokens, verdict.retry_after)));
+        }
+        Ok(Ok(Charge {
+            shared: Some((shared.clone(), rate, owner)),
+            estimated: tokens,
+        }))
+    }
+
+    /// This replica's own buckets (governor).
+    fn admit_local(&self, key: &str, tokens: u32) -> Result<(), ApiError> {
         let key = key.to_owned();
         if let Some(requests) = &self.requests {
             if let Err(not_until) = requests.check_key(&key) {
-                let wait = not_until.wait_time_from(self.clock.now());
-                return Err(ApiError::rate_limited(
-                    "rate_limit_exceeded",
-                    "requests per minute exceeded for this API key",
-                    wait,
+                return Err(requests_exceeded(
+                    not_until.wait_time_from(self.clock.now()),
                 ));
             }
         }
@@ -74,27 +219,44 @@ impl Admission {
             match bucket.check_key_n(&key, wanted) {
                 Ok(Ok(())) => {}
                 Ok(Err(not_until)) => {
-                    return Err(ApiError::rate_limited(
-                        "rate_limit_exceeded",
-                        format!("tokens per minute exceeded for this API key (this request counts {tokens})"),
+                    return Err(tokens_exceeded(
+                        tokens,
                         not_until.wait_time_from(self.clock.now()),
                     ))
                 }
-                Err(_) => {
-                    return Err(ApiError::invalid(
-                        format!(
-                            "this request counts {tokens} tokens, more than the {capacity} tokens per minute allowed: ask for fewer `max_tokens`"
-                        ),
-                        Some("max_tokens".into()),
-                    ))
-                }
+                Err(_) => return Err(too_many_tokens(tokens, capacity.get())),
             }
         }
         Ok(())
     }
 }
 
-/// The tokens a request counts against `tokens_per_minute`: its prompt's characters / 4
+fn requests_exceeded(retry_after: Duration) -> ApiError {
+    ApiError::rate_limited(
+        "rate_limit_exceeded",
+        "requests per minute exceeded for this API key",
+        retry_after,
+    )
+}
+
+fn tokens_exceeded(tokens: u32, retry_after: Duration) -> ApiError {
+    ApiError::rate_limited(
+        "rate_limit_exceeded",
+        format!("tokens per minute exceeded for this API key (this request counts {tokens})"),
+        retry_after,
+    )
+}
+
+fn too_many_tokens(tokens: u32, capacity: u32) -> ApiError {
+    ApiError::invalid(
+        format!(
+            "this request counts {tokens} tokens, more than the {capacity} tokens per minute \
+             allowed: ask for fewer `max_tokens`"
+        ),
+        Some("max_tokens".into()),
+    )
+}
+
 /// A stable, non-secret name for an API key, for scoping idempotency keys and ownership.
 pub fn owner_of(key: &str) -> String {
     if key.is_empty() {
@@ -106,6 +268,7 @@ pub fn owner_of(key: &str) -> String {
         .collect()
 }
 
+/// The tokens a request counts against `tokens_per_minute`: its prompt's characters / 4
 /// (a common estimate; the gateway does not tokenize) plus the tokens it may generate.
 /// A task without `max_tokens` counts as [`UNBOUNDED_OUTPUT_ESTIMATE`] generated tokens.
 pub fn token_estimate(prompt_chars: usize, max_tokens: Option<u32>) -> u32 {
@@ -123,6 +286,13 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
     use std::time::Duration;
+
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
 
     fn settings(keys: &str, rpm: u32, tpm: u32) -> GatewaySettings {
         let mut s = crate::config::Settings::defaults().gateway;
@@ -143,14 +313,14 @@ mod tests {
 
     #[test]
     fn without_keys_everyone_is_admitted() {
-        let admission = Admission::new(&settings("", 0, 0)).unwrap();
+        let admission = Admission::new(&settings("", 0, 0), None).unwrap();
         assert!(admission.authenticate(&HeaderMap::new()).is_ok());
-        assert!(admission.admit("", 1_000_000).is_ok());
+        assert!(block_on(admission.admit("", 1_000_000)).is_ok());
     }
 
     #[test]
     fn with_keys_a_missing_or_unknown_key_is_a_401() {
-        let admission = Admission::new(&settings("k1, k2", 0, 0)).unwrap();
+        let admission = Admission::new(&settings("k1, k2", 0, 0), None).unwrap();
         assert_eq!(admission.authenticate(&bearer("k2")).unwrap(), "k2");
         let missing = admission.authenticate(&HeaderMap::new()).unwrap_err();
         assert_eq!(missing.status.as_u16(), 401);
@@ -160,24 +330,36 @@ mod tests {
 
     #[test]
     fn a_spent_request_bucket_is_a_429_per_key() {
-        let admission = Admission::new(&settings("a,b", 2, 0)).unwrap();
-        assert!(admission.admit("a", 1).is_ok());
-        assert!(admission.admit("a", 1).is_ok());
-        let err = admission.admit("a", 1).unwrap_err();
+        let admission = Admission::new(&settings("a,b", 2, 0), None).unwrap();
+        assert!(block_on(admission.admit("a", 1)).is_ok());
+        assert!(block_on(admission.admit("a", 1)).is_ok());
+        let err = block_on(admission.admit("a", 1)).unwrap_err();
         assert_eq!(err.status.as_u16(), 429);
         assert!(err.retry_after.unwrap() > Duration::ZERO);
         assert!(
-            admission.admit("b", 1).is_ok(),
+            block_on(admission.admit("b", 1)).is_ok(),
             "each key has its own bucket"
         );
     }
 
     #[test]
     fn tokens_are_charged_and_an_impossible_request_is_a_400() {
-        let admission = Admission::new(&settings("", 0, 100)).unwrap();
-        assert!(admission.admit("", 60).is_ok());
-        assert_eq!(admission.admit("", 60).unwrap_err().status.as_u16(), 429);
-        assert_eq!(admission.admit("", 101).unwrap_err().status.as_u16(), 400);
+        let admission = Admission::new(&settings("", 0, 100), None).unwrap();
+        assert!(block_on(admission.admit("", 60)).is_ok());
+        assert_eq!(
+            block_on(admission.admit("", 60))
+                .unwrap_err()
+                .status
+                .as_u16(),
+            429
+        );
+        assert_eq!(
+            block_on(admission.admit("", 101))
+                .unwrap_err()
+                .status
+                .as_u16(),
+            400
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod models;
 pub mod responses;
 pub mod results;
+pub mod shared_buckets;
 pub mod unsupported;
 
 use std::net::SocketAddr;
@@ -105,7 +106,17 @@ impl Gateway {
             })?;
         let app = Arc::new(Shared {
             broker_link: BrokerLink::default(),
-            admission: Admission::new(g)?,
+            admission: Admission::new(
+                g,
+                Some(Arc::new(
+                    crate::redis_link::RedisLink::new(g.redis_url.expose_secret()).map_err(
+                        |e| ConfigError::Invalid {
+                            key: "gateway.redis_url",
+                            problem: e.to_string(),
+                        },
+                    )?,
+                )),
+            )?,
             limits: settings.task_limits(),
             request_timeout: Duration::from_millis(g.request_timeout_ms),
             max_body_bytes: g.max_body_bytes,

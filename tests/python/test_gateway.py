@@ -4,6 +4,7 @@ a full queue and callers that go away. Real worker, real model, real RabbitMQ.""
 import math
 import threading
 import time
+import uuid
 
 import httpx
 import openai
@@ -313,9 +314,11 @@ def test_api_keys_are_required_when_configured(stack):
 
 
 def test_a_spent_rate_limit_is_a_429_with_retry_after(stack):
-    gateway = start_gateway(stack.names, gateway__api_keys="k", gateway__requests_per_minute=2)
+    # A key of this run's own: the buckets live in Redis, a minute beyond the test.
+    key = f"k-{uuid.uuid4().hex[:8]}"
+    gateway = start_gateway(stack.names, gateway__api_keys=key, gateway__requests_per_minute=2)
     try:
-        client = sdk(gateway.base_url, api_key="k")
+        client = sdk(gateway.base_url, api_key=key)
         for _ in range(2):
             client.completions.create(model="m", prompt="Hi", max_tokens=1)
         with pytest.raises(openai.RateLimitError) as raised:

@@ -73,7 +73,7 @@ pub async fn create(
             Some("input_file_id".into()),
         ));
     }
-    app.admission.admit(&key, 0)?;
+    app.admission.admit(&key, 0).await?;
     let store = &app.batches.store;
     let content = store
         .file_content(&create.input_file_id)

@@ -25,6 +25,7 @@ use axum::Json;
 
 use crate::client::{Answer, Pending};
 use crate::clock;
+use crate::gateway::admission::Charge;
 use crate::gateway::broker_link::CancelOnDrop;
 use crate::gateway::errors::ApiError;
 use crate::gateway::{admission, Shared};
@@ -86,6 +87,8 @@ pub struct Accepted {
     pub guard: CancelOnDrop,
     /// When the caller stops waiting.
     pub deadline: Instant,
+    /// The tokens charged to the caller's limit, corrected once the reply says what it used.
+    pub charge: Charge,
 }
 
 async fn serve(
@@ -107,7 +110,7 @@ async fn serve(
         request.prompt_chars,
         checked.max_tokens.or(checked.default_max_tokens),
     );
-    app.admission.admit(&key, tokens)?;
+    let charge = app.admission.admit(&key, tokens).await?;
 
     let client = app.broker_link.publishing_client()?;
     let id = format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple());
@@ -132,6 +135,7 @@ async fn serve(
         }
     };
     let accepted = Accepted {
+        charge,
         guard,
         request,
         id,
@@ -153,6 +157,7 @@ async fn answer(waited: Duration, accepted: Accepted) -> Result<Response, ApiErr
         pending,
         mut guard,
         deadline,
+        mut charge,
     } = accepted;
     let Answer {
         reply, worker_time, ..
@@ -160,6 +165,11 @@ async fn answer(waited: Duration, accepted: Accepted) -> Result<Response, ApiErr
         .await
         .map_err(|_| ApiError::timed_out(waited))??;
     guard.disarm();
+    if let Some(usage) = reply.usage {
+        charge
+            .settle(usage.prompt_tokens + usage.completion_tokens)
+            .await;
+    }
     match (&reply.status, &reply.error) {
         (ReplyStatus::Error, Some(error)) => Err(ApiError::from_reply(error)),
         (ReplyStatus::Error, None) => Err(ApiError::internal("the worker failed without a reason")),

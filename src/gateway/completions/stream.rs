@@ -140,6 +140,12 @@ fn chunk(state: &Streaming, piece: Piece<'_>) -> Value {
 
 /// The events after the final reply: the rest of the text, the closing chunk, the usage.
 fn finish(state: &mut Streaming, reply: &Reply) -> Event {
+    if let Some(usage) = reply.usage {
+        state
+            .accepted
+            .charge
+            .settle_later(usage.prompt_tokens + usage.completion_tokens);
+    }
     if reply.status == ReplyStatus::Error {
         let error = reply.error.as_ref().map_or_else(
             || ApiError::internal("the worker failed without a reason"),

@@ -115,7 +115,8 @@ async fn create_response(
             request.prompt_chars,
             checked.max_tokens.or(checked.default_max_tokens),
         );
-        app.admission.admit(&key, tokens)?;
+        // Not corrected by the reply's usage yet (chat and text completions are).
+        let _charge = app.admission.admit(&key, tokens).await?;
         let keeper = request.store.then(|| Keeper {
             store: app.responses.store.clone(),
             id: id.clone(),
@@ -139,9 +140,9 @@ async fn create_response(
         request.prompt_chars,
         checked.max_tokens.or(checked.default_max_tokens),
     );
-    let admitted = app.admission.admit(&key, tokens);
+    let admitted = app.admission.admit(&key, tokens).await;
     let accepted = match admitted {
-        Ok(()) => accept(&app, &id, created_at, &request, &task, owner.clone()).await,
+        Ok(_charge) => accept(&app, &id, created_at, &request, &task, owner.clone()).await,
         Err(e) => Err(e),
     };
     match accepted {

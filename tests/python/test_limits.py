@@ -1,0 +1,102 @@
+"""Rate limits across gateway replicas, with the official SDK: a key's requests and tokens per
+minute hold in total over two gateways sharing Redis, a request's token charge is corrected
+by what its reply used, and a gateway whose Redis is unreachable still limits on its own."""
+
+import subprocess
+import uuid
+
+import openai
+import pytest
+
+from conftest import Names, free_port, sdk, start_gateway, start_worker
+
+HI = [{"role": "user", "content": "Hi"}]
+# An answer of a few tokens whatever max_tokens allows.
+YES = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "string", "enum": ["yes"]}}}
+
+
+@pytest.fixture(scope="module")
+def worker_names():
+    names = Names("limits")
+    worker = start_worker(names, engine__slots=2)
+    yield names
+    worker.stop()
+    names.delete()
+
+
+def gateways(names, count, **settings):
+    return [start_gateway(names, **settings) for _ in range(count)]
+
+
+def outcomes(client, count, **options):
+    """`count` chat requests one after another: the statuses (200 or the error's)."""
+    statuses = []
+    for _ in range(count):
+        try:
+            client.chat.completions.create(model="m", messages=HI, max_tokens=1, **options)
+            statuses.append(200)
+        except openai.APIStatusError as e:
+            statuses.append(e.status_code)
+    return statuses
+
+
+def test_a_keys_requests_per_minute_hold_in_total_over_two_gateways(worker_names):
+    key = f"key-{uuid.uuid4().hex[:8]}"
+    first, second = gateways(worker_names, 2, gateway__api_keys=key, gateway__requests_per_minute=4)
+    try:
+        statuses = []
+        for _ in range(3):
+            statuses += outcomes(sdk(first.base_url, api_key=key), 1)
+            statuses += outcomes(sdk(second.base_url, api_key=key), 1)
+        assert statuses.count(200) == 4, statuses
+        assert statuses.count(429) == 2, statuses
+        with pytest.raises(openai.RateLimitError) as refused:
+            sdk(second.base_url, api_key=key).chat.completions.create(model="m", messages=HI, max_tokens=1)
+        assert int(refused.value.response.headers["retry-after"]) >= 1
+    finally:
+        for gateway in (first, second):
+            gateway.stop()
+
+
+def test_a_token_charge_is_corrected_by_what_the_reply_used(worker_names):
+    key = f"key-{uuid.uuid4().hex[:8]}"
+    first, second = gateways(worker_names, 2, gateway__api_keys=key, gateway__tokens_per_minute=300)
+    try:
+        # Each request counts about 200 tokens when it arrives and uses a few: without the
+        # correction the second would exceed 300 a minute.
+        for client in (sdk(first.base_url, api_key=key), sdk(second.base_url, api_key=key),
+                       sdk(first.base_url, api_key=key)):
+            answer = client.chat.completions.create(model="m", messages=HI, max_tokens=200, response_format=YES)
+            assert answer.usage.total_tokens < 50, answer.usage
+        # A request that could never fit is a 400, not a 429.
+        with pytest.raises(openai.BadRequestError):
+            sdk(second.base_url, api_key=key).chat.completions.create(model="m", messages=HI, max_tokens=400)
+    finally:
+        for gateway in (first, second):
+            gateway.stop()
+
+
+def test_without_redis_each_gateway_still_limits_on_its_own(worker_names):
+    key = f"key-{uuid.uuid4().hex[:8]}"
+    closed = f"redis://127.0.0.1:{free_port()}"
+    (gateway,) = gateways(worker_names, 1, gateway__api_keys=key, gateway__requests_per_minute=2,
+                          gateway__redis_url=closed)
+    try:
+        statuses = outcomes(sdk(gateway.base_url, api_key=key), 3)
+        assert statuses == [200, 200, 429], statuses
+        assert "own buckets decide" in gateway.log()
+    finally:
+        gateway.stop()
+
+
+def test_the_buckets_in_redis_are_named_by_a_hash_of_the_key_never_the_key(worker_names):
+    key = f"secret-{uuid.uuid4().hex}"
+    (gateway,) = gateways(worker_names, 1, gateway__api_keys=key, gateway__requests_per_minute=10)
+    try:
+        assert outcomes(sdk(gateway.base_url, api_key=key), 1) == [200]
+        names = subprocess.run(["redis-cli", "--scan", "--pattern", "warren:ratelimit:*"],
+                               capture_output=True, text=True, check=True).stdout
+        assert "warren:ratelimit:requests:" in names
+        assert key not in names
+    finally:
+        gateway.stop()
