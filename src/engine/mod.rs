@@ -25,8 +25,10 @@ mod chat_template;
 mod chunking;
 mod device_sampling;
 mod first_bytes;
+mod generated_text;
 mod grammar;
 mod logprobs;
+mod occupancy;
 mod params;
 mod prefix;
 mod prompt;
@@ -39,12 +41,12 @@ mod test_model;
 mod tools;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use occupancy::Occupancy;
 pub use step_times::{Phase, StepProfile, StepSnapshot, StepTimes};
 
 use crate::config::EngineSettings;
@@ -166,7 +168,7 @@ pub(crate) struct Job {
 pub struct Engine {
     jobs: mpsc::UnboundedSender<Message>,
     info: ModelInfo,
-    busy: Arc<AtomicUsize>,
+    occupancy: Arc<Occupancy>,
     times: Arc<StepTimes>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -181,13 +183,15 @@ impl Engine {
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let settings = settings.clone();
-        let busy = Arc::new(AtomicUsize::new(0));
-        let runner_busy = busy.clone();
+        let occupancy = Arc::new(Occupancy::default());
         let times = Arc::new(StepTimes::default());
-        let runner_times = times.clone();
+        let reports = runner::Reports {
+            occupancy: occupancy.clone(),
+            times: times.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("warren-engine".into())
-            .spawn(move || runner::run(settings, jobs_rx, ready_tx, runner_busy, runner_times))
+            .spawn(move || runner::run(settings, jobs_rx, ready_tx, reports))
             .map_err(|e| EngineStartError::Llama(format!("cannot spawn engine thread: {e}")))?;
         let info = ready_rx
             .recv()
@@ -195,7 +199,7 @@ impl Engine {
         Ok(Engine {
             jobs: jobs_tx,
             info,
-            busy,
+            occupancy,
             times,
             thread: std::sync::Mutex::new(Some(thread)),
         })
@@ -213,9 +217,10 @@ impl Engine {
         }
     }
 
-    /// The live count of slots holding a task (for whoever reports on the engine).
-    pub fn busy_counter(&self) -> Arc<AtomicUsize> {
-        self.busy.clone()
+    /// Slots busy, tasks waiting, KV cells used, read live (for whoever reports on the
+    /// engine).
+    pub fn occupancy(&self) -> Arc<Occupancy> {
+        self.occupancy.clone()
     }
 
     /// Where the engine thread's steps spend their time, read live.
@@ -240,6 +245,7 @@ impl Engine {
         self.jobs
             .send(Message::Job(Box::new(job)))
             .map_err(|_| engine_gone())?;
+        self.occupancy.job_sent();
         result.await.map_err(|_| engine_gone())?
     }
 }

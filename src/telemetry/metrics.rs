@@ -34,6 +34,21 @@ struct PhaseLabels {
     phase: &'static str,
 }
 
+/// The engine's occupancy at a scrape (all zero before it is loaded).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineState {
+    /// Slots holding a task.
+    pub slots_busy: usize,
+    /// Slots in all.
+    pub slots: usize,
+    /// Tasks waiting for a slot inside the worker.
+    pub tasks_waiting: usize,
+    /// KV cells holding a token.
+    pub kv_cells_used: usize,
+    /// KV cells in all.
+    pub kv_cells: usize,
+}
+
 /// Everything warren measures.
 pub struct Metrics {
     registry: Registry,
@@ -50,6 +65,9 @@ pub struct Metrics {
     completion_tokens: Counter,
     slots_busy: Gauge,
     slots_total: Gauge,
+    tasks_waiting: Gauge,
+    kv_cells_used: Gauge,
+    kv_cells: Gauge,
     reconnects: Counter,
     in_flight: Gauge,
     ready: Gauge,
@@ -102,6 +120,9 @@ impl Metrics {
             completion_tokens: Counter::default(),
             slots_busy: Gauge::default(),
             slots_total: Gauge::default(),
+            tasks_waiting: Gauge::default(),
+            kv_cells_used: Gauge::default(),
+            kv_cells: Gauge::default(),
             reconnects: Counter::default(),
             in_flight: Gauge::default(),
             ready: Gauge::default(),
@@ -194,6 +215,21 @@ impl Metrics {
             "warren_ready",
             "1 when the model is loaded and the worker consumes",
             m.ready.clone(),
+        );
+        registry.register(
+            "warren_tasks_waiting",
+            "Tasks handed to the engine that no slot has taken yet (running: warren_slots_busy)",
+            m.tasks_waiting.clone(),
+        );
+        registry.register(
+            "warren_kv_cells_used",
+            "KV cache cells holding a token: running tasks' and those the prefix cache keeps",
+            m.kv_cells_used.clone(),
+        );
+        registry.register(
+            "warren_kv_cells",
+            "KV cache cells of the engine (engine.slots x engine.context_size)",
+            m.kv_cells.clone(),
         );
         registry.register(
             "warren_broker_blocked",
@@ -297,10 +333,14 @@ impl Metrics {
         }
     }
 
-    /// Engine slots and readiness, read when metrics are scraped.
-    pub fn observe_state(&self, slots_busy: usize, slots_total: usize, ready: bool) {
-        self.slots_busy.set(slots_busy as i64);
-        self.slots_total.set(slots_total as i64);
+    /// The engine's occupancy and readiness, read when metrics are scraped.
+    pub fn observe_state(&self, engine: &EngineState, ready: bool) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.slots_busy.set(gauge(engine.slots_busy));
+        self.slots_total.set(gauge(engine.slots));
+        self.tasks_waiting.set(gauge(engine.tasks_waiting));
+        self.kv_cells_used.set(gauge(engine.kv_cells_used));
+        self.kv_cells.set(gauge(engine.kv_cells));
         self.ready.set(i64::from(ready));
     }
 }

@@ -8,12 +8,11 @@
 pub mod http;
 pub mod metrics;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing_subscriber::EnvFilter;
 
-pub use metrics::{Completion, Metrics};
+pub use metrics::{Completion, EngineState, Metrics};
 
 /// What the worker reports about itself, shared with the health/metrics listener.
 #[derive(Default)]
@@ -24,17 +23,21 @@ pub struct Telemetry {
     pub metrics: Metrics,
     /// Whether RabbitMQ blocks the worker's connection (replies then wait to be committed).
     pub broker_blocked: BlockedWatch,
-    slots: OnceLock<(Arc<AtomicUsize>, usize)>,
+    engine: OnceLock<Watched>,
     steps: OnceLock<Arc<StepTimes>>,
     /// The step totals the metrics counted up to, at the last scrape.
     steps_counted: Mutex<StepSnapshot>,
 }
 
 impl Telemetry {
-    /// Watches the slots once the engine is loaded: a counter of busy slots, and how many
-    /// there are. Scrapes read them; telemetry knows nothing else of the engine.
-    pub fn watch_slots(&self, busy: Arc<AtomicUsize>, total: usize) {
-        let _ = self.slots.set((busy, total));
+    /// Watches the engine once it is loaded: its live occupancy, how many slots and KV cells
+    /// it has. Scrapes read them.
+    pub fn watch_engine(&self, occupancy: Arc<Occupancy>, slots: usize, kv_cells: usize) {
+        let _ = self.engine.set(Watched {
+            occupancy,
+            slots,
+            kv_cells,
+        });
     }
 
     /// Watches where the engine's steps spend their time.
@@ -44,11 +47,18 @@ impl Telemetry {
 
     /// The metrics text, with the engine's slots, steps and readiness read now.
     pub fn scrape(&self) -> String {
-        let (busy, total) = self.slots.get().map_or((0, 0), |(busy, total)| {
-            (busy.load(Ordering::Relaxed), *total)
-        });
+        let engine = self
+            .engine
+            .get()
+            .map_or_else(EngineState::default, |watched| EngineState {
+                slots_busy: watched.occupancy.busy(),
+                slots: watched.slots,
+                tasks_waiting: watched.occupancy.waiting(),
+                kv_cells_used: watched.occupancy.kv_cells_used(),
+                kv_cells: watched.kv_cells,
+            });
         self.metrics
-            .observe_state(busy, total, self.readiness.is_ready());
+            .observe_state(&engine, self.readiness.is_ready());
         self.metrics
             .broker_blocked(self.broker_blocked.reason().is_some());
         if let Some(times) = self.steps.get() {
@@ -67,7 +77,14 @@ impl Telemetry {
 
 use crate::broker::BlockedWatch;
 use crate::config::{LogFormat, LogSettings};
-use crate::engine::{StepSnapshot, StepTimes};
+use crate::engine::{Occupancy, StepSnapshot, StepTimes};
+
+/// The engine as telemetry watches it.
+struct Watched {
+    occupancy: Arc<Occupancy>,
+    slots: usize,
+    kv_cells: usize,
+}
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init_logging(settings: &LogSettings) {

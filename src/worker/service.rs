@@ -72,7 +72,11 @@ impl Worker {
             chat_template = %model.chat_template_source,
             "model loaded"
         );
-        telemetry.watch_slots(engine.busy_counter(), model.slots as usize);
+        telemetry.watch_engine(
+            engine.occupancy(),
+            model.slots as usize,
+            model.slots as usize * model.context_per_slot as usize,
+        );
         telemetry.watch_steps(engine.step_times());
         Ok(Worker {
             settings,

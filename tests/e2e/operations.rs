@@ -93,6 +93,7 @@ async fn metrics_and_health_report_what_the_worker_did() {
         ("warren_queue_wait_seconds_count", 1.0),
         ("warren_slots", 1.0),
         ("warren_slots_busy", 0.0),
+        ("warren_tasks_waiting", 0.0),
         ("warren_messages_in_flight", 0.0),
         ("warren_reconnects_total", 0.0),
         ("warren_ready", 1.0),
@@ -117,6 +118,14 @@ async fn metrics_and_health_report_what_the_worker_did() {
         let seconds = sample(&metrics, &series).unwrap_or(-1.0);
         assert!(seconds >= 0.0, "{series} in:\n{metrics}");
     }
+    // The finished task's cells stay for the prefix cache: its prompt and its tokens.
+    let kv_cells = sample(&metrics, "warren_kv_cells").unwrap();
+    let kv_used = sample(&metrics, "warren_kv_cells_used").unwrap();
+    assert!(kv_cells >= 512.0, "{metrics}");
+    assert!(
+        kv_used >= prompt_tokens + 2.0 && kv_used <= kv_cells,
+        "{metrics}"
+    );
     let decode = r#"warren_engine_step_seconds_total{phase="decode"}"#;
     assert!(sample(&metrics, decode).unwrap() > 0.0, "{metrics}");
     upstream.close().await;

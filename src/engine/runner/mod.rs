@@ -6,7 +6,6 @@
 
 use std::cell::OnceCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +28,7 @@ use super::chunking::Chunking;
 use super::device_sampling::DeviceSamplers;
 use super::first_bytes::FirstBytes;
 use super::logprobs;
+use super::occupancy::Occupancy;
 use super::prefix::PrefixCache;
 use super::sequence::{InBatch, Sequence, Step};
 use super::step_times::{Lap, Phase, StepTimes};
@@ -36,15 +36,21 @@ use super::{EngineStartError, Message, ModelInfo};
 use crate::config::EngineSettings;
 use crate::protocol::{ErrorCode, TaskError};
 
+/// What the engine thread reports as it runs, shared with the [`super::Engine`] handle.
+pub(super) struct Reports {
+    pub occupancy: Arc<Occupancy>,
+    pub times: Arc<StepTimes>,
+}
+
 /// Entry point of the engine thread. Reports start-up on `ready`, then serves `jobs` until
 /// every [`super::Engine`] handle is gone and no sequence is active.
 pub(super) fn run(
     settings: EngineSettings,
     jobs: mpsc::UnboundedReceiver<Message>,
     ready: std::sync::mpsc::Sender<Result<ModelInfo, EngineStartError>>,
-    busy: Arc<AtomicUsize>,
-    times: Arc<StepTimes>,
+    reports: Reports,
 ) {
+    let Reports { occupancy, times } = reports;
     let started = match load(&settings) {
         Ok(started) => started,
         Err(e) => {
@@ -63,7 +69,7 @@ pub(super) fn run(
     if ready.send(Ok(runner.info(&settings))).is_err() {
         return;
     }
-    runner.serve(jobs, &busy);
+    runner.serve(jobs, &occupancy);
 }
 
 struct Runner<'m> {
@@ -92,12 +98,13 @@ struct Runner<'m> {
 }
 
 impl<'m> Runner<'m> {
-    fn serve(&mut self, mut jobs: mpsc::UnboundedReceiver<Message>, busy: &AtomicUsize) {
+    fn serve(&mut self, mut jobs: mpsc::UnboundedReceiver<Message>, occupancy: &Occupancy) {
         let mut open = true;
         let started = self.times.snapshot();
         let mut lap = Lap::start();
         loop {
-            busy.store(self.active(), Ordering::Relaxed);
+            occupancy.set_busy(self.active());
+            occupancy.set_kv_cells_used(self.kv_cells_used());
             if self.active() == 0 {
                 if !open {
                     return self.report(&started);
@@ -106,19 +113,25 @@ impl<'m> Runner<'m> {
                 // Time idle is no step's.
                 lap = Lap::start();
                 match waiting {
-                    Some(Message::Job(job)) => self.admit(*job),
+                    Some(Message::Job(job)) => {
+                        occupancy.job_taken();
+                        self.admit(*job);
+                    }
                     Some(Message::Stop) | None => {
                         self.report(&started);
-                        return self.stop(busy);
+                        return self.stop(occupancy);
                     }
                 }
             }
             while open && self.free_slot().is_some() {
                 match jobs.try_recv() {
-                    Ok(Message::Job(job)) => self.admit(*job),
+                    Ok(Message::Job(job)) => {
+                        occupancy.job_taken();
+                        self.admit(*job);
+                    }
                     Ok(Message::Stop) => {
                         self.report(&started);
-                        return self.stop(busy);
+                        return self.stop(occupancy);
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => open = false,
@@ -139,17 +152,28 @@ impl<'m> Runner<'m> {
     }
 
     /// Ends every sequence (its caller gets `internal`) before the thread returns.
-    fn stop(&mut self, busy: &AtomicUsize) {
+    fn stop(&mut self, occupancy: &Occupancy) {
         for slot in 0..self.slots.len() {
             if let Some(sequence) = self.release(slot) {
                 sequence.fail(internal("the worker is stopping"));
             }
         }
-        busy.store(0, Ordering::Relaxed);
+        occupancy.set_busy(0);
+        occupancy.set_kv_cells_used(0);
     }
 
     fn active(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// KV cells holding a token: each running sequence's and each free slot's kept prefix.
+    fn kv_cells_used(&self) -> usize {
+        (0..self.slots.len())
+            .map(|slot| match &self.slots[slot] {
+                Some(sequence) => sequence.cells_in_cache(),
+                None => self.prefix.kept(slot).len(),
+            })
+            .sum()
     }
 
     fn free_slot(&self) -> Option<usize> {
