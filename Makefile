@@ -138,10 +138,11 @@ soak: setup model broker-up redis-up build $(PYENV)/.installed
 docs:
 	@scripts/docs.sh
 
-lint:
+lint: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 	$(MAKE) docs
+	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts.test.yml
 
 fmt:
 	$(CARGO) fmt

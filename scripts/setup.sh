@@ -18,6 +18,9 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The Node client example's test installs amqplib with npm.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The alert rules in deploy/prometheus are checked and unit-tested with promtool
+# (Debian's prometheus package; its service is not started here).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # The Go client example is checked with gofmt.
 command -v gofmt >/dev/null 2>&1 || missing+=(golang-go)
 # The Python tests (pika example, openai SDK against the gateway) run in a virtual
