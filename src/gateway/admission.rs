@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ConfigError, GatewaySettings};
 use crate::gateway::errors::ApiError;
-use crate::gateway::shared_buckets::{Rate, SharedBuckets};
+use crate::gateway::shared_buckets::{Rate, SharedBuckets, Verdict};
 use crate::redis_link::RedisError;
 
 /// After Redis fails a charge, the replica's own buckets decide for this long before Redis
@@ -45,6 +45,8 @@ pub struct Charge {
     /// The fleet's token bucket and the owner charged in it (none: nothing to correct).
     shared: Option<(Arc<SharedBuckets>, Rate, String)>,
     estimated: u32,
+    /// The buckets' state after the charge (the fleet's buckets only).
+    headers: Vec<(&'static str, String)>,
 }
 
 impl std::fmt::Debug for Charge {
@@ -57,6 +59,12 @@ impl std::fmt::Debug for Charge {
 }
 
 impl Charge {
+    /// OpenAI's `x-ratelimit-*` headers for the buckets this request was charged in (none
+    /// when a replica's own buckets decided, or no limit is set).
+    pub fn headers(&self) -> &[(&'static str, String)] {
+        &self.headers
+    }
+
     /// The request used `used` tokens: refunds (or charges) the difference from its
     /// estimate in the fleet's bucket.
     pub async fn settle(&mut self, used: u32) {
@@ -181,14 +189,19 @@ impl Admission {
         tokens: u32,
     ) -> Result<Result<Charge, ApiError>, RedisError> {
         let owner = owner_of(key);
+        let mut headers = Vec::new();
         if let Some(rate) = self.request_rate {
             let verdict = shared.take(rate, &owner, 1).await?;
             if !verdict.taken {
                 return Ok(Err(requests_exceeded(verdict.retry_after)));
             }
+            headers.extend(rate_headers("requests", rate, &verdict));
         }
         let Some(rate) = self.token_rate else {
-            return Ok(Ok(Charge::default()));
+            return Ok(Ok(Charge {
+                headers,
+                ..Charge::default()
+            }));
         };
         let verdict = shared.take(rate, &owner, i64::from(tokens)).await?;
         if !verdict.taken {
@@ -198,9 +211,11 @@ impl Admission {
             }
             return Ok(Err(tokens_exceeded(tokens, verdict.retry_after)));
         }
+        headers.extend(rate_headers("tokens", rate, &verdict));
         Ok(Ok(Charge {
             shared: Some((shared.clone(), rate, owner)),
             estimated: tokens,
+            headers,
         }))
     }
 
@@ -229,6 +244,41 @@ impl Admission {
         }
         Ok(())
     }
+}
+
+/// `x-ratelimit-limit-KIND`, `-remaining-KIND` and `-reset-KIND` (until the bucket is full
+/// again), as OpenAI sends them.
+fn rate_headers(kind: &str, rate: Rate, verdict: &Verdict) -> [(&'static str, String); 3] {
+    let (limit, remaining, reset) = match kind {
+        "requests" => (
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ),
+        _ => (
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ),
+    };
+    [
+        (limit, rate.capacity().to_string()),
+        (remaining, verdict.remaining.to_string()),
+        (reset, duration_text(verdict.full_in)),
+    ]
+}
+
+/// A duration as OpenAI writes its resets: `20ms`, `1.5s`, `6m0s`.
+fn duration_text(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    if ms < 60_000 {
+        let seconds = format!("{:.3}", duration.as_secs_f64());
+        return format!("{}s", seconds.trim_end_matches('0').trim_end_matches('.'));
+    }
+    format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
 }
 
 fn requests_exceeded(retry_after: Duration) -> ApiError {
@@ -309,6 +359,14 @@ mod tests {
             HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
         );
         headers
+    }
+
+    #[test]
+    fn resets_read_as_openai_writes_them() {
+        assert_eq!(duration_text(Duration::from_millis(20)), "20ms");
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(duration_text(Duration::from_secs(1)), "1s");
+        assert_eq!(duration_text(Duration::from_secs(360)), "6m0s");
     }
 
     #[test]

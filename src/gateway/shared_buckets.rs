@@ -13,7 +13,7 @@ use crate::redis_link::{RedisError, RedisLink};
 /// Takes `ARGV[3]` units (a negative number refunds) from the bucket `KEYS[1]` that refills
 /// one unit every `ARGV[1]` µs and holds at most `ARGV[2]` µs of units. A charge that does
 /// not fit is refused unless `ARGV[4]` is 1 (force: a correction after the fact). Answers
-/// {taken (0/1), µs until it would fit, units left}.
+/// {taken (0/1), µs until it would fit, units left, µs until the bucket is full again}.
 const GCRA: &str = r"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
@@ -24,12 +24,12 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local next_tat = tat + units * interval
 if units > 0 and ARGV[4] ~= '1' and next_tat - capacity > now then
-  return {0, next_tat - capacity - now, math.floor((capacity - (tat - now)) / interval)}
+  return {0, next_tat - capacity - now, math.floor((capacity - (tat - now)) / interval), tat - now}
 end
 if next_tat < now then next_tat = now end
 local ttl_ms = math.ceil((next_tat - now) / 1000) + 1000
 redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
-return {1, 0, math.floor((capacity - (next_tat - now)) / interval)}
+return {1, 0, math.floor((capacity - (next_tat - now)) / interval), next_tat - now}
 ";
 
 /// A bucket's answer to a charge.
@@ -41,6 +41,8 @@ pub struct Verdict {
     pub retry_after: Duration,
     /// Units left in the bucket after the charge.
     pub remaining: u64,
+    /// How long until the bucket is full again.
+    pub full_in: Duration,
 }
 
 /// One kind of limit (`requests`, `tokens`) at `per_minute` units a minute.
@@ -108,12 +110,13 @@ impl SharedBuckets {
             if force { "1" } else { "0" }.to_owned(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (taken, wait_us, remaining): (i64, i64, i64) =
+        let (taken, wait_us, remaining, full_in_us): (i64, i64, i64, i64) =
             self.redis.script(GCRA, &key, &args).await?;
         Ok(Verdict {
             taken: taken == 1,
             retry_after: Duration::from_micros(wait_us.max(0) as u64),
             remaining: remaining.max(0) as u64,
+            full_in: Duration::from_micros(full_in_us.max(0) as u64),
         })
     }
 }

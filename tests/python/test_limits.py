@@ -100,3 +100,24 @@ def test_the_buckets_in_redis_are_named_by_a_hash_of_the_key_never_the_key(worke
         assert key not in names
     finally:
         gateway.stop()
+
+
+def test_an_answer_carries_openai_s_rate_limit_headers(worker_names):
+    key = f"key-{uuid.uuid4().hex[:8]}"
+    (gateway,) = gateways(worker_names, 1, gateway__api_keys=key, gateway__requests_per_minute=10,
+                          gateway__tokens_per_minute=10000)
+    try:
+        client = sdk(gateway.base_url, api_key=key)
+        raw = client.chat.completions.with_raw_response.create(model="m", messages=HI, max_tokens=1)
+        headers = raw.headers
+        assert headers["x-ratelimit-limit-requests"] == "10"
+        assert headers["x-ratelimit-remaining-requests"] == "9"
+        assert headers["x-ratelimit-limit-tokens"] == "10000"
+        assert 9000 < int(headers["x-ratelimit-remaining-tokens"]) < 10000
+        assert headers["x-ratelimit-reset-requests"].endswith("s"), headers
+        again = client.chat.completions.with_raw_response.create(model="m", messages=HI, max_tokens=1, stream=True)
+        assert again.headers["x-ratelimit-remaining-requests"] == "8"
+        for _ in again.parse():
+            pass
+    finally:
+        gateway.stop()

@@ -111,6 +111,7 @@ async fn serve(
         checked.max_tokens.or(checked.default_max_tokens),
     );
     let charge = app.admission.admit(&key, tokens).await?;
+    let rate_headers = charge.headers().to_vec();
 
     let client = app.broker_link.publishing_client()?;
     let id = format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple());
@@ -143,10 +144,17 @@ async fn serve(
         pending,
         deadline: Instant::now() + app.request_timeout,
     };
-    if accepted.request.stream {
-        return Ok(stream::respond(app, accepted));
+    let mut response = if accepted.request.stream {
+        stream::respond(app, accepted)
+    } else {
+        answer(app.request_timeout, accepted).await?
+    };
+    for (name, value) in rate_headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
     }
-    answer(app.request_timeout, accepted).await
+    Ok(response)
 }
 
 async fn answer(waited: Duration, accepted: Accepted) -> Result<Response, ApiError> {
