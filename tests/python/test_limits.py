@@ -121,3 +121,16 @@ def test_an_answer_carries_openai_s_rate_limit_headers(worker_names):
             pass
     finally:
         gateway.stop()
+
+
+def test_a_responses_api_charge_is_corrected_too(worker_names):
+    key = f"key-{uuid.uuid4().hex[:8]}"
+    (gateway,) = gateways(worker_names, 1, gateway__api_keys=key, gateway__tokens_per_minute=300)
+    try:
+        client = sdk(gateway.base_url, api_key=key)
+        schema = {"type": "json_schema", "name": "answer", "schema": {"type": "string", "enum": ["yes"]}}
+        for _ in range(3):
+            answer = client.responses.create(model="m", input="Hi", max_output_tokens=200, text={"format": schema})
+            assert answer.usage.total_tokens < 50, answer.usage
+    finally:
+        gateway.stop()

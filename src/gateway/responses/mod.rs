@@ -26,7 +26,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use crate::clock;
-use crate::gateway::admission::{self, owner_of};
+use crate::gateway::admission::{self, owner_of, Charge};
 use crate::gateway::broker_link::CancelOnDrop;
 use crate::gateway::errors::ApiError;
 use crate::gateway::Shared;
@@ -115,15 +115,14 @@ async fn create_response(
             request.prompt_chars,
             checked.max_tokens.or(checked.default_max_tokens),
         );
-        // Not corrected by the reply's usage yet (chat and text completions are).
-        let _charge = app.admission.admit(&key, tokens).await?;
+        let charge = app.admission.admit(&key, tokens).await?;
         let keeper = request.store.then(|| Keeper {
             store: app.responses.store.clone(),
             id: id.clone(),
             owner: owner_of(&key),
             input: request.conversation(),
         });
-        return wait_for_answer(&app, &id, created_at, &request, &task, keeper).await;
+        return wait_for_answer(&app, &id, created_at, &request, &task, keeper, charge).await;
     }
     let owner = owner_of(&key);
     let background = &app.responses;
@@ -228,6 +227,7 @@ async fn wait_for_answer(
     request: &ResponseRequest,
     task: &[u8],
     keeper: Option<Keeper>,
+    mut charge: Charge,
 ) -> Result<Response, ApiError> {
     let (pending, mut guard) = publish(app, id, request, task).await?;
     let object = object::queued(id, created_at, request);
@@ -245,6 +245,11 @@ async fn wait_for_answer(
         .map_err(|_| ApiError::timed_out(app.request_timeout))??
         .reply;
     guard.disarm();
+    if let Some(usage) = reply.usage {
+        charge
+            .settle(usage.prompt_tokens + usage.completion_tokens)
+            .await;
+    }
     let finished = object::finished(&object, &reply);
     if let Some(keeper) = keeper {
         keeper.keep(&finished).await;
