@@ -128,8 +128,10 @@ if [ -z "${SKIP_BROKER:-}" ]; then
     WARREN__ENGINE__SLOTS="$n" WARREN__ENGINE__DEVICE_SAMPLING=on WARREN__LOG__LEVEL=info \
       "$WARREN_BIN" worker 2> "$RESULTS/worker-$n.log" &
     background=$!
+    started=$(date +%s)
     until grep -q consuming "$RESULTS/worker-$n.log" 2>/dev/null; do
       kill -0 "$background" 2>/dev/null || { cat "$RESULTS/worker-$n.log" >&2; exit 1; }
+      [ $(( $(date +%s) - started )) -lt 180 ] || { echo "gpu-check: the worker never consumed" >&2; tail -5 "$RESULTS/worker-$n.log" >&2; exit 1; }
       sleep 0.3
     done
     watch "warren-$n"

@@ -74,11 +74,17 @@ check() {
       > "$rmq/out.log" 2>&1 < /dev/null &
   fi
   for build in crate server; do
-    until [ -f "$WORK/$build.done" ]; do sleep 1; done
+    local waited=0
+    until [ -f "$WORK/$build.done" ]; do
+      [ "$waited" -lt 1200 ] || { echo "gpu-remote: no $build build finished (gpu-remote.sh build first?)" >&2; exit 1; }
+      sleep 1; waited=$((waited + 1))
+    done
     echo "build $build: status and seconds $(cat "$WORK/$build.done")"
     tail -3 "$WORK/$build.log"
+    [ "$(cut -d' ' -f1 < "$WORK/$build.done")" = 0 ] || { echo "gpu-remote: the $build build failed" >&2; exit 1; }
   done
   for _ in $(seq 120); do (echo > /dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 0.5; done
+  (echo > /dev/tcp/127.0.0.1/5672) 2>/dev/null || { echo "gpu-remote: RabbitMQ did not start" >&2; exit 1; }
   local libs
   libs=$(dirname "$(find "$WORK/crate/build" -name 'libllama.so*' | head -1)")
   export LD_LIBRARY_PATH="$libs:$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

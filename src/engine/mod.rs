@@ -242,10 +242,12 @@ impl Engine {
             submitted: Instant::now(),
             reply,
         };
-        self.jobs
-            .send(Message::Job(Box::new(job)))
-            .map_err(|_| engine_gone())?;
+        // Counted before the engine thread can take it, so that its taking never comes first.
         self.occupancy.job_sent();
+        if self.jobs.send(Message::Job(Box::new(job))).is_err() {
+            self.occupancy.job_taken();
+            return Err(engine_gone());
+        }
         result.await.map_err(|_| engine_gone())?
     }
 }

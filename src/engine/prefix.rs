@@ -40,14 +40,20 @@ pub(super) struct Held<'a> {
     pub tokens: &'a [LlamaToken],
     /// How many of them have their cells written already.
     pub written: usize,
+    /// How many leading ones were computed in whole chunks of the prompt they came with:
+    /// only those are computed as a cold read of another prompt would (the rest of that
+    /// prompt, its last token and any generated tokens were decoded in other pieces).
+    pub whole: usize,
 }
 
 impl<'a> Held<'a> {
-    /// A free slot's kept cells, all written.
+    /// Cells all written and all reusable (tests; the cache's own come from `held`).
+    #[cfg(test)]
     pub(super) fn kept(tokens: &'a [LlamaToken]) -> Held<'a> {
         Held {
             tokens,
             written: tokens.len(),
+            whole: tokens.len(),
         }
     }
 }
@@ -57,6 +63,8 @@ pub(super) struct PrefixCache {
     enabled: bool,
     chunking: Chunking,
     kept: Vec<Vec<LlamaToken>>,
+    /// Of each slot's kept tokens, those computed in whole chunks ([`Held::whole`]).
+    whole: Vec<usize>,
     last_used: Vec<u64>,
     clock: u64,
 }
@@ -69,6 +77,7 @@ impl PrefixCache {
             enabled,
             chunking,
             kept: vec![Vec::new(); slots],
+            whole: vec![0; slots],
             last_used: vec![0; slots],
             clock: 0,
         }
@@ -88,8 +97,8 @@ impl PrefixCache {
             .iter()
             .map(|h| {
                 if self.enabled {
-                    self.chunking
-                        .reusable(common_prefix(h.tokens, prompt), prompt.len())
+                    let shared = common_prefix(h.tokens, prompt).min(h.whole);
+                    self.chunking.reusable(shared, prompt.len())
                 } else {
                     0
                 }
@@ -129,12 +138,31 @@ impl PrefixCache {
         })
     }
 
-    /// The slot's task ended; its cells hold `tokens` (positions 0..len).
-    pub(super) fn keep(&mut self, slot: usize, tokens: Vec<LlamaToken>) {
+    /// The slot's task ended; its cells hold `tokens` (positions 0..len), of which the
+    /// first `prompt_len` were its prompt.
+    pub(super) fn keep(&mut self, slot: usize, tokens: Vec<LlamaToken>, prompt_len: usize) {
         self.clock += 1;
-        if let Some(kept) = self.kept.get_mut(slot) {
+        let whole = self.whole_chunks(prompt_len).min(tokens.len());
+        if let (Some(kept), Some(kept_whole)) = (self.kept.get_mut(slot), self.whole.get_mut(slot))
+        {
             *kept = if self.enabled { tokens } else { Vec::new() };
+            *kept_whole = whole;
             self.last_used[slot] = self.clock;
+        }
+    }
+
+    /// Of a prompt of `len` tokens, the leading ones read in whole chunks.
+    pub(super) fn whole_chunks(&self, len: usize) -> usize {
+        self.chunking.reusable(len, len)
+    }
+
+    /// What a free slot's cells hold.
+    pub(super) fn held(&self, slot: usize) -> Held<'_> {
+        let tokens = self.kept(slot);
+        Held {
+            tokens,
+            written: tokens.len(),
+            whole: self.whole.get(slot).copied().unwrap_or(0),
         }
     }
 
@@ -171,14 +199,14 @@ mod tests {
     }
 
     fn held(cache: &PrefixCache, slots: usize) -> Vec<Held<'_>> {
-        (0..slots).map(|s| Held::kept(cache.kept(s))).collect()
+        (0..slots).map(|s| cache.held(s)).collect()
     }
 
     #[test]
     fn a_prompt_goes_to_the_free_slot_that_holds_its_longest_prefix() {
         let mut cache = PrefixCache::new(3, true, Chunking::new(1));
-        cache.keep(0, tokens(&[1, 2, 9]));
-        cache.keep(1, tokens(&[1, 2, 3, 4, 8]));
+        cache.keep(0, tokens(&[1, 2, 9]), usize::MAX);
+        cache.keep(1, tokens(&[1, 2, 3, 4, 8]), usize::MAX);
         let prompt = tokens(&[1, 2, 3, 4, 5, 6]);
         let placement = cache.place(&prompt, &[0, 1, 2], &held(&cache, 3));
         assert_eq!(
@@ -194,15 +222,28 @@ mod tests {
     #[test]
     fn the_last_prompt_token_is_always_decoded_again() {
         let mut cache = PrefixCache::new(1, true, Chunking::new(1));
-        cache.keep(0, tokens(&[1, 2, 3, 4]));
+        cache.keep(0, tokens(&[1, 2, 3, 4]), usize::MAX);
         let placement = cache.place(&tokens(&[1, 2, 3]), &[0], &held(&cache, 1));
         assert_eq!(placement.map(|p| p.reused), Some(2));
     }
 
     #[test]
+    fn a_continuation_reuses_only_the_whole_chunks_of_the_prompt_before_it() {
+        // A 10-token prompt read in chunks of 4 ([0,4), [4,8), [8,9), [9]) and 6 generated
+        // tokens: a follow-up that starts with all 16 reuses the 8 read in whole chunks.
+        let mut cache = PrefixCache::new(1, true, Chunking::new(4));
+        let earlier: Vec<i32> = (1..=16).collect();
+        cache.keep(0, tokens(&earlier), 10);
+        let mut follow_up = earlier.clone();
+        follow_up.extend([40, 41, 42]);
+        let placement = cache.place(&tokens(&follow_up), &[0], &held(&cache, 1));
+        assert_eq!(placement.map(|p| p.reused), Some(8));
+    }
+
+    #[test]
     fn only_whole_chunks_are_reused() {
         let mut cache = PrefixCache::new(1, true, Chunking::new(4));
-        cache.keep(0, tokens(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
+        cache.keep(0, tokens(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), usize::MAX);
         let prompt = tokens(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 99]);
         let placement = cache.place(&prompt, &[0], &held(&cache, 1));
         assert_eq!(placement.map(|p| p.reused), Some(8));
@@ -213,9 +254,9 @@ mod tests {
     #[test]
     fn without_a_match_the_least_recently_used_slot_is_given_up() {
         let mut cache = PrefixCache::new(3, true, Chunking::new(1));
-        cache.keep(2, tokens(&[7]));
-        cache.keep(0, tokens(&[8]));
-        cache.keep(1, tokens(&[9]));
+        cache.keep(2, tokens(&[7]), usize::MAX);
+        cache.keep(0, tokens(&[8]), usize::MAX);
+        cache.keep(1, tokens(&[9]), usize::MAX);
         let placement = cache.place(&tokens(&[5, 6]), &[0, 1, 2], &held(&cache, 3));
         assert_eq!(placement.map(|p| (p.slot, p.reused)), Some((2, 0)));
     }
@@ -223,8 +264,8 @@ mod tests {
     #[test]
     fn a_clearly_longer_prefix_in_another_slot_is_copied_into_a_free_one() {
         let mut cache = PrefixCache::new(3, true, Chunking::new(1));
-        cache.keep(1, tokens(&[1]));
-        cache.keep(2, tokens(&[2]));
+        cache.keep(1, tokens(&[1]), usize::MAX);
+        cache.keep(2, tokens(&[2]), usize::MAX);
         let busy_prompt = long(4, 100, &[]);
         let mut holding = held(&cache, 3);
         holding[0] = Held::kept(&busy_prompt);
@@ -244,7 +285,7 @@ mod tests {
     #[test]
     fn a_small_gain_is_read_again_rather_than_copied() {
         let mut cache = PrefixCache::new(2, true, Chunking::new(1));
-        cache.keep(1, long(4, 10, &[]));
+        cache.keep(1, long(4, 10, &[]), usize::MAX);
         let busy = long(4, 10 + MIN_COPY_GAIN - 1, &[]);
         let mut holding = held(&cache, 2);
         holding[0] = Held::kept(&busy);
@@ -262,10 +303,12 @@ mod tests {
             Held {
                 tokens: &waiting,
                 written: 0,
+                whole: waiting.len(),
             },
             Held {
                 tokens: &reading,
                 written: 64,
+                whole: reading.len(),
             },
             Held::kept(&[]),
         ];
@@ -284,7 +327,7 @@ mod tests {
     #[test]
     fn a_disabled_cache_reuses_nothing_and_keeps_nothing() {
         let mut cache = PrefixCache::new(2, false, Chunking::new(1));
-        cache.keep(0, tokens(&[1, 2, 3]));
+        cache.keep(0, tokens(&[1, 2, 3]), usize::MAX);
         assert!(cache.kept(0).is_empty());
         let placement = cache.place(&tokens(&[1, 2, 3, 4]), &[0, 1], &held(&cache, 2));
         assert_eq!(placement.map(|p| (p.copy_from, p.reused)), Some((None, 0)));
@@ -299,7 +342,7 @@ mod tests {
     #[test]
     fn a_forgotten_slot_offers_nothing() {
         let mut cache = PrefixCache::new(1, true, Chunking::new(1));
-        cache.keep(0, tokens(&[1, 2, 3]));
+        cache.keep(0, tokens(&[1, 2, 3]), usize::MAX);
         cache.forget(0);
         let placement = cache.place(&tokens(&[1, 2, 3, 4]), &[0], &held(&cache, 1));
         assert_eq!(placement.map(|p| p.reused), Some(0));

@@ -22,6 +22,10 @@ use crate::redis_link::RedisError;
 /// is asked again (a Redis that times out must not slow every request).
 const SHARED_RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// The most a request waits on the fleet's buckets (a charge, or a correction) before this
+/// replica's own decide.
+const SHARED_CALL_LIMIT: Duration = Duration::from_millis(500);
+
 /// The bucket key when no API keys are configured: one bucket for every caller.
 const ANONYMOUS: &str = "";
 
@@ -69,7 +73,11 @@ impl Charge {
     /// estimate in the fleet's bucket.
     pub async fn settle(&mut self, used: u32) {
         if let Some((buckets, rate, owner, difference)) = self.correction(used) {
-            if let Err(e) = buckets.correct(rate, &owner, difference).await {
+            let corrected =
+                tokio::time::timeout(SHARED_CALL_LIMIT, buckets.correct(rate, &owner, difference))
+                    .await
+                    .unwrap_or(Err(RedisError::TimedOut));
+            if let Err(e) = corrected {
                 tracing::debug!(error = %e, "a token charge was not corrected");
             }
         }
@@ -153,7 +161,11 @@ impl Admission {
             }
         }
         if let Some(shared) = self.shared_now() {
-            match self.admit_shared(&shared, key, tokens).await {
+            let verdict =
+                tokio::time::timeout(SHARED_CALL_LIMIT, self.admit_shared(&shared, key, tokens))
+                    .await
+                    .unwrap_or(Err(RedisError::TimedOut));
+            match verdict {
                 Ok(verdict) => return verdict,
                 Err(e) => {
                     tracing::warn!(
@@ -205,9 +217,12 @@ impl Admission {
         };
         let verdict = shared.take(rate, &owner, i64::from(tokens)).await?;
         if !verdict.taken {
-            // A refused request does not count against the requests either.
+            // A refused request does not count against the requests either (best effort: the
+            // refusal stands whatever Redis answers).
             if let Some(requests) = self.request_rate {
-                shared.correct(requests, &owner, -1).await?;
+                if let Err(e) = shared.correct(requests, &owner, -1).await {
+                    tracing::debug!(error = %e, "a refused request's charge was not refunded");
+                }
             }
             return Ok(Err(tokens_exceeded(tokens, verdict.retry_after)));
         }

@@ -187,13 +187,12 @@ impl GatewayMetrics {
             .inc();
     }
 
-    /// The OpenMetrics text.
     /// Whether RabbitMQ blocks the gateway's connection now (read when scraped).
     pub fn broker_blocked(&self, blocked: bool) {
         self.broker_blocked.set(i64::from(blocked));
     }
 
-    /// The metrics in the OpenMetrics text format.
+    /// The OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

@@ -63,13 +63,10 @@ impl Rate {
         self.per_minute
     }
 
-    /// µs between two units, and the bucket's capacity in µs.
-    fn script_args(&self) -> (u64, u64) {
-        let interval = 60_000_000 / u64::from(self.per_minute.max(1));
-        (
-            interval.max(1),
-            interval.max(1) * u64::from(self.per_minute),
-        )
+    /// µs between two units (fractional: a whole number would round large limits off), and
+    /// the bucket's capacity in µs (a minute: `per_minute` units).
+    fn script_args(&self) -> (f64, u64) {
+        (60_000_000.0 / f64::from(self.per_minute.max(1)), 60_000_000)
     }
 }
 
@@ -104,7 +101,7 @@ impl SharedBuckets {
         let (interval, capacity) = rate.script_args();
         let key = bucket_key(rate.kind, owner);
         let args = [
-            interval.to_string(),
+            format!("{interval:.6}"),
             capacity.to_string(),
             units.to_string(),
             if force { "1" } else { "0" }.to_owned(),
@@ -135,11 +132,12 @@ mod tests {
     #[test]
     fn a_minute_of_units_spreads_evenly_and_fills_the_bucket() {
         let rate = Rate::new("requests", 4).unwrap();
-        assert_eq!(rate.script_args(), (15_000_000, 60_000_000));
+        assert_eq!(rate.script_args(), (15_000_000.0, 60_000_000));
         assert_eq!(rate.capacity(), 4);
         assert!(Rate::new("tokens", 0).is_none(), "0 is unlimited");
-        let fast = Rate::new("tokens", 120_000_000).unwrap();
-        assert_eq!(fast.script_args().0, 1, "never a zero interval");
+        // A large limit keeps its exact rate: 40 million a minute is one per 1.5 µs.
+        let fast = Rate::new("tokens", 40_000_000).unwrap();
+        assert_eq!(fast.script_args(), (1.5, 60_000_000));
     }
 
     #[test]

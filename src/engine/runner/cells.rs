@@ -19,8 +19,9 @@ impl Runner<'_> {
                 Some(sequence) => Held {
                     tokens: &sequence.prompt,
                     written: sequence.prompt_in_cache().len(),
+                    whole: self.prefix.whole_chunks(sequence.prompt.len()),
                 },
-                None => Held::kept(self.prefix.kept(slot)),
+                None => self.prefix.held(slot),
             })
             .collect();
         self.prefix.place(prompt, &free, &held)

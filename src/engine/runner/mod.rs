@@ -310,7 +310,8 @@ impl<'m> Runner<'m> {
             let token = match token {
                 Ok(token) => token,
                 Err(e) => {
-                    self.prefix.keep(slot, sequence.tokens_in_cache());
+                    self.prefix
+                        .keep(slot, sequence.tokens_in_cache(), sequence.prompt.len());
                     sequence.fail(e);
                     continue;
                 }
@@ -318,7 +319,8 @@ impl<'m> Runner<'m> {
             match self.push(&mut sequence, token) {
                 Step::Continue => self.slots[slot] = Some(sequence),
                 Step::Finished(reason) => {
-                    self.prefix.keep(slot, sequence.tokens_in_cache());
+                    self.prefix
+                        .keep(slot, sequence.tokens_in_cache(), sequence.prompt.len());
                     sequence.finish(reason);
                 }
             }
@@ -347,7 +349,8 @@ impl<'m> Runner<'m> {
     /// Takes the sequence out of `slot`, its KV cells left for the prefix cache.
     fn release(&mut self, slot: usize) -> Option<Sequence> {
         let sequence = self.slots[slot].take()?;
-        self.prefix.keep(slot, sequence.tokens_in_cache());
+        self.prefix
+            .keep(slot, sequence.tokens_in_cache(), sequence.prompt.len());
         Some(sequence)
     }
 }

@@ -175,7 +175,7 @@ async fn answer(waited: Duration, accepted: Accepted) -> Result<Response, ApiErr
     guard.disarm();
     if let Some(usage) = reply.usage {
         charge
-            .settle(usage.prompt_tokens + usage.completion_tokens)
+            .settle(usage.prompt_tokens.saturating_add(usage.completion_tokens))
             .await;
     }
     match (&reply.status, &reply.error) {

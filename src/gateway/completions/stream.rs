@@ -144,7 +144,7 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
         state
             .accepted
             .charge
-            .settle_later(usage.prompt_tokens + usage.completion_tokens);
+            .settle_later(usage.prompt_tokens.saturating_add(usage.completion_tokens));
     }
     if reply.status == ReplyStatus::Error {
         let error = reply.error.as_ref().map_or_else(

@@ -193,8 +193,11 @@ async fn accept(
     if let Err(e) = sent {
         let _ = store.delete(id).await;
         if e.is_blocked() {
-            // The message may go out when the alarm clears: it must not run for nobody.
-            app.broker_link.cancel(id.to_owned()).await;
+            // The message may go out when the alarm clears: it must not run for nobody. The
+            // cancel waits for the alarm too, so it is sent in the background.
+            let broker_link = app.broker_link.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move { broker_link.cancel(id).await });
         }
         return Err(e);
     }
@@ -247,7 +250,7 @@ async fn wait_for_answer(
     guard.disarm();
     if let Some(usage) = reply.usage {
         charge
-            .settle(usage.prompt_tokens + usage.completion_tokens)
+            .settle(usage.prompt_tokens.saturating_add(usage.completion_tokens))
             .await;
     }
     let finished = object::finished(&object, &reply);
