@@ -16,8 +16,11 @@
 #      host sampling and with --backend-sampling;
 #   4. llama-batched-bench (BATCHED_BENCH=path, from llama-server's build): llama.cpp decoding
 #      the same shapes with no sampling and no server, its ceiling on this card.
-# Both sides run flash attention as FLASH_ATTENTION says (default off: a build without its
-# kernels, as ../shared/gpu's recipe makes). nvidia-smi samples GPU utilisation during each run.
+# Both sides run flash attention as FLASH_ATTENTION says (default off, as a build without its
+# kernels needs; scripts/gpu-remote.sh sets it from its FA build switch). nvidia-smi samples GPU utilisation during each run.
+# With FLASH_ATTENTION=on, the engine alone also with it off at FA_OFF_SLOTS (same build).
+# Where Nsight Systems (nsys) is installed, the engine alone runs under it at PROFILE_SLOTS and
+# its kernel, CUDA API and memory-copy summaries go to RESULTS/profile-N.txt.
 # With BATCH_CHECK=1, engine.batch_size 128 against the GPU default (512) as well.
 # Prints the tables; each run's JSON report stays in RESULTS (a temporary folder by default).
 # Usage: scripts/gpu-check.sh   (builds with CUDA: make build-cuda; WARREN_BIN=path skips that)
@@ -36,6 +39,8 @@ BROKER_SLOTS="${BROKER_SLOTS-$SLOTS}"
 SERVER_SLOTS="${SERVER_SLOTS-$SLOTS}"
 TASKS_PER_SLOT="${TASKS_PER_SLOT:-2}"
 FLASH_ATTENTION="${FLASH_ATTENTION:-off}"
+FA_OFF_SLOTS="${FA_OFF_SLOTS-64}"
+PROFILE_SLOTS="${PROFILE_SLOTS-64}"
 BATCH_SIZE=512
 MODEL="${MODEL:-$(pwd)/models/gemma3-270m-q4_k_m.gguf}"
 [ -f "$MODEL" ] || make model
@@ -202,6 +207,24 @@ for n in $SLOTS; do
     WARREN__ENGINE__DEVICE_SAMPLING=on WARREN__ENGINE__KV_UNIFIED=true engine "engine-device-unified-$n" "$n"
     WARREN__ENGINE__DEVICE_SAMPLING=on WARREN__ENGINE__KV_UNIFIED=true engine "engine-device-unified-mixed-$n" "$n" --mixed-lengths
     WARREN__ENGINE__DEVICE_SAMPLING=on engine "engine-device-mixed-$n" "$n" --mixed-lengths
+  fi
+done
+
+nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1 || true)
+for n in $SLOTS; do
+  if [ "$FLASH_ATTENTION" = on ] && has "$FA_OFF_SLOTS" "$n"; then
+    WARREN__ENGINE__DEVICE_SAMPLING=on WARREN__ENGINE__FLASH_ATTENTION=off engine "engine-device-fa-off-$n" "$n"
+  fi
+  if [ -n "$nsys" ] && has "$PROFILE_SLOTS" "$n"; then
+    echo "-- profile-$n (nsys)" >&2
+    WARREN__ENGINE__SLOTS="$n" WARREN__ENGINE__DEVICE_SAMPLING=on timeout 300 "$nsys" profile --force-overwrite true \
+      --trace cuda,nvtx,osrt --sample none --output "$RESULTS/profile-$n" "$WARREN_BIN" bench --in-process \
+      --concurrency "$n" --tasks "$(tasks "$n")" --max-tokens "$MAX_TOKENS" --json --label "profile-$n" \
+      > "$RESULTS/profile-$n.json" 2> "$RESULTS/profile-$n.log" || echo "gpu-check: profile-$n failed" >&2
+    "$nsys" stats --force-export true --report cuda_gpu_kern_sum,cuda_api_sum,cuda_gpu_mem_time_sum,osrt_sum \
+      --format table "$RESULTS/profile-$n.nsys-rep" > "$RESULTS/profile-$n.txt" 2>&1 || true
+    rm -f "$RESULTS/profile-$n.sqlite"
+    head -c 6000 "$RESULTS/profile-$n.txt" >&2 || true
   fi
 done
 

@@ -10,18 +10,22 @@
 #   gpu-remote.sh check       join and check the model, start RabbitMQ (own data folder, no
 #                             plugins), wait for the builds, run scripts/gpu-check.sh with
 #                             everything pinned; reports into RESULTS (default WORK/results)
-# ARCHS (default 90: H100/H200) are the compute capabilities built; both builds leave
-# flash-attention kernels out (GGML_CUDA_FA=OFF: half the build time), so gpu-check.sh runs
-# both sides with flash attention off.
+# ARCHS (default 90: H100/H200) are the compute capabilities built. FA=ON (the default) builds
+# llama.cpp's flash-attention kernels and runs both sides with flash attention on; FA=OFF leaves
+# them out (about half the build time) and runs both sides with it off. SERVER=0 skips the
+# llama-cpp-python build (no llama-server, no llama-batched-bench) and gives its cores to
+# warren's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 WORK="${WORK:-/tmp/warren-gpu}"
 ARCHS="${ARCHS:-90}"
-JOBS="${JOBS:-$(( $(nproc) / 2 ))}"
+FA="${FA:-ON}"
+SERVER="${SERVER:-1}"
+if [ "$SERVER" = 1 ]; then JOBS="${JOBS:-$(( $(nproc) / 2 ))}"; else JOBS="${JOBS:-$(nproc)}"; fi
 mkdir -p "$WORK"
 export PATH="/usr/local/cuda/bin:$PATH"
-CUDA=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DGGML_CUDA_FA=OFF -DGGML_CUDA_NCCL=OFF
+CUDA=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DGGML_CUDA_FA=$FA -DGGML_CUDA_NCCL=OFF
   -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF)
 
@@ -29,7 +33,7 @@ build() {
   local src=$1
   mkdir -p "$WORK/crate" "$WORK/server"
   tar -xJf "$src/src/crate.tar.xz" -C "$WORK/crate"
-  tar -xJf "$src/src/server.tar.xz" -C "$WORK/server"
+  [ "$SERVER" = 1 ] && tar -xJf "$src/src/server.tar.xz" -C "$WORK/server"
   # Each build writes NAME.log and, when it ends, NAME.done holding its exit status and seconds.
   setsid nohup bash -c "
     t=\$(date +%s)
@@ -37,7 +41,7 @@ build() {
       -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_COMMON=OFF \
       && cmake --build '$WORK/crate/build' --target llama -j $JOBS
     echo \"\$? \$(( \$(date +%s) - t ))\" > '$WORK/crate.done'" > "$WORK/crate.log" 2>&1 < /dev/null &
-  setsid nohup bash -c "
+  [ "$SERVER" = 1 ] && setsid nohup bash -c "
     t=\$(date +%s)
     cmake -S '$WORK/server' -B '$WORK/server/build' ${CUDA[*]} -DBUILD_SHARED_LIBS=OFF \
       -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
@@ -73,7 +77,9 @@ check() {
       PATH="/usr/lib/erlang/bin:$PATH" setsid nohup /usr/lib/rabbitmq/bin/rabbitmq-server \
       > "$rmq/out.log" 2>&1 < /dev/null &
   fi
-  for build in crate server; do
+  local builds=crate
+  [ "$SERVER" = 1 ] && builds="crate server"
+  for build in $builds; do
     local waited=0
     until [ -f "$WORK/$build.done" ]; do
       [ "$waited" -lt 1200 ] || { echo "gpu-remote: no $build build finished (gpu-remote.sh build first?)" >&2; exit 1; }
@@ -90,10 +96,10 @@ check() {
   export LD_LIBRARY_PATH="$libs:$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   ldd "$WORK/warren" | grep -E "llama|ggml|cuda|not found" || true
   cp "$WORK"/*.log "$results/" 2>/dev/null || true
-  BUILD_NOTE="llama.cpp of llama-cpp-sys-2 (shared) for warren, of llama-cpp-python ${LLAMA_CPP_PYTHON_VERSION:-0.3.36} (static) for llama-server; CUDA $(nvcc --version | grep -o 'release [0-9.]*'), sm_$ARCHS, GGML_CUDA_FA=OFF, GGML_NATIVE=ON" \
-  WARREN_BIN="$WORK/warren" MODEL="$WORK/model.gguf" RESULTS="$results" \
-    LLAMA_SERVER="$(find "$WORK/server/build" -name llama-server -type f | head -1)" \
-    BATCHED_BENCH="$(find "$WORK/server/build" -name llama-batched-bench -type f | head -1)" \
+  BUILD_NOTE="llama.cpp of llama-cpp-sys-2 (shared) for warren, of llama-cpp-python ${LLAMA_CPP_PYTHON_VERSION:-0.3.36} (static) for llama-server; CUDA $(nvcc --version | grep -o 'release [0-9.]*'), sm_$ARCHS, GGML_CUDA_FA=$FA, GGML_NATIVE=ON" \
+  FLASH_ATTENTION="$( [ "$FA" = ON ] && echo on || echo off )" WARREN_BIN="$WORK/warren" MODEL="$WORK/model.gguf" RESULTS="$results" \
+    LLAMA_SERVER="$(find "$WORK/server/build" -name llama-server -type f 2>/dev/null | head -1)" \
+    BATCHED_BENCH="$(find "$WORK/server/build" -name llama-batched-bench -type f 2>/dev/null | head -1)" \
     "$repo/scripts/gpu-check.sh"
 }
 

@@ -105,6 +105,14 @@ if layouts:
     print()
     table(["slots", "one cache", "a stream per slot", "one cache / streams", "one cache, mixed", "streams, mixed",
            "one cache / streams, mixed"], [layout_row(n) for n in layouts])
+fa_off = [n for n in slots if load(f"engine-device-fa-off-{n}")]
+if fa_off:
+    print()
+    print("Flash attention (engine, device sampling, greedy; same build):")
+    print()
+    table(["slots", "on", "off", "on / off"],
+          [[n, tps(load(f"engine-device-{n}")), tps(load(f"engine-device-fa-off-{n}")),
+            ratio(load(f"engine-device-{n}"), load(f"engine-device-fa-off-{n}"))] for n in fa_off])
 batch = [(f[:-5], load(f[:-5])) for f in sorted(os.listdir(results))
          if f.endswith(".json") and f.startswith(("batch128-", "prefix-batch"))]
 if batch:
