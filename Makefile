@@ -7,13 +7,14 @@ MAX_TOKENS   ?= 32
 
 CUDA_ARCHITECTURES ?= 80;86;89;90
 
-.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv bench-steps soak docs lint fmt clean
+.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run embedder gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv bench-steps soak docs lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
 	@echo "make test     - the whole test suite (unit + integration against a real broker and model)"
 	@echo "make test-unit - the fast tier: unit tests that need no broker, Redis or model"
 	@echo "make gateway  - the OpenAI-compatible HTTP API on 127.0.0.1:8080 (starts a worker if none runs)"
+	@echo "make embedder - a worker that embeds (serves /v1/embeddings and warren.embeddings)"
 	@echo "make submit PROMPT='...' - send one task to the running worker and print the reply"
 	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS), then bench-prefix and bench-structured"
 	@echo "make bench-prefix - the shared-prefix workload: warren prefix cache vs llama-server cache_prompt"
@@ -56,6 +57,10 @@ redis-up:
 
 run: setup model broker-up build
 	WARREN__ENGINE__MODEL_PATH=$(MODEL) $(WARREN) worker
+
+# A worker that embeds (engine.role = "embed": /v1/embeddings and warren.embeddings).
+embedder: setup model broker-up build
+	WARREN__ENGINE__MODEL_PATH=$(MODEL) WARREN__ENGINE__ROLE=embed $(WARREN) worker
 
 gateway: setup model broker-up redis-up build
 	@MODEL=$(MODEL) scripts/gateway.sh

@@ -38,7 +38,7 @@ pub(super) struct Job {
 
 /// How one sent task ended.
 enum Outcome {
-    Replied(Reply),
+    Replied(Box<Reply>),
     /// No reply within the wait, or the connection went first.
     Unanswered(String),
 }
@@ -106,7 +106,7 @@ pub(super) async fn run(settings: Settings, job: Job) -> anyhow::Result<()> {
                     line: line.line,
                     custom_id: line.custom_id,
                     id,
-                    reply,
+                    reply: *reply,
                 };
                 writeln!(results, "{}", serde_json::to_string(&record)?)
                     .and_then(|()| results.flush())
@@ -189,7 +189,7 @@ async fn send_all(
         let outcomes = outcomes.clone();
         tokio::spawn(async move {
             let outcome = match tokio::time::timeout(wait, pending.reply()).await {
-                Ok(Ok(answer)) => Outcome::Replied(answer.reply),
+                Ok(Ok(answer)) => Outcome::Replied(Box::new(answer.reply)),
                 Ok(Err(e)) => Outcome::Unanswered(e.to_string()),
                 Err(_) => Outcome::Unanswered(format!("no reply within {} s", wait.as_secs())),
             };

@@ -144,17 +144,34 @@ impl Client {
         if self.is_closed() {
             return Err(ClientError::Disconnected);
         }
+        let pending = self.wait_for(id);
+        self.send_to(id, body, &self.reply_to, routing_key).await?;
+        Ok(pending)
+    }
+
+    /// Like [`Client::submit_bytes`], to `queue` through the default exchange whatever this
+    /// client's route (embedding tasks have their own queue). A queue that does not exist is
+    /// [`ClientError::Unroutable`].
+    pub async fn submit_to_queue(
+        &self,
+        id: &str,
+        body: &[u8],
+        queue: &str,
+    ) -> Result<Pending, ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Disconnected);
+        }
         let (sender, receiver) = mpsc::unbounded_channel();
         if let Ok(mut waiters) = self.waiters.lock() {
             waiters.insert(id.to_owned(), sender);
         }
-        // From here on the guard removes the waiter whatever happens.
         let pending = Pending {
             id: id.to_owned(),
             receiver,
             waiters: self.waiters.clone(),
         };
-        self.send_to(id, body, &self.reply_to, routing_key).await?;
+        self.publish_task(id, body, &self.reply_to, "", queue)
+            .await?;
         Ok(pending)
     }
 
@@ -168,6 +185,35 @@ impl Client {
         reply_to: &str,
         routing_key: Option<&str>,
     ) -> Result<(), ClientError> {
+        let route = &self.route;
+        let key = routing_key.unwrap_or(&route.routing_key);
+        self.publish_task(id, body, reply_to, &route.exchange, key)
+            .await
+    }
+
+    /// Registers a waiter for task `id`'s messages; from here on the returned guard removes it
+    /// whatever happens.
+    fn wait_for(&self, id: &str) -> Pending {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.insert(id.to_owned(), sender);
+        }
+        Pending {
+            id: id.to_owned(),
+            receiver,
+            waiters: self.waiters.clone(),
+        }
+    }
+
+    /// Publishes task `id` to `exchange` with `key`, persistent, mandatory and confirmed.
+    async fn publish_task(
+        &self,
+        id: &str,
+        body: &[u8],
+        reply_to: &str,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), ClientError> {
         if self.is_closed() {
             return Err(ClientError::Disconnected);
         }
@@ -178,11 +224,9 @@ impl Client {
             .with_message_id(id.into())
             .with_reply_to(reply_to.into())
             .with_timestamp(crate::clock::unix_seconds());
-        let route = &self.route;
-        let key = routing_key.unwrap_or(&route.routing_key);
         let published = self
             .publisher
-            .publish(&route.exchange, key, true, body, properties)
+            .publish(exchange, key, true, body, properties)
             .await;
         match published {
             Ok(Published::Delivered) => Ok(()),

@@ -74,6 +74,8 @@ pub struct TopologySettings {
     pub control_exchange: String,
     /// Direct exchange routing tasks by model name; empty = one model, no routing.
     pub tasks_exchange: String,
+    /// Queue of embedding tasks: what `engine.role = "embed"` workers consume.
+    pub embeddings_queue: String,
 }
 
 impl BrokerSettings {
@@ -120,6 +122,7 @@ impl TopologySettings {
             ("topology.dead_letter_queue", &self.dead_letter_queue),
             ("topology.results_queue", &self.results_queue),
             ("topology.control_exchange", &self.control_exchange),
+            ("topology.embeddings_queue", &self.embeddings_queue),
         ] {
             check_amqp_name(key, name)?;
         }

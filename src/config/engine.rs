@@ -45,6 +45,10 @@ pub struct EngineSettings {
     pub kv_unified: bool,
     /// Chat template used when the GGUF has none: `gemma` (warren's own) or a Jinja file.
     pub chat_template: String,
+    /// Generate text, or embed inputs.
+    pub role: EngineRole,
+    /// How an embed worker pools token states into one vector.
+    pub pooling: Pooling,
 }
 
 impl EngineSettings {
@@ -90,6 +94,28 @@ pub enum FlashAttention {
     On,
     /// Never.
     Off,
+}
+
+/// What a worker does with its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineRole {
+    /// Generation tasks from `topology.requests_queue`.
+    Generate,
+    /// Embedding tasks from `topology.embeddings_queue`.
+    Embed,
+}
+
+/// How token states become one vector per input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The mean of every token's state.
+    Mean,
+    /// The last token's state.
+    Last,
+    /// The first token's state.
+    Cls,
 }
 
 /// Where a task's next token is chosen.

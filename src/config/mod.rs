@@ -18,7 +18,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use broker::{BrokerSettings, QueueType, TopologySettings};
-pub use engine::{DeviceSampling, EngineSettings, FlashAttention, KvCacheType, SamplingSettings};
+pub use engine::{
+    DeviceSampling, EngineRole, EngineSettings, FlashAttention, KvCacheType, Pooling,
+    SamplingSettings,
+};
 pub use gateway::GatewaySettings;
 pub use observability::{log_filter, LogFormat, LogSettings, MetricsSettings};
 pub use worker::{LimitSettings, RetrySettings, StreamSettings, WorkerSettings};
@@ -125,8 +128,18 @@ impl Settings {
         let mut settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
         settings.resolve_url_file()?;
         settings.validate()?;
+        settings.serve_role();
         settings.route_by_model();
         Ok(settings)
+    }
+
+    /// An embed worker consumes the embeddings queue, and retries through delay queues of
+    /// its own (`<retry.queue_prefix>.embed.*`) whose TTL sends tasks back there.
+    fn serve_role(&mut self) {
+        if self.engine.role == EngineRole::Embed {
+            self.topology.requests_queue = self.topology.embeddings_queue.clone();
+            self.retry.queue_prefix = format!("{}.embed", self.retry.queue_prefix);
+        }
     }
 
     /// With `topology.tasks_exchange` set and `engine.model_name` given, this process serves
@@ -173,6 +186,18 @@ impl Settings {
         self.metrics.validate()?;
         self.log.validate()?;
         self.gateway.validate()?;
+        if self.engine.role == EngineRole::Embed && self.topology.routes_by_model() {
+            return Err(invalid(
+                "engine.role",
+                "\"embed\" does not work with topology.tasks_exchange yet: embedding tasks are not routed by model (leave tasks_exchange empty for embed workers)",
+            ));
+        }
+        if self.topology.embeddings_queue == self.topology.requests_queue {
+            return Err(invalid(
+                "topology.embeddings_queue",
+                "must differ from topology.requests_queue: a generating worker would take embedding tasks",
+            ));
+        }
         let (t, w) = (&self.topology, &self.worker);
         if t.queue_type == QueueType::Quorum && w.max_redeliveries >= t.delivery_limit {
             return Err(invalid(

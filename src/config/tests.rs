@@ -267,3 +267,24 @@ fn routing_by_model_gives_a_worker_its_models_queue_and_delay_queues() {
         .to_string()
         .contains("topology.tasks_exchange"));
 }
+
+#[test]
+fn an_embed_worker_consumes_the_embeddings_queue_with_its_own_delay_queues() {
+    let embed = load(&[("WARREN__ENGINE__ROLE", "embed")]).unwrap();
+    assert_eq!(embed.topology.requests_queue, "warren.embeddings");
+    assert_eq!(embed.retry.queue_prefix, "warren.retry.embed");
+    assert_eq!(embed.engine.pooling, crate::config::Pooling::Mean);
+    let generate = load(&[]).unwrap();
+    assert_eq!(generate.topology.requests_queue, "warren.requests");
+    assert_eq!(generate.topology.embeddings_queue, "warren.embeddings");
+    let routed = load(&[
+        ("WARREN__ENGINE__ROLE", "embed"),
+        ("WARREN__TOPOLOGY__TASKS_EXCHANGE", "warren.tasks"),
+    ]);
+    assert!(routed.unwrap_err().to_string().contains("engine.role"));
+    let same = load(&[("WARREN__TOPOLOGY__EMBEDDINGS_QUEUE", "warren.requests")]);
+    assert!(same
+        .unwrap_err()
+        .to_string()
+        .contains("topology.embeddings_queue"));
+}

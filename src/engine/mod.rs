@@ -19,11 +19,13 @@
 //! text; [`prompt`] turns a task's input into tokens;
 //! [`device_sampling`] lets the backend (a GPU) choose the tokens of tasks that need no
 //! host-side logic, so their logits never cross to the host; [`step_times`] splits each
-//! step's time into warren's host work and llama.cpp's.
+//! step's time into warren's host work and llama.cpp's. With `engine.role = "embed"` the
+//! thread runs [`embedder`] instead: a context made for embeddings, one vector per input.
 
 mod chat_template;
 mod chunking;
 mod device_sampling;
+mod embedder;
 mod first_bytes;
 mod generated_text;
 mod grammar;
@@ -51,7 +53,7 @@ pub use step_times::{Phase, StepProfile, StepSnapshot, StepTimes};
 
 use crate::config::EngineSettings;
 use crate::protocol::{
-    ErrorCode, FinishReason, Task, TaskError, TokenLogprob, ToolCall, ToolCallDelta,
+    EmbeddingTask, ErrorCode, FinishReason, Task, TaskError, TokenLogprob, ToolCall, ToolCallDelta,
 };
 
 /// What the engine needs to generate one completion.
@@ -119,6 +121,19 @@ pub struct Generation {
     pub generation_time: Duration,
 }
 
+/// An embedding task's vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// One vector per input, in order, shaped as the task asked (`dimensions`, `normalize`).
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens of every input together.
+    pub prompt_tokens: u32,
+    /// Time between the job reaching the engine and its decodes starting.
+    pub wait: Duration,
+    /// Time spent embedding.
+    pub time: Duration,
+}
+
 /// What is known about the loaded model.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
@@ -152,6 +167,8 @@ pub enum EngineStartError {
 pub(crate) enum Message {
     /// Generate.
     Job(Box<Job>),
+    /// Embed (a worker with `engine.role = "embed"`).
+    Embed(Box<EmbedJob>),
     /// Drop what is running and end the thread.
     Stop,
 }
@@ -161,6 +178,20 @@ pub(crate) struct Job {
     request: GenerationRequest,
     submitted: Instant,
     reply: oneshot::Sender<Result<Generation, TaskError>>,
+}
+
+/// An embedding job handed to the engine thread.
+pub(crate) struct EmbedJob {
+    task: EmbeddingTask,
+    submitted: Instant,
+    reply: oneshot::Sender<Result<Embeddings, TaskError>>,
+}
+
+impl EmbedJob {
+    /// Answers the job with `error`.
+    pub(crate) fn refuse(self, error: TaskError) {
+        let _ = self.reply.send(Err(error));
+    }
 }
 
 /// Handle to the engine thread. Cheap to share behind an `Arc`; dropping the last handle
@@ -242,13 +273,36 @@ impl Engine {
             submitted: Instant::now(),
             reply,
         };
+        self.ask(Message::Job(Box::new(job)), result).await
+    }
+
+    /// Sends `message` to the engine thread and waits for its answer on `result`.
+    async fn ask<T>(
+        &self,
+        message: Message,
+        result: oneshot::Receiver<Result<T, TaskError>>,
+    ) -> Result<T, TaskError> {
         // Counted before the engine thread can take it, so that its taking never comes first.
         self.occupancy.job_sent();
-        if self.jobs.send(Message::Job(Box::new(job))).is_err() {
+        if self.jobs.send(message).is_err() {
             self.occupancy.job_taken();
             return Err(engine_gone());
         }
         result.await.map_err(|_| engine_gone())?
+    }
+}
+
+impl Engine {
+    /// Embeds an embedding task's inputs (an engine started with `engine.role = "embed"`;
+    /// one that generates refuses it). Dropping the future abandons the job.
+    pub async fn embed(&self, task: EmbeddingTask) -> Result<Embeddings, TaskError> {
+        let (reply, result) = oneshot::channel();
+        let job = EmbedJob {
+            task,
+            submitted: Instant::now(),
+            reply,
+        };
+        self.ask(Message::Embed(Box::new(job)), result).await
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! Layout, one module per endpoint: [`completions`] (`/v1/chat/completions`,
 //! `/v1/completions`: request shapes, reply shapes, streaming, log probabilities),
+//! [`embeddings`] (`/v1/embeddings`, served by embed workers from their own queue),
 //! [`responses`] (`/v1/responses`: waiting and background responses, their state, webhooks),
 //! [`batches`] (`/v1/batches`, and `/v1/files` for their input and output), and [`models`] (`/v1/models`,
 //! and how a request's model is routed). Shared by them: [`results`] consumes the results
@@ -19,6 +20,7 @@ pub mod admission;
 pub mod batches;
 pub mod broker_link;
 pub mod completions;
+pub mod embeddings;
 pub mod errors;
 pub mod format;
 pub mod metrics;
@@ -70,6 +72,8 @@ pub struct Shared {
     pub responses: responses::Background,
     /// Files and batches.
     pub batches: batches::Batches,
+    /// Where embedding tasks are published (`topology.embeddings_queue`).
+    pub embeddings_queue: String,
 }
 
 impl Shared {
@@ -118,6 +122,7 @@ impl Gateway {
                 )),
             )?,
             limits: settings.task_limits(),
+            embeddings_queue: settings.topology.embeddings_queue.clone(),
             request_timeout: Duration::from_millis(g.request_timeout_ms),
             max_body_bytes: g.max_body_bytes,
             models: models::Models::new(&settings),
@@ -210,6 +215,7 @@ fn router(app: Arc<Shared>, settings: &crate::config::GatewaySettings) -> Router
     Router::new()
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completion))
+        .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/responses", post(responses::create))
         .route("/v1/responses/{id}", get(responses::retrieve))
         .route("/v1/responses/{id}/cancel", post(responses::cancel))

@@ -149,7 +149,7 @@ async fn record_line(
 ) -> Result<(), StoreError> {
     if let Message::Reply(reply) = message {
         let outcome = batches::outcome::Outcome::Answered {
-            reply,
+            reply: Box::new(reply),
             at: unix_seconds(),
         };
         batches.record(batch, index, &outcome, false).await?;

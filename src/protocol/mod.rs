@@ -8,11 +8,13 @@
 //! delivery's bytes; [`reply`] holds replies and chunks, [`logprobs`] the log
 //! probabilities they may carry; [`constraint`] a task's `json_schema` or `grammar`; [`tools`] its tools and
 //! the calls replies carry;
+//! [`embedding`] holds embedding tasks (their own queue and body);
 //! [`error`] the error codes; [`headers`] every `x-warren-*` header name; [`control`] the
 //! cancel message.
 
 pub mod constraint;
 pub mod control;
+pub mod embedding;
 pub mod error;
 pub mod headers;
 pub mod logprobs;
@@ -25,6 +27,10 @@ pub mod validate;
 
 pub use constraint::OutputConstraint;
 pub use control::Cancel;
+pub use embedding::{
+    parse_embedding_task, shape_vector, EmbeddingBody, EmbeddingInput, EmbeddingItem,
+    EmbeddingTask, MAX_EMBEDDING_INPUTS,
+};
 pub use error::{ErrorCode, TaskError};
 pub use headers::*;
 pub use logprobs::{TokenLogprob, TopLogprob, MAX_TOP_LOGPROBS};

@@ -44,4 +44,4 @@ pub fn parse_task(body: &[u8], limits: &Limits) -> Result<Task, TaskError> {
 
 #[cfg(test)]
 #[path = "parse_tests.rs"]
-mod tests;
+pub(super) mod tests;

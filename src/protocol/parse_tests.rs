@@ -5,7 +5,7 @@ use crate::protocol::{ErrorCode, Input, Role, MAX_LOGIT_BIAS};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
-fn limits() -> Limits {
+pub(in crate::protocol) fn limits() -> Limits {
     Limits {
         default_max_tokens: 128,
         max_tokens_cap: 1024,

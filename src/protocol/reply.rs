@@ -173,6 +173,10 @@ pub struct Reply {
     /// it said besides, often empty). Absent when it made none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
+    /// An embedding task's vectors, one per input in order (added in 0.3 of contract v1);
+    /// then `text` and `finish_reason` are null. Absent for generation tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<Vec<Vec<f32>>>,
     /// Present only when `status` is `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
@@ -199,6 +203,7 @@ impl Reply {
             attempt,
             logprobs: None,
             tool_calls: None,
+            embeddings: None,
             error: Some(ErrorBody {
                 code: error.code,
                 message: error.message.clone(),

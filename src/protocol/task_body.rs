@@ -108,28 +108,35 @@ impl TaskBody {
     /// size, JSON that does not parse, or a field of the wrong type, named with its path
     /// (`messages[2].role`) and its value, cut short.
     pub fn from_json(body: &[u8], max_body_bytes: usize) -> Result<TaskBody, TaskError> {
-        if body.len() > max_body_bytes {
-            return Err(TaskError::invalid(format!(
-                "body is {} bytes, more than the limit of {max_body_bytes} bytes",
-                body.len(),
-            )));
-        }
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| TaskError::invalid(format!("body is not valid JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(TaskError::invalid(format!(
-                "body must be a JSON object, not {}",
-                json_kind(&value)
-            )));
-        }
-        // Another version's fields may have other types: its version is what to refuse.
-        if let Some(version) = value.get("version").and_then(Value::as_u64) {
-            if version != u64::from(WIRE_VERSION) {
-                return Err(unsupported_version(version));
-            }
-        }
+        let value = read_object(body, max_body_bytes)?;
         serde_path_to_error::deserialize(&value).map_err(|e| wrong_type(&value, &e))
     }
+}
+
+/// A body's JSON object, refused as `invalid_request` when too large, not JSON, not an object
+/// or written for another version of the contract (whose fields may have other types: its
+/// version is what to refuse).
+pub(super) fn read_object(body: &[u8], max_body_bytes: usize) -> Result<Value, TaskError> {
+    if body.len() > max_body_bytes {
+        return Err(TaskError::invalid(format!(
+            "body is {} bytes, more than the limit of {max_body_bytes} bytes",
+            body.len(),
+        )));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| TaskError::invalid(format!("body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(TaskError::invalid(format!(
+            "body must be a JSON object, not {}",
+            json_kind(&value)
+        )));
+    }
+    if let Some(version) = value.get("version").and_then(Value::as_u64) {
+        if version != u64::from(WIRE_VERSION) {
+            return Err(unsupported_version(version));
+        }
+    }
+    Ok(value)
 }
 
 /// The refusal of a body written for another version of the contract.
@@ -141,7 +148,10 @@ pub(super) fn unsupported_version(version: u64) -> TaskError {
 
 /// The refusal of a field whose value serde could not take: the field's path, what it must
 /// be, and what it is.
-fn wrong_type(body: &Value, error: &serde_path_to_error::Error<serde_json::Error>) -> TaskError {
+pub(super) fn wrong_type(
+    body: &Value,
+    error: &serde_path_to_error::Error<serde_json::Error>,
+) -> TaskError {
     let path = error.path().to_string();
     let found = value_at(body, error.path());
     let why = error.inner().to_string();

@@ -144,7 +144,12 @@ impl TaskBody {
 }
 
 /// `value` if within `min ..= max`.
-fn integer(name: &str, value: Option<u64>, min: u64, max: u64) -> Result<Option<u64>, TaskError> {
+pub(super) fn integer(
+    name: &str,
+    value: Option<u64>,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, TaskError> {
     match value {
         Some(v) if !(min..=max).contains(&v) => Err(TaskError::invalid(format!(
             "`{name}` must be an integer from {min} to {max}, not {v}"

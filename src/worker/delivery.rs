@@ -16,13 +16,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
 use super::fate::{self, BeforeRun, Fate, Redeliveries};
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Outcome};
 use super::stream::{self, ChunkTarget};
 use super::task_meta::TaskMeta;
 use super::{faults, Shared};
 use crate::broker::{headers, BrokerError, Outgoing};
 use crate::clock::unix_ms;
-use crate::engine::{Generation, GenerationRequest};
+use crate::config::EngineRole;
+use crate::engine::{Embeddings, GenerationRequest};
 use crate::protocol::{
     self, ErrorCode, TaskError, Timings, HEADER_REDELIVERIES, QUORUM_DELIVERY_COUNT,
 };
@@ -78,14 +79,14 @@ async fn settle(
         _ = abandon.cancelled() => None,
         decided = decide(shared, delivery, meta, counts) => Some(decided),
     };
-    let Some((fate, generation)) = decided else {
+    let Some((fate, outcome)) = decided else {
         tracing::Span::current().record("outcome", "abandoned");
         shared.telemetry.metrics.task_settled("abandoned", "");
         requeue(shared, delivery).await;
         return;
     };
     record_outcome(shared, &fate);
-    let timings = timings(meta, generation.as_ref());
+    let timings = timings(meta, outcome.as_ref());
     let outbox = Outbox::new(shared, delivery, meta);
     if let Fate::Recount(earlier) = fate {
         if let Err(e) = outbox.recount(earlier).await {
@@ -94,7 +95,7 @@ async fn settle(
             return;
         }
     }
-    let owed = outbox.owed(&fate, generation.as_ref(), timings);
+    let owed = outbox.owed(&fate, outcome.as_ref(), timings);
     let fault = shared.fault_injection.then_some(counts);
     match commit_with_ack(shared, delivery, &owed, fault).await {
         Ok(returned) => {
@@ -132,11 +133,18 @@ async fn decide(
     delivery: &Delivery,
     meta: &TaskMeta,
     counts: Redeliveries,
-) -> (Fate, Option<Generation>) {
+) -> (Fate, Option<Outcome>) {
     match fate::before_run(counts, shared.max_redeliveries) {
         BeforeRun::Settle(fate) => (fate, None),
         BeforeRun::Run => {
-            let result = run_task(shared, delivery, meta).await;
+            let result = match shared.role {
+                EngineRole::Generate => run_task(shared, delivery, meta)
+                    .await
+                    .map(|g| Outcome::Generated(Box::new(g))),
+                EngineRole::Embed => run_embedding(shared, delivery, meta)
+                    .await
+                    .map(Outcome::Embedded),
+            };
             let fate = fate::after_run(&result, meta.attempt, &shared.retry);
             (fate, result.ok())
         }
@@ -223,19 +231,14 @@ async fn requeue(shared: &Shared, delivery: &Delivery) {
     }
 }
 
-/// Validates and runs one task.
-async fn run_task(
+/// A task whose deadline passed, or that waited longer than `limits.max_age_ms`, expires
+/// instead of starting.
+fn check_not_expired(
     shared: &Shared,
-    delivery: &Delivery,
     meta: &TaskMeta,
-) -> Result<Generation, TaskError> {
-    let properties = &delivery.properties;
-    protocol::check_content_properties(
-        properties.content_type().as_ref().map(|s| s.as_str()),
-        properties.content_encoding().as_ref().map(|s| s.as_str()),
-    )?;
-    let task = protocol::parse_task(&delivery.data, &shared.limits)?;
-    if let Some(deadline) = task.deadline_ms {
+    deadline_ms: Option<u64>,
+) -> Result<(), TaskError> {
+    if let Some(deadline) = deadline_ms {
         let now = unix_ms();
         if now >= deadline {
             return Err(TaskError::new(
@@ -258,6 +261,64 @@ async fn run_task(
             ));
         }
     }
+    Ok(())
+}
+
+/// Refuses a body that does not say it is JSON (an absent content type is taken as JSON).
+fn check_content(delivery: &Delivery) -> Result<(), TaskError> {
+    let properties = &delivery.properties;
+    protocol::check_content_properties(
+        properties.content_type().as_ref().map(|s| s.as_str()),
+        properties.content_encoding().as_ref().map(|s| s.as_str()),
+    )
+}
+
+/// Runs `work` unless a cancel for the task comes first; then `work` is dropped (the engine
+/// drops the job at its next step) and the task ends `cancelled`.
+async fn unless_cancelled<T>(
+    shared: &Shared,
+    meta: &TaskMeta,
+    work: impl std::future::Future<Output = Result<T, TaskError>>,
+) -> Result<T, TaskError> {
+    let watch = meta
+        .id
+        .as_deref()
+        .map(|id| shared.cancels.watch(id, Instant::now()));
+    let cancelled = async {
+        match &watch {
+            Some(watch) => watch.token().cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = cancelled => Err(TaskError::new(ErrorCode::Cancelled, "the task was cancelled by its caller")),
+        result = work => result,
+    }
+}
+
+/// Validates and embeds one embedding task (a worker with `engine.role = "embed"`).
+async fn run_embedding(
+    shared: &Shared,
+    delivery: &Delivery,
+    meta: &TaskMeta,
+) -> Result<Embeddings, TaskError> {
+    check_content(delivery)?;
+    let task = protocol::parse_embedding_task(&delivery.data, &shared.limits)?;
+    check_not_expired(shared, meta, task.deadline_ms)?;
+    shared.telemetry.metrics.attempt_started();
+    unless_cancelled(shared, meta, shared.engine.embed(task)).await
+}
+
+/// Validates and runs one task.
+async fn run_task(
+    shared: &Shared,
+    delivery: &Delivery,
+    meta: &TaskMeta,
+) -> Result<crate::engine::Generation, TaskError> {
+    check_content(delivery)?;
+    let task = protocol::parse_task(&delivery.data, &shared.limits)?;
+    check_not_expired(shared, meta, task.deadline_ms)?;
     shared.telemetry.metrics.attempt_started();
     if shared.fault_injection {
         faults::inject(&task.input, meta.attempt)?;
@@ -284,26 +345,12 @@ async fn run_task(
         _ => None,
     };
     let (sender, forwarder) = streaming.unzip();
-    let watch = meta
-        .id
-        .as_deref()
-        .map(|id| shared.cancels.watch(id, Instant::now()));
-    let cancelled = async {
-        match &watch {
-            Some(watch) => watch.token().cancelled().await,
-            None => std::future::pending().await,
-        }
-    };
     let request = GenerationRequest {
         task,
         stream: sender,
     };
     // Dropping the generation future frees the engine's slot at its next step.
-    let generation = tokio::select! {
-        biased;
-        _ = cancelled => Err(TaskError::new(ErrorCode::Cancelled, "the task was cancelled by its caller")),
-        generation = shared.engine.generate(request) => generation,
-    };
+    let generation = unless_cancelled(shared, meta, shared.engine.generate(request)).await;
     if let Some(forwarder) = forwarder {
         // The engine dropped the sender with the job: every chunk is published (or failed)
         // before the final reply goes out.
@@ -316,12 +363,14 @@ async fn run_task(
     generation
 }
 
-fn timings(meta: &TaskMeta, generation: Option<&Generation>) -> Timings {
+fn timings(meta: &TaskMeta, outcome: Option<&Outcome>) -> Timings {
     let total = meta.received.elapsed();
-    let (prompt, gen, slot_wait) = generation
-        .map_or((Duration::ZERO, Duration::ZERO, Duration::ZERO), |g| {
-            (g.prompt_time, g.generation_time, g.slot_wait)
-        });
+    let (prompt, gen, slot_wait) = match outcome {
+        None => (Duration::ZERO, Duration::ZERO, Duration::ZERO),
+        Some(Outcome::Generated(g)) => (g.prompt_time, g.generation_time, g.slot_wait),
+        // An embedding's time is all prompt reading.
+        Some(Outcome::Embedded(e)) => (e.time, Duration::ZERO, e.wait),
+    };
     let in_worker_before_start = total.saturating_sub(prompt + gen).max(slot_wait);
     let in_broker = meta
         .age

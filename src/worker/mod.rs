@@ -46,6 +46,8 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 /// Everything a delivery handler needs, shared by all tasks in flight.
 pub(crate) struct Shared {
     pub engine: Arc<Engine>,
+    /// Whether deliveries are generation tasks or embedding tasks.
+    pub role: crate::config::EngineRole,
     /// The channel deliveries arrive on, in tx mode: what a delivery owes and its ack are
     /// committed together.
     pub settling: TxChannel,
@@ -294,10 +296,12 @@ async fn start_consuming(
         consumer_tag = %consumer_tag,
         prefetch = settings.effective_prefetch(),
         model = %engine.info().name,
+        role = ?settings.engine.role,
         "consuming"
     );
     let shared = Arc::new(Shared {
         engine: engine.clone(),
+        role: settings.engine.role,
         settling,
         publisher,
         topology,

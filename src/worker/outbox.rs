@@ -17,7 +17,7 @@ use super::task_meta::TaskMeta;
 use super::Shared;
 use crate::broker::{headers, BrokerError, Outgoing, PERSISTENT};
 use crate::clock::unix_ms;
-use crate::engine::Generation;
+use crate::engine::{Embeddings, Generation};
 use crate::protocol::{
     Reply, ReplyStatus, TaskError, Timings, Usage, HEADER_ATTEMPTS, HEADER_ERROR,
     HEADER_ERROR_CODE, HEADER_FAILED_AT, HEADER_LAST_ERROR, HEADER_LAST_ERROR_CODE,
@@ -32,6 +32,14 @@ pub(crate) struct Outbox<'a> {
     meta: &'a TaskMeta,
 }
 
+/// What a task that ran produced: the reply carries it.
+pub(crate) enum Outcome {
+    /// A generation task's completion.
+    Generated(Box<Generation>),
+    /// An embedding task's vectors.
+    Embedded(Embeddings),
+}
+
 impl<'a> Outbox<'a> {
     /// The outbox of `delivery`.
     pub(crate) fn new(shared: &'a Shared, delivery: &'a Delivery, meta: &'a TaskMeta) -> Self {
@@ -42,16 +50,21 @@ impl<'a> Outbox<'a> {
         }
     }
 
-    /// The messages `fate` owes, to be published with the ack. `generation` is the result of
+    /// The messages `fate` owes, to be published with the ack. `outcome` is the result of
     /// a [`Fate::Reply`]. A [`Fate::Recount`] owes nothing here: see [`Outbox::recount`].
     pub(crate) fn owed(
         &self,
         fate: &Fate,
-        generation: Option<&Generation>,
+        outcome: Option<&Outcome>,
         timings: Timings,
     ) -> Vec<Outgoing> {
-        match (fate, generation) {
-            (Fate::Reply, Some(generation)) => vec![self.reply_ok(generation, timings)],
+        match (fate, outcome) {
+            (Fate::Reply, Some(Outcome::Generated(generation))) => {
+                vec![self.reply_ok(generation, timings)]
+            }
+            (Fate::Reply, Some(Outcome::Embedded(embeddings))) => {
+                vec![self.reply_embedded(embeddings, timings)]
+            }
             (Fate::Reply, None) => {
                 let error = TaskError::new(
                     crate::protocol::ErrorCode::Internal,
@@ -104,6 +117,7 @@ impl<'a> Outbox<'a> {
             attempt: self.meta.attempt,
             logprobs: generation.logprobs.clone(),
             tool_calls: (!generation.tool_calls.is_empty()).then(|| generation.tool_calls.clone()),
+            embeddings: None,
             error: None,
         };
         info!(
@@ -124,6 +138,35 @@ impl<'a> Outbox<'a> {
             cached_prompt_tokens: generation.cached_prompt_tokens,
             completion_tokens: generation.completion_tokens,
         });
+        self.reply(&reply)
+    }
+
+    fn reply_embedded(&self, embeddings: &Embeddings, timings: Timings) -> Outgoing {
+        let reply = Reply {
+            version: WIRE_VERSION,
+            id: self.meta.id.clone(),
+            status: ReplyStatus::Ok,
+            text: None,
+            finish_reason: None,
+            usage: Some(Usage {
+                prompt_tokens: embeddings.prompt_tokens,
+                cached_prompt_tokens: 0,
+                completion_tokens: 0,
+            }),
+            timings_ms: timings,
+            model: self.shared.engine.info().name.clone(),
+            attempt: self.meta.attempt,
+            logprobs: None,
+            tool_calls: None,
+            embeddings: Some(embeddings.vectors.clone()),
+            error: None,
+        };
+        info!(
+            inputs = embeddings.vectors.len(),
+            prompt_tokens = embeddings.prompt_tokens,
+            total_ms = timings.total,
+            "embedding task completed"
+        );
         self.reply(&reply)
     }
 

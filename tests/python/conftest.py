@@ -54,6 +54,7 @@ class Names:
         self.control = f"{base}.control"
         self.retry_prefix = f"{base}.retry"
         self.gateway_results = f"{base}.gateway-results"
+        self.embeddings = f"{base}.embeddings"
 
     def env(self):
         return {
@@ -65,6 +66,7 @@ class Names:
             "WARREN__TOPOLOGY__CONTROL_EXCHANGE": self.control,
             "WARREN__RETRY__QUEUE_PREFIX": self.retry_prefix,
             "WARREN__GATEWAY__RESULTS_QUEUE": self.gateway_results,
+            "WARREN__TOPOLOGY__EMBEDDINGS_QUEUE": self.embeddings,
         }
 
     def delete(self):
@@ -186,6 +188,19 @@ def stack(request):
     names.delete()
 
 
+@pytest.fixture(scope="module")
+def embed_stack(request):
+    """A worker that embeds (engine.role = "embed", four inputs per decode) and a gateway in
+    front of it, for one test module."""
+    names = Names(request.module.__name__.removeprefix("test_") + "-embed")
+    worker = start_worker(names, engine__role="embed", engine__slots=4)
+    gateway = start_gateway(names)
+    yield type("Stack", (), {"names": names, "worker": worker, "gateway": gateway})
+    gateway.stop()
+    worker.stop()
+    names.delete()
+
+
 @pytest.fixture
 def client(stack):
     return sdk(stack.gateway.base_url)
@@ -207,9 +222,9 @@ class Amqp:
         self.arrived = {}
         self.chunks = {}
 
-    def send(self, task):
+    def send(self, task, queue=None):
         task_id = str(uuid.uuid4())
-        self.channel.basic_publish("", self.names.requests, json.dumps(task), self._pika.BasicProperties(
+        self.channel.basic_publish("", queue or self.names.requests, json.dumps(task), self._pika.BasicProperties(
             message_id=task_id, correlation_id=task_id, reply_to=self.replies, delivery_mode=2,
             content_type="application/json"))
         return task_id

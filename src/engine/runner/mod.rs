@@ -26,6 +26,7 @@ use startup::load;
 use super::chat_template::ChatTemplate;
 use super::chunking::Chunking;
 use super::device_sampling::DeviceSamplers;
+use super::embedder::Embedder;
 use super::first_bytes::FirstBytes;
 use super::logprobs;
 use super::occupancy::Occupancy;
@@ -33,7 +34,7 @@ use super::prefix::PrefixCache;
 use super::sequence::{InBatch, Sequence, Step};
 use super::step_times::{Lap, Phase, StepTimes};
 use super::{EngineStartError, Message, ModelInfo};
-use crate::config::EngineSettings;
+use crate::config::{EngineRole, EngineSettings};
 use crate::protocol::{ErrorCode, TaskError};
 
 /// What the engine thread reports as it runs, shared with the [`super::Engine`] handle.
@@ -59,6 +60,9 @@ pub(super) fn run(
         }
     };
     let (model, backend) = started;
+    if settings.role == EngineRole::Embed {
+        return embed(&settings, &model, backend, jobs, ready, &occupancy);
+    }
     let mut runner = match Runner::new(&settings, &model, backend, times) {
         Ok(runner) => runner,
         Err(e) => {
@@ -70,6 +74,43 @@ pub(super) fn run(
         return;
     }
     runner.serve(jobs, &occupancy);
+}
+
+/// A generating engine has no embedding context.
+fn refuse_embedding(job: super::EmbedJob, occupancy: &Occupancy) {
+    occupancy.job_taken();
+    job.refuse(TaskError::new(
+        ErrorCode::Internal,
+        "this worker generates: embedding tasks go to workers with engine.role = \"embed\"",
+    ));
+}
+
+/// The embed role: the embedding context instead of the generation one.
+fn embed(
+    settings: &EngineSettings,
+    model: &LlamaModel,
+    backend: &'static llama_cpp_2::llama_backend::LlamaBackend,
+    jobs: mpsc::UnboundedReceiver<Message>,
+    ready: std::sync::mpsc::Sender<Result<ModelInfo, EngineStartError>>,
+    occupancy: &Occupancy,
+) {
+    let mut embedder = match Embedder::new(settings, model, backend) {
+        Ok(embedder) => embedder,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let info = ModelInfo {
+        name: startup::model_name(settings, model),
+        context_per_slot: settings.context_size,
+        slots: settings.slots,
+        gpu_layers: settings.n_gpu_layers,
+        chat_template_source: "none (embed role)".to_owned(),
+    };
+    if ready.send(Ok(info)).is_ok() {
+        embedder.serve(jobs, occupancy);
+    }
 }
 
 struct Runner<'m> {
@@ -117,6 +158,7 @@ impl<'m> Runner<'m> {
                         occupancy.job_taken();
                         self.admit(*job);
                     }
+                    Some(Message::Embed(job)) => refuse_embedding(*job, occupancy),
                     Some(Message::Stop) | None => {
                         self.report(&started);
                         return self.stop(occupancy);
@@ -129,6 +171,7 @@ impl<'m> Runner<'m> {
                         occupancy.job_taken();
                         self.admit(*job);
                     }
+                    Ok(Message::Embed(job)) => refuse_embedding(*job, occupancy),
                     Ok(Message::Stop) => {
                         self.report(&started);
                         return self.stop(occupancy);

@@ -84,29 +84,32 @@ impl<'m> Runner<'m> {
     }
 
     pub(super) fn info(&self, settings: &EngineSettings) -> ModelInfo {
-        let name = if !settings.model_name.is_empty() {
-            settings.model_name.clone()
-        } else {
-            self.model
-                .meta_val_str("general.name")
-                .ok()
-                .filter(|n| !n.trim().is_empty())
-                .or_else(|| {
-                    settings
-                        .model_path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                })
-                .unwrap_or_else(|| "unknown".to_owned())
-        };
         ModelInfo {
-            name,
+            name: model_name(settings, self.model),
             context_per_slot: self.context_per_slot,
             slots: self.slots.len() as u32,
             gpu_layers: settings.n_gpu_layers,
             chat_template_source: self.template_source.clone(),
         }
     }
+}
+
+/// The name replies report: `engine.model_name`, else the GGUF's, else the file's.
+pub(super) fn model_name(settings: &EngineSettings, model: &LlamaModel) -> String {
+    if !settings.model_name.is_empty() {
+        return settings.model_name.clone();
+    }
+    model
+        .meta_val_str("general.name")
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+        .or_else(|| {
+            settings
+                .model_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// warren's Jinja template for Gemma models, `engine.chat_template = "gemma"`.

@@ -20,6 +20,7 @@ fn reply(status: ReplyStatus, error: Option<ErrorBody>) -> Reply {
         attempt: 1,
         logprobs: None,
         tool_calls: None,
+        embeddings: None,
         error,
     }
 }
@@ -81,7 +82,7 @@ fn a_batch_object_has_openais_fields_and_stamps_each_status_once() {
 #[test]
 fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
     let ok = Outcome::Answered {
-        reply: reply(ReplyStatus::Ok, None),
+        reply: Box::new(reply(ReplyStatus::Ok, None)),
         at: 7,
     };
     let (line, in_output) = result_line(Kind::Chat, "gemma3-270m", "batch_req_1_0", "a", &ok);
@@ -101,7 +102,7 @@ fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
         retryable: false,
     };
     let failed = Outcome::Answered {
-        reply: reply(ReplyStatus::Error, Some(timeout)),
+        reply: Box::new(reply(ReplyStatus::Error, Some(timeout))),
         at: 7,
     };
     let (line, in_output) = result_line(
@@ -129,7 +130,7 @@ fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
 #[test]
 fn an_outcome_survives_its_round_trip_through_redis_text() {
     let ok = Outcome::Answered {
-        reply: reply(ReplyStatus::Ok, None),
+        reply: Box::new(reply(ReplyStatus::Ok, None)),
         at: 7,
     };
     let text = serde_json::to_string(&ok).expect("serializes");

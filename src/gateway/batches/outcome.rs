@@ -16,7 +16,7 @@ pub enum Outcome {
     /// A worker's reply (ok or error), received at `at` (Unix seconds).
     Answered {
         /// The reply.
-        reply: Reply,
+        reply: Box<Reply>,
         /// When.
         at: u64,
     },

@@ -178,6 +178,7 @@ mod tests {
             attempt: 1,
             logprobs: None,
             tool_calls: None,
+            embeddings: None,
             error: None,
         }
     }

@@ -20,6 +20,7 @@ fn reply(status: ReplyStatus, finish: Option<FinishReason>, code: Option<ErrorCo
         attempt: 1,
         logprobs: None,
         tool_calls: None,
+        embeddings: None,
         error: code.map(|code| ErrorBody {
             code,
             message: "m".into(),

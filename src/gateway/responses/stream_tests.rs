@@ -20,6 +20,7 @@ fn reply(text: &str, calls: Vec<ToolCall>, finish: FinishReason) -> Reply {
         attempt: 1,
         logprobs: None,
         tool_calls: (!calls.is_empty()).then_some(calls),
+        embeddings: None,
         error: None,
     }
 }

@@ -9,3 +9,4 @@ harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)
 
 stack = harness.stack
+embed_stack = harness.embed_stack

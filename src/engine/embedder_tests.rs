@@ -1,0 +1,118 @@
+//! The embed role on the real model: vectors independent of what shares their decode, and
+//! the refusals only a worker can make.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::super::test_model::real_model;
+use super::super::{EmbedJob, Embeddings};
+use super::*;
+use crate::protocol::EmbeddingTask;
+
+fn task(inputs: &[&str]) -> EmbeddingTask {
+    EmbeddingTask {
+        inputs: inputs
+            .iter()
+            .map(|t| EmbeddingItem::Text((*t).to_owned()))
+            .collect(),
+        dimensions: None,
+        normalize: true,
+        timeout: Duration::from_secs(60),
+        deadline_ms: None,
+    }
+}
+
+/// Runs `tasks` as jobs waiting together, and their results in order.
+fn run(
+    embedder: &mut Embedder<'_>,
+    tasks: Vec<EmbeddingTask>,
+) -> Vec<Result<Embeddings, TaskError>> {
+    let mut results = Vec::new();
+    let jobs = tasks
+        .into_iter()
+        .map(|task| {
+            let (reply, result) = oneshot::channel();
+            results.push(result);
+            EmbedJob {
+                task,
+                submitted: Instant::now(),
+                reply,
+            }
+        })
+        .collect();
+    embedder.run(jobs);
+    results
+        .into_iter()
+        .map(|mut r| r.try_recv().expect("every job is answered"))
+        .collect()
+}
+
+/// An embedder of `slots` inputs per decode and `context_size` tokens per input.
+fn embedder<'m>(
+    model: &'m llama_cpp_2::model::LlamaModel,
+    backend: &llama_cpp_2::llama_backend::LlamaBackend,
+    context_size: u32,
+    slots: u32,
+) -> Embedder<'m> {
+    let mut settings = crate::config::Settings::defaults().engine;
+    settings.context_size = context_size;
+    settings.slots = slots;
+    Embedder::new(&settings, model, backend).expect("an embedding context")
+}
+
+#[test]
+fn rows_are_padded_to_whole_tiles() {
+    assert_eq!(padded(1), 8);
+    assert_eq!(padded(8), 8);
+    assert_eq!(padded(9), 16);
+}
+
+#[test]
+fn needs_model_an_input_gets_the_same_bits_alone_beside_others_and_in_another_task() {
+    let (backend, model) = real_model();
+    let mut embedder = embedder(&model, backend, 256, 3);
+    let texts = [
+        "A rabbit.",
+        "Snow fell on the quiet harbour all night long.",
+        "x = 1",
+    ];
+    let alone: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| {
+            run(&mut embedder, vec![task(&[t])])
+                .remove(0)
+                .unwrap()
+                .vectors
+                .remove(0)
+        })
+        .collect();
+    let together = run(&mut embedder, vec![task(&texts)]).remove(0).unwrap();
+    assert_eq!(together.vectors, alone);
+    let split = run(&mut embedder, vec![task(&texts[2..]), task(&texts[..2])]);
+    assert_eq!(split[0].as_ref().unwrap().vectors, alone[2..]);
+    assert_eq!(split[1].as_ref().unwrap().vectors, alone[..2]);
+    let width = usize::try_from(model.n_embd_out()).unwrap();
+    assert!(alone.iter().all(|v| v.len() == width));
+    assert_ne!(alone[0], alone[1]);
+}
+
+#[test]
+fn needs_model_what_the_model_decides_is_refused_with_its_code() {
+    let (backend, model) = real_model();
+    let mut embedder = embedder(&model, backend, 64, 2);
+    let long = "rabbit ".repeat(200);
+    let mut wide = task(&["a"]);
+    wide.dimensions = Some(100_000);
+    let mut unknown = task(&["a"]);
+    unknown.inputs = vec![EmbeddingItem::Tokens(vec![u32::MAX])];
+    let results = run(
+        &mut embedder,
+        vec![task(&[&long]), wide, unknown, task(&["fine"])],
+    );
+    let code = |i: usize| results[i].as_ref().unwrap_err().code;
+    assert_eq!(code(0), ErrorCode::PromptTooLong);
+    assert_eq!(code(1), ErrorCode::InvalidRequest);
+    assert_eq!(code(2), ErrorCode::InvalidRequest);
+    assert!(results[3].is_ok(), "a good job beside bad ones is served");
+}

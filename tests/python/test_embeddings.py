@@ -1,0 +1,156 @@
+"""Embeddings end to end: a worker with engine.role = "embed" on the default model behind the
+gateway, driven with the official `openai` SDK (`client.embeddings.create`) and over AMQP with
+pika. The default model is a base model, not an embedding model: its mean-pooled states are
+enough to test the machinery (same text, same vector; different texts, different vectors;
+normalization, dimensions, batches), not to rank documents."""
+
+import math
+import struct
+
+import httpx
+import pytest
+
+from conftest import Amqp, sdk, start_gateway
+
+TEXTS = [
+    "The rabbit ran across the frozen field at dawn.",
+    "Quarterly revenue grew by twelve percent in the northern region.",
+    "def add(a, b):\n    return a + b",
+]
+
+
+@pytest.fixture(scope="module")
+def client(embed_stack):
+    return sdk(embed_stack.gateway.base_url)
+
+
+def as_float32(vector):
+    return [struct.unpack("f", struct.pack("f", x))[0] for x in vector]
+
+
+def norm(vector):
+    return math.sqrt(sum(x * x for x in vector))
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(a, b)) / (norm(a) * norm(b))
+
+
+def embed(client, texts, **options):
+    return [d.embedding for d in client.embeddings.create(model="m", input=texts, **options).data]
+
+
+def test_the_sdk_gets_one_normalized_vector_per_text_as_floats_and_as_base64(client):
+    floats = client.embeddings.create(model="m", input=TEXTS, encoding_format="float")
+    assert [d.index for d in floats.data] == [0, 1, 2]
+    assert floats.object == "list"
+    assert floats.usage.prompt_tokens > len(TEXTS) and floats.usage.total_tokens == floats.usage.prompt_tokens
+    width = len(floats.data[0].embedding)
+    assert width == 640, "gemma3-270m's hidden size"
+    for data in floats.data:
+        assert len(data.embedding) == width
+        assert abs(norm(data.embedding) - 1.0) < 1e-4
+    # Without encoding_format the SDK asks for base64 and decodes it itself.
+    decoded = client.embeddings.create(model="m", input=TEXTS)
+    for f, b in zip(floats.data, decoded.data):
+        assert as_float32(f.embedding) == as_float32(b.embedding)
+
+
+def test_the_same_text_gives_the_same_vector_and_different_texts_differ(client):
+    first = embed(client, TEXTS[0])[0]
+    again = embed(client, TEXTS[0])[0]
+    assert first == again
+    vectors = embed(client, TEXTS)
+    for i in range(len(TEXTS)):
+        for j in range(i + 1, len(TEXTS)):
+            assert cosine(vectors[i], vectors[j]) < 0.99, (i, j, cosine(vectors[i], vectors[j]))
+
+
+def test_a_batch_of_texts_equals_the_texts_one_by_one(client):
+    together = embed(client, TEXTS)
+    alone = [embed(client, text)[0] for text in TEXTS]
+    # Each input's rows are padded to whole matmul tiles, so sharing a decode changes no bit.
+    assert together == alone
+    # Nor does the order they come in.
+    assert embed(client, TEXTS[::-1]) == together[::-1]
+
+
+def test_dimensions_cut_and_renormalize_and_token_arrays_are_taken(client):
+    short = embed(client, TEXTS[0], dimensions=64)[0]
+    assert len(short) == 64
+    assert abs(norm(short) - 1.0) < 1e-4
+    full = embed(client, TEXTS[0])[0]
+    scale = norm(full[:64])
+    assert max(abs(s - f / scale) for s, f in zip(short, full[:64])) < 1e-5
+    tokens = embed(client, [[2, 818, 25342, 5055]])[0]
+    assert len(tokens) == 640 and abs(norm(tokens) - 1.0) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"input": "", "model": "m"}, "empty"),
+        ({"input": ["fine", ""], "model": "m"}, "`input[1]` is empty"),
+        ({"input": [], "model": "m"}, "at least one"),
+        ({"input": ["x"] * 2049, "model": "m"}, "more than the limit of 2048"),
+        ({"input": 5, "model": "m"}, "`input`"),
+        ({"input": "a", "model": "m", "encoding_format": "int8"}, "encoding_format"),
+        ({"input": "a", "model": "m", "truncate": "END"}, "truncate"),
+        ({"input": "a", "model": "m", "dimensions": 0}, "dimensions"),
+    ],
+)
+def test_hostile_requests_get_a_400_naming_the_problem(embed_stack, body, needle):
+    response = httpx.post(f"{embed_stack.gateway.base_url}/embeddings", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert needle in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body, code, needle",
+    [
+        ({"input": "rabbit " * 2000, "model": "m"}, "prompt_too_long", "more than the 1024"),
+        ({"input": [[999999999]], "model": "m"}, "invalid_request", "beyond the model's vocabulary"),
+        ({"input": "a", "model": "m", "dimensions": 4096}, "invalid_request", "more than the model's 640"),
+    ],
+)
+def test_what_only_the_worker_can_tell_is_refused_with_its_code(embed_stack, body, code, needle):
+    response = httpx.post(f"{embed_stack.gateway.base_url}/embeddings", json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and needle in error["message"], error
+
+
+def test_over_amqp_a_reply_carries_the_vectors_and_a_bad_task_is_dead_lettered(embed_stack):
+    amqp = Amqp(embed_stack.names)
+    try:
+        queue = embed_stack.names.embeddings
+        good = amqp.send({"input": TEXTS[:2], "normalize": False}, queue=queue)
+        reply = amqp.reply(good)
+        assert reply["status"] == "ok" and reply["text"] is None, reply
+        assert len(reply["embeddings"]) == 2 and len(reply["embeddings"][0]) == 640
+        assert abs(norm(reply["embeddings"][0]) - 1.0) > 1e-3, "normalize: false keeps the pooled state"
+        assert reply["usage"]["prompt_tokens"] > 2 and reply["usage"]["completion_tokens"] == 0
+        bad = amqp.send({"input": ["ok", ""]}, queue=queue)
+        failed = amqp.reply(bad)
+        assert failed["status"] == "error" and failed["error"]["code"] == "invalid_request", failed
+        headers, body = amqp.dead_letter(bad)
+        assert headers["x-warren-error-code"] == "invalid_request"
+        assert body == {"input": ["ok", ""]}
+        # A generation task sent to the embeddings queue is refused by name, not run.
+        wrong = amqp.send({"prompt": "Hello"}, queue=queue)
+        refused = amqp.reply(wrong)
+        assert "`input` is required" in refused["error"]["message"], refused
+    finally:
+        amqp.connection.close()
+
+
+def test_without_an_embed_worker_the_gateway_says_so(embed_stack):
+    # A second gateway whose embeddings queue no worker has declared.
+    names = embed_stack.names
+    gateway = start_gateway(names, topology__embeddings_queue=f"{names.base}.nobody")
+    try:
+        response = httpx.post(f"{gateway.base_url}/embeddings", json={"input": "a", "model": "m"}, timeout=30)
+    finally:
+        gateway.stop()
+    assert response.status_code == 503, response.text
+    assert "no worker embeds" in response.json()["error"]["message"]
