@@ -7,7 +7,7 @@ MAX_TOKENS   ?= 32
 
 CUDA_ARCHITECTURES ?= 80;86;89;90
 
-.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run embedder gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv bench-steps soak docs lint fmt clean
+.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run embedder gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv bench-steps bench-embeddings soak docs lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
@@ -111,12 +111,13 @@ test-python: $(PYENV)/.installed $(AGENTSENV)/.installed
 
 # Side-by-side benchmark: warren (1/4/8 slots) vs llama-server vs the engine alone.
 # Run it with nothing else on the machine; results go to bench/results-latest.md.
-bench: setup model broker-up build
+bench: setup model broker-up redis-up build $(PYENV)/.installed
 	scripts/bench.sh
 	scripts/bench-prefix.sh
 	scripts/bench-structured.sh
 	scripts/bench-kv.sh
 	scripts/bench-steps.sh
+	scripts/bench-embeddings.sh
 
 # What the step loop costs on the host per step at 64 and 256 slots (engine alone, CPU).
 bench-steps: setup model build
@@ -132,6 +133,10 @@ bench-structured: setup model build
 
 bench-prefix: setup model broker-up build
 	scripts/bench-prefix.sh
+
+# Embeddings/s and latency: an embed worker behind the gateway against llama-server --embeddings.
+bench-embeddings: setup model broker-up redis-up build $(PYENV)/.installed
+	scripts/bench-embeddings.sh
 
 # Long run (about 10 minutes at 10,000 tasks): leaks, drift, lost or doubled work.
 soak: setup model broker-up redis-up build $(PYENV)/.installed

@@ -34,6 +34,17 @@ start_worker() {
   done
 }
 
+# Starts `warren gateway` on GATEWAY_PORT (its settings from the environment), its log in $1,
+# and waits until it is ready; sets $gateway. A gateway that dies first ends the script.
+start_gateway() {
+  "$WARREN" gateway 2> "$1" &
+  gateway=$!
+  until curl -fsS "http://127.0.0.1:$GATEWAY_PORT/readyz" >/dev/null 2>&1; do
+    kill -0 "$gateway" 2>/dev/null || { cat "$1" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+
 # Starts llama-server with $1 slots (continuous batching, the same threads, context per slot
 # and batch size as warren), its log in $2, and waits until it is healthy; sets $server.
 start_llama_server() {

@@ -62,12 +62,7 @@ for n in $SLOTS; do
   echo "$(peak_rss_mib "$worker")" > "$OUT/warren-$r.rss"
 
   echo "-- warren through the gateway (HTTP)" >&2
-  "$WARREN" gateway 2> "$OUT/gateway-$r.log" &
-  gateway=$!
-  until curl -fsS "http://127.0.0.1:$GATEWAY_PORT/readyz" >/dev/null 2>&1; do
-    kill -0 "$gateway" 2>/dev/null || { cat "$OUT/gateway-$r.log" >&2; exit 1; }
-    sleep 0.2
-  done
+  start_gateway "$OUT/gateway-$r.log"
   "$WARREN" bench --gateway "http://127.0.0.1:$GATEWAY_PORT/v1" --concurrency "$n" "${LOAD[@]}" \
     --label "gateway" > "$OUT/gateway-$r.json"
   kill -TERM "$gateway"; wait "$gateway" || true; gateway=""

@@ -191,6 +191,18 @@ impl Client {
             .await
     }
 
+    /// Like [`Client::send_to`], to `queue` through the default exchange whatever this
+    /// client's route (embedding tasks have their own queue).
+    pub async fn send_to_queue(
+        &self,
+        id: &str,
+        body: &[u8],
+        reply_to: &str,
+        queue: &str,
+    ) -> Result<(), ClientError> {
+        self.publish_task(id, body, reply_to, "", queue).await
+    }
+
     /// Registers a waiter for task `id`'s messages; from here on the returned guard removes it
     /// whatever happens.
     fn wait_for(&self, id: &str) -> Pending {

@@ -215,7 +215,7 @@ async fn serve(
 }
 
 /// A publish to an embeddings queue nobody declared means no embed worker ever ran.
-fn publish_error(queue: &str, error: ClientError) -> ApiError {
+pub fn publish_error(queue: &str, error: ClientError) -> ApiError {
     match error {
         ClientError::Unroutable(_) => ApiError::unavailable(format!(
             "no worker embeds: the queue `{queue}` does not exist (start a worker with engine.role = \"embed\")"

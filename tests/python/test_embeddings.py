@@ -154,3 +154,28 @@ def test_without_an_embed_worker_the_gateway_says_so(embed_stack):
         gateway.stop()
     assert response.status_code == 503, response.text
     assert "no worker embeds" in response.json()["error"]["message"]
+
+
+def test_a_batch_of_embedding_requests_writes_openais_lists_and_refuses_bad_lines(client):
+    from test_batch import each_once, run_batch, wait_final
+
+    def line(custom_id, **body):
+        return {"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings", "body": {"model": "m", **body}}
+
+    lines = [
+        line("one", input=TEXTS[0]),
+        line("two", input=TEXTS[1:], dimensions=32),
+        line("empty", input=""),
+        line("base64", input="a", encoding_format="base64"),
+    ]
+    batch = wait_final(client, run_batch(client, lines, endpoint="/v1/embeddings").id)
+    assert batch.status == "completed", batch
+    assert batch.request_counts.completed == 2 and batch.request_counts.failed == 2
+    results = each_once(client, batch, lines)
+    one = results["one"]["response"]
+    assert one["status_code"] == 200 and one["body"]["object"] == "list"
+    assert one["body"]["data"][0]["embedding"] == embed(client, TEXTS[0], encoding_format="float")[0]
+    two = results["two"]["response"]["body"]["data"]
+    assert [len(d["embedding"]) for d in two] == [32, 32]
+    assert results["empty"]["response"]["status_code"] == 400
+    assert "encoding_format" in results["base64"]["response"]["body"]["error"]["message"]

@@ -6,8 +6,8 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::object::endpoint_kind;
-use crate::gateway::completions::{request, Kind};
+use super::object::{endpoint_kind, Endpoint};
+use crate::gateway::completions::request;
 use crate::gateway::errors::ApiError;
 use crate::protocol::Limits;
 
@@ -27,6 +27,8 @@ pub struct LineTask {
     pub body: Vec<u8>,
     /// The model it names (its routing key under routing by model).
     pub model: String,
+    /// An embedding task (published to the embeddings queue).
+    pub embedding: bool,
 }
 
 /// Why an input file fails the whole batch (OpenAI's `errors.data[]`).
@@ -138,8 +140,25 @@ fn problem(code: &'static str, message: impl Into<String>, line: Option<usize>) 
 }
 
 /// The task of one request body, checked as `POST <endpoint>` would check it.
-fn line_task(kind: Kind, body: &Value, limits: &Limits) -> Result<LineTask, ApiError> {
+fn line_task(endpoint: Endpoint, body: &Value, limits: &Limits) -> Result<LineTask, ApiError> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let kind = match endpoint {
+        Endpoint::Completions(kind) => kind,
+        Endpoint::Embeddings => {
+            let request = crate::gateway::embeddings::parse_request(&bytes, limits)?;
+            if request.encoding != crate::gateway::embeddings::Encoding::Float {
+                return Err(ApiError::invalid(
+                    "`encoding_format` \"base64\" is not served in a batch: its output file holds floats",
+                    Some("encoding_format".into()),
+                ));
+            }
+            return Ok(LineTask {
+                body: request.body.to_bytes(),
+                model: request.model,
+                embedding: true,
+            });
+        }
+    };
     let request = request::parse_request(kind, &bytes)?;
     if request.stream {
         return Err(ApiError::invalid(
@@ -151,6 +170,7 @@ fn line_task(kind: Kind, body: &Value, limits: &Limits) -> Result<LineTask, ApiE
     Ok(LineTask {
         body: task,
         model: request.model,
+        embedding: false,
     })
 }
 

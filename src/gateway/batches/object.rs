@@ -21,10 +21,20 @@ pub const FILE_PREFIX: &str = "file-";
 pub const LINE_PREFIX: &str = "batch_req_";
 
 /// The endpoint a batch's requests go to.
-pub fn endpoint_kind(endpoint: &str) -> Option<Kind> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions` or `/v1/completions`: generation tasks.
+    Completions(Kind),
+    /// `/v1/embeddings`: embedding tasks, on the embeddings queue.
+    Embeddings,
+}
+
+/// The endpoint a batch names, if batches serve it.
+pub fn endpoint_kind(endpoint: &str) -> Option<Endpoint> {
     match endpoint {
-        "/v1/chat/completions" => Some(Kind::Chat),
-        "/v1/completions" => Some(Kind::Completion),
+        "/v1/chat/completions" => Some(Endpoint::Completions(Kind::Chat)),
+        "/v1/completions" => Some(Endpoint::Completions(Kind::Completion)),
+        "/v1/embeddings" => Some(Endpoint::Embeddings),
         _ => None,
     }
 }
@@ -48,7 +58,7 @@ pub fn parse_line_id(id: &str) -> Option<(String, usize)> {
 pub struct CreateBatch {
     /// The uploaded JSONL file.
     pub input_file_id: String,
-    /// `/v1/chat/completions` or `/v1/completions`.
+    /// `/v1/chat/completions`, `/v1/completions` or `/v1/embeddings`.
     pub endpoint: String,
     /// `24h`.
     pub completion_window: String,
@@ -58,13 +68,13 @@ pub struct CreateBatch {
 }
 
 /// Parses and checks a create request.
-pub fn parse_create(body: &[u8]) -> Result<(CreateBatch, Kind), ApiError> {
+pub fn parse_create(body: &[u8]) -> Result<(CreateBatch, Endpoint), ApiError> {
     let create: CreateBatch = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("the request body is not valid: {e}"), None))?;
     let kind = endpoint_kind(&create.endpoint).ok_or_else(|| {
         ApiError::invalid(
             format!(
-                "`endpoint` {:?} is not served in batches: use /v1/chat/completions or /v1/completions",
+                "`endpoint` {:?} is not served in batches: use /v1/chat/completions, /v1/completions or /v1/embeddings",
                 create.endpoint
             ),
             Some("endpoint".into()),

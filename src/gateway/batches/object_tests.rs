@@ -39,12 +39,18 @@ fn a_create_request_names_a_served_endpoint_and_the_24h_window() {
     let ok = br#"{"input_file_id": "file-1", "endpoint": "/v1/completions", "completion_window": "24h"}"#;
     assert_eq!(
         parse_create(ok).map(|(_, kind)| kind).ok(),
-        Some(Kind::Completion)
+        Some(Endpoint::Completions(Kind::Completion))
     );
     let embeddings =
         br#"{"input_file_id": "f", "endpoint": "/v1/embeddings", "completion_window": "24h"}"#;
     assert_eq!(
-        parse_create(embeddings).unwrap_err().param.as_deref(),
+        parse_create(embeddings).map(|(_, kind)| kind).ok(),
+        Some(Endpoint::Embeddings)
+    );
+    let moderations =
+        br#"{"input_file_id": "f", "endpoint": "/v1/moderations", "completion_window": "24h"}"#;
+    assert_eq!(
+        parse_create(moderations).unwrap_err().param.as_deref(),
         Some("endpoint")
     );
     let window =
@@ -85,7 +91,13 @@ fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
         reply: Box::new(reply(ReplyStatus::Ok, None)),
         at: 7,
     };
-    let (line, in_output) = result_line(Kind::Chat, "gemma3-270m", "batch_req_1_0", "a", &ok);
+    let (line, in_output) = result_line(
+        Endpoint::Completions(Kind::Chat),
+        "gemma3-270m",
+        "batch_req_1_0",
+        "a",
+        &ok,
+    );
     assert!(in_output && ok.is_completed());
     assert_eq!(line["custom_id"], "a");
     assert_eq!(line["response"]["status_code"], 200);
@@ -106,7 +118,7 @@ fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
         at: 7,
     };
     let (line, in_output) = result_line(
-        Kind::Completion,
+        Endpoint::Completions(Kind::Completion),
         "gemma3-270m",
         "batch_req_1_1",
         "b",
@@ -117,7 +129,13 @@ fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
     assert_eq!(line["response"]["body"]["error"]["code"], "timeout");
 
     let refused = Outcome::refused(&ApiError::invalid("bad", Some("n".into())));
-    let (line, in_output) = result_line(Kind::Chat, "gemma3-270m", "batch_req_1_2", "c", &refused);
+    let (line, in_output) = result_line(
+        Endpoint::Completions(Kind::Chat),
+        "gemma3-270m",
+        "batch_req_1_2",
+        "c",
+        &refused,
+    );
     assert!(!in_output);
     assert_eq!(line["response"]["status_code"], 400);
     assert_eq!(line["response"]["body"]["error"]["param"], "n");
@@ -149,4 +167,27 @@ fn every_batch_status_is_stored_and_read_back_as_openai_spells_it() {
         .map(BatchStatus::as_str)
         .collect();
     assert_eq!(finals, ["completed", "failed", "expired", "cancelled"]);
+}
+
+#[test]
+fn an_embedding_answer_is_openais_list_in_the_output_file() {
+    let mut answered = reply(ReplyStatus::Ok, None);
+    answered.text = None;
+    answered.embeddings = Some(vec![vec![0.25, 0.5]]);
+    let ok = Outcome::Answered {
+        reply: Box::new(answered),
+        at: 7,
+    };
+    let (line, in_output) = result_line(Endpoint::Embeddings, "m", "batch_req_1_0", "e", &ok);
+    assert!(in_output);
+    let body = &line["response"]["body"];
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"][0]["embedding"], serde_json::json!([0.25, 0.5]));
+    let lost = Outcome::Answered {
+        reply: Box::new(reply(ReplyStatus::Ok, None)),
+        at: 7,
+    };
+    let (line, in_output) = result_line(Endpoint::Embeddings, "m", "batch_req_1_1", "f", &lost);
+    assert!(!in_output, "a reply without vectors is an error line");
+    assert_eq!(line["response"]["status_code"], 500);
 }

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::gateway::completions::{reply, Kind};
+use super::object::Endpoint;
+use crate::gateway::completions::reply;
+use crate::gateway::embeddings::{self, Encoding};
 use crate::gateway::errors::ApiError;
 use crate::protocol::{Reply, ReplyStatus};
 
@@ -46,7 +48,7 @@ impl Outcome {
 
 /// One request's line in the output file (`true`) or the error file (`false`).
 pub fn result_line(
-    kind: Kind,
+    endpoint: Endpoint,
     model: &str,
     id: &str,
     custom_id: &str,
@@ -54,8 +56,17 @@ pub fn result_line(
 ) -> (Value, bool) {
     match outcome {
         Outcome::Answered { reply, at } if reply.status == ReplyStatus::Ok => {
-            let body = reply::response(kind, id, *at, model, reply);
-            (response_line(id, custom_id, 200, body), true)
+            let body = match endpoint {
+                Endpoint::Completions(kind) => Ok(reply::response(kind, id, *at, model, reply)),
+                Endpoint::Embeddings => embeddings::response(model, Encoding::Float, reply),
+            };
+            match body {
+                Ok(body) => (response_line(id, custom_id, 200, body), true),
+                Err(error) => {
+                    let line = response_line(id, custom_id, error.status.as_u16(), error.body());
+                    (line, false)
+                }
+            }
         }
         Outcome::Answered { reply, .. } => {
             let error = reply.error.as_ref().map_or_else(

@@ -196,12 +196,21 @@ async fn publish(
             }
         };
         let line_id = object::line_id(id, next);
-        let sent = match app.models.routing_key(&task.model) {
-            Ok(key) => client
-                .send_to(&line_id, &task.body, &app.responses.results_queue, key)
+        let results = &app.responses.results_queue;
+        let sent = if task.embedding {
+            let queue = &app.embeddings_queue;
+            client
+                .send_to_queue(&line_id, &task.body, results, queue)
                 .await
-                .map_err(|e| app.models.publish_error(&task.model, e)),
-            Err(refused) => Err(refused),
+                .map_err(|e| crate::gateway::embeddings::publish_error(queue, e))
+        } else {
+            match app.models.routing_key(&task.model) {
+                Ok(key) => client
+                    .send_to(&line_id, &task.body, results, key)
+                    .await
+                    .map_err(|e| app.models.publish_error(&task.model, e)),
+                Err(refused) => Err(refused),
+            }
         };
         match sent {
             Ok(()) => {
@@ -284,8 +293,10 @@ async fn finish(
     let Some(record) = live(store, id).await? else {
         return Ok(());
     };
-    let kind = object::endpoint_kind(record.object["endpoint"].as_str().unwrap_or_default())
-        .unwrap_or(crate::gateway::completions::Kind::Chat);
+    let endpoint = object::endpoint_kind(record.object["endpoint"].as_str().unwrap_or_default())
+        .unwrap_or(object::Endpoint::Completions(
+            crate::gateway::completions::Kind::Chat,
+        ));
     let outcomes = store.outcomes(id).await?;
     let unrun = if status == BatchStatus::Expired {
         "batch_expired"
@@ -299,7 +310,7 @@ async fn finish(
             Some(outcome) => {
                 let requested = line.task.as_ref().map_or("", |task| task.model.as_str());
                 let model = app.models.reply_name(requested);
-                outcome::result_line(kind, model, &line_id, &line.custom_id, outcome)
+                outcome::result_line(endpoint, model, &line_id, &line.custom_id, outcome)
             }
             None => (outcome::unrun_line(&line_id, &line.custom_id, unrun), false),
         };
