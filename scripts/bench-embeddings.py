@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Load for `make bench-embeddings`: POST /v1/embeddings to BASE_URL with CONCURRENCY
-requests in flight until REQUESTS are answered, each INPUTS texts of the corpus (in turn),
+requests in flight until REQUESTS are answered, each INPUTS texts (each text JOIN consecutive
+lines of the corpus: 1 for sentences, more for paragraph-sized chunks), in turn,
 and prints one JSON report: embeddings/s, requests/s, latency p50/p99 (ms), errors, and a
 fingerprint of the vectors (the first request's first values, to see both sides embed)."""
 
@@ -13,8 +14,9 @@ import time
 import httpx
 
 
-def main(base_url, corpus_path, requests, concurrency, inputs, label):
-    texts = [line for line in open(corpus_path).read().splitlines() if line]
+def main(base_url, corpus_path, requests, concurrency, inputs, join, label):
+    lines = [line for line in open(corpus_path).read().splitlines() if line]
+    texts = [" ".join(lines[(i + k) % len(lines)] for k in range(join)) for i in range(len(lines))]
     latencies, errors, first = [], [], []
     lock = threading.Lock()
     counter = iter(range(requests))
@@ -54,6 +56,7 @@ def main(base_url, corpus_path, requests, concurrency, inputs, label):
         "requests": requests,
         "concurrency": concurrency,
         "inputs_per_request": inputs,
+        "lines_per_input": join,
         "embeddings_per_s": done * inputs / wall,
         "requests_per_s": done / wall,
         "latency_ms": {
@@ -68,5 +71,5 @@ def main(base_url, corpus_path, requests, concurrency, inputs, label):
 
 
 if __name__ == "__main__":
-    base_url, corpus, requests, concurrency, inputs, label = sys.argv[1:7]
-    main(base_url, corpus, int(requests), int(concurrency), int(inputs), label)
+    base_url, corpus, requests, concurrency, inputs, join, label = sys.argv[1:8]
+    main(base_url, corpus, int(requests), int(concurrency), int(inputs), int(join), label)

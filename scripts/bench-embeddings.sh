@@ -4,16 +4,18 @@
 # --embeddings (mean pooling, the same threads, context and batch), on the same model and
 # CPU, side by side in one run: REQUESTS requests of INPUTS texts each from
 # bench/embeddings/corpus.txt, CONCURRENCY in flight (= warren's inputs per decode and
-# llama-server's slots), through HTTP /v1/embeddings on both sides (scripts/bench-embeddings.py).
-# ROUNDS rounds, interleaved; the table gives each side's median. Writes
-# bench/results-embeddings-latest.md. Tunables: REQUESTS (200), CONCURRENCY (8), INPUTS (1),
-# ROUNDS (3), THREADS (cores).
+# llama-server's slots), through HTTP /v1/embeddings on both sides (scripts/bench-embeddings.py),
+# for each of SHAPES: texts of that many consecutive sentences (1: short texts; 8:
+# paragraph-sized chunks, as retrieval pipelines embed). ROUNDS rounds, interleaved; the table
+# gives each side's median. Writes bench/results-embeddings-latest.md. Tunables: REQUESTS
+# (200), CONCURRENCY (8), INPUTS (1), SHAPES ("1 8"), ROUNDS (3), THREADS (cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REQUESTS="${REQUESTS:-200}"
 CONCURRENCY="${CONCURRENCY:-8}"
 INPUTS="${INPUTS:-1}"
+SHAPES="${SHAPES:-1 8}"
 ROUNDS="${ROUNDS:-3}"
 THREADS="${THREADS:-$(nproc)}"
 CONTEXT=512
@@ -39,13 +41,19 @@ export WARREN__GATEWAY__LISTEN="127.0.0.1:$GATEWAY_PORT" WARREN__GATEWAY__RESULT
 # shellcheck source=scripts/bench-run.sh
 source scripts/bench-run.sh
 
-load() { "$PYTHON" scripts/bench-embeddings.py "$1" "$CORPUS" "$REQUESTS" "$CONCURRENCY" "$INPUTS" "$2"; }
+# load URL NAME ROUND: every shape against URL, one report each in $OUT/NAME-SHAPE-ROUND.json.
+load() {
+  for shape in $SHAPES; do
+    "$PYTHON" scripts/bench-embeddings.py "$1" "$CORPUS" "$REQUESTS" "$CONCURRENCY" "$INPUTS" "$shape" "$2" \
+      > "$OUT/$2-$shape-$3.json"
+  done
+}
 
 for r in $(seq "$ROUNDS"); do
   echo "== round $r: warren (gateway, RabbitMQ, embed worker)" >&2
   start_worker "$OUT/worker-$r.log"
   start_gateway "$OUT/gateway-$r.log"
-  load "http://127.0.0.1:$GATEWAY_PORT/v1" warren > "$OUT/warren-$r.json"
+  load "http://127.0.0.1:$GATEWAY_PORT/v1" warren "$r"
   kill -TERM "$gateway" "$worker"; wait "$gateway" "$worker" || true; gateway="" worker=""
 
   echo "== round $r: llama-server --embeddings" >&2
@@ -56,37 +64,11 @@ for r in $(seq "$ROUNDS"); do
     kill -0 "$server" 2>/dev/null || { cat "$OUT/llama-$r.log" >&2; exit 1; }
     sleep 0.3
   done
-  load "http://127.0.0.1:$PORT/v1" llama-server > "$OUT/llama-$r.json"
+  load "http://127.0.0.1:$PORT/v1" llama "$r"
   kill -TERM "$server"; wait "$server" 2>/dev/null || true; server=""
 done
 
 mkdir -p bench
-python3 - "$OUT" "$ROUNDS" <<PY | tee bench/results-embeddings-latest.md
-import json, statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
-runs = {k: [json.load(open(f"{out}/{k}-{r}.json")) for r in range(1, rounds + 1)] for k in ("warren", "llama")}
-print("## Embeddings benchmark: $(date -u +%Y-%m-%d), $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), no GPU")
-print()
-print("Model gemma3-270m Q4_K_M (mean pooling), threads $THREADS, $REQUESTS requests of $INPUTS text(s) from $CORPUS,")
-print("$CONCURRENCY in flight (warren: inputs per decode; llama-server: -np), context $CONTEXT per input, batch $BATCH;")
-print("both through HTTP /v1/embeddings (warren: gateway, RabbitMQ, embed worker). llama-server: llama.cpp $LLAMA_COMMIT.")
-print(f"Median of {rounds} interleaved rounds [range].")
-print()
-print("| target | embeddings/s | latency p50 ms | latency p99 ms | errors |")
-print("|---|---|---|---|---|")
-med = {}
-for kind, name in (("warren", "warren"), ("llama", "llama-server --embeddings")):
-    rs = runs[kind]
-    eps = [r["embeddings_per_s"] for r in rs]
-    med[kind] = statistics.median(eps)
-    p50 = statistics.median(r["latency_ms"]["p50"] for r in rs)
-    p99 = statistics.median(r["latency_ms"]["p99"] for r in rs)
-    errors = sum(r["errors"] for r in rs)
-    print(f"| {name} | {med[kind]:.1f} [{min(eps):.1f}–{max(eps):.1f}] | {p50:.0f} | {p99:.0f} | {errors} |")
-print()
-print(f"warren / llama-server: {med['warren'] / max(med['llama'], 1e-9):.2f}x embeddings/s")
-for kind in ("warren", "llama"):
-    bad = [r["first_error"] for r in runs[kind] if r["first_error"]]
-    if bad:
-        print(f"{kind} error: {bad[0]}")
-PY
+HEADER="Embeddings benchmark: $(date -u +%Y-%m-%d), $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), no GPU"
+SETUP="Model gemma3-270m Q4_K_M (mean pooling), threads $THREADS, $REQUESTS requests of $INPUTS text(s) from $CORPUS, $CONCURRENCY in flight (warren: inputs per decode; llama-server: -np), context $CONTEXT per input, batch $BATCH; both through HTTP /v1/embeddings (warren: gateway, RabbitMQ, embed worker). llama-server: llama.cpp $LLAMA_COMMIT."
+python3 scripts/bench-embeddings-table.py "$OUT" "$ROUNDS" "$SHAPES" "$HEADER" "$SETUP" | tee bench/results-embeddings-latest.md

@@ -120,7 +120,7 @@ pub fn response(model: &str, encoding: Encoding, reply: &Reply) -> Result<Value,
         .enumerate()
         .map(|(index, vector)| {
             let embedding = match encoding {
-                Encoding::Float => json!(vector),
+                Encoding::Float => json!(vector.iter().map(|x| shortest(*x)).collect::<Vec<_>>()),
                 Encoding::Base64 => {
                     let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
                     json!(base64::engine::general_purpose::STANDARD.encode(bytes))
@@ -136,6 +136,13 @@ pub fn response(model: &str, encoding: Encoding, reply: &Reply) -> Result<Value,
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }))
+}
+
+/// `x` as the f64 of its shortest decimal: a JSON number holds an f64, and an f32 widened as
+/// it is prints with 17 digits (`0.1` as `0.10000000149011612`), twice the text for nothing;
+/// the shortest decimal reads back as the same f32.
+fn shortest(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 /// `POST /v1/embeddings`.
@@ -293,6 +300,11 @@ mod tests {
         };
         let floats = response("m", Encoding::Float, &reply).unwrap();
         assert_eq!(floats["data"][0]["embedding"], json!([0.5, -1.25]));
+        let tenth = json!([shortest(0.1)]).to_string();
+        assert_eq!(
+            tenth, "[0.1]",
+            "an f32 is written with its shortest decimal"
+        );
         assert_eq!(floats["usage"]["total_tokens"], 5);
         let encoded = response("m", Encoding::Base64, &reply).unwrap();
         let text = encoded["data"][0]["embedding"].as_str().unwrap();

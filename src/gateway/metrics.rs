@@ -33,10 +33,24 @@ pub struct GatewayMetrics {
     batch_tasks: Counter,
     batches_ended: Family<StatusLabels, Counter>,
     broker_blocked: Gauge,
+    queue_messages: Family<QueueLabels, Gauge>,
+    queue_consumers: Family<QueueLabels, Gauge>,
+    key_requests: Family<KeyLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key: String,
     status: String,
 }
 
@@ -105,6 +119,24 @@ impl Default for GatewayMetrics {
             "Batches this replica ended, by final status",
             batches_ended.clone(),
         );
+        let queue_messages = Family::<QueueLabels, Gauge>::default();
+        let queue_consumers = Family::<QueueLabels, Gauge>::default();
+        let key_requests = Family::<KeyLabels, Counter>::default();
+        registry.register(
+            "warren_queue_messages",
+            "Tasks ready in a task queue (requests, per model, embeddings), as a passive declare saw it",
+            queue_messages.clone(),
+        );
+        registry.register(
+            "warren_queue_consumers",
+            "Consumers (workers) of a task queue, as a passive declare saw it",
+            queue_consumers.clone(),
+        );
+        registry.register(
+            "warren_gateway_key_requests",
+            "HTTP requests answered, by API key name (key-<hash prefix>, never the key; anonymous, invalid) and status",
+            key_requests.clone(),
+        );
         let broker_blocked = Gauge::default();
         registry.register(
             "warren_broker_blocked",
@@ -112,6 +144,9 @@ impl Default for GatewayMetrics {
             broker_blocked.clone(),
         );
         GatewayMetrics {
+            queue_messages,
+            queue_consumers,
+            key_requests,
             broker_blocked,
             batches_running,
             batch_tasks,
@@ -128,6 +163,31 @@ impl Default for GatewayMetrics {
 }
 
 impl GatewayMetrics {
+    /// What a passive declare of `queue` saw; `None` when the queue does not exist (its series
+    /// then reads 0 messages and 0 consumers).
+    pub fn queue_depth(&self, queue: &str, seen: Option<(u32, u32)>) {
+        let labels = QueueLabels {
+            queue: queue.to_owned(),
+        };
+        let (messages, consumers) = seen.unwrap_or((0, 0));
+        self.queue_messages
+            .get_or_create(&labels)
+            .set(i64::from(messages));
+        self.queue_consumers
+            .get_or_create(&labels)
+            .set(i64::from(consumers));
+    }
+
+    /// A request by the key named `key` ended with `status`.
+    pub fn answered_for(&self, key: &str, status: u16) {
+        self.key_requests
+            .get_or_create(&KeyLabels {
+                key: key.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
     /// A request on `route` ended with `status` after `seconds`.
     pub fn answered(&self, route: &str, status: u16, seconds: f64) {
         self.requests

@@ -9,7 +9,7 @@
 //! [`batches`] (`/v1/batches`, and `/v1/files` for their input and output), and [`models`] (`/v1/models`,
 //! and how a request's model is routed). Shared by them: [`results`] consumes the results
 //! queue that background responses and batches share; [`errors`] is OpenAI's error envelope;
-//! [`admission`] checks API keys and rate limits; [`format`] translates output formats;
+//! [`admission`] checks API keys and rate limits; [`queue_depth`] watches the task queues; [`format`] translates output formats;
 //! [`unsupported`] takes or refuses, by name, the fields no endpoint reads;
 //! [`broker_link`] keeps the [`crate::client::Client`] connected and cancels tasks whose
 //! caller left; [`metrics`] counts. This module composes them into the [`Shared`] state of a
@@ -25,6 +25,7 @@ pub mod errors;
 pub mod format;
 pub mod metrics;
 pub mod models;
+pub mod queue_depth;
 pub mod responses;
 pub mod results;
 pub mod shared_buckets;
@@ -176,6 +177,12 @@ impl Gateway {
             self.app.batches.store.clone(),
             shutdown.clone(),
         ));
+        tokio::spawn(queue_depth::watch(
+            self.app.broker_link.clone(),
+            queue_depth::watched_queues(&self.settings),
+            self.app.metrics.clone(),
+            shutdown.clone(),
+        ));
         let runners = self.app.batches.shutdown.clone();
         tokio::spawn(batches::runner::supervise(
             self.app.clone(),
@@ -244,23 +251,37 @@ fn router(app: Arc<Shared>, settings: &crate::config::GatewaySettings) -> Router
         .with_state(app)
 }
 
-/// Counts each request by route and status, and times it to the start of its response.
+/// Counts each request by route and status and by API key name, and times it to the start of
+/// its response.
 async fn measure(State(app): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
+    let key = key_label(&app, request.headers());
     let started = Instant::now();
     app.metrics.in_flight(1);
     let response = next.run(request).await;
     app.metrics.in_flight(-1);
+    app.metrics.answered_for(&key, response.status().as_u16());
     app.metrics.answered(
         &route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// The bounded, non-secret name metrics count a request under: `anonymous` without API
+/// keys, `key-` and the first 8 hex digits of the key's hash for a configured key, `invalid`
+/// for anything else.
+fn key_label(app: &Shared, headers: &axum::http::HeaderMap) -> String {
+    match app.admission.authenticate(headers) {
+        Ok(key) if key.is_empty() => "anonymous".to_owned(),
+        Ok(key) => format!("key-{}", &admission::owner_of(&key)[..8]),
+        Err(_) => "invalid".to_owned(),
+    }
 }
 
 async fn readyz(State(app): State<Arc<Shared>>) -> Response {

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Amqp, Names, free_port, sdk, start_gateway, start_worker
+from conftest import Amqp, Names, free_port, metric, sdk, start_gateway, start_worker
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -86,6 +86,16 @@ def test_every_metric_the_alert_rules_read_is_scraped_and_every_rule_evaluates(p
                        if not httpx.get(f"{url}/api/v1/series", params={"match[]": name}, timeout=5).json()["data"]]
             time.sleep(1)
         assert not missing, f"no series in Prometheus for {missing} (response {created.id})"
+        # The gateway sees the worker consuming its queue, and nobody consuming the
+        # embeddings queue (no embed worker runs here: it does not exist, 0 and 0).
+        deadline = time.monotonic() + 30
+        while metric(gateway.metrics_url, "warren_queue_consumers", queue=names.requests) != 1:
+            assert time.monotonic() < deadline, "the gateway never saw the worker consuming"
+            time.sleep(0.5)
+        assert metric(gateway.metrics_url, "warren_queue_messages", queue=names.requests) == 0
+        assert metric(gateway.metrics_url, "warren_queue_consumers", queue=names.embeddings) == 0
+        # Requests are counted by API key name: no keys configured, so all are anonymous.
+        assert metric(gateway.metrics_url, "warren_gateway_key_requests_total", key="anonymous", status="200") >= 1
         # Prometheus loaded the rules and evaluates every one of them without error.
         groups = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
         rules = [rule for group in groups for rule in group["rules"]]

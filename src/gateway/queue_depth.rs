@@ -1,0 +1,100 @@
+//! How deep the task queues are, as the fleet sees them: every [`POLL_EVERY`] the gateway
+//! declares each task queue passively (nothing is created; the broker answers with the ready
+//! messages and the consumers) and sets `warren_queue_messages` and
+//! `warren_queue_consumers`. The queues are the requests queue, or under routing by model
+//! each served model's queue, and the embeddings queue. A queue that does not exist (no
+//! worker of that kind ever declared it) reads 0 and 0. Needs no management plugin.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+
+use super::broker_link::BrokerLink;
+use super::metrics::GatewayMetrics;
+use crate::config::Settings;
+
+/// How often the queues are looked at.
+pub const POLL_EVERY: Duration = Duration::from_secs(5);
+
+/// The task queues of a deployment as `settings` describe it.
+pub fn watched_queues(settings: &Settings) -> Vec<String> {
+    let t = &settings.topology;
+    let mut queues: Vec<String> = if t.routes_by_model() {
+        settings
+            .gateway
+            .served_models()
+            .iter()
+            .map(|model| format!("{}.{model}", t.requests_queue))
+            .collect()
+    } else {
+        vec![t.requests_queue.clone()]
+    };
+    queues.push(t.embeddings_queue.clone());
+    queues
+}
+
+/// Polls `queues` until `shutdown`, whenever the broker link is connected.
+pub async fn watch(
+    broker_link: BrokerLink,
+    queues: Vec<String>,
+    metrics: Arc<GatewayMetrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Some(client) = broker_link.client() {
+            for queue in &queues {
+                metrics.queue_depth(queue, depth(client.connection(), queue).await);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+        }
+    }
+}
+
+/// Ready messages and consumers of `queue`, or `None` when it does not exist (or the broker
+/// did not answer). A passive declare of a missing queue closes its channel, so each look
+/// has a channel of its own.
+async fn depth(connection: &lapin::Connection, queue: &str) -> Option<(u32, u32)> {
+    let channel = connection.create_channel().await.ok()?;
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let declared = channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .ok();
+    if declared.is_some() {
+        let _ = channel.close(200, "OK".into()).await;
+    }
+    declared.map(|q| (q.message_count(), q.consumer_count()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_requests_queue_or_each_models_queue_and_the_embeddings_queue_are_watched() {
+        let mut settings = Settings::defaults();
+        assert_eq!(
+            watched_queues(&settings),
+            vec!["warren.requests", "warren.embeddings"]
+        );
+        settings.topology.tasks_exchange = "warren.tasks".into();
+        settings.gateway.models = "small,large".into();
+        assert_eq!(
+            watched_queues(&settings),
+            vec![
+                "warren.requests.small",
+                "warren.requests.large",
+                "warren.embeddings"
+            ]
+        );
+    }
+}
