@@ -15,8 +15,14 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ConfigError, GatewaySettings};
 use crate::gateway::errors::ApiError;
-use crate::gateway::shared_buckets::{Rate, SharedBuckets, Verdict};
+use crate::gateway::shared_buckets::{Rate, SharedBuckets};
 use crate::redis_link::RedisError;
+
+mod charge;
+mod rate_headers;
+
+pub use charge::Charge;
+use rate_headers::rate_headers;
 
 /// After Redis fails a charge, the replica's own buckets decide for this long before Redis
 /// is asked again (a Redis that times out must not slow every request).
@@ -41,68 +47,6 @@ pub struct Admission {
     shared: Option<Arc<SharedBuckets>>,
     /// Until when the replica's own buckets decide (Redis failed a charge).
     shared_down_until: Mutex<Option<Instant>>,
-}
-
-/// What a request was charged, to be corrected by what it used ([`Charge::settle`]).
-#[derive(Default)]
-pub struct Charge {
-    /// The fleet's token bucket and the owner charged in it (none: nothing to correct).
-    shared: Option<(Arc<SharedBuckets>, Rate, String)>,
-    estimated: u32,
-    /// The buckets' state after the charge (the fleet's buckets only).
-    headers: Vec<(&'static str, String)>,
-}
-
-impl std::fmt::Debug for Charge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Charge")
-            .field("shared", &self.shared.is_some())
-            .field("estimated", &self.estimated)
-            .finish()
-    }
-}
-
-impl Charge {
-    /// OpenAI's `x-ratelimit-*` headers for the buckets this request was charged in (none
-    /// when a replica's own buckets decided, or no limit is set).
-    pub fn headers(&self) -> &[(&'static str, String)] {
-        &self.headers
-    }
-
-    /// The request used `used` tokens: refunds (or charges) the difference from its
-    /// estimate in the fleet's bucket.
-    pub async fn settle(&mut self, used: u32) {
-        if let Some((buckets, rate, owner, difference)) = self.correction(used) {
-            let corrected =
-                tokio::time::timeout(SHARED_CALL_LIMIT, buckets.correct(rate, &owner, difference))
-                    .await
-                    .unwrap_or(Err(RedisError::TimedOut));
-            if let Err(e) = corrected {
-                tracing::debug!(error = %e, "a token charge was not corrected");
-            }
-        }
-    }
-
-    /// [`Charge::settle`] in the background (where the caller cannot wait).
-    pub fn settle_later(&mut self, used: u32) {
-        let Some((buckets, rate, owner, difference)) = self.correction(used) else {
-            return;
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = buckets.correct(rate, &owner, difference).await {
-                    tracing::debug!(error = %e, "a token charge was not corrected");
-                }
-            });
-        }
-    }
-
-    /// What to correct, once: the bucket and the difference from the estimate.
-    fn correction(&mut self, used: u32) -> Option<(Arc<SharedBuckets>, Rate, String, i64)> {
-        let (buckets, rate, owner) = self.shared.take()?;
-        let difference = i64::from(used) - i64::from(self.estimated);
-        (difference != 0).then_some((buckets, rate, owner, difference))
-    }
 }
 
 impl Admission {
@@ -261,41 +205,6 @@ impl Admission {
     }
 }
 
-/// `x-ratelimit-limit-KIND`, `-remaining-KIND` and `-reset-KIND` (until the bucket is full
-/// again), as OpenAI sends them.
-fn rate_headers(kind: &str, rate: Rate, verdict: &Verdict) -> [(&'static str, String); 3] {
-    let (limit, remaining, reset) = match kind {
-        "requests" => (
-            "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
-        ),
-        _ => (
-            "x-ratelimit-limit-tokens",
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
-        ),
-    };
-    [
-        (limit, rate.capacity().to_string()),
-        (remaining, verdict.remaining.to_string()),
-        (reset, duration_text(verdict.full_in)),
-    ]
-}
-
-/// A duration as OpenAI writes its resets: `20ms`, `1.5s`, `6m0s`.
-fn duration_text(duration: Duration) -> String {
-    let ms = duration.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    if ms < 60_000 {
-        let seconds = format!("{:.3}", duration.as_secs_f64());
-        return format!("{}s", seconds.trim_end_matches('0').trim_end_matches('.'));
-    }
-    format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
-}
-
 fn requests_exceeded(retry_after: Duration) -> ApiError {
     ApiError::rate_limited(
         "rate_limit_exceeded",
@@ -374,14 +283,6 @@ mod tests {
             HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
         );
         headers
-    }
-
-    #[test]
-    fn resets_read_as_openai_writes_them() {
-        assert_eq!(duration_text(Duration::from_millis(20)), "20ms");
-        assert_eq!(duration_text(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(duration_text(Duration::from_secs(1)), "1s");
-        assert_eq!(duration_text(Duration::from_secs(360)), "6m0s");
     }
 
     #[test]
