@@ -143,7 +143,7 @@ def test_a_malformed_file_fails_the_batch_naming_its_lines(client):
 def test_impossible_requests_are_openai_errors_and_the_gateway_keeps_serving(client):
     good = upload(client, [chat_line("a", "hi")])
     with pytest.raises(BadRequestError) as endpoint:
-        client.batches.create(input_file_id=good.id, endpoint="/v1/embeddings", completion_window="24h")
+        client.batches.create(input_file_id=good.id, endpoint="/v1/moderations", completion_window="24h")
     assert endpoint.value.body["param"] == "endpoint"
     with pytest.raises(BadRequestError):
         client.batches.create(input_file_id=good.id, endpoint="/v1/chat/completions", completion_window="1h")
