@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::broker::{self, BlockedWatch, Topology};
-use crate::client::Client;
+use crate::client::{Client, Pending};
 use crate::config::Settings;
 use crate::gateway::errors::ApiError;
 use crate::gateway::metrics::GatewayMetrics;
@@ -86,6 +86,33 @@ impl BrokerLink {
         tokio::select! {
             result = publish => result,
             reason = self.blocked.blocked() => Err(ApiError::broker_blocked(&reason)),
+        }
+    }
+
+    /// Publishes task `id` with `publish` on the connected client, unless the broker blocks
+    /// first, and returns its replies with the guard that cancels it if its caller stops
+    /// waiting. A task refused or never sent needs no cancel: its guard is disarmed; one
+    /// whose publish a blocked broker held may still go out, so its guard stays armed.
+    pub async fn publish_guarded<F, Fut>(
+        &self,
+        id: &str,
+        metrics: Arc<GatewayMetrics>,
+        publish: F,
+    ) -> Result<(Pending, CancelOnDrop), ApiError>
+    where
+        F: FnOnce(Arc<Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<Pending, ApiError>>,
+    {
+        let client = self.publishing_client()?;
+        let mut guard = CancelOnDrop::new(self.clone(), id, metrics);
+        match self.unless_blocked(publish(client)).await {
+            Ok(pending) => Ok((pending, guard)),
+            Err(e) => {
+                if !e.is_blocked() {
+                    guard.disarm();
+                }
+                Err(e)
+            }
         }
     }
 

@@ -11,14 +11,13 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::client::{Answer, ClientError};
-use crate::gateway::broker_link::CancelOnDrop;
 use crate::gateway::errors::ApiError;
 use crate::gateway::{admission, Shared};
 use crate::protocol::{EmbeddingBody, Reply, ReplyStatus};
@@ -174,29 +173,19 @@ async fn serve(
         )
         .await?;
     let rate_headers = charge.headers().to_vec();
-    let client = app.broker_link.publishing_client()?;
     let id = format!("emb-{}", uuid::Uuid::new_v4().simple());
-    let mut guard = CancelOnDrop::new(app.broker_link.clone(), &id, app.metrics.clone());
     let queue = app.embeddings_queue.as_str();
     let bytes = request.body.to_bytes();
-    let pending = app
+    let (task_id, bytes) = (id.as_str(), bytes.as_slice());
+    let (pending, mut guard) = app
         .broker_link
-        .unless_blocked(async {
+        .publish_guarded(&id, app.metrics.clone(), |client| async move {
             client
-                .submit_to_queue(&id, &bytes, queue)
+                .submit_to_queue(task_id, bytes, queue)
                 .await
                 .map_err(|e| publish_error(queue, e))
         })
-        .await;
-    let pending = match pending {
-        Ok(pending) => pending,
-        Err(e) => {
-            if !e.is_blocked() {
-                guard.disarm();
-            }
-            return Err(e);
-        }
-    };
+        .await?;
     let deadline = Instant::now() + app.request_timeout;
     let Answer { reply, .. } = tokio::time::timeout_at(deadline.into(), pending.reply())
         .await
@@ -205,19 +194,12 @@ async fn serve(
     if let Some(usage) = reply.usage {
         charge.settle(usage.prompt_tokens).await;
     }
-    let body = match (&reply.status, &reply.error) {
-        (ReplyStatus::Error, Some(error)) => return Err(ApiError::from_reply(error)),
-        (ReplyStatus::Error, None) => {
-            return Err(ApiError::internal("the worker failed without a reason"))
-        }
-        _ => response(&model, request.encoding, &reply)?,
-    };
-    let mut response = Json(body).into_response();
-    for (name, value) in rate_headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
-        }
+    if reply.status == ReplyStatus::Error {
+        return Err(ApiError::of_failed_reply(&reply));
     }
+    let body = response(&model, request.encoding, &reply)?;
+    let mut response = Json(body).into_response();
+    admission::add_rate_headers(&mut response, &rate_headers);
     Ok(response)
 }
 

@@ -182,6 +182,14 @@ impl ApiError {
         )
     }
 
+    /// The answer for a failed reply: its error, or 500 when it carries none.
+    pub fn of_failed_reply(reply: &crate::protocol::Reply) -> Self {
+        reply.error.as_ref().map_or_else(
+            || ApiError::internal("the worker failed without a reason"),
+            ApiError::from_reply,
+        )
+    }
+
     /// The answer for a worker's error reply.
     pub fn from_reply(error: &ErrorBody) -> Self {
         let (status, kind) = match error.code {

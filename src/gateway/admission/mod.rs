@@ -22,6 +22,7 @@ mod charge;
 mod rate_headers;
 
 pub use charge::Charge;
+pub use rate_headers::add_rate_headers;
 use rate_headers::rate_headers;
 
 /// After Redis fails a charge, the replica's own buckets decide for this long before Redis

@@ -2,7 +2,19 @@
 
 use std::time::Duration;
 
+use axum::http::HeaderValue;
+use axum::response::Response;
+
 use crate::gateway::shared_buckets::{Rate, Verdict};
+
+/// Sets a charge's headers ([`super::Charge::headers`]) on `response`.
+pub fn add_rate_headers(response: &mut Response, headers: &[(&'static str, String)]) {
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(*name, value);
+        }
+    }
+}
 
 /// `x-ratelimit-limit-KIND`, `-remaining-KIND` and `-reset-KIND` (until the bucket is full
 /// again), as OpenAI sends them.

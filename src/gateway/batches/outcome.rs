@@ -69,10 +69,7 @@ pub fn result_line(
             }
         }
         Outcome::Answered { reply, .. } => {
-            let error = reply.error.as_ref().map_or_else(
-                || ApiError::internal("the worker failed without a reason"),
-                ApiError::from_reply,
-            );
+            let error = ApiError::of_failed_reply(reply);
             let line = response_line(id, custom_id, error.status.as_u16(), error.body());
             (line, false)
         }

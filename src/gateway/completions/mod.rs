@@ -113,28 +113,17 @@ async fn serve(
     let charge = app.admission.admit(&key, tokens).await?;
     let rate_headers = charge.headers().to_vec();
 
-    let client = app.broker_link.publishing_client()?;
     let id = format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple());
-    let mut guard = CancelOnDrop::new(app.broker_link.clone(), &id, app.metrics.clone());
-    let pending = app
+    let (models, model, task, task_id) = (&app.models, request.model.as_str(), &task, id.as_str());
+    let (pending, guard) = app
         .broker_link
-        .unless_blocked(async {
+        .publish_guarded(&id, app.metrics.clone(), |client| async move {
             client
-                .submit_routed(&id, &task, routing_key)
+                .submit_routed(task_id, task, routing_key)
                 .await
-                .map_err(|e| app.models.publish_error(&request.model, e))
+                .map_err(|e| models.publish_error(model, e))
         })
-        .await;
-    let pending = match pending {
-        Ok(pending) => pending,
-        Err(e) => {
-            // Refused or never sent: nothing runs that needs a cancel.
-            if !e.is_blocked() {
-                guard.disarm();
-            }
-            return Err(e);
-        }
-    };
+        .await?;
     let accepted = Accepted {
         charge,
         guard,
@@ -149,11 +138,7 @@ async fn serve(
     } else {
         answer(app.request_timeout, accepted).await?
     };
-    for (name, value) in rate_headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
-        }
-    }
+    admission::add_rate_headers(&mut response, &rate_headers);
     Ok(response)
 }
 
@@ -178,9 +163,8 @@ async fn answer(waited: Duration, accepted: Accepted) -> Result<Response, ApiErr
             .settle(usage.prompt_tokens.saturating_add(usage.completion_tokens))
             .await;
     }
-    match (&reply.status, &reply.error) {
-        (ReplyStatus::Error, Some(error)) => Err(ApiError::from_reply(error)),
-        (ReplyStatus::Error, None) => Err(ApiError::internal("the worker failed without a reason")),
+    match reply.status {
+        ReplyStatus::Error => Err(ApiError::of_failed_reply(&reply)),
         _ => {
             let mut response = Json(reply::response(
                 request.kind,

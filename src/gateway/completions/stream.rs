@@ -147,10 +147,7 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
             .settle_later(usage.prompt_tokens.saturating_add(usage.completion_tokens));
     }
     if reply.status == ReplyStatus::Error {
-        let error = reply.error.as_ref().map_or_else(
-            || ApiError::internal("the worker failed without a reason"),
-            ApiError::from_reply,
-        );
+        let error = ApiError::of_failed_reply(reply);
         state.accepted.guard.disarm();
         return fail(state, error);
     }

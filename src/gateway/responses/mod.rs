@@ -300,28 +300,15 @@ async fn publish(
     request: &ResponseRequest,
     task: &[u8],
 ) -> Result<(crate::client::Pending, CancelOnDrop), ApiError> {
-    let client = app.broker_link.publishing_client()?;
     let routing_key = app.models.routing_key(&request.model)?;
-    let mut guard = CancelOnDrop::new(app.broker_link.clone(), id, app.metrics.clone());
-    let pending = app
-        .broker_link
-        .unless_blocked(async {
+    app.broker_link
+        .publish_guarded(id, app.metrics.clone(), |client| async move {
             client
                 .submit_routed(id, task, routing_key)
                 .await
                 .map_err(|e| app.models.publish_error(&request.model, e))
         })
-        .await;
-    match pending {
-        Ok(pending) => Ok((pending, guard)),
-        Err(e) => {
-            // Refused or never sent: nothing runs that needs a cancel.
-            if !e.is_blocked() {
-                guard.disarm();
-            }
-            Err(e)
-        }
-    }
+        .await
 }
 
 /// `?wait=SECONDS` of a retrieve.
