@@ -26,7 +26,6 @@ use startup::load;
 use super::chat_template::ChatTemplate;
 use super::chunking::Chunking;
 use super::device_sampling::DeviceSamplers;
-use super::embedder::Embedder;
 use super::first_bytes::FirstBytes;
 use super::logprobs;
 use super::occupancy::Occupancy;
@@ -61,7 +60,17 @@ pub(super) fn run(
     };
     let (model, backend) = started;
     if settings.role == EngineRole::Embed {
-        return embed(&settings, &model, backend, jobs, ready, &occupancy);
+        match startup::embedder(&settings, &model, backend) {
+            Ok((mut embedder, info)) => {
+                if ready.send(Ok(info)).is_ok() {
+                    embedder.serve(jobs, &occupancy);
+                }
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+            }
+        }
+        return;
     }
     let mut runner = match Runner::new(&settings, &model, backend, times) {
         Ok(runner) => runner,
@@ -83,34 +92,6 @@ fn refuse_embedding(job: super::EmbedJob, occupancy: &Occupancy) {
         ErrorCode::Internal,
         "this worker generates: embedding tasks go to workers with engine.role = \"embed\"",
     ));
-}
-
-/// The embed role: the embedding context instead of the generation one.
-fn embed(
-    settings: &EngineSettings,
-    model: &LlamaModel,
-    backend: &'static llama_cpp_2::llama_backend::LlamaBackend,
-    jobs: mpsc::UnboundedReceiver<Message>,
-    ready: std::sync::mpsc::Sender<Result<ModelInfo, EngineStartError>>,
-    occupancy: &Occupancy,
-) {
-    let mut embedder = match Embedder::new(settings, model, backend) {
-        Ok(embedder) => embedder,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let info = ModelInfo {
-        name: startup::model_name(settings, model),
-        context_per_slot: settings.context_size,
-        slots: settings.slots,
-        gpu_layers: settings.n_gpu_layers,
-        chat_template_source: "none (embed role)".to_owned(),
-    };
-    if ready.send(Ok(info)).is_ok() {
-        embedder.serve(jobs, occupancy);
-    }
 }
 
 struct Runner<'m> {

@@ -1,5 +1,6 @@
 //! Starting the engine thread's runner: llama.cpp's backend (once per process), the model,
-//! the context with its slots, the chat template, and what is reported about them. It must
+//! the context with its slots (or, in the embed role, the embedding context), the chat
+//! template, and what is reported about them. It must
 //! not decode: the step loop is [`super`]'s.
 
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -11,6 +12,7 @@ use std::sync::OnceLock;
 use super::super::chat_template::ChatTemplate;
 use super::super::chunking::Chunking;
 use super::super::device_sampling::DeviceSamplers;
+use super::super::embedder::Embedder;
 use super::super::grammar;
 use super::super::params;
 use super::super::prefix::PrefixCache;
@@ -92,6 +94,24 @@ impl<'m> Runner<'m> {
             chat_template_source: self.template_source.clone(),
         }
     }
+}
+
+/// The embed role's engine: the embedding context instead of the generation one, and what
+/// is reported about it.
+pub(super) fn embedder<'m>(
+    settings: &EngineSettings,
+    model: &'m LlamaModel,
+    backend: &LlamaBackend,
+) -> Result<(Embedder<'m>, ModelInfo), EngineStartError> {
+    let embedder = Embedder::new(settings, model, backend)?;
+    let info = ModelInfo {
+        name: model_name(settings, model),
+        context_per_slot: settings.context_size,
+        slots: settings.slots,
+        gpu_layers: settings.n_gpu_layers,
+        chat_template_source: "none (embed role)".to_owned(),
+    };
+    Ok((embedder, info))
 }
 
 /// The name replies report: `engine.model_name`, else the GGUF's, else the file's.
