@@ -2,6 +2,7 @@
 minute hold in total over two gateways sharing Redis, a request's token charge is corrected
 by what its reply used, and a gateway whose Redis is unreachable still limits on its own."""
 
+import contextlib
 import subprocess
 import uuid
 
@@ -24,8 +25,17 @@ def worker_names():
     names.delete()
 
 
+@contextlib.contextmanager
 def gateways(names, count, **settings):
-    return [start_gateway(names, **settings) for _ in range(count)]
+    """`count` gateways with `settings`, stopped when the block ends."""
+    started = []
+    try:
+        for _ in range(count):
+            started.append(start_gateway(names, **settings))
+        yield started
+    finally:
+        for gateway in started:
+            gateway.stop()
 
 
 def outcomes(client, count, **options):
@@ -42,8 +52,7 @@ def outcomes(client, count, **options):
 
 def test_a_keys_requests_per_minute_hold_in_total_over_two_gateways(worker_names):
     key = f"key-{uuid.uuid4().hex[:8]}"
-    first, second = gateways(worker_names, 2, gateway__api_keys=key, gateway__requests_per_minute=4)
-    try:
+    with gateways(worker_names, 2, gateway__api_keys=key, gateway__requests_per_minute=4) as (first, second):
         statuses = []
         for _ in range(3):
             statuses += outcomes(sdk(first.base_url, api_key=key), 1)
@@ -53,15 +62,11 @@ def test_a_keys_requests_per_minute_hold_in_total_over_two_gateways(worker_names
         with pytest.raises(openai.RateLimitError) as refused:
             sdk(second.base_url, api_key=key).chat.completions.create(model="m", messages=HI, max_tokens=1)
         assert int(refused.value.response.headers["retry-after"]) >= 1
-    finally:
-        for gateway in (first, second):
-            gateway.stop()
 
 
 def test_a_token_charge_is_corrected_by_what_the_reply_used(worker_names):
     key = f"key-{uuid.uuid4().hex[:8]}"
-    first, second = gateways(worker_names, 2, gateway__api_keys=key, gateway__tokens_per_minute=300)
-    try:
+    with gateways(worker_names, 2, gateway__api_keys=key, gateway__tokens_per_minute=300) as (first, second):
         # Each request counts about 200 tokens when it arrives and uses a few: without the
         # correction the second would exceed 300 a minute.
         for client in (sdk(first.base_url, api_key=key), sdk(second.base_url, api_key=key),
@@ -71,42 +76,32 @@ def test_a_token_charge_is_corrected_by_what_the_reply_used(worker_names):
         # A request that could never fit is a 400, not a 429.
         with pytest.raises(openai.BadRequestError):
             sdk(second.base_url, api_key=key).chat.completions.create(model="m", messages=HI, max_tokens=400)
-    finally:
-        for gateway in (first, second):
-            gateway.stop()
 
 
 def test_without_redis_each_gateway_still_limits_on_its_own(worker_names):
     key = f"key-{uuid.uuid4().hex[:8]}"
     closed = f"redis://127.0.0.1:{free_port()}"
-    (gateway,) = gateways(worker_names, 1, gateway__api_keys=key, gateway__requests_per_minute=2,
-                          gateway__redis_url=closed)
-    try:
+    with gateways(worker_names, 1, gateway__api_keys=key, gateway__requests_per_minute=2,
+                  gateway__redis_url=closed) as (gateway,):
         statuses = outcomes(sdk(gateway.base_url, api_key=key), 3)
         assert statuses == [200, 200, 429], statuses
         assert "own buckets decide" in gateway.log()
-    finally:
-        gateway.stop()
 
 
 def test_the_buckets_in_redis_are_named_by_a_hash_of_the_key_never_the_key(worker_names):
     key = f"secret-{uuid.uuid4().hex}"
-    (gateway,) = gateways(worker_names, 1, gateway__api_keys=key, gateway__requests_per_minute=10)
-    try:
+    with gateways(worker_names, 1, gateway__api_keys=key, gateway__requests_per_minute=10) as (gateway,):
         assert outcomes(sdk(gateway.base_url, api_key=key), 1) == [200]
         names = subprocess.run(["redis-cli", "--scan", "--pattern", "warren:ratelimit:*"],
                                capture_output=True, text=True, check=True).stdout
         assert "warren:ratelimit:requests:" in names
         assert key not in names
-    finally:
-        gateway.stop()
 
 
 def test_an_answer_carries_openai_s_rate_limit_headers(worker_names):
     key = f"key-{uuid.uuid4().hex[:8]}"
-    (gateway,) = gateways(worker_names, 1, gateway__api_keys=key, gateway__requests_per_minute=10,
-                          gateway__tokens_per_minute=10000)
-    try:
+    with gateways(worker_names, 1, gateway__api_keys=key, gateway__requests_per_minute=10,
+                  gateway__tokens_per_minute=10000) as (gateway,):
         client = sdk(gateway.base_url, api_key=key)
         raw = client.chat.completions.with_raw_response.create(model="m", messages=HI, max_tokens=1)
         headers = raw.headers
@@ -119,18 +114,13 @@ def test_an_answer_carries_openai_s_rate_limit_headers(worker_names):
         assert again.headers["x-ratelimit-remaining-requests"] == "8"
         for _ in again.parse():
             pass
-    finally:
-        gateway.stop()
 
 
 def test_a_responses_api_charge_is_corrected_too(worker_names):
     key = f"key-{uuid.uuid4().hex[:8]}"
-    (gateway,) = gateways(worker_names, 1, gateway__api_keys=key, gateway__tokens_per_minute=300)
-    try:
+    with gateways(worker_names, 1, gateway__api_keys=key, gateway__tokens_per_minute=300) as (gateway,):
         client = sdk(gateway.base_url, api_key=key)
         schema = {"type": "json_schema", "name": "answer", "schema": {"type": "string", "enum": ["yes"]}}
         for _ in range(3):
             answer = client.responses.create(model="m", input="Hi", max_output_tokens=200, text={"format": schema})
             assert answer.usage.total_tokens < 50, answer.usage
-    finally:
-        gateway.stop()
