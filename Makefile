@@ -153,6 +153,7 @@ lint: setup
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 	$(MAKE) docs
 	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts.test.yml
+	scripts/check-chart.sh
 
 fmt:
 	$(CARGO) fmt

@@ -200,7 +200,7 @@ fn yaml(path: &str) -> Vec<Yaml> {
 }
 
 #[test]
-fn the_compose_file_runs_rabbitmq_with_management_and_a_healthchecked_worker() {
+fn the_compose_file_runs_the_whole_stack_with_healthchecks() {
     let compose = &yaml("deploy/docker-compose.yml")[0];
     let rabbitmq = &compose["services"]["rabbitmq"];
     assert_eq!(rabbitmq["image"].as_str(), Some("rabbitmq:3-management"));
@@ -214,11 +214,33 @@ fn the_compose_file_runs_rabbitmq_with_management_and_a_healthchecked_worker() {
         ports.contains(&"5672:5672") && ports.contains(&"15672:15672"),
         "{ports:?}"
     );
-    let warren = &compose["services"]["warren"];
+    let warren = &compose["services"]["worker"];
     assert_eq!(
         warren["build"]["dockerfile"].as_str(),
         Some("deploy/Dockerfile")
     );
+    // The gateway runs the same image against the same broker, with Redis for its state.
+    let gateway = &compose["services"]["gateway"];
+    assert_eq!(gateway["image"].as_str(), warren["image"].as_str());
+    assert_eq!(gateway["command"][0].as_str(), Some("gateway"));
+    assert_eq!(
+        gateway["environment"]["WARREN__BROKER__URL"].as_str(),
+        warren["environment"]["WARREN__BROKER__URL"].as_str()
+    );
+    let redis_url = gateway["environment"]["WARREN__GATEWAY__REDIS_URL"]
+        .as_str()
+        .unwrap();
+    assert!(!compose["services"]["redis"].is_badvalue());
+    assert!(redis_url.starts_with("redis://redis:6379"), "{redis_url}");
+    let listen = gateway["environment"]["WARREN__GATEWAY__LISTEN"]
+        .as_str()
+        .unwrap();
+    let port = listen.rsplit(':').next().unwrap();
+    assert!(gateway["healthcheck"]["test"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .any(|a| a.as_str() == Some(&format!("http://127.0.0.1:{port}/readyz"))));
     let check: Vec<_> = warren["healthcheck"]["test"]
         .as_vec()
         .unwrap()
@@ -282,155 +304,6 @@ fn the_compose_file_runs_rabbitmq_with_management_and_a_healthchecked_worker() {
     assert!(
         example.contains("WARREN_RABBITMQ_PASSWORD=") && example.contains("OPS_RABBITMQ_PASSWORD=")
     );
-}
-
-#[test]
-fn the_kubernetes_manifests_probe_the_health_endpoints_and_scale_on_the_requests_queue() {
-    let deployment = &yaml("deploy/k8s/deployment.yaml")[0];
-    let pod = &deployment["spec"]["template"]["spec"];
-    assert!(
-        pod["terminationGracePeriodSeconds"].as_i64().unwrap() > 30,
-        "above the 30 s shutdown grace"
-    );
-    let container = &pod["containers"][0];
-    assert_eq!(
-        container["readinessProbe"]["httpGet"]["path"].as_str(),
-        Some("/readyz")
-    );
-    assert_eq!(
-        container["livenessProbe"]["httpGet"]["path"].as_str(),
-        Some("/healthz")
-    );
-    assert_eq!(
-        container["readinessProbe"]["httpGet"]["port"].as_i64(),
-        Some(9090)
-    );
-    assert_eq!(container["ports"][0]["containerPort"].as_i64(), Some(9090));
-
-    let scaler = &yaml("deploy/k8s/keda-scaledobject.yaml")[0];
-    assert_eq!(scaler["kind"].as_str(), Some("ScaledObject"));
-    let trigger = &scaler["spec"]["triggers"][0];
-    assert_eq!(trigger["type"].as_str(), Some("rabbitmq"));
-    assert_eq!(
-        trigger["metadata"]["queueName"].as_str(),
-        Some("warren.requests")
-    );
-    assert_eq!(trigger["metadata"]["protocol"].as_str(), Some("http"));
-    assert_eq!(trigger["metadata"]["mode"].as_str(), Some("QueueLength"));
-
-    let secret = &yaml("deploy/k8s/secret.yaml")[0];
-    assert!(secret["stringData"]["url"]
-        .as_str()
-        .unwrap()
-        .starts_with("amqp://"));
-
-    // The ConfigMap's file is a valid warren configuration.
-    let configmap = &yaml("deploy/k8s/configmap.yaml")[0];
-    let toml = configmap["data"]["warren.toml"].as_str().unwrap();
-    let path = std::env::temp_dir().join(format!("warren-k8s-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&path, toml).unwrap();
-    let names = Names::new("k8scfg");
-    let output = warren(&names)
-        .args(["topology", "--dry-run", "--config"])
-        .arg(&path)
-        .env("WARREN__BROKER__URL_FILE", "")
-        .output()
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Every manifest under deploy/k8s, as (kind, name, document).
-fn k8s_objects() -> Vec<(String, String, Yaml)> {
-    let mut objects = Vec::new();
-    for entry in std::fs::read_dir(repo("deploy/k8s")).unwrap() {
-        let path = entry.unwrap().path();
-        let relative = path
-            .strip_prefix(repo(""))
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        for doc in yaml(&relative) {
-            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
-            let name = doc["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            objects.push((kind, name, doc));
-        }
-    }
-    objects
-}
-
-#[test]
-fn everything_the_kubernetes_manifests_reference_is_shipped_and_the_image_is_pinned() {
-    let objects = k8s_objects();
-    let find = |kind: &str, name: &str| {
-        objects
-            .iter()
-            .find(|(k, n, _)| k == kind && n == name)
-            .map(|(_, _, doc)| doc.clone())
-            .unwrap_or_else(|| panic!("no {kind} `{name}` in deploy/k8s"))
-    };
-    let deployment = find("Deployment", "warren");
-    let pod = &deployment["spec"]["template"]["spec"];
-    for volume in pod["volumes"].as_vec().unwrap() {
-        if let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() {
-            find("PersistentVolumeClaim", claim);
-        }
-        if let Some(secret) = volume["secret"]["secretName"].as_str() {
-            find("Secret", secret);
-        }
-        if let Some(map) = volume["configMap"]["name"].as_str() {
-            find("ConfigMap", map);
-        }
-    }
-    let auth = find("TriggerAuthentication", "warren-rabbitmq-management");
-    for target in auth["spec"]["secretTargetRef"].as_vec().unwrap() {
-        let secret = find("Secret", target["name"].as_str().unwrap());
-        let key = target["key"].as_str().unwrap();
-        assert!(
-            !secret["stringData"][key].is_badvalue(),
-            "secret key {key} is shipped"
-        );
-    }
-    let image = pod["containers"][0]["image"].as_str().unwrap();
-    assert_eq!(
-        image,
-        format!("warren:{}", env!("CARGO_PKG_VERSION")),
-        "pinned, never latest"
-    );
-
-    // The Job that fills the models claim assembles the model `make model` checks.
-    let job = find("Job", "warren-models-fetch");
-    let job_pod = &job["spec"]["template"]["spec"];
-    assert_eq!(
-        job_pod["volumes"][0]["persistentVolumeClaim"]["claimName"].as_str(),
-        Some("warren-models")
-    );
-    let script = job_pod["containers"][0]["args"][0].as_str().unwrap();
-    let fetch = std::fs::read_to_string(repo("scripts/fetch-model.sh")).unwrap();
-    let sha = fetch
-        .split("SHA256=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
-    assert!(
-        script.contains(sha),
-        "the Job checks the same sha256 as make model"
-    );
-    let syntax = Command::new("sh")
-        .args(["-n", "-c", script])
-        .status()
-        .unwrap();
-    assert!(syntax.success(), "the Job's script parses");
 }
 
 #[test]

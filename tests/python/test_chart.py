@@ -1,0 +1,210 @@
+"""The Helm chart (deploy/helm/warren) as helm renders it, with its defaults and with a fleet
+(deploy/helm/check/fleet-values.yaml): what each worker consumes, as warren itself derives it
+from the rendered environment, is the queue its ScaledObject watches and one the topology Job
+declares; references resolve; workers scale from zero; bad values fail with a clear message.
+Schema validation of the same renders is `scripts/check-chart.sh` (make lint)."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, WARREN
+
+CHART = REPO / "deploy/helm/warren"
+HELM = REPO / "target/k8s/venv/bin/helm"
+CARGO_VERSION = next(
+    line.split('"')[1] for line in (REPO / "Cargo.toml").read_text().splitlines() if line.startswith("version")
+)
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory):
+    """Both renders; the script installs helm into target/k8s first where it is missing."""
+    out = tmp_path_factory.mktemp("chart")
+    subprocess.run([str(REPO / "scripts/check-chart.sh"), "render", str(out)], check=True, capture_output=True)
+    return {name: [d for d in yaml.safe_load_all((out / f"{name}.yaml").read_text()) if d] for name in ("default", "fleet")}
+
+
+def find(objects, kind, name=None):
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert found, f"no {kind} {name or ''}"
+    return found
+
+
+def secret_data(objects):
+    return find(objects, "Secret")[0]["stringData"]
+
+
+def consumed_queue(objects, container, tmp_path):
+    """The requests queue warren derives from this container's configuration file and env."""
+    config = find(objects, "ConfigMap")[0]["data"]["warren.toml"]
+    (tmp_path / "warren.toml").write_text(config)
+    for key, value in secret_data(objects).items():  # the secret, as mounted
+        (tmp_path / key).write_text(value)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"].replace("/etc/warren/secret/", f"{tmp_path}/")
+        else:
+            env[var["name"]] = secret_data(objects)[var["valueFrom"]["secretKeyRef"]["key"]]
+    out = subprocess.run(
+        [str(WARREN), "topology", "--dry-run", "--config", str(tmp_path / "warren.toml")],
+        env=env, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0].split()
+    assert first[0] == "queue", out.stdout
+    return first[1]
+
+
+@pytest.mark.parametrize("values", ["default", "fleet"])
+def test_each_worker_consumes_the_queue_its_scaler_watches_and_the_topology_job_declares(renders, values, tmp_path):
+    objects = renders[values]
+    scalers = {s["spec"]["scaleTargetRef"]["name"]: s for s in find(objects, "ScaledObject")}
+    job = next(j for j in find(objects, "Job") if "-topology-" in j["metadata"]["name"])
+    declared = {consumed_queue(objects, c, tmp_path) for c in job["spec"]["template"]["spec"]["containers"]}
+    workers = [d for d in find(objects, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] in ("worker", "embedder")]
+    assert len(workers) == len(scalers) == len(declared)
+    for worker in workers:
+        container = worker["spec"]["template"]["spec"]["containers"][0]
+        queue = consumed_queue(objects, container, tmp_path)
+        trigger = scalers[worker["metadata"]["name"]]["spec"]["triggers"][0]
+        assert trigger["metadata"]["queueName"] == queue
+        assert queue in declared, f"{queue} is not declared before a worker exists"
+
+
+@pytest.mark.parametrize("values", ["default", "fleet"])
+def test_the_gateway_serves_exactly_the_models_workers_serve_and_its_configuration_loads(renders, values, tmp_path):
+    objects = renders[values]
+    gateway = find(objects, "Deployment", "warren-warren-gateway")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {v["name"]: v.get("value") for v in gateway["env"]}
+    served = env["WARREN__GATEWAY__MODELS"].split(",")
+    models = [
+        v["value"]
+        for d in find(objects, "Deployment")
+        for v in d["spec"]["template"]["spec"]["containers"][0]["env"]
+        if v["name"] == "WARREN__ENGINE__MODEL_NAME"
+    ]
+    assert sorted(served) == sorted(models)
+    # The gateway publishes to the exchange the workers' queues are bound to.
+    consumed_queue(objects, gateway, tmp_path)
+    assert env["WARREN__TOPOLOGY__TASKS_EXCHANGE"] == "warren.tasks"
+    probes = (gateway["readinessProbe"]["httpGet"]["path"], gateway["livenessProbe"]["httpGet"]["path"])
+    assert probes == ("/readyz", "/healthz")
+    service = find(objects, "Service", "warren-warren-gateway")[0]
+    assert service["spec"]["ports"][0]["targetPort"] == gateway["ports"][0]["name"]
+    hpa = find(objects, "HorizontalPodAutoscaler")[0]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "warren-warren-gateway"
+    # A sync request to an idle model waits for a cold start; the pod outlives its longest wait.
+    timeout_s = int(env["WARREN__GATEWAY__REQUEST_TIMEOUT_MS"]) // 1000
+    pod = find(objects, "Deployment", "warren-warren-gateway")[0]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > timeout_s
+
+
+@pytest.mark.parametrize("values", ["default", "fleet"])
+def test_workers_scale_from_zero_and_everything_referenced_is_rendered(renders, values):
+    objects = renders[values]
+    secret = secret_data(objects)
+    secret_name = find(objects, "Secret")[0]["metadata"]["name"]
+    for scaler in find(objects, "ScaledObject"):
+        assert scaler["spec"]["minReplicaCount"] == 0
+        assert scaler["spec"]["triggers"][0]["metadata"]["activationValue"].isdigit()
+        auth = find(objects, "TriggerAuthentication", scaler["spec"]["triggers"][0]["authenticationRef"]["name"])[0]
+        for target in auth["spec"]["secretTargetRef"]:
+            assert target["name"] == secret_name and target["key"] in secret
+        assert secret["management-url"].startswith("http")
+    for kind in ("Deployment", "StatefulSet", "Job"):
+        for workload in [o for o in objects if o["kind"] == kind]:
+            pod = workload["spec"]["template"]["spec"]
+            if workload["metadata"]["labels"].get("app.kubernetes.io/component") in ("worker", "embedder"):
+                assert "replicas" not in workload["spec"], "KEDA owns a worker's replicas"
+                assert pod["terminationGracePeriodSeconds"] > 30, "above worker.shutdown_grace_ms"
+                name = workload["metadata"]["name"]
+                pdb = find(objects, "PodDisruptionBudget", name)[0]
+                assert pdb["spec"]["selector"]["matchLabels"] == workload["spec"]["selector"]["matchLabels"]
+            for volume in pod.get("volumes", []):
+                if "configMap" in volume:
+                    find(objects, "ConfigMap", volume["configMap"]["name"])
+                if "secret" in volume:
+                    assert volume["secret"]["secretName"] == secret_name
+                claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+                if claim and values == "default":
+                    find(objects, "PersistentVolumeClaim", claim)
+            for container in pod.get("initContainers", []) + pod["containers"]:
+                for var in container.get("env", []):
+                    ref = var.get("valueFrom", {}).get("secretKeyRef")
+                    if ref:
+                        assert ref["name"] == secret_name and ref["key"] in secret, var
+                if container["image"].startswith("warren:"):
+                    assert container["image"] in (f"warren:{CARGO_VERSION}", f"warren:{CARGO_VERSION}-cuda")
+
+
+def test_gpu_models_get_a_gpu_the_cuda_image_and_gpu_nodes_and_cpu_models_do_not(renders):
+    pods = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]
+        for d in find(renders["fleet"], "Deployment")
+        if "-worker-" in d["metadata"]["name"]
+    }
+    gpu, cpu = pods["warren-warren-worker-llama-3-1-8b"], pods["warren-warren-worker-gemma3-270m"]
+    container = gpu["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["image"].endswith("-cuda")
+    assert {"name": "WARREN__ENGINE__N_GPU_LAYERS", "value": "99"} in container["env"]
+    assert gpu["nodeSelector"] and gpu["tolerations"]
+    assert "nvidia.com/gpu" not in cpu["containers"][0]["resources"].get("limits", {})
+    assert "nodeSelector" not in cpu and not cpu["containers"][0]["image"].endswith("-cuda")
+
+
+def test_the_default_stack_has_its_own_broker_and_redis_with_volumes(renders):
+    objects = renders["default"]
+    secret = secret_data(objects)
+    rabbit = find(objects, "StatefulSet", "warren-warren-rabbitmq")[0]
+    redis = find(objects, "StatefulSet", "warren-warren-redis")[0]
+    assert secret["amqp-url"] == "amqp://warren:check-only@warren-warren-rabbitmq:5672/%2f"
+    assert secret["redis-url"] == "redis://warren-warren-redis:6379/"
+    for workload, service in ((rabbit, "warren-warren-rabbitmq"), (redis, "warren-warren-redis")):
+        assert workload["spec"]["volumeClaimTemplates"], "persistent"
+        find(objects, "Service", service)
+    assert "--appendonly" in redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    # Nothing of the in-chart broker or Redis is rendered for an external one.
+    names = {o["metadata"]["name"] for o in renders["fleet"]}
+    assert not {"warren-warren-rabbitmq", "warren-warren-redis"} & names
+
+
+def test_the_models_job_fills_the_volume_as_make_model_does(renders):
+    job = next(j for j in find(renders["default"], "Job") if "-models-fetch-" in j["metadata"]["name"])
+    pod = job["spec"]["template"]["spec"]
+    script = pod["containers"][0]["args"][0]
+    sha = (REPO / "scripts/fetch-model.sh").read_text().split('SHA256="')[1].split('"')[0]
+    assert sha in script
+    assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "warren-warren-models"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "rabbitmq.password is required"),
+        (["--set", "rabbitmq.enabled=false"], "rabbitmq.url is required"),
+        (["--set", "rabbitmq.password=x", "--set", "redis.enabled=false"], "redis.url is required"),
+        (["--set", "rabbitmq.password=x", "--set", "models[0].name=bad name"], "a model name is letters, digits"),
+        (["--set", "rabbitmq.password=x", "--set", "models[0].name=embed"], "not be `embed`"),
+        (["--set", "rabbitmq.password=x", "--set", "models[0].name=m,models[0].file="], "needs a `file`"),
+        (["--set", "rabbitmq.password=x", "--set", "models[0].file=m.gguf"], "every entry needs a `name`"),
+    ],
+)
+def test_bad_values_fail_with_a_message_that_names_the_key(renders, args, message):
+    out = subprocess.run([str(HELM), "template", "warren", str(CHART), *args], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr
+
+
+def test_two_models_that_collide_as_kubernetes_names_are_refused(renders):
+    out = subprocess.run(
+        [str(HELM), "template", "warren", str(CHART), "--set", "rabbitmq.password=x",
+         "--set", "models[0].name=a.b,models[0].file=a.gguf", "--set", "models[1].name=a_b,models[1].file=b.gguf"],
+        capture_output=True, text=True,
+    )
+    assert out.returncode != 0 and "must stay distinct" in out.stderr, out.stderr
