@@ -154,6 +154,7 @@ lint: setup
 	$(MAKE) docs
 	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts.test.yml
 	scripts/check-chart.sh
+	scripts/check-dashboard.sh
 
 fmt:
 	$(CARGO) fmt

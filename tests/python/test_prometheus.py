@@ -1,6 +1,10 @@
-"""The alert rules against a real Prometheus scraping a live worker and gateway: after the
-events the rules watch (a task, a dead letter, a failing webhook), every metric that
-deploy/prometheus/alerts.yml names has series in Prometheus, and every rule evaluates."""
+"""The alert rules and the Grafana dashboard against a real Prometheus scraping a live worker
+and gateway: after the events the rules watch (a task, a dead letter, a failing webhook),
+every metric that deploy/prometheus/alerts.yml names has series in Prometheus and every rule
+evaluates; after the events the dashboard shows (load, a dead letter, a 429, a failing
+webhook, a backlog), every query of deploy/grafana/warren.json returns non-zero data."""
+
+import json
 
 import re
 import shutil
@@ -15,6 +19,7 @@ import pytest
 from conftest import Amqp, Names, free_port, metric, sdk, start_gateway, start_worker
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "warren.json"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -31,15 +36,17 @@ def prometheus():
     folder = Path(tempfile.mkdtemp(prefix="warren-prometheus-"))
     state = {}
 
-    def start(targets):
+    def start(targets, labels=None):
+        """Scrapes `targets` (host:port); `labels` maps a target to its target labels."""
         port = free_port()
         shutil.copy(RULES, folder / "alerts.yml")
+        configs = [{"targets": [t], "labels": (labels or {}).get(t, {})} for t in targets]
         (folder / "prometheus.yml").write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             "rule_files: [alerts.yml]\n"
             "scrape_configs:\n"
             "  - job_name: warren\n"
-            f"    static_configs: [{{targets: [{', '.join(repr(t) for t in targets)}]}}]\n")
+            f"    static_configs: {json.dumps(configs)}\n")
         state["process"] = subprocess.Popen(
             ["prometheus", f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
              f"--web.listen-address=127.0.0.1:{port}"],
@@ -106,6 +113,87 @@ def test_every_metric_the_alert_rules_read_is_scraped_and_every_rule_evaluates(p
             groups = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
             rules = [rule for group in groups for rule in group["rules"]]
         assert all(rule.get("health") == "ok" for rule in rules), rules
+    finally:
+        amqp.connection.close()
+        gateway.stop()
+        worker.stop()
+        names.delete()
+
+
+def dashboard_queries():
+    """Every query of the dashboard, with Grafana's variables as a live Grafana fills them."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    # $__rate_interval: a window that still holds the events while the test waits for them.
+    return [(panel["title"], target["expr"].replace("$__rate_interval", "3m").replace("$model", ".*"))
+            for panel in panels for target in panel["targets"]]
+
+
+def test_every_dashboard_query_returns_data_after_the_events_it_shows(prometheus):
+    names = Names("dashboard")
+    # Four deliveries for one slot: a burst leaves tasks waiting in the engine.
+    worker = start_worker(names, broker__prefetch=4)
+    key = f"sk-{names.base}"  # its own rate-limit bucket in the shared Redis
+    gateway = start_gateway(names, gateway__webhook_secret=SECRET, gateway__webhook_max_attempts=1,
+                            gateway__requests_per_minute=4, gateway__api_keys=key)
+    amqp = Amqp(names)
+    try:
+        worker_target, gateway_target = worker.metrics_url.split("/")[2], gateway.metrics_url.split("/")[2]
+        # The model label is a target label, as the Helm chart's pods carry it.
+        url = prometheus([worker_target, gateway_target], labels={worker_target: {"model": "gemma3-270m"}})
+        # Rates need a sample from before the events: wait for both targets' first scrapes.
+        deadline = time.monotonic() + 30
+        while sum(float(r["value"][1]) for r in httpx.get(f"{url}/api/v1/query", params={"query": "up"},
+                                                           timeout=5).json()["data"]["result"]) < 2:
+            assert time.monotonic() < deadline, "Prometheus never scraped both targets"
+            time.sleep(0.5)
+        # Load: a burst of tasks; dead letters; failing webhooks; 429s. A labelled counter's
+        # series appears at its first increment, and a rate needs two samples of it: each
+        # event happens twice, more than a scrape apart.
+        burst = [amqp.send({"prompt": f"Count to {n}:", "max_tokens": 24}) for n in range(6)]
+        for task in burst:
+            assert amqp.reply(task)["status"] == "ok"
+        client = sdk(gateway.base_url, api_key=key)
+        for _ in range(2):
+            bad = amqp.send({"prompt": 42})
+            assert amqp.reply(bad)["status"] == "error"
+            closed = f"http://127.0.0.1:{free_port()}/hook"
+            client.responses.create(model="m", input="Hi", max_output_tokens=2, background=True,
+                                    metadata={"callback_url": closed})
+            time.sleep(2.5)
+        statuses = []
+        for _ in range(6):
+            response = httpx.post(f"{gateway.base_url}/chat/completions", timeout=60, headers={
+                "Authorization": f"Bearer {key}"}, json={
+                "model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]})
+            statuses.append(response.status_code)
+            time.sleep(1.5)
+        assert statuses.count(429) >= 2, statuses
+        amqp.channel.queue_declare(names.embeddings, durable=True)
+        amqp.send({"input": "a backlog nobody consumes"}, queue=names.embeddings)
+
+        queries = dashboard_queries()
+        assert len(queries) >= 14, queries
+        used = sorted(set(re.findall(r"\b(warren_[a-z_]+?)(?:_bucket)?\b", DASHBOARD.read_text())))
+
+        def missing():
+            """Metric names absent from a live scrape, and queries without a non-zero value."""
+            scraped = httpx.get(worker.metrics_url, timeout=5).text + httpx.get(gateway.metrics_url, timeout=5).text
+            absent = [name for name in used if name not in scraped]
+            empty = []
+            for title, expr in queries:
+                result = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5).json()
+                assert result["status"] == "success", (title, expr, result)
+                values = [float(sample["value"][1]) for sample in result["data"]["result"]]
+                if not any(v > 0 for v in values):
+                    empty.append((title, expr, values))
+            return absent + empty
+
+        deadline = time.monotonic() + 60
+        problems = missing()
+        while problems and time.monotonic() < deadline:
+            time.sleep(1)
+            problems = missing()
+        assert not problems, problems
     finally:
         amqp.connection.close()
         gateway.stop()
