@@ -34,7 +34,7 @@ fi
 mkdir -p "$dir"
 umask 077
 cat > "$dir/users.json" <<JSON
-{"users":[{"name":"$app_user","password":"$WARREN_RABBITMQ_PASSWORD","tags":""},{"name":"$ops_user","password":"$OPS_RABBITMQ_PASSWORD","tags":"administrator"}$guest_user],
+{"users":[{"name":"$app_user","password":"$WARREN_RABBITMQ_PASSWORD","tags":"policymaker"},{"name":"$ops_user","password":"$OPS_RABBITMQ_PASSWORD","tags":"administrator"}$guest_user],
  "permissions":[{"user":"$app_user","vhost":"/","configure":".*","write":".*","read":".*"},{"user":"$ops_user","vhost":"/","configure":".*","write":".*","read":".*"}$guest_permission]}
 JSON
 # The broker runs as the rabbitmq user in the official image.

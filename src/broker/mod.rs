@@ -7,6 +7,7 @@
 
 mod blocked;
 pub mod headers;
+pub mod management;
 mod publisher;
 mod topology;
 mod transaction;

@@ -21,6 +21,17 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         topology.declare(&channel).await?;
         let _ = connection.close(200, "done".into()).await;
         println!("declared on {}:", settings.redacted_broker_url());
+        match broker::management::apply_queue_bound(&settings).await {
+            Ok(Some(policy)) => println!(
+                "policy   {policy}  max-length={}, overflow=reject-publish (0: removed)",
+                settings.topology.queue_bound
+            ),
+            Ok(None) => {}
+            // The queues are declared; a broker without the management API stays unbounded.
+            Err(e) => {
+                eprintln!("warren: the queue bound policy was not set: {e} (broker.management_url)")
+            }
+        }
     }
     print!("{}", topology.describe());
     Ok(())

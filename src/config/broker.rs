@@ -25,6 +25,9 @@ pub struct BrokerSettings {
     pub reconnect_initial_ms: u64,
     /// Longest delay between reconnection tries, in ms.
     pub reconnect_max_ms: u64,
+    /// RabbitMQ's management API (queue bound policies, drain rates): a URL, `auto` (beside
+    /// the first broker URL, same credentials) or empty (unused).
+    pub management_url: SecretString,
 }
 
 /// Whether the requests queue is a quorum or a classic queue.
@@ -57,8 +60,11 @@ pub struct TopologySettings {
     pub queue_type: QueueType,
     /// Quorum only: deliveries before the broker dead-letters a task.
     pub delivery_limit: u32,
-    /// Bound on the requests backlog; 0 = unbounded.
+    /// Bound on the requests backlog as a queue argument; 0 = none.
     pub max_length: u32,
+    /// Bound on each task queue's backlog, set by a policy through the management API;
+    /// 0 = none (the policy is removed).
+    pub queue_bound: u32,
     /// Classic only: highest priority honoured; 0 = none.
     pub max_priority: u8,
     /// Fanout exchange receiving dead letters.
@@ -97,6 +103,18 @@ impl BrokerSettings {
         }
         if self.reconnect_initial_ms == 0 {
             return Err(invalid("broker.reconnect_initial_ms", "must be at least 1"));
+        }
+        let management = self.management_url.expose_secret();
+        if !management.is_empty() && management != "auto" {
+            let url = url::Url::parse(management).map_err(|e| {
+                invalid("broker.management_url", format!("is not a valid URL: {e}"))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "broker.management_url",
+                    "must be `auto`, empty, or a URL starting with http:// or https://",
+                ));
+            }
         }
         if self.reconnect_max_ms < self.reconnect_initial_ms {
             return Err(invalid(

@@ -14,7 +14,8 @@ use tracing::{info, warn};
 use crate::broker::{self, BlockedWatch, Topology};
 use crate::client::{Client, Pending};
 use crate::config::Settings;
-use crate::gateway::errors::ApiError;
+use crate::gateway::backlog::Backlog;
+use crate::gateway::errors::{ApiError, QUEUE_FULL};
 use crate::gateway::metrics::GatewayMetrics;
 use crate::retry::ReconnectBackoff;
 
@@ -27,6 +28,7 @@ pub struct BrokerLink {
     current: Arc<RwLock<Option<Arc<Client>>>>,
     unsent_cancels: Arc<Mutex<Vec<String>>>,
     blocked: BlockedWatch,
+    backlog: Backlog,
 }
 
 impl BrokerLink {
@@ -107,13 +109,21 @@ impl BrokerLink {
         let mut guard = CancelOnDrop::new(self.clone(), id, metrics);
         match self.unless_blocked(publish(client)).await {
             Ok(pending) => Ok((pending, guard)),
-            Err(e) => {
+            Err(mut e) => {
                 if !e.is_blocked() {
                     guard.disarm();
+                }
+                if e.code == QUEUE_FULL {
+                    e.retry_after = Some(self.backlog.retry_after_full());
                 }
                 Err(e)
             }
         }
+    }
+
+    /// What the task queues hold and how fast they drain, as last polled.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
     }
 
     /// The connected client, or `None` while (re)connecting.

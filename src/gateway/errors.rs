@@ -12,6 +12,10 @@ use serde_json::json;
 use crate::client::ClientError;
 use crate::protocol::{ErrorBody, ErrorCode};
 
+/// The code of a 429 for a full task queue (its Retry-After is estimated where it is
+/// published: `BrokerLink::publish_guarded`).
+pub const QUEUE_FULL: &str = "queue_full";
+
 /// An error answer.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -225,7 +229,7 @@ impl From<ClientError> for ApiError {
     fn from(error: ClientError) -> Self {
         match error {
             ClientError::QueueFull(queue) => ApiError::rate_limited(
-                "queue_full",
+                QUEUE_FULL,
                 format!("the requests queue `{queue}` is full; try again later"),
                 Duration::from_secs(1),
             ),

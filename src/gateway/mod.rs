@@ -17,6 +17,7 @@
 //! task's fate: that is the worker's job.
 
 pub mod admission;
+pub mod backlog;
 pub mod batches;
 pub mod broker_link;
 pub mod completions;
@@ -43,6 +44,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::management::Management;
 use crate::config::{ConfigError, Settings};
 use admission::Admission;
 use broker_link::BrokerLink;
@@ -90,6 +92,8 @@ pub struct Gateway {
     listener: tokio::net::TcpListener,
     app: Arc<Shared>,
     settings: Settings,
+    /// The management API, for the queues' drain rates (a full queue's Retry-After).
+    management: Option<Management>,
 }
 
 impl Gateway {
@@ -152,10 +156,16 @@ impl Gateway {
             },
             metrics,
         });
+        let management =
+            Management::from_settings(&settings).map_err(|e| ConfigError::Invalid {
+                key: "broker.management_url",
+                problem: e.to_string(),
+            })?;
         Ok(Gateway {
             listener,
             app,
             settings,
+            management,
         })
     }
 
@@ -180,6 +190,7 @@ impl Gateway {
         tokio::spawn(queue_depth::watch(
             self.app.broker_link.clone(),
             queue_depth::watched_queues(&self.settings),
+            self.management.clone(),
             self.app.metrics.clone(),
             shutdown.clone(),
         ));

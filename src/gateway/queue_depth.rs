@@ -3,7 +3,9 @@
 //! messages and the consumers) and sets `warren_queue_messages` and
 //! `warren_queue_consumers`. The queues are the requests queue, or under routing by model
 //! each served model's queue, and the embeddings queue. A queue that does not exist (no
-//! worker of that kind ever declared it) reads 0 and 0. Needs no management plugin.
+//! worker of that kind ever declared it) reads 0 and 0. Needs no management plugin; with
+//! `broker.management_url` it also asks the management API how fast each queue drains, for
+//! the Retry-After of a full queue's 429 ([`super::backlog`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker_link::BrokerLink;
 use super::metrics::GatewayMetrics;
+use crate::broker::management::Management;
 use crate::config::Settings;
 
 /// How often the queues are looked at.
@@ -40,6 +43,7 @@ pub fn watched_queues(settings: &Settings) -> Vec<String> {
 pub async fn watch(
     broker_link: BrokerLink,
     queues: Vec<String>,
+    management: Option<Management>,
     metrics: Arc<GatewayMetrics>,
     shutdown: CancellationToken,
 ) {
@@ -47,6 +51,15 @@ pub async fn watch(
         if let Some(client) = broker_link.client() {
             for queue in &queues {
                 metrics.queue_depth(queue, depth(client.connection(), queue).await);
+            }
+        }
+        if let Some(api) = &management {
+            for queue in &queues {
+                match api.queue_stats(queue).await {
+                    Ok(Some(stats)) => broker_link.backlog().record(queue, stats),
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, queue, "no drain rate this time"),
+                }
             }
         }
         tokio::select! {

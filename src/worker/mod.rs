@@ -274,6 +274,7 @@ async fn start_consuming(
     let setup = connection.create_channel().await?;
     topology.declare(&setup).await?;
     let _ = setup.close(200, "topology declared".into()).await;
+    broker::management::apply_queue_bound_logged(settings).await;
 
     listen_for_cancels(&connection, &topology, worker_name, lasting.cancels.clone()).await?;
     let publisher = Publisher::open(&connection).await?;

@@ -77,6 +77,10 @@ class Names:
                 management("DELETE", f"queues/%2F/{name}")
         for exchange in (self.dlx, self.control):
             management("DELETE", f"exchanges/%2F/{exchange}")
+        # The queue bound policies workers put for this test's queues.
+        for policy in management("GET", "policies/%2F").json():
+            if policy["name"].startswith(f"warren-bound-{self.base}."):
+                management("DELETE", f"policies/%2F/{policy['name']}")
 
 
 class Process:

@@ -340,7 +340,9 @@ def test_a_full_queue_is_a_429_and_nothing_is_published_twice():
                 client.completions.create(model="m", prompt="Hi", max_tokens=1)
             except openai.RateLimitError as e:
                 assert e.code == "queue_full"
-                assert e.response.headers["retry-after"] == "1"
+                # Nothing drains the queue (no worker): 60 s once the gateway has read its
+                # drain rate, 10 s before (test_queue_bound.py waits for the former).
+                assert e.response.headers["retry-after"] in ("10", "60")
                 break
             except openai.InternalServerError as e:
                 # No worker: the caller's wait ends with 504, the task stays queued.

@@ -61,6 +61,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "warren.env" -}}
 - name: WARREN__BROKER__URL_FILE
   value: /etc/warren/secret/amqp-url
+# The queue bound policies and drain rates (topology.queue_bound).
+- name: WARREN__BROKER__MANAGEMENT_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "warren.secretName" . }}
+      key: management-url
 {{- end -}}
 
 {{- define "warren.podSecurity" -}}
