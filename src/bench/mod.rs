@@ -13,17 +13,16 @@
 //! counts of generated tokens.
 
 mod floor;
+mod report;
 mod targets;
 
+pub(crate) use report::Report;
 pub(crate) use targets::{against_engine, against_gateway, against_llama_server, against_warren};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use hdrhistogram::Histogram;
-use serde::Serialize;
 
 use crate::protocol::{ChatMessage, FunctionDef, FunctionKind, Role, TaskBody, Tool, ToolChoice};
 use serde_json::Value;
@@ -70,6 +69,9 @@ pub(crate) struct Load {
     pub tool_schema: Option<Value>,
     /// Alternatives per token when every task asks for log probabilities.
     pub logprobs: Option<u32>,
+    /// After a refused task (a full queue), how long its loop waits before the next: a
+    /// client backing off.
+    pub refused_pause: Duration,
 }
 
 /// One task as the client saw it.
@@ -77,6 +79,9 @@ pub(crate) struct Load {
 pub(crate) struct Sample {
     /// Whether it completed.
     pub ok: bool,
+    /// Whether a full queue refused it (a nack over AMQP, a 429 `queue_full` over HTTP);
+    /// `latency` is then how long the refusal took.
+    pub refused: bool,
     /// Send to reply.
     pub latency: Duration,
     /// Latency minus the server's generation time.
@@ -91,140 +96,14 @@ pub(crate) struct Sample {
     pub prompt_read: u32,
 }
 
-/// p50 / p90 / p99 in milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub(crate) struct Percentiles {
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-}
-
-/// The outcome of a run.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Report {
-    /// Name of the run.
-    pub label: String,
-    /// Tasks sent.
-    pub tasks: usize,
-    /// Tasks that did not complete.
-    pub errors: usize,
-    /// Tasks outstanding at once.
-    pub concurrency: usize,
-    /// Wall time of the run, in seconds.
-    pub wall_s: f64,
-    /// Completed tasks per second.
-    pub tasks_per_s: f64,
-    /// Tokens generated, in all.
-    pub completion_tokens: u64,
-    /// Tokens generated per second.
-    pub tokens_per_s: f64,
-    /// Prompt tokens the server evaluated per task, on average (the rest came from a cache).
-    pub prompt_read_per_task: f64,
-    /// End-to-end latency as the client saw it.
-    pub latency_ms: Percentiles,
-    /// Latency minus the server's generation time.
-    pub ttft_ms: Percentiles,
-    /// Time before inference started, as the server reports it.
-    pub queue_wait_ms: Percentiles,
-    /// Latency minus the worker's own time: the broker path (AMQP), or the HTTP and broker
-    /// path (gateway).
-    pub overhead_ms: Option<Percentiles>,
-    /// Warren only: round trips of bare probes through the same broker during the run.
-    pub broker_floor_ms: Option<Percentiles>,
-}
-
-impl Report {
-    /// Summarizes `samples` taken over `wall`.
-    pub(crate) fn new(
-        label: &str,
-        concurrency: usize,
-        samples: &[Sample],
-        wall: Duration,
-        broker_floor: &[Duration],
-    ) -> Report {
-        let ok: Vec<_> = samples.iter().filter(|s| s.ok).collect();
-        let tokens: u64 = ok.iter().map(|s| u64::from(s.completion_tokens)).sum();
-        let wall_s = wall.as_secs_f64().max(1e-9);
-        let overheads: Vec<_> = ok.iter().filter_map(|s| s.overhead).collect();
-        Report {
-            label: label.to_owned(),
-            tasks: samples.len(),
-            errors: samples.len() - ok.len(),
-            concurrency,
-            wall_s,
-            tasks_per_s: ok.len() as f64 / wall_s,
-            completion_tokens: tokens,
-            tokens_per_s: tokens as f64 / wall_s,
-            prompt_read_per_task: ok.iter().map(|s| f64::from(s.prompt_read)).sum::<f64>()
-                / (ok.len().max(1) as f64),
-            latency_ms: percentiles(ok.iter().map(|s| s.latency)),
-            ttft_ms: percentiles(ok.iter().map(|s| s.time_to_first_token)),
-            queue_wait_ms: percentiles(ok.iter().map(|s| s.queue_wait)),
-            overhead_ms: (!overheads.is_empty()).then(|| percentiles(overheads.into_iter())),
-            broker_floor_ms: (!broker_floor.is_empty())
-                .then(|| percentiles(broker_floor.iter().copied())),
+impl Sample {
+    /// A task a full queue refused after `latency`.
+    pub(crate) fn refusal(latency: Duration) -> Sample {
+        Sample {
+            refused: true,
+            latency,
+            ..Sample::default()
         }
-    }
-
-    /// A human-readable table of this report.
-    pub(crate) fn table(&self) -> String {
-        let p = |x: &Percentiles| format!("{:>8.1} {:>8.1} {:>8.1}", x.p50, x.p90, x.p99);
-        let mut out = format!(
-            "{}: {} tasks ({} errors) at concurrency {} in {:.1} s\n\
-             throughput   {:.2} tasks/s, {:.1} completion tokens/s ({} tokens)\n\
-             prompt       {:.1} tokens read per task\n\
-             {:<12} {:>8} {:>8} {:>8}\n\
-             {:<12} {}\n{:<12} {}\n{:<12} {}\n",
-            self.label,
-            self.tasks,
-            self.errors,
-            self.concurrency,
-            self.wall_s,
-            self.tasks_per_s,
-            self.tokens_per_s,
-            self.completion_tokens,
-            self.prompt_read_per_task,
-            "ms",
-            "p50",
-            "p90",
-            "p99",
-            "latency",
-            p(&self.latency_ms),
-            "ttft",
-            p(&self.ttft_ms),
-            "queue wait",
-            p(&self.queue_wait_ms),
-        );
-        if let Some(overhead) = &self.overhead_ms {
-            out.push_str(&format!("{:<12} {}\n", "broker path", p(overhead)));
-        }
-        if let Some(floor) = &self.broker_floor_ms {
-            out.push_str(&format!("{:<12} {}\n", "broker floor", p(floor)));
-        }
-        out
-    }
-}
-
-fn percentiles(values: impl Iterator<Item = Duration>) -> Percentiles {
-    let Ok(mut histogram) = Histogram::<u64>::new(3) else {
-        return Percentiles::default();
-    };
-    let mut any = false;
-    for value in values {
-        any = true;
-        let _ = histogram.record(value.as_micros().max(1) as u64);
-    }
-    if !any {
-        return Percentiles::default();
-    }
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    Percentiles {
-        p50: ms(0.50),
-        p90: ms(0.90),
-        p99: ms(0.99),
     }
 }
 
@@ -285,7 +164,7 @@ where
     let mut loops = Vec::new();
     for _ in 0..load.concurrency.max(1) {
         let (next, done, samples, one) = (next.clone(), done.clone(), samples.clone(), one.clone());
-        let total = load.tasks;
+        let (total, pause) = (load.tasks, load.refused_pause);
         loops.push(tokio::spawn(async move {
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
@@ -293,10 +172,14 @@ where
                     return;
                 }
                 let sample = one(index).await;
+                let refused = sample.refused;
                 if let Ok(mut samples) = samples.lock() {
                     samples.push(sample);
                 }
                 done.fetch_add(1, Ordering::Relaxed);
+                if refused && !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
             }
         }));
     }
@@ -385,6 +268,7 @@ mod tests {
             json_schema: None,
             tool_schema: None,
             logprobs: None,
+            refused_pause: Duration::ZERO,
         };
         let lengths: Vec<u32> = (0..8).map(|i| load.max_tokens_of(i)).collect();
         assert_eq!(lengths, [12, 72, 36, 96, 60, 24, 84, 48]);

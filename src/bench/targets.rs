@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{drive, floor, task_body, Load, Sample};
 use crate::broker::{self, Topology};
-use crate::client::{Answer, Client};
+use crate::client::{Answer, Client, ClientError};
 use crate::config::Settings;
 use crate::engine::{Engine, GenerationRequest};
 use crate::protocol::{
@@ -38,8 +38,10 @@ pub(crate) async fn against_warren(
         async move {
             let id = uuid::Uuid::new_v4().to_string();
             let sent = Instant::now();
-            let Ok(pending) = client.submit(&id, &body).await else {
-                return Sample::default();
+            let pending = match client.submit(&id, &body).await {
+                Ok(pending) => pending,
+                Err(ClientError::QueueFull(_)) => return Sample::refusal(sent.elapsed()),
+                Err(_) => return Sample::default(),
             };
             let Ok(Answer {
                 reply,
@@ -62,6 +64,7 @@ pub(crate) async fn against_warren(
             let worker_time = worker_time.unwrap_or(Duration::from_millis(t.total));
             Sample {
                 ok: true,
+                refused: false,
                 latency,
                 time_to_first_token: latency.saturating_sub(generation),
                 queue_wait: Duration::from_millis(t.queued),
@@ -131,6 +134,7 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
                     let latency = sent.elapsed();
                     Sample {
                         ok: true,
+                        refused: false,
                         latency,
                         time_to_first_token: latency.saturating_sub(generation.generation_time),
                         queue_wait: generation.slot_wait,
@@ -186,6 +190,7 @@ pub(crate) async fn against_llama_server(base_url: &str, load: &Load) -> (Vec<Sa
                 let predicted_ms = reply["timings"]["predicted_ms"].as_f64().unwrap_or(0.0);
                 Sample {
                     ok: true,
+                    refused: false,
                     latency,
                     time_to_first_token: latency
                         .saturating_sub(Duration::from_secs_f64(predicted_ms / 1000.0)),
@@ -224,8 +229,11 @@ pub(crate) async fn against_gateway(base_url: &str, load: &Load) -> (Vec<Sample>
             });
             tokio::task::spawn_blocking(move || {
                 let sent = Instant::now();
-                let Ok(mut response) = agent.post(&url).send_json(&body) else {
-                    return Sample::default();
+                let mut response = match agent.post(&url).send_json(&body) {
+                    Ok(response) => response,
+                    // A full queue's answer (a rate limit's too: the bench sends no key).
+                    Err(ureq::Error::StatusCode(429)) => return Sample::refusal(sent.elapsed()),
+                    Err(_) => return Sample::default(),
                 };
                 let reply = response.body_mut().read_json::<Value>();
                 let latency = sent.elapsed();
@@ -245,6 +253,7 @@ pub(crate) async fn against_gateway(base_url: &str, load: &Load) -> (Vec<Sample>
                 ) as u32;
                 Sample {
                     ok: true,
+                    refused: false,
                     latency,
                     // The gateway does not report generation time: TTFT is not measured.
                     time_to_first_token: Duration::ZERO,

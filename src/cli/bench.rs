@@ -56,6 +56,10 @@ pub(crate) struct Args {
     /// llama-server's `n_probs`), to measure what reporting them costs.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub logprobs: Option<u32>,
+    /// After a task a full queue refused (a nack, a 429), wait this long before that loop's
+    /// next task: a client backing off. 0 = at once.
+    #[arg(long, default_value_t = 0)]
+    pub refused_pause_ms: u64,
     /// Run the engine in this process (engine.* settings, e.g. WARREN__ENGINE__SLOTS) instead
     /// of going through RabbitMQ.
     #[arg(long, conflicts_with = "llama_server")]
@@ -91,6 +95,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         json_schema: read_schema(args.json_schema.as_deref(), "--json-schema")?,
         tool_schema: read_schema(args.tool_schema.as_deref(), "--tool-schema")?,
         logprobs: args.logprobs,
+        refused_pause: std::time::Duration::from_millis(args.refused_pause_ms),
     };
     anyhow::ensure!(!load.prompts.is_empty(), "no prompts");
     let mut step_profile = None;
