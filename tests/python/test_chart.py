@@ -6,6 +6,7 @@ Schema validation of the same renders is `scripts/check-chart.sh` (make lint).""
 
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 import yaml
@@ -88,7 +89,8 @@ def test_the_gateway_serves_exactly_the_models_workers_serve_and_its_configurati
         if v["name"] == "WARREN__ENGINE__MODEL_NAME"
     ]
     assert sorted(served) == sorted(models)
-    # The gateway publishes to the exchange the workers' queues are bound to.
+    # warren accepts the gateway's rendered configuration (the dry run loads and checks it),
+    # and it publishes to the exchange the workers' queues are bound to.
     consumed_queue(objects, gateway, tmp_path)
     assert env["WARREN__TOPOLOGY__TASKS_EXCHANGE"] == "warren.tasks"
     probes = (gateway["readinessProbe"]["httpGet"]["path"], gateway["livenessProbe"]["httpGet"]["path"])
@@ -115,6 +117,9 @@ def test_workers_scale_from_zero_and_everything_referenced_is_rendered(renders, 
         for target in auth["spec"]["secretTargetRef"]:
             assert target["name"] == secret_name and target["key"] in secret
         assert secret["management-url"].startswith("http")
+        # KEDA looks for the queue in the virtual host the workers connect to.
+        vhost = unquote(urlparse(secret["amqp-url"]).path[1:]) or "/"
+        assert scaler["spec"]["triggers"][0]["metadata"]["vhostName"] == vhost
     for kind in ("Deployment", "StatefulSet", "Job"):
         for workload in [o for o in objects if o["kind"] == kind]:
             pod = workload["spec"]["template"]["spec"]
@@ -162,7 +167,7 @@ def test_the_default_stack_has_its_own_broker_and_redis_with_volumes(renders):
     secret = secret_data(objects)
     rabbit = find(objects, "StatefulSet", "warren-warren-rabbitmq")[0]
     redis = find(objects, "StatefulSet", "warren-warren-redis")[0]
-    assert secret["amqp-url"] == "amqp://warren:check-only@warren-warren-rabbitmq:5672/%2f"
+    assert secret["amqp-url"] == "amqp://warren:check-only@warren-warren-rabbitmq:5672/%2F"
     assert secret["redis-url"] == "redis://warren-warren-redis:6379/"
     for workload, service in ((rabbit, "warren-warren-rabbitmq"), (redis, "warren-warren-redis")):
         assert workload["spec"]["volumeClaimTemplates"], "persistent"

@@ -31,6 +31,8 @@ spec:
         warren.dev/model: {{ include "warren.modelSlug" (.model | default "embed") }}
       annotations:
         checksum/config: {{ $root.Values.config | sha256sum }}
+        # Restart on new credentials (a Secret of the chart's own; not for existingSecret).
+        checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
         prometheus.io/scrape: "true"
         prometheus.io/port: "9090"
         prometheus.io/path: /metrics
@@ -145,7 +147,7 @@ spec:
         mode: QueueLength
         value: {{ $spec.tasksPerReplica | quote }}
         activationValue: {{ $spec.activationTasks | quote }}
-        vhostName: /
+        vhostName: {{ $root.Values.rabbitmq.vhost | quote }}
       authenticationRef:
         name: {{ include "warren.fullname" $root }}-rabbitmq-management
 ---
