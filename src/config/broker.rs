@@ -63,7 +63,7 @@ pub struct TopologySettings {
     /// Bound on the requests backlog as a queue argument; 0 = none.
     pub max_length: u32,
     /// Bound on each task queue's backlog, set by a policy through the management API;
-    /// 0 = none (the policy is removed).
+    /// 0 = none (the policy is removed). With `max_length` too, RabbitMQ applies the smaller.
     pub queue_bound: u32,
     /// Classic only: highest priority honoured; 0 = none.
     pub max_priority: u8,

@@ -39,7 +39,9 @@ pub fn watched_queues(settings: &Settings) -> Vec<String> {
     queues
 }
 
-/// Polls `queues` until `shutdown`, whenever the broker link is connected.
+/// Polls `queues` until `shutdown`, whenever the broker link is connected; with a management
+/// API, reads their drain rates in a loop of its own, so that a slow API never holds up the
+/// depths.
 pub async fn watch(
     broker_link: BrokerLink,
     queues: Vec<String>,
@@ -47,19 +49,40 @@ pub async fn watch(
     metrics: Arc<GatewayMetrics>,
     shutdown: CancellationToken,
 ) {
+    if let Some(api) = management {
+        tokio::spawn(watch_drain_rates(
+            api,
+            broker_link.clone(),
+            queues.clone(),
+            shutdown.clone(),
+        ));
+    }
     loop {
         if let Some(client) = broker_link.client() {
             for queue in &queues {
                 metrics.queue_depth(queue, depth(client.connection(), queue).await);
             }
         }
-        if let Some(api) = &management {
-            for queue in &queues {
-                match api.queue_stats(queue).await {
-                    Ok(Some(stats)) => broker_link.backlog().record(queue, stats),
-                    Ok(None) => {}
-                    Err(e) => tracing::debug!(error = %e, queue, "no drain rate this time"),
-                }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+        }
+    }
+}
+
+/// Records what the management API says of each of `queues`, every [`POLL_EVERY`].
+async fn watch_drain_rates(
+    api: Management,
+    broker_link: BrokerLink,
+    queues: Vec<String>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        for queue in &queues {
+            match api.queue_stats(queue).await {
+                Ok(Some(stats)) => broker_link.backlog().record(queue, stats),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, queue, "no drain rate this time"),
             }
         }
         tokio::select! {
