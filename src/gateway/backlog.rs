@@ -1,7 +1,7 @@
 //! How deep the task queues are and how fast they drain, as RabbitMQ's management API last
-//! said (polled with the queue depths), and the `Retry-After` of a full queue's 429: the time
-//! its backlog takes to drain at that rate, so callers come back when there is room rather
-//! than at once.
+//! said (polled beside the queue depths), and the `Retry-After` of a full queue's 429: the
+//! time that queue's backlog takes to drain at that rate, so callers come back when there is
+//! room rather than at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -32,15 +32,23 @@ impl Backlog {
         }
     }
 
-    /// The Retry-After for a publish a full queue refused. The nack does not say which
-    /// queue, and the full one is the deepest, so its statistics decide.
-    pub fn retry_after_full(&self) -> Duration {
-        let deepest = self
-            .seen
-            .read()
-            .ok()
-            .and_then(|seen| seen.values().copied().max_by_key(|s| s.messages));
-        drain_time(deepest)
+    /// The Retry-After for a publish a full queue refused under routing key `key`: the queue
+    /// of that name, or under routing by model the queue named after the model
+    /// (`<requests queue>.<model>`); else, not knowing which, the deepest.
+    pub fn retry_after_full(&self, key: Option<&str>) -> Duration {
+        let Ok(seen) = self.seen.read() else {
+            return RETRY_AFTER_UNKNOWN;
+        };
+        let named = key.and_then(|key| {
+            seen.get(key).copied().or_else(|| {
+                let suffix = format!(".{key}");
+                seen.iter()
+                    .find(|(queue, _)| queue.ends_with(&suffix))
+                    .map(|(_, stats)| *stats)
+            })
+        });
+        let deepest = || seen.values().copied().max_by_key(|s| s.messages);
+        drain_time(named.or_else(deepest))
     }
 }
 
@@ -82,11 +90,19 @@ mod tests {
     }
 
     #[test]
-    fn the_deepest_queue_decides() {
+    fn the_refused_queue_decides_by_name_or_model_else_the_deepest() {
         let backlog = Backlog::default();
-        assert_eq!(backlog.retry_after_full(), RETRY_AFTER_UNKNOWN);
-        backlog.record("small", stats(3, 1.0));
-        backlog.record("full", stats(300, 10.0));
-        assert_eq!(backlog.retry_after_full(), Duration::from_secs(30));
+        assert_eq!(backlog.retry_after_full(None), RETRY_AFTER_UNKNOWN);
+        backlog.record("warren.requests.small", stats(3, 1.0));
+        backlog.record("warren.requests.large", stats(300, 10.0));
+        let by_model = backlog.retry_after_full(Some("small"));
+        assert_eq!(by_model, Duration::from_secs(3));
+        let by_name = backlog.retry_after_full(Some("warren.requests.large"));
+        assert_eq!(by_name, Duration::from_secs(30));
+        assert_eq!(backlog.retry_after_full(None), Duration::from_secs(30));
+        assert_eq!(
+            backlog.retry_after_full(Some("unknown")),
+            Duration::from_secs(30)
+        );
     }
 }

@@ -114,7 +114,7 @@ impl BrokerLink {
                     guard.disarm();
                 }
                 if e.code == QUEUE_FULL {
-                    e.retry_after = Some(self.backlog.retry_after_full());
+                    e.retry_after = Some(self.backlog.retry_after_full(e.refused_key.as_deref()));
                 }
                 Err(e)
             }

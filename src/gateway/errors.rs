@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::client::ClientError;
+use crate::gateway::backlog::RETRY_AFTER_UNKNOWN;
 use crate::protocol::{ErrorBody, ErrorCode};
 
 /// The code of a 429 for a full task queue (its Retry-After is estimated where it is
@@ -28,9 +29,12 @@ pub struct ApiError {
     /// What went wrong, in words.
     pub message: String,
     /// The request field at fault, when one is.
-    pub param: Option<String>,
+    pub param: Option<Box<str>>,
     /// `Retry-After`, for 429 and 503.
     pub retry_after: Option<Duration>,
+    /// For a full queue: the routing key the broker refused (the queue's name, or under
+    /// routing by model the model's), which picks the queue whose drain sets `retry_after`.
+    pub refused_key: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -42,13 +46,14 @@ impl ApiError {
             message: message.into(),
             param: None,
             retry_after: None,
+            refused_key: None,
         }
     }
 
     /// 400: the request is malformed or asks for something impossible.
     pub fn invalid(message: impl Into<String>, param: Option<String>) -> Self {
         ApiError {
-            param,
+            param: param.map(String::into_boxed_str),
             ..Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -228,11 +233,14 @@ impl ApiError {
 impl From<ClientError> for ApiError {
     fn from(error: ClientError) -> Self {
         match error {
-            ClientError::QueueFull(queue) => ApiError::rate_limited(
-                QUEUE_FULL,
-                format!("the requests queue `{queue}` is full; try again later"),
-                Duration::from_secs(1),
-            ),
+            ClientError::QueueFull(key) => ApiError {
+                refused_key: Some(key.as_str().into()),
+                ..ApiError::rate_limited(
+                    QUEUE_FULL,
+                    format!("the requests queue `{key}` is full; try again later"),
+                    RETRY_AFTER_UNKNOWN,
+                )
+            },
             ClientError::Unroutable(queue) => {
                 ApiError::unavailable(format!("the requests queue `{queue}` does not exist"))
             }
@@ -284,7 +292,11 @@ mod tests {
     fn a_full_queue_is_a_429_with_retry_after() {
         let response = ApiError::from(ClientError::QueueFull("q".into())).into_response();
         assert_eq!(response.status().as_u16(), 429);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            response.headers()[header::RETRY_AFTER],
+            "10",
+            "unknown drain: the fallback"
+        );
     }
 
     #[test]
