@@ -35,6 +35,7 @@ pub mod redis_link;
 pub mod retry;
 pub mod task_file;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;
 
 pub use cli::main as run_cli;

@@ -7,7 +7,6 @@
 //! (`warren-bound-<queue>`: `max-length`, `overflow = reject-publish`) when it starts, or
 //! deletes it with `topology.queue_bound = 0`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -27,6 +26,9 @@ pub enum ManagementError {
     /// `broker.management_url` is not a usable URL.
     #[error("broker.management_url is not a usable URL: {0}")]
     Url(String),
+    /// No TLS client could be set up.
+    #[error("no TLS client for the management API: {0}")]
+    Tls(String),
     /// The API could not be reached or did not answer in time.
     #[error("the management API did not answer: {0}")]
     Unreachable(#[from] reqwest::Error),
@@ -125,14 +127,7 @@ impl Management {
             url => url::Url::parse(url).map_err(|e| ManagementError::Url(e.to_string()))?,
         };
         let vhost = vhost_of(&amqp);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ManagementError::Url(e.to_string()))?
-            .with_root_certificates(rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            })
-            .with_no_client_auth();
+        let tls = crate::tls::client_config("").map_err(ManagementError::Tls)?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(CALL_LIMIT)
