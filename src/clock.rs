@@ -1,5 +1,6 @@
 //! Wall-clock time as the wire contract and OpenAI's objects count it: Unix milliseconds
-//! (`deadline_ms`, `x-warren-failed-at`) and Unix seconds (AMQP timestamps, `created_at`).
+//! (`deadline_ms`, `x-warren-failed-at`), Unix seconds (AMQP timestamps, `created_at`) and
+//! Unix microseconds (`x-warren-published-us`).
 //! The one place that reads the system clock for a timestamp; durations use `Instant`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +15,11 @@ pub fn since_epoch() -> Duration {
 /// Now, in Unix milliseconds.
 pub fn unix_ms() -> u64 {
     u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Now, in Unix microseconds.
+pub fn unix_micros() -> u64 {
+    u64::try_from(since_epoch().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Now, in Unix seconds.

@@ -52,6 +52,18 @@ pub(crate) enum Command {
     Bench(bench::Args),
 }
 
+impl Command {
+    /// The `service.name` of the commands whose spans are exported (`[trace]`).
+    fn traced_as(&self) -> Option<&'static str> {
+        match self {
+            Command::Worker(_) => Some("warren-worker"),
+            Command::Gateway(_) => Some("warren-gateway"),
+            Command::Submit(_) => Some("warren-submit"),
+            Command::Topology(_) | Command::Dlq(_) | Command::Bench(_) => None,
+        }
+    }
+}
+
 /// An error that decides the exit code.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
@@ -76,7 +88,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    crate::telemetry::init_logging(&settings.log);
+    let traces = match cli.command.traced_as() {
+        Some(service) => match crate::telemetry::traces::Traces::start(&settings.trace, service) {
+            Ok(traces) => traces,
+            Err(e) => {
+                eprintln!("warren: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => None,
+    };
+    crate::telemetry::init_logging(&settings.log, traces.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,6 +119,10 @@ pub fn main() -> ExitCode {
             Command::Gateway(args) => gateway::run(settings, args).await,
         }
     });
+    drop(runtime);
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

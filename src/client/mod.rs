@@ -18,9 +18,13 @@ use futures_util::StreamExt;
 use lapin::{BasicProperties, Connection};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::broker::{self, headers, BrokerError, Published, Publisher, Route, PERSISTENT};
-use crate::protocol::{Cancel, Chunk, Message, Reply, TaskBody, HEADER_WORKER_MICROS};
+use crate::protocol::{
+    Cancel, Chunk, Message, Reply, TaskBody, HEADER_PUBLISHED_US, HEADER_WORKER_MICROS,
+};
+use crate::telemetry::traces;
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
@@ -229,16 +233,34 @@ impl Client {
         if self.is_closed() {
             return Err(ClientError::Disconnected);
         }
+        let destination = if exchange.is_empty() { key } else { exchange };
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("publish {destination}"),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.destination.name = destination,
+            messaging.message.id = id,
+        );
+        // Read after the span starts, so that the worker's queue wait starts inside it.
+        let published_us = i64::try_from(crate::clock::unix_micros()).unwrap_or(i64::MAX);
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(PERSISTENT)
             .with_correlation_id(id.into())
             .with_message_id(id.into())
             .with_reply_to(reply_to.into())
-            .with_timestamp(crate::clock::unix_seconds());
+            .with_timestamp(crate::clock::unix_seconds())
+            .with_headers(headers::table([(
+                HEADER_PUBLISHED_US,
+                headers::int(published_us),
+            )]));
+        // The task's headers name this span: the worker's span of the task is its child.
+        let properties = span.in_scope(|| traces::with_current_context(properties));
         let published = self
             .publisher
             .publish(exchange, key, true, body, properties)
+            .instrument(span)
             .await;
         match published {
             Ok(Published::Delivered) => Ok(()),

@@ -23,7 +23,7 @@ pub use engine::{
     SamplingSettings,
 };
 pub use gateway::GatewaySettings;
-pub use observability::{log_filter, LogFormat, LogSettings, MetricsSettings};
+pub use observability::{log_filter, LogFormat, LogSettings, MetricsSettings, TraceSettings};
 pub use worker::{LimitSettings, RetrySettings, StreamSettings, WorkerSettings};
 
 /// The defaults, compiled in so that the binary runs from any directory.
@@ -83,6 +83,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Logging.
     pub log: LogSettings,
+    /// OpenTelemetry traces.
+    pub trace: TraceSettings,
     /// The OpenAI-compatible HTTP gateway (`warren gateway`).
     pub gateway: GatewaySettings,
 }
@@ -185,6 +187,7 @@ impl Settings {
         self.stream.validate()?;
         self.metrics.validate()?;
         self.log.validate()?;
+        self.trace.validate()?;
         self.gateway.validate()?;
         if self.engine.role == EngineRole::Embed && self.topology.routes_by_model() {
             return Err(invalid(

@@ -1,4 +1,4 @@
-//! `[metrics]` and `[log]`: how warren reports on itself, and their checks.
+//! `[metrics]`, `[log]` and `[trace]`: how warren reports on itself, and their checks.
 
 use serde::Deserialize;
 
@@ -73,5 +73,100 @@ impl MetricsSettings {
             ));
         }
         Ok(())
+    }
+}
+
+/// `[trace]`: OpenTelemetry traces over OTLP/HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSettings {
+    /// The collector's OTLP/HTTP base URL; empty = traces off.
+    pub endpoint: String,
+    /// Share of new traces recorded, 0.0 to 1.0.
+    pub sample_ratio: f64,
+    /// `service.name`; empty = chosen by command.
+    pub service_name: String,
+    /// Extra CA certificates (PEM) for an https endpoint; empty = none.
+    pub ca_file: String,
+}
+
+impl TraceSettings {
+    /// Whether traces are exported.
+    pub fn enabled(&self) -> bool {
+        !self.endpoint.trim().is_empty()
+    }
+
+    /// Where spans are posted: the OTLP/HTTP traces path under `endpoint`.
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.endpoint.trim().trim_end_matches('/'))
+    }
+
+    /// Checks the section's own values.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(invalid("trace.sample_ratio", "must be between 0.0 and 1.0"));
+        }
+        if self.enabled() {
+            let url = url::Url::parse(self.endpoint.trim()).map_err(|e| {
+                invalid(
+                    "trace.endpoint",
+                    format!("is not a URL ({e}), e.g. http://otel-collector:4318"),
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "trace.endpoint",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if !self.ca_file.is_empty() && !std::path::Path::new(&self.ca_file).is_file() {
+            return Err(invalid("trace.ca_file", "names no readable file"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceSettings;
+
+    fn settings(endpoint: &str, sample_ratio: f64) -> TraceSettings {
+        TraceSettings {
+            endpoint: endpoint.into(),
+            sample_ratio,
+            service_name: String::new(),
+            ca_file: String::new(),
+        }
+    }
+
+    #[test]
+    fn traces_are_off_without_an_endpoint() {
+        assert!(!settings("", 1.0).enabled());
+        assert!(settings("", 1.0).validate().is_ok());
+    }
+
+    #[test]
+    fn spans_go_to_the_traces_path_of_the_endpoint() {
+        assert_eq!(
+            settings("http://collector:4318/", 1.0).traces_url(),
+            "http://collector:4318/v1/traces"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        let ratio = settings("", 1.5).validate().unwrap_err().to_string();
+        assert!(ratio.contains("trace.sample_ratio"), "{ratio}");
+        let url = settings("collector:4318", 1.0)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(url.contains("trace.endpoint"), "{url}");
+        let scheme = settings("grpc://collector:4317", 1.0)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(scheme.contains("trace.endpoint"), "{scheme}");
     }
 }

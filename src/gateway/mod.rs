@@ -10,7 +10,8 @@
 //! and how a request's model is routed). Shared by them: [`results`] consumes the results
 //! queue that background responses and batches share; [`errors`] is OpenAI's error envelope;
 //! [`admission`] checks API keys and rate limits; [`queue_depth`] watches the task queues; [`format`] translates output formats;
-//! [`unsupported`] takes or refuses, by name, the fields no endpoint reads;
+//! [`unsupported`] takes or refuses, by name, the fields no endpoint reads; `traced` gives each
+//! request its span in the caller's trace;
 //! [`broker_link`] keeps the [`crate::client::Client`] connected and cancels tasks whose
 //! caller left; [`metrics`] counts. This module composes them into the [`Shared`] state of a
 //! [`Gateway`] that the CLI runs and tests can start. It must not run inference nor decide a
@@ -30,6 +31,7 @@ pub mod queue_depth;
 pub mod responses;
 pub mod results;
 pub mod shared_buckets;
+mod traced;
 pub mod unsupported;
 
 use std::net::SocketAddr;
@@ -259,6 +261,7 @@ fn router(app: Arc<Shared>, settings: &crate::config::GatewaySettings) -> Router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(app.clone(), measure))
+        .layer(middleware::from_fn(traced::traced))
         .with_state(app)
 }
 

@@ -26,6 +26,9 @@ pub const HEADER_UNDELIVERABLE: &str = "x-warren-undeliverable-reply-to";
 /// Header on a republished copy whose original had an AMQP `expiration`: that value (the
 /// copy itself must not expire in the parking lot).
 pub const HEADER_ORIGINAL_EXPIRATION: &str = "x-warren-original-expiration";
+/// Header on a task: when its publisher sent it (Unix time, microseconds), finer than the
+/// AMQP `timestamp` (whole seconds). Set by warren's client; optional for other publishers.
+pub const HEADER_PUBLISHED_US: &str = "x-warren-published-us";
 /// Header RabbitMQ's quorum queues set on a redelivered message: earlier deliveries that
 /// ended without an ack.
 pub const QUORUM_DELIVERY_COUNT: &str = "x-delivery-count";

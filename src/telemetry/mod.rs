@@ -1,12 +1,14 @@
-//! Telemetry: logs, metrics, health.
+//! Telemetry: logs, metrics, health, traces.
 //!
 //! Logs: tracing-subscriber set up from `[log]` (pretty or JSON, on stderr so that stdout
 //! stays free for command output), with `RUST_LOG` taking precedence over `log.level`. Task
 //! text (prompts, completions) is never logged at info or above: it may be private.
-//! [`metrics`] records; [`http`] serves `/metrics`, `/healthz` and `/readyz`.
+//! [`metrics`] records; [`http`] serves `/metrics`, `/healthz` and `/readyz`; [`traces`]
+//! exports spans and carries trace context across HTTP and AMQP.
 
 pub mod http;
 pub mod metrics;
+pub mod traces;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -86,25 +88,34 @@ struct Watched {
     kv_cells: usize,
 }
 
-/// Installs the global subscriber. Safe to call more than once (later calls do nothing).
-pub fn init_logging(settings: &LogSettings) {
+/// Installs the global subscriber: the log, filtered by `[log]` or `RUST_LOG`, and the span
+/// exporter of `traces` (filtered on its own). Safe to call more than once (later calls do
+/// nothing).
+pub fn init_logging(settings: &LogSettings, traces: Option<&traces::Traces>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.trim().is_empty() => crate::config::log_filter(&env),
         _ => settings.filter(),
     }
     .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match settings.format {
-        LogFormat::Json => builder
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match settings.format {
+        LogFormat::Json => log
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+            .boxed(),
+        LogFormat::Pretty => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(traces.map(traces::Traces::layer))
+        .try_init();
 }
 
 /// Whether the worker is ready to serve: model loaded and consuming. Not ready while it

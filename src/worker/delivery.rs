@@ -19,7 +19,7 @@ use super::fate::{self, BeforeRun, Fate, Redeliveries};
 use super::outbox::{Outbox, Outcome};
 use super::stream::{self, ChunkTarget};
 use super::task_meta::TaskMeta;
-use super::{faults, Shared};
+use super::{faults, spans, Shared};
 use crate::broker::{headers, BrokerError, Outgoing};
 use crate::clock::unix_ms;
 use crate::config::EngineRole;
@@ -34,15 +34,10 @@ use crate::protocol::{
 /// whose ack is already committed.
 pub(crate) async fn handle(shared: Arc<Shared>, delivery: Delivery, abandon: CancellationToken) {
     let meta = TaskMeta::read(&delivery);
-    let span = tracing::info_span!(
-        "task",
-        id = meta.id.as_deref().unwrap_or("-"),
-        correlation_id = meta.correlation_id.as_deref().unwrap_or("-"),
-        attempt = meta.attempt,
-        outcome = tracing::field::Empty,
-        code = tracing::field::Empty,
-    );
+    let queue = shared.topology.requests_queue().to_owned();
+    let span = spans::task_span(&delivery, &meta, &queue);
     async move {
+        spans::queue_wait(&delivery, &meta, &queue);
         let metrics = &shared.telemetry.metrics;
         metrics.in_flight(1);
         settle(&shared, &delivery, &meta, &abandon).await;
@@ -97,7 +92,11 @@ async fn settle(
     }
     let owed = outbox.owed(&fate, outcome.as_ref(), timings);
     let fault = shared.fault_injection.then_some(counts);
-    match commit_with_ack(shared, delivery, &owed, fault).await {
+    let committing = tracing::info_span!("commit", messages = owed.len() as i64);
+    match commit_with_ack(shared, delivery, &owed, fault)
+        .instrument(committing)
+        .await
+    {
         Ok(returned) => {
             count_dead_letters(shared, &fate, &owed);
             outbox.keep_undeliverable(returned).await;
@@ -138,12 +137,14 @@ async fn decide(
         BeforeRun::Settle(fate) => (fate, None),
         BeforeRun::Run => {
             let result = match shared.role {
-                EngineRole::Generate => run_task(shared, delivery, meta)
-                    .await
-                    .map(|g| Outcome::Generated(Box::new(g))),
-                EngineRole::Embed => run_embedding(shared, delivery, meta)
-                    .await
-                    .map(Outcome::Embedded),
+                EngineRole::Generate => run_task(shared, delivery, meta).await.map(|g| {
+                    spans::generated(&g, Instant::now());
+                    Outcome::Generated(Box::new(g))
+                }),
+                EngineRole::Embed => run_embedding(shared, delivery, meta).await.map(|e| {
+                    spans::embedded(&e, Instant::now());
+                    Outcome::Embedded(e)
+                }),
             };
             let fate = fate::after_run(&result, meta.attempt, &shared.retry);
             (fate, result.ok())

@@ -15,6 +15,7 @@ mod faults;
 mod finished;
 mod outbox;
 mod service;
+mod spans;
 mod stream;
 mod task_meta;
 

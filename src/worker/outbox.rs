@@ -240,6 +240,8 @@ impl<'a> Outbox<'a> {
             properties,
             [(HEADER_WORKER_MICROS, headers::int(worker_micros))],
         );
+        // The reply names the span of the task that answered (traces on).
+        properties = crate::telemetry::traces::with_current_context(properties);
         let queue = match &self.meta.reply_to {
             Some(reply_to) => reply_to.as_str(),
             None => self.shared.topology.results_queue(),

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 
 use crate::broker::headers;
-use crate::clock::unix_ms;
-use crate::protocol::HEADER_ATTEMPTS;
+use crate::clock::{unix_micros, unix_ms};
+use crate::protocol::{HEADER_ATTEMPTS, HEADER_PUBLISHED_US};
 
 /// What the task's properties say about it, read once.
 pub(crate) struct TaskMeta {
@@ -19,7 +19,8 @@ pub(crate) struct TaskMeta {
     /// This delivery's attempt, counted from 1.
     pub(crate) attempt: u32,
     pub(crate) received: Instant,
-    /// Lower bound of the time since the task was published (AMQP `timestamp`).
+    /// Lower bound of the time since the task was published (`x-warren-published-us`, else
+    /// the AMQP `timestamp`).
     pub(crate) age: Option<Duration>,
 }
 
@@ -36,15 +37,20 @@ impl TaskMeta {
         // x-warren-attempts counts the attempts already made; this delivery is the next one.
         let previous = headers::integer(properties, HEADER_ATTEMPTS).unwrap_or(0);
         let attempt = u32::try_from(previous.clamp(0, 1_000)).unwrap_or(0) + 1;
-        let age = properties.timestamp().map(|ts| {
-            // AMQP timestamps are whole seconds (some clients send milliseconds): take the
-            // latest instant the second allows, so the age is never overstated.
-            let sent_ms = if ts > 100_000_000_000 {
-                ts
-            } else {
-                ts.saturating_mul(1000).saturating_add(999)
-            };
-            Duration::from_millis(unix_ms().saturating_sub(sent_ms))
+        let published_us =
+            headers::integer(properties, HEADER_PUBLISHED_US).and_then(|us| u64::try_from(us).ok());
+        let age = published_us.map(|us| Duration::from_micros(unix_micros().saturating_sub(us)));
+        let age = age.or_else(|| {
+            properties.timestamp().map(|ts| {
+                // AMQP timestamps are whole seconds (some clients send milliseconds): take the
+                // latest instant the second allows, so the age is never overstated.
+                let sent_ms = if ts > 100_000_000_000 {
+                    ts
+                } else {
+                    ts.saturating_mul(1000).saturating_add(999)
+                };
+                Duration::from_millis(unix_ms().saturating_sub(sent_ms))
+            })
         });
         TaskMeta {
             id: message_id.or_else(|| correlation_id.clone()),

@@ -224,21 +224,23 @@ class Amqp:
         self.channel.confirm_delivery()
         self.replies = self.channel.queue_declare("", exclusive=True).method.queue
         self.arrived = {}
+        self.reply_properties = {}
         self.chunks = {}
 
-    def send(self, task, queue=None):
+    def send(self, task, queue=None, headers=None):
         task_id = str(uuid.uuid4())
         self.channel.basic_publish("", queue or self.names.requests, json.dumps(task), self._pika.BasicProperties(
             message_id=task_id, correlation_id=task_id, reply_to=self.replies, delivery_mode=2,
-            content_type="application/json"))
+            content_type="application/json", headers=headers))
         return task_id
 
     def reply(self, task_id, seconds=120):
         """The final reply to `task_id`; replies to other tasks are kept for their turn, and
-        every task's chunks in `self.chunks` (by task id, in arrival order)."""
+        every task's chunks in `self.chunks` (by task id, in arrival order), every final
+        reply's AMQP properties in `self.reply_properties`."""
         deadline = time.monotonic() + seconds
         while task_id not in self.arrived and time.monotonic() < deadline:
-            method, _, body = self.channel.basic_get(self.replies, auto_ack=True)
+            method, properties, body = self.channel.basic_get(self.replies, auto_ack=True)
             if method is None:
                 time.sleep(0.1)
                 continue
@@ -247,6 +249,7 @@ class Amqp:
                 self.chunks.setdefault(reply["id"], []).append(reply)
             elif reply["status"] != "started":
                 self.arrived[reply["id"]] = reply
+                self.reply_properties[reply["id"]] = properties
         if task_id not in self.arrived:
             raise AssertionError(f"no reply to {task_id}")
         return self.arrived.pop(task_id)

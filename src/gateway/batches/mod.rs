@@ -31,6 +31,7 @@ use crate::clock::unix_seconds;
 use crate::gateway::admission::owner_of;
 use crate::gateway::errors::ApiError;
 use crate::gateway::Shared;
+use crate::telemetry::traces;
 use object::BatchStatus;
 use outcome::Outcome;
 use runner::Runners;
@@ -107,6 +108,7 @@ pub async fn create(
                 total: lines.len(),
                 refused: refused.len(),
                 failed: refused.len(),
+                traceparent: traces::current_traceparent().unwrap_or_default(),
                 ..BatchRecord::default()
             };
             (record, refused)

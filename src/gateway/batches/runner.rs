@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::clock::unix_seconds;
 use crate::gateway::batches::input::{self, Line};
@@ -25,6 +25,7 @@ use crate::gateway::batches::outcome::{self, Outcome};
 use crate::gateway::batches::store::{BatchRecord, BatchStore, StoredFile};
 use crate::gateway::Shared;
 use crate::redis_link::RedisError;
+use crate::telemetry::traces;
 
 /// How long a runner's lease lasts without renewal.
 const LEASE_MS: u64 = 15_000;
@@ -197,21 +198,28 @@ async fn publish(
         };
         let line_id = object::line_id(id, next);
         let results = &app.responses.results_queue;
-        let sent = if task.embedding {
-            let queue = &app.embeddings_queue;
-            client
-                .send_to_queue(&line_id, &task.body, results, queue)
-                .await
-                .map_err(|e| crate::gateway::embeddings::publish_error(queue, e))
-        } else {
-            match app.models.routing_key(&task.model) {
-                Ok(key) => client
-                    .send_to(&line_id, &task.body, results, key)
+        // Each request's task joins the trace of the request that created the batch.
+        let line = tracing::info_span!("batch request", batch = id, line = next as i64);
+        traces::continue_trace(&line, traces::from_traceparent(&record.traceparent));
+        let sent = async {
+            if task.embedding {
+                let queue = &app.embeddings_queue;
+                client
+                    .send_to_queue(&line_id, &task.body, results, queue)
                     .await
-                    .map_err(|e| app.models.publish_error(&task.model, e)),
-                Err(refused) => Err(refused),
+                    .map_err(|e| crate::gateway::embeddings::publish_error(queue, e))
+            } else {
+                match app.models.routing_key(&task.model) {
+                    Ok(key) => client
+                        .send_to(&line_id, &task.body, results, key)
+                        .await
+                        .map_err(|e| app.models.publish_error(&task.model, e)),
+                    Err(refused) => Err(refused),
+                }
             }
-        };
+        }
+        .instrument(line)
+        .await;
         match sent {
             Ok(()) => {
                 app.metrics.batch_task_published();

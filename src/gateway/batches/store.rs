@@ -73,6 +73,9 @@ pub struct BatchRecord {
     pub completed: usize,
     /// Requests refused or answered with an error.
     pub failed: usize,
+    /// The W3C `traceparent` of the request that created it (empty: not traced): its
+    /// requests' tasks join that trace.
+    pub traceparent: String,
 }
 
 impl BatchRecord {
@@ -227,6 +230,7 @@ impl BatchStore {
                 ("published", "0".into()),
                 ("completed", "0".into()),
                 ("failed", record.failed.to_string()),
+                ("traceparent", record.traceparent.clone()),
             ],
         );
         pipe.ignore().expire(&key, self.ttl_s as i64).ignore();
@@ -268,6 +272,7 @@ impl BatchStore {
             published: count("published"),
             completed: count("completed"),
             failed: count("failed"),
+            traceparent: fields.get("traceparent").cloned().unwrap_or_default(),
         }))
     }
 
