@@ -47,7 +47,13 @@ async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_ever
             ..TaskBody::prompt(format!("Verse {i}:"))
         };
         client
-            .send_to(&id, &task.to_bytes(), &reply_queue, None)
+            .send_to(
+                &id,
+                &task.to_bytes(),
+                &reply_queue,
+                None,
+                warren::protocol::Tier::Interactive,
+            )
             .await
             .expect("published");
         ids.insert(id);

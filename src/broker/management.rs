@@ -42,7 +42,7 @@ pub enum ManagementError {
     },
 }
 
-/// The policy that bounds one task queue.
+/// The policy that bounds one task queue (and its batch tier's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoundPolicy {
     /// The policy's name: `warren-bound-<queue>`.
@@ -52,12 +52,18 @@ pub struct BoundPolicy {
 }
 
 impl BoundPolicy {
-    /// At most `max_length` tasks ready in `queue`; publishes beyond are nacked.
-    pub fn new(queue: &str, max_length: u32) -> BoundPolicy {
+    /// At most `max_length` tasks ready in `queue`, and as many in its batch tier's queue
+    /// when `with_batch_tier`; publishes beyond are nacked.
+    pub fn new(queue: &str, with_batch_tier: bool, max_length: u32) -> BoundPolicy {
+        let tier = if with_batch_tier {
+            format!("({})?", escape_pattern(crate::protocol::BATCH_SUFFIX))
+        } else {
+            String::new()
+        };
         BoundPolicy {
             name: policy_name(queue),
             body: json!({
-                "pattern": format!("^{}$", escape_pattern(queue)),
+                "pattern": format!("^{}{tier}$", escape_pattern(queue)),
                 "apply-to": "queues",
                 "priority": POLICY_PRIORITY,
                 "definition": {"max-length": max_length, "overflow": "reject-publish"},
@@ -251,9 +257,13 @@ pub async fn apply_queue_bound(settings: &Settings) -> Result<Option<String>, Ma
         return Ok(None);
     };
     let queue = &settings.topology.requests_queue;
+    let with_batch_tier = settings.batch_tier().is_some();
     match settings.topology.queue_bound {
         0 => api.delete_policy(&policy_name(queue)).await?,
-        bound => api.put_policy(&BoundPolicy::new(queue, bound)).await?,
+        bound => {
+            let policy = BoundPolicy::new(queue, with_batch_tier, bound);
+            api.put_policy(&policy).await?;
+        }
     }
     Ok(Some(policy_name(queue)))
 }
@@ -282,9 +292,11 @@ mod tests {
 
     #[test]
     fn a_bound_policy_matches_its_queue_alone_and_rejects_publishes_beyond_the_bound() {
-        let policy = BoundPolicy::new("warren.requests.llama-3.1", 256);
+        let policy = BoundPolicy::new("warren.requests.llama-3.1", false, 256);
         assert_eq!(policy.name, "warren-bound-warren.requests.llama-3.1");
         assert_eq!(policy.body["pattern"], r"^warren\.requests\.llama-3\.1$");
+        let tiers = BoundPolicy::new("warren.requests", true, 256);
+        assert_eq!(tiers.body["pattern"], r"^warren\.requests(\.batch)?$");
         assert_eq!(policy.body["apply-to"], "queues");
         assert_eq!(policy.body["definition"]["max-length"], 256);
         assert_eq!(policy.body["definition"]["overflow"], "reject-publish");

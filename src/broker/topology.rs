@@ -17,6 +17,9 @@
 //!   for a worker the model's own requests queue (`warren.requests.<model>`, its delay queues
 //!   `warren.retry.<model>.*`: the configuration names them) bound to it with the model's
 //!   name. A publisher that serves no model declares the exchange, not a requests queue.
+//! - the batch tier (generation only): the same requests and delay queues again with
+//!   `.batch` appended to their names (`warren.requests.batch`, `warren.retry.batch.*`;
+//!   bound with `<model>.batch` under routing by model), see [`crate::protocol::tier`].
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -25,6 +28,7 @@ use lapin::{Channel, ExchangeKind};
 use super::headers::{int, table, text};
 use super::BrokerError;
 use crate::config::{QueueType, Settings, TopologySettings};
+use crate::protocol::Tier;
 use crate::retry::{DelayQueue, RetryPolicy};
 
 /// Where a client publishes tasks and sends cancels.
@@ -43,18 +47,39 @@ pub struct Route {
 pub struct Topology {
     settings: TopologySettings,
     delay_queues: Vec<DelayQueue>,
-    /// Under routing by model: the model this process serves, if any.
+    /// Under routing by model: the key its requests queue is bound with (the model's name,
+    /// plus the tier's suffix for the batch tier), if this process serves a model.
     model: Option<String>,
+    /// The batch tier's queues, as a topology of their own; `None` for an embed worker and
+    /// for the batch tier itself.
+    batch: Option<Box<Topology>>,
 }
 
 impl Topology {
-    /// The topology described by `[topology]` and the delay queues of `[retry]`.
+    /// The topology described by `[topology]` and the delay queues of `[retry]`, with its
+    /// batch tier.
     pub fn new(settings: &Settings) -> Self {
+        let batch = settings.batch_tier().map(|batch| {
+            Box::new(Topology {
+                settings: batch.topology.clone(),
+                delay_queues: RetryPolicy::new(&batch.retry).delay_queues(),
+                model: batch
+                    .routed_model()
+                    .map(|m| Tier::Batch.key(m).into_owned()),
+                batch: None,
+            })
+        });
         Topology {
             settings: settings.topology.clone(),
             delay_queues: RetryPolicy::new(&settings.retry).delay_queues(),
             model: settings.routed_model().map(str::to_owned),
+            batch,
         }
+    }
+
+    /// The batch tier's queues: `requests_queue` and the delay queues of batch tasks.
+    pub fn batch_tier(&self) -> Option<&Topology> {
+        self.batch.as_deref()
     }
 
     /// The delay queues of the retry policy.
@@ -180,6 +205,17 @@ impl Topology {
                 return Ok(());
             }
         }
+        self.declare_tier(channel).await?;
+        if let Some(batch) = &self.batch {
+            batch.declare_tier(channel).await?;
+        }
+        Ok(())
+    }
+
+    /// Declares the tier's requests queue (bound to the tasks exchange under routing by
+    /// model) and its delay queues.
+    async fn declare_tier(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let s = &self.settings;
         declare_queue(channel, &s.requests_queue, table(self.requests_arguments())).await?;
         // A model is only set under routing by model.
         if let Some(model) = &self.model {
@@ -210,29 +246,36 @@ impl Topology {
             .join(", ");
         let mut text = format!(
             "queue    {requests}  durable, {args}\n\
+             {batch}\
              exchange {dlx}  fanout, durable\n\
              queue    {dead}  durable, x-queue-type={parking}, bound to {dlx}\n\
              queue    {results}  durable, x-queue-type={parking}\n\
              exchange {control}  fanout, durable (cancel messages; each worker binds its own queue)\n",
             requests = s.requests_queue,
+            batch = self.batch.as_ref().map_or_else(String::new, |batch| format!(
+                "queue    {}  durable, {args}: the batch tier, taken when a slot is free\n",
+                batch.settings.requests_queue
+            )),
             dlx = s.dead_letter_exchange,
             dead = s.dead_letter_queue,
             results = s.results_queue,
             control = s.control_exchange,
             parking = s.parking_queue_type.as_str(),
         );
-        for queue in &self.delay_queues {
-            text.push_str(&format!(
-                "queue    {}  durable, x-queue-type={}, x-message-ttl={}, dead-letters to {}\n",
-                queue.name,
-                s.parking_queue_type.as_str(),
-                queue.ttl.as_millis(),
-                s.requests_queue
-            ));
+        for tier in std::iter::once(self).chain(self.batch.as_deref()) {
+            for queue in &tier.delay_queues {
+                text.push_str(&format!(
+                    "queue    {}  durable, x-queue-type={}, x-message-ttl={}, dead-letters to {}\n",
+                    queue.name,
+                    s.parking_queue_type.as_str(),
+                    queue.ttl.as_millis(),
+                    tier.settings.requests_queue
+                ));
+            }
         }
         match (self.routes_by_model(), &self.model) {
             (true, model) => text.push_str(&format!(
-                "exchange {exchange}  direct, durable: publish tasks here with the model's name as routing key{bound}\n",
+                "exchange {exchange}  direct, durable: publish tasks here with the model's name as routing key (plus `.batch` for the batch tier){bound}\n",
                 exchange = s.tasks_exchange,
                 bound = model
                     .as_ref()
@@ -240,8 +283,9 @@ impl Topology {
                     .unwrap_or_default(),
             )),
             (false, _) => text.push_str(&format!(
-                "publish tasks to the default exchange (\"\") with routing key {}\n",
-                s.requests_queue
+                "publish tasks to the default exchange (\"\") with routing key {} (batch tier: {})\n",
+                s.requests_queue,
+                Tier::Batch.key(&s.requests_queue)
             )),
         }
         text
@@ -328,6 +372,24 @@ mod tests {
         settings.engine.model_name = "small".into();
         let worker = Topology::new(&settings);
         assert_eq!(worker.client_route().routing_key, "small");
+    }
+
+    #[test]
+    fn the_batch_tier_has_its_own_requests_and_delay_queues_and_routing_key() {
+        let mut settings = Settings::defaults();
+        settings.topology.tasks_exchange = "warren.tasks".into();
+        settings.engine.model_name = "small".into();
+        let batch = Topology::new(&settings.batch_tier().unwrap());
+        assert_eq!(batch.requests_queue(), "warren.requests.batch");
+        assert_eq!(batch.delay_queues()[0].name, "warren.retry.batch.1s");
+        let tier = Topology::new(&settings).batch.unwrap();
+        assert_eq!(tier.client_route().routing_key, "small.batch");
+        assert_eq!(
+            tier.delay_arguments(&tier.delay_queues()[0])[3].1,
+            text("warren.requests.batch")
+        );
+        settings.engine.role = crate::config::EngineRole::Embed;
+        assert!(Topology::new(&settings).batch_tier().is_none());
     }
 
     #[test]

@@ -11,8 +11,8 @@ use super::CliError;
 use crate::broker::{self, Topology};
 use crate::client::{Client, Incoming};
 use crate::config::Settings;
-use crate::protocol::ReplyStatus;
 use crate::protocol::{ChatMessage, TaskBody};
+use crate::protocol::{ReplyStatus, Tier};
 
 /// Options of `warren submit`.
 #[derive(Debug, clap::Args)]
@@ -54,6 +54,10 @@ pub(crate) struct Args {
     /// routing key on the tasks exchange.
     #[arg(long)]
     pub model: Option<String>,
+    /// Priority tier: `interactive` (the default for one task) or `batch` (the default with
+    /// --file): workers take batch tasks only when a slot would otherwise stay free.
+    #[arg(long, value_enum)]
+    pub tier: Option<TierArg>,
     /// Seconds to wait for the reply (with --file: for each task's reply once published).
     #[arg(long, default_value_t = 300)]
     pub wait: u64,
@@ -67,6 +71,24 @@ pub(crate) struct Args {
     /// With --file: most tasks published and not yet answered at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub in_flight: u32,
+}
+
+/// `--tier`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum TierArg {
+    /// Served first.
+    Interactive,
+    /// Served when a slot would otherwise stay free.
+    Batch,
+}
+
+impl TierArg {
+    fn tier(self) -> Tier {
+        match self {
+            TierArg::Interactive => Tier::Interactive,
+            TierArg::Batch => Tier::Batch,
+        }
+    }
 }
 
 impl Args {
@@ -116,6 +138,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
             in_flight: args.in_flight as usize,
             wait: Duration::from_secs(args.wait),
             model: args.model.clone(),
+            tier: args.tier.map_or(Tier::Batch, TierArg::tier),
         };
         return super::submit_file::run(settings, job).await;
     }
@@ -130,7 +153,12 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
 
     let id = uuid::Uuid::new_v4().to_string();
     let mut pending = client
-        .submit_routed(&id, &body.to_bytes(), args.model.as_deref())
+        .submit_routed(
+            &id,
+            &body.to_bytes(),
+            args.model.as_deref(),
+            args.tier.map_or(Tier::Interactive, TierArg::tier),
+        )
         .await?;
     match &args.model {
         Some(model) => eprintln!("task {id} published for model {model}"),

@@ -22,7 +22,7 @@ use super::CliError;
 use crate::broker::{self, Topology};
 use crate::client::{Client, ClientError};
 use crate::config::Settings;
-use crate::protocol::Reply;
+use crate::protocol::{Reply, Tier};
 use crate::task_file::{self, ResultLine, Tally, TaskLine};
 
 /// What a bulk run is given.
@@ -34,6 +34,8 @@ pub(super) struct Job {
     pub wait: Duration,
     /// With routing by model: the model every task goes to.
     pub model: Option<String>,
+    /// The tier every task goes to (`batch` unless asked otherwise).
+    pub tier: Tier,
 }
 
 /// How one sent task ended.
@@ -172,7 +174,7 @@ async fn send_all(
         let mut backoff = Duration::from_millis(100);
         let pending = loop {
             match client
-                .submit_routed(&id, &line.body, job.model.as_deref())
+                .submit_routed(&id, &line.body, job.model.as_deref(), job.tier)
                 .await
             {
                 Ok(pending) => break pending,

@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::broker::{self, headers, BrokerError, Published, Publisher, Route, PERSISTENT};
 use crate::protocol::{
-    Cancel, Chunk, Message, Reply, TaskBody, HEADER_PUBLISHED_US, HEADER_WORKER_MICROS,
+    Cancel, Chunk, Message, Reply, TaskBody, Tier, HEADER_PUBLISHED_US, HEADER_WORKER_MICROS,
 };
 use crate::telemetry::traces;
 
@@ -133,23 +133,25 @@ impl Client {
     /// Like [`Client::submit`] with a body given as bytes (which may be anything: the worker
     /// validates it).
     pub async fn submit_bytes(&self, id: &str, body: &[u8]) -> Result<Pending, ClientError> {
-        self.submit_routed(id, body, None).await
+        self.submit_routed(id, body, None, Tier::Interactive).await
     }
 
     /// Like [`Client::submit_bytes`], published with `routing_key` instead of the route's own
-    /// (under routing by model: the task's model). A key no queue is bound to is
-    /// [`ClientError::Unroutable`].
+    /// (under routing by model: the task's model), to the queue of `tier`. A key no queue is
+    /// bound to is [`ClientError::Unroutable`].
     pub async fn submit_routed(
         &self,
         id: &str,
         body: &[u8],
         routing_key: Option<&str>,
+        tier: Tier,
     ) -> Result<Pending, ClientError> {
         if self.is_closed() {
             return Err(ClientError::Disconnected);
         }
         let pending = self.wait_for(id);
-        self.send_to(id, body, &self.reply_to, routing_key).await?;
+        self.send_to(id, body, &self.reply_to, routing_key, tier)
+            .await?;
         Ok(pending)
     }
 
@@ -180,18 +182,19 @@ impl Client {
     }
 
     /// Publishes task `id` with another `reply_to` (a durable queue someone else consumes):
-    /// this client waits for nothing. Confirmed like [`Client::submit`]; `routing_key` as in
-    /// [`Client::submit_routed`].
+    /// this client waits for nothing. Confirmed like [`Client::submit`]; `routing_key` and
+    /// `tier` as in [`Client::submit_routed`].
     pub async fn send_to(
         &self,
         id: &str,
         body: &[u8],
         reply_to: &str,
         routing_key: Option<&str>,
+        tier: Tier,
     ) -> Result<(), ClientError> {
         let route = &self.route;
-        let key = routing_key.unwrap_or(&route.routing_key);
-        self.publish_task(id, body, reply_to, &route.exchange, key)
+        let key = tier.key(routing_key.unwrap_or(&route.routing_key));
+        self.publish_task(id, body, reply_to, &route.exchange, &key)
             .await
     }
 

@@ -155,6 +155,19 @@ impl Settings {
         self.retry.queue_prefix = format!("{}.{model}", self.retry.queue_prefix);
     }
 
+    /// The settings of the batch tier's queues: the requests queue's name and the retry
+    /// delay queues' prefix carry [`crate::protocol::BATCH_SUFFIX`]. `None` for an embed
+    /// worker: embedding tasks have one tier.
+    pub fn batch_tier(&self) -> Option<Settings> {
+        (self.engine.role == EngineRole::Generate).then(|| {
+            let mut batch = self.clone();
+            let suffix = crate::protocol::BATCH_SUFFIX;
+            batch.topology.requests_queue.push_str(suffix);
+            batch.retry.queue_prefix.push_str(suffix);
+            batch
+        })
+    }
+
     /// The model a worker serves under routing by model, if routing is on.
     pub fn routed_model(&self) -> Option<&str> {
         (self.topology.routes_by_model() && !self.engine.model_name.is_empty())
@@ -214,6 +227,12 @@ impl Settings {
         if self.routed_model().is_some() {
             // The model's name is a routing key and part of queue names.
             check_amqp_name("engine.model_name", &self.engine.model_name)?;
+            check_not_batch_named("engine.model_name", &self.engine.model_name)?;
+        }
+        if self.topology.routes_by_model() {
+            for model in self.gateway.served_models() {
+                check_not_batch_named("gateway.models", &model)?;
+            }
         }
         if self.gateway.request_timeout_ms > self.limits.timeout_cap_ms {
             return Err(invalid(
@@ -272,6 +291,21 @@ fn check_amqp_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
         return Err(invalid(
             key,
             "must not start with `amq.` (reserved by RabbitMQ)",
+        ));
+    }
+    Ok(())
+}
+
+/// Under routing by model, a model's batch tier is routed with its name plus
+/// [`crate::protocol::BATCH_SUFFIX`]: a model named so would take another's batch tasks.
+fn check_not_batch_named(key: &'static str, model: &str) -> Result<(), ConfigError> {
+    if model.ends_with(crate::protocol::BATCH_SUFFIX) {
+        return Err(invalid(
+            key,
+            format!(
+                "names the model `{model}`, whose name ends in `{}`: that is the routing key of another model's batch tier",
+                crate::protocol::BATCH_SUFFIX
+            ),
         ));
     }
     Ok(())

@@ -288,3 +288,22 @@ fn an_embed_worker_consumes_the_embeddings_queue_with_its_own_delay_queues() {
         .to_string()
         .contains("topology.embeddings_queue"));
 }
+
+#[test]
+fn a_model_named_like_another_model_s_batch_tier_is_refused() {
+    let worker = load(&[
+        ("WARREN__TOPOLOGY__TASKS_EXCHANGE", "warren.tasks"),
+        ("WARREN__ENGINE__MODEL_NAME", "small.batch"),
+    ]);
+    assert!(worker
+        .unwrap_err()
+        .to_string()
+        .contains("engine.model_name"));
+    let gateway = load(&[
+        ("WARREN__TOPOLOGY__TASKS_EXCHANGE", "warren.tasks"),
+        ("WARREN__GATEWAY__MODELS", "small,small.batch"),
+    ]);
+    assert!(gateway.unwrap_err().to_string().contains("gateway.models"));
+    // Without routing by model, names are not routing keys.
+    assert!(load(&[("WARREN__GATEWAY__MODELS", "small.batch")]).is_ok());
+}

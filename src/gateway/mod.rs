@@ -9,7 +9,7 @@
 //! [`batches`] (`/v1/batches`, and `/v1/files` for their input and output), and [`models`] (`/v1/models`,
 //! and how a request's model is routed). Shared by them: [`results`] consumes the results
 //! queue that background responses and batches share; [`errors`] is OpenAI's error envelope;
-//! [`admission`] checks API keys and rate limits; [`queue_depth`] watches the task queues; [`format`] translates output formats;
+//! [`admission`] checks API keys and rate limits; [`service_tier`] maps OpenAI's tiers to warren's; [`queue_depth`] watches the task queues; [`format`] translates output formats;
 //! [`unsupported`] takes or refuses, by name, the fields no endpoint reads; `traced` gives each
 //! request its span in the caller's trace;
 //! [`broker_link`] keeps the [`crate::client::Client`] connected and cancels tasks whose
@@ -30,6 +30,7 @@ pub mod models;
 pub mod queue_depth;
 pub mod responses;
 pub mod results;
+pub mod service_tier;
 pub mod shared_buckets;
 mod traced;
 pub mod unsupported;

@@ -2,7 +2,8 @@
 //! declares each task queue passively (nothing is created; the broker answers with the ready
 //! messages and the consumers) and sets `warren_queue_messages` and
 //! `warren_queue_consumers`. The queues are the requests queue, or under routing by model
-//! each served model's queue, and the embeddings queue. A queue that does not exist (no
+//! each served model's queue, each with its batch tier's queue (taken with `basic.get`: it
+//! shows no consumers), and the embeddings queue. A queue that does not exist (no
 //! worker of that kind ever declared it) reads 0 and 0. Needs no management plugin; with
 //! `broker.management_url` it also asks the management API how fast each queue drains, for
 //! the Retry-After of a full queue's 429 ([`super::backlog`]).
@@ -18,6 +19,7 @@ use super::broker_link::BrokerLink;
 use super::metrics::GatewayMetrics;
 use crate::broker::management::Management;
 use crate::config::Settings;
+use crate::protocol::Tier;
 
 /// How often the queues are looked at.
 pub const POLL_EVERY: Duration = Duration::from_secs(5);
@@ -35,6 +37,8 @@ pub fn watched_queues(settings: &Settings) -> Vec<String> {
     } else {
         vec![t.requests_queue.clone()]
     };
+    let batch = queues.iter().map(|q| Tier::Batch.key(q).into_owned());
+    queues = queues.iter().cloned().chain(batch).collect();
     queues.push(t.embeddings_queue.clone());
     queues
 }
@@ -116,11 +120,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_requests_queue_or_each_models_queue_and_the_embeddings_queue_are_watched() {
+    fn each_task_queue_its_batch_tier_and_the_embeddings_queue_are_watched() {
         let mut settings = Settings::defaults();
         assert_eq!(
             watched_queues(&settings),
-            vec!["warren.requests", "warren.embeddings"]
+            vec![
+                "warren.requests",
+                "warren.requests.batch",
+                "warren.embeddings"
+            ]
         );
         settings.topology.tasks_exchange = "warren.tasks".into();
         settings.gateway.models = "small,large".into();
@@ -129,6 +137,8 @@ mod tests {
             vec![
                 "warren.requests.small",
                 "warren.requests.large",
+                "warren.requests.small.batch",
+                "warren.requests.large.batch",
                 "warren.embeddings"
             ]
         );

@@ -19,15 +19,9 @@ pub enum Endpoint {
     Responses,
 }
 
-/// Fields OpenAI documents as not changing the output (identifiers, tags, hints, service
-/// tiers): taken and ignored on every endpoint.
-pub const ADVISORY: &[&str] = &[
-    "user",
-    "metadata",
-    "safety_identifier",
-    "prompt_cache_key",
-    "service_tier",
-];
+/// Fields OpenAI documents as not changing the output (identifiers, tags, hints): taken and
+/// ignored on every endpoint. (`service_tier` chooses a priority tier: the endpoints read it.)
+pub const ADVISORY: &[&str] = &["user", "metadata", "safety_identifier", "prompt_cache_key"];
 
 /// Checks the fields the endpoint's own parser left over (`rest`): each is advisory, holds a
 /// value that asks for nothing the gateway does not do, or is refused by name.
@@ -131,7 +125,7 @@ mod tests {
     fn advisory_fields_and_values_that_ask_for_nothing_new_pass() {
         let passing = rest(json!({
             "user": "u-1", "metadata": {"k": "v"}, "safety_identifier": "s",
-            "prompt_cache_key": "p", "service_tier": "auto", "tools": [],
+            "prompt_cache_key": "p", "tools": [],
             "tool_choice": "none", "parallel_tool_calls": true, "modalities": ["text"],
             "store": false, "audio": null
         }));

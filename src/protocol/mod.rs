@@ -10,7 +10,7 @@
 //! the calls replies carry;
 //! [`embedding`] holds embedding tasks (their own queue and body);
 //! [`error`] the error codes; [`headers`] every `x-warren-*` header name; [`control`] the
-//! cancel message.
+//! cancel message; [`tier`] the priority tiers and their queues.
 
 pub mod constraint;
 pub mod control;
@@ -22,6 +22,7 @@ pub mod parse;
 pub mod reply;
 pub mod task;
 pub mod task_body;
+pub mod tier;
 pub mod tools;
 pub mod validate;
 
@@ -40,6 +41,7 @@ pub use reply::{
 };
 pub use task::{ChatMessage, Input, Role, Sampling, Task};
 pub use task_body::TaskBody;
+pub use tier::{Tier, BATCH_SUFFIX};
 pub use tools::{
     FunctionCall, FunctionDef, FunctionDelta, FunctionKind, Tool, ToolCall, ToolCallDelta,
     ToolChoice,

@@ -5,9 +5,11 @@
 //! consume with the configured prefetch, and on the way out either drain gracefully
 //! (shutdown: cancel the consumer, let tasks in flight finish within the grace period, requeue
 //! the rest) or drop what the lost channel held (connection lost: the broker redelivers those,
-//! so running them on would only make duplicates). It must not decide what happens to one
-//! task; that is [`delivery`]'s job.
+//! so running them on would only make duplicates). Interactive tasks arrive on a consumer;
+//! batch tasks are taken when a slot is free ([`batch_tier`]). It must not decide what
+//! happens to one task; that is [`delivery`]'s job.
 
+mod batch_tier;
 mod cancels;
 mod delivery;
 mod fate;
@@ -44,20 +46,24 @@ const ABANDON_GRACE: Duration = Duration::from_secs(5);
 /// A session that lasted this long counts as healthy: the reconnect backoff starts over.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 
-/// Everything a delivery handler needs, shared by all tasks in flight.
+/// Everything a delivery handler needs, shared by all tasks in flight of a tier.
+#[derive(Clone)]
 pub(crate) struct Shared {
     pub engine: Arc<Engine>,
     /// Whether deliveries are generation tasks or embedding tasks.
     pub role: crate::config::EngineRole,
     /// The channel deliveries arrive on, in tx mode: what a delivery owes and its ack are
     /// committed together.
-    pub settling: TxChannel,
+    pub settling: Arc<TxChannel>,
     /// A confirm channel for what is not part of a delivery's commit (chunks, recounts).
     pub publisher: Publisher,
+    /// The queues of the tier its deliveries come from: where a retry waits, where a
+    /// dead letter says it came from.
     pub topology: Topology,
     pub limits: crate::protocol::Limits,
     /// Oldest task (by AMQP timestamp) still run, in ms; 0 = no limit.
     pub max_age_ms: u64,
+    /// The retry policy of the tier (its delay queues).
     pub retry: RetryPolicy,
     pub worker_name: String,
     pub max_redeliveries: u32,
@@ -178,6 +184,7 @@ async fn session(
         mut consumer,
         consumer_tag,
         shared,
+        mut batch,
     } = consuming;
     telemetry.readiness.set(true);
 
@@ -185,16 +192,31 @@ async fn session(
     let abandon = CancellationToken::new();
     let mut in_flight = JoinSet::new();
     let end = loop {
-        tokio::select! {
+        // Whether to look at the batch queue: a slot may have been freed, or it is time.
+        let look = tokio::select! {
             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => true,
+            _ = batch_tier::next_look(&mut batch) => true,
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     in_flight.spawn(delivery::handle(shared.clone(), delivery, abandon.clone()));
+                    false
                 }
                 Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
                 None => break SessionEnd::Lost("the broker cancelled the consumer".to_owned()),
             },
+        };
+        if let (true, Some(batch)) = (look, &batch) {
+            match batch.take(&channel, in_flight.len()).await {
+                Ok(taken) => {
+                    for delivery in taken {
+                        let handler =
+                            delivery::handle(batch.shared.clone(), delivery, abandon.clone());
+                        in_flight.spawn(handler);
+                    }
+                }
+                Err(e) => break SessionEnd::Lost(e.to_string()),
+            }
         }
     };
     telemetry.readiness.set(false);
@@ -255,6 +277,7 @@ struct Consuming {
     consumer: lapin::Consumer,
     consumer_tag: String,
     shared: Arc<Shared>,
+    batch: Option<batch_tier::BatchTier>,
 }
 
 async fn start_consuming(
@@ -283,7 +306,7 @@ async fn start_consuming(
     channel
         .basic_qos(settings.effective_prefetch(), BasicQosOptions::default())
         .await?;
-    let settling = TxChannel::select(channel.clone()).await?;
+    let settling = Arc::new(TxChannel::select(channel.clone()).await?);
     let consumer_tag = format!("{worker_name}#1");
     let consumer = channel
         .basic_consume(
@@ -301,6 +324,7 @@ async fn start_consuming(
         role = ?settings.engine.role,
         "consuming"
     );
+    let batch_topology = topology.batch_tier().cloned();
     let shared = Arc::new(Shared {
         engine: engine.clone(),
         role: settings.engine.role,
@@ -319,12 +343,29 @@ async fn start_consuming(
         cancels: lasting.cancels.clone(),
         finished: lasting.finished.clone(),
     });
+    let batch = match (batch_topology, settings.batch_tier()) {
+        (Some(topology), Some(tier)) => {
+            info!(
+                queue = topology.requests_queue(),
+                "taking batch tasks when a slot is free"
+            );
+            let shared = Arc::new(Shared {
+                topology,
+                retry: RetryPolicy::new(&tier.retry),
+                ..(*shared).clone()
+            });
+            let slots = usize::try_from(settings.engine.slots).unwrap_or(usize::MAX);
+            Some(batch_tier::BatchTier::new(shared, slots))
+        }
+        _ => None,
+    };
     Ok(Consuming {
         connection,
         channel,
         consumer,
         consumer_tag,
         shared,
+        batch,
     })
 }
 

@@ -55,7 +55,8 @@ fn bulk(names: &Names, tasks: &Path, out: &Path, in_flight: &str) -> Command {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_task_line_gets_one_result_line_with_at_most_in_flight_tasks_queued() {
     let names = Names::new("bulk");
-    // One slot (prefetch 1): tasks the job has in flight beyond it wait ready in the queue.
+    // One slot: tasks the job has in flight beyond it wait ready in the batch tier's queue
+    // (a job's tasks are batch work).
     let _worker = WorkerProcess::start(&names, &[("WARREN__ENGINE__SLOTS", "1")]).await;
     let (dir, tasks, out) = job_files();
     let mut lines: Vec<String> = (0..10)
@@ -71,7 +72,8 @@ async fn every_task_line_gets_one_result_line_with_at_most_in_flight_tasks_queue
     let most_ready = Arc::new(AtomicU32::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (most_ready, done, queue) = (most_ready.clone(), done.clone(), names.requests.clone());
+        let queue = format!("{}.batch", names.requests);
+        let (most_ready, done) = (most_ready.clone(), done.clone());
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
                 most_ready.fetch_max(ready_count(&queue).await, Ordering::Relaxed);

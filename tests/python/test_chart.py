@@ -40,6 +40,11 @@ def secret_data(objects):
 
 def consumed_queue(objects, container, tmp_path):
     """The requests queue warren derives from this container's configuration file and env."""
+    return dry_run(objects, container, tmp_path).splitlines()[0].split()[1]
+
+
+def dry_run(objects, container, tmp_path):
+    """What `warren topology --dry-run` describes with this container's configuration and env."""
     config = find(objects, "ConfigMap")[0]["data"]["warren.toml"]
     (tmp_path / "warren.toml").write_text(config)
     for key, value in secret_data(objects).items():  # the secret, as mounted
@@ -55,9 +60,8 @@ def consumed_queue(objects, container, tmp_path):
         env=env, capture_output=True, text=True,
     )
     assert out.returncode == 0, out.stderr
-    first = out.stdout.splitlines()[0].split()
-    assert first[0] == "queue", out.stdout
-    return first[1]
+    assert out.stdout.splitlines()[0].split()[0] == "queue", out.stdout
+    return out.stdout
 
 
 @pytest.mark.parametrize("values", ["default", "fleet"])
@@ -71,9 +75,16 @@ def test_each_worker_consumes_the_queue_its_scaler_watches_and_the_topology_job_
     for worker in workers:
         container = worker["spec"]["template"]["spec"]["containers"][0]
         queue = consumed_queue(objects, container, tmp_path)
-        trigger = scalers[worker["metadata"]["name"]]["spec"]["triggers"][0]
-        assert trigger["metadata"]["queueName"] == queue
+        triggers = scalers[worker["metadata"]["name"]]["spec"]["triggers"]
+        assert triggers[0]["metadata"]["queueName"] == queue
         assert queue in declared, f"{queue} is not declared before a worker exists"
+        if worker["metadata"]["labels"]["app.kubernetes.io/component"] == "worker":
+            # A generation worker also serves its queue's batch tier: it scales on both.
+            batch = triggers[1]["metadata"]["queueName"]
+            assert batch == f"{queue}.batch"
+            assert f"queue    {batch}  durable" in dry_run(objects, container, tmp_path)
+        else:
+            assert len(triggers) == 1
 
 
 @pytest.mark.parametrize("values", ["default", "fleet"])

@@ -24,6 +24,7 @@ use crate::gateway::batches::object::{self, BatchStatus};
 use crate::gateway::batches::outcome::{self, Outcome};
 use crate::gateway::batches::store::{BatchRecord, BatchStore, StoredFile};
 use crate::gateway::Shared;
+use crate::protocol::Tier;
 use crate::redis_link::RedisError;
 use crate::telemetry::traces;
 
@@ -211,7 +212,7 @@ async fn publish(
             } else {
                 match app.models.routing_key(&task.model) {
                     Ok(key) => client
-                        .send_to(&line_id, &task.body, results, key)
+                        .send_to(&line_id, &task.body, results, key, Tier::Batch)
                         .await
                         .map_err(|e| app.models.publish_error(&task.model, e)),
                     Err(refused) => Err(refused),

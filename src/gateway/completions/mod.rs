@@ -115,11 +115,12 @@ async fn serve(
 
     let id = format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple());
     let (models, model, task, task_id) = (&app.models, request.model.as_str(), &task, id.as_str());
+    let tier = request.tier;
     let (pending, guard) = app
         .broker_link
         .publish_guarded(&id, app.metrics.clone(), |client| async move {
             client
-                .submit_routed(task_id, task, routing_key)
+                .submit_routed(task_id, task, routing_key, tier)
                 .await
                 .map_err(|e| models.publish_error(model, e))
         })

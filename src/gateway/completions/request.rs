@@ -8,8 +8,9 @@ use serde_json::{Map, Value};
 use super::{logprobs, Kind};
 use crate::gateway::errors::ApiError;
 use crate::gateway::format::ResponseFormat;
+use crate::gateway::service_tier;
 use crate::gateway::unsupported::{self, Endpoint};
-use crate::protocol::{ChatMessage, Role, TaskBody, Tool, ToolCall};
+use crate::protocol::{ChatMessage, Role, TaskBody, Tier, Tool, ToolCall};
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +120,9 @@ struct RawRequest {
     tool_choice: Option<Value>,
     #[serde(default)]
     parallel_tool_calls: Option<bool>,
+    /// OpenAI's tier: `flex` is warren's batch tier ([`service_tier`]).
+    #[serde(default)]
+    service_tier: Option<String>,
     /// Every other field.
     #[serde(flatten)]
     rest: Map<String, Value>,
@@ -139,6 +143,8 @@ pub struct Request {
     pub include_usage: bool,
     /// Characters of prompt text, for the token estimate of the rate limit.
     pub prompt_chars: usize,
+    /// The priority tier its task goes to.
+    pub tier: Tier,
 }
 
 /// Parses a request body of `kind`. Any shape error is a 400 naming the field.
@@ -161,6 +167,7 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
         Kind::Completion => Endpoint::Completion,
     };
     unsupported::check(endpoint, &raw.rest)?;
+    let tier = service_tier::tier_of(raw.service_tier.as_deref())?;
     if raw.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid(
             "only `n` = 1 is supported",
@@ -272,6 +279,7 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
         stream,
         include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
         prompt_chars,
+        tier,
     })
 }
 

@@ -185,7 +185,13 @@ async fn accept(
         .broker_link
         .unless_blocked(async {
             client
-                .send_to(id, task, &app.responses.results_queue, routing_key)
+                .send_to(
+                    id,
+                    task,
+                    &app.responses.results_queue,
+                    routing_key,
+                    request.tier,
+                )
                 .await
                 .map_err(|e| app.models.publish_error(&request.model, e))
         })
@@ -304,7 +310,7 @@ async fn publish(
     app.broker_link
         .publish_guarded(id, app.metrics.clone(), |client| async move {
             client
-                .submit_routed(id, task, routing_key)
+                .submit_routed(id, task, routing_key, request.tier)
                 .await
                 .map_err(|e| app.models.publish_error(&request.model, e))
         })

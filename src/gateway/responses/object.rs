@@ -9,8 +9,9 @@ use super::input::{tool_choice_of, tools_of, turns_of, Input};
 use crate::gateway::completions::logprobs;
 use crate::gateway::errors::ApiError;
 use crate::gateway::format::{TextFormat, TextParam};
+use crate::gateway::service_tier;
 use crate::gateway::unsupported::{self, Endpoint};
-use crate::protocol::{ChatMessage, Role, TaskBody};
+use crate::protocol::{ChatMessage, Role, TaskBody, Tier};
 use crate::protocol::{ErrorCode, FinishReason, Reply, ReplyStatus};
 
 /// The states of a response; the last four are final.
@@ -109,6 +110,9 @@ struct RawRequest {
     tool_choice: Option<Value>,
     #[serde(default)]
     parallel_tool_calls: Option<bool>,
+    /// OpenAI's tier: `flex` is warren's batch tier ([`service_tier`]).
+    #[serde(default)]
+    service_tier: Option<String>,
     /// Every other field, taken or refused by name ([`unsupported::check`]).
     #[serde(flatten)]
     rest: Map<String, Value>,
@@ -140,6 +144,8 @@ pub struct ResponseRequest {
     pub echo: Value,
     /// Characters of prompt text, for the rate limit's estimate.
     pub prompt_chars: usize,
+    /// The priority tier its task goes to.
+    pub tier: Tier,
 }
 
 /// Parses a request body; shape errors are 400s naming the field.
@@ -150,6 +156,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
         ApiError::invalid(format!("`{path}` is not valid: {}", e.inner()), Some(path))
     })?;
     unsupported::check(Endpoint::Responses, &raw.rest)?;
+    let tier = service_tier::tier_of(raw.service_tier.as_deref())?;
     if raw.store == Some(false) && raw.background == Some(true) {
         return Err(ApiError::invalid(
             "`background` needs `store`: a background response is kept until retrieved",
@@ -206,6 +213,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
             Value::from(if tools.as_ref().is_some_and(|t| !t.is_empty()) { "auto" } else { "none" })
         }),
         "parallel_tool_calls": raw.parallel_tool_calls.unwrap_or(true),
+        "service_tier": service_tier::name_of(tier),
     });
     let logprobs = logprobs::asked_by_response(
         raw.include.as_deref().unwrap_or_default(),
@@ -235,6 +243,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
         callback_url,
         echo,
         prompt_chars,
+        tier,
     })
 }
 

@@ -150,6 +150,20 @@ spec:
         vhostName: {{ $root.Values.rabbitmq.vhost | quote }}
       authenticationRef:
         name: {{ include "warren.fullname" $root }}-rabbitmq-management
+    {{- if eq .role "generate" }}
+    # The batch tier's queue: workers take from it when a slot is free (basic.get, no
+    # consumer), so its backlog counts towards the replicas as well.
+    - type: rabbitmq
+      metadata:
+        protocol: http
+        queueName: {{ printf "%s.batch" .queue }}
+        mode: QueueLength
+        value: {{ $spec.tasksPerReplica | quote }}
+        activationValue: {{ $spec.activationTasks | quote }}
+        vhostName: {{ $root.Values.rabbitmq.vhost | quote }}
+      authenticationRef:
+        name: {{ include "warren.fullname" $root }}-rabbitmq-management
+    {{- end }}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget

@@ -1,0 +1,74 @@
+//! The batch tier's side of a session: batch tasks (see [`crate::protocol::tier`]) are pulled
+//! one at a time with `basic.get`, on the channel interactive deliveries arrive on (so that a
+//! batch task's reply and ack commit in the same transaction as any other), and only while
+//! the worker holds fewer tasks than its engine has slots. A batch task so starts at once:
+//! none waits in the worker behind interactive work (where it could outlive the broker's
+//! consumer timeout), and an interactive task that arrives meanwhile waits at most for one
+//! running task to end. The interactive queue keeps its consumer and its prefetch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::BasicGetOptions;
+use lapin::Channel;
+
+use super::Shared;
+
+/// How often an idle worker looks at the batch queue; a task ending looks at once too.
+const POLL: Duration = Duration::from_millis(200);
+
+/// The batch tier of one session.
+pub(super) struct BatchTier {
+    /// What a batch delivery's handler shares: the batch queue's topology and retry policy.
+    pub(super) shared: Arc<Shared>,
+    slots: usize,
+    poll: tokio::time::Interval,
+}
+
+impl BatchTier {
+    /// The batch tier served with `shared` by an engine with `slots` slots.
+    pub(super) fn new(shared: Arc<Shared>, slots: usize) -> BatchTier {
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        BatchTier {
+            shared,
+            slots,
+            poll,
+        }
+    }
+
+    /// Waits for the next look at the batch queue.
+    pub(super) async fn tick(&mut self) {
+        self.poll.tick().await;
+    }
+
+    /// Takes batch tasks from the queue while the worker, holding `held` tasks, has a slot
+    /// that would otherwise stay free; stops at the first empty answer.
+    pub(super) async fn take(
+        &self,
+        channel: &Channel,
+        held: usize,
+    ) -> Result<Vec<Delivery>, lapin::Error> {
+        let queue = self.shared.topology.requests_queue();
+        let mut taken = Vec::new();
+        while held + taken.len() < self.slots {
+            let got = channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+                .await?;
+            match got {
+                Some(message) => taken.push(message.delivery),
+                None => break,
+            }
+        }
+        Ok(taken)
+    }
+}
+
+/// Waits for the batch tier's next look; never, without a batch tier.
+pub(super) async fn next_look(batch: &mut Option<BatchTier>) {
+    match batch {
+        Some(batch) => batch.tick().await,
+        None => std::future::pending().await,
+    }
+}
