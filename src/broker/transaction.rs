@@ -10,6 +10,9 @@
 //! transaction at a time per channel (a commit takes everything staged on the channel, so
 //! two deliveries must not interleave): [`TxChannel::begin`] waits for the previous one, and
 //! rolls back what a transaction dropped before its commit (a cancelled task) left staged.
+//! Every other command the worker sends on the channel (`basic.get`, `basic.cancel`) waits
+//! for the same turn: RabbitMQ closes a channel that sends a command while its `tx.commit`
+//! is being processed ("unexpected command while processing 'tx.commit'").
 //!
 //! RabbitMQ's tx is not atomic across a broker failure, sends `basic.return` for an
 //! unroutable mandatory message only at the commit (after the ack is taken), and delivers to
@@ -18,7 +21,10 @@
 //! completion") with the ack applied. The worker handles the last three; see
 //! `worker::delivery`.
 
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+};
 use lapin::Acker;
 use lapin::{BasicProperties, Channel};
 use tokio::sync::{Mutex, MutexGuard};
@@ -79,6 +85,24 @@ impl TxChannel {
             channel: &self.channel,
             staged,
         })
+    }
+}
+
+impl TxChannel {
+    /// Takes one message from `queue` (`basic.get`, to be acked), between transactions.
+    pub async fn get(&self, queue: &str) -> Result<Option<Delivery>, BrokerError> {
+        let _turn = self.staged.lock().await;
+        let options = BasicGetOptions { no_ack: false };
+        let got = self.channel.basic_get(queue.into(), options).await?;
+        Ok(got.map(|message| message.delivery))
+    }
+
+    /// Cancels the consumer `tag` of this channel, between transactions.
+    pub async fn cancel_consumer(&self, tag: &str) -> Result<(), BrokerError> {
+        let _turn = self.staged.lock().await;
+        let options = BasicCancelOptions::default();
+        self.channel.basic_cancel(tag.into(), options).await?;
+        Ok(())
     }
 }
 

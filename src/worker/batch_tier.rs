@@ -1,6 +1,7 @@
 //! The batch tier's side of a session: batch tasks (see [`crate::protocol::tier`]) are pulled
 //! one at a time with `basic.get`, on the channel interactive deliveries arrive on (so that a
-//! batch task's reply and ack commit in the same transaction as any other), and only while
+//! batch task's reply and ack commit in a transaction like any other; between transactions,
+//! see [`crate::broker::TxChannel::get`]), and only while
 //! the worker holds fewer tasks than its engine has slots. A batch task so starts at once:
 //! none waits in the worker behind interactive work (where it could outlive the broker's
 //! consumer timeout), and an interactive task that arrives meanwhile waits at most for one
@@ -10,10 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::BasicGetOptions;
-use lapin::Channel;
 
 use super::Shared;
+use crate::broker::BrokerError;
 
 /// How often an idle worker looks at the batch queue; a task ending looks at once too.
 const POLL: Duration = Duration::from_millis(200);
@@ -45,19 +45,12 @@ impl BatchTier {
 
     /// Takes batch tasks from the queue while the worker, holding `held` tasks, has a slot
     /// that would otherwise stay free; stops at the first empty answer.
-    pub(super) async fn take(
-        &self,
-        channel: &Channel,
-        held: usize,
-    ) -> Result<Vec<Delivery>, lapin::Error> {
+    pub(super) async fn take(&self, held: usize) -> Result<Vec<Delivery>, BrokerError> {
         let queue = self.shared.topology.requests_queue();
         let mut taken = Vec::new();
         while held + taken.len() < self.slots {
-            let got = channel
-                .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-                .await?;
-            match got {
-                Some(message) => taken.push(message.delivery),
+            match self.shared.settling.get(queue).await? {
+                Some(delivery) => taken.push(delivery),
                 None => break,
             }
         }

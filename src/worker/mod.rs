@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -180,7 +180,6 @@ async fn session(
     };
     let Consuming {
         connection,
-        channel,
         mut consumer,
         consumer_tag,
         shared,
@@ -207,7 +206,7 @@ async fn session(
             },
         };
         if let (true, Some(batch)) = (look, &batch) {
-            match batch.take(&channel, in_flight.len()).await {
+            match batch.take(in_flight.len()).await {
                 Ok(taken) => {
                     for delivery in taken {
                         let handler =
@@ -227,9 +226,7 @@ async fn session(
                 in_flight = in_flight.len(),
                 "shutting down: no new tasks are taken"
             );
-            let _ = channel
-                .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
-                .await;
+            let _ = shared.settling.cancel_consumer(&consumer_tag).await;
             let grace = Duration::from_millis(settings.worker.shutdown_grace_ms);
             if !drain(&mut in_flight, grace).await {
                 warn!(
@@ -273,7 +270,6 @@ async fn drain(in_flight: &mut JoinSet<()>, limit: Duration) -> bool {
 
 struct Consuming {
     connection: lapin::Connection,
-    channel: lapin::Channel,
     consumer: lapin::Consumer,
     consumer_tag: String,
     shared: Arc<Shared>,
@@ -361,7 +357,6 @@ async fn start_consuming(
     };
     Ok(Consuming {
         connection,
-        channel,
         consumer,
         consumer_tag,
         shared,
