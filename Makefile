@@ -7,7 +7,7 @@ MAX_TOKENS   ?= 32
 
 CUDA_ARCHITECTURES ?= 80;86;89;90
 
-.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run embedder gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv bench-steps bench-embeddings bench-overload soak docs lint fmt clean
+.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run embedder gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv bench-steps bench-embeddings bench-overload bench-ceiling soak docs lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-steps - the step loop's host work per step at 64 and 256 slots (engine alone)"
 	@echo "make bench-kv - the KV cache's layout: one cache for every slot vs a stream per slot, tasks of mixed lengths"
 	@echo "make bench-overload - past capacity through the gateway: a bounded queue's 429s vs the unbounded baseline"
+	@echo "make bench-ceiling  - how many tasks/s one queue carries: synthetic workers (no model) at rising concurrency"
 	@echo "make soak     - 10,000 tasks through two workers, one killed every 300 replies (leaks, losses, duplicates)"
 	@echo "make build-cuda | gpu-check  - a CUDA build (target-cuda/) and the GPU measurements"
 	@echo "make docs     - the book (docs/ with mdBook, into docs/book/), its links and the README's checked"
@@ -120,6 +121,7 @@ bench: setup model broker-up redis-up build $(PYENV)/.installed
 	scripts/bench-steps.sh
 	scripts/bench-embeddings.sh
 	scripts/bench-overload.sh
+	scripts/bench-ceiling.sh
 
 # What the step loop costs on the host per step at 64 and 256 slots (engine alone, CPU).
 bench-steps: setup model build
@@ -139,6 +141,11 @@ bench-prefix: setup model broker-up build
 # Past capacity through the gateway: a bounded queue's 429s against the unbounded baseline.
 bench-overload: setup model broker-up redis-up build
 	scripts/bench-overload.sh
+
+# The queue's ceiling with the model out of the way: synthetic workers (engine.backend =
+# "synthetic") on one queue, quorum and classic, AMQP and through the gateway.
+bench-ceiling: setup broker-up redis-up build
+	scripts/bench-ceiling.sh
 
 # Embeddings/s and latency: an embed worker behind the gateway against llama-server --embeddings.
 bench-embeddings: setup model broker-up redis-up build $(PYENV)/.installed

@@ -72,6 +72,10 @@ pub(crate) struct Load {
     /// After a refused task (a full queue), how long its loop waits before the next: a
     /// client backing off.
     pub refused_pause: Duration,
+    /// The model every AMQP reply must name (`warren bench --synthetic`: "synthetic"); a
+    /// reply from another counts as an error, so that a model's numbers never pass for the
+    /// queue's.
+    pub expect_model: Option<String>,
 }
 
 /// One task as the client saw it.
@@ -269,6 +273,7 @@ mod tests {
             tool_schema: None,
             logprobs: None,
             refused_pause: Duration::ZERO,
+            expect_model: None,
         };
         let lengths: Vec<u32> = (0..8).map(|i| load.max_tokens_of(i)).collect();
         assert_eq!(lengths, [12, 72, 36, 96, 60, 24, 84, 48]);

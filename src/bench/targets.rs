@@ -35,6 +35,7 @@ pub(crate) async fn against_warren(
     let (samples, wall) = drive(load, move |index| {
         let client = task_client.clone();
         let body = task_body(&load_for_tasks, index);
+        let load_for_model = load_for_tasks.expect_model.clone();
         async move {
             let id = uuid::Uuid::new_v4().to_string();
             let sent = Instant::now();
@@ -52,7 +53,8 @@ pub(crate) async fn against_warren(
                 return Sample::default();
             };
             let latency = arrived - sent;
-            if reply.status != ReplyStatus::Ok {
+            let unexpected = (load_for_model.as_deref()).is_some_and(|m| reply.model != m);
+            if reply.status != ReplyStatus::Ok || unexpected {
                 return Sample {
                     latency,
                     ..Sample::default()

@@ -71,6 +71,12 @@ pub(crate) struct Args {
     /// HTTP path, to compare with the AMQP path.
     #[arg(long, conflicts_with = "in_process")]
     pub gateway: Option<String>,
+    /// The deployment serves tasks with the synthetic engine (engine.backend = "synthetic",
+    /// no model): a reply that does not name the model `synthetic` counts as an error, so a
+    /// model's numbers never pass for the queue's. Through --gateway the model is not checked
+    /// (the gateway names the model the caller asked for).
+    #[arg(long, conflicts_with_all = ["in_process", "llama_server"])]
+    pub synthetic: bool,
     /// Name of this run in the report.
     #[arg(long)]
     pub label: Option<String>,
@@ -96,6 +102,9 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         tool_schema: read_schema(args.tool_schema.as_deref(), "--tool-schema")?,
         logprobs: args.logprobs,
         refused_pause: std::time::Duration::from_millis(args.refused_pause_ms),
+        expect_model: args
+            .synthetic
+            .then(|| crate::engine::SYNTHETIC_MODEL.to_owned()),
     };
     anyhow::ensure!(!load.prompts.is_empty(), "no prompts");
     let mut step_profile = None;

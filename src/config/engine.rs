@@ -49,6 +49,34 @@ pub struct EngineSettings {
     pub role: EngineRole,
     /// How an embed worker pools token states into one vector.
     pub pooling: Pooling,
+    /// What serves tasks: llama.cpp on the model, or the synthetic engine (no model).
+    pub backend: EngineBackend,
+    /// The synthetic engine's pace (`engine.backend = "synthetic"` only).
+    pub synthetic: SyntheticSettings,
+}
+
+/// What serves a worker's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineBackend {
+    /// llama.cpp on `engine.model_path`.
+    Llama,
+    /// No model: made-up words at the pace of `[engine.synthetic]`, to measure the queue.
+    Synthetic,
+}
+
+/// `[engine.synthetic]`: how fast the synthetic engine answers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticSettings {
+    /// Time to a task's first token, in ms.
+    pub first_token_ms: u64,
+    /// Tokens per second of one task after its first.
+    pub tokens_per_second: f64,
+    /// Random share of each wait, either way (0.1 = +/-10%).
+    pub jitter: f64,
+    /// Length of a task that gives no `max_tokens` (and has no operator default).
+    pub tokens: u32,
 }
 
 impl EngineSettings {
@@ -156,6 +184,30 @@ pub struct SamplingSettings {
 impl EngineSettings {
     /// Checks the section's own values.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.backend == EngineBackend::Synthetic {
+            let pace = &self.synthetic;
+            if !(pace.tokens_per_second > 0.0 && pace.tokens_per_second.is_finite()) {
+                return Err(invalid(
+                    "engine.synthetic.tokens_per_second",
+                    "must be above 0",
+                ));
+            }
+            if !(0.0..1.0).contains(&pace.jitter) {
+                return Err(invalid(
+                    "engine.synthetic.jitter",
+                    "must be at least 0 and below 1",
+                ));
+            }
+            if pace.tokens == 0 {
+                return Err(invalid("engine.synthetic.tokens", "must be at least 1"));
+            }
+            if self.role == EngineRole::Embed {
+                return Err(invalid(
+                    "engine.backend",
+                    "\"synthetic\" generates text; an embed worker needs a model",
+                ));
+            }
+        }
         if self.model_path.as_os_str().is_empty() {
             return Err(invalid("engine.model_path", "must not be empty"));
         }

@@ -19,8 +19,8 @@ use serde::Deserialize;
 
 pub use broker::{BrokerSettings, QueueType, TopologySettings};
 pub use engine::{
-    DeviceSampling, EngineRole, EngineSettings, FlashAttention, KvCacheType, Pooling,
-    SamplingSettings,
+    DeviceSampling, EngineBackend, EngineRole, EngineSettings, FlashAttention, KvCacheType,
+    Pooling, SamplingSettings, SyntheticSettings,
 };
 pub use gateway::GatewaySettings;
 pub use observability::{log_filter, LogFormat, LogSettings, MetricsSettings, TraceSettings};

@@ -21,6 +21,7 @@
 //! host-side logic, so their logits never cross to the host; [`step_times`] splits each
 //! step's time into warren's host work and llama.cpp's. With `engine.role = "embed"` the
 //! thread runs [`embedder`] instead: a context made for embeddings, one vector per input.
+//! With `engine.backend = "synthetic"`, [`synthetic`] answers instead, without a model.
 
 mod chat_template;
 mod chunking;
@@ -38,6 +39,7 @@ mod runner;
 mod sampling;
 mod sequence;
 mod step_times;
+mod synthetic;
 #[cfg(test)]
 mod test_model;
 mod tools;
@@ -50,6 +52,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use occupancy::Occupancy;
 pub use step_times::{Phase, StepProfile, StepSnapshot, StepTimes};
+pub use synthetic::MODEL_NAME as SYNTHETIC_MODEL;
 
 use crate::config::EngineSettings;
 use crate::protocol::{
@@ -208,6 +211,9 @@ impl Engine {
     /// Loads the model on a new engine thread and waits until it is ready to serve.
     /// Blocking: call it from `spawn_blocking` or before the runtime is busy.
     pub fn start(settings: &EngineSettings) -> Result<Engine, EngineStartError> {
+        if settings.backend == crate::config::EngineBackend::Synthetic {
+            return synthetic::start(settings);
+        }
         if !settings.model_path.is_file() {
             return Err(EngineStartError::ModelMissing(settings.model_path.clone()));
         }

@@ -34,6 +34,15 @@ struct PhaseLabels {
     phase: &'static str,
 }
 
+/// Labels of `warren_engine_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EngineLabels {
+    /// `llama` or `synthetic`.
+    backend: &'static str,
+    /// The model replies name.
+    model: String,
+}
+
 /// The engine's occupancy at a scrape (all zero before it is loaded).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EngineState {
@@ -75,6 +84,7 @@ pub struct Metrics {
     engine_steps: Counter,
     engine_batch_tokens: Counter,
     engine_step_seconds: Family<PhaseLabels, Counter<f64, AtomicU64>>,
+    engine_info: Family<EngineLabels, Gauge>,
 }
 
 /// Timings and counts of one completed task.
@@ -130,6 +140,7 @@ impl Metrics {
             engine_steps: Counter::default(),
             engine_batch_tokens: Counter::default(),
             engine_step_seconds: Family::default(),
+            engine_info: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -232,6 +243,11 @@ impl Metrics {
             m.kv_cells.clone(),
         );
         registry.register(
+            "warren_engine_info",
+            "1 for the engine serving this worker: its backend (llama, or synthetic: no model) and the model replies name",
+            m.engine_info.clone(),
+        );
+        registry.register(
             "warren_broker_blocked",
             "1 while RabbitMQ blocks this process's connection (a memory or disk alarm)",
             m.broker_blocked.clone(),
@@ -313,6 +329,15 @@ impl Metrics {
     /// A delivery was taken (`+1`) or settled (`-1`).
     pub fn in_flight(&self, change: i64) {
         self.in_flight.inc_by(change);
+    }
+
+    /// Which engine serves the worker (`warren_engine_info`).
+    pub fn engine_loaded(&self, backend: &'static str, model: &str) {
+        let labels = EngineLabels {
+            backend,
+            model: model.to_owned(),
+        };
+        self.engine_info.get_or_create(&labels).set(1);
     }
 
     /// Whether RabbitMQ blocks the connection now.

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::broker::BrokerError;
-use crate::config::Settings;
+use crate::config::{EngineBackend, Settings};
 use crate::engine::{Engine, EngineStartError};
 use crate::telemetry::Telemetry;
 
@@ -59,7 +59,16 @@ impl Worker {
             Some(address)
         };
         let engine_settings = settings.engine.clone();
-        info!(path = %engine_settings.model_path.display(), "loading the model");
+        let backend = match engine_settings.backend {
+            EngineBackend::Llama => {
+                info!(path = %engine_settings.model_path.display(), "loading the model");
+                "llama"
+            }
+            EngineBackend::Synthetic => {
+                warn!("engine.backend = \"synthetic\": NO MODEL; tasks get made-up words at the pace of [engine.synthetic], replies name the model \"synthetic\" (for measuring the queue, never for serving)");
+                "synthetic"
+            }
+        };
         let engine = tokio::task::spawn_blocking(move || Engine::start(&engine_settings))
             .await
             .map_err(|_| EngineStartError::ThreadDied)??;
@@ -78,6 +87,7 @@ impl Worker {
             model.slots as usize * model.context_per_slot as usize,
         );
         telemetry.watch_steps(engine.step_times());
+        telemetry.metrics.engine_loaded(backend, &model.name);
         Ok(Worker {
             settings,
             telemetry,

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# `make bench-ceiling`: how many tasks per second one queue carries on this machine, with the
+# model taken out of the way: WORKERS synthetic workers (engine.backend = "synthetic", SLOTS
+# slots each, FIRST_TOKEN_MS then TOKENS_PER_S tokens per second, MAX_TOKENS tokens a task)
+# serve `warren bench --synthetic` at rising CONCURRENCY, so that the broker, the commit
+# loop and the client set the pace. Runs, each TASKS tasks:
+#   - one quorum queue (the default) at each concurrency, through AMQP;
+#   - a classic queue, with finished marks in Redis (worker.redis_url), and through the
+#     gateway, each at the highest concurrency;
+# and for each, the CPU cores each process used over the run (RabbitMQ's beam.smp, the
+# workers, the gateway, the bench client itself), from /proc. Writes
+# bench/results-ceiling-latest.md. Tunables: WORKERS (2), SLOTS (64), TASKS (3000),
+# CONCURRENCY ("16 64 256"), MAX_TOKENS (8), FIRST_TOKEN_MS (5), TOKENS_PER_S (1000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WORKERS="${WORKERS:-2}"
+SLOTS="${SLOTS:-64}"
+TASKS="${TASKS:-3000}"
+CONCURRENCY="${CONCURRENCY:-16 64 256}"
+MAX_TOKENS="${MAX_TOKENS:-8}"
+FIRST_TOKEN_MS="${FIRST_TOKEN_MS:-5}"
+TOKENS_PER_S="${TOKENS_PER_S:-1000}"
+WARREN="$(pwd)/target/release/warren"
+OUT="$(mktemp -d)"
+RUN_ID="bench-ceiling.$(date +%s)"
+GATEWAY_PORT="${GATEWAY_PORT:-8092}"
+
+export WARREN__BROKER__URL="${WARREN__BROKER__URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+export WARREN__ENGINE__BACKEND=synthetic WARREN__ENGINE__SLOTS="$SLOTS"
+export WARREN__ENGINE__SYNTHETIC__FIRST_TOKEN_MS="$FIRST_TOKEN_MS"
+export WARREN__ENGINE__SYNTHETIC__TOKENS_PER_SECOND="$TOKENS_PER_S"
+export WARREN__METRICS__LISTEN="" WARREN__LOG__LEVEL=warn WARREN__TOPOLOGY__QUEUE_BOUND=0
+export WARREN__GATEWAY__LISTEN="127.0.0.1:$GATEWAY_PORT" GATEWAY_PORT
+export WARREN__GATEWAY__RESULTS_QUEUE="$RUN_ID.gateway-results"
+
+# shellcheck source=scripts/bench-run.sh
+source scripts/bench-run.sh
+workers=()
+stop_workers() {
+  for pid in "${workers[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${workers[@]}"; do wait "$pid" 2>/dev/null || true; done
+  workers=()
+}
+trap 'stop_workers; cleanup' EXIT
+
+# Starts WORKERS workers with extra environment ("KEY=value" arguments).
+start_workers() {
+  local tag="$1"; shift
+  for i in $(seq "$WORKERS"); do
+    start_worker "$OUT/worker-$tag-$i.log" "$@"
+    workers+=("$worker"); worker=""
+  done
+}
+
+# Busy CPU ticks (user + system) of the processes named in $@ (pids), summed.
+ticks() { python3 -c 'import sys
+total = 0
+for pid in sys.argv[1:]:
+    try: fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError: continue
+    total += int(fields[11]) + int(fields[12])
+print(total)' "$@"; }
+
+BEAM="$(pgrep -f beam.smp | head -1)"
+HZ="$(getconf CLK_TCK)"
+
+# One run: label, then `warren bench` arguments. Writes $OUT/<n>.json with the CPU cores each
+# side used added.
+runs=0
+run() {
+  local label="$1"; shift
+  runs=$((runs + 1))
+  echo "== $label" >&2
+  local b0 w0 g0 start
+  b0="$(ticks "$BEAM")"; w0="$(ticks "${workers[@]}")"; g0="$(ticks ${gateway:-})"
+  start="$(date +%s.%N)"
+  /usr/bin/time -f "%U %S" -o "$OUT/client-$runs.time" \
+    "$WARREN" bench --synthetic --tasks "$TASKS" --max-tokens "$MAX_TOKENS" --json --label "$label" "$@" \
+    > "$OUT/$runs.json"
+  python3 - "$OUT/$runs.json" "$start" "$HZ" "$(ticks "$BEAM")" "$b0" "$(ticks "${workers[@]}")" "$w0" \
+    "$(ticks ${gateway:-})" "$g0" "$OUT/client-$runs.time" <<'PY'
+import json, sys, time
+path, start, hz = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+wall = time.time() - start
+b1, b0, w1, w0, g1, g0 = (int(x) for x in sys.argv[4:10])
+user, system = (float(x) for x in open(sys.argv[10]).read().split()[-2:])
+report = json.load(open(path))
+report["cores"] = {"rabbitmq": (b1 - b0) / hz / wall, "workers": (w1 - w0) / hz / wall,
+                   "gateway": (g1 - g0) / hz / wall, "client": (user + system) / wall}
+json.dump(report, open(path, "w"))
+PY
+}
+
+start_workers quorum
+for c in $CONCURRENCY; do run "quorum, concurrency $c" --concurrency "$c"; done
+HIGH="${CONCURRENCY##* }"
+start_gateway "$OUT/gateway.log"
+run "quorum, through the gateway, concurrency $HIGH" --concurrency "$HIGH" --gateway "http://127.0.0.1:$GATEWAY_PORT/v1"
+kill -TERM "$gateway"; wait "$gateway" || true; gateway=""
+stop_workers
+start_workers redis WARREN__WORKER__REDIS_URL=redis://127.0.0.1:6379
+run "quorum, finished marks in Redis, concurrency $HIGH" --concurrency "$HIGH"
+stop_workers
+export WARREN__TOPOLOGY__QUEUE_TYPE=classic WARREN__TOPOLOGY__REQUESTS_QUEUE="$RUN_ID.classic"
+export WARREN__RETRY__QUEUE_PREFIX="$RUN_ID.classic-retry"
+start_workers classic
+run "classic, concurrency $HIGH" --concurrency "$HIGH"
+stop_workers
+
+mkdir -p bench
+python3 - "$OUT" "$runs" <<PY | tee bench/results-ceiling-latest.md
+import json, sys
+out, runs = sys.argv[1], int(sys.argv[2])
+print("## The queue's ceiling: $(date -u +%Y-%m-%d), $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), RabbitMQ $(rabbitmqctl version 2>/dev/null || echo '?')")
+print()
+print("$WORKERS synthetic workers x $SLOTS slots ($FIRST_TOKEN_MS ms to a first token, then $TOKENS_PER_S tokens/s,")
+print("$MAX_TOKENS tokens a task), $TASKS tasks a run, one RabbitMQ node, everything on this machine.")
+print("Cores: CPU time over the run's wall time of RabbitMQ (beam.smp), the workers, the gateway and")
+print("the bench client.")
+print()
+print("| run | tasks/s | p50 ms | p99 ms | errors | RabbitMQ cores | workers cores | gateway cores | client cores |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for n in range(1, runs + 1):
+    r = json.load(open(f"{out}/{n}.json"))
+    c = r["cores"]
+    print(f"| {r['label']} | {r['tasks_per_s']:.0f} | {r['latency_ms']['p50']:.1f} | {r['latency_ms']['p99']:.1f} | "
+          f"{r['errors']} | {c['rabbitmq']:.2f} | {c['workers']:.2f} | {c['gateway']:.2f} | {c['client']:.2f} |")
+PY
