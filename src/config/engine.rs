@@ -186,10 +186,10 @@ impl EngineSettings {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.backend == EngineBackend::Synthetic {
             let pace = &self.synthetic;
-            if !(pace.tokens_per_second > 0.0 && pace.tokens_per_second.is_finite()) {
+            if !(0.001..=1e9).contains(&pace.tokens_per_second) {
                 return Err(invalid(
                     "engine.synthetic.tokens_per_second",
-                    "must be above 0",
+                    "must be between 0.001 and 1e9",
                 ));
             }
             if !(0.0..1.0).contains(&pace.jitter) {

@@ -299,7 +299,7 @@ fn check_amqp_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
 /// Under routing by model, a model's batch tier is routed with its name plus
 /// [`crate::protocol::BATCH_SUFFIX`]: a model named so would take another's batch tasks.
 fn check_not_batch_named(key: &'static str, model: &str) -> Result<(), ConfigError> {
-    if model.ends_with(crate::protocol::BATCH_SUFFIX) {
+    if format!(".{model}").ends_with(crate::protocol::BATCH_SUFFIX) {
         return Err(invalid(
             key,
             format!(

@@ -304,6 +304,11 @@ fn a_model_named_like_another_model_s_batch_tier_is_refused() {
         ("WARREN__GATEWAY__MODELS", "small,small.batch"),
     ]);
     assert!(gateway.unwrap_err().to_string().contains("gateway.models"));
+    let bare = load(&[
+        ("WARREN__TOPOLOGY__TASKS_EXCHANGE", "warren.tasks"),
+        ("WARREN__ENGINE__MODEL_NAME", "batch"),
+    ]);
+    assert!(bare.unwrap_err().to_string().contains("engine.model_name"));
     // Without routing by model, names are not routing keys.
     assert!(load(&[("WARREN__GATEWAY__MODELS", "small.batch")]).is_ok());
 }

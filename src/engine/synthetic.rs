@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Semaphore};
 
+use super::generated_text::longest_suffix_prefix;
 use super::{
     Delta, Engine, EngineStartError, Generation, Job, Message, ModelInfo, Occupancy, StepTimes,
 };
@@ -87,6 +88,7 @@ async fn serve(
             Message::Stop => break,
         }
     }
+    occupancy.set_busy(0);
 }
 
 /// One job: a slot, then the made-up text; abandoned as soon as its caller goes away.
@@ -179,29 +181,39 @@ async fn generate(
     let prompt_time = started.elapsed();
     let per_token = Duration::from_secs_f64(1.0 / pace.tokens_per_second);
     let (mut text, mut completion_tokens, mut finish_reason) = (String::new(), 0, None);
+    // Bytes of `text` streamed so far: an end that may begin a stop string is held back.
+    let mut streamed = 0;
     while completion_tokens < limit {
         if completion_tokens > 0 {
             tokio::time::sleep(jittered(per_token, pace.jitter, &mut jitter)).await;
         }
-        let piece = format!(" {}", WORDS[words.usize(..WORDS.len())]);
+        text.push(' ');
+        text.push_str(WORDS[words.usize(..WORDS.len())]);
         completion_tokens += 1;
-        let before = text.len();
-        text.push_str(&piece);
-        if let Some(at) = task
-            .stop
-            .iter()
-            .filter_map(|stop| text.find(stop.as_str()))
-            .min()
-        {
+        let stop_at = task.stop.iter().filter_map(|s| text.find(s.as_str())).min();
+        if let Some(at) = stop_at {
             text.truncate(at);
             finish_reason = Some(FinishReason::Stop);
         }
-        if let (Some(stream), true) = (stream, text.len() > before) {
+        let last = finish_reason.is_some() || completion_tokens == limit;
+        let held = match last {
+            true => 0,
+            false => task
+                .stop
+                .iter()
+                .map(|stop| longest_suffix_prefix(text.as_bytes(), stop.as_bytes()))
+                .max()
+                .unwrap_or(0),
+        };
+        // The words are ASCII: every byte is a character boundary.
+        let ready = text.len() - held;
+        if let (Some(stream), true) = (stream, ready > streamed) {
             let _ = stream.send(Delta {
-                text: text[before..].to_owned(),
+                text: text[streamed..ready].to_owned(),
                 logprobs: Vec::new(),
                 tool_calls: Vec::new(),
             });
+            streamed = ready;
         }
         if finish_reason.is_some() {
             break;
@@ -258,143 +270,5 @@ fn jittered(base: Duration, share: f64, rng: &mut fastrand::Rng) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Settings;
-    use crate::engine::GenerationRequest;
-
-    fn task(body: serde_json::Value) -> Task {
-        let limits = Settings::defaults().task_limits();
-        crate::protocol::parse_task(body.to_string().as_bytes(), &limits).unwrap()
-    }
-
-    /// A pace fast enough for tests, or slow enough to time out.
-    fn pace(tokens_per_second: f64) -> SyntheticSettings {
-        SyntheticSettings {
-            first_token_ms: 0,
-            tokens_per_second,
-            jitter: 0.5,
-            tokens: 5,
-        }
-    }
-
-    async fn made_up(body: serde_json::Value) -> Result<Generation, TaskError> {
-        generate(&task(body), None, &pace(1e6), 64).await
-    }
-
-    #[tokio::test]
-    async fn max_tokens_ends_with_length_and_no_limit_ends_with_stop_after_the_configured_length() {
-        let limited = made_up(serde_json::json!({"prompt": "Hi", "max_tokens": 7}))
-            .await
-            .unwrap();
-        assert_eq!(
-            (limited.completion_tokens, limited.finish_reason),
-            (7, FinishReason::Length)
-        );
-        assert_eq!(limited.text.split_whitespace().count(), 7);
-        let free = made_up(serde_json::json!({"prompt": "Hi"})).await.unwrap();
-        assert_eq!(
-            (free.completion_tokens, free.finish_reason),
-            (5, FinishReason::Stop)
-        );
-        assert_eq!(free.prompt_tokens, 1);
-    }
-
-    #[tokio::test]
-    async fn the_same_seed_gives_the_same_words_and_greedy_tasks_agree() {
-        let seeded =
-            serde_json::json!({"prompt": "Hi", "max_tokens": 12, "temperature": 0.8, "seed": 7});
-        let (a, b) = (
-            made_up(seeded.clone()).await.unwrap(),
-            made_up(seeded).await.unwrap(),
-        );
-        assert_eq!(a.text, b.text);
-        let greedy = serde_json::json!({"prompt": "Hi", "max_tokens": 12});
-        assert_eq!(
-            made_up(greedy.clone()).await.unwrap().text,
-            made_up(greedy).await.unwrap().text
-        );
-    }
-
-    #[tokio::test]
-    async fn a_stop_sequence_cuts_the_text_before_it() {
-        let all = made_up(serde_json::json!({"prompt": "Hi", "max_tokens": 12}))
-            .await
-            .unwrap();
-        let stop = all.text.split_whitespace().nth(3).unwrap().to_owned();
-        let cut = made_up(serde_json::json!({"prompt": "Hi", "max_tokens": 12, "stop": [stop]}))
-            .await
-            .unwrap();
-        assert_eq!(cut.finish_reason, FinishReason::Stop);
-        assert!(all.text.starts_with(&cut.text) && cut.text.len() < all.text.len());
-        assert!(
-            !cut.text.contains(&stop),
-            "{:?} still holds {stop:?}",
-            cut.text
-        );
-    }
-
-    #[tokio::test]
-    async fn what_needs_a_model_is_refused_by_name_and_the_context_bounds_a_task() {
-        for (field, value) in [
-            ("json_schema", serde_json::json!({"type": "object"})),
-            ("logprobs", serde_json::json!(2)),
-        ] {
-            let mut body = serde_json::json!({"prompt": "Hi", "max_tokens": 2});
-            body[field] = value;
-            let refused = made_up(body).await.unwrap_err();
-            assert_eq!(refused.code, ErrorCode::InvalidRequest);
-            assert!(
-                refused.message.contains("synthetic engine"),
-                "{}",
-                refused.message
-            );
-        }
-        let long = made_up(serde_json::json!({"prompt": "Hi", "max_tokens": 64})).await;
-        assert_eq!(long.unwrap_err().code, ErrorCode::ContextLengthExceeded);
-    }
-
-    #[tokio::test]
-    async fn streamed_words_add_up_to_the_text() {
-        let (sender, mut received) = mpsc::unbounded_channel();
-        let task = task(serde_json::json!({"prompt": "Hi", "max_tokens": 6, "stream": true}));
-        let done = generate(&task, Some(&sender), &pace(1e6), 64)
-            .await
-            .unwrap();
-        drop(sender);
-        let mut streamed = String::new();
-        while let Some(delta) = received.recv().await {
-            streamed.push_str(&delta.text);
-        }
-        assert_eq!(streamed, done.text);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn the_engine_times_out_a_slow_task_and_serves_the_next() {
-        let mut settings = Settings::defaults().engine;
-        settings.backend = crate::config::EngineBackend::Synthetic;
-        settings.synthetic = pace(5.0);
-        let engine = tokio::task::spawn_blocking(move || start(&settings).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(engine.info().name, MODEL_NAME);
-        let request = |body| GenerationRequest {
-            task: task(body),
-            stream: None,
-        };
-        let slow = serde_json::json!({"prompt": "Hi", "max_tokens": 50, "timeout_ms": 300});
-        let timed_out = engine.generate(request(slow)).await.unwrap_err();
-        assert_eq!(timed_out.code, ErrorCode::Timeout);
-        let next = engine
-            .generate(request(
-                serde_json::json!({"prompt": "Hi", "max_tokens": 2}),
-            ))
-            .await
-            .unwrap();
-        assert_eq!(next.completion_tokens, 2);
-        assert_eq!(engine.occupancy().busy(), 0);
-        tokio::task::spawn_blocking(move || engine.stop())
-            .await
-            .unwrap();
-    }
-}
+#[path = "synthetic_tests.rs"]
+mod tests;

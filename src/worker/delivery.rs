@@ -137,10 +137,9 @@ async fn decide(
         BeforeRun::Settle(fate) => (fate, None),
         BeforeRun::Run => {
             let result = match shared.role {
-                EngineRole::Generate => run_task(shared, delivery, meta).await.map(|g| {
-                    spans::generated(&g, Instant::now());
-                    Outcome::Generated(Box::new(g))
-                }),
+                EngineRole::Generate => run_task(shared, delivery, meta)
+                    .await
+                    .map(|g| Outcome::Generated(Box::new(g))),
                 EngineRole::Embed => run_embedding(shared, delivery, meta).await.map(|e| {
                     spans::embedded(&e, Instant::now());
                     Outcome::Embedded(e)
@@ -352,6 +351,10 @@ async fn run_task(
     };
     // Dropping the generation future frees the engine's slot at its next step.
     let generation = unless_cancelled(shared, meta, shared.engine.generate(request)).await;
+    if let Ok(generated) = &generation {
+        // Before the chunks are flushed: the phases end when the engine answered.
+        spans::generated(generated, Instant::now());
+    }
     if let Some(forwarder) = forwarder {
         // The engine dropped the sender with the job: every chunk is published (or failed)
         // before the final reply goes out.

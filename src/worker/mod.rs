@@ -192,10 +192,11 @@ async fn session(
     let mut in_flight = JoinSet::new();
     let end = loop {
         // Whether to look at the batch queue: a slot may have been freed, or it is time.
+        // Interactive deliveries already here are taken first (biased), so that the batch
+        // queue is only looked at with every one of them counted as held.
         let look = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => true,
-            _ = batch_tier::next_look(&mut batch) => true,
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     in_flight.spawn(delivery::handle(shared.clone(), delivery, abandon.clone()));
@@ -204,6 +205,8 @@ async fn session(
                 Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
                 None => break SessionEnd::Lost("the broker cancelled the consumer".to_owned()),
             },
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => true,
+            _ = batch_tier::next_look(&mut batch) => true,
         };
         if let (true, Some(batch)) = (look, &batch) {
             match batch.take(in_flight.len()).await {
@@ -226,7 +229,9 @@ async fn session(
                 in_flight = in_flight.len(),
                 "shutting down: no new tasks are taken"
             );
-            let _ = shared.settling.cancel_consumer(&consumer_tag).await;
+            // Bounded: a broker that blocks the connection must not hold up the drain.
+            let cancel = shared.settling.cancel_consumer(&consumer_tag);
+            let _ = tokio::time::timeout(ABANDON_GRACE, cancel).await;
             let grace = Duration::from_millis(settings.worker.shutdown_grace_ms);
             if !drain(&mut in_flight, grace).await {
                 warn!(

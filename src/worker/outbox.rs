@@ -190,7 +190,7 @@ impl<'a> Outbox<'a> {
             "attempt failed; retrying later"
         );
         let properties = headers::with_headers(
-            headers::republishable(&self.delivery.properties),
+            self.traced_copy(),
             [
                 (HEADER_ATTEMPTS, headers::int(i64::from(self.meta.attempt))),
                 (HEADER_LAST_ERROR_CODE, headers::text(error.code.as_str())),
@@ -258,7 +258,7 @@ impl<'a> Outbox<'a> {
     /// to the dead-letter exchange.
     fn dead_letter(&self, error: &TaskError) -> Outgoing {
         let properties = headers::with_headers(
-            headers::republishable(&self.delivery.properties),
+            self.traced_copy(),
             [
                 (HEADER_ERROR_CODE, headers::text(error.code.as_str())),
                 (HEADER_ERROR, headers::text(error.message.clone())),
@@ -277,6 +277,16 @@ impl<'a> Outbox<'a> {
             topology.requests_queue(),
             properties,
         )
+    }
+
+    /// The task's properties fit to republish; a task that came without trace context
+    /// carries its span's (traces on), so that its next attempt, or its replay, joins its trace.
+    fn traced_copy(&self) -> BasicProperties {
+        let copy = headers::republishable(&self.delivery.properties);
+        match headers::string(&copy, "traceparent") {
+            Some(_) => copy,
+            None => crate::telemetry::traces::with_current_context(copy),
+        }
     }
 
     /// The original body, with `properties`.
