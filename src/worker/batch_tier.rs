@@ -14,6 +14,8 @@ use lapin::message::Delivery;
 
 use super::Shared;
 use crate::broker::BrokerError;
+use crate::config::Settings;
+use crate::retry::RetryPolicy;
 
 /// How often an idle worker looks at the batch queue; a task ending looks at once too.
 const POLL: Duration = Duration::from_millis(200);
@@ -27,8 +29,27 @@ pub(super) struct BatchTier {
 }
 
 impl BatchTier {
+    /// The batch tier of a worker whose interactive deliveries share `interactive`: the same
+    /// channel and engine, the batch queues and their retry policy. `None` for an embed
+    /// worker.
+    pub(super) fn for_worker(settings: &Settings, interactive: &Shared) -> Option<BatchTier> {
+        let topology = interactive.topology.batch_tier()?.clone();
+        let tier = settings.batch_tier()?;
+        tracing::info!(
+            queue = topology.requests_queue(),
+            "taking batch tasks when a slot is free"
+        );
+        let shared = Arc::new(Shared {
+            topology,
+            retry: RetryPolicy::new(&tier.retry),
+            ..interactive.clone()
+        });
+        let slots = usize::try_from(settings.engine.slots).unwrap_or(usize::MAX);
+        Some(BatchTier::new(shared, slots))
+    }
+
     /// The batch tier served with `shared` by an engine with `slots` slots.
-    pub(super) fn new(shared: Arc<Shared>, slots: usize) -> BatchTier {
+    fn new(shared: Arc<Shared>, slots: usize) -> BatchTier {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         BatchTier {

@@ -35,9 +35,11 @@ use crate::protocol::{
 pub(crate) async fn handle(shared: Arc<Shared>, delivery: Delivery, abandon: CancellationToken) {
     let meta = TaskMeta::read(&delivery);
     let queue = shared.topology.requests_queue().to_owned();
-    let span = spans::task_span(&delivery, &meta, &queue);
+    // The span that published the task, from its headers (read once).
+    let publisher = crate::telemetry::traces::from_amqp(&delivery.properties);
+    let span = spans::task_span(&publisher, &meta, &queue);
     async move {
-        spans::queue_wait(&delivery, &meta, &queue);
+        spans::queue_wait(&publisher, &meta, &queue);
         let metrics = &shared.telemetry.metrics;
         metrics.in_flight(1);
         settle(&shared, &delivery, &meta, &abandon).await;

@@ -325,7 +325,6 @@ async fn start_consuming(
         role = ?settings.engine.role,
         "consuming"
     );
-    let batch_topology = topology.batch_tier().cloned();
     let shared = Arc::new(Shared {
         engine: engine.clone(),
         role: settings.engine.role,
@@ -344,22 +343,7 @@ async fn start_consuming(
         cancels: lasting.cancels.clone(),
         finished: lasting.finished.clone(),
     });
-    let batch = match (batch_topology, settings.batch_tier()) {
-        (Some(topology), Some(tier)) => {
-            info!(
-                queue = topology.requests_queue(),
-                "taking batch tasks when a slot is free"
-            );
-            let shared = Arc::new(Shared {
-                topology,
-                retry: RetryPolicy::new(&tier.retry),
-                ..(*shared).clone()
-            });
-            let slots = usize::try_from(settings.engine.slots).unwrap_or(usize::MAX);
-            Some(batch_tier::BatchTier::new(shared, slots))
-        }
-        _ => None,
-    };
+    let batch = batch_tier::BatchTier::for_worker(settings, &shared);
     Ok(Consuming {
         connection,
         consumer,

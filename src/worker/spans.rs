@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::message::Delivery;
 use opentelemetry::trace::TraceContextExt;
-use opentelemetry::KeyValue;
+use opentelemetry::{Context, KeyValue};
 
 use super::task_meta::TaskMeta;
 use crate::engine::{Embeddings, Generation};
@@ -15,7 +14,7 @@ use crate::telemetry::traces;
 
 /// The span of one delivery: a consumer span named after the queue, a child of the span that
 /// published the task when its headers carry a `traceparent`.
-pub(super) fn task_span(delivery: &Delivery, meta: &TaskMeta, queue: &str) -> tracing::Span {
+pub(super) fn task_span(publisher: &Context, meta: &TaskMeta, queue: &str) -> tracing::Span {
     let span = tracing::info_span!(
         "task",
         otel.name = %format!("process {queue}"),
@@ -28,20 +27,19 @@ pub(super) fn task_span(delivery: &Delivery, meta: &TaskMeta, queue: &str) -> tr
         outcome = tracing::field::Empty,
         code = tracing::field::Empty,
     );
-    traces::continue_trace(&span, traces::from_amqp(&delivery.properties));
+    traces::continue_trace(&span, publisher.clone());
     span
 }
 
 /// The task's time in the queue, from its AMQP `timestamp` to its receipt, as a sibling of
 /// the task's span (a child of the publisher's), or a child of the task's span when it came
 /// without trace context. Call it inside the task's span.
-pub(super) fn queue_wait(delivery: &Delivery, meta: &TaskMeta, queue: &str) {
+pub(super) fn queue_wait(publisher: &Context, meta: &TaskMeta, queue: &str) {
     let Some(published) = meta.age.and_then(|age| meta.received.checked_sub(age)) else {
         return;
     };
-    let publisher = traces::from_amqp(&delivery.properties);
     let parent = if publisher.span().span_context().is_valid() {
-        publisher
+        publisher.clone()
     } else {
         traces::current_context()
     };
