@@ -78,9 +78,11 @@ test-unit: setup
 # One cargo profile (release) for the binary and the tests: llama.cpp is built once.
 # Model-using tests start worker processes; two at a time keeps 2 cores from thrashing.
 test: setup model broker-up redis-up
+	@scripts/test-broker-ready.sh
 	@scripts/timed.sh "release build" $(CARGO) build --release --locked
 	@scripts/timed.sh "test build" $(CARGO) test --release --locked --no-run
 	@scripts/timed.sh "cargo tests" env WARREN_TEST_MODEL=$(abspath $(MODEL)) $(CARGO) test --release --locked -- --test-threads=2
+	@scripts/test-broker-ready.sh
 	@scripts/timed.sh "python tests" $(MAKE) test-python
 
 # The gateway's end-to-end tests: the official `openai` SDK against real gateway and worker
@@ -103,12 +105,12 @@ $(AGENTSENV)/.installed: tests/python/agents/requirements.txt
 # test_restarts.py, which stops the broker every other file uses: it runs alone, after.
 # The agent frameworks' tests run in their virtualenv, after.
 test-python: $(PYENV)/.installed $(AGENTSENV)/.installed
-	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider \
+	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 900 \
 		-n 2 --dist loadfile --ignore tests/python/test_restarts.py --ignore tests/python/test_broker_blocked.py \
 		--ignore tests/python/agents tests/python
-	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider \
+	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 900 \
 		tests/python/test_restarts.py tests/python/test_broker_blocked.py
-	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(AGENTSENV)/bin/python -m pytest -q -p no:cacheprovider \
+	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(AGENTSENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 900 \
 		tests/python/agents
 
 # Side-by-side benchmark: warren (1/4/8 slots) vs llama-server vs the engine alone.

@@ -17,12 +17,19 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
 use serde_json::Value;
 
+mod health;
+pub use health::broker_health;
+
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
 const GUEST_AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
 
 /// How long a test waits for something the broker or a worker should do soon.
 pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// How long one call to the broker (a connection, a declare) may take before the test
+/// fails saying what the broker reports instead of hanging.
+pub const BROKER_CALL: Duration = Duration::from_secs(30);
 
 /// The real model the end-to-end tests run.
 pub fn model_path() -> PathBuf {
@@ -41,6 +48,8 @@ pub fn model_path() -> PathBuf {
 
 /// Queue and exchange names that belong to one test, deleted when dropped.
 pub struct Names {
+    /// What every name below starts with (`test.<test>.<id>`).
+    pub base: String,
     pub requests: String,
     pub dlx: String,
     pub dead: String,
@@ -56,6 +65,7 @@ impl Names {
         let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let base = format!("test.{test}.{id}");
         Names {
+            base: base.clone(),
             requests: format!("{base}.requests"),
             dlx: format!("{base}.dlx"),
             dead: format!("{base}.dead"),
@@ -110,20 +120,29 @@ impl Names {
 }
 
 impl Drop for Names {
+    /// Deletes every queue, exchange and bound policy under this test's base name (its batch
+    /// tier and delay queues too): a queue left behind is a quorum queue the broker keeps
+    /// running, and they add up over many runs.
     fn drop(&mut self) {
-        for queue in [&self.requests, &self.dead, &self.results] {
-            let _ = management_delete(&format!("queues/%2F/{queue}"));
-        }
-        let delay_queues = management_get("queues/%2F?columns=name").unwrap_or(Value::Null);
-        for queue in delay_queues.as_array().into_iter().flatten() {
+        let prefix = format!("{}.", self.base);
+        let queues = management_get("queues/%2F?columns=name").unwrap_or(Value::Null);
+        for queue in queues.as_array().into_iter().flatten() {
             if let Some(name) = queue["name"].as_str() {
-                if name.starts_with(&self.retry_prefix) {
+                if name.starts_with(&prefix) {
                     let _ = management_delete(&format!("queues/%2F/{name}"));
                 }
             }
         }
         let _ = management_delete(&format!("exchanges/%2F/{}", self.dlx));
         let _ = management_delete(&format!("exchanges/%2F/{}", self.control));
+        let policies = management_get("policies/%2F").unwrap_or(Value::Null);
+        for policy in policies.as_array().into_iter().flatten() {
+            if let Some(name) = policy["name"].as_str() {
+                if name.starts_with(&format!("warren-bound-{prefix}")) {
+                    let _ = management_delete(&format!("policies/%2F/{name}"));
+                }
+            }
+        }
     }
 }
 
@@ -144,6 +163,7 @@ pub struct WorkerProcess {
     child: Child,
     pub log_path: PathBuf,
     queue: String,
+    _watchdog: health::Watchdog,
 }
 
 impl WorkerProcess {
@@ -179,8 +199,10 @@ impl WorkerProcess {
             command.env(key, value);
         }
         let child = command.spawn().expect("spawn warren worker");
+        health::register_child(child.id());
         WorkerProcess {
             child,
+            _watchdog: health::Watchdog::arm(log_path.clone()),
             log_path,
             queue: names.requests.clone(),
         }
@@ -269,6 +291,7 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        health::forget_child(self.child.id());
     }
 }
 
@@ -299,11 +322,20 @@ impl Caller {
     /// An upstream whose replies go to the durable queue `name` (declared here, never
     /// exclusive), which outlives this client's connection and a broker restart.
     pub async fn connect_with_reply_queue(durable: Option<&str>) -> Caller {
-        let connection = Connection::connect(
-            AMQP_URL,
-            ConnectionProperties::default().with_connection_name("warren-test-upstream".into()),
+        let connection = tokio::time::timeout(
+            BROKER_CALL,
+            Connection::connect(
+                AMQP_URL,
+                ConnectionProperties::default().with_connection_name("warren-test-upstream".into()),
+            ),
         )
         .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "connecting to RabbitMQ took over {BROKER_CALL:?}: {}",
+                broker_health()
+            )
+        })
         .expect("connect to RabbitMQ (is it running? `make broker-up`)");
         let channel = connection.create_channel().await.unwrap();
         channel
@@ -353,18 +385,28 @@ impl Caller {
         body: &[u8],
         properties: BasicProperties,
     ) -> Confirmation {
-        self.channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
+        let published = async {
+            self.channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    properties,
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm")
+        };
+        tokio::time::timeout(PATIENCE, published)
             .await
-            .expect("publish")
-            .await
-            .expect("confirm")
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no publisher confirm from RabbitMQ within {PATIENCE:?}: {}",
+                    broker_health()
+                )
+            })
     }
 
     /// The properties a well-behaved client sets: JSON, persistent, reply_to, correlation_id.
@@ -537,11 +579,21 @@ pub fn header(properties: &BasicProperties, name: &str) -> Option<String> {
     })
 }
 
+/// An HTTP agent that gives up on a silent management API instead of hanging the test.
+static MANAGEMENT_AGENT: std::sync::LazyLock<ureq::Agent> = std::sync::LazyLock::new(|| {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
+});
+
 fn management(method: &str, path: &str) -> Result<Value, String> {
     let url = format!("{MANAGEMENT}/{path}");
+    let agent = &*MANAGEMENT_AGENT;
     let response = match method {
-        "GET" => ureq::get(&url).header("Authorization", GUEST_AUTH).call(),
-        _ => ureq::delete(&url)
+        "GET" => agent.get(&url).header("Authorization", GUEST_AUTH).call(),
+        _ => agent
+            .delete(&url)
             .header("Authorization", GUEST_AUTH)
             .call(),
     };
@@ -594,9 +646,18 @@ pub async fn ready_count(queue: &str) -> u32 {
 }
 
 async fn passive_declare(queue: &str) -> Option<lapin::Queue> {
-    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .ok()?;
+    let connection = tokio::time::timeout(
+        BROKER_CALL,
+        Connection::connect(AMQP_URL, ConnectionProperties::default()),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "connecting to RabbitMQ took over {BROKER_CALL:?}: {}",
+            broker_health()
+        )
+    })
+    .ok()?;
     let channel = connection.create_channel().await.ok()?;
     let declared = channel
         .queue_declare(
@@ -652,6 +713,7 @@ pub struct InProcessWorker {
     pub metrics_addr: std::net::SocketAddr,
     shutdown: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<Result<(), warren::worker::WorkerError>>,
+    _watchdog: health::Watchdog,
 }
 
 impl InProcessWorker {
@@ -692,6 +754,7 @@ impl InProcessWorker {
             metrics_addr,
             shutdown,
             task,
+            _watchdog: health::Watchdog::arm(PathBuf::from("(in this process)")),
         }
     }
 
