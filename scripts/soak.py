@@ -31,7 +31,7 @@ import httpx
 import pika
 
 REPO = Path(__file__).resolve().parents[1]
-WARREN = REPO / "target/release/warren"
+WARREN = Path(os.environ.get("WARREN_BIN", REPO / "target/release/warren"))
 MODEL = REPO / "models/gemma3-270m-q4_k_m.gguf"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
 MANAGEMENT = "http://127.0.0.1:15672/api"

@@ -15,7 +15,7 @@ mod transaction;
 pub use blocked::BlockedWatch;
 pub use publisher::{Published, Publisher};
 pub use topology::{Route, Topology};
-pub use transaction::{Outgoing, Transaction, TxChannel};
+pub use transaction::{Outgoing, Settled, Settlement, TxChannel};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -26,7 +26,7 @@ pub const PERSISTENT: u8 = 2;
 use secrecy::{ExposeSecret, SecretString};
 
 /// A failure talking to RabbitMQ.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     /// `broker.url` holds no URL (configuration validation rules this out).
     #[error("broker.url holds no URL")]
@@ -62,6 +62,19 @@ pub enum BrokerError {
     /// The broker ended a consumer (the queue was deleted, say).
     #[error("the broker ended the consumer of `{0}`")]
     ConsumerEnded(String),
+    /// The commit a settlement waited for was dropped before it ended (its session is
+    /// ending: the broker gives back what the channel held).
+    #[error("the commit this delivery waited for was abandoned")]
+    CommitAbandoned,
+    /// A commit of several deliveries failed ([`TxChannel::settle`]): the same failure for
+    /// each of them.
+    #[error("{source} (a commit of {members} deliveries)")]
+    InGroup {
+        /// How many deliveries the commit held.
+        members: usize,
+        /// Why it failed.
+        source: Box<BrokerError>,
+    },
     /// Any other AMQP failure.
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),

@@ -6,19 +6,20 @@
 //! done (no redelivery: one reply). Publisher confirms cannot give that: a reply confirmed
 //! and an ack not yet sent is the window in which at-least-once delivery answers twice.
 //!
-//! Owns the channel's transaction state; it does not decide what a delivery owes. One
-//! transaction at a time per channel (a commit takes everything staged on the channel, so
-//! two deliveries must not interleave): [`TxChannel::begin`] waits for the previous one, and
-//! rolls back what a transaction dropped before its commit (a cancelled task) left staged.
-//! Every other command the worker sends on the channel (`basic.get`, `basic.cancel`) waits
-//! for the same turn: RabbitMQ closes a channel that sends a command while its `tx.commit`
-//! is being processed ("unexpected command while processing 'tx.commit'").
+//! Owns the channel's transaction state; it does not decide what a delivery owes. A commit
+//! takes everything staged on the channel, so one transaction runs at a time: the
+//! settlements that arrive while a commit is under way go into the next one together (a
+//! group commit: one `tx.commit` for several deliveries, each still committed with its
+//! own ack). Every other command the worker sends on the channel (`basic.get`,
+//! `basic.cancel`) waits for the same turn: RabbitMQ closes a channel that sends a command
+//! while its `tx.commit` is being processed ("unexpected command while processing
+//! 'tx.commit'").
 //!
 //! RabbitMQ's tx is not atomic across a broker failure, sends `basic.return` for an
 //! unroutable mandatory message only at the commit (after the ack is taken), and delivers to
 //! direct reply-to (`amq.rabbitmq.reply-to`) at once, outside the transaction. A publish to
 //! a full classic queue with `x-overflow = reject-publish` fails the commit ("partial tx
-//! completion") with the ack applied. The worker handles the last three; see
+//! completion") with the acks applied. The worker handles the last three; see
 //! `worker::delivery`.
 
 use lapin::message::Delivery;
@@ -27,7 +28,7 @@ use lapin::options::{
 };
 use lapin::Acker;
 use lapin::{BasicProperties, Channel};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{oneshot, Mutex};
 
 use super::BrokerError;
 
@@ -54,13 +55,53 @@ impl Outgoing {
             format!("{}/{}", self.exchange, self.routing_key)
         }
     }
+
+    /// Whether `returned` is this message, as the broker returns it (same destination and
+    /// body).
+    fn is(&self, returned: &Outgoing) -> bool {
+        self.exchange == returned.exchange
+            && self.routing_key == returned.routing_key
+            && self.body == returned.body
+    }
+}
+
+/// What one delivery comes to at its settlement: the messages it owes, published, and then
+/// its ack (or, given back, its nack with requeue), all in one transaction.
+pub struct Settlement {
+    /// What to publish.
+    pub owed: Vec<Outgoing>,
+    /// The delivery's acker (a delivery of this channel).
+    pub acker: Acker,
+    /// Give the delivery back to its queue instead of acking it.
+    pub requeue: bool,
+    /// Called once everything is staged, just before the commit (fault injection).
+    pub before_commit: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+/// A settlement committed.
+#[derive(Debug)]
+pub struct Settled {
+    /// Those of its messages the broker could not route (returned at the commit).
+    pub returned: Vec<Outgoing>,
+    /// How many settlements its commit held, itself included.
+    pub group: usize,
+}
+
+/// A settlement waiting for a commit, and where its result goes.
+struct Waiting {
+    settlement: Settlement,
+    done: oneshot::Sender<Result<Settled, BrokerError>>,
 }
 
 /// A channel in `tx` mode, shared by the deliveries it carries.
 pub struct TxChannel {
     channel: Channel,
-    /// Whether something was staged and neither committed nor rolled back.
+    /// The channel's turn, held while a transaction is staged and committed (or another
+    /// command is sent); `true` while something is staged and neither committed nor rolled
+    /// back (a commit abandoned half-way).
     staged: Mutex<bool>,
+    /// Settlements waiting for the next commit.
+    waiting: std::sync::Mutex<Vec<Waiting>>,
 }
 
 impl TxChannel {
@@ -70,25 +111,33 @@ impl TxChannel {
         Ok(TxChannel {
             channel,
             staged: Mutex::new(false),
+            waiting: std::sync::Mutex::new(Vec::new()),
         })
     }
 
-    /// Starts a transaction, once the previous one is over; rolls back what a transaction
-    /// dropped before its commit left staged.
-    pub async fn begin(&self) -> Result<Transaction<'_>, BrokerError> {
-        let mut staged = self.staged.lock().await;
-        if *staged {
-            self.channel.tx_rollback().await?;
-            *staged = false;
+    /// Settles a delivery: publishes what it owes and acks (or requeues) it in one
+    /// transaction.
+    ///
+    /// Settlements that arrive while a commit is under way wait for it to end; then the
+    /// first of them to take the channel's turn stages them all and commits them together.
+    /// A failed commit is the failure of every settlement in it.
+    pub async fn settle(&self, settlement: Settlement) -> Result<Settled, BrokerError> {
+        let (done, result) = oneshot::channel();
+        self.waiting_list().push(Waiting { settlement, done });
+        {
+            // Whoever held the turn before took this settlement into its group (and answered
+            // it before giving the turn up), or it is still waiting and goes in this group.
+            let mut staged = self.staged.lock().await;
+            let group = std::mem::take(&mut *self.waiting_list());
+            if !group.is_empty() {
+                self.commit_group(&mut staged, group).await;
+            }
         }
-        Ok(Transaction {
-            channel: &self.channel,
-            staged,
-        })
+        result
+            .await
+            .unwrap_or_else(|_| Err(BrokerError::CommitAbandoned))
     }
-}
 
-impl TxChannel {
     /// Takes one message from `queue` (`basic.get`, to be acked), between transactions.
     pub async fn get(&self, queue: &str) -> Result<Option<Delivery>, BrokerError> {
         let _turn = self.staged.lock().await;
@@ -104,18 +153,94 @@ impl TxChannel {
         self.channel.basic_cancel(tag.into(), options).await?;
         Ok(())
     }
-}
 
-/// One transaction: stage publishes and acks, then [`Transaction::commit`].
-pub struct Transaction<'a> {
-    channel: &'a Channel,
-    staged: MutexGuard<'a, bool>,
-}
+    fn waiting_list(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
-impl Transaction<'_> {
-    /// Stages `message`: the broker takes it at the commit.
-    pub async fn publish(&mut self, message: &Outgoing) -> Result<(), BrokerError> {
-        *self.staged = true;
+    /// Stages every settlement of `group` and commits them in one transaction; answers each
+    /// with the messages of its own the broker returned, or with the group's failure.
+    async fn commit_group(&self, staged: &mut bool, group: Vec<Waiting>) {
+        let (mut settlements, answers): (Vec<Settlement>, Vec<_>) = group
+            .into_iter()
+            .map(|waiting| (waiting.settlement, waiting.done))
+            .unzip();
+        let members = answers.len();
+        match self.stage_and_commit(staged, &mut settlements).await {
+            Ok(returned) => {
+                let owed = settlements.iter().map(|s| s.owed.as_slice());
+                let returned = attribute_returned(owed, returned);
+                for (returned, done) in returned.into_iter().zip(answers) {
+                    let _ = done.send(Ok(Settled {
+                        returned,
+                        group: members,
+                    }));
+                }
+            }
+            Err(e) => {
+                for done in answers {
+                    let error = match members {
+                        1 => e.clone(),
+                        _ => BrokerError::InGroup {
+                            members,
+                            source: Box::new(e.clone()),
+                        },
+                    };
+                    let _ = done.send(Err(error));
+                }
+            }
+        }
+    }
+
+    /// Publishes and acks what `settlements` hold, then commits. First rolls back what a
+    /// commit abandoned half-way left staged.
+    async fn stage_and_commit(
+        &self,
+        staged: &mut bool,
+        settlements: &mut [Settlement],
+    ) -> Result<Vec<Outgoing>, BrokerError> {
+        if *staged {
+            self.channel.tx_rollback().await?;
+            *staged = false;
+        }
+        for settlement in settlements.iter() {
+            *staged = true;
+            for message in &settlement.owed {
+                self.publish(message).await?;
+            }
+            if settlement.requeue {
+                let options = BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                };
+                settlement.acker.nack(options).await?;
+            } else {
+                settlement.acker.ack(BasicAckOptions::default()).await?;
+            }
+        }
+        for settlement in settlements.iter_mut() {
+            if let Some(hook) = settlement.before_commit.take() {
+                hook();
+            }
+        }
+        self.channel.tx_commit().await?;
+        *staged = false;
+        // Not in confirm mode, this waits for nothing: it hands over the messages returned
+        // before the commit-ok, which are this transaction's (one at a time per channel).
+        let returned = self.channel.wait_for_confirms().await?;
+        Ok(returned
+            .into_iter()
+            .map(|message| Outgoing {
+                exchange: message.delivery.exchange.to_string(),
+                routing_key: message.delivery.routing_key.to_string(),
+                body: message.delivery.data,
+                properties: message.delivery.properties,
+            })
+            .collect())
+    }
+
+    /// Stages `message` (mandatory: an unroutable one comes back at the commit).
+    async fn publish(&self, message: &Outgoing) -> Result<(), BrokerError> {
         self.channel
             .basic_publish(
                 message.exchange.as_str().into(),
@@ -131,41 +256,61 @@ impl Transaction<'_> {
             .await?;
         Ok(())
     }
+}
 
-    /// Stages the ack of the delivery `acker` belongs to (a delivery of this channel).
-    pub async fn ack(&mut self, acker: &Acker) -> Result<(), BrokerError> {
-        *self.staged = true;
-        acker.ack(BasicAckOptions::default()).await?;
-        Ok(())
+/// Hands each settlement of a commit the messages the broker returned that it owed (`owed`,
+/// one list per settlement, in order); a returned message goes to the first that owed it.
+fn attribute_returned<'a>(
+    owed: impl Iterator<Item = &'a [Outgoing]>,
+    mut returned: Vec<Outgoing>,
+) -> Vec<Vec<Outgoing>> {
+    owed.map(|owed| {
+        let (own, others) = returned
+            .drain(..)
+            .partition(|message| owed.iter().any(|o| o.is(message)));
+        returned = others;
+        own
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(queue: &str, body: &str) -> Outgoing {
+        Outgoing {
+            exchange: String::new(),
+            routing_key: queue.to_owned(),
+            body: body.as_bytes().to_vec(),
+            properties: BasicProperties::default(),
+        }
     }
 
-    /// Stages giving the delivery back to its queue (nack with requeue).
-    pub async fn requeue(&mut self, acker: &Acker) -> Result<(), BrokerError> {
-        *self.staged = true;
-        let options = BasicNackOptions {
-            requeue: true,
-            ..BasicNackOptions::default()
-        };
-        acker.nack(options).await?;
-        Ok(())
+    #[test]
+    fn each_settlement_gets_back_only_the_messages_it_owed() {
+        let first = vec![message("replies-a", "1"), message("dead", "1")];
+        let second = vec![message("replies-gone", "2")];
+        let third = vec![message("replies-gone", "3")];
+        let returned = vec![message("replies-gone", "3"), message("replies-gone", "2")];
+        let owed = [first.as_slice(), second.as_slice(), third.as_slice()];
+
+        let attributed = attribute_returned(owed.into_iter(), returned);
+
+        let bodies: Vec<Vec<&[u8]>> = attributed
+            .iter()
+            .map(|own| own.iter().map(|m| m.body.as_slice()).collect())
+            .collect();
+        assert_eq!(bodies, vec![vec![], vec![&b"2"[..]], vec![&b"3"[..]]]);
     }
 
-    /// Commits everything staged. Returns the messages the broker could not route (sent
-    /// back at the commit; everything else, acks included, took effect).
-    pub async fn commit(mut self) -> Result<Vec<Outgoing>, BrokerError> {
-        self.channel.tx_commit().await?;
-        *self.staged = false;
-        // Not in confirm mode, this waits for nothing: it hands over the messages returned
-        // before the commit-ok, which are this transaction's (one at a time per channel).
-        let returned = self.channel.wait_for_confirms().await?;
-        Ok(returned
-            .into_iter()
-            .map(|message| Outgoing {
-                exchange: message.delivery.exchange.to_string(),
-                routing_key: message.delivery.routing_key.to_string(),
-                body: message.delivery.data,
-                properties: message.delivery.properties,
-            })
-            .collect())
+    #[test]
+    fn a_message_to_another_destination_with_the_same_body_is_not_the_one_returned() {
+        let owed = [message("replies-a", "same")];
+        let returned = vec![message("replies-b", "same")];
+
+        let attributed = attribute_returned([owed.as_slice()].into_iter(), returned);
+
+        assert!(attributed[0].is_empty());
     }
 }

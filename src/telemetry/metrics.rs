@@ -69,6 +69,7 @@ pub struct Metrics {
     task_duration: Histogram,
     generation_duration: Histogram,
     tokens_per_second: Histogram,
+    commit_group_size: Histogram,
     prompt_tokens: Counter,
     cached_prompt_tokens: Counter,
     completion_tokens: Counter,
@@ -125,6 +126,7 @@ impl Metrics {
             task_duration: latency(),
             generation_duration: latency(),
             tokens_per_second: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            commit_group_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             prompt_tokens: Counter::default(),
             cached_prompt_tokens: Counter::default(),
             completion_tokens: Counter::default(),
@@ -186,6 +188,11 @@ impl Metrics {
             "warren_generation_tokens_per_second",
             "Generation speed of each completed task",
             m.tokens_per_second.clone(),
+        );
+        registry.register(
+            "warren_commit_group_size",
+            "Deliveries settled in the same transaction as each settled delivery (group commit)",
+            m.commit_group_size.clone(),
         );
         registry.register(
             "warren_prompt_tokens",
@@ -288,6 +295,11 @@ impl Metrics {
                 code: code.to_owned(),
             })
             .inc();
+    }
+
+    /// A delivery was settled in a commit of `group` deliveries.
+    pub fn committed_with(&self, group: usize) {
+        self.commit_group_size.observe(group as f64);
     }
 
     /// An attempt started running.

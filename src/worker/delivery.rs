@@ -20,7 +20,7 @@ use super::outbox::{Outbox, Outcome};
 use super::stream::{self, ChunkTarget};
 use super::task_meta::TaskMeta;
 use super::{faults, spans, Shared};
-use crate::broker::{headers, BrokerError, Outgoing};
+use crate::broker::{headers, BrokerError, Outgoing, Settlement};
 use crate::clock::unix_ms;
 use crate::config::EngineRole;
 use crate::engine::{Embeddings, GenerationRequest};
@@ -101,7 +101,7 @@ async fn settle(
     {
         Ok(returned) => {
             count_dead_letters(shared, &fate, &owed);
-            outbox.keep_undeliverable(returned).await;
+            outbox.keep_undeliverable(returned, false).await;
             if let Some(counts) = fault {
                 faults::after_commit(&delivery.data, counts);
             }
@@ -110,16 +110,18 @@ async fn settle(
             }
         }
         Err(e) if refused_by_a_full_queue(&e) => {
-            // RabbitMQ applied the ack and what it could, and closed the channel (the tasks
-            // it held go back to the queue); the reply's queue (the only one a caller owns)
-            // refused the reply: keep it where ops can find it.
-            error!(error = %e, "a full queue refused a message the task owed; the task is acked and its reply kept in the results queue");
+            // RabbitMQ applied the acks and what it could, and closed the channel (the tasks
+            // it held go back to the queue); a reply's queue (the only one a caller owns)
+            // refused the reply: keep it where ops can find it. In a commit of several
+            // tasks' replies the broker does not say whose it refused.
+            let maybe_delivered = matches!(e, BrokerError::InGroup { .. });
+            error!(error = %e, maybe_delivered, "a full queue refused a message the task owed; the task is acked and its reply kept in the results queue");
             let reply_to = meta.reply_to.as_deref();
             let refused = owed
                 .into_iter()
                 .filter(|m| m.exchange.is_empty() && Some(m.routing_key.as_str()) == reply_to)
                 .collect();
-            outbox.keep_undeliverable(refused).await;
+            outbox.keep_undeliverable(refused, maybe_delivered).await;
         }
         Err(e) => {
             warn!(error = %e, "could not publish what the task owes; returning it to the queue");
@@ -161,15 +163,19 @@ async fn commit_with_ack(
     owed: &[Outgoing],
     fault: Option<Redeliveries>,
 ) -> Result<Vec<Outgoing>, BrokerError> {
-    let mut transaction = shared.settling.begin().await?;
-    for message in owed {
-        transaction.publish(message).await?;
-    }
-    transaction.ack(&delivery.acker).await?;
-    if let Some(counts) = fault {
-        faults::before_commit(&delivery.data, counts);
-    }
-    transaction.commit().await
+    let before_commit = fault.map(|counts| {
+        let body = delivery.data.clone();
+        Box::new(move || faults::before_commit(&body, counts)) as Box<dyn FnOnce() + Send + Sync>
+    });
+    let settlement = Settlement {
+        owed: owed.to_vec(),
+        acker: delivery.acker.clone(),
+        requeue: false,
+        before_commit,
+    };
+    let settled = shared.settling.settle(settlement).await?;
+    shared.telemetry.metrics.committed_with(settled.group);
+    Ok(settled.returned)
 }
 
 /// Whether a commit failed because a queue with `x-overflow = reject-publish` was full:
@@ -223,12 +229,13 @@ fn record_outcome(shared: &Shared, fate: &Fate) {
 /// Gives the delivery back to its queue (a nack with requeue, committed), best effort: a
 /// channel that is gone gives back everything it held anyway.
 async fn requeue(shared: &Shared, delivery: &Delivery) {
-    let given_back = async {
-        let mut transaction = shared.settling.begin().await?;
-        transaction.requeue(&delivery.acker).await?;
-        transaction.commit().await
+    let settlement = Settlement {
+        owed: Vec::new(),
+        acker: delivery.acker.clone(),
+        requeue: true,
+        before_commit: None,
     };
-    if let Err(e) = given_back.await {
+    if let Err(e) = shared.settling.settle(settlement).await {
         debug!(error = %e, "requeue failed; the broker requeues the task when the channel closes");
     }
 }

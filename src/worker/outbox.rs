@@ -21,7 +21,8 @@ use crate::engine::{Embeddings, Generation};
 use crate::protocol::{
     Reply, ReplyStatus, TaskError, Timings, Usage, HEADER_ATTEMPTS, HEADER_ERROR,
     HEADER_ERROR_CODE, HEADER_FAILED_AT, HEADER_LAST_ERROR, HEADER_LAST_ERROR_CODE,
-    HEADER_REDELIVERIES, HEADER_UNDELIVERABLE, HEADER_WORKER, HEADER_WORKER_MICROS, WIRE_VERSION,
+    HEADER_MAYBE_DELIVERED, HEADER_REDELIVERIES, HEADER_UNDELIVERABLE, HEADER_WORKER,
+    HEADER_WORKER_MICROS, WIRE_VERSION,
 };
 use crate::telemetry::Completion;
 
@@ -307,7 +308,7 @@ impl<'a> Outbox<'a> {
     /// Keeps messages the broker could not deliver at the commit (a reply whose `reply_to`
     /// queue is gone, mostly) in the results queue, marked with where they were going:
     /// their delivery is already acked, so this is their only record.
-    pub(crate) async fn keep_undeliverable(&self, returned: Vec<Outgoing>) {
+    pub(crate) async fn keep_undeliverable(&self, returned: Vec<Outgoing>, maybe_delivered: bool) {
         let results = self.shared.topology.results_queue();
         for message in returned {
             let destination = message.destination();
@@ -317,7 +318,13 @@ impl<'a> Outbox<'a> {
                 routing_key: results.to_owned(),
                 properties: headers::with_headers(
                     message.properties,
-                    [(HEADER_UNDELIVERABLE, headers::text(destination))],
+                    [
+                        (HEADER_UNDELIVERABLE, headers::text(destination)),
+                        (
+                            HEADER_MAYBE_DELIVERED,
+                            lapin::types::AMQPValue::Boolean(maybe_delivered),
+                        ),
+                    ],
                 ),
                 body: message.body,
             };

@@ -10,6 +10,7 @@ mod common;
 mod cancel;
 mod device_sampling;
 mod failures;
+mod group_commit;
 mod logprobs;
 mod no_work_twice;
 mod operations;
