@@ -113,7 +113,7 @@ test-python: $(PYENV)/.installed $(AGENTSENV)/.installed
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(AGENTSENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 900 \
 		tests/python/agents
 
-# Side-by-side benchmark: warren (1/4/8 slots) vs llama-server vs the engine alone.
+# Side-by-side benchmark: warren (1/4/8/16 slots) vs llama-server vs the engine alone.
 # Run it with nothing else on the machine; results go to bench/results-latest.md.
 bench: setup model broker-up redis-up build $(PYENV)/.installed
 	scripts/bench.sh

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # `make bench`: measures, side by side in one run, on the same model, threads, prompts and
 # max_tokens, with nothing else running:
-#   1. warren through RabbitMQ with engine.slots = 1, 4, 8 (concurrency = slots), then the
+#   1. warren through RabbitMQ with engine.slots = 1, 4, 8, 16 (concurrency = slots), then the
 #      same worker through `warren gateway` (the OpenAI HTTP path);
-#   2. llama.cpp's llama-server with -np 1, 4, 8 and continuous batching, over HTTP;
-#   3. the engine alone (same step loop, tasks fed in-process), slots = 1, 4, 8.
+#   2. llama.cpp's llama-server with -np 1, 4, 8, 16 and continuous batching, over HTTP;
+#   3. the engine alone (same step loop, tasks fed in-process), slots = 1, 4, 8, 16.
 # Each measurement runs ROUNDS times, interleaved (so a slow minute of the machine hits every
 # target alike), and the table shows the median round with the range of tokens/s.
 # Prints one table (tokens/s, tasks/s, p50/p99 latency, peak RSS, ratios) and writes it to
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 TASKS="${TASKS:-32}"
 MAX_TOKENS="${MAX_TOKENS:-64}"
 THREADS="${THREADS:-$(nproc)}"
-SLOTS="${SLOTS:-1 4 8}"
+SLOTS="${SLOTS:-1 4 8 16}"
 ROUNDS="${ROUNDS:-3}"
 CONTEXT=2048
 BATCH=128
