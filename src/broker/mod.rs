@@ -62,8 +62,9 @@ pub enum BrokerError {
     /// The broker ended a consumer (the queue was deleted, say).
     #[error("the broker ended the consumer of `{0}`")]
     ConsumerEnded(String),
-    /// The commit a settlement waited for was dropped before it ended (its session is
-    /// ending: the broker gives back what the channel held).
+    /// The commit a settlement waited for was dropped before it answered (its session is
+    /// ending): whether it took effect is unknown. What it did not take the broker gives
+    /// back when the channel closes.
     #[error("the commit this delivery waited for was abandoned")]
     CommitAbandoned,
     /// A commit of several deliveries failed ([`TxChannel::settle`]): the same failure for

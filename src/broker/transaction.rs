@@ -122,20 +122,31 @@ impl TxChannel {
     /// first of them to take the channel's turn stages them all and commits them together.
     /// A failed commit is the failure of every settlement in it.
     pub async fn settle(&self, settlement: Settlement) -> Result<Settled, BrokerError> {
-        let (done, result) = oneshot::channel();
+        let (done, mut result) = oneshot::channel();
         self.waiting_list().push(Waiting { settlement, done });
-        {
-            // Whoever held the turn before took this settlement into its group (and answered
-            // it before giving the turn up), or it is still waiting and goes in this group.
-            let mut staged = self.staged.lock().await;
-            let group = std::mem::take(&mut *self.waiting_list());
-            if !group.is_empty() {
-                self.commit_group(&mut staged, group).await;
-            }
-        }
-        result
-            .await
-            .unwrap_or_else(|_| Err(BrokerError::CommitAbandoned))
+        // Whoever holds the turn takes this settlement into its group and answers it before
+        // giving the turn up; if it is still waiting when this caller gets the turn, it goes
+        // in this caller's group. Answered first, the caller leaves the turn to the next
+        // settlement's own caller instead of committing for it.
+        let answered = tokio::select! {
+            biased;
+            answer = &mut result => Some(answer),
+            mut staged = self.staged.lock() => match result.try_recv() {
+                Ok(answer) => Some(Ok(answer)),
+                Err(_) => {
+                    let group = std::mem::take(&mut *self.waiting_list());
+                    if !group.is_empty() {
+                        self.commit_group(&mut staged, group).await;
+                    }
+                    None
+                }
+            },
+        };
+        let answer = match answered {
+            Some(answer) => answer,
+            None => result.await,
+        };
+        answer.unwrap_or_else(|_| Err(BrokerError::CommitAbandoned))
     }
 
     /// Takes one message from `queue` (`basic.get`, to be acked), between transactions.
@@ -259,19 +270,25 @@ impl TxChannel {
 }
 
 /// Hands each settlement of a commit the messages the broker returned that it owed (`owed`,
-/// one list per settlement, in order); a returned message goes to the first that owed it.
+/// one list per settlement, in order); a returned message goes to the first that owed it,
+/// and one that none owed (it cannot happen, but nothing is dropped silently) to the first.
 fn attribute_returned<'a>(
     owed: impl Iterator<Item = &'a [Outgoing]>,
     mut returned: Vec<Outgoing>,
 ) -> Vec<Vec<Outgoing>> {
-    owed.map(|owed| {
-        let (own, others) = returned
-            .drain(..)
-            .partition(|message| owed.iter().any(|o| o.is(message)));
-        returned = others;
-        own
-    })
-    .collect()
+    let mut attributed: Vec<Vec<Outgoing>> = owed
+        .map(|owed| {
+            let (own, others) = returned
+                .drain(..)
+                .partition(|message| owed.iter().any(|o| o.is(message)));
+            returned = others;
+            own
+        })
+        .collect();
+    if let Some(first) = attributed.first_mut() {
+        first.append(&mut returned);
+    }
+    attributed
 }
 
 #[cfg(test)]
@@ -306,11 +323,14 @@ mod tests {
 
     #[test]
     fn a_message_to_another_destination_with_the_same_body_is_not_the_one_returned() {
-        let owed = [message("replies-a", "same")];
+        let first = [message("replies-a", "other")];
+        let second = [message("replies-a", "same")];
         let returned = vec![message("replies-b", "same")];
 
-        let attributed = attribute_returned([owed.as_slice()].into_iter(), returned);
+        let owed = [first.as_slice(), second.as_slice()];
+        let attributed = attribute_returned(owed.into_iter(), returned);
 
-        assert!(attributed[0].is_empty());
+        assert!(attributed[1].is_empty(), "not the second's message");
+        assert_eq!(attributed[0].len(), 1, "kept by the first, not dropped");
     }
 }

@@ -23,9 +23,9 @@ pub const HEADER_WORKER_MICROS: &str = "x-warren-worker-us";
 /// Header on a reply that went to the results queue because its `reply_to` queue did not
 /// exist: the original `reply_to`.
 pub const HEADER_UNDELIVERABLE: &str = "x-warren-undeliverable-reply-to";
-/// Header (`true`) on a reply kept in the results queue after a full `reply_to` queue
-/// refused a message of a commit that held several tasks' replies: RabbitMQ does not say
-/// which one it refused, so this reply may have reached its queue too.
+/// Header on a reply kept in the results queue: `true` when a full `reply_to` queue refused
+/// a message of a commit that held several tasks (RabbitMQ does not say which, so this reply
+/// may have reached its queue too), `false` when it was not delivered.
 pub const HEADER_MAYBE_DELIVERED: &str = "x-warren-maybe-delivered";
 /// Header on a republished copy whose original had an AMQP `expiration`: that value (the
 /// copy itself must not expire in the parking lot).

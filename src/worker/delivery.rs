@@ -123,6 +123,11 @@ async fn settle(
                 .collect();
             outbox.keep_undeliverable(refused, maybe_delivered).await;
         }
+        Err(BrokerError::CommitAbandoned) => {
+            // The session is ending and its commit may have taken effect: a requeue now
+            // could only disturb the channel; the broker gives back whatever it did not take.
+            warn!("the session ended during this task's commit; the broker keeps or gives back the task");
+        }
         Err(e) => {
             warn!(error = %e, "could not publish what the task owes; returning it to the queue");
             requeue(shared, delivery).await;
