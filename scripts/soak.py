@@ -161,13 +161,17 @@ def depth(queue):
 
 
 def delete_run_queues():
-    """Only this run's queues and exchanges, named after RUN."""
+    """Only this run's queues, exchanges and the queue bound policy its workers set, named
+    after RUN."""
     auth = ("guest", "guest")
     for queue in management("queues/%2F?columns=name"):
         if queue["name"].startswith(RUN + "."):
             httpx.delete(f"{MANAGEMENT}/queues/%2F/{queue['name']}", auth=auth, timeout=10)
     for exchange in (f"{RUN}.dlx", CONTROL):
         httpx.delete(f"{MANAGEMENT}/exchanges/%2F/{exchange}", auth=auth, timeout=10)
+    for policy in management("policies/%2F"):
+        if policy["name"].startswith(f"warren-bound-{RUN}."):
+            httpx.delete(f"{MANAGEMENT}/policies/%2F/{policy['name']}", auth=auth, timeout=10)
 
 
 def sample(started, done, worker):
