@@ -205,7 +205,7 @@ mod tests {
             max_delay_ms: 30_000,
             jitter,
             retry_timeouts: true,
-            queue_prefix: "warren.retry".into(),
+            queue_prefix: "warren.delay".into(),
         }
     }
 
@@ -216,16 +216,16 @@ mod tests {
         assert_eq!(
             names,
             [
-                "warren.retry.1s",
-                "warren.retry.4s",
-                "warren.retry.16s",
-                "warren.retry.30s"
+                "warren.delay.1s",
+                "warren.delay.4s",
+                "warren.delay.16s",
+                "warren.delay.30s"
             ]
         );
         assert_eq!(
             policy.decide(ErrorCode::Timeout, 2),
             Decision::Retry {
-                queue: "warren.retry.4s".into(),
+                queue: "warren.delay.4s".into(),
                 delay: Duration::from_secs(4)
             }
         );
@@ -279,7 +279,7 @@ mod tests {
             let Decision::Retry { delay, queue } = policy.decide(ErrorCode::Timeout, 1) else {
                 panic!("should retry")
             };
-            assert_eq!(queue, "warren.retry.1s");
+            assert_eq!(queue, "warren.delay.1s");
             assert!(
                 delay >= Duration::from_millis(800) && delay <= ttl,
                 "{delay:?}"
@@ -299,6 +299,6 @@ mod tests {
             .into_iter()
             .map(|q| q.name)
             .collect();
-        assert_eq!(names, ["warren.retry.250ms", "warren.retry.500ms"]);
+        assert_eq!(names, ["warren.delay.250ms", "warren.delay.500ms"]);
     }
 }

@@ -10,15 +10,17 @@
 //!   `reply_to`.
 //! - control exchange (`warren.control`, fanout, durable): cancel messages; each worker binds
 //!   an exclusive, server-named queue to it.
-//! - one delay queue per retry level (`warren.retry.1s`, ...: durable, `parking_queue_type`,
-//!   with a fixed `x-message-ttl`) that dead-letters expired messages back to the requests
-//!   queue.
+//! - one delay queue per retry level (`warren.delay.1s`, ...: durable, quorum, with a fixed
+//!   `x-message-ttl`) that dead-letters expired messages back to the requests queue *at least
+//!   once*: a bounded requests queue that is full refuses the retry, and the broker keeps it
+//!   in the delay queue and offers it again (classic queues dead-letter at most once: a
+//!   refused retry would be dropped).
 //! - with routing by model (`tasks_exchange` set): the tasks exchange (direct, durable), and
 //!   for a worker the model's own requests queue (`warren.requests.<model>`, its delay queues
-//!   `warren.retry.<model>.*`: the configuration names them) bound to it with the model's
+//!   `warren.delay.<model>.*`: the configuration names them) bound to it with the model's
 //!   name. A publisher that serves no model declares the exchange, not a requests queue.
 //! - the batch tier (generation only): the same requests and delay queues again with
-//!   `.batch` appended to their names (`warren.requests.batch`, `warren.retry.batch.*`;
+//!   `.batch` appended to their names (`warren.requests.batch`, `warren.delay.batch.*`;
 //!   bound with `<model>.batch` under routing by model), see [`crate::protocol::tier`].
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -88,18 +90,22 @@ impl Topology {
     }
 
     /// Arguments of a delay queue: a fixed TTL, then back to the requests queue.
+    ///
+    /// Always a quorum queue dead-lettering at least once, whatever `parking_queue_type`
+    /// says: the requests queue is bounded (reject-publish), and only a quorum source keeps a
+    /// dead letter its target refused and offers it again (RabbitMQ 3.10+, which requires
+    /// the source's own overflow to be reject-publish; nothing else bounds a delay queue).
     pub fn delay_arguments(&self, queue: &DelayQueue) -> Vec<(&'static str, AMQPValue)> {
         vec![
-            (
-                "x-queue-type",
-                text(self.settings.parking_queue_type.as_str()),
-            ),
+            ("x-queue-type", text(QueueType::Quorum.as_str())),
             ("x-message-ttl", int(queue.ttl.as_millis() as i64)),
             ("x-dead-letter-exchange", text("")),
             (
                 "x-dead-letter-routing-key",
                 text(self.settings.requests_queue.clone()),
             ),
+            ("x-dead-letter-strategy", text("at-least-once")),
+            ("x-overflow", text("reject-publish")),
         ]
     }
 
@@ -265,9 +271,8 @@ impl Topology {
         for tier in std::iter::once(self).chain(self.batch.as_deref()) {
             for queue in &tier.delay_queues {
                 text.push_str(&format!(
-                    "queue    {}  durable, x-queue-type={}, x-message-ttl={}, dead-letters to {}\n",
+                    "queue    {}  durable, x-queue-type=quorum, x-message-ttl={}, dead-letters to {} (at least once)\n",
                     queue.name,
-                    s.parking_queue_type.as_str(),
                     queue.ttl.as_millis(),
                     tier.settings.requests_queue
                 ));

@@ -30,7 +30,7 @@ fn the_batch_tier_has_its_own_requests_and_delay_queues_and_routing_key() {
     settings.engine.model_name = "small".into();
     let batch = Topology::new(&settings.batch_tier().unwrap());
     assert_eq!(batch.requests_queue(), "warren.requests.batch");
-    assert_eq!(batch.delay_queues()[0].name, "warren.retry.batch.1s");
+    assert_eq!(batch.delay_queues()[0].name, "warren.delay.batch.1s");
     let tier = Topology::new(&settings).batch.unwrap();
     assert_eq!(tier.client_route().routing_key, "small.batch");
     assert_eq!(
@@ -53,6 +53,26 @@ fn the_queues_that_hold_messages_for_later_take_the_parking_type() {
     let described = quorum.describe();
     assert!(described.contains("warren.dead  durable, x-queue-type=quorum"));
     assert!(described.contains("warren.results  durable, x-queue-type=quorum"));
-    let delay = &quorum.delay_queues()[0];
-    assert_eq!(show(&quorum.delay_arguments(delay)[0].1), "quorum");
+}
+
+#[test]
+fn delay_queues_are_quorum_queues_that_dead_letter_at_least_once_whatever_the_parking_type() {
+    let settings = Settings::defaults();
+    assert_eq!(settings.topology.parking_queue_type, QueueType::Classic);
+    let topology = Topology::new(&settings);
+    let delay = &topology.delay_queues()[0];
+    assert_eq!(delay.name, "warren.delay.1s");
+    let arguments: std::collections::HashMap<_, _> = topology
+        .delay_arguments(delay)
+        .into_iter()
+        .map(|(key, value)| (key, show(&value)))
+        .collect();
+    assert_eq!(arguments["x-queue-type"], "quorum");
+    assert_eq!(arguments["x-dead-letter-strategy"], "at-least-once");
+    // RabbitMQ falls back to at-most-once unless the source queue rejects publishes.
+    assert_eq!(arguments["x-overflow"], "reject-publish");
+    assert_eq!(arguments["x-dead-letter-routing-key"], "warren.requests");
+    assert!(topology
+        .describe()
+        .contains("warren.delay.1s  durable, x-queue-type=quorum"));
 }

@@ -256,7 +256,7 @@ fn routing_by_model_gives_a_worker_its_models_queue_and_delay_queues() {
     ])
     .unwrap();
     assert_eq!(routed.topology.requests_queue, "warren.requests.small");
-    assert_eq!(routed.retry.queue_prefix, "warren.retry.small");
+    assert_eq!(routed.retry.queue_prefix, "warren.delay.small");
     assert_eq!(routed.routed_model(), Some("small"));
     let publisher = load(&[("WARREN__TOPOLOGY__TASKS_EXCHANGE", "warren.tasks")]).unwrap();
     assert_eq!(publisher.topology.requests_queue, "warren.requests");
@@ -272,7 +272,7 @@ fn routing_by_model_gives_a_worker_its_models_queue_and_delay_queues() {
 fn an_embed_worker_consumes_the_embeddings_queue_with_its_own_delay_queues() {
     let embed = load(&[("WARREN__ENGINE__ROLE", "embed")]).unwrap();
     assert_eq!(embed.topology.requests_queue, "warren.embeddings");
-    assert_eq!(embed.retry.queue_prefix, "warren.retry.embed");
+    assert_eq!(embed.retry.queue_prefix, "warren.delay.embed");
     assert_eq!(embed.engine.pooling, crate::config::Pooling::Mean);
     let generate = load(&[]).unwrap();
     assert_eq!(generate.topology.requests_queue, "warren.requests");

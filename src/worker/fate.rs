@@ -219,7 +219,7 @@ mod tests {
             let Fate::Retry { queue, delay, .. } = fate else {
                 panic!()
             };
-            assert!(queue.starts_with("warren.retry."));
+            assert!(queue.starts_with("warren.delay."));
             assert!(delay > Duration::ZERO);
             let last = after_run(&failure(code), 3, &policy());
             assert_eq!(last, Fate::GiveUp(TaskError::new(code, "m")), "{code}");

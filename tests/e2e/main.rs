@@ -15,6 +15,7 @@ mod logprobs;
 mod no_work_twice;
 mod operations;
 mod prefix_cache;
+mod retry_to_full_queue;
 mod task_file;
 mod throughput;
 mod topology_and_cli;

@@ -351,7 +351,7 @@ fn the_rabbitmq_definitions_match_what_the_worker_declares() {
         .replace("warren.dead", &names.dead)
         .replace("warren.results", &names.results)
         .replace("warren.control", &names.control)
-        .replace("warren.retry", &names.retry_prefix);
+        .replace("warren.delay", &names.retry_prefix);
     let definitions: Value = serde_json::from_str(&text).unwrap();
 
     let declared_queues = management_get("queues/%2F?columns=name").unwrap();
