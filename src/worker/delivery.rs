@@ -1,5 +1,5 @@
-//! One delivery from receipt to ack: read its properties once ([`TaskMeta`]), validate and
-//! run it on the engine (watching for a cancel), let [`super::fate`] decide what it comes to,
+//! One delivery from receipt to ack: read its properties once ([`TaskMeta`]), run it on the
+//! engine ([`super::run`]), let [`super::fate`] decide what it comes to,
 //! then publish what [`super::outbox`] says that owes and ack the delivery in one AMQP
 //! transaction — or, when abandoned (shutdown grace over, channel lost), give it back.
 //!
@@ -17,16 +17,12 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use super::fate::{self, BeforeRun, Fate, Redeliveries};
 use super::outbox::{Outbox, Outcome};
-use super::stream::{self, ChunkTarget};
+use super::run::{run_embedding, run_task};
 use super::task_meta::TaskMeta;
 use super::{faults, spans, Shared};
 use crate::broker::{headers, BrokerError, Outgoing, Settlement};
-use crate::clock::unix_ms;
 use crate::config::EngineRole;
-use crate::engine::{Embeddings, GenerationRequest};
-use crate::protocol::{
-    self, ErrorCode, TaskError, Timings, HEADER_REDELIVERIES, QUORUM_DELIVERY_COUNT,
-};
+use crate::protocol::{Timings, HEADER_REDELIVERIES, QUORUM_DELIVERY_COUNT};
 
 /// Handles one delivery to the end, or gives it back when `abandon` is cancelled before its
 /// fate is decided. Once it is, the commit and what follows it (keeping what the broker
@@ -243,142 +239,6 @@ async fn requeue(shared: &Shared, delivery: &Delivery) {
     if let Err(e) = shared.settling.settle(settlement).await {
         debug!(error = %e, "requeue failed; the broker requeues the task when the channel closes");
     }
-}
-
-/// A task whose deadline passed, or that waited longer than `limits.max_age_ms`, expires
-/// instead of starting.
-fn check_not_expired(
-    shared: &Shared,
-    meta: &TaskMeta,
-    deadline_ms: Option<u64>,
-) -> Result<(), TaskError> {
-    if let Some(deadline) = deadline_ms {
-        let now = unix_ms();
-        if now >= deadline {
-            return Err(TaskError::new(
-                ErrorCode::Expired,
-                format!(
-                    "the task's deadline_ms ({deadline}) passed {} ms before it could start",
-                    now - deadline
-                ),
-            ));
-        }
-    }
-    if let (Some(age), max_age_ms) = (meta.age, shared.max_age_ms) {
-        if max_age_ms > 0 && age > Duration::from_millis(max_age_ms) {
-            return Err(TaskError::new(
-                ErrorCode::Expired,
-                format!(
-                    "the task waited at least {} ms since it was published, more than the limit of {max_age_ms} ms",
-                    age.as_millis()
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Refuses a body that does not say it is JSON (an absent content type is taken as JSON).
-fn check_content(delivery: &Delivery) -> Result<(), TaskError> {
-    let properties = &delivery.properties;
-    protocol::check_content_properties(
-        properties.content_type().as_ref().map(|s| s.as_str()),
-        properties.content_encoding().as_ref().map(|s| s.as_str()),
-    )
-}
-
-/// Runs `work` unless a cancel for the task comes first; then `work` is dropped (the engine
-/// drops the job at its next step) and the task ends `cancelled`.
-async fn unless_cancelled<T>(
-    shared: &Shared,
-    meta: &TaskMeta,
-    work: impl std::future::Future<Output = Result<T, TaskError>>,
-) -> Result<T, TaskError> {
-    let watch = meta
-        .id
-        .as_deref()
-        .map(|id| shared.cancels.watch(id, Instant::now()));
-    let cancelled = async {
-        match &watch {
-            Some(watch) => watch.token().cancelled().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        biased;
-        _ = cancelled => Err(TaskError::new(ErrorCode::Cancelled, "the task was cancelled by its caller")),
-        result = work => result,
-    }
-}
-
-/// Validates and embeds one embedding task (a worker with `engine.role = "embed"`).
-async fn run_embedding(
-    shared: &Shared,
-    delivery: &Delivery,
-    meta: &TaskMeta,
-) -> Result<Embeddings, TaskError> {
-    check_content(delivery)?;
-    let task = protocol::parse_embedding_task(&delivery.data, &shared.limits)?;
-    check_not_expired(shared, meta, task.deadline_ms)?;
-    shared.telemetry.metrics.attempt_started();
-    unless_cancelled(shared, meta, shared.engine.embed(task)).await
-}
-
-/// Validates and runs one task.
-async fn run_task(
-    shared: &Shared,
-    delivery: &Delivery,
-    meta: &TaskMeta,
-) -> Result<crate::engine::Generation, TaskError> {
-    check_content(delivery)?;
-    let task = protocol::parse_task(&delivery.data, &shared.limits)?;
-    check_not_expired(shared, meta, task.deadline_ms)?;
-    shared.telemetry.metrics.attempt_started();
-    if shared.fault_injection {
-        faults::inject(&task.input, meta.attempt)?;
-    }
-    // Chunks and `started` need somewhere to go: without reply_to only the reply is sent.
-    let target = meta.reply_to.as_ref().map(|reply_to| ChunkTarget {
-        reply_to: reply_to.clone(),
-        correlation_id: meta.correlation_id.clone(),
-        id: meta.id.clone(),
-        attempt: meta.attempt,
-        logprobs: task.logprobs.is_some(),
-    });
-    if let (Some(target), true) = (&target, task.progress) {
-        if let Err(e) = stream::announce_start(&shared.publisher, target).await {
-            debug!(error = %e, "the started message could not be published");
-        }
-    }
-    let streaming = match (target, task.stream) {
-        (Some(target), true) => Some(stream::forward(
-            shared.publisher.clone(),
-            target,
-            &shared.stream,
-        )),
-        _ => None,
-    };
-    let (sender, forwarder) = streaming.unzip();
-    let request = GenerationRequest {
-        task,
-        stream: sender,
-    };
-    // Dropping the generation future frees the engine's slot at its next step.
-    let generation = unless_cancelled(shared, meta, shared.engine.generate(request)).await;
-    if let Ok(generated) = &generation {
-        // Before the chunks are flushed: the phases end when the engine answered.
-        spans::generated(generated, Instant::now());
-    }
-    if let Some(forwarder) = forwarder {
-        // The engine dropped the sender with the job: every chunk is published (or failed)
-        // before the final reply goes out.
-        match forwarder.await {
-            Ok(Ok(chunks)) => debug!(chunks, "streamed"),
-            Ok(Err(e)) => warn!(error = %e, "some chunks could not be published"),
-            Err(e) => warn!(error = %e, "the chunk forwarder failed"),
-        }
-    }
-    generation
 }
 
 fn timings(meta: &TaskMeta, outcome: Option<&Outcome>) -> Timings {

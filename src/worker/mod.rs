@@ -16,6 +16,7 @@ mod fate;
 mod faults;
 mod finished;
 mod outbox;
+mod run;
 mod service;
 mod spans;
 mod stream;
