@@ -21,6 +21,9 @@ pub struct GatewaySettings {
     pub api_keys_file: String,
     /// How long a request waits for its reply before a 504, in ms.
     pub request_timeout_ms: u64,
+    /// `Retry-After` of a 503 to a caller that asked not to wait while no worker serves its
+    /// model (header `X-Warren-Cold-Start: refuse`), in seconds.
+    pub cold_start_retry_after_s: u64,
     /// Largest request body, in bytes (413 above it).
     pub max_body_bytes: usize,
     /// Requests per minute per API key; 0 = unlimited.
@@ -97,6 +100,12 @@ impl GatewaySettings {
         }
         if self.request_timeout_ms == 0 {
             return Err(invalid("gateway.request_timeout_ms", "must be at least 1"));
+        }
+        if !(1..=3600).contains(&self.cold_start_retry_after_s) {
+            return Err(invalid(
+                "gateway.cold_start_retry_after_s",
+                "must be between 1 and 3600",
+            ));
         }
         if self.max_body_bytes < 64 {
             return Err(invalid("gateway.max_body_bytes", "must be at least 64"));

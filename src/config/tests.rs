@@ -170,6 +170,10 @@ fn gateway_and_worker_redis_and_webhook_settings_are_checked_by_key() {
         ),
         (("WARREN__GATEWAY__LISTEN", "nowhere"), "gateway.listen"),
         (
+            ("WARREN__GATEWAY__COLD_START_RETRY_AFTER_S", "0"),
+            "gateway.cold_start_retry_after_s",
+        ),
+        (
             ("WARREN__GATEWAY__REQUEST_TIMEOUT_MS", "700000"),
             "gateway.request_timeout_ms",
         ),

@@ -18,6 +18,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::client::{Answer, ClientError};
+use crate::gateway::cold_start::ColdStart;
 use crate::gateway::errors::ApiError;
 use crate::gateway::{admission, Shared};
 use crate::protocol::{EmbeddingBody, Reply, ReplyStatus};
@@ -161,10 +162,13 @@ async fn serve(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = app.admission.authenticate(&headers)?;
+    let cold_start = ColdStart::from_headers(&headers)?;
     let body = ApiError::read_body(body, app.max_body_bytes)?;
     let mut request = parse_request(&body, &app.limits)?;
     request.body.deadline_ms = Some(app.deadline_ms());
     let model = app.models.reply_name(&request.model).to_owned();
+    app.refuse_if_cold(cold_start, &app.embeddings_queue, &model)
+        .await?;
     let mut charge = app
         .admission
         .admit(

@@ -146,6 +146,16 @@ impl ApiError {
         }
     }
 
+    /// 503 with a `code` of its own, for what is expected to pass (set `retry_after`).
+    pub fn service_unavailable(code: &str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            code,
+            message,
+        )
+    }
+
     /// 503: RabbitMQ blocks publishers (a memory or disk alarm): a publish would wait until
     /// it clears.
     pub fn broker_blocked(reason: &str) -> Self {

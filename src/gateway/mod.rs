@@ -21,6 +21,7 @@ pub mod admission;
 pub mod backlog;
 pub mod batches;
 pub mod broker_link;
+pub mod cold_start;
 pub mod completions;
 pub mod embeddings;
 pub mod errors;
@@ -80,9 +81,29 @@ pub struct Shared {
     pub batches: batches::Batches,
     /// Where embedding tasks are published (`topology.embeddings_queue`).
     pub embeddings_queue: String,
+    /// `Retry-After` of a 503 to a caller that refused to wait for a cold start.
+    pub cold_start_retry_after: Duration,
 }
 
 impl Shared {
+    /// For a caller that refuses to wait for a cold start: 503 while no worker consumes
+    /// `queue`, the queue its task for `model` would go to ([`cold_start`]).
+    pub async fn refuse_if_cold(
+        &self,
+        wanted: cold_start::ColdStart,
+        queue: &str,
+        model: &str,
+    ) -> Result<(), ApiError> {
+        cold_start::refuse_if_cold(
+            &self.broker_link,
+            wanted,
+            queue,
+            model,
+            self.cold_start_retry_after,
+        )
+        .await
+    }
+
     /// `deadline_ms` of a task whose caller waits for it: when the request times out.
     pub fn deadline_ms(&self) -> u64 {
         u64::try_from((crate::clock::since_epoch() + self.request_timeout).as_millis())
@@ -131,6 +152,7 @@ impl Gateway {
             )?,
             limits: settings.task_limits(),
             embeddings_queue: settings.topology.embeddings_queue.clone(),
+            cold_start_retry_after: Duration::from_secs(g.cold_start_retry_after_s),
             request_timeout: Duration::from_millis(g.request_timeout_ms),
             max_body_bytes: g.max_body_bytes,
             models: models::Models::new(&settings),

@@ -24,6 +24,9 @@ use crate::gateway::Shared;
 pub struct Models {
     served: Vec<String>,
     routed: bool,
+    /// `topology.requests_queue`: the queue of every task, or under routing by model the
+    /// stem of each model's queue.
+    requests_queue: String,
 }
 
 impl Models {
@@ -36,7 +39,21 @@ impl Models {
         } else {
             vec![settings.gateway.model_name.clone()]
         };
-        Models { served, routed }
+        Models {
+            served,
+            routed,
+            requests_queue: settings.topology.requests_queue.clone(),
+        }
+    }
+
+    /// The interactive queue a task with `routing_key` ([`Models::routing_key`]) lands in:
+    /// the requests queue, or under routing by model the model's own. Workers consume it
+    /// (a batch-tier task's queue is only polled), so it says whether any worker serves.
+    pub fn task_queue(&self, routing_key: Option<&str>) -> String {
+        match routing_key {
+            Some(model) => format!("{}.{model}", self.requests_queue),
+            None => self.requests_queue.clone(),
+        }
     }
 
     /// The routing key of a request for `model`: `None` (the configured route) without

@@ -99,7 +99,7 @@ async fn watch_drain_rates(
 /// Ready messages and consumers of `queue`, or `None` when it does not exist (or the broker
 /// did not answer). A passive declare of a missing queue closes its channel, so each look
 /// has a channel of its own.
-async fn depth(connection: &lapin::Connection, queue: &str) -> Option<(u32, u32)> {
+pub(super) async fn depth(connection: &lapin::Connection, queue: &str) -> Option<(u32, u32)> {
     let channel = connection.create_channel().await.ok()?;
     let options = QueueDeclareOptions {
         passive: true,

@@ -59,6 +59,15 @@ async fn settle(
         quorum_count: headers::integer(&delivery.properties, QUORUM_DELIVERY_COUNT).unwrap_or(0),
         warren_count: headers::integer(&delivery.properties, HEADER_REDELIVERIES).unwrap_or(0),
     };
+    if meta.wake {
+        // Left by a gateway while no worker served this queue; starting is what it asked.
+        info!("a wake-up message: acked, nothing to run");
+        tracing::Span::current().record("outcome", "wake");
+        if let Err(e) = commit_with_ack(shared, delivery, &[], None).await {
+            debug!(error = %e, "the wake-up message's ack failed; it comes back and is acked again");
+        }
+        return;
+    }
     if already_finished(shared, meta).await {
         info!("the task was finished before (its id is recorded): acked without running it again");
         tracing::Span::current().record("outcome", "duplicate");

@@ -8,7 +8,7 @@ use lapin::message::Delivery;
 
 use crate::broker::headers;
 use crate::clock::{unix_micros, unix_ms};
-use crate::protocol::{HEADER_ATTEMPTS, HEADER_PUBLISHED_US};
+use crate::protocol::{HEADER_ATTEMPTS, HEADER_PUBLISHED_US, HEADER_WAKE};
 
 /// What the task's properties say about it, read once.
 pub(crate) struct TaskMeta {
@@ -22,6 +22,8 @@ pub(crate) struct TaskMeta {
     /// Lower bound of the time since the task was published (`x-warren-published-us`, else
     /// the AMQP `timestamp`).
     pub(crate) age: Option<Duration>,
+    /// A wake-up message (header `x-warren-wake`): acked, never run.
+    pub(crate) wake: bool,
 }
 
 impl TaskMeta {
@@ -52,7 +54,12 @@ impl TaskMeta {
                 Duration::from_millis(unix_ms().saturating_sub(sent_ms))
             })
         });
+        let wake = properties
+            .headers()
+            .as_ref()
+            .is_some_and(|h| h.inner().contains_key(HEADER_WAKE));
         TaskMeta {
+            wake,
             id: message_id.or_else(|| correlation_id.clone()),
             correlation_id,
             reply_to,

@@ -27,6 +27,7 @@ use crate::client::{Answer, Pending};
 use crate::clock;
 use crate::gateway::admission::Charge;
 use crate::gateway::broker_link::CancelOnDrop;
+use crate::gateway::cold_start::ColdStart;
 use crate::gateway::errors::ApiError;
 use crate::gateway::{admission, Shared};
 use crate::protocol::{ReplyStatus, HEADER_WORKER_MICROS};
@@ -98,6 +99,7 @@ async fn serve(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = app.admission.authenticate(&headers)?;
+    let cold_start = ColdStart::from_headers(&headers)?;
     let body = ApiError::read_body(body, app.max_body_bytes)?;
     let mut request = request::parse_request(kind, &body)?;
     request.task.deadline_ms = Some(app.deadline_ms());
@@ -106,6 +108,9 @@ async fn serve(
         (request.task.checked_bytes(&app.limits)).map_err(ApiError::refused_task)?;
     request.model = app.models.reply_name(&request.model).to_owned();
     let routing_key = app.models.routing_key(&request.model)?;
+    let queue = app.models.task_queue(routing_key);
+    app.refuse_if_cold(cold_start, &queue, &request.model)
+        .await?;
     let tokens = admission::token_estimate(
         request.prompt_chars,
         checked.max_tokens.or(checked.default_max_tokens),

@@ -28,6 +28,7 @@ use serde::Deserialize;
 use crate::clock;
 use crate::gateway::admission::{self, owner_of, Charge};
 use crate::gateway::broker_link::CancelOnDrop;
+use crate::gateway::cold_start::ColdStart;
 use crate::gateway::errors::ApiError;
 use crate::gateway::Shared;
 
@@ -73,6 +74,7 @@ async fn create_response(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = app.admission.authenticate(&headers)?;
+    let cold_start = ColdStart::from_headers(&headers)?;
     let body = ApiError::read_body(body, app.max_body_bytes)?;
     let mut request = object::parse_request(&body)?;
     if let Some(url) = &request.callback_url {
@@ -106,11 +108,15 @@ async fn create_response(
     let (task, checked) =
         (request.task.checked_bytes(&app.limits)).map_err(ApiError::refused_task)?;
     // A model not served is answered before any rate limit or record is spent on it.
-    app.models.routing_key(&request.model)?;
+    let queue = app
+        .models
+        .task_queue(app.models.routing_key(&request.model)?);
     request.model = app.models.reply_name(&request.model).to_owned();
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let created_at = clock::unix_seconds();
     if !request.background {
+        app.refuse_if_cold(cold_start, &queue, &request.model)
+            .await?;
         let tokens = admission::token_estimate(
             request.prompt_chars,
             checked.max_tokens.or(checked.default_max_tokens),
