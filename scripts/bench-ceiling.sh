@@ -5,8 +5,9 @@
 # serve `warren bench --synthetic` at rising CONCURRENCY, so that the broker, the commit
 # loop and the client set the pace. Runs, each TASKS tasks:
 #   - one quorum queue (the default) at each concurrency, through AMQP;
-#   - a classic queue, with finished marks in Redis (worker.redis_url), and through the
-#     gateway, each at the highest concurrency;
+#   - streamed (chunks published to the caller as the task goes: with the default chunking,
+#     then a chunk per token), through the gateway, with finished marks in Redis
+#     (worker.redis_url), and on a classic queue, each at the highest concurrency;
 # and for each, the CPU cores each process used over the run (RabbitMQ's beam.smp, the
 # workers, the gateway, the bench client itself), from /proc. Writes
 # bench/results-ceiling-latest.md. Tunables: WORKERS (2), SLOTS (64), TASKS (3000),
@@ -95,12 +96,16 @@ PY
 start_workers quorum
 for c in $CONCURRENCY; do run "quorum, concurrency $c" --concurrency "$c"; done
 HIGH="${CONCURRENCY##* }"
+run "quorum, streamed (a chunk per 8 tokens), concurrency $HIGH" --concurrency "$HIGH" --stream
 start_gateway "$OUT/gateway.log"
 run "quorum, through the gateway, concurrency $HIGH" --concurrency "$HIGH" --gateway "http://127.0.0.1:$GATEWAY_PORT/v1"
 kill -TERM "$gateway"; wait "$gateway" || true; gateway=""
 stop_workers
 start_workers redis WARREN__WORKER__REDIS_URL=redis://127.0.0.1:6379
 run "quorum, finished marks in Redis, concurrency $HIGH" --concurrency "$HIGH"
+stop_workers
+start_workers per-token WARREN__STREAM__MAX_PIECES_PER_CHUNK=1
+run "quorum, streamed (a chunk per token), concurrency $HIGH" --concurrency "$HIGH" --stream
 stop_workers
 export WARREN__TOPOLOGY__QUEUE_TYPE=classic WARREN__TOPOLOGY__REQUESTS_QUEUE="$RUN_ID.classic"
 export WARREN__RETRY__QUEUE_PREFIX="$RUN_ID.classic-retry"

@@ -69,6 +69,9 @@ pub(crate) struct Load {
     pub tool_schema: Option<Value>,
     /// Alternatives per token when every task asks for log probabilities.
     pub logprobs: Option<u32>,
+    /// Through RabbitMQ only: every task streams (`stream: true`), so the worker publishes
+    /// chunk messages to the caller as it generates.
+    pub stream: bool,
     /// After a refused task (a full queue), how long its loop waits before the next: a
     /// client backing off.
     pub refused_pause: Duration,
@@ -234,6 +237,7 @@ fn task_body(load: &Load, index: usize) -> TaskBody {
         seed: Some(index as u64),
         json_schema: load.json_schema.clone(),
         logprobs: load.logprobs.map(u64::from),
+        stream: load.stream.then_some(true),
         ..TaskBody::prompt(prompt.clone())
     };
     if let Some(parameters) = &load.tool_schema {
@@ -272,6 +276,7 @@ mod tests {
             json_schema: None,
             tool_schema: None,
             logprobs: None,
+            stream: false,
             refused_pause: Duration::ZERO,
             expect_model: None,
         };

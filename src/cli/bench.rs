@@ -77,6 +77,11 @@ pub(crate) struct Args {
     /// (the gateway names the model the caller asked for).
     #[arg(long, conflicts_with_all = ["in_process", "llama_server"])]
     pub synthetic: bool,
+    /// Every task streams its text (`stream: true`): the worker publishes chunk messages to
+    /// this client's reply queue as it generates, to measure what streaming costs the queue.
+    /// Through RabbitMQ only.
+    #[arg(long, conflicts_with_all = ["in_process", "llama_server", "gateway"])]
+    pub stream: bool,
     /// Name of this run in the report.
     #[arg(long)]
     pub label: Option<String>,
@@ -101,6 +106,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         json_schema: read_schema(args.json_schema.as_deref(), "--json-schema")?,
         tool_schema: read_schema(args.tool_schema.as_deref(), "--tool-schema")?,
         logprobs: args.logprobs,
+        stream: args.stream,
         refused_pause: std::time::Duration::from_millis(args.refused_pause_ms),
         expect_model: args
             .synthetic
