@@ -36,7 +36,7 @@ pub enum Decision {
 /// A delay queue: its name and the TTL that sends messages back to the requests queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DelayQueue {
-    /// Queue name, e.g. `warren.retry.1s`.
+    /// Queue name, e.g. `warren.delay.1s`.
     pub name: String,
     /// `x-message-ttl` of the queue (the top of the level's jitter band).
     pub ttl: Duration,

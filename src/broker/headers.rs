@@ -22,6 +22,19 @@ pub fn integer(properties: &BasicProperties, name: &str) -> Option<i64> {
     }
 }
 
+/// Whether a header of `properties` is true: the boolean `true` or the string `true` (clients
+/// without a boolean header type send that). Absent, or anything else, is false.
+pub fn is_true(properties: &BasicProperties, name: &str) -> bool {
+    match properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name))
+    {
+        Some(AMQPValue::Boolean(value)) => *value,
+        _ => string(properties, name).is_some_and(|s| s.trim().eq_ignore_ascii_case("true")),
+    }
+}
+
 /// A string header of `properties`.
 pub fn string(properties: &BasicProperties, name: &str) -> Option<String> {
     let value = properties.headers().as_ref()?.inner().get(name)?;
@@ -131,4 +144,25 @@ pub fn republishable(original: &BasicProperties) -> BasicProperties {
         copy = copy.with_cluster_id(v.clone());
     }
     copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_true_boolean_or_the_string_true_is_true() {
+        let with = |value: AMQPValue| {
+            BasicProperties::default().with_headers(FieldTable::from(
+                std::collections::BTreeMap::from([(ShortString::from("h"), value)]),
+            ))
+        };
+        assert!(is_true(&with(AMQPValue::Boolean(true)), "h"));
+        assert!(is_true(&with(text(" True ")), "h"));
+        assert!(!is_true(&with(AMQPValue::Boolean(false)), "h"));
+        assert!(!is_true(&with(text("false")), "h"));
+        assert!(!is_true(&with(int(1)), "h"));
+        assert!(!is_true(&with(AMQPValue::Boolean(true)), "other"));
+        assert!(!is_true(&BasicProperties::default(), "h"));
+    }
 }

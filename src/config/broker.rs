@@ -132,6 +132,11 @@ impl TopologySettings {
         !self.tasks_exchange.is_empty()
     }
 
+    /// Under routing by model, the requests queue of `model`: `<requests_queue>.<model>`.
+    pub fn model_queue(&self, model: &str) -> String {
+        format!("{}.{model}", self.requests_queue)
+    }
+
     /// Checks the section's own values.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for (key, name) in [

@@ -151,7 +151,7 @@ impl Settings {
         let Some(model) = self.routed_model().map(str::to_owned) else {
             return;
         };
-        self.topology.requests_queue = format!("{}.{model}", self.topology.requests_queue);
+        self.topology.requests_queue = self.topology.model_queue(&model);
         self.retry.queue_prefix = format!("{}.{model}", self.retry.queue_prefix);
     }
 

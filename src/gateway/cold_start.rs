@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
@@ -86,10 +86,14 @@ pub fn verdict(queue: Option<(u32, u32)>) -> Verdict {
     }
 }
 
+/// How long the look at the queue, and the wake-up's publish, may take: the caller asked
+/// for an answer now.
+const BROKER_WAIT: Duration = Duration::from_secs(5);
+
 /// For a caller that refuses to wait: `Ok` when a worker consumes `queue` (the queue the
 /// task would go to; a batch-tier task's interactive queue, which workers consume), else
 /// the 503, after leaving a wake-up message in an empty queue. `Ok` for a caller that waits,
-/// and while the broker cannot say (publishing then answers for it).
+/// and while the broker cannot say or blocks publishers (publishing then answers for it).
 pub async fn refuse_if_cold(
     link: &BrokerLink,
     wanted: ColdStart,
@@ -97,20 +101,36 @@ pub async fn refuse_if_cold(
     model: &str,
     retry_after: Duration,
 ) -> Result<(), ApiError> {
-    if wanted == ColdStart::Wait {
+    if wanted == ColdStart::Wait || link.blocked_reason().is_some() {
         return Ok(());
     }
     let Some(client) = link.client() else {
         return Ok(());
     };
-    let verdict = verdict(depth(client.connection(), queue).await);
+    // Each look runs as a task of its own: one the caller stops waiting for still closes
+    // its channel when the broker answers.
+    let look = tokio::spawn({
+        let (client, queue) = (client.clone(), queue.to_owned());
+        async move { depth(client.connection(), &queue).await }
+    });
+    let Ok(Ok(held)) = tokio::time::timeout(BROKER_WAIT, look).await else {
+        return Ok(());
+    };
+    let verdict = verdict(held);
     if verdict == Verdict::Publish {
         return Ok(());
     }
     if verdict == Verdict::WakeAndRefuse {
-        match wake(client.connection(), queue).await {
-            Ok(()) => info!(queue, "no worker serves this queue: left a wake-up message"),
-            Err(e) => debug!(queue, error = %e, "the wake-up message was not published"),
+        let waking = tokio::spawn({
+            let (client, queue) = (client.clone(), queue.to_owned());
+            async move { wake(client.connection(), &queue).await }
+        });
+        match tokio::time::timeout(BROKER_WAIT, waking).await {
+            Ok(Ok(Ok(true))) => info!(queue, "no worker serves this queue: left a wake-up message"),
+            Ok(Ok(Ok(false))) => debug!(queue, "the broker refused the wake-up message (nack)"),
+            Ok(Ok(Err(e))) => debug!(queue, error = %e, "the wake-up message was not published"),
+            Ok(Err(e)) => debug!(queue, error = %e, "the wake-up task failed"),
+            Err(_) => debug!(queue, "the wake-up message was not confirmed in time"),
         }
     }
     Err(no_worker_ready(model, retry_after))
@@ -119,6 +139,7 @@ pub async fn refuse_if_cold(
 fn no_worker_ready(model: &str, retry_after: Duration) -> ApiError {
     ApiError {
         retry_after: Some(retry_after),
+        no_retry: true,
         ..ApiError::service_unavailable(
             NO_WORKER_READY,
             format!(
@@ -130,39 +151,43 @@ fn no_worker_ready(model: &str, retry_after: Duration) -> ApiError {
     }
 }
 
-/// Publishes a wake-up message to `queue` through the default exchange, confirmed, on a
-/// channel of its own.
-async fn wake(connection: &lapin::Connection, queue: &str) -> Result<(), lapin::Error> {
+/// Publishes a wake-up message to `queue` through the default exchange on a channel of its
+/// own, closed whatever happens; whether the broker confirmed it (`false`: a nack).
+async fn wake(connection: &lapin::Connection, queue: &str) -> Result<bool, lapin::Error> {
     let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let headers = FieldTable::from(std::collections::BTreeMap::from([(
-        HEADER_WAKE.into(),
-        AMQPValue::Boolean(true),
-    )]));
-    let properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_headers(headers);
-    channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            b"{}",
-            properties,
-        )
-        .await?
-        .await?;
-    let _ = channel.close(StatusCode::OK.as_u16(), "OK".into()).await;
-    Ok(())
+    let published = async {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let headers = FieldTable::from(std::collections::BTreeMap::from([(
+            HEADER_WAKE.into(),
+            AMQPValue::Boolean(true),
+        )]));
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_headers(headers);
+        let confirmation = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                b"{}",
+                properties,
+            )
+            .await?
+            .await?;
+        Ok(confirmation.is_ack())
+    }
+    .await;
+    let _ = channel.close(200, "OK".into()).await;
+    published
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, StatusCode};
 
     #[test]
     fn a_caller_waits_unless_it_says_refuse_and_anything_else_is_a_400() {
@@ -194,6 +219,10 @@ mod tests {
         assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(error.code, NO_WORKER_READY);
         assert_eq!(error.retry_after, Some(Duration::from_secs(30)));
+        assert!(
+            error.no_retry,
+            "an SDK must not wait out Retry-After by itself"
+        );
         assert!(error.message.contains("`small`"));
     }
 }

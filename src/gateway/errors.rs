@@ -35,6 +35,9 @@ pub struct ApiError {
     /// For a full queue: the routing key the broker refused (the queue's name, or under
     /// routing by model the model's), which picks the queue whose drain sets `retry_after`.
     pub refused_key: Option<Box<str>>,
+    /// Tells OpenAI's SDKs not to retry on their own (`x-should-retry: false`): the caller
+    /// asked for an answer now, and an SDK would wait out `Retry-After` first.
+    pub no_retry: bool,
 }
 
 impl ApiError {
@@ -47,6 +50,7 @@ impl ApiError {
             param: None,
             retry_after: None,
             refused_key: None,
+            no_retry: false,
         }
     }
 
@@ -270,6 +274,11 @@ impl IntoResponse for ApiError {
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
+        }
+        if self.no_retry {
+            response
+                .headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
         }
         response
     }

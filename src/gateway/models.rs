@@ -15,18 +15,17 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::client::ClientError;
-use crate::config::Settings;
+use crate::config::{Settings, TopologySettings};
 use crate::gateway::errors::ApiError;
 use crate::gateway::Shared;
 
 /// The served models and whether tasks are routed by them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Models {
     served: Vec<String>,
     routed: bool,
-    /// `topology.requests_queue`: the queue of every task, or under routing by model the
-    /// stem of each model's queue.
-    requests_queue: String,
+    /// The queue of every task, and under routing by model the stem of each model's.
+    topology: TopologySettings,
 }
 
 impl Models {
@@ -42,7 +41,7 @@ impl Models {
         Models {
             served,
             routed,
-            requests_queue: settings.topology.requests_queue.clone(),
+            topology: settings.topology.clone(),
         }
     }
 
@@ -51,8 +50,8 @@ impl Models {
     /// (a batch-tier task's queue is only polled), so it says whether any worker serves.
     pub fn task_queue(&self, routing_key: Option<&str>) -> String {
         match routing_key {
-            Some(model) => format!("{}.{model}", self.requests_queue),
-            None => self.requests_queue.clone(),
+            Some(model) => self.topology.model_queue(model),
+            None => self.topology.requests_queue.clone(),
         }
     }
 

@@ -32,7 +32,7 @@ pub fn watched_queues(settings: &Settings) -> Vec<String> {
             .gateway
             .served_models()
             .iter()
-            .map(|model| format!("{}.{model}", t.requests_queue))
+            .map(|model| t.model_queue(model))
             .collect()
     } else {
         vec![t.requests_queue.clone()]

@@ -33,8 +33,8 @@ pub const HEADER_ORIGINAL_EXPIRATION: &str = "x-warren-original-expiration";
 /// Header on a task: when its publisher sent it (Unix time, microseconds), finer than the
 /// AMQP `timestamp` (whole seconds). Set by warren's client; optional for other publishers.
 pub const HEADER_PUBLISHED_US: &str = "x-warren-published-us";
-/// Header that makes a message a wake-up, not a task: a worker acks it without running it
-/// or answering. Published to a queue no worker consumes, it is something for a scaler that
+/// Header that, `true` (boolean, or the string `true`), makes a message a wake-up, not a
+/// task: a worker acks it without running it or answering. Published to a queue no worker consumes, it is something for a scaler that
 /// watches the queue's depth (KEDA) to see; the gateway leaves one when it refuses a caller
 /// that asked not to wait for a cold start.
 pub const HEADER_WAKE: &str = "x-warren-wake";

@@ -63,6 +63,7 @@ async fn settle(
         // Left by a gateway while no worker served this queue; starting is what it asked.
         info!("a wake-up message: acked, nothing to run");
         tracing::Span::current().record("outcome", "wake");
+        shared.telemetry.metrics.task_settled("wake", "");
         if let Err(e) = commit_with_ack(shared, delivery, &[], None).await {
             debug!(error = %e, "the wake-up message's ack failed; it comes back and is acked again");
         }

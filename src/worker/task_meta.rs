@@ -22,7 +22,7 @@ pub(crate) struct TaskMeta {
     /// Lower bound of the time since the task was published (`x-warren-published-us`, else
     /// the AMQP `timestamp`).
     pub(crate) age: Option<Duration>,
-    /// A wake-up message (header `x-warren-wake`): acked, never run.
+    /// A wake-up message (header `x-warren-wake: true`): acked, never run.
     pub(crate) wake: bool,
 }
 
@@ -54,10 +54,7 @@ impl TaskMeta {
                 Duration::from_millis(unix_ms().saturating_sub(sent_ms))
             })
         });
-        let wake = properties
-            .headers()
-            .as_ref()
-            .is_some_and(|h| h.inner().contains_key(HEADER_WAKE));
+        let wake = headers::is_true(properties, HEADER_WAKE);
         TaskMeta {
             wake,
             id: message_id.or_else(|| correlation_id.clone()),
