@@ -7,10 +7,11 @@
 #   - one quorum queue (the default) at each concurrency, through AMQP;
 #   - streamed (chunks published to the caller as the task goes: with the default chunking,
 #     then a chunk per token), through the gateway, with finished marks in Redis
-#     (worker.redis_url), and on a classic queue, each at the highest concurrency;
+#     (worker.redis_url), on a classic queue, and on a 3-node cluster of the local RabbitMQ
+#     (scripts/local_cluster.py; CLUSTER=0 skips it), each at the highest concurrency;
 # and for each, the CPU cores each process used over the run (RabbitMQ's beam.smp, the
 # workers, the gateway, the bench client itself), from /proc. Writes
-# bench/results-ceiling-latest.md. Tunables: WORKERS (2), SLOTS (64), TASKS (3000),
+# bench/results-ceiling-latest.md. Tunables: WORKERS (2), SLOTS (64), TASKS (3000), CLUSTER (1),
 # CONCURRENCY ("16 64 256"), MAX_TOKENS (8), FIRST_TOKEN_MS (5), TOKENS_PER_S (1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +44,9 @@ stop_workers() {
   for pid in "${workers[@]}"; do wait "$pid" 2>/dev/null || true; done
   workers=()
 }
-trap 'stop_workers; cleanup' EXIT
+cluster=""
+stop_cluster() { if [ -n "$cluster" ]; then python3 scripts/local_cluster.py down "$cluster" || true; fi; }
+trap 'stop_workers; stop_cluster; cleanup' EXIT
 
 # Starts WORKERS workers with extra environment ("KEY=value" arguments).
 start_workers() {
@@ -74,12 +77,12 @@ run() {
   runs=$((runs + 1))
   echo "== $label" >&2
   local b0 w0 g0 start
-  b0="$(ticks "$BEAM")"; w0="$(ticks "${workers[@]}")"; g0="$(ticks ${gateway:-})"
+  b0="$(ticks $BEAM)"; w0="$(ticks "${workers[@]}")"; g0="$(ticks ${gateway:-})"
   start="$(date +%s.%N)"
   /usr/bin/time -f "%U %S" -o "$OUT/client-$runs.time" \
     "$WARREN" bench --synthetic --tasks "$TASKS" --max-tokens "$MAX_TOKENS" --json --label "$label" "$@" \
     > "$OUT/$runs.json"
-  python3 - "$OUT/$runs.json" "$start" "$HZ" "$(ticks "$BEAM")" "$b0" "$(ticks "${workers[@]}")" "$w0" \
+  python3 - "$OUT/$runs.json" "$start" "$HZ" "$(ticks $BEAM)" "$b0" "$(ticks "${workers[@]}")" "$w0" \
     "$(ticks ${gateway:-})" "$g0" "$OUT/client-$runs.time" <<'PY'
 import json, sys, time
 path, start, hz = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
@@ -112,6 +115,31 @@ export WARREN__RETRY__QUEUE_PREFIX="$RUN_ID.classic-retry"
 start_workers classic
 run "classic, concurrency $HIGH" --concurrency "$HIGH"
 stop_workers
+unset WARREN__TOPOLOGY__QUEUE_TYPE WARREN__TOPOLOGY__REQUESTS_QUEUE WARREN__RETRY__QUEUE_PREFIX
+
+# A 3-node cluster of this machine's RabbitMQ (scripts/local_cluster.py): the quorum queue
+# has three replicas, each commit waits for a majority; the workers' connections are spread
+# over the nodes. Every node runs on the same cores, so this measures replication's cost,
+# not the capacity three broker machines would add. CLUSTER=0 skips it.
+if [ "${CLUSTER:-1}" = 1 ]; then
+  cluster="$OUT/cluster"
+  python3 scripts/local_cluster.py up "$cluster" > "$OUT/cluster.json"
+  mapfile -t urls < <(python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["urls"]))' "$OUT/cluster.json")
+  BEAM="$(python3 -c 'import json,sys; print(" ".join(map(str, json.load(open(sys.argv[1]))["pids"])))' "$OUT/cluster.json")"
+  saved_url="$WARREN__BROKER__URL"
+  export WARREN__BROKER__MANAGEMENT_URL="" WARREN__TOPOLOGY__PARKING_QUEUE_TYPE=quorum
+  for i in $(seq "$WORKERS"); do
+    first=$(( (i - 1) % 3 ))
+    rotated="${urls[$first]},${urls[$(( (first + 1) % 3 ))]},${urls[$(( (first + 2) % 3 ))]}"
+    start_worker "$OUT/worker-cluster-$i.log" "WARREN__BROKER__URL=$rotated"
+    workers+=("$worker"); worker=""
+  done
+  export WARREN__BROKER__URL="$(IFS=,; echo "${urls[*]}")"
+  run "quorum, 3-node cluster (3 replicas), concurrency $HIGH" --concurrency "$HIGH"
+  stop_workers
+  export WARREN__BROKER__URL="$saved_url"
+  stop_cluster; cluster=""
+fi
 
 mkdir -p bench
 python3 - "$OUT" "$runs" <<PY | tee bench/results-ceiling-latest.md
@@ -120,7 +148,7 @@ out, runs = sys.argv[1], int(sys.argv[2])
 print("## The queue's ceiling: $(date -u +%Y-%m-%d), $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), RabbitMQ $(rabbitmqctl version 2>/dev/null || echo '?')")
 print()
 print("$WORKERS synthetic workers x $SLOTS slots ($FIRST_TOKEN_MS ms to a first token, then $TOKENS_PER_S tokens/s,")
-print("$MAX_TOKENS tokens a task), $TASKS tasks a run, one RabbitMQ node, everything on this machine.")
+print("$MAX_TOKENS tokens a task), $TASKS tasks a run, one RabbitMQ node (the cluster run: three), everything on this machine.")
 print("Cores: CPU time over the run's wall time of RabbitMQ (beam.smp), the workers, the gateway and")
 print("the bench client.")
 print()

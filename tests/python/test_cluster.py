@@ -10,106 +10,31 @@ Its queues are all quorum (`topology.parking_queue_type = "quorum"`)."""
 import json
 import os
 import subprocess
+import sys
 import time
 import uuid
-from pathlib import Path
 
 import pika
 import pytest
 
 import httpx
 
-from conftest import WARREN, Names, free_port, start_gateway, start_worker
+from conftest import REPO, WARREN, Names, start_gateway, start_worker
 
-RABBIT = Path("/usr/lib/rabbitmq/bin")
+sys.path.insert(0, str(REPO / "scripts"))
+from local_cluster import Cluster  # noqa: E402
+
 TASKS_PER_PHASE = 6
-
-
-class Cluster:
-    def __init__(self, root):
-        self.root, self.id = root, uuid.uuid4().hex[:6]
-        (root / "home").mkdir()
-        self.nodes = [f"warren-c{i}-{self.id}@localhost" for i in range(3)]
-        self.ports = [free_port() for _ in self.nodes]
-        self.dist = [free_port() for _ in self.nodes]
-        self.urls = [f"amqp://guest:guest@127.0.0.1:{port}/%2f" for port in self.ports]
-
-    def env(self, i):
-        base = self.root / f"n{i}"
-        base.mkdir(exist_ok=True)
-        (base / "rabbitmq.conf").write_text(f"listeners.tcp.default = {self.ports[i]}\n")
-        (base / "enabled_plugins").write_text("[].\n")
-        (base / "env").write_text("")
-        return {
-            **os.environ,
-            "HOME": str(self.root / "home"),
-            "PATH": f"/usr/lib/erlang/bin:{os.environ['PATH']}",
-            "RABBITMQ_NODENAME": self.nodes[i],
-            "RABBITMQ_NODE_PORT": str(self.ports[i]),
-            "RABBITMQ_DIST_PORT": str(self.dist[i]),
-            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(base / "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
-            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
-            "RABBITMQ_CONF_ENV_FILE": str(base / "env"),
-        }
-
-    def ctl(self, i, *args, check=True):
-        done = subprocess.run([str(RABBIT / "rabbitmqctl"), "-n", self.nodes[i], *args], env=self.env(i),
-                              capture_output=True, text=True, timeout=120)
-        if check:
-            assert done.returncode == 0, f"rabbitmqctl {args} on node {i}: {done.stdout}{done.stderr}"
-        return done.stdout
-
-    def start(self, i):
-        subprocess.Popen([str(RABBIT / "rabbitmq-server")], env=self.env(i),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # await_startup fails at once while the node has not registered with epmd yet.
-        deadline = time.monotonic() + 120
-        while True:
-            done = subprocess.run([str(RABBIT / "rabbitmqctl"), "-n", self.nodes[i], "await_startup"],
-                                  env=self.env(i), capture_output=True, text=True, timeout=130)
-            if done.returncode == 0:
-                return
-            assert time.monotonic() < deadline, f"node {i} never started: {done.stdout}{done.stderr}"
-            time.sleep(1)
-
-    def stop(self, i):
-        self.ctl(i, "stop", check=False)
-
-    def live(self, down):
-        return next(i for i in range(3) if i not in down)
-
-    def queues(self, i):
-        return json.loads(self.ctl(i, "list_queues", "-q", "name", "consumers", "messages", "leader",
-                                   "members", "--formatter", "json"))
-
-    def queue(self, i, name):
-        return next(q for q in self.queues(i) if q["name"] == name)
-
-    def port_of_worker(self, i):
-        connections = json.loads(self.ctl(i, "list_connections", "-q", "port", "client_properties",
-                                          "--formatter", "json"))
-        # The worker names its connection (client property connection_name) warren-worker@….
-        return next(c["port"] for c in connections if "warren-worker@" in json.dumps(c))
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    if not (RABBIT / "rabbitmq-server").exists():
-        pytest.fail("the local RabbitMQ installation is missing (make setup)")
     cluster = Cluster(tmp_path)
     try:
-        for i in range(3):
-            cluster.start(i)
-        for i in (1, 2):
-            cluster.ctl(i, "stop_app")
-            cluster.ctl(i, "join_cluster", cluster.nodes[0])
-            cluster.ctl(i, "start_app")
+        cluster.start_all()
         yield cluster
     finally:
-        for i in range(3):
-            cluster.stop(i)
+        cluster.stop_all()
 
 
 def publisher(cluster):
