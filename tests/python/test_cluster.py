@@ -82,6 +82,9 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
         # Replicated dead-letter, results and delay queues: a classic one is unavailable while
         # its home node is down, and the worker could not declare its topology elsewhere.
         "topology__parking_queue_type": "quorum",
+        # The nodes run no management plugin; "auto" would find the local broker's API on the
+        # same host and put the queue bound policy there, on a broker without this queue.
+        "broker__management_url": "",
     }
     worker = start_worker(names, **env)
     gateway = start_gateway(names, **{k: v for k, v in env.items() if k != "worker__redis_url"})
@@ -153,3 +156,4 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
     finally:
         gateway.stop()
         worker.stop()
+        names.delete()
