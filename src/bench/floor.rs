@@ -59,6 +59,7 @@ impl FloorProbe {
                 )]),
             )
             .await?;
+        let _ = setup.close(200, "OK".into()).await;
         let echo = tokio::spawn(echo(
             connection.create_channel().await?,
             Publisher::open(&connection).await?,
@@ -93,6 +94,8 @@ impl FloorProbe {
             let _ = channel
                 .queue_delete(self.queue.as_str().into(), Default::default())
                 .await;
+            // Left open, lapin logs an error when the connection closes under it.
+            let _ = channel.close(200, "OK".into()).await;
         }
         let _ = self.connection.close(200, "floor probe done".into()).await;
         round_trips
