@@ -62,20 +62,12 @@ async fn settle(
     if meta.wake {
         // Left by a gateway while no worker served this queue; starting is what it asked.
         info!("a wake-up message: acked, nothing to run");
-        tracing::Span::current().record("outcome", "wake");
-        shared.telemetry.metrics.task_settled("wake", "");
-        if let Err(e) = commit_with_ack(shared, delivery, &[], None).await {
-            debug!(error = %e, "the wake-up message's ack failed; it comes back and is acked again");
-        }
+        ack_without_running(shared, delivery, "wake").await;
         return;
     }
     if already_finished(shared, meta).await {
         info!("the task was finished before (its id is recorded): acked without running it again");
-        tracing::Span::current().record("outcome", "duplicate");
-        shared.telemetry.metrics.task_settled("duplicate", "");
-        if let Err(e) = commit_with_ack(shared, delivery, &[], None).await {
-            warn!(error = %e, "ack of a finished task failed; it comes back and is skipped again");
-        }
+        ack_without_running(shared, delivery, "duplicate").await;
         return;
     }
     let decided = tokio::select! {
@@ -138,6 +130,16 @@ async fn settle(
             warn!(error = %e, "could not publish what the task owes; returning it to the queue");
             requeue(shared, delivery).await;
         }
+    }
+}
+
+/// Acks a delivery that is not to run (a wake-up, a copy of a finished task), counted as
+/// `outcome`. A failed ack brings it back, to be acked again.
+async fn ack_without_running(shared: &Shared, delivery: &Delivery, outcome: &'static str) {
+    tracing::Span::current().record("outcome", outcome);
+    shared.telemetry.metrics.task_settled(outcome, "");
+    if let Err(e) = commit_with_ack(shared, delivery, &[], None).await {
+        warn!(error = %e, outcome, "the ack failed; the message comes back and is acked again");
     }
 }
 
