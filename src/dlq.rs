@@ -177,9 +177,10 @@ pub async fn replay(
             continue;
         }
         let properties = without_failure_headers(headers::republishable(&delivery.properties));
+        let route = topology.task_route();
         let task = Outgoing {
-            exchange: String::new(),
-            routing_key: topology.requests_queue().to_owned(),
+            exchange: route.exchange,
+            routing_key: route.routing_key,
             body: delivery.data,
             properties,
         };

@@ -26,9 +26,7 @@ pub(crate) async fn against_warren(
     let topology = Topology::new(settings);
     let client =
         Arc::new(Client::connect(&settings.broker.url, &name, topology.client_route()).await?);
-    topology
-        .declare(&client.connection().create_channel().await?)
-        .await?;
+    topology.declare(client.connection()).await?;
     let probe = floor::FloorProbe::start(settings, &name).await?;
     let load_for_tasks = load.clone();
     let task_client = client.clone();

@@ -53,13 +53,17 @@ pub struct BoundPolicy {
 
 impl BoundPolicy {
     /// At most `max_length` tasks ready in `queue`, and as many in its batch tier's queue
-    /// when `with_batch_tier`; publishes beyond are nacked.
-    pub fn new(queue: &str, with_batch_tier: bool, max_length: u32) -> BoundPolicy {
-        let tier = if with_batch_tier {
+    /// when `with_batch_tier` (and in each of their shards when `sharded`); publishes beyond
+    /// are nacked.
+    pub fn new(queue: &str, with_batch_tier: bool, sharded: bool, max_length: u32) -> BoundPolicy {
+        let mut tier = if with_batch_tier {
             format!("({})?", escape_pattern(crate::protocol::BATCH_SUFFIX))
         } else {
             String::new()
         };
+        if sharded {
+            tier.push_str(r"(\.shard-[0-9]+)?");
+        }
         BoundPolicy {
             name: policy_name(queue),
             body: json!({
@@ -116,6 +120,15 @@ pub struct Management {
     client: reqwest::Client,
     base: url::Url,
     vhost: String,
+}
+
+/// Without the base URL, which may hold credentials.
+impl std::fmt::Debug for Management {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Management")
+            .field("vhost", &self.vhost)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Management {
@@ -180,6 +193,16 @@ impl Management {
             body: format!("not JSON: {e}"),
         })?;
         Ok(Some(QueueStats::from_json(&value)))
+    }
+
+    /// Whether a queue (`kind` "queues") or an exchange ("exchanges") named `name` exists.
+    pub async fn exists(&self, kind: &str, name: &str) -> Result<bool, ManagementError> {
+        let url = self.url(&["api", kind, &self.vhost, name])?;
+        let response = self.authorized(self.client.get(url)).send().await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        check(response).await.map(|_| true)
     }
 
     /// `base` with `segments` appended, each percent-encoded (a vhost `/` is `%2F`).
@@ -261,7 +284,8 @@ pub async fn apply_queue_bound(settings: &Settings) -> Result<Option<String>, Ma
     match settings.topology.queue_bound {
         0 => api.delete_policy(&policy_name(queue)).await?,
         bound => {
-            let policy = BoundPolicy::new(queue, with_batch_tier, bound);
+            let sharded = settings.topology.is_sharded();
+            let policy = BoundPolicy::new(queue, with_batch_tier, sharded, bound);
             api.put_policy(&policy).await?;
         }
     }
@@ -292,11 +316,14 @@ mod tests {
 
     #[test]
     fn a_bound_policy_matches_its_queue_alone_and_rejects_publishes_beyond_the_bound() {
-        let policy = BoundPolicy::new("warren.requests.llama-3.1", false, 256);
+        let policy = BoundPolicy::new("warren.requests.llama-3.1", false, false, 256);
         assert_eq!(policy.name, "warren-bound-warren.requests.llama-3.1");
         assert_eq!(policy.body["pattern"], r"^warren\.requests\.llama-3\.1$");
-        let tiers = BoundPolicy::new("warren.requests", true, 256);
+        let tiers = BoundPolicy::new("warren.requests", true, false, 256);
         assert_eq!(tiers.body["pattern"], r"^warren\.requests(\.batch)?$");
+        let shards = BoundPolicy::new("warren.requests.m", true, true, 256);
+        let pattern = r"^warren\.requests\.m(\.batch)?(\.shard-[0-9]+)?$";
+        assert_eq!(shards.body["pattern"], pattern);
         assert_eq!(policy.body["apply-to"], "queues");
         assert_eq!(policy.body["definition"]["max-length"], 256);
         assert_eq!(policy.body["definition"]["overflow"], "reject-publish");

@@ -9,6 +9,7 @@ mod blocked;
 pub mod headers;
 pub mod management;
 mod publisher;
+pub mod shards;
 mod topology;
 mod transaction;
 
@@ -52,6 +53,10 @@ pub enum BrokerError {
         /// What the broker said.
         source: lapin::Error,
     },
+    /// The broker holds a route that contradicts the configuration, or lacks what the
+    /// configuration needs; the text says which and how to mend it.
+    #[error("{0}")]
+    TopologyConflict(String),
     /// The broker refused to take a published message (nack): e.g. a full queue with
     /// `x-overflow = reject-publish`.
     #[error("the broker refused the message published to `{0}` (nack)")]

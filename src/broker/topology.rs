@@ -25,10 +25,11 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use super::headers::{int, table, text};
-use super::BrokerError;
+use super::management::Management;
+use super::{shards, BrokerError};
 use crate::config::{QueueType, Settings, TopologySettings};
 use crate::protocol::Tier;
 use crate::retry::{DelayQueue, RetryPolicy};
@@ -55,6 +56,8 @@ pub struct Topology {
     /// The batch tier's queues, as a topology of their own; `None` for an embed worker and
     /// for the batch tier itself.
     batch: Option<Box<Topology>>,
+    /// The management API, when configured: where [`shards::check_routes`] looks first.
+    management: Option<Management>,
 }
 
 impl Topology {
@@ -69,6 +72,7 @@ impl Topology {
                     .routed_model()
                     .map(|m| Tier::Batch.key(m).into_owned()),
                 batch: None,
+                management: None,
             })
         });
         Topology {
@@ -76,6 +80,7 @@ impl Topology {
             delay_queues: RetryPolicy::new(&settings.retry).delay_queues(),
             model: settings.routed_model().map(str::to_owned),
             batch,
+            management: Management::from_settings(settings).ok().flatten(),
         }
     }
 
@@ -95,23 +100,65 @@ impl Topology {
     /// says: the requests queue is bounded (reject-publish), and only a quorum source keeps a
     /// dead letter its target refused and offers it again (RabbitMQ 3.10+, which requires
     /// the source's own overflow to be reject-publish; nothing else bounds a delay queue).
+    /// Sharded, a retry goes back through the tasks exchange, so that it lands in a shard.
     pub fn delay_arguments(&self, queue: &DelayQueue) -> Vec<(&'static str, AMQPValue)> {
+        let Route {
+            exchange,
+            routing_key,
+            ..
+        } = self.task_route();
         vec![
             ("x-queue-type", text(QueueType::Quorum.as_str())),
             ("x-message-ttl", int(queue.ttl.as_millis() as i64)),
-            ("x-dead-letter-exchange", text("")),
-            (
-                "x-dead-letter-routing-key",
-                text(self.settings.requests_queue.clone()),
-            ),
+            ("x-dead-letter-exchange", text(exchange)),
+            ("x-dead-letter-routing-key", text(routing_key)),
             ("x-dead-letter-strategy", text("at-least-once")),
             ("x-overflow", text("reject-publish")),
         ]
     }
 
-    /// Name of the requests queue.
+    /// Name of the requests queue: for a shard's consumer ([`Topology::shard_of`]), that shard.
     pub fn requests_queue(&self) -> &str {
         &self.settings.requests_queue
+    }
+
+    /// The routing key of a sharded tier: its model's (plus the tier's suffix); `None`
+    /// without sharding or without a model.
+    fn sharded_key(&self) -> Option<&str> {
+        self.model.as_deref().filter(|_| self.settings.is_sharded())
+    }
+
+    /// The queues a worker consumes for this tier: the requests queue, or its shards.
+    pub fn consumed_queues(&self) -> Vec<String> {
+        match self.sharded_key() {
+            Some(_) => self.settings.consumed_queues(&self.settings.requests_queue),
+            None => vec![self.settings.requests_queue.clone()],
+        }
+    }
+
+    /// The tier as the consumer of `queue` (one of [`Topology::consumed_queues`]) sees it:
+    /// its requests queue is `queue`, where a recount goes and a dead letter says it came
+    /// from; retries still go through [`Topology::task_route`].
+    pub fn shard_of(&self, queue: &str) -> Topology {
+        let mut shard = self.clone();
+        shard.settings.requests_queue = queue.to_owned();
+        shard.batch = None;
+        shard
+    }
+
+    /// Where a task of this tier is published to reach its workers again (a retry leaving
+    /// its delay queue, a replayed dead letter): the requests queue on the default exchange,
+    /// or, sharded, the tasks exchange with the tier's key, which picks a shard.
+    pub fn task_route(&self) -> Route {
+        let (exchange, routing_key) = match self.sharded_key() {
+            Some(key) => (self.settings.tasks_exchange.clone(), key.to_owned()),
+            None => (String::new(), self.settings.requests_queue.clone()),
+        };
+        Route {
+            exchange,
+            routing_key,
+            control_exchange: self.settings.control_exchange.clone(),
+        }
     }
 
     /// Name of the dead-letter exchange.
@@ -187,10 +234,27 @@ impl Topology {
         )])
     }
 
-    /// Declares everything. Safe to run any number of times with the same configuration; a
-    /// queue that exists with other arguments is reported as [`BrokerError::TopologyMismatch`]
-    /// (the broker closes the channel in that case, so pass a channel you can lose).
-    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
+    /// Declares everything, on a channel of its own. Safe to run any number of times with the
+    /// same configuration; a queue that exists with other arguments is reported as
+    /// [`BrokerError::TopologyMismatch`], a route left by another shard count as
+    /// [`BrokerError::TopologyConflict`] (looked for first: see [`shards`]).
+    pub async fn declare(&self, connection: &Connection) -> Result<(), BrokerError> {
+        if let Some(model) = &self.model {
+            let tiers = std::iter::once(self).chain(self.batch.as_deref());
+            for tier in tiers {
+                let queue = &tier.settings.requests_queue;
+                let key = tier.model.as_deref().unwrap_or(model);
+                let management = self.management.as_ref();
+                shards::check_routes(connection, management, &tier.settings, key, queue).await?;
+            }
+        }
+        let channel = connection.create_channel().await?;
+        let declared = self.declare_on(&channel).await;
+        let _ = channel.close(200, "topology declared".into()).await;
+        declared
+    }
+
+    async fn declare_on(&self, channel: &Channel) -> Result<(), BrokerError> {
         let s = &self.settings;
         declare_fanout(channel, &s.dead_letter_exchange).await?;
         declare_queue(channel, &s.dead_letter_queue, self.parking_arguments()).await?;
@@ -222,9 +286,14 @@ impl Topology {
     /// model) and its delay queues.
     async fn declare_tier(&self, channel: &Channel) -> Result<(), BrokerError> {
         let s = &self.settings;
-        declare_queue(channel, &s.requests_queue, table(self.requests_arguments())).await?;
-        // A model is only set under routing by model.
-        if let Some(model) = &self.model {
+        if let Some(key) = self.sharded_key() {
+            let arguments = table(self.requests_arguments());
+            shards::declare(channel, s, key, &s.requests_queue, &arguments).await?;
+        } else {
+            declare_queue(channel, &s.requests_queue, table(self.requests_arguments())).await?;
+        }
+        // A model is only set under routing by model; a sharded tier is bound above.
+        if let (Some(model), None) = (&self.model, self.sharded_key()) {
             channel
                 .queue_bind(
                     s.requests_queue.as_str().into(),
@@ -274,7 +343,20 @@ impl Topology {
                     "queue    {}  durable, x-queue-type=quorum, x-message-ttl={}, dead-letters to {} (at least once)\n",
                     queue.name,
                     queue.ttl.as_millis(),
-                    tier.settings.requests_queue
+                    match tier.sharded_key() {
+                        Some(key) => format!("exchange {} with key {key}", s.tasks_exchange),
+                        None => tier.settings.requests_queue.clone(),
+                    }
+                ));
+            }
+            if let Some(key) = tier.sharded_key() {
+                text.push_str(&format!(
+                    "exchange {exchange}  x-consistent-hash (hash-property={property}), bound to {tasks} with {key}: sends each task to one of {shards} shards {queue}.shard-<i> (the queues workers consume, arguments as {queue}'s above)\n",
+                    exchange = shards::shard_exchange(s, key),
+                    property = shards::HASH_PROPERTY,
+                    tasks = s.tasks_exchange,
+                    shards = s.shards,
+                    queue = tier.settings.requests_queue,
                 ));
             }
         }
@@ -335,7 +417,7 @@ async fn declare_queue(
         .map_err(|source| mismatch("queue", name, source))
 }
 
-fn mismatch(kind: &'static str, name: &str, source: lapin::Error) -> BrokerError {
+pub(super) fn mismatch(kind: &'static str, name: &str, source: lapin::Error) -> BrokerError {
     if source.to_string().contains("PRECONDITION_FAILED") {
         BrokerError::TopologyMismatch {
             kind,

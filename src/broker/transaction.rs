@@ -115,6 +115,12 @@ impl TxChannel {
         })
     }
 
+    /// The channel, for setting up its consumers (`basic.qos`, `basic.consume`) before any
+    /// delivery is settled: later commands go through the channel's turn (the methods below).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
     /// Settles a delivery: publishes what it owes and acks (or requeues) it in one
     /// transaction.
     ///

@@ -102,11 +102,14 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
                 _ => bail!("say which dead letters to replay: --id ID, --code CODE or --all"),
             };
             let summary = dlq::replay(&connection, &topology, &filter, limit).await?;
+            let route = topology.task_route();
+            let target = match route.exchange.as_str() {
+                "" => route.routing_key,
+                exchange => format!("exchange {exchange} with key {}", route.routing_key),
+            };
             println!(
-                "replayed {} to {}; {} left in {queue}",
-                summary.replayed,
-                topology.requests_queue(),
-                summary.kept
+                "replayed {} to {target}; {} left in {queue}",
+                summary.replayed, summary.kept
             );
         }
         Action::Purge { .. } => {

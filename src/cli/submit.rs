@@ -147,9 +147,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let topology = Topology::new(&settings);
     let client = Client::connect(&settings.broker.url, &name, topology.client_route()).await?;
     // Declaring is idempotent and keeps the task from being dropped when no worker ran yet.
-    topology
-        .declare(&client.connection().create_channel().await?)
-        .await?;
+    topology.declare(client.connection()).await?;
 
     let id = uuid::Uuid::new_v4().to_string();
     let mut pending = client

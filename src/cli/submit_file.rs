@@ -79,9 +79,7 @@ pub(super) async fn run(settings: Settings, job: Job) -> anyhow::Result<()> {
     let topology = Topology::new(&settings);
     let client =
         Arc::new(Client::connect(&settings.broker.url, &name, topology.client_route()).await?);
-    topology
-        .declare(&client.connection().create_channel().await?)
-        .await?;
+    topology.declare(client.connection()).await?;
 
     let total = todo.len();
     let (outcomes, mut arrived) = mpsc::unbounded_channel();

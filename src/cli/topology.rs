@@ -17,8 +17,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     if !args.dry_run {
         let name = broker::process_name("warren-topology");
         let connection = broker::connect(&settings.broker.url, &name).await?;
-        let channel = connection.create_channel().await?;
-        topology.declare(&channel).await?;
+        topology.declare(&connection).await?;
         let _ = connection.close(200, "done".into()).await;
         println!("declared on {}:", settings.redacted_broker_url());
         match broker::management::apply_queue_bound(&settings).await {

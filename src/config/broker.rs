@@ -7,6 +7,14 @@ use serde::Deserialize;
 
 use super::{check_amqp_name, invalid, ConfigError};
 
+/// The most queues one model's traffic may be spread over.
+pub const MAX_SHARDS: u16 = 64;
+
+/// The name of shard `index` of `queue`.
+pub fn shard_queue(queue: &str, index: u16) -> String {
+    format!("{queue}.shard-{index}")
+}
+
 /// `[broker]`: how to reach RabbitMQ and how much work to take.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +90,9 @@ pub struct TopologySettings {
     pub tasks_exchange: String,
     /// Queue of embedding tasks: what `engine.role = "embed"` workers consume.
     pub embeddings_queue: String,
+    /// Under routing by model: how many queues each model's traffic is spread over (through
+    /// a consistent-hash exchange per model); 1 = one queue per model.
+    pub shards: u16,
 }
 
 impl BrokerSettings {
@@ -137,6 +148,21 @@ impl TopologySettings {
         format!("{}.{model}", self.requests_queue)
     }
 
+    /// Whether each model's traffic is spread over several queues ([`crate::broker::shards`]).
+    pub fn is_sharded(&self) -> bool {
+        self.shards > 1 && self.routes_by_model()
+    }
+
+    /// The queues workers consume for the queue `queue` of a model (or of its batch tier):
+    /// the queue itself, or when sharded its shards `<queue>.shard-<i>`.
+    pub fn consumed_queues(&self, queue: &str) -> Vec<String> {
+        if self.is_sharded() {
+            (0..self.shards).map(|i| shard_queue(queue, i)).collect()
+        } else {
+            vec![queue.to_owned()]
+        }
+    }
+
     /// Checks the section's own values.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for (key, name) in [
@@ -151,6 +177,18 @@ impl TopologySettings {
         }
         if self.routes_by_model() {
             check_amqp_name("topology.tasks_exchange", &self.tasks_exchange)?;
+        }
+        if self.shards == 0 || self.shards > MAX_SHARDS {
+            return Err(invalid(
+                "topology.shards",
+                format!("must be 1 to {MAX_SHARDS}"),
+            ));
+        }
+        if self.shards > 1 && !self.routes_by_model() {
+            return Err(invalid(
+                "topology.shards",
+                "needs topology.tasks_exchange (routing by model): publishers reach the shards through it",
+            ));
         }
         if self.queue_type == QueueType::Quorum && self.max_priority > 0 {
             return Err(invalid(

@@ -17,7 +17,7 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-pub use broker::{BrokerSettings, QueueType, TopologySettings};
+pub use broker::{shard_queue, BrokerSettings, QueueType, TopologySettings, MAX_SHARDS};
 pub use engine::{
     DeviceSampling, EngineBackend, EngineRole, EngineSettings, FlashAttention, KvCacheType,
     Pooling, SamplingSettings, SyntheticSettings,
@@ -263,6 +263,14 @@ impl Settings {
                 .unwrap_or(u16::MAX)
                 .saturating_add(self.broker.prefetch_extra)
         }
+    }
+
+    /// The prefetch of each of the worker's `consumers` (one per queue it consumes: more
+    /// than one with shards): [`Settings::effective_prefetch`] shared out, rounded up, at
+    /// least 1 each, so that the worker holds about what it would from one queue.
+    pub fn consumer_prefetch(&self, consumers: usize) -> u16 {
+        let consumers = u16::try_from(consumers.max(1)).unwrap_or(u16::MAX);
+        self.effective_prefetch().div_ceil(consumers).max(1)
     }
 
     /// The broker URL with any password replaced by `***`, safe to log.

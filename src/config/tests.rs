@@ -48,6 +48,39 @@ fn prefetch_follows_the_slots_plus_headroom_unless_set() {
 }
 
 #[test]
+fn shards_share_the_prefetch_out_and_need_routing_by_model() {
+    let s = load(&[
+        ("WARREN__ENGINE__SLOTS", "8"),
+        ("WARREN__BROKER__PREFETCH_EXTRA", "2"),
+    ])
+    .expect("valid");
+    assert_eq!(s.consumer_prefetch(1), 10);
+    assert_eq!(s.consumer_prefetch(4), 3);
+    assert_eq!(s.consumer_prefetch(64), 1);
+    let err = load(&[("WARREN__TOPOLOGY__SHARDS", "4")]).unwrap_err();
+    assert!(err.to_string().contains("topology.tasks_exchange"), "{err}");
+    let err = load(&[
+        ("WARREN__TOPOLOGY__TASKS_EXCHANGE", "warren.tasks"),
+        ("WARREN__TOPOLOGY__SHARDS", "0"),
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("topology.shards"), "{err}");
+    let sharded = load(&[
+        ("WARREN__TOPOLOGY__TASKS_EXCHANGE", "warren.tasks"),
+        ("WARREN__TOPOLOGY__SHARDS", "2"),
+        ("WARREN__ENGINE__MODEL_NAME", "m"),
+    ])
+    .expect("valid");
+    assert!(sharded.topology.is_sharded());
+    assert_eq!(
+        sharded
+            .topology
+            .consumed_queues(&sharded.topology.requests_queue),
+        ["warren.requests.m.shard-0", "warren.requests.m.shard-1"]
+    );
+}
+
+#[test]
 fn environment_overrides_nested_keys_with_double_underscores() {
     let s = load(&[
         ("WARREN__BROKER__PREFETCH", "7"),

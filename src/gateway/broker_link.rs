@@ -186,13 +186,7 @@ async fn connect(
     topology: &Topology,
 ) -> Result<Client, crate::client::ClientError> {
     let client = Client::connect(&settings.broker.url, name, topology.client_route()).await?;
-    let channel = client
-        .connection()
-        .create_channel()
-        .await
-        .map_err(crate::broker::BrokerError::from)?;
-    topology.declare(&channel).await?;
-    let _ = channel.close(200, "topology declared".into()).await;
+    topology.declare(client.connection()).await?;
     Ok(client)
 }
 

@@ -45,12 +45,19 @@ impl Models {
         }
     }
 
-    /// The interactive queue a task with `routing_key` ([`Models::routing_key`]) lands in:
-    /// the requests queue, or under routing by model the model's own. Workers consume it
-    /// (a batch-tier task's queue is only polled), so it says whether any worker serves.
+    /// An interactive queue a task with `routing_key` ([`Models::routing_key`]) may land in:
+    /// the requests queue, or under routing by model the model's own (sharded, its first
+    /// shard: every worker of the model consumes every shard). Workers consume it (a
+    /// batch-tier task's queue is only polled), so it says whether any worker serves.
     pub fn task_queue(&self, routing_key: Option<&str>) -> String {
         match routing_key {
-            Some(model) => self.topology.model_queue(model),
+            Some(model) => {
+                let queue = self.topology.model_queue(model);
+                match self.topology.is_sharded() {
+                    true => crate::config::shard_queue(&queue, 0),
+                    false => queue,
+                }
+            }
             None => self.topology.requests_queue.clone(),
         }
     }

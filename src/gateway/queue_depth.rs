@@ -39,6 +39,7 @@ pub fn watched_queues(settings: &Settings) -> Vec<String> {
     };
     let batch = queues.iter().map(|q| Tier::Batch.key(q).into_owned());
     queues = queues.iter().cloned().chain(batch).collect();
+    queues = queues.iter().flat_map(|q| t.consumed_queues(q)).collect();
     queues.push(t.embeddings_queue.clone());
     queues
 }

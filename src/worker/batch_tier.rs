@@ -7,6 +7,7 @@
 //! consumer timeout), and an interactive task that arrives meanwhile waits at most for one
 //! running task to end. The interactive queue keeps its consumer and its prefetch.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,38 +23,53 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// The batch tier of one session.
 pub(super) struct BatchTier {
-    /// What a batch delivery's handler shares: the batch queue's topology and retry policy.
-    pub(super) shared: Arc<Shared>,
+    /// What a batch delivery's handler shares, one per queue of the tier (its shards, when
+    /// sharded): the queue's topology and the tier's retry policy.
+    queues: Vec<Arc<Shared>>,
+    /// The queue the next look starts at: shards take turns being looked at first.
+    next_first: AtomicUsize,
     slots: usize,
     poll: tokio::time::Interval,
 }
 
 impl BatchTier {
     /// The batch tier of a worker whose interactive deliveries share `interactive`: the same
-    /// channel and engine, the batch queues and their retry policy. `None` for an embed
-    /// worker.
-    pub(super) fn for_worker(settings: &Settings, interactive: &Shared) -> Option<BatchTier> {
+    /// engine, the batch queues and their retry policy; a batch queue's tasks are taken on
+    /// the channel of the interactive queue at the same place in `channels` (its shard's, when
+    /// sharded). `None` for an embed worker.
+    pub(super) fn for_worker(
+        settings: &Settings,
+        interactive: &Shared,
+        channels: &[Arc<Shared>],
+    ) -> Option<BatchTier> {
         let topology = interactive.topology.batch_tier()?.clone();
         let tier = settings.batch_tier()?;
-        tracing::info!(
-            queue = topology.requests_queue(),
-            "taking batch tasks when a slot is free"
-        );
-        let shared = Arc::new(Shared {
-            topology,
-            retry: RetryPolicy::new(&tier.retry),
-            ..interactive.clone()
-        });
+        let consumed = topology.consumed_queues();
+        tracing::info!(queues = ?consumed, "taking batch tasks when a slot is free");
+        let retry = RetryPolicy::new(&tier.retry);
+        let queues = consumed
+            .iter()
+            .zip(channels.iter().cycle())
+            .map(|(queue, channel)| {
+                Arc::new(Shared {
+                    topology: topology.shard_of(queue),
+                    retry: retry.clone(),
+                    settling: channel.settling.clone(),
+                    ..interactive.clone()
+                })
+            })
+            .collect();
         let slots = usize::try_from(settings.engine.slots).unwrap_or(usize::MAX);
-        Some(BatchTier::new(shared, slots))
+        Some(BatchTier::new(queues, slots))
     }
 
-    /// The batch tier served with `shared` by an engine with `slots` slots.
-    fn new(shared: Arc<Shared>, slots: usize) -> BatchTier {
+    /// The batch tier served from `queues` by an engine with `slots` slots.
+    fn new(queues: Vec<Arc<Shared>>, slots: usize) -> BatchTier {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         BatchTier {
-            shared,
+            queues,
+            next_first: AtomicUsize::new(0),
             slots,
             poll,
         }
@@ -64,15 +80,22 @@ impl BatchTier {
         self.poll.tick().await;
     }
 
-    /// Takes batch tasks from the queue while the worker, holding `held` tasks, has a slot
-    /// that would otherwise stay free; stops at the first empty answer.
-    pub(super) async fn take(&self, held: usize) -> Result<Vec<Delivery>, BrokerError> {
-        let queue = self.shared.topology.requests_queue();
+    /// Takes batch tasks from the tier's queues while the worker, holding `held` tasks, has
+    /// a slot that would otherwise stay free; leaves a queue at its first empty answer.
+    pub(super) async fn take(
+        &self,
+        held: usize,
+    ) -> Result<Vec<(Arc<Shared>, Delivery)>, BrokerError> {
         let mut taken = Vec::new();
-        while held + taken.len() < self.slots {
-            match self.shared.settling.get(queue).await? {
-                Some(delivery) => taken.push(delivery),
-                None => break,
+        let first = self.next_first.fetch_add(1, Ordering::Relaxed);
+        for turn in 0..self.queues.len() {
+            let shared = &self.queues[(first + turn) % self.queues.len()];
+            let queue = shared.topology.requests_queue();
+            while held + taken.len() < self.slots {
+                match shared.settling.get(queue).await? {
+                    Some(delivery) => taken.push((shared.clone(), delivery)),
+                    None => break,
+                }
             }
         }
         Ok(taken)

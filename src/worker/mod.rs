@@ -11,6 +11,7 @@
 
 mod batch_tier;
 mod cancels;
+mod consumers;
 mod delivery;
 mod fate;
 mod faults;
@@ -26,7 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,7 @@ use crate::engine::Engine;
 use crate::retry::{ReconnectBackoff, RetryPolicy};
 use crate::telemetry::Telemetry;
 use cancels::Cancellations;
+use consumers::Consumers;
 use finished::Finished;
 pub use service::{Worker, WorkerError};
 
@@ -176,14 +177,14 @@ async fn session(
     let consuming = start_consuming(settings, engine, worker_name, telemetry, lasting);
     let consuming = match consuming.await {
         Ok(consuming) => consuming,
-        Err(e @ BrokerError::TopologyMismatch { .. }) => return SessionEnd::Misconfigured(e),
+        Err(e @ (BrokerError::TopologyMismatch { .. } | BrokerError::TopologyConflict(_))) => {
+            return SessionEnd::Misconfigured(e)
+        }
         Err(e) => return SessionEnd::Lost(e.to_string()),
     };
     let Consuming {
         connection,
-        mut consumer,
-        consumer_tag,
-        shared,
+        mut consumers,
         mut batch,
     } = consuming;
     telemetry.readiness.set(true);
@@ -198,13 +199,12 @@ async fn session(
         let look = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    in_flight.spawn(delivery::handle(shared.clone(), delivery, abandon.clone()));
+            next = consumers.next() => match next {
+                Ok((shared, delivery)) => {
+                    in_flight.spawn(delivery::handle(shared, delivery, abandon.clone()));
                     false
                 }
-                Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
-                None => break SessionEnd::Lost("the broker cancelled the consumer".to_owned()),
+                Err(reason) => break SessionEnd::Lost(reason),
             },
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => true,
             _ = batch_tier::next_look(&mut batch) => true,
@@ -212,10 +212,8 @@ async fn session(
         if let (true, Some(batch)) = (look, &batch) {
             match batch.take(in_flight.len()).await {
                 Ok(taken) => {
-                    for delivery in taken {
-                        let handler =
-                            delivery::handle(batch.shared.clone(), delivery, abandon.clone());
-                        in_flight.spawn(handler);
+                    for (shared, delivery) in taken {
+                        in_flight.spawn(delivery::handle(shared, delivery, abandon.clone()));
                     }
                 }
                 Err(e) => break SessionEnd::Lost(e.to_string()),
@@ -231,7 +229,7 @@ async fn session(
                 "shutting down: no new tasks are taken"
             );
             // Bounded: a broker that blocks the connection must not hold up the drain.
-            let cancel = shared.settling.cancel_consumer(&consumer_tag);
+            let cancel = consumers.cancel();
             let _ = tokio::time::timeout(ABANDON_GRACE, cancel).await;
             let grace = Duration::from_millis(settings.worker.shutdown_grace_ms);
             if !drain(&mut in_flight, grace).await {
@@ -276,9 +274,7 @@ async fn drain(in_flight: &mut JoinSet<()>, limit: Duration) -> bool {
 
 struct Consuming {
     connection: lapin::Connection,
-    consumer: lapin::Consumer,
-    consumer_tag: String,
-    shared: Arc<Shared>,
+    consumers: Consumers,
     batch: Option<batch_tier::BatchTier>,
 }
 
@@ -297,36 +293,15 @@ async fn start_consuming(
         "connected to RabbitMQ"
     );
     let topology = Topology::new(settings);
-    let setup = connection.create_channel().await?;
-    topology.declare(&setup).await?;
-    let _ = setup.close(200, "topology declared".into()).await;
+    topology.declare(&connection).await?;
     broker::management::apply_queue_bound_logged(settings).await;
 
     listen_for_cancels(&connection, &topology, worker_name, lasting.cancels.clone()).await?;
     let publisher = Publisher::open(&connection).await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .basic_qos(settings.effective_prefetch(), BasicQosOptions::default())
-        .await?;
-    let settling = Arc::new(TxChannel::select(channel.clone()).await?);
-    let consumer_tag = format!("{worker_name}#1");
-    let consumer = channel
-        .basic_consume(
-            topology.requests_queue().into(),
-            consumer_tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    info!(
-        queue = topology.requests_queue(),
-        consumer_tag = %consumer_tag,
-        prefetch = settings.effective_prefetch(),
-        model = %engine.info().name,
-        role = ?settings.engine.role,
-        "consuming"
-    );
-    let shared = Arc::new(Shared {
+    let settling = Arc::new(TxChannel::select(connection.create_channel().await?).await?);
+    let queues = topology.consumed_queues();
+    let prefetch = settings.consumer_prefetch(queues.len());
+    let shared = Shared {
         engine: engine.clone(),
         role: settings.engine.role,
         settling,
@@ -343,13 +318,20 @@ async fn start_consuming(
         stream: settings.stream.clone(),
         cancels: lasting.cancels.clone(),
         finished: lasting.finished.clone(),
-    });
-    let batch = batch_tier::BatchTier::for_worker(settings, &shared);
+    };
+    let consumers = Consumers::start(&connection, &shared, worker_name, prefetch).await?;
+    info!(
+        queues = ?queues,
+        consumer_tags = ?consumers.tags(),
+        prefetch,
+        model = %engine.info().name,
+        role = ?settings.engine.role,
+        "consuming"
+    );
+    let batch = batch_tier::BatchTier::for_worker(settings, &shared, consumers.shared());
     Ok(Consuming {
         connection,
-        consumer,
-        consumer_tag,
-        shared,
+        consumers,
         batch,
     })
 }
