@@ -4,6 +4,9 @@ node with its own ports, data directory and (through HOME) Erlang cookie, joined
 `make bench-ceiling` (the queue's ceiling on three replicas).
 
     python3 scripts/local_cluster.py up DIR     starts it, prints {"urls": [...], "pids": [...]}
+    python3 scripts/local_cluster.py node DIR [ADVANCED]
+                                                starts its first node alone, with ADVANCED as
+                                                its advanced.config (Erlang terms), prints the same
     python3 scripts/local_cluster.py down DIR   stops it
 
 DIR keeps the nodes' data and `cluster.json` (names and ports), so `down` finds them."""
@@ -27,7 +30,7 @@ def free_port():
 
 
 class Cluster:
-    def __init__(self, root, state=None):
+    def __init__(self, root, state=None, advanced="[]."):
         self.root = Path(root)
         (self.root / "home").mkdir(parents=True, exist_ok=True)
         if state is None:
@@ -36,8 +39,11 @@ class Cluster:
                 "nodes": [f"warren-c{i}-{cluster_id}@localhost" for i in range(3)],
                 "ports": [free_port() for _ in range(3)],
                 "dist": [free_port() for _ in range(3)],
+                "advanced": advanced,
             }
         self.nodes, self.ports, self.dist = state["nodes"], state["ports"], state["dist"]
+        # Erlang terms for advanced.config (e.g. ra's WAL settings, which rabbitmq.conf lacks).
+        self.advanced = state.get("advanced", "[].")
         self.urls = [f"amqp://guest:guest@127.0.0.1:{port}/%2f" for port in self.ports]
 
     @classmethod
@@ -45,14 +51,15 @@ class Cluster:
         return cls(root, json.loads((Path(root) / "cluster.json").read_text()))
 
     def save(self):
-        state = {"nodes": self.nodes, "ports": self.ports, "dist": self.dist}
+        state = {"nodes": self.nodes, "ports": self.ports, "dist": self.dist, "advanced": self.advanced}
         (self.root / "cluster.json").write_text(json.dumps(state))
 
     def env(self, i):
         base = self.root / f"n{i}"
         base.mkdir(exist_ok=True)
         (base / "rabbitmq.conf").write_text(f"listeners.tcp.default = {self.ports[i]}\n")
-        (base / "enabled_plugins").write_text("[].\n")
+        (base / "advanced.config").write_text(self.advanced + "\n")
+        (base / "enabled_plugins").write_text("[rabbitmq_consistent_hash_exchange].\n")
         (base / "env").write_text("")
         return {
             **os.environ,
@@ -65,6 +72,7 @@ class Cluster:
             "RABBITMQ_LOG_BASE": str(base / "log"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
             "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
             "RABBITMQ_CONF_ENV_FILE": str(base / "env"),
         }
 
@@ -129,7 +137,7 @@ class Cluster:
 
 
 def main(argv):
-    if len(argv) != 3 or argv[1] not in ("up", "down"):
+    if len(argv) not in (3, 4) or argv[1] not in ("up", "node", "down"):
         sys.exit(__doc__)
     if argv[1] == "up":
         cluster = Cluster(argv[2])
@@ -139,6 +147,16 @@ def main(argv):
             cluster.stop_all()
             raise
         print(json.dumps({"urls": cluster.urls, "pids": cluster.pids()}))
+    elif argv[1] == "node":
+        node = Cluster(argv[2], advanced=argv[3] if len(argv) == 4 else "[].")
+        node.save()
+        try:
+            node.start(0)
+        except BaseException:
+            node.stop(0)
+            raise
+        pid = int(node.ctl(0, "eval", "list_to_integer(os:getpid()).").strip())
+        print(json.dumps({"urls": node.urls[:1], "pids": [pid]}))
     else:
         Cluster.load(argv[2]).stop_all()
 

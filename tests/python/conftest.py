@@ -206,6 +206,23 @@ def embed_stack(request):
 
 
 @pytest.fixture
+def cluster(tmp_path):
+    """A three-node RabbitMQ cluster of the local installation (scripts/local_cluster.py),
+    torn down after the test."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from local_cluster import Cluster
+
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start_all()
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+@pytest.fixture
 def client(stack):
     return sdk(stack.gateway.base_url)
 

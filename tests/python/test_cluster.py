@@ -10,31 +10,17 @@ Its queues are all quorum (`topology.parking_queue_type = "quorum"`)."""
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 
 import pika
-import pytest
 
 import httpx
 
-from conftest import REPO, WARREN, Names, start_gateway, start_worker
+from conftest import WARREN, Names, start_gateway, start_worker
 
-sys.path.insert(0, str(REPO / "scripts"))
-from local_cluster import Cluster  # noqa: E402
 
 TASKS_PER_PHASE = 6
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start_all()
-        yield cluster
-    finally:
-        cluster.stop_all()
 
 
 def publisher(cluster):
