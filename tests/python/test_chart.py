@@ -4,6 +4,7 @@ from the rendered environment, is the queue its ScaledObject watches and one the
 declares; references resolve; workers scale from zero; bad values fail with a clear message.
 Schema validation of the same renders is `scripts/check-chart.sh` (make lint)."""
 
+import re
 import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -64,6 +65,21 @@ def dry_run(objects, container, tmp_path):
     return out.stdout
 
 
+def watches(trigger, queue, described):
+    """Whether a KEDA trigger counts the tasks of `queue`: the queue itself, or, when warren
+    spreads it over shards (as its dry run says), the sum over exactly its shards."""
+    metadata = trigger["metadata"]
+    match = re.search(rf"one of (\d+) shards {re.escape(queue)}\.shard-<i>", described)
+    if match is None:
+        return metadata["queueName"] == queue and "useRegex" not in metadata
+    shards = [f"{queue}.shard-{i}" for i in range(int(match.group(1)))]
+    pattern = re.compile(metadata["queueName"])
+    return (metadata["useRegex"] == "true" and metadata["operation"] == "sum"
+            and all(pattern.search(s) for s in shards)
+            and not pattern.search(queue) and not pattern.search(f"{queue}.batch.shard-0")
+            and not pattern.search(f"{queue}x.shard-0"))
+
+
 @pytest.mark.parametrize("values", ["default", "fleet"])
 def test_each_worker_consumes_the_queue_its_scaler_watches_and_the_topology_job_declares(renders, values, tmp_path):
     objects = renders[values]
@@ -76,13 +92,13 @@ def test_each_worker_consumes_the_queue_its_scaler_watches_and_the_topology_job_
         container = worker["spec"]["template"]["spec"]["containers"][0]
         queue = consumed_queue(objects, container, tmp_path)
         triggers = scalers[worker["metadata"]["name"]]["spec"]["triggers"]
-        assert triggers[0]["metadata"]["queueName"] == queue
+        assert watches(triggers[0], queue, dry_run(objects, container, tmp_path))
         assert queue in declared, f"{queue} is not declared before a worker exists"
         if worker["metadata"]["labels"]["app.kubernetes.io/component"] == "worker":
             # A generation worker also serves its queue's batch tier: it scales on both.
-            batch = triggers[1]["metadata"]["queueName"]
-            assert batch == f"{queue}.batch"
-            assert f"queue    {batch}  durable" in dry_run(objects, container, tmp_path)
+            described = dry_run(objects, container, tmp_path)
+            assert watches(triggers[1], f"{queue}.batch", described)
+            assert f"queue    {queue}.batch  durable" in described
         else:
             assert len(triggers) == 1
 
@@ -209,6 +225,7 @@ def test_the_models_job_fills_the_volume_as_make_model_does(renders):
         (["--set", "rabbitmq.password=x", "--set", "models[0].name=embed"], "not be `embed`"),
         (["--set", "rabbitmq.password=x", "--set", "models[0].name=m,models[0].file="], "needs a `file`"),
         (["--set", "rabbitmq.password=x", "--set", "models[0].file=m.gguf"], "every entry needs a `name`"),
+        (["--set", "rabbitmq.password=x", "--set", "shards=0"], "shards: 0: spread each model over 1 to 64"),
     ],
 )
 def test_bad_values_fail_with_a_message_that_names_the_key(renders, args, message):

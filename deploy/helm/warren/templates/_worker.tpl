@@ -82,6 +82,8 @@ spec:
               value: {{ .model | quote }}
             - name: WARREN__TOPOLOGY__TASKS_EXCHANGE
               value: {{ include "warren.tasksExchange" $root }}
+            - name: WARREN__TOPOLOGY__SHARDS
+              value: {{ $root.Values.shards | quote }}
             {{- end }}
           ports:
             - name: metrics
@@ -144,7 +146,14 @@ spec:
     - type: rabbitmq
       metadata:
         protocol: http
+        {{- if and (eq .role "generate") (gt (int $root.Values.shards) 1) }}
+        # Sharded: the sum over the model's shards.
+        queueName: {{ printf "^%s\\.shard-[0-9]+$" (regexQuoteMeta .queue) | quote }}
+        useRegex: "true"
+        operation: sum
+        {{- else }}
         queueName: {{ .queue }}
+        {{- end }}
         mode: QueueLength
         value: {{ $spec.tasksPerReplica | quote }}
         activationValue: {{ $spec.activationTasks | quote }}
@@ -157,7 +166,13 @@ spec:
     - type: rabbitmq
       metadata:
         protocol: http
+        {{- if gt (int $root.Values.shards) 1 }}
+        queueName: {{ printf "^%s\\.batch\\.shard-[0-9]+$" (regexQuoteMeta .queue) | quote }}
+        useRegex: "true"
+        operation: sum
+        {{- else }}
         queueName: {{ printf "%s.batch" .queue }}
+        {{- end }}
         mode: QueueLength
         value: {{ $spec.tasksPerReplica | quote }}
         activationValue: {{ $spec.activationTasks | quote }}
