@@ -8,11 +8,14 @@
 #   - streamed (chunks published to the caller as the task goes: with the default chunking,
 #     then a chunk per token), through the gateway, with finished marks in Redis
 #     (worker.redis_url), on a classic queue, and on a 3-node cluster of the local RabbitMQ
-#     (scripts/local_cluster.py; CLUSTER=0 skips it), each at the highest concurrency;
+#     (scripts/local_cluster.py; CLUSTER=0 skips it), and one model's tasks on one queue
+#     against the same spread over SHARDS shards (topology.shards; on the cluster too), and
+#     one quorum queue on a node of its own with and without its log synced to disk (SYNC=0
+#     skips it), each at the highest concurrency;
 # and for each, the CPU cores each process used over the run (RabbitMQ's beam.smp, the
 # workers, the gateway, the bench client itself), from /proc. Writes
 # bench/results-ceiling-latest.md. Tunables: WORKERS (2), SLOTS (64), TASKS (3000), CLUSTER (1),
-# CONCURRENCY ("16 64 256"), MAX_TOKENS (8), FIRST_TOKEN_MS (5), TOKENS_PER_S (1000).
+# CONCURRENCY ("16 64 256"), MAX_TOKENS (8), FIRST_TOKEN_MS (5), TOKENS_PER_S (1000), SHARDS (4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,7 @@ CONCURRENCY="${CONCURRENCY:-16 64 256}"
 MAX_TOKENS="${MAX_TOKENS:-8}"
 FIRST_TOKEN_MS="${FIRST_TOKEN_MS:-5}"
 TOKENS_PER_S="${TOKENS_PER_S:-1000}"
+SHARDS="${SHARDS:-4}"
 WARREN="${WARREN:-$(pwd)/target/release/warren}"
 OUT="$(mktemp -d)"
 RUN_ID="bench-ceiling.$(date +%s)"
@@ -46,7 +50,13 @@ stop_workers() {
 }
 cluster=""
 stop_cluster() { if [ -n "$cluster" ]; then python3 scripts/local_cluster.py down "$cluster" || true; fi; }
-trap 'stop_workers; stop_cluster; cleanup' EXIT
+# The tasks and shard exchanges of the sharding runs (bench-run.sh's cleanup deletes the queues).
+delete_exchanges() {
+  curl -fsS -u guest:guest "$MANAGEMENT/exchanges/%2F?columns=name" 2>/dev/null \
+    | python3 -c 'import json,sys; [print(x["name"]) for x in json.load(sys.stdin) if x["name"].startswith(sys.argv[1] + ".")]' "$RUN_ID" 2>/dev/null \
+    | while read -r x; do curl -fsS -u guest:guest -X DELETE "$MANAGEMENT/exchanges/%2F/$x" >/dev/null || true; done || true
+}
+trap 'stop_workers; stop_cluster; delete_exchanges; cleanup' EXIT
 
 # Starts WORKERS workers with extra environment ("KEY=value" arguments).
 start_workers() {
@@ -117,6 +127,22 @@ run "classic, concurrency $HIGH" --concurrency "$HIGH"
 stop_workers
 unset WARREN__TOPOLOGY__QUEUE_TYPE WARREN__TOPOLOGY__REQUESTS_QUEUE WARREN__RETRY__QUEUE_PREFIX
 
+# Sharding (topology.shards): one model's tasks spread over SHARDS quorum queues by a
+# consistent-hash exchange, against the same model on one queue under routing by model (the
+# same path but for the shards), both at the highest concurrency. Each run has its own names:
+# a worker refuses a model whose routes another shard count left.
+export WARREN__ENGINE__MODEL_NAME=bench
+for shards in 1 $SHARDS; do
+  export WARREN__TOPOLOGY__TASKS_EXCHANGE="$RUN_ID.tasks-$shards" WARREN__TOPOLOGY__SHARDS="$shards"
+  export WARREN__TOPOLOGY__REQUESTS_QUEUE="$RUN_ID.shards-$shards" WARREN__RETRY__QUEUE_PREFIX="$RUN_ID.shards-$shards-retry"
+  start_workers "shards-$shards"
+  if [ "$shards" = 1 ]; then label="routed by model, one queue"; else label="routed by model, $shards shards"; fi
+  run "quorum, $label, concurrency $HIGH" --concurrency "$HIGH"
+  stop_workers
+done
+unset WARREN__ENGINE__MODEL_NAME WARREN__TOPOLOGY__TASKS_EXCHANGE WARREN__TOPOLOGY__SHARDS
+export WARREN__TOPOLOGY__REQUESTS_QUEUE="$RUN_ID.requests" WARREN__RETRY__QUEUE_PREFIX="$RUN_ID.retry"
+
 # A 3-node cluster of this machine's RabbitMQ (scripts/local_cluster.py): the quorum queue
 # has three replicas, each commit waits for a majority; the workers' connections are spread
 # over the nodes. Every node runs on the same cores, so this measures replication's cost,
@@ -137,8 +163,39 @@ if [ "${CLUSTER:-1}" = 1 ]; then
   export WARREN__BROKER__URL="$(IFS=,; echo "${urls[*]}")"
   run "quorum, 3-node cluster (3 replicas), concurrency $HIGH" --concurrency "$HIGH"
   stop_workers
+  # The same model spread over SHARDS shards, their leaders spread over the nodes.
+  export WARREN__ENGINE__MODEL_NAME=bench WARREN__TOPOLOGY__SHARDS="$SHARDS"
+  export WARREN__TOPOLOGY__TASKS_EXCHANGE="$RUN_ID.tasks-cluster"
+  for i in $(seq "$WORKERS"); do
+    start_worker "$OUT/worker-cluster-shards-$i.log" "WARREN__BROKER__URL=${urls[$(( (i - 1) % 3 ))]},${urls[$(( i % 3 ))]},${urls[$(( (i + 1) % 3 ))]}"
+    workers+=("$worker"); worker=""
+  done
+  run "quorum, 3-node cluster (3 replicas), $SHARDS shards, concurrency $HIGH" --concurrency "$HIGH"
+  stop_workers
+  unset WARREN__ENGINE__MODEL_NAME WARREN__TOPOLOGY__SHARDS WARREN__TOPOLOGY__TASKS_EXCHANGE
   export WARREN__BROKER__URL="$saved_url"
   stop_cluster; cluster=""
+fi
+
+# Disk sync: one quorum queue on a node of its own (scripts/local_cluster.py node), as it is
+# and with its write-ahead log never synced to disk (ra's wal_sync_method = none: a test
+# setting, which loses the last writes in a power cut), at the highest concurrency. The
+# difference is what waiting for the disk costs at the knee. SYNC=0 skips it.
+if [ "${SYNC:-1}" = 1 ]; then
+  for sync in datasync none; do
+    cluster="$OUT/node-$sync"
+    python3 scripts/local_cluster.py node "$cluster" "[{ra, [{wal_sync_method, $sync}]}]." > "$OUT/node-$sync.json"
+    node_url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["urls"][0])' "$OUT/node-$sync.json")"
+    BEAM="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pids"][0])' "$OUT/node-$sync.json")"
+    saved_url="$WARREN__BROKER__URL"
+    export WARREN__BROKER__URL="$node_url" WARREN__BROKER__MANAGEMENT_URL=""
+    start_workers "node-$sync"
+    run "quorum, a node of its own, WAL sync $sync, concurrency $HIGH" --concurrency "$HIGH"
+    stop_workers
+    export WARREN__BROKER__URL="$saved_url"
+    unset WARREN__BROKER__MANAGEMENT_URL
+    stop_cluster; cluster=""
+  done
 fi
 
 mkdir -p bench
