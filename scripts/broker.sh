@@ -34,6 +34,11 @@ up_local() {
     $AS_ADMIN rabbitmq-plugins enable rabbitmq_management >/dev/null
     wait_for "the management API" mgmt_up 60
   fi
+  # Sharding (topology.shards) routes through the consistent-hash exchange.
+  if ! $AS_ADMIN rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_consistent_hash_exchange; then
+    echo "broker: enabling the consistent-hash exchange plugin"
+    $AS_ADMIN rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null
+  fi
   echo "broker: RabbitMQ is up (amqp://127.0.0.1:5672, management http://127.0.0.1:15672)"
 }
 
