@@ -205,6 +205,29 @@ impl Management {
         check(response).await.map(|_| true)
     }
 
+    /// The names of `queue` and of its shards (`<queue>.shard-<i>`) that exist.
+    pub async fn queue_and_shards(&self, queue: &str) -> Result<Vec<String>, ManagementError> {
+        let mut url = self.url(&["api", "queues", &self.vhost])?;
+        let pattern = format!(r"^{}(\.shard-[0-9]+)?$", escape_pattern(queue));
+        url.query_pairs_mut()
+            .append_pair("page", "1")
+            .append_pair("page_size", "500")
+            .append_pair("name", &pattern)
+            .append_pair("use_regex", "true")
+            .append_pair("columns", "name");
+        let response = self.authorized(self.client.get(url)).send().await?;
+        let body = check(response).await?;
+        let value: Value = serde_json::from_str(&body).map_err(|e| ManagementError::Status {
+            status: 200,
+            body: format!("not JSON: {e}"),
+        })?;
+        let items = value["items"].as_array().cloned().unwrap_or_default();
+        Ok(items
+            .iter()
+            .filter_map(|q| q["name"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// `base` with `segments` appended, each percent-encoded (a vhost `/` is `%2F`).
     fn url(&self, segments: &[&str]) -> Result<url::Url, ManagementError> {
         let mut url = self.base.clone();

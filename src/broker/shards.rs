@@ -96,8 +96,11 @@ pub(super) async fn declare(
 
 /// Refuses the model's queue `queue` (routing key `key`) when the broker holds a route of
 /// another shard count: sharded, the plain queue or a shard past `shards`; not sharded, the
-/// shard exchange. Each look asks the management API when there is one, else (or when it
-/// fails) makes a passive declare on a channel of its own.
+/// shard exchange or a shard. Asks the management API when there is one (every shard of the
+/// queue in one call); else, or when it fails, makes passive declares, each on a channel of
+/// its own, of the plain queue and the first shard past `shards`, or of the shard exchange.
+/// Run before declaring, and again after (a worker of another shard count may have declared
+/// meanwhile).
 pub(super) async fn check_routes(
     connection: &Connection,
     management: Option<&Management>,
@@ -105,33 +108,82 @@ pub(super) async fn check_routes(
     key: &str,
     queue: &str,
 ) -> Result<(), BrokerError> {
-    let exists = |kind, name| exists(connection, management, kind, name);
-    let advice = "stop the workers that use it, let its queues drain, delete them and the \
-                  shard exchange (rabbitmqctl delete_queue / the management UI), then start \
-                  again; change topology.shards only with the model's fleet stopped";
+    let exchange = shard_exchange(settings, key);
+    let listed = match management {
+        Some(api) => match api.queue_and_shards(queue).await {
+            Ok(names) => Some((names, api.exists("exchanges", &exchange).await)),
+            Err(e) => {
+                tracing::debug!(error = %e, "the management API could not list the queues; asking over AMQP");
+                None
+            }
+        },
+        None => None,
+    };
+    let stale = match listed {
+        Some((names, Ok(found))) => stale_of(settings, queue, &names, found.then_some(&*exchange)),
+        _ => stale_by_amqp(connection, settings, queue, &exchange).await?,
+    };
+    if stale.is_empty() {
+        return Ok(());
+    }
+    Err(BrokerError::TopologyConflict(format!(
+        "{} left by a configuration with another topology.shards than {shards}: tasks routed \
+         there would wait for a worker that never comes, or arrive twice. Stop the workers \
+         that use them, let the queues drain, delete them, the shard exchange and the model's \
+         delay queues (their dead-letter target differs too), then start again; change \
+         topology.shards only with the model's fleet stopped",
+        stale.join(", "),
+        shards = settings.shards
+    )))
+}
+
+/// What of the queues `names` (the queue and its shards) and the shard exchange (when it
+/// exists) contradicts `settings`' shard count.
+fn stale_of(
+    settings: &TopologySettings,
+    queue: &str,
+    names: &[String],
+    exchange: Option<&str>,
+) -> Vec<String> {
+    let shard_prefix = format!("{queue}.shard-");
+    let shard_index = |name: &str| name.strip_prefix(&shard_prefix)?.parse::<u16>().ok();
+    let mut queues: Vec<&String> = names
+        .iter()
+        .filter(|name| match (settings.is_sharded(), shard_index(name)) {
+            (true, Some(index)) => index >= settings.shards,
+            (true, None) => name.as_str() == queue,
+            (false, index) => index.is_some(),
+        })
+        .collect();
+    queues.sort();
+    let mut stale: Vec<String> = queues.iter().map(|q| format!("queue `{q}`")).collect();
+    match exchange {
+        Some(exchange) if !settings.is_sharded() => {
+            stale.push(format!("shard exchange `{exchange}`"))
+        }
+        _ => {}
+    }
+    stale
+}
+
+/// [`stale_of`] from passive declares: only the likeliest leftovers.
+async fn stale_by_amqp(
+    connection: &Connection,
+    settings: &TopologySettings,
+    queue: &str,
+    exchange: &str,
+) -> Result<Vec<String>, BrokerError> {
+    let mut stale = Vec::new();
     if settings.is_sharded() {
-        let beyond = shard_queue(queue, settings.shards);
-        for stale in [queue.to_owned(), beyond] {
-            if exists(Kind::Queue, stale.clone()).await? {
-                return Err(BrokerError::TopologyConflict(format!(
-                    "queue `{stale}` exists, left by a configuration with another \
-                     topology.shards than {shards}: tasks routed there would wait for a \
-                     worker that never comes, or arrive twice; {advice}",
-                    shards = settings.shards
-                )));
+        for name in [queue.to_owned(), shard_queue(queue, settings.shards)] {
+            if exists(connection, Kind::Queue, &name).await? {
+                stale.push(format!("queue `{name}`"));
             }
         }
-    } else {
-        let exchange = shard_exchange(settings, key);
-        if exists(Kind::Exchange, exchange.clone()).await? {
-            return Err(BrokerError::TopologyConflict(format!(
-                "shard exchange `{exchange}` exists, left by a configuration with \
-                 topology.shards > 1: with `{queue}` bound too, each task would arrive twice; \
-                 {advice}"
-            )));
-        }
+    } else if exists(connection, Kind::Exchange, exchange).await? {
+        stale.push(format!("shard exchange `{exchange}`"));
     }
-    Ok(())
+    Ok(stale)
 }
 
 #[derive(Clone, Copy)]
@@ -140,28 +192,10 @@ enum Kind {
     Exchange,
 }
 
-/// Whether a queue or exchange named `name` exists.
-async fn exists(
-    connection: &Connection,
-    management: Option<&Management>,
-    kind: Kind,
-    name: String,
-) -> Result<bool, BrokerError> {
-    if let Some(api) = management {
-        let path = match kind {
-            Kind::Queue => "queues",
-            Kind::Exchange => "exchanges",
-        };
-        match api.exists(path, &name).await {
-            Ok(exists) => return Ok(exists),
-            Err(e) => {
-                tracing::debug!(error = %e, "the management API could not tell; asking over AMQP")
-            }
-        }
-    }
+/// Whether a queue or exchange named `name` exists, by a passive declare.
+async fn exists(connection: &Connection, kind: Kind, name: &str) -> Result<bool, BrokerError> {
     // A miss closes the channel with NOT_FOUND, which lapin logs as an error: expected here.
-    tracing::info!(name = %name, "looking for a route another topology.shards left (a NOT_FOUND below is the expected answer)");
-    let name = name.as_str();
+    tracing::info!(name, "looking for a route another topology.shards left (a NOT_FOUND below is the expected answer)");
     let channel = connection.create_channel().await?;
     let passive = match kind {
         Kind::Queue => channel
@@ -233,5 +267,47 @@ mod tests {
         let settings = crate::config::Settings::load_from(None, env).expect("valid");
         let exchange = shard_exchange(&settings.topology, "m.batch");
         assert_eq!(exchange, "warren.tasks.m.batch");
+    }
+
+    fn topology(shards: &str) -> TopologySettings {
+        let vars = [
+            ("WARREN__TOPOLOGY__TASKS_EXCHANGE", "t"),
+            ("WARREN__TOPOLOGY__SHARDS", shards),
+        ];
+        let env = config::Environment::with_prefix("WARREN").source(Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        ));
+        let settings = crate::config::Settings::load_from(None, env).expect("valid");
+        settings.topology
+    }
+
+    #[test]
+    fn a_route_of_another_shard_count_is_stale_and_one_of_this_count_is_not() {
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let two = topology("2");
+        let ours = names(&["q.shard-0", "q.shard-1"]);
+        assert!(stale_of(&two, "q", &ours, None).is_empty());
+        // Fewer shards than before, or the plain queue of an unsharded fleet.
+        let left = names(&[
+            "q",
+            "q.shard-0",
+            "q.shard-1",
+            "q.shard-2",
+            "q.shard-3",
+            "qx.shard-9",
+        ]);
+        assert_eq!(
+            stale_of(&two, "q", &left, None),
+            ["queue `q`", "queue `q.shard-2`", "queue `q.shard-3`"]
+        );
+        // Back to one queue: the shards and the shard exchange are stale, the queue is not.
+        let one = topology("1");
+        assert_eq!(
+            stale_of(&one, "q", &names(&["q", "q.shard-0"]), Some("t.m")),
+            ["queue `q.shard-0`", "shard exchange `t.m`"]
+        );
+        assert!(stale_of(&one, "q", &names(&["q"]), None).is_empty());
     }
 }

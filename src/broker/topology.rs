@@ -239,19 +239,27 @@ impl Topology {
     /// [`BrokerError::TopologyMismatch`], a route left by another shard count as
     /// [`BrokerError::TopologyConflict`] (looked for first: see [`shards`]).
     pub async fn declare(&self, connection: &Connection) -> Result<(), BrokerError> {
-        if let Some(model) = &self.model {
-            let tiers = std::iter::once(self).chain(self.batch.as_deref());
-            for tier in tiers {
-                let queue = &tier.settings.requests_queue;
-                let key = tier.model.as_deref().unwrap_or(model);
-                let management = self.management.as_ref();
-                shards::check_routes(connection, management, &tier.settings, key, queue).await?;
-            }
-        }
+        self.check_routes(connection).await?;
         let channel = connection.create_channel().await?;
         let declared = self.declare_on(&channel).await;
         let _ = channel.close(200, "topology declared".into()).await;
-        declared
+        declared?;
+        // A process of another shard count that declared meanwhile shows now.
+        self.check_routes(connection).await
+    }
+
+    /// [`shards::check_routes`] for each tier's queue, when this process serves a model.
+    async fn check_routes(&self, connection: &Connection) -> Result<(), BrokerError> {
+        let Some(model) = &self.model else {
+            return Ok(());
+        };
+        for tier in std::iter::once(self).chain(self.batch.as_deref()) {
+            let queue = &tier.settings.requests_queue;
+            let key = tier.model.as_deref().unwrap_or(model);
+            let management = self.management.as_ref();
+            shards::check_routes(connection, management, &tier.settings, key, queue).await?;
+        }
+        Ok(())
     }
 
     async fn declare_on(&self, channel: &Channel) -> Result<(), BrokerError> {
@@ -319,24 +327,26 @@ impl Topology {
             .map(|(k, v)| format!("{k}={}", show(&v)))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut text = format!(
-            "queue    {requests}  durable, {args}\n\
-             {batch}\
-             exchange {dlx}  fanout, durable\n\
+        let mut text = String::new();
+        for queue in self.consumed_queues() {
+            text.push_str(&format!("queue    {queue}  durable, {args}\n"));
+        }
+        for queue in self.batch.iter().flat_map(|batch| batch.consumed_queues()) {
+            text.push_str(&format!(
+                "queue    {queue}  durable, {args}: the batch tier, taken when a slot is free\n"
+            ));
+        }
+        text.push_str(&format!(
+            "exchange {dlx}  fanout, durable\n\
              queue    {dead}  durable, x-queue-type={parking}, bound to {dlx}\n\
              queue    {results}  durable, x-queue-type={parking}\n\
              exchange {control}  fanout, durable (cancel messages; each worker binds its own queue)\n",
-            requests = s.requests_queue,
-            batch = self.batch.as_ref().map_or_else(String::new, |batch| format!(
-                "queue    {}  durable, {args}: the batch tier, taken when a slot is free\n",
-                batch.settings.requests_queue
-            )),
             dlx = s.dead_letter_exchange,
             dead = s.dead_letter_queue,
             results = s.results_queue,
             control = s.control_exchange,
             parking = s.parking_queue_type.as_str(),
-        );
+        ));
         for tier in std::iter::once(self).chain(self.batch.as_deref()) {
             for queue in &tier.delay_queues {
                 text.push_str(&format!(
@@ -351,7 +361,7 @@ impl Topology {
             }
             if let Some(key) = tier.sharded_key() {
                 text.push_str(&format!(
-                    "exchange {exchange}  x-consistent-hash (hash-property={property}), bound to {tasks} with {key}: sends each task to one of {shards} shards {queue}.shard-<i> (the queues workers consume, arguments as {queue}'s above)\n",
+                    "exchange {exchange}  x-consistent-hash (hash-property={property}), bound to {tasks} with {key}: sends each task to one of the {shards} shards {queue}.shard-<i> above\n",
                     exchange = shards::shard_exchange(s, key),
                     property = shards::HASH_PROPERTY,
                     tasks = s.tasks_exchange,
@@ -366,7 +376,10 @@ impl Topology {
                 exchange = s.tasks_exchange,
                 bound = model
                     .as_ref()
-                    .map(|m| format!(" ({} is bound with {m})", s.requests_queue))
+                    .map(|m| match self.sharded_key() {
+                        Some(_) => format!(" ({} is bound with {m})", shards::shard_exchange(s, m)),
+                        None => format!(" ({} is bound with {m})", s.requests_queue),
+                    })
                     .unwrap_or_default(),
             )),
             (false, _) => text.push_str(&format!(

@@ -34,7 +34,8 @@ impl Backlog {
 
     /// The Retry-After for a publish a full queue refused under routing key `key`: the queue
     /// of that name, or under routing by model the queue named after the model
-    /// (`<requests queue>.<model>`); else, not knowing which, the deepest.
+    /// (`<requests queue>.<model>`, or the deepest of its shards `….<model>.shard-<i>`);
+    /// else, not knowing which, the deepest.
     pub fn retry_after_full(&self, key: Option<&str>) -> Duration {
         let Ok(seen) = self.seen.read() else {
             return RETRY_AFTER_UNKNOWN;
@@ -42,9 +43,14 @@ impl Backlog {
         let named = key.and_then(|key| {
             seen.get(key).copied().or_else(|| {
                 let suffix = format!(".{key}");
+                let of_model = |queue: &str| {
+                    let queue = queue.rsplit_once(".shard-").map_or(queue, |(base, _)| base);
+                    queue.ends_with(&suffix)
+                };
                 seen.iter()
-                    .find(|(queue, _)| queue.ends_with(&suffix))
+                    .filter(|(queue, _)| of_model(queue))
                     .map(|(_, stats)| *stats)
+                    .max_by_key(|stats| stats.messages)
             })
         });
         let deepest = || seen.values().copied().max_by_key(|s| s.messages);
@@ -104,5 +110,10 @@ mod tests {
             backlog.retry_after_full(Some("unknown")),
             Duration::from_secs(30)
         );
+        // A sharded model: the deepest of its shards.
+        backlog.record("warren.requests.sharded.shard-0", stats(10, 1.0));
+        backlog.record("warren.requests.sharded.shard-1", stats(20, 1.0));
+        let sharded = backlog.retry_after_full(Some("sharded"));
+        assert_eq!(sharded, Duration::from_secs(20));
     }
 }

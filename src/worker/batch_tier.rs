@@ -21,6 +21,10 @@ use crate::retry::RetryPolicy;
 /// How often an idle worker looks at the batch queue; a task ending looks at once too.
 const POLL: Duration = Duration::from_millis(200);
 
+/// The most shards of the batch tier one look asks (one `basic.get` round trip each, in the
+/// session's loop): with many shards, each is looked at every few looks.
+const SHARDS_PER_LOOK: usize = 4;
+
 /// The batch tier of one session.
 pub(super) struct BatchTier {
     /// What a batch delivery's handler shares, one per queue of the tier (its shards, when
@@ -81,14 +85,16 @@ impl BatchTier {
     }
 
     /// Takes batch tasks from the tier's queues while the worker, holding `held` tasks, has
-    /// a slot that would otherwise stay free; leaves a queue at its first empty answer.
+    /// a slot that would otherwise stay free; leaves a queue at its first empty answer. Looks
+    /// at [`SHARDS_PER_LOOK`] shards at most, the next ones at the next look.
     pub(super) async fn take(
         &self,
         held: usize,
     ) -> Result<Vec<(Arc<Shared>, Delivery)>, BrokerError> {
         let mut taken = Vec::new();
-        let first = self.next_first.fetch_add(1, Ordering::Relaxed);
-        for turn in 0..self.queues.len() {
+        let looked_at = self.queues.len().min(SHARDS_PER_LOOK);
+        let first = self.next_first.fetch_add(looked_at, Ordering::Relaxed);
+        for turn in 0..looked_at {
             let shared = &self.queues[(first + turn) % self.queues.len()];
             let queue = shared.topology.requests_queue();
             while held + taken.len() < self.slots {

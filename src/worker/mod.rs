@@ -319,6 +319,14 @@ async fn start_consuming(
         cancels: lasting.cancels.clone(),
         finished: lasting.finished.clone(),
     };
+    if queues.len() > usize::from(settings.effective_prefetch()) {
+        warn!(
+            shards = queues.len(),
+            prefetch = settings.effective_prefetch(),
+            "more shards than prefetch: each shard's consumer takes one task, so this worker \
+             may hold one task per shard, more than it can start at once"
+        );
+    }
     let consumers = Consumers::start(&connection, &shared, worker_name, prefetch).await?;
     info!(
         queues = ?queues,

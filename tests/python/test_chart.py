@@ -65,19 +65,31 @@ def dry_run(objects, container, tmp_path):
     return out.stdout
 
 
-def watches(trigger, queue, described):
-    """Whether a KEDA trigger counts the tasks of `queue`: the queue itself, or, when warren
-    spreads it over shards (as its dry run says), the sum over exactly its shards."""
+def task_queues(described, batch):
+    """The queues of one tier a worker consumes, as warren's dry run lists them (its shards,
+    when sharded)."""
+    queues = []
+    for line in described.splitlines():
+        fields = line.split()
+        if fields[0] != "queue" or "x-dead-letter-exchange=" not in line or "x-message-ttl" in line:
+            continue
+        if line.endswith(": the batch tier, taken when a slot is free") == batch:
+            queues.append(fields[1])
+    return queues
+
+
+def watches(trigger, queues):
+    """Whether a KEDA trigger counts the tasks of exactly `queues`: the one queue by name, or
+    the sum over several (shards) by a pattern that matches them and no other."""
     metadata = trigger["metadata"]
-    match = re.search(rf"one of (\d+) shards {re.escape(queue)}\.shard-<i>", described)
-    if match is None:
-        return metadata["queueName"] == queue and "useRegex" not in metadata
-    shards = [f"{queue}.shard-{i}" for i in range(int(match.group(1)))]
+    if len(queues) == 1:
+        return metadata["queueName"] == queues[0] and "useRegex" not in metadata
     pattern = re.compile(metadata["queueName"])
+    others = {q.rsplit(".shard-", 1)[0] for q in queues}
+    others |= {f"{o}.batch.shard-0" for o in others} | {f"{o}x.shard-0" for o in others}
     return (metadata["useRegex"] == "true" and metadata["operation"] == "sum"
-            and all(pattern.search(s) for s in shards)
-            and not pattern.search(queue) and not pattern.search(f"{queue}.batch.shard-0")
-            and not pattern.search(f"{queue}x.shard-0"))
+            and all(pattern.search(q) for q in queues)
+            and not any(pattern.search(o) for o in others - set(queues)))
 
 
 @pytest.mark.parametrize("values", ["default", "fleet"])
@@ -91,14 +103,15 @@ def test_each_worker_consumes_the_queue_its_scaler_watches_and_the_topology_job_
     for worker in workers:
         container = worker["spec"]["template"]["spec"]["containers"][0]
         queue = consumed_queue(objects, container, tmp_path)
+        described = dry_run(objects, container, tmp_path)
         triggers = scalers[worker["metadata"]["name"]]["spec"]["triggers"]
-        assert watches(triggers[0], queue, dry_run(objects, container, tmp_path))
+        assert watches(triggers[0], task_queues(described, batch=False))
         assert queue in declared, f"{queue} is not declared before a worker exists"
         if worker["metadata"]["labels"]["app.kubernetes.io/component"] == "worker":
             # A generation worker also serves its queue's batch tier: it scales on both.
-            described = dry_run(objects, container, tmp_path)
-            assert watches(triggers[1], f"{queue}.batch", described)
-            assert f"queue    {queue}.batch  durable" in described
+            assert watches(triggers[1], task_queues(described, batch=True))
+            # The fleet spreads each model over four shards; the defaults keep one queue.
+            assert len(task_queues(described, batch=False)) == (4 if values == "fleet" else 1)
         else:
             assert len(triggers) == 1
 
