@@ -152,11 +152,8 @@ mod tests {
 
     #[test]
     fn only_a_true_boolean_or_the_string_true_is_true() {
-        let with = |value: AMQPValue| {
-            BasicProperties::default().with_headers(FieldTable::from(
-                std::collections::BTreeMap::from([(ShortString::from("h"), value)]),
-            ))
-        };
+        let with =
+            |value: AMQPValue| BasicProperties::default().with_headers(table([("h", value)]));
         assert!(is_true(&with(AMQPValue::Boolean(true)), "h"));
         assert!(is_true(&with(text(" True ")), "h"));
         assert!(!is_true(&with(AMQPValue::Boolean(false)), "h"));

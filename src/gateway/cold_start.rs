@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 use tracing::{debug, info};
 
@@ -159,10 +159,7 @@ async fn wake(connection: &lapin::Connection, queue: &str) -> Result<bool, lapin
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let headers = FieldTable::from(std::collections::BTreeMap::from([(
-            HEADER_WAKE.into(),
-            AMQPValue::Boolean(true),
-        )]));
+        let headers = crate::broker::headers::table([(HEADER_WAKE, AMQPValue::Boolean(true))]);
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
