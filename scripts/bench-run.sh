@@ -2,7 +2,7 @@
 # a llama-server are started and awaited.
 # Every queue and exchange of the run is named after RUN_ID; on exit only the processes the
 # script still runs ($worker, $server, $gateway: each emptied once stopped) are stopped, and
-# only this run's queues, exchanges and queue bound policy are deleted (through the management API), whatever the
+# only this run's queues, exchanges and queue bound policies are deleted (through the management API), whatever the
 # retry ladder made of them.
 
 RUN_ID="${RUN_ID:?set RUN_ID before sourcing scripts/bench-run.sh}"
@@ -19,7 +19,10 @@ cleanup() {
     | python3 -c 'import json,sys; [print(q["name"]) for q in json.load(sys.stdin) if q["name"].startswith(sys.argv[1] + ".")]' "$RUN_ID" 2>/dev/null \
     | while read -r q; do curl -fsS -u guest:guest -X DELETE "$MANAGEMENT/queues/%2F/$q" >/dev/null || true; done || true
   for x in dlx control; do curl -fsS -u guest:guest -X DELETE "$MANAGEMENT/exchanges/%2F/$RUN_ID.$x" >/dev/null 2>&1 || true; done
-  curl -fsS -u guest:guest -X DELETE "$MANAGEMENT/policies/%2F/warren-bound-$RUN_ID.requests" >/dev/null 2>&1 || true
+  # The queue bound policies the run's workers put (the requests or the embeddings queue).
+  curl -fsS -u guest:guest "$MANAGEMENT/policies/%2F" 2>/dev/null \
+    | python3 -c 'import json,sys; [print(p["name"]) for p in json.load(sys.stdin) if p["name"].startswith("warren-bound-" + sys.argv[1] + ".")]' "$RUN_ID" 2>/dev/null \
+    | while read -r p; do curl -fsS -u guest:guest -X DELETE "$MANAGEMENT/policies/%2F/$p" >/dev/null || true; done || true
 }
 trap cleanup EXIT
 
