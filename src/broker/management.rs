@@ -195,9 +195,9 @@ impl Management {
         Ok(Some(QueueStats::from_json(&value)))
     }
 
-    /// Whether a queue (`kind` "queues") or an exchange ("exchanges") named `name` exists.
-    pub async fn exists(&self, kind: &str, name: &str) -> Result<bool, ManagementError> {
-        let url = self.url(&["api", kind, &self.vhost, name])?;
+    /// Whether the exchange `name` exists.
+    pub async fn exchange_exists(&self, name: &str) -> Result<bool, ManagementError> {
+        let url = self.url(&["api", "exchanges", &self.vhost, name])?;
         let response = self.authorized(self.client.get(url)).send().await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(false);

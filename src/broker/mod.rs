@@ -6,6 +6,7 @@
 //! task (that is the worker's job) nor parse task bodies (the protocol's).
 
 mod blocked;
+pub mod declare;
 pub mod headers;
 pub mod management;
 mod publisher;

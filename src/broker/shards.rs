@@ -13,15 +13,13 @@
 //! worker therefore looks for routes a configuration with another shard count left behind
 //! ([`check_routes`]) and refuses to start while one exists.
 
-use lapin::options::{
-    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{ExchangeBindOptions, QueueBindOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ExchangeKind};
 
 use super::headers::{table, text};
 use super::management::Management;
-use super::BrokerError;
+use super::{declare, BrokerError};
 use crate::config::{shard_queue, TopologySettings};
 
 /// The message property the shard exchange hashes: warren's publishers set it to the task's
@@ -46,18 +44,11 @@ pub(super) async fn declare(
     arguments: &FieldTable,
 ) -> Result<(), BrokerError> {
     let exchange = shard_exchange(settings, key);
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            ExchangeKind::Custom(CONSISTENT_HASH.to_owned()),
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            table([("hash-property", text(HASH_PROPERTY))]),
-        )
+    let kind = ExchangeKind::Custom(CONSISTENT_HASH.to_owned());
+    let arguments_of_exchange = table([("hash-property", text(HASH_PROPERTY))]);
+    declare::exchange(channel, &exchange, kind, arguments_of_exchange)
         .await
-        .map_err(|source| refused_exchange(&exchange, source))?;
+        .map_err(|e| missing_plugin(&exchange, e))?;
     channel
         .exchange_bind(
             exchange.as_str().into(),
@@ -69,17 +60,7 @@ pub(super) async fn declare(
         .await?;
     for index in 0..settings.shards {
         let shard = shard_queue(queue, index);
-        channel
-            .queue_declare(
-                shard.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                arguments.clone(),
-            )
-            .await
-            .map_err(|source| super::topology::mismatch("queue", &shard, source))?;
+        declare::queue(channel, &shard, arguments.clone()).await?;
         // The binding key is the shard's weight: every shard takes an equal share.
         channel
             .queue_bind(
@@ -111,7 +92,7 @@ pub(super) async fn check_routes(
     let exchange = shard_exchange(settings, key);
     let listed = match management {
         Some(api) => match api.queue_and_shards(queue).await {
-            Ok(names) => Some((names, api.exists("exchanges", &exchange).await)),
+            Ok(names) => Some((names, api.exchange_exists(&exchange).await)),
             Err(e) => {
                 tracing::debug!(error = %e, "the management API could not list the queues; asking over AMQP");
                 None
@@ -173,71 +154,28 @@ async fn stale_by_amqp(
     queue: &str,
     exchange: &str,
 ) -> Result<Vec<String>, BrokerError> {
+    // A miss closes the channel with NOT_FOUND, which lapin logs as an error: expected here.
+    tracing::info!(
+        queue,
+        "looking for routes another topology.shards left (a NOT_FOUND below is the expected answer)"
+    );
     let mut stale = Vec::new();
     if settings.is_sharded() {
         for name in [queue.to_owned(), shard_queue(queue, settings.shards)] {
-            if exists(connection, Kind::Queue, &name).await? {
+            if declare::passive_queue(connection, &name).await?.is_some() {
                 stale.push(format!("queue `{name}`"));
             }
         }
-    } else if exists(connection, Kind::Exchange, exchange).await? {
+    } else if declare::exchange_exists(connection, exchange).await? {
         stale.push(format!("shard exchange `{exchange}`"));
     }
     Ok(stale)
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Queue,
-    Exchange,
-}
-
-/// Whether a queue or exchange named `name` exists, by a passive declare.
-async fn exists(connection: &Connection, kind: Kind, name: &str) -> Result<bool, BrokerError> {
-    // A miss closes the channel with NOT_FOUND, which lapin logs as an error: expected here.
-    tracing::info!(name, "looking for a route another topology.shards left (a NOT_FOUND below is the expected answer)");
-    let channel = connection.create_channel().await?;
-    let passive = match kind {
-        Kind::Queue => channel
-            .queue_declare(
-                name.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map(|_| ()),
-        Kind::Exchange => {
-            channel
-                .exchange_declare(
-                    name.into(),
-                    ExchangeKind::Direct,
-                    ExchangeDeclareOptions {
-                        passive: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-        }
-    };
-    match passive {
-        Ok(()) => {
-            let _ = channel.close(200, "looked".into()).await;
-            Ok(true)
-        }
-        // The broker closed the channel with 404: nothing of that name.
-        Err(e) if e.to_string().contains("NOT_FOUND") => Ok(false),
-        Err(e) => Err(BrokerError::Amqp(e)),
-    }
-}
-
 /// A shard exchange the broker would not declare: without the plugin the broker says
 /// `unknown exchange type`, which deserves the command that mends it.
-fn refused_exchange(name: &str, source: lapin::Error) -> BrokerError {
-    let said = source.to_string();
+fn missing_plugin(name: &str, error: BrokerError) -> BrokerError {
+    let said = error.to_string();
     if said.contains("unknown exchange type") || said.contains("COMMAND_INVALID") {
         BrokerError::TopologyConflict(format!(
             "the broker cannot declare the shard exchange `{name}` ({said}): topology.shards > 1 \
@@ -245,29 +183,13 @@ fn refused_exchange(name: &str, source: lapin::Error) -> BrokerError {
              rabbitmq_consistent_hash_exchange)"
         ))
     } else {
-        super::topology::mismatch("exchange", name, source)
+        error
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_tiers_shard_exchange_is_the_tasks_exchange_and_its_key() {
-        let vars = [
-            ("WARREN__TOPOLOGY__TASKS_EXCHANGE", "warren.tasks"),
-            ("WARREN__TOPOLOGY__SHARDS", "3"),
-        ];
-        let env = config::Environment::with_prefix("WARREN").source(Some(
-            vars.into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        ));
-        let settings = crate::config::Settings::load_from(None, env).expect("valid");
-        let exchange = shard_exchange(&settings.topology, "m.batch");
-        assert_eq!(exchange, "warren.tasks.m.batch");
-    }
 
     fn topology(shards: &str) -> TopologySettings {
         let vars = [
@@ -281,6 +203,11 @@ mod tests {
         ));
         let settings = crate::config::Settings::load_from(None, env).expect("valid");
         settings.topology
+    }
+
+    #[test]
+    fn a_tiers_shard_exchange_is_the_tasks_exchange_and_its_key() {
+        assert_eq!(shard_exchange(&topology("3"), "m.batch"), "t.m.batch");
     }
 
     #[test]

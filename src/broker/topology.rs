@@ -23,13 +23,14 @@
 //!   `.batch` appended to their names (`warren.requests.batch`, `warren.delay.batch.*`;
 //!   bound with `<model>.batch` under routing by model), see [`crate::protocol::tier`].
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::QueueBindOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ExchangeKind};
+use lapin::ExchangeKind::{Direct, Fanout};
+use lapin::{Channel, Connection};
 
 use super::headers::{int, table, text};
 use super::management::Management;
-use super::{shards, BrokerError};
+use super::{declare, shards, BrokerError};
 use crate::config::{QueueType, Settings, TopologySettings};
 use crate::protocol::Tier;
 use crate::retry::{DelayQueue, RetryPolicy};
@@ -264,8 +265,14 @@ impl Topology {
 
     async fn declare_on(&self, channel: &Channel) -> Result<(), BrokerError> {
         let s = &self.settings;
-        declare_fanout(channel, &s.dead_letter_exchange).await?;
-        declare_queue(channel, &s.dead_letter_queue, self.parking_arguments()).await?;
+        declare::exchange(
+            channel,
+            &s.dead_letter_exchange,
+            Fanout,
+            FieldTable::default(),
+        )
+        .await?;
+        declare::queue(channel, &s.dead_letter_queue, self.parking_arguments()).await?;
         channel
             .queue_bind(
                 s.dead_letter_queue.as_str().into(),
@@ -275,10 +282,10 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
-        declare_queue(channel, &s.results_queue, self.parking_arguments()).await?;
-        declare_fanout(channel, &s.control_exchange).await?;
+        declare::queue(channel, &s.results_queue, self.parking_arguments()).await?;
+        declare::exchange(channel, &s.control_exchange, Fanout, FieldTable::default()).await?;
         if self.routes_by_model() {
-            declare_exchange(channel, &s.tasks_exchange, ExchangeKind::Direct).await?;
+            declare::exchange(channel, &s.tasks_exchange, Direct, FieldTable::default()).await?;
             if self.model.is_none() {
                 return Ok(());
             }
@@ -298,7 +305,7 @@ impl Topology {
             let arguments = table(self.requests_arguments());
             shards::declare(channel, s, key, &s.requests_queue, &arguments).await?;
         } else {
-            declare_queue(channel, &s.requests_queue, table(self.requests_arguments())).await?;
+            declare::queue(channel, &s.requests_queue, table(self.requests_arguments())).await?;
         }
         // A model is only set under routing by model; a sharded tier is bound above.
         if let (Some(model), None) = (&self.model, self.sharded_key()) {
@@ -313,142 +320,14 @@ impl Topology {
                 .await?;
         }
         for queue in &self.delay_queues {
-            declare_queue(channel, &queue.name, table(self.delay_arguments(queue))).await?;
+            declare::queue(channel, &queue.name, table(self.delay_arguments(queue))).await?;
         }
         Ok(())
     }
-
-    /// A human-readable description of the topology, for `warren topology`.
-    pub fn describe(&self) -> String {
-        let s = &self.settings;
-        let args = self
-            .requests_arguments()
-            .into_iter()
-            .map(|(k, v)| format!("{k}={}", show(&v)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut text = String::new();
-        for queue in self.consumed_queues() {
-            text.push_str(&format!("queue    {queue}  durable, {args}\n"));
-        }
-        for queue in self.batch.iter().flat_map(|batch| batch.consumed_queues()) {
-            text.push_str(&format!(
-                "queue    {queue}  durable, {args}: the batch tier, taken when a slot is free\n"
-            ));
-        }
-        text.push_str(&format!(
-            "exchange {dlx}  fanout, durable\n\
-             queue    {dead}  durable, x-queue-type={parking}, bound to {dlx}\n\
-             queue    {results}  durable, x-queue-type={parking}\n\
-             exchange {control}  fanout, durable (cancel messages; each worker binds its own queue)\n",
-            dlx = s.dead_letter_exchange,
-            dead = s.dead_letter_queue,
-            results = s.results_queue,
-            control = s.control_exchange,
-            parking = s.parking_queue_type.as_str(),
-        ));
-        for tier in std::iter::once(self).chain(self.batch.as_deref()) {
-            for queue in &tier.delay_queues {
-                text.push_str(&format!(
-                    "queue    {}  durable, x-queue-type=quorum, x-message-ttl={}, dead-letters to {} (at least once)\n",
-                    queue.name,
-                    queue.ttl.as_millis(),
-                    match tier.sharded_key() {
-                        Some(key) => format!("exchange {} with key {key}", s.tasks_exchange),
-                        None => tier.settings.requests_queue.clone(),
-                    }
-                ));
-            }
-            if let Some(key) = tier.sharded_key() {
-                text.push_str(&format!(
-                    "exchange {exchange}  x-consistent-hash (hash-property={property}), bound to {tasks} with {key}: sends each task to one of the {shards} shards {queue}.shard-<i> above\n",
-                    exchange = shards::shard_exchange(s, key),
-                    property = shards::HASH_PROPERTY,
-                    tasks = s.tasks_exchange,
-                    shards = s.shards,
-                    queue = tier.settings.requests_queue,
-                ));
-            }
-        }
-        match (self.routes_by_model(), &self.model) {
-            (true, model) => text.push_str(&format!(
-                "exchange {exchange}  direct, durable: publish tasks here with the model's name as routing key (plus `.batch` for the batch tier){bound}\n",
-                exchange = s.tasks_exchange,
-                bound = model
-                    .as_ref()
-                    .map(|m| match self.sharded_key() {
-                        Some(_) => format!(" ({} is bound with {m})", shards::shard_exchange(s, m)),
-                        None => format!(" ({} is bound with {m})", s.requests_queue),
-                    })
-                    .unwrap_or_default(),
-            )),
-            (false, _) => text.push_str(&format!(
-                "publish tasks to the default exchange (\"\") with routing key {} (batch tier: {})\n",
-                s.requests_queue,
-                Tier::Batch.key(&s.requests_queue)
-            )),
-        }
-        text
-    }
 }
 
-async fn declare_fanout(channel: &Channel, name: &str) -> Result<(), BrokerError> {
-    declare_exchange(channel, name, ExchangeKind::Fanout).await
-}
-
-async fn declare_exchange(
-    channel: &Channel,
-    name: &str,
-    kind: ExchangeKind,
-) -> Result<(), BrokerError> {
-    let options = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    channel
-        .exchange_declare(name.into(), kind, options, FieldTable::default())
-        .await
-        .map_err(|source| mismatch("exchange", name, source))
-}
-
-async fn declare_queue(
-    channel: &Channel,
-    name: &str,
-    arguments: FieldTable,
-) -> Result<(), BrokerError> {
-    channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            arguments,
-        )
-        .await
-        .map(|_| ())
-        .map_err(|source| mismatch("queue", name, source))
-}
-
-pub(super) fn mismatch(kind: &'static str, name: &str, source: lapin::Error) -> BrokerError {
-    if source.to_string().contains("PRECONDITION_FAILED") {
-        BrokerError::TopologyMismatch {
-            kind,
-            name: name.to_owned(),
-            source,
-        }
-    } else {
-        BrokerError::Amqp(source)
-    }
-}
-
-fn show(value: &AMQPValue) -> String {
-    match value {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::LongLongInt(v) => v.to_string(),
-        other => format!("{other:?}"),
-    }
-}
+#[path = "topology_describe.rs"]
+mod describe;
 
 #[cfg(test)]
 #[path = "topology_tests.rs"]

@@ -1,6 +1,7 @@
 //! Tests of the topology: names, arguments and bindings derived from the settings, without
 //! a broker.
 
+use super::describe::show;
 use super::*;
 
 #[test]

@@ -52,11 +52,10 @@ impl Models {
     pub fn task_queue(&self, routing_key: Option<&str>) -> String {
         match routing_key {
             Some(model) => {
-                let queue = self.topology.model_queue(model);
-                match self.topology.is_sharded() {
-                    true => crate::config::shard_queue(&queue, 0),
-                    false => queue,
-                }
+                let consumed = self
+                    .topology
+                    .consumed_queues(&self.topology.model_queue(model));
+                consumed.into_iter().next().unwrap_or_default()
             }
             None => self.topology.requests_queue.clone(),
         }

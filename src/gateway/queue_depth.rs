@@ -11,8 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
 use super::broker_link::BrokerLink;
@@ -98,22 +96,13 @@ async fn watch_drain_rates(
 }
 
 /// Ready messages and consumers of `queue`, or `None` when it does not exist (or the broker
-/// did not answer). A passive declare of a missing queue closes its channel, so each look
-/// has a channel of its own.
+/// did not answer).
 pub(super) async fn depth(connection: &lapin::Connection, queue: &str) -> Option<(u32, u32)> {
-    let channel = connection.create_channel().await.ok()?;
-    let options = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let declared = channel
-        .queue_declare(queue.into(), options, FieldTable::default())
-        .await
-        .ok();
-    if declared.is_some() {
-        let _ = channel.close(200, "OK".into()).await;
-    }
-    declared.map(|q| (q.message_count(), q.consumer_count()))
+    let found = crate::broker::declare::passive_queue(connection, queue).await;
+    found
+        .ok()
+        .flatten()
+        .map(|q| (q.message_count(), q.consumer_count()))
 }
 
 #[cfg(test)]
