@@ -1,28 +1,22 @@
-//! The embed role on the engine thread (`engine.role = "embed"`): a context created for
-//! embeddings, whose pooling llama.cpp fixes at creation, and a loop that turns embedding
-//! jobs into one vector per input. The inputs of every job waiting at the same moment share
-//! decodes: as many sequences as the context holds, as many tokens as one micro-batch takes,
-//! so that each input's tokens are pooled in one pass. The cells are cleared after each
-//! decode: nothing of one input can leak into another's vector. Each input's rows are padded
-//! to a multiple of [`ROWS_ALIGNED`] (the padding is a sequence of its own, whose vector is
-//! dropped): llama.cpp's CPU matmuls take rows in tiles and leftover rows by another kernel,
-//! which rounds differently, so an input must land in whole tiles wherever it sits for its
-//! vector not to depend on what it shares a decode with.
+//! The embed role on the engine thread (`engine.role = "embed"`): a model and context made
+//! for embeddings ([`EmbeddingModel`]), and a loop that turns embedding jobs into one vector
+//! per input. The inputs of every job waiting at the same moment share decodes: as many
+//! sequences as the context holds, as many tokens as one micro-batch takes, so that each
+//! input's tokens are read in one pass; each input's token vectors are then pooled here
+//! (`engine.pooling`). The cells are cleared after each decode: nothing of one input can
+//! leak into another's vector. Each input's rows are padded to a multiple of
+//! [`ROWS_ALIGNED`] (the padding is a sequence of its own, whose vectors are dropped):
+//! llama.cpp's CPU matmuls take rows in tiles and leftover rows by another kernel, which
+//! rounds differently, so an input must land in whole tiles wherever it sits for its vector
+//! not to depend on what it shares a decode with.
 
 use std::collections::VecDeque;
-use std::num::NonZeroU32;
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaPoolingType;
-use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
+use super::embedding_model::{EmbeddingModel, Row};
 use super::occupancy::Occupancy;
-use super::params;
 use super::{EmbedJob, Embeddings, EngineStartError, Message};
 use crate::config::{EngineSettings, Pooling};
 use crate::protocol::{shape_vector, EmbeddingItem, EmbeddingTask, ErrorCode, TaskError};
@@ -36,11 +30,10 @@ fn padded(tokens: usize) -> usize {
     tokens.div_ceil(ROWS_ALIGNED) * ROWS_ALIGNED
 }
 
-/// The embedding context and what packing inputs into its decodes needs.
-pub(super) struct Embedder<'m> {
-    model: &'m LlamaModel,
-    ctx: LlamaContext<'m>,
-    batch: LlamaBatch<'static>,
+/// The embedding model and context, and what packing inputs into its decodes needs.
+pub(super) struct Embedder {
+    llama: EmbeddingModel,
+    pooling: Pooling,
     /// Rows one decode (one micro-batch) takes, padding included.
     rows_per_decode: usize,
     /// Tokens of the longest input (`engine.context_size`).
@@ -48,14 +41,14 @@ pub(super) struct Embedder<'m> {
     /// Inputs one decode takes; the padding is sequence `inputs_per_decode`.
     inputs_per_decode: usize,
     /// The token that pads an input's rows.
-    pad: LlamaToken,
+    pad: i32,
 }
 
 /// One input, tokenized, and where its vector goes.
 struct Item {
     job: usize,
     index: usize,
-    tokens: Vec<LlamaToken>,
+    tokens: Vec<i32>,
 }
 
 /// A job while its inputs are embedded.
@@ -67,40 +60,30 @@ struct Running {
     failed: Option<TaskError>,
 }
 
-impl<'m> Embedder<'m> {
-    /// The embedding context for `settings`: one KV cache of `context_size` cells shared by
-    /// up to `slots` inputs per decode, a micro-batch as large as the cache (one input may
-    /// fill it), and the configured pooling.
-    pub(super) fn new(
-        settings: &EngineSettings,
-        model: &'m LlamaModel,
-        backend: &LlamaBackend,
-    ) -> Result<Self, EngineStartError> {
+impl Embedder {
+    /// The model and embedding context for `settings`: one KV cache of `context_size` cells
+    /// shared by up to `slots` inputs per decode, a micro-batch as large as the cache (one
+    /// input may fill it). llama.cpp's backend must be initialised first.
+    pub(super) fn new(settings: &EngineSettings) -> Result<Self, EngineStartError> {
         // llama.cpp reserves its graphs with the micro-batch's tokens spread evenly over the
         // sequences: the rows must be a multiple of the sequences (the inputs and the padding).
         let sequences = settings.slots + 1;
         let rows = (settings.context_size as usize)
             .next_multiple_of(ROWS_ALIGNED * sequences as usize) as u32;
-        let params = params::context_params(settings)
-            .with_n_ctx(NonZeroU32::new(rows))
-            .with_n_batch(rows)
-            .with_n_ubatch(rows)
-            .with_n_seq_max(sequences)
-            .with_kv_unified(true)
-            .with_embeddings(true)
-            .with_pooling_type(pooling_type(settings.pooling));
-        let ctx = model
-            .new_context(backend, params)
-            .map_err(|e| EngineStartError::Llama(format!("creating the embedding context: {e}")))?;
+        let llama = EmbeddingModel::load(settings, rows, sequences)?;
         Ok(Embedder {
-            model,
-            ctx,
-            batch: LlamaBatch::new(rows as usize, 1),
+            pad: llama.padding_token(),
+            llama,
+            pooling: settings.pooling,
             rows_per_decode: rows as usize,
             longest_input: settings.context_size as usize,
             inputs_per_decode: settings.slots as usize,
-            pad: model.vocab().bos(),
         })
+    }
+
+    /// The GGUF's `general.name`, when it has one.
+    pub(super) fn model_name(&self) -> Option<String> {
+        self.llama.name()
     }
 
     /// Serves embedding jobs until every engine handle is gone or a stop comes. A generation
@@ -243,27 +226,28 @@ impl<'m> Embedder<'m> {
     /// Each input's tokens: text with the model's BOS where it wants one, token ids checked
     /// against the vocabulary; none longer than one decode takes. Refuses `dimensions` wider
     /// than the model's vectors.
-    fn prepare(&self, task: &EmbeddingTask) -> Result<Vec<Vec<LlamaToken>>, TaskError> {
-        let width = self.model.n_embd_out();
+    fn prepare(&self, task: &EmbeddingTask) -> Result<Vec<Vec<i32>>, TaskError> {
+        let width = self.llama.width();
         if let Some(dimensions) = task.dimensions {
-            if i64::from(dimensions) > i64::from(width) {
+            if dimensions as usize > width {
                 return Err(TaskError::invalid(format!(
                     "`dimensions` is {dimensions}, more than the model's {width}"
                 )));
             }
         }
-        let vocab = self.model.vocab();
-        let n_vocab = self.model.n_vocab();
+        let n_vocab = self.llama.vocabulary_size();
         task.inputs
             .iter()
             .enumerate()
             .map(|(index, input)| {
                 let tokens = match input {
-                    EmbeddingItem::Text(text) => vocab.tokenize(text.as_bytes(), true, false),
+                    EmbeddingItem::Text(text) => self.llama.tokenize(text).ok_or_else(|| {
+                        TaskError::invalid(format!("`input[{index}]` is too long to tokenize"))
+                    })?,
                     EmbeddingItem::Tokens(ids) => ids
                         .iter()
                         .map(|&id| match i32::try_from(id) {
-                            Ok(id) if id < n_vocab => Ok(LlamaToken::new(id)),
+                            Ok(id) if id < n_vocab => Ok(id),
                             _ => Err(TaskError::invalid(format!(
                                 "`input[{index}]` holds token id {id}, beyond the model's vocabulary of {n_vocab} tokens"
                             ))),
@@ -292,44 +276,79 @@ impl<'m> Embedder<'m> {
 
     /// One decode of `group` (each input its own sequence), its pooled vectors in order.
     fn decode(&mut self, group: &[Item]) -> Result<Vec<Vec<f32>>, TaskError> {
-        self.batch.clear();
         let padding_seq = self.inputs_per_decode as i32;
         let mut padding_position = 0;
+        let mut rows = Vec::with_capacity(self.rows_per_decode);
+        let mut spans = Vec::with_capacity(group.len());
         for (seq, item) in group.iter().enumerate() {
-            let last = item.tokens.len() - 1;
-            for (position, token) in item.tokens.iter().enumerate() {
-                self.batch
-                    .add(*token, position as i32, &[seq as i32], position == last)
-                    .map_err(|e| failed(format!("building the batch: {e}")))?;
-            }
+            spans.push(rows.len()..rows.len() + item.tokens.len());
+            rows.extend(
+                item.tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(position, &token)| Row {
+                        token,
+                        position: position as i32,
+                        sequence: seq as i32,
+                    }),
+            );
             for _ in item.tokens.len()..padded(item.tokens.len()) {
-                self.batch
-                    .add(self.pad, padding_position, &[padding_seq], false)
-                    .map_err(|e| failed(format!("building the batch: {e}")))?;
+                rows.push(Row {
+                    token: self.pad,
+                    position: padding_position,
+                    sequence: padding_seq,
+                });
                 padding_position += 1;
             }
         }
-        let decoded = self.ctx.decode(&mut self.batch);
-        let vectors = decoded
-            .map_err(|e| failed(format!("llama.cpp could not decode the inputs: {e}")))
+        let vectors = self
+            .llama
+            .decode(&rows)
+            .map_err(|status| {
+                failed(format!(
+                    "llama.cpp could not decode the inputs (status {status})"
+                ))
+            })
             .and_then(|()| {
-                (0..group.len())
-                    .map(|seq| {
-                        self.ctx
-                            .embeddings_seq_ith(seq as i32)
-                            .map(<[f32]>::to_vec)
-                            .map_err(|_| {
-                                TaskError::new(
-                                    ErrorCode::InferenceFailed,
-                                    "the model gave no pooled embedding: it cannot embed with this pooling (engine.pooling)",
-                                )
-                            })
-                    })
+                spans
+                    .into_iter()
+                    .map(|span| pool(&self.llama, span, self.pooling))
                     .collect()
             });
-        self.ctx.clear_kv_cache();
+        self.llama.clear();
         vectors
     }
+}
+
+/// One input's vector from its rows' vectors: their mean, the last, or the first.
+fn pool(
+    llama: &EmbeddingModel,
+    span: std::ops::Range<usize>,
+    pooling: Pooling,
+) -> Result<Vec<f32>, TaskError> {
+    let no_vector = || {
+        TaskError::new(
+            ErrorCode::InferenceFailed,
+            "the model gave no token vectors: it cannot embed",
+        )
+    };
+    let rows = match pooling {
+        Pooling::Mean => span,
+        Pooling::Last => span.end - 1..span.end,
+        Pooling::Cls => span.start..span.start + 1,
+    };
+    let count = rows.len() as f32;
+    let mut sum = vec![0f32; llama.width()];
+    for row in rows {
+        let vector = llama.row_vector(row).ok_or_else(no_vector)?;
+        for (total, value) in sum.iter_mut().zip(vector) {
+            *total += value;
+        }
+    }
+    for total in &mut sum {
+        *total /= count;
+    }
+    Ok(sum)
 }
 
 /// Takes one message into `waiting`; false when it says stop.
@@ -371,14 +390,6 @@ fn finish(
         wait: started.saturating_duration_since(job.submitted),
         time: started.elapsed(),
     })
-}
-
-fn pooling_type(pooling: Pooling) -> LlamaPoolingType {
-    match pooling {
-        Pooling::Mean => LlamaPoolingType::Mean,
-        Pooling::Last => LlamaPoolingType::Last,
-        Pooling::Cls => LlamaPoolingType::Cls,
-    }
 }
 
 fn failed(message: String) -> TaskError {

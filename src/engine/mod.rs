@@ -27,6 +27,7 @@ mod chat_template;
 mod chunking;
 mod device_sampling;
 mod embedder;
+mod embedding_model;
 mod first_bytes;
 mod generated_text;
 mod grammar;

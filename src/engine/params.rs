@@ -38,7 +38,7 @@ pub(super) fn context_params(settings: &EngineSettings) -> LlamaContextParams {
 
 /// Sliding-window layers need only the window's KV cells to generate, but a reused prompt
 /// prefix needs all of them: a prefix's older positions would be gone from those layers.
-fn full_swa_cache(settings: &EngineSettings) -> bool {
+pub(super) fn full_swa_cache(settings: &EngineSettings) -> bool {
     settings.swa_full || settings.prefix_cache
 }
 

@@ -4,12 +4,8 @@
 
 /// The real model (`WARREN_TEST_MODEL`, which `make test` sets; else the one `make model`
 /// fetches), with the llama.cpp backend.
-pub(crate) fn real_model() -> (
-    &'static llama_cpp_2::llama_backend::LlamaBackend,
-    llama_cpp_2::model::LlamaModel,
-) {
-    use llama_cpp_2::model::params::LlamaModelParams;
-    use llama_cpp_2::model::LlamaModel;
+/// The test model's file (`WARREN_TEST_MODEL`, else the default model), which must exist.
+pub(crate) fn model_path() -> std::path::PathBuf {
     let path = std::env::var_os("WARREN_TEST_MODEL")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
@@ -20,6 +16,16 @@ pub(crate) fn real_model() -> (
         "model {} is missing: run `make model` (or `make test`)",
         path.display()
     );
+    path
+}
+
+pub(crate) fn real_model() -> (
+    &'static llama_cpp_2::llama_backend::LlamaBackend,
+    llama_cpp_2::model::LlamaModel,
+) {
+    use llama_cpp_2::model::params::LlamaModelParams;
+    use llama_cpp_2::model::LlamaModel;
+    let path = model_path();
     let backend = super::runner::backend().expect("llama.cpp backend");
     let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
         .expect("the test model loads");

@@ -51,16 +51,8 @@ pub(super) fn run(
     reports: Reports,
 ) {
     let Reports { occupancy, times } = reports;
-    let started = match load(&settings) {
-        Ok(started) => started,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let (model, backend) = started;
     if settings.role == EngineRole::Embed {
-        match startup::embedder(&settings, &model, backend) {
+        match startup::embedder(&settings) {
             Ok((mut embedder, info)) => {
                 if ready.send(Ok(info)).is_ok() {
                     embedder.serve(jobs, &occupancy);
@@ -72,6 +64,13 @@ pub(super) fn run(
         }
         return;
     }
+    let (model, backend) = match load(&settings) {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
     let mut runner = match Runner::new(&settings, &model, backend, times) {
         Ok(runner) => runner,
         Err(e) => {

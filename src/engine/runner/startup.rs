@@ -96,16 +96,15 @@ impl<'m> Runner<'m> {
     }
 }
 
-/// The embed role's engine: the embedding context instead of the generation one, and what
-/// is reported about it.
-pub(super) fn embedder<'m>(
+/// The embed role's engine: its own model and embedding context instead of the generation
+/// ones, and what is reported about them.
+pub(super) fn embedder(
     settings: &EngineSettings,
-    model: &'m LlamaModel,
-    backend: &LlamaBackend,
-) -> Result<(Embedder<'m>, ModelInfo), EngineStartError> {
-    let embedder = Embedder::new(settings, model, backend)?;
+) -> Result<(Embedder, ModelInfo), EngineStartError> {
+    backend()?;
+    let embedder = Embedder::new(settings)?;
     let info = ModelInfo {
-        name: model_name(settings, model),
+        name: name_or_file(settings, embedder.model_name()),
         context_per_slot: settings.context_size,
         slots: settings.slots,
         gpu_layers: settings.n_gpu_layers,
@@ -116,12 +115,15 @@ pub(super) fn embedder<'m>(
 
 /// The name replies report: `engine.model_name`, else the GGUF's, else the file's.
 pub(super) fn model_name(settings: &EngineSettings, model: &LlamaModel) -> String {
+    name_or_file(settings, model.meta_val_str("general.name").ok())
+}
+
+/// `engine.model_name`, else `gguf_name`, else the file's.
+fn name_or_file(settings: &EngineSettings, gguf_name: Option<String>) -> String {
     if !settings.model_name.is_empty() {
         return settings.model_name.clone();
     }
-    model
-        .meta_val_str("general.name")
-        .ok()
+    gguf_name
         .filter(|n| !n.trim().is_empty())
         .or_else(|| {
             settings
