@@ -30,7 +30,14 @@ def main(base_url, corpus_path, requests, concurrency, inputs, join, label):
                     return
                 batch = [texts[(index * inputs + k) % len(texts)] for k in range(inputs)]
                 started = time.monotonic()
-                response = client.post(f"{base_url}/embeddings", json={"model": "m", "input": batch, "encoding_format": "float"})
+                try:
+                    response = client.post(f"{base_url}/embeddings", json={"model": "m", "input": batch, "encoding_format": "float"})
+                except httpx.HTTPError as e:
+                    # A request that fails in transport (one left unanswered past the
+                    # timeout) is an error of the run, and this loop goes on.
+                    with lock:
+                        errors.append(f"{type(e).__name__}: {e}"[:200])
+                    continue
                 elapsed = time.monotonic() - started
                 with lock:
                     if response.status_code != 200 or len(response.json().get("data", [])) != inputs:
