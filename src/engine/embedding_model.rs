@@ -22,11 +22,10 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use llama_cpp_2::context::params::KvCacheType as LlamaKvType;
 use llama_cpp_sys_2 as sys;
 
 use super::{params, EngineStartError};
-use crate::config::{EngineSettings, FlashAttention, KvCacheType};
+use crate::config::EngineSettings;
 
 /// The name llama.cpp's graph gives its embeddings output (llama-graph.cpp's
 /// `build_pooling`); with pooling "none" it is the final norm's output, one row per token.
@@ -357,34 +356,25 @@ fn context_params(
     stop: &Arc<GraphStop>,
 ) -> sys::llama_context_params {
     // SAFETY: returns a plain struct of defaults; no pointers in it are owned.
-    let mut params = unsafe { sys::llama_context_default_params() };
+    let mut raw = unsafe { sys::llama_context_default_params() };
     let threads = settings.effective_threads();
-    params.n_ctx = rows;
-    params.n_batch = rows;
-    params.n_ubatch = rows;
-    params.n_seq_max = sequences;
-    params.kv_unified = true;
-    params.swa_full = params::full_swa_cache(settings);
-    params.embeddings = true;
-    params.pooling_type = sys::LLAMA_POOLING_TYPE_NONE;
-    params.n_threads = threads;
-    params.n_threads_batch = threads;
-    params.flash_attn_type = match settings.flash_attention {
-        FlashAttention::Auto => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
-        FlashAttention::Off => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
-        FlashAttention::On => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
-    };
-    let kv = sys::ggml_type::from(match settings.kv_cache_type {
-        KvCacheType::F16 => LlamaKvType::F16,
-        KvCacheType::Bf16 => LlamaKvType::BF16,
-        KvCacheType::F32 => LlamaKvType::F32,
-        KvCacheType::Q8_0 => LlamaKvType::Q8_0,
-    });
-    params.type_k = kv;
-    params.type_v = kv;
-    params.cb_eval = Some(stop_after_embeddings);
-    params.cb_eval_user_data = Arc::as_ptr(stop) as *mut c_void;
-    params
+    raw.n_ctx = rows;
+    raw.n_batch = rows;
+    raw.n_ubatch = rows;
+    raw.n_seq_max = sequences;
+    raw.kv_unified = true;
+    raw.swa_full = params::full_swa_cache(settings);
+    raw.embeddings = true;
+    raw.pooling_type = sys::LLAMA_POOLING_TYPE_NONE;
+    raw.n_threads = threads;
+    raw.n_threads_batch = threads;
+    raw.flash_attn_type = params::flash_attention_policy(settings.flash_attention);
+    let kv = sys::ggml_type::from(params::kv_type(settings.kv_cache_type));
+    raw.type_k = kv;
+    raw.type_v = kv;
+    raw.cb_eval = Some(stop_after_embeddings);
+    raw.cb_eval_user_data = Arc::as_ptr(stop) as *mut c_void;
+    raw
 }
 
 fn path_c(path: &Path) -> Result<CString, EngineStartError> {

@@ -43,7 +43,7 @@ pub(super) fn full_swa_cache(settings: &EngineSettings) -> bool {
 }
 
 /// llama.h's `llama_flash_attn_type`: -1 auto, 0 disabled, 1 enabled.
-fn flash_attention_policy(setting: FlashAttention) -> i32 {
+pub(super) fn flash_attention_policy(setting: FlashAttention) -> i32 {
     match setting {
         FlashAttention::Auto => -1,
         FlashAttention::Off => 0,
@@ -51,7 +51,7 @@ fn flash_attention_policy(setting: FlashAttention) -> i32 {
     }
 }
 
-fn kv_type(setting: KvCacheType) -> LlamaKvType {
+pub(super) fn kv_type(setting: KvCacheType) -> LlamaKvType {
     match setting {
         KvCacheType::F16 => LlamaKvType::F16,
         KvCacheType::Bf16 => LlamaKvType::BF16,
