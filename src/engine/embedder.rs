@@ -17,6 +17,7 @@ use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use super::embedding_model::{EmbeddingModel, Row};
 use super::occupancy::Occupancy;
+use super::pooling::pool;
 use super::{EmbedJob, Embeddings, EngineStartError, Message};
 use crate::config::{EngineSettings, Pooling};
 use crate::protocol::{shape_vector, EmbeddingItem, EmbeddingTask, ErrorCode, TaskError};
@@ -312,43 +313,16 @@ impl Embedder {
             .and_then(|()| {
                 spans
                     .into_iter()
-                    .map(|span| pool(&self.llama, span, self.pooling))
+                    .map(|span| {
+                        pool(span, self.pooling, self.llama.width(), |row| {
+                            self.llama.row_vector(row)
+                        })
+                    })
                     .collect()
             });
         self.llama.clear();
         vectors
     }
-}
-
-/// One input's vector from its rows' vectors: their mean, the last, or the first.
-fn pool(
-    llama: &EmbeddingModel,
-    span: std::ops::Range<usize>,
-    pooling: Pooling,
-) -> Result<Vec<f32>, TaskError> {
-    let no_vector = || {
-        TaskError::new(
-            ErrorCode::InferenceFailed,
-            "the model gave no token vectors: it cannot embed",
-        )
-    };
-    let rows = match pooling {
-        Pooling::Mean => span,
-        Pooling::Last => span.end - 1..span.end,
-        Pooling::Cls => span.start..span.start + 1,
-    };
-    let count = rows.len() as f32;
-    let mut sum = vec![0f32; llama.width()];
-    for row in rows {
-        let vector = llama.row_vector(row).ok_or_else(no_vector)?;
-        for (total, value) in sum.iter_mut().zip(vector) {
-            *total += value;
-        }
-    }
-    for total in &mut sum {
-        *total /= count;
-    }
-    Ok(sum)
 }
 
 /// Takes one message into `waiting`; false when it says stop.

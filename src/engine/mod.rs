@@ -20,7 +20,8 @@
 //! [`device_sampling`] lets the backend (a GPU) choose the tokens of tasks that need no
 //! host-side logic, so their logits never cross to the host; [`step_times`] splits each
 //! step's time into warren's host work and llama.cpp's. With `engine.role = "embed"` the
-//! thread runs [`embedder`] instead: a context made for embeddings, one vector per input.
+//! thread runs [`embedder`] instead: a context made for embeddings, one vector per input
+//! ([`pooling`] pools its tokens' vectors).
 //! With `engine.backend = "synthetic"`, [`synthetic`] answers instead, without a model.
 
 mod chat_template;
@@ -34,6 +35,7 @@ mod grammar;
 mod logprobs;
 mod occupancy;
 mod params;
+mod pooling;
 mod prefix;
 mod prompt;
 mod runner;
