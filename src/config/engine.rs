@@ -43,6 +43,9 @@ pub struct EngineSettings {
     /// One KV cache shared by every slot (llama.cpp's `kv_unified`), instead of one stream
     /// per slot (the default).
     pub kv_unified: bool,
+    /// Decode each task's tokens alone, so that its text does not depend on which other tasks
+    /// run beside it (see `engine::runner::step`).
+    pub batch_invariant: bool,
     /// Chat template used when the GGUF has none: `gemma` (warren's own) or a Jinja file.
     pub chat_template: String,
     /// Generate text, or embed inputs.
@@ -222,6 +225,12 @@ impl EngineSettings {
         }
         if self.prompt_chunk == 0 {
             return Err(invalid("engine.prompt_chunk", "must be at least 1 token"));
+        }
+        if self.batch_invariant && self.kv_unified {
+            return Err(invalid(
+                "engine.batch_invariant",
+                "needs a KV stream per slot (engine.kv_unified = false): in one shared cache a token's attention runs over a span of cells that depends on the other tasks",
+            ));
         }
         if self.threads > 1024 {
             return Err(invalid("engine.threads", "must be at most 1024"));

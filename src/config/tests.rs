@@ -266,6 +266,20 @@ fn a_quantized_kv_cache_needs_flash_attention() {
 }
 
 #[test]
+fn batch_invariance_needs_a_kv_stream_per_slot() {
+    let err = load(&[
+        ("WARREN__ENGINE__BATCH_INVARIANT", "true"),
+        ("WARREN__ENGINE__KV_UNIFIED", "true"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("engine.batch_invariant"), "{err}");
+    assert!(!load(&[]).unwrap().engine.batch_invariant, "off by default");
+    let on = load(&[("WARREN__ENGINE__BATCH_INVARIANT", "true")]).unwrap();
+    assert!(on.engine.batch_invariant && !on.engine.kv_unified);
+}
+
+#[test]
 fn a_broker_url_may_list_the_nodes_of_a_cluster() {
     let s = load(&[(
         "WARREN__BROKER__URL",

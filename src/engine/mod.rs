@@ -9,9 +9,10 @@
 //! Layout: [`runner`] is the step loop on the thread: the scheduler (admit waiting jobs into
 //! free slots, drop those timed out or abandoned) and the batch step (one llama.cpp decode
 //! holding every generating sequence's next token plus as much prompt as fits, then one
-//! sample per sequence). [`sequence`] is one task's state while it holds a slot (prompt
-//! progress, stops, limits, streaming); [`sampling`] picks a task's next token
-//! (an argmax for greedy, else a sampler chain), within the grammar [`grammar`] builds
+//! sample per sequence; one decode per sequence with `engine.batch_invariant`). [`sequence`]
+//! is one task's state while it holds a slot (prompt progress, stops, limits, streaming);
+//! [`sampling`] picks a task's next token (an argmax for greedy, else a sampler chain),
+//! within the grammar [`grammar`] builds
 //! for a task that constrains its output, asking it about the few tokens [`first_bytes`]
 //! leaves when a whole-vocabulary mask is due; [`logprobs`] reports the log probabilities a
 //! task asks for; [`prefix`] decides which slot's KV cells a

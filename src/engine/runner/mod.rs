@@ -2,7 +2,8 @@
 //! slots, drop sequences that timed out or were abandoned, decode one token for every active
 //! sequence in a single batch, pick each next token (read from the device where it chose
 //! it) }. A sequence finishes on its own schedule and frees its slot at once; nothing waits
-//! for a whole batch. [`startup`] loads the model and creates the context.
+//! for a whole batch. [`startup`] loads the model and creates the context, [`admit`] places
+//! a job in a slot, [`step`] decodes and picks.
 
 use std::cell::OnceCell;
 use std::rc::Rc;
@@ -12,12 +13,12 @@ use std::time::Instant;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 mod admit;
 mod cells;
 mod startup;
+mod step;
 
 #[cfg(test)]
 pub(super) use startup::backend;
@@ -27,14 +28,14 @@ use super::chat_template::ChatTemplate;
 use super::chunking::Chunking;
 use super::device_sampling::DeviceSamplers;
 use super::first_bytes::FirstBytes;
-use super::logprobs;
 use super::occupancy::Occupancy;
 use super::prefix::PrefixCache;
-use super::sequence::{InBatch, Sequence, Step};
-use super::step_times::{Lap, Phase, StepTimes};
+use super::sequence::Sequence;
+use super::step_times::{Lap, StepTimes};
 use super::{EngineStartError, Message, ModelInfo};
 use crate::config::{EngineRole, EngineSettings};
 use crate::protocol::{ErrorCode, TaskError};
+use llama_cpp_2::token::LlamaToken;
 
 /// What the engine thread reports as it runs, shared with the [`super::Engine`] handle.
 pub(super) struct Reports {
@@ -116,6 +117,8 @@ struct Runner<'m> {
     /// The sequences of a step between picking their tokens and emitting them (kept to reuse
     /// its allocation).
     picked: Vec<(usize, Sequence, Result<LlamaToken, TaskError>)>,
+    /// One decode per sequence (`engine.batch_invariant`; see [`step`]).
+    batch_invariant: bool,
 }
 
 impl<'m> Runner<'m> {
@@ -203,21 +206,6 @@ impl<'m> Runner<'m> {
         self.slots.iter().position(Option::is_none)
     }
 
-    /// Appends a sampled token to its sequence, with its log probability if it asked.
-    fn push(&self, sequence: &mut Sequence, token: LlamaToken) -> Step {
-        let vocab = self.model.vocab();
-        if vocab.is_eog(token) {
-            return sequence.push(token, &[], true, None);
-        }
-        let piece = vocab.token_to_piece(token, sequence.keeps_special(token), None);
-        // Sequences that want log probabilities are picked on the host: their logits exist.
-        let logprob = sequence.logprobs_wanted().map(|top| {
-            let logits = self.ctx.get_logits_ith(sequence.batch_index);
-            logprobs::entry(self.model, logits, token, top)
-        });
-        sequence.push(token, &piece, false, logprob)
-    }
-
     /// Ends sequences whose time is up or whose caller left.
     fn reap(&mut self) {
         let now = Instant::now();
@@ -237,136 +225,6 @@ impl<'m> Runner<'m> {
                 }
             }
         }
-    }
-
-    /// One decode: the pending token of every generating sequence, then as much prompt as
-    /// fits, then a sample for every sequence that has logits in this batch.
-    fn step(&mut self, lap: &mut Lap) {
-        self.start_followers();
-        self.batch.clear();
-        for sequence in self.slots.iter_mut().flatten() {
-            sequence.in_batch = InBatch::Nothing;
-            if sequence.is_reading_prompt() {
-                continue;
-            }
-            sequence.batch_index = self.batch.n_tokens();
-            sequence.in_batch = InBatch::NextToken;
-            // The batch holds at least `slots` tokens, so one token per sequence always fits.
-            let _ = self
-                .batch
-                .add(sequence.pending, sequence.n_past, &[sequence.seq_id], true);
-        }
-        for sequence in self.slots.iter_mut().flatten() {
-            let room = self.batch_capacity - self.batch.n_tokens() as usize;
-            if room == 0 {
-                break;
-            }
-            if !sequence.is_reading_prompt() || sequence.follow.is_some() {
-                continue;
-            }
-            let start = sequence.prompt_done;
-            let end = self.chunking.piece_end(start, sequence.prompt.len(), room);
-            for pos in start..end {
-                let is_last = pos + 1 == sequence.prompt.len();
-                if is_last {
-                    sequence.batch_index = self.batch.n_tokens();
-                }
-                let _ = self.batch.add(
-                    sequence.prompt[pos],
-                    pos as i32,
-                    &[sequence.seq_id],
-                    is_last,
-                );
-            }
-            sequence.prompt_done = end;
-            sequence.in_batch = if end == sequence.prompt.len() {
-                InBatch::PromptEnd
-            } else {
-                InBatch::PromptPart
-            };
-        }
-        if self.batch.n_tokens() == 0 {
-            return;
-        }
-        lap.to(&self.times, Phase::Schedule);
-        let decoded = self.ctx.decode(&mut self.batch);
-        lap.to(&self.times, Phase::Decode);
-        self.times.stepped(self.batch.n_tokens() as usize);
-        if let Err(e) = decoded {
-            tracing::error!(error = %e, "llama.cpp decode failed; failing the tasks in the batch");
-            for slot in 0..self.slots.len() {
-                let in_batch = self.slots[slot]
-                    .as_ref()
-                    .is_some_and(|s| s.in_batch != InBatch::Nothing);
-                if in_batch {
-                    if let Some(sequence) = self.release(slot) {
-                        // What the failed decode left in these cells is unknown.
-                        self.clear_slot(slot as i32);
-                        sequence.fail(TaskError::new(
-                            ErrorCode::InferenceFailed,
-                            format!("llama.cpp decode failed: {e}"),
-                        ));
-                    }
-                }
-            }
-            return;
-        }
-        // Every next token first: on a device, the first read waits for the decode's results.
-        let mut picked = std::mem::take(&mut self.picked);
-        for slot in 0..self.slots.len() {
-            let Some(mut sequence) = self.slots[slot].take() else {
-                continue;
-            };
-            match sequence.in_batch {
-                InBatch::Nothing | InBatch::PromptPart => {
-                    self.slots[slot] = Some(sequence);
-                    continue;
-                }
-                InBatch::PromptEnd => sequence.prompt_read(),
-                InBatch::NextToken => sequence.next_token_decoded(),
-            }
-            let token = self.pick(slot, &mut sequence);
-            picked.push((slot, sequence, token));
-        }
-        lap.to(&self.times, Phase::Sample);
-        for (slot, mut sequence, token) in picked.drain(..) {
-            let token = match token {
-                Ok(token) => token,
-                Err(e) => {
-                    self.prefix
-                        .keep(slot, sequence.tokens_in_cache(), sequence.prompt.len());
-                    sequence.fail(e);
-                    continue;
-                }
-            };
-            match self.push(&mut sequence, token) {
-                Step::Continue => self.slots[slot] = Some(sequence),
-                Step::Finished(reason) => {
-                    self.prefix
-                        .keep(slot, sequence.tokens_in_cache(), sequence.prompt.len());
-                    sequence.finish(reason);
-                }
-            }
-        }
-        self.picked = picked;
-        lap.to(&self.times, Phase::Emit);
-    }
-
-    /// The sequence's next token, from the last decode: chosen on the device, or by its picker
-    /// from the logits.
-    fn pick(&mut self, slot: usize, sequence: &mut Sequence) -> Result<LlamaToken, TaskError> {
-        if !sequence.on_device {
-            return sequence.picker.pick(&self.ctx, sequence.batch_index);
-        }
-        self.device
-            .as_mut()
-            .and_then(|device| device.take(&self.ctx, slot, sequence.batch_index))
-            .ok_or_else(|| {
-                TaskError::new(
-                    ErrorCode::InferenceFailed,
-                    "llama.cpp's device sampler chose no token",
-                )
-            })
     }
 
     /// Takes the sequence out of `slot`, its KV cells left for the prefix cache.

@@ -1,0 +1,131 @@
+//! Batch invariance on the real model: a task run alone and the same task run while other
+//! tasks read their prompts and generate beside it give the same tokens and the same log
+//! probabilities, bit for bit, with `engine.batch_invariant`; without it they differ.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Members;
+use crate::config::Settings;
+use crate::engine::test_model::model_path;
+use crate::engine::{Engine, Generation, GenerationRequest};
+
+#[test]
+fn a_batch_invariant_decode_holds_only_its_own_slot() {
+    assert!(Members::All.include(0) && Members::All.include(7));
+    assert!(Members::Slot(3).include(3));
+    assert!(!Members::Slot(3).include(2));
+}
+
+/// The task whose output is compared: sampled, seeded, with its log probabilities.
+fn subject() -> serde_json::Value {
+    serde_json::json!({
+        "prompt": format!(
+            "{}Invent a name for a rabbit and describe it in one sentence.",
+            "A rabbit lives in the garden behind the old mill. ".repeat(8)
+        ),
+        "max_tokens": 24,
+        "temperature": 0.7,
+        "seed": 1234,
+        "logprobs": 0,
+    })
+}
+
+/// Tasks that run beside the subject: long enough to outlive it, of several prompt lengths.
+fn neighbour(n: usize) -> serde_json::Value {
+    let story = "Once upon a time, in a village by the sea, there lived a baker who ".repeat(n + 1);
+    serde_json::json!({
+        "prompt": story,
+        "max_tokens": 96,
+        "temperature": 0.9,
+        "seed": n,
+    })
+}
+
+fn request(body: serde_json::Value) -> GenerationRequest {
+    let limits = Settings::defaults().task_limits();
+    GenerationRequest {
+        task: crate::protocol::parse_task(body.to_string().as_bytes(), &limits).expect("a task"),
+        stream: None,
+    }
+}
+
+async fn engine(batch_invariant: bool) -> Arc<Engine> {
+    let mut settings = Settings::defaults().engine;
+    settings.model_path = model_path();
+    settings.slots = 6;
+    settings.context_size = 512;
+    settings.batch_invariant = batch_invariant;
+    let engine = tokio::task::spawn_blocking(move || Engine::start(&settings))
+        .await
+        .expect("the start-up thread")
+        .expect("the engine starts");
+    Arc::new(engine)
+}
+
+/// The subject run alone, then run again while four neighbours generate beside it and a
+/// fifth reads its prompt after it starts. The neighbours must still be running when the
+/// subject ends: its every decode had company.
+async fn alone_and_beside(engine: &Arc<Engine>) -> (Generation, Generation) {
+    let alone = engine.generate(request(subject())).await.expect("alone");
+    let spawn = |n: usize| {
+        let (pieces, stream) = tokio::sync::mpsc::unbounded_channel();
+        let engine = engine.clone();
+        let task = tokio::spawn(async move {
+            let mut request = request(neighbour(n));
+            request.stream = Some(pieces);
+            let done = engine.generate(request).await;
+            (done, Instant::now())
+        });
+        (task, stream)
+    };
+    let mut neighbours: Vec<_> = (0..4).map(spawn).collect();
+    for (_, stream) in &mut neighbours {
+        stream.recv().await.expect("a neighbour generates");
+    }
+    neighbours.push(spawn(4));
+    let beside = engine.generate(request(subject())).await.expect("beside");
+    let subject_done = Instant::now();
+    for (neighbour, _stream) in neighbours {
+        let (done, at) = neighbour.await.expect("a neighbour's task");
+        let done = done.expect("a neighbour's text");
+        assert!(
+            at > subject_done,
+            "a neighbour ended ({:?}, {} tokens) before the subject: the test lost its company",
+            done.finish_reason,
+            done.completion_tokens
+        );
+    }
+    (alone, beside)
+}
+
+fn logprob_bits(generation: &Generation) -> Vec<u32> {
+    let logprobs = generation.logprobs.as_ref().expect("log probabilities");
+    logprobs.iter().map(|l| l.logprob.to_bits()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn needs_model_batch_invariant_texts_do_not_depend_on_the_neighbours() {
+    let invariant = engine(true).await;
+    let (alone, beside) = alone_and_beside(&invariant).await;
+    assert_eq!(alone.completion_tokens, 24);
+    assert!(
+        beside.cached_prompt_tokens > 0,
+        "the second run reuses the first one's prompt cells"
+    );
+    assert_eq!(beside.text, alone.text);
+    assert_eq!(logprob_bits(&beside), logprob_bits(&alone));
+    let stop = invariant.clone();
+    tokio::task::spawn_blocking(move || stop.stop())
+        .await
+        .unwrap();
+
+    // The same comparison without the mode finds the neighbours in the last bits: the test
+    // above can fail.
+    let batched = engine(false).await;
+    let (alone, beside) = alone_and_beside(&batched).await;
+    assert_ne!(logprob_bits(&beside), logprob_bits(&alone));
+    tokio::task::spawn_blocking(move || batched.stop())
+        .await
+        .unwrap();
+}
