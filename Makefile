@@ -7,7 +7,7 @@ MAX_TOKENS   ?= 32
 
 CUDA_ARCHITECTURES ?= 80;86;89;90
 
-.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run embedder gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv bench-steps bench-embeddings bench-overload bench-ceiling soak docs lint fmt clean
+.PHONY: help setup model build build-cuda gpu-check broker-up broker-down redis-up run embedder gateway submit test test-unit test-python bench bench-prefix bench-structured bench-kv bench-invariant bench-steps bench-embeddings bench-overload bench-ceiling soak docs lint fmt clean
 
 help:
 	@echo "make run      - a worker on the default model against the local broker (installs what is missing)"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-structured - what a JSON Schema costs per token: warren engine vs llama-server, with and without"
 	@echo "make bench-steps - the step loop's host work per step at 64 and 256 slots (engine alone)"
 	@echo "make bench-kv - the KV cache's layout: one cache for every slot vs a stream per slot, tasks of mixed lengths"
+	@echo "make bench-invariant - what engine.batch_invariant (one decode per task) costs at 1, 4, 8, 16 slots"
 	@echo "make bench-overload - past capacity through the gateway: a bounded queue's 429s vs the unbounded baseline"
 	@echo "make bench-ceiling  - how many tasks/s one queue carries: synthetic workers (no model) at rising concurrency"
 	@echo "make soak     - 10,000 tasks through two workers, one killed every 300 replies (leaks, losses, duplicates)"
@@ -120,6 +121,7 @@ bench: setup model broker-up redis-up build $(PYENV)/.installed
 	scripts/bench-prefix.sh
 	scripts/bench-structured.sh
 	scripts/bench-kv.sh
+	scripts/bench-invariant.sh
 	scripts/bench-steps.sh
 	scripts/bench-embeddings.sh
 	scripts/bench-overload.sh
@@ -132,6 +134,10 @@ bench-steps: setup model build
 # The KV cache's layout: one cache for every slot against a stream per slot, on tasks of mixed lengths.
 bench-kv: setup model build
 	scripts/bench-kv.sh
+
+# What engine.batch_invariant (one decode per task) costs at 1, 4, 8 and 16 slots (engine alone).
+bench-invariant: setup model build
+	scripts/bench-invariant.sh
 
 # What a JSON Schema costs per generated token: warren's engine and llama-server, with and without.
 bench-structured: setup model build
