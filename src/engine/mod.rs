@@ -9,7 +9,7 @@
 //! Layout: [`runner`] is the step loop on the thread: the scheduler (admit waiting jobs into
 //! free slots, drop those timed out or abandoned) and the batch step (one llama.cpp decode
 //! holding every generating sequence's next token plus as much prompt as fits, then one
-//! sample per sequence; one decode per sequence with `engine.batch_invariant`). [`sequence`]
+//! sample per sequence; a batch-invariant task in a decode of its own). [`sequence`]
 //! is one task's state while it holds a slot (prompt progress, stops, limits, streaming);
 //! [`sampling`] picks a task's next token (an argmax for greedy, else a sampler chain),
 //! within the grammar [`grammar`] builds

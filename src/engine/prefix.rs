@@ -65,6 +65,8 @@ pub(super) struct PrefixCache {
     kept: Vec<Vec<LlamaToken>>,
     /// Of each slot's kept tokens, those computed in whole chunks ([`Held::whole`]).
     whole: Vec<usize>,
+    /// Whether each slot's kept cells were written by decodes of their own task alone.
+    written_alone: Vec<bool>,
     last_used: Vec<u64>,
     clock: u64,
 }
@@ -78,6 +80,7 @@ impl PrefixCache {
             chunking,
             kept: vec![Vec::new(); slots],
             whole: vec![0; slots],
+            written_alone: vec![false; slots],
             last_used: vec![0; slots],
             clock: 0,
         }
@@ -139,14 +142,21 @@ impl PrefixCache {
     }
 
     /// The slot's task ended; its cells hold `tokens` (positions 0..len), of which the
-    /// first `prompt_len` were its prompt.
-    pub(super) fn keep(&mut self, slot: usize, tokens: Vec<LlamaToken>, prompt_len: usize) {
+    /// first `prompt_len` were its prompt, written by decodes of that task alone or not.
+    pub(super) fn keep(
+        &mut self,
+        slot: usize,
+        tokens: Vec<LlamaToken>,
+        prompt_len: usize,
+        alone: bool,
+    ) {
         self.clock += 1;
         let whole = self.whole_chunks(prompt_len).min(tokens.len());
         if let (Some(kept), Some(kept_whole)) = (self.kept.get_mut(slot), self.whole.get_mut(slot))
         {
             *kept = if self.enabled { tokens } else { Vec::new() };
             *kept_whole = whole;
+            self.written_alone[slot] = alone;
             self.last_used[slot] = self.clock;
         }
     }
@@ -156,13 +166,15 @@ impl PrefixCache {
         self.chunking.reusable(len, len)
     }
 
-    /// What a free slot's cells hold.
-    pub(super) fn held(&self, slot: usize) -> Held<'_> {
+    /// What a free slot's cells hold, as a task decoded `alone` or not may reuse them.
+    pub(super) fn held(&self, slot: usize, alone: bool) -> Held<'_> {
         let tokens = self.kept(slot);
+        let whole = self.whole.get(slot).copied().unwrap_or(0);
+        let written_alone = self.written_alone.get(slot).copied().unwrap_or(false);
         Held {
             tokens,
             written: tokens.len(),
-            whole: self.whole.get(slot).copied().unwrap_or(0),
+            whole: reusable_whole(whole, written_alone, alone),
         }
     }
 
@@ -176,6 +188,17 @@ impl PrefixCache {
     /// The tokens a free slot's cells hold.
     pub(super) fn kept(&self, slot: usize) -> &[LlamaToken] {
         self.kept.get(slot).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Of `whole` cells computed in whole chunks, those a task may reuse: all of them, unless it
+/// is decoded alone (batch-invariant) and they were written beside other tasks, whose
+/// presence is in their last bits; a cold read of its own would compute them otherwise.
+pub(super) fn reusable_whole(whole: usize, written_alone: bool, alone: bool) -> usize {
+    if alone && !written_alone {
+        0
+    } else {
+        whole
     }
 }
 
@@ -199,14 +222,14 @@ mod tests {
     }
 
     fn held(cache: &PrefixCache, slots: usize) -> Vec<Held<'_>> {
-        (0..slots).map(|s| cache.held(s)).collect()
+        (0..slots).map(|s| cache.held(s, false)).collect()
     }
 
     #[test]
     fn a_prompt_goes_to_the_free_slot_that_holds_its_longest_prefix() {
         let mut cache = PrefixCache::new(3, true, Chunking::new(1));
-        cache.keep(0, tokens(&[1, 2, 9]), usize::MAX);
-        cache.keep(1, tokens(&[1, 2, 3, 4, 8]), usize::MAX);
+        cache.keep(0, tokens(&[1, 2, 9]), usize::MAX, false);
+        cache.keep(1, tokens(&[1, 2, 3, 4, 8]), usize::MAX, false);
         let prompt = tokens(&[1, 2, 3, 4, 5, 6]);
         let placement = cache.place(&prompt, &[0, 1, 2], &held(&cache, 3));
         assert_eq!(
@@ -222,7 +245,7 @@ mod tests {
     #[test]
     fn the_last_prompt_token_is_always_decoded_again() {
         let mut cache = PrefixCache::new(1, true, Chunking::new(1));
-        cache.keep(0, tokens(&[1, 2, 3, 4]), usize::MAX);
+        cache.keep(0, tokens(&[1, 2, 3, 4]), usize::MAX, false);
         let placement = cache.place(&tokens(&[1, 2, 3]), &[0], &held(&cache, 1));
         assert_eq!(placement.map(|p| p.reused), Some(2));
     }
@@ -233,7 +256,7 @@ mod tests {
         // tokens: a follow-up that starts with all 16 reuses the 8 read in whole chunks.
         let mut cache = PrefixCache::new(1, true, Chunking::new(4));
         let earlier: Vec<i32> = (1..=16).collect();
-        cache.keep(0, tokens(&earlier), 10);
+        cache.keep(0, tokens(&earlier), 10, false);
         let mut follow_up = earlier.clone();
         follow_up.extend([40, 41, 42]);
         let placement = cache.place(&tokens(&follow_up), &[0], &held(&cache, 1));
@@ -243,7 +266,12 @@ mod tests {
     #[test]
     fn only_whole_chunks_are_reused() {
         let mut cache = PrefixCache::new(1, true, Chunking::new(4));
-        cache.keep(0, tokens(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), usize::MAX);
+        cache.keep(
+            0,
+            tokens(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+            usize::MAX,
+            false,
+        );
         let prompt = tokens(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 99]);
         let placement = cache.place(&prompt, &[0], &held(&cache, 1));
         assert_eq!(placement.map(|p| p.reused), Some(8));
@@ -254,9 +282,9 @@ mod tests {
     #[test]
     fn without_a_match_the_least_recently_used_slot_is_given_up() {
         let mut cache = PrefixCache::new(3, true, Chunking::new(1));
-        cache.keep(2, tokens(&[7]), usize::MAX);
-        cache.keep(0, tokens(&[8]), usize::MAX);
-        cache.keep(1, tokens(&[9]), usize::MAX);
+        cache.keep(2, tokens(&[7]), usize::MAX, false);
+        cache.keep(0, tokens(&[8]), usize::MAX, false);
+        cache.keep(1, tokens(&[9]), usize::MAX, false);
         let placement = cache.place(&tokens(&[5, 6]), &[0, 1, 2], &held(&cache, 3));
         assert_eq!(placement.map(|p| (p.slot, p.reused)), Some((2, 0)));
     }
@@ -264,8 +292,8 @@ mod tests {
     #[test]
     fn a_clearly_longer_prefix_in_another_slot_is_copied_into_a_free_one() {
         let mut cache = PrefixCache::new(3, true, Chunking::new(1));
-        cache.keep(1, tokens(&[1]), usize::MAX);
-        cache.keep(2, tokens(&[2]), usize::MAX);
+        cache.keep(1, tokens(&[1]), usize::MAX, false);
+        cache.keep(2, tokens(&[2]), usize::MAX, false);
         let busy_prompt = long(4, 100, &[]);
         let mut holding = held(&cache, 3);
         holding[0] = Held::kept(&busy_prompt);
@@ -285,7 +313,7 @@ mod tests {
     #[test]
     fn a_small_gain_is_read_again_rather_than_copied() {
         let mut cache = PrefixCache::new(2, true, Chunking::new(1));
-        cache.keep(1, long(4, 10, &[]), usize::MAX);
+        cache.keep(1, long(4, 10, &[]), usize::MAX, false);
         let busy = long(4, 10 + MIN_COPY_GAIN - 1, &[]);
         let mut holding = held(&cache, 2);
         holding[0] = Held::kept(&busy);
@@ -327,7 +355,7 @@ mod tests {
     #[test]
     fn a_disabled_cache_reuses_nothing_and_keeps_nothing() {
         let mut cache = PrefixCache::new(2, false, Chunking::new(1));
-        cache.keep(0, tokens(&[1, 2, 3]), usize::MAX);
+        cache.keep(0, tokens(&[1, 2, 3]), usize::MAX, false);
         assert!(cache.kept(0).is_empty());
         let placement = cache.place(&tokens(&[1, 2, 3, 4]), &[0, 1], &held(&cache, 2));
         assert_eq!(placement.map(|p| (p.copy_from, p.reused)), Some((None, 0)));
@@ -342,9 +370,27 @@ mod tests {
     #[test]
     fn a_forgotten_slot_offers_nothing() {
         let mut cache = PrefixCache::new(1, true, Chunking::new(1));
-        cache.keep(0, tokens(&[1, 2, 3]), usize::MAX);
+        cache.keep(0, tokens(&[1, 2, 3]), usize::MAX, false);
         cache.forget(0);
         let placement = cache.place(&tokens(&[1, 2, 3, 4]), &[0], &held(&cache, 1));
         assert_eq!(placement.map(|p| p.reused), Some(0));
+    }
+
+    #[test]
+    fn a_task_decoded_alone_reuses_only_cells_written_alone() {
+        let mut cache = PrefixCache::new(2, true, Chunking::new(1));
+        cache.keep(0, tokens(&[1, 2, 3]), usize::MAX, false);
+        cache.keep(1, tokens(&[1, 2]), usize::MAX, true);
+        let prompt = tokens(&[1, 2, 3, 4]);
+        let batched = |s| cache.held(s, false);
+        let alone = |s| cache.held(s, true);
+        let held: Vec<Held<'_>> = (0..2).map(batched).collect();
+        let placement = cache.place(&prompt, &[0, 1], &held).unwrap();
+        assert_eq!((placement.slot, placement.reused), (0, 3));
+        let held: Vec<Held<'_>> = (0..2).map(alone).collect();
+        let placement = cache.place(&prompt, &[0, 1], &held).unwrap();
+        assert_eq!((placement.slot, placement.reused), (1, 2));
+        assert_eq!(reusable_whole(64, true, true), 64);
+        assert_eq!(reusable_whole(64, false, false), 64);
     }
 }

@@ -68,6 +68,8 @@ pub(super) struct Sequence {
     pub picker: TokenPicker,
     /// Whether its tokens are chosen on the device instead (its slot's attached chain).
     pub on_device: bool,
+    /// Decoded in batches of its own (`batch_invariant`, the task's or the engine's).
+    pub alone: bool,
     reply: oneshot::Sender<Result<Generation, TaskError>>,
     stream: Option<mpsc::UnboundedSender<Delta>>,
     streamed: usize,
@@ -114,6 +116,7 @@ pub(super) struct SequenceStart {
     pub logprobs: Option<usize>,
     pub picker: TokenPicker,
     pub on_device: bool,
+    pub alone: bool,
     pub stops: Vec<String>,
     /// Reads the output into content and tool calls, for a task whose tools may be called.
     pub tools: Option<ToolOutput>,
@@ -141,6 +144,7 @@ impl Sequence {
             in_batch: InBatch::Nothing,
             picker: start.picker,
             on_device: start.on_device,
+            alone: start.alone,
             reply: start.reply,
             stream: start.stream,
             streamed: 0,

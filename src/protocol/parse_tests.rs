@@ -69,6 +69,9 @@ fn every_optional_field_is_read() {
             .unwrap()
             .stream
     );
+    assert!(!task.batch_invariant, "batched unless asked");
+    let alone = parse(json!({"prompt": "a", "batch_invariant": true})).unwrap();
+    assert!(alone.batch_invariant);
 }
 
 #[test]

@@ -141,6 +141,9 @@ pub struct Task {
     pub stream: bool,
     /// Send a `started` message to `reply_to` when a worker takes the task to its engine.
     pub progress: bool,
+    /// Decode it alone: its text does not depend on the tasks sharing the worker (see
+    /// `engine.batch_invariant`, which does this for every task).
+    pub batch_invariant: bool,
     /// Report each token's log probability, with this many most likely alternatives.
     pub logprobs: Option<u32>,
     /// Functions the model may call (empty: none).

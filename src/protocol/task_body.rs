@@ -75,6 +75,9 @@ pub struct TaskBody {
     /// Ask for a `started` message when a worker takes the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<bool>,
+    /// Decode this task alone, so that its text does not depend on the tasks beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_invariant: Option<bool>,
     /// Ask for each token's log probability, with this many alternatives (0 ..= 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u64>,
@@ -269,6 +272,10 @@ mod tests {
             (json!({"top_k": -1}), "`top_k` must be a non-negative integer, not -1"),
             (json!({"temperature": "hot"}), "`temperature` must be a number, not \"hot\""),
             (json!({"stream": "yes"}), "`stream` must be true or false, not \"yes\""),
+            (
+                json!({"batch_invariant": 1}),
+                "`batch_invariant` must be true or false, not 1",
+            ),
             (json!({"stop": "x"}), "`stop` must be a list, not \"x\""),
             (json!({"stop": [1]}), "`stop[0]` must be a string, not 1"),
             (json!({"messages": "hi"}), "`messages` must be a list, not \"hi\""),

@@ -91,6 +91,7 @@ impl TaskBody {
             deadline_ms: integer("deadline_ms", self.deadline_ms, 0, i64::MAX as u64)?,
             stream: self.stream.unwrap_or(false),
             progress: self.progress.unwrap_or(false),
+            batch_invariant: self.batch_invariant.unwrap_or(false),
             logprobs,
             tools,
             tool_choice,

@@ -46,6 +46,13 @@ impl Runner<'_> {
             return;
         }
         let task = &job.request.task;
+        let alone = match self.invariance.decodes_alone(task.batch_invariant) {
+            Ok(alone) => alone,
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+                return;
+            }
+        };
         if let Some(asked) = task.max_tokens {
             let room = self.context_per_slot as usize - prompt.len();
             if asked as usize > room {
@@ -81,7 +88,7 @@ impl Runner<'_> {
                 return;
             }
         };
-        let Some(placement) = self.place(&prompt) else {
+        let Some(placement) = self.place(&prompt, alone) else {
             // serve() only admits when a slot is free.
             let _ = job.reply.send(Err(internal("no free slot")));
             return;
@@ -115,6 +122,7 @@ impl Runner<'_> {
             logprobs: task.logprobs.map(|top| top as usize),
             picker,
             on_device,
+            alone,
             stops,
             tools: tool_output,
             max_tokens: task

@@ -4,13 +4,14 @@
 //! [`PrefixCache`](crate::engine::prefix::PrefixCache); this only applies it.
 
 use super::Runner;
-use crate::engine::prefix::{Held, Placement};
+use crate::engine::prefix::{reusable_whole, Held, Placement};
 use crate::engine::sequence::Follow;
 use llama_cpp_2::token::LlamaToken;
 
 impl Runner<'_> {
-    /// Where `prompt` goes (see [`crate::engine::prefix`]); `None` when no slot is free.
-    pub(super) fn place(&self, prompt: &[LlamaToken]) -> Option<Placement> {
+    /// Where `prompt` goes (see [`crate::engine::prefix`]) for a task decoded `alone` or
+    /// not; `None` when no slot is free.
+    pub(super) fn place(&self, prompt: &[LlamaToken], alone: bool) -> Option<Placement> {
         let free: Vec<usize> = (0..self.slots.len())
             .filter(|&slot| self.slots[slot].is_none())
             .collect();
@@ -19,9 +20,13 @@ impl Runner<'_> {
                 Some(sequence) => Held {
                     tokens: &sequence.prompt,
                     written: sequence.prompt_in_cache().len(),
-                    whole: self.prefix.whole_chunks(sequence.prompt.len()),
+                    whole: reusable_whole(
+                        self.prefix.whole_chunks(sequence.prompt.len()),
+                        sequence.alone,
+                        alone,
+                    ),
                 },
-                None => self.prefix.held(slot),
+                None => self.prefix.held(slot, alone),
             })
             .collect();
         self.prefix.place(prompt, &free, &held)

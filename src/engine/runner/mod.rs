@@ -117,8 +117,8 @@ struct Runner<'m> {
     /// The sequences of a step between picking their tokens and emitting them (kept to reuse
     /// its allocation).
     picked: Vec<(usize, Sequence, Result<LlamaToken, TaskError>)>,
-    /// One decode per sequence (`engine.batch_invariant`; see [`step`]).
-    batch_invariant: bool,
+    /// Which tasks are decoded alone (see [`step`]).
+    invariance: step::Invariance,
 }
 
 impl<'m> Runner<'m> {
@@ -230,8 +230,12 @@ impl<'m> Runner<'m> {
     /// Takes the sequence out of `slot`, its KV cells left for the prefix cache.
     fn release(&mut self, slot: usize) -> Option<Sequence> {
         let sequence = self.slots[slot].take()?;
-        self.prefix
-            .keep(slot, sequence.tokens_in_cache(), sequence.prompt.len());
+        self.prefix.keep(
+            slot,
+            sequence.tokens_in_cache(),
+            sequence.prompt.len(),
+            sequence.alone,
+        );
         Some(sequence)
     }
 }

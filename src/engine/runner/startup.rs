@@ -82,7 +82,7 @@ impl<'m> Runner<'m> {
             first_bytes: std::cell::OnceCell::new(),
             times,
             picked: Vec::with_capacity(slots as usize),
-            batch_invariant: settings.batch_invariant,
+            invariance: super::step::Invariance::of(settings),
         })
     }
 

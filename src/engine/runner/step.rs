@@ -1,7 +1,8 @@
 //! One step of the engine: build a batch of every generating sequence's next token plus as
 //! much prompt as fits, decode it, pick each next token and hand it to its sequence.
 //!
-//! With `engine.batch_invariant` a step is one decode per sequence instead. llama.cpp picks
+//! A task that asks for `batch_invariant` (or every task, with `engine.batch_invariant`) is
+//! decoded alone instead: one decode per such sequence, the others batched. llama.cpp picks
 //! a kernel for a matrix product by the batch's height (on a CPU a 4-row GEMM tile for whole
 //! groups of rows, a 1-row GEMV for the rest, another tiling from 8 rows), and those kernels
 //! round differently, so a row's logits depend on how many other rows share its decode. A
@@ -15,36 +16,73 @@ use llama_cpp_2::token::LlamaToken;
 use super::super::sequence::{InBatch, Sequence, Step};
 use super::super::step_times::{Lap, Phase};
 use super::Runner;
+use crate::config::EngineSettings;
 use crate::protocol::{ErrorCode, TaskError};
+
+/// Which tasks a worker decodes alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Invariance {
+    /// Every task (`engine.batch_invariant`).
+    Every,
+    /// Those that ask (`batch_invariant` in the task).
+    Asked,
+    /// None: in one shared KV cache (`engine.kv_unified`) a token's attention runs over a span
+    /// of cells that depends on the other tasks, decoded alone or not.
+    Unavailable,
+}
+
+impl Invariance {
+    pub(super) fn of(settings: &EngineSettings) -> Invariance {
+        match (settings.batch_invariant, settings.kv_unified) {
+            (true, _) => Invariance::Every,
+            (false, false) => Invariance::Asked,
+            (false, true) => Invariance::Unavailable,
+        }
+    }
+
+    /// Whether a task that did or did not ask is decoded alone, or why it cannot be.
+    pub(super) fn decodes_alone(self, asked: bool) -> Result<bool, TaskError> {
+        match (self, asked) {
+            (Invariance::Every, _) => Ok(true),
+            (_, false) => Ok(false),
+            (Invariance::Asked, true) => Ok(true),
+            (Invariance::Unavailable, true) => Err(TaskError::new(
+                ErrorCode::InvalidRequest,
+                "`batch_invariant` needs a worker with a KV stream per slot: this one shares one \
+                 KV cache between its tasks (engine.kv_unified)",
+            )),
+        }
+    }
+}
 
 /// Which sequences a decode holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Members {
-    /// Every active sequence (the default: one decode per step).
-    All,
-    /// Only the sequence in this slot (batch-invariant steps).
+    /// Every sequence that is not decoded alone.
+    Batched,
+    /// Only the sequence in this slot (a batch-invariant one).
     Slot(usize),
 }
 
 impl Members {
-    fn include(self, slot: usize) -> bool {
+    fn include(self, slot: usize, sequence: &Sequence) -> bool {
         match self {
-            Members::All => true,
+            Members::Batched => !sequence.alone,
             Members::Slot(only) => only == slot,
         }
     }
 }
 
 impl Runner<'_> {
-    /// Moves every active sequence one decode on: in one batch, or one batch each when
-    /// `engine.batch_invariant` is on.
+    /// Moves every active sequence one decode on: those decoded alone one batch each, the
+    /// others in one batch.
     pub(super) fn step(&mut self, lap: &mut Lap) {
         self.start_followers();
-        if !self.batch_invariant {
-            return self.decode(Members::All, lap);
+        if self.slots.iter().flatten().any(|s| !s.alone) {
+            self.decode(Members::Batched, lap);
         }
         for slot in 0..self.slots.len() {
-            if self.slots[slot].is_some() {
+            if self.slots[slot].as_ref().is_some_and(|s| s.alone) {
                 self.decode(Members::Slot(slot), lap);
             }
         }
@@ -59,7 +97,7 @@ impl Runner<'_> {
                 continue;
             };
             sequence.in_batch = InBatch::Nothing;
-            if !members.include(slot) || sequence.is_reading_prompt() {
+            if !members.include(slot, sequence) || sequence.is_reading_prompt() {
                 continue;
             }
             sequence.batch_index = self.batch.n_tokens();
@@ -77,7 +115,9 @@ impl Runner<'_> {
             if room == 0 {
                 break;
             }
-            if !members.include(slot) || !sequence.is_reading_prompt() || sequence.follow.is_some()
+            if !members.include(slot, sequence)
+                || !sequence.is_reading_prompt()
+                || sequence.follow.is_some()
             {
                 continue;
             }
@@ -150,8 +190,12 @@ impl Runner<'_> {
             let token = match token {
                 Ok(token) => token,
                 Err(e) => {
-                    self.prefix
-                        .keep(slot, sequence.tokens_in_cache(), sequence.prompt.len());
+                    self.prefix.keep(
+                        slot,
+                        sequence.tokens_in_cache(),
+                        sequence.prompt.len(),
+                        sequence.alone,
+                    );
                     sequence.fail(e);
                     continue;
                 }
@@ -159,8 +203,12 @@ impl Runner<'_> {
             match self.push(&mut sequence, token) {
                 Step::Continue => self.slots[slot] = Some(sequence),
                 Step::Finished(reason) => {
-                    self.prefix
-                        .keep(slot, sequence.tokens_in_cache(), sequence.prompt.len());
+                    self.prefix.keep(
+                        slot,
+                        sequence.tokens_in_cache(),
+                        sequence.prompt.len(),
+                        sequence.alone,
+                    );
                     sequence.finish(reason);
                 }
             }

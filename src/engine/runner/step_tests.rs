@@ -1,25 +1,43 @@
 //! Batch invariance on the real model: a task run alone and the same task run while other
 //! tasks read their prompts and generate beside it give the same tokens and the same log
-//! probabilities, bit for bit, with `engine.batch_invariant`; without it they differ.
+//! probabilities, bit for bit, with `engine.batch_invariant` or the task's own
+//! `batch_invariant`; without either they differ.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Members;
+use super::Invariance;
 use crate::config::Settings;
 use crate::engine::test_model::model_path;
 use crate::engine::{Engine, Generation, GenerationRequest};
 
 #[test]
-fn a_batch_invariant_decode_holds_only_its_own_slot() {
-    assert!(Members::All.include(0) && Members::All.include(7));
-    assert!(Members::Slot(3).include(3));
-    assert!(!Members::Slot(3).include(2));
+fn a_task_is_decoded_alone_when_it_or_the_worker_asks_and_the_kv_cache_allows() {
+    let mut settings = Settings::defaults().engine;
+    assert_eq!(Invariance::of(&settings), Invariance::Asked);
+    assert_eq!(Invariance::Asked.decodes_alone(false), Ok(false));
+    assert_eq!(Invariance::Asked.decodes_alone(true), Ok(true));
+    settings.batch_invariant = true;
+    assert_eq!(Invariance::of(&settings), Invariance::Every);
+    assert_eq!(Invariance::Every.decodes_alone(false), Ok(true));
+    settings.batch_invariant = false;
+    settings.kv_unified = true;
+    assert_eq!(Invariance::of(&settings), Invariance::Unavailable);
+    assert_eq!(Invariance::Unavailable.decodes_alone(false), Ok(false));
+    let refused = Invariance::Unavailable.decodes_alone(true).unwrap_err();
+    assert_eq!(refused.code, crate::protocol::ErrorCode::InvalidRequest);
+    assert!(
+        refused.message.contains("engine.kv_unified"),
+        "{}",
+        refused.message
+    );
 }
 
-/// The task whose output is compared: sampled, seeded, with its log probabilities.
-fn subject() -> serde_json::Value {
+/// The task whose output is compared: sampled, seeded, with its log probabilities; decoded
+/// alone when it asks for `batch_invariant`.
+fn subject(batch_invariant: bool) -> serde_json::Value {
     serde_json::json!({
+        "batch_invariant": batch_invariant,
         "prompt": format!(
             "{}Invent a name for a rabbit and describe it in one sentence.",
             "A rabbit lives in the garden behind the old mill. ".repeat(8)
@@ -66,8 +84,9 @@ async fn engine(batch_invariant: bool) -> Arc<Engine> {
 /// The subject run alone, then run again while four neighbours generate beside it and a
 /// fifth reads its prompt after it starts. The neighbours must still be running when the
 /// subject ends: its every decode had company.
-async fn alone_and_beside(engine: &Arc<Engine>) -> (Generation, Generation) {
-    let alone = engine.generate(request(subject())).await.expect("alone");
+async fn alone_and_beside(engine: &Arc<Engine>, batch_invariant: bool) -> (Generation, Generation) {
+    let subject = || request(subject(batch_invariant));
+    let alone = engine.generate(subject()).await.expect("alone");
     let spawn = |n: usize| {
         let (pieces, stream) = tokio::sync::mpsc::unbounded_channel();
         let engine = engine.clone();
@@ -84,7 +103,7 @@ async fn alone_and_beside(engine: &Arc<Engine>) -> (Generation, Generation) {
         stream.recv().await.expect("a neighbour generates");
     }
     neighbours.push(spawn(4));
-    let beside = engine.generate(request(subject())).await.expect("beside");
+    let beside = engine.generate(subject()).await.expect("beside");
     let subject_done = Instant::now();
     for (neighbour, _stream) in neighbours {
         let (done, at) = neighbour.await.expect("a neighbour's task");
@@ -107,7 +126,7 @@ fn logprob_bits(generation: &Generation) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread")]
 async fn needs_model_batch_invariant_texts_do_not_depend_on_the_neighbours() {
     let invariant = engine(true).await;
-    let (alone, beside) = alone_and_beside(&invariant).await;
+    let (alone, beside) = alone_and_beside(&invariant, false).await;
     assert_eq!(alone.completion_tokens, 24);
     assert!(
         beside.cached_prompt_tokens > 0,
@@ -123,8 +142,17 @@ async fn needs_model_batch_invariant_texts_do_not_depend_on_the_neighbours() {
     // The same comparison without the mode finds the neighbours in the last bits: the test
     // above can fail.
     let batched = engine(false).await;
-    let (alone, beside) = alone_and_beside(&batched).await;
+    let (alone, beside) = alone_and_beside(&batched, false).await;
     assert_ne!(logprob_bits(&beside), logprob_bits(&alone));
+
+    // A task that asks for it is decoded alone while its neighbours share their batches. Its
+    // prompt's cells from the runs above were written without the mode: it reads them again,
+    // then reuses its own.
+    let (alone, beside) = alone_and_beside(&batched, true).await;
+    assert_eq!(alone.cached_prompt_tokens, 0);
+    assert!(beside.cached_prompt_tokens > 0);
+    assert_eq!(beside.text, alone.text);
+    assert_eq!(logprob_bits(&beside), logprob_bits(&alone));
     tokio::task::spawn_blocking(move || batched.stop())
         .await
         .unwrap();

@@ -104,6 +104,10 @@ struct RawRequest {
     min_p: Option<f64>,
     #[serde(default)]
     repeat_penalty: Option<f64>,
+    /// warren's extension: decode the task alone, so that its text does not depend on the
+    /// tasks beside it (the wire contract's `batch_invariant`).
+    #[serde(default)]
+    batch_invariant: Option<bool>,
     /// Token id to a bias (checked by the worker's rules).
     #[serde(default)]
     logit_bias: Option<serde_json::Map<String, Value>>,
@@ -198,6 +202,7 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
         frequency_penalty: raw.frequency_penalty,
         presence_penalty: raw.presence_penalty,
         seed: raw.seed,
+        batch_invariant: raw.batch_invariant,
         logit_bias: raw.logit_bias,
         stop: raw.stop.map(|stop| match stop {
             Stop::One(s) => vec![s],

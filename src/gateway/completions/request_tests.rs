@@ -79,6 +79,21 @@ fn llama_servers_sampling_extensions_reach_the_task() {
 }
 
 #[test]
+fn batch_invariance_is_an_extension_that_reaches_the_task() {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+        "seed": 7, "batch_invariant": true});
+    let request = parse_request(Kind::Chat, body.to_string().as_bytes()).unwrap();
+    let task: serde_json::Value = serde_json::from_slice(&request.task.to_bytes()).unwrap();
+    assert_eq!(task["batch_invariant"], json!(true));
+    let plain = json!({"model": "m", "prompt": "x"});
+    let request = parse_request(Kind::Completion, plain.to_string().as_bytes()).unwrap();
+    assert_eq!(request.task.batch_invariant, None, "absent unless asked");
+    let body = json!({"model": "m", "prompt": "x", "batch_invariant": "yes"});
+    let refused = parse_request(Kind::Completion, body.to_string().as_bytes()).unwrap_err();
+    assert_eq!(refused.param.as_deref(), Some("batch_invariant"));
+}
+
+#[test]
 fn a_response_format_or_a_grammar_constrains_the_task() {
     let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
