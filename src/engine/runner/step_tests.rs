@@ -71,7 +71,7 @@ fn request(body: serde_json::Value) -> GenerationRequest {
 async fn engine(batch_invariant: bool) -> Arc<Engine> {
     let mut settings = Settings::defaults().engine;
     settings.model_path = model_path();
-    settings.slots = 6;
+    settings.slots = 8;
     settings.context_size = 512;
     settings.batch_invariant = batch_invariant;
     let engine = tokio::task::spawn_blocking(move || Engine::start(&settings))
@@ -81,9 +81,11 @@ async fn engine(batch_invariant: bool) -> Arc<Engine> {
     Arc::new(engine)
 }
 
-/// The subject run alone, then run again while four neighbours generate beside it and a
-/// fifth reads its prompt after it starts. The neighbours must still be running when the
-/// subject ends: its every decode had company.
+/// The subject run alone, then run again while six neighbours generate beside it and a
+/// seventh reads its prompt after it starts. The neighbours must still be running when the
+/// subject ends: its every decode had company. With all eight slots busy a batch has at
+/// least eight rows, so a batched subject's rows take llama.cpp's tiled kernels, never the
+/// one-row kernel of its run alone.
 async fn alone_and_beside(engine: &Arc<Engine>, batch_invariant: bool) -> (Generation, Generation) {
     let subject = || request(subject(batch_invariant));
     let alone = engine.generate(subject()).await.expect("alone");
@@ -98,11 +100,11 @@ async fn alone_and_beside(engine: &Arc<Engine>, batch_invariant: bool) -> (Gener
         });
         (task, stream)
     };
-    let mut neighbours: Vec<_> = (0..4).map(spawn).collect();
+    let mut neighbours: Vec<_> = (0..6).map(spawn).collect();
     for (_, stream) in &mut neighbours {
         stream.recv().await.expect("a neighbour generates");
     }
-    neighbours.push(spawn(4));
+    neighbours.push(spawn(6));
     let beside = engine.generate(subject()).await.expect("beside");
     let subject_done = Instant::now();
     for (neighbour, _stream) in neighbours {

@@ -1,0 +1,87 @@
+"""`batch_invariant` through the gateway, as the official OpenAI SDK sends it (`extra_body`): a
+seeded chat completion gives the same text and the same log probabilities alone and while
+other requests generate beside it on the same worker. Without it the same comparison differs,
+so the test can fail. Real worker (eight slots), real model, real RabbitMQ."""
+
+import threading
+import time
+
+import pytest
+
+from conftest import Names, sdk, start_gateway, start_worker
+
+SUBJECT = [{"role": "user", "content": "Invent a name for a rabbit and describe it in one sentence."}]
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    names = Names("batch-invariance")
+    worker = start_worker(names, engine__slots=8)
+    gateway = start_gateway(names)
+    yield gateway
+    gateway.stop()
+    worker.stop()
+    names.delete()
+
+
+def ask(client, batch_invariant):
+    completion = client.chat.completions.create(
+        model="m",
+        messages=SUBJECT,
+        max_tokens=24,
+        temperature=0.7,
+        seed=1234,
+        logprobs=True,
+        extra_body={"batch_invariant": batch_invariant},
+    )
+    choice = completion.choices[0]
+    return choice.message.content, [entry.logprob for entry in choice.logprobs.content]
+
+
+def beside_neighbours(client, batch_invariant):
+    """The subject's answer while seven long streamed requests generate beside it; every one
+    of them must still be generating when the subject's answer comes. With all eight slots
+    busy every batch has eight rows: a batched subject's rows take llama.cpp's tiled kernels,
+    never the one-row kernel of its run alone."""
+    generating = threading.Barrier(8)
+    finished = []
+
+    def neighbour(n):
+        stream = client.completions.create(
+            model="m",
+            prompt="Once upon a time, in a village by the sea, there lived a baker who " * (n + 1),
+            max_tokens=160,
+            temperature=0.9,
+            seed=n,
+            stream=True,
+        )
+        first = True
+        for _ in stream:
+            if first:
+                generating.wait(timeout=300)
+                first = False
+        finished.append(time.monotonic())
+
+    threads = [threading.Thread(target=neighbour, args=(n,)) for n in range(7)]
+    for thread in threads:
+        thread.start()
+    generating.wait(timeout=300)
+    answer = ask(client, batch_invariant)
+    answered = time.monotonic()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert len(finished) == 7 and min(finished) > answered, "a neighbour ended before the subject"
+    return answer
+
+
+def test_a_batch_invariant_request_does_not_depend_on_its_neighbours(gateway):
+    client = sdk(gateway.base_url, timeout=600)
+    alone = ask(client, True)
+    assert len(alone[1]) == 24
+    assert beside_neighbours(client, True) == alone
+
+
+def test_without_it_the_neighbours_show_in_the_log_probabilities(gateway):
+    client = sdk(gateway.base_url, timeout=600)
+    alone = ask(client, False)
+    assert beside_neighbours(client, False) != alone
