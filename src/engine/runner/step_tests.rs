@@ -49,14 +49,23 @@ fn subject(batch_invariant: bool) -> serde_json::Value {
     })
 }
 
+/// Gemma 3's end-of-generation tokens (`<eos>`, `<end_of_turn>`, and `</s>`, which llama.cpp
+/// counts as one): a neighbour that cannot pick them runs to its `max_tokens`.
+const NO_END: [(&str, i32); 3] = [("1", -100), ("106", -100), ("212", -100)];
+
 /// Tasks that run beside the subject: long enough to outlive it, of several prompt lengths.
 fn neighbour(n: usize) -> serde_json::Value {
     let story = "Once upon a time, in a village by the sea, there lived a baker who ".repeat(n + 1);
+    let no_end: serde_json::Map<String, serde_json::Value> = NO_END
+        .iter()
+        .map(|(token, bias)| (token.to_string(), (*bias).into()))
+        .collect();
     serde_json::json!({
         "prompt": story,
         "max_tokens": 96,
         "temperature": 0.9,
         "seed": n,
+        "logit_bias": no_end,
     })
 }
 
