@@ -74,8 +74,15 @@ fn cached(reply: &Reply) -> u32 {
     reply.usage.map_or(0, |u| u.cached_prompt_tokens)
 }
 
-/// Every question's greedy text from a worker that never reuses a prefix.
+/// Every question's greedy text from a worker that never reuses a prefix, computed once for
+/// every test that compares with it (reading each prompt a token at a time is slow).
 async fn reference_texts() -> HashMap<&'static str, String> {
+    static TEXTS: tokio::sync::OnceCell<HashMap<&'static str, String>> =
+        tokio::sync::OnceCell::const_new();
+    TEXTS.get_or_init(compute_reference_texts).await.clone()
+}
+
+async fn compute_reference_texts() -> HashMap<&'static str, String> {
     let names = Names::new("prefixref");
     let worker = WorkerProcess::start(
         &names,
