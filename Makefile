@@ -21,7 +21,7 @@ help:
 	@echo "make bench-structured - what a JSON Schema costs per token: warren engine vs llama-server, with and without"
 	@echo "make bench-steps - the step loop's host work per step at 64 and 256 slots (engine alone)"
 	@echo "make bench-kv - the KV cache's layout: one cache for every slot vs a stream per slot, tasks of mixed lengths"
-	@echo "make bench-invariant - what engine.batch_invariant (one decode per task) costs at 1, 4, 8, 16 slots"
+	@echo "make bench-invariant - what batch-invariant generation costs: per worker at 1, 4, 8, 16 slots, one task in 8 at 8, 16"
 	@echo "make bench-overload - past capacity through the gateway: a bounded queue's 429s vs the unbounded baseline"
 	@echo "make bench-ceiling  - how many tasks/s one queue carries: synthetic workers (no model) at rising concurrency"
 	@echo "make soak     - 10,000 tasks through two workers, one killed every 300 replies (leaks, losses, duplicates)"
@@ -135,7 +135,7 @@ bench-steps: setup model build
 bench-kv: setup model build
 	scripts/bench-kv.sh
 
-# What engine.batch_invariant (one decode per task) costs at 1, 4, 8 and 16 slots (engine alone).
+# What batch-invariant generation costs (engine alone): per worker at 1, 4, 8, 16 slots; one task in 8 at 8, 16.
 bench-invariant: setup model build
 	scripts/bench-invariant.sh
 

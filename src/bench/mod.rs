@@ -69,6 +69,8 @@ pub(crate) struct Load {
     pub tool_schema: Option<Value>,
     /// Alternatives per token when every task asks for log probabilities.
     pub logprobs: Option<u32>,
+    /// Every Nth task asks for `batch_invariant`.
+    pub batch_invariant_every: Option<u32>,
     /// Through RabbitMQ only: every task streams (`stream: true`), so the worker publishes
     /// chunk messages to the caller as it generates.
     pub stream: bool,
@@ -201,6 +203,12 @@ where
 }
 
 impl Load {
+    /// Whether task `index` asks for `batch_invariant`.
+    pub(crate) fn batch_invariant(&self, index: usize) -> bool {
+        self.batch_invariant_every
+            .is_some_and(|every| index.is_multiple_of(every as usize))
+    }
+
     /// `max_tokens` of task `index`.
     pub(crate) fn max_tokens_of(&self, index: usize) -> u32 {
         if !self.mixed_lengths {
@@ -237,6 +245,7 @@ fn task_body(load: &Load, index: usize) -> TaskBody {
         seed: Some(index as u64),
         json_schema: load.json_schema.clone(),
         logprobs: load.logprobs.map(u64::from),
+        batch_invariant: load.batch_invariant(index).then_some(true),
         stream: load.stream.then_some(true),
         ..TaskBody::prompt(prompt.clone())
     };
@@ -276,6 +285,7 @@ mod tests {
             json_schema: None,
             tool_schema: None,
             logprobs: None,
+            batch_invariant_every: None,
             stream: false,
             refused_pause: Duration::ZERO,
             expect_model: None,

@@ -124,7 +124,7 @@ pub(crate) async fn against_engine(engine: Arc<Engine>, load: &Load) -> (Vec<Sam
             deadline_ms: None,
             stream: false,
             progress: false,
-            batch_invariant: false,
+            batch_invariant: load_for_tasks.batch_invariant(index),
             logprobs: load_for_tasks.logprobs,
         };
         let request = GenerationRequest { task, stream: None };

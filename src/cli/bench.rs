@@ -56,6 +56,10 @@ pub(crate) struct Args {
     /// llama-server's `n_probs`), to measure what reporting them costs.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub logprobs: Option<u32>,
+    /// Every Nth task asks for `batch_invariant` (decoded alone), to measure what a few such
+    /// tasks cost the others. Not for llama-server.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "llama_server")]
+    pub batch_invariant_every: Option<u32>,
     /// After a task a full queue refused (a nack, a 429), wait this long before that loop's
     /// next task: a client backing off. 0 = at once.
     #[arg(long, default_value_t = 0)]
@@ -106,6 +110,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         json_schema: read_schema(args.json_schema.as_deref(), "--json-schema")?,
         tool_schema: read_schema(args.tool_schema.as_deref(), "--tool-schema")?,
         logprobs: args.logprobs,
+        batch_invariant_every: args.batch_invariant_every,
         stream: args.stream,
         refused_pause: std::time::Duration::from_millis(args.refused_pause_ms),
         expect_model: args

@@ -3,7 +3,7 @@
 //! stop-sequence, limit and streaming logic.
 //!
 //! It decides when a sequence is finished and what text may be streamed; it does not call
-//! llama.cpp's decode (the runner does, for all sequences at once).
+//! llama.cpp's decode (the runner does, for all sequences at once or, batch-invariant, alone).
 
 use std::time::{Duration, Instant};
 
