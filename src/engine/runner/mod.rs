@@ -13,6 +13,7 @@ use std::time::Instant;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 mod admit;
@@ -35,7 +36,6 @@ use super::step_times::{Lap, StepTimes};
 use super::{EngineStartError, Message, ModelInfo};
 use crate::config::{EngineRole, EngineSettings};
 use crate::protocol::{ErrorCode, TaskError};
-use llama_cpp_2::token::LlamaToken;
 
 /// What the engine thread reports as it runs, shared with the [`super::Engine`] handle.
 pub(super) struct Reports {
@@ -230,13 +230,18 @@ impl<'m> Runner<'m> {
     /// Takes the sequence out of `slot`, its KV cells left for the prefix cache.
     fn release(&mut self, slot: usize) -> Option<Sequence> {
         let sequence = self.slots[slot].take()?;
+        self.keep_cells(slot, &sequence);
+        Some(sequence)
+    }
+
+    /// Leaves the ending `sequence`'s KV cells in `slot` for the prefix cache.
+    fn keep_cells(&mut self, slot: usize, sequence: &Sequence) {
         self.prefix.keep(
             slot,
             sequence.tokens_in_cache(),
             sequence.prompt.len(),
             sequence.alone,
         );
-        Some(sequence)
     }
 }
 

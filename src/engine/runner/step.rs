@@ -190,12 +190,7 @@ impl Runner<'_> {
             let token = match token {
                 Ok(token) => token,
                 Err(e) => {
-                    self.prefix.keep(
-                        slot,
-                        sequence.tokens_in_cache(),
-                        sequence.prompt.len(),
-                        sequence.alone,
-                    );
+                    self.keep_cells(slot, &sequence);
                     sequence.fail(e);
                     continue;
                 }
@@ -203,12 +198,7 @@ impl Runner<'_> {
             match self.push(&mut sequence, token) {
                 Step::Continue => self.slots[slot] = Some(sequence),
                 Step::Finished(reason) => {
-                    self.prefix.keep(
-                        slot,
-                        sequence.tokens_in_cache(),
-                        sequence.prompt.len(),
-                        sequence.alone,
-                    );
+                    self.keep_cells(slot, &sequence);
                     sequence.finish(reason);
                 }
             }
