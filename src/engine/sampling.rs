@@ -27,6 +27,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use std::rc::Rc;
 
+use super::argmax::argmax;
 use super::first_bytes::FirstBytes;
 use super::grammar::{self, Constrained, GrammarSource};
 use crate::protocol::{ErrorCode, Sampling, TaskError};
@@ -308,19 +309,6 @@ fn grammar_dead_end() -> TaskError {
         ErrorCode::InvalidRequest,
         "the task's grammar allows no further token here (the model cannot continue within it)",
     )
-}
-
-/// The index of the largest logit; the first one on ties, as llama.cpp's greedy sampler does.
-fn argmax(logits: &[f32]) -> i32 {
-    let mut best = 0;
-    let mut best_logit = f32::NEG_INFINITY;
-    for (index, &logit) in logits.iter().enumerate() {
-        if logit > best_logit {
-            best = index;
-            best_logit = logit;
-        }
-    }
-    i32::try_from(best).unwrap_or(0)
 }
 
 #[cfg(test)]

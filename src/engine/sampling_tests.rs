@@ -86,13 +86,6 @@ fn needs_model_with_a_grammar_the_scanned_pick_is_the_argmax_of_the_masked_vocab
 }
 
 #[test]
-fn argmax_takes_the_largest_logit_and_the_first_on_ties() {
-    assert_eq!(argmax(&[0.5, 2.0, -1.0, 2.0]), 1);
-    assert_eq!(argmax(&[-3.0, -2.0, -7.0]), 1);
-    assert_eq!(argmax(&[f32::NAN, 1.0, 0.0]), 1);
-}
-
-#[test]
 fn plain_greedy_is_an_argmax_and_anything_else_a_sampler_chain() {
     assert!(TokenPicker::new(&sampling(0.0, None), None, 1000).is_plain_argmax());
     assert!(TokenPicker::new(&sampling(0.0, Some(1.0)), None, 1000).is_plain_argmax());
