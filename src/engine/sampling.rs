@@ -5,7 +5,9 @@
 //! made to do little work per token. Plain greedy decoding (temperature 0, no penalties)
 //! is an argmax over the logits where llama.cpp left them: no copy into a candidate array, no
 //! sort, no softmax. Everything else goes through a llama.cpp sampler chain in which top-k
-//! runs first, so that top-p, min-p and the softmax see k tokens, not all.
+//! runs first, so that top-p, min-p and the softmax see k tokens, not all; with nothing
+//! reshaping the logits before it, the chain is handed those k tokens alone, found by a
+//! vectorised scan ([`super::best_logits`]), instead of an array of the whole vocabulary.
 //!
 //! With a grammar, masking the whole vocabulary at every token (what llama.cpp's server does
 //! when its first pick does not fit) costs ~100 ms a token here. A greedy task instead tries
@@ -21,13 +23,14 @@
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
 use std::rc::Rc;
 
-use super::argmax::argmax;
+use super::best_logits::{argmax, top_k};
 use super::first_bytes::FirstBytes;
 use super::grammar::{self, Constrained, GrammarSource};
 use crate::protocol::{ErrorCode, Sampling, TaskError};
@@ -46,8 +49,8 @@ pub(super) struct TokenPicker {
     /// Narrows a whole-vocabulary mask to the tokens the grammar may allow (see
     /// [`FirstBytes`]); `None` where every token must be asked.
     search: Option<Rc<FirstBytes>>,
-    /// With a grammar: the sampler chain's top-k when the k best allowed tokens can stand
-    /// for the whole masked vocabulary (top-k on, no penalty reshaping the logits).
+    /// The sampler chain's top-k when the k best tokens (the k best allowed, with a grammar)
+    /// can stand for the whole vocabulary: top-k on, nothing reshaping the logits before it.
     scan_top_k: Option<usize>,
 }
 
@@ -130,9 +133,13 @@ impl TokenPicker {
         batch_index: i32,
     ) -> Result<LlamaToken, TaskError> {
         let Some(grammar) = &mut self.grammar else {
-            return Ok(match &mut self.choice {
-                Choice::Argmax => LlamaToken(argmax(ctx.get_logits_ith(batch_index))),
-                Choice::Chain(chain) => chain.sample(ctx, batch_index),
+            return Ok(match (&mut self.choice, self.scan_top_k) {
+                (Choice::Argmax, _) => LlamaToken(argmax(ctx.get_logits_ith(batch_index))),
+                (Choice::Chain(chain), Some(k)) => {
+                    draw_from_best(chain, ctx.get_logits_ith(batch_index), k)
+                        .unwrap_or_else(|| chain.sample(ctx, batch_index))
+                }
+                (Choice::Chain(chain), None) => chain.sample(ctx, batch_index),
             });
         };
         let logits = ctx.get_logits_ith(batch_index);
@@ -302,6 +309,22 @@ impl Draw {
             seed: sampling.seed.unwrap_or(RANDOM_SEED),
         }
     }
+}
+
+/// A draw whose chain starts with top-k `k` (nothing reshaping the logits before it), made
+/// from the k best tokens alone: the chain's top-k keeps exactly those, so the filters after
+/// it and the seeded draw see what they would have seen, without a candidate array of the
+/// whole vocabulary. `None` only if the chain selects nothing.
+fn draw_from_best(chain: &mut LlamaSampler, logits: &[f32], k: usize) -> Option<LlamaToken> {
+    let best = top_k(logits, k)
+        .into_iter()
+        .map(|(id, logit)| LlamaTokenData::new(LlamaToken(id), logit, 0.0))
+        .collect();
+    let mut kept = LlamaTokenDataArray::new(best, true);
+    kept.apply_sampler(chain);
+    let token = kept.selected_token()?;
+    chain.accept(token);
+    Some(token)
 }
 
 fn grammar_dead_end() -> TaskError {

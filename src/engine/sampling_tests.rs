@@ -17,13 +17,35 @@ fn sampling(temperature: f32, repeat_penalty: Option<f32>) -> Sampling {
     }
 }
 
+/// Continues `prompt` on the real model for `steps` tokens, each chosen by `pick` from the
+/// logits of the last decode (given the context, the logits' batch index and the position).
+fn continue_with(
+    ctx: &mut LlamaContext,
+    model: &LlamaModel,
+    prompt: &str,
+    steps: i32,
+    mut pick: impl FnMut(&LlamaContext, i32, i32) -> LlamaToken,
+) {
+    use llama_cpp_2::llama_batch::LlamaBatch;
+
+    ctx.clear_kv_cache();
+    let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
+    let mut batch = LlamaBatch::new(64, 1);
+    batch.add_sequence(&tokens, 0, false).expect("batch");
+    let first = tokens.len() as i32;
+    for position in first..first + steps {
+        ctx.decode(&mut batch).expect("decode");
+        let token = pick(ctx, batch.n_tokens() - 1, position);
+        batch.clear();
+        batch.add(token, position, &[0], true).expect("batch");
+    }
+}
+
 /// Runs on the real model (`WARREN_TEST_MODEL`, which `make test` sets): over a greedy
 /// continuation of several prompts, the in-place argmax picks exactly the token that
 /// llama.cpp's own greedy sampler picks from the same logits.
 #[test]
 fn needs_model_the_argmax_picks_what_llama_cpp_greedy_sampler_picks_on_real_logits() {
-    use llama_cpp_2::llama_batch::LlamaBatch;
-
     let (backend, model) = real_model();
     let mut ctx = context(backend, &model);
     let mut llama_greedy = LlamaSampler::greedy();
@@ -33,25 +55,52 @@ fn needs_model_the_argmax_picks_what_llama_cpp_greedy_sampler_picks_on_real_logi
         "Once upon a time",
         "1, 2, 3, 4,",
     ] {
-        ctx.clear_kv_cache();
-        let tokens = model.vocab().tokenize(prompt.as_bytes(), true, false);
-        let mut batch = LlamaBatch::new(64, 1);
-        batch.add_sequence(&tokens, 0, false).expect("batch");
-        let first = tokens.len() as i32;
-        for position in first..first + 8 {
-            ctx.decode(&mut batch).expect("decode");
-            let last = batch.n_tokens() - 1;
+        continue_with(&mut ctx, &model, prompt, 8, |ctx, last, position| {
             let ours = TokenPicker::new(&sampling(0.0, None), None, 1000)
-                .pick(&ctx, last)
+                .pick(ctx, last)
                 .expect("an unconstrained pick");
-            let theirs = llama_greedy.sample(&ctx, last);
+            let theirs = llama_greedy.sample(ctx, last);
             assert_eq!(ours, theirs, "prompt {prompt:?}, position {position}");
             compared += 1;
-            batch.clear();
-            batch.add(ours, position, &[0], true).expect("batch");
-        }
+            ours
+        });
     }
     assert_eq!(compared, 24);
+}
+
+/// On the real model, a seeded draw made from the k best tokens alone picks, token for token,
+/// what llama.cpp's chain picks from the whole vocabulary with the same seed: top-k, top-p,
+/// min-p, temperature and the draw see the same candidates in the same order.
+#[test]
+fn needs_model_a_draw_from_the_k_best_is_the_whole_vocabulary_draw() {
+    let (backend, model) = real_model();
+    let mut ctx = context(backend, &model);
+    let n_vocab = model.n_vocab();
+    let settings = Sampling {
+        temperature: 1.0,
+        top_p: Some(0.95),
+        min_p: Some(0.01),
+        ..sampling(1.0, None)
+    };
+    let (mut compared, mut off_argmax) = (0, 0);
+    for prompt in ["Once upon a time", "The recipe calls for"] {
+        let mut from_best = TokenPicker::new(&settings, None, n_vocab);
+        let mut whole = TokenPicker::new(&settings, None, n_vocab);
+        assert_eq!(from_best.scan_top_k, Some(40));
+        whole.scan_top_k = None;
+        continue_with(&mut ctx, &model, prompt, 24, |ctx, last, position| {
+            let ours = from_best.pick(ctx, last).expect("a pick");
+            let theirs = whole.pick(ctx, last).expect("a pick");
+            assert_eq!(ours, theirs, "prompt {prompt:?}, position {position}");
+            compared += 1;
+            if ours.0 != argmax(ctx.get_logits_ith(last)) {
+                off_argmax += 1;
+            }
+            ours
+        });
+    }
+    assert_eq!(compared, 48);
+    assert!(off_argmax > 0, "the draws must not all be the greedy pick");
 }
 
 /// Over a JSON-constrained greedy continuation on the real model, the scan of the most

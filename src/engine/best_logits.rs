@@ -1,11 +1,12 @@
-//! The greedy pick over raw logits: the index of the largest logit, the first one on ties, as
-//! llama.cpp's greedy sampler takes it.
+//! Scans of raw logits for the best tokens: the greedy pick (the largest logit, the first one
+//! on ties, as llama.cpp's greedy sampler takes it) and the k best, which are all a draw whose
+//! sampler chain starts with top-k ever looks at.
 //!
-//! With a vocabulary of 262k tokens this is a scan of a megabyte per sequence per step, and
-//! at 16 slots a plain compare-and-branch loop costs a few percent of a CPU step. So the scan
-//! is written for the compiler to vectorise: the maximum of each block of logits is taken
-//! lane by lane without branches, and only the block holding the overall maximum is scanned
-//! again for its first index.
+//! With a vocabulary of 262k tokens each is a scan of a megabyte per sequence per step, and at
+//! 16 slots a plain compare-and-branch loop (or llama.cpp's chain, which first copies every
+//! logit into a candidate array) costs a few percent of a CPU step. So the scans are written
+//! for the compiler to vectorise: the maximum of each block of logits is taken lane by lane
+//! without branches, and only what can still win is looked at again.
 
 /// Logits compared side by side: several SIMD registers' worth, whatever the target's width.
 const LANES: usize = 16;
@@ -35,6 +36,42 @@ pub(super) fn argmax(logits: &[f32]) -> i32 {
         .position(|&logit| logit == best)
         .unwrap_or(0);
     i32::try_from(start + within).unwrap_or(0)
+}
+
+/// The `k` best tokens as (id, logit), most likely first, the lower id first on equal
+/// logits; NaN never taken. Fewer when the logits hold fewer than `k` numbers.
+pub(super) fn top_k(logits: &[f32], k: usize) -> Vec<(i32, f32)> {
+    if k == 0 {
+        return Vec::new();
+    }
+    // The k-th largest block maximum: k blocks each hold a logit at least this large, so the
+    // k best are all at or above it.
+    let mut maxima: Vec<f32> = logits.chunks(BLOCK).map(largest).collect();
+    let floor = if maxima.len() >= k {
+        *maxima
+            .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a))
+            .1
+    } else {
+        f32::NEG_INFINITY
+    };
+    let mut kept = Vec::with_capacity(2 * k);
+    for (chunk_index, chunk) in logits.chunks(LANES).enumerate() {
+        // Branch-free across the chunk, so most chunks cost one vector compare.
+        if !chunk
+            .iter()
+            .fold(false, |hit, &logit| hit | (logit >= floor))
+        {
+            continue;
+        }
+        for (offset, &logit) in (chunk_index * LANES..).zip(chunk) {
+            if logit >= floor {
+                kept.push((i32::try_from(offset).unwrap_or(i32::MAX), logit));
+            }
+        }
+    }
+    kept.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    kept.truncate(k);
+    kept
 }
 
 /// The largest logit of a block, NaN ignored (negative infinity when nothing is larger).
@@ -74,6 +111,17 @@ mod tests {
         best as i32
     }
 
+    /// The definition of the k best: every number sorted, most likely first, lower id first.
+    fn sorted_best(logits: &[f32], k: usize) -> Vec<(i32, f32)> {
+        let mut all: Vec<(i32, f32)> = (0..)
+            .zip(logits.iter().copied())
+            .filter(|(_, logit)| !logit.is_nan())
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        all
+    }
+
     #[test]
     fn takes_the_largest_logit_and_the_first_on_ties() {
         assert_eq!(argmax(&[0.5, 2.0, -1.0, 2.0]), 1);
@@ -106,6 +154,13 @@ mod tests {
                     })
                     .collect();
                 assert_eq!(argmax(&logits), first_largest(&logits), "length {len}");
+                for k in [1, 2, 40, 300] {
+                    assert_eq!(
+                        top_k(&logits, k),
+                        sorted_best(&logits, k),
+                        "length {len}, k {k}"
+                    );
+                }
             }
         }
         let mut rising: Vec<f32> = (0..5000).map(|i| i as f32).collect();
@@ -113,5 +168,11 @@ mod tests {
         rising[4999] = f32::INFINITY;
         rising[17] = f32::INFINITY;
         assert_eq!(argmax(&rising), 17);
+        assert_eq!(
+            top_k(&rising, 3),
+            vec![(17, f32::INFINITY), (4999, f32::INFINITY), (4998, 4998.0)]
+        );
+        assert_eq!(top_k(&rising, 0), vec![]);
+        assert_eq!(top_k(&[f32::NAN, 2.0], 5), vec![(1, 2.0)]);
     }
 }
