@@ -8,6 +8,8 @@
 //! for the compiler to vectorise: the maximum of each block of logits is taken lane by lane
 //! without branches, and only what can still win is looked at again.
 
+use std::cmp::Ordering;
+
 /// Logits compared side by side: several SIMD registers' worth, whatever the target's width.
 const LANES: usize = 16;
 
@@ -69,8 +71,19 @@ pub(super) fn top_k(logits: &[f32], k: usize) -> Vec<(i32, f32)> {
             }
         }
     }
-    kept.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    kept.truncate(k);
+    // NaN is never kept, so the comparison is total; -0 and +0 are equal, as in `argmax`.
+    let most_likely_first = |a: &(i32, f32), b: &(i32, f32)| {
+        b.1.partial_cmp(&a.1)
+            .unwrap_or(Ordering::Equal)
+            .then(a.0.cmp(&b.0))
+    };
+    // With fewer blocks than k the floor is no help and every number is kept: select the k
+    // best first, so the sort is of k, not of the vocabulary.
+    if kept.len() > k {
+        kept.select_nth_unstable_by(k - 1, most_likely_first);
+        kept.truncate(k);
+    }
+    kept.sort_unstable_by(most_likely_first);
     kept
 }
 
@@ -117,7 +130,7 @@ mod tests {
             .zip(logits.iter().copied())
             .filter(|(_, logit)| !logit.is_nan())
             .collect();
-        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
         all.truncate(k);
         all
     }
@@ -174,5 +187,10 @@ mod tests {
         );
         assert_eq!(top_k(&rising, 0), vec![]);
         assert_eq!(top_k(&[f32::NAN, 2.0], 5), vec![(1, 2.0)]);
+        assert_eq!(top_k(&[f32::NAN; 3], 2), vec![]);
+        assert_eq!(top_k(&[-0.0, 0.0], 1), vec![(0, -0.0)]);
+        // More wanted than there are blocks: every number is a candidate.
+        let long: Vec<f32> = (0..4096).map(|i| (i % 7) as f32).collect();
+        assert_eq!(top_k(&long, 300), sorted_best(&long, 300));
     }
 }

@@ -6,7 +6,8 @@
 //! is an argmax over the logits where llama.cpp left them: no copy into a candidate array, no
 //! sort, no softmax. Everything else goes through a llama.cpp sampler chain in which top-k
 //! runs first, so that top-p, min-p and the softmax see k tokens, not all; with nothing
-//! reshaping the logits before it, the chain is handed those k tokens alone, found by a
+//! reshaping the logits before it (and k at most 512), the chain is handed those k tokens
+//! alone, found by a
 //! vectorised scan ([`super::best_logits`]), instead of an array of the whole vocabulary.
 //!
 //! With a grammar, masking the whole vocabulary at every token (what llama.cpp's server does
@@ -314,12 +315,19 @@ impl Draw {
 /// A draw whose chain starts with top-k `k` (nothing reshaping the logits before it), made
 /// from the k best tokens alone: the chain's top-k keeps exactly those, so the filters after
 /// it and the seeded draw see what they would have seen, without a candidate array of the
-/// whole vocabulary. `None` only if the chain selects nothing.
+/// whole vocabulary. (Where two of the k best logits are exactly equal, llama.cpp's sort may
+/// order them either way; here the lower id comes first.) `None` when there is nothing to
+/// draw from or the chain selects nothing.
 fn draw_from_best(chain: &mut LlamaSampler, logits: &[f32], k: usize) -> Option<LlamaToken> {
-    let best = top_k(logits, k)
+    let best: Vec<LlamaTokenData> = top_k(logits, k)
         .into_iter()
         .map(|(id, logit)| LlamaTokenData::new(LlamaToken(id), logit, 0.0))
         .collect();
+    // Nothing but NaN: llama.cpp's top-p would abort on an empty array; the caller's
+    // whole-vocabulary draw decides instead.
+    if best.is_empty() {
+        return None;
+    }
     let mut kept = LlamaTokenDataArray::new(best, true);
     kept.apply_sampler(chain);
     let token = kept.selected_token()?;
