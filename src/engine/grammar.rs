@@ -24,6 +24,7 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2::{ggml_log_callback, ggml_log_level};
 
+use super::best_logits;
 use super::first_bytes::{names_no_tokens, FirstBytes};
 use super::tools::ToolGrammar;
 use crate::protocol::{OutputConstraint, TaskError};
@@ -174,30 +175,9 @@ pub(super) fn best_allowed(
     logits: &[f32],
     wanted: usize,
 ) -> Option<Vec<LlamaTokenData>> {
-    let mut order: Vec<(f32, i32)> = (0_i32..)
-        .zip(logits)
-        .map(|(id, &logit)| {
-            (
-                if logit.is_nan() {
-                    f32::NEG_INFINITY
-                } else {
-                    logit
-                },
-                id,
-            )
-        })
-        .collect();
-    let most_likely_first =
-        |a: &(f32, i32), b: &(f32, i32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    let scanned = SCANNED.min(order.len());
-    if scanned == 0 {
-        return None;
-    }
-    order.select_nth_unstable_by(scanned - 1, most_likely_first);
-    order.truncate(scanned);
-    order.sort_unstable_by(most_likely_first);
+    let order = best_logits::top_k(logits, SCANNED);
     let mut allowed = Vec::with_capacity(wanted);
-    for (logit, id) in order {
+    for (id, logit) in order {
         if logit.is_finite() && allows(grammar, LlamaToken(id)) {
             allowed.push(LlamaTokenData::new(LlamaToken(id), logit, 0.0));
             if allowed.len() == wanted {

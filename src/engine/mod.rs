@@ -11,9 +11,8 @@
 //! holding every generating sequence's next token plus as much prompt as fits, then one
 //! sample per sequence; a batch-invariant task in a decode of its own). [`sequence`]
 //! is one task's state while it holds a slot (prompt progress, stops, limits, streaming);
-//! [`sampling`] picks a task's next token (an argmax for greedy, else a sampler chain; [`best_logits`]
-//! finds the few tokens either looks at),
-//! within the grammar [`grammar`] builds
+//! [`sampling`] picks a task's next token (an argmax for greedy, else a sampler chain;
+//! [`best_logits`] finds the few tokens either looks at), within the grammar [`grammar`] builds
 //! for a task that constrains its output, asking it about the few tokens [`first_bytes`]
 //! leaves when a whole-vocabulary mask is due; [`logprobs`] reports the log probabilities a
 //! task asks for; [`prefix`] decides which slot's KV cells a

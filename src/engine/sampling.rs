@@ -7,8 +7,8 @@
 //! sort, no softmax. Everything else goes through a llama.cpp sampler chain in which top-k
 //! runs first, so that top-p, min-p and the softmax see k tokens, not all; with nothing
 //! reshaping the logits before it (and k at most 512), the chain is handed those k tokens
-//! alone, found by a
-//! vectorised scan ([`super::best_logits`]), instead of an array of the whole vocabulary.
+//! alone, found by a vectorised scan ([`super::best_logits`]), instead of an array of the
+//! whole vocabulary.
 //!
 //! With a grammar, masking the whole vocabulary at every token (what llama.cpp's server does
 //! when its first pick does not fit) costs ~100 ms a token here. A greedy task instead tries
@@ -137,8 +137,18 @@ impl TokenPicker {
             return Ok(match (&mut self.choice, self.scan_top_k) {
                 (Choice::Argmax, _) => LlamaToken(argmax(ctx.get_logits_ith(batch_index))),
                 (Choice::Chain(chain), Some(k)) => {
-                    draw_from_best(chain, ctx.get_logits_ith(batch_index), k)
-                        .unwrap_or_else(|| chain.sample(ctx, batch_index))
+                    let best = top_k(ctx.get_logits_ith(batch_index), k)
+                        .into_iter()
+                        .map(|(id, logit)| LlamaTokenData::new(LlamaToken(id), logit, 0.0))
+                        .collect();
+                    match draw_among(chain, best) {
+                        Some(token) => {
+                            chain.accept(token);
+                            token
+                        }
+                        // Nothing but NaN: the whole-vocabulary draw decides.
+                        None => chain.sample(ctx, batch_index),
+                    }
                 }
                 (Choice::Chain(chain), None) => chain.sample(ctx, batch_index),
             });
@@ -155,11 +165,8 @@ impl TokenPicker {
             }
             Choice::Chain(chain) => match self.scan_top_k {
                 // The k best tokens the grammar allows are what masking, then top-k, keeps.
-                Some(k) => grammar::best_allowed(grammar, logits, k).and_then(|best| {
-                    let mut kept = LlamaTokenDataArray::new(best, true);
-                    kept.apply_sampler(chain);
-                    kept.selected_token()
-                }),
+                Some(k) => grammar::best_allowed(grammar, logits, k)
+                    .and_then(|best| draw_among(chain, best)),
                 None => None,
             },
         };
@@ -312,27 +319,20 @@ impl Draw {
     }
 }
 
-/// A draw whose chain starts with top-k `k` (nothing reshaping the logits before it), made
-/// from the k best tokens alone: the chain's top-k keeps exactly those, so the filters after
-/// it and the seeded draw see what they would have seen, without a candidate array of the
-/// whole vocabulary. (Where two of the k best logits are exactly equal, llama.cpp's sort may
-/// order them either way; here the lower id comes first.) `None` when there is nothing to
-/// draw from or the chain selects nothing.
-fn draw_from_best(chain: &mut LlamaSampler, logits: &[f32], k: usize) -> Option<LlamaToken> {
-    let best: Vec<LlamaTokenData> = top_k(logits, k)
-        .into_iter()
-        .map(|(id, logit)| LlamaTokenData::new(LlamaToken(id), logit, 0.0))
-        .collect();
-    // Nothing but NaN: llama.cpp's top-p would abort on an empty array; the caller's
-    // whole-vocabulary draw decides instead.
+/// A draw by a chain that starts with top-k `k`, among the k best candidates alone (the k
+/// best tokens, or the k best a grammar allows), most likely first: the chain's top-k keeps
+/// exactly those, so the filters after it and the seeded draw see what they would have seen
+/// over the whole vocabulary, without a candidate array of it. (Where two of the k best logits
+/// are exactly equal, llama.cpp's sort may order them either way; here the lower id comes
+/// first.) `None` when there is nothing to draw from (llama.cpp's top-p would abort on an
+/// empty array) or the chain selects nothing. The caller accepts the token.
+fn draw_among(chain: &mut LlamaSampler, best: Vec<LlamaTokenData>) -> Option<LlamaToken> {
     if best.is_empty() {
         return None;
     }
     let mut kept = LlamaTokenDataArray::new(best, true);
     kept.apply_sampler(chain);
-    let token = kept.selected_token()?;
-    chain.accept(token);
-    Some(token)
+    kept.selected_token()
 }
 
 fn grammar_dead_end() -> TaskError {
