@@ -12,7 +12,8 @@ reply, and a dead letter where one is due), duplicated replies are counted, and 
 to bench/soak-latest.md. Exits non-zero when a task is missing or a queue is left growing.
 
 Uses pika (the test virtualenv) and the management API. Tunables: TASKS, KILL_EVERY, WINDOW
-(tasks in flight), SAMPLE_S.
+(tasks in flight), SAMPLE_S, PREFIX_CACHE (the workers' engine.prefix_cache, "true"), and
+WARREN_BIN (another warren binary, to compare builds).
 """
 
 import json
@@ -39,6 +40,7 @@ TASKS = int(os.environ.get("TASKS", "10000"))
 KILL_EVERY = int(os.environ.get("KILL_EVERY", "300"))
 WINDOW = int(os.environ.get("WINDOW", "24"))
 SAMPLE_S = float(os.environ.get("SAMPLE_S", "30"))
+PREFIX_CACHE = os.environ.get("PREFIX_CACHE", "true")
 
 RUN = f"soak.{uuid.uuid4().hex[:6]}"
 NAMES = {
@@ -111,6 +113,7 @@ class Worker:
             "WARREN__WORKER__REDIS_URL": "redis://127.0.0.1:6379/0",
             "WARREN__RETRY__INITIAL_DELAY_MS": "200",
             "WARREN__LOG__LEVEL": "warn",
+            "WARREN__ENGINE__PREFIX_CACHE": PREFIX_CACHE,
         })
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen([str(WARREN), "worker"], env=env, stdout=subprocess.DEVNULL, stderr=log)

@@ -5,11 +5,11 @@
 //! and the two round differently. A prompt read cold and the same prompt read after a reused
 //! prefix would be cut into different batches, and a seeded text diverges after a few tokens.
 //! So every prompt is cut at the same absolute positions whatever was reused: whole chunks
-//! `[k·C, (k+1)·C)`, then the rest but the last token, then the last token alone (its logits
-//! give the first generated token). Reuse keeps whole chunks only ([`Chunking::reusable`]);
-//! what follows is read again in the very pieces a cold read makes. This holds for a task
-//! that reads its prompt alone; a piece cut short because other sequences fill the batch
-//! ([`Chunking::piece_end`]'s `room`) has no such guarantee.
+//! `[k·C, (k+1)·C)`, then the rest, one piece per decode. Reuse keeps whole chunks only, and
+//! never the last token, whose logits give the first generated token
+//! ([`Chunking::reusable`]); what follows is read again in the very pieces a cold read
+//! makes. This holds for a task that reads its prompt alone; a piece cut short because other
+//! sequences fill the batch ([`Chunking::piece_end`]'s `room`) has no such guarantee.
 
 /// The chunk size `C` of one engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,16 +33,11 @@ impl Chunking {
     }
 
     /// Where the piece read from `start` ends (exclusive), when `room` tokens fit in the
-    /// batch: at the next chunk boundary or just before the last token, whichever comes
-    /// first; the last token alone.
+    /// batch: at the next chunk boundary or the prompt's end, whichever comes first.
     pub(super) fn piece_end(self, start: usize, len: usize, room: usize) -> usize {
-        let last = len.saturating_sub(1);
-        let end = if start >= last {
-            len
-        } else {
-            ((start / self.chunk + 1) * self.chunk).min(last)
-        };
-        end.min(start + room)
+        ((start / self.chunk + 1) * self.chunk)
+            .min(len)
+            .min(start + room)
     }
 }
 
@@ -63,15 +58,13 @@ mod tests {
     }
 
     #[test]
-    fn a_prompt_is_read_in_whole_chunks_then_the_rest_then_its_last_token_alone() {
+    fn a_prompt_is_read_in_whole_chunks_then_the_rest() {
         let chunking = Chunking::new(4);
-        assert_eq!(
-            pieces(chunking, 0, 11),
-            vec![(0, 4), (4, 8), (8, 10), (10, 11)]
-        );
+        assert_eq!(pieces(chunking, 0, 11), vec![(0, 4), (4, 8), (8, 11)]);
+        assert_eq!(pieces(chunking, 0, 8), vec![(0, 4), (4, 8)]);
         assert_eq!(pieces(chunking, 0, 9), vec![(0, 4), (4, 8), (8, 9)]);
         assert_eq!(pieces(chunking, 0, 1), vec![(0, 1)]);
-        assert_eq!(pieces(chunking, 0, 2), vec![(0, 1), (1, 2)]);
+        assert_eq!(pieces(chunking, 0, 2), vec![(0, 2)]);
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub(super) struct Held<'a> {
     pub written: usize,
     /// How many leading ones were computed in whole chunks of the prompt they came with:
     /// only those are computed as a cold read of another prompt would (the rest of that
-    /// prompt, its last token and any generated tokens were decoded in other pieces).
+    /// prompt and any generated tokens were decoded in other pieces).
     pub whole: usize,
 }
 
