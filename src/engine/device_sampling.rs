@@ -30,7 +30,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2 as sys;
 
-use super::sampling::{reshapes_logits, Draw};
+use super::token_choice::{reshapes_logits, Draw};
 use crate::protocol::Sampling;
 
 /// How a task's token is chosen on the device: the settings a slot's chain was built from.

@@ -47,6 +47,7 @@ mod step_times;
 mod synthetic;
 #[cfg(test)]
 mod test_model;
+mod token_choice;
 mod tools;
 
 use std::path::PathBuf;

@@ -26,7 +26,6 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
-use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
 use std::rc::Rc;
@@ -34,13 +33,8 @@ use std::rc::Rc;
 use super::best_logits::{argmax, top_k};
 use super::first_bytes::FirstBytes;
 use super::grammar::{self, Constrained, GrammarSource};
+use super::token_choice::{reshapes_logits, Choice};
 use crate::protocol::{ErrorCode, Sampling, TaskError};
-
-/// llama.cpp's "choose a random seed" value.
-const RANDOM_SEED: u32 = u32::MAX;
-
-/// How many recent tokens the penalties look at (llama.cpp's default).
-const PENALTY_WINDOW: i32 = 64;
 
 /// How one task picks its next token.
 pub(super) struct TokenPicker {
@@ -53,14 +47,6 @@ pub(super) struct TokenPicker {
     /// The sampler chain's top-k when the k best tokens (the k best allowed, with a grammar)
     /// can stand for the whole vocabulary: top-k on, nothing reshaping the logits before it.
     scan_top_k: Option<usize>,
-}
-
-/// How a token is chosen among those allowed.
-enum Choice {
-    /// Temperature 0 and no penalties: the most likely token, nothing else.
-    Argmax,
-    /// Any other settings: a llama.cpp sampler chain (it keeps the task's random state).
-    Chain(LlamaSampler),
 }
 
 impl TokenPicker {
@@ -118,12 +104,6 @@ impl TokenPicker {
             search,
             scan_top_k,
         }
-    }
-
-    /// Whether this picker is the plain argmax (no chain, no grammar).
-    #[cfg(test)]
-    fn is_plain_argmax(&self) -> bool {
-        matches!(self.choice, Choice::Argmax) && self.grammar.is_none()
     }
 
     /// The next token, from the logits of batch position `batch_index` of the last decode.
@@ -216,106 +196,6 @@ impl TokenPicker {
             .filter(|data| data.logit().is_finite())
             .map(|data| data.id())
             .ok_or_else(grammar_dead_end)
-    }
-}
-
-impl Choice {
-    fn for_sampling(sampling: &Sampling, n_vocab: i32) -> Choice {
-        if sampling.temperature <= 0.0 && !reshapes_logits(sampling) {
-            return Choice::Argmax;
-        }
-        let mut chain = Vec::with_capacity(7);
-        if !sampling.logit_bias.is_empty() {
-            let biases: Vec<LlamaLogitBias> = sampling
-                .logit_bias
-                .iter()
-                .map(|&(id, bias)| LlamaLogitBias::new(LlamaToken(id as i32), bias))
-                .collect();
-            chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
-        }
-        if let Some(penalties) = penalties(sampling) {
-            chain.push(LlamaSampler::penalties(
-                0,
-                PENALTY_WINDOW,
-                penalties.repeat,
-                penalties.frequency,
-                penalties.presence,
-            ));
-        }
-        if sampling.temperature <= 0.0 {
-            chain.push(LlamaSampler::greedy());
-            return Choice::Chain(LlamaSampler::chain_simple(chain));
-        }
-        let draw = Draw::of(sampling);
-        if let Some(k) = draw.top_k {
-            chain.push(LlamaSampler::top_k(k));
-        }
-        if let Some(p) = draw.top_p {
-            chain.push(LlamaSampler::top_p(p, 1));
-        }
-        if let Some(p) = draw.min_p {
-            chain.push(LlamaSampler::min_p(p, 1));
-        }
-        chain.push(LlamaSampler::temp(draw.temperature));
-        chain.push(LlamaSampler::dist(draw.seed));
-        Choice::Chain(LlamaSampler::chain_simple(chain))
-    }
-}
-
-/// A task's penalties on recent tokens, as llama.cpp's penalties sampler takes them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Penalties {
-    /// Divides a recent token's positive logit (multiplies a negative one); 1 = off.
-    pub repeat: f32,
-    /// Subtracted from a recent token's logit per occurrence; 0 = off.
-    pub frequency: f32,
-    /// Subtracted from a recent token's logit once; 0 = off.
-    pub presence: f32,
-}
-
-/// Whether the task changes the model's logits before the pick (a logit bias, a penalty):
-/// then neither a plain argmax nor the device's chain nor a scan of the raw logits stands
-/// for its pick.
-pub(super) fn reshapes_logits(sampling: &Sampling) -> bool {
-    !sampling.logit_bias.is_empty() || penalties(sampling).is_some()
-}
-
-/// A task's penalties, unless none of them changes anything.
-pub(super) fn penalties(sampling: &Sampling) -> Option<Penalties> {
-    let penalties = Penalties {
-        repeat: sampling.repeat_penalty.unwrap_or(1.0),
-        frequency: sampling.frequency_penalty.unwrap_or(0.0),
-        presence: sampling.presence_penalty.unwrap_or(0.0),
-    };
-    let off = penalties.repeat == 1.0 && penalties.frequency == 0.0 && penalties.presence == 0.0;
-    (!off).then_some(penalties)
-}
-
-/// A random pick's settings as llama.cpp's samplers take them, filters that keep every token
-/// left out: top-k, top-p and min-p narrow the candidates in that order, then the temperature
-/// scales them and a draw with the seed picks one. The host's chain and the device's
-/// ([`super::device_sampling`]) are both built from it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Draw {
-    pub top_k: Option<i32>,
-    pub top_p: Option<f32>,
-    pub min_p: Option<f32>,
-    pub temperature: f32,
-    pub seed: u32,
-}
-
-impl Draw {
-    pub(super) fn of(sampling: &Sampling) -> Draw {
-        Draw {
-            top_k: sampling
-                .top_k
-                .filter(|k| *k > 0)
-                .map(|k| i32::try_from(k).unwrap_or(i32::MAX)),
-            top_p: sampling.top_p.filter(|p| *p < 1.0),
-            min_p: sampling.min_p.filter(|p| *p > 0.0),
-            temperature: sampling.temperature,
-            seed: sampling.seed.unwrap_or(RANDOM_SEED),
-        }
     }
 }
 

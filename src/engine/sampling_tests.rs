@@ -1,21 +1,8 @@
 //! How a task's next token is picked, on the real model where it matters.
 
 use super::super::test_model::{context, follow_constrained_greedy, real_model};
+use super::super::token_choice::test_sampling as sampling;
 use super::*;
-
-fn sampling(temperature: f32, repeat_penalty: Option<f32>) -> Sampling {
-    Sampling {
-        temperature,
-        top_p: None,
-        top_k: Some(40),
-        min_p: None,
-        repeat_penalty,
-        frequency_penalty: None,
-        presence_penalty: None,
-        seed: Some(7),
-        logit_bias: Vec::new(),
-    }
-}
 
 /// Continues `prompt` on the real model for `steps` tokens, each chosen by `pick` from the
 /// logits of the last decode (given the context, the logits' batch index and the position).
@@ -132,43 +119,6 @@ fn needs_model_with_a_grammar_the_scanned_pick_is_the_argmax_of_the_masked_vocab
         },
     );
     assert!(scanned_picks >= 8, "only {scanned_picks} picks compared");
-}
-
-#[test]
-fn plain_greedy_is_an_argmax_and_anything_else_a_sampler_chain() {
-    assert!(TokenPicker::new(&sampling(0.0, None), None, 1000).is_plain_argmax());
-    assert!(TokenPicker::new(&sampling(0.0, Some(1.0)), None, 1000).is_plain_argmax());
-    assert!(!TokenPicker::new(&sampling(0.0, Some(1.3)), None, 1000).is_plain_argmax());
-    assert!(!TokenPicker::new(&sampling(0.8, None), None, 1000).is_plain_argmax());
-    let frequency = Sampling {
-        frequency_penalty: Some(0.5),
-        ..sampling(0.0, None)
-    };
-    assert!(!TokenPicker::new(&frequency, None, 1000).is_plain_argmax());
-    let presence_off = Sampling {
-        presence_penalty: Some(0.0),
-        ..sampling(0.0, None)
-    };
-    assert!(TokenPicker::new(&presence_off, None, 1000).is_plain_argmax());
-}
-
-#[test]
-fn penalties_that_change_nothing_are_none() {
-    assert_eq!(penalties(&sampling(0.7, None)), None);
-    assert_eq!(penalties(&sampling(0.7, Some(1.0))), None);
-    let openai = Sampling {
-        frequency_penalty: Some(-0.5),
-        presence_penalty: Some(1.5),
-        ..sampling(0.7, None)
-    };
-    assert_eq!(
-        penalties(&openai),
-        Some(Penalties {
-            repeat: 1.0,
-            frequency: -0.5,
-            presence: 1.5
-        })
-    );
 }
 
 /// On the real model: a bias of -100 on the greedy token makes the runner-up the pick, +100
