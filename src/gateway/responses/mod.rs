@@ -5,11 +5,13 @@
 //! A background response is accepted only once it is both recorded in Redis ([`store`]) and
 //! confirmed by the broker; its task names the shared results queue as `reply_to`, which
 //! every replica consumes ([`crate::gateway::results`]), so any replica answers for any
-//! response and a result that arrives while the gateways are down waits. [`object`] builds the response objects;
-//! [`webhooks`] tells callers when a response ends. Redis down: these endpoints answer 503.
+//! response and a result that arrives while the gateways are down waits. [`request`] checks
+//! a body into a task, [`object`] builds the response objects, [`webhooks`] tells callers
+//! when a response ends. Redis down: these endpoints answer 503.
 
 mod input;
 pub mod object;
+pub mod request;
 pub mod store;
 mod stream;
 pub mod webhooks;
@@ -32,7 +34,8 @@ use crate::gateway::cold_start::ColdStart;
 use crate::gateway::errors::ApiError;
 use crate::gateway::Shared;
 
-use object::{ResponseRequest, Status};
+use object::Status;
+use request::ResponseRequest;
 use store::{Meta, Record, Store, StoreError, Transition};
 use webhooks::Webhooks;
 
@@ -76,7 +79,7 @@ async fn create_response(
     let key = app.admission.authenticate(&headers)?;
     let cold_start = ColdStart::from_headers(&headers)?;
     let body = ApiError::read_body(body, app.max_body_bytes)?;
-    let mut request = object::parse_request(&body)?;
+    let mut request = request::parse_request(&body)?;
     if let Some(url) = &request.callback_url {
         app.responses.webhooks.check_url(url).map_err(|problem| {
             ApiError::invalid(

@@ -1,7 +1,8 @@
-//! The response object's rules: requests in, states and outputs out.
+//! The response object's rules: states and outputs out of requests and replies.
 
+use super::super::request::parse_request;
 use super::*;
-use crate::protocol::{ErrorBody, Timings, Usage};
+use crate::protocol::{ErrorBody, Role, Timings, Usage};
 
 fn reply(status: ReplyStatus, finish: Option<FinishReason>, code: Option<ErrorCode>) -> Reply {
     Reply {
@@ -26,55 +27,6 @@ fn reply(status: ReplyStatus, finish: Option<FinishReason>, code: Option<ErrorCo
             message: "m".into(),
             retryable: false,
         }),
-    }
-}
-
-#[test]
-fn a_request_becomes_a_chat_task_with_instructions_first() {
-    let body = json!({
-        "model": "m", "instructions": "Be brief.", "max_output_tokens": 9,
-        "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}],
-        "metadata": {"callback_url": "http://127.0.0.1:9/hook", "k": "v"}, "background": true
-    });
-    let request = parse_request(body.to_string().as_bytes()).unwrap();
-    let turns = request.task.messages.clone().unwrap();
-    assert_eq!(
-        (turns[0].role.as_str(), turns[0].content.as_str()),
-        ("system", "Be brief.")
-    );
-    assert_eq!(
-        (turns[1].role.as_str(), turns[1].content.as_str()),
-        ("user", "Hi")
-    );
-    assert_eq!(request.task.max_tokens, Some(9));
-    assert!(request.background);
-    assert_eq!(
-        request.callback_url.as_deref(),
-        Some("http://127.0.0.1:9/hook")
-    );
-    let object = queued("resp_1", 5, &request);
-    assert_eq!(object["status"], "queued");
-    assert_eq!(object["metadata"]["k"], "v");
-    assert_eq!(object["max_output_tokens"], 9);
-}
-
-#[test]
-fn bad_requests_name_the_field() {
-    for (body, field) in [
-        (json!({"model": "m"}), "input"),
-        (json!({"model": "m", "input": 3}), "input"),
-        (
-            json!({"model": "m", "input": [{"role": "tool", "content": "x"}]}),
-            "role",
-        ),
-        (
-            json!({"model": "m", "input": "x", "metadata": {"a": 1}}),
-            "metadata",
-        ),
-    ] {
-        let err = parse_request(body.to_string().as_bytes()).unwrap_err();
-        assert_eq!(err.status.as_u16(), 400);
-        assert!(err.message.contains(field), "{body}: {}", err.message);
     }
 }
 
@@ -187,56 +139,4 @@ fn function_tools_calls_and_their_outputs_become_the_chat_shapes() {
         .as_str()
         .unwrap()
         .starts_with("call_"));
-}
-
-#[test]
-fn other_item_and_tool_types_are_refused_by_name() {
-    for (body, says) in [
-        (
-            json!({"model": "m", "input": [{"type": "reasoning", "summary": []}]}),
-            "\"reasoning\"",
-        ),
-        (
-            json!({"model": "m", "input": [{"type": "banana"}]}),
-            "not an input item type",
-        ),
-        (
-            json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}),
-            "\"web_search\"",
-        ),
-        (
-            json!({"model": "m", "input": [{"type": "function_call_output", "output": "x"}]}),
-            "call_id",
-        ),
-    ] {
-        let err = parse_request(body.to_string().as_bytes()).unwrap_err();
-        assert!(err.message.contains(says), "{body}: {}", err.message);
-    }
-}
-
-#[test]
-fn a_continued_response_puts_the_stored_conversation_after_the_new_instructions() {
-    let body = json!({"model": "m", "instructions": "Be brief.", "input": "And in Rome?",
-                      "previous_response_id": "resp_0"});
-    let mut request = parse_request(body.to_string().as_bytes()).unwrap();
-    assert_eq!(request.previous_response_id.as_deref(), Some("resp_0"));
-    assert!(request.store);
-    let earlier = vec![ChatMessage::new(Role::User, "Weather in Paris?")];
-    let output = json!([
-        {"type": "message", "id": "msg_0", "status": "completed", "role": "assistant",
-         "content": [{"type": "output_text", "text": "Sunny.", "annotations": []}]},
-        {"type": "function_call", "id": "fc_0_0", "call_id": "call_9", "name": "f",
-         "arguments": "{}", "status": "completed"}]);
-    request.continue_from(earlier, &output).unwrap();
-    let turns = request.task.messages.clone().unwrap();
-    let roles: Vec<_> = turns.iter().map(|t| t.role.as_str()).collect();
-    assert_eq!(roles, ["system", "user", "assistant", "user"]);
-    assert_eq!(turns[2].content, "Sunny.");
-    assert_eq!(turns[2].tool_calls[0].id, "call_9");
-    // What is stored with this response leaves its instructions out.
-    let kept = request.conversation();
-    assert_eq!(kept.len(), 3);
-    assert_eq!(kept[2].content, "And in Rome?");
-    let refused = json!({"model": "m", "input": "x", "background": true, "store": false});
-    assert!(parse_request(refused.to_string().as_bytes()).is_err());
 }
