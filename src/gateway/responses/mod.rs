@@ -9,6 +9,7 @@
 //! a body into a task, [`object`] builds the response objects, [`webhooks`] tells callers
 //! when a response ends. Redis down: these endpoints answer 503.
 
+mod events;
 mod input;
 pub mod object;
 pub mod request;
