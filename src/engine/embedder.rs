@@ -1,55 +1,35 @@
 //! The embed role on the engine thread (`engine.role = "embed"`): a model and context made
 //! for embeddings ([`EmbeddingModel`]), and a loop that turns embedding jobs into one vector
-//! per input. The inputs of every job waiting at the same moment share decodes: as many
-//! sequences as the context holds, as many tokens as one micro-batch takes, so that each
-//! input's tokens are read in one pass; each input's token vectors are then pooled here
-//! (`engine.pooling`). The cells are cleared after each decode: nothing of one input can
-//! leak into another's vector. Each input's rows are padded to a multiple of
-//! [`ROWS_ALIGNED`] (the padding is a sequence of its own, whose vectors are dropped):
-//! llama.cpp's CPU matmuls take rows in tiles and leftover rows by another kernel, which
-//! rounds differently, so an input must land in whole tiles wherever it sits for its vector
-//! not to depend on what it shares a decode with.
+//! per input. The inputs of every job waiting at the same moment share decodes (packed as
+//! [`embedding_batch`](super::embedding_batch) says), so that each input's tokens are read in
+//! one pass; each input's token vectors are then pooled here (`engine.pooling`). The cells
+//! are cleared after each decode: nothing of one input can leak into another's vector.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
-use super::embedding_model::{EmbeddingModel, Row};
+use super::embedding_batch::{lay_out, DecodeSize, Item, ROWS_ALIGNED};
+use super::embedding_inputs::tokenized;
+use super::embedding_model::EmbeddingModel;
 use super::occupancy::Occupancy;
 use super::pooling::pool;
 use super::{EmbedJob, Embeddings, EngineStartError, Message};
 use crate::config::{EngineSettings, Pooling};
-use crate::protocol::{shape_vector, EmbeddingItem, EmbeddingTask, ErrorCode, TaskError};
-
-/// Rows an input's tokens are padded to a multiple of: the CPU backend's quantized matmuls
-/// take rows four at a time and some kernels switch at eight.
-const ROWS_ALIGNED: usize = 8;
-
-/// Rows `tokens` tokens take in a decode, padding included.
-fn padded(tokens: usize) -> usize {
-    tokens.div_ceil(ROWS_ALIGNED) * ROWS_ALIGNED
-}
+use crate::protocol::{shape_vector, ErrorCode, TaskError};
 
 /// The embedding model and context, and what packing inputs into its decodes needs.
 pub(super) struct Embedder {
     llama: EmbeddingModel,
     pooling: Pooling,
-    /// Rows one decode (one micro-batch) takes, padding included.
-    rows_per_decode: usize,
+    /// Inputs and rows (one micro-batch, padding included) one decode takes; the padding
+    /// is sequence `decode_size.inputs`.
+    decode_size: DecodeSize,
     /// Tokens of the longest input (`engine.context_size`).
     longest_input: usize,
-    /// Inputs one decode takes; the padding is sequence `inputs_per_decode`.
-    inputs_per_decode: usize,
     /// The token that pads an input's rows.
     pad: i32,
-}
-
-/// One input, tokenized, and where its vector goes.
-struct Item {
-    job: usize,
-    index: usize,
-    tokens: Vec<i32>,
 }
 
 /// A job while its inputs are embedded.
@@ -76,9 +56,11 @@ impl Embedder {
             pad: llama.padding_token(),
             llama,
             pooling: settings.pooling,
-            rows_per_decode: rows as usize,
+            decode_size: DecodeSize {
+                inputs: settings.slots as usize,
+                rows: rows as usize,
+            },
             longest_input: settings.context_size as usize,
-            inputs_per_decode: settings.slots as usize,
         })
     }
 
@@ -150,7 +132,7 @@ impl Embedder {
                 failed: None,
                 job,
             };
-            match self.prepare(&state.job.task) {
+            match tokenized(&state.job.task, &self.llama, self.longest_input) {
                 Ok(tokenized) => {
                     for (index, tokens) in tokenized.into_iter().enumerate() {
                         state.prompt_tokens += tokens.len() as u32;
@@ -167,17 +149,7 @@ impl Embedder {
         }
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
-            let mut group = Vec::new();
-            let mut rows = 0;
-            while let Some(item) = items.peek() {
-                let fits = group.len() < self.inputs_per_decode
-                    && rows + padded(item.tokens.len()) <= self.rows_per_decode;
-                if !fits {
-                    break;
-                }
-                rows += padded(item.tokens.len());
-                group.extend(items.next());
-            }
+            let mut group = self.decode_size.next_group(&mut items);
             // Inputs of a job that failed or timed out are not embedded.
             group.retain(|item| {
                 let state = &mut running[item.job];
@@ -224,84 +196,9 @@ impl Embedder {
         }
     }
 
-    /// Each input's tokens: text with the model's BOS where it wants one, token ids checked
-    /// against the vocabulary; none longer than one decode takes. Refuses `dimensions` wider
-    /// than the model's vectors.
-    fn prepare(&self, task: &EmbeddingTask) -> Result<Vec<Vec<i32>>, TaskError> {
-        let width = self.llama.width();
-        if let Some(dimensions) = task.dimensions {
-            if dimensions as usize > width {
-                return Err(TaskError::invalid(format!(
-                    "`dimensions` is {dimensions}, more than the model's {width}"
-                )));
-            }
-        }
-        let n_vocab = self.llama.vocabulary_size();
-        task.inputs
-            .iter()
-            .enumerate()
-            .map(|(index, input)| {
-                let tokens = match input {
-                    EmbeddingItem::Text(text) => self.llama.tokenize(text).ok_or_else(|| {
-                        TaskError::invalid(format!("`input[{index}]` is too long to tokenize"))
-                    })?,
-                    EmbeddingItem::Tokens(ids) => ids
-                        .iter()
-                        .map(|&id| match i32::try_from(id) {
-                            Ok(id) if id < n_vocab => Ok(id),
-                            _ => Err(TaskError::invalid(format!(
-                                "`input[{index}]` holds token id {id}, beyond the model's vocabulary of {n_vocab} tokens"
-                            ))),
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
-                };
-                if tokens.is_empty() {
-                    return Err(TaskError::invalid(format!(
-                        "`input[{index}]` has no tokens"
-                    )));
-                }
-                if tokens.len() > self.longest_input {
-                    return Err(TaskError::new(
-                        ErrorCode::PromptTooLong,
-                        format!(
-                            "`input[{index}]` is {} tokens, more than the {} an input may have (engine.context_size)",
-                            tokens.len(),
-                            self.longest_input
-                        ),
-                    ));
-                }
-                Ok(tokens)
-            })
-            .collect()
-    }
-
     /// One decode of `group` (each input its own sequence), its pooled vectors in order.
     fn decode(&mut self, group: &[Item]) -> Result<Vec<Vec<f32>>, TaskError> {
-        let padding_seq = self.inputs_per_decode as i32;
-        let mut padding_position = 0;
-        let mut rows = Vec::with_capacity(self.rows_per_decode);
-        let mut spans = Vec::with_capacity(group.len());
-        for (seq, item) in group.iter().enumerate() {
-            spans.push(rows.len()..rows.len() + item.tokens.len());
-            rows.extend(
-                item.tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(position, &token)| Row {
-                        token,
-                        position: position as i32,
-                        sequence: seq as i32,
-                    }),
-            );
-            for _ in item.tokens.len()..padded(item.tokens.len()) {
-                rows.push(Row {
-                    token: self.pad,
-                    position: padding_position,
-                    sequence: padding_seq,
-                });
-                padding_position += 1;
-            }
-        }
+        let (rows, spans) = lay_out(group, self.pad, self.decode_size.inputs as i32);
         let vectors = self
             .llama
             .decode(&rows)

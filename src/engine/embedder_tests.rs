@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use super::super::test_model::{model_path, real_model};
 use super::super::{EmbedJob, Embeddings};
 use super::*;
-use crate::protocol::EmbeddingTask;
+use crate::protocol::{EmbeddingItem, EmbeddingTask};
 
 fn task(inputs: &[&str]) -> EmbeddingTask {
     EmbeddingTask {
@@ -53,13 +53,6 @@ fn embedder(context_size: u32, slots: u32) -> Embedder {
     settings.slots = slots;
     super::super::runner::backend().expect("llama.cpp backend");
     Embedder::new(&settings).expect("an embedding context")
-}
-
-#[test]
-fn rows_are_padded_to_whole_tiles() {
-    assert_eq!(padded(1), 8);
-    assert_eq!(padded(8), 8);
-    assert_eq!(padded(9), 16);
 }
 
 #[test]

@@ -30,6 +30,8 @@ mod chat_template;
 mod chunking;
 mod device_sampling;
 mod embedder;
+mod embedding_batch;
+mod embedding_inputs;
 mod embedding_model;
 mod first_bytes;
 mod generated_text;
