@@ -4,11 +4,13 @@
 //! server-sent events. Every path ends in a response: the reply, an error reply, a full queue
 //! (429), a lost broker (503) or the request timeout (504, and the task is cancelled).
 //!
-//! [`request`] turns OpenAI's request shapes into a task and [`reply`] a worker's reply into
-//! OpenAI's objects (both pure); [`stream`] relays a task's chunks as server-sent events;
-//! [`logprobs`] translates log probabilities both ways (the Responses API uses it too).
+//! [`request`] turns OpenAI's request shapes into a task ([`messages`] their chat messages)
+//! and [`reply`] a worker's reply into OpenAI's objects (all pure); [`stream`] relays a
+//! task's chunks as server-sent events; [`logprobs`] translates log probabilities both ways
+//! (the Responses API uses it and [`messages`] too).
 
 pub mod logprobs;
+pub mod messages;
 pub mod reply;
 pub mod request;
 pub mod stream;

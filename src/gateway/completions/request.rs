@@ -1,16 +1,18 @@
 //! OpenAI's request shapes and their translation to wire contract v1: a chat or completion
-//! request becomes a [`TaskBody`] (the way back is [`super::reply`]). Pure values only:
+//! request becomes a [`TaskBody`] (its messages as [`super::messages`] says; the way back is
+//! [`super::reply`]). Pure values only:
 //! no I/O, no broker, so every rule is unit-tested.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::messages::{chat_turn, Message};
 use super::{logprobs, Kind};
 use crate::gateway::errors::ApiError;
 use crate::gateway::format::ResponseFormat;
 use crate::gateway::service_tier;
 use crate::gateway::unsupported::{self, Endpoint};
-use crate::protocol::{ChatMessage, Role, TaskBody, Tier, Tool, ToolCall};
+use crate::protocol::{TaskBody, Tier, Tool};
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,39 +27,6 @@ enum Stop {
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
-}
-
-/// A message's `content`: a string, or a list of parts of which only text is served.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum Content {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-/// One part of a message's content.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct ContentPart {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct Message {
-    role: String,
-    #[serde(default)]
-    content: Option<Content>,
-    /// An assistant message's calls.
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCall>>,
-    /// The call a tool message answers.
-    #[serde(default)]
-    tool_call_id: Option<String>,
-    /// Every other field ([`unsupported::check_message`]).
-    #[serde(flatten)]
-    rest: Map<String, Value>,
 }
 
 /// The fields of both request kinds; any other goes to `rest`, which
@@ -286,70 +255,6 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
         prompt_chars,
         tier,
     })
-}
-
-fn chat_turn(index: usize, message: Message) -> Result<ChatMessage, ApiError> {
-    let field = format!("messages[{index}]");
-    let role = chat_role(&message.role).ok_or_else(|| {
-        ApiError::invalid(
-            format!(
-                "`{field}.role` {:?} is not supported: use system, developer, user, assistant or tool",
-                short(&message.role)
-            ),
-            Some("messages".into()),
-        )
-    })?;
-    unsupported::check_message(&field, &message.rest)?;
-    let content = match message.content {
-        Some(content) => text_of(content, &field)?,
-        None => String::new(),
-    };
-    Ok(ChatMessage {
-        role,
-        content,
-        tool_calls: message.tool_calls.unwrap_or_default(),
-        tool_call_id: message.tool_call_id,
-    })
-}
-
-/// The wire contract's role for an OpenAI role (`developer` speaks as `system`).
-pub(crate) fn chat_role(role: &str) -> Option<Role> {
-    match role {
-        "system" | "developer" => Some(Role::System),
-        "user" => Some(Role::User),
-        "assistant" => Some(Role::Assistant),
-        "tool" => Some(Role::Tool),
-        _ => None,
-    }
-}
-
-/// The text of a message's content: a string, or its text parts joined (`text`,
-/// `input_text`, `output_text`); any other part is a 400 naming `field`.
-pub(crate) fn text_of(content: Content, field: &str) -> Result<String, ApiError> {
-    let parts = match content {
-        Content::Text(text) => return Ok(text),
-        Content::Parts(parts) => parts,
-    };
-    let mut text = String::new();
-    for part in parts {
-        match (part.kind.as_str(), part.text) {
-            ("text" | "input_text" | "output_text", Some(piece)) => text.push_str(&piece),
-            (kind, _) => {
-                return Err(ApiError::invalid(
-                    format!(
-                        "`{field}.content` has a part of type {:?}: only text parts are supported",
-                        short(kind)
-                    ),
-                    Some(field.split('[').next().unwrap_or(field).to_owned()),
-                ))
-            }
-        }
-    }
-    Ok(text)
-}
-
-fn short(text: &str) -> String {
-    text.chars().take(40).collect()
 }
 
 #[cfg(test)]

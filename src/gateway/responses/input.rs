@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::gateway::completions::request::{chat_role, text_of, Content};
+use crate::gateway::completions::messages::{chat_role, text_of, Content};
 use crate::gateway::errors::ApiError;
 use crate::gateway::unsupported;
 use crate::protocol::{ChatMessage, FunctionCall, FunctionKind, Role, Tool, ToolCall};
