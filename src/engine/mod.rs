@@ -50,6 +50,7 @@ mod synthetic;
 #[cfg(test)]
 mod test_model;
 mod token_choice;
+mod tool_output;
 mod tools;
 
 use std::path::PathBuf;

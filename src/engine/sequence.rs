@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::generated_text::{find_bytes, longest_suffix_prefix, utf8_text};
 use super::sampling::TokenPicker;
-use super::tools::ToolOutput;
+use super::tool_output::ToolOutput;
 use crate::engine::{Delta, Generation};
 use crate::protocol::{FinishReason, TaskError, TokenLogprob};
 

@@ -1,0 +1,216 @@
+//! Tool calling in the engine, during and after generation: [`ToolOutput`] reads a
+//! tool-using task's text with the parser its rendering gave ([`super::tools`]) into content
+//! and [`ToolCall`]s, and while streaming turns each re-read into the pieces OpenAI streams
+//! (content, then per call its id and name, then its arguments as they grow). What is parsed
+//! and how is llama.cpp's; what this module owns is which pieces go out when, and the calls'
+//! ids.
+
+use llama_cpp_2::token::LlamaToken;
+use serde_json::Value;
+
+use super::chat_template::{OutputParser, Parsed};
+use super::Delta;
+use crate::protocol::{FinishReason, FunctionDelta, FunctionKind, ToolCall, ToolCallDelta};
+
+/// A call as sent so far in a stream.
+#[derive(Debug, Clone, PartialEq)]
+struct SentCall {
+    id: String,
+    arguments: String,
+}
+
+/// Reads a tool-using task's output into content and calls, streamed or at the end.
+#[derive(Debug)]
+pub(super) struct ToolOutput {
+    parser: OutputParser,
+    /// Text the prompt ended with that belongs to the answer (the start of a required call).
+    prefix: String,
+    /// Whether more than one call may come back; when not, generation ends with the first.
+    parallel: bool,
+    /// Special tokens the output holds as syntax, rendered as their text.
+    preserved: Vec<LlamaToken>,
+    /// Bytes of content already streamed.
+    content_sent: usize,
+    /// Calls already streamed (at least their id and name).
+    calls_sent: Vec<SentCall>,
+}
+
+/// A tool-using task's output, read.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ToolAnswer {
+    /// What the model said besides its calls.
+    pub content: String,
+    /// Its calls.
+    pub calls: Vec<ToolCall>,
+    /// `tool_calls` when it made any and ended by itself; else the reason generation ended.
+    pub finish_reason: FinishReason,
+}
+
+impl ToolOutput {
+    /// Reads output with `parser`; `parallel` false keeps only the first call.
+    pub(super) fn new(parser: OutputParser, prefix: String, parallel: bool) -> ToolOutput {
+        ToolOutput {
+            parser,
+            prefix,
+            parallel,
+            preserved: Vec::new(),
+            content_sent: 0,
+            calls_sent: Vec::new(),
+        }
+    }
+
+    /// The same reader, rendering `tokens` (special ones) as their text.
+    pub(super) fn preserving(mut self, tokens: Vec<LlamaToken>) -> ToolOutput {
+        self.preserved = tokens;
+        self
+    }
+
+    /// Whether `token` is a special token the output holds as syntax (its text is kept).
+    pub(super) fn preserves(&self, token: LlamaToken) -> bool {
+        self.preserved.contains(&token)
+    }
+
+    /// Whether generation should end at `text`: one call is all the task takes and its
+    /// arguments object is closed. (llama.cpp's grammar lets calls repeat; a model that does
+    /// not end its turn would fill its token limit with more.)
+    pub(super) fn ends_at(&self, text: &str) -> bool {
+        if self.parallel {
+            return false;
+        }
+        let Ok(parsed) = self.parse(text, true) else {
+            return false;
+        };
+        parsed.tool_calls.first().is_some_and(|call| {
+            serde_json::from_str::<Value>(&call.arguments).is_ok_and(|args| args.is_object())
+        })
+    }
+
+    /// The pieces to stream now that the text so far is `text` (`None`: nothing new yet).
+    pub(super) fn advance(&mut self, text: &str) -> Option<Delta> {
+        let parsed = self.parse(text, true).ok()?;
+        let delta = self.pieces(&parsed, false);
+        (!delta.text.is_empty() || !delta.tool_calls.is_empty()).then_some(delta)
+    }
+
+    /// Reads the whole `text`, ended for `reason`, and the pieces a stream has not had yet.
+    /// Output the parser cannot read comes back as content: only a task cut short by its
+    /// token limit or an `auto` one can end that way (a grammar holds the rest).
+    pub(super) fn finish(&mut self, text: &str, reason: FinishReason) -> (ToolAnswer, Delta) {
+        let cut_short = reason == FinishReason::Length;
+        let text = format!("{}{text}", self.prefix);
+        // A parse as final can refuse what a partial one (as streamed) reads: the content
+        // then stays what the stream sent. Only output neither reads is content as it is.
+        let parsed = self
+            .parser
+            .parse(&text, cut_short)
+            .or_else(|_| self.parser.parse(&text, true))
+            .unwrap_or_else(|why| {
+                tracing::warn!(%why, "the output is not in the template's tool-call format");
+                Parsed {
+                    content: text.clone(),
+                    tool_calls: Vec::new(),
+                }
+            });
+        let delta = self.pieces(&parsed, true);
+        let calls: Vec<ToolCall> = self
+            .kept(&parsed)
+            .iter()
+            .zip(&self.calls_sent)
+            .map(|(call, sent)| ToolCall {
+                id: sent.id.clone(),
+                kind: FunctionKind::Function,
+                function: crate::protocol::FunctionCall {
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                },
+            })
+            .collect();
+        let finish_reason = if calls.is_empty() || cut_short {
+            reason
+        } else {
+            FinishReason::ToolCalls
+        };
+        let answer = ToolAnswer {
+            content: parsed.content,
+            calls,
+            finish_reason,
+        };
+        (answer, delta)
+    }
+
+    /// The calls of `parsed` this task keeps.
+    fn kept<'p>(&self, parsed: &'p Parsed) -> &'p [super::chat_template::ParsedCall] {
+        let keep = if self.parallel { usize::MAX } else { 1 };
+        &parsed.tool_calls[..parsed.tool_calls.len().min(keep)]
+    }
+
+    /// Parses the answer so far: the prompt's share of it, then `text`.
+    fn parse(&self, text: &str, partial: bool) -> Result<Parsed, String> {
+        self.parser
+            .parse(&format!("{}{text}", self.prefix), partial)
+    }
+
+    /// What `parsed` adds to what was sent. A call goes out once its name is whole (its
+    /// arguments have begun, or the text is `last`); its arguments as they grow. A re-read
+    /// that rewrote what was sent (it should not) sends nothing for that part.
+    fn pieces(&mut self, parsed: &Parsed, last: bool) -> Delta {
+        let mut delta = Delta {
+            text: String::new(),
+            logprobs: Vec::new(),
+            tool_calls: Vec::new(),
+        };
+        if let Some(fresh) = parsed.content.get(self.content_sent..) {
+            delta.text = fresh.to_owned();
+            self.content_sent = parsed.content.len();
+        }
+        for (index, call) in self.kept(parsed).iter().enumerate() {
+            if index == self.calls_sent.len() {
+                if call.arguments.is_empty() && !last {
+                    break;
+                }
+                let id = crate::protocol::tools::new_call_id();
+                delta.tool_calls.push(ToolCallDelta {
+                    index: index as u32,
+                    id: Some(id.clone()),
+                    kind: Some(FunctionKind::Function),
+                    function: FunctionDelta {
+                        name: Some(call.name.clone()),
+                        arguments: String::new(),
+                    },
+                });
+                self.calls_sent.push(SentCall {
+                    id,
+                    arguments: String::new(),
+                });
+            }
+            let sent = &mut self.calls_sent[index];
+            let Some(more) = call.arguments.strip_prefix(sent.arguments.as_str()) else {
+                continue;
+            };
+            if more.is_empty() {
+                continue;
+            }
+            let more = more.to_owned();
+            sent.arguments = call.arguments.clone();
+            match delta.tool_calls.last_mut() {
+                Some(piece) if piece.index == index as u32 => {
+                    piece.function.arguments.push_str(&more)
+                }
+                _ => delta.tool_calls.push(ToolCallDelta {
+                    index: index as u32,
+                    id: None,
+                    kind: None,
+                    function: FunctionDelta {
+                        name: None,
+                        arguments: more,
+                    },
+                }),
+            }
+        }
+        delta
+    }
+}
+
+#[cfg(test)]
+#[path = "tool_output_tests.rs"]
+mod tests;

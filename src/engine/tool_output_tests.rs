@@ -1,0 +1,84 @@
+//! Reading a tool-using task's output: streamed pieces, the calls kept, and why it ended.
+
+use serde_json::json;
+
+use super::super::chat_template::ChatTemplate;
+use super::*;
+
+const GEMMA: &str = include_str!("../../config/templates/gemma.jinja");
+
+/// The output reader of a `required` task of the shipped template (its prefix is the call's
+/// opening, as [`super::super::tools::render`] gives it).
+fn output(parallel: bool) -> ToolOutput {
+    let template = ChatTemplate::new(GEMMA, "<bos>", "<eos>", true).unwrap();
+    let tool = json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+    let rendered = template
+        .apply(
+            &json!({"messages": [{"role": "user", "content": "Weather?"}],
+                       "tools": [tool], "tool_choice": "required"}),
+        )
+        .unwrap();
+    ToolOutput::new(
+        OutputParser::of(&rendered).unwrap(),
+        "<tool_call>\n".to_owned(),
+        parallel,
+    )
+}
+
+const CALL: &str =
+    "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+
+#[test]
+fn streamed_pieces_rebuild_the_final_call() {
+    let mut output = output(true);
+    let mut pieces = Vec::new();
+    for end in 1..=CALL.len() {
+        if let Some(delta) = output.advance(&CALL[..end]) {
+            assert!(delta.text.is_empty(), "{delta:?}");
+            pieces.extend(delta.tool_calls);
+        }
+    }
+    let (answer, last) = output.finish(CALL, FinishReason::Stop);
+    pieces.extend(last.tool_calls);
+    assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
+    let [call] = answer.calls.as_slice() else {
+        panic!("one call: {answer:?}");
+    };
+    assert_eq!(call.function.name, "get_weather");
+    assert_eq!(call.function.arguments, "{\"city\": \"Paris\"}");
+    // The first piece names the call; the pieces' arguments join to the final ones.
+    assert_eq!(pieces[0].id.as_deref(), Some(call.id.as_str()));
+    assert_eq!(pieces[0].function.name.as_deref(), Some("get_weather"));
+    assert!(pieces[1..].iter().all(|p| p.id.is_none() && p.index == 0));
+    let joined: String = pieces
+        .iter()
+        .map(|p| p.function.arguments.as_str())
+        .collect();
+    assert_eq!(joined, call.function.arguments);
+}
+
+#[test]
+fn a_single_call_ends_generation_when_its_arguments_close() {
+    let single = output(false);
+    let parallel = output(true);
+    let closed = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}";
+    assert!(!single.ends_at("{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par"));
+    assert!(single.ends_at(closed));
+    assert!(!parallel.ends_at(closed));
+}
+
+#[test]
+fn without_parallel_calls_only_the_first_is_kept() {
+    let mut output = output(false);
+    let two = format!("{CALL}\n<tool_call>\n{CALL}");
+    let (answer, _) = output.finish(&two, FinishReason::Stop);
+    assert_eq!(answer.calls.len(), 1, "{answer:?}");
+}
+
+#[test]
+fn a_call_cut_short_by_the_token_limit_says_length() {
+    let mut output = output(true);
+    let (answer, _) = output.finish(&CALL[..40], FinishReason::Length);
+    assert_eq!(answer.finish_reason, FinishReason::Length);
+}
