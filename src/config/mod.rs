@@ -343,5 +343,4 @@ pub fn redact_url(raw: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "tests.rs"]
 mod tests;
