@@ -18,7 +18,6 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::client::{Answer, ClientError};
-use crate::gateway::cold_start::ColdStart;
 use crate::gateway::errors::ApiError;
 use crate::gateway::{admission, Shared};
 use crate::protocol::{EmbeddingBody, Reply, ReplyStatus};
@@ -161,24 +160,16 @@ async fn serve(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
-    let cold_start = ColdStart::from_headers(&headers)?;
-    let body = ApiError::read_body(body, app.max_body_bytes)?;
-    let mut request = parse_request(&body, &app.limits)?;
+    let caller = app.caller(&headers, body)?;
+    let mut request = parse_request(&caller.body, &app.limits)?;
     request.body.deadline_ms = Some(app.deadline_ms());
     let model = app.models.reply_name(&request.model).to_owned();
-    app.refuse_if_cold(cold_start, &app.embeddings_queue, &model)
-        .await?;
+    let queue = app.embeddings_queue.as_str();
     let mut charge = app
-        .admission
-        .admit(
-            &key,
-            admission::token_estimate(request.input_chars, Some(0)),
-        )
+        .admit_task(&caller, queue, &model, request.input_chars, Some(0))
         .await?;
     let rate_headers = charge.headers().to_vec();
     let id = format!("emb-{}", uuid::Uuid::new_v4().simple());
-    let queue = app.embeddings_queue.as_str();
     let bytes = request.body.to_bytes();
     let (task_id, bytes) = (id.as_str(), bytes.as_slice());
     let (pending, mut guard) = app

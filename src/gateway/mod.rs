@@ -40,7 +40,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -50,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::management::Management;
 use crate::config::{ConfigError, Settings};
-use admission::Admission;
+use admission::{Admission, Charge};
 use broker_link::BrokerLink;
 use errors::ApiError;
 use metrics::GatewayMetrics;
@@ -85,23 +88,54 @@ pub struct Shared {
     pub cold_start_retry_after: Duration,
 }
 
+/// What a request that publishes a task brings before its body is parsed.
+pub struct Caller {
+    /// The API key it authenticated with.
+    pub key: String,
+    /// Whether it waits for a cold start.
+    pub cold_start: cold_start::ColdStart,
+    /// Its body, within `gateway.max_body_bytes`.
+    pub body: Bytes,
+}
+
 impl Shared {
-    /// For a caller that refuses to wait for a cold start: 503 while no worker consumes
-    /// `queue`, the queue its task for `model` would go to ([`cold_start`]).
-    pub async fn refuse_if_cold(
+    /// The caller of a request that publishes a task, in the order its errors take
+    /// precedence: 401 for its key, then 400 for its cold-start header, then 413 for its
+    /// body.
+    pub fn caller(
         &self,
-        wanted: cold_start::ColdStart,
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Caller, ApiError> {
+        Ok(Caller {
+            key: self.admission.authenticate(headers)?,
+            cold_start: cold_start::ColdStart::from_headers(headers)?,
+            body: ApiError::read_body(body, self.max_body_bytes)?,
+        })
+    }
+
+    /// Lets `caller`'s task for `model` in, before it is published to `queue`: 503 when
+    /// no worker consumes the queue and the caller refused to wait ([`cold_start`]), then
+    /// the caller's rate limit charged the task's estimated tokens, from its prompt's
+    /// characters and the tokens it may generate (429 when spent).
+    pub async fn admit_task(
+        &self,
+        caller: &Caller,
         queue: &str,
         model: &str,
-    ) -> Result<(), ApiError> {
+        prompt_chars: usize,
+        max_tokens: Option<u32>,
+    ) -> Result<Charge, ApiError> {
+        let tokens = admission::token_estimate(prompt_chars, max_tokens);
         cold_start::refuse_if_cold(
             &self.broker_link,
-            wanted,
+            caller.cold_start,
             queue,
             model,
             self.cold_start_retry_after,
         )
-        .await
+        .await?;
+        self.admission.admit(&caller.key, tokens).await
     }
 
     /// `deadline_ms` of a task whose caller waits for it: when the request times out.

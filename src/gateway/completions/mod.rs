@@ -29,7 +29,6 @@ use crate::client::{Answer, Pending};
 use crate::clock;
 use crate::gateway::admission::Charge;
 use crate::gateway::broker_link::CancelOnDrop;
-use crate::gateway::cold_start::ColdStart;
 use crate::gateway::errors::ApiError;
 use crate::gateway::{admission, Shared};
 use crate::protocol::{ReplyStatus, HEADER_WORKER_MICROS};
@@ -100,10 +99,8 @@ async fn serve(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
-    let cold_start = ColdStart::from_headers(&headers)?;
-    let body = ApiError::read_body(body, app.max_body_bytes)?;
-    let mut request = request::parse_request(kind, &body)?;
+    let caller = app.caller(&headers, body)?;
+    let mut request = request::parse_request(kind, &caller.body)?;
     request.task.deadline_ms = Some(app.deadline_ms());
     // The worker checks every task again; checking here answers a bad request at once.
     let (task, checked) =
@@ -111,13 +108,16 @@ async fn serve(
     request.model = app.models.reply_name(&request.model).to_owned();
     let routing_key = app.models.routing_key(&request.model)?;
     let queue = app.models.task_queue(routing_key);
-    app.refuse_if_cold(cold_start, &queue, &request.model)
+    let max_tokens = checked.max_tokens.or(checked.default_max_tokens);
+    let charge = app
+        .admit_task(
+            &caller,
+            &queue,
+            &request.model,
+            request.prompt_chars,
+            max_tokens,
+        )
         .await?;
-    let tokens = admission::token_estimate(
-        request.prompt_chars,
-        checked.max_tokens.or(checked.default_max_tokens),
-    );
-    let charge = app.admission.admit(&key, tokens).await?;
     let rate_headers = charge.headers().to_vec();
 
     let id = format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple());

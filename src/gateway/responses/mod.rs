@@ -31,7 +31,6 @@ use serde::Deserialize;
 use crate::clock;
 use crate::gateway::admission::{self, owner_of, Charge};
 use crate::gateway::broker_link::CancelOnDrop;
-use crate::gateway::cold_start::ColdStart;
 use crate::gateway::errors::ApiError;
 use crate::gateway::Shared;
 
@@ -77,10 +76,9 @@ async fn create_response(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
-    let cold_start = ColdStart::from_headers(&headers)?;
-    let body = ApiError::read_body(body, app.max_body_bytes)?;
-    let mut request = request::parse_request(&body)?;
+    let caller = app.caller(&headers, body)?;
+    let key = caller.key.as_str();
+    let mut request = request::parse_request(&caller.body)?;
     if let Some(url) = &request.callback_url {
         app.responses.webhooks.check_url(url).map_err(|problem| {
             ApiError::invalid(
@@ -90,7 +88,7 @@ async fn create_response(
         })?;
     }
     if let Some(previous) = request.previous_response_id.clone() {
-        let record = owned(&app, &previous, &key).await.map_err(|mut error| {
+        let record = owned(&app, &previous, key).await.map_err(|mut error| {
             error.param = Some("previous_response_id".into());
             error
         })?;
@@ -119,22 +117,25 @@ async fn create_response(
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let created_at = clock::unix_seconds();
     if !request.background {
-        app.refuse_if_cold(cold_start, &queue, &request.model)
+        let max_tokens = checked.max_tokens.or(checked.default_max_tokens);
+        let charge = app
+            .admit_task(
+                &caller,
+                &queue,
+                &request.model,
+                request.prompt_chars,
+                max_tokens,
+            )
             .await?;
-        let tokens = admission::token_estimate(
-            request.prompt_chars,
-            checked.max_tokens.or(checked.default_max_tokens),
-        );
-        let charge = app.admission.admit(&key, tokens).await?;
         let keeper = request.store.then(|| Keeper {
             store: app.responses.store.clone(),
             id: id.clone(),
-            owner: owner_of(&key),
+            owner: owner_of(key),
             input: request.conversation(),
         });
         return wait_for_answer(&app, &id, created_at, &request, &task, keeper, charge).await;
     }
-    let owner = owner_of(&key);
+    let owner = owner_of(key);
     let background = &app.responses;
     let idempotency_key = headers
         .get("idempotency-key")
@@ -149,7 +150,7 @@ async fn create_response(
         request.prompt_chars,
         checked.max_tokens.or(checked.default_max_tokens),
     );
-    let admitted = app.admission.admit(&key, tokens).await;
+    let admitted = app.admission.admit(key, tokens).await;
     let accepted = match admitted {
         Ok(_charge) => accept(&app, &id, created_at, &request, &task, owner.clone()).await,
         Err(e) => Err(e),
