@@ -84,8 +84,14 @@ class Cluster:
         return done.stdout
 
     def start(self, i):
+        self.launch(i)
+        self.await_started(i)
+
+    def launch(self, i):
         subprocess.Popen([str(RABBIT / "rabbitmq-server")], env=self.env(i),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def await_started(self, i):
         # await_startup fails at once while the node has not registered with epmd yet.
         deadline = time.monotonic() + 120
         while True:
@@ -97,12 +103,15 @@ class Cluster:
             time.sleep(1)
 
     def start_all(self):
-        """Starts the three nodes and joins nodes 1 and 2 to node 0."""
+        """Starts the three nodes at once, then joins nodes 1 and 2 to node 0 one at a time
+        (each join changes the cluster's schema)."""
         if not (RABBIT / "rabbitmq-server").exists():
             raise AssertionError("the local RabbitMQ installation is missing (make setup)")
         self.save()
         for i in range(3):
-            self.start(i)
+            self.launch(i)
+        for i in range(3):
+            self.await_started(i)
         for i in (1, 2):
             self.ctl(i, "stop_app")
             self.ctl(i, "join_cluster", self.nodes[0])

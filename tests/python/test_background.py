@@ -374,7 +374,7 @@ def test_without_redis_background_endpoints_answer_503_and_nothing_is_published(
         assert raised.value.status_code == 503
         from conftest import queue_depth
 
-        time.sleep(6)
+        time.sleep(1)
         assert queue_depth(names.requests) == 0
     finally:
         gateway.stop()
