@@ -15,8 +15,8 @@
 //! docs/src/architecture.md maps every module.
 
 // No unsafe code outside four engine modules, each of which allows it for itself and gives
-// every block a SAFETY comment: engine/chat_template.rs (llama.cpp's chat code through
-// native/chat.cpp), engine/grammar.rs (llama.cpp's process-wide log callback, and the JSON
+// every block a SAFETY comment: engine/chat_template/ (llama.cpp's chat code through
+// native/chat.cpp: the template in mod.rs, the output's parse in output.rs), engine/grammar.rs (llama.cpp's process-wide log callback, and the JSON
 // Schema converter of native/schema_grammar.cpp), engine/device_sampling.rs (llama.cpp's
 // per-sequence sampler API, which llama-cpp-2 does not wrap) and engine/embedding_model.rs
 // (the embed role's model and context, owned through llama-cpp-sys-2's raw calls).

@@ -3,7 +3,8 @@
 //! and the parser that turns the output back into content and tool calls — what llama-server
 //! does with a request, none of it re-implemented here. This module only crosses the FFI
 //! boundary and reads the shim's JSON; what to render and how to use the result is
-//! [`super::prompt`]'s and [`super::tools`]'s. One of the crate's modules with unsafe code,
+//! [`super::prompt`]'s and [`super::tools`]'s. [`output`] reads a task's output back
+//! with the parser a rendering gave. One of the crate's modules with unsafe code,
 //! each block with its reason.
 
 #![allow(unsafe_code)]
@@ -12,6 +13,10 @@ use std::ffi::{c_char, c_int, CStr, CString};
 use std::ptr::NonNull;
 
 use serde::Deserialize;
+
+mod output;
+
+pub(super) use output::{OutputParser, Parsed, ParsedCall};
 
 /// The shim's opaque handle (`struct warren_chat`).
 #[repr(C)]
@@ -80,24 +85,6 @@ pub(super) struct Rendered {
     pub preserved_tokens: Vec<String>,
     /// The serialized output parser.
     pub parser: String,
-}
-
-/// One tool call read from the output.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub(super) struct ParsedCall {
-    /// The function's name.
-    pub name: String,
-    /// Its arguments, as the JSON text the model wrote.
-    pub arguments: String,
-}
-
-/// The output split into what the model said and what it called.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub(super) struct Parsed {
-    /// Text outside tool calls.
-    pub content: String,
-    /// The calls, in order.
-    pub tool_calls: Vec<ParsedCall>,
 }
 
 /// Reads what the shim left in `out`, then frees it. `status` 0 means success.
@@ -191,47 +178,5 @@ impl Drop for ChatTemplate {
     }
 }
 
-/// The parser a rendering returned, kept to read that task's output.
-#[derive(Debug)]
-pub(super) struct OutputParser {
-    format: c_int,
-    generation_prompt: CString,
-    parser: CString,
-}
-
-impl OutputParser {
-    /// The parser of `rendered`.
-    pub(super) fn of(rendered: &Rendered) -> Result<OutputParser, String> {
-        Ok(OutputParser {
-            format: rendered.format,
-            generation_prompt: c_string("the generation prompt", &rendered.generation_prompt)?,
-            parser: c_string("the output parser", &rendered.parser)?,
-        })
-    }
-
-    /// Splits `text` into content and tool calls; `partial` while it may still grow.
-    pub(super) fn parse(&self, text: &str, partial: bool) -> Result<Parsed, String> {
-        let text = c_string("the output", text)?;
-        let mut out: *mut c_char = std::ptr::null_mut();
-        // SAFETY: every string is NUL-terminated and outlives the call; the shim catches
-        // every exception and sets `out`.
-        let json = unsafe {
-            take(
-                warren_chat_parse(
-                    text.as_ptr(),
-                    c_int::from(partial),
-                    self.format,
-                    self.generation_prompt.as_ptr(),
-                    self.parser.as_ptr(),
-                    &mut out,
-                ),
-                out,
-            )
-        }?;
-        serde_json::from_str(&json).map_err(|e| format!("the shim's parse is not JSON: {e}"))
-    }
-}
-
 #[cfg(test)]
-#[path = "chat_template_tests.rs"]
 mod tests;

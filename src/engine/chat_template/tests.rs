@@ -3,13 +3,13 @@ use serde_json::json;
 use super::*;
 
 /// warren's template for the default model, as the engine loads it.
-const GEMMA: &str = include_str!("../../config/templates/gemma.jinja");
+const GEMMA: &str = include_str!("../../../config/templates/gemma.jinja");
 
-fn gemma() -> ChatTemplate {
+pub(super) fn gemma() -> ChatTemplate {
     ChatTemplate::new(GEMMA, "<bos>", "<eos>", true).expect("the shipped template parses")
 }
 
-fn weather_tool() -> serde_json::Value {
+pub(super) fn weather_tool() -> serde_json::Value {
     json!({"type": "function", "function": {
         "name": "get_weather",
         "description": "The weather in a city.",
@@ -18,7 +18,7 @@ fn weather_tool() -> serde_json::Value {
 }
 
 /// The shipped template's rendering of `question` with the weather tool and `choice`.
-fn asked(question: &str, choice: &str) -> Rendered {
+pub(super) fn asked(question: &str, choice: &str) -> Rendered {
     gemma()
         .apply(&json!({"messages": [{"role": "user", "content": question}],
                        "tools": [weather_tool()], "tool_choice": choice}))
@@ -87,23 +87,6 @@ fn none_gives_no_grammar() {
 }
 
 #[test]
-fn a_call_in_the_output_is_parsed_back() {
-    let rendered = asked("Weather in Paris?", "required");
-    let parser = OutputParser::of(&rendered).unwrap();
-    let parsed = parser
-        .parse(
-            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
-            false,
-        )
-        .unwrap();
-    assert_eq!(parsed.tool_calls.len(), 1, "{parsed:?}");
-    assert_eq!(parsed.tool_calls[0].name, "get_weather");
-    let arguments: serde_json::Value =
-        serde_json::from_str(&parsed.tool_calls[0].arguments).unwrap();
-    assert_eq!(arguments, json!({"city": "Paris"}));
-}
-
-#[test]
 fn a_history_with_calls_and_results_renders_them() {
     let rendered = gemma()
         .apply(&json!({"messages": [
@@ -134,18 +117,6 @@ fn a_broken_template_is_refused_with_llama_cpps_reason() {
         .err()
         .expect("a broken template is refused");
     assert!(!error.is_empty());
-}
-
-#[test]
-fn output_that_is_no_call_is_refused_or_content() {
-    let rendered = gemma()
-        .apply(&json!({"messages": [{"role": "user", "content": "Hi"}],
-                       "tools": [weather_tool()], "tool_choice": "auto"}))
-        .unwrap();
-    let parser = OutputParser::of(&rendered).unwrap();
-    let parsed = parser.parse("Hello there.", false).unwrap();
-    assert_eq!(parsed.content, "Hello there.");
-    assert!(parsed.tool_calls.is_empty());
 }
 
 #[test]
@@ -189,7 +160,7 @@ fn needs_model_the_shipped_template_renders_as_llama_cpps_builtin_gemma_did() {
 #[test]
 fn a_chatml_template_with_tools_is_recognised_too() {
     // The template tests/python/test_gguf_template.py writes into a GGUF.
-    let source = include_str!("../../tests/python/data/chatml-tools.jinja");
+    let source = include_str!("../../../tests/python/data/chatml-tools.jinja");
     let template = ChatTemplate::new(source, "<bos>", "<eos>", true).unwrap();
     let rendered = template
         .apply(

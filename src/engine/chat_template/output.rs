@@ -1,0 +1,107 @@
+//! A task's output read back into content and tool calls, by the parser llama.cpp's chat
+//! code returned with the task's rendering (`common_chat_parse`, through the shim). One of
+//! the crate's modules with unsafe code: the one call across the FFI, with its reason.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, CString};
+
+use serde::Deserialize;
+
+use super::{c_string, take, warren_chat_parse, Rendered};
+
+/// One tool call read from the output.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(in crate::engine) struct ParsedCall {
+    /// The function's name.
+    pub name: String,
+    /// Its arguments, as the JSON text the model wrote.
+    pub arguments: String,
+}
+
+/// The output split into what the model said and what it called.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(in crate::engine) struct Parsed {
+    /// Text outside tool calls.
+    pub content: String,
+    /// The calls, in order.
+    pub tool_calls: Vec<ParsedCall>,
+}
+
+/// The parser a rendering returned, kept to read that task's output.
+#[derive(Debug)]
+pub(in crate::engine) struct OutputParser {
+    format: c_int,
+    generation_prompt: CString,
+    parser: CString,
+}
+
+impl OutputParser {
+    /// The parser of `rendered`.
+    pub(in crate::engine) fn of(rendered: &Rendered) -> Result<OutputParser, String> {
+        Ok(OutputParser {
+            format: rendered.format,
+            generation_prompt: c_string("the generation prompt", &rendered.generation_prompt)?,
+            parser: c_string("the output parser", &rendered.parser)?,
+        })
+    }
+
+    /// Splits `text` into content and tool calls; `partial` while it may still grow.
+    pub(in crate::engine) fn parse(&self, text: &str, partial: bool) -> Result<Parsed, String> {
+        let text = c_string("the output", text)?;
+        let mut out: *mut c_char = std::ptr::null_mut();
+        // SAFETY: every string is NUL-terminated and outlives the call; the shim catches
+        // every exception and sets `out`.
+        let json = unsafe {
+            take(
+                warren_chat_parse(
+                    text.as_ptr(),
+                    c_int::from(partial),
+                    self.format,
+                    self.generation_prompt.as_ptr(),
+                    self.parser.as_ptr(),
+                    &mut out,
+                ),
+                out,
+            )
+        }?;
+        serde_json::from_str(&json).map_err(|e| format!("the shim's parse is not JSON: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::tests::{asked, gemma, weather_tool};
+    use super::*;
+
+    #[test]
+    fn a_call_in_the_output_is_parsed_back() {
+        let rendered = asked("Weather in Paris?", "required");
+        let parser = OutputParser::of(&rendered).unwrap();
+        let parsed = parser
+            .parse(
+                "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+                false,
+            )
+            .unwrap();
+        assert_eq!(parsed.tool_calls.len(), 1, "{parsed:?}");
+        assert_eq!(parsed.tool_calls[0].name, "get_weather");
+        let arguments: serde_json::Value =
+            serde_json::from_str(&parsed.tool_calls[0].arguments).unwrap();
+        assert_eq!(arguments, json!({"city": "Paris"}));
+    }
+
+    #[test]
+    fn output_that_is_no_call_is_refused_or_content() {
+        let rendered = gemma()
+            .apply(&json!({"messages": [{"role": "user", "content": "Hi"}],
+                           "tools": [weather_tool()], "tool_choice": "auto"}))
+            .unwrap();
+        let parser = OutputParser::of(&rendered).unwrap();
+        let parsed = parser.parse("Hello there.", false).unwrap();
+        assert_eq!(parsed.content, "Hello there.");
+        assert!(parsed.tool_calls.is_empty());
+    }
+}
