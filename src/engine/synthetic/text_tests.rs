@@ -1,17 +1,15 @@
-//! Tests of the synthetic engine: lengths, seeds, stops, refusals, the context, streaming
-//! and timeouts, without a broker.
+//! The synthetic engine's text: lengths, seeds, stops, refusals, the context, streaming.
 
 use super::*;
 use crate::config::Settings;
-use crate::engine::GenerationRequest;
 
-fn task(body: serde_json::Value) -> Task {
+pub(in crate::engine::synthetic) fn task(body: serde_json::Value) -> Task {
     let limits = Settings::defaults().task_limits();
     crate::protocol::parse_task(body.to_string().as_bytes(), &limits).unwrap()
 }
 
 /// A pace fast enough for tests, or slow enough to time out.
-fn pace(tokens_per_second: f64) -> SyntheticSettings {
+pub(in crate::engine::synthetic) fn pace(tokens_per_second: f64) -> SyntheticSettings {
     SyntheticSettings {
         first_token_ms: 0,
         tokens_per_second,
@@ -129,33 +127,4 @@ async fn a_stop_string_across_words_is_never_streamed() {
     let (done, text) = streamed(body).await;
     assert_eq!(done.finish_reason, FinishReason::Stop);
     assert_eq!(text, done.text);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_engine_times_out_a_slow_task_and_serves_the_next() {
-    let mut settings = Settings::defaults().engine;
-    settings.backend = crate::config::EngineBackend::Synthetic;
-    settings.synthetic = pace(5.0);
-    let engine = tokio::task::spawn_blocking(move || start(&settings).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(engine.info().name, MODEL_NAME);
-    let request = |body| GenerationRequest {
-        task: task(body),
-        stream: None,
-    };
-    let slow = serde_json::json!({"prompt": "Hi", "max_tokens": 50, "timeout_ms": 300});
-    let timed_out = engine.generate(request(slow)).await.unwrap_err();
-    assert_eq!(timed_out.code, ErrorCode::Timeout);
-    let next = engine
-        .generate(request(
-            serde_json::json!({"prompt": "Hi", "max_tokens": 2}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(next.completion_tokens, 2);
-    assert_eq!(engine.occupancy().busy(), 0);
-    tokio::task::spawn_blocking(move || engine.stop())
-        .await
-        .unwrap();
 }

@@ -1,27 +1,16 @@
-//! The synthetic engine (`engine.backend = "synthetic"`): the engine's contract without a
-//! model, so that the whole path (gateway, queue, worker, commit, reply) runs at the
-//! broker's speed and a fleet costs nothing but processes. It answers the same
-//! [`Message`]s as the llama.cpp thread: jobs wait for one of `engine.slots` slots, take
-//! `[engine.synthetic]`'s time to a first token, then make up one word per token at its
-//! pace, streamed as they come; `max_tokens`, stop sequences, timeouts, cancels (a caller
-//! that drops its future), the context's size and a seed (same seed, same words) behave as
-//! with a model. What it cannot fake honestly it refuses by name: output constraints, tools,
-//! log probabilities and logit biases. Its replies name the model "synthetic".
+//! The synthetic engine's made-up text: one word per token at `[engine.synthetic]`'s pace,
+//! seeded like a model's (same seed, same words), cut at stop sequences (an end that may
+//! begin one held back from the stream), bounded by `max_tokens` and the context, and the
+//! refusal of what only a model can answer.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
-use super::generated_text::longest_suffix_prefix;
-use super::{
-    Delta, Engine, EngineStartError, Generation, Job, Message, ModelInfo, Occupancy, StepTimes,
-};
-use crate::config::{EngineSettings, SyntheticSettings};
+use super::super::generated_text::longest_suffix_prefix;
+use super::super::{Delta, Generation};
+use crate::config::SyntheticSettings;
 use crate::protocol::{ErrorCode, FinishReason, Input, Task, TaskError};
-
-/// The model name replies carry.
-pub const MODEL_NAME: &str = "synthetic";
 
 /// The words made-up text is drawn from.
 const WORDS: [&str; 16] = [
@@ -29,116 +18,8 @@ const WORDS: [&str; 16] = [
     "burrow", "keeps", "its", "own", "path",
 ];
 
-/// Starts the synthetic engine on a thread of its own.
-pub(super) fn start(settings: &EngineSettings) -> Result<Engine, EngineStartError> {
-    let (jobs, received) = mpsc::unbounded_channel();
-    let occupancy = Arc::new(Occupancy::default());
-    let slots = settings.slots as usize;
-    let context = settings.context_size;
-    let (pace, served) = (settings.synthetic.clone(), occupancy.clone());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|e| EngineStartError::Llama(format!("cannot start the synthetic engine: {e}")))?;
-    let thread = std::thread::Builder::new()
-        .name("warren-synthetic".into())
-        .spawn(move || runtime.block_on(serve(received, pace, served, slots, context)))
-        .map_err(|e| EngineStartError::Llama(format!("cannot spawn the engine thread: {e}")))?;
-    Ok(Engine {
-        jobs,
-        info: ModelInfo {
-            name: MODEL_NAME.to_owned(),
-            context_per_slot: context,
-            slots: settings.slots,
-            gpu_layers: 0,
-            chat_template_source: "none (synthetic engine)".to_owned(),
-        },
-        occupancy,
-        times: Arc::new(StepTimes::default()),
-        thread: std::sync::Mutex::new(Some(thread)),
-    })
-}
-
-/// Serves jobs until `Stop` (or every handle is gone); jobs still running are then dropped,
-/// and their callers told the engine stopped.
-async fn serve(
-    mut received: mpsc::UnboundedReceiver<Message>,
-    pace: SyntheticSettings,
-    occupancy: Arc<Occupancy>,
-    slots: usize,
-    context: u32,
-) {
-    let free = Arc::new(Semaphore::new(slots));
-    let pace = Arc::new(pace);
-    while let Some(message) = received.recv().await {
-        match message {
-            Message::Job(job) => {
-                let (free, pace, occupancy) = (free.clone(), pace.clone(), occupancy.clone());
-                tokio::spawn(async move {
-                    run(*job, &free, &pace, &occupancy, slots, context).await;
-                });
-            }
-            Message::Embed(job) => {
-                occupancy.job_taken();
-                job.refuse(TaskError::new(
-                    ErrorCode::InvalidRequest,
-                    "embedding needs a model: this worker runs the synthetic engine",
-                ));
-            }
-            Message::Stop => break,
-        }
-    }
-    occupancy.set_busy(0);
-}
-
-/// One job: a slot, then the made-up text; abandoned as soon as its caller goes away.
-async fn run(
-    job: Job,
-    free: &Arc<Semaphore>,
-    pace: &SyntheticSettings,
-    occupancy: &Occupancy,
-    slots: usize,
-    context: u32,
-) {
-    let Job {
-        request,
-        submitted,
-        mut reply,
-    } = job;
-    let slot = tokio::select! {
-        slot = free.clone().acquire_owned() => slot.ok(),
-        _ = reply.closed() => None,
-    };
-    occupancy.job_taken();
-    let Some(slot) = slot else { return };
-    occupancy.set_busy(slots - free.available_permits());
-    let slot_wait = submitted.elapsed();
-    let task = &request.task;
-    let generated = tokio::select! {
-        result = tokio::time::timeout(task.timeout, generate(task, request.stream.as_ref(), pace, context)) => Some(result),
-        _ = reply.closed() => None,
-    };
-    drop(slot);
-    occupancy.set_busy(slots - free.available_permits());
-    let result = match generated {
-        None => return,
-        Some(Err(_)) => Err(TaskError::new(
-            ErrorCode::Timeout,
-            format!(
-                "generation took longer than the task's timeout of {} ms",
-                task.timeout.as_millis()
-            ),
-        )),
-        Some(Ok(result)) => result.map(|mut g| {
-            g.slot_wait = slot_wait;
-            g
-        }),
-    };
-    let _ = reply.send(result);
-}
-
 /// The made-up completion of `task`, at `pace`, its words sent to `stream` as they come.
-async fn generate(
+pub(super) async fn generate(
     task: &Task,
     stream: Option<&mpsc::UnboundedSender<Delta>>,
     pace: &SyntheticSettings,
@@ -270,5 +151,5 @@ fn jittered(base: Duration, share: f64, rng: &mut fastrand::Rng) -> Duration {
 }
 
 #[cfg(test)]
-#[path = "synthetic_tests.rs"]
-mod tests;
+#[path = "text_tests.rs"]
+pub(super) mod tests;
