@@ -84,6 +84,19 @@ impl TaskError {
     }
 }
 
+/// A value quoted in an error message, cut short so a hostile 1 MB value does not echo back.
+pub(super) fn short(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.len() <= 40 {
+        return text;
+    }
+    let mut end = 40;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::error::short;
 use super::task::ChatMessage;
 use super::tools::Tool;
 use super::{TaskError, WIRE_VERSION};
@@ -205,19 +206,6 @@ pub(super) fn json_kind(value: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
-}
-
-/// A value quoted in an error message, cut short so a hostile 1 MB value does not echo back.
-pub(super) fn short(value: &Value) -> String {
-    let text = value.to_string();
-    if text.len() <= 40 {
-        return text;
-    }
-    let mut end = 40;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::task_body::short;
+use super::error::short;
 use super::TaskError;
 
 /// Longest function name OpenAI accepts.

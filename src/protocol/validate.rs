@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::constraint::constraint;
+use super::error::short;
 use super::task::{ChatMessage, Input, Role, Sampling, Task};
-use super::task_body::{short, unsupported_version};
+use super::task_body::unsupported_version;
 use super::tools::{checked_tools, ToolChoice};
 use super::{TaskBody, TaskError, MAX_TOP_LOGPROBS, WIRE_VERSION};
 
