@@ -171,6 +171,7 @@ docs:
 
 lint: setup
 	$(CARGO) fmt --check
+	scripts/check-circles.py
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 	$(MAKE) docs
 	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts.test.yml
