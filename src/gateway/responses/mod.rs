@@ -116,8 +116,8 @@ async fn create_response(
     request.model = app.models.reply_name(&request.model).to_owned();
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let created_at = clock::unix_seconds();
+    let max_tokens = checked.max_tokens.or(checked.default_max_tokens);
     if !request.background {
-        let max_tokens = checked.max_tokens.or(checked.default_max_tokens);
         let charge = app
             .admit_task(
                 &caller,
@@ -146,10 +146,7 @@ async fn create_response(
             return Ok(Json(recorded(&background.store, &earlier).await?).into_response());
         }
     }
-    let tokens = admission::token_estimate(
-        request.prompt_chars,
-        checked.max_tokens.or(checked.default_max_tokens),
-    );
+    let tokens = admission::token_estimate(request.prompt_chars, max_tokens);
     let admitted = app.admission.admit(key, tokens).await;
     let accepted = match admitted {
         Ok(_charge) => accept(&app, &id, created_at, &request, &task, owner.clone()).await,
