@@ -87,19 +87,18 @@ test: setup model broker-up redis-up
 	@scripts/timed.sh "python tests" $(MAKE) test-python
 
 # The gateway's end-to-end tests: the official `openai` SDK against real gateway and worker
-# processes (run after `cargo build --release`). The virtualenv lives under target/.
+# processes (run after `cargo build --release`). target/pyenv links to a virtualenv installed
+# once per machine and set of pins (scripts/cached-tools.sh): a fresh clone reuses it.
 PYENV := target/pyenv
 $(PYENV)/.installed: tests/python/requirements.txt examples/python/requirements.txt
-	python3 -m venv $(PYENV)
-	$(PYENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r examples/python/requirements.txt
+	scripts/cached-tools.sh venv $(PYENV) $^
 	touch $@
 
 # Agent frameworks (langchain-openai, instructor) resolve to an older `openai` SDK than the
 # gateway tests pin: they get their own virtualenv.
 AGENTSENV := target/agents-venv
 $(AGENTSENV)/.installed: tests/python/agents/requirements.txt
-	python3 -m venv $(AGENTSENV)
-	$(AGENTSENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/agents/requirements.txt
+	scripts/cached-tools.sh venv $(AGENTSENV) $^
 	touch $@
 
 # Two test files at a time (pytest-xdist, a file's tests on one process), except

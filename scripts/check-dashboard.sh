@@ -2,18 +2,14 @@
 # Type-checks the Grafana dashboard (deploy/grafana/warren.json) against Grafana's published
 # dashboard schema, offline: npm's @grafana/schema (its `Dashboard` type) and TypeScript in
 # strict mode, with the JSON inlined as an object literal so that an unknown field, a wrong
-# type or an unknown panel or variable kind is an error. Tools go to target/grafana.
+# type or an unknown panel or variable kind is an error. Tools go to target/grafana
+# (node_modules: installed once per machine, scripts/cached-tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=target/grafana
 check=deploy/grafana/check
 
-if [ ! -f "$tools/.installed" ] || [ "$check/package-lock.json" -nt "$tools/.installed" ]; then
-  rm -rf "$tools" && mkdir -p "$tools"
-  cp "$check/package.json" "$check/package-lock.json" "$tools/"
-  (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error)
-  touch "$tools/.installed"
-fi
+scripts/cached-tools.sh npm "$tools/node_modules" "$check"
 {
   echo 'import type { Dashboard } from "@grafana/schema";'
   printf 'export const dashboard: Dashboard = '

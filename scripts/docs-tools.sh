@@ -3,7 +3,8 @@
 # - mdbook (pinned), built with `cargo install` into cargo's own bin folder ($CARGO_HOME/bin,
 #   ~/.cargo/bin by default), so that a fresh checkout on the same machine does not build it
 #   again (a few minutes on 2 cores);
-# - lychee (pinned in docs/requirements.txt) in the virtualenv target/docs-venv.
+# - lychee (pinned in docs/requirements.txt) in the virtualenv target/docs-venv, installed once
+#   per machine (scripts/cached-tools.sh).
 # Prints the path of the mdbook to use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,12 +20,5 @@ else
     cargo install mdbook --locked --version "$MDBOOK_VERSION" >&2
 fi
 
-if [ -f "$VENV/.installed" ] && cmp -s docs/requirements.txt "$VENV/.installed"; then
-    echo "docs-tools: lychee present ($VENV)" >&2
-else
-    echo "docs-tools: installing docs/requirements.txt (lychee) into the virtualenv $VENV" >&2
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r docs/requirements.txt
-    cp docs/requirements.txt "$VENV/.installed"
-fi
+scripts/cached-tools.sh venv "$VENV" docs/requirements.txt >&2
 echo "$CARGO_BIN/mdbook"
