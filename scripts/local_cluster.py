@@ -45,6 +45,8 @@ class Cluster:
         # Erlang terms for advanced.config (e.g. ra's WAL settings, which rabbitmq.conf lacks).
         self.advanced = state.get("advanced", "[].")
         self.urls = [f"amqp://guest:guest@127.0.0.1:{port}/%2f" for port in self.ports]
+        # The nodes this object stopped and has not started again.
+        self.stopped = set()
 
     @classmethod
     def load(cls, root):
@@ -86,6 +88,16 @@ class Cluster:
     def start(self, i):
         self.launch(i)
         self.await_started(i)
+        self.stopped.discard(i)
+
+    def start_stopped(self):
+        """Starts again, at once, every node this object stopped (each rejoins the cluster)."""
+        down = sorted(self.stopped)
+        for i in down:
+            self.launch(i)
+        for i in down:
+            self.await_started(i)
+        self.stopped.clear()
 
     def launch(self, i):
         subprocess.Popen([str(RABBIT / "rabbitmq-server")], env=self.env(i),
@@ -119,6 +131,7 @@ class Cluster:
 
     def stop(self, i):
         self.ctl(i, "stop", check=False)
+        self.stopped.add(i)
 
     def stop_all(self):
         for i in range(3):

@@ -212,21 +212,29 @@ def embed_stack(request):
     names.delete()
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    """A three-node RabbitMQ cluster of the local installation (scripts/local_cluster.py),
-    torn down after the test."""
+@pytest.fixture(scope="module")
+def cluster_nodes(tmp_path_factory):
+    """A three-node RabbitMQ cluster of the local installation (scripts/local_cluster.py), one
+    per test module, torn down after the module's tests."""
     import sys
 
     sys.path.insert(0, str(REPO / "scripts"))
     from local_cluster import Cluster
 
-    cluster = Cluster(tmp_path)
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
     try:
         cluster.start_all()
         yield cluster
     finally:
         cluster.stop_all()
+
+
+@pytest.fixture
+def cluster(cluster_nodes):
+    """The module's cluster with its three nodes running: a node an earlier test stopped is
+    started again (it rejoins; booting one node is a fraction of building the cluster)."""
+    cluster_nodes.start_stopped()
+    return cluster_nodes
 
 
 @pytest.fixture

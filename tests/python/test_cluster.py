@@ -6,7 +6,8 @@ every task gets its reply (a second only for a reply caught unconfirmed by a sto
 dead-lettered, the worker consumes again within 15 s,
 and publishers given the node list (pika, the gateway, `warren submit`) carry on. Then, on a
 model spread over four shards (`topology.shards`), the node leading a shard is stopped under
-load: nothing lost, none dead-lettered. The cluster is torn down after each test.
+load: nothing lost, none dead-lettered. The tests share one cluster, each starting with its
+three nodes running (a node the test before stopped is started again).
 Its queues are all quorum (`topology.parking_queue_type = "quorum"`)."""
 
 import json
