@@ -165,9 +165,8 @@ async fn serve(
     request.body.deadline_ms = Some(app.deadline_ms());
     let model = app.models.reply_name(&request.model).to_owned();
     let queue = app.embeddings_queue.as_str();
-    let mut charge = app
-        .admit_task(&caller, queue, &model, request.input_chars, Some(0))
-        .await?;
+    let tokens = admission::token_estimate(request.input_chars, Some(0));
+    let mut charge = app.admit(&caller, queue, &model, tokens).await?;
     let rate_headers = charge.headers().to_vec();
     let id = format!("emb-{}", uuid::Uuid::new_v4().simple());
     let bytes = request.body.to_bytes();

@@ -9,7 +9,8 @@
 //! [`batches`] (`/v1/batches`, and `/v1/files` for their input and output), and [`models`] (`/v1/models`,
 //! and how a request's model is routed). Shared by them: [`results`] consumes the results
 //! queue that background responses and batches share; [`errors`] is OpenAI's error envelope;
-//! [`admission`] checks API keys and rate limits; [`service_tier`] maps OpenAI's tiers to warren's; [`queue_depth`] watches the task queues; [`format`] translates output formats;
+//! [`intake`] is what every task-publishing request goes through before its task is published
+//! (caller, check, routing, admission, in that order); [`admission`] checks API keys and rate limits; [`service_tier`] maps OpenAI's tiers to warren's; [`queue_depth`] watches the task queues; [`format`] translates output formats;
 //! [`unsupported`] takes or refuses, by name, the fields no endpoint reads; `traced` gives each
 //! request its span in the caller's trace;
 //! [`broker_link`] keeps the [`crate::client::Client`] connected and cancels tasks whose
@@ -26,6 +27,7 @@ pub mod completions;
 pub mod embeddings;
 pub mod errors;
 pub mod format;
+pub mod intake;
 pub mod metrics;
 pub mod models;
 pub mod queue_depth;
@@ -40,10 +42,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -53,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::management::Management;
 use crate::config::{ConfigError, Settings};
-use admission::{Admission, Charge};
+use admission::Admission;
 use broker_link::BrokerLink;
 use errors::ApiError;
 use metrics::GatewayMetrics;
@@ -86,63 +85,6 @@ pub struct Shared {
     pub embeddings_queue: String,
     /// `Retry-After` of a 503 to a caller that refused to wait for a cold start.
     pub cold_start_retry_after: Duration,
-}
-
-/// What a request that publishes a task brings before its body is parsed.
-pub struct Caller {
-    /// The API key it authenticated with.
-    pub key: String,
-    /// Whether it waits for a cold start.
-    pub cold_start: cold_start::ColdStart,
-    /// Its body, within `gateway.max_body_bytes`.
-    pub body: Bytes,
-}
-
-impl Shared {
-    /// The caller of a request that publishes a task, in the order its errors take
-    /// precedence: 401 for its key, then 400 for its cold-start header, then 413 for its
-    /// body.
-    pub fn caller(
-        &self,
-        headers: &HeaderMap,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Result<Caller, ApiError> {
-        Ok(Caller {
-            key: self.admission.authenticate(headers)?,
-            cold_start: cold_start::ColdStart::from_headers(headers)?,
-            body: ApiError::read_body(body, self.max_body_bytes)?,
-        })
-    }
-
-    /// Lets `caller`'s task for `model` in, before it is published to `queue`: 503 when
-    /// no worker consumes the queue and the caller refused to wait ([`cold_start`]), then
-    /// the caller's rate limit charged the task's estimated tokens, from its prompt's
-    /// characters and the tokens it may generate (429 when spent).
-    pub async fn admit_task(
-        &self,
-        caller: &Caller,
-        queue: &str,
-        model: &str,
-        prompt_chars: usize,
-        max_tokens: Option<u32>,
-    ) -> Result<Charge, ApiError> {
-        let tokens = admission::token_estimate(prompt_chars, max_tokens);
-        cold_start::refuse_if_cold(
-            &self.broker_link,
-            caller.cold_start,
-            queue,
-            model,
-            self.cold_start_retry_after,
-        )
-        .await?;
-        self.admission.admit(&caller.key, tokens).await
-    }
-
-    /// `deadline_ms` of a task whose caller waits for it: when the request times out.
-    pub fn deadline_ms(&self) -> u64 {
-        u64::try_from((crate::clock::since_epoch() + self.request_timeout).as_millis())
-            .unwrap_or(u64::MAX)
-    }
 }
 
 /// A gateway bound to its address, ready to serve.

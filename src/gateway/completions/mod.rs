@@ -102,26 +102,15 @@ async fn serve(
     let caller = app.caller(&headers, body)?;
     let mut request = request::parse_request(kind, &caller.body)?;
     request.task.deadline_ms = Some(app.deadline_ms());
-    // The worker checks every task again; checking here answers a bad request at once.
-    let (task, checked) =
-        (request.task.checked_bytes(&app.limits)).map_err(ApiError::refused_task)?;
-    request.model = app.models.reply_name(&request.model).to_owned();
-    let routing_key = app.models.routing_key(&request.model)?;
-    let queue = app.models.task_queue(routing_key);
-    let max_tokens = checked.max_tokens.or(checked.default_max_tokens);
-    let charge = app
-        .admit_task(
-            &caller,
-            &queue,
-            &request.model,
-            request.prompt_chars,
-            max_tokens,
-        )
-        .await?;
+    let checked = app.check_task(&request.task, &request.model, request.prompt_chars)?;
+    let charge = app.admit_task(&caller, &checked).await?;
     let rate_headers = charge.headers().to_vec();
+    request.model = checked.model;
+    let routing_key = app.models.routing_key(&request.model)?;
 
     let id = format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple());
-    let (models, model, task, task_id) = (&app.models, request.model.as_str(), &task, id.as_str());
+    let task = checked.bytes.as_slice();
+    let (models, model, task_id) = (&app.models, request.model.as_str(), id.as_str());
     let tier = request.tier;
     let (pending, guard) = app
         .broker_link

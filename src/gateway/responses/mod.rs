@@ -29,7 +29,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use crate::clock;
-use crate::gateway::admission::{self, owner_of, Charge};
+use crate::gateway::admission::{owner_of, Charge};
 use crate::gateway::broker_link::CancelOnDrop;
 use crate::gateway::errors::ApiError;
 use crate::gateway::Shared;
@@ -107,33 +107,20 @@ async fn create_response(
     if !request.background {
         request.task.deadline_ms = Some(app.deadline_ms());
     }
-    let (task, checked) =
-        (request.task.checked_bytes(&app.limits)).map_err(ApiError::refused_task)?;
-    // A model not served is answered before any rate limit or record is spent on it.
-    let queue = app
-        .models
-        .task_queue(app.models.routing_key(&request.model)?);
-    request.model = app.models.reply_name(&request.model).to_owned();
+    let checked = app.check_task(&request.task, &request.model, request.prompt_chars)?;
+    request.model.clone_from(&checked.model);
+    let task = checked.bytes.as_slice();
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let created_at = clock::unix_seconds();
-    let max_tokens = checked.max_tokens.or(checked.default_max_tokens);
     if !request.background {
-        let charge = app
-            .admit_task(
-                &caller,
-                &queue,
-                &request.model,
-                request.prompt_chars,
-                max_tokens,
-            )
-            .await?;
+        let charge = app.admit_task(&caller, &checked).await?;
         let keeper = request.store.then(|| Keeper {
             store: app.responses.store.clone(),
             id: id.clone(),
             owner: owner_of(key),
             input: request.conversation(),
         });
-        return wait_for_answer(&app, &id, created_at, &request, &task, keeper, charge).await;
+        return wait_for_answer(&app, &id, created_at, &request, task, keeper, charge).await;
     }
     let owner = owner_of(key);
     let background = &app.responses;
@@ -146,10 +133,9 @@ async fn create_response(
             return Ok(Json(recorded(&background.store, &earlier).await?).into_response());
         }
     }
-    let tokens = admission::token_estimate(request.prompt_chars, max_tokens);
-    let admitted = app.admission.admit(key, tokens).await;
+    let admitted = app.admission.admit(key, checked.tokens).await;
     let accepted = match admitted {
-        Ok(_charge) => accept(&app, &id, created_at, &request, &task, owner.clone()).await,
+        Ok(_charge) => accept(&app, &id, created_at, &request, task, owner.clone()).await,
         Err(e) => Err(e),
     };
     match accepted {
