@@ -59,7 +59,13 @@ pub struct GatewaySettings {
     pub batch_max_requests: usize,
     /// Most tasks of one batch published and not yet answered.
     pub batch_in_flight: usize,
+    /// How long a replica's claim on a batch it runs lasts without renewal, in ms.
+    pub batch_lease_ms: u64,
 }
+
+/// The shortest batch lease: four of a runner's renewals, so that a slow renewal or two does
+/// not hand its batch to another replica while it still runs.
+const MIN_BATCH_LEASE_MS: u64 = 1000;
 
 impl GatewaySettings {
     /// The models served under routing by model: `models`, else `model_name` alone.
@@ -134,6 +140,12 @@ impl GatewaySettings {
             return Err(invalid(
                 "gateway.max_file_bytes",
                 "gateway.batch_max_requests and gateway.batch_in_flight must be at least 1",
+            ));
+        }
+        if self.batch_lease_ms < MIN_BATCH_LEASE_MS {
+            return Err(invalid(
+                "gateway.batch_lease_ms",
+                "must be at least 1000: a runner renews its lease every 250 ms",
             ));
         }
         if !self.webhook_url.is_empty() && self.webhook_secret.expose_secret().is_empty() {

@@ -153,6 +153,7 @@ impl Gateway {
                 max_file_bytes: g.max_file_bytes,
                 max_requests: g.batch_max_requests,
                 in_flight: g.batch_in_flight,
+                lease_ms: g.batch_lease_ms,
                 shutdown: CancellationToken::new(),
             },
             metrics,

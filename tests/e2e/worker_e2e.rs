@@ -588,7 +588,7 @@ async fn prefetch_bounds_the_deliveries_a_worker_holds() {
         let mut samples = Vec::new();
         while !sampling_done.load(std::sync::atomic::Ordering::Relaxed) && samples.len() < 500 {
             samples.push(crate::common::unacked_count(&queue));
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(500));
         }
         samples
     });

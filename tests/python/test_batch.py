@@ -260,7 +260,9 @@ def test_an_expired_batch_stops_and_reports_what_did_not_run(stack):
 def test_a_batch_outlives_the_gateway_that_accepted_it():
     names = Names("batch-restart")
     worker = start_worker(names, engine__slots=2)
-    first = start_gateway(names, gateway__batch_in_flight=2)
+    # A short lease: the killed gateway's batch is taken over within about 4 s, not 20.
+    lease = {"gateway__batch_lease_ms": 3000}
+    first = start_gateway(names, gateway__batch_in_flight=2, **lease)
     second = None
     try:
         client = sdk(first.base_url)
@@ -268,7 +270,7 @@ def test_a_batch_outlives_the_gateway_that_accepted_it():
         batch = run_batch(client, lines)
         wait_completed(client, batch.id, 2)
         first.kill()
-        second = start_gateway(names)
+        second = start_gateway(names, **lease)
         client = sdk(second.base_url)
         batch = wait_final(client, batch.id)
         assert batch.status == "completed"

@@ -186,6 +186,10 @@ fn gateway_and_worker_redis_and_webhook_settings_are_checked_by_key() {
             ("WARREN__TOPOLOGY__CONTROL_EXCHANGE", "amq.nope"),
             "topology.control_exchange",
         ),
+        (
+            ("WARREN__GATEWAY__BATCH_LEASE_MS", "999"),
+            "gateway.batch_lease_ms",
+        ),
     ];
     for (var, key) in cases {
         let err = load(&[var]).expect_err(var.0).to_string();

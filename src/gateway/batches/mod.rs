@@ -49,6 +49,8 @@ pub struct Batches {
     pub max_requests: usize,
     /// Most tasks of one batch published and not yet answered.
     pub in_flight: usize,
+    /// How long a runner's lease lasts without renewal (`gateway.batch_lease_ms`).
+    pub lease_ms: u64,
     /// Stops the runners when the gateway stops.
     pub shutdown: CancellationToken,
 }

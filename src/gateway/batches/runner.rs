@@ -28,12 +28,10 @@ use crate::protocol::Tier;
 use crate::redis_link::RedisError;
 use crate::telemetry::traces;
 
-/// How long a runner's lease lasts without renewal.
-const LEASE_MS: u64 = 15_000;
 /// How often a runner looks at its batch.
 const POLL: Duration = Duration::from_millis(250);
-/// How often a replica looks for batches without a runner.
-const SUPERVISE: Duration = Duration::from_secs(5);
+/// How often a replica looks for batches without a runner, as a part of the lease.
+const SUPERVISE_PER_LEASE: u32 = 3;
 /// How long a cancelled or expired batch waits for the tasks it cancelled to answer.
 const WIND_DOWN: Duration = Duration::from_secs(30);
 
@@ -77,6 +75,7 @@ pub fn start(app: &Arc<Shared>, id: &str, shutdown: &CancellationToken) {
 
 /// Starts runners for active batches that have none, until `shutdown`.
 pub async fn supervise(app: Arc<Shared>, shutdown: CancellationToken) {
+    let period = Duration::from_millis(app.batches.lease_ms) / SUPERVISE_PER_LEASE;
     loop {
         match app.batches.store.active().await {
             Ok(ids) => ids.iter().for_each(|id| start(&app, id, &shutdown)),
@@ -84,7 +83,7 @@ pub async fn supervise(app: Arc<Shared>, shutdown: CancellationToken) {
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(SUPERVISE) => {}
+            _ = tokio::time::sleep(period) => {}
         }
     }
 }
@@ -92,7 +91,7 @@ pub async fn supervise(app: Arc<Shared>, shutdown: CancellationToken) {
 async fn run(app: &Arc<Shared>, id: &str, shutdown: &CancellationToken) -> Result<(), RedisError> {
     let store = &app.batches.store;
     let holder = app.batches.runners.holder.as_str();
-    if !store.lease(id, holder, LEASE_MS).await? {
+    if !store.lease(id, holder, app.batches.lease_ms).await? {
         return Ok(());
     }
     let Some(record) = store.batch(id).await? else {
@@ -121,7 +120,7 @@ async fn run(app: &Arc<Shared>, id: &str, shutdown: &CancellationToken) -> Resul
         if shutdown.is_cancelled() {
             return store.release(id, holder).await;
         }
-        if !store.lease(id, holder, LEASE_MS).await? {
+        if !store.lease(id, holder, app.batches.lease_ms).await? {
             return Ok(());
         }
         let Some(record) = store.batch(id).await? else {
@@ -272,7 +271,7 @@ async fn wind_down(
     }
     let deadline = tokio::time::Instant::now() + WIND_DOWN;
     while tokio::time::Instant::now() < deadline {
-        store.lease(id, holder, LEASE_MS).await?;
+        store.lease(id, holder, app.batches.lease_ms).await?;
         match store.batch(id).await? {
             Some(record) if record.outstanding() > 0 => tokio::time::sleep(POLL).await,
             _ => break,
