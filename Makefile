@@ -88,16 +88,17 @@ test: setup model broker-up redis-up
 
 # The gateway's end-to-end tests: the official `openai` SDK against real gateway and worker
 # processes (run after `cargo build --release`). target/pyenv links to a virtualenv installed
-# once per machine and set of pins (scripts/cached-tools.sh): a fresh clone reuses it.
+# once per machine and set of pins (scripts/cached-tools.sh): a fresh clone reuses it. The
+# stamp stays in this clone (beside the link, not in the shared virtualenv).
 PYENV := target/pyenv
-$(PYENV)/.installed: tests/python/requirements.txt examples/python/requirements.txt
+$(PYENV).installed: tests/python/requirements.txt examples/python/requirements.txt
 	scripts/cached-tools.sh venv $(PYENV) $^
 	touch $@
 
 # Agent frameworks (langchain-openai, instructor) resolve to an older `openai` SDK than the
 # gateway tests pin: they get their own virtualenv.
 AGENTSENV := target/agents-venv
-$(AGENTSENV)/.installed: tests/python/agents/requirements.txt
+$(AGENTSENV).installed: tests/python/agents/requirements.txt
 	scripts/cached-tools.sh venv $(AGENTSENV) $^
 	touch $@
 
@@ -106,7 +107,7 @@ $(AGENTSENV)/.installed: tests/python/agents/requirements.txt
 # The agent frameworks' tests run in their virtualenv, after. Each run prints its slowest
 # steps (where the phase's time goes, in CI's log too).
 PYTEST := -m pytest -q -p no:cacheprovider --timeout 900 --durations=8
-test-python: $(PYENV)/.installed $(AGENTSENV)/.installed
+test-python: $(PYENV).installed $(AGENTSENV).installed
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python $(PYTEST) \
 		-n 2 --dist loadfile --ignore tests/python/test_restarts.py --ignore tests/python/test_broker_blocked.py \
 		--ignore tests/python/agents tests/python
@@ -116,7 +117,7 @@ test-python: $(PYENV)/.installed $(AGENTSENV)/.installed
 
 # Side-by-side benchmark: warren (1/4/8/16 slots) vs llama-server vs the engine alone.
 # Run it with nothing else on the machine; results go to bench/results-latest.md.
-bench: setup model broker-up redis-up build $(PYENV)/.installed
+bench: setup model broker-up redis-up build $(PYENV).installed
 	scripts/bench.sh
 	scripts/bench-prefix.sh
 	scripts/bench-structured.sh
@@ -156,11 +157,11 @@ bench-ceiling: setup broker-up redis-up build
 	scripts/bench-ceiling.sh
 
 # Embeddings/s and latency: an embed worker behind the gateway against llama-server --embeddings.
-bench-embeddings: setup model broker-up redis-up build $(PYENV)/.installed
+bench-embeddings: setup model broker-up redis-up build $(PYENV).installed
 	scripts/bench-embeddings.sh
 
 # Long run (about 10 minutes at 10,000 tasks): leaks, drift, lost or doubled work.
-soak: setup model broker-up redis-up build $(PYENV)/.installed
+soak: setup model broker-up redis-up build $(PYENV).installed
 	$(PYENV)/bin/python scripts/soak.py
 
 # The book: docs/src built with mdBook into docs/book/, then every link and anchor in it and
