@@ -63,9 +63,10 @@ pub struct GatewaySettings {
     pub batch_lease_ms: u64,
 }
 
-/// The shortest batch lease: four of a runner's renewals, so that a slow renewal or two does
-/// not hand its batch to another replica while it still runs.
-const MIN_BATCH_LEASE_MS: u64 = 1000;
+/// The shortest batch lease. A runner renews it once a round: a 250 ms wait, its publishes
+/// (up to `gateway.batch_in_flight` confirms) and a second more while the queue is full, so a
+/// lease a few rounds long keeps a running batch from being taken by another replica.
+const MIN_BATCH_LEASE_MS: u64 = 5000;
 
 impl GatewaySettings {
     /// The models served under routing by model: `models`, else `model_name` alone.
@@ -145,7 +146,7 @@ impl GatewaySettings {
         if self.batch_lease_ms < MIN_BATCH_LEASE_MS {
             return Err(invalid(
                 "gateway.batch_lease_ms",
-                "must be at least 1000: a runner renews its lease every 250 ms",
+                "must be at least 5000: a runner renews its lease once a round of publishing",
             ));
         }
         if !self.webhook_url.is_empty() && self.webhook_secret.expose_secret().is_empty() {

@@ -187,7 +187,7 @@ fn gateway_and_worker_redis_and_webhook_settings_are_checked_by_key() {
             "topology.control_exchange",
         ),
         (
-            ("WARREN__GATEWAY__BATCH_LEASE_MS", "999"),
+            ("WARREN__GATEWAY__BATCH_LEASE_MS", "4999"),
             "gateway.batch_lease_ms",
         ),
     ];

@@ -4,8 +4,9 @@
 //! outcome, writes the output and error files and marks the batch final. A cancelled or
 //! expired batch stops publishing, cancels its tasks in flight and ends with what it has.
 //!
-//! One runner per batch across all replicas: it holds a lease in Redis while it runs, and
-//! every replica looks for active batches without a runner every few seconds, so a batch
+//! One runner per batch across all replicas: it holds a lease in Redis while it runs
+//! (`gateway.batch_lease_ms`), and every replica looks for active batches without a runner
+//! every third of the lease, so a batch
 //! outlives the gateway that accepted it. State lives in Redis only ([`crate::gateway::batches::store`]): a
 //! runner that dies between a publish and its record publishes that request again, and its
 //! first outcome wins. It must not answer HTTP requests.
