@@ -1,9 +1,10 @@
-//! What every request that publishes a task goes through before its task is published, in
-//! the order its errors take precedence: the caller (401 for its key, 400 for its
-//! cold-start header, 413 for its body), its task checked as the worker will check it (400)
-//! and routed to its model's queue (404 for a model not served), then admission (503 for a
-//! cold queue the caller will not wait for, 429 for a spent rate limit). The endpoints keep
-//! what is theirs: parsing their own request shape, and what happens once a task is in.
+//! What a request goes through before its task is published, in the order its errors take
+//! precedence: the caller (401 for its key, 400 for its cold-start header, 413 for its
+//! body); for a generation task (chat/completions, responses), the task checked as the worker
+//! will check it (400) and routed to its model's queue (404 for a model not served); then
+//! admission (503 for a cold queue the caller will not wait for, 429 for a spent rate limit),
+//! embeddings' too. The endpoints keep what is theirs: parsing their own request shape, and
+//! what happens once a task is in.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -31,6 +32,8 @@ pub struct CheckedTask {
     pub bytes: Vec<u8>,
     /// The model every reply names ([`super::models::Models::reply_name`]).
     pub model: String,
+    /// The routing key it is published with (`None`: the configured route).
+    pub routing_key: Option<String>,
     /// The queue it lands in.
     pub queue: String,
     /// What it counts for in the caller's rate limit: its prompt's characters and the tokens
@@ -64,12 +67,13 @@ impl Shared {
         let (bytes, checked) = task
             .checked_bytes(&self.limits)
             .map_err(ApiError::refused_task)?;
-        let queue = self.models.task_queue(self.models.routing_key(model)?);
+        let routing_key = self.models.routing_key(model)?;
         let max_tokens = checked.max_tokens.or(checked.default_max_tokens);
         Ok(CheckedTask {
             bytes,
             model: self.models.reply_name(model).to_owned(),
-            queue,
+            routing_key: routing_key.map(str::to_owned),
+            queue: self.models.task_queue(routing_key),
             tokens: admission::token_estimate(prompt_chars, max_tokens),
         })
     }

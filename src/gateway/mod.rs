@@ -9,8 +9,8 @@
 //! [`batches`] (`/v1/batches`, and `/v1/files` for their input and output), and [`models`] (`/v1/models`,
 //! and how a request's model is routed). Shared by them: [`results`] consumes the results
 //! queue that background responses and batches share; [`errors`] is OpenAI's error envelope;
-//! [`intake`] is what every task-publishing request goes through before its task is published
-//! (caller, check, routing, admission, in that order); [`admission`] checks API keys and rate limits; [`service_tier`] maps OpenAI's tiers to warren's; [`queue_depth`] watches the task queues; [`format`] translates output formats;
+//! [`intake`] is what a request goes through before its task is published (caller, then for
+//! chat/completions and responses the check and routing, then admission); [`admission`] checks API keys and rate limits; [`service_tier`] maps OpenAI's tiers to warren's; [`queue_depth`] watches the task queues; [`format`] translates output formats;
 //! [`unsupported`] takes or refuses, by name, the fields no endpoint reads; `traced` gives each
 //! request its span in the caller's trace;
 //! [`broker_link`] keeps the [`crate::client::Client`] connected and cancels tasks whose

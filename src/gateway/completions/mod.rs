@@ -105,11 +105,10 @@ async fn serve(
     let checked = app.check_task(&request.task, &request.model, request.prompt_chars)?;
     let charge = app.admit_task(&caller, &checked).await?;
     let rate_headers = charge.headers().to_vec();
-    request.model = checked.model;
-    let routing_key = app.models.routing_key(&request.model)?;
+    request.model.clone_from(&checked.model);
 
     let id = format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple());
-    let task = checked.bytes.as_slice();
+    let (task, routing_key) = (checked.bytes.as_slice(), checked.routing_key.as_deref());
     let (models, model, task_id) = (&app.models, request.model.as_str(), id.as_str());
     let tier = request.tier;
     let (pending, guard) = app

@@ -32,6 +32,7 @@ use crate::clock;
 use crate::gateway::admission::{owner_of, Charge};
 use crate::gateway::broker_link::CancelOnDrop;
 use crate::gateway::errors::ApiError;
+use crate::gateway::intake::CheckedTask;
 use crate::gateway::Shared;
 
 use object::Status;
@@ -109,7 +110,6 @@ async fn create_response(
     }
     let checked = app.check_task(&request.task, &request.model, request.prompt_chars)?;
     request.model.clone_from(&checked.model);
-    let task = checked.bytes.as_slice();
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let created_at = clock::unix_seconds();
     if !request.background {
@@ -120,7 +120,7 @@ async fn create_response(
             owner: owner_of(key),
             input: request.conversation(),
         });
-        return wait_for_answer(&app, &id, created_at, &request, task, keeper, charge).await;
+        return wait_for_answer(&app, &id, created_at, &request, &checked, keeper, charge).await;
     }
     let owner = owner_of(key);
     let background = &app.responses;
@@ -135,7 +135,7 @@ async fn create_response(
     }
     let admitted = app.admission.admit(key, checked.tokens).await;
     let accepted = match admitted {
-        Ok(_charge) => accept(&app, &id, created_at, &request, task, owner.clone()).await,
+        Ok(_charge) => accept(&app, &id, created_at, &request, &checked, owner.clone()).await,
         Err(e) => Err(e),
     };
     match accepted {
@@ -156,11 +156,9 @@ async fn accept(
     id: &str,
     created_at: u64,
     request: &ResponseRequest,
-    task: &[u8],
+    task: &CheckedTask,
     owner: String,
 ) -> Result<serde_json::Value, ApiError> {
-    // Before anything is recorded: a model not served leaves no trace.
-    let routing_key = app.models.routing_key(&request.model)?;
     let client = app.broker_link.publishing_client()?;
     let object = object::queued(id, created_at, request);
     let record = Record {
@@ -181,9 +179,9 @@ async fn accept(
             client
                 .send_to(
                     id,
-                    task,
+                    &task.bytes,
                     &app.responses.results_queue,
-                    routing_key,
+                    task.routing_key.as_deref(),
                     request.tier,
                 )
                 .await
@@ -228,7 +226,7 @@ async fn wait_for_answer(
     id: &str,
     created_at: u64,
     request: &ResponseRequest,
-    task: &[u8],
+    task: &CheckedTask,
     keeper: Option<Keeper>,
     mut charge: Charge,
 ) -> Result<Response, ApiError> {
@@ -298,9 +296,9 @@ async fn publish(
     app: &Shared,
     id: &str,
     request: &ResponseRequest,
-    task: &[u8],
+    task: &CheckedTask,
 ) -> Result<(crate::client::Pending, CancelOnDrop), ApiError> {
-    let routing_key = app.models.routing_key(&request.model)?;
+    let (routing_key, task) = (task.routing_key.as_deref(), task.bytes.as_slice());
     app.broker_link
         .publish_guarded(id, app.metrics.clone(), |client| async move {
             client
