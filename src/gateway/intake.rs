@@ -6,8 +6,12 @@
 //! embeddings' too. The endpoints keep what is theirs: parsing their own request shape, and
 //! what happens once a task is in.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
 use super::admission::{self, Charge};
@@ -15,6 +19,26 @@ use super::cold_start::{self, ColdStart};
 use super::errors::ApiError;
 use super::Shared;
 use crate::protocol::TaskBody;
+
+/// The API key a request authenticated with, for the endpoints that only read what it owns
+/// (files, batches, stored responses, models). A request without a valid key is answered 401
+/// before its handler runs.
+pub struct ApiKey(pub String);
+
+impl ApiKey {
+    /// Who owns what this key creates ([`admission::owner_of`]).
+    pub fn owner(&self) -> String {
+        admission::owner_of(&self.0)
+    }
+}
+
+impl FromRequestParts<Arc<Shared>> for ApiKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<Shared>) -> Result<Self, ApiError> {
+        app.admission.authenticate(&parts.headers).map(ApiKey)
+    }
+}
 
 /// What a request that publishes a task brings before its body is parsed.
 pub struct Caller {

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -17,6 +16,7 @@ use serde_json::{json, Value};
 use crate::client::ClientError;
 use crate::config::{Settings, TopologySettings};
 use crate::gateway::errors::ApiError;
+use crate::gateway::intake::ApiKey;
 use crate::gateway::Shared;
 
 /// The served models and whether tasks are routed by them.
@@ -115,10 +115,7 @@ fn model_object(name: &str) -> Value {
 }
 
 /// `GET /v1/models`.
-pub async fn list(State(app): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(e) = app.admission.authenticate(&headers) {
-        return e.into_response();
-    }
+pub async fn list(State(app): State<Arc<Shared>>, _key: ApiKey) -> Response {
     let data: Vec<Value> = app.models.served.iter().map(|m| model_object(m)).collect();
     Json(json!({"object": "list", "data": data})).into_response()
 }
@@ -126,12 +123,9 @@ pub async fn list(State(app): State<Arc<Shared>>, headers: HeaderMap) -> Respons
 /// `GET /v1/models/{model}`.
 pub async fn one(
     State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
+    _key: ApiKey,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Response {
-    if let Err(e) = app.admission.authenticate(&headers) {
-        return e.into_response();
-    }
     if !app.models.listed(&name) {
         return not_found(format!("the model `{name}` does not exist")).into_response();
     }

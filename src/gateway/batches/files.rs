@@ -7,25 +7,24 @@ use std::sync::Arc;
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use crate::clock::unix_seconds;
-use crate::gateway::admission::owner_of;
 use crate::gateway::batches::object::{self, FILE_PREFIX};
 use crate::gateway::batches::store::StoredFile;
 use crate::gateway::errors::ApiError;
+use crate::gateway::intake::ApiKey;
 use crate::gateway::Shared;
 
 /// `POST /v1/files`.
 pub async fn upload(
     State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
+    key: ApiKey,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
     let form = form.map_err(|e| {
         ApiError::invalid(format!("the upload must be multipart/form-data: {e}"), None)
     })?;
@@ -45,7 +44,7 @@ pub async fn upload(
     let id = format!("{FILE_PREFIX}{}", uuid::Uuid::new_v4().simple());
     let file = StoredFile {
         object: object::file(&id, content.len(), unix_seconds(), &filename, "batch"),
-        owner: owner_of(&key),
+        owner: key.owner(),
     };
     app.batches.store.put_file(&id, &file, &content).await?;
     Ok(Json(file.object).into_response())
@@ -81,22 +80,18 @@ async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<Form, ApiErr
 }
 
 /// File `id` if `key` may see it; 404 otherwise.
-pub async fn owned(app: &Shared, id: &str, key: &str) -> Result<StoredFile, ApiError> {
+pub async fn owned(app: &Shared, id: &str, key: &ApiKey) -> Result<StoredFile, ApiError> {
     match app.batches.store.file(id).await? {
-        Some(file) if file.owner == owner_of(key) => Ok(file),
+        Some(file) if file.owner == key.owner() => Ok(file),
         _ => Err(ApiError::no_such("file", id)),
     }
 }
 
 /// `GET /v1/files`.
-pub async fn list(
-    State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
+pub async fn list(State(app): State<Arc<Shared>>, key: ApiKey) -> Result<Response, ApiError> {
     let store = &app.batches.store;
     let mut data = Vec::new();
-    for id in store.ids_of(&owner_of(&key), false).await? {
+    for id in store.ids_of(&key.owner(), false).await? {
         if let Some(file) = store.file(&id).await? {
             data.push(file.object);
         }
@@ -112,20 +107,18 @@ pub async fn list(
 /// `GET /v1/files/{id}`.
 pub async fn retrieve(
     State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
+    key: ApiKey,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
     Ok(Json(owned(&app, &id, &key).await?.object).into_response())
 }
 
 /// `GET /v1/files/{id}/content`.
 pub async fn content(
     State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
+    key: ApiKey,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
     owned(&app, &id, &key).await?;
     let content = app
         .batches
@@ -143,10 +136,9 @@ pub async fn content(
 /// `DELETE /v1/files/{id}`.
 pub async fn delete(
     State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
+    key: ApiKey,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
     let file = owned(&app, &id, &key).await?;
     app.batches.store.delete_file(&id, &file.owner).await?;
     Ok(Json(json!({"id": id, "object": "file", "deleted": true})).into_response())

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -28,8 +27,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::unix_seconds;
-use crate::gateway::admission::owner_of;
 use crate::gateway::errors::ApiError;
+use crate::gateway::intake::ApiKey;
 use crate::gateway::Shared;
 use crate::telemetry::traces;
 use object::BatchStatus;
@@ -58,10 +57,9 @@ pub struct Batches {
 /// `POST /v1/batches`.
 pub async fn create(
     State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
+    key: ApiKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
     let body = ApiError::read_body(body, app.max_body_bytes)?;
     let (create, _kind) = object::parse_create(&body)?;
     let file = files::owned(&app, &create.input_file_id, &key)
@@ -76,7 +74,7 @@ pub async fn create(
             Some("input_file_id".into()),
         ));
     }
-    app.admission.admit(&key, 0).await?;
+    app.admission.admit(&key.0, 0).await?;
     let store = &app.batches.store;
     let content = store
         .file_content(&create.input_file_id)
@@ -137,9 +135,9 @@ pub async fn create(
 }
 
 /// Batch `id` if `key` may see it; 404 otherwise.
-async fn owned(app: &Shared, id: &str, key: &str) -> Result<BatchRecord, ApiError> {
+async fn owned(app: &Shared, id: &str, key: &ApiKey) -> Result<BatchRecord, ApiError> {
     match app.batches.store.batch(id).await? {
-        Some(record) if record.owner == owner_of(key) => Ok(record),
+        Some(record) if record.owner == key.owner() => Ok(record),
         _ => Err(ApiError::no_such("batch", id)),
     }
 }
@@ -147,10 +145,9 @@ async fn owned(app: &Shared, id: &str, key: &str) -> Result<BatchRecord, ApiErro
 /// `GET /v1/batches/{id}`.
 pub async fn retrieve(
     State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
+    key: ApiKey,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
     Ok(Json(owned(&app, &id, &key).await?.current()).into_response())
 }
 
@@ -158,10 +155,9 @@ pub async fn retrieve(
 /// cancels what is in flight and ends it as `cancelled`. A final batch is returned as it is.
 pub async fn cancel(
     State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
+    key: ApiKey,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
     for _ in 0..5 {
         let record = owned(&app, &id, &key).await?;
         if record.status != BatchStatus::InProgress {
@@ -194,12 +190,11 @@ pub struct Page {
 /// `GET /v1/batches`, newest first.
 pub async fn list(
     State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
+    key: ApiKey,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let key = app.admission.authenticate(&headers)?;
     let Query(page) = page.map_err(|e| ApiError::invalid(e.body_text(), None))?;
-    let ids = app.batches.store.ids_of(&owner_of(&key), true).await?;
+    let ids = app.batches.store.ids_of(&key.owner(), true).await?;
     let start = page
         .after
         .and_then(|after| ids.iter().position(|id| *id == after).map(|i| i + 1))

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,7 @@ use crate::clock;
 use crate::gateway::admission::{owner_of, Charge};
 use crate::gateway::broker_link::CancelOnDrop;
 use crate::gateway::errors::ApiError;
-use crate::gateway::intake::CheckedTask;
+use crate::gateway::intake::{ApiKey, CheckedTask};
 use crate::gateway::Shared;
 
 use object::Status;
@@ -318,56 +318,48 @@ pub struct WaitQuery {
 /// `GET /v1/responses/{id}`.
 pub async fn retrieve(
     State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
+    key: ApiKey,
     Path(id): Path<String>,
-    Query(query): Query<WaitQuery>,
-) -> Response {
-    let found = async {
-        let key = app.admission.authenticate(&headers)?;
-        let deadline =
-            Instant::now() + Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_S));
-        loop {
-            let record = owned(&app, &id, &key).await?;
-            if record.status.is_final() || Instant::now() >= deadline {
-                return Ok::<_, ApiError>(Json(record.object).into_response());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    query: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let deadline = Instant::now() + Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_S));
+    loop {
+        let record = owned(&app, &id, &key.0).await?;
+        if record.status.is_final() || Instant::now() >= deadline {
+            return Ok(Json(record.object).into_response());
         }
-    };
-    found.await.unwrap_or_else(IntoResponse::into_response)
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `POST /v1/responses/{id}/cancel`: a queued or running response is cancelled (its task is
 /// cancelled on the control exchange); a finished one is returned unchanged.
 pub async fn cancel(
     State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
+    key: ApiKey,
     Path(id): Path<String>,
-) -> Response {
-    let cancelled = async {
-        let key = app.admission.authenticate(&headers)?;
-        let store = &app.responses.store;
-        for _ in 0..5 {
-            let record = owned(&app, &id, &key).await?;
-            if record.status.is_final() {
-                return Ok::<_, ApiError>(Json(record.object).into_response());
-            }
-            let next = object::with_status(&record.object, Status::Cancelled);
-            if store
-                .transition(&id, record.status, Status::Cancelled, &next)
-                .await?
-                == Transition::Done
-            {
-                app.broker_link.cancel(id.clone()).await;
-                let (store, hooks) = (&app.responses.store, &app.responses.webhooks);
-                let callback = record.meta.callback_url.as_deref();
-                hooks.notify(store, &id, Status::Cancelled, callback);
-                return Ok(Json(next).into_response());
-            }
+) -> Result<Response, ApiError> {
+    let store = &app.responses.store;
+    for _ in 0..5 {
+        let record = owned(&app, &id, &key.0).await?;
+        if record.status.is_final() {
+            return Ok(Json(record.object).into_response());
         }
-        Err(ApiError::internal("the response kept changing; try again"))
-    };
-    cancelled.await.unwrap_or_else(IntoResponse::into_response)
+        let next = object::with_status(&record.object, Status::Cancelled);
+        if store
+            .transition(&id, record.status, Status::Cancelled, &next)
+            .await?
+            == Transition::Done
+        {
+            app.broker_link.cancel(id.clone()).await;
+            let hooks = &app.responses.webhooks;
+            let callback = record.meta.callback_url.as_deref();
+            hooks.notify(store, &id, Status::Cancelled, callback);
+            return Ok(Json(next).into_response());
+        }
+    }
+    Err(ApiError::internal("the response kept changing; try again"))
 }
 
 /// The record of response `id` if `key` may see it; 404 otherwise.
