@@ -102,17 +102,15 @@ $(AGENTSENV).installed: tests/python/agents/requirements.txt
 	scripts/cached-tools.sh venv $(AGENTSENV) $^
 	touch $@
 
-# Two test files at a time (pytest-xdist, a file's tests on one process), except
-# test_restarts.py, which stops the broker every other file uses: it runs alone, after.
-# The agent frameworks' tests run in their virtualenv, after. Each run prints its slowest
+# Two test files at a time (pytest-xdist, a file's tests on one process). The tests that stop
+# the broker or raise its alarm do so on a RabbitMQ node of their own (the private_broker
+# fixture), so no file needs the machine alone. The agent frameworks' tests run in their
+# virtualenv, after. Each run prints its slowest
 # steps (where the phase's time goes, in CI's log too).
 PYTEST := -m pytest -q -p no:cacheprovider --timeout 900 --durations=8
 test-python: $(PYENV).installed $(AGENTSENV).installed
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python $(PYTEST) \
-		-n 2 --dist loadfile --ignore tests/python/test_restarts.py --ignore tests/python/test_broker_blocked.py \
-		--ignore tests/python/agents tests/python
-	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(PYENV)/bin/python $(PYTEST) \
-		tests/python/test_restarts.py tests/python/test_broker_blocked.py
+		-n 2 --dist loadfile --ignore tests/python/agents tests/python
 	WARREN_TEST_MODEL=$(abspath $(MODEL)) $(AGENTSENV)/bin/python $(PYTEST) tests/python/agents
 
 # Side-by-side benchmark: warren (1/4/8/16 slots) vs llama-server vs the engine alone.

@@ -49,11 +49,14 @@ def free_port():
 
 
 class Names:
-    """Queue and exchange names of one test module."""
+    """Queue and exchange names of one test module, on the shared broker or on `broker` (a
+    test's own node, see `private_broker`)."""
 
-    def __init__(self, tag):
+    def __init__(self, tag, broker=None):
         base = f"test.py.{tag}.{uuid.uuid4().hex[:8]}"
         self.base = base
+        self.broker = broker
+        self.amqp_url = broker.urls[0] if broker else AMQP_URL
         self.requests = f"{base}.requests"
         self.dlx = f"{base}.dlx"
         self.dead = f"{base}.dead"
@@ -64,8 +67,14 @@ class Names:
         self.embeddings = f"{base}.embeddings"
 
     def env(self):
+        own_broker = {
+            # Its node runs no management plugin; "auto" would find the shared broker's API
+            # and put the queue bound policy there, on a broker without this queue.
+            "WARREN__BROKER__MANAGEMENT_URL": "",
+        } if self.broker else {}
         return {
-            "WARREN__BROKER__URL": AMQP_URL,
+            **own_broker,
+            "WARREN__BROKER__URL": self.amqp_url,
             "WARREN__TOPOLOGY__REQUESTS_QUEUE": self.requests,
             "WARREN__TOPOLOGY__DEAD_LETTER_EXCHANGE": self.dlx,
             "WARREN__TOPOLOGY__DEAD_LETTER_QUEUE": self.dead,
@@ -77,6 +86,8 @@ class Names:
         }
 
     def delete(self):
+        if self.broker:
+            return  # the node goes with its test
         queues = management("GET", "queues/%2F?columns=name").json()
         for queue in queues:
             name = queue["name"]
@@ -182,6 +193,17 @@ def metric(url, name, **labels):
     return 0.0
 
 
+def wait_for(check, what, seconds=60, every=0.2):
+    """Polls `check` until it holds and returns when it did (`time.monotonic()`); fails the
+    test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return time.monotonic()
+        time.sleep(every)
+    pytest.fail(f"{what} did not happen within {seconds} s")
+
+
 def sdk(base_url, api_key="unused", **options):
     # No SDK retries: the tests count requests.
     return OpenAI(base_url=base_url, api_key=api_key, max_retries=0, **options)
@@ -229,6 +251,25 @@ def cluster_nodes(tmp_path_factory):
         cluster.stop_all()
 
 
+@pytest.fixture(scope="module")
+def private_broker(tmp_path_factory):
+    """A RabbitMQ node of the test module's own (the local installation's, its own ports and
+    data, scripts/local_cluster.py), for tests that stop the broker or raise its alarms: they
+    run beside the other modules without touching the shared broker. `ctl(0, ...)` runs
+    rabbitmqctl against it."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from local_cluster import Cluster
+
+    node = Cluster(tmp_path_factory.mktemp("node"))
+    try:
+        node.start(0)
+        yield node
+    finally:
+        node.stop(0)
+
+
 @pytest.fixture
 def cluster(cluster_nodes):
     """The module's cluster with its three nodes running: a node an earlier test stopped is
@@ -251,7 +292,7 @@ class Amqp:
         import pika  # the agents' virtualenv has no pika and uses no AMQP
 
         self._pika = pika
-        self.connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        self.connection = pika.BlockingConnection(pika.URLParameters(names.amqp_url))
         self.channel = self.connection.channel()
         self.channel.confirm_delivery()
         self.replies = self.channel.queue_declare("", exclusive=True).method.queue

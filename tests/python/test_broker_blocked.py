@@ -3,11 +3,9 @@ clears. Nothing may be lost, and the worker and the gateway must say why nothing
 warn line with the broker's reason, `warren_broker_blocked` 1, `/readyz` still 200 with the
 reason in its body, and the gateway answering 503 `broker_blocked` instead of hanging.
 
-Run alone (the Makefile's second pytest run): the alarm blocks every publisher on the broker."""
+On a RabbitMQ node of the test's own (`private_broker`): the alarm blocks every publisher on
+its broker, and the other test modules run beside this one on the shared broker."""
 
-import os
-import shutil
-import subprocess
 import threading
 import time
 
@@ -15,43 +13,27 @@ import httpx
 import openai
 import pytest
 
-from conftest import Amqp, Names, metric, sdk, start_gateway, start_worker
-
-
-def rabbitmqctl(*args):
-    command = ["rabbitmqctl", *args]
-    if os.geteuid() != 0 and shutil.which("sudo"):
-        command = ["sudo", "-n", *command]
-    return subprocess.run(command, check=True, capture_output=True, text=True, timeout=120).stdout
+from conftest import Amqp, Names, metric, sdk, start_gateway, start_worker, wait_for
 
 
 @pytest.fixture
-def memory_alarm():
-    """Raises RabbitMQ's memory alarm (a watermark far below what it uses) when called;
+def memory_alarm(private_broker):
+    """Raises the node's memory alarm (a watermark far below what it uses) when called;
     restores the default watermark afterwards whatever happened."""
     original = "0.4"
 
     def raise_alarm():
-        rabbitmqctl("set_vm_memory_high_watermark", "absolute", "10000000")
+        private_broker.ctl(0, "set_vm_memory_high_watermark", "absolute", "10000000")
 
     def clear_alarm():
-        rabbitmqctl("set_vm_memory_high_watermark", original)
+        private_broker.ctl(0, "set_vm_memory_high_watermark", original)
 
     yield type("Alarm", (), {"raise_": staticmethod(raise_alarm), "clear": staticmethod(clear_alarm)})
     clear_alarm()
 
 
-def wait_for(check, what, seconds=30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return time.monotonic()
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_a_blocked_broker_is_reported_and_nothing_is_lost(memory_alarm):
-    names = Names("blocked")
+def test_a_blocked_broker_is_reported_and_nothing_is_lost(private_broker, memory_alarm):
+    names = Names("blocked", private_broker)
     worker = start_worker(names, engine__slots=2)
     gateway = start_gateway(names)
     amqp = Amqp(names)
@@ -72,7 +54,7 @@ def test_a_blocked_broker_is_reported_and_nothing_is_lost(memory_alarm):
 
         # The worker's first commit after the alarm is blocked, and it says so.
         blocked_at = wait_for(lambda: metric(worker.metrics_url, "warren_broker_blocked") == 1,
-                              "the worker's warren_broker_blocked")
+                              "the worker's warren_broker_blocked", seconds=30, every=0.05)
         readyz = httpx.get(ready_worker, timeout=5)
         assert readyz.status_code == 200, readyz.text
         assert "blocking publishers" in readyz.text, readyz.text
@@ -110,8 +92,8 @@ def test_a_blocked_broker_is_reported_and_nothing_is_lost(memory_alarm):
         for task_id in ids:
             reply = amqp.reply(task_id, seconds=120)
             assert reply["status"] == "ok", reply
-        wait_for(lambda: metric(worker.metrics_url, "warren_broker_blocked") == 0, "the worker unblocked")
-        wait_for(lambda: metric(gateway.metrics_url, "warren_broker_blocked") == 0, "the gateway unblocked")
+        wait_for(lambda: metric(worker.metrics_url, "warren_broker_blocked") == 0, "the worker unblocked", seconds=30)
+        wait_for(lambda: metric(gateway.metrics_url, "warren_broker_blocked") == 0, "the gateway unblocked", seconds=30)
         assert httpx.get(ready_worker, timeout=5).text == "ready\n"
         after = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
         assert after.choices[0].message is not None

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Names, metric, queue_depth, sdk, start_gateway
+from conftest import Names, metric, queue_depth, sdk, start_gateway, wait_for
 
 PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse."}]
 
@@ -362,15 +362,6 @@ def test_a_full_queue_is_a_429_and_nothing_is_published_twice():
 
 def long_story(client, **options):
     return client.chat.completions.create(model="m", messages=PROMPT, max_tokens=600, **options)
-
-
-def wait_for(check, what, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{what} did not happen within {seconds} s")
 
 
 def test_a_client_that_leaves_mid_stream_frees_the_workers_slot(stack, client):
