@@ -7,6 +7,8 @@ node with its own ports, data directory and (through HOME) Erlang cookie, joined
     python3 scripts/local_cluster.py node DIR [ADVANCED]
                                                 starts its first node alone, with ADVANCED as
                                                 its advanced.config (Erlang terms), prints the same
+    python3 scripts/local_cluster.py ctl DIR ARGS...
+                                                rabbitmqctl ARGS on its first node
     python3 scripts/local_cluster.py down DIR   stops it
 
 DIR keeps the nodes' data and `cluster.json` (names and ports), so `down` finds them."""
@@ -134,7 +136,7 @@ class Cluster:
         self.stopped.add(i)
 
     def stop_all(self):
-        for i in range(3):
+        for i in range(len(self.nodes)):
             self.stop(i)
 
     def pids(self):
@@ -159,6 +161,9 @@ class Cluster:
 
 
 def main(argv):
+    if len(argv) >= 4 and argv[1] == "ctl":
+        print(Cluster.load(argv[2]).ctl(0, *argv[3:]), end="")
+        return
     if len(argv) not in (3, 4) or argv[1] not in ("up", "node", "down"):
         sys.exit(__doc__)
     if argv[1] == "up":
@@ -171,6 +176,8 @@ def main(argv):
         print(json.dumps({"urls": cluster.urls, "pids": cluster.pids()}))
     elif argv[1] == "node":
         node = Cluster(argv[2], advanced=argv[3] if len(argv) == 4 else "[].")
+        # One node: `down` then stops only it.
+        node.nodes, node.ports, node.dist = node.nodes[:1], node.ports[:1], node.dist[:1]
         node.save()
         try:
             node.start(0)

@@ -68,22 +68,32 @@ pub fn queue_depth(queue: &str) -> u64 {
 /// Consumers of `queue` right now (0 when it does not exist), from a passive declare: exact,
 /// unlike the management API's statistics, which lag by seconds.
 pub async fn consumer_count(queue: &str) -> u32 {
-    passive_declare(queue)
+    consumer_count_at(AMQP_URL, queue).await
+}
+
+/// [`consumer_count`] on the broker at `url`.
+pub async fn consumer_count_at(url: &str, queue: &str) -> u32 {
+    passive_declare(url, queue)
         .await
         .map_or(0, |q| q.consumer_count())
 }
 
 /// Messages ready in `queue` right now (not counting unacked ones), from a passive declare.
 pub async fn ready_count(queue: &str) -> u32 {
-    passive_declare(queue)
+    ready_count_at(AMQP_URL, queue).await
+}
+
+/// [`ready_count`] on the broker at `url`.
+pub async fn ready_count_at(url: &str, queue: &str) -> u32 {
+    passive_declare(url, queue)
         .await
         .map_or(0, |q| q.message_count())
 }
 
-async fn passive_declare(queue: &str) -> Option<lapin::Queue> {
+async fn passive_declare(url: &str, queue: &str) -> Option<lapin::Queue> {
     let connection = tokio::time::timeout(
         BROKER_CALL,
-        Connection::connect(AMQP_URL, ConnectionProperties::default()),
+        Connection::connect(url, ConnectionProperties::default()),
     )
     .await
     .unwrap_or_else(|_| {

@@ -33,10 +33,15 @@ impl Caller {
     /// An upstream whose replies go to the durable queue `name` (declared here, never
     /// exclusive), which outlives this client's connection and a broker restart.
     pub async fn connect_with_reply_queue(durable: Option<&str>) -> Caller {
+        Self::connect_to(AMQP_URL, durable).await
+    }
+
+    /// [`Caller::connect_with_reply_queue`] on the broker at `url`.
+    pub async fn connect_to(url: &str, durable: Option<&str>) -> Caller {
         let connection = tokio::time::timeout(
             BROKER_CALL,
             Connection::connect(
-                AMQP_URL,
+                url,
                 ConnectionProperties::default().with_connection_name("warren-test-upstream".into()),
             ),
         )

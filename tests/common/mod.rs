@@ -13,12 +13,15 @@ use serde_json::Value;
 mod broker;
 mod caller;
 mod health;
+mod private_broker;
 // Each test binary uses its own share of the harness.
 #[allow(unused_imports)]
 pub use broker::*;
 #[allow(unused_imports)]
 pub use caller::{header, Caller};
 pub use health::broker_health;
+#[allow(unused_imports)]
+pub use private_broker::PrivateBroker;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -56,6 +59,8 @@ pub struct Names {
     pub control: String,
     /// Prefix of the delay queues, e.g. `<prefix>.1s`.
     pub retry_prefix: String,
+    /// The broker they live on: the shared one, or a test's own ([`Names::on`]).
+    pub broker_url: String,
 }
 
 impl Names {
@@ -70,7 +75,20 @@ impl Names {
             results: format!("{base}.results"),
             control: format!("{base}.control"),
             retry_prefix: format!("{base}.retry"),
+            broker_url: AMQP_URL.to_owned(),
         }
+    }
+
+    /// Names on `broker`, a node of the test's own (nothing to delete afterwards: the node
+    /// goes with the test).
+    pub fn on(test: &str, broker: &PrivateBroker) -> Names {
+        let mut names = Names::new(test);
+        names.broker_url = broker.url.clone();
+        names
+    }
+
+    fn on_shared_broker(&self) -> bool {
+        self.broker_url == AMQP_URL
     }
 
     /// warren's own client, sending to these queues over a connection named `name`.
@@ -80,15 +98,19 @@ impl Names {
             routing_key: self.requests.clone(),
             control_exchange: self.control.clone(),
         };
-        warren::client::Client::connect(&AMQP_URL.to_owned().into(), name, route)
+        warren::client::Client::connect(&self.broker_url.clone().into(), name, route)
             .await
             .expect("connect")
     }
 
     /// Environment that points a warren process at these names and the local broker.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("WARREN__BROKER__URL".into(), AMQP_URL.into()),
+        // A test's own node runs no management plugin; "auto" would find the shared broker's
+        // API and put the queue bound policy there.
+        let management = (!self.on_shared_broker())
+            .then(|| ("WARREN__BROKER__MANAGEMENT_URL".into(), String::new()));
+        let names = vec![
+            ("WARREN__BROKER__URL".into(), self.broker_url.clone()),
             (
                 "WARREN__TOPOLOGY__REQUESTS_QUEUE".into(),
                 self.requests.clone(),
@@ -113,7 +135,8 @@ impl Names {
                 "WARREN__RETRY__QUEUE_PREFIX".into(),
                 self.retry_prefix.clone(),
             ),
-        ]
+        ];
+        names.into_iter().chain(management).collect()
     }
 }
 
@@ -122,6 +145,9 @@ impl Drop for Names {
     /// tier and delay queues too): a queue left behind is a quorum queue the broker keeps
     /// running, and they add up over many runs.
     fn drop(&mut self) {
+        if !self.on_shared_broker() {
+            return;
+        }
         let prefix = format!("{}.", self.base);
         let queues = management_get("queues/%2F?columns=name").unwrap_or(Value::Null);
         for queue in queues.as_array().into_iter().flatten() {
@@ -161,6 +187,8 @@ pub struct WorkerProcess {
     child: Child,
     pub log_path: PathBuf,
     queue: String,
+    /// The broker its queue is on.
+    broker_url: String,
     _watchdog: health::Watchdog,
 }
 
@@ -203,6 +231,7 @@ impl WorkerProcess {
             _watchdog: health::Watchdog::arm(log_path.clone()),
             log_path,
             queue: names.requests.clone(),
+            broker_url: names.broker_url.clone(),
         }
     }
 
@@ -212,7 +241,7 @@ impl WorkerProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("worker exited early ({status}):\n{}", self.log());
             }
-            if consumer_count(&self.queue).await > 0 {
+            if consumer_count_at(&self.broker_url, &self.queue).await > 0 {
                 return;
             }
             assert!(

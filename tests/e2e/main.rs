@@ -1,12 +1,13 @@
 //! The end-to-end tests, one module per area, in one test binary: a real RabbitMQ (and Redis
 //! where the area needs it), the real model, and `warren` workers started as processes or in
 //! this process. One binary links llama.cpp once instead of once per area, and
-//! `--test-threads` then runs any two tests side by side. Tests that restart the broker run
-//! in a binary of their own (`tests/broker_restart.rs`): nothing else may run meanwhile.
+//! `--test-threads` then runs any two tests side by side. A test that restarts the broker
+//! restarts a node of its own (`common::PrivateBroker`), not the one the others use.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod broker_restart;
 mod cancel;
 mod device_sampling;
 mod failures;

@@ -1,31 +1,24 @@
 //! A broker restart with tasks queued and in flight: the worker reconnects by itself and
-//! every task gets its reply. Alone in its test binary, because it stops RabbitMQ for
-//! everyone (cargo runs test binaries one after another).
-
-mod common;
+//! every task gets its reply. The broker that restarts is a RabbitMQ node of the test's own
+//! ([`PrivateBroker`]), so the other tests run beside it on the shared one.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{consumer_count, ready_count, Caller, Names, WorkerProcess};
+use crate::common::{
+    self, consumer_count_at, ready_count_at, Caller, Names, PrivateBroker, WorkerProcess,
+};
 use warren::protocol::TaskBody;
-
-fn rabbitmqctl(args: &[&str]) {
-    let status = common::rabbitmqctl()
-        .args(args)
-        .status()
-        .expect("rabbitmqctl");
-    assert!(status.success(), "rabbitmqctl {args:?} failed");
-}
 
 #[tokio::test]
 async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_every_task() {
-    let names = Names::new("restart");
+    let broker = PrivateBroker::start();
+    let names = Names::on("restart", &broker);
     let reply_queue = format!("{}.replies", names.requests);
     // Declare the durable reply queue, then leave it unconsumed until after the restart: a
     // reply delivered to a consumer whose connection the restart kills would be lost to the
     // test (not to the product: each reply was confirmed into the durable queue).
-    Caller::connect_with_reply_queue(Some(&reply_queue))
+    Caller::connect_to(&broker.url, Some(&reply_queue))
         .await
         .close()
         .await;
@@ -59,7 +52,7 @@ async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_ever
         ids.insert(id);
     }
     let deadline = Instant::now() + common::PATIENCE;
-    while ready_count(&reply_queue).await == 0 {
+    while ready_count_at(&broker.url, &reply_queue).await == 0 {
         assert!(
             Instant::now() < deadline,
             "no first reply:\n{}",
@@ -68,13 +61,13 @@ async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_ever
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    rabbitmqctl(&["stop_app"]);
+    broker.ctl(&["stop_app"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    rabbitmqctl(&["start_app"]);
-    rabbitmqctl(&["await_startup"]);
+    broker.ctl(&["start_app"]);
+    broker.ctl(&["await_startup"]);
 
     let deadline = Instant::now() + common::PATIENCE;
-    while consumer_count(&names.requests).await == 0 {
+    while consumer_count_at(&broker.url, &names.requests).await == 0 {
         assert!(worker.is_running(), "the worker exited:\n{}", worker.log());
         assert!(
             Instant::now() < deadline,
@@ -84,7 +77,7 @@ async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_ever
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Only now read the durable reply queue: every reply, from before and after the restart.
-    let mut upstream = Caller::connect_with_reply_queue(Some(&reply_queue)).await;
+    let mut upstream = Caller::connect_to(&broker.url, Some(&reply_queue)).await;
     let mut answered = HashSet::new();
     while !ids.is_subset(&answered) {
         let (cid, reply) = upstream
@@ -102,5 +95,4 @@ async fn the_worker_comes_back_by_itself_after_a_broker_restart_and_answers_ever
     }
     assert!(worker.is_running());
     assert!(worker.log().contains("reconnecting"), "{}", worker.log());
-    let _ = common::management_delete_queue(&reply_queue);
 }
