@@ -46,9 +46,11 @@ def test_a_blocked_broker_is_reported_and_nothing_is_lost(private_broker, memory
         assert metric(worker.metrics_url, "warren_broker_blocked") == 0
         assert metric(gateway.metrics_url, "warren_broker_blocked") == 0
 
-        # Load: tasks the worker is generating when the alarm comes; their replies must wait.
-        ids = [amqp.send({"prompt": f"Verse {i}:", "max_tokens": 48}) for i in range(4)]
-        time.sleep(0.5)
+        # Load: streamed tasks the worker is generating when the alarm comes (each token is a
+        # publish, so the first one after the alarm waits); their replies must wait too.
+        ids = [amqp.send({"prompt": f"Verse {i}:", "max_tokens": 96, "stream": True}) for i in range(4)]
+        wait_for(lambda: metric(worker.metrics_url, "warren_slots_busy") == 2, "the worker generating",
+                 seconds=30, every=0.05)
         memory_alarm.raise_()
         raised = time.monotonic()
 
