@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -23,6 +24,11 @@ MODEL = Path(os.environ.get("WARREN_TEST_MODEL", REPO / "models/gemma3-270m-q4_k
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
 MANAGEMENT = "http://127.0.0.1:15672/api"
 PATIENCE = 90.0
+
+# RabbitMQ nodes of the tests' own, from the machine's installation (stdlib only, so the
+# agents' virtualenv can load this file too).
+sys.path.insert(0, str(REPO / "scripts"))
+from local_cluster import Cluster  # noqa: E402
 
 
 def management(method, path, **kwargs):
@@ -238,11 +244,6 @@ def embed_stack(request):
 def cluster_nodes(tmp_path_factory):
     """A three-node RabbitMQ cluster of the local installation (scripts/local_cluster.py), one
     per test module, torn down after the module's tests."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "scripts"))
-    from local_cluster import Cluster
-
     cluster = Cluster(tmp_path_factory.mktemp("cluster"))
     try:
         cluster.start_all()
@@ -257,11 +258,6 @@ def private_broker(tmp_path_factory):
     data, scripts/local_cluster.py), for tests that stop the broker or raise its alarms: they
     run beside the other modules without touching the shared broker. `ctl(0, ...)` runs
     rabbitmqctl against it."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "scripts"))
-    from local_cluster import Cluster
-
     node = Cluster(tmp_path_factory.mktemp("node"))
     try:
         node.start(0)
