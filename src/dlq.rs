@@ -191,7 +191,8 @@ pub async fn replay(
     if let Some(tag) = last_kept {
         give_back(&channel, tag).await?;
     }
-    let _ = channel.close(200, "replay done".into()).await;
+    crate::broker::close_channel(&channel, "replay done").await;
+    publisher.close("replay done").await;
     Ok(summary)
 }
 

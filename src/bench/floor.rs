@@ -59,7 +59,7 @@ impl FloorProbe {
                 )]),
             )
             .await?;
-        let _ = setup.close(200, "OK".into()).await;
+        crate::broker::close_channel(&setup, "OK").await;
         let echo = tokio::spawn(echo(
             connection.create_channel().await?,
             Publisher::open(&connection).await?,
@@ -95,9 +95,9 @@ impl FloorProbe {
                 .queue_delete(self.queue.as_str().into(), Default::default())
                 .await;
             // Left open, lapin logs an error when the connection closes under it.
-            let _ = channel.close(200, "OK".into()).await;
+            crate::broker::close_channel(&channel, "OK").await;
         }
-        let _ = self.connection.close(200, "floor probe done".into()).await;
+        crate::broker::close(&self.connection, "floor probe done").await;
         round_trips
     }
 }

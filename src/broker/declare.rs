@@ -90,7 +90,7 @@ async fn found_or_missing<T>(
 ) -> Result<Option<T>, lapin::Error> {
     match answer {
         Ok(found) => {
-            let _ = channel.close(200, "looked".into()).await;
+            super::close_channel(channel, "looked").await;
             Ok(Some(found))
         }
         Err(e) if e.to_string().contains("NOT_FOUND") => Ok(None),

@@ -32,6 +32,13 @@ impl Publisher {
         Ok(Publisher { channel })
     }
 
+    /// Closes the channel (bounded, as [`super::close_channel`]). A publisher dropped instead
+    /// has lapin close its channel in the background, which races a connection close that
+    /// follows at once.
+    pub async fn close(&self, reason: &str) {
+        super::close_channel(&self.channel, reason).await;
+    }
+
     /// The underlying channel.
     pub fn channel(&self) -> &Channel {
         &self.channel

@@ -243,7 +243,7 @@ impl Topology {
         self.check_routes(connection).await?;
         let channel = connection.create_channel().await?;
         let declared = self.declare_on(&channel).await;
-        let _ = channel.close(200, "topology declared".into()).await;
+        super::close_channel(&channel, "topology declared").await;
         declared?;
         // A process of another shard count that declared meanwhile shows now.
         self.check_routes(connection).await

@@ -64,6 +64,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         Action::List { limit, json } => {
             let channel = connection.create_channel().await?;
             let letters = dlq::list(&channel, &queue, limit).await?;
+            broker::close_channel(&channel, "listed").await;
             if json {
                 for letter in &letters {
                     println!("{}", serde_json::to_string(letter)?);
@@ -115,9 +116,10 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         Action::Purge { .. } => {
             let channel = connection.create_channel().await?;
             let purged = dlq::purge(&channel, &queue).await?;
+            broker::close_channel(&channel, "purged").await;
             println!("purged {purged} dead letter(s) from {queue}");
         }
     }
-    let _ = connection.close(200, "done".into()).await;
+    broker::close(&connection, "done").await;
     Ok(())
 }

@@ -22,6 +22,8 @@ use crate::config::Settings;
 pub(crate) const EXIT_CONFIG: u8 = 64;
 /// Exit code when `submit` got no reply in time (EX_TEMPFAIL).
 pub(crate) const EXIT_NO_REPLY: u8 = 75;
+/// How long a finished command waits for the tasks it leaves behind.
+const RUNTIME_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// warren: serve LLM inference from RabbitMQ with llama.cpp.
 #[derive(Debug, Parser)]
@@ -119,7 +121,9 @@ pub fn main() -> ExitCode {
             Command::Gateway(args) => gateway::run(settings, args).await,
         }
     });
-    drop(runtime);
+    // Tasks still running (a connection's I/O loop whose close was never confirmed) must not
+    // keep a finished command from exiting.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
     if let Some(traces) = traces {
         traces.shutdown();
     }

@@ -18,7 +18,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         let name = broker::process_name("warren-topology");
         let connection = broker::connect(&settings.broker.url, &name).await?;
         topology.declare(&connection).await?;
-        let _ = connection.close(200, "done".into()).await;
+        broker::close(&connection, "done").await;
         println!("declared on {}:", settings.redacted_broker_url());
         match broker::management::apply_queue_bound(&settings).await {
             Ok(Some(policy)) => println!(

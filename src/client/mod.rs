@@ -292,7 +292,7 @@ impl Client {
 
     /// Closes the connection (the reply queue goes with it).
     pub async fn close(&self) {
-        let _ = self.connection.close(200, "client done".into()).await;
+        crate::broker::close(&self.connection, "client done").await;
     }
 }
 

@@ -177,7 +177,7 @@ async fn wake(connection: &lapin::Connection, queue: &str) -> Result<bool, lapin
         Ok(confirmation.is_ack())
     }
     .await;
-    let _ = channel.close(200, "OK".into()).await;
+    crate::broker::close_channel(&channel, "OK").await;
     published
 }
 

@@ -98,7 +98,7 @@ async fn session(
     loop {
         let delivery = tokio::select! {
             _ = shutdown.cancelled() => {
-                let _ = connection.close(200, "gateway stopping".into()).await;
+                crate::broker::close(&connection, "gateway stopping").await;
                 return Ok(());
             }
             next = deliveries.next() => match next {

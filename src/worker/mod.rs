@@ -243,7 +243,7 @@ async fn session(
                 }
             }
             // Closing the connection closes its channels; unacked deliveries return to the queue.
-            let _ = connection.close(200, "worker stopping".into()).await;
+            crate::broker::close(&connection, "worker stopping").await;
             info!("disconnected cleanly");
         }
         SessionEnd::Lost(reason) => {

@@ -160,7 +160,8 @@ def test_a_retry_and_a_replayed_dead_letter_come_back_through_a_shard(fleet):
         replay = subprocess.run([str(WARREN), "dlq", "replay", "--id", refused], env=env,
                                 capture_output=True, text=True, timeout=60)
         assert replay.returncode == 0, replay.stderr
-        assert f"exchange {fleet.names.base}.tasks with key {MODEL}" in replay.stdout, replay.stdout
+        assert f"replayed 1 to exchange {fleet.names.base}.tasks with key {MODEL}" in replay.stdout, replay.stdout
+        assert " ERROR " not in replay.stderr, replay.stderr
         caller.seen.pop(refused)
         again = caller.collect([refused], quiet=1)[refused]
         assert len(again) == 1 and again[0]["error"]["code"] == "invalid_request", again
