@@ -6,9 +6,12 @@
 //! shows no consumers), and the embeddings queue. A queue that does not exist (no
 //! worker of that kind ever declared it) reads 0 and 0. Needs no management plugin; with
 //! `broker.management_url` it also asks the management API how fast each queue drains, for
-//! the Retry-After of a full queue's 429 ([`super::backlog`]).
+//! the Retry-After of a full queue's 429 ([`super::backlog`]), and a queue the API last
+//! answered 404 for is not declared: the broker closes the channel of a passive declare that
+//! misses, which lapin logs at error level, every poll, for as long as the queue is missing.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -52,18 +55,25 @@ pub async fn watch(
     metrics: Arc<GatewayMetrics>,
     shutdown: CancellationToken,
 ) {
+    let missing = MissingQueues::default();
     if let Some(api) = management {
         tokio::spawn(watch_drain_rates(
             api,
             broker_link.clone(),
             queues.clone(),
+            missing.clone(),
             shutdown.clone(),
         ));
     }
     loop {
         if let Some(client) = broker_link.client() {
             for queue in &queues {
-                metrics.queue_depth(queue, depth(client.connection(), queue).await);
+                let seen = if missing.contains(queue) {
+                    None
+                } else {
+                    depth(client.connection(), queue).await
+                };
+                metrics.queue_depth(queue, seen);
             }
         }
         tokio::select! {
@@ -78,11 +88,14 @@ async fn watch_drain_rates(
     api: Management,
     broker_link: BrokerLink,
     queues: Vec<String>,
+    missing: MissingQueues,
     shutdown: CancellationToken,
 ) {
     loop {
         for queue in &queues {
-            match api.queue_stats(queue).await {
+            let answer = api.queue_stats(queue).await;
+            missing.set(queue, matches!(answer, Ok(None)));
+            match answer {
                 Ok(Some(stats)) => broker_link.backlog().record(queue, stats),
                 Ok(None) => {}
                 Err(e) => tracing::debug!(error = %e, queue, "no drain rate this time"),
@@ -92,6 +105,27 @@ async fn watch_drain_rates(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(POLL_EVERY) => {}
         }
+    }
+}
+
+/// The queues the management API answered 404 for at its last look. A queue it could not be
+/// asked about is not in it: that one is declared as without the API.
+#[derive(Debug, Clone, Default)]
+struct MissingQueues(Arc<Mutex<HashSet<String>>>);
+
+impl MissingQueues {
+    fn set(&self, queue: &str, missing: bool) {
+        let mut queues = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if missing {
+            queues.insert(queue.to_owned());
+        } else {
+            queues.remove(queue);
+        }
+    }
+
+    fn contains(&self, queue: &str) -> bool {
+        let queues = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        queues.contains(queue)
     }
 }
 
@@ -108,6 +142,17 @@ pub(super) async fn depth(connection: &lapin::Connection, queue: &str) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_is_missing_from_a_404_until_the_api_finds_it_again() {
+        let missing = MissingQueues::default();
+        assert!(!missing.contains("warren.embeddings"));
+        missing.set("warren.embeddings", true);
+        assert!(missing.clone().contains("warren.embeddings"));
+        assert!(!missing.contains("warren.requests"));
+        missing.set("warren.embeddings", false);
+        assert!(!missing.contains("warren.embeddings"));
+    }
 
     #[test]
     fn each_task_queue_its_batch_tier_and_the_embeddings_queue_are_watched() {

@@ -101,6 +101,10 @@ def test_every_metric_the_alert_rules_read_is_scraped_and_every_rule_evaluates(p
             time.sleep(0.5)
         assert metric(gateway.metrics_url, "warren_queue_messages", queue=names.requests) == 0
         assert metric(gateway.metrics_url, "warren_queue_consumers", queue=names.embeddings) == 0
+        # A missing queue is declared at most once, before the management API's first 404:
+        # each passive declare that misses is an ERROR line in the gateway's log.
+        misses = gateway.log().count(f"NOT_FOUND - no queue '{names.embeddings}'")
+        assert misses <= 1, f"{misses} passive declares of a queue the management API says is missing"
         # Requests are counted by API key name: no keys configured, so all are anonymous.
         assert metric(gateway.metrics_url, "warren_gateway_key_requests_total", key="anonymous", status="200") >= 1
         # Prometheus loaded the rules and evaluates every one of them without error.
