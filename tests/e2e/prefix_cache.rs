@@ -159,7 +159,9 @@ async fn a_reused_prefix_changes_nothing_in_the_output_one_task_after_another() 
     let first = ok_reply(&client, &task(QUESTIONS[0])).await;
     assert_eq!(cached(&first), 0, "the first task finds an empty cache");
     let system_tokens = first.usage.map_or(0, |u| u.prompt_tokens) / 2;
-    for question in QUESTIONS.iter().chain(QUESTIONS.iter()) {
+    // Each question after another one: the slot holds the system prompt and a question that
+    // differs from the one asked.
+    for question in QUESTIONS.iter().skip(1).chain(QUESTIONS.first()) {
         let reply = ok_reply(&client, &task(question)).await;
         assert!(
             cached(&reply) > system_tokens,
@@ -172,7 +174,7 @@ async fn a_reused_prefix_changes_nothing_in_the_output_one_task_after_another() 
             "{question}"
         );
     }
-    let last = QUESTIONS[QUESTIONS.len() - 1];
+    let last = QUESTIONS[0]; // the last one asked
     let same_again = ok_reply(&client, &task(last)).await;
     let prompt_tokens = same_again.usage.map_or(0, |u| u.prompt_tokens);
     // Prompts are cut into pieces of 2 here (the batch holds 2 tokens): an identical prompt
@@ -194,9 +196,9 @@ async fn a_reused_prefix_changes_nothing_under_slot_churn_and_a_copy_from_a_busy
     let client = client(&names).await;
 
     // A long task holds slot 0; once it generates, its prompt's cells are complete, and the
-    // next task (slot 1 holds nothing) starts from a copy of them.
+    // next task (slot 1 holds nothing) starts from a copy of them. It ends among the six below.
     let long = TaskBody {
-        max_tokens: Some(120),
+        max_tokens: Some(48),
         stream: Some(true),
         ..task(QUESTIONS[0])
     };
