@@ -157,13 +157,13 @@ def test_every_dashboard_query_returns_data_after_the_events_it_shows(prometheus
         for task in burst:
             assert amqp.reply(task)["status"] == "ok"
         client = sdk(gateway.base_url, api_key=key)
-        for round in range(2):
+        for repeat in range(2):
             bad = amqp.send({"prompt": 42})
             assert amqp.reply(bad)["status"] == "error"
             closed = f"http://127.0.0.1:{free_port()}/hook"
             client.responses.create(model="m", input="Hi", max_output_tokens=2, background=True,
                                     metadata={"callback_url": closed})
-            if round == 0:
+            if repeat == 0:
                 time.sleep(2.5)
 
         def chat():
