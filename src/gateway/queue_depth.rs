@@ -6,11 +6,13 @@
 //! shows no consumers), and the embeddings queue. A queue that does not exist (no
 //! worker of that kind ever declared it) reads 0 and 0. Needs no management plugin; with
 //! `broker.management_url` it also asks the management API how fast each queue drains, for
-//! the Retry-After of a full queue's 429 ([`super::backlog`]), and a queue the API last
-//! answered 404 for is not declared: the broker closes the channel of a passive declare that
-//! misses, which lapin logs at error level, every poll, for as long as the queue is missing.
+//! the Retry-After of a full queue's 429 ([`super::backlog`]). The broker closes the channel
+//! of a passive declare that misses, which lapin logs at error level: a queue whose last
+//! declare missed and that the API also answers 404 for is declared again only every
+//! [`RECHECK_EVERY_POLLS`]th poll (an API of another broker, a wrong `management_url`,
+//! cannot hide a queue longer than that), or as soon as the API finds it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,6 +26,10 @@ use crate::protocol::Tier;
 
 /// How often the queues are looked at.
 pub const POLL_EVERY: Duration = Duration::from_secs(5);
+
+/// Of the polls that skip a queue both the last declare and the management API found missing,
+/// every this-many-th declares it all the same.
+const RECHECK_EVERY_POLLS: u32 = 12;
 
 /// The task queues of a deployment as `settings` describe it.
 pub fn watched_queues(settings: &Settings) -> Vec<String> {
@@ -65,13 +71,22 @@ pub async fn watch(
             shutdown.clone(),
         ));
     }
+    // Queues whose last declare missed, with the polls skipped since.
+    let mut missed: HashMap<&str, u32> = HashMap::new();
     loop {
         if let Some(client) = broker_link.client() {
             for queue in &queues {
-                let seen = if missing.contains(queue) {
-                    None
+                let skipped = missed.get(queue.as_str()).copied();
+                let seen = if declares(skipped, missing.contains(queue)) {
+                    let seen = depth(client.connection(), queue).await;
+                    match seen {
+                        Some(_) => missed.remove(queue.as_str()),
+                        None => missed.insert(queue, 0),
+                    };
+                    seen
                 } else {
-                    depth(client.connection(), queue).await
+                    missed.insert(queue, skipped.unwrap_or_default() + 1);
+                    None
                 };
                 metrics.queue_depth(queue, seen);
             }
@@ -108,8 +123,19 @@ async fn watch_drain_rates(
     }
 }
 
+/// Whether to declare a queue this poll, given the polls skipped since its last declare missed
+/// (`None`: that declare found it, or there was none) and whether the management API answers
+/// 404 for it.
+fn declares(skipped_since_missed: Option<u32>, api_says_missing: bool) -> bool {
+    match skipped_since_missed {
+        None => true,
+        Some(_) if !api_says_missing => true,
+        Some(skipped) => skipped + 1 >= RECHECK_EVERY_POLLS,
+    }
+}
+
 /// The queues the management API answered 404 for at its last look. A queue it could not be
-/// asked about is not in it: that one is declared as without the API.
+/// asked about is not in it.
 #[derive(Debug, Clone, Default)]
 struct MissingQueues(Arc<Mutex<HashSet<String>>>);
 
@@ -142,6 +168,21 @@ pub(super) async fn depth(connection: &lapin::Connection, queue: &str) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_is_skipped_only_while_its_declare_and_the_api_both_miss_it_and_rechecked_in_time() {
+        assert!(declares(None, false), "never looked at");
+        assert!(
+            declares(None, true),
+            "found at the last declare: an API 404 is not trusted"
+        );
+        assert!(declares(Some(0), false), "missed, but the API finds it now");
+        assert!(!declares(Some(0), true), "missed by both");
+        let skips = (0..)
+            .take_while(|&skipped| !declares(Some(skipped), true))
+            .count();
+        assert_eq!(skips as u32, RECHECK_EVERY_POLLS - 1, "then declared again");
+    }
 
     #[test]
     fn a_queue_is_missing_from_a_404_until_the_api_finds_it_again() {
