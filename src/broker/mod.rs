@@ -154,30 +154,37 @@ pub async fn connect(url: &SecretString, name: &str) -> Result<Connection, Broke
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Closes `connection` and its channels, waiting at most [`CLOSE_GRACE`] for the broker to
-/// confirm. The caller is done with it either way, and a close that never completes (the
-/// broker gone, or lapin's close racing a channel that is closing) must not keep a process
-/// from exiting. Nothing is lost by letting go: the broker requeues whatever the connection
-/// held unacked once its socket closes.
-pub async fn close(connection: &Connection, reason: &str) {
+/// confirm; whether it did. The caller is done with it either way, and a close that never
+/// completes (the broker gone, or lapin's close racing a channel that is closing) must not
+/// keep a process from exiting. Nothing is lost by letting go: the socket stays open until
+/// the connection is dropped or the process exits, and then the broker requeues whatever the
+/// connection held unacked.
+pub async fn close(connection: &Connection, reason: &str) -> bool {
     let closing = connection.close(200, reason.into());
-    within_close_grace("the connection", closing).await;
+    within_close_grace("the connection", closing).await
 }
 
 /// Closes `channel`, waiting at most [`CLOSE_GRACE`], for the reasons [`close`] gives.
-pub async fn close_channel(channel: &lapin::Channel, reason: &str) {
-    within_close_grace("a channel", channel.close(200, reason.into())).await;
+pub async fn close_channel(channel: &lapin::Channel, reason: &str) -> bool {
+    within_close_grace("a channel", channel.close(200, reason.into())).await
 }
 
 async fn within_close_grace(
     what: &str,
     closing: impl std::future::Future<Output = lapin::Result<()>>,
-) {
+) -> bool {
     match tokio::time::timeout(CLOSE_GRACE, closing).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "closing {what} with the broker failed"),
-        Err(_) => tracing::warn!(
-            grace_s = CLOSE_GRACE.as_secs(),
-            "the broker did not confirm the close of {what} in time; letting go"
-        ),
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "closing {what} with the broker failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(
+                grace_s = CLOSE_GRACE.as_secs(),
+                "the broker did not confirm the close of {what} in time; letting go"
+            );
+            false
+        }
     }
 }

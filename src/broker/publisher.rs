@@ -32,9 +32,9 @@ impl Publisher {
         Ok(Publisher { channel })
     }
 
-    /// Closes the channel (bounded, as [`super::close_channel`]). A publisher dropped instead
-    /// has lapin close its channel in the background, which races a connection close that
-    /// follows at once.
+    /// Closes the channel (bounded, as [`super::close_channel`]), for every clone of this
+    /// publisher. A publisher dropped instead has lapin close its channel in the background,
+    /// which races a connection close that follows at once.
     pub async fn close(&self, reason: &str) {
         super::close_channel(&self.channel, reason).await;
     }

@@ -121,8 +121,8 @@ pub fn main() -> ExitCode {
             Command::Gateway(args) => gateway::run(settings, args).await,
         }
     });
-    // Tasks still running (a connection's I/O loop whose close was never confirmed) must not
-    // keep a finished command from exiting.
+    // Work left on the blocking pool (a name lookup for a connection given up on, say) must
+    // not keep a finished command from exiting; dropping the runtime would wait for it.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
     if let Some(traces) = traces {
         traces.shutdown();

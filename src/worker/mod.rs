@@ -243,8 +243,11 @@ async fn session(
                 }
             }
             // Closing the connection closes its channels; unacked deliveries return to the queue.
-            crate::broker::close(&connection, "worker stopping").await;
-            info!("disconnected cleanly");
+            if crate::broker::close(&connection, "worker stopping").await {
+                info!("disconnected cleanly");
+            } else {
+                warn!("disconnected without the broker's close-ok; it requeues what was unacked as the socket closes");
+            }
         }
         SessionEnd::Lost(reason) => {
             warn!(

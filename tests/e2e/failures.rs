@@ -360,8 +360,13 @@ async fn dlq_list_replay_and_purge_round_trip() {
     }
     drop(worker);
 
-    let dlq = |args: &[&str]| {
-        let output = warren(&names).arg("dlq").args(args).output().unwrap();
+    let dlq = async |args: &[&str]| {
+        let mut command = tokio::process::Command::from(warren(&names));
+        command.arg("dlq").args(args).kill_on_drop(true);
+        let output = tokio::time::timeout(crate::common::PATIENCE, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("dlq {args:?} did not exit in time"))
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         // A channel dropped just before the connection's close made lapin log a connection
         // error on most runs, and on some never finish the close.
@@ -375,7 +380,7 @@ async fn dlq_list_replay_and_purge_round_trip() {
             stderr,
         )
     };
-    let (code, listed, _) = dlq(&["list", "--json"]);
+    let (code, listed, _) = dlq(&["list", "--json"]).await;
     assert_eq!(code, Some(0));
     let letters: Vec<Value> = listed
         .lines()
@@ -394,7 +399,7 @@ async fn dlq_list_replay_and_purge_round_trip() {
     assert!(letters
         .iter()
         .all(|l| l["attempts"] == 1 && l["size"].as_u64() > Some(0)));
-    let (_, listed_again, _) = dlq(&["list", "--json"]);
+    let (_, listed_again, _) = dlq(&["list", "--json"]).await;
     let seen_again: Vec<_> = listed_again
         .lines()
         .map(|l| {
@@ -406,7 +411,7 @@ async fn dlq_list_replay_and_purge_round_trip() {
         .collect();
     assert_eq!(seen_again, ids, "listing neither consumes nor reorders");
 
-    let (code, out, err) = dlq(&["replay", "--id", &ids[1]]);
+    let (code, out, err) = dlq(&["replay", "--id", &ids[1]]).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("replayed 1"), "{out}");
     let replayed = upstream
@@ -424,14 +429,14 @@ async fn dlq_list_replay_and_purge_round_trip() {
         "attempts start over"
     );
     assert_eq!(header(properties, "x-warren-error-code"), None);
-    let (_, remaining, _) = dlq(&["list", "--json"]);
+    let (_, remaining, _) = dlq(&["list", "--json"]).await;
     assert_eq!(remaining.lines().count(), 2);
 
-    let (code, _, err) = dlq(&["purge"]);
+    let (code, _, err) = dlq(&["purge"]).await;
     assert_ne!(code, Some(0), "purge asks for --yes");
     assert!(err.contains("--yes"), "{err}");
     assert_eq!(ready_count(&names.dead).await, 2);
-    let (code, out, _) = dlq(&["purge", "--yes"]);
+    let (code, out, _) = dlq(&["purge", "--yes"]).await;
     assert_eq!(code, Some(0));
     assert!(out.contains("purged 2"), "{out}");
     assert_eq!(ready_count(&names.dead).await, 0);

@@ -176,6 +176,11 @@ async fn a_reused_prefix_changes_nothing_in_the_output_one_task_after_another() 
     }
     let last = QUESTIONS[0]; // the last one asked
     let same_again = ok_reply(&client, &task(last)).await;
+    assert_eq!(
+        same_again.text.as_deref(),
+        reference.get(last).map(String::as_str),
+        "an identical prompt reused whole"
+    );
     let prompt_tokens = same_again.usage.map_or(0, |u| u.prompt_tokens);
     // Prompts are cut into pieces of 2 here (the batch holds 2 tokens): an identical prompt
     // reuses every whole piece before its last token.

@@ -25,27 +25,30 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": 
 
 def model_with_template():
     """The copy with the template, written once per machine and set of inputs: rewriting the
-    model's 250 MB in Python takes a CPU core for about 12 s. Kept beside the model
-    ($WARREN_CACHE_DIR, ~/.cache/warren), named after what it is made from (the model's
+    whole model in Python keeps a CPU core busy (docs/src/getting-started.md). Kept beside the
+    model ($WARREN_CACHE_DIR, ~/.cache/warren), named after what it is made from (the model's
     contents: each clone copies the model anew)."""
     with open(MODEL, "rb") as model_file:
         model_digest = hashlib.file_digest(model_file, "sha256").digest()
     key = hashlib.sha256(b"\0".join([
         TEMPLATE.read_bytes(), model_digest, importlib.metadata.version("gguf").encode(),
     ])).hexdigest()[:16]
-    cache = Path(os.environ.get("WARREN_CACHE_DIR", Path.home() / ".cache" / "warren")) / "test-models"
+    cache = Path(os.environ.get("WARREN_CACHE_DIR") or Path.home() / ".cache" / "warren") / "test-models"
     model = cache / f"gemma-chatml-{key}.gguf"
     if not model.exists():
         cache.mkdir(parents=True, exist_ok=True)
         for stale in cache.glob("gemma-chatml-*.gguf"):  # made from other inputs
             stale.unlink(missing_ok=True)
         partial = cache / f"{model.name}.{os.getpid()}.partial"
-        subprocess.run(
-            [Path(sys.executable).with_name("gguf-new-metadata"), str(MODEL), str(partial),
-             "--chat-template-file", str(TEMPLATE), "--force"],
-            check=True, capture_output=True,
-        )
-        partial.rename(model)
+        try:
+            subprocess.run(
+                [Path(sys.executable).with_name("gguf-new-metadata"), str(MODEL), str(partial),
+                 "--chat-template-file", str(TEMPLATE), "--force"],
+                check=True, capture_output=True,
+            )
+            partial.rename(model)
+        finally:
+            partial.unlink(missing_ok=True)
     return model
 
 

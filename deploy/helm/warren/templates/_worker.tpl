@@ -37,8 +37,9 @@ spec:
         prometheus.io/port: "9090"
         prometheus.io/path: /metrics
     spec:
-      # Above worker.shutdown_grace_ms (30 s) + 5 s to give back what is left + the trace
-      # exporter's last send (up to 10 s): tasks in flight finish, the rest is requeued.
+      # Above worker.shutdown_grace_ms (30 s) + up to 5 s to cancel the consumer, 5 s to give
+      # back what is left and 5 s for the broker's close-ok + the trace exporter's last send
+      # (up to 10 s): tasks in flight finish, the rest is requeued.
       terminationGracePeriodSeconds: 60
       securityContext:
         {{- include "warren.podSecurity" $root | nindent 8 }}
