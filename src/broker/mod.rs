@@ -17,7 +17,7 @@ mod transaction;
 pub use blocked::BlockedWatch;
 pub use publisher::{Published, Publisher};
 pub use topology::{Route, Topology};
-pub use transaction::{Outgoing, Settled, Settlement, TxChannel};
+pub use transaction::{BeforeCommit, Outgoing, Settled, Settlement, TxChannel};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -74,6 +74,11 @@ pub enum BrokerError {
     /// back when the channel closes.
     #[error("the commit this delivery waited for was abandoned")]
     CommitAbandoned,
+    /// The channel failed while its `tx.commit` was under way (sent, or about to be): the
+    /// broker may have taken all of the transaction, none of it, or, when a node failed, a
+    /// part (RabbitMQ does not make a transaction atomic across its own failure).
+    #[error("{0} (during the commit: whether the broker took it is unknown)")]
+    CommitUnanswered(Box<BrokerError>),
     /// A commit of several deliveries failed ([`TxChannel::settle`]): the same failure for
     /// each of them.
     #[error("{source} (a commit of {members} deliveries)")]
@@ -86,6 +91,18 @@ pub enum BrokerError {
     /// Any other AMQP failure.
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),
+}
+
+impl BrokerError {
+    /// Whether this is the failure of a commit that may have taken effect, in whole or in
+    /// part: the settlement's messages may or may not have reached their queues.
+    pub fn commit_outcome_unknown(&self) -> bool {
+        match self {
+            BrokerError::CommitAbandoned | BrokerError::CommitUnanswered(_) => true,
+            BrokerError::InGroup { source, .. } => source.commit_outcome_unknown(),
+            _ => false,
+        }
+    }
 }
 
 /// Declares a server-named, exclusive, auto-deleted queue (a client's replies, a worker's

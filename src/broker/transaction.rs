@@ -74,9 +74,13 @@ pub struct Settlement {
     pub acker: Acker,
     /// Give the delivery back to its queue instead of acking it.
     pub requeue: bool,
-    /// Called once everything is staged, just before the commit (fault injection).
-    pub before_commit: Option<Box<dyn FnOnce() + Send + Sync>>,
+    /// Run once everything is staged, just before the commit (fault injection).
+    pub before_commit: Option<BeforeCommit>,
 }
+
+/// A fault-injection hook: what it returns is awaited just before the commit.
+pub type BeforeCommit =
+    Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// A settlement committed.
 #[derive(Debug)]
@@ -237,10 +241,14 @@ impl TxChannel {
         }
         for settlement in settlements.iter_mut() {
             if let Some(hook) = settlement.before_commit.take() {
-                hook();
+                hook().await;
             }
         }
-        self.channel.tx_commit().await?;
+        // An error now (the channel closed under the commit) leaves its outcome unknown.
+        self.channel
+            .tx_commit()
+            .await
+            .map_err(|e| BrokerError::CommitUnanswered(Box::new(e.into())))?;
         *staged = false;
         // Not in confirm mode, this waits for nothing: it hands over the messages returned
         // before the commit-ok, which are this transaction's (one at a time per channel).

@@ -6,21 +6,24 @@
 //! The invariant: a delivery is acked in the same commit that publishes everything it owes,
 //! so a worker that dies at any moment leaves either both done (one reply) or neither (the
 //! task is delivered again and runs again: still one reply). When the commit fails the
-//! delivery is given back, so nothing is lost.
+//! delivery is given back, so nothing is lost; when it ends without the broker's answer (the
+//! connection lost under it), what the task owed is also kept in the results queue, marked
+//! maybe delivered ([`super::unanswered`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
 use super::fate::{self, BeforeRun, Fate, Redeliveries};
-use super::outbox::{Outbox, Outcome};
+use super::outbox::{kept_copy, Outbox, Outcome};
 use super::run::{run_embedding, run_task};
 use super::task_meta::TaskMeta;
 use super::{faults, spans, Shared};
-use crate::broker::{headers, BrokerError, Outgoing, Settlement};
+use crate::broker::{headers, BeforeCommit, BrokerError, Outgoing, Settlement};
 use crate::config::EngineRole;
 use crate::protocol::{Timings, HEADER_REDELIVERIES, QUORUM_DELIVERY_COUNT};
 
@@ -121,10 +124,15 @@ async fn settle(
                 .collect();
             outbox.keep_undeliverable(refused, maybe_delivered).await;
         }
-        Err(BrokerError::CommitAbandoned) => {
-            // The session is ending and its commit may have taken effect: a requeue now
-            // could only disturb the channel; the broker gives back whatever it did not take.
-            warn!("the session ended during this task's commit; the broker keeps or gives back the task");
+        Err(e) if e.commit_outcome_unknown() => {
+            // The commit may have taken effect, in whole or (a broker node failing) in part:
+            // a requeue now could only disturb the channel, and the broker gives back what
+            // it did not take, to run again. What the task owed may have been taken with its
+            // ack or lost: a copy is kept where ops can find it, marked maybe delivered.
+            warn!(error = %e, "the commit of this task ended without an answer; what it owed is kept in the results queue, marked maybe delivered, once the worker reconnects");
+            let results = shared.topology.results_queue();
+            let kept = owed.into_iter().map(|m| kept_copy(m, results, true));
+            shared.unanswered.hold(kept.collect());
         }
         Err(e) => {
             warn!(error = %e, "could not publish what the task owes; returning it to the queue");
@@ -178,7 +186,10 @@ async fn commit_with_ack(
 ) -> Result<Vec<Outgoing>, BrokerError> {
     let before_commit = fault.map(|counts| {
         let body = delivery.data.clone();
-        Box::new(move || faults::before_commit(&body, counts)) as Box<dyn FnOnce() + Send + Sync>
+        let channel = shared.settling.channel().clone();
+        Box::new(move || -> BoxFuture<'static, ()> {
+            Box::pin(faults::before_commit(body, counts, channel))
+        }) as BeforeCommit
     });
     let settlement = Settlement {
         owed: owed.to_vec(),

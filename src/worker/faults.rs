@@ -8,6 +8,9 @@
 //!   with the reply published and the ack sent in a transaction that is not committed yet.
 //! - `[[warren-fault:crash-after-commit]]`: on the task's first delivery, the process aborts
 //!   right after the commit (reply and ack taken by the broker), before the finished mark.
+//! - `[[warren-fault:close-channel-before-commit]]`: on the task's first delivery, the worker
+//!   closes the channel its transaction is staged on just before the commit, which then
+//!   fails as a commit cut off by a lost connection does (its outcome unknown to the worker).
 //!
 //! With fault injection off (the default) the markers are plain text.
 
@@ -46,10 +49,15 @@ pub(super) fn inject(input: &Input, attempt: u32) -> Result<(), TaskError> {
     Ok(())
 }
 
-/// Aborts before the commit when the task body carries `[[warren-fault:crash-before-commit]]`
-/// and this is its first delivery.
-pub(super) fn before_commit(body: &[u8], counts: Redeliveries) {
-    crash_on_first_delivery(body, counts, "crash-before-commit", "before the commit");
+/// Just before the commit, on the task's first delivery: aborts when the task body carries
+/// `[[warren-fault:crash-before-commit]]`, closes `channel` (the one the commit is staged on)
+/// when it carries `[[warren-fault:close-channel-before-commit]]`.
+pub(super) async fn before_commit(body: Vec<u8>, counts: Redeliveries, channel: lapin::Channel) {
+    crash_on_first_delivery(&body, counts, "crash-before-commit", "before the commit");
+    if marked_on_first_delivery(&body, counts, "close-channel-before-commit") {
+        tracing::error!("fault injection: closing the channel before the commit");
+        crate::broker::close_channel(&channel, "fault injection").await;
+    }
 }
 
 /// Aborts after the commit when the task body carries `[[warren-fault:crash-after-commit]]`
@@ -59,12 +67,16 @@ pub(super) fn after_commit(body: &[u8], counts: Redeliveries) {
 }
 
 fn crash_on_first_delivery(body: &[u8], counts: Redeliveries, fault: &str, when: &str) {
-    let marker = format!("{PREFIX}{fault}]]");
-    let first_delivery =
-        counts.quorum_count == 0 && counts.warren_count == 0 && !counts.redelivered;
-    let has_marker = body.windows(marker.len()).any(|w| w == marker.as_bytes());
-    if has_marker && first_delivery {
+    if marked_on_first_delivery(body, counts, fault) {
         tracing::error!("fault injection: crashing {when}");
         std::process::abort();
     }
+}
+
+/// Whether `body` carries the marker of `fault` and this is its first delivery.
+fn marked_on_first_delivery(body: &[u8], counts: Redeliveries, fault: &str) -> bool {
+    let marker = format!("{PREFIX}{fault}]]");
+    let first_delivery =
+        counts.quorum_count == 0 && counts.warren_count == 0 && !counts.redelivered;
+    first_delivery && body.windows(marker.len()).any(|w| w == marker.as_bytes())
 }

@@ -22,6 +22,7 @@ mod service;
 mod spans;
 mod stream;
 mod task_meta;
+mod unanswered;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +42,7 @@ use cancels::Cancellations;
 use consumers::Consumers;
 use finished::Finished;
 pub use service::{Worker, WorkerError};
+use unanswered::Unanswered;
 
 /// How long handlers get to notice they were abandoned and return their delivery.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
@@ -75,12 +77,16 @@ pub(crate) struct Shared {
     pub stream: crate::config::StreamSettings,
     pub cancels: Cancellations,
     pub finished: Option<Arc<Finished>>,
+    /// Copies of what commits cut off without an answer owed, for the next publisher.
+    pub unanswered: Unanswered,
 }
 
-/// What outlives a session: remembered cancels, the finished-task marks.
+/// What outlives a session: remembered cancels, the finished-task marks, the copies kept
+/// for commits cut off without an answer.
 struct Lasting {
     cancels: Cancellations,
     finished: Option<Arc<Finished>>,
+    unanswered: Unanswered,
 }
 
 /// The finished-task marks, when `worker.redis_url` is set.
@@ -128,6 +134,7 @@ pub(crate) async fn run(
     let lasting = Lasting {
         cancels: Cancellations::default(),
         finished: finished_marks(settings),
+        unanswered: Unanswered::default(),
     };
     loop {
         let started = Instant::now();
@@ -140,8 +147,14 @@ pub(crate) async fn run(
             &lasting,
         );
         match session.await {
-            SessionEnd::Shutdown => return Ok(()),
-            SessionEnd::Misconfigured(error) => return Err(error),
+            SessionEnd::Shutdown => {
+                lasting.unanswered.report_lost();
+                return Ok(());
+            }
+            SessionEnd::Misconfigured(error) => {
+                lasting.unanswered.report_lost();
+                return Err(error);
+            }
             SessionEnd::Lost(reason) => {
                 telemetry.readiness.set(false);
                 telemetry.metrics.reconnected();
@@ -158,7 +171,10 @@ pub(crate) async fn run(
                     "lost the broker; reconnecting"
                 );
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = shutdown.cancelled() => {
+                        lasting.unanswered.report_lost();
+                        return Ok(());
+                    }
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
@@ -301,6 +317,7 @@ async fn start_consuming(
 
     listen_for_cancels(&connection, &topology, worker_name, lasting.cancels.clone()).await?;
     let publisher = Publisher::open(&connection).await?;
+    lasting.unanswered.publish(&publisher).await?;
     let settling = Arc::new(TxChannel::select(connection.create_channel().await?).await?);
     let queues = topology.consumed_queues();
     let prefetch = settings.consumer_prefetch(queues.len());
@@ -321,6 +338,7 @@ async fn start_consuming(
         stream: settings.stream.clone(),
         cancels: lasting.cancels.clone(),
         finished: lasting.finished.clone(),
+        unanswered: lasting.unanswered.clone(),
     };
     if queues.len() > usize::from(settings.effective_prefetch()) {
         warn!(

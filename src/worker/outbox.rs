@@ -313,24 +313,32 @@ impl<'a> Outbox<'a> {
         for message in returned {
             let destination = message.destination();
             warn!(destination = %destination, queue = results, "the broker could not deliver a message this task owed; keeping it in the results queue");
-            let kept = Outgoing {
-                exchange: String::new(),
-                routing_key: results.to_owned(),
-                properties: headers::with_headers(
-                    message.properties,
-                    [
-                        (HEADER_UNDELIVERABLE, headers::text(destination)),
-                        (
-                            HEADER_MAYBE_DELIVERED,
-                            lapin::types::AMQPValue::Boolean(maybe_delivered),
-                        ),
-                    ],
-                ),
-                body: message.body,
-            };
+            let kept = kept_copy(message, results, maybe_delivered);
             if let Err(e) = self.shared.publisher.publish_routed(&kept).await {
                 error!(error = %e, "a message the task owed could not be kept in the results queue: it is lost");
             }
         }
+    }
+}
+
+/// The copy of `message` kept in the `results` queue, its headers naming where it was going
+/// (`x-warren-undeliverable-reply-to`) and whether it may have got there too
+/// (`x-warren-maybe-delivered`).
+pub(crate) fn kept_copy(message: Outgoing, results: &str, maybe_delivered: bool) -> Outgoing {
+    let destination = message.destination();
+    Outgoing {
+        exchange: String::new(),
+        routing_key: results.to_owned(),
+        properties: headers::with_headers(
+            message.properties,
+            [
+                (HEADER_UNDELIVERABLE, headers::text(destination)),
+                (
+                    HEADER_MAYBE_DELIVERED,
+                    lapin::types::AMQPValue::Boolean(maybe_delivered),
+                ),
+            ],
+        ),
+        body: message.body,
     }
 }

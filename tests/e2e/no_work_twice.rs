@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{ready_count, Caller, Names, WorkerProcess, PATIENCE};
+use crate::common::{header, ready_count, Caller, Names, WorkerProcess, PATIENCE};
 use serde_json::json;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
@@ -99,6 +99,46 @@ async fn a_worker_killed_after_its_commit_answered_and_acked_the_task_once() {
         "the task ran again:\n{}",
         second.log()
     );
+}
+
+#[tokio::test]
+async fn a_commit_cut_off_without_an_answer_keeps_what_it_owed_in_the_results_queue() {
+    let names = Names::new("unanswered");
+    let mut upstream = Caller::connect().await;
+    let worker = WorkerProcess::start(&names, &[("WARREN__WORKER__FAULT_INJECTION", "true")]).await;
+    let fault = "[[warren-fault:close-channel-before-commit]]";
+    let id = upstream
+        .send(
+            &names.requests,
+            &json!({"prompt": format!("Hello {fault}"), "max_tokens": 3}),
+        )
+        .await;
+    // The closed channel took nothing: the task comes back and runs again, answered once.
+    let replies = replies_to(&mut upstream, &id, || {
+        worker.log().matches("task completed").count() >= 2
+    })
+    .await;
+    assert_eq!(replies, 1, "exactly one reply:\n{}", worker.log());
+    assert!(
+        worker
+            .log()
+            .contains("closing the channel before the commit"),
+        "{}",
+        worker.log()
+    );
+    // The worker could not tell: what the cut-off commit owed is kept, marked maybe delivered.
+    let (properties, body) = upstream.take_from(&names.results, &id).await;
+    let kept: serde_json::Value = serde_json::from_slice(&body).expect("a JSON reply");
+    assert_eq!(kept["status"], "ok", "{kept}");
+    assert_eq!(
+        header(&properties, "x-warren-undeliverable-reply-to").as_deref(),
+        Some(upstream.reply_queue.as_str())
+    );
+    assert_eq!(
+        header(&properties, "x-warren-maybe-delivered").as_deref(),
+        Some("Boolean(true)")
+    );
+    assert_eq!(ready_count(&names.requests).await, 0);
 }
 
 /// Waits until Redis holds `key`.

@@ -2,8 +2,9 @@
 own ports, data and Erlang cookie; `join_cluster`), the requests queue a quorum queue with three
 replicas, a worker given all three URLs and finished-task marks in Redis. Under load the node the
 worker is connected to is stopped (and started again), then the node leading the requests queue:
-every task gets its reply (a second only for a reply caught unconfirmed by a stop), none is
-dead-lettered, the worker consumes again within 15 s,
+every task gets its reply (a second only for a reply caught unconfirmed by a stop; for a
+commit a stop cut off without an answer, the reply may instead be kept in the results queue,
+marked maybe delivered), none is dead-lettered, the worker consumes again within 15 s,
 and publishers given the node list (pika, the gateway, `warren submit`) carry on. Then, on a
 model spread over four shards (`topology.shards`), the node leading a shard is stopped under
 load: nothing lost, none dead-lettered. The tests share one cluster, each starting with its
@@ -21,7 +22,7 @@ import pika
 import httpx
 
 from conftest import WARREN, Names, start_gateway, start_worker
-from test_shards import Caller, shard_queues, sharded_settings
+from test_shards import Caller, kept_replies, shard_queues, sharded_settings
 
 
 TASKS_PER_PHASE = 6
@@ -117,7 +118,7 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
         assert submit.returncode == 0, submit.stderr
         assert json.loads(submit.stdout)["status"] == "ok"
 
-        seen = {}
+        seen, kept = {}, {}
         reader = pika.BlockingConnection([pika.URLParameters(url) for i, url in enumerate(cluster.urls) if i != leader])
         read = reader.channel()
         deadline = time.monotonic() + 180
@@ -125,7 +126,10 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
         while time.monotonic() < deadline:
             method, properties, body = read.basic_get(replies, auto_ack=True)
             if method is None:
-                if len(seen) == len(ids):
+                # A commit a stop cut off without an answer: its reply is kept, marked maybe
+                # delivered (RabbitMQ may have taken the ack and lost the reply).
+                kept.update(kept_replies(read, names.results, replies))
+                if set(ids) <= set(seen) | set(kept):
                     quiet_until = quiet_until or time.monotonic() + 5
                     if time.monotonic() > quiet_until:
                         break
@@ -134,7 +138,9 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
             reply = json.loads(body)
             assert reply["status"] == "ok", reply
             seen[properties.correlation_id] = seen.get(properties.correlation_id, 0) + 1
-        assert sorted(seen) == sorted(ids), f"missing: {set(ids) - set(seen)}\n{worker.log()[-3000:]}"
+        missing = set(ids) - set(seen)
+        assert missing <= set(kept), f"missing: {missing - set(kept)}\n{worker.log()[-3000:]}"
+        assert len(missing) <= 2, f"replies only kept: {missing}"
         # A commit caught by its node's stop may have taken the reply and lost the ack (RabbitMQ
         # does not make a transaction atomic across its own failure); the task is then run
         # again (a window docs/src/wire-contract/delivery.md states, under Delivery guarantees):
@@ -169,7 +175,7 @@ def test_a_stopped_node_leading_a_shard_costs_no_task(cluster):
         first = [caller.send({"prompt": "Count:", "max_tokens": 20}) for _ in range(40)]
         cluster.stop(leader)
         second = [caller.send({"prompt": "Count:", "max_tokens": 20}) for _ in range(40)]
-        replies = caller.collect(first + second, seconds=180, quiet=3)
+        replies = caller.collect(first + second, seconds=180, quiet=3, kept_in=names.results)
         assert all(r[0]["status"] == "ok" for r in replies.values())
         # A commit caught by the stop may have taken the replies and lost the acks (RabbitMQ
         # does not make a transaction atomic across its own failure): its tasks run again (the
