@@ -47,6 +47,11 @@ pub fn model_path() -> PathBuf {
     path
 }
 
+/// A path inside the repository.
+pub fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
 /// Queue and exchange names that belong to one test, deleted when dropped.
 pub struct Names {
     /// What every name below starts with (`test.<test>.<id>`).

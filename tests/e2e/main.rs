@@ -7,11 +7,18 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod amqps;
+mod bad_tasks;
 mod broker_restart;
 mod cancel;
+mod capacity;
+mod clients;
+mod deploy_files;
 mod device_sampling;
+mod dlq_cli;
 mod failures;
 mod group_commit;
+mod hostile_payloads;
 mod logprobs;
 mod no_work_twice;
 mod operations;
