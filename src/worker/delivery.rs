@@ -95,11 +95,20 @@ async fn settle(
     }
     let owed = outbox.owed(&fate, outcome.as_ref(), timings);
     let fault = shared.fault_injection.then_some(counts);
+    // Held until the broker answers: a commit cut off without an answer, or a handler
+    // aborted while it waits, leaves them to be kept in the results queue.
+    let results = shared.topology.results_queue();
+    let held = owed.iter().map(|m| kept_copy(m.clone(), results, true));
+    let ticket = shared.unanswered.hold(held.collect());
     let committing = tracing::info_span!("commit", messages = owed.len() as i64);
-    match commit_with_ack(shared, delivery, &owed, fault)
+    let committed = commit_with_ack(shared, delivery, &owed, fault)
         .instrument(committing)
-        .await
-    {
+        .await;
+    match &committed {
+        Err(e) if e.commit_outcome_unknown() && !refused_by_a_full_queue(e) => {}
+        _ => shared.unanswered.release(ticket),
+    }
+    match committed {
         Ok(returned) => {
             count_dead_letters(shared, &fate, &owed);
             outbox.keep_undeliverable(returned, false).await;
@@ -128,11 +137,8 @@ async fn settle(
             // The commit may have taken effect, in whole or (a broker node failing) in part:
             // a requeue now could only disturb the channel, and the broker gives back what
             // it did not take, to run again. What the task owed may have been taken with its
-            // ack or lost: a copy is kept where ops can find it, marked maybe delivered.
-            warn!(error = %e, "the commit of this task ended without an answer; what it owed is kept in the results queue, marked maybe delivered, once the worker reconnects");
-            let results = shared.topology.results_queue();
-            let kept = owed.into_iter().map(|m| kept_copy(m, results, true));
-            shared.unanswered.hold(kept.collect());
+            // ack or lost: its copies stay held, to be kept where ops can find them.
+            warn!(error = %e, "the commit of this task ended without the broker's answer; what it owed is kept in the results queue, marked maybe delivered, once a publisher is up");
         }
         Err(e) => {
             warn!(error = %e, "could not publish what the task owes; returning it to the queue");

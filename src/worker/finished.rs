@@ -4,6 +4,11 @@
 //! id is recorded is acked without being run or answered again. Optional (`worker.redis_url`): a Redis that
 //! does not answer makes the worker fall back to at least once, never block.
 
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::config::Settings;
 use crate::redis_link::{RedisError, RedisLink};
 
 /// The finished marks of one requests queue.
@@ -14,6 +19,26 @@ pub(crate) struct Finished {
 }
 
 impl Finished {
+    /// The marks `settings` ask for (`worker.redis_url`), if any; an unusable URL is logged
+    /// and leaves delivery at least once.
+    pub(crate) fn configured(settings: &Settings) -> Option<Arc<Finished>> {
+        let url = settings.worker.redis_url.as_str();
+        if url.is_empty() {
+            return None;
+        }
+        let queue = &settings.topology.requests_queue;
+        match Finished::new(url, queue, settings.worker.finished_ttl_s) {
+            Ok(finished) => {
+                info!("finished tasks are recorded in Redis: a redelivered finished task is not run again");
+                Some(Arc::new(finished))
+            }
+            Err(e) => {
+                warn!(error = %e, "worker.redis_url is unusable; delivery stays at least once");
+                None
+            }
+        }
+    }
+
     /// Marks kept at `url` for the tasks of `requests_queue`, `ttl_s` seconds each.
     pub(crate) fn new(url: &str, requests_queue: &str, ttl_s: u64) -> Result<Finished, RedisError> {
         Ok(Finished {

@@ -89,22 +89,11 @@ struct Lasting {
     unanswered: Unanswered,
 }
 
-/// The finished-task marks, when `worker.redis_url` is set.
-fn finished_marks(settings: &Settings) -> Option<Arc<Finished>> {
-    let url = settings.worker.redis_url.as_str();
-    if url.is_empty() {
-        return None;
-    }
-    let queue = &settings.topology.requests_queue;
-    match Finished::new(url, queue, settings.worker.finished_ttl_s) {
-        Ok(finished) => {
-            info!("finished tasks are recorded in Redis: a redelivered finished task is not run again");
-            Some(Arc::new(finished))
-        }
-        Err(e) => {
-            warn!(error = %e, "worker.redis_url is unusable; delivery stays at least once");
-            None
-        }
+impl Lasting {
+    /// Ends the worker with `result`, saying what it could not keep.
+    fn stopping(&self, result: Result<(), BrokerError>) -> Result<(), BrokerError> {
+        self.unanswered.report_lost();
+        result
     }
 }
 
@@ -133,7 +122,7 @@ pub(crate) async fn run(
     // Outlives sessions: a cancel remembered before a reconnection still applies after it.
     let lasting = Lasting {
         cancels: Cancellations::default(),
-        finished: finished_marks(settings),
+        finished: Finished::configured(settings),
         unanswered: Unanswered::default(),
     };
     loop {
@@ -147,14 +136,8 @@ pub(crate) async fn run(
             &lasting,
         );
         match session.await {
-            SessionEnd::Shutdown => {
-                lasting.unanswered.report_lost();
-                return Ok(());
-            }
-            SessionEnd::Misconfigured(error) => {
-                lasting.unanswered.report_lost();
-                return Err(error);
-            }
+            SessionEnd::Shutdown => return lasting.stopping(Ok(())),
+            SessionEnd::Misconfigured(error) => return lasting.stopping(Err(error)),
             SessionEnd::Lost(reason) => {
                 telemetry.readiness.set(false);
                 telemetry.metrics.reconnected();
@@ -171,10 +154,7 @@ pub(crate) async fn run(
                     "lost the broker; reconnecting"
                 );
                 tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        lasting.unanswered.report_lost();
-                        return Ok(());
-                    }
+                    _ = shutdown.cancelled() => return lasting.stopping(Ok(())),
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
@@ -245,6 +225,7 @@ async fn session(
                 "shutting down: no new tasks are taken"
             );
             // Bounded: a broker that blocks the connection must not hold up the drain.
+            let publisher = consumers.shared().first().map(|s| s.publisher.clone());
             let cancel = consumers.cancel();
             let _ = tokio::time::timeout(ABANDON_GRACE, cancel).await;
             let grace = Duration::from_millis(settings.worker.shutdown_grace_ms);
@@ -256,6 +237,12 @@ async fn session(
                 abandon.cancel();
                 if !drain(&mut in_flight, ABANDON_GRACE).await {
                     in_flight.abort_all();
+                }
+            }
+            // The publisher's channel outlives a commit cut off during the drain.
+            if let Some(publisher) = publisher {
+                if let Err(e) = lasting.unanswered.publish(&publisher).await {
+                    warn!(error = %e, "could not keep what commits without an answer owed");
                 }
             }
             // Closing the connection closes its channels; unacked deliveries return to the queue.
