@@ -360,5 +360,5 @@ async fn a_client_using_direct_reply_to_gets_its_reply() {
             .map(|c| c.as_str()),
         Some(correlation_id.as_str())
     );
-    let _ = connection.close(200, "done".into()).await;
+    warren::broker::close(&connection, "done").await;
 }
