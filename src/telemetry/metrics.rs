@@ -27,6 +27,13 @@ struct CodeLabels {
     code: String,
 }
 
+/// Labels of `warren_kept_messages_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeptLabels {
+    /// `undeliverable` or `unanswered_commit` (see [`Metrics::kept`]).
+    reason: &'static str,
+}
+
 /// Labels of `warren_engine_step_seconds_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
@@ -64,6 +71,7 @@ pub struct Metrics {
     tasks: Family<TaskLabels, Counter>,
     attempts: Counter,
     dead_letters: Family<CodeLabels, Counter>,
+    kept: Family<KeptLabels, Counter>,
     queue_wait: Histogram,
     time_to_first_token: Histogram,
     task_duration: Histogram,
@@ -121,6 +129,7 @@ impl Metrics {
             tasks: Family::default(),
             attempts: Counter::default(),
             dead_letters: Family::default(),
+            kept: Family::default(),
             queue_wait: latency(),
             time_to_first_token: latency(),
             task_duration: latency(),
@@ -159,6 +168,13 @@ impl Metrics {
             "warren_dead_letters",
             "Tasks published to the dead-letter exchange, by error code",
             m.dead_letters.clone(),
+        );
+        registry.register(
+            "warren_kept_messages",
+            "Messages a task owed kept in the results queue instead: undeliverable (the broker \
+             could not deliver them at the commit) or unanswered_commit (their commit ended \
+             without the broker's answer)",
+            m.kept.clone(),
         );
         registry.register_with_unit(
             "warren_queue_wait",
@@ -314,6 +330,13 @@ impl Metrics {
                 code: code.to_owned(),
             })
             .inc();
+    }
+
+    /// A message a task owed was kept in the results queue, for `reason`: `undeliverable`
+    /// (the broker refused or returned it at the commit) or `unanswered_commit` (its commit
+    /// ended without the broker's answer).
+    pub fn kept(&self, reason: &'static str) {
+        self.kept.get_or_create(&KeptLabels { reason }).inc();
     }
 
     /// A task completed.

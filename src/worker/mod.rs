@@ -241,7 +241,8 @@ async fn session(
             }
             // The publisher's channel outlives a commit cut off during the drain.
             if let Some(publisher) = publisher {
-                if let Err(e) = lasting.unanswered.publish(&publisher).await {
+                let kept = lasting.unanswered.publish(&publisher, &telemetry.metrics);
+                if let Err(e) = kept.await {
                     warn!(error = %e, "could not keep what commits without an answer owed");
                 }
             }
@@ -304,7 +305,10 @@ async fn start_consuming(
 
     listen_for_cancels(&connection, &topology, worker_name, lasting.cancels.clone()).await?;
     let publisher = Publisher::open(&connection).await?;
-    lasting.unanswered.publish(&publisher).await?;
+    lasting
+        .unanswered
+        .publish(&publisher, &telemetry.metrics)
+        .await?;
     let settling = Arc::new(TxChannel::select(connection.create_channel().await?).await?);
     let queues = topology.consumed_queues();
     let prefetch = settings.consumer_prefetch(queues.len());

@@ -314,8 +314,11 @@ impl<'a> Outbox<'a> {
             let destination = message.destination();
             warn!(destination = %destination, queue = results, "the broker could not deliver a message this task owed; keeping it in the results queue");
             let kept = kept_copy(message, results, maybe_delivered);
-            if let Err(e) = self.shared.publisher.publish_routed(&kept).await {
-                error!(error = %e, "a message the task owed could not be kept in the results queue: it is lost");
+            match self.shared.publisher.publish_routed(&kept).await {
+                Ok(()) => self.shared.telemetry.metrics.kept("undeliverable"),
+                Err(e) => {
+                    error!(error = %e, "a message the task owed could not be kept in the results queue: it is lost")
+                }
             }
         }
     }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::{error, info};
 
 use crate::broker::{BrokerError, Outgoing, Publisher};
+use crate::telemetry::Metrics;
 
 /// The held copies by ticket (in the order they were held), shared by every session.
 #[derive(Clone, Default)]
@@ -60,7 +61,11 @@ impl Unanswered {
     /// Publishes every held copy through `publisher` (confirmed), oldest first. Call it when
     /// no commit is under way (between sessions). Those it could not publish stay held, the
     /// one whose confirm failed included: it may then be kept twice, both marked.
-    pub(crate) async fn publish(&self, publisher: &Publisher) -> Result<(), BrokerError> {
+    pub(crate) async fn publish(
+        &self,
+        publisher: &Publisher,
+        metrics: &Metrics,
+    ) -> Result<(), BrokerError> {
         let waiting = std::mem::take(&mut self.held().copies);
         let count: usize = waiting.values().map(Vec::len).sum();
         let mut entries = waiting.into_iter();
@@ -72,6 +77,7 @@ impl Unanswered {
                     held.copies.extend(entries);
                     return Err(e);
                 }
+                metrics.kept("unanswered_commit");
             }
         }
         if count > 0 {
