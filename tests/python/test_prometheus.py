@@ -1,8 +1,8 @@
 """The alert rules and the Grafana dashboard against a real Prometheus scraping a live worker
 and gateway: after the events the rules watch (a task, a dead letter, a failing webhook),
 every metric that deploy/prometheus/alerts.yml names has series in Prometheus and every rule
-evaluates; after the events the dashboard shows (load, a dead letter, a 429, a failing
-webhook, a backlog), every query of deploy/grafana/warren.json returns non-zero data."""
+evaluates; after the events the dashboard shows (load, a dead letter, a kept reply, a 429, a
+failing webhook, a backlog), every query of deploy/grafana/warren.json returns non-zero data."""
 
 import json
 
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pika
 import pytest
 
 from conftest import Amqp, Names, free_port, metric, sdk, start_gateway, start_worker
@@ -154,7 +155,7 @@ def test_every_dashboard_query_returns_data_after_the_events_it_shows(prometheus
                                                            timeout=5).json()["data"]["result"]) < 2:
             assert time.monotonic() < deadline, "Prometheus never scraped both targets"
             time.sleep(0.5)
-        # Load: a burst of tasks; dead letters; failing webhooks; 429s. A labelled counter's
+        # Load: a burst of tasks; dead letters; kept replies; failing webhooks; 429s. A labelled counter's
         # series appears at its first increment, and a rate needs two samples of it: each
         # event happens twice, more than a scrape apart.
         burst = [amqp.send({"prompt": f"Count to {n}:", "max_tokens": 24}) for n in range(6)]
@@ -164,6 +165,10 @@ def test_every_dashboard_query_returns_data_after_the_events_it_shows(prometheus
         for repeat in range(2):
             bad = amqp.send({"prompt": 42})
             assert amqp.reply(bad)["status"] == "error"
+            # A reply to a queue that does not exist: the worker keeps it in the results queue.
+            amqp.channel.basic_publish("", names.requests, json.dumps({"prompt": "Hi", "max_tokens": 2}),
+                                       pika.BasicProperties(reply_to=f"{names.base}.nobody-listens",
+                                                            content_type="application/json"))
             closed = f"http://127.0.0.1:{free_port()}/hook"
             client.responses.create(model="m", input="Hi", max_output_tokens=2, background=True,
                                     metadata={"callback_url": closed})
