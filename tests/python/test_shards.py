@@ -61,19 +61,32 @@ def fleet():
     delete_exchanges(names)
 
 
-def kept_replies(channel, results, reply_to):
+def take_kept_replies(urls, results, reply_to, kept):
     """Takes the replies kept in `results` (the queue where a worker keeps what it could not
-    be sure it delivered); each must be one marked maybe delivered to `reply_to`. By task id."""
-    kept = {}
-    while True:
-        method, properties, body = channel.basic_get(results, auto_ack=True)
-        if method is None:
-            return kept
-        headers = properties.headers or {}
-        assert headers.get("x-warren-undeliverable-reply-to") == reply_to, headers
-        assert headers.get("x-warren-maybe-delivered") is True, headers
-        reply = json.loads(body)
-        kept[reply["id"]] = reply
+    be sure it delivered) into `kept`, by task id; each must be one marked maybe delivered to
+    `reply_to`. On a connection of its own: right after a node stops, a quorum queue whose
+    leader it held answers with a connection error until a new leader is elected (then this
+    takes nothing, and is called again later)."""
+    try:
+        connection = pika.BlockingConnection([pika.URLParameters(url) for url in urls])
+    except pika.exceptions.AMQPError:
+        return
+    try:
+        channel = connection.channel()
+        while True:
+            method, properties, body = channel.basic_get(results, auto_ack=True)
+            if method is None:
+                return
+            headers = properties.headers or {}
+            assert headers.get("x-warren-undeliverable-reply-to") == reply_to, headers
+            assert headers.get("x-warren-maybe-delivered") is True, headers
+            reply = json.loads(body)
+            kept[reply["id"]] = reply
+    except pika.exceptions.AMQPError:
+        return
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 class Caller:
@@ -81,6 +94,7 @@ class Caller:
 
     def __init__(self, names, urls=(AMQP_URL,)):
         self.names = names
+        self.urls = urls
         self.connection = pika.BlockingConnection([pika.URLParameters(url) for url in urls])
         self.channel = self.connection.channel()
         self.channel.confirm_delivery()
@@ -107,8 +121,9 @@ class Caller:
         while time.monotonic() < deadline:
             method, _, body = self.channel.basic_get(self.replies, auto_ack=True)
             if method is None:
-                if kept_in:
-                    self.kept.update(kept_replies(self.channel, kept_in, self.replies))
+                # At most two replies may be kept (below): looked for once that few are left.
+                if kept_in and len(set(ids) - set(self.seen)) <= 2:
+                    take_kept_replies(self.urls, kept_in, self.replies, self.kept)
                 if set(ids) <= set(self.seen) | set(self.kept):
                     quiet_until = quiet_until or time.monotonic() + quiet
                     if time.monotonic() > quiet_until:
