@@ -104,12 +104,12 @@ async fn settle(
     let committed = commit_with_ack(shared, delivery, &owed, fault)
         .instrument(committing)
         .await;
-    match &committed {
-        Err(e) if e.commit_outcome_unknown() && !refused_by_a_full_queue(e) => {}
-        _ => shared.unanswered.release(ticket),
+    let end = CommitEnd::of(committed);
+    if !matches!(end, CommitEnd::Unanswered(_)) {
+        shared.unanswered.release(ticket);
     }
-    match committed {
-        Ok(returned) => {
+    match end {
+        CommitEnd::Committed(returned) => {
             count_dead_letters(shared, &fate, &owed);
             outbox.keep_undeliverable(returned, false).await;
             if let Some(counts) = fault {
@@ -119,7 +119,7 @@ async fn settle(
                 mark_finished(shared, meta).await;
             }
         }
-        Err(e) if refused_by_a_full_queue(&e) => {
+        CommitEnd::RefusedByAFullQueue(e) => {
             // RabbitMQ applied the acks and what it could, and closed the channel (the tasks
             // it held go back to the queue); a reply's queue (the only one a caller owns)
             // refused the reply: keep it where ops can find it. In a commit of several
@@ -133,16 +133,44 @@ async fn settle(
                 .collect();
             outbox.keep_undeliverable(refused, maybe_delivered).await;
         }
-        Err(e) if e.commit_outcome_unknown() => {
+        CommitEnd::Unanswered(e) => {
             // The commit may have taken effect, in whole or (a broker node failing) in part:
             // a requeue now could only disturb the channel, and the broker gives back what
             // it did not take, to run again. What the task owed may have been taken with its
             // ack or lost: its copies stay held, to be kept where ops can find them.
             warn!(error = %e, "the commit of this task ended without the broker's answer; what it owed is kept in the results queue, marked maybe delivered, once a publisher is up");
         }
-        Err(e) => {
+        CommitEnd::Failed(e) => {
             warn!(error = %e, "could not publish what the task owes; returning it to the queue");
             requeue(shared, delivery).await;
+        }
+    }
+}
+
+/// How a commit ended, as far as the broker said.
+#[derive(Debug)]
+enum CommitEnd {
+    /// Committed; what the broker could not route came back.
+    Committed(Vec<Outgoing>),
+    /// A queue with `x-overflow = reject-publish` was full: RabbitMQ applied the rest of the
+    /// transaction and closed the channel ("partial tx completion").
+    RefusedByAFullQueue(BrokerError),
+    /// Ended without the broker's answer: it may have taken effect, in whole or in part.
+    Unanswered(BrokerError),
+    /// Failed before the commit could take effect.
+    Failed(BrokerError),
+}
+
+impl CommitEnd {
+    fn of(committed: Result<Vec<Outgoing>, BrokerError>) -> CommitEnd {
+        match committed {
+            Ok(returned) => CommitEnd::Committed(returned),
+            // Checked first: the channel's close comes as an error during the commit.
+            Err(e) if e.to_string().contains("partial tx completion") => {
+                CommitEnd::RefusedByAFullQueue(e)
+            }
+            Err(e) if e.commit_outcome_unknown() => CommitEnd::Unanswered(e),
+            Err(e) => CommitEnd::Failed(e),
         }
     }
 }
@@ -206,12 +234,6 @@ async fn commit_with_ack(
     let settled = shared.settling.settle(settlement).await?;
     shared.telemetry.metrics.committed_with(settled.group);
     Ok(settled.returned)
-}
-
-/// Whether a commit failed because a queue with `x-overflow = reject-publish` was full:
-/// RabbitMQ then closes the channel with "partial tx completion", the rest applied.
-fn refused_by_a_full_queue(error: &BrokerError) -> bool {
-    error.to_string().contains("partial tx completion")
 }
 
 /// Counts the dead letters among `owed`, once they are committed.
@@ -292,4 +314,68 @@ fn timings(meta: &TaskMeta, outcome: Option<&Outcome>) -> Timings {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+
+    /// The channel close RabbitMQ sends when a full queue refused a publish of a transaction.
+    fn partial_tx_completion() -> BrokerError {
+        let closed = AMQPError::new(
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED),
+            "PRECONDITION_FAILED - partial tx completion".into(),
+        );
+        BrokerError::Amqp(lapin::ErrorKind::ProtocolError(closed).into())
+    }
+
+    fn unanswered(source: BrokerError) -> BrokerError {
+        BrokerError::CommitUnanswered(Box::new(source))
+    }
+
+    #[test]
+    fn a_full_queue_s_refusal_during_the_commit_is_told_apart_from_an_unanswered_commit() {
+        let refused = unanswered(partial_tx_completion());
+        assert!(
+            refused.commit_outcome_unknown(),
+            "it came during the commit"
+        );
+        assert!(matches!(
+            CommitEnd::of(Err(refused)),
+            CommitEnd::RefusedByAFullQueue(_)
+        ));
+        let in_group = BrokerError::InGroup {
+            members: 3,
+            source: Box::new(unanswered(partial_tx_completion())),
+        };
+        assert!(matches!(
+            CommitEnd::of(Err(in_group)),
+            CommitEnd::RefusedByAFullQueue(_)
+        ));
+    }
+
+    #[test]
+    fn a_commit_without_the_broker_s_answer_is_unanswered_and_other_failures_failed() {
+        let lost = unanswered(BrokerError::ConsumerEnded("requests".into()));
+        assert!(matches!(CommitEnd::of(Err(lost)), CommitEnd::Unanswered(_)));
+        assert!(matches!(
+            CommitEnd::of(Err(BrokerError::CommitAbandoned)),
+            CommitEnd::Unanswered(_)
+        ));
+        let grouped = BrokerError::InGroup {
+            members: 2,
+            source: Box::new(BrokerError::CommitAbandoned),
+        };
+        assert!(matches!(
+            CommitEnd::of(Err(grouped)),
+            CommitEnd::Unanswered(_)
+        ));
+        let nacked = BrokerError::Nacked("replies".into());
+        assert!(matches!(CommitEnd::of(Err(nacked)), CommitEnd::Failed(_)));
+        assert!(matches!(
+            CommitEnd::of(Ok(Vec::new())),
+            CommitEnd::Committed(returned) if returned.is_empty()
+        ));
+    }
 }
