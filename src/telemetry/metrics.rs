@@ -292,6 +292,10 @@ impl Metrics {
             Unit::Seconds,
             m.engine_step_seconds.clone(),
         );
+        // Both reasons exist from the start at 0: an alert's increase() counts the first one.
+        for reason in ["undeliverable", "unanswered_commit"] {
+            m.kept.get_or_create(&KeptLabels { reason }).inc_by(0);
+        }
         Metrics { registry, ..m }
     }
 
