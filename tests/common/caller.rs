@@ -281,7 +281,8 @@ pub fn header(properties: &BasicProperties, name: &str) -> Option<String> {
     })
 }
 
-fn correlation_id_of(properties: &BasicProperties) -> String {
+/// A message's correlation id (empty when it has none).
+pub fn correlation_id_of(properties: &BasicProperties) -> String {
     properties
         .correlation_id()
         .as_ref()

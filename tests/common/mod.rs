@@ -17,7 +17,7 @@ mod workers;
 #[allow(unused_imports)]
 pub use broker::*;
 #[allow(unused_imports)]
-pub use caller::{header, Caller};
+pub use caller::{correlation_id_of, header, Caller};
 pub use health::broker_health;
 #[allow(unused_imports)]
 pub use private_broker::PrivateBroker;

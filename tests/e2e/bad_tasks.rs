@@ -259,13 +259,7 @@ async fn drain(
             .expect("basic.get")
         {
             Some(message) => {
-                let cid = message
-                    .delivery
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .map(|c| c.to_string())
-                    .unwrap_or_default();
+                let cid = crate::common::correlation_id_of(&message.delivery.properties);
                 found.insert(cid, (message.delivery.properties, message.delivery.data));
             }
             None => tokio::time::sleep(Duration::from_millis(100)).await,

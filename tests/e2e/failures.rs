@@ -315,13 +315,7 @@ async fn sigterm_drains_then_exits_0_and_every_task_is_answered_or_back_in_the_q
     }
     let mut waiting = HashSet::new();
     while let Some(message) = upstream.get(&names.requests).await {
-        let cid = message
-            .delivery
-            .properties
-            .correlation_id()
-            .as_ref()
-            .unwrap()
-            .to_string();
+        let cid = crate::common::correlation_id_of(&message.delivery.properties);
         waiting.insert(cid);
     }
     let accounted: HashSet<_> = answered.union(&waiting).cloned().collect();

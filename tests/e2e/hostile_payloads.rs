@@ -234,13 +234,7 @@ async fn a_thousand_hostile_payloads_are_each_answered_and_the_worker_survives()
         let got = upstream.get(&names.dead).await;
         match got {
             Some(message) => {
-                let cid = message
-                    .delivery
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .unwrap()
-                    .to_string();
+                let cid = crate::common::correlation_id_of(&message.delivery.properties);
                 assert!(
                     errors.contains(&cid),
                     "dead-lettered without an error reply: {cid}"
