@@ -26,6 +26,8 @@ use crate::config::Settings;
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// A probe not back within this long is dropped from the sample (it is not a floor).
 const PROBE_PATIENCE: Duration = Duration::from_secs(5);
+/// How long the echo may take to close its channels once stopped.
+const ECHO_STOP: Duration = Duration::from_secs(10);
 
 /// A running probe; [`FloorProbe::finish`] stops it and returns its round trips.
 pub(super) struct FloorProbe {
@@ -60,15 +62,16 @@ impl FloorProbe {
             )
             .await?;
         crate::broker::close_channel(&setup, "OK").await;
+        let stop = CancellationToken::new();
         let echo = tokio::spawn(echo(
             connection.create_channel().await?,
             Publisher::open(&connection).await?,
             queue.clone(),
+            stop.clone(),
         ));
         let (reply_to, replies) =
             broker::consume_exclusive_queue(&connection.create_channel().await?, "floor-replies")
                 .await?;
-        let stop = CancellationToken::new();
         let pinger = tokio::spawn(ping(
             Publisher::open(&connection).await?,
             queue.clone(),
@@ -89,7 +92,12 @@ impl FloorProbe {
     pub(super) async fn finish(self) -> Vec<Duration> {
         self.stop.cancel();
         let round_trips = self.pinger.await.unwrap_or_default();
-        self.echo.abort();
+        // The echo closes its channels itself: one left to close with the connection can
+        // keep lapin's close from finishing.
+        let mut echo = self.echo;
+        if tokio::time::timeout(ECHO_STOP, &mut echo).await.is_err() {
+            echo.abort();
+        }
         if let Ok(channel) = self.connection.create_channel().await {
             let _ = channel
                 .queue_delete(self.queue.as_str().into(), Default::default())
@@ -102,14 +110,29 @@ impl FloorProbe {
     }
 }
 
-/// The bare consumer: every probe goes straight on to its `reply_to`, then is acked.
-async fn echo(channel: lapin::Channel, publisher: Publisher, queue: String) {
+/// The bare consumer: every probe goes straight on to its `reply_to`, then is acked; until
+/// `stop`, then its channels are closed.
+async fn echo(
+    channel: lapin::Channel,
+    publisher: Publisher,
+    queue: String,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = echo_probes(&channel, &publisher, &queue) => {}
+    }
+    publisher.close("OK").await;
+    broker::close_channel(&channel, "OK").await;
+}
+
+async fn echo_probes(channel: &lapin::Channel, publisher: &Publisher, queue: &str) {
     let Ok(()) = channel.basic_qos(1, BasicQosOptions::default()).await else {
         return;
     };
     let Ok(mut deliveries) = channel
         .basic_consume(
-            queue.as_str().into(),
+            queue.into(),
             "floor-echo".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
@@ -194,5 +217,6 @@ async fn ping(
             () = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
     }
+    publisher.close("OK").await;
     round_trips
 }
