@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # Before `make test`: the local broker must be fit to test against. Deletes what an earlier,
-# interrupted run left behind (queues, exchanges and policies named `test.*`: each leftover
+# interrupted run left behind (worker and gateway processes on test queues; queues,
+# exchanges and policies named `test.*`: each leftover
 # quorum queue keeps running inside the broker, and they add up run after run), then fails
 # at once, naming the cause, if the broker has an alarm set or few sockets left: a blocked
 # broker makes every publish in the tests wait instead of fail.
 #
 # Only the test suite names things `test.*`; do not run this while tests are running.
 set -euo pipefail
+
+# Worker and gateway processes an earlier run left serving test queues (each holds a copy of
+# the model and a consumer); named by the queue in their environment.
+strays=0
+for pid in $(pgrep -f 'warren (worker|gateway)' || true); do
+  if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null |
+      grep '^WARREN__TOPOLOGY__REQUESTS_QUEUE=test\.' >/dev/null; then
+    if kill -9 "$pid" 2>/dev/null; then strays=$((strays + 1)); fi
+  fi
+done
+if [ "$strays" -gt 0 ]; then
+  echo "test-broker-ready: killed $strays warren process(es) an earlier test run left running"
+fi
 
 API=http://127.0.0.1:15672/api
 get() { curl -fsS -m 30 -u guest:guest "$API/$1"; }
