@@ -2,38 +2,56 @@
 //! without `max_tokens`, and the KV cache settings (flash attention, a q8_0 cache) serve on the
 //! CPU too.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
+
+use crate::common::{ready_count, Caller, PATIENCE};
 
 #[tokio::test]
 async fn prefetch_bounds_the_deliveries_a_worker_holds() {
     let crate::common::Serving {
-        mut upstream,
+        upstream,
         worker: _worker,
         names,
     } = crate::common::serving("prefetch", &[("WARREN__BROKER__PREFETCH", "3")]).await;
+    // The replies wait in a durable queue nobody reads until the end: the broker counts them.
+    let replies = format!("{}.replies", names.requests);
+    Caller::connect_with_reply_queue(Some(&replies))
+        .await
+        .close()
+        .await;
 
     const TASKS: u32 = 8;
     for i in 0..TASKS {
         let task = json!({"prompt": format!("Story number {i}:"), "max_tokens": 32});
-        upstream.send(&names.requests, &task).await;
+        let properties = upstream
+            .properties(&format!("story-{i}"))
+            .with_reply_to(replies.as_str().into());
+        let body = task.to_string();
+        let confirm = upstream
+            .publish(&names.requests, body.as_bytes(), properties)
+            .await;
+        assert!(confirm.is_ack(), "task {i} published");
     }
-    // What the worker holds is what is neither ready (a passive declare counts those at once,
-    // unlike the management API) nor answered. The replies are read for half a second after
-    // each look at the queue: a reply committed before the look has arrived by then (the one
-    // slot answers tasks a second or so apart), so none is missed and counted as held.
-    let mut answered = 0;
+    // What the worker holds is what is neither ready nor answered, both counted by the broker
+    // (passive declares: exact, unlike the management API's statistics). The ready count is
+    // read first, so a task answered between the two reads counts as answered: the number
+    // is never above what the worker held at the first read.
+    let deadline = Instant::now() + PATIENCE;
     let mut held_seen = Vec::new();
-    while answered < TASKS {
-        let ready = crate::common::ready_count(&names.requests).await;
-        let mut wait = Duration::from_millis(500);
-        while let Some((_, reply)) = upstream.any_reply_within(wait).await {
-            assert_eq!(reply["status"], "ok", "{reply}");
-            answered += 1;
-            wait = Duration::ZERO;
-        }
+    loop {
+        let ready = ready_count(&names.requests).await;
+        let answered = ready_count(&replies).await;
         held_seen.push(TASKS.saturating_sub(ready + answered));
+        if answered >= TASKS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{answered} of {TASKS} tasks answered in time (held: {held_seen:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("deliveries held, sampled: {held_seen:?}");
     let most_held = held_seen.iter().copied().max().unwrap_or(0);
@@ -45,6 +63,12 @@ async fn prefetch_bounds_the_deliveries_a_worker_holds() {
         most_held, 3,
         "with {TASKS} tasks queued the worker holds its whole prefetch (seen: {held_seen:?})"
     );
+    let mut reader = Caller::connect_with_reply_queue(Some(&replies)).await;
+    for _ in 0..TASKS {
+        let (_, reply) = reader.any_reply_within(PATIENCE).await.expect("a reply");
+        assert_eq!(reply["status"], "ok", "{reply}");
+    }
+    reader.close().await;
 }
 
 #[tokio::test]
