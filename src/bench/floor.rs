@@ -26,7 +26,8 @@ use crate::config::Settings;
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// A probe not back within this long is dropped from the sample (it is not a floor).
 const PROBE_PATIENCE: Duration = Duration::from_secs(5);
-/// How long the echo may take to close its channels once stopped.
+/// How long the echo may take to close its channels once stopped (each close is bounded by
+/// `broker::close_channel`'s grace; the two run at once).
 const ECHO_STOP: Duration = Duration::from_secs(10);
 
 /// A running probe; [`FloorProbe::finish`] stops it and returns its round trips.
@@ -69,14 +70,13 @@ impl FloorProbe {
             queue.clone(),
             stop.clone(),
         ));
+        let replies_channel = connection.create_channel().await?;
         let (reply_to, replies) =
-            broker::consume_exclusive_queue(&connection.create_channel().await?, "floor-replies")
-                .await?;
+            broker::consume_exclusive_queue(&replies_channel, "floor-replies").await?;
         let pinger = tokio::spawn(ping(
             Publisher::open(&connection).await?,
             queue.clone(),
-            reply_to,
-            replies,
+            (reply_to, replies_channel, replies),
             stop.clone(),
         ));
         Ok(FloorProbe {
@@ -122,8 +122,7 @@ async fn echo(
         () = stop.cancelled() => {}
         () = echo_probes(&channel, &publisher, &queue) => {}
     }
-    publisher.close("OK").await;
-    broker::close_channel(&channel, "OK").await;
+    tokio::join!(publisher.close("OK"), broker::close_channel(&channel, "OK"));
 }
 
 async fn echo_probes(channel: &lapin::Channel, publisher: &Publisher, queue: &str) {
@@ -165,14 +164,15 @@ async fn echo_probes(channel: &lapin::Channel, publisher: &Publisher, queue: &st
     }
 }
 
-/// Sends one probe at a time until `stop`, timing each until its echo arrives.
+/// Sends one probe at a time until `stop`, timing each until its echo arrives in `replies`
+/// (the reply queue's name, its channel and its consumer); then closes its channels.
 async fn ping(
     publisher: Publisher,
     queue: String,
-    reply_to: String,
-    mut replies: lapin::Consumer,
+    replies: (String, lapin::Channel, lapin::Consumer),
     stop: CancellationToken,
 ) -> Vec<Duration> {
+    let (reply_to, replies_channel, mut replies) = replies;
     let mut round_trips = Vec::new();
     let body = [b'.'; 256];
     let mut sequence = 0_u64;
@@ -218,5 +218,6 @@ async fn ping(
         }
     }
     publisher.close("OK").await;
+    broker::close_channel(&replies_channel, "OK").await;
     round_trips
 }
