@@ -6,14 +6,15 @@
 # at once, naming the cause, if the broker has an alarm set or few sockets left: a blocked
 # broker makes every publish in the tests wait instead of fail.
 #
-# Only the test suite names things `test.*`; do not run this while tests are running.
+# Only the test suite names things `test.*`; do not run this while tests are running (it
+# would delete their queues and kill their workers).
 set -euo pipefail
 
 # Worker and gateway processes an earlier run left serving test queues (each holds a copy of
 # the model and a consumer); named by the queue in their environment.
 strays=0
 for pid in $(pgrep -f 'warren (worker|gateway)' || true); do
-  if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null |
+  if tr '\0' '\n' 2>/dev/null < "/proc/$pid/environ" |
       grep '^WARREN__TOPOLOGY__REQUESTS_QUEUE=test\.' >/dev/null; then
     if kill -9 "$pid" 2>/dev/null; then strays=$((strays + 1)); fi
   fi
