@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing_subscriber::EnvFilter;
 
-pub use metrics::{Completion, EngineState, Metrics};
+pub use metrics::{Completion, EngineState, KeptReason, Metrics};
 
 /// What the worker reports about itself, shared with the health/metrics listener.
 #[derive(Default)]

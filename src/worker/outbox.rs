@@ -24,7 +24,7 @@ use crate::protocol::{
     HEADER_MAYBE_DELIVERED, HEADER_REDELIVERIES, HEADER_UNDELIVERABLE, HEADER_WORKER,
     HEADER_WORKER_MICROS, WIRE_VERSION,
 };
-use crate::telemetry::Completion;
+use crate::telemetry::{Completion, KeptReason};
 
 /// What one delivery owes, and where it goes.
 pub(crate) struct Outbox<'a> {
@@ -315,7 +315,11 @@ impl<'a> Outbox<'a> {
             warn!(destination = %destination, queue = results, "the broker could not deliver a message this task owed; keeping it in the results queue");
             let kept = kept_copy(message, results, maybe_delivered);
             match self.shared.publisher.publish_routed(&kept).await {
-                Ok(()) => self.shared.telemetry.metrics.kept("undeliverable"),
+                Ok(()) => self
+                    .shared
+                    .telemetry
+                    .metrics
+                    .kept(KeptReason::Undeliverable),
                 Err(e) => {
                     error!(error = %e, "a message the task owed could not be kept in the results queue: it is lost")
                 }

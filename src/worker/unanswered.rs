@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::{error, info};
 
 use crate::broker::{BrokerError, Outgoing, Publisher};
-use crate::telemetry::Metrics;
+use crate::telemetry::{KeptReason, Metrics};
 
 /// The held copies by ticket (in the order they were held), shared by every session.
 #[derive(Clone, Default)]
@@ -77,7 +77,7 @@ impl Unanswered {
                     held.copies.extend(entries);
                     return Err(e);
                 }
-                metrics.kept("unanswered_commit");
+                metrics.kept(KeptReason::UnansweredCommit);
             }
         }
         if count > 0 {
