@@ -73,12 +73,14 @@ impl FloorProbe {
         let replies_channel = connection.create_channel().await?;
         let (reply_to, replies) =
             broker::consume_exclusive_queue(&replies_channel, "floor-replies").await?;
-        let pinger = tokio::spawn(ping(
-            Publisher::open(&connection).await?,
-            queue.clone(),
-            (reply_to, replies_channel, replies),
-            stop.clone(),
-        ));
+        let pinger = Pinger {
+            publisher: Publisher::open(&connection).await?,
+            queue: queue.clone(),
+            reply_to,
+            replies_channel,
+            replies,
+        };
+        let pinger = tokio::spawn(pinger.run(stop.clone()));
         Ok(FloorProbe {
             stop,
             pinger,
@@ -164,60 +166,74 @@ async fn echo_probes(channel: &lapin::Channel, publisher: &Publisher, queue: &st
     }
 }
 
-/// Sends one probe at a time until `stop`, timing each until its echo arrives in `replies`
-/// (the reply queue's name, its channel and its consumer); then closes its channels.
-async fn ping(
+/// The probe's sending side: publishes probes to `queue` and reads their echoes from its own
+/// exclusive reply queue.
+struct Pinger {
     publisher: Publisher,
     queue: String,
-    replies: (String, lapin::Channel, lapin::Consumer),
-    stop: CancellationToken,
-) -> Vec<Duration> {
-    let (reply_to, replies_channel, mut replies) = replies;
-    let mut round_trips = Vec::new();
-    let body = [b'.'; 256];
-    let mut sequence = 0_u64;
-    while !stop.is_cancelled() {
-        sequence += 1;
-        let probe_id = sequence.to_string();
-        let properties = BasicProperties::default()
-            .with_delivery_mode(PERSISTENT)
-            .with_correlation_id(probe_id.as_str().into())
-            .with_reply_to(reply_to.as_str().into());
-        let sent = Instant::now();
-        // The echo can arrive before the publish's confirm (a confirm waits for the disk): time
-        // the echo alone, as the bench times a task's reply.
-        let echoed = async {
-            while let Some(Ok(reply)) = replies.next().await {
-                // A late echo of an earlier, timed-out probe is skipped.
-                if reply
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .map(|c| c.as_str())
-                    == Some(probe_id.as_str())
-                {
-                    return Some(Instant::now());
+    /// The reply queue's name.
+    reply_to: String,
+    replies_channel: lapin::Channel,
+    replies: lapin::Consumer,
+}
+
+impl Pinger {
+    /// Sends one probe at a time until `stop`, timing each until its echo arrives; then closes
+    /// its channels.
+    async fn run(self, stop: CancellationToken) -> Vec<Duration> {
+        let Pinger {
+            publisher,
+            queue,
+            reply_to,
+            replies_channel,
+            mut replies,
+        } = self;
+        let mut round_trips = Vec::new();
+        let body = [b'.'; 256];
+        let mut sequence = 0_u64;
+        while !stop.is_cancelled() {
+            sequence += 1;
+            let probe_id = sequence.to_string();
+            let properties = BasicProperties::default()
+                .with_delivery_mode(PERSISTENT)
+                .with_correlation_id(probe_id.as_str().into())
+                .with_reply_to(reply_to.as_str().into());
+            let sent = Instant::now();
+            // The echo can arrive before the publish's confirm (a confirm waits for the disk): time
+            // the echo alone, as the bench times a task's reply.
+            let echoed = async {
+                while let Some(Ok(reply)) = replies.next().await {
+                    // A late echo of an earlier, timed-out probe is skipped.
+                    if reply
+                        .properties
+                        .correlation_id()
+                        .as_ref()
+                        .map(|c| c.as_str())
+                        == Some(probe_id.as_str())
+                    {
+                        return Some(Instant::now());
+                    }
                 }
+                None
+            };
+            let published = publisher.publish("", &queue, true, &body, properties);
+            let (published, echoed) =
+                tokio::join!(published, tokio::time::timeout(PROBE_PATIENCE, echoed));
+            if published.is_err() {
+                break;
             }
-            None
-        };
-        let published = publisher.publish("", &queue, true, &body, properties);
-        let (published, echoed) =
-            tokio::join!(published, tokio::time::timeout(PROBE_PATIENCE, echoed));
-        if published.is_err() {
-            break;
+            match echoed {
+                Ok(Some(arrived)) => round_trips.push(arrived - sent),
+                Ok(None) => break,
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+            }
         }
-        match echoed {
-            Ok(Some(arrived)) => round_trips.push(arrived - sent),
-            Ok(None) => break,
-            Err(_) => {}
-        }
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = tokio::time::sleep(PROBE_INTERVAL) => {}
-        }
+        publisher.close("OK").await;
+        broker::close_channel(&replies_channel, "OK").await;
+        round_trips
     }
-    publisher.close("OK").await;
-    broker::close_channel(&replies_channel, "OK").await;
-    round_trips
 }
