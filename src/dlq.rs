@@ -16,6 +16,7 @@ use crate::broker::{headers, BrokerError, Outgoing, Publisher, Topology};
 use crate::clock;
 use crate::protocol::{
     FAILURE_HEADERS, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_CODE, HEADER_FAILED_AT,
+    HEADER_PUBLISHED_US, HEADER_REPLAYS,
 };
 
 /// One message in the dead-letter queue, as ops see it.
@@ -176,7 +177,7 @@ pub async fn replay(
             last_kept = Some(delivery.delivery_tag);
             continue;
         }
-        let properties = without_failure_headers(headers::republishable(&delivery.properties));
+        let properties = replayed(&delivery.properties, clock::unix_micros());
         let route = topology.task_route();
         let task = Outgoing {
             exchange: route.exchange,
@@ -223,6 +224,24 @@ fn without_failure_headers(properties: BasicProperties) -> BasicProperties {
     properties.with_headers(kept)
 }
 
+/// The properties of a dead letter's replay, published at `now_us`: a fresh task (no header
+/// of its failed life; its age counted from now, so `limits.max_age_ms` does not expire it
+/// at once) that keeps what addresses its reply, one more replay counted.
+fn replayed(dead_letter: &BasicProperties, now_us: u64) -> BasicProperties {
+    let replays = headers::integer(dead_letter, HEADER_REPLAYS)
+        .unwrap_or(0)
+        .max(0);
+    let fresh = without_failure_headers(headers::republishable(dead_letter));
+    let now_us = i64::try_from(now_us).unwrap_or(i64::MAX);
+    headers::with_headers(
+        fresh,
+        [
+            (HEADER_REPLAYS, headers::int(replays.saturating_add(1))),
+            (HEADER_PUBLISHED_US, headers::int(now_us)),
+        ],
+    )
+}
+
 /// A duration as ops read it: `42s`, `7m`, `3h`, `2d`.
 pub fn human_age(age: Duration) -> String {
     let secs = age.as_secs();
@@ -257,5 +276,29 @@ mod tests {
             replayed.correlation_id().as_ref().map(|c| c.as_str()),
             Some("c1")
         );
+    }
+
+    #[test]
+    fn a_replay_counts_itself_and_is_published_now() {
+        let dead_letter = BasicProperties::default()
+            .with_message_id("m1".into())
+            .with_reply_to("caller".into())
+            .with_headers(headers::table([
+                (HEADER_PUBLISHED_US, headers::int(5)),
+                (HEADER_ATTEMPTS, headers::int(4)),
+            ]));
+        let first = replayed(&dead_letter, 1_000);
+        assert_eq!(headers::integer(&first, HEADER_REPLAYS), Some(1));
+        assert_eq!(headers::integer(&first, HEADER_PUBLISHED_US), Some(1_000));
+        assert_eq!(headers::integer(&first, HEADER_ATTEMPTS), None);
+        assert_eq!(first.message_id().as_ref().map(|m| m.as_str()), Some("m1"));
+        assert_eq!(
+            first.reply_to().as_ref().map(|r| r.as_str()),
+            Some("caller")
+        );
+        // Dead-lettered again and replayed again.
+        let second = replayed(&first, 2_000);
+        assert_eq!(headers::integer(&second, HEADER_REPLAYS), Some(2));
+        assert_eq!(headers::integer(&second, HEADER_PUBLISHED_US), Some(2_000));
     }
 }

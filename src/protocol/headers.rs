@@ -33,6 +33,10 @@ pub const HEADER_ORIGINAL_EXPIRATION: &str = "x-warren-original-expiration";
 /// Header on a task: when its publisher sent it (Unix time, microseconds), finer than the
 /// AMQP `timestamp` (whole seconds). Set by warren's client; optional for other publishers.
 pub const HEADER_PUBLISHED_US: &str = "x-warren-published-us";
+/// Header on a task replayed from the dead-letter queue: how many times it was replayed. A
+/// replay is a new run of the task: the worker's finished mark (`worker.redis_url`) is kept
+/// per replay, so a replayed copy is not mistaken for a duplicate of the run that failed.
+pub const HEADER_REPLAYS: &str = "x-warren-replays";
 /// Header that, `true` (boolean, or the string `true`), makes a message a wake-up, not a
 /// task: a worker acks it without running it or answering. Published to a queue no worker consumes, it is something for a scaler that
 /// watches the queue's depth (KEDA) to see; the gateway leaves one when it refuses a caller

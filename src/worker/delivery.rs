@@ -247,10 +247,10 @@ fn count_dead_letters(shared: &Shared, fate: &Fate, owed: &[Outgoing]) {
 
 /// Whether the task's id is recorded as finished (off, or Redis not answering: no).
 async fn already_finished(shared: &Shared, meta: &TaskMeta) -> bool {
-    let (Some(finished), Some(id)) = (&shared.finished, &meta.id) else {
+    let (Some(finished), Some(key)) = (&shared.finished, meta.finished_key()) else {
         return false;
     };
-    finished.contains(id).await.unwrap_or_else(|e| {
+    finished.contains(&key).await.unwrap_or_else(|e| {
         warn!(error = %e, "cannot tell whether the task was finished before; running it (at least once)");
         false
     })
@@ -260,8 +260,8 @@ async fn already_finished(shared: &Shared, meta: &TaskMeta) -> bool {
 /// by its caller (or redelivered by a broker that lost the ack in a failover) is then
 /// acked without being run.
 async fn mark_finished(shared: &Shared, meta: &TaskMeta) {
-    if let (Some(finished), Some(id)) = (&shared.finished, &meta.id) {
-        if let Err(e) = finished.record(id).await {
+    if let (Some(finished), Some(key)) = (&shared.finished, meta.finished_key()) {
+        if let Err(e) = finished.record(&key).await {
             warn!(error = %e, "the task could not be recorded as finished; a second copy of it would run again");
         }
     }

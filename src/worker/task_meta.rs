@@ -8,7 +8,7 @@ use lapin::message::Delivery;
 
 use crate::broker::headers;
 use crate::clock::{unix_micros, unix_ms};
-use crate::protocol::{HEADER_ATTEMPTS, HEADER_PUBLISHED_US, HEADER_WAKE};
+use crate::protocol::{HEADER_ATTEMPTS, HEADER_PUBLISHED_US, HEADER_REPLAYS, HEADER_WAKE};
 
 /// What the task's properties say about it, read once.
 pub(crate) struct TaskMeta {
@@ -24,6 +24,8 @@ pub(crate) struct TaskMeta {
     pub(crate) age: Option<Duration>,
     /// A wake-up message (header `x-warren-wake: true`): acked, never run.
     pub(crate) wake: bool,
+    /// Replays from the dead-letter queue so far (`x-warren-replays`).
+    pub(crate) replays: u32,
 }
 
 impl TaskMeta {
@@ -55,8 +57,10 @@ impl TaskMeta {
             })
         });
         let wake = headers::is_true(properties, HEADER_WAKE);
+        let replays = headers::integer(properties, HEADER_REPLAYS).unwrap_or(0);
         TaskMeta {
             wake,
+            replays: u32::try_from(replays.max(0)).unwrap_or(u32::MAX),
             id: message_id.or_else(|| correlation_id.clone()),
             correlation_id,
             reply_to,
@@ -64,5 +68,17 @@ impl TaskMeta {
             received: Instant::now(),
             age,
         }
+    }
+}
+
+impl TaskMeta {
+    /// What the task's finished mark is kept under: its id, and for a replay from the
+    /// dead-letter queue the replay's number too (each replay is a run of its own).
+    pub(crate) fn finished_key(&self) -> Option<String> {
+        let id = self.id.as_deref()?;
+        Some(match self.replays {
+            0 => id.to_owned(),
+            n => format!("{id}:replay:{n}"),
+        })
     }
 }

@@ -12,6 +12,7 @@ mod broker;
 mod caller;
 mod health;
 mod private_broker;
+mod redis_marks;
 mod workers;
 // Each test binary uses its own share of the harness.
 #[allow(unused_imports)]
@@ -21,6 +22,8 @@ pub use caller::{correlation_id_of, header, Caller};
 pub use health::broker_health;
 #[allow(unused_imports)]
 pub use private_broker::PrivateBroker;
+#[allow(unused_imports)]
+pub use redis_marks::{wait_for_mark, REDIS};
 pub use workers::*;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

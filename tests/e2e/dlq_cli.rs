@@ -3,8 +3,44 @@
 
 use std::time::Duration;
 
-use crate::common::{header, ready_count, warren, Caller, Names, WorkerProcess};
+use crate::common::{
+    header, ready_count, wait_for_mark, warren, Caller, Names, WorkerProcess, PATIENCE, REDIS,
+};
 use serde_json::{json, Value};
+
+/// Runs `warren dlq ARGS` on `names`' queues: its exit code, stdout and stderr.
+async fn dlq(names: &Names, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut command = tokio::process::Command::from(warren(names));
+    command.arg("dlq").args(args).kill_on_drop(true);
+    let output = tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("dlq {args:?} did not exit in time"))
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    // A channel dropped just before the connection's close made lapin log a connection
+    // error on most runs, and on some never finish the close.
+    assert!(
+        !stderr.contains(" ERROR "),
+        "dlq {args:?} logs no error: {stderr}"
+    );
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr,
+    )
+}
+
+/// Waits until `queue` holds `count` ready messages.
+async fn wait_for_ready(queue: &str, count: u32) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while ready_count(queue).await < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{queue}: {count} messages missing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 #[tokio::test]
 async fn dlq_list_replay_and_purge_round_trip() {
@@ -21,34 +57,10 @@ async fn dlq_list_replay_and_purge_round_trip() {
         assert_eq!(upstream.reply(&id).await["status"], "error");
         ids.push(id);
     }
-    // Each dead letter is published right after its error reply.
-    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
-    while ready_count(&names.dead).await < 3 {
-        assert!(std::time::Instant::now() < deadline, "dead letters missing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Each dead letter is published with its error reply.
+    wait_for_ready(&names.dead, 3).await;
     drop(worker);
-
-    let dlq = async |args: &[&str]| {
-        let mut command = tokio::process::Command::from(warren(&names));
-        command.arg("dlq").args(args).kill_on_drop(true);
-        let output = tokio::time::timeout(crate::common::PATIENCE, command.output())
-            .await
-            .unwrap_or_else(|_| panic!("dlq {args:?} did not exit in time"))
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        // A channel dropped just before the connection's close made lapin log a connection
-        // error on most runs, and on some never finish the close.
-        assert!(
-            !stderr.contains(" ERROR "),
-            "dlq {args:?} logs no error: {stderr}"
-        );
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr,
-        )
-    };
+    let dlq = async |args: &[&str]| dlq(&names, args).await;
     let (code, listed, _) = dlq(&["list", "--json"]).await;
     assert_eq!(code, Some(0));
     let letters: Vec<Value> = listed
@@ -108,5 +120,46 @@ async fn dlq_list_replay_and_purge_round_trip() {
     let (code, out, _) = dlq(&["purge", "--yes"]).await;
     assert_eq!(code, Some(0));
     assert!(out.contains("purged 2"), "{out}");
+    assert_eq!(ready_count(&names.dead).await, 0);
+}
+
+#[tokio::test]
+async fn a_replayed_task_runs_as_a_fresh_task_even_with_finished_marks() {
+    let names = Names::new("dlqmarks");
+    let mut upstream = Caller::connect().await;
+    let _worker = WorkerProcess::start(
+        &names,
+        &[
+            ("WARREN__WORKER__REDIS_URL", REDIS),
+            ("WARREN__LIMITS__MAX_AGE_MS", "60000"),
+        ],
+    )
+    .await;
+    // Published two minutes ago as far as the worker can tell: it expires unrun.
+    let id = uuid::Uuid::new_v4().to_string();
+    let sent_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let old = upstream.properties(&id).with_timestamp(sent_s - 120);
+    let task = json!({"prompt": "Hello", "max_tokens": 2}).to_string();
+    assert!(upstream
+        .publish(&names.requests, task.as_bytes(), old)
+        .await
+        .is_ack());
+    let first = upstream.reply(&id).await;
+    assert_eq!(first["error"]["code"], "expired", "{first}");
+    // Its id is recorded as finished: a second copy of that run would not run again.
+    wait_for_mark(&format!("warren:finished:{}:{id}", names.requests)).await;
+    wait_for_ready(&names.dead, 1).await;
+
+    let (code, out, err) = dlq(&names, &["replay", "--id", &id]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("replayed 1"), "{out}");
+    // The replay is a new run, published now: it runs, and its reply reaches the caller.
+    let second = upstream.reply(&id).await;
+    assert_eq!(second["status"], "ok", "{second}");
+    assert_eq!(second["id"], id.as_str(), "{second}");
+    wait_for_mark(&format!("warren:finished:{}:{id}:replay:1", names.requests)).await;
     assert_eq!(ready_count(&names.dead).await, 0);
 }

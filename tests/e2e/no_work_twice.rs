@@ -10,10 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{header, ready_count, Caller, Names, WorkerProcess, PATIENCE};
+use crate::common::{
+    header, ready_count, wait_for_mark, Caller, Names, WorkerProcess, PATIENCE, REDIS,
+};
 use serde_json::json;
-
-const REDIS: &str = "redis://127.0.0.1:6379";
 
 /// Sends one task carrying `fault`, waits for its first worker to crash at it, and returns
 /// that worker's log.
@@ -150,28 +150,6 @@ async fn a_commit_cut_off_without_an_answer_keeps_what_it_owed_in_the_results_qu
         metrics.contains(r#"warren_kept_messages_total{reason="unanswered_commit"} 1"#),
         "{metrics}"
     );
-}
-
-/// Waits until Redis holds `key`.
-async fn wait_for_mark(key: &str) {
-    let client = redis::Client::open(REDIS).expect("a Redis URL");
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis answers");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(key)
-            .query_async(&mut redis)
-            .await
-            .expect("EXISTS");
-        if exists {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{key} was never recorded");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]
