@@ -1,7 +1,8 @@
 """RabbitMQ's memory alarm under load: the broker blocks every publishing connection until it
 clears. Nothing may be lost, and the worker and the gateway must say why nothing moves: a
 warn line with the broker's reason, `warren_broker_blocked` 1, `/readyz` still 200 with the
-reason in its body, and the gateway answering 503 `broker_blocked` instead of hanging.
+reason in its body, and the gateway answering 503 `broker_blocked` instead of hanging (and
+cancelling a response at once, its cancel message sent when the alarm clears).
 
 On a RabbitMQ node of the test's own (`private_broker`): the alarm blocks every publisher on
 its broker, and the other test modules run beside this one on the shared broker."""
@@ -49,6 +50,8 @@ def test_a_blocked_broker_is_reported_and_nothing_is_lost(private_broker, memory
         # Load: streamed tasks the worker is generating when the alarm comes (each token is a
         # publish, so the first one after the alarm waits); their replies must wait too.
         ids = [amqp.send({"prompt": f"Verse {i}:", "max_tokens": 96, "stream": True}) for i in range(4)]
+        # A background response queued behind them, to be cancelled during the alarm.
+        queued = client.responses.create(model="m", input="Hi", background=True, max_output_tokens=8)
         wait_for(lambda: metric(worker.metrics_url, "warren_slots_busy") == 2, "the worker generating",
                  seconds=30, every=0.05)
         memory_alarm.raise_()
@@ -86,6 +89,13 @@ def test_a_blocked_broker_is_reported_and_nothing_is_lost(private_broker, memory
             client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
         assert again.value.status_code == 503
         assert metric(gateway.metrics_url, "warren_broker_blocked") == 1
+        # Cancelling a response answers at once; the cancel message waits for the alarm.
+        cancelled = []
+        thread = threading.Thread(target=lambda: cancelled.append(client.responses.cancel(queued.id)))
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the gateway hung cancelling a response"
+        assert cancelled[0].status == "cancelled", cancelled
         gateway_ready = httpx.get(ready_gateway, timeout=5)
         assert gateway_ready.status_code == 200 and "blocking publishers" in gateway_ready.text
 
@@ -99,6 +109,10 @@ def test_a_blocked_broker_is_reported_and_nothing_is_lost(private_broker, memory
         assert httpx.get(ready_worker, timeout=5).text == "ready\n"
         after = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
         assert after.choices[0].message is not None
+        skipped = f'id="{queued.id}"'
+        wait_for(lambda: any(skipped in line and 'outcome="cancelled"' in line for line in worker.log().splitlines()),
+                 "the cancelled response's task skipped by the worker", seconds=60)
+        assert client.responses.retrieve(queued.id).status == "cancelled"
         print(f"blocked reported {blocked_at - raised:.2f} s after the alarm was raised")
     finally:
         memory_alarm.clear()

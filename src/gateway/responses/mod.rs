@@ -352,7 +352,11 @@ pub async fn cancel(
             .await?
             == Transition::Done
         {
-            app.broker_link.cancel(id.clone()).await;
+            // Sent in the background: while the broker blocks publishers the cancel waits
+            // for the alarm, and the caller must not.
+            let broker_link = app.broker_link.clone();
+            let task_id = id.clone();
+            tokio::spawn(async move { broker_link.cancel(task_id).await });
             let hooks = &app.responses.webhooks;
             let callback = record.meta.callback_url.as_deref();
             hooks.notify(store, &id, Status::Cancelled, callback);
