@@ -54,7 +54,11 @@ pub fn parse_request(body: &[u8], limits: &crate::protocol::Limits) -> Result<Re
     let Value::Object(fields) = value else {
         return Err(ApiError::invalid("the body must be a JSON object", None));
     };
-    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    // `null` counts as absent, as for every other endpoint.
+    let unknown = fields
+        .iter()
+        .find(|(k, v)| !v.is_null() && !FIELDS.contains(&k.as_str()));
+    if let Some((unknown, _)) = unknown {
         return Err(ApiError::invalid(
             format!(
                 "`{unknown}` is not supported: /v1/embeddings takes {}",
@@ -242,6 +246,9 @@ mod tests {
     fn bad_requests_are_refused_by_name() {
         let unknown = refused(r#"{"input": "a", "model": "m", "truncate": true}"#);
         assert_eq!(unknown["error"]["param"], "truncate");
+        // `null` counts as absent, as everywhere.
+        let nulls = br#"{"input": "a", "model": "m", "truncate": null, "dimensions": null}"#;
+        assert!(parse_request(nulls, &limits()).is_ok());
         let format = refused(r#"{"input": "a", "model": "m", "encoding_format": "int8"}"#);
         assert_eq!(format["error"]["param"], "encoding_format");
         let empty = refused(r#"{"input": "", "model": "m"}"#);

@@ -67,6 +67,26 @@ impl ApiError {
         }
     }
 
+    /// A 400 for a request body serde could not read into its shape: the field's path as
+    /// `param` (a missing top-level field's name), none when the body itself is wrong.
+    pub fn bad_shape(error: &serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let path = error.path().to_string();
+        if path == "." {
+            let why = error.inner().to_string();
+            let missing = why
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(field, _)| field.to_owned());
+            match missing {
+                Some(field) => ApiError::invalid(format!("`{field}` is required"), Some(field)),
+                None => ApiError::invalid(format!("the request body is not valid: {why}"), None),
+            }
+        } else {
+            let message = format!("`{path}` is not valid: {}", error.inner());
+            ApiError::invalid(message, Some(path))
+        }
+    }
+
     /// 401: no API key, or not one of the accepted keys.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(

@@ -294,6 +294,15 @@ fn a_conversation_with_calls_and_results_is_read_and_checked() {
     assert_eq!(task.tool_choice, crate::protocol::ToolChoice::Required);
     assert!(!task.parallel_tool_calls);
 
+    // A message dumped whole by an SDK: `null` fields count as absent.
+    let dumped = parse(json!({"messages": [
+        {"role": "user", "content": "Hi", "tool_calls": null, "tool_call_id": null}]}))
+    .unwrap();
+    let Input::Messages(messages) = &dumped.input else {
+        panic!("expected messages")
+    };
+    assert!(messages[0].tool_calls.is_empty());
+
     let user = json!({"role": "user", "content": "x"});
     for (body, says) in [
         (

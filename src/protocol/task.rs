@@ -57,10 +57,14 @@ pub struct ChatMessage {
     /// Who speaks.
     pub role: Role,
     /// What they say (`null` reads as empty).
-    #[serde(deserialize_with = "null_as_empty")]
+    #[serde(deserialize_with = "null_as_default")]
     pub content: String,
-    /// The calls an assistant message made.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The calls an assistant message made (`null` reads as none).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub tool_calls: Vec<ToolCall>,
     /// The call a tool message answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,9 +83,14 @@ impl ChatMessage {
     }
 }
 
-/// A string, where `null` means empty (OpenAI's assistant messages with tool calls).
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
+/// A value where `null` means empty: OpenAI's assistant messages with tool calls have
+/// `content: null`, and SDKs that dump a message whole write `tool_calls: null`.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// What the model continues: raw text or a chat rendered with a template.

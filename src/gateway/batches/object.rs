@@ -69,8 +69,9 @@ pub struct CreateBatch {
 
 /// Parses and checks a create request.
 pub fn parse_create(body: &[u8]) -> Result<(CreateBatch, Endpoint), ApiError> {
-    let create: CreateBatch = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid(format!("the request body is not valid: {e}"), None))?;
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let create: CreateBatch =
+        serde_path_to_error::deserialize(&mut json).map_err(|e| ApiError::bad_shape(&e))?;
     let kind = endpoint_kind(&create.endpoint).ok_or_else(|| {
         ApiError::invalid(
             format!(

@@ -123,18 +123,8 @@ pub struct Request {
 /// Parses a request body of `kind`. Any shape error is a 400 naming the field.
 pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
     let mut json = serde_json::Deserializer::from_slice(body);
-    let raw: RawRequest = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            ApiError::invalid(
-                format!("the request body is not valid: {}", e.inner()),
-                None,
-            )
-        } else {
-            let message = format!("`{path}` is not valid: {}", e.inner());
-            ApiError::invalid(message, Some(path))
-        }
-    })?;
+    let raw: RawRequest =
+        serde_path_to_error::deserialize(&mut json).map_err(|e| ApiError::bad_shape(&e))?;
     let endpoint = match kind {
         Kind::Chat => Endpoint::Chat,
         Kind::Completion => Endpoint::Completion,

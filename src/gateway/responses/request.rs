@@ -90,10 +90,8 @@ pub struct ResponseRequest {
 /// Parses a request body; shape errors are 400s naming the field.
 pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
     let mut json = serde_json::Deserializer::from_slice(body);
-    let raw: RawRequest = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::invalid(format!("`{path}` is not valid: {}", e.inner()), Some(path))
-    })?;
+    let raw: RawRequest =
+        serde_path_to_error::deserialize(&mut json).map_err(|e| ApiError::bad_shape(&e))?;
     unsupported::check(Endpoint::Responses, &raw.rest)?;
     let tier = service_tier::tier_of(raw.service_tier.as_deref())?;
     if raw.store == Some(false) && raw.background == Some(true) {

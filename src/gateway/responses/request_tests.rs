@@ -51,6 +51,11 @@ fn bad_requests_name_the_field() {
         assert_eq!(err.status.as_u16(), 400);
         assert!(err.message.contains(field), "{body}: {}", err.message);
     }
+    let missing = parse_request(br#"{"model": "m"}"#).unwrap_err();
+    assert_eq!(missing.message, "`input` is required");
+    assert_eq!(missing.param.as_deref(), Some("input"));
+    let not_an_object = parse_request(b"[1]").unwrap_err();
+    assert_eq!(not_an_object.param, None, "{}", not_an_object.message);
 }
 
 #[test]
