@@ -5,6 +5,7 @@ its reply used, and a gateway whose Redis is unreachable still limits on its own
 
 import contextlib
 import subprocess
+import time
 import uuid
 
 import httpx
@@ -139,6 +140,31 @@ def test_api_keys_are_required_when_configured(worker_names):
         assert keyless.json()["error"]["code"] == "invalid_api_key"
         answer = sdk(gateway.base_url, api_key="key-two").completions.create(model="m", prompt="Hi", max_tokens=1)
         assert answer.usage.completion_tokens == 1
+    finally:
+        gateway.stop()
+
+
+def test_a_response_kept_from_its_reply_alone_is_no_other_key_s(worker_names):
+    """Redis loses a background response's record before its reply comes: the gateway keeps
+    what the reply tells, without an owner, and another key must not read it."""
+    gateway = start_gateway(worker_names, gateway__api_keys="key-one,key-two")
+    try:
+        one = sdk(gateway.base_url, api_key="key-one")
+        two = sdk(gateway.base_url, api_key="key-two")
+        job = one.responses.create(model="m", input="Once upon a time", max_output_tokens=200, background=True)
+        with pytest.raises(openai.NotFoundError):
+            two.responses.retrieve(job.id)
+        record = f"warren:response:{job.id}"
+        subprocess.run(["redis-cli", "DEL", record], capture_output=True, check=True)
+        deadline = time.monotonic() + 60
+        status = ""
+        while status not in ("completed", "incomplete", "failed"):
+            assert time.monotonic() < deadline, f"{record} was not kept from the reply: {status!r}"
+            time.sleep(0.2)
+            status = subprocess.run(["redis-cli", "HGET", record, "status"],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+        with pytest.raises(openai.NotFoundError):
+            two.responses.retrieve(job.id)
     finally:
         gateway.stop()
 

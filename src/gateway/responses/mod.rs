@@ -366,12 +366,12 @@ pub async fn cancel(
     Err(ApiError::internal("the response kept changing; try again"))
 }
 
-/// The record of response `id` if `key` may see it; 404 otherwise.
+/// The record of response `id` if `key` made it; 404 otherwise. Without API keys every
+/// owner is empty. With keys, a record kept from a reply alone (Redis lost the one its
+/// request made) has no owner, and no key sees it.
 async fn owned(app: &Shared, id: &str, key: &str) -> Result<Record, ApiError> {
     match app.responses.store.get(id).await? {
-        Some(record) if record.meta.owner.is_empty() || record.meta.owner == owner_of(key) => {
-            Ok(record)
-        }
+        Some(record) if record.meta.owner == owner_of(key) => Ok(record),
         _ => {
             let mut error = ApiError::not_found(format!("no response with id `{id}`"));
             error.code = "response_not_found".into();
