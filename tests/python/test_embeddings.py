@@ -179,3 +179,22 @@ def test_a_batch_of_embedding_requests_writes_openais_lists_and_refuses_bad_line
     assert [len(d["embedding"]) for d in two] == [32, 32]
     assert results["empty"]["response"]["status_code"] == 400
     assert "encoding_format" in results["base64"]["response"]["body"]["error"]["message"]
+
+
+def test_under_routing_by_model_a_batch_s_embeddings_still_go_to_the_embed_workers(embed_stack):
+    # As a request of their own does, whatever model they name: only generations are routed.
+    from test_batch import run_batch, wait_final
+
+    names = embed_stack.names
+    gateway = start_gateway(names, topology__tasks_exchange=f"{names.base}.tasks", gateway__models="chat-only")
+    try:
+        client = sdk(gateway.base_url)
+        alone = client.embeddings.create(model="an-embedder", input="a")
+        assert len(alone.data) == 1
+        lines = [{"custom_id": "one", "method": "POST", "url": "/v1/embeddings",
+                  "body": {"model": "an-embedder", "input": "a"}}]
+        batch = wait_final(client, run_batch(client, lines, endpoint="/v1/embeddings").id)
+        assert batch.status == "completed", batch
+        assert (batch.request_counts.completed, batch.request_counts.failed) == (1, 0), batch
+    finally:
+        gateway.stop()

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::object::{endpoint_kind, Endpoint};
 use crate::gateway::completions::request;
 use crate::gateway::errors::ApiError;
+use crate::gateway::models::Models;
 use crate::protocol::Limits;
 
 /// One line of an input file, checked.
@@ -18,6 +19,21 @@ pub struct Line {
     pub custom_id: String,
     /// Its task, or why it is refused without running.
     pub task: Result<LineTask, ApiError>,
+}
+
+impl Line {
+    /// The task to publish for this line, or why it is refused: its own problem, or (under
+    /// routing by model) a generation naming a model not served. Embeddings go to the
+    /// embeddings queue whatever their model, as a request of their own does. The batch's
+    /// creation and its runner ask this alike, so a line refused at creation is never
+    /// published.
+    pub fn task_for(&self, models: &Models) -> Result<&LineTask, ApiError> {
+        let task = self.task.as_ref().map_err(Clone::clone)?;
+        if !task.embedding {
+            models.routing_key(&task.model)?;
+        }
+        Ok(task)
+    }
 }
 
 /// A request that will be published.

@@ -94,10 +94,7 @@ pub async fn create(
                 .iter()
                 .enumerate()
                 .filter_map(|(index, line)| {
-                    let refusal = match &line.task {
-                        Ok(task) => app.models.routing_key(&task.model).err(),
-                        Err(error) => Some(error.clone()),
-                    };
+                    let refusal = line.task_for(&app.models).err();
                     refusal.map(|error| (index, Outcome::refused(&error)))
                 })
                 .collect();

@@ -184,13 +184,13 @@ async fn publish(
     let mut room = app.batches.in_flight.saturating_sub(record.outstanding());
     let mut next = record.next;
     while next < lines.len() && room > 0 {
-        let task = match &lines[next].task {
+        let task = match lines[next].task_for(&app.models) {
             Ok(task) => task,
             Err(refused) => {
                 // Recorded when the batch was created (then this changes nothing), unless
-                // the limits changed since.
+                // the limits or the served models changed since.
                 store
-                    .record(id, next, &Outcome::refused(refused), true)
+                    .record(id, next, &Outcome::refused(&refused), true)
                     .await?;
                 next += 1;
                 store.advance(id, next, 0).await?;
