@@ -55,6 +55,9 @@ pub(crate) enum TextFormat {
 pub(crate) struct TextParam {
     #[serde(default)]
     pub format: Option<TextFormat>,
+    /// Every other field (`verbosity`): refused by name.
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, Value>,
 }
 
 /// What "any JSON object" is as a schema.

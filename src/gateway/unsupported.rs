@@ -69,6 +69,24 @@ pub fn check_message(path: &str, rest: &Map<String, Value>) -> Result<(), ApiErr
     Ok(())
 }
 
+/// Checks the fields of an object at `path` (`text`, `tools[0].function`) that the
+/// endpoint does not read: any that is not `null` is refused by its path, with `why` when
+/// the field is one OpenAI defines.
+pub fn check_fields(
+    path: &str,
+    rest: &Map<String, Value>,
+    why: impl Fn(&str) -> Option<&'static str>,
+) -> Result<(), ApiError> {
+    let Some((field, _)) = rest.iter().find(|(_, value)| !value.is_null()) else {
+        return Ok(());
+    };
+    let why = why(field).unwrap_or("it is not a field this endpoint reads there");
+    Err(ApiError::invalid(
+        format!("`{path}.{field}` is not supported: {why}"),
+        Some(format!("{path}.{field}")),
+    ))
+}
+
 /// Whether `field` = `value` asks for what the gateway does anyway.
 fn harmless(endpoint: Endpoint, field: &str, value: &Value) -> bool {
     let empty_list = value.as_array().is_some_and(Vec::is_empty);

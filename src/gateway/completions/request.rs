@@ -27,6 +27,10 @@ enum Stop {
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
+    /// Every other field: `include_obfuscation: false` asks for what the gateway does (no
+    /// padding in events); anything else is refused by name.
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 /// The fields of both request kinds; any other goes to `rest`, which
@@ -120,16 +124,53 @@ pub struct Request {
     pub tier: Tier,
 }
 
+/// Refuses by name a field of a tool definition that OpenAI's chat tools do not have: the
+/// wire type reads tools leniently (the wire contract tolerates unknown fields).
+fn check_tool_fields(body: &Value) -> Result<(), ApiError> {
+    let Some(tools) = body.get("tools").and_then(Value::as_array) else {
+        return Ok(());
+    };
+    let unknown = |object: &Map<String, Value>, known: &[&str]| -> Map<String, Value> {
+        let unknown = object.iter().filter(|(k, _)| !known.contains(&k.as_str()));
+        unknown.map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    for (index, tool) in tools.iter().enumerate() {
+        // Anything but an object is refused with its type when the tools are read.
+        let Some(tool) = tool.as_object() else {
+            continue;
+        };
+        let path = format!("tools[{index}]");
+        unsupported::check_fields(&path, &unknown(tool, &["type", "function"]), |_| None)?;
+        if let Some(function) = tool.get("function").and_then(Value::as_object) {
+            let fields = unknown(function, &["name", "description", "parameters", "strict"]);
+            unsupported::check_fields(&format!("{path}.function"), &fields, |_| None)?;
+        }
+    }
+    Ok(())
+}
+
 /// Parses a request body of `kind`. Any shape error is a 400 naming the field.
 pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
-    let mut json = serde_json::Deserializer::from_slice(body);
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the request body is not valid: {e}"), None))?;
+    check_tool_fields(&body)?;
     let raw: RawRequest =
-        serde_path_to_error::deserialize(&mut json).map_err(|e| ApiError::bad_shape(&e))?;
+        serde_path_to_error::deserialize(body).map_err(|e| ApiError::bad_shape(&e))?;
     let endpoint = match kind {
         Kind::Chat => Endpoint::Chat,
         Kind::Completion => Endpoint::Completion,
     };
     unsupported::check(endpoint, &raw.rest)?;
+    if let Some(options) = &raw.stream_options {
+        let mut rest = options.rest.clone();
+        if rest.get("include_obfuscation") == Some(&Value::Bool(false)) {
+            rest.remove("include_obfuscation");
+        }
+        unsupported::check_fields("stream_options", &rest, |field| {
+            (field == "include_obfuscation")
+                .then_some("events carry no obfuscation padding (`false` is accepted)")
+        })?;
+    }
     let tier = service_tier::tier_of(raw.service_tier.as_deref())?;
     if raw.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid(

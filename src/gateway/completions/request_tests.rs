@@ -155,3 +155,59 @@ fn requests_the_gateway_cannot_serve_are_rejected_naming_the_field() {
         assert!(err.message.contains(expected), "{body}: {}", err.message);
     }
 }
+
+#[test]
+fn nested_fields_openai_does_not_define_are_refused_by_their_path() {
+    let tool = |extra: Value| {
+        let mut function = json!({"name": "f", "parameters": {"type": "object"}});
+        let mut tool = json!({"type": "function"});
+        for (key, value) in extra.as_object().cloned().unwrap_or_default() {
+            match key.strip_prefix("function.") {
+                Some(inner) => function[inner] = value,
+                None => tool[key] = value,
+            }
+        }
+        tool["function"] = function;
+        tool
+    };
+    let chat = |fields: Value| {
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]});
+        for (key, value) in fields.as_object().cloned().unwrap_or_default() {
+            body[key] = value;
+        }
+        parse_request(Kind::Chat, body.to_string().as_bytes())
+    };
+    for (fields, param) in [
+        (
+            json!({"tools": [tool(json!({"function.examples": ["x"]}))]}),
+            "tools[0].function.examples",
+        ),
+        (
+            json!({"tools": [tool(json!({"cache_control": {}}))]}),
+            "tools[0].cache_control",
+        ),
+        (
+            json!({"stream": true, "stream_options": {"include_obfuscation": true}}),
+            "stream_options.include_obfuscation",
+        ),
+        (
+            json!({"stream": true, "stream_options": {"chunk_size": 4}}),
+            "stream_options.chunk_size",
+        ),
+    ] {
+        let err = chat(fields.clone()).unwrap_err();
+        assert_eq!(
+            err.param.as_deref(),
+            Some(param),
+            "{fields}: {}",
+            err.message
+        );
+        assert!(err.message.contains("is not supported"), "{}", err.message);
+    }
+    // What OpenAI's shapes hold, and `null` or the default for the rest, pass.
+    let full = tool(json!({"function.description": "d", "function.strict": true}));
+    assert!(chat(json!({"tools": [full], "tool_choice": "auto"})).is_ok());
+    assert!(chat(json!({"tools": [tool(json!({"function.examples": null}))]})).is_ok());
+    let options = json!({"include_usage": true, "include_obfuscation": false});
+    assert!(chat(json!({"stream": true, "stream_options": options})).is_ok());
+}

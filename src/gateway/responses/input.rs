@@ -36,6 +36,8 @@ struct FunctionCallItem {
     call_id: String,
     name: String,
     arguments: String,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 /// A `function_call_output` item: what running a call gave.
@@ -43,6 +45,8 @@ struct FunctionCallItem {
 struct FunctionCallOutputItem {
     call_id: String,
     output: Content,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 /// The input items the API defines that this gateway does not serve.
@@ -83,7 +87,8 @@ pub(super) fn turns_of(input: Input, turns: &mut Vec<ChatMessage>) -> Result<(),
         match kind {
             "message" => turns.push(message_turn(&field, item)?),
             "function_call" => {
-                let call: FunctionCallItem = item_of(&field, item)?;
+                let call: FunctionCallItem = item_of(&field, without_echo(item))?;
+                unsupported::check_fields(&field, &call.rest, |_| None)?;
                 let call = ToolCall {
                     id: call.call_id,
                     kind: FunctionKind::Function,
@@ -103,7 +108,8 @@ pub(super) fn turns_of(input: Input, turns: &mut Vec<ChatMessage>) -> Result<(),
                 }
             }
             "function_call_output" => {
-                let output: FunctionCallOutputItem = item_of(&field, item)?;
+                let output: FunctionCallOutputItem = item_of(&field, without_echo(item))?;
+                unsupported::check_fields(&field, &output.rest, |_| None)?;
                 let mut turn = ChatMessage::new(Role::Tool, text_of(output.output, &field)?);
                 turn.tool_call_id = Some(output.call_id);
                 turns.push(turn);
@@ -132,12 +138,17 @@ fn item_of<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::invalid(format!("`{field}` is not valid: {e}"), Some(field.into())))
 }
 
-fn message_turn(field: &str, mut item: Map<String, Value>) -> Result<ChatMessage, ApiError> {
-    item.remove("type");
-    // The SDKs send back an output message with its `id` and `status`: they change nothing.
-    item.remove("id");
-    item.remove("status");
-    let message: MessageItem = item_of(field, item)?;
+/// An item without what the SDKs send back with an output item (its `type`, `id` and
+/// `status`): they change nothing.
+fn without_echo(mut item: Map<String, Value>) -> Map<String, Value> {
+    for echoed in ["type", "id", "status"] {
+        item.remove(echoed);
+    }
+    item
+}
+
+fn message_turn(field: &str, item: Map<String, Value>) -> Result<ChatMessage, ApiError> {
+    let message: MessageItem = item_of(field, without_echo(item))?;
     // Tool results come as `function_call_output` items, not a role.
     let role = chat_role(&message.role)
         .filter(|role| *role != Role::Tool)
@@ -161,6 +172,8 @@ struct FlatFunction {
     parameters: Option<Value>,
     #[serde(default)]
     strict: Option<bool>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 /// The task's tools for the API's `tools` (function tools only).
@@ -180,6 +193,9 @@ pub(super) fn tools_of(tools: &[Value]) -> Result<Vec<Tool>, ApiError> {
         let function: FlatFunction = serde_json::from_value(tool.clone()).map_err(|e| {
             ApiError::invalid(format!("`{field}` is not valid: {e}"), Some(field.clone()))
         })?;
+        let mut rest = function.rest;
+        rest.remove("type");
+        unsupported::check_fields(&field, &rest, |_| None)?;
         converted.push(
             serde_json::from_value(json!({"type": "function", "function": {
                 "name": function.name, "description": function.description,

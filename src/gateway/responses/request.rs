@@ -131,6 +131,10 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
             let text: TextParam = serde_json::from_value(text).map_err(|e| {
                 ApiError::invalid(format!("`text` is not valid: {e}"), Some("text".into()))
             })?;
+            unsupported::check_fields("text", &text.rest, |field| {
+                (field == "verbosity")
+                    .then_some("this gateway serves a local model that does not support it")
+            })?;
             match text.format {
                 Some(format) => format.json_schema()?,
                 None => None,

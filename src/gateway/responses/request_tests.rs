@@ -109,3 +109,46 @@ fn a_continued_response_puts_the_stored_conversation_after_the_new_instructions(
     let refused = json!({"model": "m", "input": "x", "background": true, "store": false});
     assert!(parse_request(refused.to_string().as_bytes()).is_err());
 }
+
+#[test]
+fn nested_fields_openai_does_not_define_are_refused_by_their_path() {
+    let call = json!({"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"});
+    let output = json!({"type": "function_call_output", "call_id": "c1", "output": "ok"});
+    let tool = json!({"type": "function", "name": "f", "parameters": {"type": "object"}});
+    let with = |base: &Value, key: &str, value: Value| {
+        let mut changed = base.clone();
+        changed[key] = value;
+        changed
+    };
+    for (body, param) in [
+        (
+            json!({"model": "m", "input": "Hi", "text": {"verbosity": "low"}}),
+            "text.verbosity",
+        ),
+        (
+            json!({"model": "m", "input": [with(&call, "signature", json!("s"))]}),
+            "input[0].signature",
+        ),
+        (
+            json!({"model": "m", "input": [call.clone(), with(&output, "images", json!([]))]}),
+            "input[1].images",
+        ),
+        (
+            json!({"model": "m", "input": "Hi", "tools": [with(&tool, "examples", json!([]))]}),
+            "tools[0].examples",
+        ),
+    ] {
+        let err = parse_request(body.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some(param), "{body}: {}", err.message);
+        assert!(err.message.contains("is not supported"), "{}", err.message);
+    }
+    // Items sent back as the API returned them (with `id` and `status`) pass.
+    let echoed = with(
+        &with(&call, "id", json!("fc_1")),
+        "status",
+        json!("completed"),
+    );
+    let body = json!({"model": "m", "input": [echoed, output], "tools": [tool],
+        "text": {"format": {"type": "text"}, "verbosity": null}});
+    assert!(parse_request(body.to_string().as_bytes()).is_ok());
+}
