@@ -275,6 +275,10 @@ def test_a_prompt_longer_than_the_context_is_the_workers_400(client):
     with pytest.raises(openai.BadRequestError) as raised:
         client.completions.create(model="m", prompt="lighthouse " * 1500, max_tokens=4)
     assert raised.value.code == "prompt_too_long"
+    # A waiting response gets the same answer, not a 200 with a `failed` object.
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="m", input="lighthouse " * 1500, max_output_tokens=4)
+    assert raised.value.code == "prompt_too_long"
 
 
 def test_hostile_bodies_get_openai_error_envelopes(stack):

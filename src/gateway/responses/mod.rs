@@ -251,6 +251,11 @@ async fn wait_for_answer(
             .settle(usage.prompt_tokens.saturating_add(usage.completion_tokens))
             .await;
     }
+    // As a chat completion's: a prompt too long is a 400, a failed generation a 500; no
+    // response is made (OpenAI makes none for a request it refuses).
+    if reply.status == crate::protocol::ReplyStatus::Error {
+        return Err(ApiError::of_failed_reply(&reply));
+    }
     let finished = object::finished(&object, &reply);
     if let Some(keeper) = keeper {
         keeper.keep(&finished).await;
