@@ -1,11 +1,12 @@
 // Command warren-client calls warren from Go: it publishes one task to RabbitMQ and waits for
 // its reply, following wire contract v1 (JSON body, persistent, reply_to + correlation_id,
-// publisher confirms: a full requests queue nacks the publish).
+// publisher confirms: a full requests queue nacks the publish; mandatory: a task no queue
+// takes is returned, not dropped).
 //
 //	go run . -prompt "The capital of France is" -max-tokens 16
 //
-// Exit code 0 on an ok reply (its JSON on stdout), 1 on an error reply or a refused publish,
-// 2 when no reply came in time.
+// Exit code 0 on an ok reply (its JSON on stdout), 1 on an error reply, a refused or a
+// returned publish, 2 when no reply came in time.
 package main
 
 import (
@@ -66,6 +67,9 @@ func callWarren(ctx context.Context, url, queue string, task map[string]any) (js
 	if err != nil {
 		return nil, err
 	}
+	// A mandatory publish no queue takes (no worker has declared it yet) comes back as a
+	// basic.return, delivered here before its confirm; the confirm alone would say it was taken.
+	returns := ch.NotifyReturn(make(chan amqp.Return, 1))
 	id := newID()
 	confirm, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, true, false, amqp.Publishing{
 		ContentType:   "application/json",
@@ -86,6 +90,13 @@ func callWarren(ctx context.Context, url, queue string, task map[string]any) (js
 	if !acked {
 		return nil, errors.New("the broker refused the task (nack): the requests queue is full, retry later")
 	}
+	select {
+	case r := <-returns:
+		if r.CorrelationId == id {
+			return nil, fmt.Errorf("the broker returned the task: no queue %s (has a worker declared it?)", queue)
+		}
+	default:
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -101,8 +112,8 @@ func callWarren(ctx context.Context, url, queue string, task map[string]any) (js
 			if err := json.Unmarshal(d.Body, &r); err != nil {
 				return nil, fmt.Errorf("reply is not JSON: %w", err)
 			}
-			if r.Status == "chunk" {
-				continue // streamed text; the final reply follows
+			if r.Status == "chunk" || r.Status == "started" {
+				continue // streamed text or progress; the final reply follows
 			}
 			return d.Body, nil
 		}

@@ -5,9 +5,9 @@
 //   node client.js "The capital of France is" [--max-tokens 16] [--queue warren.requests]
 //
 // Follows warren's wire contract v1: JSON body, content_type application/json, persistent,
-// reply_to + correlation_id, publisher confirms (a full queue nacks the publish). Exit code 0
-// on an ok reply (its JSON on stdout), 1 on an error reply or a refused publish, 2 when no
-// reply came in time.
+// reply_to + correlation_id, publisher confirms (a full queue nacks the publish), mandatory
+// (a task no queue takes is returned, not dropped). Exit code 0 on an ok reply (its JSON on
+// stdout), 1 on an error reply, a refused or a returned publish, 2 when no reply came in time.
 "use strict";
 
 const amqp = require("amqplib");
@@ -37,10 +37,21 @@ async function callWarren({ url, queue, task, waitSeconds }) {
       channel.consume(replyQueue, (message) => {
         if (message && message.properties.correlationId === correlationId) {
           const body = JSON.parse(message.content.toString());
-          if (body.status !== "chunk") resolve(body);
+          // Chunks (stream) and `started` (progress) come before the final reply.
+          if (body.status !== "chunk" && body.status !== "started") resolve(body);
         }
       }, { noAck: true });
     });
+    // `mandatory`: a task no queue takes (no worker has declared it yet) comes back as a
+    // basic.return before its confirm; the confirm alone would say it was taken.
+    const returned = new Promise((resolve, reject) => {
+      channel.on("return", (message) => {
+        if (message.properties.correlationId === correlationId) {
+          reject(new Error(`the broker returned the task: no queue ${queue} (has a worker declared it?)`));
+        }
+      });
+    });
+    returned.catch(() => {}); // raced below
     // The callback reports the broker's confirm: an error means it refused the task (nack),
     // for instance because the requests queue is full.
     await new Promise((resolve, reject) => {
@@ -50,7 +61,7 @@ async function callWarren({ url, queue, task, waitSeconds }) {
       }, (err) => (err ? reject(new Error(`the broker refused the task: ${err.message || err}`)) : resolve()));
     });
     const timeout = new Promise((resolve) => setTimeout(() => resolve(null), waitSeconds * 1000));
-    return await Promise.race([reply, timeout]);
+    return await Promise.race([reply, timeout, returned]);
   } finally {
     await connection.close();
   }

@@ -71,7 +71,7 @@ impl<'a> Outbox<'a> {
                     crate::protocol::ErrorCode::Internal,
                     "the generation's result was lost",
                 );
-                self.give_up(&error, timings)
+                self.give_up(&error, timings, true)
             }
             (
                 Fate::Retry {
@@ -81,7 +81,8 @@ impl<'a> Outbox<'a> {
                 },
                 _,
             ) => vec![self.retry(error, queue, *delay)],
-            (Fate::GiveUp(error) | Fate::Poison(error), _) => self.give_up(error, timings),
+            (Fate::GiveUp(error), _) => self.give_up(error, timings, true),
+            (Fate::Poison(error), _) => self.give_up(error, timings, false),
             (Fate::Recount(_), _) => Vec::new(),
             (Fate::Cancelled(error), _) => {
                 info!(reason = %error.message, "task cancelled");
@@ -172,12 +173,21 @@ impl<'a> Outbox<'a> {
     }
 
     /// A task that will not succeed: one error reply, one dead-lettered copy.
-    fn give_up(&self, error: &TaskError, timings: Timings) -> Vec<Outgoing> {
+    /// The final error reply and the dead letter. `sent_again_may_work` is false for a
+    /// poison task: its code (`internal`) is retryable, but this task crashed every worker
+    /// that ran it, and the reply must not invite its caller to send it again.
+    fn give_up(
+        &self,
+        error: &TaskError,
+        timings: Timings,
+        sent_again_may_work: bool,
+    ) -> Vec<Outgoing> {
         warn!(code = error.code.as_str(), reason = %error.message, "task failed");
-        vec![
-            self.reply(&self.failure(error, timings)),
-            self.dead_letter(error),
-        ]
+        let mut reply = self.failure(error, timings);
+        if let Some(body) = reply.error.as_mut() {
+            body.retryable &= sent_again_may_work;
+        }
+        vec![self.reply(&reply), self.dead_letter(error)]
     }
 
     /// The task, to the delay queue of its level with the attempt count; the queue's TTL

@@ -138,6 +138,13 @@ async fn the_node_amqplib_client_gets_a_completion_reports_errors_and_sees_a_ful
     assert!(String::from_utf8_lossy(&failed.stderr).contains("context_length_exceeded"));
     drop(worker);
 
+    // A queue nobody declared: the broker returns the mandatory publish, at once.
+    let nowhere = format!("{}.nobody", names.base);
+    let returned = run_node_client(&modules, &["Hi", "--queue", &nowhere, "--wait", "60"]);
+    assert_eq!(returned.status.code(), Some(1), "{returned:?}");
+    let stderr = String::from_utf8_lossy(&returned.stderr);
+    assert!(stderr.contains("returned the task"), "{stderr}");
+
     // No worker, a backlog bound of 1: the queue fills up and the broker nacks the publish.
     let full = Names::new("node-full");
     let declared = warren(&full)

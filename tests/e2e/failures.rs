@@ -213,6 +213,10 @@ async fn a_task_that_crashes_the_worker_every_time_is_dead_lettered_on_a_quorum_
     );
     assert_eq!(reply["status"], "error");
     assert_eq!(reply["error"]["code"], "internal");
+    assert_eq!(
+        reply["error"]["retryable"], false,
+        "sending it again would crash a worker again"
+    );
     assert!(reply["error"]["message"]
         .as_str()
         .unwrap()
