@@ -32,15 +32,20 @@ fn main() {
 /// The llama.cpp source directory of the llama-cpp-sys-2 package in this build's dependency
 /// graph (exactly one version: Cargo.lock pins it).
 fn llama_source() -> Result<PathBuf, String> {
-    // The target's dependencies only; `cargo metadata` also reads dev-dependencies, which a
-    // plain build may not have downloaded yet: --locked keeps it to Cargo.lock's versions.
+    // The target's dependencies only. `cargo metadata` resolves dev-dependencies too: --locked
+    // keeps the resolution to Cargo.lock's versions (it does not stop downloads), and an
+    // offline build (CARGO_NET_OFFLINE, `--offline`) asks metadata not to go online either.
     let target = std::env::var("TARGET").map_err(|_| "cargo set no TARGET".to_owned())?;
+    let mut options = vec![
+        "--locked".to_owned(),
+        "--filter-platform".to_owned(),
+        target,
+    ];
+    if std::env::var("CARGO_NET_OFFLINE").is_ok_and(|v| v == "true") {
+        options.push("--offline".to_owned());
+    }
     let metadata = cargo_metadata::MetadataCommand::new()
-        .other_options(vec![
-            "--locked".to_owned(),
-            "--filter-platform".to_owned(),
-            target,
-        ])
+        .other_options(options)
         .exec()
         .map_err(|e| format!("`cargo metadata` failed: {e}"))?;
     let mut packages = metadata

@@ -3,7 +3,9 @@
 // grammar with its lazy triggers, and the parser that turns the output back into content
 // and tool calls. This is what llama-server does with a request; none of it is re-implemented.
 // Every function catches every C++ exception and hands its text back, so a template or
-// schema llama.cpp refuses is answered with llama.cpp's reason instead of an abort.
+// schema llama.cpp refuses is answered with llama.cpp's reason instead of an abort; each is
+// noexcept, so an exception that escaped anyway would end the process (std::terminate)
+// rather than unwind into Rust.
 // Built by build.rs against the llama.cpp tree that llama-cpp-sys-2 compiles and links.
 
 #include <cstdlib>
@@ -14,12 +16,19 @@
 #include "chat.h"
 #include "common.h"
 
-static char * warren_chat_dup(const std::string & text) {
-    char * copy = static_cast<char *>(std::malloc(text.size() + 1));
+// A malloc'd copy (null when allocation fails). It cannot throw: it runs in catch blocks,
+// and an exception leaving an extern "C" function would unwind into Rust.
+static char * warren_chat_dup(const char * text) noexcept {
+    const size_t size = std::strlen(text) + 1;
+    char * copy = static_cast<char *>(std::malloc(size));
     if (copy) {
-        std::memcpy(copy, text.c_str(), text.size() + 1);
+        std::memcpy(copy, text, size);
     }
     return copy;
+}
+
+static char * warren_chat_dup(const std::string & text) noexcept {
+    return warren_chat_dup(text.c_str());
 }
 
 // Runs `body`, which sets *out; on an exception *out is its message and the result is 1.
@@ -50,20 +59,26 @@ struct warren_chat {
 // 0: *handle is set; 1: *error holds llama.cpp's reason (free it with warren_chat_text_free).
 extern "C" int warren_chat_init(const char * template_source, const char * bos_token,
                                 const char * eos_token, int add_bos, warren_chat ** handle,
-                                char ** error) {
+                                char ** error) noexcept {
     *handle = nullptr;
+    // Without a template llama.cpp takes the model's, and with no model (warren passes none)
+    // it aborts on an assertion no catch can stop: refuse here instead.
+    if (template_source == nullptr || template_source[0] == '\0') {
+        *error = warren_chat_dup("no chat template was given");
+        return 1;
+    }
     return warren_chat_guard(error, [&] {
         auto templates = common_chat_templates_init(nullptr, template_source, bos_token, eos_token);
         *handle = new warren_chat{ std::move(templates), bos_token, add_bos != 0 };
     });
 }
 
-extern "C" void warren_chat_free(warren_chat * handle) {
+extern "C" void warren_chat_free(warren_chat * handle) noexcept {
     delete handle;
 }
 
 // What the template can render, as a JSON object of llama.cpp's capability flags.
-extern "C" int warren_chat_caps(const warren_chat * handle, char ** out) {
+extern "C" int warren_chat_caps(const warren_chat * handle, char ** out) noexcept {
     char * text = nullptr;
     const int status = warren_chat_guard(out, [&] {
         common_json caps = common_json::object();
@@ -93,7 +108,7 @@ static const char * warren_tool_choice_name(common_chat_tool_choice choice) {
 // parser}; the patterns and token texts are what llama.cpp's own sampler would use, the
 // words are the literal triggers among them.
 // 1: *out is llama.cpp's reason.
-extern "C" int warren_chat_apply(const warren_chat * handle, const char * request_json, char ** out) {
+extern "C" int warren_chat_apply(const warren_chat * handle, const char * request_json, char ** out) noexcept {
     char * text = nullptr;
     const int status = warren_chat_guard(out, [&] {
         const auto request = common_json::parse(request_json);
@@ -165,7 +180,7 @@ extern "C" int warren_chat_apply(const warren_chat * handle, const char * reques
 // arguments, id}]}; 1: *out is llama.cpp's reason (the text does not match the format).
 extern "C" int warren_chat_parse(const char * generated, int is_partial, int format,
                                  const char * generation_prompt, const char * parser,
-                                 char ** out) {
+                                 char ** out) noexcept {
     char * text = nullptr;
     const int status = warren_chat_guard(out, [&] {
         common_chat_parser_params params;
@@ -193,6 +208,6 @@ extern "C" int warren_chat_parse(const char * generated, int is_partial, int for
     return status;
 }
 
-extern "C" void warren_chat_text_free(char * text) {
+extern "C" void warren_chat_text_free(char * text) noexcept {
     std::free(text);
 }

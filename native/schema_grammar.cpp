@@ -11,17 +11,24 @@
 
 #include "json-schema-to-grammar.h"
 
-static char * warren_dup(const std::string & text) {
-    char * copy = static_cast<char *>(std::malloc(text.size() + 1));
+// A malloc'd copy (null when allocation fails). It cannot throw: it runs in catch blocks,
+// and an exception leaving an extern "C" function would unwind into Rust.
+static char * warren_dup(const char * text) noexcept {
+    const size_t size = std::strlen(text) + 1;
+    char * copy = static_cast<char *>(std::malloc(size));
     if (copy) {
-        std::memcpy(copy, text.c_str(), text.size() + 1);
+        std::memcpy(copy, text, size);
     }
     return copy;
 }
 
+static char * warren_dup(const std::string & text) noexcept {
+    return warren_dup(text.c_str());
+}
+
 // 0: *out holds the grammar; 1: *out holds why the schema was refused. *out is freed with
 // warren_schema_text_free (null when allocation failed).
-extern "C" int warren_json_schema_to_grammar(const char * schema_json, char ** out) {
+extern "C" int warren_json_schema_to_grammar(const char * schema_json, char ** out) noexcept {
     *out = nullptr;
     try {
         const auto schema = common_json::parse(schema_json);
@@ -36,6 +43,6 @@ extern "C" int warren_json_schema_to_grammar(const char * schema_json, char ** o
     }
 }
 
-extern "C" void warren_schema_text_free(char * text) {
+extern "C" void warren_schema_text_free(char * text) noexcept {
     std::free(text);
 }

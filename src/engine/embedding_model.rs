@@ -277,7 +277,10 @@ impl EmbeddingModel {
         let vector = NonNull::new(vector)?;
         // SAFETY: a non-null row points at `width` floats in the context's output buffer,
         // which stays put until the next decode or the context's end; both need `&mut self`
-        // or `self` gone, which the returned borrow of `self` rules out.
+        // or `self` gone, which the returned borrow of `self` rules out. The first read after a
+        // decode may reorder the buffer's rows (llama.cpp's output_reorder), before it returns
+        // this pointer and while no slice of an earlier read can exist (that read's borrow
+        // ended with the decode's `&mut self`); later reads find nothing to reorder.
         Some(unsafe { std::slice::from_raw_parts(vector.as_ptr(), self.width) })
     }
 

@@ -5,10 +5,10 @@
 //! recursion) only through its log, so while one grammar is built the engine thread collects
 //! what llama.cpp logs from that thread. Everything logged still reaches the worker's log.
 //! It also answers which tokens a grammar allows next ([`allows`], [`best_allowed`]), for
-//! the picker. This module builds samplers and asks them; it must not sample or decode. It is
-//! one of the crate's two modules with unsafe code (the FFI log callback, and the JSON Schema
-//! converter of `native/schema_grammar.cpp`, which keeps llama.cpp's message; the other is
-//! [`super::device_sampling`]), each block with its reason.
+//! the picker. This module builds samplers and asks them; it must not sample or decode. Its
+//! unsafe code is the FFI log callback and the JSON Schema converter of
+//! `native/schema_grammar.cpp`, which keeps llama.cpp's message (`lib.rs` lists every module
+//! with unsafe code), each block with its reason.
 
 #![allow(unsafe_code)]
 
@@ -191,61 +191,67 @@ pub(super) fn best_allowed(
 thread_local! {
     /// Set while this thread builds a grammar: what llama.cpp logs meanwhile.
     static CAPTURED: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The line llama.cpp is logging on this thread (it may come in pieces), and its level.
+    static LINE: RefCell<(ggml_log_level, String)> =
+        const { RefCell::new((llama_cpp_sys_2::GGML_LOG_LEVEL_INFO, String::new())) };
 }
 
-/// The log callback (and its user data) that was installed before ours.
-struct Forward {
-    callback: ggml_log_callback,
-    user_data: usize,
-}
-
-static FORWARD: OnceLock<Forward> = OnceLock::new();
-
-/// Puts the capturing callback in front of the one already installed (call once, after
-/// llama.cpp's logs were sent to tracing).
+/// Sends llama.cpp's own log (not ggml's, which stays llama-cpp-2's) to [`capture_and_trace`]
+/// (call once, after llama-cpp-2 sent both logs to tracing). Nothing of the callback it
+/// replaces is kept or called: llama.cpp's lines are traced here, under the target
+/// `llama.cpp`, as llama-cpp-2 traced them.
 pub(super) fn capture_logs() {
-    FORWARD.get_or_init(|| {
-        let mut callback: ggml_log_callback = None;
-        let mut user_data: *mut c_void = std::ptr::null_mut();
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
         let mut ggml_callback: ggml_log_callback = None;
         let mut ggml_user_data: *mut c_void = std::ptr::null_mut();
-        // SAFETY: the getters write the current callbacks and user data into live locals;
-        // the setters store plain function pointers and the user data they were given.
-        // llama_log_set also replaces ggml's callback, so ggml's own is put back after it.
+        // SAFETY: the getter writes ggml's current callback and user data into live locals;
+        // the setters store a function pointer and user data, which llama.cpp and ggml only
+        // pass back to that function. llama_log_set also sets ggml's callback, so ggml's own
+        // pair is put back as it was. `capture_and_trace` reads no user data.
         unsafe {
-            llama_cpp_sys_2::llama_log_get(&mut callback, &mut user_data);
             llama_cpp_sys_2::ggml_log_get(&mut ggml_callback, &mut ggml_user_data);
-            llama_cpp_sys_2::llama_log_set(Some(capture_then_forward), std::ptr::null_mut());
+            llama_cpp_sys_2::llama_log_set(Some(capture_and_trace), std::ptr::null_mut());
             llama_cpp_sys_2::ggml_log_set(ggml_callback, ggml_user_data);
-        }
-        Forward {
-            callback,
-            user_data: user_data as usize,
         }
     });
 }
 
-unsafe extern "C" fn capture_then_forward(
+unsafe extern "C" fn capture_and_trace(
     level: ggml_log_level,
     text: *const c_char,
     _user_data: *mut c_void,
 ) {
-    if !text.is_null() {
-        // SAFETY: llama.cpp passes a NUL-terminated string that lives for this call.
-        let piece = unsafe { CStr::from_ptr(text) }.to_string_lossy();
-        let _ = CAPTURED.try_with(|captured| {
-            if let Some(buffer) = captured.borrow_mut().as_mut() {
-                buffer.push_str(&piece);
-            }
-        });
+    if text.is_null() {
+        return;
     }
-    if let Some(Forward {
-        callback: Some(callback),
-        user_data,
-    }) = FORWARD.get()
-    {
-        // SAFETY: the callback and user data are those llama.cpp held before, unchanged.
-        unsafe { callback(level, text, *user_data as *mut c_void) };
+    // SAFETY: llama.cpp passes a NUL-terminated string that lives for this call.
+    let piece = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    let _ = CAPTURED.try_with(|captured| {
+        if let Some(buffer) = captured.borrow_mut().as_mut() {
+            buffer.push_str(&piece);
+        }
+    });
+    let _ = LINE.try_with(|line| {
+        let (line_level, line) = &mut *line.borrow_mut();
+        if level != llama_cpp_sys_2::GGML_LOG_LEVEL_CONT {
+            *line_level = level;
+        }
+        line.push_str(&piece);
+        while let Some(end) = line.find('\n') {
+            let whole: String = line.drain(..=end).collect();
+            trace_line(*line_level, whole.trim_end());
+        }
+    });
+}
+
+/// One whole line of llama.cpp's log, at the level it gave.
+fn trace_line(level: ggml_log_level, line: &str) {
+    match level {
+        llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR => tracing::error!(target: "llama.cpp", "{line}"),
+        llama_cpp_sys_2::GGML_LOG_LEVEL_WARN => tracing::warn!(target: "llama.cpp", "{line}"),
+        llama_cpp_sys_2::GGML_LOG_LEVEL_DEBUG => tracing::debug!(target: "llama.cpp", "{line}"),
+        _ => tracing::info!(target: "llama.cpp", "{line}"),
     }
 }
 

@@ -120,6 +120,15 @@ fn a_broken_template_is_refused_with_llama_cpps_reason() {
 }
 
 #[test]
+fn an_empty_template_is_refused_not_an_abort() {
+    // llama.cpp would take the model's template, and without a model assert and abort.
+    let error = ChatTemplate::new("", "<bos>", "<eos>", true)
+        .err()
+        .expect("an empty template is refused");
+    assert!(error.contains("no chat template"), "{error}");
+}
+
+#[test]
 fn needs_model_the_shipped_template_renders_as_llama_cpps_builtin_gemma_did() {
     use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate};
     let (_backend, model) = crate::engine::test_model::real_model();
