@@ -152,6 +152,14 @@ def test_logprobs_asked_with_include_are_kept_with_the_background_response(fleet
     with pytest.raises(openai.BadRequestError) as raised:
         client.responses.create(model="m", input="Hi", top_logprobs=21)
     assert "top_logprobs" in raised.value.message
+    # Streamed, each delta carries the entries of its own tokens, as the final object holds.
+    events = list(client.responses.create(
+        model="m", input="The capital of France is", max_output_tokens=12, stream=True,
+        include=["message.output_text.logprobs"], top_logprobs=2,
+    ))
+    streamed = [entry.token for e in events if e.type == "response.output_text.delta" for entry in e.logprobs]
+    final = events[-1].response.output[0].content[0]
+    assert streamed == [entry.token for entry in final.logprobs] and streamed
 
 
 def test_an_unknown_response_is_a_404(fleet):

@@ -13,8 +13,9 @@
 use serde_json::{json, Value};
 
 use super::object::{self, Status};
+use crate::gateway::completions::logprobs;
 use crate::gateway::errors::ApiError;
-use crate::protocol::{Reply, ReplyStatus, ToolCallDelta};
+use crate::protocol::{Reply, ReplyStatus, TokenLogprob, ToolCallDelta};
 
 /// The events of one streamed response, built piece by piece.
 pub(super) struct Events {
@@ -29,6 +30,8 @@ pub(super) struct Events {
     message_text: String,
     /// Whether it is still open (a call's first piece closes it).
     message_open: bool,
+    /// Log probability entries sent with its deltas so far.
+    logprobs_sent: usize,
     /// Calls opened: output index, call id, name, arguments so far.
     calls: Vec<OpenCall>,
     items: usize,
@@ -56,6 +59,7 @@ impl Events {
             message_index: None,
             message_text: String::new(),
             message_open: false,
+            logprobs_sent: 0,
             calls: Vec::new(),
             items: 0,
         }
@@ -106,7 +110,7 @@ impl Events {
     }
 
     /// New text of the message (opened on its first text).
-    pub(super) fn text(&mut self, delta: &str) -> Vec<Value> {
+    pub(super) fn text(&mut self, delta: &str, tokens: &[TokenLogprob]) -> Vec<Value> {
         if delta.is_empty() {
             return Vec::new();
         }
@@ -117,8 +121,9 @@ impl Events {
             return events;
         };
         self.message_text.push_str(delta);
+        self.logprobs_sent += tokens.len();
         let body = json!({"item_id": self.message_id(), "output_index": index, "content_index": 0,
-                          "delta": delta, "logprobs": []});
+                          "delta": delta, "logprobs": logprobs::entries(tokens)});
         events.push(self.event("response.output_text.delta", body));
         events
     }
@@ -208,7 +213,10 @@ impl Events {
             );
             return vec![self.error(&changed)];
         };
-        let mut events = self.text(&rest);
+        // The entries of the tokens the chunks did not carry (those the task asked for).
+        let tokens = reply.logprobs.as_deref().unwrap_or_default();
+        let unsent = tokens.get(self.logprobs_sent..).unwrap_or_default();
+        let mut events = self.text(&rest, unsent);
         // A reply with neither text nor calls still has its (empty) message, as the object.
         if calls.is_empty() && self.message_index.is_none() {
             events.extend(self.open_message());

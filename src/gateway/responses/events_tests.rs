@@ -40,8 +40,8 @@ fn kinds(events: &[Value]) -> Vec<&str> {
 fn text_streams_as_one_message_and_the_sequence_numbers_count_from_zero() {
     let mut stream = events();
     let mut all = stream.opening();
-    all.extend(stream.text("Par"));
-    all.extend(stream.text("is"));
+    all.extend(stream.text("Par", &[]));
+    all.extend(stream.text("is", &[]));
     all.extend(stream.finish(&reply("Paris.", vec![], FinishReason::Stop)));
     assert_eq!(
         kinds(&all),
@@ -69,9 +69,40 @@ fn text_streams_as_one_message_and_the_sequence_numbers_count_from_zero() {
 }
 
 #[test]
+fn each_delta_carries_the_log_probabilities_of_its_tokens_and_the_end_the_rest() {
+    let token = |text: &str| crate::protocol::TokenLogprob {
+        token: text.into(),
+        bytes: text.as_bytes().to_vec(),
+        logprob: -0.5,
+        top_logprobs: Vec::new(),
+    };
+    let tokens = vec![token("Par"), token("is"), token(".")];
+    let mut stream = events();
+    let first = stream.text("Par", &tokens[..1]);
+    let delta = first.last().unwrap();
+    assert_eq!(delta["type"], "response.output_text.delta");
+    assert_eq!(delta["logprobs"][0]["token"], "Par");
+    let mut answer = reply("Paris.", vec![], FinishReason::Stop);
+    answer.logprobs = Some(tokens);
+    let end = stream.finish(&answer);
+    let rest = end
+        .iter()
+        .find(|e| e["type"] == "response.output_text.delta")
+        .expect("the rest of the text");
+    assert_eq!(rest["delta"], "is.");
+    let sent: Vec<_> = rest["logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent, ["is", "."], "the entries the chunks did not carry");
+}
+
+#[test]
 fn text_before_a_call_is_sent_once_and_the_call_follows_it() {
     let mut stream = events();
-    let mut all = stream.text("Let me look.");
+    let mut all = stream.text("Let me look.", &[]);
     all.extend(stream.calls(&[ToolCallDelta {
         index: 0,
         id: Some("call_1".into()),

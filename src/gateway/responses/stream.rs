@@ -111,7 +111,8 @@ impl Relay {
         if *self.attempt.get_or_insert(chunk.attempt) != chunk.attempt {
             return Vec::new();
         }
-        let mut events = self.events.text(&chunk.delta);
+        let tokens = chunk.logprobs.as_deref().unwrap_or_default();
+        let mut events = self.events.text(&chunk.delta, tokens);
         if let Some(pieces) = &chunk.tool_calls {
             events.extend(self.events.calls(pieces));
         }
