@@ -109,16 +109,22 @@ impl BrokerLink {
         let mut guard = CancelOnDrop::new(self.clone(), id, metrics);
         match self.unless_blocked(publish(client)).await {
             Ok(pending) => Ok((pending, guard)),
-            Err(mut e) => {
+            Err(e) => {
                 if !e.is_blocked() {
                     guard.disarm();
                 }
-                if e.code == QUEUE_FULL {
-                    e.retry_after = Some(self.backlog.retry_after_full(e.refused_key.as_deref()));
-                }
-                Err(e)
+                Err(self.with_drain_estimate(e))
             }
         }
+    }
+
+    /// `e`, and when a full queue refused the task, its `Retry-After` from how fast that
+    /// queue drains (else the fallback stays).
+    pub fn with_drain_estimate(&self, mut e: ApiError) -> ApiError {
+        if e.code == QUEUE_FULL {
+            e.retry_after = Some(self.backlog.retry_after_full(e.refused_key.as_deref()));
+        }
+        e
     }
 
     /// What the task queues hold and how fast they drain, as last polled.

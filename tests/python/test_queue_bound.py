@@ -88,6 +88,11 @@ def test_a_queue_declared_unbounded_gets_bounded_and_a_full_queue_refuses_at_onc
                 assert answer.json()["error"]["code"] == "queue_full"
                 retry_afters.add(answer.headers["retry-after"])
                 time.sleep(1)
+            # A background response refused by the full queue gets the same estimate.
+            background = httpx.post(f"{gateway.base_url}/responses", timeout=30, json={
+                "model": "m", "input": "Hi", "max_output_tokens": 1, "background": True})
+            assert background.status_code == 429, background.text
+            assert background.headers["retry-after"] == "60", background.headers
         finally:
             gateway.stop()
         # Removing the bound removes the policy; the queue takes tasks again.

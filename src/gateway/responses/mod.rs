@@ -189,6 +189,7 @@ async fn accept(
         })
         .await;
     if let Err(e) = sent {
+        let e = app.broker_link.with_drain_estimate(e);
         let _ = store.delete(id).await;
         if e.is_blocked() {
             // The message may go out when the alarm clears: it must not run for nobody. The
