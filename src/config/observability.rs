@@ -49,13 +49,17 @@ impl LogSettings {
     }
 }
 
+/// The targets llama.cpp's and ggml's logs come under: llama-cpp-2's (ggml's log) and
+/// warren's own for llama.cpp's (`engine::grammar`).
+const LLAMA_TARGETS: [&str; 3] = ["llama-cpp-2", "llama_cpp_2", "llama.cpp"];
+
 /// llama.cpp is chatty at info level (every tensor while loading): keep it to warnings
 /// unless the filter names it.
-const QUIET_LLAMA: &str = "llama-cpp-2=warn,llama_cpp_2=warn";
+const QUIET_LLAMA: &str = "llama-cpp-2=warn,llama_cpp_2=warn,llama.cpp=warn";
 
 /// The tracing filter for the directives `level` (from `log.level` or `RUST_LOG`).
 pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
-    let directives = if level.contains("llama_cpp_2") || level.contains("llama-cpp-2") {
+    let directives = if LLAMA_TARGETS.iter().any(|target| level.contains(target)) {
         level.to_owned()
     } else {
         format!("{level},{QUIET_LLAMA}")
@@ -129,7 +133,27 @@ impl TraceSettings {
 
 #[cfg(test)]
 mod tests {
-    use super::TraceSettings;
+    use super::{log_filter, TraceSettings};
+    use tracing::Level;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Whether `filter` lets an event of `target` at `level` through.
+    fn lets_through(filter: &str, target_is_llama_cpp: bool, level: Level) -> bool {
+        let subscriber = tracing_subscriber::registry().with(log_filter(filter).unwrap());
+        tracing::subscriber::with_default(subscriber, || match (target_is_llama_cpp, level) {
+            (true, Level::INFO) => tracing::enabled!(target: "llama.cpp", Level::INFO),
+            (true, _) => tracing::enabled!(target: "llama.cpp", Level::WARN),
+            (false, _) => tracing::enabled!(target: "warren", Level::INFO),
+        })
+    }
+
+    #[test]
+    fn llama_cpps_info_lines_stay_quiet_unless_the_filter_names_them() {
+        assert!(lets_through("info", false, Level::INFO));
+        assert!(!lets_through("info", true, Level::INFO));
+        assert!(lets_through("info", true, Level::WARN));
+        assert!(lets_through("info,llama.cpp=info", true, Level::INFO));
+    }
 
     fn settings(endpoint: &str, sample_ratio: f64) -> TraceSettings {
         TraceSettings {

@@ -199,7 +199,7 @@ thread_local! {
 /// Sends llama.cpp's own log (not ggml's, which stays llama-cpp-2's) to [`capture_and_trace`]
 /// (call once, after llama-cpp-2 sent both logs to tracing). Nothing of the callback it
 /// replaces is kept or called: llama.cpp's lines are traced here, under the target
-/// `llama.cpp`, as llama-cpp-2 traced them.
+/// `llama.cpp` at llama.cpp's level (the default log filter keeps it to warnings).
 pub(super) fn capture_logs() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {

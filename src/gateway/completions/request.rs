@@ -135,10 +135,14 @@ fn check_tool_fields(body: &Value) -> Result<(), ApiError> {
         unknown.map(|(k, v)| (k.clone(), v.clone())).collect()
     };
     for (index, tool) in tools.iter().enumerate() {
-        // Anything but an object is refused with its type when the tools are read.
+        // Anything but a function tool's object is refused, with its type, when the tools are
+        // read.
         let Some(tool) = tool.as_object() else {
             continue;
         };
+        if tool.get("type").is_some_and(|kind| kind != "function") {
+            continue;
+        }
         let path = format!("tools[{index}]");
         unsupported::check_fields(&path, &unknown(tool, &["type", "function"]), |_| None)?;
         if let Some(function) = tool.get("function").and_then(Value::as_object) {

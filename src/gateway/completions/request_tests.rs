@@ -208,6 +208,13 @@ fn nested_fields_openai_does_not_define_are_refused_by_their_path() {
     let full = tool(json!({"function.description": "d", "function.strict": true}));
     assert!(chat(json!({"tools": [full], "tool_choice": "auto"})).is_ok());
     assert!(chat(json!({"tools": [tool(json!({"function.examples": null}))]})).is_ok());
+    // A tool of another type is refused for its type, not for its fields.
+    let custom = chat(json!({"tools": [{"type": "custom", "custom": {"name": "x"}}]})).unwrap_err();
+    assert!(
+        !custom.message.contains("tools[0].custom"),
+        "{}",
+        custom.message
+    );
     let options = json!({"include_usage": true, "include_obfuscation": false});
     assert!(chat(json!({"stream": true, "stream_options": options})).is_ok());
 }

@@ -30,8 +30,8 @@ pub(super) struct Events {
     message_text: String,
     /// Whether it is still open (a call's first piece closes it).
     message_open: bool,
-    /// Log probability entries sent with its deltas so far.
-    logprobs_sent: usize,
+    /// The log probability entries sent with its deltas so far.
+    logprobs_sent: Vec<Value>,
     /// Calls opened: output index, call id, name, arguments so far.
     calls: Vec<OpenCall>,
     items: usize,
@@ -59,7 +59,7 @@ impl Events {
             message_index: None,
             message_text: String::new(),
             message_open: false,
-            logprobs_sent: 0,
+            logprobs_sent: Vec::new(),
             calls: Vec::new(),
             items: 0,
         }
@@ -111,7 +111,9 @@ impl Events {
 
     /// New text of the message (opened on its first text).
     pub(super) fn text(&mut self, delta: &str, tokens: &[TokenLogprob]) -> Vec<Value> {
-        if delta.is_empty() {
+        // A token can end with no text of its own (a stop string began inside it): its entry
+        // still goes out, with an empty delta.
+        if delta.is_empty() && tokens.is_empty() {
             return Vec::new();
         }
         let mut events = self.open_message();
@@ -121,9 +123,12 @@ impl Events {
             return events;
         };
         self.message_text.push_str(delta);
-        self.logprobs_sent += tokens.len();
+        let entries = logprobs::entries(tokens);
+        if let Value::Array(sent) = &entries {
+            self.logprobs_sent.extend(sent.iter().cloned());
+        }
         let body = json!({"item_id": self.message_id(), "output_index": index, "content_index": 0,
-                          "delta": delta, "logprobs": logprobs::entries(tokens)});
+                          "delta": delta, "logprobs": entries});
         events.push(self.event("response.output_text.delta", body));
         events
     }
@@ -143,7 +148,7 @@ impl Events {
             self.event(
                 "response.output_text.done",
                 json!({"item_id": id, "output_index": index,
-                "content_index": 0, "text": text, "logprobs": []}),
+                "content_index": 0, "text": text, "logprobs": self.logprobs_sent.clone()}),
             ),
             self.event(
                 "response.content_part.done",
@@ -215,7 +220,7 @@ impl Events {
         };
         // The entries of the tokens the chunks did not carry (those the task asked for).
         let tokens = reply.logprobs.as_deref().unwrap_or_default();
-        let unsent = tokens.get(self.logprobs_sent..).unwrap_or_default();
+        let unsent = tokens.get(self.logprobs_sent.len()..).unwrap_or_default();
         let mut events = self.text(&rest, unsent);
         // A reply with neither text nor calls still has its (empty) message, as the object.
         if calls.is_empty() && self.message_index.is_none() {

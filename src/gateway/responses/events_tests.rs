@@ -97,6 +97,11 @@ fn each_delta_carries_the_log_probabilities_of_its_tokens_and_the_end_the_rest()
         .map(|e| e["token"].as_str().unwrap())
         .collect();
     assert_eq!(sent, ["is", "."], "the entries the chunks did not carry");
+    let done = end
+        .iter()
+        .find(|e| e["type"] == "response.output_text.done")
+        .expect("the text's end");
+    assert_eq!(done["logprobs"].as_array().map(Vec::len), Some(3));
 }
 
 #[test]

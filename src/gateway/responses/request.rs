@@ -131,7 +131,12 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
             let text: TextParam = serde_json::from_value(text).map_err(|e| {
                 ApiError::invalid(format!("`text` is not valid: {e}"), Some("text".into()))
             })?;
-            unsupported::check_fields("text", &text.rest, |field| {
+            // OpenAI's default verbosity asks for nothing.
+            let mut rest = text.rest;
+            if rest.get("verbosity").is_some_and(|v| v == "medium") {
+                rest.remove("verbosity");
+            }
+            unsupported::check_fields("text", &rest, |field| {
                 (field == "verbosity")
                     .then_some("this gateway serves a local model that does not support it")
             })?;

@@ -149,6 +149,6 @@ fn nested_fields_openai_does_not_define_are_refused_by_their_path() {
         json!("completed"),
     );
     let body = json!({"model": "m", "input": [echoed, output], "tools": [tool],
-        "text": {"format": {"type": "text"}, "verbosity": null}});
+        "text": {"format": {"type": "text"}, "verbosity": "medium"}});
     assert!(parse_request(body.to_string().as_bytes()).is_ok());
 }
