@@ -32,6 +32,15 @@ pub struct BrokerLink {
 }
 
 impl BrokerLink {
+    /// Sends a cancel for task `id` in the background, on the current runtime (none: no
+    /// cancel): the caller does not wait for the broker, which may be blocking publishers.
+    pub fn cancel_later(&self, id: String) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let broker_link = self.clone();
+            runtime.spawn(async move { broker_link.cancel(id).await });
+        }
+    }
+
     /// Sends a cancel for task `id` now, or as soon as the broker is back.
     pub async fn cancel(&self, id: String) {
         let sent = match self.client() {
@@ -227,10 +236,7 @@ impl Drop for CancelOnDrop {
             return;
         };
         self.metrics.cancelled();
-        let id = std::mem::take(&mut self.id);
-        // Drop cannot await; the cancel is published on the runtime in the background.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { broker_link.cancel(id).await });
-        }
+        // Drop cannot await.
+        broker_link.cancel_later(std::mem::take(&mut self.id));
     }
 }

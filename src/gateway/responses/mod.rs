@@ -194,9 +194,7 @@ async fn accept(
         if e.is_blocked() {
             // The message may go out when the alarm clears: it must not run for nobody. The
             // cancel waits for the alarm too, so it is sent in the background.
-            let broker_link = app.broker_link.clone();
-            let id = id.to_owned();
-            tokio::spawn(async move { broker_link.cancel(id).await });
+            app.broker_link.cancel_later(id.to_owned());
         }
         return Err(e);
     }
@@ -358,11 +356,9 @@ pub async fn cancel(
             .await?
             == Transition::Done
         {
-            // Sent in the background: while the broker blocks publishers the cancel waits
-            // for the alarm, and the caller must not.
-            let broker_link = app.broker_link.clone();
-            let task_id = id.clone();
-            tokio::spawn(async move { broker_link.cancel(task_id).await });
+            // While the broker blocks publishers the cancel waits for the alarm; the caller
+            // must not.
+            app.broker_link.cancel_later(id.clone());
             let hooks = &app.responses.webhooks;
             let callback = record.meta.callback_url.as_deref();
             hooks.notify(store, &id, Status::Cancelled, callback);
