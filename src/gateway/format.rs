@@ -55,7 +55,7 @@ pub(crate) enum TextFormat {
 pub(crate) struct TextParam {
     #[serde(default)]
     pub format: Option<TextFormat>,
-    /// Every other field (`verbosity`): refused by name.
+    /// Every other field (`verbosity`): [`crate::gateway::unsupported::check_fields`].
     #[serde(flatten)]
     pub rest: serde_json::Map<String, Value>,
 }

@@ -70,21 +70,39 @@ pub fn check_message(path: &str, rest: &Map<String, Value>) -> Result<(), ApiErr
 }
 
 /// Checks the fields of an object at `path` (`text`, `tools[0].function`) that the
-/// endpoint does not read: any that is not `null` is refused by its path, with `why` when
-/// the field is one OpenAI defines.
-pub fn check_fields(
-    path: &str,
-    rest: &Map<String, Value>,
-    why: impl Fn(&str) -> Option<&'static str>,
-) -> Result<(), ApiError> {
-    let Some((field, _)) = rest.iter().find(|(_, value)| !value.is_null()) else {
+/// endpoint does not read: each is `null`, holds a value that asks for nothing the gateway
+/// does not do, or is refused by its path.
+pub fn check_fields(path: &str, rest: &Map<String, Value>) -> Result<(), ApiError> {
+    let refused = rest
+        .iter()
+        .find(|(field, value)| !value.is_null() && !harmless_inside(path, field, value));
+    let Some((field, _)) = refused else {
         return Ok(());
     };
-    let why = why(field).unwrap_or("it is not a field this endpoint reads there");
+    let why = match (path, field.as_str()) {
+        ("stream_options", "include_obfuscation") => {
+            "events carry no obfuscation padding (`false` is accepted)"
+        }
+        ("text", "verbosity") => {
+            "this gateway serves a local model that does not support it (`\"medium\"`, \
+             OpenAI's default, is accepted)"
+        }
+        _ => "it is not a field this endpoint reads there",
+    };
     Err(ApiError::invalid(
         format!("`{path}.{field}` is not supported: {why}"),
         Some(format!("{path}.{field}")),
     ))
+}
+
+/// Whether `field` = `value` inside the object at `path` asks for what the gateway does
+/// anyway.
+fn harmless_inside(path: &str, field: &str, value: &Value) -> bool {
+    match (path, field) {
+        ("stream_options", "include_obfuscation") => *value == Value::Bool(false),
+        ("text", "verbosity") => value == "medium",
+        _ => false,
+    }
 }
 
 /// Whether `field` = `value` asks for what the gateway does anyway.

@@ -27,8 +27,7 @@ enum Stop {
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
-    /// Every other field: `include_obfuscation: false` asks for what the gateway does (no
-    /// padding in events); anything else is refused by name.
+    /// Every other field ([`unsupported::check_fields`]).
     #[serde(flatten)]
     rest: Map<String, Value>,
 }
@@ -144,10 +143,10 @@ fn check_tool_fields(body: &Value) -> Result<(), ApiError> {
             continue;
         }
         let path = format!("tools[{index}]");
-        unsupported::check_fields(&path, &unknown(tool, &["type", "function"]), |_| None)?;
+        unsupported::check_fields(&path, &unknown(tool, &["type", "function"]))?;
         if let Some(function) = tool.get("function").and_then(Value::as_object) {
             let fields = unknown(function, &["name", "description", "parameters", "strict"]);
-            unsupported::check_fields(&format!("{path}.function"), &fields, |_| None)?;
+            unsupported::check_fields(&format!("{path}.function"), &fields)?;
         }
     }
     Ok(())
@@ -166,14 +165,7 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
     };
     unsupported::check(endpoint, &raw.rest)?;
     if let Some(options) = &raw.stream_options {
-        let mut rest = options.rest.clone();
-        if rest.get("include_obfuscation") == Some(&Value::Bool(false)) {
-            rest.remove("include_obfuscation");
-        }
-        unsupported::check_fields("stream_options", &rest, |field| {
-            (field == "include_obfuscation")
-                .then_some("events carry no obfuscation padding (`false` is accepted)")
-        })?;
+        unsupported::check_fields("stream_options", &options.rest)?;
     }
     let tier = service_tier::tier_of(raw.service_tier.as_deref())?;
     if raw.n.is_some_and(|n| n != 1) {

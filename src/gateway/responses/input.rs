@@ -88,7 +88,7 @@ pub(super) fn turns_of(input: Input, turns: &mut Vec<ChatMessage>) -> Result<(),
             "message" => turns.push(message_turn(&field, item)?),
             "function_call" => {
                 let call: FunctionCallItem = item_of(&field, without_echo(item))?;
-                unsupported::check_fields(&field, &call.rest, |_| None)?;
+                unsupported::check_fields(&field, &call.rest)?;
                 let call = ToolCall {
                     id: call.call_id,
                     kind: FunctionKind::Function,
@@ -109,7 +109,7 @@ pub(super) fn turns_of(input: Input, turns: &mut Vec<ChatMessage>) -> Result<(),
             }
             "function_call_output" => {
                 let output: FunctionCallOutputItem = item_of(&field, without_echo(item))?;
-                unsupported::check_fields(&field, &output.rest, |_| None)?;
+                unsupported::check_fields(&field, &output.rest)?;
                 let mut turn = ChatMessage::new(Role::Tool, text_of(output.output, &field)?);
                 turn.tool_call_id = Some(output.call_id);
                 turns.push(turn);
@@ -195,7 +195,7 @@ pub(super) fn tools_of(tools: &[Value]) -> Result<Vec<Tool>, ApiError> {
         })?;
         let mut rest = function.rest;
         rest.remove("type");
-        unsupported::check_fields(&field, &rest, |_| None)?;
+        unsupported::check_fields(&field, &rest)?;
         converted.push(
             serde_json::from_value(json!({"type": "function", "function": {
                 "name": function.name, "description": function.description,

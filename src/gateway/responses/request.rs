@@ -131,15 +131,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
             let text: TextParam = serde_json::from_value(text).map_err(|e| {
                 ApiError::invalid(format!("`text` is not valid: {e}"), Some("text".into()))
             })?;
-            // OpenAI's default verbosity asks for nothing.
-            let mut rest = text.rest;
-            if rest.get("verbosity").is_some_and(|v| v == "medium") {
-                rest.remove("verbosity");
-            }
-            unsupported::check_fields("text", &rest, |field| {
-                (field == "verbosity")
-                    .then_some("this gateway serves a local model that does not support it")
-            })?;
+            unsupported::check_fields("text", &text.rest)?;
             match text.format {
                 Some(format) => format.json_schema()?,
                 None => None,
