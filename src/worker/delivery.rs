@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
 use super::fate::{self, BeforeRun, Fate, Redeliveries};
-use super::outbox::{kept_copy, Outbox, Outcome};
+use super::kept::kept_copy;
+use super::outbox::{Outbox, Outcome};
 use super::run::{run_embedding, run_task};
 use super::task_meta::TaskMeta;
 use super::{faults, spans, Shared};

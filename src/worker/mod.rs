@@ -16,6 +16,7 @@ mod delivery;
 mod fate;
 mod faults;
 mod finished;
+mod kept;
 mod outbox;
 mod run;
 mod service;

@@ -6,7 +6,7 @@
 //! reply. The task's delivery comes back only if its ack was not taken, so a reply lost with
 //! its ack taken would be lost silently. So before each commit the worker holds a copy of
 //! everything it owes, addressed to the results queue and marked maybe delivered
-//! (`outbox::kept_copy`), and releases it once the broker has answered either way. What is
+//! (`kept::kept_copy`), and releases it once the broker has answered either way. What is
 //! still held when a session ends (a commit that failed without an answer, or whose handler
 //! was aborted while it waited) is published, confirmed, as soon as a publisher is up: ops
 //! find in the results queue every message that may not have arrived. Owns only the
