@@ -10,7 +10,7 @@ import time
 import openai
 import pytest
 
-from conftest import Names, free_port, sdk, start_gateway, start_worker
+from conftest import Names, free_port, metric, sdk, start_gateway, start_worker, wait_for
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse."}]
 
@@ -60,8 +60,11 @@ def test_a_broker_restart_ends_open_requests_and_the_gateway_reconnects(private_
     gateway = start_gateway(names)
     try:
         client = sdk(gateway.base_url, timeout=90)
-        threads, outcomes = open_requests(client, 3, max_tokens=120)
-        time.sleep(1.5)
+        # Long enough that the two generating cannot finish between the check and the stop;
+        # a fixed sleep before the stop let all three finish on a fast run.
+        threads, outcomes = open_requests(client, 3, max_tokens=400)
+        wait_for(lambda: metric(worker.metrics_url, "warren_slots_busy") == 2, "the worker generating",
+                 seconds=60, every=0.05)
         private_broker.ctl(0, "stop_app")
         try:
             join_all(threads)
