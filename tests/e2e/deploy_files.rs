@@ -144,7 +144,42 @@ fn image_builds_leave_out_build_output_and_the_cuda_image_targets_current_gpus()
         cuda.contains("CMAKE_CUDA_ARCHITECTURES=\"${CUDA_ARCHITECTURES}\" cargo build"),
         "the architectures reach llama.cpp's CMake build"
     );
-    assert!(cuda.contains("WARREN__ENGINE__N_GPU_LAYERS=99"));
+    assert!(cuda.contains("COPY deploy/image-cuda.toml /etc/warren/image.toml"));
+}
+
+/// Each image's settings are a configuration file WARREN_CONFIG names, which warren loads; no
+/// WARREN__* variable is baked in, since one would override the chart's `--config` file.
+#[test]
+fn the_images_settings_are_a_configuration_file_a_config_argument_replaces() {
+    use warren::config::{DeviceSampling, LogFormat, Settings};
+    for (dockerfile, file, gpu_layers) in [
+        ("deploy/Dockerfile", "deploy/image.toml", 0),
+        ("deploy/Dockerfile.cuda", "deploy/image-cuda.toml", 99),
+    ] {
+        let text = std::fs::read_to_string(repo(dockerfile)).unwrap();
+        assert!(
+            text.contains(&format!("COPY {file} /etc/warren/image.toml"))
+                && text.contains("ENV WARREN_CONFIG=/etc/warren/image.toml"),
+            "{dockerfile}"
+        );
+        let mut instructions = text.lines().filter(|l| !l.trim_start().starts_with('#'));
+        assert!(
+            !instructions.any(|l| l.contains("WARREN__")),
+            "{dockerfile} sets a WARREN__ variable"
+        );
+        let no_env = config::Environment::with_prefix("WARREN_DEPLOY_TEST_NO_ENV");
+        let settings = Settings::load_from(Some(&repo(file)), no_env)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(settings.engine.n_gpu_layers, gpu_layers, "{file}");
+        assert_eq!(settings.metrics.listen, "0.0.0.0:9090", "{file}");
+        assert_eq!(settings.log.format, LogFormat::Json, "{file}");
+        let device = if gpu_layers > 0 {
+            DeviceSampling::Auto
+        } else {
+            DeviceSampling::Off
+        };
+        assert_eq!(settings.engine.device_sampling, device, "{file}");
+    }
 }
 
 #[test]
