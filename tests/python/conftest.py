@@ -352,3 +352,58 @@ def amqp(stack):
     connection = Amqp(stack.names)
     yield connection
     connection.connection.close()
+
+
+RABBIT = Path("/usr/lib/rabbitmq/bin")
+
+
+class BlankNode:
+    """A throwaway RabbitMQ node of the local installation, blank (its own ports and data in
+    `directory`): `conf` is the rabbitmq.conf to add to its ports, `env` more environment
+    (RABBITMQ_DEFAULT_USER and the like). `start()` boots it, `wait_for_user()` waits for
+    its management API to accept a user; the test stops it with `stop()`."""
+
+    def __init__(self, directory, conf="", plugins="[rabbitmq_management].", env=None):
+        if not (RABBIT / "rabbitmq-server").exists():
+            pytest.fail("the local RabbitMQ installation is missing (make setup)")
+        self.amqp, self.management, dist = free_port(), free_port(), free_port()
+        self.dir = Path(directory)
+        (self.dir / "rabbitmq.conf").write_text(f"{conf}\nlisteners.tcp.default = {self.amqp}\nmanagement.tcp.port = {self.management}\n")
+        (self.dir / "enabled_plugins").write_text(f"{plugins}\n")
+        (self.dir / "env").write_text("")
+        self.node = f"warren-blank-{uuid.uuid4().hex[:8]}@localhost"
+        self.env = {
+            **os.environ,
+            "HOME": str(self.dir),
+            "PATH": f"/usr/lib/erlang/bin:{os.environ['PATH']}",
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.amqp),
+            "RABBITMQ_DIST_PORT": str(dist),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "env"),
+            **(env or {}),
+        }
+
+    def start(self):
+        subprocess.Popen([str(RABBIT / "rabbitmq-server")], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_for_user(self, user, password, seconds=90):
+        """The management API's answer to `user` (whoami) once the node is up."""
+        whoami = f"http://127.0.0.1:{self.management}/api/whoami"
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                answer = httpx.get(whoami, auth=(user, password), timeout=5)
+                if answer.status_code == 200:
+                    return answer
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the node did not come up"
+            time.sleep(0.5)
+
+    def stop(self):
+        subprocess.run([str(RABBIT / "rabbitmqctl"), "-n", self.node, "stop"], env=self.env, capture_output=True, timeout=60)
+

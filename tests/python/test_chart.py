@@ -9,10 +9,11 @@ import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import httpx
 import pytest
 import yaml
 
-from conftest import REPO, WARREN
+from conftest import REPO, WARREN, BlankNode
 
 CHART = REPO / "deploy/helm/warren"
 HELM = REPO / "target/k8s/venv/bin/helm"
@@ -27,6 +28,13 @@ def renders(tmp_path_factory):
     out = tmp_path_factory.mktemp("chart")
     subprocess.run([str(REPO / "scripts/check-chart.sh"), "render", str(out)], check=True, capture_output=True)
     return {name: [d for d in yaml.safe_load_all((out / f"{name}.yaml").read_text()) if d] for name in ("default", "fleet")}
+
+
+def render(*args):
+    """The chart rendered with `args` (helm's --set and -f), as objects."""
+    out = subprocess.run([str(HELM), "template", "warren", str(CHART), *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
 def find(objects, kind, name=None):
@@ -78,16 +86,22 @@ def task_queues(described, batch):
     return queues
 
 
-def watches(trigger, queues):
+def declared_queues(described):
+    """Every queue a worker's dry run declares (its tiers, shards, delay and dead-letter queues)."""
+    return {line.split()[1] for line in described.splitlines() if line.split()[0] == "queue"}
+
+
+def watches(trigger, queues, others):
     """Whether a KEDA trigger counts the tasks of exactly `queues`: the one queue by name, or
-    the sum over several (shards) by a pattern that matches them and no other."""
+    the sum over several (both tiers, their shards) by a pattern that matches them and none
+    of `others` (the rest a worker declares, other workers' queues, near misses)."""
     metadata = trigger["metadata"]
     if len(queues) == 1:
         return metadata["queueName"] == queues[0] and "useRegex" not in metadata
     pattern = re.compile(metadata["queueName"])
-    others = {q.rsplit(".shard-", 1)[0] for q in queues}
-    others |= {f"{o}.batch.shard-0" for o in others} | {f"{o}x.shard-0" for o in others}
+    others = set(others) | {f"{q}x" for q in queues} | {f"x{q}" for q in queues}
     return (metadata["useRegex"] == "true" and metadata["operation"] == "sum"
+            and int(metadata["pageSize"]) >= len(queues)
             and all(pattern.search(q) for q in queues)
             and not any(pattern.search(o) for o in others - set(queues)))
 
@@ -100,20 +114,22 @@ def test_each_worker_consumes_the_queue_its_scaler_watches_and_the_topology_job_
     declared = {consumed_queue(objects, c, tmp_path) for c in job["spec"]["template"]["spec"]["containers"]}
     workers = [d for d in find(objects, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] in ("worker", "embedder")]
     assert len(workers) == len(scalers) == len(declared)
+    described = {w["metadata"]["name"]: dry_run(objects, w["spec"]["template"]["spec"]["containers"][0], tmp_path) for w in workers}
+    everything = set().union(*(declared_queues(d) for d in described.values()))
     for worker in workers:
         container = worker["spec"]["template"]["spec"]["containers"][0]
         queue = consumed_queue(objects, container, tmp_path)
-        described = dry_run(objects, container, tmp_path)
-        triggers = scalers[worker["metadata"]["name"]]["spec"]["triggers"]
-        assert watches(triggers[0], task_queues(described, batch=False))
-        assert queue in declared, f"{queue} is not declared before a worker exists"
+        tiers = task_queues(described[worker["metadata"]["name"]], batch=False)
         if worker["metadata"]["labels"]["app.kubernetes.io/component"] == "worker":
-            # A generation worker also serves its queue's batch tier: it scales on both.
-            assert watches(triggers[1], task_queues(described, batch=True))
+            # A generation worker also serves its queue's batch tier: it scales on both, one
+            # trigger (KEDA takes the largest of several triggers, not their sum).
+            tiers += task_queues(described[worker["metadata"]["name"]], batch=True)
             # The fleet spreads each model over four shards; the defaults keep one queue.
-            assert len(task_queues(described, batch=False)) == (4 if values == "fleet" else 1)
-        else:
-            assert len(triggers) == 1
+            assert len(tiers) == (8 if values == "fleet" else 2)
+        triggers = scalers[worker["metadata"]["name"]]["spec"]["triggers"]
+        assert len(triggers) == 1
+        assert watches(triggers[0], tiers, everything)
+        assert queue in declared, f"{queue} is not declared before a worker exists"
 
 
 @pytest.mark.parametrize("values", ["default", "fleet"])
@@ -184,6 +200,70 @@ def test_workers_scale_from_zero_and_everything_referenced_is_rendered(renders, 
                         assert ref["name"] == secret_name and ref["key"] in secret, var
                 if container["image"].startswith("warren:"):
                     assert container["image"] in (f"warren:{CARGO_VERSION}", f"warren:{CARGO_VERSION}-cuda")
+
+
+def test_every_worker_records_finished_tasks_in_the_charts_redis_and_names_its_model(renders):
+    for values in ("default", "fleet"):
+        objects = renders[values]
+        for worker in find(objects, "Deployment"):
+            if worker["metadata"]["labels"]["app.kubernetes.io/component"] not in ("worker", "embedder"):
+                continue
+            pod = worker["spec"]["template"]
+            env = {v["name"]: v for v in pod["spec"]["containers"][0]["env"]}
+            assert env["WARREN__WORKER__REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "redis-url"
+            model = env.get("WARREN__ENGINE__MODEL_NAME", {}).get("value")
+            assert pod["metadata"]["annotations"].get("warren.dev/model-name") == model
+    off = render("--set", "rabbitmq.password=x", "--set", "finishedMarks=false")
+    worker = find(off, "Deployment", "warren-warren-worker-gemma3-270m")[0]
+    assert "WARREN__WORKER__REDIS_URL" not in {v["name"] for v in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_a_model_entry_overrides_worker_defaults_with_false_and_zero_too(renders):
+    objects = render(
+        "--set", "rabbitmq.password=x",
+        "--set", "workerDefaults.gpu=true,workerDefaults.minReplicas=1,workerDefaults.activationTasks=3",
+        "--set", "models[0].name=m,models[0].file=m.gguf,models[0].gpu=false,models[0].minReplicas=0",
+        "--set", "models[0].activationTasks=0,models[0].resources.limits.memory=5Gi",
+    )
+    scaler = find(objects, "ScaledObject", "warren-warren-worker-m")[0]
+    assert scaler["spec"]["minReplicaCount"] == 0
+    assert scaler["spec"]["triggers"][0]["metadata"]["activationValue"] == "0"
+    pod = find(objects, "Deployment", "warren-warren-worker-m")[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "nodeSelector" not in pod and not container["image"].endswith("-cuda")
+    assert {"name": "WARREN__ENGINE__N_GPU_LAYERS", "value": "0"} in container["env"]
+    # Nested keys merge one by one: the model's limit, the defaults' requests.
+    assert container["resources"] == {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "5Gi"}}
+
+
+def test_gateway_replicas_are_the_autoscalers_and_the_old_key_is_refused(renders):
+    gateway = find(renders["default"], "Deployment", "warren-warren-gateway")[0]
+    assert "replicas" not in gateway["spec"]
+    out = subprocess.run([str(HELM), "template", "warren", str(CHART), "--set", "rabbitmq.password=x", "--set", "gateway.replicas=3"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "gateway.replicas: the gateway's HorizontalPodAutoscaler" in out.stderr, out.stderr
+
+
+def test_the_in_chart_broker_makes_the_virtual_host_its_url_names(renders, tmp_path):
+    """The rendered broker's environment on a blank node of the local RabbitMQ: warren
+    connects with the Secret's URL and declares its queues in that virtual host."""
+    objects = render("--set", "rabbitmq.password=pass/word", "--set", "rabbitmq.vhost=prod")
+    secret = secret_data(objects)
+    container = find(objects, "StatefulSet", "warren-warren-rabbitmq")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {v["name"]: v["value"] if "value" in v else secret[v["valueFrom"]["secretKeyRef"]["key"]] for v in container["env"]}
+    node = BlankNode(tmp_path, env=env)
+    node.start()
+    try:
+        node.wait_for_user("warren", "pass/word")
+        url = secret["amqp-url"].replace("warren-warren-rabbitmq:5672", f"127.0.0.1:{node.amqp}")
+        assert urlparse(url).path == "/prod"
+        declared = subprocess.run([str(WARREN), "topology"], env={"PATH": "/usr/bin:/bin", "WARREN__BROKER__URL": url},
+                                  capture_output=True, text=True, timeout=60)
+        assert declared.returncode == 0, declared.stderr
+        queue = httpx.get(f"http://127.0.0.1:{node.management}/api/queues/prod/warren.requests", auth=("warren", "pass/word"), timeout=5)
+        assert queue.status_code == 200, queue.text
+    finally:
+        node.stop()
 
 
 def test_gpu_models_get_a_gpu_the_cuda_image_and_gpu_nodes_and_cpu_models_do_not(renders):

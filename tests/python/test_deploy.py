@@ -7,48 +7,24 @@ management API as ops would."""
 import os
 import shutil
 import subprocess
-import time
-import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, WARREN, free_port
-
-RABBIT = Path("/usr/lib/rabbitmq/bin")
+from conftest import REPO, WARREN, BlankNode
 
 
 @pytest.fixture
 def blank_node(tmp_path):
-    if not (RABBIT / "rabbitmq-server").exists():
-        pytest.fail("the local RabbitMQ installation is missing (make setup)")
-    amqp, management, dist = free_port(), free_port(), free_port()
+    """A blank node configured as docker-compose.yml mounts deploy/rabbitmq."""
     definitions = tmp_path / "definitions.d"
     definitions.mkdir()
     shutil.copy(REPO / "deploy/rabbitmq/definitions.json", definitions / "topology.json")
     conf = (REPO / "deploy/rabbitmq/rabbitmq.conf").read_text()
-    conf = conf.replace("/etc/rabbitmq/definitions.d", str(definitions))
-    conf += f"\nlisteners.tcp.default = {amqp}\nmanagement.tcp.port = {management}\n"
-    (tmp_path / "rabbitmq.conf").write_text(conf)
-    (tmp_path / "enabled_plugins").write_text("[rabbitmq_management].\n")
-    (tmp_path / "env").write_text("")
-    node = f"warren-deploy-{uuid.uuid4().hex[:8]}@localhost"
-    env = {
-        **os.environ,
-        "HOME": str(tmp_path),
-        "PATH": f"/usr/lib/erlang/bin:{os.environ['PATH']}",
-        "RABBITMQ_NODENAME": node,
-        "RABBITMQ_NODE_PORT": str(amqp),
-        "RABBITMQ_DIST_PORT": str(dist),
-        "RABBITMQ_MNESIA_BASE": str(tmp_path / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(tmp_path / "log"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(tmp_path / "enabled_plugins"),
-        "RABBITMQ_CONFIG_FILE": str(tmp_path / "rabbitmq.conf"),
-        "RABBITMQ_CONF_ENV_FILE": str(tmp_path / "env"),
-    }
-    yield type("Node", (), {"amqp": amqp, "management": management, "definitions": definitions, "env": env, "dir": tmp_path})
-    subprocess.run([str(RABBIT / "rabbitmqctl"), "-n", node, "stop"], env=env, capture_output=True, timeout=60)
+    node = BlankNode(tmp_path, conf.replace("/etc/rabbitmq/definitions.d", str(definitions)))
+    node.definitions = definitions
+    yield node
+    node.stop()
 
 
 def render_users(definitions, **passwords):
@@ -60,19 +36,10 @@ def render_users(definitions, **passwords):
 def test_a_blank_compose_broker_has_the_deployment_users_and_warren_connects(blank_node):
     rendered = render_users(blank_node.definitions, WARREN_RABBITMQ_PASSWORD="w-pass-1", OPS_RABBITMQ_PASSWORD="o-pass-2")
     assert rendered.returncode == 0, rendered.stderr
-    subprocess.Popen([str(RABBIT / "rabbitmq-server")], env=blank_node.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    whoami = f"http://127.0.0.1:{blank_node.management}/api/whoami"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            answer = httpx.get(whoami, auth=("ops", "o-pass-2"), timeout=5)
-            if answer.status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the node did not come up"
-        time.sleep(0.5)
+    blank_node.start()
+    answer = blank_node.wait_for_user("ops", "o-pass-2")
     assert answer.json()["tags"] == ["administrator"], "ops logs into the management UI"
+    whoami = f"http://127.0.0.1:{blank_node.management}/api/whoami"
     assert httpx.get(whoami, auth=("guest", "guest"), timeout=5).status_code == 401, "no guest"
     # The topology came from definitions.json ...
     queue = httpx.get(f"http://127.0.0.1:{blank_node.management}/api/queues/%2F/warren.requests", auth=("ops", "o-pass-2"), timeout=5)

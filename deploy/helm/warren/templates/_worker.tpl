@@ -30,6 +30,11 @@ spec:
         app.kubernetes.io/component: {{ $component }}
         warren.dev/model: {{ include "warren.modelSlug" (.model | default "embed") }}
       annotations:
+        {{- if .model }}
+        # The model's name as requests give it (the label above is a Kubernetes-safe form):
+        # Prometheus' `model` target label comes from here (docs: operations/metrics.md).
+        warren.dev/model-name: {{ .model | quote }}
+        {{- end }}
         checksum/config: {{ $root.Values.config | sha256sum }}
         # Restart on new credentials (a Secret of the chart's own; not for existingSecret).
         checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
@@ -75,6 +80,13 @@ spec:
               value: {{ $spec.slots | quote }}
             - name: WARREN__ENGINE__N_GPU_LAYERS
               value: {{ ternary "99" "0" (eq $spec.gpu true) | quote }}
+            {{- if $root.Values.finishedMarks }}
+            - name: WARREN__WORKER__REDIS_URL
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "warren.secretName" $root }}
+                  key: redis-url
+            {{- end }}
             {{- if eq .role "embed" }}
             - name: WARREN__ENGINE__ROLE
               value: embed
@@ -110,7 +122,7 @@ spec:
           resources:
             {{- $resources := deepCopy $spec.resources }}
             {{- if $spec.gpu }}
-            {{- $limits := merge (dict "nvidia.com/gpu" 1) ($resources.limits | default dict) }}
+            {{- $limits := mergeOverwrite (dict "nvidia.com/gpu" 1) ($resources.limits | default dict) }}
             {{- $_ := set $resources "limits" $limits }}
             {{- end }}
             {{- toYaml $resources | nindent 12 }}
@@ -144,14 +156,20 @@ spec:
   maxReplicaCount: {{ $spec.maxReplicas }}
   cooldownPeriod: {{ $root.Values.cooldownPeriod }}
   triggers:
+    # One trigger over every queue this worker takes tasks from: KEDA scales to the largest
+    # of several triggers, not their sum. A generation worker also serves its model's batch
+    # tier (basic.get when a slot is free, no consumer), and a sharded model spreads both
+    # tiers over its shards: the management API's regex filter matches them all, summed.
     - type: rabbitmq
       metadata:
         protocol: http
-        {{- if and (eq .role "generate") (gt (int $root.Values.shards) 1) }}
-        # Sharded: the sum over the model's shards.
-        queueName: {{ printf "^%s\\.shard-[0-9]+$" (regexQuoteMeta .queue) | quote }}
+        {{- if eq .role "generate" }}
+        {{- $shard := ternary "\\.shard-[0-9]+" "" (gt (int $root.Values.shards) 1) }}
+        queueName: {{ printf "^%s(\\.batch)?%s$" (regexQuoteMeta .queue) $shard | quote }}
         useRegex: "true"
         operation: sum
+        # Room for both tiers of 64 shards on one page of the management API.
+        pageSize: "500"
         {{- else }}
         queueName: {{ .queue }}
         {{- end }}
@@ -161,26 +179,6 @@ spec:
         vhostName: {{ $root.Values.rabbitmq.vhost | quote }}
       authenticationRef:
         name: {{ include "warren.fullname" $root }}-rabbitmq-management
-    {{- if eq .role "generate" }}
-    # The batch tier's queue: workers take from it when a slot is free (basic.get, no
-    # consumer), so its backlog counts towards the replicas as well.
-    - type: rabbitmq
-      metadata:
-        protocol: http
-        {{- if gt (int $root.Values.shards) 1 }}
-        queueName: {{ printf "^%s\\.batch\\.shard-[0-9]+$" (regexQuoteMeta .queue) | quote }}
-        useRegex: "true"
-        operation: sum
-        {{- else }}
-        queueName: {{ printf "%s.batch" .queue }}
-        {{- end }}
-        mode: QueueLength
-        value: {{ $spec.tasksPerReplica | quote }}
-        activationValue: {{ $spec.activationTasks | quote }}
-        vhostName: {{ $root.Values.rabbitmq.vhost | quote }}
-      authenticationRef:
-        name: {{ include "warren.fullname" $root }}-rabbitmq-management
-    {{- end }}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget
