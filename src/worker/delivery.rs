@@ -11,7 +11,7 @@
 //! maybe delivered ([`super::unanswered`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use lapin::message::Delivery;
@@ -23,10 +23,10 @@ use super::kept::kept_copy;
 use super::outbox::{Outbox, Outcome};
 use super::run::{run_embedding, run_task};
 use super::task_meta::TaskMeta;
-use super::{faults, spans, Shared};
+use super::{faults, spans, timings, Shared};
 use crate::broker::{headers, BeforeCommit, BrokerError, Outgoing, Settlement};
 use crate::config::EngineRole;
-use crate::protocol::{Timings, HEADER_REDELIVERIES, QUORUM_DELIVERY_COUNT};
+use crate::protocol::{HEADER_REDELIVERIES, QUORUM_DELIVERY_COUNT};
 
 /// Handles one delivery to the end, or gives it back when `abandon` is cancelled before its
 /// fate is decided. Once it is, the commit and what follows it (keeping what the broker
@@ -40,10 +40,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, delivery: Delivery, abandon: Can
     let span = spans::task_span(&publisher, &meta, &queue);
     async move {
         spans::queue_wait(&publisher, &meta, &queue);
-        let metrics = &shared.telemetry.metrics;
-        metrics.in_flight(1);
+        // Counted down when the handler ends, aborted (a lost channel) included.
+        let _in_flight = shared.telemetry.metrics.delivery_taken();
         settle(&shared, &delivery, &meta, &abandon).await;
-        metrics.in_flight(-1);
     }
     .instrument(span)
     .await
@@ -79,18 +78,21 @@ async fn settle(
         decided = decide(shared, delivery, meta, counts) => Some(decided),
     };
     let Some((fate, outcome)) = decided else {
-        tracing::Span::current().record("outcome", "abandoned");
-        shared.telemetry.metrics.task_settled("abandoned", "");
-        requeue(shared, delivery).await;
+        give_back(shared, delivery).await;
         return;
     };
-    record_outcome(shared, &fate);
-    let timings = timings(meta, outcome.as_ref());
+    let now = Instant::now();
+    let timings = timings::of(meta, outcome.as_ref(), now);
+    // Recorded once the reply is committed: a task given back runs (and counts) again.
+    let completion = match (&fate, &outcome) {
+        (Fate::Reply, Some(outcome)) => Some(timings::completion(meta, outcome, timings, now)),
+        _ => None,
+    };
     let outbox = Outbox::new(shared, delivery, meta);
     if let Fate::Recount(earlier) = fate {
         if let Err(e) = outbox.recount(earlier).await {
             warn!(error = %e, "could not requeue the recounted copy; returning the task to the queue");
-            requeue(shared, delivery).await;
+            give_back(shared, delivery).await;
             return;
         }
     }
@@ -108,6 +110,14 @@ async fn settle(
     let end = CommitEnd::of(committed);
     if !matches!(end, CommitEnd::Unanswered(_)) {
         shared.unanswered.release(ticket);
+    }
+    if !matches!(end, CommitEnd::Failed(_)) {
+        // Settled, as far as this worker can tell: an unanswered commit most likely took
+        // effect (if it did not, the broker delivers the task again and it counts twice).
+        record_outcome(shared, &fate);
+        if let Some(completion) = &completion {
+            shared.telemetry.metrics.completed(completion);
+        }
     }
     match end {
         CommitEnd::Committed(returned) => {
@@ -143,7 +153,7 @@ async fn settle(
         }
         CommitEnd::Failed(e) => {
             warn!(error = %e, "could not publish what the task owes; returning it to the queue");
-            requeue(shared, delivery).await;
+            give_back(shared, delivery).await;
         }
     }
 }
@@ -279,6 +289,13 @@ fn record_outcome(shared: &Shared, fate: &Fate) {
     shared.telemetry.metrics.task_settled(fate.outcome(), code);
 }
 
+/// Gives a delivery whose fate was not carried out back to its queue, counted `abandoned`.
+async fn give_back(shared: &Shared, delivery: &Delivery) {
+    tracing::Span::current().record("outcome", "abandoned");
+    shared.telemetry.metrics.task_settled("abandoned", "");
+    requeue(shared, delivery).await;
+}
+
 /// Gives the delivery back to its queue (a nack with requeue, committed), best effort: a
 /// channel that is gone gives back everything it held anyway.
 async fn requeue(shared: &Shared, delivery: &Delivery) {
@@ -291,30 +308,6 @@ async fn requeue(shared: &Shared, delivery: &Delivery) {
     if let Err(e) = shared.settling.settle(settlement).await {
         debug!(error = %e, "requeue failed; the broker requeues the task when the channel closes");
     }
-}
-
-fn timings(meta: &TaskMeta, outcome: Option<&Outcome>) -> Timings {
-    let total = meta.received.elapsed();
-    let (prompt, gen, slot_wait) = match outcome {
-        None => (Duration::ZERO, Duration::ZERO, Duration::ZERO),
-        Some(Outcome::Generated(g)) => (g.prompt_time, g.generation_time, g.slot_wait),
-        // An embedding's time is all prompt reading.
-        Some(Outcome::Embedded(e)) => (e.time, Duration::ZERO, e.wait),
-    };
-    let in_worker_before_start = total.saturating_sub(prompt + gen).max(slot_wait);
-    let in_broker = meta
-        .age
-        .map_or(Duration::ZERO, |age| age.saturating_sub(total));
-    Timings {
-        queued: millis(in_broker + in_worker_before_start),
-        prompt: millis(prompt),
-        generation: millis(gen),
-        total: millis(total),
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

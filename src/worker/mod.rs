@@ -23,6 +23,7 @@ mod service;
 mod spans;
 mod stream;
 mod task_meta;
+mod timings;
 mod unanswered;
 
 use std::sync::Arc;

@@ -24,7 +24,7 @@ use crate::protocol::{
     HEADER_ERROR_CODE, HEADER_FAILED_AT, HEADER_LAST_ERROR, HEADER_LAST_ERROR_CODE,
     HEADER_REDELIVERIES, HEADER_WORKER, HEADER_WORKER_MICROS, WIRE_VERSION,
 };
-use crate::telemetry::{Completion, KeptReason};
+use crate::telemetry::KeptReason;
 
 /// What one delivery owes, and where it goes.
 pub(crate) struct Outbox<'a> {
@@ -129,17 +129,6 @@ impl<'a> Outbox<'a> {
             total_ms = timings.total,
             "task completed"
         );
-        let total = self.meta.received.elapsed();
-        let before_generation = total.saturating_sub(generation.generation_time);
-        self.shared.telemetry.metrics.completed(&Completion {
-            queue_wait: timings.queued as f64 / 1000.0,
-            time_to_first_token: before_generation.as_secs_f64(),
-            total: total.as_secs_f64(),
-            generation: generation.generation_time.as_secs_f64(),
-            prompt_tokens: generation.prompt_tokens,
-            cached_prompt_tokens: generation.cached_prompt_tokens,
-            completion_tokens: generation.completion_tokens,
-        });
         self.reply(&reply)
     }
 

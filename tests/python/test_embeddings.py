@@ -10,7 +10,7 @@ import struct
 import httpx
 import pytest
 
-from conftest import Amqp, sdk, start_gateway
+from conftest import Amqp, metric, sdk, start_gateway, wait_for
 
 TEXTS = [
     "The rabbit ran across the frozen field at dawn.",
@@ -54,6 +54,20 @@ def test_the_sdk_gets_one_normalized_vector_per_text_as_floats_and_as_base64(cli
     decoded = client.embeddings.create(model="m", input=TEXTS)
     for f, b in zip(floats.data, decoded.data):
         assert as_float32(f.embedding) == as_float32(b.embedding)
+
+
+def test_an_embed_worker_measures_its_tasks_as_a_generation_worker_does(embed_stack, client):
+    scrape = lambda name: metric(embed_stack.worker.metrics_url, name)
+    before = {name: scrape(name) for name in ("warren_task_duration_seconds_count", "warren_queue_wait_seconds_count",
+                                                "warren_prompt_tokens_total", "warren_time_to_first_token_seconds_count")}
+    answer = client.embeddings.create(model="m", input=TEXTS)
+    # Recorded once the reply is committed, which the caller may see first.
+    wait_for(lambda: scrape("warren_task_duration_seconds_count") == before["warren_task_duration_seconds_count"] + 1,
+             "the task's duration recorded")
+    assert scrape("warren_queue_wait_seconds_count") == before["warren_queue_wait_seconds_count"] + 1
+    assert scrape("warren_prompt_tokens_total") == before["warren_prompt_tokens_total"] + answer.usage.prompt_tokens
+    # No token is generated: nothing to time a first one by.
+    assert scrape("warren_time_to_first_token_seconds_count") == before["warren_time_to_first_token_seconds_count"]
 
 
 def test_the_same_text_gives_the_same_vector_and_different_texts_differ(client):

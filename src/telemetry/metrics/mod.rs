@@ -17,9 +17,10 @@ mod register;
 /// Labels of `warren_tasks_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
-    /// `ok`, `retried`, `error` (final failure), `poison`, `abandoned`.
+    /// `ok`, `retried`, `error` (final failure), `poison`, `abandoned`, `recounted`,
+    /// `cancelled`, `duplicate`, `wake` (docs: operations/metrics.md).
     outcome: String,
-    /// The error code; empty for `ok` and `abandoned`.
+    /// The error code; empty where there is none (`ok`, `abandoned`, ...).
     code: String,
 }
 
@@ -119,16 +120,26 @@ pub struct Metrics {
     engine_info: Family<EngineLabels, Gauge>,
 }
 
+/// A delivery being handled, counted in `warren_messages_in_flight` until dropped (a
+/// handler aborted mid-task drops it too).
+pub struct DeliveryInFlight<'a>(&'a Gauge);
+
+impl Drop for DeliveryInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Timings and counts of one completed task.
 pub struct Completion {
     /// From publish (AMQP timestamp) or receipt to the start of inference, in seconds.
     pub queue_wait: f64,
-    /// From receipt to the first generated token, in seconds.
-    pub time_to_first_token: f64,
+    /// From receipt to the first generated token, in seconds (none for an embedding).
+    pub time_to_first_token: Option<f64>,
     /// From receipt to the reply being ready, in seconds.
     pub total: f64,
-    /// Generating, in seconds.
-    pub generation: f64,
+    /// Generating, in seconds (none for an embedding).
+    pub generation: Option<f64>,
     /// Tokens in the prompt.
     pub prompt_tokens: u32,
     /// Of those, tokens reused from the prefix cache.
@@ -193,12 +204,16 @@ impl Metrics {
     /// A task completed.
     pub fn completed(&self, c: &Completion) {
         self.queue_wait.observe(c.queue_wait);
-        self.time_to_first_token.observe(c.time_to_first_token);
         self.task_duration.observe(c.total);
-        self.generation_duration.observe(c.generation);
-        if c.generation > 0.0 && c.completion_tokens > 0 {
-            self.tokens_per_second
-                .observe(f64::from(c.completion_tokens) / c.generation);
+        if let Some(seconds) = c.time_to_first_token {
+            self.time_to_first_token.observe(seconds);
+        }
+        if let Some(generation) = c.generation {
+            self.generation_duration.observe(generation);
+            if generation > 0.0 && c.completion_tokens > 0 {
+                self.tokens_per_second
+                    .observe(f64::from(c.completion_tokens) / generation);
+            }
         }
         self.prompt_tokens.inc_by(u64::from(c.prompt_tokens));
         self.cached_prompt_tokens
@@ -212,9 +227,10 @@ impl Metrics {
         self.reconnects.inc();
     }
 
-    /// A delivery was taken (`+1`) or settled (`-1`).
-    pub fn in_flight(&self, change: i64) {
-        self.in_flight.inc_by(change);
+    /// A delivery was taken: `warren_messages_in_flight` counts it until the guard drops.
+    pub fn delivery_taken(&self) -> DeliveryInFlight<'_> {
+        self.in_flight.inc();
+        DeliveryInFlight(&self.in_flight)
     }
 
     /// Which engine serves the worker (`warren_engine_info`).

@@ -12,13 +12,15 @@ impl Metrics {
     /// A registry with every warren metric at zero.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let latency = || Histogram::new(exponential_buckets(0.005, 2.0, 16));
+        // From 5 ms, doubling: 18 buckets reach past limits.timeout_cap_ms (10 minutes), the
+        // longest a task may run; a queue wait (the batch tier's may be hours) gets 24.
+        let latency = || Histogram::new(exponential_buckets(0.005, 2.0, 18));
         let m = Metrics {
             tasks: Family::default(),
             attempts: Counter::default(),
             dead_letters: Family::default(),
             kept: Family::default(),
-            queue_wait: latency(),
+            queue_wait: Histogram::new(exponential_buckets(0.005, 2.0, 24)),
             time_to_first_token: latency(),
             task_duration: latency(),
             generation_duration: latency(),
@@ -44,7 +46,8 @@ impl Metrics {
         };
         registry.register(
             "warren_tasks",
-            "Tasks settled, by outcome (ok, retried, error, poison, abandoned) and error code",
+            "Tasks settled, by outcome (ok, retried, error, poison, abandoned, recounted, \
+             cancelled, duplicate, wake) and error code",
             m.tasks.clone(),
         );
         registry.register(
@@ -66,7 +69,8 @@ impl Metrics {
         );
         registry.register_with_unit(
             "warren_queue_wait",
-            "Time from publish (AMQP timestamp, else receipt) to the start of inference",
+            "Time from publish (x-warren-published-us, else the AMQP timestamp, else receipt) \
+             to the start of inference",
             Unit::Seconds,
             m.queue_wait.clone(),
         );
