@@ -2,6 +2,9 @@
 //! in flight, server-sent-event streams open, webhooks, and the batches this replica runs.
 //! Records and encodes only.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -82,7 +85,7 @@ impl Default for GatewayMetrics {
         );
         registry.register_with_unit(
             "warren_gateway_request_duration",
-            "Time from request to the end of its response, by route",
+            "Time from request to the start of its response (for a stream: its first byte), by route",
             Unit::Seconds,
             duration.clone(),
         );
@@ -203,14 +206,23 @@ impl GatewayMetrics {
             .observe(seconds);
     }
 
-    /// Requests in flight go up (1) or down (-1).
-    pub fn in_flight(&self, delta: i64) {
-        self.in_flight.inc_by(delta);
+    /// A request on `route` by the key named `key` began: counted in flight until the guard
+    /// drops, and answered with the status given to [`RequestInFlight::answered`].
+    pub fn request_started(self: &Arc<Self>, route: String, key: String) -> RequestInFlight {
+        self.in_flight.inc();
+        RequestInFlight {
+            metrics: self.clone(),
+            route,
+            key,
+            started: Instant::now(),
+            status: None,
+        }
     }
 
-    /// SSE streams open go up (1) or down (-1).
-    pub fn streams(&self, delta: i64) {
-        self.streams_open.inc_by(delta);
+    /// A server-sent-event stream opened: counted open until the guard drops.
+    pub fn stream_opened(self: &Arc<Self>) -> StreamOpen {
+        self.streams_open.inc();
+        StreamOpen(self.clone())
     }
 
     /// A task was cancelled for its caller.
@@ -257,5 +269,45 @@ impl GatewayMetrics {
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// The status a request counts with when its handler was dropped before answering: its
+/// caller left (nginx's "client closed request").
+pub const CALLER_LEFT: u16 = 499;
+
+/// A request being handled (`warren_gateway_requests_in_flight`). Dropped without an answer
+/// (its caller left, so its handler was dropped), it counts as [`CALLER_LEFT`].
+pub struct RequestInFlight {
+    metrics: Arc<GatewayMetrics>,
+    route: String,
+    key: String,
+    started: Instant,
+    status: Option<u16>,
+}
+
+impl RequestInFlight {
+    /// The response began with `status`.
+    pub fn answered(mut self, status: u16) {
+        self.status = Some(status);
+    }
+}
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        let metrics = &self.metrics;
+        let status = self.status.unwrap_or(CALLER_LEFT);
+        metrics.in_flight.dec();
+        metrics.answered_for(&self.key, status);
+        metrics.answered(&self.route, status, self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// An open server-sent-event stream (`warren_gateway_sse_streams_open`).
+pub struct StreamOpen(Arc<GatewayMetrics>);
+
+impl Drop for StreamOpen {
+    fn drop(&mut self) {
+        self.0.streams_open.dec();
     }
 }

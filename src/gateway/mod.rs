@@ -40,7 +40,7 @@ pub mod unsupported;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
@@ -274,16 +274,10 @@ async fn measure(State(app): State<Arc<Shared>>, request: Request, next: Next) -
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let key = key_label(&app, request.headers());
-    let started = Instant::now();
-    app.metrics.in_flight(1);
+    // Dropped with the handler when the caller leaves first: counted then as 499.
+    let in_flight = app.metrics.request_started(route, key);
     let response = next.run(request).await;
-    app.metrics.in_flight(-1);
-    app.metrics.answered_for(&key, response.status().as_u16());
-    app.metrics.answered(
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    in_flight.answered(response.status().as_u16());
     response
 }
 

@@ -336,6 +336,15 @@ def long_story(client, **options):
     return client.chat.completions.create(model="m", messages=PROMPT, max_tokens=600, **options)
 
 
+def test_a_streamed_response_is_an_open_stream_until_it_ends(stack, client):
+    streams = lambda: metric(stack.gateway.metrics_url, "warren_gateway_sse_streams_open")
+    events = iter(client.responses.create(model="m", input="Once upon a time", max_output_tokens=8, stream=True))
+    assert next(events).type == "response.created"
+    assert streams() == 1
+    assert list(events)[-1].type in ("response.completed", "response.incomplete")
+    wait_for(lambda: streams() == 0, "the stream's end counted")
+
+
 def test_a_client_that_leaves_mid_stream_frees_the_workers_slot(stack, client):
     cancelled = lambda: metric(stack.worker.metrics_url, "warren_tasks_total", outcome="cancelled")
     before = cancelled()
@@ -352,11 +361,16 @@ def test_a_client_that_leaves_mid_stream_frees_the_workers_slot(stack, client):
 
 def test_a_client_that_times_out_frees_the_workers_slot(stack):
     cancelled = lambda: metric(stack.worker.metrics_url, "warren_tasks_total", outcome="cancelled")
-    before = cancelled()
+    left = lambda: metric(stack.gateway.metrics_url, "warren_gateway_requests_total", route="/v1/chat/completions", status="499")
+    before, before_left = cancelled(), left()
     impatient = sdk(stack.gateway.base_url, timeout=1.5)
     with pytest.raises(openai.APITimeoutError):
         long_story(impatient)
     wait_for(lambda: cancelled() == before + 1, "the worker cancelling the task")
+    # The gateway counts the request its caller left, and no longer counts it in flight (the
+    # scrape itself is the one request in flight).
+    wait_for(lambda: left() == before_left + 1, "the request counted with status 499")
+    assert metric(stack.gateway.metrics_url, "warren_gateway_requests_in_flight") == 1
 
 
 def test_no_reply_within_the_request_timeout_is_a_504_and_the_task_is_cancelled(stack):

@@ -20,7 +20,7 @@ use super::reply::{self, Piece};
 use super::{logprobs, Accepted};
 use crate::client::Incoming;
 use crate::gateway::errors::ApiError;
-use crate::gateway::metrics::GatewayMetrics;
+use crate::gateway::metrics::StreamOpen;
 use crate::gateway::Shared;
 use crate::protocol::{Reply, ReplyStatus, ToolCall, ToolCallDelta};
 
@@ -42,19 +42,12 @@ struct Streaming {
     attempt: Option<u32>,
     /// Tool calls whose first piece was sent.
     calls_streamed: usize,
-    metrics: Arc<GatewayMetrics>,
+    _open: StreamOpen,
     waited: std::time::Duration,
-}
-
-impl Drop for Streaming {
-    fn drop(&mut self) {
-        self.metrics.streams(-1);
-    }
 }
 
 /// The streaming response for an accepted request.
 pub fn respond(app: Arc<Shared>, accepted: Accepted) -> Response {
-    app.metrics.streams(1);
     let state = Streaming {
         accepted,
         phase: Phase::Opening,
@@ -63,7 +56,7 @@ pub fn respond(app: Arc<Shared>, accepted: Accepted) -> Response {
         offset_sent: 0,
         attempt: None,
         calls_streamed: 0,
-        metrics: app.metrics.clone(),
+        _open: app.metrics.stream_opened(),
         waited: app.request_timeout,
     };
     Sse::new(events(state))

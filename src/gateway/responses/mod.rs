@@ -238,6 +238,7 @@ async fn wait_for_answer(
             guard,
             app.request_timeout,
             keeper,
+            app.metrics.stream_opened(),
         ));
     }
     let reply = tokio::time::timeout(app.request_timeout, pending.reply())

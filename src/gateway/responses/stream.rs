@@ -17,6 +17,7 @@ use super::Keeper;
 use crate::client::{Incoming, Pending};
 use crate::gateway::broker_link::CancelOnDrop;
 use crate::gateway::errors::ApiError;
+use crate::gateway::metrics::StreamOpen;
 use crate::protocol::Chunk;
 
 /// What the relay holds between events.
@@ -31,6 +32,7 @@ struct Relay {
     done: bool,
     /// Stores the final object (`store`).
     keeper: Option<Keeper>,
+    _open: StreamOpen,
 }
 
 /// The streaming answer to a response request whose task was published.
@@ -40,6 +42,7 @@ pub(super) fn respond(
     guard: CancelOnDrop,
     timeout: std::time::Duration,
     keeper: Option<Keeper>,
+    open: StreamOpen,
 ) -> Response {
     let mut events = Events::new(object);
     let queue = events.opening().into();
@@ -53,6 +56,7 @@ pub(super) fn respond(
         attempt: None,
         done: false,
         keeper,
+        _open: open,
     };
     let events = stream::unfold(relay, |mut relay| async move {
         let event = next(&mut relay).await?;
