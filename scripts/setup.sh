@@ -4,6 +4,8 @@
 # redis-server (the gateway's background state),
 # and RabbitMQ when neither rabbitmq-server nor a Docker engine is available.
 set -euo pipefail
+# RabbitMQ's commands live in /usr/sbin, which Debian leaves off a user's PATH (sudo has it).
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)

@@ -7,7 +7,7 @@
 //! like any bad task. A line may carry `custom_id` (a string, as in OpenAI's Batch API),
 //! echoed in its result; results are keyed on the line number, which is what resuming reads.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -58,13 +58,13 @@ pub struct ResultLine {
 }
 
 /// The task-file lines that already have a result in `results` (an earlier, interrupted
-/// run's output). Lines of `results` that do not parse (one cut short by the interruption)
-/// are ignored, so their tasks are sent again.
-pub fn lines_done(results: &str) -> HashSet<usize> {
+/// run's output), each with whether that result is ok. Lines of `results` that do not parse
+/// (one cut short by the interruption) are ignored, so their tasks are sent again.
+pub fn lines_done(results: &str) -> HashMap<usize, bool> {
     results
         .lines()
         .filter_map(|line| serde_json::from_str::<ResultLine>(line).ok())
-        .map(|result| result.line)
+        .map(|result| (result.line, result.reply.status == ReplyStatus::Ok))
         .collect()
 }
 
@@ -73,6 +73,8 @@ pub fn lines_done(results: &str) -> HashSet<usize> {
 pub struct Tally {
     /// Lines skipped because the results file had them already.
     pub already_done: usize,
+    /// Of those, lines whose result there is an error.
+    pub already_failed: usize,
     /// Replies with status ok.
     pub ok: usize,
     /// Replies with status error, by error code.
@@ -100,9 +102,9 @@ impl Tally {
         self.failed.values().sum()
     }
 
-    /// Whether every line has an ok result.
+    /// Whether every line has an ok result, those of earlier runs included.
     pub fn all_ok(&self) -> bool {
-        self.failed.is_empty() && self.unanswered == 0
+        self.failed.is_empty() && self.unanswered == 0 && self.already_failed == 0
     }
 
     /// The summary line.
@@ -114,6 +116,9 @@ impl Tally {
             self.unanswered,
             self.already_done
         );
+        if self.already_failed > 0 {
+            text.push_str(&format!(" ({} of them failed)", self.already_failed));
+        }
         if !self.failed.is_empty() {
             let codes: Vec<String> = self
                 .failed
@@ -186,7 +191,7 @@ mod tests {
             serde_json::to_string(&failed).unwrap()
         );
         let torn = format!("{whole}{{\"line\": 7, \"id\": \"z\", \"rep");
-        assert_eq!(lines_done(&torn), HashSet::from([2, 5]));
+        assert_eq!(lines_done(&torn), HashMap::from([(2, true), (5, false)]));
     }
 
     #[test]
@@ -207,5 +212,17 @@ mod tests {
             ..Tally::default()
         };
         assert!(!unanswered.all_ok());
+        // A resumed run whose earlier results hold a failure is not all ok.
+        let resumed = Tally {
+            ok: 3,
+            already_done: 5,
+            already_failed: 2,
+            ..Tally::default()
+        };
+        assert!(!resumed.all_ok());
+        assert_eq!(
+            resumed.summary(),
+            "3 ok, 0 failed, 0 unanswered, 5 already done (2 of them failed)"
+        );
     }
 }

@@ -62,7 +62,11 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 300)]
     pub wait: u64,
     /// A bulk job: a JSONL file of tasks (one contract-v1 task per line) to publish.
-    #[arg(long, requires = "out", conflicts_with_all = ["prompt", "messages", "stream", "json"])]
+    /// Each line carries its own task settings: the one-task options are refused with it.
+    #[arg(long, requires = "out", conflicts_with_all = [
+        "prompt", "messages", "stream", "json", "max_tokens", "temperature", "top_p", "top_k",
+        "seed", "stop", "timeout_ms",
+    ])]
     pub file: Option<PathBuf>,
     /// With --file: where each reply goes, one JSON line per task; lines already there are
     /// not sent again (resume).

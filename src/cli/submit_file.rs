@@ -58,11 +58,15 @@ pub(super) async fn run(settings: Settings, job: Job) -> anyhow::Result<()> {
     let done = task_file::lines_done(&previous);
     let todo: Vec<TaskLine> = lines
         .iter()
-        .filter(|line| !done.contains(&line.line))
+        .filter(|line| !done.contains_key(&line.line))
         .cloned()
         .collect();
     let mut tally = Tally {
         already_done: lines.len() - todo.len(),
+        already_failed: lines
+            .iter()
+            .filter(|line| done.get(&line.line) == Some(&false))
+            .count(),
         ..Tally::default()
     };
     let mut results = open_results(&job.results, &previous)?;

@@ -86,6 +86,17 @@ async fn the_python_pika_client_gets_a_completion_and_reports_errors() {
         .unwrap();
     assert_eq!(failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&failed.stderr).contains("context_length_exceeded"));
+
+    // A queue nobody declared: the broker returns the mandatory publish, at once.
+    let returned = Command::new(&python)
+        .arg(&client)
+        .args(["Hi", "--timeout", "60", "--queue"])
+        .arg(format!("{}.nobody", names.base))
+        .output()
+        .unwrap();
+    assert_eq!(returned.status.code(), Some(1), "{returned:?}");
+    let stderr = String::from_utf8_lossy(&returned.stderr);
+    assert!(stderr.contains("returned the task"), "{stderr}");
 }
 
 /// amqplib from npm, installed under target/ for the Node example; returns its node_modules.

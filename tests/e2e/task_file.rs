@@ -134,6 +134,22 @@ async fn every_task_line_gets_one_result_line_with_at_most_in_flight_tasks_queue
         most_ready <= 4,
         "{most_ready} tasks waited at once, over --in-flight 4"
     );
+    // Run again: nothing is sent, and the failed line still fails the job.
+    let again = bulk(&names, &tasks, &out, "4").output().unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("0 ok, 0 failed, 0 unanswered, 11 already done (1 of them failed)"),
+        "{stderr}"
+    );
+    // Each line carries its own settings: a one-task option is refused, not ignored.
+    let refused = bulk(&names, &tasks, &out, "4")
+        .args(["--max-tokens", "8"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--max-tokens"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
