@@ -254,7 +254,8 @@ fn router(app: Arc<Shared>, settings: &crate::config::GatewaySettings) -> Router
         .route("/v1/batches/{id}", get(batches::retrieve))
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/models", get(models::list))
-        .route("/v1/models/{model}", get(models::one))
+        // A wildcard: model names may hold `/` (`org/name`, as Hugging Face names them).
+        .route("/v1/models/{*model}", get(models::one))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))

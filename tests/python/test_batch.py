@@ -177,7 +177,23 @@ def test_files_can_be_listed_downloaded_and_deleted(client):
     lines = [chat_line("a", "hi")]
     uploaded = upload(client, lines)
     assert uploaded.purpose == "batch" and uploaded.filename == "requests.jsonl"
+    # Kept the completion window plus gateway.state_ttl_s (24 h here): it says when it goes.
+    assert uploaded.expires_at == uploaded.created_at + 2 * 24 * 3600
     assert uploaded.id in [f.id for f in client.files.list().data]
+    # OpenAI's list parameters: purpose, order, limit, after.
+    older = upload(client, lines)
+    newest_first = [f.id for f in client.files.list(purpose="batch").data]
+    assert newest_first.index(older.id) < newest_first.index(uploaded.id)
+    page = client.files.list(purpose="batch", order="asc", limit=1, after=uploaded.id)
+    assert [f.id for f in page.data] == [newest_first[newest_first.index(uploaded.id) - 1]]
+    # The module's first batch left output files among this key's files; the filter drops them.
+    assert "batch_output" in {f.purpose for f in client.files.list().data}
+    assert {f.purpose for f in client.files.list(purpose="batch").data} == {"batch"}
+    with pytest.raises(BadRequestError):
+        client.files.list(limit=0)
+    with pytest.raises(BadRequestError) as refused:
+        client.files.create(file=("r.jsonl", b"{}"), purpose="batch", expires_after={"anchor": "created_at", "seconds": 3600})
+    assert refused.value.body["param"].startswith("expires_after")
     assert json.loads(client.files.content(uploaded.id).text) == lines[0]
     assert client.files.delete(uploaded.id).deleted
     with pytest.raises(NotFoundError):
@@ -268,6 +284,9 @@ def test_a_batch_outlives_the_gateway_that_accepted_it():
         client = sdk(first.base_url)
         lines = [chat_line(f"r{i}", f"Tell me about {i}.", max_tokens=16) for i in range(10)]
         batch = run_batch(client, lines)
+        # Deleting the input file takes nothing from the batch: it keeps a copy, which the
+        # gateway that takes it over reads.
+        assert client.files.delete(batch.input_file_id).deleted
         wait_completed(client, batch.id, 2)
         first.kill()
         second = start_gateway(names, **lease)

@@ -40,7 +40,8 @@ def fleet():
     routing = {"topology__tasks_exchange": tasks}
     small = start_worker(names, engine__model_name=SMALL, **routing)
     large = start_worker(names, engine__model_name=LARGE, engine__model_path=second_model(), **routing)
-    gateway = start_gateway(names, gateway__models=f"{SMALL},{LARGE},ghost", **routing)
+    # `org/ghost`: served by no worker, and named as Hugging Face names models.
+    gateway = start_gateway(names, gateway__models=f"{SMALL},{LARGE},org/ghost", **routing)
     yield type("Fleet", (), {"names": names, "tasks": tasks, "small": small, "large": large, "gateway": gateway})
     for process in (gateway, small, large):
         process.stop()
@@ -59,7 +60,8 @@ def test_the_two_workers_load_different_gguf_files():
 
 def test_each_request_reaches_the_model_it_named(fleet):
     client = sdk(fleet.gateway.base_url)
-    assert {m.id for m in client.models.list().data} == {SMALL, LARGE, "ghost"}
+    assert {m.id for m in client.models.list().data} == {SMALL, LARGE, "org/ghost"}
+    assert client.models.retrieve("org/ghost").id == "org/ghost"
     before = {SMALL: served(fleet.small), LARGE: served(fleet.large)}
     for model in (SMALL, LARGE, LARGE, SMALL, LARGE):
         completion = client.chat.completions.create(
@@ -74,7 +76,7 @@ def test_each_request_reaches_the_model_it_named(fleet):
 
 def test_an_unknown_model_or_one_no_worker_serves_is_a_404_model_not_found(fleet):
     client = sdk(fleet.gateway.base_url)
-    for model, says in (("gpt-4o", "does not exist"), ("ghost", "no worker serves")):
+    for model, says in (("gpt-4o", "does not exist"), ("org/ghost", "no worker serves")):
         with pytest.raises(openai.NotFoundError) as caught:
             client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}], max_tokens=2)
         assert caught.value.body["code"] == "model_not_found"

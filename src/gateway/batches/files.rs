@@ -6,11 +6,13 @@
 use std::sync::Arc;
 
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 use crate::clock::unix_seconds;
 use crate::gateway::batches::object::{self, FILE_PREFIX};
@@ -42,8 +44,15 @@ pub async fn upload(
         ));
     };
     let id = format!("{FILE_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    let now = unix_seconds();
     let file = StoredFile {
-        object: object::file(&id, content.len(), unix_seconds(), &filename, "batch"),
+        object: object::file(
+            &id,
+            content.len(),
+            (now, now + app.batches.store.ttl_s()),
+            &filename,
+            "batch",
+        ),
         owner: key.owner(),
     };
     app.batches.store.put_file(&id, &file, &content).await?;
@@ -73,7 +82,18 @@ async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<Form, ApiErr
                 }
                 content = Some(bytes.to_vec());
             }
-            _ => {}
+            // `expires_after[anchor]` and the like: refused by name, not ignored.
+            other => {
+                let field = other.unwrap_or("(unnamed)");
+                return Err(ApiError::invalid(
+                    format!(
+                        "`{field}` is not supported: an upload takes `purpose` and `file`; \
+                         files are kept the completion window plus gateway.state_ttl_s \
+                         (the file object's `expires_at`)"
+                    ),
+                    Some(field.to_owned()),
+                ));
+            }
         }
     }
     Ok((purpose, filename, content))
@@ -87,20 +107,74 @@ pub async fn owned(app: &Shared, id: &str, key: &ApiKey) -> Result<StoredFile, A
     }
 }
 
+/// `?purpose=&order=&limit=&after=` of `GET /v1/files`, as OpenAI's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuery {
+    purpose: Option<String>,
+    #[serde(default)]
+    order: Order,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// By `created_at`.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Order {
+    Asc,
+    #[default]
+    Desc,
+}
+
+/// Most files a page holds (OpenAI's bound).
+const MAX_PAGE: usize = 10_000;
+
 /// `GET /v1/files`.
-pub async fn list(State(app): State<Arc<Shared>>, key: ApiKey) -> Result<Response, ApiError> {
+pub async fn list(
+    State(app): State<Arc<Shared>>,
+    key: ApiKey,
+    query: Result<Query<FileQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    let limit = query.limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            format!("`limit` must be 1 to {MAX_PAGE}"),
+            Some("limit".into()),
+        ));
+    }
     let store = &app.batches.store;
-    let mut data = Vec::new();
+    // Newest first as stored; a file whose key expired is left out.
+    let mut files = Vec::new();
     for id in store.ids_of(&key.owner(), false).await? {
         if let Some(file) = store.file(&id).await? {
-            data.push(file.object);
+            if query
+                .purpose
+                .as_deref()
+                .is_none_or(|p| file.object["purpose"] == p)
+            {
+                files.push(file.object);
+            }
         }
     }
+    if query.order == Order::Asc {
+        files.reverse();
+    }
+    let start = match &query.after {
+        None => 0,
+        Some(after) => match files.iter().position(|f| f["id"] == after.as_str()) {
+            Some(i) => i + 1,
+            None => return Err(ApiError::no_such("file", after)),
+        },
+    };
+    let has_more = files.len() > start + limit;
+    let data: Vec<Value> = files.into_iter().skip(start).take(limit).collect();
     let (first, last) = (
         data.first().map(|f| f["id"].clone()),
         data.last().map(|f| f["id"].clone()),
     );
-    let page = json!({"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": false});
+    let page = json!({"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": has_more});
     Ok(Json(page).into_response())
 }
 

@@ -12,6 +12,7 @@ pub mod files;
 pub mod input;
 pub mod object;
 pub mod outcome;
+pub mod record;
 pub mod runner;
 pub mod store;
 
@@ -122,7 +123,7 @@ pub async fn create(
             (record, Vec::new())
         }
     };
-    store.create_batch(&id, &record, &refused).await?;
+    store.create_batch(&id, &record, &refused, &content).await?;
     if record.status == BatchStatus::InProgress {
         runner::start(&app, &id, &app.batches.shutdown);
     } else {
@@ -179,6 +180,7 @@ pub async fn cancel(
 
 /// `?limit=&after=` of a list.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Page {
     limit: Option<usize>,
     after: Option<String>,

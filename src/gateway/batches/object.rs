@@ -203,14 +203,15 @@ fn stamp(object: &mut Value, status: BatchStatus, now: u64) {
     }
 }
 
-/// A file object.
-pub fn file(id: &str, bytes: usize, created_at: u64, filename: &str, purpose: &str) -> Value {
+/// A file object, created and expiring at the `lifetime`'s two Unix times.
+pub fn file(id: &str, bytes: usize, lifetime: (u64, u64), filename: &str, purpose: &str) -> Value {
+    let (created_at, expires_at) = lifetime;
     json!({
         "id": id,
         "object": "file",
         "bytes": bytes,
         "created_at": created_at,
-        "expires_at": null,
+        "expires_at": expires_at,
         "filename": filename,
         "purpose": purpose,
         "status": "processed",

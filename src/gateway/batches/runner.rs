@@ -105,7 +105,7 @@ async fn run(app: &Arc<Shared>, id: &str, shutdown: &CancellationToken) -> Resul
         let mut next = object::with_status(&record.object, BatchStatus::Failed, unix_seconds());
         next["errors"] = input::errors_object(&[input::FileProblem {
             code: "input_file_gone",
-            message: "the input file was deleted or expired before the batch ended".into(),
+            message: "the batch's input expired before the batch ended".into(),
             line: None,
         }]);
         if store
@@ -160,11 +160,12 @@ async fn run(app: &Arc<Shared>, id: &str, shutdown: &CancellationToken) -> Resul
     }
 }
 
-/// The checked lines of the batch's input file; `None` when the file is gone.
+/// The checked lines of the batch's input; `None` when it is gone.
 async fn input_lines(app: &Shared, record: &BatchRecord) -> Result<Option<Vec<Line>>, RedisError> {
+    let id = record.object["id"].as_str().unwrap_or_default();
     let file_id = record.object["input_file_id"].as_str().unwrap_or_default();
     let endpoint = record.object["endpoint"].as_str().unwrap_or_default();
-    let Some(content) = app.batches.store.file_content(file_id).await? else {
+    let Some(content) = app.batches.store.batch_input(id, file_id).await? else {
         return Ok(None);
     };
     Ok(input::parse_input(&content, endpoint, usize::MAX, &app.limits).ok())
@@ -333,6 +334,7 @@ async fn finish(
     if store.transition(id, record.status, status, &next).await? {
         app.metrics.batch_ended(status.as_str());
     }
+    store.keep_ended(id, &record.owner).await?;
     info!(batch = %id, status = status.as_str(), completed = record.completed, failed = record.failed, "batch ended");
     store.retire(id).await
 }
@@ -350,8 +352,15 @@ async fn put_file(
     let id = format!("{}{}", object::FILE_PREFIX, uuid::Uuid::new_v4().simple());
     let batch_id = record.object["id"].as_str().unwrap_or_default();
     let filename = format!("{batch_id}_{which}.jsonl");
+    let now = unix_seconds();
     let file = StoredFile {
-        object: object::file(&id, text.len(), unix_seconds(), &filename, "batch_output"),
+        object: object::file(
+            &id,
+            text.len(),
+            (now, now + store.ttl_s()),
+            &filename,
+            "batch_output",
+        ),
         owner: record.owner.clone(),
     };
     store.put_file(&id, &file, text.as_bytes()).await?;

@@ -1,11 +1,15 @@
 //! Batches' and files' state in Redis, shared by every gateway replica; every key expires
-//! after the completion window plus `gateway.state_ttl_s`:
+//! after the completion window plus `gateway.state_ttl_s` (a batch's keys counted again from
+//! its end, as its output files are):
 //! - `warren:file:<id>`: a hash of `object` (the file object), `owner` and `content`;
 //! - `warren:batch:<id>`: a hash of `status`, `object` (the batch object), `owner` and the
 //!   counters `total`, `refused`, `next` (lines handled by the runner), `published`,
 //!   `completed` and `failed`;
 //! - `warren:batch:<id>:results`: line index → its [`Outcome`], written once (the first
 //!   result of a request wins, so a task answered twice is counted once);
+//! - `warren:batch:<id>:input`: the input file's content as the batch was created, so that
+//!   deleting the file does not take its requests from a batch still running (deleted when
+//!   the batch ends);
 //! - `warren:batches:active:<results queue>`: batches not yet final, which some replica of
 //!   this deployment (the gateways sharing its results queue) drives, holding
 //!   `warren:batch:<id>:lease`;
@@ -19,6 +23,7 @@ use serde_json::Value;
 
 use crate::gateway::batches::object::{BatchStatus, WINDOW_S};
 use crate::gateway::batches::outcome::Outcome;
+pub use crate::gateway::batches::record::{BatchRecord, StoredFile};
 use crate::redis_link::{RedisError, RedisLink, SET_STATUS_IF};
 
 // The first outcome of a line wins; only a live batch is counted. A line refused by the
@@ -43,58 +48,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
-/// A stored file, without its content.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredFile {
-    /// The file object.
-    pub object: Value,
-    /// Hash of the API key that uploaded it.
-    pub owner: String,
-}
-
-/// A stored batch.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct BatchRecord {
-    /// Its status.
-    pub status: BatchStatus,
-    /// The batch object (its `request_counts` are filled in by [`BatchRecord::current`]).
-    pub object: Value,
-    /// Hash of the API key that created it.
-    pub owner: String,
-    /// Requests in its file.
-    pub total: usize,
-    /// Of those, refused when the batch was created.
-    pub refused: usize,
-    /// Lines the runner has handled, in file order (published, or skipped as refused).
-    pub next: usize,
-    /// Tasks published.
-    pub published: usize,
-    /// Requests answered ok.
-    pub completed: usize,
-    /// Requests refused or answered with an error.
-    pub failed: usize,
-    /// The W3C `traceparent` of the request that created it (empty: not traced): its
-    /// requests' tasks join that trace.
-    pub traceparent: String,
-}
-
-impl BatchRecord {
-    /// The batch object with its current counts.
-    pub fn current(&self) -> Value {
-        let mut object = self.object.clone();
-        object["request_counts"] = serde_json::json!({
-            "total": self.total, "completed": self.completed, "failed": self.failed,
-        });
-        object
-    }
-
-    /// Published tasks not answered yet.
-    pub fn outstanding(&self) -> usize {
-        let answered = (self.completed + self.failed).saturating_sub(self.refused);
-        self.published.saturating_sub(answered)
-    }
-}
-
 fn file_key(id: &str) -> String {
     format!("warren:file:{id}")
 }
@@ -103,6 +56,9 @@ fn batch_key(id: &str) -> String {
 }
 fn results_key(id: &str) -> String {
     format!("warren:batch:{id}:results")
+}
+fn input_key(id: &str) -> String {
+    format!("warren:batch:{id}:input")
 }
 fn lease_key(id: &str) -> String {
     format!("warren:batch:{id}:lease")
@@ -129,6 +85,12 @@ impl BatchStore {
             ttl_s: keep_s + WINDOW_S,
             active: format!("warren:batches:active:{results_queue}"),
         })
+    }
+
+    /// How long a file or a batch is kept, in seconds: the completion window plus
+    /// `gateway.state_ttl_s`.
+    pub fn ttl_s(&self) -> u64 {
+        self.ttl_s
     }
 
     /// Stores file `id`.
@@ -208,12 +170,14 @@ impl BatchStore {
     }
 
     /// Stores a new batch (its counters as given) with the outcomes of the requests refused
-    /// at once, and makes it active unless it is already final.
+    /// at once and, unless it is already final, a copy of its `input` and its place among
+    /// the active batches.
     pub async fn create_batch(
         &self,
         id: &str,
         record: &BatchRecord,
         refused: &[(usize, Outcome)],
+        input: &[u8],
     ) -> Result<(), RedisError> {
         let (key, results) = (batch_key(id), results_key(id));
         let list = format!("warren:batches:{}", record.owner);
@@ -244,7 +208,10 @@ impl BatchStore {
             .expire(&list, self.ttl_s as i64)
             .ignore();
         if record.status == BatchStatus::InProgress {
-            pipe.sadd(&self.active, id).ignore();
+            pipe.set_ex(input_key(id), input, self.ttl_s)
+                .ignore()
+                .sadd(&self.active, id)
+                .ignore();
         }
         self.redis.pipeline(&pipe).await
     }
@@ -363,12 +330,45 @@ impl BatchStore {
             .await
     }
 
+    /// Batch `id`'s input as it was created; a batch stored by a gateway before that copy
+    /// was kept reads its input file, `file_id`. `None` when neither is there.
+    pub async fn batch_input(
+        &self,
+        id: &str,
+        file_id: &str,
+    ) -> Result<Option<Vec<u8>>, RedisError> {
+        let copy: Option<Vec<u8>> = self
+            .redis
+            .run(redis::cmd("GET").arg(input_key(id)).clone())
+            .await?;
+        match copy {
+            Some(input) => Ok(Some(input)),
+            None => self.file_content(file_id).await,
+        }
+    }
+
+    /// Batch `id` ended: it, its results and its owner's list are kept as long as the output
+    /// files written at its end.
+    pub async fn keep_ended(&self, id: &str, owner: &str) -> Result<(), RedisError> {
+        let ttl = self.ttl_s as i64;
+        let mut pipe = redis::pipe();
+        pipe.expire(batch_key(id), ttl)
+            .ignore()
+            .expire(results_key(id), ttl)
+            .ignore()
+            .expire(format!("warren:batches:{owner}"), ttl)
+            .ignore();
+        self.redis.pipeline(&pipe).await
+    }
+
     /// Batch `id` needs no runner any more.
     pub async fn retire(&self, id: &str) -> Result<(), RedisError> {
         let mut pipe = redis::pipe();
         pipe.srem(&self.active, id)
             .ignore()
             .del(lease_key(id))
+            .ignore()
+            .del(input_key(id))
             .ignore();
         self.redis.pipeline(&pipe).await
     }
