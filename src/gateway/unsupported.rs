@@ -21,7 +21,13 @@ pub enum Endpoint {
 
 /// Fields OpenAI documents as not changing the output (identifiers, tags, hints): taken and
 /// ignored on every endpoint. (`service_tier` chooses a priority tier: the endpoints read it.)
-pub const ADVISORY: &[&str] = &["user", "metadata", "safety_identifier", "prompt_cache_key"];
+pub const ADVISORY: &[&str] = &[
+    "user",
+    "metadata",
+    "safety_identifier",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+];
 
 /// Checks the fields the endpoint's own parser left over (`rest`): each is advisory, holds a
 /// value that asks for nothing the gateway does not do, or is refused by name.
@@ -117,6 +123,12 @@ fn harmless(endpoint: Endpoint, field: &str, value: &Value) -> bool {
         (Endpoint::Completion, "echo") => *value == Value::Bool(false),
         (Endpoint::Completion, "best_of") => value.as_u64() == Some(1),
         (Endpoint::Responses, "truncation") => value == "disabled",
+        // Chat reads its own `stream_options`; here it can only ask for no padding.
+        (Endpoint::Responses, "stream_options") => value.as_object().is_some_and(|options| {
+            options
+                .iter()
+                .all(|(k, v)| v.is_null() || harmless_inside("stream_options", k, v))
+        }),
         _ => false,
     }
 }
@@ -135,6 +147,9 @@ fn refused(field: &str) -> ApiError {
         "store" => "this gateway does not store chat completions (`store: false` is accepted)",
         "echo" | "best_of" => "only the defaults (`echo: false`, `best_of: 1`) are supported",
         "truncation" => "only `truncation: \"disabled\"` is supported",
+        "stream_options" => {
+            "events carry no obfuscation padding: only `{\"include_obfuscation\": false}` is accepted"
+        }
         "modalities" => "only text output is supported",
         "audio" | "prediction" | "web_search_options" | "reasoning" | "reasoning_effort"
         | "verbosity" | "suffix" | "prompt" | "max_tool_calls" => {

@@ -235,8 +235,10 @@ fn check_tool_use(input: &Input, constrained: bool, logprobs: bool) -> Result<()
     }
     if constrained {
         return Err(TaskError::invalid(
-            "`tools` cannot be combined with `json_schema` or `grammar` (unless `tool_choice` \
-             is \"none\"): describe the answer's shape as a tool instead",
+            "`tools` cannot be combined with an answer format (`json_schema`, over HTTP \
+             `response_format` or `text.format`) or `grammar` unless `tool_choice` is \"none\": \
+             llama.cpp constrains a turn to a tool call or to the format, not to a choice of \
+             both. Give the answer's shape as one more tool instead",
         ));
     }
     if logprobs {

@@ -219,6 +219,30 @@ def test_an_input_item_type_the_gateway_does_not_serve_is_named(client):
     assert '"reasoning"' in caught.value.body["message"]
 
 
+def test_responses_parameters_are_served_or_refused_in_this_apis_terms(client):
+    # A cache hint changes no output: taken; padding refused is what the events do anyway.
+    answer = client.responses.create(model="m", input="Hi", max_output_tokens=2, prompt_cache_retention="24h",
+                                     extra_body={"stream_options": {"include_obfuscation": False}})
+    assert answer.status in ("completed", "incomplete")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="m", input="Hi", max_output_tokens=2,
+                                extra_body={"stream_options": {"include_obfuscation": True}})
+    assert caught.value.body["param"] == "stream_options"
+    # An item reference's `type` is optional: named as one, not taken for a message.
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="m", max_output_tokens=2, input=[{"id": "msg_1"}])
+    assert caught.value.body["param"] == "input[0].type" and "item_reference" in caught.value.body["message"]
+    # tool_choice shapes this gateway does not serve are refused in this API's shape.
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="m", input="Hi", max_output_tokens=2, tools=RESPONSE_TOOLS,
+                                tool_choice={"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get_weather"}]})
+    assert caught.value.body["param"] == "tool_choice" and '"name": ...' in caught.value.body["message"]
+    # Streaming a stored response on retrieve is not served: refused, not answered with JSON.
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.retrieve(answer.id, stream=True)
+    assert caught.value.body["param"] == "stream"
+
+
 def test_a_streamed_response_yields_typed_events_in_order(client):
     stream = client.responses.create(model="m", input="The capital of France is", max_output_tokens=12, stream=True)
     events = list(stream)

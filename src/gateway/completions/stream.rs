@@ -22,7 +22,7 @@ use crate::client::Incoming;
 use crate::gateway::errors::ApiError;
 use crate::gateway::metrics::StreamOpen;
 use crate::gateway::Shared;
-use crate::protocol::{Reply, ReplyStatus, ToolCall, ToolCallDelta};
+use crate::protocol::{FunctionDelta, Reply, ReplyStatus, ToolCall, ToolCallDelta};
 
 /// Where a stream is.
 enum Phase {
@@ -40,8 +40,8 @@ struct Streaming {
     logprobs_sent: usize,
     offset_sent: usize,
     attempt: Option<u32>,
-    /// Tool calls whose first piece was sent.
-    calls_streamed: usize,
+    /// The arguments sent of each tool call whose first piece was sent, by index.
+    calls_sent: Vec<String>,
     _open: StreamOpen,
     waited: std::time::Duration,
 }
@@ -55,7 +55,7 @@ pub fn respond(app: Arc<Shared>, accepted: Accepted) -> Response {
         logprobs_sent: 0,
         offset_sent: 0,
         attempt: None,
-        calls_streamed: 0,
+        calls_sent: Vec::new(),
         _open: app.metrics.stream_opened(),
         waited: app.request_timeout,
     };
@@ -109,7 +109,13 @@ async fn next_event(state: &mut Streaming) -> Option<Event> {
                 }
                 state.sent.push_str(&piece.delta);
                 if let Some(calls) = piece.tool_calls.as_deref() {
-                    state.calls_streamed += calls.iter().filter(|c| c.id.is_some()).count();
+                    for call in calls {
+                        let index = call.index as usize;
+                        if state.calls_sent.len() <= index {
+                            state.calls_sent.resize(index + 1, String::new());
+                        }
+                        state.calls_sent[index].push_str(&call.function.arguments);
+                    }
                     return Some(data(&chunk(state, Piece::ToolCalls(&piece.delta, calls))));
                 }
                 let logprobs = piece.logprobs.as_deref().map(|tokens| {
@@ -149,7 +155,7 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
     let rest = text.strip_prefix(state.sent.as_str());
     // Streamed calls belong to the attempt that streamed them; another attempt's reply
     // cannot continue them.
-    let calls_continue = state.calls_streamed == 0 || state.attempt == Some(reply.attempt);
+    let calls_continue = state.calls_sent.is_empty() || state.attempt == Some(reply.attempt);
     let (Some(rest), true) = (rest, calls_continue) else {
         state.accepted.guard.disarm();
         return fail(
@@ -164,10 +170,9 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
         (unsent, state.offset_sent)
     });
     let mut closing = Vec::new();
-    if state.calls_streamed == 0 && !calls.is_empty() {
-        // Chunks of another attempt were dropped: the calls go out whole.
-        let whole = whole_calls(calls);
-        closing.push(chunk(state, Piece::ToolCalls(rest, &whole)));
+    let unsent_calls = unsent_calls(&state.calls_sent, calls);
+    if !unsent_calls.is_empty() {
+        closing.push(chunk(state, Piece::ToolCalls(rest, &unsent_calls)));
     } else if !rest.is_empty() || unsent.is_some_and(|(tokens, _)| !tokens.is_empty()) {
         closing.push(chunk(state, Piece::Text(rest, unsent)));
     }
@@ -180,11 +185,27 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
     data(&first)
 }
 
-/// Calls as one streamed piece each: id, name and all the arguments.
-fn whole_calls(calls: &[ToolCall]) -> Vec<ToolCallDelta> {
+/// What of the reply's `calls` the chunks did not carry (`sent`: the arguments they carried,
+/// by call): the rest of each call's arguments, and whole the calls they did not begin (the
+/// chunks of another attempt were dropped, or the worker could not publish them all).
+fn unsent_calls(sent: &[String], calls: &[ToolCall]) -> Vec<ToolCallDelta> {
     (0_u32..)
         .zip(calls)
-        .map(|(index, call)| ToolCallDelta::whole(index, call))
+        .filter_map(|(index, call)| match sent.get(index as usize) {
+            None => Some(ToolCallDelta::whole(index, call)),
+            Some(sent) => {
+                let rest = call.function.arguments.strip_prefix(sent.as_str())?;
+                (!rest.is_empty()).then(|| ToolCallDelta {
+                    index,
+                    id: None,
+                    kind: None,
+                    function: FunctionDelta {
+                        name: None,
+                        arguments: rest.to_owned(),
+                    },
+                })
+            }
+        })
         .collect()
 }
 
@@ -192,4 +213,31 @@ fn whole_calls(calls: &[ToolCall]) -> Vec<ToolCallDelta> {
 fn fail(state: &mut Streaming, error: ApiError) -> Event {
     state.phase = Phase::Done;
     data(&error.body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reply_completes_the_calls_the_chunks_began_and_adds_those_they_did_not() {
+        let calls = [
+            ToolCall::new("get_weather".into(), r#"{"city":"Paris"}"#.into()),
+            ToolCall::new("get_time".into(), r#"{"zone":"CET"}"#.into()),
+        ];
+        // Nothing streamed: both whole.
+        let whole = unsent_calls(&[], &calls);
+        assert_eq!(whole.len(), 2);
+        assert_eq!(whole[1].id.as_deref(), Some(calls[1].id.as_str()));
+        assert_eq!(whole[1].function.arguments, calls[1].function.arguments);
+        // The first call begun, its arguments cut short; the second never sent.
+        let rest = unsent_calls(&[r#"{"city":"#.into()], &calls);
+        assert_eq!(rest.len(), 2);
+        assert_eq!((rest[0].index, rest[0].id.as_ref()), (0, None));
+        assert_eq!(rest[0].function.arguments, r#""Paris"}"#);
+        assert_eq!(rest[1].function.name.as_deref(), Some("get_time"));
+        // Everything streamed: nothing more.
+        let all: Vec<String> = calls.iter().map(|c| c.function.arguments.clone()).collect();
+        assert!(unsent_calls(&all, &calls).is_empty());
+    }
 }

@@ -81,6 +81,8 @@ pub(super) fn turns_of(input: Input, turns: &mut Vec<ChatMessage>) -> Result<(),
     for (index, item) in items.into_iter().enumerate() {
         let field = format!("input[{index}]");
         let kind = match item.get("type") {
+            // An item reference's `type` is optional: an `id` without a `role`.
+            None if !item.contains_key("role") && item.contains_key("id") => "item_reference",
             None => "message",
             Some(kind) => kind.as_str().unwrap_or("?"),
         };
@@ -207,13 +209,25 @@ pub(super) fn tools_of(tools: &[Value]) -> Result<Vec<Tool>, ApiError> {
 }
 
 /// The task's `tool_choice` for the API's: a named function is `{"type": "function",
-/// "name"}` here and `{"type": "function", "function": {"name"}}` in chat's shape.
-pub(super) fn tool_choice_of(choice: &Value) -> Value {
+/// "name"}` here and `{"type": "function", "function": {"name"}}` in chat's shape. Any other
+/// object (`allowed_tools`, a hosted tool) is refused in this API's terms.
+pub(super) fn tool_choice_of(choice: &Value) -> Result<Value, ApiError> {
+    if choice.is_string() {
+        return Ok(choice.clone());
+    }
     match (
         choice.get("type").and_then(Value::as_str),
-        choice.get("name"),
+        choice.get("name").filter(|name| name.is_string()),
     ) {
-        (Some("function"), Some(name)) => json!({"type": "function", "function": {"name": name}}),
-        _ => choice.clone(),
+        (Some("function"), Some(name)) => {
+            Ok(json!({"type": "function", "function": {"name": name}}))
+        }
+        _ => Err(ApiError::invalid(
+            format!(
+                "`tool_choice` {choice} is not supported: give \"none\", \"auto\", \"required\" \
+                 or {{\"type\": \"function\", \"name\": ...}}"
+            ),
+            Some("tool_choice".into()),
+        )),
     }
 }

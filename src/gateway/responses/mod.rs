@@ -314,10 +314,12 @@ async fn publish(
         .await
 }
 
-/// `?wait=SECONDS` of a retrieve.
+/// `?wait=SECONDS` of a retrieve; OpenAI's other parameters are refused by name.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     wait: Option<u64>,
+    stream: Option<bool>,
 }
 
 /// `GET /v1/responses/{id}`.
@@ -328,6 +330,13 @@ pub async fn retrieve(
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text(), None))?;
+    if query.stream == Some(true) {
+        return Err(ApiError::invalid(
+            "`stream` is not supported on retrieve: long-poll with `?wait=SECONDS` (at most 60), \
+             or stream the request itself (`stream: true` on create)",
+            Some("stream".into()),
+        ));
+    }
     let deadline = Instant::now() + Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_S));
     loop {
         let record = owned(&app, &id, &key.0).await?;

@@ -166,7 +166,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
             json_schema,
             logprobs,
             tools,
-            tool_choice: raw.tool_choice.as_ref().map(tool_choice_of),
+            tool_choice: raw.tool_choice.as_ref().map(tool_choice_of).transpose()?,
             parallel_tool_calls: raw.parallel_tool_calls,
             stream: raw.stream.filter(|s| *s),
             ..TaskBody::default()
