@@ -81,6 +81,7 @@ async fn settle(
         give_back(shared, delivery).await;
         return;
     };
+    trace_outcome(&fate);
     let now = Instant::now();
     let timings = timings::of(meta, outcome.as_ref(), now);
     // Recorded once the reply is committed: a task given back runs (and counts) again.
@@ -114,7 +115,7 @@ async fn settle(
     if !matches!(end, CommitEnd::Failed(_)) {
         // Settled, as far as this worker can tell: an unanswered commit most likely took
         // effect (if it did not, the broker delivers the task again and it counts twice).
-        record_outcome(shared, &fate);
+        count_outcome(shared, &fate);
         if let Some(completion) = &completion {
             shared.telemetry.metrics.completed(completion);
         }
@@ -278,14 +279,19 @@ async fn mark_finished(shared: &Shared, meta: &TaskMeta) {
     }
 }
 
-/// Records how the task settled, in its span and in `warren_tasks_total`.
-fn record_outcome(shared: &Shared, fate: &Fate) {
+/// Records in the task's span how it is to settle, for the lines logged from here on (a
+/// failed commit records `abandoned` over it).
+fn trace_outcome(fate: &Fate) {
     let span = tracing::Span::current();
     span.record("outcome", fate.outcome());
-    let code = fate.code().map_or("", |c| c.as_str());
-    if !code.is_empty() {
-        span.record("code", code);
+    if let Some(code) = fate.code() {
+        span.record("code", code.as_str());
     }
+}
+
+/// Counts how the task settled in `warren_tasks_total`, once its commit is done.
+fn count_outcome(shared: &Shared, fate: &Fate) {
+    let code = fate.code().map_or("", |c| c.as_str());
     shared.telemetry.metrics.task_settled(fate.outcome(), code);
 }
 
