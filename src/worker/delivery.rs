@@ -191,9 +191,12 @@ impl CommitEnd {
 /// `outcome`. A failed ack brings it back, to be acked again.
 async fn ack_without_running(shared: &Shared, delivery: &Delivery, outcome: &'static str) {
     tracing::Span::current().record("outcome", outcome);
-    shared.telemetry.metrics.task_settled(outcome, "");
-    if let Err(e) = commit_with_ack(shared, delivery, &[], None).await {
-        warn!(error = %e, outcome, "the ack failed; the message comes back and is acked again");
+    match commit_with_ack(shared, delivery, &[], None).await {
+        Ok(_) => shared.telemetry.metrics.task_settled(outcome, ""),
+        Err(e) => {
+            warn!(error = %e, outcome, "the ack failed; the message comes back and is acked again");
+            shared.telemetry.metrics.task_settled("abandoned", "");
+        }
     }
 }
 

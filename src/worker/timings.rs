@@ -10,7 +10,7 @@ use crate::protocol::Timings;
 use crate::telemetry::Completion;
 
 /// Where the time went, in whole milliseconds, at `now`. Without an outcome (the task did
-/// not run, or failed) all of it counts as waiting.
+/// not run, or failed) when it started is unknown: the wait counts to its receipt.
 pub(crate) fn of(meta: &TaskMeta, outcome: Option<&Outcome>, now: Instant) -> Timings {
     let total = now.saturating_duration_since(meta.received);
     let (prompt, generation, slot_wait) = match outcome {
@@ -19,7 +19,10 @@ pub(crate) fn of(meta: &TaskMeta, outcome: Option<&Outcome>, now: Instant) -> Ti
         // An embedding's time is all prompt reading.
         Some(Outcome::Embedded(e)) => (e.time, Duration::ZERO, e.wait),
     };
-    let in_worker_before_start = total.saturating_sub(prompt + generation).max(slot_wait);
+    let in_worker_before_start = match outcome {
+        None => Duration::ZERO,
+        Some(_) => total.saturating_sub(prompt + generation).max(slot_wait),
+    };
     // `age` runs from the publish to the receipt: all of it was spent in the broker.
     let in_broker = meta.age.unwrap_or(Duration::ZERO);
     Timings {
@@ -115,8 +118,9 @@ mod tests {
         // Without a publish time, the wait starts at the receipt.
         let unstamped = meta(received, None);
         assert_eq!(of(&unstamped, Some(&generated(500, 400)), now).queued, 100);
-        // A task that did not run waited the whole time.
-        assert_eq!(of(&task, None, now).queued, 3000);
+        // A task without an outcome (not run, or failed after a run of unknown length)
+        // waited until its receipt, as far as anyone can tell.
+        assert_eq!(of(&task, None, now).queued, 2000);
     }
 
     #[test]

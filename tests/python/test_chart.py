@@ -242,6 +242,12 @@ def test_gateway_replicas_are_the_autoscalers_and_the_old_key_is_refused(renders
     out = subprocess.run([str(HELM), "template", "warren", str(CHART), "--set", "rabbitmq.password=x", "--set", "gateway.replicas=3"],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "gateway.replicas: the gateway's HorizontalPodAutoscaler" in out.stderr, out.stderr
+    # The key's old default, which `helm upgrade --reuse-values` from such a release keeps.
+    reused = render("--set", "rabbitmq.password=x", "--set", "gateway.replicas=2", "--set", "finishedMarks=null")
+    assert "replicas" not in find(reused, "Deployment", "warren-warren-gateway")[0]["spec"]
+    # A key the reused values lack takes its default: finished-task marks on.
+    worker = find(reused, "Deployment", "warren-warren-worker-gemma3-270m")[0]
+    assert "WARREN__WORKER__REDIS_URL" in {v["name"] for v in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
 def test_the_in_chart_broker_makes_the_virtual_host_its_url_names(renders, tmp_path):

@@ -13,7 +13,8 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
         // From 5 ms, doubling: 18 buckets reach past limits.timeout_cap_ms (10 minutes), the
-        // longest a task may run; a queue wait (the batch tier's may be hours) gets 24.
+        // longest a task may run; a queue wait (the batch tier's may be hours) gets 24 (about
+        // 12 hours).
         let latency = || Histogram::new(exponential_buckets(0.005, 2.0, 18));
         let m = Metrics {
             tasks: Family::default(),

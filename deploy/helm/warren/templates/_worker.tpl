@@ -80,7 +80,8 @@ spec:
               value: {{ $spec.slots | quote }}
             - name: WARREN__ENGINE__N_GPU_LAYERS
               value: {{ ternary "99" "0" (eq $spec.gpu true) | quote }}
-            {{- if $root.Values.finishedMarks }}
+            {{- /* Absent (values reused from a release before the key): on, the default. */}}
+            {{- if ne $root.Values.finishedMarks false }}
             - name: WARREN__WORKER__REDIS_URL
               valueFrom:
                 secretKeyRef:
