@@ -170,12 +170,7 @@ pub async fn list(
     };
     let has_more = files.len() > start + limit;
     let data: Vec<Value> = files.into_iter().skip(start).take(limit).collect();
-    let (first, last) = (
-        data.first().map(|f| f["id"].clone()),
-        data.last().map(|f| f["id"].clone()),
-    );
-    let page = json!({"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": has_more});
-    Ok(Json(page).into_response())
+    Ok(Json(object::list_page(data, has_more)).into_response())
 }
 
 /// `GET /v1/files/{id}`.

@@ -24,7 +24,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::unix_seconds;
@@ -206,10 +205,5 @@ pub async fn list(
         }
     }
     let has_more = ids.len() > start + limit;
-    let first = data.first().map(|b| b["id"].clone());
-    let last = data.last().map(|b| b["id"].clone());
-    let page = json!({
-        "object": "list", "data": data, "first_id": first, "last_id": last, "has_more": has_more,
-    });
-    Ok(Json(page).into_response())
+    Ok(Json(object::list_page(data, has_more)).into_response())
 }
