@@ -1,9 +1,10 @@
 //! Tool calling in the engine, during and after generation: [`ToolOutput`] reads a
 //! tool-using task's text with the parser its rendering gave ([`super::tools`]) into content
 //! and [`ToolCall`]s, and while streaming turns each re-read into the pieces OpenAI streams
-//! (content, then per call its id and name, then its arguments as they grow). What is parsed
-//! and how is llama.cpp's; what this module owns is which pieces go out when, and the calls'
-//! ids.
+//! (content, then per call its id and name, then its arguments as they grow). A call of the
+//! answer function ([`super::tools::answer_tool`]) is read as the answer's text. What is
+//! parsed and how is llama.cpp's; what this module owns is which pieces go out when, and the
+//! calls' ids.
 
 use llama_cpp_2::token::LlamaToken;
 use serde_json::Value;
@@ -29,6 +30,8 @@ pub(super) struct ToolOutput {
     parallel: bool,
     /// Special tokens the output holds as syntax, rendered as their text.
     preserved: Vec<LlamaToken>,
+    /// The answer function's name, when the task's answer format is one.
+    answer: Option<String>,
     /// Bytes of content already streamed.
     content_sent: usize,
     /// Calls already streamed (at least their id and name).
@@ -54,6 +57,7 @@ impl ToolOutput {
             prefix,
             parallel,
             preserved: Vec::new(),
+            answer: None,
             content_sent: 0,
             calls_sent: Vec::new(),
         }
@@ -65,29 +69,43 @@ impl ToolOutput {
         self
     }
 
+    /// The same reader, reading a call of the function `answer` as the answer's text.
+    pub(super) fn answering(mut self, answer: Option<String>) -> ToolOutput {
+        self.answer = answer;
+        self
+    }
+
     /// Whether `token` is a special token the output holds as syntax (its text is kept).
     pub(super) fn preserves(&self, token: LlamaToken) -> bool {
         self.preserved.contains(&token)
     }
 
     /// Whether generation should end at `text`: one call is all the task takes and its
-    /// arguments object is closed. (llama.cpp's grammar lets calls repeat; a model that does
-    /// not end its turn would fill its token limit with more.)
+    /// arguments object is closed, or the answer function's is (the answer ends the turn).
+    /// (llama.cpp's grammar lets calls repeat; a model that does not end its turn would fill
+    /// its token limit with more.)
     pub(super) fn ends_at(&self, text: &str) -> bool {
-        if self.parallel {
+        if self.parallel && self.answer.is_none() {
             return false;
         }
         let Ok(parsed) = self.parse(text, true) else {
             return false;
         };
-        parsed.tool_calls.first().is_some_and(|call| {
+        let closed = |call: &super::chat_template::ParsedCall| {
             serde_json::from_str::<Value>(&call.arguments).is_ok_and(|args| args.is_object())
-        })
+        };
+        if !self.parallel {
+            return parsed.tool_calls.first().is_some_and(closed);
+        }
+        parsed
+            .tool_calls
+            .iter()
+            .any(|call| Some(&call.name) == self.answer.as_ref() && closed(call))
     }
 
     /// The pieces to stream now that the text so far is `text` (`None`: nothing new yet).
     pub(super) fn advance(&mut self, text: &str) -> Option<Delta> {
-        let parsed = self.parse(text, true).ok()?;
+        let parsed = self.answered(self.parse(text, true).ok()?);
         let delta = self.pieces(&parsed, false);
         (!delta.text.is_empty() || !delta.tool_calls.is_empty()).then_some(delta)
     }
@@ -104,6 +122,7 @@ impl ToolOutput {
             .parser
             .parse(&text, cut_short)
             .or_else(|_| self.parser.parse(&text, true))
+            .map(|parsed| self.answered(parsed))
             .unwrap_or_else(|why| {
                 tracing::warn!(%why, "the output is not in the template's tool-call format");
                 Parsed {
@@ -142,6 +161,27 @@ impl ToolOutput {
     fn kept<'p>(&self, parsed: &'p Parsed) -> &'p [super::chat_template::ParsedCall] {
         let keep = if self.parallel { usize::MAX } else { 1 };
         &parsed.tool_calls[..parsed.tool_calls.len().min(keep)]
+    }
+
+    /// `parsed` with a call of the answer function read as text: its arguments follow the
+    /// content, and it is no longer a call. The answer is given once: a later call of it is
+    /// dropped.
+    fn answered(&self, mut parsed: Parsed) -> Parsed {
+        let Some(answer) = &self.answer else {
+            return parsed;
+        };
+        let mut given = false;
+        parsed.tool_calls.retain(|call| {
+            if call.name != *answer {
+                return true;
+            }
+            if !given {
+                parsed.content.push_str(&call.arguments);
+                given = true;
+            }
+            false
+        });
+        parsed
     }
 
     /// Parses the answer so far: the prompt's share of it, then `text`.

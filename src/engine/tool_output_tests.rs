@@ -10,13 +10,23 @@ const GEMMA: &str = include_str!("../../config/templates/gemma.jinja");
 /// The output reader of a `required` task of the shipped template (its prefix is the call's
 /// opening, as [`super::super::tools::render`] gives it).
 fn output(parallel: bool) -> ToolOutput {
+    output_of(&["get_weather"], parallel)
+}
+
+/// The same, offering functions named `names`, each taking a city.
+fn output_of(names: &[&str], parallel: bool) -> ToolOutput {
     let template = ChatTemplate::new(GEMMA, "<bos>", "<eos>", true).unwrap();
-    let tool = json!({"type": "function", "function": {"name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+    let tools: Vec<_> = names
+        .iter()
+        .map(|name| {
+            json!({"type": "function", "function": {"name": name,
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})
+        })
+        .collect();
     let rendered = template
         .apply(
             &json!({"messages": [{"role": "user", "content": "Weather?"}],
-                       "tools": [tool], "tool_choice": "required"}),
+                       "tools": tools, "tool_choice": "required"}),
         )
         .unwrap();
     ToolOutput::new(
@@ -81,4 +91,60 @@ fn a_call_cut_short_by_the_token_limit_says_length() {
     let mut output = output(true);
     let (answer, _) = output.finish(&CALL[..40], FinishReason::Length);
     assert_eq!(answer.finish_reason, FinishReason::Length);
+}
+
+/// A reader for a task whose answer format is the function `final_answer`.
+fn answering(parallel: bool) -> ToolOutput {
+    output_of(&["get_weather", "final_answer"], parallel).answering(Some("final_answer".into()))
+}
+
+const ANSWER: &str =
+    "{\"name\": \"final_answer\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+
+#[test]
+fn a_call_of_the_answer_function_streams_and_ends_as_the_answers_text() {
+    let mut output = answering(true);
+    let mut streamed = String::new();
+    for end in 1..=ANSWER.len() {
+        if let Some(delta) = output.advance(&ANSWER[..end]) {
+            assert!(delta.tool_calls.is_empty(), "{delta:?}");
+            streamed.push_str(&delta.text);
+        }
+    }
+    let (answer, last) = output.finish(ANSWER, FinishReason::Stop);
+    assert!(last.tool_calls.is_empty(), "{last:?}");
+    streamed.push_str(&last.text);
+    assert_eq!(answer.content, "{\"city\": \"Paris\"}");
+    assert_eq!(streamed, answer.content);
+    assert!(answer.calls.is_empty(), "{answer:?}");
+    assert_eq!(answer.finish_reason, FinishReason::Stop);
+}
+
+#[test]
+fn beside_the_answer_other_calls_stay_calls() {
+    let mut output = answering(true);
+    let both = format!("{CALL}\n<tool_call>\n{ANSWER}");
+    let (answer, _) = output.finish(&both, FinishReason::Stop);
+    let [call] = answer.calls.as_slice() else {
+        panic!("one call: {answer:?}");
+    };
+    assert_eq!(call.function.name, "get_weather");
+    assert_eq!(answer.content, "{\"city\": \"Paris\"}");
+    assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
+    // The answer ends the turn, after other calls or alone.
+    let closed = "{\"name\": \"final_answer\", \"arguments\": {\"city\": \"Rome\"}";
+    let after_a_call = format!("{CALL}\n<tool_call>\n{closed}");
+    let parallel = answering(true);
+    assert!(!parallel.ends_at(CALL));
+    assert!(!parallel.ends_at(&after_a_call[..after_a_call.len() - 1]));
+    assert!(parallel.ends_at(&after_a_call));
+    assert!(answering(false).ends_at(closed));
+}
+
+#[test]
+fn without_an_answer_function_a_call_of_that_name_is_a_call() {
+    let mut output = output_of(&["get_weather", "final_answer"], true);
+    let (answer, _) = output.finish(ANSWER, FinishReason::Stop);
+    assert_eq!(answer.calls.len(), 1, "{answer:?}");
+    assert_eq!(answer.content, "");
 }

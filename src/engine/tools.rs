@@ -3,13 +3,19 @@
 //! tool-call grammar ([`ToolGrammar`]: applied from the first token for `required` or a named
 //! function, lazily from a trigger for `auto`) and the parser of the output, which
 //! [`ToolOutput`] reads with. What is rendered and how is llama.cpp's; what this module owns
-//! is how a task's choice is put to the template and where a required call starts.
+//! is how a task's choice is put to the template, where a required call starts, and the
+//! answer function ([`answer_tool`]) a task's answer format becomes beside its tools.
 use llama_cpp_2::token::LlamaToken;
 use serde_json::{json, Value};
 
 use super::chat_template::{ChatTemplate, OutputParser};
 use super::tool_output::ToolOutput;
-use crate::protocol::{ChatMessage, Task, TaskError, ToolChoice};
+use crate::protocol::{
+    ChatMessage, FunctionDef, FunctionKind, OutputConstraint, Task, TaskError, Tool, ToolChoice,
+};
+
+/// The answer function's name, unless one of the task's tools has it.
+const ANSWER_TOOL: &str = "final_answer";
 
 /// The tool-call grammar a task's rendering gave, ready for a grammar sampler.
 #[derive(Debug, Clone)]
@@ -30,9 +36,41 @@ pub(super) struct ToolGrammar {
     pub prefill_text: String,
 }
 
+/// The function a task's answer format becomes when the model may also call the task's own
+/// tools (`auto`): llama.cpp's grammar constrains a turn to a call or to a format, not to a
+/// choice of both, so the answer is offered as one more function and the turn must call
+/// one; [`ToolOutput`] turns a call of it back into the answer's text. Its name is
+/// `final_answer`, or with a number after it when a tool of the task's has that name.
+pub(super) fn answer_tool(task: &Task) -> Option<Tool> {
+    let Some(OutputConstraint::JsonSchema(schema)) = &task.constraint else {
+        return None;
+    };
+    if task.tool_choice != ToolChoice::Auto {
+        return None;
+    }
+    let taken = |name: &str| task.tools.iter().any(|t| t.function.name == name);
+    let name = std::iter::once(ANSWER_TOOL.to_owned())
+        .chain((2..).map(|n| format!("{ANSWER_TOOL}_{n}")))
+        .find(|name| !taken(name))?;
+    Some(Tool {
+        kind: FunctionKind::Function,
+        function: FunctionDef {
+            name,
+            description: Some(
+                "Give the final answer to the user: call this when no other function is \
+                 needed. Its arguments are the answer."
+                    .to_owned(),
+            ),
+            parameters: Some(schema.clone()),
+            strict: None,
+        },
+    })
+}
+
 /// The request the chat template renders for `task`: OpenAI's messages and tools, the
-/// choice as llama.cpp takes it (a named function is the tools list cut to it, `required`).
-pub(super) fn chat_request(task: &Task, messages: &[ChatMessage]) -> Value {
+/// choice as llama.cpp takes it (a named function is the tools list cut to it, `required`;
+/// `auto` beside an answer format is the tools and the `answer` function, `required`).
+pub(super) fn chat_request(task: &Task, messages: &[ChatMessage], answer: Option<&Tool>) -> Value {
     let (tools, choice): (Vec<_>, _) = match &task.tool_choice {
         ToolChoice::Function(name) => (
             task.tools
@@ -42,7 +80,10 @@ pub(super) fn chat_request(task: &Task, messages: &[ChatMessage]) -> Value {
             "required",
         ),
         ToolChoice::Required => (task.tools.iter().collect(), "required"),
-        ToolChoice::Auto => (task.tools.iter().collect(), "auto"),
+        ToolChoice::Auto => match answer {
+            Some(answer) => (task.tools.iter().chain([answer]).collect(), "required"),
+            None => (task.tools.iter().collect(), "auto"),
+        },
         ToolChoice::None => (task.tools.iter().collect(), "none"),
     };
     json!({
@@ -77,7 +118,8 @@ pub(super) fn render(
             TaskError::invalid(format!("the chat template refused the request: {why}"))
         })
     };
-    let request = chat_request(task, messages);
+    let answer = answer_tool(task);
+    let request = chat_request(task, messages, answer.as_ref());
     let rendered = apply(&request)?;
     if task.tool_choice == ToolChoice::None {
         return Ok((rendered.prompt, None));
@@ -132,7 +174,9 @@ pub(super) fn render(
             _ => None,
         })
         .collect();
-    let output = ToolOutput::new(parser, call_start.clone(), !single).preserving(preserved);
+    let output = ToolOutput::new(parser, call_start.clone(), !single)
+        .preserving(preserved)
+        .answering(answer.map(|tool| tool.function.name));
     let prompt = format!("{}{call_start}", rendered.prompt);
     let stops = rendered.additional_stops;
     Ok((

@@ -333,6 +333,10 @@ fn a_conversation_with_calls_and_results_is_read_and_checked() {
             json!({"messages": [user], "tools": [tool], "logprobs": 2}),
             "cannot be combined",
         ),
+        (
+            json!({"messages": [user], "tools": [tool], "json_schema": {"type": "array"}}),
+            "must describe an object",
+        ),
     ] {
         let message = rejection(body.clone());
         assert!(message.contains(says), "{body}: {message}");
@@ -340,6 +344,21 @@ fn a_conversation_with_calls_and_results_is_read_and_checked() {
     // Without a call to make, the combinations are fine.
     parse(json!({"messages": [user], "tools": [tool], "tool_choice": "none", "logprobs": 2}))
         .unwrap();
+    // An answer format beside tools is an object the model may answer with, or moot when a
+    // call is forced.
+    let object = json!({"type": "object"});
+    for choice in [json!("auto"), json!("required")] {
+        parse(
+            json!({"messages": [user], "tools": [tool], "tool_choice": choice,
+                     "json_schema": object}),
+        )
+        .unwrap();
+    }
+    parse(
+        json!({"messages": [user], "tools": [tool], "tool_choice": "required",
+                 "json_schema": {"type": "array"}}),
+    )
+    .unwrap();
 }
 
 #[test]

@@ -12,7 +12,7 @@ use super::error::short;
 use super::task::{ChatMessage, Input, Role, Sampling, Task};
 use super::task_body::unsupported_version;
 use super::tools::{checked_tools, ToolChoice};
-use super::{TaskBody, TaskError, MAX_TOP_LOGPROBS, WIRE_VERSION};
+use super::{OutputConstraint, TaskBody, TaskError, MAX_TOP_LOGPROBS, WIRE_VERSION};
 
 /// Most tokens a task's `logit_bias` may name.
 pub const MAX_LOGIT_BIAS: usize = 1024;
@@ -79,7 +79,12 @@ impl TaskBody {
         let constraint = constraint(self.json_schema.as_ref(), self.grammar.as_deref())?;
         let logprobs = integer("logprobs", self.logprobs, 0, MAX_TOP_LOGPROBS)?.map(|v| v as u32);
         if tool_choice != ToolChoice::None {
-            check_tool_use(&input, constraint.is_some(), logprobs.is_some())?;
+            check_tool_use(
+                &input,
+                constraint.as_ref(),
+                &tool_choice,
+                logprobs.is_some(),
+            )?;
         }
         Ok(Task {
             input,
@@ -225,21 +230,42 @@ fn checked_messages(messages: &[ChatMessage]) -> Result<Vec<ChatMessage>, TaskEr
     Ok(messages.to_vec())
 }
 
-/// What tools cannot be combined with: a raw prompt (no template renders them), an output
-/// constraint of the caller's (the tool-call grammar is the constraint), log probabilities.
-fn check_tool_use(input: &Input, constrained: bool, logprobs: bool) -> Result<(), TaskError> {
+/// What tools cannot be combined with: a raw prompt (no template renders them), a grammar of
+/// the caller's (the tool-call grammar is the constraint), log probabilities. An answer
+/// format goes with them when it describes an object: with `auto` it becomes one more
+/// function, the answer's (see the engine's tools), with a forced call there is no text for
+/// it to shape.
+fn check_tool_use(
+    input: &Input,
+    constraint: Option<&OutputConstraint>,
+    choice: &ToolChoice,
+    logprobs: bool,
+) -> Result<(), TaskError> {
     if matches!(input, Input::Prompt(_)) {
         return Err(TaskError::invalid(
             "`tools` needs `messages`: a raw `prompt` has no chat template to render them",
         ));
     }
-    if constrained {
-        return Err(TaskError::invalid(
-            "`tools` cannot be combined with an answer format (`json_schema`, over HTTP \
-             `response_format` or `text.format`) or `grammar` unless `tool_choice` is \"none\": \
-             llama.cpp constrains a turn to a tool call or to the format, not to a choice of \
-             both. Give the answer's shape as one more tool instead",
-        ));
+    match constraint {
+        Some(OutputConstraint::Grammar(_)) => {
+            return Err(TaskError::invalid(
+                "`tools` cannot be combined with a `grammar` unless `tool_choice` is \"none\": \
+                 the tool-call grammar is the turn's constraint. Give the answer's shape as \
+                 `json_schema` instead",
+            ))
+        }
+        Some(OutputConstraint::JsonSchema(schema))
+            if *choice == ToolChoice::Auto
+                && schema.get("type") != Some(&Value::from("object")) =>
+        {
+            return Err(TaskError::invalid(
+                "an answer format (`json_schema`, over HTTP `response_format` or `text.format`) \
+                 beside `tools` with `tool_choice` \"auto\" must describe an object \
+                 (`\"type\": \"object\"` at its root): the answer is offered to the model as \
+                 one more function, whose arguments are an object",
+            ))
+        }
+        _ => {}
     }
     if logprobs {
         return Err(TaskError::invalid(

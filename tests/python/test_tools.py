@@ -2,7 +2,8 @@
 a forced call (`required` or a named function) comes back as `tool_calls` whose arguments
 validate against the tool's schema, non-streamed and streamed (the SDK's own accumulator
 rebuilds the call); a conversation holding an assistant's calls and the tools' results is
-answered; `auto` leaves the choice to the model; bad tools get a 400 (or an error reply and a
+answered; `auto` leaves the choice to the model, and beside an answer format the answer comes
+back as content that fits it (the format is offered as one more function); bad tools get a 400 (or an error reply and a
 dead letter) that names what is wrong, and the worker keeps serving.
 
 The default model is a base model: it does not decide to call tools, so these tests force
@@ -135,7 +136,8 @@ def test_with_auto_the_model_decides_and_the_reply_says_which_it_did(client):
         ({"tools": [{"type": "function", "function": {"name": "has space"}}]}, "tools[0].function.name"),
         ({"tools": TOOLS + TOOLS[:1]}, "tools[2].function.name"),
         ({"messages": QUESTION + [{"role": "tool", "content": "x"}]}, "tool_call_id"),
-        ({"response_format": {"type": "json_object"}}, "json_schema"),
+        ({"tool_choice": "auto", "response_format": {"type": "json_schema", "json_schema": {
+            "name": "a", "schema": {"type": "array"}}}}, "must describe an object"),
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"$ref": "#/definitions/nowhere"}}}]},
          "cannot resolve $ref"),
     ],
@@ -187,6 +189,49 @@ def test_over_amqp_a_bad_tool_schema_is_an_error_reply_with_llama_cpps_reason_an
     assert fine["status"] == "ok"
 
 
+# An answer's shape, given as the format beside tools.
+SUMMARY = {"type": "object", "properties": {"summary": {"type": "string", "maxLength": 60}},
+           "required": ["summary"], "additionalProperties": False}
+SUMMARY_FORMAT = {"type": "json_schema", "json_schema": {"name": "summary", "schema": SUMMARY, "strict": True}}
+
+
+def check_answered(content, calls):
+    """The answer is content that fits SUMMARY; the answer function never shows as a call."""
+    jsonschema.validate(json.loads(content), SUMMARY)
+    assert all(name != "final_answer" for name in calls), calls
+
+
+def test_beside_tools_with_auto_an_answer_format_comes_back_as_content_that_fits_it(client):
+    # The base model calls the offered functions in the order listed: the weather tool, then
+    # the answer function (listed last), whose arguments are the reply's content.
+    request = dict(model="m", messages=QUESTION, tools=TOOLS[:1], tool_choice="auto", response_format=SUMMARY_FORMAT,
+                   max_tokens=120, temperature=0)
+    completion = client.chat.completions.create(**request)
+    choice = completion.choices[0]
+    calls = choice.message.tool_calls or []
+    check_answered(choice.message.content, [call.function.name for call in calls])
+    for call in calls:
+        check_call(call, "get_weather")
+    with client.chat.completions.stream(**request) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_completion().choices[0]
+    assert "content.delta" in kinds
+    check_answered(final.message.content, [call.function.name for call in final.message.tool_calls or []])
+
+
+def test_over_amqp_an_answer_format_beside_tools_streams_as_text(amqp):
+    task = {"messages": QUESTION, "tools": TOOLS[:1], "tool_choice": "auto", "json_schema": SUMMARY,
+            "max_tokens": 120, "stream": True}
+    task_id = amqp.send(task)
+    reply = amqp.reply(task_id)
+    assert reply["status"] == "ok", reply
+    check_answered(reply["text"], [call["function"]["name"] for call in reply.get("tool_calls", [])])
+    chunks = amqp.chunks[task_id]
+    assert "".join(chunk.get("delta", "") for chunk in chunks) == reply["text"]
+    pieces = [piece for chunk in chunks for piece in chunk.get("tool_calls", [])]
+    assert [p["function"]["name"] for p in pieces if p.get("id")] == [c["function"]["name"] for c in reply.get("tool_calls", [])]
+
+
 RESPONSE_TOOLS = [{"type": "function", **tool["function"]} for tool in TOOLS]
 
 
@@ -209,6 +254,23 @@ def test_the_responses_api_forces_a_call_and_takes_its_output_back(client):
     assert follow_up.status in ("completed", "incomplete")
     assert follow_up.output_text
     assert follow_up.usage.input_tokens > response.usage.input_tokens
+
+
+def test_the_responses_api_answers_in_its_text_format_beside_tools(client):
+    request = dict(
+        model="m", input="What is the weather in Paris, in celsius?", tools=RESPONSE_TOOLS[:1], max_output_tokens=120,
+        temperature=0, text={"format": {"type": "json_schema", "name": "summary", "schema": SUMMARY, "strict": True}},
+    )
+    response = client.responses.create(**request)
+    calls = [item for item in response.output if item.type == "function_call"]
+    check_answered(response.output_text, [call.name for call in calls])
+    # The answer follows the calls, in the object and in the stream's output indexes.
+    assert [item.type for item in response.output][-1] == "message"
+    events = list(client.responses.create(**request, stream=True))
+    added = [(event.output_index, event.item.type) for event in events if event.type == "response.output_item.added"]
+    final = events[-1].response
+    assert added == list(enumerate(item.type for item in final.output)), added
+    check_answered(final.output_text, [item.name for item in final.output if item.type == "function_call"])
 
 
 def test_an_input_item_type_the_gateway_does_not_serve_is_named(client):

@@ -113,3 +113,39 @@ def test_an_openai_agents_function_tool_runs_through_the_responses_api(stack):
         assert outputs[0].output.startswith("Sunny in ")
         assert result.final_output == outputs[0].output
     assert len(asked) == 2
+
+
+class Forecast(BaseModel):
+    city: str = Field(max_length=24)
+    sunny: bool
+
+
+def test_an_openai_agents_agent_with_tools_and_an_output_type_ends_with_that_type(stack):
+    import asyncio
+
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)
+    asked = []
+
+    # Offered until called once: a base model calls the first function it is offered every
+    # turn, so the second turn offers none and answers in the output type's format.
+    @function_tool(is_enabled=lambda context, agent: not asked)
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        asked.append(city)
+        return f"Sunny in {city}."
+
+    client = AsyncOpenAI(base_url=stack.gateway.base_url, api_key="unused", max_retries=0)
+    agent = Agent(
+        name="forecaster", instructions="Answer with the weather.", tools=[weather], output_type=Forecast,
+        model=OpenAIResponsesModel(model="m", openai_client=client),
+        model_settings=ModelSettings(max_tokens=80, parallel_tool_calls=False),
+    )
+    # The first turn sends `tools` and `text.format` together (no longer a 400).
+    result = asyncio.run(Runner.run(agent, "What is the weather in Lisbon?", max_turns=3))
+    kinds = [item.type for item in result.new_items]
+    assert kinds == ["tool_call_item", "tool_call_output_item", "message_output_item"], kinds
+    assert len(asked) == 1
+    assert isinstance(result.final_output, Forecast)
