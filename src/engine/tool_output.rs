@@ -9,7 +9,7 @@
 use llama_cpp_2::token::LlamaToken;
 use serde_json::Value;
 
-use super::chat_template::{OutputParser, Parsed};
+use super::chat_template::{OutputParser, Parsed, ParsedCall};
 use super::Delta;
 use crate::protocol::{FinishReason, FunctionDelta, FunctionKind, ToolCall, ToolCallDelta};
 
@@ -32,8 +32,8 @@ pub(super) struct ToolOutput {
     preserved: Vec<LlamaToken>,
     /// The answer function's name, when the task's answer format is one.
     answer: Option<String>,
-    /// Bytes of content already streamed.
-    content_sent: usize,
+    /// Content already streamed.
+    content_sent: String,
     /// Calls already streamed (at least their id and name).
     calls_sent: Vec<SentCall>,
 }
@@ -58,7 +58,7 @@ impl ToolOutput {
             parallel,
             preserved: Vec::new(),
             answer: None,
-            content_sent: 0,
+            content_sent: String::new(),
             calls_sent: Vec::new(),
         }
     }
@@ -81,7 +81,8 @@ impl ToolOutput {
     }
 
     /// Whether generation should end at `text`: one call is all the task takes and its
-    /// arguments object is closed, or the answer function's is (the answer ends the turn).
+    /// arguments object is closed, or the answer function's is (the answer ends the turn), or
+    /// the answer begins after another call (it would answer before the call's result).
     /// (llama.cpp's grammar lets calls repeat; a model that does not end its turn would fill
     /// its token limit with more.)
     pub(super) fn ends_at(&self, text: &str) -> bool {
@@ -91,16 +92,21 @@ impl ToolOutput {
         let Ok(parsed) = self.parse(text, true) else {
             return false;
         };
-        let closed = |call: &super::chat_template::ParsedCall| {
+        let closed = |call: &ParsedCall| {
             serde_json::from_str::<Value>(&call.arguments).is_ok_and(|args| args.is_object())
         };
-        if !self.parallel {
-            return parsed.tool_calls.first().is_some_and(closed);
+        match parsed.tool_calls.as_slice() {
+            [] => false,
+            [first, ..] if !self.parallel || self.is_answer(first) => closed(first),
+            [_, later @ ..] => later
+                .iter()
+                .any(|call| self.is_answer(call) && !call.arguments.is_empty()),
         }
-        parsed
-            .tool_calls
-            .iter()
-            .any(|call| Some(&call.name) == self.answer.as_ref() && closed(call))
+    }
+
+    /// Whether `call` is of the answer function (its name whole once its arguments began).
+    fn is_answer(&self, call: &ParsedCall) -> bool {
+        self.answer.as_ref() == Some(&call.name)
     }
 
     /// The pieces to stream now that the text so far is `text` (`None`: nothing new yet).
@@ -158,29 +164,24 @@ impl ToolOutput {
     }
 
     /// The calls of `parsed` this task keeps.
-    fn kept<'p>(&self, parsed: &'p Parsed) -> &'p [super::chat_template::ParsedCall] {
+    fn kept<'p>(&self, parsed: &'p Parsed) -> &'p [ParsedCall] {
         let keep = if self.parallel { usize::MAX } else { 1 };
         &parsed.tool_calls[..parsed.tool_calls.len().min(keep)]
     }
 
-    /// `parsed` with a call of the answer function read as text: its arguments follow the
-    /// content, and it is no longer a call. The answer is given once: a later call of it is
-    /// dropped.
+    /// `parsed` as the task answers: with an answer function, the content is its call's
+    /// arguments when it is the first call (the answer) and nothing otherwise (the format
+    /// shapes all the text there is), and a call of it is never a call. One after other calls
+    /// is dropped: it was written before their results.
     fn answered(&self, mut parsed: Parsed) -> Parsed {
-        let Some(answer) = &self.answer else {
+        if self.answer.is_none() {
             return parsed;
+        }
+        parsed.content = match parsed.tool_calls.first() {
+            Some(first) if self.is_answer(first) => first.arguments.clone(),
+            _ => String::new(),
         };
-        let mut given = false;
-        parsed.tool_calls.retain(|call| {
-            if call.name != *answer {
-                return true;
-            }
-            if !given {
-                parsed.content.push_str(&call.arguments);
-                given = true;
-            }
-            false
-        });
+        parsed.tool_calls.retain(|call| !self.is_answer(call));
         parsed
     }
 
@@ -199,9 +200,9 @@ impl ToolOutput {
             logprobs: Vec::new(),
             tool_calls: Vec::new(),
         };
-        if let Some(fresh) = parsed.content.get(self.content_sent..) {
+        if let Some(fresh) = parsed.content.strip_prefix(self.content_sent.as_str()) {
             delta.text = fresh.to_owned();
-            self.content_sent = parsed.content.len();
+            self.content_sent = parsed.content.clone();
         }
         for (index, call) in self.kept(parsed).iter().enumerate() {
             if index == self.calls_sent.len() {

@@ -121,7 +121,7 @@ fn a_call_of_the_answer_function_streams_and_ends_as_the_answers_text() {
 }
 
 #[test]
-fn beside_the_answer_other_calls_stay_calls() {
+fn an_answer_after_other_calls_is_dropped_and_ends_the_turn() {
     let mut output = answering(true);
     let both = format!("{CALL}\n<tool_call>\n{ANSWER}");
     let (answer, _) = output.finish(&both, FinishReason::Stop);
@@ -129,16 +129,17 @@ fn beside_the_answer_other_calls_stay_calls() {
         panic!("one call: {answer:?}");
     };
     assert_eq!(call.function.name, "get_weather");
-    assert_eq!(answer.content, "{\"city\": \"Paris\"}");
+    assert_eq!(answer.content, "");
     assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
-    // The answer ends the turn, after other calls or alone.
-    let closed = "{\"name\": \"final_answer\", \"arguments\": {\"city\": \"Rome\"}";
-    let after_a_call = format!("{CALL}\n<tool_call>\n{closed}");
+    // It ends the turn as soon as its arguments begin; alone, once they close.
     let parallel = answering(true);
+    let begun = format!("{CALL}\n<tool_call>\n{{\"name\": \"final_answer\", \"arguments\": {{\"c");
     assert!(!parallel.ends_at(CALL));
-    assert!(!parallel.ends_at(&after_a_call[..after_a_call.len() - 1]));
-    assert!(parallel.ends_at(&after_a_call));
-    assert!(answering(false).ends_at(closed));
+    assert!(parallel.ends_at(&begun));
+    let alone = "{\"name\": \"final_answer\", \"arguments\": {\"city\": \"Rome\"}";
+    assert!(!parallel.ends_at(&alone[..alone.len() - 1]));
+    assert!(parallel.ends_at(alone));
+    assert!(answering(false).ends_at(alone));
 }
 
 #[test]

@@ -195,41 +195,41 @@ SUMMARY = {"type": "object", "properties": {"summary": {"type": "string", "maxLe
 SUMMARY_FORMAT = {"type": "json_schema", "json_schema": {"name": "summary", "schema": SUMMARY, "strict": True}}
 
 
-def check_answered(content, calls):
-    """The answer is content that fits SUMMARY; the answer function never shows as a call."""
-    jsonschema.validate(json.loads(content), SUMMARY)
-    assert all(name != "final_answer" for name in calls), calls
+# The base model calls the first function it is offered when its name is a likely
+# continuation (`get_weather`), and the answer function (listed last) when it is not
+# (`lookup`): the same request then exercises either side of the choice.
+LOOKUP = [{"type": "function", "function": {**TOOLS[0]["function"], "name": "lookup"}}]
 
 
-def test_beside_tools_with_auto_an_answer_format_comes_back_as_content_that_fits_it(client):
-    # The base model calls the offered functions in the order listed: the weather tool, then
-    # the answer function (listed last), whose arguments are the reply's content.
-    request = dict(model="m", messages=QUESTION, tools=TOOLS[:1], tool_choice="auto", response_format=SUMMARY_FORMAT,
-                   max_tokens=120, temperature=0)
-    completion = client.chat.completions.create(**request)
-    choice = completion.choices[0]
-    calls = choice.message.tool_calls or []
-    check_answered(choice.message.content, [call.function.name for call in calls])
-    for call in calls:
-        check_call(call, "get_weather")
-    with client.chat.completions.stream(**request) as stream:
+def test_beside_tools_with_auto_an_answer_format_is_the_content_or_a_call_is_made(client):
+    request = dict(model="m", messages=QUESTION, tool_choice="auto", response_format=SUMMARY_FORMAT, max_tokens=120,
+                   temperature=0)
+    answered = client.chat.completions.create(**request, tools=LOOKUP).choices[0]
+    assert answered.finish_reason == "stop" and answered.message.tool_calls is None, answered
+    jsonschema.validate(json.loads(answered.message.content), SUMMARY)
+    with client.chat.completions.stream(**request, tools=LOOKUP) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_completion().choices[0]
-    assert "content.delta" in kinds
-    check_answered(final.message.content, [call.function.name for call in final.message.tool_calls or []])
+    assert "content.delta" in kinds and "tool_calls.function.arguments.delta" not in kinds, kinds
+    jsonschema.validate(json.loads(final.message.content), SUMMARY)
+    # A call is the turn: the answer the model began after it (before its result) is dropped.
+    called = client.chat.completions.create(**request, tools=TOOLS[:1]).choices[0]
+    assert called.finish_reason == "tool_calls" and called.message.content is None, called
+    [call] = called.message.tool_calls
+    check_call(call, "get_weather")
 
 
 def test_over_amqp_an_answer_format_beside_tools_streams_as_text(amqp):
-    task = {"messages": QUESTION, "tools": TOOLS[:1], "tool_choice": "auto", "json_schema": SUMMARY,
+    task = {"messages": QUESTION, "tools": LOOKUP, "tool_choice": "auto", "json_schema": SUMMARY,
             "max_tokens": 120, "stream": True}
     task_id = amqp.send(task)
     reply = amqp.reply(task_id)
-    assert reply["status"] == "ok", reply
-    check_answered(reply["text"], [call["function"]["name"] for call in reply.get("tool_calls", [])])
+    assert reply["status"] == "ok" and reply["finish_reason"] == "stop", reply
+    assert "tool_calls" not in reply, reply
+    jsonschema.validate(json.loads(reply["text"]), SUMMARY)
     chunks = amqp.chunks[task_id]
     assert "".join(chunk.get("delta", "") for chunk in chunks) == reply["text"]
-    pieces = [piece for chunk in chunks for piece in chunk.get("tool_calls", [])]
-    assert [p["function"]["name"] for p in pieces if p.get("id")] == [c["function"]["name"] for c in reply.get("tool_calls", [])]
+    assert not [piece for chunk in chunks for piece in chunk.get("tool_calls", [])]
 
 
 RESPONSE_TOOLS = [{"type": "function", **tool["function"]} for tool in TOOLS]
@@ -258,19 +258,18 @@ def test_the_responses_api_forces_a_call_and_takes_its_output_back(client):
 
 def test_the_responses_api_answers_in_its_text_format_beside_tools(client):
     request = dict(
-        model="m", input="What is the weather in Paris, in celsius?", tools=RESPONSE_TOOLS[:1], max_output_tokens=120,
-        temperature=0, text={"format": {"type": "json_schema", "name": "summary", "schema": SUMMARY, "strict": True}},
+        model="m", input="What is the weather in Paris, in celsius?", max_output_tokens=120, temperature=0,
+        tools=[{"type": "function", **LOOKUP[0]["function"]}],
+        text={"format": {"type": "json_schema", "name": "summary", "schema": SUMMARY, "strict": True}},
     )
     response = client.responses.create(**request)
-    calls = [item for item in response.output if item.type == "function_call"]
-    check_answered(response.output_text, [call.name for call in calls])
-    # The answer follows the calls, in the object and in the stream's output indexes.
-    assert [item.type for item in response.output][-1] == "message"
+    assert [item.type for item in response.output] == ["message"], response.output
+    jsonschema.validate(json.loads(response.output_text), SUMMARY)
     events = list(client.responses.create(**request, stream=True))
-    added = [(event.output_index, event.item.type) for event in events if event.type == "response.output_item.added"]
+    assert "response.function_call_arguments.delta" not in [event.type for event in events]
     final = events[-1].response
-    assert added == list(enumerate(item.type for item in final.output)), added
-    check_answered(final.output_text, [item.name for item in final.output if item.type == "function_call"])
+    assert [item.type for item in final.output] == ["message"]
+    jsonschema.validate(json.loads(final.output_text), SUMMARY)
 
 
 def test_an_input_item_type_the_gateway_does_not_serve_is_named(client):

@@ -97,21 +97,6 @@ pub fn with_status(object: &Value, status: Status) -> Value {
     next
 }
 
-/// Whether a response's message comes after its calls: beside tools with `auto`, an answer
-/// format is a function the model calls last (the wire contract's answer function), so its
-/// text follows the calls, as it is streamed. Otherwise what a model says comes before its
-/// calls.
-fn answers_after_calls(object: &Value) -> bool {
-    let formatted = !matches!(
-        object["text"]["format"]["type"].as_str(),
-        None | Some("text")
-    );
-    let has_tools = object["tools"]
-        .as_array()
-        .is_some_and(|tools| !tools.is_empty());
-    formatted && has_tools && object["tool_choice"] == "auto"
-}
-
 /// The final state a worker's reply leads to.
 pub fn outcome(reply: &Reply) -> Status {
     match (reply.status, reply.error.as_ref().map(|e| e.code)) {
@@ -134,26 +119,22 @@ pub fn finished(object: &Value, reply: &Reply) -> Value {
     let suffix = id.trim_start_matches("resp_");
     let mut output = Vec::new();
     // A reply that only calls tools has no message, as OpenAI's.
-    let message = reply
+    if let Some(text) = reply
         .text
         .as_ref()
         .filter(|t| calls.is_empty() || !t.is_empty())
-        .map(|text| {
-            let mut content = json!({"type": "output_text", "text": text, "annotations": []});
-            if let Some(tokens) = &reply.logprobs {
-                content["logprobs"] = logprobs::entries(tokens);
-            }
-            json!({
-                "type": "message",
-                "id": format!("msg_{suffix}"),
-                "status": "completed",
-                "role": "assistant",
-                "content": [content],
-            })
-        });
-    let answer_last = answers_after_calls(object);
-    if !answer_last {
-        output.extend(message.clone());
+    {
+        let mut content = json!({"type": "output_text", "text": text, "annotations": []});
+        if let Some(tokens) = &reply.logprobs {
+            content["logprobs"] = logprobs::entries(tokens);
+        }
+        output.push(json!({
+            "type": "message",
+            "id": format!("msg_{suffix}"),
+            "status": "completed",
+            "role": "assistant",
+            "content": [content],
+        }));
     }
     for (index, call) in calls.iter().enumerate() {
         output.push(json!({
@@ -164,9 +145,6 @@ pub fn finished(object: &Value, reply: &Reply) -> Value {
             "arguments": call.function.arguments,
             "status": if status == Status::Incomplete { "incomplete" } else { "completed" },
         }));
-    }
-    if answer_last {
-        output.extend(message);
     }
     if reply.text.is_some() || !calls.is_empty() {
         next["output"] = Value::Array(output);

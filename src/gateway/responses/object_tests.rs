@@ -140,32 +140,3 @@ fn function_tools_calls_and_their_outputs_become_the_chat_shapes() {
         .unwrap()
         .starts_with("call_"));
 }
-
-#[test]
-fn an_answer_format_beside_tools_puts_the_message_after_the_calls() {
-    let request = |format: Value| {
-        let body = json!({"model": "m", "input": "Weather?", "text": {"format": format},
-            "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]});
-        parse_request(body.to_string().as_bytes()).unwrap()
-    };
-    let mut both = reply(ReplyStatus::Ok, Some(FinishReason::ToolCalls), None);
-    both.text = Some("{\"summary\": \"sunny\"}".into());
-    both.tool_calls = Some(vec![crate::protocol::ToolCall::new(
-        "get_weather".into(),
-        "{}".into(),
-    )]);
-    let kinds = |format: Value| {
-        let done = finished(&queued("resp_1", 5, &request(format)), &both);
-        done["output"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|item| item["type"].as_str().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        kinds(json!({"type": "json_object"})),
-        ["function_call", "message"]
-    );
-    assert_eq!(kinds(json!({"type": "text"})), ["message", "function_call"]);
-}
