@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::object::{endpoint_kind, Endpoint};
 use crate::gateway::completions::request;
+use crate::gateway::embeddings::Encoding;
 use crate::gateway::errors::ApiError;
 use crate::gateway::models::Models;
 use crate::protocol::Limits;
@@ -29,7 +30,7 @@ impl Line {
     /// published.
     pub fn task_for(&self, models: &Models) -> Result<&LineTask, ApiError> {
         let task = self.task.as_ref().map_err(Clone::clone)?;
-        if !task.embedding {
+        if task.embedding.is_none() {
             models.routing_key(&task.model)?;
         }
         Ok(task)
@@ -43,8 +44,9 @@ pub struct LineTask {
     pub body: Vec<u8>,
     /// The model it names (its routing key under routing by model).
     pub model: String,
-    /// An embedding task (published to the embeddings queue).
-    pub embedding: bool,
+    /// For an embedding task (published to the embeddings queue), how its vectors are
+    /// written in the output file.
+    pub embedding: Option<Encoding>,
 }
 
 /// Why an input file fails the whole batch (OpenAI's `errors.data[]`).
@@ -162,16 +164,10 @@ fn line_task(endpoint: Endpoint, body: &Value, limits: &Limits) -> Result<LineTa
         Endpoint::Completions(kind) => kind,
         Endpoint::Embeddings => {
             let request = crate::gateway::embeddings::parse_request(&bytes, limits)?;
-            if request.encoding != crate::gateway::embeddings::Encoding::Float {
-                return Err(ApiError::invalid(
-                    "`encoding_format` \"base64\" is not served in a batch: its output file holds floats",
-                    Some("encoding_format".into()),
-                ));
-            }
             return Ok(LineTask {
                 body: request.body.to_bytes(),
                 model: request.model,
-                embedding: true,
+                embedding: Some(request.encoding),
             });
         }
     };
@@ -186,7 +182,7 @@ fn line_task(endpoint: Endpoint, body: &Value, limits: &Limits) -> Result<LineTa
     Ok(LineTask {
         body: task,
         model: request.model,
-        embedding: false,
+        embedding: None,
     })
 }
 

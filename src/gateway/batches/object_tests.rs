@@ -1,5 +1,6 @@
 use super::*;
 use crate::gateway::batches::outcome::{result_line, unrun_line, Outcome};
+use crate::gateway::embeddings::Encoding;
 use crate::protocol::{ErrorBody, ErrorCode, FinishReason, Timings, Usage};
 use crate::protocol::{Reply, ReplyStatus};
 
@@ -94,8 +95,8 @@ fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
     let (line, in_output) = result_line(
         Endpoint::Completions(Kind::Chat),
         "gemma3-270m",
-        "batch_req_1_0",
-        "a",
+        None,
+        ("batch_req_1_0", "a"),
         &ok,
     );
     assert!(in_output && ok.is_completed());
@@ -120,8 +121,8 @@ fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
     let (line, in_output) = result_line(
         Endpoint::Completions(Kind::Completion),
         "gemma3-270m",
-        "batch_req_1_1",
-        "b",
+        None,
+        ("batch_req_1_1", "b"),
         &failed,
     );
     assert!(!in_output && !failed.is_completed());
@@ -132,8 +133,8 @@ fn an_answer_goes_to_the_output_file_and_a_failure_to_the_error_file() {
     let (line, in_output) = result_line(
         Endpoint::Completions(Kind::Chat),
         "gemma3-270m",
-        "batch_req_1_2",
-        "c",
+        None,
+        ("batch_req_1_2", "c"),
         &refused,
     );
     assert!(!in_output);
@@ -178,16 +179,35 @@ fn an_embedding_answer_is_openais_list_in_the_output_file() {
         reply: Box::new(answered),
         at: 7,
     };
-    let (line, in_output) = result_line(Endpoint::Embeddings, "m", "batch_req_1_0", "e", &ok);
+    let (line, in_output) =
+        result_line(Endpoint::Embeddings, "m", None, ("batch_req_1_0", "e"), &ok);
     assert!(in_output);
     let body = &line["response"]["body"];
     assert_eq!(body["object"], "list");
     assert_eq!(body["data"][0]["embedding"], serde_json::json!([0.25, 0.5]));
+    // Asked for as base64: the float32 bytes, little-endian, as the endpoint sends them.
+    let (line, _) = result_line(
+        Endpoint::Embeddings,
+        "m",
+        Some(Encoding::Base64),
+        ("batch_req_1_0", "e"),
+        &ok,
+    );
+    assert_eq!(
+        line["response"]["body"]["data"][0]["embedding"],
+        "AACAPgAAAD8="
+    );
     let lost = Outcome::Answered {
         reply: Box::new(reply(ReplyStatus::Ok, None)),
         at: 7,
     };
-    let (line, in_output) = result_line(Endpoint::Embeddings, "m", "batch_req_1_1", "f", &lost);
+    let (line, in_output) = result_line(
+        Endpoint::Embeddings,
+        "m",
+        None,
+        ("batch_req_1_1", "f"),
+        &lost,
+    );
     assert!(!in_output, "a reply without vectors is an error line");
     assert_eq!(line["response"]["status_code"], 500);
 }

@@ -46,19 +46,23 @@ impl Outcome {
     }
 }
 
-/// One request's line in the output file (`true`) or the error file (`false`).
+/// One request's line in the output file (`true`) or the error file (`false`); `ids` are
+/// the line's id and its `custom_id`, `encoding` how an embedding request asked for its
+/// vectors (floats when not said).
 pub fn result_line(
     endpoint: Endpoint,
     model: &str,
-    id: &str,
-    custom_id: &str,
+    encoding: Option<Encoding>,
+    (id, custom_id): (&str, &str),
     outcome: &Outcome,
 ) -> (Value, bool) {
     match outcome {
         Outcome::Answered { reply, at } if reply.status == ReplyStatus::Ok => {
             let body = match endpoint {
                 Endpoint::Completions(kind) => Ok(reply::response(kind, id, *at, model, reply)),
-                Endpoint::Embeddings => embeddings::response(model, Encoding::Float, reply),
+                Endpoint::Embeddings => {
+                    embeddings::response(model, encoding.unwrap_or(Encoding::Float), reply)
+                }
             };
             match body {
                 Ok(body) => (response_line(id, custom_id, 200, body), true),

@@ -204,7 +204,7 @@ async fn publish(
         let line = tracing::info_span!("batch request", batch = id, line = next as i64);
         traces::continue_trace(&line, traces::from_traceparent(&record.traceparent));
         let sent = async {
-            if task.embedding {
+            if task.embedding.is_some() {
                 let queue = &app.embeddings_queue;
                 client
                     .send_to_queue(&line_id, &task.body, results, queue)
@@ -318,9 +318,12 @@ async fn finish(
         let line_id = object::line_id(id, index);
         let (text, ok) = match outcomes.get(&index) {
             Some(outcome) => {
-                let requested = line.task.as_ref().map_or("", |task| task.model.as_str());
+                let task = line.task.as_ref().ok();
+                let requested = task.map_or("", |task| task.model.as_str());
                 let model = app.models.reply_name(requested);
-                outcome::result_line(endpoint, model, &line_id, &line.custom_id, outcome)
+                let encoding = task.and_then(|task| task.embedding);
+                let line_id = (line_id.as_str(), line.custom_id.as_str());
+                outcome::result_line(endpoint, model, encoding, line_id, outcome)
             }
             None => (outcome::unrun_line(&line_id, &line.custom_id, unrun), false),
         };
