@@ -117,6 +117,10 @@ def test_a_batch_answers_every_request_once_in_its_output_and_error_files(client
     assert metric(stack.gateway.metrics_url, "warren_gateway_batches_ended_total", status="completed") == ended + 1
     assert metric(stack.gateway.metrics_url, "warren_gateway_batch_tasks_published_total") == published + 3
     assert batch.id in [b.id for b in client.batches.list(limit=100).data]
+    # A page after a batch starts past it; after an id that names none of the caller's, a 404.
+    assert batch.id not in [b.id for b in client.batches.list(limit=100, after=batch.id).data]
+    with pytest.raises(NotFoundError):
+        client.batches.list(after="batch_nowhere")
 
 
 def test_a_completions_batch_gets_text_completion_objects(client):

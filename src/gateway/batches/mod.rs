@@ -193,10 +193,15 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let Query(page) = page.map_err(|e| ApiError::invalid(e.body_text(), None))?;
     let ids = app.batches.store.ids_of(&key.owner(), true).await?;
-    let start = page
-        .after
-        .and_then(|after| ids.iter().position(|id| *id == after).map(|i| i + 1))
-        .unwrap_or(0);
+    // An `after` that names no batch of the caller's is refused, as for files: starting over
+    // from the first page would hand a pager the same batches again.
+    let start = match &page.after {
+        None => 0,
+        Some(after) => match ids.iter().position(|id| id == after) {
+            Some(at) => at + 1,
+            None => return Err(ApiError::no_such("batch", after)),
+        },
+    };
     let limit = page.limit.unwrap_or(20).clamp(1, 100);
     let mut data = Vec::new();
     for id in ids.iter().skip(start).take(limit) {
