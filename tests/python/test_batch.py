@@ -134,6 +134,28 @@ def test_a_completions_batch_gets_text_completion_objects(client):
     assert isinstance(output["response"]["body"]["choices"][0]["text"], str)
 
 
+def test_a_responses_batch_gets_response_objects_the_sdk_reads(client):
+    from openai.types.responses import Response
+
+    def line(custom_id, **body):
+        return {"custom_id": custom_id, "method": "POST", "url": "/v1/responses",
+                "body": {"model": "gemma3-270m", "input": "The sky is", "max_output_tokens": 4, "temperature": 0,
+                         **body}}
+
+    lines = [line("r1", instructions="Be brief."), line("streamed", stream=True)]
+    batch = wait_final(client, run_batch(client, lines, endpoint="/v1/responses").id)
+    assert batch.status == "completed" and batch.request_counts.failed == 1, batch
+    results = each_once(client, batch, lines)
+    body = results["r1"]["response"]["body"]
+    response = Response.model_validate(body)
+    assert response.id.startswith("resp_") and response.status in ("completed", "incomplete")
+    assert response.instructions == "Be brief."
+    alone = client.responses.create(**lines[0]["body"])
+    assert response.output_text == alone.output_text
+    refused = results["streamed"]["response"]
+    assert refused["status_code"] == 400 and refused["body"]["error"]["param"] == "stream"
+
+
 def test_a_malformed_file_fails_the_batch_naming_its_lines(client):
     lines = [chat_line("a", "hi"), "this is not json", chat_line("a", "hi again"),
              {**chat_line("d", "hi"), "url": "/v1/completions"}]

@@ -11,6 +11,7 @@ use crate::gateway::completions::request;
 use crate::gateway::embeddings::Encoding;
 use crate::gateway::errors::ApiError;
 use crate::gateway::models::Models;
+use crate::gateway::responses;
 use crate::protocol::Limits;
 
 /// One line of an input file, checked.
@@ -30,7 +31,7 @@ impl Line {
     /// published.
     pub fn task_for(&self, models: &Models) -> Result<&LineTask, ApiError> {
         let task = self.task.as_ref().map_err(Clone::clone)?;
-        if task.embedding.is_none() {
+        if !matches!(task.kind, LineKind::Embedding(_)) {
             models.routing_key(&task.model)?;
         }
         Ok(task)
@@ -44,9 +45,21 @@ pub struct LineTask {
     pub body: Vec<u8>,
     /// The model it names (its routing key under routing by model).
     pub model: String,
-    /// For an embedding task (published to the embeddings queue), how its vectors are
-    /// written in the output file.
-    pub embedding: Option<Encoding>,
+    /// What it is, with what its output line needs besides the reply.
+    pub kind: LineKind,
+}
+
+/// What kind of request a line is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineKind {
+    /// A chat or text completion.
+    Completion,
+    /// An embedding request (published to the embeddings queue), with how its vectors are
+    /// written.
+    Embedding(Encoding),
+    /// A Responses API request, with its response object as created (its id, time and model
+    /// are set when its output line is written).
+    Response(Value),
 }
 
 /// Why an input file fails the whole batch (OpenAI's `errors.data[]`).
@@ -167,9 +180,10 @@ fn line_task(endpoint: Endpoint, body: &Value, limits: &Limits) -> Result<LineTa
             return Ok(LineTask {
                 body: request.body.to_bytes(),
                 model: request.model,
-                embedding: Some(request.encoding),
+                kind: LineKind::Embedding(request.encoding),
             });
         }
+        Endpoint::Responses => return response_task(&bytes, body, limits),
     };
     let request = request::parse_request(kind, &bytes)?;
     if request.stream {
@@ -182,7 +196,52 @@ fn line_task(endpoint: Endpoint, body: &Value, limits: &Limits) -> Result<LineTa
     Ok(LineTask {
         body: task,
         model: request.model,
-        embedding: None,
+        kind: LineKind::Completion,
+    })
+}
+
+/// The task of a `/v1/responses` line. What needs a response kept or a connection open is
+/// refused by name: a batch's responses are its output file's lines.
+fn response_task(bytes: &[u8], body: &Value, limits: &Limits) -> Result<LineTask, ApiError> {
+    let request = responses::request::parse_request(bytes)?;
+    let refused = |field: &str, why: &str| {
+        Err(ApiError::invalid(
+            format!("`{field}` is not served in a batch: {why}"),
+            Some(field.to_owned()),
+        ))
+    };
+    if request.stream {
+        return refused("stream", "its output file holds each response whole");
+    }
+    if request.background {
+        return refused("background", "a batch runs in the background already");
+    }
+    if request.previous_response_id.is_some() {
+        return refused(
+            "previous_response_id",
+            "send the conversation in `input` instead",
+        );
+    }
+    if body.get("store") == Some(&Value::Bool(true)) {
+        return refused(
+            "store",
+            "its responses are in its output file, not kept for retrieval",
+        );
+    }
+    if request.callback_url.is_some() {
+        return refused(
+            "metadata",
+            "`callback_url` webhooks are for a response of its own; a batch's end is its status",
+        );
+    }
+    let (task, _) = request
+        .task
+        .checked_bytes(limits)
+        .map_err(ApiError::refused_task)?;
+    Ok(LineTask {
+        body: task,
+        kind: LineKind::Response(responses::object::queued("", 0, &request)),
+        model: request.model,
     })
 }
 
@@ -238,6 +297,46 @@ mod tests {
             lines[2].task.as_ref().unwrap_err().param.as_deref(),
             Some("stream")
         );
+    }
+
+    #[test]
+    fn a_responses_line_keeps_its_object_and_what_needs_a_kept_response_is_refused() {
+        let line = |id: &str, extra: &str| {
+            format!(
+                r#"{{"custom_id": "{id}", "method": "POST", "url": "/v1/responses", "body": {{"model": "m", "input": "hi"{extra}}}}}"#
+            )
+        };
+        let text = [
+            line("ok", r#", "max_output_tokens": 4, "store": false"#),
+            line("stream", r#", "stream": true"#),
+            line("background", r#", "background": true"#),
+            line("previous", r#", "previous_response_id": "resp_1""#),
+            line("store", r#", "store": true"#),
+        ]
+        .join("\n");
+        let lines = parse(&text, "/v1/responses", 10).expect("the file is well formed");
+        let Ok(LineTask {
+            kind: LineKind::Response(created),
+            ..
+        }) = &lines[0].task
+        else {
+            panic!("a response line: {:?}", lines[0].task);
+        };
+        assert_eq!(created["object"], "response");
+        assert_eq!(created["max_output_tokens"], 4);
+        let refused: Vec<_> = lines[1..]
+            .iter()
+            .map(|line| {
+                line.task
+                    .as_ref()
+                    .unwrap_err()
+                    .param
+                    .as_deref()
+                    .unwrap_or("")
+            })
+            .collect();
+        let expected = ["stream", "background", "previous_response_id", "store"];
+        assert_eq!(refused, expected);
     }
 
     #[test]

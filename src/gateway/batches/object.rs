@@ -27,6 +27,8 @@ pub enum Endpoint {
     Completions(Kind),
     /// `/v1/embeddings`: embedding tasks, on the embeddings queue.
     Embeddings,
+    /// `/v1/responses`: generation tasks answered as response objects.
+    Responses,
 }
 
 /// The endpoint a batch names, if batches serve it.
@@ -35,6 +37,7 @@ pub fn endpoint_kind(endpoint: &str) -> Option<Endpoint> {
         "/v1/chat/completions" => Some(Endpoint::Completions(Kind::Chat)),
         "/v1/completions" => Some(Endpoint::Completions(Kind::Completion)),
         "/v1/embeddings" => Some(Endpoint::Embeddings),
+        "/v1/responses" => Some(Endpoint::Responses),
         _ => None,
     }
 }
@@ -75,7 +78,7 @@ pub fn parse_create(body: &[u8]) -> Result<(CreateBatch, Endpoint), ApiError> {
     let kind = endpoint_kind(&create.endpoint).ok_or_else(|| {
         ApiError::invalid(
             format!(
-                "`endpoint` {:?} is not served in batches: use /v1/chat/completions, /v1/completions or /v1/embeddings",
+                "`endpoint` {:?} is not served in batches: use /v1/chat/completions, /v1/completions, /v1/embeddings or /v1/responses",
                 create.endpoint
             ),
             Some("endpoint".into()),

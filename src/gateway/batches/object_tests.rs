@@ -1,4 +1,5 @@
 use super::*;
+use crate::gateway::batches::input::LineKind;
 use crate::gateway::batches::outcome::{result_line, unrun_line, Outcome};
 use crate::gateway::embeddings::Encoding;
 use crate::protocol::{ErrorBody, ErrorCode, FinishReason, Timings, Usage};
@@ -189,7 +190,7 @@ fn an_embedding_answer_is_openais_list_in_the_output_file() {
     let (line, _) = result_line(
         Endpoint::Embeddings,
         "m",
-        Some(Encoding::Base64),
+        Some(&LineKind::Embedding(Encoding::Base64)),
         ("batch_req_1_0", "e"),
         &ok,
     );
@@ -210,4 +211,25 @@ fn an_embedding_answer_is_openais_list_in_the_output_file() {
     );
     assert!(!in_output, "a reply without vectors is an error line");
     assert_eq!(line["response"]["status_code"], 500);
+}
+
+#[test]
+fn a_response_answer_is_its_response_object_named_after_the_line() {
+    let created = serde_json::json!({"id": "", "object": "response", "created_at": 0,
+        "status": "queued", "model": "asked", "output": [], "tools": [], "tool_choice": "none",
+        "text": {"format": {"type": "text"}}});
+    let ok = Outcome::Answered {
+        reply: Box::new(reply(ReplyStatus::Ok, None)),
+        at: 7,
+    };
+    let kind = LineKind::Response(created);
+    let ids = ("batch_req_ab_3", "r");
+    let (line, in_output) = result_line(Endpoint::Responses, "m", Some(&kind), ids, &ok);
+    assert!(in_output);
+    let body = &line["response"]["body"];
+    assert_eq!(body["id"], "resp_ab_3");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["created_at"], 7);
+    assert_eq!(body["model"], "m");
+    assert_eq!(body["output"][0]["content"][0]["text"], "hello");
 }

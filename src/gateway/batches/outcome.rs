@@ -5,10 +5,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::object::Endpoint;
+use super::input::LineKind;
+use super::object::{Endpoint, LINE_PREFIX};
 use crate::gateway::completions::reply;
 use crate::gateway::embeddings::{self, Encoding};
 use crate::gateway::errors::ApiError;
+use crate::gateway::responses;
 use crate::protocol::{Reply, ReplyStatus};
 
 /// How one request of a batch ended, as kept until the batch is finalized.
@@ -47,12 +49,12 @@ impl Outcome {
 }
 
 /// One request's line in the output file (`true`) or the error file (`false`); `ids` are
-/// the line's id and its `custom_id`, `encoding` how an embedding request asked for its
-/// vectors (floats when not said).
+/// the line's id and its `custom_id`, `kind` what the line asked for (an embedding
+/// request's encoding, floats when not said; a response's object as created).
 pub fn result_line(
     endpoint: Endpoint,
     model: &str,
-    encoding: Option<Encoding>,
+    kind: Option<&LineKind>,
     (id, custom_id): (&str, &str),
     outcome: &Outcome,
 ) -> (Value, bool) {
@@ -61,8 +63,20 @@ pub fn result_line(
             let body = match endpoint {
                 Endpoint::Completions(kind) => Ok(reply::response(kind, id, *at, model, reply)),
                 Endpoint::Embeddings => {
-                    embeddings::response(model, encoding.unwrap_or(Encoding::Float), reply)
+                    let encoding = match kind {
+                        Some(LineKind::Embedding(encoding)) => *encoding,
+                        _ => Encoding::Float,
+                    };
+                    embeddings::response(model, encoding, reply)
                 }
+                Endpoint::Responses => match kind {
+                    Some(LineKind::Response(created)) => {
+                        Ok(response_object(created, id, *at, model, reply))
+                    }
+                    _ => Err(ApiError::internal(
+                        "the request's response object is missing",
+                    )),
+                },
             };
             match body {
                 Ok(body) => (response_line(id, custom_id, 200, body), true),
@@ -82,6 +96,17 @@ pub fn result_line(
             false,
         ),
     }
+}
+
+/// The response object of a `/v1/responses` line answered by `reply` at `at`: its id is
+/// the line's (`batch_req_<hex>_<n>` → `resp_<hex>_<n>`).
+fn response_object(created: &Value, id: &str, at: u64, model: &str, reply: &Reply) -> Value {
+    let mut object = created.clone();
+    let suffix = id.strip_prefix(LINE_PREFIX).unwrap_or(id);
+    object["id"] = json!(format!("resp_{suffix}"));
+    object["created_at"] = json!(at);
+    object["model"] = json!(model);
+    responses::object::finished(&object, reply)
 }
 
 fn response_line(id: &str, custom_id: &str, status_code: u16, body: Value) -> Value {

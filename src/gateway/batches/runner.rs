@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::clock::unix_seconds;
-use crate::gateway::batches::input::{self, Line};
+use crate::gateway::batches::input::{self, Line, LineKind};
 use crate::gateway::batches::object::{self, BatchStatus};
 use crate::gateway::batches::outcome::{self, Outcome};
 use crate::gateway::batches::store::{BatchRecord, BatchStore, StoredFile};
@@ -204,7 +204,7 @@ async fn publish(
         let line = tracing::info_span!("batch request", batch = id, line = next as i64);
         traces::continue_trace(&line, traces::from_traceparent(&record.traceparent));
         let sent = async {
-            if task.embedding.is_some() {
+            if matches!(task.kind, LineKind::Embedding(_)) {
                 let queue = &app.embeddings_queue;
                 client
                     .send_to_queue(&line_id, &task.body, results, queue)
@@ -321,9 +321,8 @@ async fn finish(
                 let task = line.task.as_ref().ok();
                 let requested = task.map_or("", |task| task.model.as_str());
                 let model = app.models.reply_name(requested);
-                let encoding = task.and_then(|task| task.embedding);
                 let line_id = (line_id.as_str(), line.custom_id.as_str());
-                outcome::result_line(endpoint, model, encoding, line_id, outcome)
+                outcome::result_line(endpoint, model, task.map(|t| &t.kind), line_id, outcome)
             }
             None => (outcome::unrun_line(&line_id, &line.custom_id, unrun), false),
         };

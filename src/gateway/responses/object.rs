@@ -154,7 +154,12 @@ pub fn finished(object: &Value, reply: &Reply) -> Value {
             "input_tokens": usage.prompt_tokens,
             "output_tokens": usage.completion_tokens,
             "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            "input_tokens_details": {"cached_tokens": usage.cached_prompt_tokens},
+            // Required by OpenAI's types. A prompt warren reads is kept for reuse without a
+            // write of its own, so none is counted.
+            "input_tokens_details": {
+                "cached_tokens": usage.cached_prompt_tokens,
+                "cache_write_tokens": 0,
+            },
             "output_tokens_details": {"reasoning_tokens": 0},
         });
     }
