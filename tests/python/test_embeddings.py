@@ -4,6 +4,7 @@ pika. The default model is a base model, not an embedding model: its mean-pooled
 enough to test the machinery (same text, same vector; different texts, different vectors;
 normalization, dimensions, batches), not to rank documents."""
 
+import json
 import math
 import struct
 
@@ -41,7 +42,11 @@ def embed(client, texts, **options):
 
 
 def test_the_sdk_gets_one_normalized_vector_per_text_as_floats_and_as_base64(client):
-    floats = client.embeddings.create(model="m", input=TEXTS, encoding_format="float")
+    from openai.types import CreateEmbeddingResponse
+
+    raw = client.embeddings.with_raw_response.create(model="m", input=TEXTS, encoding_format="float")
+    # The SDK's own type, validated strictly (its usual parsing does not validate).
+    floats = CreateEmbeddingResponse.model_validate(json.loads(raw.text))
     assert [d.index for d in floats.data] == [0, 1, 2]
     assert floats.object == "list"
     assert floats.usage.prompt_tokens > len(TEXTS) and floats.usage.total_tokens == floats.usage.prompt_tokens
