@@ -149,7 +149,7 @@ def test_a_responses_batch_gets_response_objects_the_sdk_reads(client):
     body = results["r1"]["response"]["body"]
     response = Response.model_validate(body)
     assert response.id.startswith("resp_") and response.status in ("completed", "incomplete")
-    assert response.instructions == "Be brief."
+    assert response.instructions == "Be brief." and response.service_tier == "flex"
     alone = client.responses.create(**lines[0]["body"])
     assert response.output_text == alone.output_text
     refused = results["streamed"]["response"]

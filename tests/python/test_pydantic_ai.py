@@ -15,6 +15,7 @@ from pydantic_ai.messages import ToolCallPart
 from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
+from pydantic_ai.usage import UsageLimits
 
 
 class Forecast(BaseModel):
@@ -23,6 +24,8 @@ class Forecast(BaseModel):
 
 
 SETTINGS = ModelSettings(max_tokens=80, temperature=0, parallel_tool_calls=False)
+# A model that calls a tool every turn fails the run at this bound, not at pydantic-ai's 50.
+LIMITS = UsageLimits(request_limit=3)
 
 
 def model_of(stack, api):
@@ -46,7 +49,7 @@ def test_a_native_output_beside_a_tool_is_answered_in_its_type(stack, api):
         asked.append(city)
         return f"Sunny in {city}."
 
-    result = agent.run_sync("What is the weather in Lisbon?")
+    result = agent.run_sync("What is the weather in Lisbon?", usage_limits=LIMITS)
     assert isinstance(result.output, Forecast)
     assert asked == [] and tool_calls(result) == []
 
@@ -64,13 +67,13 @@ def test_a_native_output_agent_calls_its_tool_then_answers_in_its_type(stack):
         asked.append(city)
         return f"Sunny in {city}."
 
-    result = agent.run_sync("What is the weather in Lisbon?")
+    result = agent.run_sync("What is the weather in Lisbon?", usage_limits=LIMITS)
     assert tool_calls(result) == ["get_weather"] and len(asked) == 1
     assert isinstance(result.output, Forecast)
 
 
 def test_the_default_tool_output_mode_gets_its_type_from_a_forced_call(stack):
     agent = Agent(model_of(stack, "chat"), output_type=ToolOutput(Forecast), model_settings=SETTINGS)
-    result = agent.run_sync("What is the weather in Lisbon?")
+    result = agent.run_sync("What is the weather in Lisbon?", usage_limits=LIMITS)
     assert isinstance(result.output, Forecast)
     assert tool_calls(result) == ["final_result"]

@@ -1,7 +1,7 @@
-"""Every object the gateway answers with, read back with the `openai` SDK's own types in
-strict validation (`model_validate`): the SDK's usual parsing builds its objects without
-validating them, so a required field the gateway leaves out would pass unseen there and fail
-a typed client."""
+"""Each kind of object the gateway's endpoints answer with, validated with the `openai` SDK's
+own types (`model_validate`): the SDK's usual parsing builds its objects without validating
+them, so a required field the gateway leaves out would pass unseen there and fail a typed
+client. (Batch output lines are validated in test_batch.py.)"""
 
 import json
 

@@ -312,6 +312,10 @@ mod tests {
             line("background", r#", "background": true"#),
             line("previous", r#", "previous_response_id": "resp_1""#),
             line("store", r#", "store": true"#),
+            line(
+                "hook",
+                r#", "metadata": {"callback_url": "https://example.com/h"}"#,
+            ),
         ]
         .join("\n");
         let lines = parse(&text, "/v1/responses", 10).expect("the file is well formed");
@@ -335,7 +339,13 @@ mod tests {
                     .unwrap_or("")
             })
             .collect();
-        let expected = ["stream", "background", "previous_response_id", "store"];
+        let expected = [
+            "stream",
+            "background",
+            "previous_response_id",
+            "store",
+            "metadata",
+        ];
         assert_eq!(refused, expected);
     }
 

@@ -61,7 +61,7 @@ pub fn parse_line_id(id: &str) -> Option<(String, usize)> {
 pub struct CreateBatch {
     /// The uploaded JSONL file.
     pub input_file_id: String,
-    /// `/v1/chat/completions`, `/v1/completions` or `/v1/embeddings`.
+    /// `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` or `/v1/responses`.
     pub endpoint: String,
     /// `24h`.
     pub completion_window: String,

@@ -49,6 +49,12 @@ fn a_create_request_names_a_served_endpoint_and_the_24h_window() {
         parse_create(embeddings).map(|(_, kind)| kind).ok(),
         Some(Endpoint::Embeddings)
     );
+    let responses =
+        br#"{"input_file_id": "f", "endpoint": "/v1/responses", "completion_window": "24h"}"#;
+    assert_eq!(
+        parse_create(responses).map(|(_, kind)| kind).ok(),
+        Some(Endpoint::Responses)
+    );
     let moderations =
         br#"{"input_file_id": "f", "endpoint": "/v1/moderations", "completion_window": "24h"}"#;
     assert_eq!(
@@ -217,6 +223,7 @@ fn an_embedding_answer_is_openais_list_in_the_output_file() {
 fn a_response_answer_is_its_response_object_named_after_the_line() {
     let created = serde_json::json!({"id": "", "object": "response", "created_at": 0,
         "status": "queued", "model": "asked", "output": [], "tools": [], "tool_choice": "none",
+        "service_tier": "default",
         "text": {"format": {"type": "text"}}});
     let ok = Outcome::Answered {
         reply: Box::new(reply(ReplyStatus::Ok, None)),
@@ -231,5 +238,9 @@ fn a_response_answer_is_its_response_object_named_after_the_line() {
     assert_eq!(body["status"], "completed");
     assert_eq!(body["created_at"], 7);
     assert_eq!(body["model"], "m");
+    assert_eq!(
+        body["service_tier"], "flex",
+        "the batch tier, whatever the line asked"
+    );
     assert_eq!(body["output"][0]["content"][0]["text"], "hello");
 }

@@ -11,7 +11,8 @@ use crate::gateway::completions::reply;
 use crate::gateway::embeddings::{self, Encoding};
 use crate::gateway::errors::ApiError;
 use crate::gateway::responses;
-use crate::protocol::{Reply, ReplyStatus};
+use crate::gateway::service_tier;
+use crate::protocol::{Reply, ReplyStatus, Tier};
 
 /// How one request of a batch ended, as kept until the batch is finalized.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,13 +100,15 @@ pub fn result_line(
 }
 
 /// The response object of a `/v1/responses` line answered by `reply` at `at`: its id is
-/// the line's (`batch_req_<hex>_<n>` → `resp_<hex>_<n>`).
+/// the line's (`batch_req_<hex>_<n>` → `resp_<hex>_<n>`), its time the answer's.
 fn response_object(created: &Value, id: &str, at: u64, model: &str, reply: &Reply) -> Value {
     let mut object = created.clone();
     let suffix = id.strip_prefix(LINE_PREFIX).unwrap_or(id);
     object["id"] = json!(format!("resp_{suffix}"));
     object["created_at"] = json!(at);
     object["model"] = json!(model);
+    // Every request of a batch runs on the batch tier, whatever its line asked for.
+    object["service_tier"] = json!(service_tier::name_of(Tier::Batch));
     responses::object::finished(&object, reply)
 }
 
