@@ -39,17 +39,21 @@ fn output_of(names: &[&str], parallel: bool) -> ToolOutput {
 const CALL: &str =
     "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
 
+/// What `output` streams while `text` grows a byte at a time, then what it reads at the end.
+fn streamed(output: &mut ToolOutput, text: &str) -> (Vec<Delta>, ToolAnswer, Delta) {
+    let deltas = (1..=text.len())
+        .filter_map(|end| output.advance(&text[..end]))
+        .collect();
+    let (answer, last) = output.finish(text, FinishReason::Stop);
+    (deltas, answer, last)
+}
+
 #[test]
 fn streamed_pieces_rebuild_the_final_call() {
     let mut output = output(true);
-    let mut pieces = Vec::new();
-    for end in 1..=CALL.len() {
-        if let Some(delta) = output.advance(&CALL[..end]) {
-            assert!(delta.text.is_empty(), "{delta:?}");
-            pieces.extend(delta.tool_calls);
-        }
-    }
-    let (answer, last) = output.finish(CALL, FinishReason::Stop);
+    let (deltas, answer, last) = streamed(&mut output, CALL);
+    assert!(deltas.iter().all(|d| d.text.is_empty()), "{deltas:?}");
+    let mut pieces: Vec<_> = deltas.into_iter().flat_map(|d| d.tool_calls).collect();
     pieces.extend(last.tool_calls);
     assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
     let [call] = answer.calls.as_slice() else {
@@ -104,16 +108,14 @@ const ANSWER: &str =
 #[test]
 fn a_call_of_the_answer_function_streams_and_ends_as_the_answers_text() {
     let mut output = answering(true);
-    let mut streamed = String::new();
-    for end in 1..=ANSWER.len() {
-        if let Some(delta) = output.advance(&ANSWER[..end]) {
-            assert!(delta.tool_calls.is_empty(), "{delta:?}");
-            streamed.push_str(&delta.text);
-        }
-    }
-    let (answer, last) = output.finish(ANSWER, FinishReason::Stop);
+    let (deltas, answer, last) = streamed(&mut output, ANSWER);
+    assert!(deltas.iter().all(|d| d.tool_calls.is_empty()), "{deltas:?}");
     assert!(last.tool_calls.is_empty(), "{last:?}");
-    streamed.push_str(&last.text);
+    let streamed: String = deltas
+        .iter()
+        .chain([&last])
+        .map(|d| d.text.as_str())
+        .collect();
     assert_eq!(answer.content, "{\"city\": \"Paris\"}");
     assert_eq!(streamed, answer.content);
     assert!(answer.calls.is_empty(), "{answer:?}");

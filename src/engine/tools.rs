@@ -69,7 +69,7 @@ pub(super) fn answer_tool(task: &Task) -> Option<Tool> {
 
 /// The request the chat template renders for `task`: OpenAI's messages and tools, the
 /// choice as llama.cpp takes it (a named function is the tools list cut to it, `required`;
-/// `auto` beside an answer format is the tools and the `answer` function, `required`).
+/// `auto` beside an answer format is the tools and the answer function, `required`).
 pub(super) fn chat_request(task: &Task, messages: &[ChatMessage], answer: Option<&Tool>) -> Value {
     let (tools, choice): (Vec<_>, _) = match &task.tool_choice {
         ToolChoice::Function(name) => (

@@ -187,10 +187,7 @@ fn line_task(endpoint: Endpoint, body: &Value, limits: &Limits) -> Result<LineTa
     };
     let request = request::parse_request(kind, &bytes)?;
     if request.stream {
-        return Err(ApiError::invalid(
-            "`stream` is not served in a batch",
-            Some("stream".into()),
-        ));
+        return Err(not_in_batch("stream", STREAM_WHY));
     }
     let (task, _) = (request.task.checked_bytes(limits)).map_err(ApiError::refused_task)?;
     Ok(LineTask {
@@ -200,18 +197,24 @@ fn line_task(endpoint: Endpoint, body: &Value, limits: &Limits) -> Result<LineTa
     })
 }
 
+/// Why a line may not stream, whatever its endpoint.
+const STREAM_WHY: &str = "its output file holds each response whole";
+
+/// The refusal of a line's `field`, which a batch does not serve, and `why`.
+fn not_in_batch(field: &str, why: &str) -> ApiError {
+    ApiError::invalid(
+        format!("`{field}` is not served in a batch: {why}"),
+        Some(field.to_owned()),
+    )
+}
+
 /// The task of a `/v1/responses` line. What needs a response kept or a connection open is
 /// refused by name: a batch's responses are its output file's lines.
 fn response_task(bytes: &[u8], body: &Value, limits: &Limits) -> Result<LineTask, ApiError> {
     let request = responses::request::parse_request(bytes)?;
-    let refused = |field: &str, why: &str| {
-        Err(ApiError::invalid(
-            format!("`{field}` is not served in a batch: {why}"),
-            Some(field.to_owned()),
-        ))
-    };
+    let refused = |field: &str, why: &str| Err(not_in_batch(field, why));
     if request.stream {
-        return refused("stream", "its output file holds each response whole");
+        return refused("stream", STREAM_WHY);
     }
     if request.background {
         return refused("background", "a batch runs in the background already");
