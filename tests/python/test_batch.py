@@ -217,13 +217,63 @@ def test_files_can_be_listed_downloaded_and_deleted(client):
     assert {f.purpose for f in client.files.list(purpose="batch").data} == {"batch"}
     with pytest.raises(BadRequestError):
         client.files.list(limit=0)
-    with pytest.raises(BadRequestError) as refused:
-        client.files.create(file=("r.jsonl", b"{}"), purpose="batch", expires_after={"anchor": "created_at", "seconds": 3600})
-    assert refused.value.body["param"].startswith("expires_after")
     assert json.loads(client.files.content(uploaded.id).text) == lines[0]
     assert client.files.delete(uploaded.id).deleted
     with pytest.raises(NotFoundError):
         client.files.retrieve(uploaded.id)
+
+
+def redis(*args):
+    return subprocess.run(["redis-cli", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_files_are_kept_as_long_as_their_expiration_policy_says(client):
+    """OpenAI's policies: `expires_after` of an upload and `output_expires_after` of a batch,
+    an hour to 30 days from the file's creation. The file objects' `expires_at` say when, and
+    Redis's keys go then (their TTLs are read here; an hour is not waited for)."""
+    hour, month = 3600, 30 * 24 * 3600
+    lines = [chat_line("a", "hi")]
+    text = (json.dumps(lines[0]) + "\n").encode()
+    kept = client.files.create(file=("r.jsonl", text), purpose="batch",
+                               expires_after={"anchor": "created_at", "seconds": month})
+    assert kept.expires_at == kept.created_at + month
+    assert month - 10 <= int(redis("TTL", f"warren:file:{kept.id}")) <= month
+    owner = redis("HGET", f"warren:file:{kept.id}", "owner")
+    # A file kept an hour, uploaded after it, does not shorten the list that finds both.
+    short = client.files.create(file=("r.jsonl", text), purpose="batch",
+                                expires_after={"anchor": "created_at", "seconds": hour})
+    assert short.expires_at == short.created_at + hour
+    assert hour - 10 <= int(redis("TTL", f"warren:file:{short.id}")) <= hour
+    assert int(redis("TTL", f"warren:files:{owner}")) >= month - 10
+    assert {kept.id, short.id} <= {f.id for f in client.files.list().data}
+
+    batch = client.batches.create(input_file_id=short.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                  output_expires_after={"anchor": "created_at", "seconds": 2 * hour})
+    batch = wait_final(client, batch.id)
+    assert batch.status == "completed", batch
+    output = client.files.retrieve(batch.output_file_id)
+    assert output.expires_at == output.created_at + 2 * hour
+    assert 2 * hour - 10 <= int(redis("TTL", f"warren:file:{output.id}")) <= 2 * hour
+
+    # A file whose key expired (deleted here, as its TTL would) leaves the listing and the list.
+    redis("DEL", f"warren:file:{short.id}")
+    assert short.id not in {f.id for f in client.files.list().data}
+    assert short.id not in redis("LRANGE", f"warren:files:{owner}", "0", "-1").split()
+
+    # Outside the bounds, or anchored elsewhere: a 400 naming the part.
+    for policy, param in [({"anchor": "created_at", "seconds": 60}, "expires_after.seconds"),
+                          ({"anchor": "created_at", "seconds": month + 1}, "expires_after.seconds"),
+                          ({"anchor": "last_active_at", "seconds": hour}, "expires_after.anchor")]:
+        with pytest.raises(BadRequestError) as refused:
+            client.files.create(file=("r.jsonl", text), purpose="batch", expires_after=policy)
+        assert refused.value.body["param"] == param
+        with pytest.raises(BadRequestError) as refused:
+            client.batches.create(input_file_id=kept.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                  output_expires_after=policy)
+        assert refused.value.body["param"] == f"output_{param}"
+    with pytest.raises(BadRequestError) as refused:
+        client.files.create(file=("r.jsonl", text), purpose="batch", extra_body={"expires_after[anchor]": "created_at"})
+    assert refused.value.body["param"] == "expires_after[seconds]"
 
 
 def test_files_and_batches_belong_to_the_key_that_made_them(stack):

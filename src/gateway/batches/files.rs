@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clock::unix_seconds;
+use crate::gateway::batches::expiry::{self, ExpiresAfter};
 use crate::gateway::batches::object::{self, FILE_PREFIX};
 use crate::gateway::batches::store::StoredFile;
 use crate::gateway::errors::ApiError;
@@ -30,14 +31,18 @@ pub async fn upload(
     let form = form.map_err(|e| {
         ApiError::invalid(format!("the upload must be multipart/form-data: {e}"), None)
     })?;
-    let (purpose, filename, content) = read_form(form, app.batches.max_file_bytes).await?;
-    if purpose.as_deref() != Some("batch") {
+    let upload = read_form(form, app.batches.max_file_bytes).await?;
+    if upload.purpose.as_deref() != Some("batch") {
         return Err(ApiError::invalid(
             "`purpose` must be \"batch\": this gateway keeps files for batches only",
             Some("purpose".into()),
         ));
     }
-    let Some((filename, content)) = filename.zip(content) else {
+    let keep_s = match upload.expires_after {
+        Some(policy) => policy.keep_s("expires_after")?,
+        None => app.batches.store.ttl_s(),
+    };
+    let Some((filename, content)) = upload.filename.zip(upload.content) else {
         return Err(ApiError::invalid(
             "the form has no `file` part",
             Some("file".into()),
@@ -46,24 +51,29 @@ pub async fn upload(
     let id = format!("{FILE_PREFIX}{}", uuid::Uuid::new_v4().simple());
     let now = unix_seconds();
     let file = StoredFile {
-        object: object::file(
-            &id,
-            content.len(),
-            (now, now + app.batches.store.ttl_s()),
-            &filename,
-            "batch",
-        ),
+        object: object::file(&id, content.len(), (now, now + keep_s), &filename, "batch"),
         owner: key.owner(),
     };
-    app.batches.store.put_file(&id, &file, &content).await?;
+    app.batches
+        .store
+        .put_file(&id, &file, &content, keep_s)
+        .await?;
     Ok(Json(file.object).into_response())
 }
 
-type Form = (Option<String>, Option<String>, Option<Vec<u8>>);
+/// What an upload form holds.
+struct Upload {
+    purpose: Option<String>,
+    filename: Option<String>,
+    content: Option<Vec<u8>>,
+    expires_after: Option<ExpiresAfter>,
+}
 
-/// The `purpose`, and the `file`'s name and content, of an upload form.
-async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<Form, ApiError> {
+/// The `purpose`, the `file`'s name and content, and the `expires_after` policy of an
+/// upload form.
+async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<Upload, ApiError> {
     let (mut purpose, mut filename, mut content) = (None, None, None);
+    let (mut anchor, mut seconds) = (None, None);
     let malformed = |e: axum::extract::multipart::MultipartError| {
         if e.status().as_u16() == 413 {
             ApiError::too_large(max_bytes)
@@ -82,21 +92,29 @@ async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<Form, ApiErr
                 }
                 content = Some(bytes.to_vec());
             }
-            // `expires_after[anchor]` and the like: refused by name, not ignored.
+            Some("expires_after[anchor]") => anchor = Some(field.text().await.map_err(malformed)?),
+            Some("expires_after[seconds]") => {
+                seconds = Some(field.text().await.map_err(malformed)?)
+            }
+            // Refused by name, not ignored.
             other => {
                 let field = other.unwrap_or("(unnamed)");
                 return Err(ApiError::invalid(
                     format!(
-                        "`{field}` is not supported: an upload takes `purpose` and `file`; \
-                         files are kept the completion window plus gateway.state_ttl_s \
-                         (the file object's `expires_at`)"
+                        "`{field}` is not supported: an upload takes `purpose`, `file` and \
+                         `expires_after`"
                     ),
                     Some(field.to_owned()),
                 ));
             }
         }
     }
-    Ok((purpose, filename, content))
+    Ok(Upload {
+        purpose,
+        filename,
+        content,
+        expires_after: expiry::from_form(anchor, seconds)?,
+    })
 }
 
 /// File `id` if `key` may see it; 404 otherwise.
@@ -145,17 +163,19 @@ pub async fn list(
         ));
     }
     let store = &app.batches.store;
-    // Newest first as stored; a file whose key expired is left out.
+    // Newest first as stored; a file whose key expired is left out, and off the list.
     let mut files = Vec::new();
     for id in store.ids_of(&key.owner(), false).await? {
-        if let Some(file) = store.file(&id).await? {
-            if query
-                .purpose
-                .as_deref()
-                .is_none_or(|p| file.object["purpose"] == p)
-            {
-                files.push(file.object);
-            }
+        let Some(file) = store.file(&id).await? else {
+            store.forget_id(&key.owner(), false, &id).await?;
+            continue;
+        };
+        if query
+            .purpose
+            .as_deref()
+            .is_none_or(|p| file.object["purpose"] == p)
+        {
+            files.push(file.object);
         }
     }
     if query.order == Order::Asc {

@@ -8,6 +8,8 @@
 //! each request ended and its result line, [`store`] the state in Redis, [`runner`] the
 //! publishing loop that any replica may carry on. Redis down: these endpoints answer 503.
 
+pub mod expiry;
+pub mod file_store;
 pub mod files;
 pub mod input;
 pub mod object;
@@ -62,6 +64,11 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let body = ApiError::read_body(body, app.max_body_bytes)?;
     let (create, _kind) = object::parse_create(&body)?;
+    // Checked by `parse_create`.
+    let output_ttl_s = match &create.output_expires_after {
+        Some(policy) => policy.seconds,
+        None => app.batches.store.ttl_s(),
+    };
     let file = files::owned(&app, &create.input_file_id, &key)
         .await
         .map_err(|mut e| {
@@ -106,6 +113,7 @@ pub async fn create(
                 refused: refused.len(),
                 failed: refused.len(),
                 traceparent: traces::current_traceparent().unwrap_or_default(),
+                output_ttl_s,
                 ..BatchRecord::default()
             };
             (record, refused)
@@ -117,6 +125,7 @@ pub async fn create(
                 status: BatchStatus::Failed,
                 object: failed,
                 owner: file.owner,
+                output_ttl_s,
                 ..BatchRecord::default()
             };
             (record, Vec::new())
@@ -205,8 +214,9 @@ pub async fn list(
     let limit = page.limit.unwrap_or(20).clamp(1, 100);
     let mut data = Vec::new();
     for id in ids.iter().skip(start).take(limit) {
-        if let Some(record) = app.batches.store.batch(id).await? {
-            data.push(record.current());
+        match app.batches.store.batch(id).await? {
+            Some(record) => data.push(record.current()),
+            None => app.batches.store.forget_id(&key.owner(), true, id).await?,
         }
     }
     let has_more = ids.len() > start + limit;

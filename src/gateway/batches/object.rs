@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::gateway::batches::expiry::ExpiresAfter;
 use crate::gateway::completions::Kind;
 use crate::gateway::errors::ApiError;
 
@@ -68,6 +69,9 @@ pub struct CreateBatch {
     /// Up to 16 string pairs, echoed.
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
+    /// How long its output and error files are kept (from their creation).
+    #[serde(default)]
+    pub output_expires_after: Option<ExpiresAfter>,
 }
 
 /// Parses and checks a create request.
@@ -89,6 +93,9 @@ pub fn parse_create(body: &[u8]) -> Result<(CreateBatch, Endpoint), ApiError> {
             "`completion_window` must be \"24h\"",
             Some("completion_window".into()),
         ));
+    }
+    if let Some(policy) = &create.output_expires_after {
+        policy.keep_s("output_expires_after")?;
     }
     if let Some(metadata) = &create.metadata {
         if metadata.len() > 16 || metadata.values().any(|v| !v.is_string()) {

@@ -28,6 +28,30 @@ fn reply(status: ReplyStatus, error: Option<ErrorBody>) -> Reply {
 }
 
 #[test]
+fn a_create_request_may_say_how_long_its_output_files_are_kept() {
+    let kept =
+        br#"{"input_file_id": "f", "endpoint": "/v1/completions", "completion_window": "24h",
+                    "output_expires_after": {"anchor": "created_at", "seconds": 7200}}"#;
+    let policy = parse_create(kept)
+        .ok()
+        .and_then(|(c, _)| c.output_expires_after);
+    assert_eq!(policy.map(|p| p.seconds), Some(7200));
+    let param = |body: &[u8]| parse_create(body).err().and_then(|e| e.param);
+    let short =
+        br#"{"input_file_id": "f", "endpoint": "/v1/completions", "completion_window": "24h",
+                     "output_expires_after": {"anchor": "created_at", "seconds": 60}}"#;
+    assert_eq!(param(short), Some("output_expires_after.seconds".into()));
+    let anchor =
+        br#"{"input_file_id": "f", "endpoint": "/v1/completions", "completion_window": "24h",
+                      "output_expires_after": {"anchor": "completed_at", "seconds": 7200}}"#;
+    assert_eq!(param(anchor), Some("output_expires_after.anchor".into()));
+    let extra =
+        br#"{"input_file_id": "f", "endpoint": "/v1/completions", "completion_window": "24h",
+                     "output_expires_after": {"anchor": "created_at", "seconds": 7200, "x": 1}}"#;
+    assert_eq!(param(extra), Some("output_expires_after.x".into()));
+}
+
+#[test]
 fn request_ids_name_their_batch_and_line() {
     let id = line_id("batch_0123abc", 17);
     assert_eq!(id, "batch_req_0123abc_17");

@@ -37,6 +37,8 @@ pub struct BatchRecord {
     /// The W3C `traceparent` of the request that created it (empty: not traced): its
     /// requests' tasks join that trace.
     pub traceparent: String,
+    /// How long its output and error files are kept, in seconds from their creation.
+    pub output_ttl_s: u64,
 }
 
 impl BatchRecord {

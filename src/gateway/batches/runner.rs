@@ -359,12 +359,14 @@ async fn put_file(
         object: object::file(
             &id,
             text.len(),
-            (now, now + store.ttl_s()),
+            (now, now + record.output_ttl_s),
             &filename,
             "batch_output",
         ),
         owner: record.owner.clone(),
     };
-    store.put_file(&id, &file, text.as_bytes()).await?;
+    store
+        .put_file(&id, &file, text.as_bytes(), record.output_ttl_s)
+        .await?;
     Ok(json!(id))
 }

@@ -1,10 +1,11 @@
-//! Batches' and files' state in Redis, shared by every gateway replica; every key expires
-//! after the completion window plus `gateway.state_ttl_s` (a batch's keys counted again from
-//! its end, as its output files are):
-//! - `warren:file:<id>`: a hash of `object` (the file object), `owner` and `content`;
-//! - `warren:batch:<id>`: a hash of `status`, `object` (the batch object), `owner` and the
+//! Batches' and files' state in Redis, shared by every gateway replica; a batch's keys
+//! expire after the completion window plus `gateway.state_ttl_s`, counted again from its
+//! end, a file's at its `expires_at`:
+//! - `warren:file:<id>`: a hash of `object` (the file object), `owner` and `content`, kept
+//!   until the file's `expires_at` ([`super::file_store`]);
+//! - `warren:batch:<id>`: a hash of `status`, `object` (the batch object), `owner`, the
 //!   counters `total`, `refused`, `next` (lines handled by the runner), `published`,
-//!   `completed` and `failed`;
+//!   `completed` and `failed`, and `output_ttl_s` (how long its output files are kept);
 //! - `warren:batch:<id>:results`: line index → its [`Outcome`], written once (the first
 //!   result of a request wins, so a task answered twice is counted once);
 //! - `warren:batch:<id>:input`: the input file's content as the batch was created, so that
@@ -48,9 +49,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
-fn file_key(id: &str) -> String {
-    format!("warren:file:{id}")
-}
 fn batch_key(id: &str) -> String {
     format!("warren:batch:{id}")
 }
@@ -66,12 +64,12 @@ fn lease_key(id: &str) -> String {
 
 /// The Redis-backed store of files and batches.
 pub struct BatchStore {
-    redis: RedisLink,
+    pub(super) redis: RedisLink,
     ttl_s: u64,
     active: String,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, RedisError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, RedisError> {
     serde_json::from_str(text)
         .map_err(|e| RedisError::Corrupt(format!("a stored value is not valid: {e}")))
 }
@@ -93,79 +91,22 @@ impl BatchStore {
         self.ttl_s
     }
 
-    /// Stores file `id`.
-    pub async fn put_file(
-        &self,
-        id: &str,
-        file: &StoredFile,
-        content: &[u8],
-    ) -> Result<(), RedisError> {
-        let (key, list) = (file_key(id), format!("warren:files:{}", file.owner));
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("object", file.object.to_string()),
-                    ("owner", file.owner.clone()),
-                ],
-            )
-            .ignore()
-            .hset(&key, "content", content)
-            .ignore()
-            .expire(&key, self.ttl_s as i64)
-            .ignore()
-            .lpush(&list, id)
-            .ignore()
-            .expire(&list, self.ttl_s as i64)
-            .ignore();
-        self.redis.pipeline(&pipe).await
-    }
-
-    /// File `id`, if it exists.
-    pub async fn file(&self, id: &str) -> Result<Option<StoredFile>, RedisError> {
-        let fields: (Option<String>, Option<String>) = self
-            .redis
-            .run(
-                redis::cmd("HMGET")
-                    .arg(file_key(id))
-                    .arg("object")
-                    .arg("owner")
-                    .clone(),
-            )
-            .await?;
-        match fields {
-            (Some(object), owner) => Ok(Some(StoredFile {
-                object: decode(&object)?,
-                owner: owner.unwrap_or_default(),
-            })),
-            _ => Ok(None),
-        }
-    }
-
-    /// The content of file `id`, if it exists.
-    pub async fn file_content(&self, id: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        self.redis
-            .run(redis::cmd("HGET").arg(file_key(id)).arg("content").clone())
-            .await
-    }
-
-    /// Deletes file `id`.
-    pub async fn delete_file(&self, id: &str, owner: &str) -> Result<(), RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.del(file_key(id))
-            .ignore()
-            .lrem(format!("warren:files:{owner}"), 0, id)
-            .ignore();
-        self.redis.pipeline(&pipe).await
-    }
-
     /// The ids of `owner`'s files (`batches` false) or batches, newest first.
     pub async fn ids_of(&self, owner: &str, batches: bool) -> Result<Vec<String>, RedisError> {
         let kind = if batches { "batches" } else { "files" };
         let list = format!("warren:{kind}:{owner}");
         self.redis
             .run(redis::cmd("LRANGE").arg(list).arg(0).arg(-1).clone())
+            .await
+    }
+
+    /// Takes `id` off `owner`'s list of files (`batches` false) or batches: a list finds
+    /// its entries gone once their keys expire, and drops them so the list does not grow.
+    pub async fn forget_id(&self, owner: &str, batches: bool, id: &str) -> Result<(), RedisError> {
+        let kind = if batches { "batches" } else { "files" };
+        let list = format!("warren:{kind}:{owner}");
+        self.redis
+            .run(redis::cmd("LREM").arg(list).arg(0).arg(id).clone())
             .await
     }
 
@@ -195,6 +136,7 @@ impl BatchStore {
                 ("completed", "0".into()),
                 ("failed", record.failed.to_string()),
                 ("traceparent", record.traceparent.clone()),
+                ("output_ttl_s", record.output_ttl_s.to_string()),
             ],
         );
         pipe.ignore().expire(&key, self.ttl_s as i64).ignore();
@@ -240,6 +182,11 @@ impl BatchStore {
             completed: count("completed"),
             failed: count("failed"),
             traceparent: fields.get("traceparent").cloned().unwrap_or_default(),
+            // A batch stored before the field existed keeps its files the store's time.
+            output_ttl_s: fields
+                .get("output_ttl_s")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(self.ttl_s),
         }))
     }
 
