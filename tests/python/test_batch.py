@@ -378,6 +378,45 @@ def test_a_batch_outlives_the_gateway_that_accepted_it():
         names.delete()
 
 
+def test_a_batch_finished_by_a_gateway_with_other_limits_keeps_its_answers_shape():
+    """A rolling change of `limits.max_tokens_cap`: the gateway that takes a Responses batch
+    over would refuse its lines, but those that ran are still written as response objects
+    (they were an internal error each), and those it has yet to publish are refused."""
+    names = Names("batch-limits")
+    worker = start_worker(names, engine__slots=2)
+    lease = {"gateway__batch_lease_ms": 5000}
+    first = start_gateway(names, gateway__batch_in_flight=2, **lease)
+    second = None
+    try:
+        client = sdk(first.base_url)
+        lines = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/responses",
+                  "body": {"model": "gemma3-270m", "input": f"Tell me about {i}.", "max_output_tokens": 16,
+                           "temperature": 0}} for i in range(6)]
+        batch = run_batch(client, lines, endpoint="/v1/responses")
+        wait_completed(client, batch.id, 1)
+        first.kill()
+        second = start_gateway(names, limits__max_tokens_cap=8, **lease)
+        client = sdk(second.base_url)
+        batch = wait_final(client, batch.id)
+        assert batch.status == "completed", batch
+        found = each_once(client, batch, lines)
+        answered = [r for r in found.values() if r["response"]["status_code"] == 200]
+        refused = [r for r in found.values() if r["response"]["status_code"] != 200]
+        assert len(answered) == batch.request_counts.completed >= 1, found
+        for result in answered:
+            body = result["response"]["body"]
+            assert body["object"] == "response" and body["status"] in ("completed", "incomplete"), body
+            assert body["max_output_tokens"] == 16 and body["output"], body
+        for result in refused:
+            error = result["response"]["body"]["error"]
+            assert result["response"]["status_code"] == 400 and "max_tokens" in error["message"], error
+    finally:
+        for process in (second, first, worker):
+            if process is not None:
+                process.stop()
+        names.delete()
+
+
 def test_hostile_uploads_and_queries_get_openais_error_envelope(stack):
     base = stack.gateway.base_url
     answers = [

@@ -25,7 +25,7 @@ use crate::gateway::batches::object::{self, BatchStatus};
 use crate::gateway::batches::outcome::{self, Outcome};
 use crate::gateway::batches::store::{BatchRecord, BatchStore, StoredFile};
 use crate::gateway::Shared;
-use crate::protocol::Tier;
+use crate::protocol::{Limits, Tier};
 use crate::redis_link::RedisError;
 use crate::telemetry::traces;
 
@@ -101,7 +101,7 @@ async fn run(app: &Arc<Shared>, id: &str, shutdown: &CancellationToken) -> Resul
     if record.status.is_final() {
         return store.retire(id).await;
     }
-    let Some(lines) = input_lines(app, &record).await? else {
+    let Some(lines) = input_lines(app, &record, &app.limits).await? else {
         let mut next = object::with_status(&record.object, BatchStatus::Failed, unix_seconds());
         next["errors"] = input::errors_object(&[input::FileProblem {
             code: "input_file_gone",
@@ -160,15 +160,19 @@ async fn run(app: &Arc<Shared>, id: &str, shutdown: &CancellationToken) -> Resul
     }
 }
 
-/// The checked lines of the batch's input; `None` when it is gone.
-async fn input_lines(app: &Shared, record: &BatchRecord) -> Result<Option<Vec<Line>>, RedisError> {
+/// The lines of the batch's input, checked within `limits`; `None` when it is gone.
+async fn input_lines(
+    app: &Shared,
+    record: &BatchRecord,
+    limits: &Limits,
+) -> Result<Option<Vec<Line>>, RedisError> {
     let id = record.object["id"].as_str().unwrap_or_default();
     let file_id = record.object["input_file_id"].as_str().unwrap_or_default();
     let endpoint = record.object["endpoint"].as_str().unwrap_or_default();
     let Some(content) = app.batches.store.batch_input(id, file_id).await? else {
         return Ok(None);
     };
-    Ok(input::parse_input(&content, endpoint, usize::MAX, &app.limits).ok())
+    Ok(input::parse_input(&content, endpoint, usize::MAX, limits).ok())
 }
 
 /// Publishes the next requests, up to the in-flight bound.
@@ -262,8 +266,9 @@ async fn wind_down(
         return Ok(());
     };
     let outcomes = store.outcomes(id).await?;
-    let unanswered = (0..record.next.min(lines.len()))
-        .filter(|i| lines[*i].task.is_ok() && !outcomes.contains_key(i));
+    // A line refused (at creation, or when its turn came) has its outcome: every other line
+    // before `next` was published, whatever this gateway's limits say of it now.
+    let unanswered = (0..record.next.min(lines.len())).filter(|i| !outcomes.contains_key(i));
     if let Some(client) = app.broker_link.client() {
         for index in unanswered {
             if let Err(e) = client.cancel(&object::line_id(id, index)).await {
@@ -303,6 +308,10 @@ async fn finish(
     let Some(record) = live(store, id).await? else {
         return Ok(());
     };
+    // What each line asked for, read under no limits: a line that ran keeps its shape (a
+    // response object, base64 vectors) though this gateway's limits would refuse it now.
+    let loose = input_lines(app, &record, &input::no_limits()).await?;
+    let lines = loose.as_deref().unwrap_or(lines);
     let endpoint = object::endpoint_kind(record.object["endpoint"].as_str().unwrap_or_default())
         .unwrap_or(object::Endpoint::Completions(
             crate::gateway::completions::Kind::Chat,
