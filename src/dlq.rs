@@ -4,7 +4,8 @@
 //! Listing takes messages with `basic.get` (unacked) and returns them all with one
 //! `basic.nack(multiple, requeue)`: the dead-letter queue is a classic queue, where requeued
 //! messages go back to their original positions. Replaying republishes a task (confirmed) and
-//! only then acks its dead letter, so a crash in between leaves a duplicate, never a loss.
+//! only then acks its dead letter, so a crash in between leaves a duplicate, never a loss;
+//! it makes one pass over what the queue held when it began.
 
 use std::time::Duration;
 
@@ -141,15 +142,51 @@ pub async fn list(
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplaySummary {
-    /// Dead letters republished to the requests queue (and removed from the dead-letter queue).
+    /// Dead letters republished (and removed from the dead-letter queue).
     pub replayed: usize,
+    /// Of those, embedding tasks, republished to the embeddings queue.
+    pub embeddings: usize,
     /// Dead letters looked at and left in place.
     pub kept: usize,
+    /// Of those, chosen but left because their `deadline_ms` has passed.
+    pub past_deadline: usize,
 }
 
-/// Republishes the dead letters matching `filter` (at most `limit`) to the requests queue as
-/// fresh tasks (attempt count and failure headers removed), then removes them from the
-/// dead-letter queue. The others stay, in order.
+/// Where a chosen dead letter goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    /// The generation tasks' queue (also a body that is no task at all: it fails there
+    /// again, as it did).
+    Generation,
+    /// The embeddings queue: a body with `input` and neither `prompt` nor `messages`.
+    Embeddings,
+    /// Nowhere: its `deadline_ms` has passed, so a worker would expire it again at once.
+    PastDeadline,
+}
+
+/// Where the dead letter whose task body is `body` is replayed to at `now_ms`.
+fn destination(body: &[u8], now_ms: u64) -> Destination {
+    let Ok(serde_json::Value::Object(task)) = serde_json::from_slice(body) else {
+        return Destination::Generation;
+    };
+    let deadline = task.get("deadline_ms").and_then(serde_json::Value::as_u64);
+    if deadline.is_some_and(|deadline| deadline <= now_ms) {
+        return Destination::PastDeadline;
+    }
+    let has = |field: &str| task.get(field).is_some_and(|v| !v.is_null());
+    if has("input") && !has("prompt") && !has("messages") {
+        Destination::Embeddings
+    } else {
+        Destination::Generation
+    }
+}
+
+/// Republishes the dead letters matching `filter` (at most `limit`) as fresh tasks (attempt
+/// count and failure headers removed), generation tasks to the requests queue and embedding
+/// tasks to the embeddings queue, then removes them from the dead-letter queue. The others
+/// stay, in order, as do chosen ones whose deadline has passed. One pass: it looks at as
+/// many letters as the queue held when it began, so a replayed task that fails again and
+/// comes back during the pass is not replayed again.
 pub async fn replay(
     connection: &Connection,
     topology: &Topology,
@@ -160,7 +197,8 @@ pub async fn replay(
     let publisher = Publisher::open(connection).await?;
     let mut summary = ReplaySummary::default();
     let mut last_kept = None;
-    while summary.replayed < limit {
+    let (mut looked_at, mut held_at_start) = (0u64, None);
+    while summary.replayed < limit && held_at_start.is_none_or(|held| looked_at < held) {
         let Some(message) = channel
             .basic_get(
                 topology.dead_letter_queue().into(),
@@ -170,15 +208,26 @@ pub async fn replay(
         else {
             break;
         };
+        looked_at += 1;
+        held_at_start.get_or_insert(u64::from(message.message_count) + 1);
         let delivery = message.delivery;
         let letter = DeadLetter::from_message(&delivery.properties, &delivery.data);
-        if !letter.matches(filter) {
+        let chosen = letter.matches(filter);
+        let destination = destination(&delivery.data, clock::unix_ms());
+        if !chosen || destination == Destination::PastDeadline {
             summary.kept += 1;
+            summary.past_deadline += usize::from(chosen);
             last_kept = Some(delivery.delivery_tag);
             continue;
         }
         let properties = replayed(&delivery.properties, clock::unix_micros());
-        let route = topology.task_route();
+        let route = match destination {
+            Destination::Embeddings => {
+                summary.embeddings += 1;
+                topology.embeddings_route()
+            }
+            _ => topology.task_route(),
+        };
         let task = Outgoing {
             exchange: route.exchange,
             routing_key: route.routing_key,
@@ -275,6 +324,34 @@ mod tests {
         assert_eq!(
             replayed.correlation_id().as_ref().map(|c| c.as_str()),
             Some("c1")
+        );
+    }
+
+    #[test]
+    fn a_letter_goes_back_to_the_queue_of_its_kind_unless_its_deadline_passed() {
+        let at = |body: &str| destination(body.as_bytes(), 1_000);
+        assert_eq!(at(r#"{"prompt": "hi"}"#), Destination::Generation);
+        assert_eq!(
+            at(r#"{"messages": [], "input": "x"}"#),
+            Destination::Generation
+        );
+        assert_eq!(at(r#"{"input": ["a", "b"]}"#), Destination::Embeddings);
+        assert_eq!(
+            at(r#"{"input": "a", "prompt": null}"#),
+            Destination::Embeddings
+        );
+        assert_eq!(at("not json"), Destination::Generation);
+        assert_eq!(
+            at(r#"{"prompt": "hi", "deadline_ms": 1000}"#),
+            Destination::PastDeadline
+        );
+        assert_eq!(
+            at(r#"{"input": "a", "deadline_ms": 999}"#),
+            Destination::PastDeadline
+        );
+        assert_eq!(
+            at(r#"{"prompt": "hi", "deadline_ms": 1001}"#),
+            Destination::Generation
         );
     }
 

@@ -162,6 +162,16 @@ impl Topology {
         }
     }
 
+    /// Where an embedding task is published to reach the embed workers: the embeddings queue
+    /// on the default exchange.
+    pub fn embeddings_route(&self) -> Route {
+        Route {
+            exchange: String::new(),
+            routing_key: self.settings.embeddings_queue.clone(),
+            control_exchange: self.settings.control_exchange.clone(),
+        }
+    }
+
     /// Name of the dead-letter exchange.
     pub fn dead_letter_exchange(&self) -> &str {
         &self.settings.dead_letter_exchange

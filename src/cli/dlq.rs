@@ -108,9 +108,11 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
                 "" => route.routing_key,
                 exchange => format!("exchange {exchange} with key {}", route.routing_key),
             };
+            let embeddings = topology.embeddings_route().routing_key;
             println!(
-                "replayed {} to {target}; {} left in {queue}",
-                summary.replayed, summary.kept
+                "replayed {} to {target} ({} of them embedding tasks, to {embeddings}); \
+                 {} left in {queue} ({} chosen but past their deadline_ms)",
+                summary.replayed, summary.embeddings, summary.kept, summary.past_deadline
             );
         }
         Action::Purge { .. } => {

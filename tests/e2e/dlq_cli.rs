@@ -92,7 +92,12 @@ async fn dlq_list_replay_and_purge_round_trip() {
         .collect();
     assert_eq!(seen_again, ids, "listing neither consumes nor reorders");
 
+    // A task whose deadline has passed would expire again at once: it stays.
     let (code, out, err) = dlq(&["replay", "--id", &ids[1]]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("replayed 0"), "{out}");
+    assert!(out.contains("1 chosen but past their deadline_ms"), "{out}");
+    let (code, out, err) = dlq(&["replay", "--id", &ids[2]]).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("replayed 1"), "{out}");
     let replayed = upstream
@@ -102,7 +107,7 @@ async fn dlq_list_replay_and_purge_round_trip() {
     let properties = &replayed.delivery.properties;
     assert_eq!(
         properties.correlation_id().as_ref().map(|c| c.to_string()),
-        Some(ids[1].clone())
+        Some(ids[2].clone())
     );
     assert_eq!(
         header(properties, "x-warren-attempts"),
@@ -162,4 +167,47 @@ async fn a_replayed_task_runs_as_a_fresh_task_even_with_finished_marks() {
     assert_eq!(second["id"], id.as_str(), "{second}");
     wait_for_mark(&format!("warren:finished:{}:{id}:replay:1", names.requests)).await;
     assert_eq!(ready_count(&names.dead).await, 0);
+}
+
+#[tokio::test]
+async fn a_replay_makes_one_pass_and_sends_each_kind_to_its_queue() {
+    let names = Names::new("dlqpass");
+    let embeddings = format!("{}.embeddings", names.base);
+    let mut embed_queue = Caller::connect_with_reply_queue(Some(&embeddings)).await;
+    let mut upstream = Caller::connect().await;
+    let _worker = WorkerProcess::start(&names, &[]).await;
+    const BAD: usize = 30;
+    for _ in 0..BAD {
+        let id = upstream.send(&names.requests, &json!({"prompt": 1})).await;
+        assert_eq!(upstream.reply(&id).await["status"], "error");
+    }
+    // An embedding task's dead letter, as an embed worker parks one.
+    let embedding = upstream
+        .send(&names.dead, &json!({"input": ["a", "b"]}))
+        .await;
+    wait_for_ready(&names.dead, BAD as u32 + 1).await;
+
+    // The worker is running: each replayed bad task fails again and comes back during the
+    // pass. The pass looks at what the queue held when it began, once.
+    let mut command = tokio::process::Command::from(warren(&names));
+    command
+        .env("WARREN__TOPOLOGY__EMBEDDINGS_QUEUE", &embeddings)
+        .args(["dlq", "replay", "--all"])
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .expect("the replay ends")
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}");
+    let expected = format!(
+        "replayed {} to {} (1 of them embedding tasks",
+        BAD + 1,
+        names.requests
+    );
+    assert!(out.contains(&expected), "{out}");
+    let replayed = embed_queue.reply(&embedding).await;
+    assert_eq!(replayed, json!({"input": ["a", "b"]}));
+    // Every bad task is back, dead-lettered once more.
+    wait_for_ready(&names.dead, BAD as u32).await;
 }
