@@ -131,7 +131,7 @@ impl BrokerLink {
     /// queue drains (else the fallback stays).
     pub fn with_drain_estimate(&self, mut e: ApiError) -> ApiError {
         if e.code == QUEUE_FULL {
-            e.retry_after = Some(self.backlog.retry_after_full(e.refused_key.as_deref()));
+            e.retry_after = Some(self.backlog.retry_after_full(e.refused_key()));
         }
         e
     }

@@ -170,12 +170,25 @@ async fn serve(
     let model = app.models.reply_name(&request.model).to_owned();
     let queue = app.embeddings_queue.as_str();
     let tokens = admission::token_estimate(request.input_chars, Some(0));
-    let mut charge = app.admit(&caller, queue, &model, tokens).await?;
+    let mut charge = app
+        .admit(&caller, queue, &model, tokens)
+        .await
+        .map_err(|e| match e.param.as_deref() {
+            // The limit's own words name a completion's `max_tokens`; here it is the input.
+            Some("max_tokens") => ApiError::invalid(
+                format!(
+                    "the input counts {tokens} tokens (its characters / 4), more than the tokens \
+                     per minute allowed: send fewer or shorter inputs"
+                ),
+                Some("input".into()),
+            ),
+            _ => e,
+        })?;
     let rate_headers = charge.headers().to_vec();
     let id = format!("emb-{}", uuid::Uuid::new_v4().simple());
     let bytes = request.body.to_bytes();
     let (task_id, bytes) = (id.as_str(), bytes.as_slice());
-    let (pending, mut guard) = app
+    let published = app
         .broker_link
         .publish_guarded(&id, app.metrics.clone(), |client| async move {
             client
@@ -183,7 +196,14 @@ async fn serve(
                 .await
                 .map_err(|e| publish_error(queue, e))
         })
-        .await?;
+        .await;
+    let (pending, mut guard) = match published {
+        Ok(published) => published,
+        Err(e) => {
+            charge.refund().await;
+            return Err(e);
+        }
+    };
     let deadline = Instant::now() + app.request_timeout;
     let Answer { reply, .. } = tokio::time::timeout_at(deadline.into(), pending.reply())
         .await

@@ -32,12 +32,22 @@ pub struct ApiError {
     pub param: Option<Box<str>>,
     /// `Retry-After`, for 429 and 503.
     pub retry_after: Option<Duration>,
-    /// For a full queue: the routing key the broker refused (the queue's name, or under
-    /// routing by model the model's), which picks the queue whose drain sets `retry_after`.
-    pub refused_key: Option<Box<str>>,
     /// Tells OpenAI's SDKs not to retry on their own (`x-should-retry: false`): the caller
     /// asked for an answer now, and an SDK would wait out `Retry-After` first.
     pub no_retry: bool,
+    /// What a few errors carry besides their envelope (boxed: errors travel in every
+    /// `Result` of a request's path, and most carry none).
+    pub extras: Option<Box<Extras>>,
+}
+
+/// What a few errors carry besides their envelope.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// For a full queue: the routing key the broker refused (the queue's name, or under
+    /// routing by model the model's), which picks the queue whose drain sets `retry_after`.
+    pub refused_key: Option<Box<str>>,
+    /// More headers: OpenAI's `x-ratelimit-*` on a rate limit's 429.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -49,9 +59,20 @@ impl ApiError {
             message: message.into(),
             param: None,
             retry_after: None,
-            refused_key: None,
             no_retry: false,
+            extras: None,
         }
+    }
+
+    /// For a full queue: the routing key the broker refused.
+    pub fn refused_key(&self) -> Option<&str> {
+        self.extras.as_ref()?.refused_key.as_deref()
+    }
+
+    /// The same error with these headers too.
+    pub fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Self {
+        self.extras.get_or_insert_default().headers = headers;
+        self
     }
 
     /// 400: the request is malformed or asks for something impossible.
@@ -268,7 +289,10 @@ impl From<ClientError> for ApiError {
     fn from(error: ClientError) -> Self {
         match error {
             ClientError::QueueFull(key) => ApiError {
-                refused_key: Some(key.as_str().into()),
+                extras: Some(Box::new(Extras {
+                    refused_key: Some(key.as_str().into()),
+                    ..Extras::default()
+                })),
                 ..ApiError::rate_limited(
                     QUEUE_FULL,
                     format!("the requests queue `{key}` is full; try again later"),
@@ -299,6 +323,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        for (name, value) in self.extras.iter().flat_map(|extras| extras.headers.iter()) {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                response.headers_mut().insert(*name, value);
+            }
         }
         response
     }

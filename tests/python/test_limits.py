@@ -76,9 +76,13 @@ def test_a_token_charge_is_corrected_by_what_the_reply_used(worker_names):
                        sdk(first.base_url, api_key=key)):
             answer = client.chat.completions.create(model="m", messages=HI, max_tokens=200, response_format=YES)
             assert answer.usage.total_tokens < 50, answer.usage
-        # A request that could never fit is a 400, not a 429.
-        with pytest.raises(openai.BadRequestError):
+        # A request that could never fit is a 400, not a 429, naming what made it too large.
+        with pytest.raises(openai.BadRequestError) as refused:
             sdk(second.base_url, api_key=key).chat.completions.create(model="m", messages=HI, max_tokens=400)
+        assert refused.value.body["param"] == "max_tokens"
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk(second.base_url, api_key=key).embeddings.create(model="m", input="word " * 400)
+        assert refused.value.body["param"] == "input", refused.value.body
 
 
 def test_without_redis_each_gateway_still_limits_on_its_own(worker_names):
@@ -185,5 +189,10 @@ def test_a_spent_rate_limit_is_a_429_with_retry_after(worker_names):
             client.completions.create(model="m", prompt="Hi", max_tokens=1)
         assert int(raised.value.response.headers["retry-after"]) >= 1
         assert raised.value.code == "rate_limit_exceeded"
+        # The refusal carries the bucket's state too, as OpenAI's 429s do.
+        refused = raised.value.response.headers
+        assert refused["x-ratelimit-limit-requests"] == "2", refused
+        assert refused["x-ratelimit-remaining-requests"] == "0", refused
+        assert refused["x-ratelimit-reset-requests"].endswith("s"), refused
     finally:
         gateway.stop()

@@ -6,6 +6,7 @@ queue that already exists, without its redeclare being refused."""
 
 import subprocess
 import time
+import uuid
 
 import httpx
 import pika
@@ -76,23 +77,31 @@ def test_a_queue_declared_unbounded_gets_bounded_and_a_full_queue_refuses_at_onc
         assert 3 <= taken <= 4, taken
         # The gateway answers 429 queue_full with a Retry-After; once it has polled the
         # queue's drain rate (none: no worker), the Retry-After says so.
-        gateway = start_gateway(names)
+        # A rate limit of two requests a minute: a request the full queue refused is given
+        # back to the key's buckets, so a caller retrying it is never told its limit is spent.
+        key = f"key-{uuid.uuid4().hex[:8]}"
+        gateway = start_gateway(names, gateway__api_keys=key, gateway__requests_per_minute=2,
+                                gateway__tokens_per_minute=1000)
+        auth = {"authorization": f"Bearer {key}"}
         try:
-            retry_afters = set()
+            retry_afters, tries = set(), 0
             deadline = time.monotonic() + 20
-            while "60" not in retry_afters:
+            while "60" not in retry_afters or tries < 3:
                 assert time.monotonic() < deadline, retry_afters
-                answer = httpx.post(f"{gateway.base_url}/chat/completions", timeout=30, json={
+                answer = httpx.post(f"{gateway.base_url}/chat/completions", timeout=30, headers=auth, json={
                     "model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]})
                 assert answer.status_code == 429, answer.text
-                assert answer.json()["error"]["code"] == "queue_full"
+                assert answer.json()["error"]["code"] == "queue_full", answer.text
                 retry_afters.add(answer.headers["retry-after"])
+                tries += 1
                 time.sleep(1)
             # A background response refused by the full queue gets the same estimate.
-            background = httpx.post(f"{gateway.base_url}/responses", timeout=30, json={
-                "model": "m", "input": "Hi", "max_output_tokens": 1, "background": True})
-            assert background.status_code == 429, background.text
-            assert background.headers["retry-after"] == "60", background.headers
+            for _ in range(3):
+                background = httpx.post(f"{gateway.base_url}/responses", timeout=30, headers=auth, json={
+                    "model": "m", "input": "Hi", "max_output_tokens": 1, "background": True})
+                assert background.status_code == 429, background.text
+                assert background.json()["error"]["code"] == "queue_full", background.text
+                assert background.headers["retry-after"] == "60", background.headers
         finally:
             gateway.stop()
         # Removing the bound removes the policy; the queue takes tasks again.

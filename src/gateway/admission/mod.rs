@@ -149,18 +149,23 @@ impl Admission {
         let mut headers = Vec::new();
         if let Some(rate) = self.request_rate {
             let verdict = shared.take(rate, &owner, 1).await?;
-            if !verdict.taken {
-                return Ok(Err(requests_exceeded(verdict.retry_after)));
-            }
             headers.extend(rate_headers("requests", rate, &verdict));
+            if !verdict.taken {
+                return Ok(Err(
+                    requests_exceeded(verdict.retry_after).with_headers(headers)
+                ));
+            }
         }
         let Some(rate) = self.token_rate else {
             return Ok(Ok(Charge {
+                shared: Some((shared.clone(), owner)),
+                requests: self.request_rate,
                 headers,
                 ..Charge::default()
             }));
         };
         let verdict = shared.take(rate, &owner, i64::from(tokens)).await?;
+        headers.extend(rate_headers("tokens", rate, &verdict));
         if !verdict.taken {
             // A refused request does not count against the requests either (best effort: the
             // refusal stands whatever Redis answers).
@@ -169,11 +174,14 @@ impl Admission {
                     tracing::debug!(error = %e, "a refused request's charge was not refunded");
                 }
             }
-            return Ok(Err(tokens_exceeded(tokens, verdict.retry_after)));
+            return Ok(Err(
+                tokens_exceeded(tokens, verdict.retry_after).with_headers(headers)
+            ));
         }
-        headers.extend(rate_headers("tokens", rate, &verdict));
         Ok(Ok(Charge {
-            shared: Some((shared.clone(), rate, owner)),
+            shared: Some((shared.clone(), owner)),
+            requests: self.request_rate,
+            tokens: Some(rate),
             estimated: tokens,
             headers,
         }))

@@ -111,7 +111,7 @@ async fn serve(
     let (task, routing_key) = (checked.bytes.as_slice(), checked.routing_key.as_deref());
     let (models, model, task_id) = (&app.models, request.model.as_str(), id.as_str());
     let tier = request.tier;
-    let (pending, guard) = app
+    let published = app
         .broker_link
         .publish_guarded(&id, app.metrics.clone(), |client| async move {
             client
@@ -119,7 +119,14 @@ async fn serve(
                 .await
                 .map_err(|e| models.publish_error(model, e))
         })
-        .await?;
+        .await;
+    let (pending, guard) = match published {
+        Ok(published) => published,
+        Err(e) => {
+            charge.refund().await;
+            return Err(e);
+        }
+    };
     let accepted = Accepted {
         charge,
         guard,

@@ -133,9 +133,16 @@ async fn create_response(
             return Ok(Json(recorded(&background.store, &earlier).await?).into_response());
         }
     }
-    let admitted = app.admission.admit(key, checked.tokens).await;
-    let accepted = match admitted {
-        Ok(_charge) => accept(&app, &id, created_at, &request, &checked, owner.clone()).await,
+    let accepted = match app.admission.admit(key, checked.tokens).await {
+        Ok(charge) => {
+            match accept(&app, &id, created_at, &request, &checked, owner.clone()).await {
+                Ok(object) => Ok(object),
+                Err(e) => {
+                    charge.refund().await;
+                    Err(e)
+                }
+            }
+        }
         Err(e) => Err(e),
     };
     match accepted {
@@ -229,7 +236,13 @@ async fn wait_for_answer(
     keeper: Option<Keeper>,
     mut charge: Charge,
 ) -> Result<Response, ApiError> {
-    let (pending, mut guard) = publish(app, id, request, task).await?;
+    let (pending, mut guard) = match publish(app, id, request, task).await {
+        Ok(published) => published,
+        Err(e) => {
+            charge.refund().await;
+            return Err(e);
+        }
+    };
     let object = object::queued(id, created_at, request);
     if request.stream {
         return Ok(stream::respond(
