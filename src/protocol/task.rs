@@ -81,6 +81,15 @@ impl ChatMessage {
             tool_call_id: None,
         }
     }
+
+    /// Its size as a gateway's rate limit counts it, in bytes: its content and its calls'
+    /// names and arguments (the model reads them all).
+    pub fn counted_len(&self) -> usize {
+        let calls: usize = (self.tool_calls.iter())
+            .map(|call| call.function.name.len() + call.function.arguments.len())
+            .sum();
+        self.content.len() + calls
+    }
 }
 
 /// A value where `null` means empty: OpenAI's assistant messages with tool calls have

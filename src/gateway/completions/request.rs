@@ -223,7 +223,10 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
                 .enumerate()
                 .map(|(i, m)| chat_turn(i, m))
                 .collect::<Result<Vec<_>, _>>()?;
-            prompt_chars = turns.iter().map(|t| t.content.len()).sum();
+            prompt_chars = turns
+                .iter()
+                .map(crate::protocol::ChatMessage::counted_len)
+                .sum();
             task.messages = Some(turns);
             task.tools = raw.tools;
             task.tool_choice = raw.tool_choice;

@@ -124,7 +124,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
     }
     turns_of(raw.input, &mut turns)?;
     let tools = raw.tools.as_deref().map(tools_of).transpose()?;
-    let prompt_chars = turns.iter().map(|t| t.content.len()).sum();
+    let prompt_chars = turns.iter().map(ChatMessage::counted_len).sum();
     let format = raw.text.as_ref().and_then(|text| text.get("format"));
     let json_schema = match raw.text.clone() {
         Some(text) => {
@@ -201,6 +201,8 @@ impl ResponseRequest {
                 .collect();
             super::input::turns_of(super::input::Input::Items(items), &mut earlier)?;
         }
+        // The stored conversation is read again: the rate limit counts it.
+        self.prompt_chars += earlier.iter().map(ChatMessage::counted_len).sum::<usize>();
         let turns = self.task.messages.get_or_insert_with(Vec::new);
         let at = usize::from(self.has_instructions).min(turns.len());
         turns.splice(at..at, earlier);

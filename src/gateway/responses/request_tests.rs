@@ -96,7 +96,12 @@ fn a_continued_response_puts_the_stored_conversation_after_the_new_instructions(
          "content": [{"type": "output_text", "text": "Sunny.", "annotations": []}]},
         {"type": "function_call", "id": "fc_0_0", "call_id": "call_9", "name": "f",
          "arguments": "{}", "status": "completed"}]);
+    let new_input = request.prompt_chars;
     request.continue_from(earlier, &output).unwrap();
+    // The rate limit counts the conversation read again: its texts, the call's name and
+    // arguments.
+    let read_again = "Weather in Paris?".len() + "Sunny.".len() + "f".len() + "{}".len();
+    assert_eq!(request.prompt_chars, new_input + read_again);
     let turns = request.task.messages.clone().unwrap();
     let roles: Vec<_> = turns.iter().map(|t| t.role.as_str()).collect();
     assert_eq!(roles, ["system", "user", "assistant", "user"]);
