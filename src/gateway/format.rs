@@ -9,14 +9,16 @@ use serde_json::{json, Value};
 
 use crate::gateway::errors::ApiError;
 
-/// Chat Completions' `response_format`.
+/// Chat Completions' `response_format`. A field OpenAI does not define is refused (a schema
+/// beside `json_object` would otherwise be dropped while its caller counts on it).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum ResponseFormat {
-    /// Plain text (no constraint).
-    Text,
+    /// Plain text (no constraint). (Variants without fields are empty structs: serde lets
+    /// a unit variant of a tagged enum take any field.)
+    Text {},
     /// Any JSON object.
-    JsonObject,
+    JsonObject {},
     /// JSON valid against a schema.
     JsonSchema {
         /// The schema, its name and strictness.
@@ -24,29 +26,42 @@ pub(crate) enum ResponseFormat {
     },
 }
 
-/// `response_format.json_schema`.
+/// `response_format.json_schema`. Its `description` is accepted and not shown to the model
+/// (the schema constrains the output whatever it says), its `strict` likewise (the output
+/// always follows the schema).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 pub(crate) struct NamedSchema {
-    #[allow(dead_code)]
     name: String,
     #[serde(default)]
     schema: Option<Value>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    strict: Option<bool>,
 }
 
-/// The Responses API's `text.format`: the same choices, the schema's fields inline.
+/// The Responses API's `text.format`: the same choices, the schema's fields inline, as
+/// strict about unknown fields.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(dead_code)]
 pub(crate) enum TextFormat {
-    /// Plain text (no constraint).
-    Text,
+    /// Plain text (no constraint). (Variants without fields are empty structs: serde lets
+    /// a unit variant of a tagged enum take any field.)
+    Text {},
     /// Any JSON object.
-    JsonObject,
+    JsonObject {},
     /// JSON valid against `schema`.
     JsonSchema {
-        #[allow(dead_code)]
         name: String,
         #[serde(default)]
         schema: Option<Value>,
+        #[serde(default)]
+        description: Option<String>,
+        #[serde(default)]
+        strict: Option<bool>,
     },
 }
 
@@ -69,8 +84,8 @@ impl ResponseFormat {
     /// The task's `json_schema` for this format; `field` names it in errors.
     pub(crate) fn json_schema(self, field: &str) -> Result<Option<Value>, ApiError> {
         match self {
-            ResponseFormat::Text => Ok(None),
-            ResponseFormat::JsonObject => Ok(Some(any_object())),
+            ResponseFormat::Text {} => Ok(None),
+            ResponseFormat::JsonObject {} => Ok(Some(any_object())),
             ResponseFormat::JsonSchema { json_schema } => {
                 required_schema(json_schema.schema, &format!("{field}.json_schema.schema"))
             }
@@ -82,8 +97,8 @@ impl TextFormat {
     /// The task's `json_schema` for this format.
     pub(crate) fn json_schema(self) -> Result<Option<Value>, ApiError> {
         match self {
-            TextFormat::Text => Ok(None),
-            TextFormat::JsonObject => Ok(Some(any_object())),
+            TextFormat::Text {} => Ok(None),
+            TextFormat::JsonObject {} => Ok(Some(any_object())),
             TextFormat::JsonSchema { schema, .. } => required_schema(schema, "text.format.schema"),
         }
     }
@@ -156,6 +171,29 @@ mod tests {
         assert!(error.message.contains("response_format.json_schema.schema"));
         let string = text_format(json!({"type": "json_schema", "name": "x", "schema": "{}"}));
         assert!(string.unwrap_err().message.contains("text.format.schema"));
+    }
+
+    #[test]
+    fn a_field_openai_does_not_define_is_refused_inside_each_format() {
+        let parses = |value: Value| serde_json::from_value::<ResponseFormat>(value).is_ok();
+        let schema = json!({"type": "object"});
+        assert!(!parses(json!({"type": "json_object", "schema": schema})));
+        assert!(!parses(json!({"type": "text", "foo": 1})));
+        assert!(!parses(
+            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strictly": true}})
+        ));
+        let described = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema,
+                               "description": "an answer", "strict": false}});
+        assert!(parses(described));
+        let parses = |value: Value| serde_json::from_value::<TextFormat>(value).is_ok();
+        assert!(!parses(json!({"type": "json_object", "schema": schema})));
+        assert!(!parses(json!({"type": "text", "foo": 1})));
+        assert!(!parses(
+            json!({"type": "json_schema", "name": "x", "schema": schema, "x": 1})
+        ));
+        assert!(parses(
+            json!({"type": "json_schema", "name": "x", "schema": schema, "description": "d", "strict": true})
+        ));
     }
 
     #[test]

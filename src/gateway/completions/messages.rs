@@ -25,6 +25,9 @@ pub(crate) struct ContentPart {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    /// Its other fields: refused by name, unless OpenAI's shape of the part holds them.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One chat message as OpenAI shapes it.
@@ -88,7 +91,24 @@ pub(crate) fn text_of(content: Content, field: &str) -> Result<String, ApiError>
         Content::Parts(parts) => parts,
     };
     let mut text = String::new();
-    for part in parts {
+    for (index, part) in parts.into_iter().enumerate() {
+        // An earlier answer's `output_text` comes back with its annotations and logprobs; a
+        // part of another type is refused for its type below, not for its fields.
+        let kept: &[&str] = match part.kind.as_str() {
+            "output_text" => &["annotations", "logprobs"],
+            _ => &[],
+        };
+        let is_text = matches!(part.kind.as_str(), "text" | "input_text" | "output_text");
+        let other = (part.rest.iter())
+            .filter(|_| is_text)
+            .find(|(key, value)| !value.is_null() && !kept.contains(&key.as_str()));
+        if let Some((key, _)) = other {
+            let path = format!("{field}.content[{index}].{key}");
+            return Err(ApiError::invalid(
+                format!("`{path}` is not supported: a text part takes `type` and `text`"),
+                Some(path),
+            ));
+        }
         match (part.kind.as_str(), part.text) {
             ("text" | "input_text" | "output_text", Some(piece)) => text.push_str(&piece),
             (kind, _) => {

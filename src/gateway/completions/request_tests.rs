@@ -204,6 +204,38 @@ fn nested_fields_openai_does_not_define_are_refused_by_their_path() {
         );
         assert!(err.message.contains("is not supported"), "{}", err.message);
     }
+    // A format's fields are OpenAI's: a schema beside `json_object` is not dropped unseen.
+    for (fields, param, named) in [
+        (
+            json!({"response_format": {"type": "json_object", "schema": {"type": "object"}}}),
+            "response_format",
+            "`schema`",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema",
+                   "json_schema": {"name": "n", "schema": {}, "examples": []}}}),
+            // serde reads a tagged enum's content whole: the path stops at the format.
+            "response_format",
+            "`examples`",
+        ),
+    ] {
+        let err = chat(fields.clone()).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some(param), "{}", err.message);
+        assert!(err.message.contains(named), "{}", err.message);
+    }
+    // A text part is `type` and `text`; another type is refused for its type.
+    let part = |part: Value| chat(json!({"messages": [{"role": "user", "content": [part]}]}));
+    let cached =
+        part(json!({"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}}));
+    let cached = cached.unwrap_err();
+    assert_eq!(
+        cached.param.as_deref(),
+        Some("messages[0].content[0].cache_control")
+    );
+    let image = part(json!({"type": "image_url", "image_url": {"url": "https://x/y.png"}}));
+    assert!(image.unwrap_err().message.contains("only text parts"));
+    let earlier = json!({"type": "output_text", "text": "Hi", "annotations": [], "logprobs": []});
+    assert!(chat(json!({"messages": [{"role": "assistant", "content": [earlier]}]})).is_ok());
     // What OpenAI's shapes hold, and `null` or the default for the rest, pass.
     let full = tool(json!({"function.description": "d", "function.strict": true}));
     assert!(chat(json!({"tools": [full], "tool_choice": "auto"})).is_ok());

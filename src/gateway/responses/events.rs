@@ -133,8 +133,8 @@ impl Events {
         events
     }
 
-    /// Closes the open message, if any.
-    fn close_message(&mut self) -> Vec<Value> {
+    /// Closes the open message, if any, as `status`.
+    fn close_message(&mut self, status: &str) -> Vec<Value> {
         let (Some(index), true) = (self.message_index, self.message_open) else {
             return Vec::new();
         };
@@ -142,7 +142,7 @@ impl Events {
         let text = self.message_text.clone();
         let id = self.message_id();
         let part = json!({"type": "output_text", "text": text, "annotations": []});
-        let item = json!({"type": "message", "id": id, "status": "completed", "role": "assistant",
+        let item = json!({"type": "message", "id": id, "status": status, "role": "assistant",
                           "content": [part]});
         vec![
             self.event(
@@ -175,7 +175,7 @@ impl Events {
         for piece in pieces {
             let call = piece.index as usize;
             if call == self.calls.len() {
-                events.extend(self.close_message());
+                events.extend(self.close_message("completed"));
                 let output_index = self.items;
                 self.items += 1;
                 self.calls.push(OpenCall {
@@ -226,7 +226,12 @@ impl Events {
         if calls.is_empty() && self.message_index.is_none() {
             events.extend(self.open_message());
         }
-        events.extend(self.close_message());
+        let status = if object::outcome(reply) == Status::Incomplete {
+            "incomplete"
+        } else {
+            "completed"
+        };
+        events.extend(self.close_message(status));
         for (index, call) in calls.iter().enumerate() {
             // The rest of a call the chunks began (the engine's last piece comes with the
             // reply when chunks were grouped), or a whole call they did not carry.
@@ -248,11 +253,6 @@ impl Events {
                 events.extend(self.calls(&[ToolCallDelta::whole(index as u32, call)]));
             }
         }
-        let status = if object::outcome(reply) == Status::Incomplete {
-            "incomplete"
-        } else {
-            "completed"
-        };
         for index in 0..self.calls.len() {
             let open = &self.calls[index];
             let body = json!({"item_id": format!("fc_{}_{index}", self.suffix),

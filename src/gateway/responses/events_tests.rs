@@ -153,3 +153,18 @@ fn text_before_a_call_is_sent_once_and_the_call_follows_it() {
         .map(|e| e["arguments"].clone());
     assert_eq!(arguments, Some(json!("{\"a\": 1}")));
 }
+
+#[test]
+fn a_message_cut_short_by_its_token_limit_is_done_incomplete_as_in_the_object() {
+    let mut stream = events();
+    stream.opening();
+    stream.text("Par", &[]);
+    let end = stream.finish(&reply("Par", vec![], FinishReason::Length));
+    let done: Vec<_> = (end.iter())
+        .filter(|e| e["type"] == "response.output_item.done")
+        .collect();
+    assert_eq!(done[0]["item"]["status"], "incomplete");
+    let last = end.last().expect("a final event");
+    assert_eq!(last["type"], "response.incomplete");
+    assert_eq!(last["response"]["output"][0]["status"], "incomplete");
+}

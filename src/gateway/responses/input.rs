@@ -215,11 +215,14 @@ pub(super) fn tool_choice_of(choice: &Value) -> Result<Value, ApiError> {
     if choice.is_string() {
         return Ok(choice.clone());
     }
+    // Only `type` and `name`: another key (a chat-shaped `function`) is not dropped unseen.
+    let only_known = (choice.as_object())
+        .is_some_and(|fields| fields.keys().all(|key| key == "type" || key == "name"));
     match (
         choice.get("type").and_then(Value::as_str),
         choice.get("name").filter(|name| name.is_string()),
     ) {
-        (Some("function"), Some(name)) => {
+        (Some("function"), Some(name)) if only_known => {
             Ok(json!({"type": "function", "function": {"name": name}}))
         }
         _ => Err(ApiError::invalid(

@@ -118,6 +118,12 @@ pub fn finished(object: &Value, reply: &Reply) -> Value {
     let id = object["id"].as_str().unwrap_or_default();
     let suffix = id.trim_start_matches("resp_");
     let mut output = Vec::new();
+    // An item cut short by `max_output_tokens` is incomplete, as its response is.
+    let item_status = if status == Status::Incomplete {
+        "incomplete"
+    } else {
+        "completed"
+    };
     // A reply that only calls tools has no message, as OpenAI's.
     if let Some(text) = reply
         .text
@@ -131,7 +137,7 @@ pub fn finished(object: &Value, reply: &Reply) -> Value {
         output.push(json!({
             "type": "message",
             "id": format!("msg_{suffix}"),
-            "status": "completed",
+            "status": item_status,
             "role": "assistant",
             "content": [content],
         }));
@@ -143,7 +149,7 @@ pub fn finished(object: &Value, reply: &Reply) -> Value {
             "call_id": call.id,
             "name": call.function.name,
             "arguments": call.function.arguments,
-            "status": if status == Status::Incomplete { "incomplete" } else { "completed" },
+            "status": item_status,
         }));
     }
     if reply.text.is_some() || !calls.is_empty() {

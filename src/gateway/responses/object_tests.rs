@@ -46,6 +46,11 @@ fn replies_lead_to_the_documented_final_states() {
     );
     assert_eq!(cut["status"], "incomplete");
     assert_eq!(cut["incomplete_details"]["reason"], "max_output_tokens");
+    assert_eq!(done["output"][0]["status"], "completed");
+    assert_eq!(
+        cut["output"][0]["status"], "incomplete",
+        "its message is cut short too"
+    );
     let failed = reply(ReplyStatus::Error, None, Some(ErrorCode::Timeout));
     let failed = finished(&base, &failed);
     assert_eq!(failed["status"], "failed");

@@ -152,6 +152,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
         }),
         "parallel_tool_calls": raw.parallel_tool_calls.unwrap_or(true),
         "service_tier": service_tier::name_of(tier),
+        "previous_response_id": raw.previous_response_id.clone(),
     });
     let logprobs = logprobs::asked_by_response(
         raw.include.as_deref().unwrap_or_default(),

@@ -89,6 +89,10 @@ fn a_continued_response_puts_the_stored_conversation_after_the_new_instructions(
                       "previous_response_id": "resp_0"});
     let mut request = parse_request(body.to_string().as_bytes()).unwrap();
     assert_eq!(request.previous_response_id.as_deref(), Some("resp_0"));
+    assert_eq!(
+        request.echo["previous_response_id"], "resp_0",
+        "the object says it"
+    );
     assert!(request.store);
     let earlier = vec![ChatMessage::new(Role::User, "Weather in Paris?")];
     let output = json!([
@@ -156,4 +160,15 @@ fn nested_fields_openai_does_not_define_are_refused_by_their_path() {
     let body = json!({"model": "m", "input": [echoed, output], "tools": [tool],
         "text": {"format": {"type": "text"}, "verbosity": "medium"}});
     assert!(parse_request(body.to_string().as_bytes()).is_ok());
+}
+
+#[test]
+fn a_named_tool_choice_takes_its_type_and_name_only() {
+    let tool = json!({"type": "function", "name": "f", "parameters": {"type": "object"}});
+    let body = |choice: Value| json!({"model": "m", "input": "Hi", "tools": [tool], "tool_choice": choice});
+    let named = json!({"type": "function", "name": "f"});
+    assert!(parse_request(body(named).to_string().as_bytes()).is_ok());
+    let chat_shaped = json!({"type": "function", "name": "f", "function": {"name": "g"}});
+    let refused = parse_request(body(chat_shaped).to_string().as_bytes()).unwrap_err();
+    assert_eq!(refused.param.as_deref(), Some("tool_choice"));
 }

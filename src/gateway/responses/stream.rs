@@ -95,7 +95,10 @@ async fn next(relay: &mut Relay) -> Option<Value> {
                     return Some(relay.events.error(&lost));
                 }
                 let events = relay.events.finish(&reply);
-                if let Some(keeper) = relay.keeper.take() {
+                // A stream that ended with an `error` event told its caller to send the
+                // request again: nothing is kept under its id.
+                let answered = events.last().is_none_or(|event| event["type"] != "error");
+                if let Some(keeper) = relay.keeper.take().filter(|_| answered) {
                     keeper
                         .keep(&object::finished(relay.events.created(), &reply))
                         .await;
