@@ -128,6 +128,16 @@ impl ApiError {
         )
     }
 
+    /// 405: the path exists, not with this method.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            "this endpoint does not take this method",
+        )
+    }
+
     /// 404 for a stored object (a `file`, a `batch`) that does not exist or belongs to another
     /// key: code `{what}_not_found`, as OpenAI names it.
     pub fn no_such(what: &str, id: &str) -> Self {

@@ -237,7 +237,10 @@ fn router(app: Arc<Shared>, settings: &crate::config::GatewaySettings) -> Router
         .route("/v1/completions", post(completions::completion))
         .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/responses", post(responses::create))
-        .route("/v1/responses/{id}", get(responses::retrieve))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
         .route("/v1/responses/{id}/cancel", post(responses::cancel))
         .route(
             "/v1/files",
@@ -260,6 +263,7 @@ fn router(app: Arc<Shared>, settings: &crate::config::GatewaySettings) -> Router
         .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(app.clone(), measure))
         .layer(middleware::from_fn(traced::traced))

@@ -12,6 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -160,6 +161,26 @@ def test_logprobs_asked_with_include_are_kept_with_the_background_response(fleet
     streamed = [entry.token for e in events if e.type == "response.output_text.delta" for entry in e.logprobs]
     final = events[-1].response.output[0].content[0]
     assert streamed == [entry.token for entry in final.logprobs] and streamed
+
+
+def test_a_deleted_response_is_neither_retrieved_nor_continued(fleet):
+    client = sdk(fleet.first.base_url)
+    kept = client.responses.create(model="m", input="Hello", max_output_tokens=2)
+    assert client.responses.delete(kept.id) is None
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(kept.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model="m", input="x", max_output_tokens=2, previous_response_id=kept.id)
+    assert caught.value.body["param"] == "previous_response_id"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(kept.id)
+    # The answer the SDK does not read, as OpenAI's; a method the path does not take is a
+    # 405 in OpenAI's envelope.
+    again = client.responses.create(model="m", input="Hello", max_output_tokens=2)
+    deleted = httpx.delete(f"{fleet.first.base_url}/responses/{again.id}", timeout=10)
+    assert deleted.json() == {"id": again.id, "object": "response", "deleted": True}
+    put = httpx.put(f"{fleet.first.base_url}/responses/{again.id}", json={}, timeout=10)
+    assert put.status_code == 405 and put.json()["error"]["code"] == "method_not_allowed", put.text
 
 
 def test_an_unknown_response_is_a_404(fleet):

@@ -1,6 +1,5 @@
 //! OpenAI's Responses API: `POST /v1/responses` (answered at once with `background: true`,
-//! else when done), `GET /v1/responses/{id}` (with an optional bounded `?wait=SECONDS`
-//! long-poll) and `POST /v1/responses/{id}/cancel`.
+//! else when done); a response by its id ([`by_id`]): retrieve, cancel, delete.
 //!
 //! A background response is accepted only once it is both recorded in Redis ([`store`]) and
 //! confirmed by the broker; its task names the shared results queue as `reply_to`, which
@@ -9,6 +8,7 @@
 //! a body into a task, [`object`] builds the response objects, [`webhooks`] tells callers
 //! when a response ends. Redis down: these endpoints answer 503.
 
+mod by_id;
 mod events;
 mod input;
 pub mod object;
@@ -17,31 +17,29 @@ pub mod store;
 mod stream;
 pub mod webhooks;
 
+pub use by_id::{cancel, delete, retrieve};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 
 use crate::clock;
 use crate::gateway::admission::{owner_of, Charge};
 use crate::gateway::broker_link::CancelOnDrop;
 use crate::gateway::errors::ApiError;
-use crate::gateway::intake::{ApiKey, CheckedTask};
+use crate::gateway::intake::CheckedTask;
 use crate::gateway::Shared;
 
 use object::Status;
 use request::ResponseRequest;
-use store::{Meta, Record, Store, StoreError, Transition};
+use store::{Meta, Record, Store, StoreError};
 use webhooks::Webhooks;
-
-/// The longest `?wait=` honoured, in seconds.
-const MAX_WAIT_S: u64 = 60;
 
 /// What the background endpoints share.
 pub struct Background {
@@ -89,10 +87,12 @@ async fn create_response(
         })?;
     }
     if let Some(previous) = request.previous_response_id.clone() {
-        let record = owned(&app, &previous, key).await.map_err(|mut error| {
-            error.param = Some("previous_response_id".into());
-            error
-        })?;
+        let record = by_id::owned(&app, &previous, key)
+            .await
+            .map_err(|mut error| {
+                error.param = Some("previous_response_id".into());
+                error
+            })?;
         if !record.status.is_final() {
             return Err(ApiError::invalid(
                 format!(
@@ -325,82 +325,4 @@ async fn publish(
                 .map_err(|e| app.models.publish_error(&request.model, e))
         })
         .await
-}
-
-/// `?wait=SECONDS` of a retrieve; OpenAI's other parameters are refused by name.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WaitQuery {
-    wait: Option<u64>,
-    stream: Option<bool>,
-}
-
-/// `GET /v1/responses/{id}`.
-pub async fn retrieve(
-    State(app): State<Arc<Shared>>,
-    key: ApiKey,
-    Path(id): Path<String>,
-    query: Result<Query<WaitQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text(), None))?;
-    if query.stream == Some(true) {
-        return Err(ApiError::invalid(
-            "`stream` is not supported on retrieve: long-poll with `?wait=SECONDS` (at most 60), \
-             or stream the request itself (`stream: true` on create)",
-            Some("stream".into()),
-        ));
-    }
-    let deadline = Instant::now() + Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_S));
-    loop {
-        let record = owned(&app, &id, &key.0).await?;
-        if record.status.is_final() || Instant::now() >= deadline {
-            return Ok(Json(record.object).into_response());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// `POST /v1/responses/{id}/cancel`: a queued or running response is cancelled (its task is
-/// cancelled on the control exchange); a finished one is returned unchanged.
-pub async fn cancel(
-    State(app): State<Arc<Shared>>,
-    key: ApiKey,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let store = &app.responses.store;
-    for _ in 0..5 {
-        let record = owned(&app, &id, &key.0).await?;
-        if record.status.is_final() {
-            return Ok(Json(record.object).into_response());
-        }
-        let next = object::with_status(&record.object, Status::Cancelled);
-        if store
-            .transition(&id, record.status, Status::Cancelled, &next)
-            .await?
-            == Transition::Done
-        {
-            // While the broker blocks publishers the cancel waits for the alarm; the caller
-            // must not.
-            app.broker_link.cancel_later(id.clone());
-            let hooks = &app.responses.webhooks;
-            let callback = record.meta.callback_url.as_deref();
-            hooks.notify(store, &id, Status::Cancelled, callback);
-            return Ok(Json(next).into_response());
-        }
-    }
-    Err(ApiError::internal("the response kept changing; try again"))
-}
-
-/// The record of response `id` if `key` made it; 404 otherwise. Without API keys every
-/// owner is empty. With keys, a record kept from a reply alone (Redis lost the one its
-/// request made) has no owner, and no key sees it.
-async fn owned(app: &Shared, id: &str, key: &str) -> Result<Record, ApiError> {
-    match app.responses.store.get(id).await? {
-        Some(record) if record.meta.owner == owner_of(key) => Ok(record),
-        _ => {
-            let mut error = ApiError::not_found(format!("no response with id `{id}`"));
-            error.code = "response_not_found".into();
-            Err(error)
-        }
-    }
 }
