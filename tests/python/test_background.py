@@ -253,6 +253,38 @@ def test_the_same_idempotency_key_creates_one_response_even_when_racing(fleet):
     assert attempts() - before == 2, "one task per idempotency key reached the worker"
 
 
+def test_a_repeat_waits_for_the_first_request_and_takes_over_a_key_it_gives_up(fleet):
+    """The first request with a key records a response, then publishes its task. A repeat in
+    between waits until the task is confirmed; should the first be refused (its record
+    deleted, its key released), the repeat claims the key and is accepted itself. Redis is
+    put here in the state of a first request caught between its record and its publish."""
+    client = sdk(fleet.first.base_url)
+    key = f"pending-{time.time_ns()}"
+    probe = client.responses.create(model="m", input="Hi", max_output_tokens=2, background=True,
+                                    extra_headers={"Idempotency-Key": key})
+    claim = subprocess.run(["redis-cli", "--scan", "--pattern", f"warren:idempotency:*:{key}"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert len(claim) == 1, claim
+    record = f"warren:response:{probe.id}"
+    assert subprocess.run(["redis-cli", "HGET", record, "accepted"], capture_output=True, text=True).stdout.strip() == "1"
+    # A first request still being accepted: its claim and its record, not yet marked.
+    pending = claim[0].replace(key, f"{key}-2")
+    subprocess.run(["redis-cli", "SET", pending, "resp_pending"], check=True, capture_output=True)
+    subprocess.run(["redis-cli", "HSET", "warren:response:resp_pending", "status", "queued", "object", "{}",
+                    "accepted", "0"], check=True, capture_output=True)
+    answers = []
+    repeat = threading.Thread(target=lambda: answers.append(client.responses.create(
+        model="m", input="Hi", max_output_tokens=2, background=True, extra_headers={"Idempotency-Key": f"{key}-2"})))
+    repeat.start()
+    time.sleep(1)
+    assert repeat.is_alive() and not answers, "the repeat waits for the first request's outcome"
+    # The first is refused: it deletes its record, then releases its key.
+    subprocess.run(["redis-cli", "DEL", "warren:response:resp_pending", pending], check=True, capture_output=True)
+    repeat.join(timeout=30)
+    assert answers and answers[0].id != "resp_pending", answers
+    assert wait_until_final(client, answers[0].id).status in ("completed", "incomplete")
+
+
 def test_a_result_that_arrives_while_the_gateway_is_down_is_reported_after_its_restart(fleet):
     gateway = start_gateway(fleet.names, **fleet.common)
     client = sdk(gateway.base_url)

@@ -129,8 +129,8 @@ async fn create_response(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     if let Some(idempotency_key) = &idempotency_key {
-        if let Some(earlier) = background.store.claim(&owner, idempotency_key, &id).await? {
-            return Ok(Json(recorded(&background.store, &earlier).await?).into_response());
+        if let Some(earlier) = first_of(&background.store, &owner, idempotency_key, &id).await? {
+            return Ok(Json(earlier).into_response());
         }
     }
     let accepted = match app.admission.admit(key, checked.tokens).await {
@@ -179,7 +179,7 @@ async fn accept(
         input: request.conversation(),
     };
     let store = &app.responses.store;
-    store.create(id, &record).await?;
+    store.create_pending(id, &record).await?;
     let sent = app
         .broker_link
         .unless_blocked(async {
@@ -205,20 +205,62 @@ async fn accept(
         }
         return Err(e);
     }
+    // A repeat of its Idempotency-Key answers with it from now on.
+    if let Err(e) = store.accept(id).await {
+        tracing::warn!(response = %id, error = %e, "a response's acceptance was not recorded");
+    }
     Ok(object)
 }
 
-/// The stored object of an earlier request with the same idempotency key (which may still
-/// be being recorded by a racing request).
-async fn recorded(store: &Store, id: &str) -> Result<serde_json::Value, ApiError> {
+/// Claims idempotency `key` for response `id`: `None` when this request holds it, else the
+/// object of the earlier request that does, once that one is accepted. An earlier request
+/// that is refused releases the key, and this one claims it again.
+async fn first_of(
+    store: &Store,
+    owner: &str,
+    key: &str,
+    id: &str,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    for _ in 0..3 {
+        let Some(earlier) = store.claim(owner, key, id).await? else {
+            return Ok(None);
+        };
+        if let Some(object) = accepted_earlier(store, owner, key, &earlier).await? {
+            return Ok(Some(object));
+        }
+    }
+    Err(ApiError::internal(
+        "the requests with this Idempotency-Key keep being refused; send it again",
+    ))
+}
+
+/// The object of `earlier`, the response idempotency `key` is claimed for, once its task
+/// is confirmed; `None` once its request was refused (the key released).
+async fn accepted_earlier(
+    store: &Store,
+    owner: &str,
+    key: &str,
+    earlier: &str,
+) -> Result<Option<serde_json::Value>, ApiError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if let Some(record) = store.get(id).await? {
-            return Ok(record.object);
+        match store.accepted(earlier).await? {
+            Some(true) => {
+                if let Some(record) = store.get(earlier).await? {
+                    return Ok(Some(record.object));
+                }
+            }
+            Some(false) => {}
+            // Not recorded yet, or refused: its request deletes the record, then the claim.
+            None => {
+                if store.claimed(owner, key).await?.as_deref() != Some(earlier) {
+                    return Ok(None);
+                }
+            }
         }
         if Instant::now() > deadline {
             return Err(ApiError::internal(
-                "the request with this Idempotency-Key was not accepted; send it again",
+                "the request with this Idempotency-Key is still being accepted; send it again",
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

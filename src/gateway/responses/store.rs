@@ -123,6 +123,16 @@ impl Store {
 
     /// Stores a new record with the store's TTL.
     pub async fn create(&self, id: &str, record: &Record) -> Result<(), StoreError> {
+        self.put(id, record, true).await
+    }
+
+    /// Stores a new record not yet accepted: its task is still to be confirmed
+    /// ([`Store::accept`]).
+    pub async fn create_pending(&self, id: &str, record: &Record) -> Result<(), StoreError> {
+        self.put(id, record, false).await
+    }
+
+    async fn put(&self, id: &str, record: &Record, accepted: bool) -> Result<(), StoreError> {
         let key = response_key(id);
         let meta = serde_json::to_string(&record.meta).unwrap_or_default();
         let pipeline = redis::pipe()
@@ -137,6 +147,8 @@ impl Store {
             .arg(meta)
             .arg("input")
             .arg(serde_json::to_string(&record.input).unwrap_or_default())
+            .arg("accepted")
+            .arg(if accepted { "1" } else { "0" })
             .ignore()
             .cmd("EXPIRE")
             .arg(&key)
@@ -210,6 +222,40 @@ impl Store {
             .script::<i64>(PUT_META, &key, &[&meta])
             .await
             .map(|_| ())
+    }
+
+    /// Marks response `id` accepted: its task was confirmed by the broker.
+    pub async fn accept(&self, id: &str) -> Result<(), StoreError> {
+        let mark = redis::cmd("HSET")
+            .arg(response_key(id))
+            .arg("accepted")
+            .arg("1")
+            .clone();
+        self.run::<i64>(mark).await.map(|_| ())
+    }
+
+    /// Whether response `id` was accepted (`None`: there is no such response). A record
+    /// stored before the mark existed counts as accepted.
+    pub async fn accepted(&self, id: &str) -> Result<Option<bool>, StoreError> {
+        let fields: (Option<String>, Option<String>) = self
+            .run(
+                redis::cmd("HMGET")
+                    .arg(response_key(id))
+                    .arg("status")
+                    .arg("accepted")
+                    .clone(),
+            )
+            .await?;
+        Ok(match fields {
+            (None, _) => None,
+            (Some(_), accepted) => Some(accepted.as_deref() != Some("0")),
+        })
+    }
+
+    /// The response an idempotency key is claimed for, if it is.
+    pub async fn claimed(&self, owner: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let name = format!("warren:idempotency:{owner}:{key}");
+        self.run(redis::cmd("GET").arg(name).clone()).await
     }
 
     /// Deletes response `id` (it was not accepted after all).
