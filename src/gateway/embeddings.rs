@@ -197,13 +197,7 @@ async fn serve(
                 .map_err(|e| publish_error(queue, e))
         })
         .await;
-    let (pending, mut guard) = match published {
-        Ok(published) => published,
-        Err(e) => {
-            charge.refund().await;
-            return Err(e);
-        }
-    };
+    let (pending, mut guard) = charge.refund_unless(published).await?;
     let deadline = Instant::now() + app.request_timeout;
     let Answer { reply, .. } = tokio::time::timeout_at(deadline.into(), pending.reply())
         .await

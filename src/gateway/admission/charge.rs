@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::SHARED_CALL_LIMIT;
+use crate::gateway::errors::ApiError;
 use crate::gateway::shared_buckets::{Rate, SharedBuckets};
 use crate::redis_link::RedisError;
 
@@ -60,7 +61,7 @@ impl Charge {
     /// its request and its estimate back to the fleet's buckets, so a caller that retries
     /// the 429 or 503 pays once. A replica's own buckets cannot give back: there each try
     /// counts.
-    pub async fn refund(mut self) {
+    pub async fn refund(&mut self) {
         let Some((buckets, owner)) = self.shared.take() else {
             return;
         };
@@ -70,6 +71,17 @@ impl Charge {
         if let Some(rate) = self.requests {
             correct(&buckets, rate, &owner, -1).await;
         }
+    }
+
+    /// `published` as it is, with this charge given back when it failed ([`Charge::refund`]).
+    pub async fn refund_unless<T>(
+        &mut self,
+        published: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        if published.is_err() {
+            self.refund().await;
+        }
+        published
     }
 
     /// What to correct, once: the bucket and the difference from the estimate.

@@ -103,7 +103,7 @@ async fn serve(
     let mut request = request::parse_request(kind, &caller.body)?;
     request.task.deadline_ms = Some(app.deadline_ms());
     let checked = app.check_task(&request.task, &request.model, request.prompt_chars)?;
-    let charge = app.admit_task(&caller, &checked).await?;
+    let mut charge = app.admit_task(&caller, &checked).await?;
     let rate_headers = charge.headers().to_vec();
     request.model.clone_from(&checked.model);
 
@@ -120,13 +120,7 @@ async fn serve(
                 .map_err(|e| models.publish_error(model, e))
         })
         .await;
-    let (pending, guard) = match published {
-        Ok(published) => published,
-        Err(e) => {
-            charge.refund().await;
-            return Err(e);
-        }
-    };
+    let (pending, guard) = charge.refund_unless(published).await?;
     let accepted = Accepted {
         charge,
         guard,

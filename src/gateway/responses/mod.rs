@@ -134,14 +134,9 @@ async fn create_response(
         }
     }
     let accepted = match app.admission.admit(key, checked.tokens).await {
-        Ok(charge) => {
-            match accept(&app, &id, created_at, &request, &checked, owner.clone()).await {
-                Ok(object) => Ok(object),
-                Err(e) => {
-                    charge.refund().await;
-                    Err(e)
-                }
-            }
+        Ok(mut charge) => {
+            let accepted = accept(&app, &id, created_at, &request, &checked, owner.clone()).await;
+            charge.refund_unless(accepted).await
         }
         Err(e) => Err(e),
     };
@@ -278,13 +273,8 @@ async fn wait_for_answer(
     keeper: Option<Keeper>,
     mut charge: Charge,
 ) -> Result<Response, ApiError> {
-    let (pending, mut guard) = match publish(app, id, request, task).await {
-        Ok(published) => published,
-        Err(e) => {
-            charge.refund().await;
-            return Err(e);
-        }
-    };
+    let published = publish(app, id, request, task).await;
+    let (pending, mut guard) = charge.refund_unless(published).await?;
     let object = object::queued(id, created_at, request);
     if request.stream {
         return Ok(stream::respond(
