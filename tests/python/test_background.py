@@ -285,6 +285,45 @@ def test_a_repeat_waits_for_the_first_request_and_takes_over_a_key_it_gives_up(f
     assert wait_until_final(client, answers[0].id).status in ("completed", "incomplete")
 
 
+def test_a_repeat_takes_over_a_key_whose_first_request_was_abandoned(fleet):
+    """A gateway that stops between claiming a key and its broker's confirm leaves a claim
+    for a response that is never accepted. Past a bounded accept, a repeat takes the key
+    over: its response runs, and the abandoned one is gone. Redis is put here in the state
+    such a gateway leaves: a claim made a minute ago, with or without its record."""
+    client = sdk(fleet.first.base_url)
+    key = f"abandoned-{time.time_ns()}"
+    client.responses.create(model="m", input="Hi", max_output_tokens=2, background=True,
+                            extra_headers={"Idempotency-Key": key})
+    claim = subprocess.run(["redis-cli", "--scan", "--pattern", f"warren:idempotency:*:{key}"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert len(claim) == 1, claim
+    ttl = int(subprocess.run(["redis-cli", "TTL", claim[0]], capture_output=True, text=True).stdout)
+    assert ttl > 120, ttl
+    redis = lambda *args: subprocess.run(["redis-cli", *args], capture_output=True, text=True, check=True).stdout.strip()
+    for case, recorded in (("recorded", True), ("unrecorded", False)):
+        name = claim[0].replace(key, f"{key}-{case}")
+        abandoned = f"resp_abandoned{time.time_ns()}"
+        redis("SET", name, abandoned, "EX", str(ttl - 60))
+        if recorded:
+            redis("HSET", f"warren:response:{abandoned}", "status", "queued", "object", "{}", "accepted", "0")
+        repeat = client.responses.create(model="m", input="Hi", max_output_tokens=2, background=True,
+                                         extra_headers={"Idempotency-Key": f"{key}-{case}"})
+        assert repeat.id != abandoned, case
+        assert redis("GET", name) == repeat.id, case
+        assert redis("EXISTS", f"warren:response:{abandoned}") == "0", case
+        assert wait_until_final(client, repeat.id).status in ("completed", "incomplete"), case
+        again = client.responses.create(model="m", input="Hi", max_output_tokens=2, background=True,
+                                        extra_headers={"Idempotency-Key": f"{key}-{case}"})
+        assert again.id == repeat.id, case
+    # A claim as young as a live request's is not taken over: the repeat waits for it.
+    young = claim[0].replace(key, f"{key}-young")
+    redis("SET", young, "resp_young", "EX", str(ttl))
+    with pytest.raises(openai.InternalServerError, match="still being accepted"):
+        client.responses.create(
+            model="m", input="Hi", max_output_tokens=2, background=True, extra_headers={"Idempotency-Key": f"{key}-young"})
+    assert redis("GET", young) == "resp_young"
+
+
 def test_a_result_that_arrives_while_the_gateway_is_down_is_reported_after_its_restart(fleet):
     gateway = start_gateway(fleet.names, **fleet.common)
     client = sdk(gateway.base_url)

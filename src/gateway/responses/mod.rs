@@ -10,6 +10,7 @@
 
 mod by_id;
 mod events;
+mod idempotency;
 mod input;
 pub mod object;
 pub mod request;
@@ -20,7 +21,6 @@ pub mod webhooks;
 pub use by_id::{cancel, delete, retrieve};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -123,32 +123,41 @@ async fn create_response(
         return wait_for_answer(&app, &id, created_at, &request, &checked, keeper, charge).await;
     }
     let owner = owner_of(key);
-    let background = &app.responses;
     let idempotency_key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     if let Some(idempotency_key) = &idempotency_key {
-        if let Some(earlier) = first_of(&background.store, &owner, idempotency_key, &id).await? {
+        if let Some(earlier) = idempotency::first_of(&app, &owner, idempotency_key, &id).await? {
             return Ok(Json(earlier).into_response());
         }
     }
-    let accepted = match app.admission.admit(key, checked.tokens).await {
-        Ok(mut charge) => {
-            let accepted = accept(&app, &id, created_at, &request, &checked, owner.clone()).await;
-            charge.refund_unless(accepted).await
-        }
-        Err(e) => Err(e),
-    };
-    match accepted {
-        Ok(object) => Ok(Json(object).into_response()),
-        Err(error) => {
-            if let Some(idempotency_key) = &idempotency_key {
-                let _ = background.store.release(&owner, idempotency_key).await;
+    // Accepting runs to its end even when the caller hangs up: stopped between its record
+    // and its publish, it would leave a response that never runs, claimed by its key.
+    let key = key.to_owned();
+    let accepting = tokio::spawn(async move {
+        let accepted = match app.admission.admit(&key, checked.tokens).await {
+            Ok(mut charge) => {
+                let accepted = accept(&app, &id, created_at, &request, &checked, &owner).await;
+                charge.refund_unless(accepted).await
             }
-            Err(error)
+            Err(e) => Err(e),
+        };
+        if accepted.is_err() {
+            if let Some(idempotency_key) = &idempotency_key {
+                let _ = app
+                    .responses
+                    .store
+                    .release(&owner, idempotency_key, &id)
+                    .await;
+            }
         }
-    }
+        accepted
+    });
+    let object = accepting
+        .await
+        .map_err(|e| ApiError::internal(format!("accepting the response failed: {e}")))??;
+    Ok(Json(object).into_response())
 }
 
 /// Records a background response, then publishes its task; undoes the record when the
@@ -159,7 +168,7 @@ async fn accept(
     created_at: u64,
     request: &ResponseRequest,
     task: &CheckedTask,
-    owner: String,
+    owner: &str,
 ) -> Result<serde_json::Value, ApiError> {
     let client = app.broker_link.publishing_client()?;
     let object = object::queued(id, created_at, request);
@@ -167,7 +176,7 @@ async fn accept(
         status: Status::Queued,
         object: object.clone(),
         meta: Meta {
-            owner,
+            owner: owner.to_owned(),
             callback_url: request.callback_url.clone(),
             ..Meta::default()
         },
@@ -175,90 +184,52 @@ async fn accept(
     };
     let store = &app.responses.store;
     store.create_pending(id, &record).await?;
-    let sent = app
-        .broker_link
-        .unless_blocked(async {
-            client
-                .send_to(
-                    id,
-                    &task.bytes,
-                    &app.responses.results_queue,
-                    task.routing_key.as_deref(),
-                    request.tier,
-                )
-                .await
-                .map_err(|e| app.models.publish_error(&request.model, e))
-        })
-        .await;
+    let publish = app.broker_link.unless_blocked(async {
+        client
+            .send_to(
+                id,
+                &task.bytes,
+                &app.responses.results_queue,
+                task.routing_key.as_deref(),
+                request.tier,
+            )
+            .await
+            .map_err(|e| app.models.publish_error(&request.model, e))
+    });
+    let (sent, unconfirmed) = match tokio::time::timeout(idempotency::PUBLISH_BOUND, publish).await
+    {
+        Ok(sent) => (sent, false),
+        Err(_) => (
+            Err(ApiError::unavailable(
+                "the broker did not confirm the task in time; send it again",
+            )),
+            true,
+        ),
+    };
     if let Err(e) = sent {
         let e = app.broker_link.with_drain_estimate(e);
         let _ = store.delete(id).await;
-        if e.is_blocked() {
-            // The message may go out when the alarm clears: it must not run for nobody. The
-            // cancel waits for the alarm too, so it is sent in the background.
+        if unconfirmed || e.is_blocked() {
+            // The message may still go out: it must not run for nobody. The cancel waits
+            // for the broker too, so it is sent in the background.
             app.broker_link.cancel_later(id.to_owned());
         }
         return Err(e);
     }
     // A repeat of its Idempotency-Key answers with it from now on.
-    if let Err(e) = store.accept(id).await {
-        tracing::warn!(response = %id, error = %e, "a response's acceptance was not recorded");
-    }
-    Ok(object)
-}
-
-/// Claims idempotency `key` for response `id`: `None` when this request holds it, else the
-/// object of the earlier request that does, once that one is accepted. An earlier request
-/// that is refused releases the key, and this one claims it again.
-async fn first_of(
-    store: &Store,
-    owner: &str,
-    key: &str,
-    id: &str,
-) -> Result<Option<serde_json::Value>, ApiError> {
-    for _ in 0..3 {
-        let Some(earlier) = store.claim(owner, key, id).await? else {
-            return Ok(None);
-        };
-        if let Some(object) = accepted_earlier(store, owner, key, &earlier).await? {
-            return Ok(Some(object));
+    match store.accept(id).await {
+        Ok(true) => Ok(object),
+        Ok(false) => {
+            app.broker_link.cancel_later(id.to_owned());
+            Err(ApiError::internal(
+                "accepting this response took so long that a repeat of its Idempotency-Key \
+                 took the key over; send it again to get that repeat's response",
+            ))
         }
-    }
-    Err(ApiError::internal(
-        "the requests with this Idempotency-Key keep being refused; send it again",
-    ))
-}
-
-/// The object of `earlier`, the response idempotency `key` is claimed for, once its task
-/// is confirmed; `None` once its request was refused (the key released).
-async fn accepted_earlier(
-    store: &Store,
-    owner: &str,
-    key: &str,
-    earlier: &str,
-) -> Result<Option<serde_json::Value>, ApiError> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match store.accepted(earlier).await? {
-            Some(true) => {
-                if let Some(record) = store.get(earlier).await? {
-                    return Ok(Some(record.object));
-                }
-            }
-            Some(false) => {}
-            // Not recorded yet, or refused: its request deletes the record, then the claim.
-            None => {
-                if store.claimed(owner, key).await?.as_deref() != Some(earlier) {
-                    return Ok(None);
-                }
-            }
+        Err(e) => {
+            tracing::warn!(response = %id, error = %e, "a response's acceptance was not recorded");
+            Ok(object)
         }
-        if Instant::now() > deadline {
-            return Err(ApiError::internal(
-                "the request with this Idempotency-Key is still being accepted; send it again",
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -23,6 +23,33 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 return redis.call('HSET', KEYS[1], 'meta', ARGV[1])
 ";
 
+// Deletes a claim only if it is still the given response's.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+";
+
+// Marks a live record accepted; 0 when it is gone (a repeat took its key over).
+const ACCEPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'accepted', '1')
+return 1
+";
+
+// KEYS: the claim, the claimed response's record; ARGV: the claimed id, the new id, the
+// claim's TTL, the age past which an unaccepted claim is abandoned. The claim's age is read
+// from its TTL, so the replicas' clocks do not matter.
+const TAKE_OVER: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local accepted = redis.call('HGET', KEYS[2], 'accepted')
+if redis.call('EXISTS', KEYS[2]) == 1 and accepted ~= '0' then return 0 end
+local left = redis.call('TTL', KEYS[1])
+if left < 0 or tonumber(ARGV[3]) - left < tonumber(ARGV[4]) then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+";
+
 /// Redis could not be reached or answered wrongly.
 pub type StoreError = RedisError;
 
@@ -113,10 +140,12 @@ impl Store {
             .await
     }
 
-    /// Gives up a claim (the request it was made for was not accepted).
-    pub async fn release(&self, owner: &str, key: &str) -> Result<(), StoreError> {
-        let name = format!("warren:idempotency:{owner}:{key}");
-        self.run::<i64>(redis::cmd("DEL").arg(name).clone())
+    /// Gives up the claim of `id` (the request it was made for was not accepted); a claim
+    /// taken over by another response stays.
+    pub async fn release(&self, owner: &str, key: &str, id: &str) -> Result<(), StoreError> {
+        let claim = format!("warren:idempotency:{owner}:{key}");
+        self.redis
+            .script::<i64>(RELEASE, &claim, &[id])
             .await
             .map(|_| ())
     }
@@ -224,14 +253,36 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Marks response `id` accepted: its task was confirmed by the broker.
-    pub async fn accept(&self, id: &str) -> Result<(), StoreError> {
-        let mark = redis::cmd("HSET")
-            .arg(response_key(id))
-            .arg("accepted")
-            .arg("1")
-            .clone();
-        self.run::<i64>(mark).await.map(|_| ())
+    /// Marks response `id` accepted: its task was confirmed by the broker. `false`: the record
+    /// is gone (a repeat of its idempotency key took the key over meanwhile).
+    pub async fn accept(&self, id: &str) -> Result<bool, StoreError> {
+        let marked: i64 = self.redis.script(ACCEPT, &response_key(id), &[]).await?;
+        Ok(marked == 1)
+    }
+
+    /// Gives idempotency key `key` of `owner`, claimed for `earlier`, to response `id`, and
+    /// deletes `earlier`'s record, when `earlier` was never accepted and was claimed at least
+    /// `abandoned_after_s` ago: the request that claimed it is gone. `false`: not taken.
+    pub async fn take_over(
+        &self,
+        owner: &str,
+        key: &str,
+        earlier: &str,
+        id: &str,
+        abandoned_after_s: u64,
+    ) -> Result<bool, StoreError> {
+        let claim = format!("warren:idempotency:{owner}:{key}");
+        let ttl = self.ttl_s.to_string();
+        let after = abandoned_after_s.to_string();
+        let taken: i64 = self
+            .redis
+            .script_on(
+                TAKE_OVER,
+                &[&claim, &response_key(earlier)],
+                &[earlier, id, &ttl, &after],
+            )
+            .await?;
+        Ok(taken == 1)
     }
 
     /// Whether response `id` was accepted (`None`: there is no such response). A record
