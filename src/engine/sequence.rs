@@ -1,16 +1,16 @@
 //! One task's state while it holds a slot: its prompt (read in chunks), its position in the
-//! KV cache, the token to decode next, its sampler, and the text generated so far with
-//! stop-sequence, limit and streaming logic.
+//! KV cache, the token to decode next, its sampler, its limits, and the text generated so
+//! far ([`GeneratedText`]: stop strings, tool calls, streaming).
 //!
-//! It decides when a sequence is finished and what text may be streamed; it does not call
-//! llama.cpp's decode (the runner does, for all sequences at once or, batch-invariant, alone).
+//! It decides when a sequence is finished; it does not call llama.cpp's decode (the runner
+//! does, for all sequences at once or, batch-invariant, alone).
 
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc, oneshot};
 
-use super::generated_text::{find_bytes, longest_suffix_prefix, utf8_text};
+use super::generated_text::GeneratedText;
 use super::sampling::TokenPicker;
 use super::tool_output::ToolOutput;
 use crate::engine::{Delta, Generation};
@@ -71,19 +71,9 @@ pub(super) struct Sequence {
     /// Decoded in batches of its own (`batch_invariant`, the task's or the engine's).
     pub alone: bool,
     reply: oneshot::Sender<Result<Generation, TaskError>>,
-    stream: Option<mpsc::UnboundedSender<Delta>>,
-    streamed: usize,
-    text: Vec<u8>,
+    text: GeneratedText,
     /// Alternatives per token when the task asked for log probabilities.
     logprobs: Option<usize>,
-    /// One entry per generated token (end of generation aside), with `token_ends`: where
-    /// each token's bytes end in `text` (before a stop string cut it).
-    token_logprobs: Vec<TokenLogprob>,
-    token_ends: Vec<usize>,
-    /// Entries already sent with streamed text.
-    logprobs_streamed: usize,
-    stops: Vec<String>,
-    tools: Option<ToolOutput>,
     max_tokens: u32,
     context_limit: i32,
     generated: u32,
@@ -146,15 +136,8 @@ impl Sequence {
             on_device: start.on_device,
             alone: start.alone,
             reply: start.reply,
-            stream: start.stream,
-            streamed: 0,
-            text: Vec::new(),
+            text: GeneratedText::new(start.stream, start.stops, start.tools),
             logprobs: start.logprobs,
-            token_logprobs: Vec::new(),
-            token_ends: Vec::new(),
-            logprobs_streamed: 0,
-            stops: start.stops,
-            tools: start.tools,
             max_tokens: start.max_tokens,
             context_limit: start.context_limit,
             generated: 0,
@@ -169,9 +152,7 @@ impl Sequence {
 
     /// Whether `token` is a special token to render as its text (a tool-call marker).
     pub(super) fn keeps_special(&self, token: LlamaToken) -> bool {
-        self.tools
-            .as_ref()
-            .is_some_and(|tools| tools.preserves(token))
+        self.text.keeps_special(token)
     }
 
     /// Whether part of the prompt is still to be read.
@@ -254,140 +235,28 @@ impl Sequence {
             return Step::Finished(FinishReason::Stop);
         }
         self.generated += 1;
-        let before = self.text.len();
-        self.text.extend_from_slice(piece);
-        if let Some(logprob) = logprob {
-            self.token_logprobs.push(logprob);
-            self.token_ends.push(self.text.len());
-        }
-        if let Some(cut) = self.find_stop(before) {
-            self.text.truncate(cut);
+        if self.text.append(piece, logprob) {
             return Step::Finished(FinishReason::Stop);
-        }
-        if let Some(tools) = &self.tools {
-            if tools.ends_at(&String::from_utf8_lossy(&self.text)) {
-                return Step::Finished(FinishReason::Stop);
-            }
         }
         if self.generated >= self.max_tokens || self.n_past + 1 >= self.context_limit {
             return Step::Finished(FinishReason::Length);
         }
         self.pending = token;
-        self.stream_safe_text();
+        self.text.stream_safe_text();
         Step::Continue
     }
 
-    /// Earliest start of a stop sequence that ends in the bytes appended after `before`.
-    fn find_stop(&self, before: usize) -> Option<usize> {
-        let longest = self.stops.iter().map(String::len).max()?;
-        let from = before.saturating_sub(longest.saturating_sub(1));
-        let window = &self.text[from..];
-        self.stops
-            .iter()
-            .filter_map(|stop| find_bytes(window, stop.as_bytes()))
-            .min()
-            .map(|at| from + at)
-    }
-
-    /// Streams the text that can no longer change: not the tail that might still begin a
-    /// stop sequence, and never half a UTF-8 character.
-    fn stream_safe_text(&mut self) {
-        let Some(stream) = &self.stream else {
-            return;
-        };
-        let held_back = self
-            .stops
-            .iter()
-            .map(|stop| longest_suffix_prefix(&self.text, stop.as_bytes()))
-            .max()
-            .unwrap_or(0);
-        let safe_end = self.text.len() - held_back;
-        if safe_end <= self.streamed {
-            return;
-        }
-        let fresh = &self.text[self.streamed..safe_end];
-        let valid = match std::str::from_utf8(fresh) {
-            Ok(text) => text,
-            // Stop at the first incomplete or invalid character; the rest goes out at the end.
-            Err(e) => std::str::from_utf8(&fresh[..e.valid_up_to()]).unwrap_or_default(),
-        };
-        if let Some(tools) = &mut self.tools {
-            // The parser re-reads all the text so far and says what is new.
-            self.streamed += valid.len();
-            let so_far = std::str::from_utf8(&self.text[..self.streamed]).unwrap_or_default();
-            if let Some(delta) = tools.advance(so_far) {
-                let _ = stream.send(delta);
-            }
-            return;
-        }
-        if !valid.is_empty() {
-            self.streamed += valid.len();
-            let completed = self.token_ends[self.logprobs_streamed..]
-                .iter()
-                .take_while(|&&end| end <= self.streamed)
-                .count();
-            let from = self.logprobs_streamed;
-            self.logprobs_streamed += completed;
-            let _ = stream.send(Delta {
-                text: valid.to_owned(),
-                logprobs: self.token_logprobs[from..from + completed].to_vec(),
-                tool_calls: Vec::new(),
-            });
-        }
-    }
-
-    /// How many tokens the final text of `len` bytes holds: those starting inside it (the
-    /// last may reach past it when a stop string begins inside that token) and any empty
-    /// ones at its end.
-    fn tokens_in_text(&self, len: usize) -> usize {
-        let mut start = 0;
-        self.token_ends
-            .iter()
-            .take_while(|&&end| {
-                let kept = start < len || end <= len;
-                start = end;
-                kept
-            })
-            .count()
-    }
-
     /// Sends the completion to the caller, after the last streamed text.
-    pub(super) fn finish(mut self, reason: FinishReason) {
-        let mut text = utf8_text(std::mem::take(&mut self.text));
-        let mut reason = reason;
-        let mut tool_calls = Vec::new();
-        if let Some(mut tools) = self.tools.take() {
-            let (answer, delta) = tools.finish(&text, reason);
-            if let Some(stream) = self.stream.take() {
-                if !delta.text.is_empty() || !delta.tool_calls.is_empty() {
-                    let _ = stream.send(delta);
-                }
-            }
-            text = answer.content;
-            reason = answer.finish_reason;
-            tool_calls = answer.calls;
-        }
-        let mut logprobs = std::mem::take(&mut self.token_logprobs);
-        logprobs.truncate(self.tokens_in_text(text.len()));
-        if let Some(stream) = self.stream.take() {
-            let rest = text.get(self.streamed..).unwrap_or_default();
-            let unsent = logprobs.get(self.logprobs_streamed..).unwrap_or_default();
-            if !rest.is_empty() || !unsent.is_empty() {
-                let _ = stream.send(Delta {
-                    text: rest.to_owned(),
-                    logprobs: unsent.to_vec(),
-                    tool_calls: Vec::new(),
-                });
-            }
-        }
+    pub(super) fn finish(self, reason: FinishReason) {
+        let done = self.text.finish(reason);
         let generation = Generation {
-            text,
-            tool_calls,
-            finish_reason: reason,
+            text: done.text,
+            tool_calls: done.tool_calls,
+            finish_reason: done.finish_reason,
             prompt_tokens: self.prompt.len() as u32,
             cached_prompt_tokens: self.reused as u32,
             completion_tokens: self.generated,
-            logprobs: self.logprobs.map(|_| logprobs),
+            logprobs: self.logprobs.map(|_| done.logprobs),
             slot_wait: self.slot_wait,
             prompt_time: self.prompt_time,
             generation_time: self
