@@ -80,7 +80,7 @@ impl GeneratedText {
             return true;
         }
         self.tools
-            .as_ref()
+            .as_mut()
             .is_some_and(|tools| tools.ends_at(&String::from_utf8_lossy(&self.text)))
     }
 

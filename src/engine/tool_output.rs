@@ -36,6 +36,9 @@ pub(super) struct ToolOutput {
     content_sent: String,
     /// Calls already streamed (at least their id and name).
     calls_sent: Vec<SentCall>,
+    /// The last partial read and the text it read: after each token [`ToolOutput::ends_at`]
+    /// and [`ToolOutput::advance`] read the same text, and a read costs the whole text.
+    last_read: Option<(String, Parsed)>,
 }
 
 /// A tool-using task's output, read.
@@ -60,6 +63,7 @@ impl ToolOutput {
             answer: None,
             content_sent: String::new(),
             calls_sent: Vec::new(),
+            last_read: None,
         }
     }
 
@@ -85,11 +89,11 @@ impl ToolOutput {
     /// the answer begins after another call (it would answer before the call's result).
     /// (llama.cpp's grammar lets calls repeat; a model that does not end its turn would fill
     /// its token limit with more.)
-    pub(super) fn ends_at(&self, text: &str) -> bool {
+    pub(super) fn ends_at(&mut self, text: &str) -> bool {
         if self.parallel && self.answer.is_none() {
             return false;
         }
-        let Ok(parsed) = self.parse(text, true) else {
+        let Ok(parsed) = self.read_partial(text) else {
             return false;
         };
         let closed = |call: &ParsedCall| {
@@ -111,7 +115,8 @@ impl ToolOutput {
 
     /// The pieces to stream now that the text so far is `text` (`None`: nothing new yet).
     pub(super) fn advance(&mut self, text: &str) -> Option<Delta> {
-        let parsed = self.answered(self.parse(text, true).ok()?);
+        let read = self.read_partial(text).ok()?;
+        let parsed = self.answered(read);
         let delta = self.pieces(&parsed, false);
         (!delta.text.is_empty() || !delta.tool_calls.is_empty()).then_some(delta)
     }
@@ -186,6 +191,18 @@ impl ToolOutput {
     }
 
     /// Parses the answer so far: the prompt's share of it, then `text`.
+    /// `text` read as the start of the output, once per text.
+    fn read_partial(&mut self, text: &str) -> Result<Parsed, String> {
+        if let Some((read, parsed)) = &self.last_read {
+            if read == text {
+                return Ok(parsed.clone());
+            }
+        }
+        let parsed = self.parse(text, true)?;
+        self.last_read = Some((text.to_owned(), parsed.clone()));
+        Ok(parsed)
+    }
+
     fn parse(&self, text: &str, partial: bool) -> Result<Parsed, String> {
         self.parser
             .parse(&format!("{}{text}", self.prefix), partial)

@@ -74,8 +74,8 @@ fn streamed_pieces_rebuild_the_final_call() {
 
 #[test]
 fn a_single_call_ends_generation_when_its_arguments_close() {
-    let single = output(false);
-    let parallel = output(true);
+    let mut single = output(false);
+    let mut parallel = output(true);
     let closed = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}";
     assert!(!single.ends_at("{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par"));
     assert!(single.ends_at(closed));
@@ -134,7 +134,7 @@ fn an_answer_after_other_calls_is_dropped_and_ends_the_turn() {
     assert_eq!(answer.content, "");
     assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
     // It ends the turn as soon as its arguments begin; alone, once they close.
-    let parallel = answering(true);
+    let mut parallel = answering(true);
     let begun = format!("{CALL}\n<tool_call>\n{{\"name\": \"final_answer\", \"arguments\": {{\"c");
     assert!(!parallel.ends_at(CALL));
     assert!(parallel.ends_at(&begun));
