@@ -191,6 +191,9 @@ async fn finish(
     let status = object::outcome(reply);
     for _ in 0..5 {
         let Some(record) = store.get(id).await? else {
+            if store.was_deleted(id).await? {
+                return Ok(());
+            }
             // Redis lost the record (restarted without persistence, or the TTL passed):
             // keep what the reply alone tells rather than drop the result.
             let bare = json!({

@@ -181,6 +181,22 @@ def test_a_deleted_response_is_neither_retrieved_nor_continued(fleet):
     assert deleted.json() == {"id": again.id, "object": "response", "deleted": True}
     put = httpx.put(f"{fleet.first.base_url}/responses/{again.id}", json={}, timeout=10)
     assert put.status_code == 405 and put.json()["error"]["code"] == "method_not_allowed", put.text
+    # A running response deleted: its task is cancelled, and the reply the worker still sends
+    # for it does not bring the record back.
+    cancelled = lambda: metric(fleet.worker.metrics_url, "warren_tasks_total", outcome="cancelled")
+    before = cancelled()
+    running = client.responses.create(model="m", input=STORY, max_output_tokens=600, background=True)
+    deadline = time.monotonic() + 60
+    while client.responses.retrieve(running.id).status != "in_progress":
+        assert time.monotonic() < deadline, "the response did not start"
+        time.sleep(0.1)
+    client.responses.delete(running.id)
+    while cancelled() < before + 1:
+        assert time.monotonic() < deadline, "the worker did not cancel the deleted response's task"
+        time.sleep(0.2)
+    time.sleep(1)
+    record = subprocess.run(["redis-cli", "EXISTS", f"warren:response:{running.id}"], capture_output=True, text=True)
+    assert record.stdout.strip() == "0", "the worker's reply brought the deleted response back"
 
 
 def test_an_unknown_response_is_a_404(fleet):
@@ -315,6 +331,17 @@ def test_a_repeat_takes_over_a_key_whose_first_request_was_abandoned(fleet):
         again = client.responses.create(model="m", input="Hi", max_output_tokens=2, background=True,
                                         extra_headers={"Idempotency-Key": f"{key}-{case}"})
         assert again.id == repeat.id, case
+    # A claim as old whose response a worker has started was accepted (its gateway stopped
+    # after the broker's confirm): a repeat answers with it.
+    started = claim[0].replace(key, f"{key}-started")
+    redis("SET", started, "resp_started", "EX", str(ttl - 60))
+    redis("HSET", "warren:response:resp_started", "status", "in_progress", "object",
+          '{"id": "resp_started", "object": "response", "status": "in_progress"}', "accepted", "0")
+    repeat = httpx.post(f"{fleet.first.base_url}/responses", headers={"Idempotency-Key": f"{key}-started"},
+                        json={"model": "m", "input": "Hi", "max_output_tokens": 2, "background": True}, timeout=30)
+    assert repeat.json()["id"] == "resp_started", repeat.text
+    assert redis("GET", started) == "resp_started"
+    redis("DEL", "warren:response:resp_started")
     # A claim as young as a live request's is not taken over: the repeat waits for it.
     young = claim[0].replace(key, f"{key}-young")
     redis("SET", young, "resp_young", "EX", str(ttl))

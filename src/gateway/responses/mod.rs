@@ -216,21 +216,28 @@ async fn accept(
         }
         return Err(e);
     }
-    // A repeat of its Idempotency-Key answers with it from now on.
-    match store.accept(id).await {
-        Ok(true) => Ok(object),
-        Ok(false) => {
-            app.broker_link.cancel_later(id.to_owned());
-            Err(ApiError::internal(
-                "accepting this response took so long that a repeat of its Idempotency-Key \
-                 took the key over; send it again to get that repeat's response",
-            ))
+    // A repeat of its Idempotency-Key answers with it from now on. Unmarked, it could be
+    // taken over later as abandoned: then it is not answered either.
+    let mut marked = store.accept(id).await;
+    for _ in 0..2 {
+        if marked.is_ok() {
+            break;
         }
-        Err(e) => {
-            tracing::warn!(response = %id, error = %e, "a response's acceptance was not recorded");
-            Ok(object)
-        }
+        marked = store.accept(id).await;
     }
+    let refusal = match marked {
+        Ok(true) => return Ok(object),
+        Ok(false) => ApiError::internal(
+            "accepting this response took so long that a repeat of its Idempotency-Key took \
+             the key over; send it again to get that repeat's response",
+        ),
+        Err(e) => {
+            let _ = store.delete(id).await;
+            e.into()
+        }
+    };
+    app.broker_link.cancel_later(id.to_owned());
+    Err(refusal)
 }
 
 /// Without `background`: publish, then wait like a chat completion and answer the finished

@@ -4,7 +4,9 @@
 //!   `meta` (owner, callback URL, webhook attempts, JSON) and `input` (the conversation it
 //!   answered, without its instructions: chat turns, JSON), which `previous_response_id`
 //!   continues;
-//! - `warren:idempotency:<owner>:<key>`: the response id an `Idempotency-Key` was first used for.
+//! - `warren:idempotency:<owner>:<key>`: the response id an `Idempotency-Key` was first used for;
+//! - `warren:response-deleted:<id>`: a response deleted on purpose (refused, taken over,
+//!   deleted by its owner), so that a late reply to its task does not bring it back.
 //!
 //! A state change is a compare-and-set on `status` (a Lua script), so a cancel and a worker's
 //! reply racing from two replicas cannot both win, and a final state never changes. Every
@@ -36,16 +38,24 @@ redis.call('HSET', KEYS[1], 'accepted', '1')
 return 1
 ";
 
-// KEYS: the claim, the claimed response's record; ARGV: the claimed id, the new id, the
-// claim's TTL, the age past which an unaccepted claim is abandoned. The claim's age is read
-// from its TTL, so the replicas' clocks do not matter.
+// KEYS: the claim, the claimed response's record, its deleted mark; ARGV: the claimed id,
+// the new id, the claim's TTL, the age past which an unaccepted claim is abandoned. The
+// claim's age is read from its TTL, so the replicas' clocks do not matter. A record a worker
+// has started or answered was accepted whatever its mark says (its gateway stopped after the
+// confirm): it is marked so, not taken over.
 const TAKE_OVER: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local accepted = redis.call('HGET', KEYS[2], 'accepted')
-if redis.call('EXISTS', KEYS[2]) == 1 and accepted ~= '0' then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('HGET', KEYS[2], 'accepted') ~= '0' then return 0 end
+  if redis.call('HGET', KEYS[2], 'status') ~= 'queued' then
+    redis.call('HSET', KEYS[2], 'accepted', '1')
+    return 0
+  end
+end
 local left = redis.call('TTL', KEYS[1])
 if left < 0 or tonumber(ARGV[3]) - left < tonumber(ARGV[4]) then return 0 end
 redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 ";
@@ -107,6 +117,10 @@ pub struct Store {
 
 fn response_key(id: &str) -> String {
     format!("warren:response:{id}")
+}
+
+fn deleted_key(id: &str) -> String {
+    format!("warren:response-deleted:{id}")
 }
 
 impl Store {
@@ -278,7 +292,7 @@ impl Store {
             .redis
             .script_on(
                 TAKE_OVER,
-                &[&claim, &response_key(earlier)],
+                &[&claim, &response_key(earlier), &deleted_key(earlier)],
                 &[earlier, id, &ttl, &after],
             )
             .await?;
@@ -309,10 +323,30 @@ impl Store {
         self.run(redis::cmd("GET").arg(name).clone()).await
     }
 
-    /// Deletes response `id` (it was not accepted after all).
+    /// Deletes response `id` (it was not accepted after all, or its owner deleted it),
+    /// leaving a mark that it was deleted on purpose ([`Store::was_deleted`]).
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.run::<i64>(redis::cmd("DEL").arg(response_key(id)).clone())
-            .await
-            .map(|_| ())
+        let pipeline = redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(response_key(id))
+            .ignore()
+            .cmd("SET")
+            .arg(deleted_key(id))
+            .arg("1")
+            .arg("EX")
+            .arg(self.ttl_s)
+            .ignore()
+            .clone();
+        self.redis.pipeline(&pipeline).await
+    }
+
+    /// Whether response `id` was deleted on purpose, so that a reply still to come for its
+    /// task must not bring it back.
+    pub async fn was_deleted(&self, id: &str) -> Result<bool, StoreError> {
+        let marks: i64 = self
+            .run(redis::cmd("EXISTS").arg(deleted_key(id)).clone())
+            .await?;
+        Ok(marks > 0)
     }
 }
