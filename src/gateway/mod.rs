@@ -30,6 +30,7 @@ pub mod format;
 pub mod intake;
 pub mod metrics;
 pub mod models;
+pub mod paging;
 pub mod queue_depth;
 pub mod responses;
 pub mod results;
@@ -242,6 +243,10 @@ fn router(app: Arc<Shared>, settings: &crate::config::GatewaySettings) -> Router
             get(responses::retrieve).delete(responses::delete),
         )
         .route("/v1/responses/{id}/cancel", post(responses::cancel))
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(responses::list_input_items),
+        )
         .route(
             "/v1/files",
             post(batches::files::upload)

@@ -119,6 +119,20 @@ def test_a_conversation_continues_from_stored_responses_waiting_background_and_s
     third = events[-1].response
     assert third.usage.input_tokens > second.usage.input_tokens + second.usage.output_tokens
     assert client.responses.retrieve(third.id).output_text == third.output_text
+    # The conversation the third answered, newest first, a page of two at a time (the SDK
+    # follows `after`); the instructions are not input items.
+    items = list(sdk(fleet.second.base_url).responses.input_items.list(third.id, limit=2))
+    said = [(item.role, item.content[0].text) for item in items]
+    assert said == [("user", "And again?"), ("assistant", second.output_text), ("user", "What is my name?"),
+                    ("assistant", first.output_text), ("user", "My name is Ada.")], said
+    assert len({item.id for item in items}) == 5
+    oldest = client.responses.input_items.list(first.id, order="asc")
+    assert [item.content[0].text for item in oldest.data] == ["My name is Ada."] and not oldest.has_more
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.input_items.list(third.id, include=["message.input_image.image_url"])
+    assert caught.value.body["param"] == "include"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list("resp_doesnotexist")
 
 
 def test_a_response_not_stored_cannot_be_retrieved_or_continued(fleet):

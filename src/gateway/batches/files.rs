@@ -190,7 +190,7 @@ pub async fn list(
     };
     let has_more = files.len() > start + limit;
     let data: Vec<Value> = files.into_iter().skip(start).take(limit).collect();
-    Ok(Json(object::list_page(data, has_more)).into_response())
+    Ok(Json(crate::gateway::paging::list_page(data, has_more)).into_response())
 }
 
 /// `GET /v1/files/{id}`.

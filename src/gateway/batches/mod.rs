@@ -220,5 +220,5 @@ pub async fn list(
         }
     }
     let has_more = ids.len() > start + limit;
-    Ok(Json(object::list_page(data, has_more)).into_response())
+    Ok(Json(crate::gateway::paging::list_page(data, has_more)).into_response())
 }

@@ -213,13 +213,6 @@ fn stamp(object: &mut Value, status: BatchStatus, now: u64) {
     }
 }
 
-/// OpenAI's list envelope around one page of objects (`data`), each with an `id`.
-pub fn list_page(data: Vec<Value>, has_more: bool) -> Value {
-    let first = data.first().map(|o| o["id"].clone());
-    let last = data.last().map(|o| o["id"].clone());
-    json!({"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": has_more})
-}
-
 /// A file object, created and expiring at the `lifetime`'s two Unix times.
 pub fn file(id: &str, bytes: usize, lifetime: (u64, u64), filename: &str, purpose: &str) -> Value {
     let (created_at, expires_at) = lifetime;

@@ -1,5 +1,6 @@
 //! OpenAI's Responses API: `POST /v1/responses` (answered at once with `background: true`,
-//! else when done); a response by its id ([`by_id`]): retrieve, cancel, delete.
+//! else when done); a response by its id ([`by_id`]): retrieve, cancel, delete; the
+//! conversation it answered ([`input_items`]).
 //!
 //! A background response is accepted only once it is both recorded in Redis ([`store`]) and
 //! confirmed by the broker; its task names the shared results queue as `reply_to`, which
@@ -12,6 +13,7 @@ mod by_id;
 mod events;
 mod idempotency;
 mod input;
+mod input_items;
 pub mod object;
 pub mod request;
 pub mod store;
@@ -19,6 +21,7 @@ mod stream;
 pub mod webhooks;
 
 pub use by_id::{cancel, delete, retrieve};
+pub use input_items::list as list_input_items;
 
 use std::sync::Arc;
 
