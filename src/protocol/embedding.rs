@@ -87,13 +87,11 @@ impl EmbeddingBody {
                     "`input` is required: a string, a list of strings, a list of token ids or a list of such lists",
                 ))
             }
-            Some(input) if !input_shape_is_known(input) => {
-                return Err(TaskError::invalid(format!(
-                    "`input` must be a string, a list of strings, a list of token ids or a list of such lists, not {}",
-                    json_kind(input)
-                )))
+            Some(input) => {
+                if let Some(problem) = input_shape_problem(input) {
+                    return Err(TaskError::invalid(problem));
+                }
             }
-            Some(_) => {}
         }
         serde_path_to_error::deserialize(&value).map_err(|e| wrong_type(&value, &e))
     }
@@ -147,16 +145,50 @@ impl EmbeddingBody {
     }
 }
 
-/// Whether `input` has one of the four shapes (a string, or a list whose first element is a
-/// string, a number or a list; an empty list passes, to be refused as empty).
-fn input_shape_is_known(input: &Value) -> bool {
-    match input {
-        Value::String(_) => true,
-        Value::Array(items) => matches!(
-            items.first(),
-            None | Some(Value::String(_) | Value::Number(_) | Value::Array(_))
-        ),
-        _ => false,
+/// What keeps `input` from having one of the four shapes, every element of a list like its
+/// first (an empty list passes, to be refused as empty).
+fn input_shape_problem(input: &Value) -> Option<String> {
+    const SHAPES: &str = "a string, a list of strings, a list of token ids or a list of such lists";
+    let Value::Array(items) = input else {
+        return (!input.is_string())
+            .then(|| format!("`input` must be {SHAPES}, not {}", json_kind(input)));
+    };
+    let unlike = |at: String, expected: &str, found: &Value| {
+        let found = match found {
+            Value::Number(n) => n.to_string(),
+            other => json_kind(other).to_owned(),
+        };
+        Some(format!("`{at}` must be {expected}, not {found}"))
+    };
+    let is_token = |v: &Value| v.as_u64().is_some_and(|t| u32::try_from(t).is_ok());
+    const TOKEN: &str = "a token id (an integer from 0 to 4294967295)";
+    match items.first() {
+        None => None,
+        Some(Value::String(_)) => {
+            let (at, item) = items.iter().enumerate().find(|(_, v)| !v.is_string())?;
+            unlike(format!("input[{at}]"), "a string like `input[0]`", item)
+        }
+        Some(Value::Number(_)) => {
+            let (at, item) = items.iter().enumerate().find(|(_, v)| !is_token(v))?;
+            unlike(format!("input[{at}]"), TOKEN, item)
+        }
+        Some(Value::Array(_)) => items.iter().enumerate().find_map(|(at, list)| match list {
+            Value::Array(tokens) => {
+                let (index, token) = tokens.iter().enumerate().find(|(_, v)| !is_token(v))?;
+                unlike(format!("input[{at}][{index}]"), TOKEN, token)
+            }
+            other => unlike(
+                format!("input[{at}]"),
+                "a list of token ids like `input[0]`",
+                other,
+            ),
+        }),
+        Some(first) => Some(format!(
+            "`input` must be {SHAPES}, not a list of {}s",
+            json_kind(first)
+                .trim_start_matches("a ")
+                .trim_start_matches("an ")
+        )),
     }
 }
 
@@ -231,8 +263,20 @@ mod tests {
         assert!(refusal(r#"{"input": []}"#).contains("at least one"));
         assert!(refusal(r#"{"input": ["a", ""]}"#).contains("`input[1]` is empty"));
         assert!(refusal(r#"{"input": [[1], []]}"#).contains("`input[1]` is empty"));
-        assert!(refusal(r#"{"input": ["a", 2]}"#).contains("input"));
-        assert!(refusal(r#"{"input": [-1]}"#).contains("input"));
+        assert_eq!(
+            refusal(r#"{"input": ["a", 2]}"#),
+            "`input[1]` must be a string like `input[0]`, not 2"
+        );
+        assert_eq!(
+            refusal(r#"{"input": [-1]}"#),
+            "`input[0]` must be a token id (an integer from 0 to 4294967295), not -1"
+        );
+        assert!(refusal(r#"{"input": [[1], [2, 1.5]]}"#)
+            .starts_with("`input[1][1]` must be a token id"));
+        assert!(refusal(r#"{"input": [[1], "a"]}"#)
+            .starts_with("`input[1]` must be a list of token ids"));
+        assert!(refusal(r#"{"input": [4294967296]}"#).contains("not 4294967296"));
+        assert!(refusal(r#"{"input": [true]}"#).ends_with("not a list of booleans"));
         assert!(refusal(r#"{"input": "a", "dimensions": 0}"#).contains("`dimensions`"));
         assert!(refusal(r#"{"input": "a", "version": 2}"#).contains("version 2"));
         let many = serde_json::json!({"input": vec!["x"; MAX_EMBEDDING_INPUTS + 1]});

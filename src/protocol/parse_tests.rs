@@ -326,6 +326,10 @@ fn a_conversation_with_calls_and_results_is_read_and_checked() {
             "`tools` needs `messages`",
         ),
         (
+            json!({"prompt": "x", "tools": [tool], "tool_choice": "none"}),
+            "`tools` needs `messages`",
+        ),
+        (
             json!({"messages": [user], "tools": [tool], "grammar": "root ::= \"a\""}),
             "cannot be combined",
         ),

@@ -78,13 +78,14 @@ impl TaskBody {
         )?;
         let constraint = constraint(self.json_schema.as_ref(), self.grammar.as_deref())?;
         let logprobs = integer("logprobs", self.logprobs, 0, MAX_TOP_LOGPROBS)?.map(|v| v as u32);
+        if !tools.is_empty() && matches!(input, Input::Prompt(_)) {
+            // Also with `tool_choice: "none"`: the tools would be dropped unseen.
+            return Err(TaskError::invalid(
+                "`tools` needs `messages`: a raw `prompt` has no chat template to render them",
+            ));
+        }
         if tool_choice != ToolChoice::None {
-            check_tool_use(
-                &input,
-                constraint.as_ref(),
-                &tool_choice,
-                logprobs.is_some(),
-            )?;
+            check_tool_use(constraint.as_ref(), &tool_choice, logprobs.is_some())?;
         }
         Ok(Task {
             input,
@@ -230,22 +231,15 @@ fn checked_messages(messages: &[ChatMessage]) -> Result<Vec<ChatMessage>, TaskEr
     Ok(messages.to_vec())
 }
 
-/// What tools cannot be combined with: a raw prompt (no template renders them), a grammar of
-/// the caller's (the tool-call grammar is the constraint), log probabilities. An answer
+/// What tools called for cannot be combined with: a grammar of the caller's (the tool-call grammar is the constraint), log probabilities. An answer
 /// format goes with them when it describes an object: with `auto` it becomes one more
 /// function, the answer's (see the engine's tools), with a forced call there is no text for
 /// it to shape.
 fn check_tool_use(
-    input: &Input,
     constraint: Option<&OutputConstraint>,
     choice: &ToolChoice,
     logprobs: bool,
 ) -> Result<(), TaskError> {
-    if matches!(input, Input::Prompt(_)) {
-        return Err(TaskError::invalid(
-            "`tools` needs `messages`: a raw `prompt` has no chat template to render them",
-        ));
-    }
     match constraint {
         Some(OutputConstraint::Grammar(_)) => {
             return Err(TaskError::invalid(
