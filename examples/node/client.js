@@ -69,6 +69,11 @@ async function callWarren({ url, queue, task, waitSeconds }) {
 
 async function main() {
   const options = parseArgs(process.argv.slice(2));
+  if (!options.prompt) {
+    // warren refuses an empty prompt (and dead-letters the task): say so before sending it.
+    console.error('usage: node client.js "<prompt>" [--max-tokens N] [--queue NAME] [--url URL] [--wait SECONDS]');
+    return 1;
+  }
   const task = { prompt: options.prompt, max_tokens: options.maxTokens };
   let reply;
   try {

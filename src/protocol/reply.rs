@@ -122,8 +122,9 @@ pub struct Usage {
 /// Where the time went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timings {
-    /// From the task's AMQP `timestamp` (else from its receipt by the worker) to the start of
-    /// inference.
+    /// From the task's publish time (header `x-warren-published-us`, else its AMQP
+    /// `timestamp`, else its receipt by the worker) to the start of inference (to its receipt
+    /// for a task refused before it started).
     pub queued: u64,
     /// Reading the prompt.
     pub prompt: u64,

@@ -31,7 +31,8 @@ pub(super) fn task_span(publisher: &Context, meta: &TaskMeta, queue: &str) -> tr
     span
 }
 
-/// The task's time in the queue, from its AMQP `timestamp` to its receipt, as a sibling of
+/// The task's time in the queue, from its publish time (`x-warren-published-us`, else its
+/// AMQP `timestamp`) to its receipt, as a sibling of
 /// the task's span (a child of the publisher's), or a child of the task's span when it came
 /// without trace context. Call it inside the task's span.
 pub(super) fn queue_wait(publisher: &Context, meta: &TaskMeta, queue: &str) {
