@@ -31,6 +31,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tracing::Instrument;
 
 use crate::clock;
 use crate::gateway::admission::{owner_of, Charge};
@@ -138,25 +139,29 @@ async fn create_response(
     // Accepting runs to its end even when the caller hangs up: stopped between its record
     // and its publish, it would leave a response that never runs, claimed by its key.
     let key = key.to_owned();
-    let accepting = tokio::spawn(async move {
-        let accepted = match app.admission.admit(&key, checked.tokens).await {
-            Ok(mut charge) => {
-                let accepted = accept(&app, &id, created_at, &request, &checked, &owner).await;
-                charge.refund_unless(accepted).await
+    let accepting = tokio::spawn(
+        async move {
+            let accepted = match app.admission.admit(&key, checked.tokens).await {
+                Ok(mut charge) => {
+                    let accepted = accept(&app, &id, created_at, &request, &checked, &owner).await;
+                    charge.refund_unless(accepted).await
+                }
+                Err(e) => Err(e),
+            };
+            if accepted.is_err() {
+                if let Some(idempotency_key) = &idempotency_key {
+                    let _ = app
+                        .responses
+                        .store
+                        .release(&owner, idempotency_key, &id)
+                        .await;
+                }
             }
-            Err(e) => Err(e),
-        };
-        if accepted.is_err() {
-            if let Some(idempotency_key) = &idempotency_key {
-                let _ = app
-                    .responses
-                    .store
-                    .release(&owner, idempotency_key, &id)
-                    .await;
-            }
+            accepted
         }
-        accepted
-    });
+        // Its publish joins the request's trace.
+        .instrument(tracing::Span::current()),
+    );
     let object = accepting
         .await
         .map_err(|e| ApiError::internal(format!("accepting the response failed: {e}")))??;
