@@ -48,13 +48,16 @@ pub fn check(endpoint: Endpoint, rest: &Map<String, Value>) -> Result<(), ApiErr
 /// Checks the fields of a chat message (or a Responses input item) at `path` (`messages[2]`)
 /// that the endpoint does not read: a participant `name` changes nothing (chat templates do
 /// not render it), `type: "message"` says what the item is, an empty `tool_calls` list asks
-/// for nothing; anything else is refused by its path.
+/// for nothing, nor do an empty `annotations` list or a null `refusal` (OpenAI's own
+/// assistant messages carry them, so a history begun there can be sent here); anything else
+/// is refused by its path.
 pub fn check_message(path: &str, rest: &Map<String, Value>) -> Result<(), ApiError> {
     for (field, value) in rest {
         let harmless = value.is_null()
             || field == "name"
             || (field == "type" && value == "message")
-            || (field == "tool_calls" && value.as_array().is_some_and(Vec::is_empty));
+            || (matches!(field.as_str(), "tool_calls" | "annotations")
+                && value.as_array().is_some_and(Vec::is_empty));
         if !harmless {
             let why = match field.as_str() {
                 "tool_calls" | "tool_call_id" => {

@@ -75,8 +75,12 @@ def test_a_streamed_call_is_rebuilt_by_the_sdks_accumulator(client):
     assert "tool_calls.function.arguments.done" in kinds
     choice = final.choices[0]
     assert choice.finish_reason == "tool_calls"
+    # As OpenAI's: a turn that may be calls opens with null content, not an empty text.
+    assert choice.message.content is None
     [call] = choice.message.tool_calls
     check_call(call, "get_weather")
+    first = next(iter(client.chat.completions.create(model="m", messages=QUESTION, max_tokens=2, stream=True)))
+    assert (first.choices[0].delta.role, first.choices[0].delta.content) == ("assistant", "")
 
 
 def test_a_strict_pydantic_tool_is_parsed_by_the_sdk(client):

@@ -77,8 +77,12 @@ fn chat_message(text: String, reply: &Reply) -> Value {
 
 /// What a streamed event carries.
 pub enum Piece<'a> {
-    /// The opening chunk (chat: `delta.role`).
-    Start,
+    /// The opening chunk (chat: `delta.role`, and `delta.content` empty, or null when the
+    /// turn may be tool calls, as OpenAI's).
+    Start {
+        /// Whether the model may call tools.
+        calls_possible: bool,
+    },
     /// New text, and the log probabilities of its tokens when the request asked for them
     /// (with the character offset of the first one in the completion).
     Text(&'a str, Option<(&'a [TokenLogprob], usize)>),
@@ -104,7 +108,15 @@ pub fn chunk(kind: Kind, id: &str, created: u64, model: &str, piece: Piece<'_>) 
         choice_object(kind, text, role, finish, logprobs)
     };
     let (choices, usage_value) = match piece {
-        Piece::Start => (vec![choice(Some(""), true, Value::Null)], Value::Null),
+        Piece::Start { calls_possible } => {
+            let mut start = choice(Some(""), true, Value::Null);
+            if calls_possible && kind == Kind::Chat {
+                // A client that takes any non-null content for text would see an empty
+                // answer before the calls.
+                start["delta"]["content"] = Value::Null;
+            }
+            (vec![start], Value::Null)
+        }
         Piece::Text(text, _) => (vec![choice(Some(text), false, Value::Null)], Value::Null),
         Piece::ToolCalls(text, calls) => {
             let mut delta = serde_json::Map::new();
@@ -208,8 +220,30 @@ mod tests {
     #[test]
     fn streamed_chunks_open_with_the_role_and_close_with_the_reason_then_usage() {
         let r = reply("ab");
-        let start = chunk(Kind::Chat, "c", 1, "m", Piece::Start);
+        let start = chunk(
+            Kind::Chat,
+            "c",
+            1,
+            "m",
+            Piece::Start {
+                calls_possible: false,
+            },
+        );
         assert_eq!(start["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(start["choices"][0]["delta"]["content"], "");
+        let calls = chunk(
+            Kind::Chat,
+            "c",
+            1,
+            "m",
+            Piece::Start {
+                calls_possible: true,
+            },
+        );
+        assert_eq!(
+            calls["choices"][0]["delta"],
+            json!({"role": "assistant", "content": null})
+        );
         let text = chunk(Kind::Chat, "c", 1, "m", Piece::Text("ab", None));
         assert_eq!(text["choices"][0]["delta"]["content"], "ab");
         assert!(text["choices"][0]["delta"].get("role").is_none());

@@ -236,6 +236,14 @@ fn nested_fields_openai_does_not_define_are_refused_by_their_path() {
     assert!(image.unwrap_err().message.contains("only text parts"));
     let earlier = json!({"type": "output_text", "text": "Hi", "annotations": [], "logprobs": []});
     assert!(chat(json!({"messages": [{"role": "assistant", "content": [earlier]}]})).is_ok());
+    // An assistant message as OpenAI's own answer holds it passes; real annotations do not.
+    let answered =
+        json!({"role": "assistant", "content": "Hi", "refusal": null, "annotations": []});
+    assert!(chat(json!({"messages": [answered]})).is_ok());
+    let cited =
+        json!({"role": "assistant", "content": "Hi", "annotations": [{"type": "url_citation"}]});
+    let cited = chat(json!({"messages": [cited]})).unwrap_err();
+    assert_eq!(cited.param.as_deref(), Some("messages[0].annotations"));
     // What OpenAI's shapes hold, and `null` or the default for the rest, pass.
     let full = tool(json!({"function.description": "d", "function.strict": true}));
     assert!(chat(json!({"tools": [full], "tool_choice": "auto"})).is_ok());

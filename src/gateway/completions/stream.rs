@@ -80,7 +80,10 @@ async fn next_event(state: &mut Streaming) -> Option<Event> {
         match &mut state.phase {
             Phase::Opening => {
                 state.phase = Phase::Relaying;
-                return Some(data(&chunk(state, Piece::Start)));
+                let task = &state.accepted.request.task;
+                let calls_possible = task.tools.as_ref().is_some_and(|t| !t.is_empty())
+                    && task.tool_choice.as_ref().is_none_or(|c| c != "none");
+                return Some(data(&chunk(state, Piece::Start { calls_possible })));
             }
             Phase::Closing(events) => {
                 if events.is_empty() {
