@@ -118,6 +118,9 @@ def test_each_worker_consumes_the_queue_its_scaler_watches_and_the_topology_job_
     everything = set().union(*(declared_queues(d) for d in described.values()))
     for worker in workers:
         container = worker["spec"]["template"]["spec"]["containers"][0]
+        # The startup probe waits for the model (readiness), not for the process (health).
+        assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         queue = consumed_queue(objects, container, tmp_path)
         tiers = task_queues(described[worker["metadata"]["name"]], batch=False)
         if worker["metadata"]["labels"]["app.kubernetes.io/component"] == "worker":

@@ -108,10 +108,11 @@ spec:
               port: metrics
             periodSeconds: 5
             failureThreshold: 2
-          # Loading a large model takes a while: liveness waits for the first readiness.
+          # Loading a large model takes a while: liveness waits for the first readiness
+          # (/healthz answers from before the model loads, so it cannot be this probe).
           startupProbe:
             httpGet:
-              path: /healthz
+              path: /readyz
               port: metrics
             periodSeconds: 5
             failureThreshold: 120
