@@ -74,6 +74,13 @@ impl Default for GatewayMetrics {
         let streams_open = Gauge::default();
         let cancels = Counter::default();
         let webhook_attempts = Family::<ResultLabels, Counter>::default();
+        // Both series exist from the start: increase() over a series misses its first sample,
+        // so an alert on failures would miss the first one.
+        for result in ["delivered", "failed"] {
+            webhook_attempts.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
         registry.register(
             "warren_gateway_webhook_attempts",
             "Webhook delivery attempts, by result (delivered, failed)",
@@ -310,5 +317,19 @@ pub struct StreamOpen(Arc<GatewayMetrics>);
 impl Drop for StreamOpen {
     fn drop(&mut self) {
         self.0.streams_open.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_results_are_exported_before_the_first_attempt() {
+        let text = GatewayMetrics::default().encode();
+        for result in ["delivered", "failed"] {
+            let series = format!("warren_gateway_webhook_attempts_total{{result=\"{result}\"}} 0");
+            assert!(text.contains(&series), "{series} missing from:\n{text}");
+        }
     }
 }
