@@ -77,9 +77,11 @@ impl Default for GatewayMetrics {
         // Both series exist from the start: increase() over a series misses its first sample,
         // so an alert on failures would miss the first one.
         for result in ["delivered", "failed"] {
-            webhook_attempts.get_or_create(&ResultLabels {
-                result: result.into(),
-            });
+            webhook_attempts
+                .get_or_create(&ResultLabels {
+                    result: result.into(),
+                })
+                .inc_by(0);
         }
         registry.register(
             "warren_gateway_webhook_attempts",
