@@ -25,6 +25,18 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::PromptTooLong,
+        ErrorCode::ContextLengthExceeded,
+        ErrorCode::Timeout,
+        ErrorCode::Expired,
+        ErrorCode::InferenceFailed,
+        ErrorCode::Internal,
+        ErrorCode::Cancelled,
+    ];
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

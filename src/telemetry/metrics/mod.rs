@@ -291,4 +291,14 @@ mod tests {
         assert!(text.contains("warren_kept_messages_total{reason=\"undeliverable\"} 1\n"));
         assert!(text.contains("warren_kept_messages_total{reason=\"unanswered_commit\"} 0\n"));
     }
+
+    #[test]
+    fn every_dead_letter_code_exists_at_zero_before_the_first_letter() {
+        let metrics = Metrics::new();
+        metrics.dead_lettered("invalid_request");
+        let text = metrics.encode();
+        assert!(text.contains("warren_dead_letters_total{code=\"invalid_request\"} 1\n"));
+        assert!(text.contains("warren_dead_letters_total{code=\"prompt_too_long\"} 0\n"));
+        assert!(text.contains("warren_dead_letters_total{code=\"cancelled\"} 0\n"));
+    }
 }

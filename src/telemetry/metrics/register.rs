@@ -6,7 +6,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use super::{KeptLabels, KeptReason, Metrics};
+use super::{CodeLabels, KeptLabels, KeptReason, Metrics};
 
 impl Metrics {
     /// A registry with every warren metric at zero.
@@ -185,7 +185,15 @@ impl Metrics {
             Unit::Seconds,
             m.engine_step_seconds.clone(),
         );
-        // Both reasons exist from the start at 0: an alert's increase() counts the first one.
+        // Every code and both reasons exist from the start at 0: an alert's increase() counts
+        // the first one.
+        for code in crate::protocol::ErrorCode::ALL {
+            m.dead_letters
+                .get_or_create(&CodeLabels {
+                    code: code.as_str().to_owned(),
+                })
+                .inc_by(0);
+        }
         for reason in KeptReason::ALL {
             m.kept
                 .get_or_create(&KeptLabels {
