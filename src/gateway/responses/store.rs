@@ -119,6 +119,10 @@ fn response_key(id: &str) -> String {
     format!("warren:response:{id}")
 }
 
+fn claim_key(owner: &str, key: &str) -> String {
+    format!("warren:idempotency:{owner}:{key}")
+}
+
 fn deleted_key(id: &str) -> String {
     format!("warren:response-deleted:{id}")
 }
@@ -144,7 +148,7 @@ impl Store {
         key: &str,
         id: &str,
     ) -> Result<Option<String>, StoreError> {
-        let name = format!("warren:idempotency:{owner}:{key}");
+        let name = claim_key(owner, key);
         let mut set = redis::cmd("SET");
         set.arg(&name).arg(id).arg("NX").arg("EX").arg(self.ttl_s);
         if self.run::<Option<String>>(set).await?.is_some() {
@@ -157,7 +161,7 @@ impl Store {
     /// Gives up the claim of `id` (the request it was made for was not accepted); a claim
     /// taken over by another response stays.
     pub async fn release(&self, owner: &str, key: &str, id: &str) -> Result<(), StoreError> {
-        let claim = format!("warren:idempotency:{owner}:{key}");
+        let claim = claim_key(owner, key);
         self.redis
             .script::<i64>(RELEASE, &claim, &[id])
             .await
@@ -285,7 +289,7 @@ impl Store {
         id: &str,
         abandoned_after_s: u64,
     ) -> Result<bool, StoreError> {
-        let claim = format!("warren:idempotency:{owner}:{key}");
+        let claim = claim_key(owner, key);
         let ttl = self.ttl_s.to_string();
         let after = abandoned_after_s.to_string();
         let taken: i64 = self
@@ -319,7 +323,7 @@ impl Store {
 
     /// The response an idempotency key is claimed for, if it is.
     pub async fn claimed(&self, owner: &str, key: &str) -> Result<Option<String>, StoreError> {
-        let name = format!("warren:idempotency:{owner}:{key}");
+        let name = claim_key(owner, key);
         self.run(redis::cmd("GET").arg(name).clone()).await
     }
 
