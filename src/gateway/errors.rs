@@ -233,17 +233,21 @@ impl ApiError {
         self.code == "broker_blocked"
     }
 
-    /// 504: no reply came in time.
+    /// 504: no reply came in time. Not for an SDK to retry: the caller has waited the
+    /// operator's bound already, and each retry would be a new task waiting as long.
     pub fn timed_out(waited: Duration) -> Self {
-        Self::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "server_error",
-            "timeout",
-            format!(
-                "no reply within {} ms; the task was cancelled",
-                waited.as_millis()
-            ),
-        )
+        ApiError {
+            no_retry: true,
+            ..Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                "timeout",
+                format!(
+                    "no reply within {} ms; the task was cancelled",
+                    waited.as_millis()
+                ),
+            )
+        }
     }
 
     /// 500: the gateway itself failed.
@@ -264,7 +268,9 @@ impl ApiError {
         )
     }
 
-    /// The answer for a worker's error reply.
+    /// The answer for a worker's error reply. A reply that ended the task after its retries
+    /// or its time (`inference_failed`, `timeout`, `expired`, `cancelled`) is not for an SDK
+    /// to retry on its own: the worker's retry policy is spent, the time waited already.
     pub fn from_reply(error: &ErrorBody) -> Self {
         let (status, kind) = match error.code {
             ErrorCode::InvalidRequest
@@ -281,7 +287,17 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
             }
         };
-        Self::new(status, kind, error.code.as_str(), error.message.clone())
+        let no_retry = matches!(
+            error.code,
+            ErrorCode::InferenceFailed
+                | ErrorCode::Timeout
+                | ErrorCode::Expired
+                | ErrorCode::Cancelled
+        );
+        ApiError {
+            no_retry,
+            ..Self::new(status, kind, error.code.as_str(), error.message.clone())
+        }
     }
 
     /// The error object alone, as sent inside a stream.
@@ -364,6 +380,27 @@ mod tests {
         assert_eq!(status(ErrorCode::Expired), 504);
         assert_eq!(status(ErrorCode::Internal), 500);
         assert_eq!(status(ErrorCode::InferenceFailed), 500);
+    }
+
+    #[test]
+    fn a_reply_that_ended_its_task_tells_sdks_not_to_retry() {
+        let no_retry = |code| {
+            let error = ErrorBody {
+                code,
+                message: "m".into(),
+                retryable: true,
+            };
+            ApiError::from_reply(&error).into_response().headers().get("x-should-retry")
+                == Some(&HeaderValue::from_static("false"))
+        };
+        assert!(no_retry(ErrorCode::InferenceFailed));
+        assert!(no_retry(ErrorCode::Timeout));
+        assert!(no_retry(ErrorCode::Expired));
+        assert!(no_retry(ErrorCode::Cancelled));
+        assert!(!no_retry(ErrorCode::Internal), "a fault of warren's own may pass");
+        assert!(!no_retry(ErrorCode::InvalidRequest), "4xx: SDKs do not retry");
+        let waited = ApiError::timed_out(Duration::from_secs(1)).into_response();
+        assert_eq!(waited.headers()["x-should-retry"], "false");
     }
 
     #[test]

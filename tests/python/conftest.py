@@ -211,8 +211,9 @@ def wait_for(check, what, seconds=60, every=0.2):
 
 
 def sdk(base_url, api_key="unused", **options):
-    # No SDK retries: the tests count requests.
-    return OpenAI(base_url=base_url, api_key=api_key, max_retries=0, **options)
+    # No SDK retries unless a test asks for them: the tests count requests.
+    options.setdefault("max_retries", 0)
+    return OpenAI(base_url=base_url, api_key=api_key, **options)
 
 
 @pytest.fixture(scope="module")

@@ -376,11 +376,16 @@ def test_a_client_that_times_out_frees_the_workers_slot(stack):
 def test_no_reply_within_the_request_timeout_is_a_504_and_the_task_is_cancelled(stack):
     gateway = start_gateway(stack.names, gateway__request_timeout_ms=1500)
     cancelled = lambda: metric(stack.worker.metrics_url, "warren_tasks_total", outcome="cancelled")
+    timed_out = lambda: metric(gateway.metrics_url, "warren_gateway_requests_total", route="/v1/chat/completions", status="504")
     before = cancelled()
     try:
+        # The SDK's own retries left on: the 504 says not to (`x-should-retry: false`), so
+        # the caller gets it after one wait, not three, and only one task ran.
         with pytest.raises(openai.InternalServerError) as raised:
-            long_story(sdk(gateway.base_url))
+            long_story(sdk(gateway.base_url, max_retries=2))
         assert raised.value.status_code == 504
+        assert raised.value.response.headers["x-should-retry"] == "false"
+        assert timed_out() == 1, "the SDK asked once"
         wait_for(lambda: cancelled() == before + 1, "the worker cancelling the task")
     finally:
         gateway.stop()
