@@ -178,24 +178,27 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` is cancelled, then stops taking connections and lets open
-    /// requests finish.
+    /// requests finish. The broker link and the results consumer outlive the listener: the
+    /// open requests' replies and their cancels travel on them.
     pub async fn run_until(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let background = CancellationToken::new();
+        let _stop_background = background.clone().drop_guard();
         let broker_link = self.app.broker_link.clone();
-        tokio::spawn(broker_link.maintain(self.settings.clone(), shutdown.clone()));
+        tokio::spawn(broker_link.maintain(self.settings.clone(), background.clone()));
         let b = &self.app.responses;
         tokio::spawn(results::consume(
             self.settings.clone(),
             b.store.clone(),
             b.webhooks.clone(),
             self.app.batches.store.clone(),
-            shutdown.clone(),
+            background.clone(),
         ));
         tokio::spawn(queue_depth::watch(
             self.app.broker_link.clone(),
             queue_depth::watched_queues(&self.settings),
             self.management.clone(),
             self.app.metrics.clone(),
-            shutdown.clone(),
+            background.clone(),
         ));
         let runners = self.app.batches.shutdown.clone();
         tokio::spawn(batches::runner::supervise(

@@ -161,7 +161,8 @@ def test_the_gateway_serves_exactly_the_models_workers_serve_and_its_configurati
     # A sync request to an idle model waits for a cold start; the pod outlives its longest wait.
     timeout_s = int(env["WARREN__GATEWAY__REQUEST_TIMEOUT_MS"]) // 1000
     pod = find(objects, "Deployment", "warren-warren-gateway")[0]["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > timeout_s
+    assert pod["terminationGracePeriodSeconds"] > timeout_s + 5, "beyond the preStop pause too"
+    assert gateway["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
 
 
 @pytest.mark.parametrize("values", ["default", "fleet"])
@@ -184,7 +185,12 @@ def test_workers_scale_from_zero_and_everything_referenced_is_rendered(renders, 
             pod = workload["spec"]["template"]["spec"]
             if workload["metadata"]["labels"].get("app.kubernetes.io/component") in ("worker", "embedder"):
                 assert "replicas" not in workload["spec"], "KEDA owns a worker's replicas"
-                assert pod["terminationGracePeriodSeconds"] > 30, "above worker.shutdown_grace_ms"
+                # A task of the default length finishes on a stopping worker rather than
+                # starting again elsewhere; the pod outlives that grace.
+                worker_env = {v["name"]: v.get("value") for v in pod["containers"][0]["env"]}
+                grace_ms = int(worker_env["WARREN__WORKER__SHUTDOWN_GRACE_MS"])
+                assert grace_ms >= 120_000, "at least limits.default_timeout_ms"
+                assert pod["terminationGracePeriodSeconds"] > grace_ms // 1000 + 15
                 name = workload["metadata"]["name"]
                 pdb = find(objects, "PodDisruptionBudget", name)[0]
                 assert pdb["spec"]["selector"]["matchLabels"] == workload["spec"]["selector"]["matchLabels"]

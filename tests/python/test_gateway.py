@@ -2,6 +2,7 @@
 a full queue and callers that go away. Real worker, real model, real RabbitMQ."""
 
 import math
+import signal
 import threading
 import time
 
@@ -387,6 +388,42 @@ def test_no_reply_within_the_request_timeout_is_a_504_and_the_task_is_cancelled(
         assert raised.value.response.headers["x-should-retry"] == "false"
         assert timed_out() == 1, "the SDK asked once"
         wait_for(lambda: cancelled() == before + 1, "the worker cancelling the task")
+    finally:
+        gateway.stop()
+
+
+def test_a_stopping_gateway_finishes_the_requests_it_holds(stack):
+    # A rolling update or a scale-in: SIGTERM while a stream and a waiting request are open.
+    gateway = start_gateway(stack.names)
+    client = sdk(gateway.base_url)
+    busy = lambda: metric(stack.worker.metrics_url, "warren_slots_busy")
+    answers, errors = [], []
+
+    def wait_for_answer():
+        try:
+            answers.append(client.completions.create(model="m", prompt="Once upon a time", max_tokens=64))
+        except Exception as e:  # noqa: BLE001 - the test reports whatever failed
+            errors.append(e)
+
+    try:
+        stream = iter(client.completions.create(
+            model="m", prompt="The lighthouse keeper", max_tokens=64, stream=True,
+            stream_options={"include_usage": True}))
+        first = next(stream)
+        waiting = threading.Thread(target=wait_for_answer)
+        waiting.start()
+        wait_for(lambda: busy() == 2, "both tasks running")
+        gateway.process.send_signal(signal.SIGTERM)
+        rest = list(stream)
+        waiting.join(timeout=60)
+        assert not errors, errors
+        assert len(answers) == 1 and answers[0].usage.completion_tokens >= 1
+        finished = [c.choices[0].finish_reason for c in rest if c.choices and c.choices[0].finish_reason]
+        assert finished in (["length"], ["stop"]), rest[-3:]
+        streamed = [first, *rest]
+        text_chunks = sum(1 for c in streamed if c.choices and c.choices[0].text)
+        assert rest[-1].usage.completion_tokens >= text_chunks >= 1
+        assert gateway.process.wait(timeout=30) == 0
     finally:
         gateway.stop()
 

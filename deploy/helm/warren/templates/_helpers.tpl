@@ -87,3 +87,11 @@ capabilities:
 {{- define "warren.modelClaim" -}}
 {{- .Values.modelStore.existingClaim | default (printf "%s-models" (include "warren.fullname" .)) -}}
 {{- end -}}
+
+{{/*
+A worker's shutdown grace in ms (its spec's shutdownGraceMs; 120000, limits.default_timeout_ms,
+for values reused from a release before the key).
+*/}}
+{{- define "warren.workerGraceMs" -}}
+{{- .shutdownGraceMs | default 120000 | int -}}
+{{- end }}

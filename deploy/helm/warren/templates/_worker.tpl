@@ -42,10 +42,10 @@ spec:
         prometheus.io/port: "9090"
         prometheus.io/path: /metrics
     spec:
-      # Above worker.shutdown_grace_ms (30 s) + up to 5 s to cancel the consumer, 5 s to give
-      # back what is left and 5 s for the broker's close-ok + the trace exporter's last send
-      # (up to 10 s): tasks in flight finish, the rest is requeued.
-      terminationGracePeriodSeconds: 60
+      # Above worker.shutdown_grace_ms + up to 5 s to cancel the consumer, 5 s to give back
+      # what is left and 5 s for the broker's close-ok + the trace exporter's last send (up to
+      # 10 s): tasks in flight finish, the rest is requeued.
+      terminationGracePeriodSeconds: {{ add (div (include "warren.workerGraceMs" $spec) 1000) 30 }}
       securityContext:
         {{- include "warren.podSecurity" $root | nindent 8 }}
       {{- if $spec.gpu }}
@@ -78,6 +78,8 @@ spec:
               value: /models/{{ $spec.file }}
             - name: WARREN__ENGINE__SLOTS
               value: {{ $spec.slots | quote }}
+            - name: WARREN__WORKER__SHUTDOWN_GRACE_MS
+              value: {{ include "warren.workerGraceMs" $spec | quote }}
             - name: WARREN__ENGINE__N_GPU_LAYERS
               value: {{ ternary "99" "0" (eq $spec.gpu true) | quote }}
             {{- /* Absent (values reused from a release before the key): on, the default. */}}
