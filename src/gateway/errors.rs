@@ -390,15 +390,24 @@ mod tests {
                 message: "m".into(),
                 retryable: true,
             };
-            ApiError::from_reply(&error).into_response().headers().get("x-should-retry")
+            ApiError::from_reply(&error)
+                .into_response()
+                .headers()
+                .get("x-should-retry")
                 == Some(&HeaderValue::from_static("false"))
         };
         assert!(no_retry(ErrorCode::InferenceFailed));
         assert!(no_retry(ErrorCode::Timeout));
         assert!(no_retry(ErrorCode::Expired));
         assert!(no_retry(ErrorCode::Cancelled));
-        assert!(!no_retry(ErrorCode::Internal), "a fault of warren's own may pass");
-        assert!(!no_retry(ErrorCode::InvalidRequest), "4xx: SDKs do not retry");
+        assert!(
+            !no_retry(ErrorCode::Internal),
+            "a fault of warren's own may pass"
+        );
+        assert!(
+            !no_retry(ErrorCode::InvalidRequest),
+            "4xx: SDKs do not retry"
+        );
         let waited = ApiError::timed_out(Duration::from_secs(1)).into_response();
         assert_eq!(waited.headers()["x-should-retry"], "false");
     }

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from openai import AuthenticationError, BadRequestError, NotFoundError
 
-from conftest import PATIENCE, Names, metric, sdk, start_gateway, start_worker
+from conftest import PATIENCE, Names, metric, queue_depth, sdk, start_gateway, start_worker, wait_for
 
 FINAL = {"completed", "failed", "expired", "cancelled"}
 
@@ -315,6 +315,38 @@ def test_a_cancelled_batch_stops_and_accounts_for_every_request(stack):
         gateway.stop()
 
 
+def test_a_cancelled_batchs_counts_stay_as_its_files_say_when_late_replies_come():
+    """No worker while the batch is cancelled: its cancels reach nobody, and the worker that
+    starts later runs its queued tasks. Their replies come after the batch ended and must not
+    change its counts."""
+    names = Names("batch-late")
+    gateway = start_gateway(names, gateway__batch_in_flight=2)
+    worker = None
+    try:
+        client = sdk(gateway.base_url)
+        lines = [chat_line(f"r{i}", f"Tell me about {i}.") for i in range(3)]
+        batch = run_batch(client, lines)
+        wait_for(lambda: queue_depth(f"{names.requests}.batch") == 2, "two tasks queued")
+        client.batches.cancel(batch.id)
+        # The batch waits for its cancelled tasks (30 s at most), then ends with what it has.
+        batch = wait_final(client, batch.id)
+        assert batch.status == "cancelled"
+        ended = batch.request_counts
+        assert (ended.completed, ended.failed) == (0, 0)
+        worker = start_worker(names)
+        wait_for(lambda: queue_depth(f"{names.requests}.batch") == 0, "the late tasks run")
+        wait_for(lambda: metric(worker.metrics_url, "warren_tasks_total", outcome="ok") == 2, "both answered")
+        time.sleep(1)  # the gateway's results consumer takes the replies
+        assert client.batches.retrieve(batch.id).request_counts == ended
+        found = each_once(client, batch, lines)
+        assert all(r["error"]["code"] == "batch_cancelled" for r in found.values()), found
+    finally:
+        for process in (worker, gateway):
+            if process is not None:
+                process.stop()
+        names.delete()
+
+
 def test_an_expired_batch_stops_and_reports_what_did_not_run(stack):
     """The 24 h completion window cannot be waited for: the test moves the batch's
     `expires_at` (stored in Redis, read by the gateway at each round) into the past, as time
@@ -354,11 +386,15 @@ def test_a_batch_outlives_the_gateway_that_accepted_it():
     worker = start_worker(names, engine__slots=2)
     # The shortest lease: the killed gateway's batch is taken over within about 7 s, not 20.
     lease = {"gateway__batch_lease_ms": 5000}
-    first = start_gateway(names, gateway__batch_in_flight=2, **lease)
+    # The first gateway refuses the last line (over its cap) when the batch is created; the
+    # second, with the default cap, would take it: it must not publish it then (its reply
+    # could not count beside the refusal, and the batch would never end).
+    first = start_gateway(names, gateway__batch_in_flight=2, limits__max_tokens_cap=16, **lease)
     second = None
     try:
         client = sdk(first.base_url)
         lines = [chat_line(f"r{i}", f"Tell me about {i}.", max_tokens=16) for i in range(10)]
+        lines.append(chat_line("over-the-cap", "Tell me more.", max_tokens=32))
         batch = run_batch(client, lines)
         # Deleting the input file takes nothing from the batch: it keeps a copy, which the
         # gateway that takes it over reads.
@@ -369,8 +405,9 @@ def test_a_batch_outlives_the_gateway_that_accepted_it():
         client = sdk(second.base_url)
         batch = wait_final(client, batch.id)
         assert batch.status == "completed"
-        assert (batch.request_counts.completed, batch.request_counts.failed) == (10, 0)
-        each_once(client, batch, lines)
+        assert (batch.request_counts.completed, batch.request_counts.failed) == (10, 1)
+        found = each_once(client, batch, lines)
+        assert found["over-the-cap"]["response"]["status_code"] == 400, found["over-the-cap"]
     finally:
         for process in (second, first, worker):
             if process is not None:
@@ -424,6 +461,8 @@ def test_hostile_uploads_and_queries_get_openais_error_envelope(stack):
         httpx.post(f"{base}/files", content=b"--x\r\n\r\n", headers={"content-type": "multipart/form-data; boundary=x"}, timeout=10),
         httpx.post(f"{base}/files", files={"purpose": (None, "batch")}, timeout=10),
         httpx.get(f"{base}/batches?limit=many", timeout=10),
+        httpx.get(f"{base}/batches?limit=0", timeout=10),
+        httpx.get(f"{base}/batches?limit=101", timeout=10),
         httpx.post(f"{base}/batches", content=b"\xff\x00{", timeout=10),
         httpx.post(f"{base}/batches", json={"input_file_id": 7, "endpoint": "/v1/completions", "completion_window": "24h"}, timeout=10),
     ]

@@ -211,7 +211,13 @@ pub async fn list(
             None => return Err(ApiError::no_such("batch", after)),
         },
     };
-    let limit = page.limit.unwrap_or(20).clamp(1, 100);
+    let limit = page.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid(
+            "`limit` must be 1 to 100",
+            Some("limit".into()),
+        ));
+    }
     let mut data = Vec::new();
     for id in ids.iter().skip(start).take(limit) {
         match app.batches.store.batch(id).await? {

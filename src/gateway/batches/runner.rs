@@ -108,12 +108,14 @@ async fn run(app: &Arc<Shared>, id: &str, shutdown: &CancellationToken) -> Resul
             message: "the batch's input expired before the batch ended".into(),
             line: None,
         }]);
-        if store
+        if !store
             .transition(id, record.status, BatchStatus::Failed, &next)
             .await?
         {
-            app.metrics.batch_ended(BatchStatus::Failed.as_str());
+            // A cancel came meanwhile: the next runner reads the batch again.
+            return Ok(());
         }
+        app.metrics.batch_ended(BatchStatus::Failed.as_str());
         return store.retire(id).await;
     };
     info!(batch = %id, requests = lines.len(), "running batch");
@@ -186,19 +188,32 @@ async fn publish(
         return Ok(());
     };
     let store = &app.batches.store;
+    let holder = app.batches.runners.holder.as_str();
     let mut room = app.batches.in_flight.saturating_sub(record.outstanding());
     let mut next = record.next;
     while next < lines.len() && room > 0 {
+        // A line with its outcome is not published again, whatever this gateway's limits say
+        // of it now: refused when the batch was created (another reply could not count), or
+        // answered from a copy a runner published without moving `next` (counted now).
+        if let Some(outcome) = store.outcome(id, next).await? {
+            let answered = matches!(outcome, Outcome::Answered { .. });
+            if !store.advance(id, holder, next, answered).await? {
+                return Ok(());
+            }
+            next += 1;
+            continue;
+        }
         let task = match lines[next].task_for(&app.models) {
             Ok(task) => task,
             Err(refused) => {
-                // Recorded when the batch was created (then this changes nothing), unless
-                // the limits or the served models changed since.
+                // The limits or the served models changed since the batch was created.
                 store
                     .record(id, next, &Outcome::refused(&refused), true)
                     .await?;
+                if !store.advance(id, holder, next, false).await? {
+                    return Ok(());
+                }
                 next += 1;
-                store.advance(id, next, 0).await?;
                 continue;
             }
         };
@@ -229,9 +244,11 @@ async fn publish(
         match sent {
             Ok(()) => {
                 app.metrics.batch_task_published();
+                if !store.advance(id, holder, next, true).await? {
+                    return Ok(());
+                }
                 next += 1;
                 room -= 1;
-                store.advance(id, next, 1).await?;
             }
             // A full queue or a lost broker: try again at the next look.
             Err(e) if e.status.as_u16() == 429 || e.status.as_u16() == 503 => {
@@ -244,8 +261,10 @@ async fn publish(
                 store
                     .record(id, next, &Outcome::refused(&refused), true)
                     .await?;
+                if !store.advance(id, holder, next, false).await? {
+                    return Ok(());
+                }
                 next += 1;
-                store.advance(id, next, 0).await?;
             }
         }
     }
@@ -342,9 +361,12 @@ async fn finish(
     let mut next = object::with_status(&record.object, status, unix_seconds());
     next["output_file_id"] = put_file(store, &record, &output, "output").await?;
     next["error_file_id"] = put_file(store, &record, &errors, "error").await?;
-    if store.transition(id, record.status, status, &next).await? {
-        app.metrics.batch_ended(status.as_str());
+    if !store.transition(id, record.status, status, &next).await? {
+        // Its status changed since it was read (a cancel came): the next runner ends it
+        // from there, and these files expire unreferenced.
+        return Ok(());
     }
+    app.metrics.batch_ended(status.as_str());
     store.keep_ended(id, &record.owner).await?;
     info!(batch = %id, status = status.as_str(), completed = record.completed, failed = record.failed, "batch ended");
     store.retire(id).await

@@ -27,14 +27,29 @@ use crate::gateway::batches::outcome::Outcome;
 pub use crate::gateway::batches::record::{BatchRecord, StoredFile};
 use crate::redis_link::{RedisError, RedisLink, SET_STATUS_IF};
 
-// The first outcome of a line wins; only a live batch is counted. A line refused by the
-// runner also counts as refused (never published), so `outstanding` stays exact.
+// The first outcome of a line wins; only a live batch that has not ended is counted (a task
+// cancelled at its end may still answer). A line refused by the runner also counts as
+// refused (never published), so `outstanding` stays exact.
 const RECORD: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'completed' or status == 'failed' or status == 'expired'
+  or status == 'cancelled' then return 0 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
 if ARGV[5] == 'refused' then redis.call('HINCRBY', KEYS[1], 'refused', 1) end
+return 1
+";
+
+// Moves a batch's `next` on from where its runner read it, counting what it published,
+// only while that runner holds the lease and nobody moved `next` meanwhile: a runner whose
+// lease lapsed during a slow publish must not count a line its successor counts too.
+// KEYS: the batch, its lease; ARGV: the holder, the `next` it read, the new `next`, published.
+const ADVANCE: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'next') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'next', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'published', ARGV[4])
 return 1
 ";
 
@@ -246,16 +261,36 @@ impl BatchStore {
         Ok(counted == 1)
     }
 
-    /// The runner has handled lines up to `next`, `published` more of them published.
-    pub async fn advance(&self, id: &str, next: usize, published: usize) -> Result<(), RedisError> {
-        let key = batch_key(id);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(&key, "next", next)
-            .ignore()
-            .hincr(&key, "published", published)
-            .ignore();
-        self.redis.pipeline(&pipe).await
+    /// `holder`, the runner of batch `id`, has handled line `line` (`published`: as a task):
+    /// `next` moves from `line` to `line + 1`. `false`: it did not, as the holder lost its
+    /// lease or another runner moved on; the holder must stop.
+    pub async fn advance(
+        &self,
+        id: &str,
+        holder: &str,
+        line: usize,
+        published: bool,
+    ) -> Result<bool, RedisError> {
+        let (from, to) = (line.to_string(), (line + 1).to_string());
+        let moved: i64 = self
+            .redis
+            .script_on(
+                ADVANCE,
+                &[&batch_key(id), &lease_key(id)],
+                &[holder, &from, &to, if published { "1" } else { "0" }],
+            )
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// Line `index` of batch `id`'s outcome, if it has one (it was refused when the batch was
+    /// created, or a copy of its task answered).
+    pub async fn outcome(&self, id: &str, index: usize) -> Result<Option<Outcome>, RedisError> {
+        let stored: Option<String> = self
+            .redis
+            .run(redis::cmd("HGET").arg(results_key(id)).arg(index).clone())
+            .await?;
+        stored.as_deref().map(decode).transpose()
     }
 
     /// Every recorded outcome, by line index.
