@@ -153,6 +153,20 @@ class Process:
                 self.kill()
 
 
+def start_redis(directory, port, *options):
+    """A Redis of our own that keeps its data (append-only file), as production would."""
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
+         "--appendfsync", "always", "--save", "", "--dir", str(directory), *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.1)
+    return process
+
+
 def start_worker(names, **settings):
     assert MODEL.is_file(), f"model {MODEL} is missing: run `make model`"
     port = free_port()

@@ -5,13 +5,14 @@ with `files.content`; malformed files and requests, cancel, and a gateway killed
 
 import json
 import subprocess
+import threading
 import time
 
 import httpx
 import pytest
 from openai import AuthenticationError, BadRequestError, NotFoundError
 
-from conftest import PATIENCE, Names, metric, queue_depth, sdk, start_gateway, start_worker, wait_for
+from conftest import PATIENCE, Names, free_port, metric, queue_depth, sdk, start_gateway, start_redis, start_worker, wait_for
 
 FINAL = {"completed", "failed", "expired", "cancelled"}
 
@@ -274,6 +275,32 @@ def test_files_are_kept_as_long_as_their_expiration_policy_says(client):
     with pytest.raises(BadRequestError) as refused:
         client.files.create(file=("r.jsonl", text), purpose="batch", extra_body={"expires_after[anchor]": "created_at"})
     assert refused.value.body["param"] == "expires_after[seconds]"
+
+
+def test_a_file_is_served_while_redis_answers_slowly_within_its_bound(tmp_path):
+    """Redis busy for a second (a slow disk, a large neighbour's call): the gateway's calls
+    wait for it within their own bound (2 s; 120 s for a file's content), not the redis
+    crate's default of half a second."""
+    names = Names("batch-slow-redis")
+    port = free_port()
+    redis_server = start_redis(tmp_path, port, "--enable-debug-command", "yes")
+    gateway = start_gateway(names, gateway__redis_url=f"redis://127.0.0.1:{port}")
+    try:
+        client = sdk(gateway.base_url)
+        lines = [chat_line(f"r{i}", "x" * 1000) for i in range(2000)]
+        uploaded = upload(client, lines)
+        sleeping = threading.Thread(target=lambda: subprocess.run(
+            ["redis-cli", "-p", str(port), "DEBUG", "SLEEP", "1.2"], capture_output=True, timeout=30))
+        sleeping.start()
+        time.sleep(0.2)
+        content = client.files.content(uploaded.id).text
+        sleeping.join()
+        assert [json.loads(line)["custom_id"] for line in content.splitlines()] == [f"r{i}" for i in range(2000)]
+    finally:
+        gateway.stop()
+        redis_server.terminate()
+        redis_server.wait(timeout=30)
+        names.delete()
 
 
 def test_files_and_batches_belong_to_the_key_that_made_them(stack):

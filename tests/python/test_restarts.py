@@ -10,7 +10,7 @@ import time
 import openai
 import pytest
 
-from conftest import Names, free_port, metric, sdk, start_gateway, start_worker, wait_for
+from conftest import Names, free_port, metric, sdk, start_gateway, start_redis, start_worker, wait_for
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse."}]
 
@@ -90,20 +90,6 @@ def test_a_broker_restart_ends_open_requests_and_the_gateway_reconnects(private_
     finally:
         gateway.stop()
         worker.stop()
-
-
-def start_redis(directory, port):
-    """A Redis of our own that keeps its data (append-only file), as production would."""
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
-         "--appendfsync", "always", "--save", "", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.1)
-    return process
 
 
 def test_a_redis_restart_mid_run_loses_no_accepted_response(stack, tmp_path):

@@ -54,7 +54,7 @@ impl BatchStore {
                     .clone(),
             )
             .ignore();
-        self.redis.pipeline(&pipe).await
+        self.bulk.pipeline(&pipe).await
     }
 
     /// File `id`, if it exists.
@@ -80,7 +80,7 @@ impl BatchStore {
 
     /// The content of file `id`, if it exists.
     pub async fn file_content(&self, id: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        self.redis
+        self.bulk
             .run(redis::cmd("HGET").arg(file_key(id)).arg("content").clone())
             .await
     }

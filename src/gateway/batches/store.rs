@@ -80,6 +80,8 @@ fn lease_key(id: &str) -> String {
 /// The Redis-backed store of files and batches.
 pub struct BatchStore {
     pub(super) redis: RedisLink,
+    /// For the calls that carry a file's or a batch's whole content.
+    pub(super) bulk: RedisLink,
     ttl_s: u64,
     active: String,
 }
@@ -95,6 +97,7 @@ impl BatchStore {
     pub fn new(url: &str, keep_s: u64, results_queue: &str) -> Result<BatchStore, RedisError> {
         Ok(BatchStore {
             redis: RedisLink::new(url)?,
+            bulk: RedisLink::for_bulk(url)?,
             ttl_s: keep_s + WINDOW_S,
             active: format!("warren:batches:active:{results_queue}"),
         })
@@ -170,7 +173,7 @@ impl BatchStore {
                 .sadd(&self.active, id)
                 .ignore();
         }
-        self.redis.pipeline(&pipe).await
+        self.bulk.pipeline(&pipe).await
     }
 
     /// Batch `id`, if it exists.
@@ -296,7 +299,7 @@ impl BatchStore {
     /// Every recorded outcome, by line index.
     pub async fn outcomes(&self, id: &str) -> Result<HashMap<usize, Outcome>, RedisError> {
         let stored: HashMap<usize, String> = self
-            .redis
+            .bulk
             .run(redis::cmd("HGETALL").arg(results_key(id)).clone())
             .await?;
         stored
@@ -320,7 +323,7 @@ impl BatchStore {
         file_id: &str,
     ) -> Result<Option<Vec<u8>>, RedisError> {
         let copy: Option<Vec<u8>> = self
-            .redis
+            .bulk
             .run(redis::cmd("GET").arg(input_key(id)).clone())
             .await?;
         match copy {
