@@ -167,12 +167,16 @@ impl Admission {
         let verdict = shared.take(rate, &owner, i64::from(tokens)).await?;
         headers.extend(rate_headers("tokens", rate, &verdict));
         if !verdict.taken {
-            // A refused request does not count against the requests either (best effort: the
-            // refusal stands whatever Redis answers).
+            // A refused request does not count against the requests either: refunded apart,
+            // best effort, so that a slow refund cannot outlast the time limit on this verdict
+            // and turn the refusal into this replica's own buckets' admission.
             if let Some(requests) = self.request_rate {
-                if let Err(e) = shared.correct(requests, &owner, -1).await {
-                    tracing::debug!(error = %e, "a refused request's charge was not refunded");
-                }
+                let (shared, owner) = (shared.clone(), owner.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = shared.correct(requests, &owner, -1).await {
+                        tracing::debug!(error = %e, "a refused request's charge was not refunded");
+                    }
+                });
             }
             return Ok(Err(
                 tokens_exceeded(tokens, verdict.retry_after).with_headers(headers)
