@@ -4,8 +4,10 @@ from the rendered environment, is the queue its ScaledObject watches and one the
 declares; references resolve; workers scale from zero; bad values fail with a clear message.
 Schema validation of the same renders is `scripts/check-chart.sh` (make lint)."""
 
+import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -13,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import REPO, WARREN, BlankNode
+from conftest import REPO, WARREN, BlankNode, free_port
 
 CHART = REPO / "deploy/helm/warren"
 HELM = REPO / "target/k8s/venv/bin/helm"
@@ -303,14 +305,42 @@ def test_the_default_stack_has_its_own_broker_and_redis_with_volumes(renders):
     rabbit = find(objects, "StatefulSet", "warren-warren-rabbitmq")[0]
     redis = find(objects, "StatefulSet", "warren-warren-redis")[0]
     assert secret["amqp-url"] == "amqp://warren:check-only@warren-warren-rabbitmq:5672/%2F"
-    assert secret["redis-url"] == "redis://warren-warren-redis:6379/"
+    password = secret["redis-password"]
+    assert len(password) == 32, "a random one, made on install"
+    assert secret["redis-url"] == f"redis://:{password}@warren-warren-redis:6379/"
     for workload, service in ((rabbit, "warren-warren-rabbitmq"), (redis, "warren-warren-redis")):
         assert workload["spec"]["volumeClaimTemplates"], "persistent"
         find(objects, "Service", service)
-    assert "--appendonly" in redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    redis_container = redis["spec"]["template"]["spec"]["containers"][0]
+    assert "--appendonly yes" in redis_container["command"][2]
+    env = {v["name"]: v["valueFrom"]["secretKeyRef"]["key"] for v in redis_container["env"]}
+    assert env == {"REDIS_PASSWORD": "redis-password", "REDISCLI_AUTH": "redis-password"}
     # Nothing of the in-chart broker or Redis is rendered for an external one.
     names = {o["metadata"]["name"] for o in renders["fleet"]}
     assert not {"warren-warren-rabbitmq", "warren-warren-redis"} & names
+
+
+def test_the_in_chart_redis_asks_for_its_password_and_its_probe_gives_it(renders, tmp_path):
+    """The rendered Redis command, run with a real redis-server (its data directory and port
+    moved here): without the password nothing is served, the probe's redis-cli gets in."""
+    redis = find(renders["default"], "StatefulSet", "warren-warren-redis")[0]
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    port = free_port()
+    line = container["command"][2].replace("--dir /data", f"--dir {tmp_path}") + f" --port {port} --bind 127.0.0.1"
+    server = subprocess.Popen([*container["command"][:2], line], env={**os.environ, "REDIS_PASSWORD": "s3cret pass"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        probe = container["readinessProbe"]["exec"]["command"]
+        probe = [probe[0], "-p", str(port), *probe[1:]]
+        deadline = time.monotonic() + 30
+        while subprocess.run(probe, env={**os.environ, "REDISCLI_AUTH": "s3cret pass"}, capture_output=True).stdout.strip() != b"PONG":
+            assert time.monotonic() < deadline, "redis-server did not start with the password"
+            time.sleep(0.1)
+        anonymous = subprocess.run(probe, capture_output=True, text=True)
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_the_models_job_fills_the_volume_as_make_model_does(renders):
