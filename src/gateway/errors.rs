@@ -269,8 +269,9 @@ impl ApiError {
     }
 
     /// The answer for a worker's error reply. A reply that ended the task after its retries
-    /// or its time (`inference_failed`, `timeout`, `expired`, `cancelled`) is not for an SDK
-    /// to retry on its own: the worker's retry policy is spent, the time waited already.
+    /// or its time (`inference_failed`, `timeout`, `expired`, `cancelled`), or says it is not
+    /// retryable (a poison task's `internal`), is not for an SDK to retry on its own: the
+    /// worker's retry policy is spent, the time waited already.
     pub fn from_reply(error: &ErrorBody) -> Self {
         let (status, kind) = match error.code {
             ErrorCode::InvalidRequest
@@ -287,13 +288,14 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
             }
         };
-        let no_retry = matches!(
-            error.code,
-            ErrorCode::InferenceFailed
-                | ErrorCode::Timeout
-                | ErrorCode::Expired
-                | ErrorCode::Cancelled
-        );
+        let no_retry = !error.retryable
+            || matches!(
+                error.code,
+                ErrorCode::InferenceFailed
+                    | ErrorCode::Timeout
+                    | ErrorCode::Expired
+                    | ErrorCode::Cancelled
+            );
         ApiError {
             no_retry,
             ..Self::new(status, kind, error.code.as_str(), error.message.clone())
@@ -404,6 +406,13 @@ mod tests {
             !no_retry(ErrorCode::Internal),
             "a fault of warren's own may pass"
         );
+        let poison = ErrorBody {
+            code: ErrorCode::Internal,
+            message: "m".into(),
+            retryable: false,
+        };
+        let poison = ApiError::from_reply(&poison).into_response();
+        assert_eq!(poison.headers()["x-should-retry"], "false", "not run again");
         assert!(
             !no_retry(ErrorCode::InvalidRequest),
             "4xx: SDKs do not retry"
