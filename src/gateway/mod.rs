@@ -178,20 +178,21 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` is cancelled, then stops taking connections and lets open
-    /// requests finish. The broker link and the results consumer outlive the listener: the
-    /// open requests' replies and their cancels travel on them.
+    /// requests finish. The broker link outlives the listener (the open requests' replies
+    /// and their cancels travel on it) and is closed once they are done; the shared results
+    /// consumer stops at once (other replicas take those results).
     pub async fn run_until(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let background = CancellationToken::new();
         let _stop_background = background.clone().drop_guard();
         let broker_link = self.app.broker_link.clone();
-        tokio::spawn(broker_link.maintain(self.settings.clone(), background.clone()));
+        let link = tokio::spawn(broker_link.maintain(self.settings.clone(), background.clone()));
         let b = &self.app.responses;
         tokio::spawn(results::consume(
             self.settings.clone(),
             b.store.clone(),
             b.webhooks.clone(),
             self.app.batches.store.clone(),
-            background.clone(),
+            shutdown.clone(),
         ));
         tokio::spawn(queue_depth::watch(
             self.app.broker_link.clone(),
@@ -211,11 +212,21 @@ impl Gateway {
             runners.cancel();
         });
         let router = router(self.app.clone(), &self.settings.gateway);
-        axum::serve(self.listener, router)
+        let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+            .await;
+        background.cancel();
+        // The broker's close-ok, so the connection ends cleanly; bounded, as a broker that
+        // does not answer must not keep the process.
+        if tokio::time::timeout(LINK_CLOSE_BOUND, link).await.is_err() {
+            tracing::warn!("the broker did not confirm the connection's close in time");
+        }
+        served
     }
 }
+
+/// How long a stopping gateway waits for its broker connection to close.
+const LINK_CLOSE_BOUND: Duration = Duration::from_secs(5);
 
 /// The gateway could not start.
 #[derive(Debug, thiserror::Error)]

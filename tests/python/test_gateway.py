@@ -396,7 +396,6 @@ def test_a_stopping_gateway_finishes_the_requests_it_holds(stack):
     # A rolling update or a scale-in: SIGTERM while a stream and a waiting request are open.
     gateway = start_gateway(stack.names)
     client = sdk(gateway.base_url)
-    busy = lambda: metric(stack.worker.metrics_url, "warren_slots_busy")
     answers, errors = [], []
 
     def wait_for_answer():
@@ -412,7 +411,9 @@ def test_a_stopping_gateway_finishes_the_requests_it_holds(stack):
         first = next(stream)
         waiting = threading.Thread(target=wait_for_answer)
         waiting.start()
-        wait_for(lambda: busy() == 2, "both tasks running")
+        # The waiting request inside the gateway (the scrape is the other one in flight).
+        in_flight = lambda: metric(gateway.metrics_url, "warren_gateway_requests_in_flight")
+        wait_for(lambda: in_flight() >= 2, "the waiting request taken")
         gateway.process.send_signal(signal.SIGTERM)
         rest = list(stream)
         waiting.join(timeout=60)
