@@ -292,7 +292,14 @@ def test_a_file_is_served_while_redis_answers_slowly_within_its_bound(tmp_path):
         sleeping = threading.Thread(target=lambda: subprocess.run(
             ["redis-cli", "-p", str(port), "DEBUG", "SLEEP", "1.2"], capture_output=True, timeout=30))
         sleeping.start()
-        time.sleep(0.2)
+        # Redis asleep: a PING no longer answers at once.
+        deadline = time.monotonic() + 10
+        while True:
+            assert time.monotonic() < deadline, "DEBUG SLEEP never took hold"
+            try:
+                subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, timeout=0.3)
+            except subprocess.TimeoutExpired:
+                break
         content = client.files.content(uploaded.id).text
         sleeping.join()
         assert [json.loads(line)["custom_id"] for line in content.splitlines()] == [f"r{i}" for i in range(2000)]
@@ -363,8 +370,13 @@ def test_a_cancelled_batchs_counts_stay_as_its_files_say_when_late_replies_come(
         worker = start_worker(names)
         wait_for(lambda: queue_depth(f"{names.requests}.batch") == 0, "the late tasks run")
         wait_for(lambda: metric(worker.metrics_url, "warren_tasks_total", outcome="ok") == 2, "both answered")
-        time.sleep(1)  # the gateway's results consumer takes the replies
-        assert client.batches.retrieve(batch.id).request_counts == ended
+        # The gateway's results consumer takes the replies: once nothing waits in its queue,
+        # the counts are looked at for a few seconds more.
+        wait_for(lambda: queue_depth(names.gateway_results) == 0, "the replies taken")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert client.batches.retrieve(batch.id).request_counts == ended
+            time.sleep(0.2)
         found = each_once(client, batch, lines)
         assert all(r["error"]["code"] == "batch_cancelled" for r in found.values()), found
     finally:

@@ -2,8 +2,12 @@
 //! `content`) and the owner's list `warren:files:<owner>`. A file's keys expire at its
 //! `expires_at`; the list lives as long as its longest-lived file.
 
-use super::record::StoredFile;
+use serde_json::{json, Value};
+
+use super::object;
+use super::record::{BatchRecord, StoredFile};
 use super::store::{decode, BatchStore};
+use crate::clock::unix_seconds;
 use crate::redis_link::RedisError;
 
 fn file_key(id: &str) -> String {
@@ -55,6 +59,36 @@ impl BatchStore {
             )
             .ignore();
         self.bulk.pipeline(&pipe).await
+    }
+
+    /// Stores one of batch `record`'s result files (`which`: `output` or `error`), kept its
+    /// `output_ttl_s`; the file's id, or null when `text` has no lines.
+    pub async fn put_result_file(
+        &self,
+        record: &BatchRecord,
+        text: &str,
+        which: &str,
+    ) -> Result<Value, RedisError> {
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        let id = format!("{}{}", object::FILE_PREFIX, uuid::Uuid::new_v4().simple());
+        let batch_id = record.object["id"].as_str().unwrap_or_default();
+        let filename = format!("{batch_id}_{which}.jsonl");
+        let now = unix_seconds();
+        let file = StoredFile {
+            object: object::file(
+                &id,
+                text.len(),
+                (now, now + record.output_ttl_s),
+                &filename,
+                "batch_output",
+            ),
+            owner: record.owner.clone(),
+        };
+        self.put_file(&id, &file, text.as_bytes(), record.output_ttl_s)
+            .await?;
+        Ok(json!(id))
     }
 
     /// File `id`, if it exists.

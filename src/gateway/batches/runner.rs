@@ -15,7 +15,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
@@ -23,7 +22,7 @@ use crate::clock::unix_seconds;
 use crate::gateway::batches::input::{self, Line, LineKind};
 use crate::gateway::batches::object::{self, BatchStatus};
 use crate::gateway::batches::outcome::{self, Outcome};
-use crate::gateway::batches::store::{BatchRecord, BatchStore, StoredFile};
+use crate::gateway::batches::store::{BatchRecord, BatchStore};
 use crate::gateway::Shared;
 use crate::protocol::{Limits, Tier};
 use crate::redis_link::RedisError;
@@ -207,10 +206,7 @@ async fn publish(
             Ok(task) => task,
             Err(refused) => {
                 // The limits or the served models changed since the batch was created.
-                store
-                    .record(id, next, &Outcome::refused(&refused), true)
-                    .await?;
-                if !store.advance(id, holder, next, false).await? {
+                if !refuse(store, id, holder, next, &refused).await? {
                     return Ok(());
                 }
                 next += 1;
@@ -258,10 +254,7 @@ async fn publish(
                 return Ok(());
             }
             Err(refused) => {
-                store
-                    .record(id, next, &Outcome::refused(&refused), true)
-                    .await?;
-                if !store.advance(id, holder, next, false).await? {
+                if !refuse(store, id, holder, next, &refused).await? {
                     return Ok(());
                 }
                 next += 1;
@@ -269,6 +262,28 @@ async fn publish(
         }
     }
     Ok(())
+}
+
+/// Records line `index` as refused and moves `next` past it. `false`: this runner must stop
+/// (it lost its lease, or another runner moved on).
+async fn refuse(
+    store: &BatchStore,
+    id: &str,
+    holder: &str,
+    index: usize,
+    refused: &crate::gateway::errors::ApiError,
+) -> Result<bool, RedisError> {
+    let counted = store
+        .record(id, index, &Outcome::refused(refused), true)
+        .await?;
+    // Not counted: a copy of the line, published without moving `next`, answered meanwhile;
+    // its publish counts, as its answer does.
+    let answered = !counted
+        && matches!(
+            store.outcome(id, index).await?,
+            Some(Outcome::Answered { .. })
+        );
+    store.advance(id, holder, index, answered).await
 }
 
 /// Stops a cancelled or expired batch: no more publishing, its tasks in flight cancelled and
@@ -359,8 +374,8 @@ async fn finish(
         file.push('\n');
     }
     let mut next = object::with_status(&record.object, status, unix_seconds());
-    next["output_file_id"] = put_file(store, &record, &output, "output").await?;
-    next["error_file_id"] = put_file(store, &record, &errors, "error").await?;
+    next["output_file_id"] = store.put_result_file(&record, &output, "output").await?;
+    next["error_file_id"] = store.put_result_file(&record, &errors, "error").await?;
     if !store.transition(id, record.status, status, &next).await? {
         // Its status changed since it was read (a cancel came): the next runner ends it
         // from there, and these files expire unreferenced.
@@ -370,34 +385,4 @@ async fn finish(
     store.keep_ended(id, &record.owner).await?;
     info!(batch = %id, status = status.as_str(), completed = record.completed, failed = record.failed, "batch ended");
     store.retire(id).await
-}
-
-/// Stores one of a batch's result files; its id, or null when it has no lines.
-async fn put_file(
-    store: &BatchStore,
-    record: &BatchRecord,
-    text: &str,
-    which: &str,
-) -> Result<Value, RedisError> {
-    if text.is_empty() {
-        return Ok(Value::Null);
-    }
-    let id = format!("{}{}", object::FILE_PREFIX, uuid::Uuid::new_v4().simple());
-    let batch_id = record.object["id"].as_str().unwrap_or_default();
-    let filename = format!("{batch_id}_{which}.jsonl");
-    let now = unix_seconds();
-    let file = StoredFile {
-        object: object::file(
-            &id,
-            text.len(),
-            (now, now + record.output_ttl_s),
-            &filename,
-            "batch_output",
-        ),
-        owner: record.owner.clone(),
-    };
-    store
-        .put_file(&id, &file, text.as_bytes(), record.output_ttl_s)
-        .await?;
-    Ok(json!(id))
 }
