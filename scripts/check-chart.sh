@@ -20,7 +20,7 @@ render() {
   local out=$1
   mkdir -p "$out"
   # The in-chart broker's password is required; a throwaway one renders the defaults.
-  "$helm" template warren "$chart" --set rabbitmq.password=check-only > "$out/default.yaml"
+  "$helm" template warren "$chart" --set rabbitmq.password=check-only --set redis.password=check-only > "$out/default.yaml"
   "$helm" template warren "$chart" -f "$check/fleet-values.yaml" > "$out/fleet.yaml"
 }
 
@@ -29,7 +29,7 @@ if [ "${1:-}" = render ]; then
   exit 0
 fi
 
-"$helm" lint --strict "$chart" --set rabbitmq.password=check-only
+"$helm" lint --strict "$chart" --set rabbitmq.password=check-only --set redis.password=check-only
 "$helm" lint --strict "$chart" -f "$check/fleet-values.yaml"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import REPO, WARREN, BlankNode, free_port
+from conftest import REPO, WARREN, BlankNode, Names, free_port, start_gateway
 
 CHART = REPO / "deploy/helm/warren"
 HELM = REPO / "target/k8s/venv/bin/helm"
@@ -224,14 +224,14 @@ def test_every_worker_records_finished_tasks_in_the_charts_redis_and_names_its_m
             assert env["WARREN__WORKER__REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "redis-url"
             model = env.get("WARREN__ENGINE__MODEL_NAME", {}).get("value")
             assert pod["metadata"]["annotations"].get("warren.dev/model-name") == model
-    off = render("--set", "rabbitmq.password=x", "--set", "finishedMarks=false")
+    off = render("--set", "rabbitmq.password=x", "--set", "redis.password=y", "--set", "finishedMarks=false")
     worker = find(off, "Deployment", "warren-warren-worker-gemma3-270m")[0]
     assert "WARREN__WORKER__REDIS_URL" not in {v["name"] for v in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
 def test_a_model_entry_overrides_worker_defaults_with_false_and_zero_too(renders):
     objects = render(
-        "--set", "rabbitmq.password=x",
+        "--set", "rabbitmq.password=x", "--set", "redis.password=y",
         "--set", "workerDefaults.gpu=true,workerDefaults.minReplicas=1,workerDefaults.activationTasks=3",
         "--set", "models[0].name=m,models[0].file=m.gguf,models[0].gpu=false,models[0].minReplicas=0",
         "--set", "models[0].activationTasks=0,models[0].resources.limits.memory=5Gi",
@@ -250,11 +250,11 @@ def test_a_model_entry_overrides_worker_defaults_with_false_and_zero_too(renders
 def test_gateway_replicas_are_the_autoscalers_and_the_old_key_is_refused(renders):
     gateway = find(renders["default"], "Deployment", "warren-warren-gateway")[0]
     assert "replicas" not in gateway["spec"]
-    out = subprocess.run([str(HELM), "template", "warren", str(CHART), "--set", "rabbitmq.password=x", "--set", "gateway.replicas=3"],
+    out = subprocess.run([str(HELM), "template", "warren", str(CHART), "--set", "rabbitmq.password=x", "--set", "redis.password=y", "--set", "gateway.replicas=3"],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "gateway.replicas: the gateway's HorizontalPodAutoscaler" in out.stderr, out.stderr
     # The key's old default, which `helm upgrade --reuse-values` from such a release keeps.
-    reused = render("--set", "rabbitmq.password=x", "--set", "gateway.replicas=2", "--set", "finishedMarks=null")
+    reused = render("--set", "rabbitmq.password=x", "--set", "redis.password=y", "--set", "gateway.replicas=2", "--set", "finishedMarks=null")
     assert "replicas" not in find(reused, "Deployment", "warren-warren-gateway")[0]["spec"]
     # A key the reused values lack takes its default: finished-task marks on.
     worker = find(reused, "Deployment", "warren-warren-worker-gemma3-270m")[0]
@@ -264,7 +264,7 @@ def test_gateway_replicas_are_the_autoscalers_and_the_old_key_is_refused(renders
 def test_the_in_chart_broker_makes_the_virtual_host_its_url_names(renders, tmp_path):
     """The rendered broker's environment on a blank node of the local RabbitMQ: warren
     connects with the Secret's URL and declares its queues in that virtual host."""
-    objects = render("--set", "rabbitmq.password=pass/word", "--set", "rabbitmq.vhost=prod")
+    objects = render("--set", "rabbitmq.password=pass/word", "--set", "redis.password=y", "--set", "rabbitmq.vhost=prod")
     secret = secret_data(objects)
     container = find(objects, "StatefulSet", "warren-warren-rabbitmq")[0]["spec"]["template"]["spec"]["containers"][0]
     env = {v["name"]: v["value"] if "value" in v else secret[v["valueFrom"]["secretKeyRef"]["key"]] for v in container["env"]}
@@ -305,9 +305,8 @@ def test_the_default_stack_has_its_own_broker_and_redis_with_volumes(renders):
     rabbit = find(objects, "StatefulSet", "warren-warren-rabbitmq")[0]
     redis = find(objects, "StatefulSet", "warren-warren-redis")[0]
     assert secret["amqp-url"] == "amqp://warren:check-only@warren-warren-rabbitmq:5672/%2F"
-    password = secret["redis-password"]
-    assert len(password) == 32, "a random one, made on install"
-    assert secret["redis-url"] == f"redis://:{password}@warren-warren-redis:6379/"
+    assert secret["redis-password"] == "check-only"
+    assert secret["redis-url"] == "redis://:check-only@warren-warren-redis:6379/"
     for workload, service in ((rabbit, "warren-warren-rabbitmq"), (redis, "warren-warren-redis")):
         assert workload["spec"]["volumeClaimTemplates"], "persistent"
         find(objects, "Service", service)
@@ -320,25 +319,40 @@ def test_the_default_stack_has_its_own_broker_and_redis_with_volumes(renders):
     assert not {"warren-warren-rabbitmq", "warren-warren-redis"} & names
 
 
-def test_the_in_chart_redis_asks_for_its_password_and_its_probe_gives_it(renders, tmp_path):
+def test_the_in_chart_redis_asks_for_its_password_and_warren_gives_it(tmp_path):
     """The rendered Redis command, run with a real redis-server (its data directory and port
-    moved here): without the password nothing is served, the probe's redis-cli gets in."""
-    redis = find(renders["default"], "StatefulSet", "warren-warren-redis")[0]
+    moved here) and a password that needs escaping in a URL: without the password nothing is
+    served, the probe's redis-cli gets in, and a gateway given the rendered `redis-url`
+    stores a file."""
+    password = "s3cret pass/+:@"
+    objects = render("--set", "rabbitmq.password=x", "--set-string", f"redis.password={password}")
+    secret = secret_data(objects)
+    assert secret["redis-password"] == password
+    redis = find(objects, "StatefulSet", "warren-warren-redis")[0]
     container = redis["spec"]["template"]["spec"]["containers"][0]
     port = free_port()
     line = container["command"][2].replace("--dir /data", f"--dir {tmp_path}") + f" --port {port} --bind 127.0.0.1"
-    server = subprocess.Popen([*container["command"][:2], line], env={**os.environ, "REDIS_PASSWORD": "s3cret pass"},
+    server = subprocess.Popen([*container["command"][:2], line], env={**os.environ, "REDIS_PASSWORD": password},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    names = Names("chart-redis")
+    gateway = None
     try:
         probe = container["readinessProbe"]["exec"]["command"]
         probe = [probe[0], "-p", str(port), *probe[1:]]
         deadline = time.monotonic() + 30
-        while subprocess.run(probe, env={**os.environ, "REDISCLI_AUTH": "s3cret pass"}, capture_output=True).stdout.strip() != b"PONG":
+        while subprocess.run(probe, env={**os.environ, "REDISCLI_AUTH": password}, capture_output=True).stdout.strip() != b"PONG":
             assert time.monotonic() < deadline, "redis-server did not start with the password"
             time.sleep(0.1)
         anonymous = subprocess.run(probe, capture_output=True, text=True)
         assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+        url = secret["redis-url"].replace("warren-warren-redis:6379", f"127.0.0.1:{port}")
+        gateway = start_gateway(names, gateway__redis_url=url)
+        stored = httpx.post(f"{gateway.base_url}/files", files={"file": ("in.jsonl", b"{}\n"), "purpose": (None, "batch")}, timeout=10)
+        assert stored.status_code == 200, stored.text
     finally:
+        if gateway is not None:
+            gateway.stop()
+        names.delete()
         server.terminate()
         server.wait(timeout=30)
 
@@ -358,12 +372,13 @@ def test_the_models_job_fills_the_volume_as_make_model_does(renders):
     [
         ([], "rabbitmq.password is required"),
         (["--set", "rabbitmq.enabled=false"], "rabbitmq.url is required"),
-        (["--set", "rabbitmq.password=x", "--set", "redis.enabled=false"], "redis.url is required"),
-        (["--set", "rabbitmq.password=x", "--set", "models[0].name=bad name"], "a model name is letters, digits"),
-        (["--set", "rabbitmq.password=x", "--set", "models[0].name=embed"], "not be `embed`"),
-        (["--set", "rabbitmq.password=x", "--set", "models[0].name=m,models[0].file="], "needs a `file`"),
-        (["--set", "rabbitmq.password=x", "--set", "models[0].file=m.gguf"], "every entry needs a `name`"),
-        (["--set", "rabbitmq.password=x", "--set", "shards=0"], "shards: 0: spread each model over 1 to 64"),
+        (["--set", "rabbitmq.password=x"], "redis.password is required"),
+        (["--set", "rabbitmq.password=x", "--set", "redis.password=y", "--set", "redis.enabled=false"], "redis.url is required"),
+        (["--set", "rabbitmq.password=x", "--set", "redis.password=y", "--set", "models[0].name=bad name"], "a model name is letters, digits"),
+        (["--set", "rabbitmq.password=x", "--set", "redis.password=y", "--set", "models[0].name=embed"], "not be `embed`"),
+        (["--set", "rabbitmq.password=x", "--set", "redis.password=y", "--set", "models[0].name=m,models[0].file="], "needs a `file`"),
+        (["--set", "rabbitmq.password=x", "--set", "redis.password=y", "--set", "models[0].file=m.gguf"], "every entry needs a `name`"),
+        (["--set", "rabbitmq.password=x", "--set", "redis.password=y", "--set", "shards=0"], "shards: 0: spread each model over 1 to 64"),
     ],
 )
 def test_bad_values_fail_with_a_message_that_names_the_key(renders, args, message):
@@ -374,7 +389,7 @@ def test_bad_values_fail_with_a_message_that_names_the_key(renders, args, messag
 
 def test_two_models_that_collide_as_kubernetes_names_are_refused(renders):
     out = subprocess.run(
-        [str(HELM), "template", "warren", str(CHART), "--set", "rabbitmq.password=x",
+        [str(HELM), "template", "warren", str(CHART), "--set", "rabbitmq.password=x", "--set", "redis.password=y",
          "--set", "models[0].name=a.b,models[0].file=a.gguf", "--set", "models[1].name=a_b,models[1].file=b.gguf"],
         capture_output=True, text=True,
     )

@@ -89,9 +89,9 @@ capabilities:
 {{- end -}}
 
 {{/*
-A worker's shutdown grace in ms (its spec's shutdownGraceMs; 120000, limits.default_timeout_ms,
-for values reused from a release before the key).
+A worker's shutdown grace in ms (its spec's shutdownGraceMs, 0 included; 120000,
+limits.default_timeout_ms, for values reused from a release before the key).
 */}}
 {{- define "warren.workerGraceMs" -}}
-{{- .shutdownGraceMs | default 120000 | int -}}
+{{- if hasKey . "shutdownGraceMs" }}{{ .shutdownGraceMs | int }}{{ else }}120000{{ end -}}
 {{- end }}
