@@ -338,9 +338,23 @@ impl From<ClientError> for ApiError {
     }
 }
 
+/// What a failed request's log line says of its error: put on the response by
+/// [`ApiError`], read by the request's span (`gateway::traced`), which logs server errors.
+#[derive(Debug, Clone)]
+pub struct ErrorSummary {
+    /// The envelope's `code`.
+    pub code: String,
+    /// Its `message`.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
+        response.extensions_mut().insert(ErrorSummary {
+            code: self.code.clone(),
+            message: self.message.clone(),
+        });
         if let Some(after) = self.retry_after {
             let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {

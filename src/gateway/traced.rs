@@ -2,8 +2,8 @@
 //! `tracestate`) when it sends one: the parent of the spans that publish the request's tasks,
 //! so that the workers' spans join the same trace. With traces on, the response names the
 //! request's span in a `traceresponse` header (W3C Trace Context level 2), so a caller that
-//! sent no `traceparent` can still find its trace. Health and metrics endpoints are not
-//! traced.
+//! sent no `traceparent` can still find its trace. A server error (5xx) is logged at warn
+//! inside the span. Health and metrics endpoints are not traced.
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use crate::gateway::errors::ErrorSummary;
 use crate::telemetry::traces;
 
 /// Endpoints probed often and of no interest in a trace.
@@ -44,6 +45,16 @@ pub(super) async fn traced(request: Request, next: Next) -> Response {
         recorded.record("http.response.status_code", i64::from(status));
         if status >= 500 {
             recorded.record("otel.status_code", "error");
+            // A server's failure is the operator's to see in the logs too, with the request's
+            // span (its trace id) on the line; a client's 4xx is not.
+            let summary = response.extensions().get::<ErrorSummary>();
+            tracing::warn!(
+                route = %route,
+                status,
+                code = summary.map_or("", |s| s.code.as_str()),
+                message = summary.map_or("", |s| s.message.as_str()),
+                "request failed"
+            );
         }
         if let Some(value) =
             traces::current_traceparent().and_then(|v| HeaderValue::from_str(&v).ok())

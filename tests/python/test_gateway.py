@@ -388,6 +388,9 @@ def test_no_reply_within_the_request_timeout_is_a_504_and_the_task_is_cancelled(
         assert raised.value.response.headers["x-should-retry"] == "false"
         assert timed_out() == 1, "the SDK asked once"
         wait_for(lambda: cancelled() == before + 1, "the worker cancelling the task")
+        # The operator sees it in the gateway's log too, with its code.
+        failed = [line for line in gateway.log().splitlines() if "request failed" in line]
+        assert len(failed) == 1 and "timeout" in failed[0] and "504" in failed[0], failed
     finally:
         gateway.stop()
 
