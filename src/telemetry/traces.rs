@@ -104,9 +104,11 @@ impl Traces {
             .with_filter(Targets::new().with_target("warren", tracing::Level::INFO))
     }
 
-    /// Exports the spans still buffered and stops. Must be called outside the async runtime.
+    /// Exports the spans still buffered and stops, waiting at most one export's timeout (the
+    /// SDK's own default would give up sooner). Must be called outside the async runtime.
     pub fn shutdown(self) {
-        if let Err(e) = self.provider.shutdown() {
+        let bound = EXPORT_TIMEOUT + Duration::from_secs(1);
+        if let Err(e) = self.provider.shutdown_with_timeout(bound) {
             eprintln!("warren: the last spans could not be exported: {e}");
         }
     }

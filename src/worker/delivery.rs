@@ -287,6 +287,10 @@ async fn mark_finished(shared: &Shared, meta: &TaskMeta) {
 fn trace_outcome(fate: &Fate) {
     let span = tracing::Span::current();
     span.record("outcome", fate.outcome());
+    // A task that failed for good is an error in a trace's views and in tail sampling.
+    if matches!(fate, Fate::GiveUp(_) | Fate::Poison(_)) {
+        span.record("otel.status_code", "error");
+    }
     if let Some(code) = fate.code() {
         span.record("code", code.as_str());
     }

@@ -19,6 +19,7 @@ pub(super) fn task_span(publisher: &Context, meta: &TaskMeta, queue: &str) -> tr
         "task",
         otel.name = %format!("process {queue}"),
         otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
         messaging.system = "rabbitmq",
         messaging.destination.name = queue,
         id = meta.id.as_deref().unwrap_or("-"),

@@ -12,8 +12,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 KINDS = {value: name.removeprefix("SPAN_KIND_").lower() for name, value in ProtoSpan.SpanKind.items()}
+STATUSES = {value: name.removeprefix("STATUS_CODE_").lower() for name, value in Status.StatusCode.items()}
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Span:
     start_ns: int
     end_ns: int
     attributes: dict = field(default_factory=dict)
+    status: str = "unset"
 
 
 def _value(any_value):
@@ -83,6 +86,7 @@ class Receiver:
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano,
                         attributes={a.key: _value(a.value) for a in span.attributes},
+                        status=STATUSES.get(span.status.code, str(span.status.code)),
                     ))
         with self._lock:
             self.requests += 1

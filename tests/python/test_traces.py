@@ -167,6 +167,7 @@ def test_a_dead_letter_keeps_the_trace_context(traced):
     assert task.parent_id == caller_span
     assert task.attributes["outcome"] == "error"
     assert task.attributes["code"] == "invalid_request"
+    assert task.status == "error", "a failed task is an error in the trace's views"
 
 
 def test_an_unsampled_caller_trace_is_not_recorded(traced):
