@@ -111,6 +111,7 @@ async fn session(
             .correlation_id()
             .as_ref()
             .map(|c| c.to_string());
+        let shown = id.clone().unwrap_or_default();
         let recorded = match (id, Message::decode(&delivery.data)) {
             (Some(id), Some(message)) => match batches::object::parse_line_id(&id) {
                 Some((batch, index)) => record_line(stores.batches, &batch, index, message).await,
@@ -118,6 +119,7 @@ async fn session(
             },
             _ => {
                 warn!(
+                    correlation_id = %shown,
                     "a message that is not a contract-v1 result was dropped from the results queue"
                 );
                 Ok(())
@@ -128,7 +130,7 @@ async fn session(
                 delivery.acker.ack(BasicAckOptions::default()).await?;
             }
             Err(e) => {
-                warn!(error = %e, "result not recorded; it goes back to the queue");
+                warn!(correlation_id = %shown, error = %e, "result not recorded; it goes back to the queue");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let requeue = BasicNackOptions {
                     requeue: true,

@@ -83,7 +83,12 @@ impl Traces {
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_sampler(sampler)
-            .with_resource(Resource::builder().with_service_name(service).build())
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(service)
+                    .with_attributes(instance_attributes())
+                    .build(),
+            )
             .build();
         opentelemetry::global::set_tracer_provider(provider.clone());
         Ok(Some(Traces { provider }))
@@ -112,6 +117,19 @@ impl Traces {
             eprintln!("warren: the last spans could not be exported: {e}");
         }
     }
+}
+
+/// Which process made a span (`service.instance.id`: its host, a pod's name, and process id)
+/// and which build (`service.version`), so a slow attempt can be traced to its pod.
+fn instance_attributes() -> [KeyValue; 2] {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    [
+        KeyValue::new(
+            "service.instance.id",
+            format!("{host}:{}", std::process::id()),
+        ),
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+    ]
 }
 
 /// The trace context a caller sent in HTTP headers (empty when none or malformed).

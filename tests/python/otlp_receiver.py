@@ -30,6 +30,7 @@ class Span:
     end_ns: int
     attributes: dict = field(default_factory=dict)
     status: str = "unset"
+    resource: dict = field(default_factory=dict)
 
 
 def _value(any_value):
@@ -87,6 +88,7 @@ class Receiver:
                         end_ns=span.end_time_unix_nano,
                         attributes={a.key: _value(a.value) for a in span.attributes},
                         status=STATUSES.get(span.status.code, str(span.status.code)),
+                        resource=attributes,
                     ))
         with self._lock:
             self.requests += 1

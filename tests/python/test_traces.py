@@ -168,6 +168,9 @@ def test_a_dead_letter_keeps_the_trace_context(traced):
     assert task.attributes["outcome"] == "error"
     assert task.attributes["code"] == "invalid_request"
     assert task.status == "error", "a failed task is an error in the trace's views"
+    # Which worker ran it.
+    assert task.resource["service.instance.id"].endswith(f":{traced.worker.process.pid}")
+    assert task.resource["service.version"]
 
 
 def test_an_unsampled_caller_trace_is_not_recorded(traced):
