@@ -92,6 +92,7 @@ struct Watched {
 /// exporter of `traces` (filtered on its own). Safe to call more than once (later calls do
 /// nothing).
 pub fn init_logging(settings: &LogSettings, traces: Option<&traces::Traces>) {
+    use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
@@ -112,8 +113,13 @@ pub fn init_logging(settings: &LogSettings, traces: Option<&traces::Traces>) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed(),
     };
+    // warren's own spans pass whatever the level: a warn line above `info` must still carry
+    // its task's span (id, correlation id, attempt).
+    let spans = tracing_subscriber::filter::filter_fn(|meta| {
+        meta.is_span() && meta.target().starts_with("warren")
+    });
     let _ = tracing_subscriber::registry()
-        .with(log.with_filter(filter))
+        .with(log.with_filter(filter.or(spans)))
         .with(traces.map(traces::Traces::layer))
         .try_init();
 }

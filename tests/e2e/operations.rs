@@ -142,6 +142,35 @@ async fn a_worker_that_cannot_reach_the_broker_is_alive_but_not_ready() {
 }
 
 #[tokio::test]
+async fn a_warn_line_carries_its_tasks_span_with_the_level_above_info() {
+    let Serving {
+        mut upstream,
+        worker,
+        names,
+    } = serving(
+        "warnlog",
+        &[("WARREN__LOG__FORMAT", "json"), ("RUST_LOG", "warn")],
+    )
+    .await;
+    let reply = upstream
+        .request(&names.requests, &json!({"prompt": "x", "max_tokens": -1}))
+        .await;
+    assert_eq!(reply["status"], "error");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = worker.log();
+    let failed = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|entry| entry["fields"]["message"] == "task failed")
+        .unwrap_or_else(|| panic!("no `task failed` line:\n{log}"));
+    assert_eq!(failed["span"]["correlation_id"], reply["id"]);
+    assert!(
+        !log.contains("\"level\":\"INFO\""),
+        "info events stay filtered out"
+    );
+}
+
+#[tokio::test]
 async fn json_logs_carry_a_span_per_task_and_never_the_task_text() {
     let Serving {
         mut upstream,
