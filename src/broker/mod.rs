@@ -138,8 +138,13 @@ pub async fn consume_exclusive_queue(
 
 /// The name of this process for the management UI: `<base>@<host>:<pid>`.
 pub fn process_name(base: &str) -> String {
+    format!("{base}@{}", host_and_pid())
+}
+
+/// This process as `HOST:PID` (on Kubernetes the host is the pod's name).
+pub fn host_and_pid() -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    format!("{base}@{host}:{}", std::process::id())
+    format!("{host}:{}", std::process::id())
 }
 
 /// Opens a connection whose `connection_name` client property is `name`. `url` may list the

@@ -122,12 +122,8 @@ impl Traces {
 /// Which process made a span (`service.instance.id`: its host, a pod's name, and process id)
 /// and which build (`service.version`), so a slow attempt can be traced to its pod.
 fn instance_attributes() -> [KeyValue; 2] {
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
     [
-        KeyValue::new(
-            "service.instance.id",
-            format!("{host}:{}", std::process::id()),
-        ),
+        KeyValue::new("service.instance.id", crate::broker::host_and_pid()),
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
     ]
 }
