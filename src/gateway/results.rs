@@ -111,11 +111,11 @@ async fn session(
             .correlation_id()
             .as_ref()
             .map(|c| c.to_string());
-        let shown = id.clone().unwrap_or_default();
-        let recorded = match (id, Message::decode(&delivery.data)) {
-            (Some(id), Some(message)) => match batches::object::parse_line_id(&id) {
+        let shown = id.as_deref().unwrap_or_default();
+        let recorded = match (id.as_deref(), Message::decode(&delivery.data)) {
+            (Some(id), Some(message)) => match batches::object::parse_line_id(id) {
                 Some((batch, index)) => record_line(stores.batches, &batch, index, message).await,
-                None => record(stores.responses, stores.webhooks, &id, message).await,
+                None => record(stores.responses, stores.webhooks, id, message).await,
             },
             _ => {
                 warn!(
