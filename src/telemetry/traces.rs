@@ -130,13 +130,13 @@ fn instance_attributes() -> [KeyValue; 2] {
 
 /// The trace context a caller sent in HTTP headers (empty when none or malformed).
 pub fn from_http(headers: &axum::http::HeaderMap) -> Context {
-    TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
+    extract(&opentelemetry_http::HeaderExtractor(headers))
 }
 
 /// The trace context a task's AMQP headers carry (empty when none or malformed).
 pub fn from_amqp(properties: &BasicProperties) -> Context {
     match properties.headers() {
-        Some(table) => TraceContextPropagator::new().extract(&AmqpHeaders(table)),
+        Some(table) => extract(&AmqpHeaders(table)),
         None => Context::new(),
     }
 }
@@ -145,7 +145,15 @@ pub fn from_amqp(properties: &BasicProperties) -> Context {
 pub fn from_traceparent(traceparent: &str) -> Context {
     let carrier =
         std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    TraceContextPropagator::new().extract(&carrier)
+    extract(&carrier)
+}
+
+/// What `carrier` holds, over an empty context: the propagator's own `extract` falls back
+/// to the thread's current context, which inside a span is that span's (tracing-opentelemetry
+/// makes an entered span current), so a task without a valid `traceparent` would be taken
+/// for a child of whatever span is running.
+fn extract(carrier: &dyn opentelemetry::propagation::Extractor) -> Context {
+    TraceContextPropagator::new().extract_with_context(&Context::new(), carrier)
 }
 
 /// `properties` with the current span's trace context in its headers; unchanged when the

@@ -279,13 +279,17 @@ impl<'a> Outbox<'a> {
         )
     }
 
-    /// The task's properties fit to republish; a task that came without trace context
-    /// carries its span's (traces on), so that its next attempt, or its replay, joins its trace.
+    /// The task's properties fit to republish; a task that came without trace context, or
+    /// with a `traceparent` that is not valid W3C, carries its span's instead (traces on), so
+    /// that its next attempt, or its replay, joins its trace.
     fn traced_copy(&self) -> BasicProperties {
+        use opentelemetry::trace::TraceContextExt;
         let copy = headers::republishable(&self.delivery.properties);
-        match headers::string(&copy, "traceparent") {
-            Some(_) => copy,
-            None => crate::telemetry::traces::with_current_context(copy),
+        let sent = crate::telemetry::traces::from_amqp(&copy);
+        if sent.span().span_context().is_valid() {
+            copy
+        } else {
+            crate::telemetry::traces::with_current_context(copy)
         }
     }
 

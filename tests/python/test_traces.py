@@ -150,6 +150,29 @@ def test_a_retried_task_keeps_its_trace(traced):
     assert_connected(spans, caller_span)
 
 
+@pytest.mark.parametrize("headers", [None, {"traceparent": "00-not-a-trace-01"}], ids=["none", "malformed"])
+def test_a_retried_task_that_came_without_trace_context_is_one_trace(traced, headers):
+    amqp = Amqp(traced.names)
+    try:
+        task_id = amqp.send({"prompt": "[[warren-fault:fail-attempts=1]] Hi", "max_tokens": 3, "temperature": 0},
+                            headers=headers)
+        reply = amqp.reply(task_id)
+        properties = amqp.reply_properties[task_id]
+    finally:
+        amqp.connection.close()
+    assert reply["status"] == "ok" and reply["attempt"] == 2
+    # The reply names the last attempt's span; the first attempt began the trace.
+    _, trace_id, last_span, _ = properties.headers["traceparent"].split("-")
+    spans = traced.receiver.wait_for(
+        trace_id, lambda s: len([x for x in s if x.kind == "consumer"]) == 2 and worker_done(s))
+    attempts = sorted((s for s in spans if s.kind == "consumer"), key=lambda s: s.attributes["attempt"])
+    assert [a.attributes["attempt"] for a in attempts] == [1, 2]
+    assert attempts[0].parent_id == "", "the first attempt is the trace's root"
+    assert attempts[1].parent_id == attempts[0].span_id, "the retry continues the first attempt"
+    assert attempts[1].span_id == last_span
+    assert_connected(spans, "")
+
+
 def test_a_dead_letter_keeps_the_trace_context(traced):
     trace_id, caller_span, traceparent = caller_context()
     amqp = Amqp(traced.names)
