@@ -159,7 +159,14 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
     // Streamed calls belong to the attempt that streamed them; another attempt's reply
     // cannot continue them.
     let calls_continue = state.calls_sent.is_empty() || state.attempt == Some(reply.attempt);
-    let (Some(rest), true) = (rest, calls_continue) else {
+    let unsent_calls = calls_continue
+        .then(|| unsent_calls(&state.calls_sent, calls))
+        .flatten();
+    let Some(unsent_calls) = unsent_calls else {
+        state.accepted.guard.disarm();
+        return fail(state, ApiError::internal(CALLS_CHANGED));
+    };
+    let Some(rest) = rest else {
         state.accepted.guard.disarm();
         return fail(
             state,
@@ -173,7 +180,6 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
         (unsent, state.offset_sent)
     });
     let mut closing = Vec::new();
-    let unsent_calls = unsent_calls(&state.calls_sent, calls);
     if !unsent_calls.is_empty() {
         closing.push(chunk(state, Piece::ToolCalls(rest, &unsent_calls)));
     } else if !rest.is_empty() || unsent.is_some_and(|(tokens, _)| !tokens.is_empty()) {
@@ -188,28 +194,40 @@ fn finish(state: &mut Streaming, reply: &Reply) -> Event {
     data(&first)
 }
 
+/// The error that ends a stream whose tool calls the final reply does not continue.
+pub(crate) const CALLS_CHANGED: &str = "the tool-call arguments streamed do not begin the final \
+     reply's (the task was retried after a failure, or its arguments were rewritten); send \
+     the request again";
+
 /// What of the reply's `calls` the chunks did not carry (`sent`: the arguments they carried,
 /// by call): the rest of each call's arguments, and whole the calls they did not begin (the
 /// chunks of another attempt were dropped, or the worker could not publish them all).
-fn unsent_calls(sent: &[String], calls: &[ToolCall]) -> Vec<ToolCallDelta> {
-    (0_u32..)
-        .zip(calls)
-        .filter_map(|(index, call)| match sent.get(index as usize) {
-            None => Some(ToolCallDelta::whole(index, call)),
-            Some(sent) => {
-                let rest = call.function.arguments.strip_prefix(sent.as_str())?;
-                (!rest.is_empty()).then(|| ToolCallDelta {
-                    index,
-                    id: None,
-                    kind: None,
-                    function: FunctionDelta {
-                        name: None,
-                        arguments: rest.to_owned(),
-                    },
-                })
-            }
-        })
-        .collect()
+/// `None` when the chunks carried arguments the reply's do not begin with (or a call the
+/// reply lacks): the client already holds arguments the reply cannot complete.
+fn unsent_calls(sent: &[String], calls: &[ToolCall]) -> Option<Vec<ToolCallDelta>> {
+    if sent.len() > calls.len() {
+        return None;
+    }
+    let mut unsent = Vec::new();
+    for (index, call) in (0_u32..).zip(calls) {
+        let Some(sent) = sent.get(index as usize) else {
+            unsent.push(ToolCallDelta::whole(index, call));
+            continue;
+        };
+        let rest = call.function.arguments.strip_prefix(sent.as_str())?;
+        if !rest.is_empty() {
+            unsent.push(ToolCallDelta {
+                index,
+                id: None,
+                kind: None,
+                function: FunctionDelta {
+                    name: None,
+                    arguments: rest.to_owned(),
+                },
+            });
+        }
+    }
+    Some(unsent)
 }
 
 /// Ends the stream with an error event.
@@ -229,18 +247,30 @@ mod tests {
             ToolCall::new("get_time".into(), r#"{"zone":"CET"}"#.into()),
         ];
         // Nothing streamed: both whole.
-        let whole = unsent_calls(&[], &calls);
+        let whole = unsent_calls(&[], &calls).expect("nothing sent");
         assert_eq!(whole.len(), 2);
         assert_eq!(whole[1].id.as_deref(), Some(calls[1].id.as_str()));
         assert_eq!(whole[1].function.arguments, calls[1].function.arguments);
         // The first call begun, its arguments cut short; the second never sent.
-        let rest = unsent_calls(&[r#"{"city":"#.into()], &calls);
+        let rest = unsent_calls(&[r#"{"city":"#.into()], &calls).expect("a prefix sent");
         assert_eq!(rest.len(), 2);
         assert_eq!((rest[0].index, rest[0].id.as_ref()), (0, None));
         assert_eq!(rest[0].function.arguments, r#""Paris"}"#);
         assert_eq!(rest[1].function.name.as_deref(), Some("get_time"));
         // Everything streamed: nothing more.
         let all: Vec<String> = calls.iter().map(|c| c.function.arguments.clone()).collect();
-        assert!(unsent_calls(&all, &calls).is_empty());
+        assert_eq!(unsent_calls(&all, &calls).map(|rest| rest.len()), Some(0));
+    }
+
+    #[test]
+    fn streamed_arguments_the_reply_does_not_continue_are_refused_not_dropped() {
+        let calls = [ToolCall::new(
+            "get_weather".into(),
+            r#"{"city":"Paris"}"#.into(),
+        )];
+        // The chunks carried other arguments than the reply holds.
+        assert!(unsent_calls(&[r#"{"town":"#.into()], &calls).is_none());
+        // The chunks began a call the reply does not have.
+        assert!(unsent_calls(&[String::new(), "{".into()], &calls).is_none());
     }
 }

@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 
 use super::object::{self, Status};
 use crate::gateway::completions::logprobs;
+use crate::gateway::completions::stream::CALLS_CHANGED;
 use crate::gateway::errors::ApiError;
-use crate::protocol::{Reply, ReplyStatus, TokenLogprob, ToolCallDelta};
+use crate::protocol::{Reply, ReplyStatus, TokenLogprob, ToolCall, ToolCallDelta};
 
 /// The events of one streamed response, built piece by piece.
 pub(super) struct Events {
@@ -209,6 +210,9 @@ impl Events {
         }
         let text = reply.text.as_deref().unwrap_or_default();
         let calls = reply.tool_calls.as_deref().unwrap_or_default();
+        if !self.reply_continues_calls(calls) {
+            return vec![self.error(&ApiError::internal(CALLS_CHANGED))];
+        }
         let Some(rest) = text
             .strip_prefix(self.message_text.as_str())
             .map(str::to_owned)
@@ -272,6 +276,18 @@ impl Events {
         };
         events.push(self.event(kind, json!({"response": finished})));
         events
+    }
+
+    /// Whether the reply's calls continue every call the chunks opened: as many or more, and
+    /// each streamed call's arguments a prefix of the reply's. The client holds what was
+    /// streamed; a reply that does not continue it cannot be told as a continuation.
+    fn reply_continues_calls(&self, calls: &[ToolCall]) -> bool {
+        self.calls.len() <= calls.len()
+            && self
+                .calls
+                .iter()
+                .zip(calls)
+                .all(|(open, call)| call.function.arguments.starts_with(&open.arguments))
     }
 
     /// Whether a call was streamed (its attempt's calls are then the only ones that fit).

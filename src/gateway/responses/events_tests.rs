@@ -168,3 +168,21 @@ fn a_message_cut_short_by_its_token_limit_is_done_incomplete_as_in_the_object() 
     assert_eq!(last["type"], "response.incomplete");
     assert_eq!(last["response"]["output"][0]["status"], "incomplete");
 }
+
+#[test]
+fn streamed_arguments_the_reply_does_not_continue_end_the_stream_with_an_error() {
+    let mut stream = events();
+    stream.calls(&[ToolCallDelta {
+        index: 0,
+        id: Some("call_1".into()),
+        kind: Some(FunctionKind::Function),
+        function: FunctionDelta {
+            name: Some("f".into()),
+            arguments: "{\"b\":".into(),
+        },
+    }]);
+    let call = ToolCall::new("f".into(), "{\"a\": 1}".into());
+    let end = stream.finish(&reply("", vec![call], FinishReason::ToolCalls));
+    assert_eq!(kinds(&end), ["error"]);
+    assert_eq!(end[0]["code"], "internal");
+}
