@@ -39,7 +39,7 @@ pub enum RedisError {
     #[error("Redis is unavailable: no answer in time")]
     TimedOut,
     /// A stored value is not what the code that wrote it writes.
-    #[error("Redis is unavailable: {0}")]
+    #[error("a value stored in Redis cannot be read: {0}")]
     Corrupt(String),
 }
 

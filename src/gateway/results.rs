@@ -154,7 +154,7 @@ async fn record_line(
             reply: Box::new(reply),
             at: unix_seconds(),
         };
-        batches.record(batch, index, &outcome, false).await?;
+        batches.record(batch, index, &outcome).await?;
     }
     Ok(())
 }

@@ -385,6 +385,23 @@ def test_a_result_that_arrives_while_the_gateway_is_down_is_reported_after_its_r
         gateway.stop()
 
 
+def test_a_record_that_cannot_be_read_is_a_500_not_a_store_outage(fleet):
+    client = sdk(fleet.first.base_url)
+    created = client.responses.create(model="m", input="Hello", max_output_tokens=2, background=True)
+    wait_until_final(client, created.id)
+    subprocess.run(["redis-cli", "HSET", f"warren:response:{created.id}", "status", "bogus"],
+                   check=True, capture_output=True)
+    # Not 503 `state_unavailable` ("Redis is down"): Redis answered, this build cannot read
+    # what it holds.
+    with pytest.raises(openai.InternalServerError) as broken:
+        client.responses.retrieve(created.id)
+    assert broken.value.body["code"] == "internal", broken.value.body
+    assert "cannot be read" in broken.value.body["message"]
+    # The other records are served as ever.
+    other = client.responses.create(model="m", input="Hi", max_output_tokens=2, background=True)
+    assert wait_until_final(client, other.id).status in ("completed", "incomplete")
+
+
 class Receiver(BaseHTTPRequestHandler):
     """A webhook receiver that fails its first `failures` deliveries."""
 

@@ -56,7 +56,13 @@ pub struct Background {
 }
 
 impl From<StoreError> for ApiError {
+    /// Redis down or slow is a 503, `state_unavailable`; a value it holds that this build
+    /// cannot read is a 500 (a fault of the server, not of Redis' availability; another
+    /// replica, of a newer build, may read it).
     fn from(error: StoreError) -> Self {
+        if let StoreError::Corrupt(_) = error {
+            return ApiError::internal(error.to_string());
+        }
         let mut api = ApiError::unavailable(format!("the response state store is down: {error}"));
         api.code = "state_unavailable".into();
         api
