@@ -9,6 +9,7 @@ mod common;
 
 mod amqps;
 mod bad_tasks;
+mod batch_store;
 mod broker_restart;
 mod cancel;
 mod capacity;

@@ -17,6 +17,7 @@ pub mod outcome;
 pub mod record;
 pub mod runner;
 pub mod store;
+mod store_scripts;
 
 use std::sync::Arc;
 

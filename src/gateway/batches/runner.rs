@@ -274,10 +274,10 @@ async fn refuse(
     refused: &crate::gateway::errors::ApiError,
 ) -> Result<bool, RedisError> {
     let counted = store
-        .record(id, index, &Outcome::refused(refused), true)
+        .record_refusal(id, holder, index, &Outcome::refused(refused))
         .await?;
-    // Not counted: a copy of the line, published without moving `next`, answered meanwhile;
-    // its publish counts, as its answer does.
+    // Not counted: a copy of the line, published without moving `next`, answered meanwhile
+    // (its publish counts, as its answer does), or the lease lapsed (`advance` says so).
     let answered = !counted
         && matches!(
             store.outcome(id, index).await?,
@@ -357,6 +357,7 @@ async fn finish(
         "batch_cancelled"
     };
     let (mut output, mut errors) = (String::new(), String::new());
+    let mut counts = (0, 0);
     for (index, line) in lines.iter().enumerate() {
         let line_id = object::line_id(id, index);
         let (text, ok) = match outcomes.get(&index) {
@@ -369,6 +370,15 @@ async fn finish(
             }
             None => (outcome::unrun_line(&line_id, &line.custom_id, unrun), false),
         };
+        // A line that ran counts where its result went: completed in the output file,
+        // failed in the error file (as one that could not be written out).
+        if outcomes.contains_key(&index) {
+            if ok {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
         let file = if ok { &mut output } else { &mut errors };
         file.push_str(&text.to_string());
         file.push('\n');
@@ -376,13 +386,15 @@ async fn finish(
     let mut next = object::with_status(&record.object, status, unix_seconds());
     next["output_file_id"] = store.put_result_file(&record, &output, "output").await?;
     next["error_file_id"] = store.put_result_file(&record, &errors, "error").await?;
-    if !store.transition(id, record.status, status, &next).await? {
+    // The counts of what the files hold: a reply recorded since the outcomes were read is
+    // in neither.
+    if !store.end(id, record.status, status, &next, counts).await? {
         // Its status changed since it was read (a cancel came): the next runner ends it
         // from there, and these files expire unreferenced.
         return Ok(());
     }
     app.metrics.batch_ended(status.as_str());
     store.keep_ended(id, &record.owner).await?;
-    info!(batch = %id, status = status.as_str(), completed = record.completed, failed = record.failed, "batch ended");
+    info!(batch = %id, status = status.as_str(), completed = counts.0, failed = counts.1, "batch ended");
     store.retire(id).await
 }

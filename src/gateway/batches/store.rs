@@ -27,42 +27,7 @@ use crate::gateway::batches::outcome::Outcome;
 pub use crate::gateway::batches::record::{BatchRecord, StoredFile};
 use crate::redis_link::{RedisError, RedisLink, SET_STATUS_IF};
 
-// The first outcome of a line wins; only a live batch that has not ended is counted (a task
-// cancelled at its end may still answer). A line refused by the runner also counts as
-// refused (never published), so `outstanding` stays exact.
-const RECORD: &str = r"
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'completed' or status == 'failed' or status == 'expired'
-  or status == 'cancelled' then return 0 end
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
-if ARGV[5] == 'refused' then redis.call('HINCRBY', KEYS[1], 'refused', 1) end
-return 1
-";
-
-// Moves a batch's `next` on from where its runner read it, counting what it published,
-// only while that runner holds the lease and nobody moved `next` meanwhile: a runner whose
-// lease lapsed during a slow publish must not count a line its successor counts too.
-// KEYS: the batch, its lease; ARGV: the holder, the `next` it read, the new `next`, published.
-const ADVANCE: &str = r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'next') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'next', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'published', ARGV[4])
-return 1
-";
-
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-";
-
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-";
+use super::store_scripts::{ADVANCE, END_COUNTED, RECORD, RELEASE, RENEW};
 
 fn batch_key(id: &str) -> String {
     format!("warren:batch:{id}")
@@ -226,14 +191,59 @@ impl BatchStore {
         Ok(answer == "ok")
     }
 
-    /// Records how line `index` ended, unless it has an outcome already (`refused`: it was
-    /// never published). Whether it counted.
+    /// Ends batch `id` (still `from`) as `to` with `object`, its counts set to `counts`
+    /// (completed, failed): those of the outcomes its result files hold. Whether it ended.
+    pub async fn end(
+        &self,
+        id: &str,
+        from: BatchStatus,
+        to: BatchStatus,
+        object: &Value,
+        counts: (usize, usize),
+    ) -> Result<bool, RedisError> {
+        let (completed, failed) = (counts.0.to_string(), counts.1.to_string());
+        let object = object.to_string();
+        let ended: i64 = self
+            .redis
+            .script(
+                END_COUNTED,
+                &batch_key(id),
+                &[from.as_str(), to.as_str(), &object, &completed, &failed],
+            )
+            .await?;
+        Ok(ended == 1)
+    }
+
+    /// Records the reply that ended line `index`, unless the line has an outcome already.
+    /// Whether it counted.
     pub async fn record(
         &self,
         id: &str,
         index: usize,
         outcome: &Outcome,
-        refused: bool,
+    ) -> Result<bool, RedisError> {
+        self.record_by(id, index, outcome, "").await
+    }
+
+    /// `holder`, the runner of batch `id`, refuses line `index` (it is never published),
+    /// unless the line has an outcome already or `holder` no longer holds the lease.
+    /// Whether it counted.
+    pub async fn record_refusal(
+        &self,
+        id: &str,
+        holder: &str,
+        index: usize,
+        outcome: &Outcome,
+    ) -> Result<bool, RedisError> {
+        self.record_by(id, index, outcome, holder).await
+    }
+
+    async fn record_by(
+        &self,
+        id: &str,
+        index: usize,
+        outcome: &Outcome,
+        refused_by: &str,
     ) -> Result<bool, RedisError> {
         let counter = if outcome.is_completed() {
             "completed"
@@ -241,9 +251,10 @@ impl BatchStore {
             "failed"
         };
         let value = serde_json::to_string(outcome).unwrap_or_default();
-        let (key, results, index, ttl) = (
+        let (key, results, lease, index, ttl) = (
             batch_key(id),
             results_key(id),
+            lease_key(id),
             index.to_string(),
             self.ttl_s.to_string(),
         );
@@ -251,14 +262,8 @@ impl BatchStore {
             .redis
             .script_on(
                 RECORD,
-                &[&key, &results],
-                &[
-                    &index,
-                    &value,
-                    counter,
-                    &ttl,
-                    if refused { "refused" } else { "" },
-                ],
+                &[&key, &results, &lease],
+                &[&index, &value, counter, &ttl, refused_by],
             )
             .await?;
         Ok(counted == 1)
