@@ -39,6 +39,7 @@ pub struct GatewayMetrics {
     queue_messages: Family<QueueLabels, Gauge>,
     queue_consumers: Family<QueueLabels, Gauge>,
     key_requests: Family<KeyLabels, Counter>,
+    rate_limit_fallbacks: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,6 +151,12 @@ impl Default for GatewayMetrics {
             "HTTP requests answered, by API key name (key-<hash prefix>, never the key; anonymous, invalid) and status",
             key_requests.clone(),
         );
+        let rate_limit_fallbacks = Counter::default();
+        registry.register(
+            "warren_gateway_rate_limit_fallbacks",
+            "Requests this replica's own rate-limit buckets decided because Redis (the fleet's buckets) was unavailable",
+            rate_limit_fallbacks.clone(),
+        );
         let broker_blocked = Gauge::default();
         registry.register(
             "warren_broker_blocked",
@@ -157,6 +164,7 @@ impl Default for GatewayMetrics {
             broker_blocked.clone(),
         );
         GatewayMetrics {
+            rate_limit_fallbacks,
             queue_messages,
             queue_consumers,
             key_requests,
@@ -176,6 +184,12 @@ impl Default for GatewayMetrics {
 }
 
 impl GatewayMetrics {
+    /// The counter of requests the replica's own rate-limit buckets decided (Redis down),
+    /// for [`crate::gateway::admission::Admission::counting_fallbacks`].
+    pub fn rate_limit_fallbacks(&self) -> Counter {
+        self.rate_limit_fallbacks.clone()
+    }
+
     /// What a passive declare of `queue` saw; `None` when the queue does not exist (its series
     /// then reads 0 messages and 0 consumers).
     pub fn queue_depth(&self, queue: &str, seen: Option<(u32, u32)>) {

@@ -126,7 +126,8 @@ impl Gateway {
                         },
                     )?,
                 )),
-            )?,
+            )?
+            .counting_fallbacks(metrics.rate_limit_fallbacks()),
             limits: settings.task_limits(),
             embeddings_queue: settings.topology.embeddings_queue.clone(),
             cold_start_retry_after: Duration::from_secs(g.cold_start_retry_after_s),

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Names, free_port, sdk, start_gateway, start_worker
+from conftest import Names, free_port, metric, sdk, start_gateway, start_worker
 
 HI = [{"role": "user", "content": "Hi"}]
 # An answer of a few tokens whatever max_tokens allows.
@@ -65,6 +65,10 @@ def test_a_keys_requests_per_minute_hold_in_total_over_two_gateways(worker_names
         with pytest.raises(openai.RateLimitError) as refused:
             sdk(second.base_url, api_key=key).chat.completions.create(model="m", messages=HI, max_tokens=1)
         assert int(refused.value.response.headers["retry-after"]) >= 1
+        # With Redis up no replica decided alone (the series is there, at 0).
+        for gateway in (first, second):
+            page = httpx.get(gateway.metrics_url, timeout=5).text
+            assert "warren_gateway_rate_limit_fallbacks_total 0" in page, page
 
 
 def test_a_token_charge_is_corrected_by_what_the_reply_used(worker_names):
@@ -93,6 +97,8 @@ def test_without_redis_each_gateway_still_limits_on_its_own(worker_names):
         statuses = outcomes(sdk(gateway.base_url, api_key=key), 3)
         assert statuses == [200, 200, 429], statuses
         assert "own buckets decide" in gateway.log()
+        # Ops see it without reading logs: each of the three was decided by the replica alone.
+        assert metric(gateway.metrics_url, "warren_gateway_rate_limit_fallbacks_total") == 3
 
 
 def test_the_buckets_in_redis_are_named_by_a_hash_of_the_key_never_the_key(worker_names):

@@ -8,6 +8,7 @@
 use axum::http::{header, HeaderMap};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use prometheus_client::metrics::counter::Counter;
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,8 @@ pub struct Admission {
     shared: Option<Arc<SharedBuckets>>,
     /// Until when the replica's own buckets decide (Redis failed a charge).
     shared_down_until: Mutex<Option<Instant>>,
+    /// Requests the replica's own buckets decided while the fleet's were unavailable.
+    fallbacks: Counter,
 }
 
 impl Admission {
@@ -74,7 +77,15 @@ impl Admission {
                 .filter(|_| limited)
                 .map(|redis| Arc::new(SharedBuckets::new(redis))),
             shared_down_until: Mutex::new(None),
+            fallbacks: Counter::default(),
         })
+    }
+
+    /// Counts into `fallbacks` each request this replica's own buckets decide because the
+    /// fleet's (Redis) are unavailable.
+    pub fn counting_fallbacks(mut self, fallbacks: Counter) -> Admission {
+        self.fallbacks = fallbacks;
+        self
     }
 
     /// The caller's key (the rate-limit bucket), or 401 when keys are required and the
@@ -122,6 +133,9 @@ impl Admission {
                     }
                 }
             }
+        }
+        if self.shared.is_some() {
+            self.fallbacks.inc();
         }
         self.admit_local(key, tokens)?;
         Ok(Charge::default())
