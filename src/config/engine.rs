@@ -223,6 +223,12 @@ impl EngineSettings {
                 "must be between 1 and 256 (llama.cpp's limit of sequences in one context)",
             ));
         }
+        if self.role == EngineRole::Embed && self.slots > 255 {
+            return Err(invalid(
+                "engine.slots",
+                "must be at most 255 for an embed worker (it asks llama.cpp for one sequence more than its slots, and llama.cpp allows 256)",
+            ));
+        }
         if self.prompt_chunk == 0 {
             return Err(invalid("engine.prompt_chunk", "must be at least 1 token"));
         }

@@ -126,7 +126,10 @@ impl Settings {
             }
             builder = builder.add_source(File::from(path).format(FileFormat::Toml));
         }
-        let env = env.prefix_separator("__").separator("__").try_parsing(true);
+        // No `try_parsing`: it would read a numeric-looking string (an API key of digits)
+        // as a number and write it back without its leading zeros; numbers and booleans
+        // are read from the strings where the settings ask for them.
+        let env = env.prefix_separator("__").separator("__");
         let mut settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
         settings.resolve_url_file()?;
         settings.validate()?;

@@ -198,3 +198,35 @@ fn gateway_and_worker_redis_and_webhook_settings_are_checked_by_key() {
     let on = load(&[("WARREN__WORKER__REDIS_URL", "redis://127.0.0.1:6379")]).unwrap();
     assert_eq!(on.worker.finished_ttl_s, 86_400);
 }
+
+#[test]
+fn numeric_looking_strings_from_the_environment_stay_as_written() {
+    let s = load(&[
+        ("WARREN__GATEWAY__API_KEYS", "0123456789,1e3"),
+        ("WARREN__GATEWAY__MODEL_NAME", "007"),
+        ("WARREN__ENGINE__SLOTS", "3"),
+        ("WARREN__RETRY__JITTER", "0.25"),
+        ("WARREN__WORKER__FAULT_INJECTION", "true"),
+    ])
+    .unwrap();
+    assert_eq!(s.gateway.keys().unwrap(), ["0123456789", "1e3"]);
+    assert_eq!(s.gateway.model_name, "007");
+    // Numbers and booleans are still read from their strings.
+    assert_eq!(s.engine.slots, 3);
+    assert_eq!(s.retry.jitter, 0.25);
+    assert!(s.worker.fault_injection);
+}
+
+#[test]
+fn an_embed_worker_has_at_most_255_slots() {
+    let embed = |slots| {
+        load(&[
+            ("WARREN__ENGINE__ROLE", "embed"),
+            ("WARREN__ENGINE__SLOTS", slots),
+        ])
+    };
+    let refused = embed("256").expect_err("256 slots").to_string();
+    assert!(refused.contains("engine.slots"), "{refused}");
+    assert!(embed("255").is_ok());
+    assert!(load(&[("WARREN__ENGINE__SLOTS", "256")]).is_ok());
+}
