@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
+use super::CliError;
 use crate::broker::{self, Topology};
 use crate::config::Settings;
 use crate::dlq::{self, Filter};
@@ -57,6 +58,20 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let queue = topology.dead_letter_queue().to_owned();
     if let Action::Purge { yes: false } = args.action {
         bail!("purging {queue} deletes every dead letter for good: add --yes to confirm");
+    }
+    let routed = settings.topology.routes_by_model();
+    if matches!(args.action, Action::Replay { .. })
+        && routed
+        && settings.engine.model_name.is_empty()
+    {
+        // Without a model the replay would go to the requests queue no worker reads once the
+        // fleet routes by model.
+        return Err(CliError::Config(
+            "tasks are routed by model (topology.tasks_exchange): set engine.model_name \
+             (WARREN__ENGINE__MODEL_NAME) to the model whose queue takes the replayed tasks"
+                .into(),
+        )
+        .into());
     }
     let connection =
         broker::connect(&settings.broker.url, &broker::process_name("warren-dlq")).await?;
@@ -114,6 +129,10 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
                  {} left in {queue} ({} chosen but past their deadline_ms)",
                 summary.replayed, summary.embeddings, summary.kept, summary.past_deadline
             );
+            if let (Filter::Id(id), 0) = (&filter, summary.replayed) {
+                broker::close(&connection, "done").await;
+                bail!("no dead letter with id {id} was replayed");
+            }
         }
         Action::Purge { .. } => {
             let channel = connection.create_channel().await?;

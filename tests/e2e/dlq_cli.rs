@@ -93,10 +93,15 @@ async fn dlq_list_replay_and_purge_round_trip() {
     assert_eq!(seen_again, ids, "listing neither consumes nor reorders");
 
     // A task whose deadline has passed would expire again at once: it stays.
+    // A script told "replayed" by exit 0 would be wrong: --id that replays nothing exits 1.
     let (code, out, err) = dlq(&["replay", "--id", &ids[1]]).await;
-    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(code, Some(1), "{err}");
     assert!(out.contains("replayed 0"), "{out}");
     assert!(out.contains("1 chosen but past their deadline_ms"), "{out}");
+    assert!(err.contains("no dead letter with id"), "{err}");
+    let (code, out, err) = dlq(&["replay", "--id", "no-such-task"]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.contains("replayed 0"), "{out}");
     let (code, out, err) = dlq(&["replay", "--id", &ids[2]]).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("replayed 1"), "{out}");
@@ -210,4 +215,21 @@ async fn a_replay_makes_one_pass_and_sends_each_kind_to_its_queue() {
     assert_eq!(replayed, json!({"input": ["a", "b"]}));
     // Every bad task is back, dead-lettered once more.
     wait_for_ready(&names.dead, BAD as u32).await;
+}
+
+#[tokio::test]
+async fn a_replay_under_routing_by_model_needs_the_model_whose_queue_takes_it() {
+    let names = Names::new("dlq-routed");
+    let output = tokio::process::Command::from(warren(&names))
+        .args(["dlq", "replay", "--all"])
+        .env("WARREN__TOPOLOGY__TASKS_EXCHANGE", "warren.test.tasks")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(PATIENCE, output)
+        .await
+        .expect("the refusal comes at once")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("engine.model_name"), "{stderr}");
 }
