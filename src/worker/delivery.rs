@@ -138,12 +138,17 @@ async fn settle(
             // tasks' replies the broker does not say whose it refused.
             let maybe_delivered = matches!(e, BrokerError::InGroup { .. });
             error!(error = %e, maybe_delivered, "a full queue refused a message the task owed; the task is acked and its reply kept in the results queue");
+            // The rest took effect with the ack: its dead letters, and the task's end.
+            count_dead_letters(shared, &fate, &owed);
             let reply_to = meta.reply_to.as_deref();
             let refused = owed
                 .into_iter()
                 .filter(|m| m.exchange.is_empty() && Some(m.routing_key.as_str()) == reply_to)
                 .collect();
             outbox.keep_undeliverable(refused, maybe_delivered).await;
+            if fate.ends_task() {
+                mark_finished(shared, meta).await;
+            }
         }
         CommitEnd::Unanswered(e) => {
             // The commit may have taken effect, in whole or (a broker node failing) in part:

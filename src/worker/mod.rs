@@ -33,7 +33,7 @@ use futures_util::StreamExt;
 use lapin::types::FieldTable;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::broker::{self, BrokerError, Publisher, Topology, TxChannel};
 use crate::config::Settings;
@@ -204,7 +204,15 @@ async fn session(
                 }
                 Err(reason) => break SessionEnd::Lost(reason),
             },
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => true,
+            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Err(e) = joined {
+                    if e.is_panic() {
+                        // Its delivery stays unacked until the channel goes: say so loudly.
+                        error!(error = %e, "a task's handler panicked; its delivery is held until the channel closes");
+                    }
+                }
+                true
+            }
             _ = batch_tier::next_look(&mut batch) => true,
         };
         if let (true, Some(batch)) = (look, &batch) {

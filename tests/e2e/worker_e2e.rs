@@ -296,6 +296,34 @@ async fn a_reply_refused_by_a_full_reply_queue_is_kept_in_the_results_queue() {
     let runs = worker.log().matches("task completed").count();
     assert_eq!(runs, 2, "{}", worker.log());
     assert_eq!(crate::common::ready_count(&names.requests).await, 0);
+
+    // A bad task whose error reply the full queue refuses: its dead letter took effect
+    // with the ack, and counts.
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let confirm = upstream
+        .publish(
+            &names.requests,
+            json!({"prompt": 1}).to_string().as_bytes(),
+            BasicProperties::default()
+                .with_correlation_id(correlation_id.as_str().into())
+                .with_reply_to(full.as_str().into()),
+        )
+        .await;
+    assert!(confirm.is_ack());
+    let (_, body) = upstream.take_from(&names.results, &correlation_id).await;
+    let reply: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["status"], "error", "{reply}");
+    let metrics = format!("{}/metrics", worker.health_url().await);
+    let metrics = ureq::get(&metrics)
+        .call()
+        .expect("the worker's metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("a metrics text");
+    assert!(
+        metrics.contains(r#"warren_dead_letters_total{code="invalid_request"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
