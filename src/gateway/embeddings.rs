@@ -167,6 +167,10 @@ async fn serve(
     let caller = app.caller(&headers, body)?;
     let mut request = parse_request(&caller.body, &app.limits)?;
     request.body.deadline_ms = Some(app.deadline_ms());
+    // The task as published, read as the worker reads it: the deadline adds a few bytes,
+    // which a body just under `limits.max_body_bytes` cannot take.
+    let bytes = request.body.to_bytes();
+    EmbeddingBody::from_json(&bytes, app.limits.max_body_bytes).map_err(ApiError::refused_task)?;
     let model = app.models.reply_name(&request.model).to_owned();
     let queue = app.embeddings_queue.as_str();
     let tokens = admission::token_estimate(request.input_chars, Some(0));
@@ -186,7 +190,6 @@ async fn serve(
         })?;
     let rate_headers = charge.headers().to_vec();
     let id = format!("emb-{}", uuid::Uuid::new_v4().simple());
-    let bytes = request.body.to_bytes();
     let (task_id, bytes) = (id.as_str(), bytes.as_slice());
     let published = app
         .broker_link

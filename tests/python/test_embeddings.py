@@ -175,6 +175,21 @@ def test_without_an_embed_worker_the_gateway_says_so(embed_stack):
     assert "no worker embeds" in response.json()["error"]["message"]
 
 
+def test_a_body_that_only_its_deadline_takes_over_the_task_limit_is_refused_at_once(embed_stack):
+    # The task the gateway publishes is the input plus `version` and `deadline_ms`: 184 bytes
+    # read, about 213 published, against a limit of 200.
+    gateway = start_gateway(embed_stack.names, limits__max_body_bytes=200)
+    try:
+        response = httpx.post(f"{gateway.base_url}/embeddings", json={"input": "a" * 160, "model": "m"},
+                              timeout=30)
+        fits = httpx.post(f"{gateway.base_url}/embeddings", json={"input": "a" * 100, "model": "m"}, timeout=60)
+    finally:
+        gateway.stop()
+    assert response.status_code == 400, response.text
+    assert "limit of 200 bytes" in response.json()["error"]["message"], response.text
+    assert fits.status_code == 200, fits.text
+
+
 def test_a_batch_of_embedding_requests_writes_openais_lists_and_refuses_bad_lines(client):
     from test_batch import each_once, run_batch, wait_final
 
