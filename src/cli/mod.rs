@@ -78,6 +78,9 @@ pub(crate) enum CliError {
     /// `submit` got no reply in time: exit 75.
     #[error("no reply within {0} s")]
     NoReply(u64),
+    /// `submit`'s publish was not confirmed in time (RabbitMQ blocking publishers): exit 75.
+    #[error("RabbitMQ did not confirm the task within {0} s (is it blocking publishers? a memory or disk alarm)")]
+    NotConfirmed(u64),
 }
 
 /// Parses the command line, runs the subcommand and maps the outcome to an exit code.
@@ -133,7 +136,9 @@ pub fn main() -> ExitCode {
             eprintln!("warren: {e:#}");
             match e.downcast_ref::<CliError>() {
                 Some(CliError::Config(_)) => ExitCode::from(EXIT_CONFIG),
-                Some(CliError::NoReply(_)) => ExitCode::from(EXIT_NO_REPLY),
+                Some(CliError::NoReply(_) | CliError::NotConfirmed(_)) => {
+                    ExitCode::from(EXIT_NO_REPLY)
+                }
                 _ => ExitCode::FAILURE,
             }
         }

@@ -154,21 +154,26 @@ pub(super) async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     topology.declare(client.connection()).await?;
 
     let id = uuid::Uuid::new_v4().to_string();
-    let mut pending = client
-        .submit_routed(
-            &id,
-            &body.to_bytes(),
-            args.model.as_deref(),
-            args.tier.map_or(Tier::Interactive, TierArg::tier),
-        )
-        .await?;
+    // `--wait` bounds the publish too: a broker blocking publishers (a resource alarm)
+    // never confirms it.
+    let wait = Duration::from_secs(args.wait);
+    let deadline = tokio::time::Instant::now() + wait;
+    let task = body.to_bytes();
+    let published = client.submit_routed(
+        &id,
+        &task,
+        args.model.as_deref(),
+        args.tier.map_or(Tier::Interactive, TierArg::tier),
+    );
+    let mut pending = tokio::time::timeout_at(deadline, published)
+        .await
+        .map_err(|_| CliError::NotConfirmed(args.wait))??;
     match &args.model {
         Some(model) => eprintln!("task {id} published for model {model}"),
         None => eprintln!("task {id} published to {}", topology.requests_queue()),
     }
 
-    let wait = Duration::from_secs(args.wait);
-    let reply = tokio::time::timeout(wait, async {
+    let reply = tokio::time::timeout_at(deadline, async {
         while let Some(incoming) = pending.next().await {
             match incoming {
                 Incoming::Chunk(chunk) if args.json => {

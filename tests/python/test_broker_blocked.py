@@ -7,6 +7,8 @@ cancelling a response at once, its cancel message sent when the alarm clears).
 On a RabbitMQ node of the test's own (`private_broker`): the alarm blocks every publisher on
 its broker, and the other test modules run beside this one on the shared broker."""
 
+import os
+import subprocess
 import threading
 import time
 
@@ -14,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Amqp, Names, metric, sdk, start_gateway, start_worker, wait_for
+from conftest import WARREN, Amqp, Names, metric, sdk, start_gateway, start_worker, wait_for
 
 
 @pytest.fixture
@@ -98,6 +100,12 @@ def test_a_blocked_broker_is_reported_and_nothing_is_lost(private_broker, memory
         assert cancelled[0].status == "cancelled", cancelled
         gateway_ready = httpx.get(ready_gateway, timeout=5)
         assert gateway_ready.status_code == 200 and "blocking publishers" in gateway_ready.text
+        # `warren submit --wait` bounds the blocked publish too: exit 75, not a hang.
+        submitted = subprocess.run([str(WARREN), "submit", "Hi", "--max-tokens", "2", "--wait", "3"],
+                                   env={**os.environ, **names.env()}, capture_output=True, text=True,
+                                   timeout=60)
+        assert submitted.returncode == 75, submitted.stderr
+        assert "did not confirm" in submitted.stderr, submitted.stderr
 
         # Cleared: the held replies go out, every task is answered once, and the gauges fall.
         memory_alarm.clear()
