@@ -96,6 +96,17 @@ impl WorkerProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The worker's `/metrics` page now.
+    pub async fn metrics_text(&self) -> String {
+        let url = format!("{}/metrics", self.health_url().await);
+        ureq::get(&url)
+            .call()
+            .expect("the worker's metrics")
+            .body_mut()
+            .read_to_string()
+            .expect("a metrics text")
+    }
+
     /// Base URL of the worker's metrics and health listener, from its log.
     pub async fn health_url(&self) -> String {
         let deadline = Instant::now() + PATIENCE;

@@ -20,7 +20,10 @@ fn unique_id() -> String {
     format!("batch_store_test_{}_{nanos}", std::process::id())
 }
 
-async fn new_batch(store: &BatchStore, id: &str, total: usize) {
+/// A store, and a new batch in progress of `total` lines in it (its id).
+async fn new_batch(total: usize) -> (BatchStore, String) {
+    let store = BatchStore::new(REDIS, 60, "warren.test.batch-store").expect("a Redis URL");
+    let id = unique_id();
     let record = BatchRecord {
         status: BatchStatus::InProgress,
         object: json!({"id": id, "object": "batch"}),
@@ -30,9 +33,19 @@ async fn new_batch(store: &BatchStore, id: &str, total: usize) {
         ..BatchRecord::default()
     };
     store
-        .create_batch(id, &record, &[], b"{}\n{}\n{}\n")
+        .create_batch(&id, &record, &[], b"{}\n{}\n{}\n")
         .await
         .expect("Redis stores the batch");
+    (store, id)
+}
+
+/// Batch `id` as stored now.
+async fn stored(store: &BatchStore, id: &str) -> BatchRecord {
+    store
+        .batch(id)
+        .await
+        .expect("Redis answers")
+        .expect("the batch is stored")
 }
 
 /// Removes what the test stored (the store keeps a batch for its whole window).
@@ -71,9 +84,7 @@ fn answered() -> Outcome {
 
 #[tokio::test]
 async fn a_runner_that_lost_its_lease_can_neither_refuse_nor_advance_a_line() {
-    let store = BatchStore::new(REDIS, 60, "warren.test.batch-store").expect("a Redis URL");
-    let id = unique_id();
-    new_batch(&store, &id, 3).await;
+    let (store, id) = new_batch(3).await;
     let refused = Outcome::refused(&ApiError::invalid("too long for the test", None));
 
     assert!(store.lease(&id, "gateway-a", 60_000).await.unwrap());
@@ -104,11 +115,7 @@ async fn a_runner_that_lost_its_lease_can_neither_refuse_nor_advance_a_line() {
         .await
         .unwrap());
 
-    let batch = store
-        .batch(&id)
-        .await
-        .unwrap()
-        .expect("the batch is stored");
+    let batch = stored(&store, &id).await;
     assert_eq!(
         (batch.next, batch.published, batch.refused, batch.failed),
         (2, 1, 1, 3)
@@ -118,9 +125,7 @@ async fn a_runner_that_lost_its_lease_can_neither_refuse_nor_advance_a_line() {
 
 #[tokio::test]
 async fn a_batch_that_ended_counts_no_more_outcomes() {
-    let store = BatchStore::new(REDIS, 60, "warren.test.batch-store").expect("a Redis URL");
-    let id = unique_id();
-    new_batch(&store, &id, 2).await;
+    let (store, id) = new_batch(2).await;
     assert!(store.lease(&id, "gateway-a", 60_000).await.unwrap());
     let object = json!({"id": id, "object": "batch", "status": "cancelled"});
     let ended = store
@@ -135,20 +140,14 @@ async fn a_batch_that_ended_counts_no_more_outcomes() {
     assert!(ended);
     // A task cancelled at the end may still answer: it changes nothing.
     assert!(!store.record(&id, 0, &answered()).await.unwrap());
-    let batch = store
-        .batch(&id)
-        .await
-        .unwrap()
-        .expect("the batch is stored");
+    let batch = stored(&store, &id).await;
     assert_eq!((batch.status, batch.failed), (BatchStatus::Cancelled, 0));
     forget(&store, &id).await;
 }
 
 #[tokio::test]
 async fn a_batch_ends_with_the_counts_of_its_files_though_a_reply_came_meanwhile() {
-    let store = BatchStore::new(REDIS, 60, "warren.test.batch-store").expect("a Redis URL");
-    let id = unique_id();
-    new_batch(&store, &id, 3).await;
+    let (store, id) = new_batch(3).await;
     assert!(store.record(&id, 0, &answered()).await.unwrap());
     // The runner reads the outcomes (line 0) and writes its files; line 1's reply comes
     // before its status change.
@@ -162,11 +161,7 @@ async fn a_batch_ends_with_the_counts_of_its_files_though_a_reply_came_meanwhile
         .await
         .unwrap();
     assert!(ended);
-    let batch = store
-        .batch(&id)
-        .await
-        .unwrap()
-        .expect("the batch is stored");
+    let batch = stored(&store, &id).await;
     assert_eq!(
         (batch.status, batch.completed, batch.failed),
         (BatchStatus::Expired, 0, 1)

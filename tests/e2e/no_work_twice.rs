@@ -139,13 +139,7 @@ async fn a_commit_cut_off_without_an_answer_keeps_what_it_owed_in_the_results_qu
         Some("Boolean(true)")
     );
     assert_eq!(ready_count(&names.requests).await, 0);
-    let metrics = format!("{}/metrics", worker.health_url().await);
-    let metrics = ureq::get(&metrics)
-        .call()
-        .expect("the worker's metrics")
-        .body_mut()
-        .read_to_string()
-        .expect("a metrics text");
+    let metrics = worker.metrics_text().await;
     assert!(
         metrics.contains(r#"warren_kept_messages_total{reason="unanswered_commit"} 1"#),
         "{metrics}"

@@ -313,13 +313,7 @@ async fn a_reply_refused_by_a_full_reply_queue_is_kept_in_the_results_queue() {
     let (_, body) = upstream.take_from(&names.results, &correlation_id).await;
     let reply: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(reply["status"], "error", "{reply}");
-    let metrics = format!("{}/metrics", worker.health_url().await);
-    let metrics = ureq::get(&metrics)
-        .call()
-        .expect("the worker's metrics")
-        .body_mut()
-        .read_to_string()
-        .expect("a metrics text");
+    let metrics = worker.metrics_text().await;
     assert!(
         metrics.contains(r#"warren_dead_letters_total{code="invalid_request"} 1"#),
         "{metrics}"
