@@ -205,11 +205,9 @@ async fn session(
                 Err(reason) => break SessionEnd::Lost(reason),
             },
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                if let Err(e) = joined {
-                    if e.is_panic() {
-                        // Its delivery stays unacked until the channel goes: say so loudly.
-                        error!(error = %e, "a task's handler panicked; its delivery is held until the channel closes");
-                    }
+                // Its delivery stays unacked until the channel goes: say so loudly.
+                if let Some(e) = joined.err().filter(|e| e.is_panic()) {
+                    error!(error = %e, "a task's handler panicked; its delivery is held until the channel closes");
                 }
                 true
             }

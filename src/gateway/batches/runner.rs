@@ -360,7 +360,8 @@ async fn finish(
     let mut counts = (0, 0);
     for (index, line) in lines.iter().enumerate() {
         let line_id = object::line_id(id, index);
-        let (text, ok) = match outcomes.get(&index) {
+        let outcome = outcomes.get(&index);
+        let (text, ok) = match outcome {
             Some(outcome) => {
                 let task = line.task.as_ref().ok();
                 let requested = task.map_or("", |task| task.model.as_str());
@@ -372,7 +373,7 @@ async fn finish(
         };
         // A line that ran counts where its result went: completed in the output file,
         // failed in the error file (as one that could not be written out).
-        if outcomes.contains_key(&index) {
+        if outcome.is_some() {
             if ok {
                 counts.0 += 1;
             } else {

@@ -204,7 +204,7 @@ pub(crate) const CALLS_CHANGED: &str = "the tool-call arguments streamed do not 
 /// chunks of another attempt were dropped, or the worker could not publish them all).
 /// `None` when the chunks carried arguments the reply's do not begin with (or a call the
 /// reply lacks): the client already holds arguments the reply cannot complete.
-fn unsent_calls(sent: &[String], calls: &[ToolCall]) -> Option<Vec<ToolCallDelta>> {
+pub(crate) fn unsent_calls(sent: &[String], calls: &[ToolCall]) -> Option<Vec<ToolCallDelta>> {
     if sent.len() > calls.len() {
         return None;
     }

@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 
 use super::object::{self, Status};
 use crate::gateway::completions::logprobs;
-use crate::gateway::completions::stream::CALLS_CHANGED;
+use crate::gateway::completions::stream::{unsent_calls, CALLS_CHANGED};
 use crate::gateway::errors::ApiError;
-use crate::protocol::{Reply, ReplyStatus, TokenLogprob, ToolCall, ToolCallDelta};
+use crate::protocol::{Reply, ReplyStatus, TokenLogprob, ToolCallDelta};
 
 /// The events of one streamed response, built piece by piece.
 pub(super) struct Events {
@@ -210,9 +210,12 @@ impl Events {
         }
         let text = reply.text.as_deref().unwrap_or_default();
         let calls = reply.tool_calls.as_deref().unwrap_or_default();
-        if !self.reply_continues_calls(calls) {
+        // The rest of each call the chunks began (the engine's last piece comes with the
+        // reply when chunks were grouped), and whole the calls they did not carry.
+        let sent: Vec<String> = self.calls.iter().map(|c| c.arguments.clone()).collect();
+        let Some(unsent_calls) = unsent_calls(&sent, calls) else {
             return vec![self.error(&ApiError::internal(CALLS_CHANGED))];
-        }
+        };
         let Some(rest) = text
             .strip_prefix(self.message_text.as_str())
             .map(str::to_owned)
@@ -236,27 +239,7 @@ impl Events {
             "completed"
         };
         events.extend(self.close_message(status));
-        for (index, call) in calls.iter().enumerate() {
-            // The rest of a call the chunks began (the engine's last piece comes with the
-            // reply when chunks were grouped), or a whole call they did not carry.
-            let sent = self.calls.get(index).map(|open| open.arguments.clone());
-            if let Some(sent) = sent {
-                if let Some(rest) = call.function.arguments.strip_prefix(sent.as_str()) {
-                    let piece = ToolCallDelta {
-                        index: index as u32,
-                        id: None,
-                        kind: None,
-                        function: crate::protocol::FunctionDelta {
-                            name: None,
-                            arguments: rest.to_owned(),
-                        },
-                    };
-                    events.extend(self.calls(&[piece]));
-                }
-            } else {
-                events.extend(self.calls(&[ToolCallDelta::whole(index as u32, call)]));
-            }
-        }
+        events.extend(self.calls(&unsent_calls));
         for index in 0..self.calls.len() {
             let open = &self.calls[index];
             let body = json!({"item_id": format!("fc_{}_{index}", self.suffix),
@@ -276,18 +259,6 @@ impl Events {
         };
         events.push(self.event(kind, json!({"response": finished})));
         events
-    }
-
-    /// Whether the reply's calls continue every call the chunks opened: as many or more, and
-    /// each streamed call's arguments a prefix of the reply's. The client holds what was
-    /// streamed; a reply that does not continue it cannot be told as a continuation.
-    fn reply_continues_calls(&self, calls: &[ToolCall]) -> bool {
-        self.calls.len() <= calls.len()
-            && self
-                .calls
-                .iter()
-                .zip(calls)
-                .all(|(open, call)| call.function.arguments.starts_with(&open.arguments))
     }
 
     /// Whether a call was streamed (its attempt's calls are then the only ones that fit).
