@@ -29,7 +29,7 @@ pub(crate) struct Args {
     /// Sampling temperature; 0 = greedy.
     #[arg(long)]
     pub temperature: Option<f64>,
-    /// Nucleus sampling threshold in (0, 1].
+    /// Nucleus sampling threshold in [0, 1] (0 keeps only the most likely token).
     #[arg(long)]
     pub top_p: Option<f64>,
     /// Keep the k most likely tokens.

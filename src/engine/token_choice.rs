@@ -113,12 +113,17 @@ pub(super) struct Draw {
 
 impl Draw {
     pub(super) fn of(sampling: &Sampling) -> Draw {
+        // Top-p 0 keeps only the most likely token (llama.cpp's top-p keeps at least one),
+        // which top-k 1 says directly.
+        let only_the_likeliest = sampling.top_p.is_some_and(|p| p <= 0.0);
         Draw {
             top_k: sampling
                 .top_k
                 .filter(|k| *k > 0)
-                .map(|k| i32::try_from(k).unwrap_or(i32::MAX)),
-            top_p: sampling.top_p.filter(|p| *p < 1.0),
+                .map(|k| i32::try_from(k).unwrap_or(i32::MAX))
+                .map(|k| if only_the_likeliest { 1 } else { k })
+                .or(only_the_likeliest.then_some(1)),
+            top_p: sampling.top_p.filter(|p| *p > 0.0 && *p < 1.0),
             min_p: sampling.min_p.filter(|p| *p > 0.0),
             temperature: sampling.temperature,
             seed: sampling.seed.unwrap_or(RANDOM_SEED),
@@ -215,5 +220,18 @@ mod tests {
             (draw.top_k, draw.top_p, draw.min_p, draw.seed),
             (Some(40), Some(0.9), Some(0.05), 7)
         );
+    }
+
+    #[test]
+    fn top_p_zero_keeps_only_the_likeliest_token() {
+        for top_k in [None, Some(0), Some(40)] {
+            let zero = Sampling {
+                top_p: Some(0.0),
+                top_k,
+                ..sampling(0.7, None)
+            };
+            let draw = Draw::of(&zero);
+            assert_eq!((draw.top_k, draw.top_p), (Some(1), None), "top_k {top_k:?}");
+        }
     }
 }

@@ -61,6 +61,8 @@ fn every_optional_field_is_read() {
     assert_eq!(task.sampling.presence_penalty, Some(2.0));
     assert_eq!(task.sampling.seed, Some(42));
     assert_eq!(task.sampling.min_p, Some(0.05));
+    let top_p_zero = parse(json!({"prompt": "a", "top_p": 0})).unwrap();
+    assert_eq!(top_p_zero.sampling.top_p, Some(0.0), "top_p 0 is OpenAI's lower bound");
     assert_eq!(task.stop, vec!["\n".to_string()]);
     assert_eq!(task.deadline_ms, Some(1_900_000_000_000));
     assert!(!task.stream);
@@ -122,8 +124,8 @@ fn field_rules() {
         (json!({"prompt": "a", "max_tokens": "10"}), "`max_tokens`"),
         (json!({"prompt": "a", "temperature": -0.1}), "`temperature`"),
         (
-            json!({"prompt": "a", "top_p": 0}),
-            "`top_p` must be a number in (0, 1]",
+            json!({"prompt": "a", "top_p": -0.1}),
+            "`top_p` must be a number in [0, 1], not -0.1",
         ),
         (json!({"prompt": "a", "top_p": 1.5}), "`top_p`"),
         (json!({"prompt": "a", "top_k": -1}), "`top_k`"),

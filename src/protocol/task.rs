@@ -116,7 +116,7 @@ pub enum Input {
 pub struct Sampling {
     /// 0 = greedy.
     pub temperature: f32,
-    /// Nucleus sampling in (0, 1].
+    /// Nucleus sampling in [0, 1] (0 keeps only the most likely token).
     pub top_p: Option<f32>,
     /// Keep the k most likely tokens; 0 = off.
     pub top_k: Option<u32>,

@@ -126,7 +126,7 @@ impl TaskBody {
         Ok(Sampling {
             temperature: number("temperature", self.temperature, 0.0, 100.0, true)?
                 .map_or(0.0, f32_of),
-            top_p: number("top_p", self.top_p, 0.0, 1.0, false)?.map(f32_of),
+            top_p: number("top_p", self.top_p, 0.0, 1.0, true)?.map(f32_of),
             top_k: integer("top_k", self.top_k, 0, u64::from(u32::MAX))?
                 .map(|v| v as u32)
                 .or(Some(limits.default_top_k))

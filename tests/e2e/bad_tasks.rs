@@ -73,8 +73,8 @@ fn bad_tasks() -> Vec<BadTask> {
             "invalid_request",
         ),
         bad(
-            "top_p of zero",
-            r#"{"prompt": "a", "top_p": 0}"#,
+            "a negative top_p",
+            r#"{"prompt": "a", "top_p": -0.5}"#,
             "invalid_request",
         ),
         bad(

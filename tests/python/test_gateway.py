@@ -97,6 +97,8 @@ def test_sampling_extensions_and_openais_penalties_are_honoured(client):
     greedy = ask(temperature=0)
     assert {ask(temperature=1.5, seed=seed, extra_body={"top_k": 1}) for seed in (1, 2, 3)} == {greedy}
     assert {ask(temperature=1.5, seed=seed, extra_body={"min_p": 1.0}) for seed in (1, 2)} == {greedy}
+    # OpenAI's own `top_p` at its lower bound, 0, leaves only the most likely token too.
+    assert {ask(temperature=1.5, seed=seed, top_p=0) for seed in (1, 2)} == {greedy}
     chant = lambda word, **options: client.completions.create(
         model="m", prompt=f"{word} {word} {word} no {word} {word}", max_tokens=12, temperature=0, **options
     ).choices[0].text.split().count(word)
