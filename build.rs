@@ -1,6 +1,7 @@
 //! Builds warren's native shims against the llama.cpp tree that llama-cpp-sys-2 builds:
 //! `native/schema_grammar.cpp` (llama.cpp's JSON Schema converter with its error message
-//! kept) and `native/chat.cpp` (llama.cpp's chat templates, tool-call grammars and parsers). That crate exports no
+//! kept), `native/chat.cpp` (llama.cpp's chat templates, tool-call grammars and parsers) and
+//! `native/grammar_rules.cpp` (llama.cpp's GBNF parser, from its `src/`). That crate exports no
 //! include path, so the tree is found where the crate's package keeps it: `cargo metadata`
 //! names the package's manifest, and the crate ships llama.cpp in its `llama.cpp/` folder.
 
@@ -12,6 +13,7 @@ const SYS_CRATE: &str = "llama-cpp-sys-2";
 fn main() {
     println!("cargo:rerun-if-changed=native/schema_grammar.cpp");
     println!("cargo:rerun-if-changed=native/chat.cpp");
+    println!("cargo:rerun-if-changed=native/grammar_rules.cpp");
     println!("cargo:rerun-if-changed=Cargo.lock");
     let source = llama_source()
         .unwrap_or_else(|why| panic!("cannot find the llama.cpp sources {SYS_CRATE} built: {why}"));
@@ -19,7 +21,9 @@ fn main() {
         .cpp(true)
         .file("native/schema_grammar.cpp")
         .file("native/chat.cpp")
+        .file("native/grammar_rules.cpp")
         .include(source.join("common"))
+        .include(source.join("src"))
         .include(source.join("include"))
         .include(source.join("ggml/include"))
         .include(source.join("vendor"))

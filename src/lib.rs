@@ -14,10 +14,11 @@
 //! and `bench` the load generator behind `warren bench` (both private to the binary).
 //! docs/src/architecture.md maps every module.
 
-// No unsafe code outside four engine modules, each of which allows it for itself and gives
+// No unsafe code outside five engine modules, each of which allows it for itself and gives
 // every block a SAFETY comment: engine/chat_template/ (llama.cpp's chat code through
 // native/chat.cpp: the template in mod.rs, the output's parse in output.rs), engine/grammar.rs (llama.cpp's process-wide log callback, and the JSON
-// Schema converter of native/schema_grammar.cpp), engine/device_sampling.rs (llama.cpp's
+// Schema converter of native/schema_grammar.cpp), engine/grammar_rules.rs (llama.cpp's GBNF
+// parser through native/grammar_rules.cpp), engine/device_sampling.rs (llama.cpp's
 // per-sequence sampler API, which llama-cpp-2 does not wrap) and engine/embedding_model.rs
 // (the embed role's model and context, owned through llama-cpp-sys-2's raw calls).
 #![deny(unsafe_code)]

@@ -26,6 +26,7 @@ use llama_cpp_sys_2::{ggml_log_callback, ggml_log_level};
 
 use super::best_logits;
 use super::first_bytes::{names_no_tokens, FirstBytes};
+use super::grammar_rules;
 use super::tools::ToolGrammar;
 use crate::protocol::{OutputConstraint, TaskError};
 
@@ -65,6 +66,7 @@ pub(super) fn sampler(
         }
         OutputConstraint::Grammar(grammar) => (grammar.clone(), "grammar"),
     };
+    refuse_left_recursion(&grammar, &format!("`{field}`"))?;
     let (built, logged) = logged_while(|| LlamaSampler::grammar(model, &grammar, "root"));
     let reads_text = names_no_tokens(&grammar);
     built.map(|sampler| (sampler, reads_text)).map_err(|e| {
@@ -78,12 +80,26 @@ pub(super) fn sampler(
     })
 }
 
+/// Refuses a grammar with left recursion before llama.cpp sees it: llama.cpp refuses only
+/// the plain kind, and on the kind hidden behind rules that match nothing its sampler never
+/// returns (see [`super::grammar_rules`]).
+fn refuse_left_recursion(grammar: &str, what: &str) -> Result<(), TaskError> {
+    match grammar_rules::left_recursive_rule(grammar) {
+        Some(rule) => Err(TaskError::invalid(format!(
+            "{what} was rejected: left recursion through rule `{rule}` (it can begin with \
+             itself, perhaps after rules that match nothing), which llama.cpp cannot run"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The sampler of a tool-call grammar: lazy (woken by its triggers) or applying from the
 /// start, then advanced past the generation prompt it begins with.
 fn tool_sampler(
     model: &LlamaModel,
     tools: &ToolGrammar,
 ) -> Result<(LlamaSampler, bool), TaskError> {
+    refuse_left_recursion(&tools.grammar, "the tool-call grammar")?;
     let (built, logged) = logged_while(|| {
         if tools.lazy {
             LlamaSampler::grammar_lazy_patterns(

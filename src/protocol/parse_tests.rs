@@ -62,7 +62,11 @@ fn every_optional_field_is_read() {
     assert_eq!(task.sampling.seed, Some(42));
     assert_eq!(task.sampling.min_p, Some(0.05));
     let top_p_zero = parse(json!({"prompt": "a", "top_p": 0})).unwrap();
-    assert_eq!(top_p_zero.sampling.top_p, Some(0.0), "top_p 0 is OpenAI's lower bound");
+    assert_eq!(
+        top_p_zero.sampling.top_p,
+        Some(0.0),
+        "top_p 0 is OpenAI's lower bound"
+    );
     assert_eq!(task.stop, vec!["\n".to_string()]);
     assert_eq!(task.deadline_ms, Some(1_900_000_000_000));
     assert!(!task.stream);
