@@ -56,19 +56,37 @@ impl DeviceChoice {
         }
     }
 
-    /// How `sampling` runs on the device; `None` where the task needs the host: when it
-    /// needs its logits there (`needs_logits`: a grammar, log probabilities) or reshapes
-    /// them (a logit bias, a penalty on recent tokens).
-    pub(super) fn for_task(sampling: &Sampling, needs_logits: bool) -> Option<DeviceChoice> {
+    /// How `sampling` runs on the device over a vocabulary of `n_vocab` tokens; `None` where
+    /// the task needs the host: when it needs its logits there (`needs_logits`: a grammar,
+    /// log probabilities), reshapes them (a logit bias, a penalty on recent tokens) or asks
+    /// for a top-k the device cannot take.
+    pub(super) fn for_task(
+        sampling: &Sampling,
+        needs_logits: bool,
+        n_vocab: i32,
+    ) -> Option<DeviceChoice> {
         if needs_logits || reshapes_logits(sampling) {
             return None;
         }
         if sampling.temperature <= 0.0 {
             return Some(DeviceChoice::Greedy);
         }
-        Some(DeviceChoice::Draw(Draw::of(sampling)))
+        let mut draw = Draw::of(sampling);
+        // A top-k of the whole vocabulary keeps every token: no filter. The device's top-k
+        // does not clamp k as the host's does: past its row (the vocabulary, or the probe
+        // graph llama.cpp builds when a chain is attached) ggml aborts the process.
+        draw.top_k = draw.top_k.filter(|k| *k < n_vocab);
+        if draw.top_k.is_some_and(|k| k > DEVICE_TOP_K_MAX) {
+            return None;
+        }
+        Some(DeviceChoice::Draw(draw))
     }
 }
+
+/// The largest top-k the device takes: llama.cpp probes each sampler it attaches on a graph
+/// of this many candidates (`llama_sampler_backend_support`), and `ggml_top_k` asserts that
+/// k fits its row.
+const DEVICE_TOP_K_MAX: i32 = 128 * 1024;
 
 /// A llama.cpp sampler chain this module owns (freed on drop).
 struct DeviceChain(NonNull<sys::llama_sampler>);

@@ -10,6 +10,9 @@ use llama_cpp_2::model::LlamaModel;
 use super::super::test_model::real_model;
 use super::*;
 
+/// The default model's vocabulary.
+const VOCAB: i32 = 262_144;
+
 fn sampling(temperature: f32, seed: Option<u32>) -> Sampling {
     Sampling {
         temperature,
@@ -27,11 +30,11 @@ fn sampling(temperature: f32, seed: Option<u32>) -> Sampling {
 #[test]
 fn greedy_and_plain_draws_run_on_the_device_grammars_logprobs_penalties_and_biases_on_the_host() {
     assert_eq!(
-        DeviceChoice::for_task(&sampling(0.0, None), false),
+        DeviceChoice::for_task(&sampling(0.0, None), false, VOCAB),
         Some(DeviceChoice::Greedy)
     );
     assert_eq!(
-        DeviceChoice::for_task(&sampling(0.7, Some(3)), false),
+        DeviceChoice::for_task(&sampling(0.7, Some(3)), false, VOCAB),
         Some(DeviceChoice::Draw(Draw {
             top_k: Some(40),
             top_p: Some(0.9),
@@ -40,17 +43,20 @@ fn greedy_and_plain_draws_run_on_the_device_grammars_logprobs_penalties_and_bias
             seed: 3
         }))
     );
-    assert_eq!(DeviceChoice::for_task(&sampling(0.0, None), true), None);
+    assert_eq!(
+        DeviceChoice::for_task(&sampling(0.0, None), true, VOCAB),
+        None
+    );
     let penalised = Sampling {
         repeat_penalty: Some(1.2),
         ..sampling(0.7, None)
     };
-    assert_eq!(DeviceChoice::for_task(&penalised, false), None);
+    assert_eq!(DeviceChoice::for_task(&penalised, false, VOCAB), None);
     let biased = Sampling {
         logit_bias: vec![(5, 1.0)],
         ..sampling(0.0, None)
     };
-    assert_eq!(DeviceChoice::for_task(&biased, false), None);
+    assert_eq!(DeviceChoice::for_task(&biased, false, VOCAB), None);
     let off_filters = Sampling {
         top_k: Some(0),
         top_p: Some(1.0),
@@ -58,7 +64,7 @@ fn greedy_and_plain_draws_run_on_the_device_grammars_logprobs_penalties_and_bias
         ..sampling(0.5, None)
     };
     assert_eq!(
-        DeviceChoice::for_task(&off_filters, false),
+        DeviceChoice::for_task(&off_filters, false, VOCAB),
         Some(DeviceChoice::Draw(Draw {
             top_k: None,
             top_p: None,
@@ -68,6 +74,29 @@ fn greedy_and_plain_draws_run_on_the_device_grammars_logprobs_penalties_and_bias
         })),
         "filters that keep everything are left out"
     );
+}
+
+#[test]
+fn a_top_k_past_what_the_device_takes_is_no_filter_or_the_hosts() {
+    let top_k = |k| {
+        let task = Sampling {
+            top_k: Some(k),
+            ..sampling(0.7, Some(1))
+        };
+        DeviceChoice::for_task(&task, false, VOCAB).map(|choice| match choice {
+            DeviceChoice::Draw(draw) => draw.top_k,
+            DeviceChoice::Greedy => panic!("a draw"),
+        })
+    };
+    assert_eq!(top_k(40), Some(Some(40)));
+    assert_eq!(
+        top_k(VOCAB as u32),
+        Some(None),
+        "the whole vocabulary: no filter"
+    );
+    assert_eq!(top_k(u32::MAX), Some(None));
+    assert_eq!(top_k(200_000), None, "past the probe graph: on the host");
+    assert_eq!(top_k(DEVICE_TOP_K_MAX as u32), Some(Some(DEVICE_TOP_K_MAX)));
 }
 
 /// `count` tokens continuing `prompt` in sequence 0 of a fresh context: chosen on the
@@ -125,7 +154,7 @@ fn needs_model_on_the_real_model_the_device_picks_what_the_host_would() {
         let device = continue_prompt(&model, backend, prompt, Some(DeviceChoice::Greedy), 12);
         assert_eq!(device, host, "{prompt:?}");
     }
-    let seeded = DeviceChoice::for_task(&sampling(1.0, Some(11)), false);
+    let seeded = DeviceChoice::for_task(&sampling(1.0, Some(11)), false, VOCAB);
     let first = continue_prompt(&model, backend, "Once upon a time", seeded, 16);
     let again = continue_prompt(&model, backend, "Once upon a time", seeded, 16);
     assert_eq!(first, again, "the same seed draws the same tokens");
@@ -139,15 +168,24 @@ fn needs_model_a_slot_reuses_its_chain_for_equal_settings_and_detaches_for_the_h
         .with_n_seq_max(2);
     let ctx = model.new_context(backend, params).expect("a context");
     let mut device = DeviceSamplers::new(&ctx, 2).expect("the context's handle");
-    assert!(device.prepare(1, DeviceChoice::for_task(&sampling(0.8, None), false)));
+    assert!(device.prepare(
+        1,
+        DeviceChoice::for_task(&sampling(0.8, None), false, VOCAB)
+    ));
     let chain = device.attached[1].as_ref().map(|a| a.chain.0);
-    assert!(device.prepare(1, DeviceChoice::for_task(&sampling(0.8, Some(5)), false)));
+    assert!(device.prepare(
+        1,
+        DeviceChoice::for_task(&sampling(0.8, Some(5)), false, VOCAB)
+    ));
     assert_eq!(
         device.attached[1].as_ref().map(|a| a.chain.0),
         chain,
         "the same filters and temperature keep the slot's chain, whatever the seed"
     );
-    assert!(device.prepare(1, DeviceChoice::for_task(&sampling(0.9, Some(5)), false)));
+    assert!(device.prepare(
+        1,
+        DeviceChoice::for_task(&sampling(0.9, Some(5)), false, VOCAB)
+    ));
     assert_ne!(
         device.attached[1].as_ref().map(|a| a.chain.0),
         chain,

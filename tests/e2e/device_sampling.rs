@@ -150,6 +150,22 @@ async fn a_seed_drawn_on_the_device_repeats_its_text_and_other_seeds_differ() {
         "two unseeded draws of 24 tokens at temperature 1 differ"
     );
     assert_eq!(admitted(&worker.log(), true), 8, "every draw on the device");
+
+    // A top-k the device's kernel cannot take (past llama.cpp's probe graph, past the
+    // vocabulary) aborted the worker: now the host draws the first, the second is no filter.
+    let wide = |top_k: u64| {
+        json!({"prompt": PROMPTS[1], "max_tokens": 8, "temperature": 1.0,
+        "seed": 7, "top_k": top_k})
+    };
+    ok_text(&upstream.request(&names.requests, &wide(200_000)).await);
+    let whole = ok_text(
+        &upstream
+            .request(&names.requests, &wide(4_000_000_000))
+            .await,
+    );
+    let open = ok_text(&upstream.request(&names.requests, &wide(0)).await);
+    assert_eq!(whole, open, "a top-k past the vocabulary filters nothing");
+    assert_eq!(admitted(&worker.log(), true), 10, "the first on the host");
 }
 
 #[tokio::test]

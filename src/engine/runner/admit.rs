@@ -101,6 +101,7 @@ impl Runner<'_> {
                 DeviceChoice::for_task(
                     &task.sampling,
                     grammar.is_some() || task.logprobs.is_some(),
+                    self.model.n_vocab(),
                 ),
             )
         });
