@@ -1,12 +1,12 @@
 //! The text a sequence generates: stop strings cut it, a tool-call parser reads it (a task
 //! with tools), and what can no longer change is streamed with its tokens' log
 //! probabilities: never the tail that may still begin a stop string, never half a UTF-8
-//! character. Also the byte-level helpers for that: where a stop string starts, how much of
-//! one the text's end may begin, and UTF-8 text from bytes a token limit may have cut.
+//! character (the byte-level helpers are [`super::text_bytes`]).
 
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
+use super::text_bytes::{find_bytes, kept_utf8_len, longest_suffix_prefix, streamable, utf8_text};
 use super::tool_output::ToolOutput;
 use crate::engine::Delta;
 use crate::protocol::{FinishReason, TokenLogprob, ToolCall};
@@ -112,23 +112,18 @@ impl GeneratedText {
         if safe_end <= self.streamed {
             return;
         }
-        let fresh = &self.text[self.streamed..safe_end];
-        let valid = match std::str::from_utf8(fresh) {
-            Ok(text) => text,
-            // Stop at the first incomplete or invalid character; the rest goes out at the end.
-            Err(e) => std::str::from_utf8(&fresh[..e.valid_up_to()]).unwrap_or_default(),
-        };
+        let (used, fresh) = streamable(&self.text[self.streamed..safe_end]);
         if let Some(tools) = &mut self.tools {
             // The parser re-reads all the text so far and says what is new.
-            self.streamed += valid.len();
-            let so_far = std::str::from_utf8(&self.text[..self.streamed]).unwrap_or_default();
-            if let Some(delta) = tools.advance(so_far) {
+            self.streamed += used;
+            let so_far = String::from_utf8_lossy(&self.text[..self.streamed]);
+            if let Some(delta) = tools.advance(&so_far) {
                 let _ = stream.send(delta);
             }
             return;
         }
-        if !valid.is_empty() {
-            self.streamed += valid.len();
+        if used > 0 {
+            self.streamed += used;
             let completed = self.token_ends[self.logprobs_streamed..]
                 .iter()
                 .take_while(|&&end| end <= self.streamed)
@@ -136,7 +131,7 @@ impl GeneratedText {
             let from = self.logprobs_streamed;
             self.logprobs_streamed += completed;
             let _ = stream.send(Delta {
-                text: valid.to_owned(),
+                text: fresh,
                 logprobs: self.token_logprobs[from..from + completed].to_vec(),
                 tool_calls: Vec::new(),
             });
@@ -161,7 +156,14 @@ impl GeneratedText {
     /// The final text, generation having ended for `reason`; what was not streamed yet is
     /// sent now.
     pub(super) fn finish(mut self, reason: FinishReason) -> FinalText {
-        let mut text = utf8_text(std::mem::take(&mut self.text));
+        let bytes = std::mem::take(&mut self.text);
+        // The bytes the text stands for: all but a character the token limit cut.
+        let kept = kept_utf8_len(&bytes);
+        let unstreamed =
+            String::from_utf8_lossy(bytes.get(self.streamed..kept).unwrap_or_default())
+                .into_owned();
+        let mut text = utf8_text(bytes);
+        let mut text_bytes = kept;
         let mut finish_reason = reason;
         let mut tool_calls = Vec::new();
         if let Some(mut tools) = self.tools.take() {
@@ -172,17 +174,17 @@ impl GeneratedText {
                 }
             }
             text = answer.content;
+            text_bytes = text.len();
             finish_reason = answer.finish_reason;
             tool_calls = answer.calls;
         }
         let mut logprobs = std::mem::take(&mut self.token_logprobs);
-        logprobs.truncate(self.tokens_in_text(text.len()));
+        logprobs.truncate(self.tokens_in_text(text_bytes));
         if let Some(stream) = self.stream.take() {
-            let rest = text.get(self.streamed..).unwrap_or_default();
             let unsent = logprobs.get(self.logprobs_streamed..).unwrap_or_default();
-            if !rest.is_empty() || !unsent.is_empty() {
+            if !unstreamed.is_empty() || !unsent.is_empty() {
                 let _ = stream.send(Delta {
-                    text: rest.to_owned(),
+                    text: unstreamed,
                     logprobs: unsent.to_vec(),
                     tool_calls: Vec::new(),
                 });
@@ -194,36 +196,6 @@ impl GeneratedText {
             finish_reason,
             logprobs,
         }
-    }
-}
-
-/// Where `needle` first starts in `haystack`.
-pub(super) fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || needle.len() > haystack.len() {
-        return None;
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Length of the longest suffix of `text` that is a proper prefix of `stop`.
-pub(super) fn longest_suffix_prefix(text: &[u8], stop: &[u8]) -> usize {
-    (1..stop.len().min(text.len() + 1))
-        .rev()
-        .find(|&n| text.ends_with(&stop[..n]))
-        .unwrap_or(0)
-}
-
-/// Turns generated bytes into text. A character cut in half by the token limit is dropped
-/// rather than replaced; invalid bytes elsewhere become U+FFFD.
-pub(super) fn utf8_text(mut bytes: Vec<u8>) -> String {
-    if let Err(e) = std::str::from_utf8(&bytes) {
-        if e.error_len().is_none() {
-            bytes.truncate(e.valid_up_to());
-        }
-    }
-    match String::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
 }
 
@@ -306,6 +278,46 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_byte_is_streamed_as_the_final_text_has_it_and_streaming_goes_on() {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let mut text = GeneratedText::new(Some(sender), Vec::new(), None);
+        let euro = "€".as_bytes();
+        for piece in [
+            &b"a"[..],
+            &[0x80],
+            &b"b "[..],
+            &euro[..1],
+            &b"c"[..],
+            &euro[..2],
+        ] {
+            assert!(!text.append(piece, logprob("x")));
+            text.stream_safe_text();
+        }
+        let during = streamed(&mut receiver);
+        let last = text.finish(FinishReason::Length);
+        assert_eq!(
+            last.text, "a\u{fffd}b \u{fffd}c",
+            "the cut euro at the end is dropped"
+        );
+        assert_eq!(
+            during,
+            [
+                ("a".to_owned(), 1),
+                ("\u{fffd}".to_owned(), 1),
+                ("b ".to_owned(), 1),
+                ("\u{fffd}c".to_owned(), 2),
+            ],
+            "half a character followed by more text is invalid, not waited for"
+        );
+        assert_eq!(
+            last.logprobs.len(),
+            5,
+            "the cut character's token is not in the text"
+        );
+        assert!(streamed(&mut receiver).is_empty(), "all of it was streamed");
+    }
+
+    #[test]
     fn a_character_cut_by_the_token_limit_is_dropped_from_the_final_text() {
         let mut text = GeneratedText::new(None, Vec::new(), None);
         text.append(b"ok ", None);
@@ -315,35 +327,5 @@ mod tests {
             (last.text.as_str(), last.finish_reason),
             ("ok ", FinishReason::Length)
         );
-    }
-
-    #[test]
-    fn a_character_cut_at_the_end_is_dropped() {
-        let mut bytes = "héllo ".as_bytes().to_vec();
-        bytes.extend_from_slice(&"€".as_bytes()[..2]);
-        assert_eq!(utf8_text(bytes), "héllo ");
-    }
-
-    #[test]
-    fn invalid_bytes_in_the_middle_are_replaced() {
-        assert_eq!(utf8_text(vec![b'a', 0xff, b'b']), "a\u{fffd}b");
-    }
-
-    #[test]
-    fn byte_search_finds_the_first_occurrence() {
-        assert_eq!(find_bytes(b"abcabc", b"ca"), Some(2));
-        assert_eq!(find_bytes(b"ab", b"abc"), None);
-    }
-
-    #[test]
-    fn the_tail_that_may_begin_a_stop_sequence_is_held_back() {
-        assert_eq!(longest_suffix_prefix(b"hello wor", b"world"), 3);
-        assert_eq!(longest_suffix_prefix(b"hello", b"world"), 0);
-        assert_eq!(
-            longest_suffix_prefix(b"ab", b"b"),
-            0,
-            "a whole stop is not a proper prefix"
-        );
-        assert_eq!(longest_suffix_prefix(b"", b"xy"), 0);
     }
 }

@@ -50,6 +50,7 @@ mod step_times;
 mod synthetic;
 #[cfg(test)]
 mod test_model;
+mod text_bytes;
 mod token_choice;
 mod tool_output;
 mod tools;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::super::generated_text::longest_suffix_prefix;
+use super::super::text_bytes::longest_suffix_prefix;
 use super::super::{Delta, Generation};
 use crate::config::SyntheticSettings;
 use crate::protocol::{ErrorCode, FinishReason, Input, Task, TaskError};
