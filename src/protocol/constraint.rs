@@ -37,9 +37,8 @@ pub(super) fn constraint(
         (Some(_), Some(_)) => Err(TaskError::invalid(
             "give at most one of `json_schema` or `grammar`, not both",
         )),
-        (Some(schema), None) => {
-            check_schema(schema).map(|()| Some(OutputConstraint::JsonSchema(schema.clone())))
-        }
+        (Some(schema), None) => check_schema(schema, "json_schema")
+            .map(|()| Some(OutputConstraint::JsonSchema(schema.clone()))),
         (None, Some(grammar)) => {
             check_grammar(grammar).map(|()| Some(OutputConstraint::Grammar(grammar.to_owned())))
         }
@@ -47,25 +46,27 @@ pub(super) fn constraint(
     }
 }
 
-fn check_schema(schema: &Value) -> Result<(), TaskError> {
+/// Checks a JSON Schema against the bounds, naming it `field` in the error: a task's
+/// `json_schema`, or a tool's `parameters` (which become part of the tool-call grammar).
+pub(super) fn check_schema(schema: &Value, field: &str) -> Result<(), TaskError> {
     if !schema.is_object() {
-        return Err(TaskError::invalid(
-            "`json_schema` must be a JSON Schema object",
-        ));
+        return Err(TaskError::invalid(format!(
+            "`{field}` must be a JSON Schema object"
+        )));
     }
     let size = schema.to_string().len();
     if size > MAX_CONSTRAINT_BYTES {
         return Err(TaskError::invalid(format!(
-            "`json_schema` is {size} bytes, more than the limit of {MAX_CONSTRAINT_BYTES}"
+            "`{field}` is {size} bytes, more than the limit of {MAX_CONSTRAINT_BYTES}"
         )));
     }
-    check_schema_node(schema, 1)
+    check_schema_node(schema, 1, field)
 }
 
-fn check_schema_node(node: &Value, depth: usize) -> Result<(), TaskError> {
+fn check_schema_node(node: &Value, depth: usize, field: &str) -> Result<(), TaskError> {
     if depth > MAX_SCHEMA_DEPTH {
         return Err(TaskError::invalid(format!(
-            "`json_schema` nests deeper than {MAX_SCHEMA_DEPTH} levels"
+            "`{field}` nests deeper than {MAX_SCHEMA_DEPTH} levels"
         )));
     }
     match node {
@@ -73,18 +74,18 @@ fn check_schema_node(node: &Value, depth: usize) -> Result<(), TaskError> {
             if let Some(Value::Array(values)) = fields.get("enum") {
                 if values.len() > MAX_ENUM_VALUES {
                     return Err(TaskError::invalid(format!(
-                        "`json_schema` has an enum of {} values, more than the limit of {MAX_ENUM_VALUES}",
+                        "`{field}` has an enum of {} values, more than the limit of {MAX_ENUM_VALUES}",
                         values.len()
                     )));
                 }
             }
             fields
                 .values()
-                .try_for_each(|child| check_schema_node(child, depth + 1))
+                .try_for_each(|child| check_schema_node(child, depth + 1, field))
         }
         Value::Array(items) => items
             .iter()
-            .try_for_each(|child| check_schema_node(child, depth + 1)),
+            .try_for_each(|child| check_schema_node(child, depth + 1, field)),
         _ => Ok(()),
     }
 }

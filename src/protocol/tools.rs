@@ -7,11 +7,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::constraint::{check_schema, MAX_CONSTRAINT_BYTES};
 use super::error::short;
 use super::TaskError;
 
 /// Longest function name OpenAI accepts.
 const MAX_NAME_LEN: usize = 64;
+/// Largest total of a task's tools' `parameters` schemas (serialized), in bytes.
+pub const MAX_TOOL_SCHEMAS_BYTES: usize = 4 * MAX_CONSTRAINT_BYTES;
 
 /// A function the model may call: `{"type": "function", "function": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,7 +217,21 @@ pub fn checked_tools(
                     short(parameters)
                 )));
             }
+            // The schemas become one grammar, checked against the vocabulary at every
+            // token: each is held to `json_schema`'s bounds, and all together to a total.
+            check_schema(parameters, &format!("tools[{i}].function.parameters"))?;
         }
+    }
+    let total: usize = tools
+        .iter()
+        .filter_map(|tool| tool.function.parameters.as_ref())
+        .map(|parameters| parameters.to_string().len())
+        .sum();
+    if total > MAX_TOOL_SCHEMAS_BYTES {
+        return Err(TaskError::invalid(format!(
+            "the `parameters` of `tools` are {total} bytes together, more than the limit of \
+             {MAX_TOOL_SCHEMAS_BYTES}"
+        )));
     }
     match &choice {
         ToolChoice::Required if tools.is_empty() => Err(TaskError::invalid(
@@ -278,6 +295,34 @@ mod tests {
         let mut odd = tool("f");
         odd.function.parameters = Some(json!("object"));
         assert!(message(&[odd], None).contains("`tools[0].function.parameters`"));
+    }
+
+    #[test]
+    fn tool_schemas_are_held_to_the_bounds_of_json_schema_and_to_a_total() {
+        let with = |name: &str, parameters: Value| {
+            let mut tool = tool(name);
+            tool.function.parameters = Some(parameters);
+            tool
+        };
+        let words: Vec<String> = (0..300).map(|n| format!("w{n}")).collect();
+        let wide = with("g", json!({"type": "string", "enum": words}));
+        let refused = checked_tools(&[tool("f"), wide], None).unwrap_err().message;
+        assert!(
+            refused.contains("`tools[1].function.parameters` has an enum of 300 values"),
+            "{refused}"
+        );
+        let text = "x".repeat(MAX_CONSTRAINT_BYTES / 2);
+        let half = |name: &str| with(name, json!({"type": "object", "description": text}));
+        let many: Vec<Tool> = (0..9).map(|n| half(&format!("f{n}"))).collect();
+        let refused = checked_tools(&many, None).unwrap_err().message;
+        assert!(
+            refused.contains("more than the limit of 131072"),
+            "{refused}"
+        );
+        assert!(
+            checked_tools(&many[..7], None).is_ok(),
+            "each within bounds, and the sum"
+        );
     }
 
     #[test]
