@@ -26,7 +26,7 @@ use llama_cpp_sys_2::{ggml_log_callback, ggml_log_level};
 
 use super::best_logits;
 use super::first_bytes::{names_no_tokens, FirstBytes};
-use super::grammar_rules;
+use super::grammar_rules::{self, Verdict};
 use super::tools::ToolGrammar;
 use crate::protocol::{OutputConstraint, TaskError};
 
@@ -82,14 +82,19 @@ pub(super) fn sampler(
 
 /// Refuses a grammar with left recursion before llama.cpp sees it: llama.cpp refuses only
 /// the plain kind, and on the kind hidden behind rules that match nothing its sampler never
-/// returns (see [`super::grammar_rules`]).
+/// returns (see [`super::grammar_rules`]). A grammar its parser refuses is refused here too,
+/// so that no grammar reaches llama.cpp unchecked.
 fn refuse_left_recursion(grammar: &str, what: &str) -> Result<(), TaskError> {
-    match grammar_rules::left_recursive_rule(grammar) {
-        Some(rule) => Err(TaskError::invalid(format!(
+    match grammar_rules::check(grammar) {
+        Verdict::Runnable => Ok(()),
+        Verdict::LeftRecursive(rule) => Err(TaskError::invalid(format!(
             "{what} was rejected: left recursion through rule `{rule}` (it can begin with \
              itself, perhaps after rules that match nothing), which llama.cpp cannot run"
         ))),
-        None => Ok(()),
+        Verdict::Unparsed => Err(TaskError::invalid(format!(
+            "{what} was rejected by llama.cpp: failed to parse grammar (its parser's \
+             complaint is in the worker's log)"
+        ))),
     }
 }
 

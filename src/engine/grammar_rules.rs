@@ -3,9 +3,9 @@
 //! nothing only when one of its alternatives is empty as written: a rule that begins with
 //! `x root` where `x ::= "c"?` passes, and building its sampler then expands stacks without
 //! end (the engine thread hangs, its memory grows). Here llama.cpp's own parser
-//! (`native/grammar_rules.cpp`) reads the grammar, and a fixed point over its rules finds
-//! every rule that can match nothing, then every rule that can begin with itself through
-//! such rules. Its unsafe code is that one FFI call (`lib.rs` lists every module with
+//! (`native/grammar_rules.cpp`) reads the grammar, every rule that can match nothing is
+//! found, then every rule reachable from `root` that can begin with itself through such
+//! rules. Its unsafe code is that one FFI call (`lib.rs` lists every module with
 //! unsafe code).
 
 #![allow(unsafe_code)]
@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::ffi::{c_char, CStr, CString};
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 
@@ -50,12 +50,30 @@ struct Rules {
     names: Vec<String>,
 }
 
-/// The name of a rule of `gbnf` that can begin with itself, or `None`; also `None` for a
-/// grammar llama.cpp's parser refuses (llama.cpp says why when it builds the sampler).
-pub(super) fn left_recursive_rule(gbnf: &str) -> Option<String> {
-    let rules = parse(&tokens_by_id(gbnf))?;
-    let rule = left_recursion(&rules.alternatives)?;
-    rules.names.get(rule).cloned()
+/// What the check found in a grammar.
+#[derive(Debug, PartialEq)]
+pub(super) enum Verdict {
+    /// No rule reachable from `root` begins with itself in a way llama.cpp cannot run.
+    Runnable,
+    /// This rule (reachable from `root`) can begin with itself.
+    LeftRecursive(String),
+    /// llama.cpp's parser refused the grammar (it logs why).
+    Unparsed,
+}
+
+/// Whether llama.cpp can run `gbnf` as far as left recursion goes.
+pub(super) fn check(gbnf: &str) -> Verdict {
+    let Some(rules) = parse(&tokens_by_id(gbnf)) else {
+        return Verdict::Unparsed;
+    };
+    let Some(root) = rules.names.iter().position(|name| name == "root") else {
+        // No `root`: llama.cpp refuses the grammar itself, saying so.
+        return Verdict::Runnable;
+    };
+    match left_recursion(&rules.alternatives, root) {
+        Some(rule) => Verdict::LeftRecursive(rules.names.get(rule).cloned().unwrap_or_default()),
+        None => Verdict::Runnable,
+    }
 }
 
 /// `gbnf` with every token written by its text (`<name>`, `!<name>`) written by an id
@@ -82,10 +100,11 @@ fn tokens_by_id(gbnf: &str) -> Cow<'_, str> {
                 }
             }
             '#' => {
+                // As llama.cpp's parser: a comment ends at either line break.
                 out.push(c);
                 for c in chars.by_ref() {
                     out.push(c);
-                    if c == '\n' {
+                    if c == '\n' || c == '\r' {
                         break;
                     }
                 }
@@ -150,19 +169,21 @@ fn rules_of(values: &[u32]) -> Vec<Vec<Vec<Item>>> {
     rules
 }
 
-/// A rule that can begin with itself (directly, or after rules that can match nothing)
-/// through a reference that something follows. llama.cpp expands a rule's beginnings
-/// depth-first, keeping each reference's continuation on its stack: a cycle of references
-/// that are all last in their alternatives leaves the stack as it was, so llama.cpp's own
-/// dedup of stacks ends it (its tool-call grammars hold such cycles), but one with a
-/// continuation grows the stack on every turn and never ends.
-fn left_recursion(rules: &[Vec<Vec<Item>>]) -> Option<usize> {
+/// A rule reachable from `root` that can begin with itself (directly, or after rules that
+/// can match nothing) through a reference that something follows. llama.cpp expands a
+/// rule's beginnings depth-first, keeping each reference's continuation on its stack: a
+/// cycle of references that are all last in their alternatives leaves the stack as it was,
+/// so llama.cpp's own dedup of stacks ends it (its tool-call grammars hold such cycles), but
+/// one with a continuation grows the stack on every turn and never ends. Linear in the
+/// grammar's size and without recursion: a short grammar can expand to many thousand rules.
+fn left_recursion(rules: &[Vec<Vec<Item>>], root: usize) -> Option<usize> {
+    let reachable = reachable_from(rules, root);
     let nullable = can_match_nothing(rules);
     // An edge from each rule to each rule it can begin with, weighted by whether
     // something follows that reference in its alternative.
     let mut starts = DiGraph::<(), bool>::with_capacity(rules.len(), rules.len());
     let nodes: Vec<NodeIndex> = rules.iter().map(|_| starts.add_node(())).collect();
-    for (rule, alternatives) in rules.iter().enumerate() {
+    for (rule, alternatives) in rules.iter().enumerate().filter(|(r, _)| reachable[*r]) {
         for items in alternatives {
             for (i, item) in items.iter().enumerate() {
                 let Item::Rule(to) = *item else { break };
@@ -174,8 +195,9 @@ fn left_recursion(rules: &[Vec<Vec<Item>>]) -> Option<usize> {
             }
         }
     }
+    // petgraph's Kosaraju walks with its own stack (its Tarjan recurses per node).
     let mut component = vec![0usize; rules.len()];
-    for (id, members) in tarjan_scc(&starts).iter().enumerate() {
+    for (id, members) in kosaraju_scc(&starts).iter().enumerate() {
         for node in members {
             component[node.index()] = id;
         }
@@ -188,31 +210,70 @@ fn left_recursion(rules: &[Vec<Vec<Item>>]) -> Option<usize> {
         .map(|edge| edge.target().index())
 }
 
-/// Which rules can match the empty text: a fixed point, as a rule may be empty only
-/// through others.
-fn can_match_nothing(rules: &[Vec<Vec<Item>>]) -> Vec<bool> {
-    let mut nullable = vec![false; rules.len()];
-    loop {
-        let mut changed = false;
-        for (rule, alternatives) in rules.iter().enumerate() {
-            if nullable[rule] {
-                continue;
-            }
-            let empty = alternatives.iter().any(|items| {
-                items.iter().all(|item| match *item {
-                    Item::Rule(r) => nullable.get(r).copied().unwrap_or(false),
-                    Item::Terminal => false,
-                })
-            });
-            if empty {
-                nullable[rule] = true;
-                changed = true;
-            }
+/// The rules `root` can reach through any reference (llama.cpp expands no other).
+fn reachable_from(rules: &[Vec<Vec<Item>>], root: usize) -> Vec<bool> {
+    let mut reachable = vec![false; rules.len()];
+    let mut todo = vec![root];
+    while let Some(rule) = todo.pop() {
+        if rule >= rules.len() || std::mem::replace(&mut reachable[rule], true) {
+            continue;
         }
-        if !changed {
-            return nullable;
+        for item in rules[rule].iter().flatten() {
+            if let Item::Rule(to) = *item {
+                todo.push(to);
+            }
         }
     }
+    reachable
+}
+
+/// Which rules can match the empty text: a rule may be empty only through others, so each
+/// alternative counts the references it still waits on, and a rule found empty is taken off
+/// the count of every alternative that refers to it (linear, unlike repeated passes).
+fn can_match_nothing(rules: &[Vec<Vec<Item>>]) -> Vec<bool> {
+    let mut nullable = vec![false; rules.len()];
+    // For each rule, the (rule, alternative) pairs that refer to it, once per reference.
+    let mut referrers: Vec<Vec<(usize, usize)>> = vec![Vec::new(); rules.len()];
+    let mut waiting: Vec<Vec<usize>> = Vec::with_capacity(rules.len());
+    let mut empty = Vec::new();
+    for (rule, alternatives) in rules.iter().enumerate() {
+        let mut counts = Vec::with_capacity(alternatives.len());
+        for (alt, items) in alternatives.iter().enumerate() {
+            let refs: Vec<usize> = items
+                .iter()
+                .map_while(|item| match *item {
+                    Item::Rule(to) if to < rules.len() => Some(to),
+                    _ => None,
+                })
+                .collect();
+            if refs.len() < items.len() {
+                // Something that consumes input: this alternative never matches nothing.
+                counts.push(usize::MAX);
+                continue;
+            }
+            for &to in &refs {
+                referrers[to].push((rule, alt));
+            }
+            if refs.is_empty() {
+                empty.push(rule);
+            }
+            counts.push(refs.len());
+        }
+        waiting.push(counts);
+    }
+    while let Some(rule) = empty.pop() {
+        if std::mem::replace(&mut nullable[rule], true) {
+            continue;
+        }
+        for &(referrer, alt) in &referrers[rule] {
+            let count = &mut waiting[referrer][alt];
+            *count -= 1;
+            if *count == 0 {
+                empty.push(referrer);
+            }
+        }
+    }
+    nullable
 }
 
 #[cfg(test)]
@@ -233,7 +294,7 @@ mod tests {
                 "r",
             ),
         ] {
-            assert_eq!(left_recursive_rule(gbnf).as_deref(), Some(rule), "{gbnf}");
+            assert_eq!(check(gbnf), Verdict::LeftRecursive(rule.into()), "{gbnf}");
         }
     }
 
@@ -253,7 +314,7 @@ mod tests {
     #[test]
     fn recursion_after_input_or_in_last_place_is_fine() {
         for gbnf in FINE {
-            assert_eq!(left_recursive_rule(gbnf), None, "{gbnf}");
+            assert_eq!(check(gbnf), Verdict::Runnable, "{gbnf}");
         }
     }
 
@@ -278,17 +339,45 @@ x ::= <[7]>"#;
 x ::= <[7]>"#
         );
         let named = "root ::= <x> root | \"y\"\nz ::= q <t> z\nq ::= \"\"";
-        assert_eq!(left_recursive_rule(named), None);
+        assert_eq!(check(named), Verdict::Runnable);
         assert_eq!(
-            left_recursive_rule("root ::= q <t> | q root \"a\"\nq ::= \"\"").as_deref(),
-            Some("root")
+            check("root ::= q <t> | q root \"a\"\nq ::= \"\""),
+            Verdict::LeftRecursive("root".into())
+        );
+        // A comment ends at a carriage return too, as llama.cpp reads it.
+        assert_eq!(
+            check("root ::= x root \"a\" | \"b\" # c\ry ::= <t>\nx ::= \"c\"?"),
+            Verdict::LeftRecursive("root".into())
         );
     }
 
     #[test]
-    fn a_grammar_the_parser_refuses_is_left_to_llama_cpp() {
-        assert_eq!(left_recursive_rule("root ::= undefined-rule"), None);
-        assert_eq!(left_recursive_rule("root ::= (\"a\""), None);
-        assert_eq!(left_recursive_rule("nul \0 inside"), None);
+    fn a_grammar_the_parser_refuses_is_unparsed() {
+        assert_eq!(check("root ::= undefined-rule"), Verdict::Unparsed);
+        assert_eq!(check("root ::= (\"a\""), Verdict::Unparsed);
+        assert_eq!(check("nul \0 inside"), Verdict::Unparsed);
+    }
+
+    #[test]
+    fn only_rules_root_reaches_count() {
+        let unused = "root ::= \"a\"\nunused ::= x unused \"b\" | \"c\"\nx ::= \"d\"?";
+        assert_eq!(check(unused), Verdict::Runnable);
+        assert_eq!(
+            check("start ::= start \"a\""),
+            Verdict::Runnable,
+            "no root: llama.cpp says so"
+        );
+    }
+
+    #[test]
+    fn a_grammar_of_many_thousand_rules_is_checked_without_recursion() {
+        // Each repetition becomes a chain of some 2,000 rules, each able to match nothing.
+        let levels: String = (1..=5)
+            .map(|k| format!("a{k} ::= a{}{{0,1999}}\n", k - 1))
+            .collect();
+        let deep = format!("root ::= a5 \"z\"\n{levels}a0 ::= \"a\"?");
+        assert_eq!(check(&deep), Verdict::Runnable);
+        let recursive = format!("root ::= a5 root \"z\" | \"y\"\n{levels}a0 ::= \"a\"?");
+        assert_eq!(check(&recursive), Verdict::LeftRecursive("root".into()));
     }
 }
