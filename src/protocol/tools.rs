@@ -13,6 +13,8 @@ use super::TaskError;
 
 /// Longest function name OpenAI accepts.
 const MAX_NAME_LEN: usize = 64;
+/// Most tools a task may offer (OpenAI's own limit).
+pub const MAX_TOOLS: usize = 128;
 /// Largest total of a task's tools' `parameters` schemas (serialized), in bytes.
 pub const MAX_TOOL_SCHEMAS_BYTES: usize = 4 * MAX_CONSTRAINT_BYTES;
 
@@ -192,6 +194,12 @@ pub fn checked_tools(
         None if tools.is_empty() => ToolChoice::None,
         None => ToolChoice::Auto,
     };
+    if tools.len() > MAX_TOOLS {
+        return Err(TaskError::invalid(format!(
+            "`tools` holds {} tools, more than the limit of {MAX_TOOLS}",
+            tools.len()
+        )));
+    }
     for (i, tool) in tools.iter().enumerate() {
         let name = &tool.function.name;
         let well_formed = (1..=MAX_NAME_LEN).contains(&name.len())
@@ -323,6 +331,10 @@ mod tests {
             checked_tools(&many[..7], None).is_ok(),
             "each within bounds, and the sum"
         );
+        let crowd: Vec<Tool> = (0..=MAX_TOOLS).map(|n| tool(&format!("t{n}"))).collect();
+        let refused = checked_tools(&crowd, None).unwrap_err().message;
+        assert!(refused.contains("`tools` holds 129 tools"), "{refused}");
+        assert!(checked_tools(&crowd[..MAX_TOOLS], None).is_ok());
     }
 
     #[test]
