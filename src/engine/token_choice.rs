@@ -117,12 +117,14 @@ impl Draw {
         // which top-k 1 says directly.
         let only_the_likeliest = sampling.top_p.is_some_and(|p| p <= 0.0);
         Draw {
-            top_k: sampling
-                .top_k
-                .filter(|k| *k > 0)
-                .map(|k| i32::try_from(k).unwrap_or(i32::MAX))
-                .map(|k| if only_the_likeliest { 1 } else { k })
-                .or(only_the_likeliest.then_some(1)),
+            top_k: if only_the_likeliest {
+                Some(1)
+            } else {
+                sampling
+                    .top_k
+                    .filter(|k| *k > 0)
+                    .map(|k| i32::try_from(k).unwrap_or(i32::MAX))
+            },
             top_p: sampling.top_p.filter(|p| *p > 0.0 && *p < 1.0),
             min_p: sampling.min_p.filter(|p| *p > 0.0),
             temperature: sampling.temperature,
