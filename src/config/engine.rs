@@ -56,6 +56,9 @@ pub struct EngineSettings {
     pub backend: EngineBackend,
     /// The synthetic engine's pace (`engine.backend = "synthetic"` only).
     pub synthetic: SyntheticSettings,
+    /// The longest one round of the engine thread's work may take before the worker aborts
+    /// itself (see `engine::watchdog`); 0: never.
+    pub stall_timeout_ms: u64,
 }
 
 /// What serves a worker's tasks.
@@ -236,6 +239,12 @@ impl EngineSettings {
             return Err(invalid(
                 "engine.batch_invariant",
                 "needs a KV stream per slot (engine.kv_unified = false): in one shared cache a token's attention runs over a span of cells that depends on the other tasks",
+            ));
+        }
+        if (1..100).contains(&self.stall_timeout_ms) {
+            return Err(invalid(
+                "engine.stall_timeout_ms",
+                "must be 0 (never) or at least 100",
             ));
         }
         if self.threads > 1024 {

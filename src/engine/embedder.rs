@@ -15,6 +15,7 @@ use super::embedding_inputs::tokenized;
 use super::embedding_model::EmbeddingModel;
 use super::occupancy::Occupancy;
 use super::pooling::pool;
+use super::watchdog::Heartbeat;
 use super::{EmbedJob, Embeddings, EngineStartError, Message};
 use crate::config::{EngineSettings, Pooling};
 use crate::protocol::{shape_vector, ErrorCode, TaskError};
@@ -75,16 +76,21 @@ impl Embedder {
         &mut self,
         mut jobs: mpsc::UnboundedReceiver<Message>,
         occupancy: &Occupancy,
+        heartbeat: &Heartbeat,
     ) {
         let mut waiting: VecDeque<Box<EmbedJob>> = VecDeque::new();
         let mut open = true;
         loop {
+            heartbeat.round();
             occupancy.set_busy(0);
             if waiting.is_empty() {
                 if !open {
                     return;
                 }
-                match jobs.blocking_recv() {
+                heartbeat.idle();
+                let message = jobs.blocking_recv();
+                heartbeat.round();
+                match message {
                     Some(message) => {
                         if !take(message, &mut waiting, occupancy) {
                             return;

@@ -54,6 +54,7 @@ mod text_bytes;
 mod token_choice;
 mod tool_output;
 mod tools;
+mod watchdog;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -216,6 +217,9 @@ pub struct Engine {
     occupancy: Arc<Occupancy>,
     times: Arc<StepTimes>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Told when the worker stops its engine, so that its watchdog does not take the
+    /// thread's end for a death.
+    heartbeat: Arc<watchdog::Heartbeat>,
 }
 
 impl Engine {
@@ -230,12 +234,15 @@ impl Engine {
         }
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stall_timeout_ms = settings.stall_timeout_ms;
         let settings = settings.clone();
         let occupancy = Arc::new(Occupancy::default());
         let times = Arc::new(StepTimes::default());
+        let heartbeat = watchdog::Heartbeat::new();
         let reports = runner::Reports {
             occupancy: occupancy.clone(),
             times: times.clone(),
+            heartbeat: heartbeat.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("warren-engine".into())
@@ -244,12 +251,20 @@ impl Engine {
         let info = ready_rx
             .recv()
             .map_err(|_| EngineStartError::ThreadDied)??;
+        // Watched from here on: loading a model may take as long as it takes.
+        if stall_timeout_ms > 0 {
+            let limit = std::time::Duration::from_millis(stall_timeout_ms);
+            watchdog::watch(heartbeat.clone(), limit).map_err(|e| {
+                EngineStartError::Llama(format!("cannot spawn the engine's watchdog: {e}"))
+            })?;
+        }
         Ok(Engine {
             jobs: jobs_tx,
             info,
             occupancy,
             times,
             thread: std::sync::Mutex::new(Some(thread)),
+            heartbeat,
         })
     }
 
@@ -258,6 +273,7 @@ impl Engine {
     /// Blocking. Call it before the process exits: tearing llama.cpp down while a decode runs
     /// on another thread can crash the process at exit.
     pub fn stop(&self) {
+        self.heartbeat.stopping();
         let _ = self.jobs.send(Message::Stop);
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(thread) = thread {

@@ -179,36 +179,46 @@ async fn a_task_past_its_deadline_or_too_old_is_not_run() {
     );
 }
 
-/// Sends a task that crashes every worker that runs it and restarts workers (as a process
-/// supervisor would) until the task is answered. Returns the reply and the crashes counted.
-async fn run_poison_task(names: &Names, extra: &[(&str, &str)]) -> (Value, u32, WorkerProcess) {
-    let mut settings = vec![("WARREN__WORKER__FAULT_INJECTION", "true")];
-    settings.extend_from_slice(extra);
+/// Sends `task`, which ends every worker that runs it, and restarts workers (as a process
+/// supervisor would) until the task is answered. Returns the reply, the log of each worker
+/// that ended, and the worker that saw the reply.
+pub(crate) async fn run_poison_task(
+    names: &Names,
+    settings: &[(&str, &str)],
+    task: &Value,
+) -> (Value, Vec<String>, WorkerProcess) {
     let mut upstream = Caller::connect().await;
-    let mut worker = WorkerProcess::start(names, &settings).await;
-    let task = json!({"prompt": "[[warren-fault:crash]] Hello", "max_tokens": 4});
-    let correlation_id = upstream.send(&names.requests, &task).await;
-    let mut crashes = 0;
+    let mut worker = WorkerProcess::start(names, settings).await;
+    let correlation_id = upstream.send(&names.requests, task).await;
+    let mut ended = Vec::new();
     loop {
         if let Some((cid, reply)) = upstream.any_reply_within(Duration::from_millis(300)).await {
             assert_eq!(cid, correlation_id);
-            return (reply, crashes, worker);
+            return (reply, ended, worker);
         }
         if !worker.is_running() {
-            crashes += 1;
-            assert!(crashes <= 10, "the poison task keeps crashing workers");
-            worker = WorkerProcess::spawn(names, &settings);
+            ended.push(worker.log());
+            assert!(ended.len() <= 10, "the poison task keeps crashing workers");
+            worker = WorkerProcess::spawn(names, settings);
         }
     }
+}
+
+/// Fault injection on: the marker in [`crash_task`] aborts the worker that runs it.
+const CRASHES: (&str, &str) = ("WARREN__WORKER__FAULT_INJECTION", "true");
+
+fn crash_task() -> Value {
+    json!({"prompt": "[[warren-fault:crash]] Hello", "max_tokens": 4})
 }
 
 #[tokio::test]
 async fn a_task_that_crashes_the_worker_every_time_is_dead_lettered_on_a_quorum_queue() {
     let names = Names::new("poisonq");
-    let (reply, crashes, mut worker) = run_poison_task(&names, &[]).await;
+    let (reply, crashed, mut worker) = run_poison_task(&names, &[CRASHES], &crash_task()).await;
 
     assert_eq!(
-        crashes, 3,
+        crashed.len(),
+        3,
         "worker.max_redeliveries (3) crashes, then the task is parked"
     );
     assert_eq!(reply["status"], "error");
@@ -236,10 +246,10 @@ async fn a_task_that_crashes_the_worker_every_time_is_dead_lettered_on_a_quorum_
 #[tokio::test]
 async fn a_task_that_crashes_the_worker_every_time_is_dead_lettered_on_a_classic_queue() {
     let names = Names::new("poisonc");
-    let (reply, crashes, mut worker) =
-        run_poison_task(&names, &[("WARREN__TOPOLOGY__QUEUE_TYPE", "classic")]).await;
+    let classic = [CRASHES, ("WARREN__TOPOLOGY__QUEUE_TYPE", "classic")];
+    let (reply, crashed, mut worker) = run_poison_task(&names, &classic, &crash_task()).await;
 
-    assert_eq!(crashes, 3);
+    assert_eq!(crashed.len(), 3);
     assert_eq!(reply["error"]["code"], "internal", "{reply}");
     assert_eq!(ready_count(&names.dead).await, 1);
     assert!(worker.is_running());

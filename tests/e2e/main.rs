@@ -25,6 +25,7 @@ mod no_work_twice;
 mod operations;
 mod prefix_cache;
 mod retry_to_full_queue;
+mod stalls;
 mod task_file;
 mod throughput;
 mod topology_and_cli;

@@ -99,6 +99,10 @@ fn bad_values_name_their_key() {
         ),
         (&[("WARREN__ENGINE__SLOTS", "0")], "engine.slots"),
         (
+            &[("WARREN__ENGINE__STALL_TIMEOUT_MS", "99")],
+            "engine.stall_timeout_ms",
+        ),
+        (
             &[
                 ("WARREN__LIMITS__MAX_TOKENS_CAP", "1024"),
                 ("WARREN__LIMITS__DEFAULT_MAX_TOKENS", "5000"),

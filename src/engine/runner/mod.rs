@@ -33,6 +33,7 @@ use super::occupancy::Occupancy;
 use super::prefix::PrefixCache;
 use super::sequence::Sequence;
 use super::step_times::{Lap, StepTimes};
+use super::watchdog::Heartbeat;
 use super::{EngineStartError, Message, ModelInfo};
 use crate::config::{EngineRole, EngineSettings};
 use crate::protocol::{ErrorCode, TaskError};
@@ -41,6 +42,8 @@ use crate::protocol::{ErrorCode, TaskError};
 pub(super) struct Reports {
     pub occupancy: Arc<Occupancy>,
     pub times: Arc<StepTimes>,
+    /// Each round of work begun, each wait for work, and the thread's end.
+    pub heartbeat: Arc<Heartbeat>,
 }
 
 /// Entry point of the engine thread. Reports start-up on `ready`, then serves `jobs` until
@@ -51,12 +54,17 @@ pub(super) fn run(
     ready: std::sync::mpsc::Sender<Result<ModelInfo, EngineStartError>>,
     reports: Reports,
 ) {
-    let Reports { occupancy, times } = reports;
+    let Reports {
+        occupancy,
+        times,
+        heartbeat,
+    } = reports;
+    let _alive = heartbeat.guard();
     if settings.role == EngineRole::Embed {
         match startup::embedder(&settings) {
             Ok((mut embedder, info)) => {
                 if ready.send(Ok(info)).is_ok() {
-                    embedder.serve(jobs, &occupancy);
+                    embedder.serve(jobs, &occupancy, &heartbeat);
                 }
             }
             Err(e) => {
@@ -82,7 +90,7 @@ pub(super) fn run(
     if ready.send(Ok(runner.info(&settings))).is_err() {
         return;
     }
-    runner.serve(jobs, &occupancy);
+    runner.serve(jobs, &occupancy, &heartbeat);
 }
 
 /// A generating engine has no embedding context.
@@ -122,18 +130,26 @@ struct Runner<'m> {
 }
 
 impl<'m> Runner<'m> {
-    fn serve(&mut self, mut jobs: mpsc::UnboundedReceiver<Message>, occupancy: &Occupancy) {
+    fn serve(
+        &mut self,
+        mut jobs: mpsc::UnboundedReceiver<Message>,
+        occupancy: &Occupancy,
+        heartbeat: &Heartbeat,
+    ) {
         let mut open = true;
         let started = self.times.snapshot();
         let mut lap = Lap::start();
         loop {
+            heartbeat.round();
             occupancy.set_busy(self.active());
             occupancy.set_kv_cells_used(self.kv_cells_used());
             if self.active() == 0 {
                 if !open {
                     return self.report(&started);
                 }
+                heartbeat.idle();
                 let waiting = jobs.blocking_recv();
+                heartbeat.round();
                 // Time idle is no step's.
                 lap = Lap::start();
                 match waiting {

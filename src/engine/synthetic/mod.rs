@@ -51,6 +51,8 @@ pub(super) fn start(settings: &EngineSettings) -> Result<Engine, EngineStartErro
         occupancy,
         times: Arc::new(StepTimes::default()),
         thread: std::sync::Mutex::new(Some(thread)),
+        // Unwatched: no llama.cpp call runs here.
+        heartbeat: super::watchdog::Heartbeat::new(),
     })
 }
 
