@@ -26,6 +26,7 @@ use llama_cpp_sys_2::{ggml_log_callback, ggml_log_level};
 
 use super::best_logits;
 use super::first_bytes::{names_no_tokens, FirstBytes};
+use super::grammar_expansion;
 use super::grammar_rules::{self, Verdict};
 use super::tools::ToolGrammar;
 use crate::protocol::{OutputConstraint, TaskError};
@@ -66,7 +67,7 @@ pub(super) fn sampler(
         }
         OutputConstraint::Grammar(grammar) => (grammar.clone(), "grammar"),
     };
-    refuse_left_recursion(&grammar, &format!("`{field}`"))?;
+    refuse_unbounded(&grammar, &format!("`{field}`"))?;
     let (built, logged) = logged_while(|| LlamaSampler::grammar(model, &grammar, "root"));
     let reads_text = names_no_tokens(&grammar);
     built.map(|sampler| (sampler, reads_text)).map_err(|e| {
@@ -80,16 +81,23 @@ pub(super) fn sampler(
     })
 }
 
-/// Refuses a grammar with left recursion before llama.cpp sees it: llama.cpp refuses only
-/// the plain kind, and on the kind hidden behind rules that match nothing its sampler never
-/// returns (see [`super::grammar_rules`]). A grammar its parser refuses is refused here too,
-/// so that no grammar reaches llama.cpp unchecked.
-fn refuse_left_recursion(grammar: &str, what: &str) -> Result<(), TaskError> {
+/// Refuses a grammar llama.cpp would expand without end or for minutes before llama.cpp
+/// sees it: left recursion hidden behind rules that match nothing (llama.cpp refuses only
+/// the plain kind) and nested repetitions of what can match nothing (see
+/// [`super::grammar_expansion`]). A grammar its parser refuses is refused here too, so that
+/// no grammar reaches llama.cpp unchecked.
+fn refuse_unbounded(grammar: &str, what: &str) -> Result<(), TaskError> {
     match grammar_rules::check(grammar) {
         Verdict::Runnable => Ok(()),
         Verdict::LeftRecursive(rule) => Err(TaskError::invalid(format!(
             "{what} was rejected: left recursion through rule `{rule}` (it can begin with \
              itself, perhaps after rules that match nothing), which llama.cpp cannot run"
+        ))),
+        Verdict::TooManyStacks(rule) => Err(TaskError::invalid(format!(
+            "{what} was rejected: expanding rule `{rule}` could hold more than {} parse \
+             stacks at once (nested repetitions of something that can match nothing multiply \
+             them), which would stall the worker",
+            grammar_expansion::MAX_STACKS
         ))),
         Verdict::Unparsed => Err(TaskError::invalid(format!(
             "{what} was rejected by llama.cpp: failed to parse grammar (its parser's \
@@ -104,7 +112,7 @@ fn tool_sampler(
     model: &LlamaModel,
     tools: &ToolGrammar,
 ) -> Result<(LlamaSampler, bool), TaskError> {
-    refuse_left_recursion(&tools.grammar, "the tool-call grammar")?;
+    refuse_unbounded(&tools.grammar, "the tool-call grammar")?;
     let (built, logged) = logged_while(|| {
         if tools.lazy {
             LlamaSampler::grammar_lazy_patterns(

@@ -1,21 +1,15 @@
-//! Left recursion in a GBNF grammar, found before llama.cpp builds its sampler. llama.cpp
-//! refuses a rule that begins with itself, but its check counts a rule as able to match
-//! nothing only when one of its alternatives is empty as written: a rule that begins with
-//! `x root` where `x ::= "c"?` passes, and building its sampler then expands stacks without
-//! end (the engine thread hangs, its memory grows). Here llama.cpp's own parser
-//! (`native/grammar_rules.cpp`) reads the grammar, every rule that can match nothing is
-//! found, then every rule reachable from `root` that can begin with itself through such
-//! rules. Its unsafe code is that one FFI call (`lib.rs` lists every module with
-//! unsafe code).
+//! A GBNF grammar read by llama.cpp's own parser (`native/grammar_rules.cpp`) before llama.cpp
+//! builds its sampler, and checked for the shapes on which building or running that sampler
+//! never ends or holds the engine thread for minutes (`super::grammar_expansion` says which
+//! and why). Its unsafe code is that one FFI call (`lib.rs` lists every module with unsafe
+//! code).
 
 #![allow(unsafe_code)]
 
 use std::borrow::Cow;
 use std::ffi::{c_char, CStr, CString};
 
-use petgraph::algo::kosaraju_scc;
-use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::EdgeRef;
+use super::grammar_expansion::{self, Expansion, Item};
 
 extern "C" {
     /// `native/grammar_rules.cpp`: llama.cpp's parse of `gbnf`, flattened.
@@ -36,13 +30,6 @@ const RULE_REF: u32 = 2;
 const CHAR_RNG_UPPER: u32 = 5;
 const CHAR_ALT: u32 = 6;
 
-/// One item of an alternative: another rule, or something that consumes input.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Item {
-    Rule(usize),
-    Terminal,
-}
-
 /// A grammar's rules by id: each a list of alternatives, each a sequence of items.
 #[derive(Debug, PartialEq)]
 struct Rules {
@@ -53,15 +40,18 @@ struct Rules {
 /// What the check found in a grammar.
 #[derive(Debug, PartialEq)]
 pub(super) enum Verdict {
-    /// No rule reachable from `root` begins with itself in a way llama.cpp cannot run.
+    /// llama.cpp's expansion of the grammar ends, each holding a bounded number of stacks.
     Runnable,
-    /// This rule (reachable from `root`) can begin with itself.
+    /// This rule (reachable from `root`) can begin with itself with something after it.
     LeftRecursive(String),
+    /// Expanding a position in this rule could hold more than
+    /// [`grammar_expansion::MAX_STACKS`] stacks.
+    TooManyStacks(String),
     /// llama.cpp's parser refused the grammar (it logs why).
     Unparsed,
 }
 
-/// Whether llama.cpp can run `gbnf` as far as left recursion goes.
+/// Whether llama.cpp can run `gbnf` in bounded time, as far as its rules' shape goes.
 pub(super) fn check(gbnf: &str) -> Verdict {
     let Some(rules) = parse(&tokens_by_id(gbnf)) else {
         return Verdict::Unparsed;
@@ -70,9 +60,11 @@ pub(super) fn check(gbnf: &str) -> Verdict {
         // No `root`: llama.cpp refuses the grammar itself, saying so.
         return Verdict::Runnable;
     };
-    match left_recursion(&rules.alternatives, root) {
-        Some(rule) => Verdict::LeftRecursive(rules.names.get(rule).cloned().unwrap_or_default()),
-        None => Verdict::Runnable,
+    let name = |rule: usize| rules.names.get(rule).cloned().unwrap_or_default();
+    match grammar_expansion::expansion(&rules.alternatives, root) {
+        Expansion::Bounded => Verdict::Runnable,
+        Expansion::LeftRecursive(rule) => Verdict::LeftRecursive(name(rule)),
+        Expansion::TooManyStacks(rule) => Verdict::TooManyStacks(name(rule)),
     }
 }
 
@@ -169,113 +161,6 @@ fn rules_of(values: &[u32]) -> Vec<Vec<Vec<Item>>> {
     rules
 }
 
-/// A rule reachable from `root` that can begin with itself (directly, or after rules that
-/// can match nothing) through a reference that something follows. llama.cpp expands a
-/// rule's beginnings depth-first, keeping each reference's continuation on its stack: a
-/// cycle of references that are all last in their alternatives leaves the stack as it was,
-/// so llama.cpp's own dedup of stacks ends it (its tool-call grammars hold such cycles), but
-/// one with a continuation grows the stack on every turn and never ends. Linear in the
-/// grammar's size and without recursion: a short grammar can expand to many thousand rules.
-fn left_recursion(rules: &[Vec<Vec<Item>>], root: usize) -> Option<usize> {
-    let reachable = reachable_from(rules, root);
-    let nullable = can_match_nothing(rules);
-    // An edge from each rule to each rule it can begin with, weighted by whether
-    // something follows that reference in its alternative.
-    let mut starts = DiGraph::<(), bool>::with_capacity(rules.len(), rules.len());
-    let nodes: Vec<NodeIndex> = rules.iter().map(|_| starts.add_node(())).collect();
-    for (rule, alternatives) in rules.iter().enumerate().filter(|(r, _)| reachable[*r]) {
-        for items in alternatives {
-            for (i, item) in items.iter().enumerate() {
-                let Item::Rule(to) = *item else { break };
-                let Some(&target) = nodes.get(to) else { break };
-                starts.add_edge(nodes[rule], target, i + 1 < items.len());
-                if !nullable[to] {
-                    break;
-                }
-            }
-        }
-    }
-    // petgraph's Kosaraju walks with its own stack (its Tarjan recurses per node).
-    let mut component = vec![0usize; rules.len()];
-    for (id, members) in kosaraju_scc(&starts).iter().enumerate() {
-        for node in members {
-            component[node.index()] = id;
-        }
-    }
-    starts
-        .edge_references()
-        .find(|edge| {
-            *edge.weight() && component[edge.source().index()] == component[edge.target().index()]
-        })
-        .map(|edge| edge.target().index())
-}
-
-/// The rules `root` can reach through any reference (llama.cpp expands no other).
-fn reachable_from(rules: &[Vec<Vec<Item>>], root: usize) -> Vec<bool> {
-    let mut reachable = vec![false; rules.len()];
-    let mut todo = vec![root];
-    while let Some(rule) = todo.pop() {
-        if rule >= rules.len() || std::mem::replace(&mut reachable[rule], true) {
-            continue;
-        }
-        for item in rules[rule].iter().flatten() {
-            if let Item::Rule(to) = *item {
-                todo.push(to);
-            }
-        }
-    }
-    reachable
-}
-
-/// Which rules can match the empty text: a rule may be empty only through others, so each
-/// alternative counts the references it still waits on, and a rule found empty is taken off
-/// the count of every alternative that refers to it (linear, unlike repeated passes).
-fn can_match_nothing(rules: &[Vec<Vec<Item>>]) -> Vec<bool> {
-    let mut nullable = vec![false; rules.len()];
-    // For each rule, the (rule, alternative) pairs that refer to it, once per reference.
-    let mut referrers: Vec<Vec<(usize, usize)>> = vec![Vec::new(); rules.len()];
-    let mut waiting: Vec<Vec<usize>> = Vec::with_capacity(rules.len());
-    let mut empty = Vec::new();
-    for (rule, alternatives) in rules.iter().enumerate() {
-        let mut counts = Vec::with_capacity(alternatives.len());
-        for (alt, items) in alternatives.iter().enumerate() {
-            let refs: Vec<usize> = items
-                .iter()
-                .map_while(|item| match *item {
-                    Item::Rule(to) if to < rules.len() => Some(to),
-                    _ => None,
-                })
-                .collect();
-            if refs.len() < items.len() {
-                // Something that consumes input: this alternative never matches nothing.
-                counts.push(usize::MAX);
-                continue;
-            }
-            for &to in &refs {
-                referrers[to].push((rule, alt));
-            }
-            if refs.is_empty() {
-                empty.push(rule);
-            }
-            counts.push(refs.len());
-        }
-        waiting.push(counts);
-    }
-    while let Some(rule) = empty.pop() {
-        if std::mem::replace(&mut nullable[rule], true) {
-            continue;
-        }
-        for &(referrer, alt) in &referrers[rule] {
-            let count = &mut waiting[referrer][alt];
-            *count -= 1;
-            if *count == 0 {
-                empty.push(referrer);
-            }
-        }
-    }
-    nullable
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +182,9 @@ mod tests {
             assert_eq!(check(gbnf), Verdict::LeftRecursive(rule.into()), "{gbnf}");
         }
     }
+
+    /// The largest `n` of [`nested_repetitions`] found fine.
+    const LARGEST_FINE_NESTING: u32 = 21;
 
     /// Grammars llama.cpp can run, some with left recursion of the kind its stacks survive.
     const FINE: [&str; 7] = [
@@ -323,7 +211,8 @@ mod tests {
     #[test]
     fn needs_model_llama_cpp_builds_what_is_found_fine() {
         let (_backend, model) = super::super::test_model::real_model();
-        for gbnf in FINE {
+        let nested = nested_repetitions("", LARGEST_FINE_NESTING);
+        for gbnf in FINE.into_iter().chain([nested.as_str()]) {
             let built = llama_cpp_2::sampling::LlamaSampler::grammar(&model, gbnf, "root");
             assert!(built.is_ok(), "{gbnf}");
         }
@@ -371,13 +260,42 @@ x ::= <[7]>"#
 
     #[test]
     fn a_grammar_of_many_thousand_rules_is_checked_without_recursion() {
-        // Each repetition becomes a chain of some 2,000 rules, each able to match nothing.
-        let levels: String = (1..=5)
-            .map(|k| format!("a{k} ::= a{}{{0,1999}}\n", k - 1))
-            .collect();
-        let deep = format!("root ::= a5 \"z\"\n{levels}a0 ::= \"a\"?");
+        // Each repetition becomes a chain of some 2,000 rules, many able to match nothing.
+        let levels = |min: u32| -> String {
+            (1..=5)
+                .map(|k| format!("a{k} ::= a{}{{{min},1999}}\n", k - 1))
+                .collect()
+        };
+        let deep = format!("root ::= a5 \"z\"\n{}a0 ::= \"a\"", levels(1));
         assert_eq!(check(&deep), Verdict::Runnable);
-        let recursive = format!("root ::= a5 root \"z\" | \"y\"\n{levels}a0 ::= \"a\"?");
+        let nested = format!("root ::= a5 \"z\"\n{}a0 ::= \"a\"?", levels(0));
+        assert_eq!(check(&nested), Verdict::TooManyStacks("root".into()));
+        let recursive = format!("root ::= a5 root \"z\" | \"y\"\n{}a0 ::= \"a\"?", levels(0));
         assert_eq!(check(&recursive), Verdict::LeftRecursive("root".into()));
+    }
+
+    /// Three levels of `{0,n}` over `"a"?`, after `prefix`: some n³ ways to begin.
+    fn nested_repetitions(prefix: &str, n: u32) -> String {
+        format!(
+            "root ::= {prefix} a3 \"b\"\na3 ::= a2{{0,{n}}}\na2 ::= a1{{0,{n}}}\n\
+             a1 ::= a0{{0,{n}}}\na0 ::= \"a\"?"
+        )
+    }
+
+    #[test]
+    fn nested_repetitions_of_what_can_match_nothing_are_refused() {
+        // Before this check, llama.cpp took some two minutes building this one's sampler.
+        let refused = Verdict::TooManyStacks("root".into());
+        assert_eq!(check(&nested_repetitions("", 60)), refused);
+        // The same stacks after input: llama.cpp would expand them at the first token.
+        assert_eq!(check(&nested_repetitions("\"x\"", 60)), refused);
+        assert_eq!(
+            check(&nested_repetitions("", LARGEST_FINE_NESTING)),
+            Verdict::Runnable
+        );
+        assert_eq!(
+            check(&nested_repetitions("", LARGEST_FINE_NESTING + 1)),
+            refused
+        );
     }
 }

@@ -36,6 +36,7 @@ mod embedding_model;
 mod first_bytes;
 mod generated_text;
 mod grammar;
+mod grammar_expansion;
 mod grammar_rules;
 mod logprobs;
 mod occupancy;

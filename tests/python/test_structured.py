@@ -164,6 +164,12 @@ def test_a_schema_llama_cpp_rejects_is_a_400_with_llama_cpps_reason(client, name
         # Left recursion behind a rule that can match nothing: llama.cpp's own check misses
         # it and its sampler never returns (a hung worker before warren checked it).
         ('root ::= x root "a" | "b"\nx ::= "c"?', "left recursion through rule `root`"),
+        # Nested repetitions of what can match nothing: some 60^3 ways to begin, which held
+        # the worker about two minutes while llama.cpp built the sampler.
+        (
+            'root ::= a3 "b"\na3 ::= a2{0,60}\na2 ::= a1{0,60}\na1 ::= a0{0,60}\na0 ::= "a"?',
+            "more than 10000 parse stacks",
+        ),
         # The parser's own complaint goes to the worker's stderr (llama.cpp prints it there).
         ('root ::= undefined-rule', "failed to parse grammar"),
         ('root ::= ("a"', "failed to parse grammar"),
