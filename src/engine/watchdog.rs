@@ -18,9 +18,10 @@ pub(super) struct Heartbeat {
     /// When the round under way began, in milliseconds since `epoch` plus one; 0 while the
     /// thread waits for work.
     round_began: AtomicU64,
-    /// False once the engine thread has returned or unwound.
-    alive: AtomicBool,
-    /// True once the worker asked its engine to stop (its thread then ends on purpose).
+    /// True once the engine thread has unwound from a panic.
+    panicked: AtomicBool,
+    /// True once the worker asked its engine to stop, or the thread returned (it returns
+    /// only when told to stop or when every handle is gone).
     stopping: AtomicBool,
 }
 
@@ -29,7 +30,7 @@ impl Heartbeat {
         Arc::new(Heartbeat {
             epoch: Instant::now(),
             round_began: AtomicU64::new(0),
-            alive: AtomicBool::new(true),
+            panicked: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         })
     }
@@ -50,10 +51,10 @@ impl Heartbeat {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
-    /// Marks the engine thread gone when dropped: hold it on that thread, so that it is
+    /// Tells how the engine thread ended when dropped: hold it on that thread, so that it is
     /// dropped when the thread returns or unwinds.
-    pub(super) fn guard(self: &Arc<Self>) -> AliveGuard {
-        AliveGuard(self.clone())
+    pub(super) fn guard(self: &Arc<Self>) -> EndGuard {
+        EndGuard(self.clone())
     }
 
     fn health(&self, limit: Duration) -> Health {
@@ -65,18 +66,22 @@ impl Heartbeat {
         health(
             busy_for,
             limit,
-            self.alive.load(Ordering::Relaxed),
+            self.panicked.load(Ordering::Relaxed),
             self.stopping.load(Ordering::Relaxed),
         )
     }
 }
 
 /// Dropped when the engine thread ends, however it ends.
-pub(super) struct AliveGuard(Arc<Heartbeat>);
+pub(super) struct EndGuard(Arc<Heartbeat>);
 
-impl Drop for AliveGuard {
+impl Drop for EndGuard {
     fn drop(&mut self) {
-        self.0.alive.store(false, Ordering::Relaxed);
+        if std::thread::panicking() {
+            self.0.panicked.store(true, Ordering::Relaxed);
+        } else {
+            self.0.stopping();
+        }
     }
 }
 
@@ -86,18 +91,18 @@ enum Health {
     Fine,
     /// A round has run this long, past the limit.
     Stalled(Duration),
-    /// The thread ended while the worker still serves.
-    Gone,
+    /// The thread panicked while the worker still serves.
+    Panicked,
     /// The worker is stopping: nothing more to watch.
     Stopping,
 }
 
-fn health(busy_for: Option<Duration>, limit: Duration, alive: bool, stopping: bool) -> Health {
+fn health(busy_for: Option<Duration>, limit: Duration, panicked: bool, stopping: bool) -> Health {
     if stopping {
         return Health::Stopping;
     }
-    if !alive {
-        return Health::Gone;
+    if panicked {
+        return Health::Panicked;
     }
     match busy_for {
         Some(busy) if busy > limit => Health::Stalled(busy),
@@ -123,9 +128,9 @@ pub(super) fn watch(heartbeat: Arc<Heartbeat>, limit: Duration) -> std::io::Resu
                     busy.as_millis(),
                     limit.as_millis()
                 )),
-                Health::Gone => abort(
-                    "the engine thread ended while the worker still serves (a panic, logged \
-                     above): aborting, so that the broker redelivers this worker's tasks",
+                Health::Panicked => abort(
+                    "the engine thread panicked (logged above) while the worker still serves: \
+                     aborting, so that the broker redelivers this worker's tasks",
                 ),
             }
         })
@@ -148,28 +153,28 @@ mod tests {
     #[test]
     fn a_round_past_the_limit_is_a_stall_and_waiting_for_work_is_not() {
         let busy = |ms| Some(Duration::from_millis(ms));
-        assert_eq!(health(busy(60_000), LIMIT, true, false), Health::Fine);
+        assert_eq!(health(busy(60_000), LIMIT, false, false), Health::Fine);
         assert_eq!(
-            health(busy(60_001), LIMIT, true, false),
+            health(busy(60_001), LIMIT, false, false),
             Health::Stalled(Duration::from_millis(60_001))
         );
         assert_eq!(
-            health(None, LIMIT, true, false),
+            health(None, LIMIT, false, false),
             Health::Fine,
             "idle for hours"
         );
     }
 
     #[test]
-    fn a_thread_gone_counts_only_while_the_worker_serves() {
-        assert_eq!(health(None, LIMIT, false, false), Health::Gone);
-        assert_eq!(health(None, LIMIT, false, true), Health::Stopping);
+    fn a_panic_counts_only_while_the_worker_serves() {
+        assert_eq!(health(None, LIMIT, true, false), Health::Panicked);
+        assert_eq!(health(None, LIMIT, true, true), Health::Stopping);
         let stalled = Some(Duration::from_secs(600));
-        assert_eq!(health(stalled, LIMIT, true, true), Health::Stopping);
+        assert_eq!(health(stalled, LIMIT, false, true), Health::Stopping);
     }
 
     #[test]
-    fn the_heartbeat_reads_rounds_idleness_and_the_thread_ending() {
+    fn the_heartbeat_reads_rounds_idleness_and_how_the_thread_ended() {
         let heartbeat = Heartbeat::new();
         assert_eq!(heartbeat.health(Duration::ZERO), Health::Fine, "idle");
         heartbeat.round();
@@ -182,13 +187,20 @@ mod tests {
         assert_eq!(heartbeat.health(Duration::ZERO), Health::Fine);
         let on_thread = heartbeat.clone();
         let ended = std::thread::spawn(move || {
-            let _alive = on_thread.guard();
+            let _ended = on_thread.guard();
             panic!("an engine thread's panic");
         })
         .join();
         assert!(ended.is_err());
-        assert_eq!(heartbeat.health(LIMIT), Health::Gone, "unwound: gone");
+        assert_eq!(heartbeat.health(LIMIT), Health::Panicked, "unwound");
         heartbeat.stopping();
         assert_eq!(heartbeat.health(LIMIT), Health::Stopping);
+        // A thread that returns ends on purpose (told to stop, or every handle gone).
+        let heartbeat = Heartbeat::new();
+        let on_thread = heartbeat.clone();
+        std::thread::spawn(move || drop(on_thread.guard()))
+            .join()
+            .unwrap();
+        assert_eq!(heartbeat.health(LIMIT), Health::Stopping, "returned");
     }
 }

@@ -59,7 +59,7 @@ pub(super) fn run(
         times,
         heartbeat,
     } = reports;
-    let _alive = heartbeat.guard();
+    let _ended = heartbeat.guard();
     if settings.role == EngineRole::Embed {
         match startup::embedder(&settings) {
             Ok((mut embedder, info)) => {
