@@ -33,6 +33,8 @@ fn the_compose_file_runs_the_whole_stack_with_healthchecks() {
         warren["build"]["dockerfile"].as_str(),
         Some("deploy/Dockerfile")
     );
+    // A worker aborts itself when its engine stalls: something must bring it back.
+    assert_eq!(warren["restart"].as_str(), Some("unless-stopped"));
     // The gateway runs the same image against the same broker, with Redis for its state.
     let gateway = &compose["services"]["gateway"];
     assert_eq!(gateway["image"].as_str(), warren["image"].as_str());
