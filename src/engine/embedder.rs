@@ -117,13 +117,13 @@ impl Embedder {
                 }
             }
             occupancy.set_busy(waiting.len());
-            self.run(waiting.drain(..).map(|job| *job).collect());
+            self.run(waiting.drain(..).map(|job| *job).collect(), heartbeat);
         }
     }
 
     /// Embeds every input of `jobs`, packing inputs of different jobs into the same decodes,
     /// and answers each job.
-    fn run(&mut self, jobs: Vec<EmbedJob>) {
+    fn run(&mut self, jobs: Vec<EmbedJob>, heartbeat: &Heartbeat) {
         let mut running: Vec<Running> = Vec::with_capacity(jobs.len());
         let mut items: Vec<Item> = Vec::new();
         for job in jobs {
@@ -173,6 +173,8 @@ impl Embedder {
             if group.is_empty() {
                 continue;
             }
+            // Each decode is a round of its own: a job's inputs may take many.
+            heartbeat.round();
             match self.decode(&group) {
                 Ok(vectors) => {
                     for (item, vector) in group.iter().zip(vectors) {

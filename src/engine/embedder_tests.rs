@@ -38,7 +38,7 @@ fn run(embedder: &mut Embedder, tasks: Vec<EmbeddingTask>) -> Vec<Result<Embeddi
             }
         })
         .collect();
-    embedder.run(jobs);
+    embedder.run(jobs, &Heartbeat::new());
     results
         .into_iter()
         .map(|mut r| r.try_recv().expect("every job is answered"))

@@ -7,9 +7,15 @@
 //! that stalls every worker it reaches is answered as poison after
 //! `worker.max_redeliveries` (docs/src/wire-contract/failures.md).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How the engine thread ended, as stored in [`Heartbeat::ended`].
+const RUNNING: u8 = 0;
+/// It returned: told to stop, or every handle gone (it returns for nothing else).
+const RETURNED: u8 = 1;
+const PANICKED: u8 = 2;
 
 /// What the engine thread tells the watchdog, and the handle tells both.
 #[derive(Debug)]
@@ -18,10 +24,9 @@ pub(super) struct Heartbeat {
     /// When the round under way began, in milliseconds since `epoch` plus one; 0 while the
     /// thread waits for work.
     round_began: AtomicU64,
-    /// True once the engine thread has unwound from a panic.
-    panicked: AtomicBool,
-    /// True once the worker asked its engine to stop, or the thread returned (it returns
-    /// only when told to stop or when every handle is gone).
+    /// [`RUNNING`], [`RETURNED`] or [`PANICKED`].
+    ended: AtomicU8,
+    /// True once the worker asked its engine to stop: a panic then ends nothing more.
     stopping: AtomicBool,
 }
 
@@ -30,7 +35,7 @@ impl Heartbeat {
         Arc::new(Heartbeat {
             epoch: Instant::now(),
             round_began: AtomicU64::new(0),
-            panicked: AtomicBool::new(false),
+            ended: AtomicU8::new(RUNNING),
             stopping: AtomicBool::new(false),
         })
     }
@@ -48,7 +53,7 @@ impl Heartbeat {
 
     /// The worker asks its engine to stop.
     pub(super) fn stopping(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+        self.stopping.store(true, Ordering::SeqCst);
     }
 
     /// Tells how the engine thread ended when dropped: hold it on that thread, so that it is
@@ -66,8 +71,8 @@ impl Heartbeat {
         health(
             busy_for,
             limit,
-            self.panicked.load(Ordering::Relaxed),
-            self.stopping.load(Ordering::Relaxed),
+            self.ended.load(Ordering::SeqCst),
+            self.stopping.load(Ordering::SeqCst),
         )
     }
 }
@@ -77,11 +82,13 @@ pub(super) struct EndGuard(Arc<Heartbeat>);
 
 impl Drop for EndGuard {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.panicked.store(true, Ordering::Relaxed);
+        let how = if std::thread::panicking() {
+            PANICKED
         } else {
-            self.0.stopping();
-        }
+            self.0.idle();
+            RETURNED
+        };
+        self.0.ended.store(how, Ordering::SeqCst);
     }
 }
 
@@ -93,17 +100,17 @@ enum Health {
     Stalled(Duration),
     /// The thread panicked while the worker still serves.
     Panicked,
-    /// The worker is stopping: nothing more to watch.
-    Stopping,
+    /// The thread ended on purpose (or while the worker was stopping): nothing more to watch.
+    Ended,
 }
 
-fn health(busy_for: Option<Duration>, limit: Duration, panicked: bool, stopping: bool) -> Health {
-    if stopping {
-        return Health::Stopping;
+fn health(busy_for: Option<Duration>, limit: Duration, ended: u8, stopping: bool) -> Health {
+    match ended {
+        RUNNING => {}
+        PANICKED if !stopping => return Health::Panicked,
+        _ => return Health::Ended,
     }
-    if panicked {
-        return Health::Panicked;
-    }
+    // Watched while stopping too: a stalled engine would hold the worker's stop for ever.
     match busy_for {
         Some(busy) if busy > limit => Health::Stalled(busy),
         _ => Health::Fine,
@@ -120,7 +127,7 @@ pub(super) fn watch(heartbeat: Arc<Heartbeat>, limit: Duration) -> std::io::Resu
             std::thread::sleep(every);
             match heartbeat.health(limit) {
                 Health::Fine => {}
-                Health::Stopping => return,
+                Health::Ended => return,
                 Health::Stalled(busy) => abort(&format!(
                     "the engine thread has been in one round of work for {} ms, past \
                      engine.stall_timeout_ms ({} ms): aborting, so that the broker redelivers \
@@ -153,24 +160,29 @@ mod tests {
     #[test]
     fn a_round_past_the_limit_is_a_stall_and_waiting_for_work_is_not() {
         let busy = |ms| Some(Duration::from_millis(ms));
-        assert_eq!(health(busy(60_000), LIMIT, false, false), Health::Fine);
+        assert_eq!(health(busy(60_000), LIMIT, RUNNING, false), Health::Fine);
         assert_eq!(
-            health(busy(60_001), LIMIT, false, false),
+            health(busy(60_001), LIMIT, RUNNING, false),
             Health::Stalled(Duration::from_millis(60_001))
         );
         assert_eq!(
-            health(None, LIMIT, false, false),
+            health(None, LIMIT, RUNNING, false),
             Health::Fine,
             "idle for hours"
+        );
+        assert_eq!(
+            health(busy(60_001), LIMIT, RUNNING, true),
+            Health::Stalled(Duration::from_millis(60_001)),
+            "a stall would hold the stop for ever"
         );
     }
 
     #[test]
-    fn a_panic_counts_only_while_the_worker_serves() {
-        assert_eq!(health(None, LIMIT, true, false), Health::Panicked);
-        assert_eq!(health(None, LIMIT, true, true), Health::Stopping);
+    fn a_panic_counts_only_while_the_worker_serves_and_a_return_never() {
+        assert_eq!(health(None, LIMIT, PANICKED, false), Health::Panicked);
+        assert_eq!(health(None, LIMIT, PANICKED, true), Health::Ended);
         let stalled = Some(Duration::from_secs(600));
-        assert_eq!(health(stalled, LIMIT, false, true), Health::Stopping);
+        assert_eq!(health(stalled, LIMIT, RETURNED, false), Health::Ended);
     }
 
     #[test]
@@ -194,13 +206,16 @@ mod tests {
         assert!(ended.is_err());
         assert_eq!(heartbeat.health(LIMIT), Health::Panicked, "unwound");
         heartbeat.stopping();
-        assert_eq!(heartbeat.health(LIMIT), Health::Stopping);
-        // A thread that returns ends on purpose (told to stop, or every handle gone).
+        assert_eq!(heartbeat.health(LIMIT), Health::Ended);
+        // A thread that returns ends on purpose, mid-round or not.
         let heartbeat = Heartbeat::new();
         let on_thread = heartbeat.clone();
-        std::thread::spawn(move || drop(on_thread.guard()))
-            .join()
-            .unwrap();
-        assert_eq!(heartbeat.health(LIMIT), Health::Stopping, "returned");
+        std::thread::spawn(move || {
+            let _ended = on_thread.guard();
+            on_thread.round();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(heartbeat.health(Duration::ZERO), Health::Ended, "returned");
     }
 }

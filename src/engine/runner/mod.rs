@@ -181,7 +181,7 @@ impl<'m> Runner<'m> {
             }
             self.reap();
             if self.active() > 0 {
-                self.step(&mut lap);
+                self.step(&mut lap, heartbeat);
             }
         }
     }

@@ -15,6 +15,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::super::sequence::{InBatch, Sequence, Step};
 use super::super::step_times::{Lap, Phase};
+use super::super::watchdog::Heartbeat;
 use super::Runner;
 use crate::config::EngineSettings;
 use crate::protocol::{ErrorCode, TaskError};
@@ -75,14 +76,16 @@ impl Members {
 
 impl Runner<'_> {
     /// Moves every active sequence one decode on: those decoded alone one batch each, the
-    /// others in one batch.
-    pub(super) fn step(&mut self, lap: &mut Lap) {
+    /// others in one batch. Each decode is a round of its own for the `heartbeat`.
+    pub(super) fn step(&mut self, lap: &mut Lap, heartbeat: &Heartbeat) {
         self.start_followers();
         if self.slots.iter().flatten().any(|s| !s.alone) {
+            heartbeat.round();
             self.decode(Members::Batched, lap);
         }
         for slot in 0..self.slots.len() {
             if self.slots[slot].as_ref().is_some_and(|s| s.alone) {
+                heartbeat.round();
                 self.decode(Members::Slot(slot), lap);
             }
         }
