@@ -94,10 +94,11 @@ fn refuse_unbounded(grammar: &str, what: &str) -> Result<(), TaskError> {
              itself, perhaps after rules that match nothing), which llama.cpp cannot run"
         ))),
         Verdict::TooManyStacks(rule) => Err(TaskError::invalid(format!(
-            "{what} was rejected: expanding rule `{rule}` could hold more than {} parse \
-             stacks at once (nested repetitions of something that can match nothing multiply \
-             them), which would stall the worker",
-            grammar_expansion::MAX_STACKS
+            "{what} was rejected: expanding rule `{rule}` could hold more parse stacks than \
+             llama.cpp can build in time (over {} at once, or {} visited; nested repetitions \
+             of something that can match nothing multiply them)",
+            grammar_expansion::MAX_STACKS,
+            grammar_expansion::MAX_VISITED
         ))),
         Verdict::Unparsed => Err(TaskError::invalid(format!(
             "{what} was rejected by llama.cpp: failed to parse grammar (its parser's \
