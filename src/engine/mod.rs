@@ -218,8 +218,8 @@ pub struct Engine {
     occupancy: Arc<Occupancy>,
     times: Arc<StepTimes>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Told when the worker stops its engine, so that its watchdog does not take the
-    /// thread's end for a death.
+    /// Told when the worker stops its engine, so that its watchdog does not take a panic
+    /// while stopping for a death (a thread that returns ends the watch by itself).
     heartbeat: Arc<watchdog::Heartbeat>,
 }
 
