@@ -83,13 +83,14 @@ impl Embedder {
         loop {
             heartbeat.round();
             occupancy.set_busy(0);
+            if heartbeat.stop_asked() {
+                return;
+            }
             if waiting.is_empty() {
                 if !open {
                     return;
                 }
-                heartbeat.idle();
-                let message = jobs.blocking_recv();
-                heartbeat.round();
+                let message = heartbeat.waiting(|| jobs.blocking_recv());
                 match message {
                     Some(message) => {
                         if !take(message, &mut waiting, occupancy) {

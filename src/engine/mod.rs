@@ -269,12 +269,12 @@ impl Engine {
         })
     }
 
-    /// Stops the engine thread and waits for it: tasks still running are dropped (their
-    /// callers get `internal`), and the llama objects are freed on the thread that owns them.
+    /// Stops the engine thread at its next round (a running decode ends first) and waits for
+    /// it: tasks still running or waiting are dropped (their callers get `internal`), and the llama objects are freed on the thread that owns them.
     /// Blocking. Call it before the process exits: tearing llama.cpp down while a decode runs
     /// on another thread can crash the process at exit.
     pub fn stop(&self) {
-        self.heartbeat.stopping();
+        self.heartbeat.ask_to_stop();
         let _ = self.jobs.send(Message::Stop);
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(thread) = thread {

@@ -51,9 +51,23 @@ impl Heartbeat {
         self.round_began.store(0, Ordering::Relaxed);
     }
 
+    /// The engine thread waits for `next` with no round under way, then begins one.
+    pub(super) fn waiting<T>(&self, next: impl FnOnce() -> T) -> T {
+        self.idle();
+        let got = next();
+        self.round();
+        got
+    }
+
     /// The worker asks its engine to stop.
-    pub(super) fn stopping(&self) {
+    pub(super) fn ask_to_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the worker asked its engine to stop: the engine thread reads it between rounds,
+    /// so that a stop does not wait for a slot to free.
+    pub(super) fn stop_asked(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Tells how the engine thread ended when dropped: hold it on that thread, so that it is
@@ -205,7 +219,7 @@ mod tests {
         .join();
         assert!(ended.is_err());
         assert_eq!(heartbeat.health(LIMIT), Health::Panicked, "unwound");
-        heartbeat.stopping();
+        heartbeat.ask_to_stop();
         assert_eq!(heartbeat.health(LIMIT), Health::Ended);
         // A thread that returns ends on purpose, mid-round or not.
         let heartbeat = Heartbeat::new();

@@ -20,6 +20,9 @@ mod admit;
 mod cells;
 mod startup;
 mod step;
+#[cfg(test)]
+#[path = "stop_tests.rs"]
+mod stop_tests;
 
 #[cfg(test)]
 pub(super) use startup::backend;
@@ -141,15 +144,17 @@ impl<'m> Runner<'m> {
         let mut lap = Lap::start();
         loop {
             heartbeat.round();
+            if heartbeat.stop_asked() {
+                self.report(&started);
+                return self.stop(occupancy);
+            }
             occupancy.set_busy(self.active());
             occupancy.set_kv_cells_used(self.kv_cells_used());
             if self.active() == 0 {
                 if !open {
                     return self.report(&started);
                 }
-                heartbeat.idle();
-                let waiting = jobs.blocking_recv();
-                heartbeat.round();
+                let waiting = heartbeat.waiting(|| jobs.blocking_recv());
                 // Time idle is no step's.
                 lap = Lap::start();
                 match waiting {
