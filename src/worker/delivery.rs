@@ -21,11 +21,10 @@ use tracing::{debug, error, info, warn, Instrument};
 use super::fate::{self, BeforeRun, Fate, Redeliveries};
 use super::kept::kept_copy;
 use super::outbox::{Outbox, Outcome};
-use super::run::{run_embedding, run_task};
+use super::run::run;
 use super::task_meta::TaskMeta;
 use super::{faults, spans, timings, Shared};
 use crate::broker::{headers, BeforeCommit, BrokerError, Outgoing, Settlement};
-use crate::config::EngineRole;
 use crate::protocol::{HEADER_REDELIVERIES, QUORUM_DELIVERY_COUNT};
 
 /// Handles one delivery to the end, or gives it back when `abandon` is cancelled before its
@@ -215,15 +214,7 @@ async fn decide(
     match fate::before_run(counts, shared.max_redeliveries) {
         BeforeRun::Settle(fate) => (fate, None),
         BeforeRun::Run => {
-            let result = match shared.role {
-                EngineRole::Generate => run_task(shared, delivery, meta)
-                    .await
-                    .map(|g| Outcome::Generated(Box::new(g))),
-                EngineRole::Embed => run_embedding(shared, delivery, meta).await.map(|e| {
-                    spans::embedded(&e, Instant::now());
-                    Outcome::Embedded(e)
-                }),
-            };
+            let result = run(shared, delivery, meta).await;
             let fate = fate::after_run(&result, meta.attempt, &shared.retry);
             (fate, result.ok())
         }

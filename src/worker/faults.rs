@@ -2,6 +2,8 @@
 //! task's text make the worker fail in ways a real model cannot be made to fail on demand.
 //!
 //! - `[[warren-fault:crash]]`: the process aborts (as if llama.cpp crashed) — a poison task.
+//! - `[[warren-fault:panic]]`: the task's handler panics while running it (a bug in warren's
+//!   code), on every attempt.
 //! - `[[warren-fault:fail-attempts=N]]`: attempts 1..=N fail with `inference_failed`; later
 //!   attempts run on the real engine.
 //! - `[[warren-fault:crash-before-commit]]`: on the task's first delivery, the process aborts
@@ -36,6 +38,9 @@ pub(super) fn inject(input: &Input, attempt: u32) -> Result<(), TaskError> {
     if spec == "crash" {
         tracing::error!("fault injection: crashing the process");
         std::process::abort();
+    }
+    if spec == "panic" {
+        panic!("fault injection: the handler panics");
     }
     if let Some(n) = spec.strip_prefix("fail-attempts=") {
         let failing: u32 = n.parse().unwrap_or(0);

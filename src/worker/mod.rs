@@ -205,9 +205,10 @@ async fn session(
                 Err(reason) => break SessionEnd::Lost(reason),
             },
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                // Its delivery stays unacked until the channel goes: say so loudly.
+                // A panic while running a task fails its attempt (see `delivery`); one while
+                // settling it leaves the delivery unacked until the channel goes: say so loudly.
                 if let Some(e) = joined.err().filter(|e| e.is_panic()) {
-                    error!(error = %e, "a task's handler panicked; its delivery is held until the channel closes");
+                    error!(error = %e, "a task's handler panicked while settling; its delivery is held until the channel closes");
                 }
                 true
             }

@@ -1,17 +1,22 @@
 //! Running one delivery on the engine: check its content type and body ([`crate::protocol`]
 //! validates it into a task), refuse it when its deadline or age has passed, and generate or
-//! embed it, streaming chunks to its caller and stopping when a cancel for it arrives. What
+//! embed it, streaming chunks to its caller and stopping when a cancel for it arrives (a panic
+//! while running fails the attempt as `internal`). What
 //! the result comes to is [`super::fate`]'s decision, taken in [`super::delivery`].
 
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use lapin::message::Delivery;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
+use super::outbox::Outcome;
 use super::stream::{self, ChunkTarget};
 use super::task_meta::TaskMeta;
 use super::{faults, spans, Shared};
 use crate::clock::unix_ms;
+use crate::config::EngineRole;
 use crate::engine::{Embeddings, GenerationRequest};
 use crate::protocol::{self, ErrorCode, TaskError};
 
@@ -81,8 +86,51 @@ async fn unless_cancelled<T>(
     }
 }
 
+/// Generates or embeds one delivery, as the worker's role says.
+pub(super) async fn run(
+    shared: &Shared,
+    delivery: &Delivery,
+    meta: &TaskMeta,
+) -> Result<Outcome, TaskError> {
+    let run = async {
+        match shared.role {
+            EngineRole::Generate => run_task(shared, delivery, meta)
+                .await
+                .map(|g| Outcome::Generated(Box::new(g))),
+            EngineRole::Embed => run_embedding(shared, delivery, meta).await.map(|e| {
+                spans::embedded(&e, Instant::now());
+                Outcome::Embedded(e)
+            }),
+        }
+    };
+    // A panic here is a bug in warren, before anything was published or acked: it fails this
+    // attempt as `internal`, under the retry policy, instead of leaving the delivery held (and
+    // a prefetch place taken) until the channel closes. Nothing the run shares is left
+    // half-changed: the engine's job is dropped with it.
+    AssertUnwindSafe(run)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let what = panic_message(panic.as_ref());
+            error!(panic = %what, "the task's handler panicked; the attempt fails as `internal`");
+            Err(TaskError::new(
+                ErrorCode::Internal,
+                format!("the worker failed on this task (a bug in warren: {what})"),
+            ))
+        })
+}
+
+/// The text a panic was raised with, when it is text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => text,
+        (_, Some(text)) => text,
+        _ => "a panic without a message",
+    }
+}
+
 /// Validates and embeds one embedding task (a worker with `engine.role = "embed"`).
-pub(super) async fn run_embedding(
+async fn run_embedding(
     shared: &Shared,
     delivery: &Delivery,
     meta: &TaskMeta,
@@ -95,7 +143,7 @@ pub(super) async fn run_embedding(
 }
 
 /// Validates and runs one task.
-pub(super) async fn run_task(
+async fn run_task(
     shared: &Shared,
     delivery: &Delivery,
     meta: &TaskMeta,
