@@ -9,7 +9,9 @@ random moment within a second) and restarted every KILL_EVERY replies; worker A 
 leak if there is one. Every SAMPLE_S seconds it prints A's RSS, the broker's connection and
 channel counts and the queue depths. At the end every task must be accounted for (its final
 reply, and a dead letter where one is due), duplicated replies are counted, and the figures go
-to bench/soak-latest.md. Exits non-zero when a task is missing or a queue is left growing.
+to bench/soak-latest.md. Exits non-zero when a task is missing or answered twice, a failed
+task was not dead-lettered, the requests queue is not shown empty at the end, or A's memory
+grew by more than RSS_GROWTH_MIB after the first minute.
 
 Uses pika (the test virtualenv) and the management API. Tunables: TASKS, KILL_EVERY, WINDOW
 (tasks in flight), SAMPLE_S, PREFIX_CACHE (the workers' engine.prefix_cache, "true"), and
@@ -152,6 +154,11 @@ class Worker:
         return 0.0
 
 
+# Worker A's resident memory may grow by this much after its first minute: llama.cpp's and
+# the allocator's working sets settle by then, so steady growth beyond it is a leak.
+RSS_GROWTH_MIB = 32
+
+
 def management(path):
     return httpx.get(f"{MANAGEMENT}/{path}", auth=("guest", "guest"), timeout=10).json()
 
@@ -278,6 +285,10 @@ def report(kinds, finals, statuses, every_reply, dead_ids, chunks, samples, work
     by_kind = Counter(kinds.values())
     outcome = Counter((kinds[t], statuses.get(t, ("none", None))[0], statuses.get(t, (None, None))[1] or "") for t in kinds)
     hostile_not_parked = [t for t, k in kinds.items() if k == "hostile" and dead_ids[t] == 0]
+    # Every failure but a cancel is dead-lettered with its error reply (timeouts once their
+    # retries are spent, poison tasks too).
+    failed_not_parked = [t for t in kinds if statuses.get(t, (None, None))[0] == "error"
+                         and statuses[t][1] != "cancelled" and dead_ids[t] == 0]
     warm = [s for s in samples if s["t_s"] >= 60] or samples
     rss = [s["rss_a_mib"] for s in warm]
     lines = [
@@ -297,10 +308,11 @@ def report(kinds, finals, statuses, every_reply, dead_ids, chunks, samples, work
         f"- tasks with neither a final reply nor a dead letter: **{len(missing)}**",
         f"- tasks answered more than once: **{duplicates}**"
         + "".join(f"; {kinds[t]} {t}: {every_reply[t]}, {dead_ids[t]} dead letter(s)" for t in kinds if finals[t] > 1),
-        f"- hostile tasks without their dead-letter copy: **{len(hostile_not_parked)}**",
+        f"- hostile tasks without their dead-letter copy: **{len(hostile_not_parked)}**; "
+        f"failed tasks (all kinds, cancels aside) without it: **{len(failed_not_parked)}**",
         f"- dead letters in all: {sum(dead_ids.values())}; streamed chunks: {sum(chunks.values())}",
         f"- worker A resident memory after the first minute: {min(rss):.1f}–{max(rss):.1f} MiB "
-        f"(first {rss[0]:.1f}, last {rss[-1]:.1f})",
+        f"(first {rss[0]:.1f}, last {rss[-1]:.1f}; more than {RSS_GROWTH_MIB} MiB of growth fails the run)",
         f"- broker connections {min(s['connections'] for s in warm)}–{max(s['connections'] for s in warm)}, "
         f"channels {min(s['channels'] for s in warm)}–{max(s['channels'] for s in warm)} after the first minute",
         f"- requests queue depth at the end: {samples[-1]['requests']}",
@@ -313,7 +325,9 @@ def report(kinds, finals, statuses, every_reply, dead_ids, chunks, samples, work
     print(text)
     (REPO / "bench").mkdir(exist_ok=True)
     (REPO / "bench/soak-latest.md").write_text(text)
-    failed = missing or hostile_not_parked or samples[-1]["requests"] not in (0, -1)
+    # An unreadable depth (-1) fails too: the queue's emptiness was not shown.
+    failed = (missing or duplicates or hostile_not_parked or failed_not_parked
+              or samples[-1]["requests"] != 0 or rss[-1] - rss[0] > RSS_GROWTH_MIB)
     return 1 if failed else 0
 
 
