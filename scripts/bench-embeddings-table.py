@@ -14,6 +14,7 @@ print(f"{setup} Median of {rounds} interleaved rounds [range].")
 print()
 print("| text | target | embeddings/s | latency p50 ms | latency p99 ms | errors | warren / llama-server |")
 print("|---|---|---|---|---|---|---|")
+fingerprints = []
 for shape in shapes:
     medians, rows = {}, []
     for kind, name in (("warren", "warren"), ("llama", "llama-server --embeddings")):
@@ -31,3 +32,11 @@ for shape in shapes:
         print(f"| {text} | {name} | {median:.1f} [{min(rates):.1f}–{max(rates):.1f}] | {p50:.0f} | {p99:.0f} | {errors} | {ratio if i == 0 else ''} |")
         if first:
             print(f"<!-- {name} error: {first} -->")
+    # The same first text on both sides: its vector's first values should agree.
+    prints = [json.load(open(f"{out}/{kind}-{shape}-1.json"))["fingerprint"] for kind in ("warren", "llama")]
+    if all(prints):
+        gap = max(abs(a - b) for a, b in zip(*prints))
+        fingerprints.append(f"{text}: warren {prints[0]}, llama-server {prints[1]} (largest difference {gap:.2g})")
+if fingerprints:
+    print()
+    print("First values of the first vector, round 1: " + "; ".join(fingerprints) + ".")

@@ -3,7 +3,8 @@
 requests in flight until REQUESTS are answered, each INPUTS texts (each text JOIN consecutive
 lines of the corpus: 1 for sentences, more for paragraph-sized chunks), in turn,
 and prints one JSON report: embeddings/s, requests/s, latency p50/p99 (ms), errors, and a
-fingerprint of the vectors (the first request's first values, to see both sides embed)."""
+fingerprint of the vectors (the first request's first values, which the table puts side by side
+with the other target's)."""
 
 import json
 import statistics

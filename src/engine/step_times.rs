@@ -89,8 +89,11 @@ impl Lap {
 
     /// Charges the time since the previous mark to `phase`.
     pub(super) fn to(&mut self, times: &StepTimes, phase: Phase) {
-        let now = Instant::now();
-        times.add(phase, now - self.mark);
+        self.charge_until(times, phase, Instant::now());
+    }
+
+    fn charge_until(&mut self, times: &StepTimes, phase: Phase, now: Instant) {
+        times.add(phase, now.saturating_duration_since(self.mark));
         self.mark = now;
     }
 }
@@ -211,11 +214,11 @@ mod tests {
         let times = StepTimes::default();
         assert_eq!(times.snapshot().profile(), None);
         let mut lap = Lap::start();
-        std::thread::sleep(Duration::from_millis(2));
-        lap.to(&times, Phase::Emit);
-        lap.to(&times, Phase::Schedule);
+        let started = lap.mark;
+        lap.charge_until(&times, Phase::Emit, started + Duration::from_millis(2));
+        lap.charge_until(&times, Phase::Schedule, started + Duration::from_millis(3));
         let snapshot = times.snapshot();
-        assert!(snapshot.time(Phase::Emit) >= Duration::from_millis(2));
-        assert!(snapshot.time(Phase::Schedule) < snapshot.time(Phase::Emit));
+        assert_eq!(snapshot.time(Phase::Emit), Duration::from_millis(2));
+        assert_eq!(snapshot.time(Phase::Schedule), Duration::from_millis(1));
     }
 }

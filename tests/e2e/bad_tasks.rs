@@ -143,7 +143,6 @@ async fn every_bad_task_gets_an_error_reply_and_a_dead_lettered_copy_and_the_wor
     )
     .await;
     let cases = bad_tasks();
-    assert!(cases.len() >= 12);
 
     let mut sent = Vec::new();
     for case in &cases {

@@ -186,7 +186,7 @@ async fn the_node_amqplib_client_gets_a_completion_reports_errors_and_sees_a_ful
 }
 
 #[test]
-fn the_go_example_is_a_complete_gofmt_clean_program_that_checks_the_confirm() {
+fn the_go_example_parses_is_gofmt_clean_and_names_the_confirm() {
     // No Go module proxy is reachable here, so the example cannot be built against
     // amqp091-go; gofmt at least parses the whole file and checks its formatting.
     let file = repo("examples/go/main.go");

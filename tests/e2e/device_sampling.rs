@@ -200,9 +200,12 @@ async fn tasks_the_device_cannot_sample_run_on_the_host_beside_those_it_can() {
         ],
     )
     .await;
-    let schema = json!({"type": "object", "properties": {"city": {"type": "string"},
-        "population": {"type": "integer"}}, "required": ["city", "population"]});
-    let constrained = json!({"prompt": "Describe Paris as JSON:", "max_tokens": 60,
+    // Bounded, so that the whole object fits in `max_tokens` and the check below always runs.
+    let schema = json!({"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 20},
+        "population": {"type": "integer", "minimum": 0, "maximum": 99_999_999}},
+        "required": ["city", "population"], "additionalProperties": false});
+    let constrained = json!({"prompt": "Describe Paris as JSON:", "max_tokens": 160,
         "json_schema": schema});
     let penalised = json!({"prompt": PROMPTS[2], "max_tokens": 20, "repeat_penalty": 1.3});
     for host_task in [constrained, penalised] {
@@ -216,7 +219,8 @@ async fn tasks_the_device_cannot_sample_run_on_the_host_beside_those_it_can() {
             .await;
         let host_reply = upstream.reply(&host_id).await;
         let text = ok_text(&host_reply);
-        if host_task.get("json_schema").is_some() && host_reply["finish_reason"] == "stop" {
+        if host_task.get("json_schema").is_some() {
+            assert_eq!(host_reply["finish_reason"], "stop", "{host_reply}");
             let value: Value = serde_json::from_str(&text).expect("the output is JSON");
             assert!(
                 value["city"].is_string() && value["population"].is_i64(),

@@ -4,7 +4,7 @@ replicas, a worker given all three URLs and finished-task marks in Redis. Under 
 worker is connected to is stopped (and started again), then the node leading the requests queue:
 every task gets its reply (a second only for a reply caught unconfirmed by a stop; for a
 commit a stop cut off without an answer, the reply may instead be kept in the results queue,
-marked maybe delivered), none is dead-lettered, the worker consumes again within 15 s,
+marked maybe delivered), none is dead-lettered, the worker consumes again,
 and publishers given the node list (pika, the gateway, `warren submit`) carry on. Then, on a
 model spread over four shards (`topology.shards`), the node leading a shard is stopped under
 load: nothing lost, none dead-lettered. The tests share one cluster, each starting with its
@@ -53,6 +53,11 @@ def publish(cluster, state, names, replies, ids):
                 time.sleep(0.5)
 
 
+# How long to wait for the worker to consume again after a node stops: a bound that turns a
+# worker that never reconnects into a failure, not a measure of how fast it does.
+RECONNECT_PATIENCE_S = 60
+
+
 def consuming_again_within(cluster, down, queue, seconds):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -93,14 +98,14 @@ def test_a_lost_node_and_a_lost_leader_cost_no_task_and_no_duplicate(cluster):
         publish(cluster, state, names, replies, phases[0])
         connected = cluster.ports.index(cluster.port_of_worker(0))
         cluster.stop(connected)
-        assert consuming_again_within(cluster, {connected}, names.requests, 15), worker.log()
+        assert consuming_again_within(cluster, {connected}, names.requests, RECONNECT_PATIENCE_S), worker.log()
         publish(cluster, state, names, replies, phases[1])
         cluster.start(connected)
 
         leader_name = cluster.queue(cluster.live(set()), names.requests)["leader"]
         leader = cluster.nodes.index(leader_name)
         cluster.stop(leader)
-        assert consuming_again_within(cluster, {leader}, names.requests, 15), worker.log()
+        assert consuming_again_within(cluster, {leader}, names.requests, RECONNECT_PATIENCE_S), worker.log()
         publish(cluster, state, names, replies, phases[2])
 
         # The gateway lost its node too (at one of the stops, or keeps a live one): it answers.

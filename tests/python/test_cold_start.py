@@ -62,7 +62,6 @@ def cold():
 def test_a_caller_that_refuses_to_wait_gets_a_503_at_once_and_the_queue_one_wake_up(cold):
     chat = dict(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=2, extra_headers=REFUSE)
     for _ in range(2):
-        started = time.monotonic()
         with pytest.raises(openai.APIStatusError) as refused:
             cold.client.chat.completions.create(**chat)
         assert refused.value.status_code == 503
@@ -70,7 +69,6 @@ def test_a_caller_that_refuses_to_wait_gets_a_503_at_once_and_the_queue_one_wake
         assert "X-Warren-Cold-Start" in refused.value.message
         assert refused.value.response.headers["retry-after"] == "7"
         assert refused.value.response.headers["x-should-retry"] == "false"
-        assert time.monotonic() - started < 10, "answered at once, not after a wait"
     for call in (
         lambda: cold.client.completions.create(model="m", prompt="Hi", max_tokens=2, extra_headers=REFUSE),
         lambda: cold.client.responses.create(model="m", input="Hi", max_output_tokens=16, extra_headers=REFUSE),
@@ -95,12 +93,13 @@ def test_a_caller_that_refuses_to_wait_gets_a_503_at_once_and_the_queue_one_wake
 
 def test_an_sdk_with_its_default_retries_raises_the_503_at_once(cold):
     # OpenAI's SDKs retry a 503 after its Retry-After (7 s here) unless told not to.
-    retrying = openai.OpenAI(base_url=cold.gateway.base_url, api_key="unused", timeout=60)
-    started = time.monotonic()
+    sent = []
+    counting = httpx.Client(event_hooks={"request": [sent.append]}, timeout=60)
+    retrying = openai.OpenAI(base_url=cold.gateway.base_url, api_key="unused", http_client=counting)
     with pytest.raises(openai.APIStatusError) as refused:
         retrying.completions.create(model="m", prompt="Hi", max_tokens=2, extra_headers=REFUSE)
     assert refused.value.status_code == 503
-    assert time.monotonic() - started < 7, "the SDK waited out Retry-After and retried"
+    assert len(sent) == 1, f"the SDK retried (x-should-retry: false ignored): {sent}"
 
 
 def test_a_cold_start_header_other_than_wait_or_refuse_is_a_400_naming_it(cold):

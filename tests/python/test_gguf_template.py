@@ -73,9 +73,13 @@ def test_the_worker_renders_with_the_ggufs_own_template(chatml):
         model="m", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
         max_tokens=4,
     )
-    # ChatML gives the system message a turn of its own; Gemma's template would have joined it
-    # into the user's turn. Either way the answer exists; the prompt sizes tell them apart.
-    assert with_system.usage.prompt_tokens > plain.usage.prompt_tokens
+    # The prompts the worker read are ChatML's to the token: the same text sent raw (no
+    # template) counts as many. Gemma's template would have joined the system message into the
+    # user's turn, with its own turn markers.
+    for answer, turns in ((plain, "<|im_start|>user\nHello<|im_end|>\n"),
+                          (with_system, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n")):
+        raw = chatml.client.completions.create(model="m", prompt=turns + "<|im_start|>assistant\n", max_tokens=1)
+        assert answer.usage.prompt_tokens == raw.usage.prompt_tokens, (answer.usage, raw.usage)
     assert plain.choices[0].message.content is not None
 
 
