@@ -226,7 +226,12 @@ impl ToolOutput {
                 if call.arguments.is_empty() && !last {
                     break;
                 }
-                let id = crate::protocol::tools::new_call_id();
+                // The model's own id where the format has one (its template may check it
+                // when the call comes back), else one of warren's.
+                let id = match call.id.as_str() {
+                    "" => crate::protocol::tools::new_call_id(),
+                    written => written.to_owned(),
+                };
                 delta.tool_calls.push(ToolCallDelta {
                     index: index as u32,
                     id: Some(id.clone()),

@@ -151,3 +151,27 @@ fn without_an_answer_function_a_call_of_that_name_is_a_call() {
     assert_eq!(answer.calls.len(), 1, "{answer:?}");
     assert_eq!(answer.content, "");
 }
+
+#[test]
+fn an_id_the_model_writes_is_the_calls_id() {
+    // A ChatML template whose calls carry their id, as Mistral's do.
+    let source = include_str!("../../tests/python/data/chatml-tools.jinja").replace(
+        "{{ call.function.arguments | tojson }}{% endif %}}",
+        "{{ call.function.arguments | tojson }}{% endif %}, \"id\": {{ call.id | tojson }}}",
+    );
+    let template = ChatTemplate::new(&source, "<bos>", "<eos>", true).unwrap();
+    let tools = [
+        json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}),
+    ];
+    let rendered = template
+        .apply(&json!({"messages": [{"role": "user", "content": "Weather?"}], "tools": tools}))
+        .unwrap();
+    let mut output = ToolOutput::new(OutputParser::of(&rendered).unwrap(), String::new(), true);
+    let text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": \"a1b2c3d4e\"}\n</tool_call>";
+    let (answer, _) = output.finish(text, FinishReason::Stop);
+    let [call] = answer.calls.as_slice() else {
+        panic!("one call: {answer:?}");
+    };
+    assert_eq!(call.id, "a1b2c3d4e", "{answer:?}");
+}

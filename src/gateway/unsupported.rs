@@ -46,8 +46,8 @@ pub fn check(endpoint: Endpoint, rest: &Map<String, Value>) -> Result<(), ApiErr
 }
 
 /// Checks the fields of a chat message (or a Responses input item) at `path` (`messages[2]`)
-/// that the endpoint does not read: a participant `name` changes nothing (chat templates do
-/// not render it), `type: "message"` says what the item is, an empty `tool_calls` list asks
+/// that the endpoint does not read: a participant `name` is not carried (the task's messages
+/// have no name; llama.cpp would hand it to templates, and few render it), `type: "message"` says what the item is, an empty `tool_calls` list asks
 /// for nothing, nor do an empty `annotations` list or a null `refusal` (OpenAI's own
 /// assistant messages carry them, so a history begun there can be sent here); anything else
 /// is refused by its path.

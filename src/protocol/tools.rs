@@ -126,6 +126,12 @@ impl ToolCall {
     }
 }
 
+/// The size of `tools` as a gateway's rate limit counts it, in bytes: their JSON (a chat
+/// template renders every definition into the prompt).
+pub fn counted_len(tools: &[Tool]) -> usize {
+    serde_json::to_vec(tools).map_or(0, |json| json.len())
+}
+
 /// A fresh call id, `call_` and 32 hex digits.
 pub fn new_call_id() -> String {
     format!("call_{}", uuid::Uuid::new_v4().simple())
@@ -225,6 +231,16 @@ pub fn checked_tools(
                     short(parameters)
                 )));
             }
+            // Arguments are an object: llama.cpp's call parsers keep only text that begins
+            // with `{`, so a call to a function taking an array or a string would lose what
+            // the model wrote.
+            if let Some(kind) = parameters.get("type").filter(|kind| *kind != "object") {
+                return Err(TaskError::invalid(format!(
+                    "`tools[{i}].function.parameters` must describe an object (its arguments), \
+                     not `\"type\": {}`",
+                    short(kind)
+                )));
+            }
             // The schemas become one grammar, checked against the vocabulary at every
             // token: each is held to `json_schema`'s bounds, and all together to a total.
             check_schema(parameters, &format!("tools[{i}].function.parameters"))?;
@@ -303,6 +319,27 @@ mod tests {
         let mut odd = tool("f");
         odd.function.parameters = Some(json!("object"));
         assert!(message(&[odd], None).contains("`tools[0].function.parameters`"));
+        let mut listing = tool("f");
+        listing.function.parameters = Some(json!({"type": "array", "items": {}}));
+        let refused = message(&[tool("g"), listing], None);
+        assert!(refused.contains("`tools[1].function.parameters` must describe an object"));
+        assert!(refused.contains("\"array\""), "{refused}");
+        let mut untyped = tool("f");
+        untyped.function.parameters = Some(json!({"properties": {"a": {"type": "string"}}}));
+        assert!(
+            checked_tools(&[untyped], None).is_ok(),
+            "no `type`: an object's schema"
+        );
+    }
+
+    #[test]
+    fn the_rate_limit_counts_the_tools_json() {
+        let tools = [tool("f")];
+        assert_eq!(
+            counted_len(&tools),
+            serde_json::to_vec(&tools).unwrap().len()
+        );
+        assert!(counted_len(&tools) > "f".len());
     }
 
     #[test]
@@ -313,7 +350,10 @@ mod tests {
             tool
         };
         let words: Vec<String> = (0..300).map(|n| format!("w{n}")).collect();
-        let wide = with("g", json!({"type": "string", "enum": words}));
+        let wide = with(
+            "g",
+            json!({"type": "object", "properties": {"w": {"type": "string", "enum": words}}}),
+        );
         let refused = checked_tools(&[tool("f"), wide], None).unwrap_err().message;
         assert!(
             refused.contains("`tools[1].function.parameters` has an enum of 300 values"),

@@ -181,7 +181,8 @@ def test_over_amqp_a_forced_call_is_in_the_reply_and_streamed_in_chunks(amqp):
 
 
 def test_over_amqp_a_bad_tool_schema_is_an_error_reply_with_llama_cpps_reason_and_a_dead_letter(amqp):
-    bad = {"type": "function", "function": {"name": "f", "parameters": {"type": "string", "pattern": "^(unbalanced$"}}}
+    bad = {"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+            "properties": {"code": {"type": "string", "pattern": "^(unbalanced$"}}}}}
     task_id = amqp.send({"messages": QUESTION, "tools": [bad], "tool_choice": "required", "max_tokens": 10})
     reply = amqp.reply(task_id)
     assert reply["status"] == "error" and reply["error"]["code"] == "invalid_request", reply

@@ -17,6 +17,10 @@ pub(in crate::engine) struct ParsedCall {
     pub name: String,
     /// Its arguments, as the JSON text the model wrote.
     pub arguments: String,
+    /// The call's id when the format has the model write one (Mistral's do, and their
+    /// templates check it on the next turn); empty otherwise.
+    #[serde(default)]
+    pub id: String,
 }
 
 /// The output split into what the model said and what it called.

@@ -226,7 +226,11 @@ pub fn parse_request(kind: Kind, body: &[u8]) -> Result<Request, ApiError> {
             prompt_chars = turns
                 .iter()
                 .map(crate::protocol::ChatMessage::counted_len)
-                .sum();
+                .sum::<usize>()
+                + raw
+                    .tools
+                    .as_deref()
+                    .map_or(0, crate::protocol::tools::counted_len);
             task.messages = Some(turns);
             task.tools = raw.tools;
             task.tool_choice = raw.tool_choice;

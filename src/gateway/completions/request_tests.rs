@@ -55,6 +55,25 @@ fn a_completion_request_becomes_a_task_with_a_prompt() {
 }
 
 #[test]
+fn the_tools_offered_count_toward_the_prompts_size() {
+    let ask = |tools: Option<Value>| {
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]});
+        if let Some(tools) = tools {
+            body["tools"] = tools;
+        }
+        parse_request(Kind::Chat, body.to_string().as_bytes()).unwrap()
+    };
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let bare = ask(None).prompt_chars;
+    let offered: Vec<crate::protocol::Tool> = serde_json::from_value(tools.clone()).unwrap();
+    assert_eq!(
+        ask(Some(tools)).prompt_chars,
+        bare + crate::protocol::tools::counted_len(&offered)
+    );
+}
+
+#[test]
 fn llama_servers_sampling_extensions_reach_the_task() {
     let body = json!({"model": "m", "prompt": "x", "temperature": 0.8, "top_k": 5,
         "min_p": 0.1, "repeat_penalty": 1.2});

@@ -124,7 +124,10 @@ pub fn parse_request(body: &[u8]) -> Result<ResponseRequest, ApiError> {
     }
     turns_of(raw.input, &mut turns)?;
     let tools = raw.tools.as_deref().map(tools_of).transpose()?;
-    let prompt_chars = turns.iter().map(ChatMessage::counted_len).sum();
+    let prompt_chars = turns.iter().map(ChatMessage::counted_len).sum::<usize>()
+        + tools
+            .as_deref()
+            .map_or(0, crate::protocol::tools::counted_len);
     let format = raw.text.as_ref().and_then(|text| text.get("format"));
     let json_schema = match raw.text.clone() {
         Some(text) => {
