@@ -1,5 +1,5 @@
-//! The text a sequence generates: stop strings cut it, a tool-call parser reads it (a task
-//! with tools), and what can no longer change is streamed with its tokens' log
+//! The text a sequence generates: stop strings cut it (not inside tool calls), a tool-call
+//! parser reads it (a task with tools), and what can no longer change is streamed with its tokens' log
 //! probabilities: never the tail that may still begin a stop string, never half a UTF-8
 //! character (the byte-level helpers are [`super::text_bytes`]).
 
@@ -76,8 +76,15 @@ impl GeneratedText {
             self.token_ends.push(self.text.len());
         }
         if let Some(cut) = self.find_stop(before) {
-            self.text.truncate(cut);
-            return true;
+            // From a tool call's beginning on the output is calls, which a task's stop
+            // strings do not cut: a call cut there would come back with broken arguments.
+            let in_calls = self.tools.as_mut().is_some_and(|tools| {
+                tools.calls_begun(&String::from_utf8_lossy(&self.text[..cut]))
+            });
+            if !in_calls {
+                self.text.truncate(cut);
+                return true;
+            }
         }
         self.tools
             .as_mut()

@@ -108,6 +108,12 @@ impl ToolOutput {
         }
     }
 
+    /// Whether a call has begun in `text` (the text so far).
+    pub(super) fn calls_begun(&mut self, text: &str) -> bool {
+        self.read_partial(text)
+            .is_ok_and(|parsed| !parsed.tool_calls.is_empty())
+    }
+
     /// Whether `call` is of the answer function (its name whole once its arguments began).
     fn is_answer(&self, call: &ParsedCall) -> bool {
         self.answer.as_ref() == Some(&call.name)

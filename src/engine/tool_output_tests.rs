@@ -36,6 +36,20 @@ fn output_of(names: &[&str], parallel: bool) -> ToolOutput {
     )
 }
 
+/// The output reader of an `auto` task of the shipped template: text until a call begins.
+fn output_of_auto() -> ToolOutput {
+    let template = ChatTemplate::new(GEMMA, "<bos>", "<eos>", true).unwrap();
+    let tool = json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+    let rendered = template
+        .apply(
+            &json!({"messages": [{"role": "user", "content": "Weather?"}],
+                       "tools": [tool], "tool_choice": "auto"}),
+        )
+        .unwrap();
+    ToolOutput::new(OutputParser::of(&rendered).unwrap(), String::new(), true)
+}
+
 const CALL: &str =
     "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
 
@@ -174,4 +188,33 @@ fn an_id_the_model_writes_is_the_calls_id() {
         panic!("one call: {answer:?}");
     };
     assert_eq!(call.id, "a1b2c3d4e", "{answer:?}");
+}
+
+#[test]
+fn a_stop_string_does_not_cut_a_call() {
+    use super::super::generated_text::GeneratedText;
+    // `}` ends the arguments' inner object first: a stop there would leave `{"city": "Paris"}`
+    // unclosed in the call's JSON.
+    let mut text = GeneratedText::new(None, vec!["}".into()], Some(output(true)));
+    let mut ended = false;
+    for piece in CALL.as_bytes().chunks(3) {
+        ended = text.append(piece, None);
+        if ended {
+            break;
+        }
+    }
+    assert!(!ended, "the stop string cut the call");
+    let done = text.finish(FinishReason::Stop);
+    assert_eq!(done.finish_reason, FinishReason::ToolCalls);
+    let [call] = done.tool_calls.as_slice() else {
+        panic!("one call: {:?}", done.tool_calls);
+    };
+    assert_eq!(call.function.arguments, "{\"city\": \"Paris\"}");
+
+    // Before any call, a stop string ends the text as in a task without tools.
+    let mut text = GeneratedText::new(None, vec!["Bye".into()], Some(output_of_auto()));
+    assert!(text.append(b"Hello. Bye", None));
+    let done = text.finish(FinishReason::Stop);
+    assert_eq!(done.text, "Hello. ");
+    assert!(done.tool_calls.is_empty());
 }
