@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <string>
 
 #include "chat.h"
@@ -175,22 +176,39 @@ extern "C" int warren_chat_apply(const warren_chat * handle, const char * reques
     return status;
 }
 
-// Parses generated text with the parser warren_chat_apply returned (format, generation
-// prompt and serialized parser). 0: *out is {content, reasoning_content, tool_calls: [{name,
+// The output parser warren_chat_apply returned (format, generation prompt and serialized
+// parser), loaded once per task: loading it costs more than parsing a short output.
+struct warren_chat_parser {
+    common_chat_parser_params params;
+};
+
+// 0: *handle is set; 1: *error holds llama.cpp's reason (free it with warren_chat_text_free).
+extern "C" int warren_chat_parser_init(int format, const char * generation_prompt, const char * parser,
+                                       warren_chat_parser ** handle, char ** error) noexcept {
+    *handle = nullptr;
+    return warren_chat_guard(error, [&] {
+        std::unique_ptr<warren_chat_parser> made(new warren_chat_parser());
+        made->params.format = static_cast<common_chat_format>(format);
+        made->params.generation_prompt = generation_prompt;
+        made->params.parse_tool_calls = true;
+        if (parser[0] != '\0') {
+            made->params.parser.load(parser);
+        }
+        *handle = made.release();
+    });
+}
+
+extern "C" void warren_chat_parser_free(warren_chat_parser * handle) noexcept {
+    delete handle;
+}
+
+// Parses generated text. 0: *out is {content, reasoning_content, tool_calls: [{name,
 // arguments, id}]}; 1: *out is llama.cpp's reason (the text does not match the format).
-extern "C" int warren_chat_parse(const char * generated, int is_partial, int format,
-                                 const char * generation_prompt, const char * parser,
+extern "C" int warren_chat_parse(const warren_chat_parser * handle, const char * generated, int is_partial,
                                  char ** out) noexcept {
     char * text = nullptr;
     const int status = warren_chat_guard(out, [&] {
-        common_chat_parser_params params;
-        params.format = static_cast<common_chat_format>(format);
-        params.generation_prompt = generation_prompt;
-        params.parse_tool_calls = true;
-        if (parser[0] != '\0') {
-            params.parser.load(parser);
-        }
-        const auto message = common_chat_parse(generated, is_partial != 0, params);
+        const auto message = common_chat_parse(generated, is_partial != 0, handle->params);
         common_json calls = common_json::array();
         for (const auto & call : message.tool_calls) {
             calls.push_back({ { "name", call.name }, { "arguments", call.arguments }, { "id", call.id } });

@@ -16,7 +16,7 @@
 
 // No unsafe code outside five engine modules, each of which allows it for itself and gives
 // every block a SAFETY comment: engine/chat_template/ (llama.cpp's chat code through
-// native/chat.cpp: the template in mod.rs, the output's parse in output.rs), engine/grammar.rs (llama.cpp's process-wide log callback, and the JSON
+// native/chat.cpp: the template in mod.rs, a task's output parser in output.rs), engine/grammar.rs (llama.cpp's process-wide log callback, and the JSON
 // Schema converter of native/schema_grammar.cpp), engine/grammar_rules.rs (llama.cpp's GBNF
 // parser through native/grammar_rules.cpp), engine/device_sampling.rs (llama.cpp's
 // per-sequence sampler API, which llama-cpp-2 does not wrap) and engine/embedding_model.rs

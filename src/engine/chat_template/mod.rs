@@ -40,12 +40,18 @@ extern "C" {
         request_json: *const c_char,
         out: *mut *mut c_char,
     ) -> c_int;
-    fn warren_chat_parse(
-        generated: *const c_char,
-        is_partial: c_int,
+    fn warren_chat_parser_init(
         format: c_int,
         generation_prompt: *const c_char,
         parser: *const c_char,
+        handle: *mut *mut output::WarrenChatParser,
+        error: *mut *mut c_char,
+    ) -> c_int;
+    fn warren_chat_parser_free(handle: *mut output::WarrenChatParser);
+    fn warren_chat_parse(
+        handle: *const output::WarrenChatParser,
+        generated: *const c_char,
+        is_partial: c_int,
         out: *mut *mut c_char,
     ) -> c_int;
     fn warren_chat_text_free(text: *mut c_char);

@@ -1,14 +1,18 @@
 //! A task's output read back into content and tool calls, by the parser llama.cpp's chat
-//! code returned with the task's rendering (`common_chat_parse`, through the shim). One of
-//! the crate's modules with unsafe code: the one call across the FFI, with its reason.
+//! code returned with the task's rendering (`common_chat_parse`, through the shim), loaded
+//! once per task. One of the crate's modules with unsafe code: the calls across the FFI
+//! (load, parse, free), each with its reason.
 
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_char, c_int};
+use std::ptr::NonNull;
 
 use serde::Deserialize;
 
-use super::{c_string, take, warren_chat_parse, Rendered};
+use super::{
+    c_string, take, warren_chat_parse, warren_chat_parser_free, warren_chat_parser_init, Rendered,
+};
 
 /// One tool call read from the output.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -32,44 +36,73 @@ pub(in crate::engine) struct Parsed {
     pub tool_calls: Vec<ParsedCall>,
 }
 
-/// The parser a rendering returned, kept to read that task's output.
+/// The shim's opaque handle (`struct warren_chat_parser`).
+#[repr(C)]
+pub(super) struct WarrenChatParser {
+    _private: [u8; 0],
+}
+
+/// The parser a rendering returned, loaded once to read that task's output. Not `Send` (it
+/// holds a raw pointer): it lives on the engine thread with its task.
 #[derive(Debug)]
 pub(in crate::engine) struct OutputParser {
-    format: c_int,
-    generation_prompt: CString,
-    parser: CString,
+    handle: NonNull<WarrenChatParser>,
 }
 
 impl OutputParser {
-    /// The parser of `rendered`.
+    /// The parser of `rendered`, or llama.cpp's reason for refusing it.
     pub(in crate::engine) fn of(rendered: &Rendered) -> Result<OutputParser, String> {
-        Ok(OutputParser {
-            format: rendered.format,
-            generation_prompt: c_string("the generation prompt", &rendered.generation_prompt)?,
-            parser: c_string("the output parser", &rendered.parser)?,
-        })
+        let generation_prompt = c_string("the generation prompt", &rendered.generation_prompt)?;
+        let parser = c_string("the output parser", &rendered.parser)?;
+        let mut handle: *mut WarrenChatParser = std::ptr::null_mut();
+        let mut error: *mut c_char = std::ptr::null_mut();
+        // SAFETY: the strings are NUL-terminated and outlive the call; the shim catches
+        // every exception, and sets `handle` (owned by us from now) or `error`.
+        let status = unsafe {
+            warren_chat_parser_init(
+                rendered.format,
+                generation_prompt.as_ptr(),
+                parser.as_ptr(),
+                &mut handle,
+                &mut error,
+            )
+        };
+        if status == 0 {
+            if let Some(handle) = NonNull::new(handle) {
+                return Ok(OutputParser { handle });
+            }
+        }
+        // SAFETY: on failure `error` is null or the shim's string.
+        Err(unsafe { take(1, error) }.unwrap_or_else(|why| why))
     }
 
     /// Splits `text` into content and tool calls; `partial` while it may still grow.
     pub(in crate::engine) fn parse(&self, text: &str, partial: bool) -> Result<Parsed, String> {
         let text = c_string("the output", text)?;
         let mut out: *mut c_char = std::ptr::null_mut();
-        // SAFETY: every string is NUL-terminated and outlives the call; the shim catches
-        // every exception and sets `out`.
+        // SAFETY: `handle` is live (freed only in Drop) and only read by the shim; `text` is
+        // NUL-terminated and outlives the call; the shim catches every exception and sets
+        // `out`.
         let json = unsafe {
             take(
                 warren_chat_parse(
+                    self.handle.as_ptr(),
                     text.as_ptr(),
                     c_int::from(partial),
-                    self.format,
-                    self.generation_prompt.as_ptr(),
-                    self.parser.as_ptr(),
                     &mut out,
                 ),
                 out,
             )
         }?;
         serde_json::from_str(&json).map_err(|e| format!("the shim's parse is not JSON: {e}"))
+    }
+}
+
+impl Drop for OutputParser {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from warren_chat_parser_init, is owned by this value alone
+        // and is freed once, here.
+        unsafe { warren_chat_parser_free(self.handle.as_ptr()) };
     }
 }
 
