@@ -114,6 +114,22 @@ unsafe fn take(status: c_int, out: *mut c_char) -> Result<String, String> {
     }
 }
 
+/// The handle one of the shim's init functions set (status 0), or its reason for failing.
+///
+/// # Safety
+/// `error` must be null or a NUL-terminated string the shim allocated and nobody freed yet.
+unsafe fn created<T>(
+    status: c_int,
+    handle: *mut T,
+    error: *mut c_char,
+) -> Result<NonNull<T>, String> {
+    match NonNull::new(handle) {
+        Some(handle) if status == 0 => Ok(handle),
+        // SAFETY: the caller's contract.
+        _ => Err(unsafe { take(1, error) }.unwrap_or_else(|why| why)),
+    }
+}
+
 fn c_string(what: &str, text: &str) -> Result<CString, String> {
     CString::new(text).map_err(|_| format!("{what} holds a NUL character"))
 }
@@ -144,13 +160,9 @@ impl ChatTemplate {
                 &mut error,
             )
         };
-        if status == 0 {
-            if let Some(handle) = NonNull::new(handle) {
-                return Ok(ChatTemplate { handle });
-            }
-        }
-        // SAFETY: on failure `error` is null or the shim's string.
-        Err(unsafe { take(1, error) }.unwrap_or_else(|why| why))
+        // SAFETY: the shim left `error` null or its string, not freed yet.
+        let handle = unsafe { created(status, handle, error) }?;
+        Ok(ChatTemplate { handle })
     }
 
     /// llama.cpp's capability flags for the template (`supports_tool_calls`, …).

@@ -11,7 +11,8 @@ use std::ptr::NonNull;
 use serde::Deserialize;
 
 use super::{
-    c_string, take, warren_chat_parse, warren_chat_parser_free, warren_chat_parser_init, Rendered,
+    c_string, created, take, warren_chat_parse, warren_chat_parser_free, warren_chat_parser_init,
+    Rendered,
 };
 
 /// One tool call read from the output.
@@ -67,13 +68,9 @@ impl OutputParser {
                 &mut error,
             )
         };
-        if status == 0 {
-            if let Some(handle) = NonNull::new(handle) {
-                return Ok(OutputParser { handle });
-            }
-        }
-        // SAFETY: on failure `error` is null or the shim's string.
-        Err(unsafe { take(1, error) }.unwrap_or_else(|why| why))
+        // SAFETY: the shim left `error` null or its string, not freed yet.
+        let handle = unsafe { created(status, handle, error) }?;
+        Ok(OutputParser { handle })
     }
 
     /// Splits `text` into content and tool calls; `partial` while it may still grow.
