@@ -145,13 +145,15 @@ class Worker:
                 self.process.kill()
 
     def rss_mib(self):
+        """Resident anonymous memory (the heap: the model's file pages can be evicted and would
+        hide growth); NaN when the process cannot be read, which fails the run's check."""
         try:
             for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith("RssAnon:"):
                     return int(line.split()[1]) / 1024
         except OSError:
             pass
-        return 0.0
+        return float("nan")
 
 
 # Worker A's resident memory may grow by this much after its first minute: llama.cpp's and
@@ -311,7 +313,7 @@ def report(kinds, finals, statuses, every_reply, dead_ids, chunks, samples, work
         f"- hostile tasks without their dead-letter copy: **{len(hostile_not_parked)}**; "
         f"failed tasks (all kinds, cancels aside) without it: **{len(failed_not_parked)}**",
         f"- dead letters in all: {sum(dead_ids.values())}; streamed chunks: {sum(chunks.values())}",
-        f"- worker A resident memory after the first minute: {min(rss):.1f}–{max(rss):.1f} MiB "
+        f"- worker A resident anonymous memory after the first minute: {min(rss):.1f}–{max(rss):.1f} MiB "
         f"(first {rss[0]:.1f}, last {rss[-1]:.1f}; more than {RSS_GROWTH_MIB} MiB of growth fails the run)",
         f"- broker connections {min(s['connections'] for s in warm)}–{max(s['connections'] for s in warm)}, "
         f"channels {min(s['channels'] for s in warm)}–{max(s['channels'] for s in warm)} after the first minute",
@@ -326,8 +328,10 @@ def report(kinds, finals, statuses, every_reply, dead_ids, chunks, samples, work
     (REPO / "bench").mkdir(exist_ok=True)
     (REPO / "bench/soak-latest.md").write_text(text)
     # An unreadable depth (-1) fails too: the queue's emptiness was not shown.
+    # NaN (worker A gone or unreadable) fails the memory check.
+    memory_held = all(r == r for r in rss) and rss[-1] - rss[0] <= RSS_GROWTH_MIB
     failed = (missing or duplicates or hostile_not_parked or failed_not_parked
-              or samples[-1]["requests"] != 0 or rss[-1] - rss[0] > RSS_GROWTH_MIB)
+              or samples[-1]["requests"] != 0 or not memory_held)
     return 1 if failed else 0
 
 

@@ -1,7 +1,7 @@
-//! The text a sequence generates: stop strings cut it (not inside tool calls), a tool-call
-//! parser reads it (a task with tools), and what can no longer change is streamed with its tokens' log
-//! probabilities: never the tail that may still begin a stop string, never half a UTF-8
-//! character (the byte-level helpers are [`super::text_bytes`]).
+//! The text a sequence generates: stop strings cut it (a task's own not inside an open tool
+//! call), a tool-call parser reads it (a task with tools), and what can no longer change is
+//! streamed with its tokens' log probabilities: never the tail that may still begin a stop
+//! string, never half a UTF-8 character (the byte-level helpers are [`super::text_bytes`]).
 
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
@@ -75,32 +75,23 @@ impl GeneratedText {
             self.token_logprobs.push(logprob);
             self.token_ends.push(self.text.len());
         }
-        if let Some(cut) = self.find_stop(before) {
-            // From a tool call's beginning on the output is calls, which a task's stop
-            // strings do not cut: a call cut there would come back with broken arguments.
-            let in_calls = self.tools.as_mut().is_some_and(|tools| {
-                tools.calls_begun(&String::from_utf8_lossy(&self.text[..cut]))
-            });
-            if !in_calls {
-                self.text.truncate(cut);
-                return true;
-            }
+        // A task's stop string does not cut an open tool call (its arguments would come back
+        // broken); the template's own stop strings end the turn wherever they come.
+        let task_stop = find_stop(&self.text, before, &self.stops).filter(|&cut| {
+            !self
+                .tools
+                .as_mut()
+                .is_some_and(|tools| tools.call_open(&String::from_utf8_lossy(&self.text[..cut])))
+        });
+        let turn_end =
+            (self.tools.as_ref()).and_then(|t| find_stop(&self.text, before, t.turn_ends()));
+        if let Some(cut) = task_stop.into_iter().chain(turn_end).min() {
+            self.text.truncate(cut);
+            return true;
         }
         self.tools
             .as_mut()
             .is_some_and(|tools| tools.ends_at(&String::from_utf8_lossy(&self.text)))
-    }
-
-    /// Earliest start of a stop sequence that ends in the bytes appended after `before`.
-    fn find_stop(&self, before: usize) -> Option<usize> {
-        let longest = self.stops.iter().map(String::len).max()?;
-        let from = before.saturating_sub(longest.saturating_sub(1));
-        let window = &self.text[from..];
-        self.stops
-            .iter()
-            .filter_map(|stop| find_bytes(window, stop.as_bytes()))
-            .min()
-            .map(|at| from + at)
     }
 
     /// Streams the text that can no longer change: not the tail that might still begin a
@@ -109,9 +100,12 @@ impl GeneratedText {
         let Some(stream) = &self.stream else {
             return;
         };
-        let held_back = self
-            .stops
-            .iter()
+        let turn_ends = self
+            .tools
+            .as_ref()
+            .map(ToolOutput::turn_ends)
+            .unwrap_or_default();
+        let held_back = (self.stops.iter().chain(turn_ends))
             .map(|stop| longest_suffix_prefix(&self.text, stop.as_bytes()))
             .max()
             .unwrap_or(0);
@@ -204,6 +198,18 @@ impl GeneratedText {
             logprobs,
         }
     }
+}
+
+/// Earliest start in `text` of one of `stops` that ends in the bytes appended after `before`.
+fn find_stop(text: &[u8], before: usize, stops: &[String]) -> Option<usize> {
+    let longest = stops.iter().map(String::len).max()?;
+    let from = before.saturating_sub(longest.saturating_sub(1));
+    let window = &text[from..];
+    stops
+        .iter()
+        .filter_map(|stop| find_bytes(window, stop.as_bytes()))
+        .min()
+        .map(|at| from + at)
 }
 
 #[cfg(test)]

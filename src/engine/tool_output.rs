@@ -36,9 +36,19 @@ pub(super) struct ToolOutput {
     content_sent: String,
     /// Calls already streamed (at least their id and name).
     calls_sent: Vec<SentCall>,
+    /// The literal texts that open a call (where one begins before its name can be read).
+    openers: Vec<String>,
+    /// Stop strings the template asks for (a turn's end written as text): they apply inside
+    /// calls too, unlike the task's own.
+    turn_ends: Vec<String>,
     /// The last partial read and the text it read: after each token [`ToolOutput::ends_at`]
     /// and [`ToolOutput::advance`] read the same text, and a read costs the whole text.
     last_read: Option<(String, Parsed)>,
+}
+
+/// Whether `call`'s arguments are a closed JSON object.
+fn arguments_closed(call: &ParsedCall) -> bool {
+    serde_json::from_str::<Value>(&call.arguments).is_ok_and(|args| args.is_object())
 }
 
 /// A tool-using task's output, read.
@@ -63,8 +73,22 @@ impl ToolOutput {
             answer: None,
             content_sent: String::new(),
             calls_sent: Vec::new(),
+            openers: Vec::new(),
+            turn_ends: Vec::new(),
             last_read: None,
         }
+    }
+
+    /// The same reader, with the texts that open a call and the template's stop strings.
+    pub(super) fn delimited(mut self, openers: Vec<String>, turn_ends: Vec<String>) -> ToolOutput {
+        self.openers = openers;
+        self.turn_ends = turn_ends;
+        self
+    }
+
+    /// The template's stop strings.
+    pub(super) fn turn_ends(&self) -> &[String] {
+        &self.turn_ends
     }
 
     /// The same reader, rendering `tokens` (special ones) as their text.
@@ -96,9 +120,7 @@ impl ToolOutput {
         let Ok(parsed) = self.read_partial(text) else {
             return false;
         };
-        let closed = |call: &ParsedCall| {
-            serde_json::from_str::<Value>(&call.arguments).is_ok_and(|args| args.is_object())
-        };
+        let closed = arguments_closed;
         match parsed.tool_calls.as_slice() {
             [] => false,
             [first, ..] if !self.parallel || self.is_answer(first) => closed(first),
@@ -108,10 +130,21 @@ impl ToolOutput {
         }
     }
 
-    /// Whether a call has begun in `text` (the text so far).
-    pub(super) fn calls_begun(&mut self, text: &str) -> bool {
-        self.read_partial(text)
-            .is_ok_and(|parsed| !parsed.tool_calls.is_empty())
+    /// Whether a call is open at the end of `text` (the text so far): its opening written and
+    /// its arguments object not closed yet.
+    pub(super) fn call_open(&mut self, text: &str) -> bool {
+        let whole = format!("{}{text}", self.prefix);
+        let opened: usize = (self.openers.iter())
+            .map(|opener| whole.matches(opener.as_str()).count())
+            .sum();
+        let Ok(parsed) = self.read_partial(text) else {
+            return opened > 0;
+        };
+        match parsed.tool_calls.last() {
+            Some(last) if !arguments_closed(last) => true,
+            // An opening whose call has no name read yet.
+            _ => opened > parsed.tool_calls.len(),
+        }
     }
 
     /// Whether `call` is of the answer function (its name whole once its arguments began).
@@ -233,10 +266,12 @@ impl ToolOutput {
                     break;
                 }
                 // The model's own id where the format has one (its template may check it
-                // when the call comes back), else one of warren's.
+                // when the call comes back), else one of warren's: also for a repeated one,
+                // which would leave the calls' results ambiguous.
+                let repeated = self.calls_sent.iter().any(|sent| sent.id == call.id);
                 let id = match call.id.as_str() {
-                    "" => crate::protocol::tools::new_call_id(),
-                    written => written.to_owned(),
+                    written if !written.is_empty() && !repeated => written.to_owned(),
+                    _ => crate::protocol::tools::new_call_id(),
                 };
                 delta.tool_calls.push(ToolCallDelta {
                     index: index as u32,

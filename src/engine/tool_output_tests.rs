@@ -34,6 +34,7 @@ fn output_of(names: &[&str], parallel: bool) -> ToolOutput {
         "<tool_call>\n".to_owned(),
         parallel,
     )
+    .delimited(vec!["<tool_call>\n".to_owned()], Vec::new())
 }
 
 /// The output reader of an `auto` task of the shipped template: text until a call begins.
@@ -48,6 +49,7 @@ fn output_of_auto() -> ToolOutput {
         )
         .unwrap();
     ToolOutput::new(OutputParser::of(&rendered).unwrap(), String::new(), true)
+        .delimited(rendered.trigger_words.clone(), Vec::new())
 }
 
 const CALL: &str =
@@ -188,22 +190,33 @@ fn an_id_the_model_writes_is_the_calls_id() {
         panic!("one call: {answer:?}");
     };
     assert_eq!(call.id, "a1b2c3d4e", "{answer:?}");
+
+    // The same id twice: the second call gets one of warren's.
+    let mut output = ToolOutput::new(OutputParser::of(&rendered).unwrap(), String::new(), true);
+    let (answer, _) = output.finish(&format!("{text}\n{text}"), FinishReason::Stop);
+    let [first, second] = answer.calls.as_slice() else {
+        panic!("two calls: {answer:?}");
+    };
+    assert_eq!(first.id, "a1b2c3d4e");
+    assert!(second.id.starts_with("call_"), "{answer:?}");
+}
+
+/// Appends `text` to `generated` a few bytes at a time, until it says the text is finished.
+fn generate(generated: &mut super::super::generated_text::GeneratedText, text: &str) {
+    for piece in text.as_bytes().chunks(3) {
+        if generated.append(piece, None) {
+            return;
+        }
+    }
 }
 
 #[test]
-fn a_stop_string_does_not_cut_a_call() {
+fn a_tasks_stop_string_does_not_cut_an_open_call() {
     use super::super::generated_text::GeneratedText;
-    // `}` ends the arguments' inner object first: a stop there would leave `{"city": "Paris"}`
-    // unclosed in the call's JSON.
+    // `}` first closes the arguments' inner object: a stop there would leave the arguments
+    // unclosed. The outer `}` comes after the arguments closed: a stop may end the text there.
     let mut text = GeneratedText::new(None, vec!["}".into()], Some(output(true)));
-    let mut ended = false;
-    for piece in CALL.as_bytes().chunks(3) {
-        ended = text.append(piece, None);
-        if ended {
-            break;
-        }
-    }
-    assert!(!ended, "the stop string cut the call");
+    generate(&mut text, CALL);
     let done = text.finish(FinishReason::Stop);
     assert_eq!(done.finish_reason, FinishReason::ToolCalls);
     let [call] = done.tool_calls.as_slice() else {
@@ -211,10 +224,31 @@ fn a_stop_string_does_not_cut_a_call() {
     };
     assert_eq!(call.function.arguments, "{\"city\": \"Paris\"}");
 
+    // Between a call's opening and its name too (`auto`: the opening is in the output).
+    let mut text = GeneratedText::new(None, vec!["\"".into()], Some(output_of_auto()));
+    generate(&mut text, &format!("Sure. <tool_call>\n{CALL}"));
+    let done = text.finish(FinishReason::Stop);
+    assert_eq!(done.tool_calls.len(), 1, "{:?}", done.tool_calls);
+    assert_eq!(
+        done.tool_calls[0].function.arguments,
+        "{\"city\": \"Paris\"}"
+    );
+
     // Before any call, a stop string ends the text as in a task without tools.
     let mut text = GeneratedText::new(None, vec!["Bye".into()], Some(output_of_auto()));
     assert!(text.append(b"Hello. Bye", None));
     let done = text.finish(FinishReason::Stop);
     assert_eq!(done.text, "Hello. ");
     assert!(done.tool_calls.is_empty());
+}
+
+#[test]
+fn the_templates_stop_strings_end_the_turn_inside_a_call_too() {
+    use super::super::generated_text::GeneratedText;
+    let output = output(true).delimited(Vec::new(), vec!["<end>".into()]);
+    let mut text = GeneratedText::new(None, Vec::new(), Some(output));
+    assert!(text.append(
+        b"{\"name\": \"get_weather\", \"arguments\": {\"city\": \"<end>",
+        None
+    ));
 }

@@ -98,14 +98,12 @@ pub(super) fn chat_request(task: &Task, messages: &[ChatMessage], answer: Option
 pub(super) struct ToolUse {
     /// The tool-call grammar.
     pub grammar: ToolGrammar,
-    /// The output reader.
+    /// The output reader (with the template's extra stop strings).
     pub output: ToolOutput,
-    /// Extra stop strings the template asks for.
-    pub stops: Vec<String>,
 }
 
 /// What a chat task's rendering gives: the prompt text, and for a task whose tools may be
-/// called its grammar, its output reader and extra stop strings. `tokens_of` tokenizes
+/// called its grammar and its output reader (with the template's extra stop strings). `tokens_of` tokenizes
 /// text that follows the start of the prompt (special tokens parsed, no BOS).
 pub(super) fn render(
     template: &ChatTemplate,
@@ -174,19 +172,21 @@ pub(super) fn render(
             _ => None,
         })
         .collect();
+    // The literal texts that open a call: `auto`'s triggers, or the required call's start.
+    let openers = if rendered.grammar_lazy {
+        rendered.trigger_words.clone()
+    } else {
+        [call_start.clone()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
     let output = ToolOutput::new(parser, call_start.clone(), !single)
         .preserving(preserved)
-        .answering(answer.map(|tool| tool.function.name));
+        .answering(answer.map(|tool| tool.function.name))
+        .delimited(openers, rendered.additional_stops);
     let prompt = format!("{}{call_start}", rendered.prompt);
-    let stops = rendered.additional_stops;
-    Ok((
-        prompt,
-        Some(ToolUse {
-            grammar,
-            output,
-            stops,
-        }),
-    ))
+    Ok((prompt, Some(ToolUse { grammar, output })))
 }
 
 #[cfg(test)]

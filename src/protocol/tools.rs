@@ -333,16 +333,6 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_limit_counts_the_tools_json() {
-        let tools = [tool("f")];
-        assert_eq!(
-            counted_len(&tools),
-            serde_json::to_vec(&tools).unwrap().len()
-        );
-        assert!(counted_len(&tools) > "f".len());
-    }
-
-    #[test]
     fn tool_schemas_are_held_to_the_bounds_of_json_schema_and_to_a_total() {
         let with = |name: &str, parameters: Value| {
             let mut tool = tool(name);

@@ -324,19 +324,28 @@ class Amqp:
         reply's AMQP properties in `self.reply_properties`."""
         deadline = time.monotonic() + seconds
         while task_id not in self.arrived and time.monotonic() < deadline:
-            method, properties, body = self.channel.basic_get(self.replies, auto_ack=True)
-            if method is None:
+            if not self._take_one():
                 time.sleep(0.1)
-                continue
-            reply = json.loads(body)
-            if reply["status"] == "chunk":
-                self.chunks.setdefault(reply["id"], []).append(reply)
-            elif reply["status"] != "started":
-                self.arrived[reply["id"]] = reply
-                self.reply_properties[reply["id"]] = properties
         if task_id not in self.arrived:
             raise AssertionError(f"no reply to {task_id}")
         return self.arrived.pop(task_id)
+
+    def take_waiting(self):
+        """Takes every reply already in the reply queue (kept as `reply` keeps them)."""
+        while self._take_one():
+            pass
+
+    def _take_one(self):
+        method, properties, body = self.channel.basic_get(self.replies, auto_ack=True)
+        if method is None:
+            return False
+        reply = json.loads(body)
+        if reply["status"] == "chunk":
+            self.chunks.setdefault(reply["id"], []).append(reply)
+        elif reply["status"] != "started":
+            self.arrived[reply["id"]] = reply
+            self.reply_properties[reply["id"]] = properties
+        return True
 
     def dead_letter(self, task_id, seconds=30):
         """The dead letter of `task_id` (taken); the others are put back when it is found."""

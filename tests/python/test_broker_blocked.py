@@ -50,8 +50,12 @@ def test_a_blocked_broker_is_reported_and_nothing_is_lost(private_broker, memory
         assert metric(gateway.metrics_url, "warren_broker_blocked") == 0
 
         # Load: streamed tasks the worker is generating when the alarm comes (each token is a
-        # publish, so the first one after the alarm waits); their replies must wait too.
-        ids = [amqp.send({"prompt": f"Verse {i}:", "max_tokens": 96, "stream": True}) for i in range(4)]
+        # publish, so the first one after the alarm waits); their replies must wait too. Their
+        # end tokens are biased away, so that they are still generating however long the
+        # alarm's rabbitmqctl takes on a loaded machine.
+        no_end = {"1": -100, "106": -100, "212": -100}
+        ids = [amqp.send({"prompt": f"Verse {i}:", "max_tokens": 192, "stream": True, "logit_bias": no_end})
+               for i in range(4)]
         # A background response queued behind them, to be cancelled during the alarm.
         queued = client.responses.create(model="m", input="Hi", background=True, max_output_tokens=8)
         wait_for(lambda: metric(worker.metrics_url, "warren_slots_busy") == 2, "the worker generating",

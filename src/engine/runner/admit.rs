@@ -107,11 +107,8 @@ impl Runner<'_> {
         });
         tracing::debug!(slot, reused, on_device, "task admitted");
         self.admissions += 1;
-        let mut stops = task.stop.clone();
-        let tool_output = tools.map(|tools| {
-            stops.extend(tools.stops);
-            tools.output
-        });
+        let stops = task.stop.clone();
+        let tool_output = tools.map(|tools| tools.output);
         self.slots[slot] = Some(Sequence::new(SequenceStart {
             seq_id: slot as i32,
             admission: self.admissions,
